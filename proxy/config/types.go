@@ -1,0 +1,301 @@
+// Package config loads, checks and defaults Sightline's configuration.
+//
+// The types here are the whole configuration schema. Every field is a typed
+// value (durations are time.Duration, sizes are ints) so that the rest of the
+// proxy never parses strings. Load fills defaults and validates; a Config
+// returned by Load without error is ready to build from.
+package config
+
+import (
+	"time"
+)
+
+// Config is the root of a configuration file (and of the files it includes).
+type Config struct {
+	Include   []string   `yaml:"include,omitempty" json:"include,omitempty"`
+	Node      Node       `yaml:"node" json:"node"`
+	Admin     Admin      `yaml:"admin" json:"admin"`
+	Server    Server     `yaml:"server" json:"server"`
+	Stats     Stats      `yaml:"stats" json:"stats"`
+	Tracing   Tracing    `yaml:"tracing" json:"tracing"`
+	Listeners []Listener `yaml:"listeners" json:"listeners"`
+	Clusters  []Cluster  `yaml:"clusters" json:"clusters"`
+
+	// Files lists every file the config was read from, the main file first.
+	Files []string `yaml:"-" json:"files,omitempty"`
+}
+
+// Node describes the proxy itself.
+type Node struct {
+	ID   string `yaml:"id" json:"id"`
+	Zone string `yaml:"zone" json:"zone"`
+}
+
+// Admin is the admin server.
+type Admin struct {
+	Address string `yaml:"address" json:"address"`
+}
+
+// Server holds process-wide settings.
+type Server struct {
+	DrainTime    Duration `yaml:"drain_time" json:"drain_time"`
+	DrainTimeout Duration `yaml:"drain_timeout" json:"drain_timeout"`
+	Watch        bool     `yaml:"watch" json:"watch"`
+}
+
+// Stats configures the stats model and its sinks.
+type Stats struct {
+	FlushInterval Duration   `yaml:"flush_interval" json:"flush_interval"`
+	Exclude       []string   `yaml:"exclude,omitempty" json:"exclude,omitempty"`
+	Include       []string   `yaml:"include,omitempty" json:"include,omitempty"`
+	EmitZeros     bool       `yaml:"emit_zeros" json:"emit_zeros"`
+	Sinks         []Sink     `yaml:"sinks,omitempty" json:"sinks,omitempty"`
+	Prometheus    Prometheus `yaml:"prometheus" json:"prometheus"`
+}
+
+// Sink is one push sink; exactly one field is set.
+type Sink struct {
+	Statsd *StatsdSink `yaml:"statsd,omitempty" json:"statsd,omitempty"`
+	OTLP   *OTLP       `yaml:"otlp,omitempty" json:"otlp,omitempty"`
+}
+
+// StatsdSink pushes to a statsd agent.
+type StatsdSink struct {
+	Address  string `yaml:"address" json:"address"`
+	Prefix   string `yaml:"prefix" json:"prefix"`
+	Protocol string `yaml:"protocol" json:"protocol"` // udp | tcp
+	Tags     string `yaml:"tags" json:"tags"`         // none | dogstatsd
+}
+
+// OTLP is an OpenTelemetry collector endpoint.
+type OTLP struct {
+	Endpoint string `yaml:"endpoint" json:"endpoint"`
+	Protocol string `yaml:"protocol" json:"protocol"` // grpc | http
+	Insecure bool   `yaml:"insecure" json:"insecure"`
+}
+
+// Prometheus configures the /stats/prometheus exposition.
+type Prometheus struct {
+	Namespace string `yaml:"namespace" json:"namespace"`
+}
+
+// Tracing configures spans and propagation.
+type Tracing struct {
+	Sampling    float64  `yaml:"sampling" json:"sampling"`
+	Propagation []string `yaml:"propagation,omitempty" json:"propagation,omitempty"`
+	OTLP        *OTLP    `yaml:"otlp,omitempty" json:"otlp,omitempty"`
+	ServiceName string   `yaml:"service_name" json:"service_name"`
+}
+
+// Listener is one downstream socket and what it serves.
+type Listener struct {
+	Name                string        `yaml:"name" json:"name"`
+	Address             string        `yaml:"address" json:"address"`
+	StatPrefix          string        `yaml:"stat_prefix" json:"stat_prefix"`
+	Protocols           []string      `yaml:"protocols,omitempty" json:"protocols,omitempty"` // h2c, http1; with tls: h2, http1
+	TLS                 *ListenerTLS  `yaml:"tls,omitempty" json:"tls,omitempty"`
+	RequestID           RequestID     `yaml:"request_id" json:"request_id"`
+	TrustRequestHeaders bool          `yaml:"trust_request_headers" json:"trust_request_headers"`
+	AccessLog           []AccessLog   `yaml:"access_log,omitempty" json:"access_log,omitempty"`
+	Limits              Limits        `yaml:"limits" json:"limits"`
+	VirtualHosts        []VirtualHost `yaml:"virtual_hosts" json:"virtual_hosts"`
+}
+
+// ListenerTLS terminates TLS on a listener; ALPN picks h2 or http/1.1.
+type ListenerTLS struct {
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+}
+
+// Limits are the listener's server limits. Zero values are replaced by
+// defaults when the config is loaded.
+type Limits struct {
+	MaxConcurrentStreams int      `yaml:"max_concurrent_streams" json:"max_concurrent_streams"`
+	MaxHeaderBytes       int      `yaml:"max_header_bytes" json:"max_header_bytes"`
+	IdleTimeout          Duration `yaml:"idle_timeout" json:"idle_timeout"`
+	HeaderReadTimeout    Duration `yaml:"header_read_timeout" json:"header_read_timeout"`
+	// MaxRequestsPerConnection closes a connection gracefully after this many
+	// requests; 0 (the default) means no cap.
+	MaxRequestsPerConnection int `yaml:"max_requests_per_connection" json:"max_requests_per_connection"`
+}
+
+// RequestID controls x-request-id handling.
+type RequestID struct {
+	Generate         *bool `yaml:"generate,omitempty" json:"generate,omitempty"`
+	PreserveExternal *bool `yaml:"preserve_external,omitempty" json:"preserve_external,omitempty"`
+	SetInResponse    *bool `yaml:"set_in_response,omitempty" json:"set_in_response,omitempty"`
+}
+
+// AccessLog is one access-log destination of a listener.
+type AccessLog struct {
+	Path          string          `yaml:"path" json:"path"`
+	FlushInterval Duration        `yaml:"flush_interval" json:"flush_interval"`
+	BufferBytes   int             `yaml:"buffer_bytes" json:"buffer_bytes"`
+	Filter        AccessLogFilter `yaml:"filter" json:"filter"`
+}
+
+// AccessLogFilter decides which requests are logged.
+type AccessLogFilter struct {
+	StatusMin      int      `yaml:"status_min" json:"status_min"`
+	DurationMin    Duration `yaml:"duration_min" json:"duration_min"`
+	NotHealthCheck bool     `yaml:"not_health_check" json:"not_health_check"`
+	SamplePercent  *float64 `yaml:"sample_percent,omitempty" json:"sample_percent,omitempty"`
+}
+
+// VirtualHost groups routes under a set of domains.
+type VirtualHost struct {
+	Name    string   `yaml:"name" json:"name"`
+	Domains []string `yaml:"domains" json:"domains"`
+	Routes  []Route  `yaml:"routes" json:"routes"`
+}
+
+// Route matches requests and names where they go.
+type Route struct {
+	Name             string            `yaml:"name,omitempty" json:"name,omitempty"`
+	Match            RouteMatch        `yaml:"match" json:"match"`
+	Cluster          string            `yaml:"cluster,omitempty" json:"cluster,omitempty"`
+	WeightedClusters []WeightedCluster `yaml:"weighted_clusters,omitempty" json:"weighted_clusters,omitempty"`
+	// Timeout bounds the whole request; 0 means none. A gRPC client's
+	// grpc-timeout also bounds it: the smaller wins.
+	Timeout     Duration     `yaml:"timeout" json:"timeout"`
+	RetryPolicy *RetryPolicy `yaml:"retry_policy,omitempty" json:"retry_policy,omitempty"`
+	HashPolicy  []HashPolicy `yaml:"hash_policy,omitempty" json:"hash_policy,omitempty"`
+	Mirror      *Mirror      `yaml:"mirror,omitempty" json:"mirror,omitempty"`
+}
+
+// RouteMatch is what a request must look like; exactly one of Prefix, Path
+// and Regex is set.
+type RouteMatch struct {
+	Prefix  string          `yaml:"prefix,omitempty" json:"prefix,omitempty"`
+	Path    string          `yaml:"path,omitempty" json:"path,omitempty"`
+	Regex   string          `yaml:"regex,omitempty" json:"regex,omitempty"`
+	Headers []HeaderMatcher `yaml:"headers,omitempty" json:"headers,omitempty"`
+	// GRPC matches only requests whose content-type is application/grpc*.
+	GRPC bool `yaml:"grpc,omitempty" json:"grpc,omitempty"`
+}
+
+// HeaderMatcher matches one request header; exactly one of Exact, Present
+// and Regex is set.
+type HeaderMatcher struct {
+	Name    string `yaml:"name" json:"name"`
+	Exact   string `yaml:"exact,omitempty" json:"exact,omitempty"`
+	Present bool   `yaml:"present,omitempty" json:"present,omitempty"`
+	Regex   string `yaml:"regex,omitempty" json:"regex,omitempty"`
+	// Invert turns the match around: the header must not match.
+	Invert bool `yaml:"invert,omitempty" json:"invert,omitempty"`
+}
+
+// WeightedCluster is one target of a weighted route.
+type WeightedCluster struct {
+	Cluster string `yaml:"cluster" json:"cluster"`
+	Weight  uint32 `yaml:"weight" json:"weight"`
+}
+
+// RetryPolicy says when and how often a request is tried again.
+type RetryPolicy struct {
+	RetryOn       string   `yaml:"retry_on" json:"retry_on"`
+	NumRetries    int      `yaml:"num_retries" json:"num_retries"`
+	PerTryTimeout Duration `yaml:"per_try_timeout" json:"per_try_timeout"`
+	BackoffBase   Duration `yaml:"backoff_base" json:"backoff_base"`
+	BackoffMax    Duration `yaml:"backoff_max" json:"backoff_max"`
+}
+
+// HashPolicy names what ring_hash and maglev hash on.
+type HashPolicy struct {
+	Header string `yaml:"header" json:"header"`
+}
+
+// Mirror copies a share of requests to another cluster.
+type Mirror struct {
+	Cluster string  `yaml:"cluster" json:"cluster"`
+	Percent float64 `yaml:"percent" json:"percent"`
+}
+
+// Cluster is a named group of upstream hosts.
+type Cluster struct {
+	Name             string            `yaml:"name" json:"name"`
+	Type             string            `yaml:"type" json:"type"`         // static | strict_dns
+	Protocol         string            `yaml:"protocol" json:"protocol"` // http2 | http1 | auto
+	ConnectTimeout   Duration          `yaml:"connect_timeout" json:"connect_timeout"`
+	LBPolicy         string            `yaml:"lb_policy" json:"lb_policy"` // round_robin | least_request | random | ring_hash | maglev
+	DNSRefreshRate   Duration          `yaml:"dns_refresh_rate" json:"dns_refresh_rate"`
+	ZoneAware        ZoneAware         `yaml:"zone_aware" json:"zone_aware"`
+	PanicThreshold   *float64          `yaml:"panic_threshold,omitempty" json:"panic_threshold,omitempty"`
+	Endpoints        []Endpoint        `yaml:"endpoints" json:"endpoints"`
+	HealthCheck      *HealthCheck      `yaml:"health_check,omitempty" json:"health_check,omitempty"`
+	OutlierDetection *OutlierDetection `yaml:"outlier_detection,omitempty" json:"outlier_detection,omitempty"`
+	CircuitBreakers  CircuitBreakers   `yaml:"circuit_breakers" json:"circuit_breakers"`
+	TLS              *UpstreamTLS      `yaml:"tls,omitempty" json:"tls,omitempty"`
+}
+
+// Endpoint is one configured upstream address. For strict_dns clusters the
+// host part is a name whose every A/AAAA record becomes a host.
+type Endpoint struct {
+	Address string `yaml:"address" json:"address"`
+	Zone    string `yaml:"zone,omitempty" json:"zone,omitempty"`
+	Weight  uint32 `yaml:"weight,omitempty" json:"weight,omitempty"`
+}
+
+// ZoneAware configures zone-aware routing.
+type ZoneAware struct {
+	Enabled        bool `yaml:"enabled" json:"enabled"`
+	MinClusterSize int  `yaml:"min_cluster_size" json:"min_cluster_size"`
+}
+
+// HealthCheck configures active health checking; exactly one of GRPC, HTTP
+// and TCP is set.
+type HealthCheck struct {
+	GRPC               *GRPCHealthCheck `yaml:"grpc,omitempty" json:"grpc,omitempty"`
+	HTTP               *HTTPHealthCheck `yaml:"http,omitempty" json:"http,omitempty"`
+	TCP                *TCPHealthCheck  `yaml:"tcp,omitempty" json:"tcp,omitempty"`
+	Interval           Duration         `yaml:"interval" json:"interval"`
+	IntervalJitter     Duration         `yaml:"interval_jitter" json:"interval_jitter"`
+	Timeout            Duration         `yaml:"timeout" json:"timeout"`
+	HealthyThreshold   int              `yaml:"healthy_threshold" json:"healthy_threshold"`
+	UnhealthyThreshold int              `yaml:"unhealthy_threshold" json:"unhealthy_threshold"`
+	EventLogPath       string           `yaml:"event_log_path,omitempty" json:"event_log_path,omitempty"`
+}
+
+// GRPCHealthCheck uses grpc.health.v1.Health/Check.
+type GRPCHealthCheck struct {
+	ServiceName string `yaml:"service_name" json:"service_name"`
+}
+
+// HTTPHealthCheck sends a GET to Path.
+type HTTPHealthCheck struct {
+	Path             string `yaml:"path" json:"path"`
+	ExpectedStatuses []int  `yaml:"expected_statuses,omitempty" json:"expected_statuses,omitempty"`
+}
+
+// TCPHealthCheck only connects.
+type TCPHealthCheck struct{}
+
+// OutlierDetection ejects hosts that keep failing.
+type OutlierDetection struct {
+	Consecutive5xx     int      `yaml:"consecutive_5xx" json:"consecutive_5xx"`
+	Interval           Duration `yaml:"interval" json:"interval"`
+	BaseEjectionTime   Duration `yaml:"base_ejection_time" json:"base_ejection_time"`
+	MaxEjectionPercent int      `yaml:"max_ejection_percent" json:"max_ejection_percent"`
+}
+
+// CircuitBreakers bound what a cluster may have outstanding.
+type CircuitBreakers struct {
+	MaxConnections     int `yaml:"max_connections" json:"max_connections"`
+	MaxPendingRequests int `yaml:"max_pending_requests" json:"max_pending_requests"`
+	MaxRequests        int `yaml:"max_requests" json:"max_requests"`
+	MaxRetries         int `yaml:"max_retries" json:"max_retries"`
+}
+
+// UpstreamTLS makes the cluster's connections TLS.
+type UpstreamTLS struct {
+	SNI                string `yaml:"sni,omitempty" json:"sni,omitempty"`
+	CAFile             string `yaml:"ca_file,omitempty" json:"ca_file,omitempty"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" json:"insecure_skip_verify"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("500ms").
+// A bare number is refused with a hint, since "timeout: 15" is ambiguous.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
