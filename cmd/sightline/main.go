@@ -1,0 +1,169 @@
+// Command sightline is an L7 proxy for HTTP/2 and gRPC that balances every
+// call on its own and emits the same stats, traces and logs at every hop.
+//
+//	sightline -c sightline.yaml           run the proxy (also: sightline run -c …)
+//	sightline validate -c sightline.yaml  check a config and print a summary
+//	sightline demo                        proxy + sample backends + traffic
+//	sightline version                     version, commit, Go version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/internal/demo"
+	"github.com/sightline-proxy/sightline/internal/version"
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/server"
+)
+
+const usage = `Usage:
+  sightline [run] -c FILE [--log-level LEVEL] [--log-format json|console]
+  sightline validate -c FILE
+  sightline demo [--listen ADDR] [--admin ADDR]
+  sightline version
+
+Flags:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the exit, so that tests can call it.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("sightline "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	var (
+		cfgPath   string
+		logLevel  = fs.String("log-level", "info", "the proxy's own log level: trace, debug, info, warn, error")
+		logFormat = fs.String("log-format", "json", "json (to stderr) or console (for people)")
+		listen    = fs.String("listen", "127.0.0.1:10000", "demo: the proxy listener's address")
+		adminAddr = fs.String("admin", "127.0.0.1:9901", "demo: the admin server's address")
+	)
+	fs.StringVar(&cfgPath, "c", "", "config file (.yaml, .yml or .json)")
+	fs.StringVar(&cfgPath, "config", "", "config file (same as -c)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sightline %s: unexpected argument %q\n", cmd, fs.Arg(0))
+		return 2
+	}
+	lg, err := newLogger(*logLevel, *logFormat, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "sightline: %v\n", err)
+		return 2
+	}
+
+	switch cmd {
+	case "version":
+		v := version.Get()
+		fmt.Fprintf(stdout, "sightline %s (commit %s, %s)\n", v.Version, v.Commit, v.GoVersion)
+		return 0
+	case "validate":
+		if cfgPath == "" {
+			fmt.Fprintln(stderr, "sightline validate: -c FILE is required")
+			return 2
+		}
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: ok\n%s", cfgPath, cfg.Summary())
+		return 0
+	case "run":
+		if cfgPath == "" {
+			fs.Usage()
+			return 2
+		}
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return serve(cfg, lg)
+	case "demo":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		if err := demo.Run(ctx, demo.Options{Listen: *listen, Admin: *adminAddr, Out: stdout, Log: lg}); err != nil {
+			fmt.Fprintf(stderr, "sightline demo: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "sightline: unknown command %q\n\n", cmd)
+	fs.Usage()
+	return 2
+}
+
+// serve runs the proxy until SIGTERM or SIGINT, then drains. A second signal
+// exits at once.
+func serve(cfg *config.Config, lg zerolog.Logger) int {
+	srv, err := server.New(cfg, lg)
+	if err != nil {
+		lg.Error().Err(err).Msg("building the proxy")
+		return 1
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		lg.Error().Err(err).Msg("starting the proxy")
+		return 1
+	}
+	lg.Info().Str("admin", srv.AdminAddr()).Msg("sightline started")
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	sig := <-sigs
+	lg.Info().Str("signal", sig.String()).Msg("draining")
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			lg.Warn().Err(err).Msg("shutdown")
+		}
+		lg.Info().Msg("stopped")
+		return 0
+	case sig := <-sigs:
+		lg.Warn().Str("signal", sig.String()).Msg("second signal: exiting now")
+		return 1
+	}
+}
+
+func newLogger(level, format string, w io.Writer) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		return zerolog.Nop(), fmt.Errorf("unknown log level %q (want trace, debug, info, warn or error)", level)
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	switch format {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	default:
+		return zerolog.Nop(), fmt.Errorf("unknown log format %q (want json or console)", format)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}

@@ -1,0 +1,207 @@
+// Package admin serves the admin endpoints: readiness, clusters, the
+// running config and server info. It binds to loopback unless told
+// otherwise, since it can change the proxy's state.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/host"
+)
+
+// Source is what the admin server reports on; the proxy's server implements
+// it.
+type Source interface {
+	// Clusters returns the running clusters in config order.
+	Clusters() []*cluster.Cluster
+	// ConfigJSON returns the running config, defaults applied, secrets
+	// redacted.
+	ConfigJSON() ([]byte, error)
+	// Info returns the body of /server_info.
+	Info() any
+	// State is "LIVE", "DRAINING" or "FAILED" (after /healthcheck/fail).
+	State() string
+	// SetHealthcheckFailed makes /ready fail (true) or pass (false).
+	SetHealthcheckFailed(bool)
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	src  Source
+	srv  *http.Server
+	ln   net.Listener
+	log  zerolog.Logger
+	done chan struct{}
+	mux  *http.ServeMux
+}
+
+// New prepares the admin server on addr.
+func New(addr string, src Source, lg zerolog.Logger) *Server {
+	s := &Server{src: src, log: lg.With().Str("component", "admin").Logger(), done: make(chan struct{}), mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /ready", s.ready)
+	s.mux.HandleFunc("GET /clusters", s.clusters)
+	s.mux.HandleFunc("GET /config_dump", s.configDump)
+	s.mux.HandleFunc("GET /server_info", s.serverInfo)
+	s.mux.HandleFunc("POST /healthcheck/fail", func(w http.ResponseWriter, _ *http.Request) {
+		s.src.SetHealthcheckFailed(true)
+		fmt.Fprintln(w, "OK")
+	})
+	s.mux.HandleFunc("POST /healthcheck/ok", func(w http.ResponseWriter, _ *http.Request) {
+		s.src.SetHealthcheckFailed(false)
+		fmt.Fprintln(w, "OK")
+	})
+	s.mux.HandleFunc("GET /{$}", s.index)
+	s.srv = &http.Server{Addr: addr, Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Handle adds an endpoint; later features (stats, logs) register theirs.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Start binds and serves in the background.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.srv.Addr)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	s.ln = ln
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error().Err(err).Msg("admin server stopped")
+		}
+	}()
+	s.log.Info().Str("address", ln.Addr().String()).Msg("admin listening")
+	return nil
+}
+
+// Addr returns the bound address.
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return s.srv.Addr
+	}
+	return s.ln.Addr().String()
+}
+
+// Shutdown stops the admin server.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if s.ln != nil {
+		<-s.done
+	}
+	return err
+}
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	st := s.src.State()
+	if st != "LIVE" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	fmt.Fprintln(w, st)
+}
+
+func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprint(w, `Sightline admin
+  /ready                  200 LIVE when serving, 503 while draining or failed
+  /clusters               hosts with zone, weight, health and request counts (?format=json)
+  /config_dump            the running config as JSON
+  /server_info            version, uptime, node, state
+  POST /healthcheck/fail  make /ready fail
+  POST /healthcheck/ok    make /ready pass again
+`)
+}
+
+// HostStatus is one host in /clusters?format=json.
+type HostStatus struct {
+	Address     string `json:"address"`
+	Zone        string `json:"zone"`
+	Weight      uint32 `json:"weight"`
+	HealthFlags string `json:"health_flags"`
+	Healthy     bool   `json:"healthy"`
+	RqActive    int64  `json:"rq_active"`
+	RqTotal     uint64 `json:"rq_total"`
+	RqError     uint64 `json:"rq_error"`
+}
+
+// ClusterStatus is one cluster in /clusters?format=json.
+type ClusterStatus struct {
+	Name     string       `json:"name"`
+	LBPolicy string       `json:"lb_policy"`
+	Protocol string       `json:"protocol"`
+	Panic    bool         `json:"panic"`
+	Hosts    []HostStatus `json:"host_statuses"`
+}
+
+func hostStatus(h *host.Host) HostStatus {
+	f := h.Flags()
+	return HostStatus{
+		Address: h.Address, Zone: h.Zone, Weight: h.Weight,
+		HealthFlags: host.FlagString(f), Healthy: f == 0,
+		RqActive: h.Active.Load(), RqTotal: h.RqTotal.Load(), RqError: h.RqError.Load(),
+	}
+}
+
+func (s *Server) clusters(w http.ResponseWriter, r *http.Request) {
+	var out []ClusterStatus
+	for _, c := range s.src.Clusters() {
+		cs := ClusterStatus{Name: c.Name, LBPolicy: c.Config.LBPolicy, Protocol: c.Config.Protocol, Panic: c.Panic(), Hosts: []HostStatus{}}
+		for _, h := range c.Hosts() {
+			cs.Hosts = append(cs.Hosts, hostStatus(h))
+		}
+		out = append(out, cs)
+	}
+	if r.URL.Query().Get("format") == "json" {
+		writeJSON(w, map[string]any{"cluster_statuses": out})
+		return
+	}
+	// Envoy's text form: cluster::address::field::value, one a line.
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	var b strings.Builder
+	for _, c := range out {
+		fmt.Fprintf(&b, "%s::lb_policy::%s\n", c.Name, c.LBPolicy)
+		fmt.Fprintf(&b, "%s::panic::%t\n", c.Name, c.Panic)
+		for _, h := range c.Hosts {
+			p := c.Name + "::" + h.Address + "::"
+			b.WriteString(p + "zone::" + h.Zone + "\n")
+			b.WriteString(p + "weight::" + strconv.FormatUint(uint64(h.Weight), 10) + "\n")
+			b.WriteString(p + "health_flags::" + h.HealthFlags + "\n")
+			b.WriteString(p + "rq_active::" + strconv.FormatInt(h.RqActive, 10) + "\n")
+			b.WriteString(p + "rq_total::" + strconv.FormatUint(h.RqTotal, 10) + "\n")
+			b.WriteString(p + "rq_error::" + strconv.FormatUint(h.RqError, 10) + "\n")
+		}
+	}
+	fmt.Fprint(w, b.String())
+}
+
+func (s *Server) configDump(w http.ResponseWriter, _ *http.Request) {
+	b, err := s.src.ConfigJSON()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}
+
+func (s *Server) serverInfo(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, s.src.Info())
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,343 @@
+// Package cluster keeps a cluster's hosts, discovers them (static or
+// strict_dns) and publishes the balancer snapshot the request path picks from.
+//
+// Membership changes are serialized under the cluster's mutex; each change
+// builds a new picker from the eligible hosts and publishes it through an
+// atomic pointer. Pick only loads that pointer: no lock, no map lookup.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/proxy/balancer"
+	"github.com/sightline-proxy/sightline/proxy/balancer/policies"
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/host"
+)
+
+// Protocol is the upstream protocol of a cluster.
+type Protocol uint8
+
+const (
+	// HTTP2 speaks HTTP/2 (h2c, or h2 over TLS) to every host.
+	HTTP2 Protocol = iota
+	// HTTP1 speaks HTTP/1.1.
+	HTTP1
+	// Auto follows the downstream request's protocol.
+	Auto
+)
+
+// ParseProtocol maps the config word to a Protocol.
+func ParseProtocol(s string) (Protocol, error) {
+	switch s {
+	case "", "http2":
+		return HTTP2, nil
+	case "http1":
+		return HTTP1, nil
+	case "auto":
+		return Auto, nil
+	}
+	return 0, fmt.Errorf("unknown protocol %q", s)
+}
+
+// UpstreamFactory makes the connection pool of a new host.
+type UpstreamFactory func(c *Cluster, h *host.Host) host.Upstream
+
+// Resolver looks up the addresses of a name, as net.Resolver does.
+type Resolver interface {
+	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
+}
+
+// Cluster is a named set of upstream hosts with their balancer.
+type Cluster struct {
+	Name     string
+	Config   config.Cluster
+	Protocol Protocol
+
+	build       balancer.Builder
+	newUpstream UpstreamFactory
+	resolver    Resolver
+	log         zerolog.Logger
+
+	snap atomic.Pointer[snapshot]
+
+	mu     sync.Mutex
+	hosts  map[string]*host.Host // by address; owned by the cluster
+	origin map[string]string     // strict_dns: address → the configured name it resolved from
+
+	closeOnce sync.Once
+	stop      context.CancelFunc
+	done      chan struct{}
+}
+
+// snapshot is one immutable generation of the cluster's membership.
+type snapshot struct {
+	hosts  []*host.Host // every host, sorted by address
+	picker balancer.Picker
+	panic  bool // too few healthy hosts: balancing over all of them
+}
+
+// Options are the cluster's collaborators.
+type Options struct {
+	NewUpstream UpstreamFactory
+	Resolver    Resolver // nil: net.DefaultResolver
+	Log         zerolog.Logger
+}
+
+// New builds a cluster from its config. It does no I/O: static hosts are
+// published at once; strict_dns hosts appear after Start resolves them.
+func New(cfg config.Cluster, opts Options) (*Cluster, error) {
+	build, ok := policies.Builder(cfg.LBPolicy)
+	if !ok {
+		return nil, fmt.Errorf("cluster %s: unknown lb_policy %q", cfg.Name, cfg.LBPolicy)
+	}
+	proto, err := ParseProtocol(cfg.Protocol)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
+	}
+	c := &Cluster{
+		Name:        cfg.Name,
+		Config:      cfg,
+		Protocol:    proto,
+		build:       build,
+		newUpstream: opts.NewUpstream,
+		resolver:    opts.Resolver,
+		log:         opts.Log.With().Str("cluster", cfg.Name).Logger(),
+		hosts:       map[string]*host.Host{},
+		origin:      map[string]string{},
+		done:        make(chan struct{}),
+	}
+	if c.resolver == nil {
+		c.resolver = net.DefaultResolver
+	}
+	if cfg.Type != "strict_dns" {
+		eps := make([]endpoint, 0, len(cfg.Endpoints))
+		for _, ep := range cfg.Endpoints {
+			eps = append(eps, endpoint{addr: ep.Address, zone: ep.Zone, weight: ep.Weight})
+		}
+		c.setMembership(eps)
+	} else {
+		c.publishLocked()
+	}
+	return c, nil
+}
+
+// Start begins discovery. For strict_dns clusters it resolves once before
+// returning (so the first requests find hosts) and then every
+// dns_refresh_rate until Close.
+func (c *Cluster) Start(ctx context.Context) {
+	ctx, c.stop = context.WithCancel(ctx)
+	if c.Config.Type != "strict_dns" {
+		close(c.done)
+		return
+	}
+	c.resolve(ctx)
+	go func() {
+		defer close(c.done)
+		every := c.Config.DNSRefreshRate.D()
+		if every <= 0 {
+			every = 5 * time.Second
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				c.resolve(ctx)
+			}
+		}
+	}()
+}
+
+// resolve looks up every endpoint name; a failed lookup keeps the hosts that
+// name had, so a DNS outage never empties a cluster.
+func (c *Cluster) resolve(ctx context.Context) {
+	var eps []endpoint
+	for _, ep := range c.Config.Endpoints {
+		name, port, err := net.SplitHostPort(ep.Address)
+		if err != nil {
+			continue // validated at load time
+		}
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		addrs, err := c.resolver.LookupIPAddr(lctx, name)
+		cancel()
+		if err != nil || len(addrs) == 0 {
+			if err == nil {
+				err = errors.New("no addresses")
+			}
+			c.log.Warn().Err(err).Str("name", name).Msg("dns lookup failed; keeping the last good hosts")
+			eps = append(eps, c.lastGood(ep)...)
+			continue
+		}
+		for _, a := range addrs {
+			eps = append(eps, endpoint{addr: net.JoinHostPort(a.IP.String(), port), zone: ep.Zone, weight: ep.Weight, from: ep.Address})
+		}
+	}
+	c.setMembership(eps)
+}
+
+// lastGood returns the hosts currently known for a strict_dns endpoint.
+func (c *Cluster) lastGood(ep config.Endpoint) []endpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []endpoint
+	for addr, h := range c.hosts {
+		if c.origin[addr] == ep.Address {
+			out = append(out, endpoint{addr: h.Address, zone: h.Zone, weight: h.Weight, from: ep.Address})
+		}
+	}
+	return out
+}
+
+type endpoint struct {
+	addr   string
+	zone   string
+	weight uint32
+	from   string // the configured name a resolved address came from
+}
+
+// setMembership makes eps the cluster's hosts, keeping the Host values (and
+// so their counters and connection pools) of addresses already known.
+func (c *Cluster) setMembership(eps []endpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := make(map[string]bool, len(eps))
+	changed := false
+	for _, ep := range eps {
+		if seen[ep.addr] {
+			continue
+		}
+		seen[ep.addr] = true
+		w := ep.weight
+		if w == 0 {
+			w = 1
+		}
+		if h, ok := c.hosts[ep.addr]; ok && h.Zone == ep.zone && h.Weight == w {
+			continue
+		} else if ok {
+			c.closeHost(h)
+		}
+		h := &host.Host{Address: ep.addr, Zone: ep.zone, Weight: w}
+		c.origin[ep.addr] = ep.from
+		if c.newUpstream != nil {
+			h.Upstream = c.newUpstream(c, h)
+		}
+		c.hosts[ep.addr] = h
+		changed = true
+	}
+	for addr, h := range c.hosts {
+		if !seen[addr] {
+			c.closeHost(h)
+			delete(c.hosts, addr)
+			delete(c.origin, addr)
+			changed = true
+		}
+	}
+	if changed || c.snap.Load() == nil {
+		c.log.Debug().Int("hosts", len(c.hosts)).Msg("membership changed")
+		c.publishLocked()
+	}
+}
+
+func (c *Cluster) closeHost(h *host.Host) {
+	if h.Upstream != nil {
+		_ = h.Upstream.Close()
+	}
+}
+
+// Refresh rebuilds the picker after a host's health changed.
+func (c *Cluster) Refresh() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.publishLocked()
+}
+
+// publishLocked builds a new picker from the healthy hosts and publishes it.
+// Below panic_threshold percent healthy, all hosts are used, as Envoy does:
+// sending to a possibly unhealthy host beats failing every request.
+func (c *Cluster) publishLocked() {
+	all := make([]*host.Host, 0, len(c.hosts))
+	for _, h := range c.hosts {
+		all = append(all, h)
+	}
+	slices.SortFunc(all, func(a, b *host.Host) int { return compareAddr(a.Address, b.Address) })
+	healthy := make([]*host.Host, 0, len(all))
+	for _, h := range all {
+		if h.Healthy() {
+			healthy = append(healthy, h)
+		}
+	}
+	s := &snapshot{hosts: all}
+	threshold := 50.0
+	if c.Config.PanicThreshold != nil {
+		threshold = *c.Config.PanicThreshold
+	}
+	if len(all) > 0 && float64(len(healthy))*100 < threshold*float64(len(all)) {
+		s.panic = true
+		s.picker = c.build(all)
+	} else {
+		s.picker = c.build(healthy)
+	}
+	c.snap.Store(s)
+}
+
+// compareAddr orders "ip:port" strings by IP then numeric port, so that
+// 127.0.0.1:9 sorts before 127.0.0.1:10.
+func compareAddr(a, b string) int {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || ha != hb {
+		switch {
+		case a < b:
+			return -1
+		case a > b:
+			return 1
+		}
+		return 0
+	}
+	na, _ := strconv.Atoi(pa)
+	nb, _ := strconv.Atoi(pb)
+	return na - nb
+}
+
+// Pick chooses a host for one request, or nil when the cluster has none.
+// It is safe for concurrent use and takes no lock.
+func (c *Cluster) Pick(r *balancer.Request) *host.Host {
+	return c.snap.Load().picker.Pick(r)
+}
+
+// Hosts returns every host of the cluster, sorted by address.
+func (c *Cluster) Hosts() []*host.Host { return c.snap.Load().hosts }
+
+// Panic reports whether the cluster is balancing over all hosts because too
+// few are healthy.
+func (c *Cluster) Panic() bool { return c.snap.Load().panic }
+
+// Close stops discovery and closes every host's connection pool; streams in
+// flight finish first.
+func (c *Cluster) Close() {
+	c.closeOnce.Do(func() {
+		if c.stop != nil {
+			c.stop()
+			<-c.done
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for addr, h := range c.hosts {
+			c.closeHost(h)
+			delete(c.hosts, addr)
+		}
+	})
+}

@@ -1,0 +1,212 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/proxy/balancer"
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/host"
+)
+
+// fakeResolver answers from a table the test changes; an entry of nil
+// fails the lookup, as a DNS outage does.
+type fakeResolver struct {
+	mu      sync.Mutex
+	answers map[string][]string
+}
+
+func (f *fakeResolver) set(name string, ips ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answers[name] = ips
+}
+
+func (f *fakeResolver) LookupIPAddr(_ context.Context, name string) ([]net.IPAddr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ips := f.answers[name]
+	if ips == nil {
+		return nil, errors.New("no such host")
+	}
+	out := make([]net.IPAddr, len(ips))
+	for i, ip := range ips {
+		out[i] = net.IPAddr{IP: net.ParseIP(ip)}
+	}
+	return out, nil
+}
+
+type closeCounter struct{ closed *int }
+
+func (c closeCounter) Close() error { *c.closed++; return nil }
+
+func addrs(hs []*host.Host) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.Address
+	}
+	return out
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestStaticCluster(t *testing.T) {
+	cfg := config.Cluster{
+		Name: "c", Type: "static", LBPolicy: "round_robin",
+		Endpoints: []config.Endpoint{
+			{Address: "127.0.0.1:10", Zone: "a", Weight: 2},
+			{Address: "127.0.0.1:9", Zone: "b"},
+		},
+	}
+	c, err := New(cfg, Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start(context.Background())
+	defer c.Close()
+	if got, want := addrs(c.Hosts()), []string{"127.0.0.1:9", "127.0.0.1:10"}; !equal(got, want) {
+		t.Errorf("hosts = %v, want %v (sorted by numeric port)", got, want)
+	}
+	if h := c.Hosts()[0]; h.Weight != 1 || h.Zone != "b" {
+		t.Errorf("host 9: weight %d zone %q, want 1 and b", h.Weight, h.Zone)
+	}
+	seen := map[string]int{}
+	for range 300 {
+		seen[c.Pick(&balancer.Request{}).Address]++
+	}
+	if seen["127.0.0.1:10"] != 200 || seen["127.0.0.1:9"] != 100 {
+		t.Errorf("picks = %v, want 200/100 for weights 2/1", seen)
+	}
+}
+
+func TestUnknownPolicy(t *testing.T) {
+	_, err := New(config.Cluster{Name: "c", LBPolicy: "fastest"}, Options{})
+	if err == nil {
+		t.Fatal("New accepted lb_policy fastest")
+	}
+}
+
+func TestStrictDNS(t *testing.T) {
+	res := &fakeResolver{answers: map[string][]string{}}
+	res.set("svc.local", "10.0.0.1", "10.0.0.2")
+	closed := 0
+	cfg := config.Cluster{
+		Name: "dns", Type: "strict_dns", LBPolicy: "round_robin",
+		DNSRefreshRate: config.Duration(20 * time.Millisecond),
+		Endpoints:      []config.Endpoint{{Address: "svc.local:5100", Zone: "z"}},
+	}
+	c, err := New(cfg, Options{
+		Resolver:    res,
+		Log:         zerolog.Nop(),
+		NewUpstream: func(*Cluster, *host.Host) host.Upstream { return closeCounter{&closed} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(c.Hosts()); n != 0 {
+		t.Fatalf("before Start: %d hosts, want 0", n)
+	}
+	c.Start(context.Background())
+	defer c.Close()
+	if got, want := addrs(c.Hosts()), []string{"10.0.0.1:5100", "10.0.0.2:5100"}; !equal(got, want) {
+		t.Fatalf("after Start: hosts %v, want %v", got, want)
+	}
+	kept := c.Hosts()[0]
+
+	waitHosts := func(want []string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Second)
+		for !equal(addrs(c.Hosts()), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("hosts = %v, want %v", addrs(c.Hosts()), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	// A record goes away and another arrives: the surviving host is the
+	// same value, so its counters and pool survive.
+	res.set("svc.local", "10.0.0.1", "10.0.0.3")
+	waitHosts([]string{"10.0.0.1:5100", "10.0.0.3:5100"})
+	if c.Hosts()[0] != kept {
+		t.Error("the surviving host was replaced; its counters and pool were lost")
+	}
+
+	// A failed lookup keeps the last good set.
+	res.set("svc.local")
+	time.Sleep(100 * time.Millisecond)
+	if got, want := addrs(c.Hosts()), []string{"10.0.0.1:5100", "10.0.0.3:5100"}; !equal(got, want) {
+		t.Errorf("after a failed lookup: hosts %v, want the last good %v", got, want)
+	}
+	c.Close()
+	if closed != 3 {
+		t.Errorf("closed %d pools, want 3 (10.0.0.2 on removal, then two on Close)", closed)
+	}
+}
+
+func TestPanicThreshold(t *testing.T) {
+	tests := []struct {
+		name      string
+		threshold *float64
+		unhealthy int
+		wantPanic bool
+		wantPicks int // distinct hosts picked
+	}{
+		{name: "all healthy", unhealthy: 0, wantPicks: 4},
+		{name: "one down of four: 75% healthy", unhealthy: 1, wantPicks: 3},
+		{name: "three down: 25% < 50%", unhealthy: 3, wantPanic: true, wantPicks: 4},
+		{name: "threshold 0 never panics", threshold: new(float64), unhealthy: 3, wantPicks: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config.Cluster{Name: "c", LBPolicy: "round_robin", PanicThreshold: tt.threshold}
+			for _, a := range []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"} {
+				cfg.Endpoints = append(cfg.Endpoints, config.Endpoint{Address: a})
+			}
+			c, err := New(cfg, Options{Log: zerolog.Nop()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range c.Hosts()[:tt.unhealthy] {
+				h.SetFlag(host.FailedActiveHC, true)
+			}
+			c.Refresh()
+			if c.Panic() != tt.wantPanic {
+				t.Errorf("Panic() = %v, want %v", c.Panic(), tt.wantPanic)
+			}
+			seen := map[*host.Host]bool{}
+			for range 40 {
+				seen[c.Pick(&balancer.Request{})] = true
+			}
+			if len(seen) != tt.wantPicks {
+				t.Errorf("picked %d distinct hosts, want %d", len(seen), tt.wantPicks)
+			}
+		})
+	}
+}
+
+func TestPickWithNoHosts(t *testing.T) {
+	c, err := New(config.Cluster{Name: "c", Type: "strict_dns", LBPolicy: "least_request"}, Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := c.Pick(&balancer.Request{}); h != nil {
+		t.Errorf("Pick on an empty cluster = %v, want nil", h.Address)
+	}
+}

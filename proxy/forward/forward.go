@@ -1,0 +1,301 @@
+// Package forward is the request path of the net/http listeners: it routes a
+// request, picks a cluster and a host, sends the request upstream and streams
+// the response back, headers, body and trailers, as they arrive.
+//
+// Everything a request needs (routes, clusters, balancers) was built when the
+// config was loaded; ServeHTTP only reads it.
+package forward
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/proxy/balancer"
+	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/proxy/upstream"
+)
+
+const (
+	headerResponseFlags       = "X-Sightline-Response-Flags"
+	headerUpstreamServiceTime = "X-Sightline-Upstream-Service-Time"
+	headerOverridePrefix      = "X-Sightline-"
+	headerRqTimeoutMs         = "X-Sightline-Upstream-Rq-Timeout-Ms"
+)
+
+// Handler forwards the requests of one listener. It is immutable once built
+// and safe for concurrent use.
+type Handler struct {
+	Routes *route.Table
+	// TrustRequestHeaders honours x-sightline-* override headers from
+	// clients; when false they are stripped before the request goes upstream.
+	TrustRequestHeaders bool
+	// TLS says whether the listener terminates TLS (for x-forwarded-proto).
+	TLS bool
+	Log zerolog.Logger
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// ServeHTTP forwards one request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	grpc := isGRPC(r.Header.Get("Content-Type"))
+	rt := h.Routes.Match(r.Host, r.URL.Path, r.Header)
+	if rt == nil {
+		if grpc {
+			writeGRPCError(w, grpcUnimplemented, "no route for "+r.URL.Path, FlagNoRoute.String())
+			return
+		}
+		localReply(w, http.StatusNotFound, "no route\n", FlagNoRoute)
+		return
+	}
+	cl := rt.Cluster()
+
+	timeout := rt.Timeout
+	if h.TrustRequestHeaders {
+		if v := r.Header.Get(headerRqTimeoutMs); v != "" {
+			if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
+				timeout = time.Duration(ms) * time.Millisecond
+			}
+		}
+	}
+	if grpc {
+		if d, ok := parseGRPCTimeout(r.Header.Get("Grpc-Timeout")); ok && (timeout == 0 || d < timeout) {
+			timeout = d
+		}
+	}
+	ctx := r.Context()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+
+	var br balancer.Request
+	if rt.HashHeader != "" {
+		if v := r.Header[rt.HashHeader]; len(v) > 0 {
+			br.Hash, br.HasHash = xxhash.Sum64String(v[0]), true
+		}
+	}
+	hst := cl.Pick(&br)
+	if hst == nil {
+		h.fail(w, grpc, http.StatusServiceUnavailable, grpcUnavailable, "no healthy upstream", FlagNoHealthyUpstream)
+		return
+	}
+	pool := hst.Upstream.(*upstream.Pool)
+
+	out := h.outbound(ctx, r, hst.Address)
+	hst.Active.Add(1)
+	hst.RqTotal.Add(1)
+	defer hst.Active.Add(-1)
+
+	sent := time.Now()
+	var resp *http.Response
+	var err error
+	if cl.Protocol == cluster.HTTP2 || (cl.Protocol == cluster.Auto && r.ProtoMajor == 2) {
+		resp, err = pool.RoundTripH2(out)
+	} else {
+		resp, err = pool.RoundTripH1(out)
+	}
+	if err != nil {
+		hst.RqError.Add(1)
+		h.upstreamFailed(w, r, ctx, grpc, err)
+		return
+	}
+	defer resp.Body.Close()
+
+	dst := w.Header()
+	copyHeader(dst, resp.Header)
+	dst[headerUpstreamServiceTime] = []string{strconv.FormatInt(time.Since(sent).Milliseconds(), 10)}
+	w.WriteHeader(resp.StatusCode)
+	failed := resp.StatusCode >= 500 || (grpc && grpcFailed(resp.Header.Get("Grpc-Status")))
+
+	if err := streamBody(w, resp.Body); err != nil {
+		hst.RqError.Add(1)
+		switch {
+		case r.Context().Err() != nil:
+			return // the client went away; its stream is gone
+		case ctx.Err() != nil && grpc:
+			setGRPCTrailerStatus(w, grpcDeadlineExceeded, "upstream request timeout", FlagUpstreamRequestTimeout.String())
+			return
+		default:
+			// The upstream reset mid-response: reset the client's stream
+			// too rather than pretend the response ended well.
+			panic(http.ErrAbortHandler)
+		}
+	}
+	for k, vs := range resp.Trailer {
+		dst[http.TrailerPrefix+k] = vs
+	}
+	if grpc && !failed && grpcFailed(resp.Trailer.Get("Grpc-Status")) {
+		failed = true
+	}
+	if failed {
+		hst.RqError.Add(1)
+	}
+}
+
+// outbound builds the upstream request: same method, path, query and body,
+// hop-by-hop headers removed, x-forwarded-for appended.
+func (h *Handler) outbound(ctx context.Context, r *http.Request, addr string) *http.Request {
+	hdr := make(http.Header, len(r.Header)+2)
+	copyHeader(hdr, r.Header)
+	if !h.TrustRequestHeaders {
+		for k := range hdr {
+			if strings.HasPrefix(k, headerOverridePrefix) {
+				delete(hdr, k)
+			}
+		}
+	}
+	if te := r.Header.Get("Te"); strings.EqualFold(te, "trailers") {
+		hdr["Te"] = []string{"trailers"}
+	}
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if prior := hdr["X-Forwarded-For"]; len(prior) > 0 {
+			hdr["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
+		} else {
+			hdr["X-Forwarded-For"] = []string{ip}
+		}
+	}
+	if _, ok := hdr["X-Forwarded-Proto"]; !ok {
+		proto := "http"
+		if h.TLS {
+			proto = "https"
+		}
+		hdr["X-Forwarded-Proto"] = []string{proto}
+	}
+	body := r.Body
+	if r.ContentLength == 0 {
+		body = http.NoBody
+	}
+	out := &http.Request{
+		Method:        r.Method,
+		URL:           &url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        hdr,
+		Body:          body,
+		ContentLength: r.ContentLength,
+		Host:          r.Host,
+	}
+	return out.WithContext(ctx)
+}
+
+// upstreamFailed answers when no response came from upstream.
+func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, ctx context.Context, grpc bool, err error) {
+	switch {
+	case r.Context().Err() != nil:
+		return // downstream disconnect (DC): nobody to answer
+	case ctx.Err() == context.DeadlineExceeded:
+		if grpc {
+			writeGRPCError(w, grpcDeadlineExceeded, "upstream request timeout", FlagUpstreamRequestTimeout.String())
+			return
+		}
+		localReply(w, http.StatusGatewayTimeout, "upstream request timeout\n", FlagUpstreamRequestTimeout)
+	case errors.Is(err, upstream.ErrConnect):
+		h.Log.Debug().Err(err).Msg("upstream connect failure")
+		h.fail(w, grpc, http.StatusServiceUnavailable, grpcUnavailable,
+			"upstream connect error or disconnect/reset before headers. reset reason: connection failure", FlagUpstreamConnectFailure)
+	default:
+		h.Log.Debug().Err(err).Msg("upstream reset before headers")
+		h.fail(w, grpc, http.StatusServiceUnavailable, grpcUnavailable,
+			"upstream connect error or disconnect/reset before headers. reset reason: remote reset", FlagUpstreamRemoteReset)
+	}
+}
+
+// fail answers with an error the proxy made itself, gRPC-shaped for gRPC
+// clients.
+func (h *Handler) fail(w http.ResponseWriter, grpc bool, status, grpcCode int, msg string, f Flags) {
+	if grpc {
+		writeGRPCError(w, grpcCode, msg, f.String())
+		return
+	}
+	localReply(w, status, msg+"\n", f)
+}
+
+func localReply(w http.ResponseWriter, status int, body string, f Flags) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set(headerResponseFlags, f.String())
+	w.WriteHeader(status)
+	io.WriteString(w, body)
+}
+
+// streamBody copies the response body, flushing after every read so that
+// streamed messages reach the client at once.
+func streamBody(w http.ResponseWriter, body io.Reader) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	rc := http.NewResponseController(w)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if ferr := rc.Flush(); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func grpcFailed(status string) bool { return status != "" && status != "0" }
+
+// hopHeaders are the connection-specific headers a proxy must not forward
+// (RFC 9110 §7.6.1, RFC 9113 §8.2.2). Te is handled on its own: only
+// "te: trailers" goes upstream, since gRPC servers require it.
+var hopHeaders = map[string]bool{
+	"Connection":          true,
+	"Proxy-Connection":    true,
+	"Keep-Alive":          true,
+	"Proxy-Authenticate":  true,
+	"Proxy-Authorization": true,
+	"Te":                  true,
+	"Trailer":             true,
+	"Transfer-Encoding":   true,
+	"Upgrade":             true,
+}
+
+// copyHeader copies src into dst without hop-by-hop headers, including the
+// ones an HTTP/1.1 peer named in its Connection header.
+func copyHeader(dst, src http.Header) {
+	conn := src["Connection"]
+	for k, vs := range src {
+		if hopHeaders[k] || namedInConnection(conn, k) {
+			continue
+		}
+		dst[k] = vs
+	}
+}
+
+func namedInConnection(conn []string, k string) bool {
+	for _, v := range conn {
+		for _, f := range strings.Split(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == k {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,241 @@
+// Package server wires a loaded config into a running proxy: clusters and
+// their pools, route tables, listeners and the admin server, with one
+// lifecycle (New does no I/O, Start binds, Shutdown drains).
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/internal/version"
+	"github.com/sightline-proxy/sightline/proxy/admin"
+	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/forward"
+	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/proxy/listener"
+	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/proxy/upstream"
+)
+
+// Server is a running proxy.
+type Server struct {
+	cfg       *config.Config
+	log       zerolog.Logger
+	clusters  []*cluster.Cluster
+	listeners []*listener.Listener
+	admin     *admin.Server
+	started   time.Time
+
+	hcFailed atomic.Bool
+	draining atomic.Bool
+	stop     context.CancelFunc
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New builds every component of cfg. It does no network I/O.
+func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: lg}
+	byName := make(map[string]*cluster.Cluster, len(cfg.Clusters))
+	for _, cc := range cfg.Clusters {
+		opts, err := upstreamOptions(cc)
+		if err != nil {
+			return nil, err
+		}
+		c, err := cluster.New(cc, cluster.Options{
+			NewUpstream: func(_ *cluster.Cluster, h *host.Host) host.Upstream { return upstream.New(h.Address, opts) },
+			Log:         lg,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.clusters = append(s.clusters, c)
+		byName[c.Name] = c
+	}
+	for _, lc := range cfg.Listeners {
+		table, err := route.New(lc.VirtualHosts, byName)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+		h := &forward.Handler{
+			Routes:              table,
+			TrustRequestHeaders: lc.TrustRequestHeaders,
+			TLS:                 lc.TLS != nil,
+			Log:                 lg.With().Str("listener", lc.Name).Logger(),
+		}
+		l, err := listener.New(lc, h, lg)
+		if err != nil {
+			return nil, err
+		}
+		s.listeners = append(s.listeners, l)
+	}
+	s.admin = admin.New(cfg.Admin.Address, s, lg)
+	return s, nil
+}
+
+// upstreamOptions turns a cluster's connect settings into pool options.
+func upstreamOptions(cc config.Cluster) (upstream.Options, error) {
+	opts := upstream.Options{ConnectTimeout: cc.ConnectTimeout.D()}
+	if cc.TLS == nil {
+		return opts, nil
+	}
+	tc := &tls.Config{ServerName: cc.TLS.SNI, InsecureSkipVerify: cc.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	if cc.TLS.CAFile != "" {
+		pem, err := os.ReadFile(cc.TLS.CAFile)
+		if err != nil {
+			return opts, fmt.Errorf("cluster %s: reading ca_file: %w", cc.Name, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return opts, fmt.Errorf("cluster %s: ca_file %s holds no PEM certificate", cc.Name, cc.TLS.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	opts.TLS = tc
+	return opts, nil
+}
+
+// Start starts discovery, binds the admin server and every listener. On
+// error everything already started is stopped.
+func (s *Server) Start(ctx context.Context) error {
+	ctx, s.stop = context.WithCancel(ctx)
+	s.started = time.Now()
+	for _, c := range s.clusters {
+		c.Start(ctx)
+	}
+	if err := s.admin.Start(); err != nil {
+		s.closeAll()
+		return err
+	}
+	for _, l := range s.listeners {
+		if err := l.Start(); err != nil {
+			s.closeAll()
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Server) closeAll() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, l := range s.listeners {
+		l.Shutdown(ctx)
+	}
+	s.admin.Shutdown(ctx)
+	for _, c := range s.clusters {
+		c.Close()
+	}
+	if s.stop != nil {
+		s.stop()
+	}
+}
+
+// Shutdown drains: /ready fails at once, listeners stop accepting and send
+// GOAWAY, in-flight requests get until drain_timeout (or ctx) to finish,
+// then upstream pools and the admin server close. It is idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		s.draining.Store(true)
+		timeout := s.cfg.Server.DrainTimeout.D()
+		if timeout <= 0 {
+			timeout = 10 * time.Second
+		}
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		var wg sync.WaitGroup
+		errs := make([]error, len(s.listeners))
+		for i, l := range s.listeners {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = l.Shutdown(dctx)
+			}()
+		}
+		wg.Wait()
+		for _, c := range s.clusters {
+			c.Close()
+		}
+		actx, acancel := context.WithTimeout(context.Background(), time.Second)
+		defer acancel()
+		errs = append(errs, s.admin.Shutdown(actx))
+		if s.stop != nil {
+			s.stop()
+		}
+		s.shutdownErr = errors.Join(errs...)
+	})
+	return s.shutdownErr
+}
+
+// ListenerAddr returns the bound address of the named listener, or "".
+func (s *Server) ListenerAddr(name string) string {
+	for _, l := range s.listeners {
+		if l.Name == name {
+			return l.Addr()
+		}
+	}
+	return ""
+}
+
+// AdminAddr returns the admin server's bound address.
+func (s *Server) AdminAddr() string { return s.admin.Addr() }
+
+// Clusters implements admin.Source.
+func (s *Server) Clusters() []*cluster.Cluster { return s.clusters }
+
+// ConfigJSON implements admin.Source.
+func (s *Server) ConfigJSON() ([]byte, error) { return s.cfg.JSON() }
+
+// State implements admin.Source.
+func (s *Server) State() string {
+	switch {
+	case s.draining.Load():
+		return "DRAINING"
+	case s.hcFailed.Load():
+		return "FAILED"
+	}
+	return "LIVE"
+}
+
+// SetHealthcheckFailed implements admin.Source.
+func (s *Server) SetHealthcheckFailed(v bool) { s.hcFailed.Store(v) }
+
+// Info implements admin.Source.
+func (s *Server) Info() any {
+	return struct {
+		version.Info
+		UptimeSeconds int64       `json:"uptime_seconds"`
+		State         string      `json:"state"`
+		Node          config.Node `json:"node"`
+		ConfigFiles   []string    `json:"config_files"`
+		Listeners     []string    `json:"listeners"`
+		Admin         string      `json:"admin_address"`
+	}{
+		Info:          version.Get(),
+		UptimeSeconds: int64(time.Since(s.started).Seconds()),
+		State:         s.State(),
+		Node:          s.cfg.Node,
+		ConfigFiles:   s.cfg.Files,
+		Listeners:     s.listenerAddrs(),
+		Admin:         s.AdminAddr(),
+	}
+}
+
+func (s *Server) listenerAddrs() []string {
+	out := make([]string, 0, len(s.listeners))
+	for _, l := range s.listeners {
+		out = append(out, l.Name+"="+l.Addr())
+	}
+	return out
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs vet, every test
+# under the race detector, and the fuzz targets for a short while.
+# Usage: scripts/test.sh            (from anywhere in the repo)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+gobin=$(go env GOPATH)/bin
+export PATH="$gobin:$PATH"
+
+# Tools the end-to-end tests drive, pinned.
+need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; GOFLAGS= go install "$2"; }; }
+need h2spec github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+# The grpc-go interop client, as its own binary (not linked into ours).
+[ -x "$gobin/interop-client" ] || {
+	echo "installing the grpc-go interop client"
+	tmp=$(mktemp -d)
+	GOFLAGS= GOBIN="$tmp" go install google.golang.org/grpc/interop/client@v1.85.0
+	mv "$tmp/client" "$gobin/interop-client"
+	rm -rf "$tmp"
+}
+
+echo "== go vet"
+go vet ./...
+echo "== go test -race"
+go test -race -count=1 -timeout 20m ./...
+echo "== fuzz (short)"
+go test -run '^$' -fuzz '^FuzzLoad$' -fuzztime 20s ./proxy/config
