@@ -1,5 +1,6 @@
 // Package backend runs sample gRPC backends: grpc.testing.TestService (the
-// gRPC interop service) plus grpc.health.v1, counting the calls each serves.
+// gRPC interop service) plus grpc.health.v1 and server reflection, counting
+// the calls each serves.
 // The demo runs them, and the end-to-end tests use them as real upstreams.
 package backend
 
@@ -7,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
 )
 
 // Backend is one running gRPC server.
@@ -56,12 +59,14 @@ func Start(addr, name, zone string) (*Backend, error) {
 	testgrpc.RegisterTestServiceServer(b.srv, interop.NewTestServer())
 	b.health = health.NewServer()
 	healthpb.RegisterHealthServer(b.srv, b.health)
+	reflection.Register(b.srv) // so that grpcurl can list and describe through the proxy
 	go b.srv.Serve(lis)
 	return b, nil
 }
 
 func (b *Backend) record(ctx context.Context, method string) {
-	if method == healthpb.Health_Check_FullMethodName || method == healthpb.Health_Watch_FullMethodName {
+	if method == healthpb.Health_Check_FullMethodName || method == healthpb.Health_Watch_FullMethodName ||
+		strings.HasPrefix(method, "/grpc.reflection.") {
 		return
 	}
 	b.calls.Add(1)
