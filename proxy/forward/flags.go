@@ -9,18 +9,18 @@ type Flags uint16
 
 // The response flags, with Envoy's letters.
 const (
-	FlagNoHealthyUpstream       Flags = 1 << iota // UH
-	FlagUpstreamConnectFailure                    // UF
-	FlagUpstreamOverflow                          // UO
-	FlagNoRoute                                   // NR
-	FlagNoClusterFound                            // NC
-	FlagUpstreamRetryLimit                        // URX
-	FlagUpstreamRequestTimeout                    // UT
-	FlagUpstreamConnectionTerm                    // UC
-	FlagDownstreamConnectionTerm                  // DC
-	FlagUpstreamRemoteReset                       // UR
-	FlagLocalReset                                // LR
-	FlagRateLimited                               // RL
+	FlagNoHealthyUpstream        Flags = 1 << iota // UH
+	FlagUpstreamConnectFailure                     // UF
+	FlagUpstreamOverflow                           // UO
+	FlagNoRoute                                    // NR
+	FlagNoClusterFound                             // NC
+	FlagUpstreamRetryLimit                         // URX
+	FlagUpstreamRequestTimeout                     // UT
+	FlagUpstreamConnectionTerm                     // UC
+	FlagDownstreamConnectionTerm                   // DC
+	FlagUpstreamRemoteReset                        // UR
+	FlagLocalReset                                 // LR
+	FlagRateLimited                                // RL
 )
 
 var flagLetters = [...]string{"UH", "UF", "UO", "NR", "NC", "URX", "UT", "UC", "DC", "UR", "LR", "RL"}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 )
@@ -50,11 +51,11 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 // ServeHTTP forwards one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	grpc := isGRPC(r.Header.Get("Content-Type"))
+	grpc := grpcproto.IsGRPC(r.Header.Get("Content-Type"))
 	rt := h.Routes.Match(r.Host, r.URL.Path, r.Header)
 	if rt == nil {
 		if grpc {
-			writeGRPCError(w, grpcUnimplemented, "no route for "+r.URL.Path, FlagNoRoute.String())
+			writeGRPCError(w, grpcproto.Unimplemented, "no route for "+r.URL.Path, FlagNoRoute.String())
 			return
 		}
 		localReply(w, http.StatusNotFound, "no route\n", FlagNoRoute)
@@ -71,7 +72,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if grpc {
-		if d, ok := parseGRPCTimeout(r.Header.Get("Grpc-Timeout")); ok && (timeout == 0 || d < timeout) {
+		if d, ok := grpcproto.ParseTimeout(r.Header.Get("Grpc-Timeout")); ok && (timeout == 0 || d < timeout) {
 			timeout = d
 		}
 	}
@@ -90,7 +91,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	hst := cl.Pick(&br)
 	if hst == nil {
-		h.fail(w, grpc, http.StatusServiceUnavailable, grpcUnavailable, "no healthy upstream", FlagNoHealthyUpstream)
+		h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, "no healthy upstream", FlagNoHealthyUpstream)
 		return
 	}
 	pool := hst.Upstream.(*upstream.Pool)
@@ -127,7 +128,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case r.Context().Err() != nil:
 			return // the client went away; its stream is gone
 		case ctx.Err() != nil && grpc:
-			setGRPCTrailerStatus(w, grpcDeadlineExceeded, "upstream request timeout", FlagUpstreamRequestTimeout.String())
+			setGRPCTrailerStatus(w, grpcproto.DeadlineExceeded, "upstream request timeout", FlagUpstreamRequestTimeout.String())
 			return
 		default:
 			// The upstream reset mid-response: reset the client's stream
@@ -200,17 +201,17 @@ func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, ctx con
 		return // downstream disconnect (DC): nobody to answer
 	case ctx.Err() == context.DeadlineExceeded:
 		if grpc {
-			writeGRPCError(w, grpcDeadlineExceeded, "upstream request timeout", FlagUpstreamRequestTimeout.String())
+			writeGRPCError(w, grpcproto.DeadlineExceeded, "upstream request timeout", FlagUpstreamRequestTimeout.String())
 			return
 		}
 		localReply(w, http.StatusGatewayTimeout, "upstream request timeout\n", FlagUpstreamRequestTimeout)
 	case errors.Is(err, upstream.ErrConnect):
 		h.Log.Debug().Err(err).Msg("upstream connect failure")
-		h.fail(w, grpc, http.StatusServiceUnavailable, grpcUnavailable,
+		h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
 			"upstream connect error or disconnect/reset before headers. reset reason: connection failure", FlagUpstreamConnectFailure)
 	default:
 		h.Log.Debug().Err(err).Msg("upstream reset before headers")
-		h.fail(w, grpc, http.StatusServiceUnavailable, grpcUnavailable,
+		h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
 			"upstream connect error or disconnect/reset before headers. reset reason: remote reset", FlagUpstreamRemoteReset)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 )
 
 // Route is one compiled route of a virtual host. It is immutable and shared
@@ -197,11 +198,10 @@ func (r *Route) matches(path string, h http.Header) bool {
 	return true
 }
 
-// isGRPC reports whether the request's content-type starts with
-// "application/grpc" ("application/grpc", "application/grpc+proto", …).
+// isGRPC reports whether the request is gRPC by its content type.
 func isGRPC(h http.Header) bool {
 	ct := values(h, "Content-Type", "content-type")
-	return len(ct) > 0 && strings.HasPrefix(ct[0], "application/grpc")
+	return len(ct) > 0 && grpcproto.IsGRPC(ct[0])
 }
 
 type headerKind uint8
