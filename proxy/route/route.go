@@ -170,7 +170,7 @@ func (r *Route) pick(n uint64) *cluster.Cluster {
 	return r.targets[last].cluster
 }
 
-func (r *Route) matches(path string, h http.Header) bool {
+func (r *Route) matches(path string, h Headers) bool {
 	switch r.kind {
 	case pathPrefix:
 		if !strings.HasPrefix(path, r.path) {
@@ -199,9 +199,9 @@ func (r *Route) matches(path string, h http.Header) bool {
 }
 
 // isGRPC reports whether the request is gRPC by its content type.
-func isGRPC(h http.Header) bool {
-	ct := values(h, "Content-Type", "content-type")
-	return len(ct) > 0 && grpcproto.IsGRPC(ct[0])
+func isGRPC(h Headers) bool {
+	ct, ok := h.Get("Content-Type", "content-type")
+	return ok && grpcproto.IsGRPC(ct)
 }
 
 type headerKind uint8
@@ -246,53 +246,53 @@ func newHeaderMatcher(cfg *config.HeaderMatcher) (headerMatcher, error) {
 // result of a header that is there around, but an absent header fails every
 // matcher except an inverted present one. So "exact: prod, invert: true"
 // needs the header to be sent with another value.
-func (m *headerMatcher) matches(h http.Header) bool {
-	vals := values(h, m.canonical, m.lower)
-	if len(vals) == 0 {
+func (m *headerMatcher) matches(h Headers) bool {
+	v, present := h.Get(m.canonical, m.lower)
+	if !present {
 		return m.kind == headerPresent && m.invert
 	}
 	var ok bool
 	switch m.kind {
 	case headerExact:
-		ok = joinedEqual(vals, m.exact)
+		ok = v == m.exact
 	case headerPresent:
 		ok = true
 	case headerRegex:
-		v := vals[0]
-		if len(vals) > 1 {
-			v = strings.Join(vals, ",")
-		}
 		ok = m.regex.MatchString(v)
 	}
 	return ok != m.invert
 }
 
-// values returns a header's values by its canonical key, or by its lower-case
-// key when the map has no canonical one. Indexing the map directly, instead
-// of calling h.Values, saves canonicalizing the name on every request.
-func values(h http.Header, canonical, lower string) []string {
-	if v, ok := h[canonical]; ok {
-		return v
-	}
-	return h[lower]
+// Headers is a request's header fields as the router reads them, so that
+// the net/http path (an http.Header) and a frame-level path (decoded HPACK
+// fields) share one router without building a map per request.
+type Headers interface {
+	// Get returns a header's value, the values of a repeated header joined
+	// with ",", and whether the header is present. canonical is the name as
+	// net/http files it ("X-User-Id"), lower the name as HTTP/2 sends it
+	// ("x-user-id").
+	Get(canonical, lower string) (string, bool)
 }
 
-// joinedEqual reports whether strings.Join(vals, ",") == s without building
-// the joined string.
-func joinedEqual(vals []string, s string) bool {
-	for i, v := range vals {
-		if i > 0 {
-			if s == "" || s[0] != ',' {
-				return false
-			}
-			s = s[1:]
-		}
-		if !strings.HasPrefix(s, v) {
-			return false
-		}
-		s = s[len(v):]
+// HTTPHeaders adapts an http.Header to Headers. Converting it allocates
+// nothing: an http.Header is a map, and a map fits in an interface as is.
+type HTTPHeaders http.Header
+
+// Get implements Headers. It indexes the map directly instead of calling
+// http.Header.Values, which would canonicalize the name on every request,
+// and falls back to the lower-case key for maps built from HTTP/2 fields.
+func (h HTTPHeaders) Get(canonical, lower string) (string, bool) {
+	vals, ok := h[canonical]
+	if !ok {
+		vals, ok = h[lower]
 	}
-	return s == ""
+	switch {
+	case !ok || len(vals) == 0:
+		return "", false
+	case len(vals) == 1:
+		return vals[0], true
+	}
+	return strings.Join(vals, ","), true
 }
 
 // fullMatch compiles expr anchored at both ends: Envoy's safe_regex matches

@@ -2,6 +2,7 @@ package route
 
 import (
 	"math"
+	"net/http"
 	"testing"
 	"time"
 
@@ -142,26 +143,24 @@ func TestRouteClusterSingle(t *testing.T) {
 	}
 }
 
-func TestJoinedEqual(t *testing.T) {
+func TestHTTPHeadersGet(t *testing.T) {
 	tests := []struct {
-		name string
-		give []string
-		s    string
-		want bool
+		name     string
+		give     http.Header
+		want     string
+		wantSeen bool
 	}{
-		{name: "one value", give: []string{"a"}, s: "a", want: true},
-		{name: "one value, other", give: []string{"a"}, s: "b", want: false},
-		{name: "two values", give: []string{"a", "bc"}, s: "a,bc", want: true},
-		{name: "two values, only the first", give: []string{"a", "bc"}, s: "a", want: false},
-		{name: "two values, longer", give: []string{"a", "bc"}, s: "a,bc,", want: false},
-		{name: "two values, wrong separator", give: []string{"a", "bc"}, s: "a;bc", want: false},
-		{name: "two empty values", give: []string{"", ""}, s: ",", want: true},
-		{name: "one empty value", give: []string{""}, s: "", want: true},
+		{name: "canonical key", give: http.Header{"X-User-Id": {"7"}}, want: "7", wantSeen: true},
+		{name: "lower-case key", give: http.Header{"x-user-id": {"7"}}, want: "7", wantSeen: true},
+		{name: "repeated header joined", give: http.Header{"X-User-Id": {"a", "bc"}}, want: "a,bc", wantSeen: true},
+		{name: "empty value is present", give: http.Header{"X-User-Id": {""}}, want: "", wantSeen: true},
+		{name: "absent", give: http.Header{"X-Other": {"7"}}, wantSeen: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := joinedEqual(tt.give, tt.s); got != tt.want {
-				t.Errorf("joinedEqual(%q, %q) = %v, want %v", tt.give, tt.s, got, tt.want)
+			got, seen := HTTPHeaders(tt.give).Get("X-User-Id", "x-user-id")
+			if got != tt.want || seen != tt.wantSeen {
+				t.Errorf("Get = %q, %v; want %q, %v", got, seen, tt.want, tt.wantSeen)
 			}
 		})
 	}

@@ -157,6 +157,11 @@ func longestFirst(byLen map[int]map[string]*virtualHost) []wildcards {
 // upper-case letters and when a regex header matcher meets a header sent more
 // than once (the values are joined, see Route).
 func (t *Table) Match(authority, path string, h http.Header) *Route {
+	return t.MatchHeaders(authority, path, HTTPHeaders(h))
+}
+
+// MatchHeaders is Match for any source of headers.
+func (t *Table) MatchHeaders(authority, path string, h Headers) *Route {
 	vh := t.virtualHost(authority)
 	if vh == nil {
 		return nil
