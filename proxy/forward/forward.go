@@ -115,6 +115,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer resp.Body.Close()
+	// The deadline must also end a response that is streaming: net/http's
+	// client watches the request's context only until the request body is
+	// sent, and a bidi call's client may never half-close.
+	stop := context.AfterFunc(ctx, func() { resp.Body.Close() })
+	defer stop()
 
 	dst := w.Header()
 	copyHeader(dst, resp.Header)

@@ -142,12 +142,23 @@ func (s *Server) closeAll() {
 	}
 }
 
-// Shutdown drains: /ready fails at once, listeners stop accepting and send
-// GOAWAY, in-flight requests get until drain_timeout (or ctx) to finish,
-// then upstream pools and the admin server close. It is idempotent.
+// Shutdown drains: /ready fails at once while the listeners go on serving
+// for drain_time; then they stop accepting and send GOAWAY, in-flight
+// requests get until drain_timeout (or ctx) to finish, and upstream pools
+// and the admin server close. It is idempotent.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		s.draining.Store(true)
+		// Keep serving for drain_time with /ready failing, so that an outer
+		// balancer sees the proxy leave before its connections do.
+		if d := s.cfg.Server.DrainTime.D(); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
 		timeout := s.cfg.Server.DrainTimeout.D()
 		if timeout <= 0 {
 			timeout = 10 * time.Second
