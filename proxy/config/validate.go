@@ -1,0 +1,724 @@
+package config
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Allowed values of the enumerated keys, in the order hints list them.
+var (
+	clusterTypes       = []string{"static", "strict_dns"}
+	upstreamProtocols  = []string{"http2", "http1", "auto"}
+	lbPolicies         = []string{"round_robin", "least_request", "random", "ring_hash", "maglev"}
+	plainProtocols     = []string{"h2c", "http1"}
+	tlsProtocols       = []string{"h2", "http1"}
+	propagators        = []string{"tracecontext", "baggage", "b3", "b3multi"}
+	statsdProtocols    = []string{"udp", "tcp"}
+	statsdTagFormats   = []string{"none", "dogstatsd"}
+	otlpProtocols      = []string{"grpc", "http"}
+	retryOnConditions  = []string{"5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "refused-stream", "cancelled", "deadline-exceeded", "resource-exhausted", "unavailable", "internal"}
+	prometheusNameExpr = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+)
+
+// domainHint explains the virtual host domain forms.
+const domainHint = "use an exact host (api.example.com), a suffix (*.example.com), a host on any port (api:*) or *"
+
+// check runs the semantic checks on the merged config and adds what they
+// find to l.problems, each placed at the node its path was written at.
+// Problems about values the walker already refused are left out: a refused
+// value decodes to zero, and "must not be empty" about it would be noise.
+func (l *loader) check() {
+	v := &validator{locate: l.locate, written: l.at, clusters: map[string]bool{}, hints: map[string]string{}}
+	v.config(l.cfg)
+	// A problem at a path is fallout of a refused value when the path is
+	// (under) a refused one, or when a refused value is one of its direct
+	// children (so that "set exactly one of" checks stay quiet when one of
+	// them was refused).
+	parents := make(map[string]bool, len(l.failed))
+	for f := range l.failed {
+		parents[parentPath(f)] = true
+	}
+	for _, is := range v.issues {
+		if parents[is.path] || l.underFailed(is.path) {
+			continue
+		}
+		p := l.locate(is.path)
+		l.problems = append(l.problems, Problem{
+			File: p.file, Line: p.line, Column: p.column, Path: is.path, Message: is.msg, Hint: is.hint,
+		})
+	}
+}
+
+// underFailed reports whether path or one of its ancestors was refused.
+func (l *loader) underFailed(path string) bool {
+	for {
+		if l.failed[path] {
+			return true
+		}
+		if path == "" {
+			return false
+		}
+		path = parentPath(path)
+	}
+}
+
+// locate finds where path was written, or else its nearest written parent
+// (a missing key is reported at the mapping that lacks it).
+func (l *loader) locate(path string) position {
+	for {
+		if p, ok := l.at[path]; ok {
+			return p
+		}
+		if path == "" {
+			return position{file: l.main}
+		}
+		path = parentPath(path)
+	}
+}
+
+// issue is a problem found on the typed config, not yet placed.
+type issue struct {
+	path, msg, hint string
+}
+
+// validator checks a merged, decoded config. It works on field paths; the
+// loader places them in files.
+type validator struct {
+	locate func(path string) position
+	// written holds the paths written in the files: it tells an explicit
+	// zero ("weight: 0") from an absent key.
+	written map[string]position
+	// clusters holds the defined cluster names, and names lists them in
+	// order for hints; hints caches clusterHint, since aliases can repeat
+	// one unknown name many times.
+	clusters map[string]bool
+	names    []string
+	hints    map[string]string
+	issues   []issue
+}
+
+// report notes a problem at path; the message is formatted as fmt.Sprintf.
+func (v *validator) report(path, hint, format string, args ...any) {
+	v.issues = append(v.issues, issue{path: path, msg: fmt.Sprintf(format, args...), hint: hint})
+}
+
+// has reports whether path was written, even as an empty or zero value.
+func (v *validator) has(path string) bool {
+	_, ok := v.written[path]
+	return ok
+}
+
+// firstAt is the hint for a duplicate: where the first one is.
+func (v *validator) firstAt(path string) string {
+	return "first defined at " + v.locate(path).String()
+}
+
+// unique reports key at path when seen, which maps keys to the path that
+// first used them, has it already; otherwise it adds it.
+func (v *validator) unique(seen map[string]string, key, path, what string) {
+	if first, ok := seen[key]; ok {
+		v.report(path, v.firstAt(first), "duplicate %s %q", what, key)
+		return
+	}
+	seen[key] = path
+}
+
+func (v *validator) config(c *Config) {
+	for _, cl := range c.Clusters {
+		if cl.Name != "" && !v.clusters[cl.Name] {
+			v.clusters[cl.Name] = true
+			v.names = append(v.names, cl.Name)
+		}
+	}
+
+	// addresses maps every socket the proxy listens on to the path that
+	// claims it: two listeners (or a listener and admin) cannot share one.
+	addresses := map[string]string{}
+	if c.Admin.Address != "" {
+		if v.listenAddress("admin.address", c.Admin.Address) {
+			addresses[normalizeAddress(c.Admin.Address)] = "admin.address"
+		}
+	} else {
+		addresses[defaultAdminAddress] = "admin.address"
+	}
+	v.stats(&c.Stats)
+	v.tracing(&c.Tracing)
+
+	names := map[string]string{}
+	for i := range c.Listeners {
+		v.listener(&c.Listeners[i], fmt.Sprintf("listeners[%d]", i), names, addresses)
+	}
+	names = map[string]string{}
+	for i := range c.Clusters {
+		v.cluster(&c.Clusters[i], fmt.Sprintf("clusters[%d]", i), names)
+	}
+}
+
+func (v *validator) stats(s *Stats) {
+	for i, re := range s.Exclude {
+		v.regex(fmt.Sprintf("stats.exclude[%d]", i), re)
+	}
+	for i, re := range s.Include {
+		v.regex(fmt.Sprintf("stats.include[%d]", i), re)
+	}
+	for i, sink := range s.Sinks {
+		p := fmt.Sprintf("stats.sinks[%d]", i)
+		switch len(chosen([]string{"statsd", "otlp"}, sink.Statsd != nil, sink.OTLP != nil)) {
+		case 0:
+			v.report(p, "e.g. statsd: {address: 127.0.0.1:8125}", "must set one of statsd or otlp")
+		case 2:
+			v.report(p, "use one list entry per sink", "must set only one of statsd or otlp")
+		}
+		if sd := sink.Statsd; sd != nil {
+			v.upstreamAddress(p+".statsd.address", sd.Address, true, "127.0.0.1:8125")
+			v.oneOf(p+".statsd.protocol", sd.Protocol, statsdProtocols)
+			v.oneOf(p+".statsd.tags", sd.Tags, statsdTagFormats)
+		}
+		if sink.OTLP != nil {
+			v.otlp(p+".otlp", sink.OTLP)
+		}
+	}
+	if ns := s.Prometheus.Namespace; ns != "" && !prometheusNameExpr.MatchString(ns) {
+		v.report("stats.prometheus.namespace", "letters, digits and underscores, not starting with a digit",
+			"must be a valid Prometheus metric name prefix, got %q", ns)
+	}
+}
+
+func (v *validator) tracing(t *Tracing) {
+	v.percent("tracing.sampling", t.Sampling)
+	for i, p := range t.Propagation {
+		v.oneOf(fmt.Sprintf("tracing.propagation[%d]", i), p, propagators)
+	}
+	if t.OTLP != nil {
+		v.otlp("tracing.otlp", t.OTLP)
+	}
+}
+
+func (v *validator) otlp(p string, o *OTLP) {
+	v.upstreamAddress(p+".endpoint", o.Endpoint, true, "127.0.0.1:4317")
+	v.oneOf(p+".protocol", o.Protocol, otlpProtocols)
+}
+
+func (v *validator) listener(l *Listener, p string, names, addresses map[string]string) {
+	if l.Name == "" {
+		v.report(p+".name", "", "must not be empty")
+	} else {
+		v.unique(names, l.Name, p+".name", "listener name")
+	}
+
+	if l.Address == "" {
+		v.report(p+".address", "e.g. 127.0.0.1:10000", "must not be empty")
+	} else if v.listenAddress(p+".address", l.Address) {
+		// Port 0 asks the kernel for a free port: no two sockets clash.
+		if _, port, _ := net.SplitHostPort(l.Address); port != "0" {
+			key := normalizeAddress(l.Address)
+			if first, ok := addresses[key]; ok {
+				hint := v.firstAt(first)
+				if first == "admin.address" && !v.has(first) {
+					hint = "the admin server listens there by default; set admin.address or pick another port"
+				}
+				v.report(p+".address", hint, "duplicate address %q", l.Address)
+			} else {
+				addresses[key] = p + ".address"
+			}
+		}
+	}
+
+	allowed, mode, swap := plainProtocols, "without tls", "h2 needs tls; plaintext HTTP/2 is h2c"
+	if l.TLS != nil {
+		allowed, mode, swap = tlsProtocols, "with tls", "h2c is plaintext; over tls HTTP/2 is h2, chosen by ALPN"
+	}
+	seen := map[string]string{}
+	for i, proto := range l.Protocols {
+		pp := fmt.Sprintf("%s.protocols[%d]", p, i)
+		if !slices.Contains(allowed, proto) {
+			hint := suggest(proto, allowed, "")
+			if proto == "h2" || proto == "h2c" {
+				hint = swap
+			}
+			v.report(pp, hint, "must be one of %s %s, got %q", strings.Join(allowed, ", "), mode, proto)
+			continue
+		}
+		v.unique(seen, proto, pp, "protocol")
+	}
+
+	if l.TLS != nil {
+		v.readableFile(p+".tls.cert_file", l.TLS.CertFile)
+		v.readableFile(p+".tls.key_file", l.TLS.KeyFile)
+	}
+
+	for i := range l.AccessLog {
+		v.accessLog(&l.AccessLog[i], fmt.Sprintf("%s.access_log[%d]", p, i))
+	}
+
+	lp := p + ".limits"
+	v.nonNegative(lp+".max_concurrent_streams", l.Limits.MaxConcurrentStreams)
+	v.nonNegative(lp+".max_header_bytes", l.Limits.MaxHeaderBytes)
+	v.nonNegative(lp+".max_requests_per_connection", l.Limits.MaxRequestsPerConnection)
+
+	vhosts := map[string]string{}
+	domains := map[string]string{}
+	for i := range l.VirtualHosts {
+		v.virtualHost(&l.VirtualHosts[i], fmt.Sprintf("%s.virtual_hosts[%d]", p, i), vhosts, domains)
+	}
+}
+
+func (v *validator) accessLog(a *AccessLog, p string) {
+	if a.Path == "" {
+		v.report(p+".path", `use "-" for stdout`, "must not be empty")
+	}
+	v.nonNegative(p+".buffer_bytes", a.BufferBytes)
+	if s := a.Filter.StatusMin; s < 0 || s > 599 {
+		v.report(p+".filter.status_min", "", "must be from 0 to 599, got %d", s)
+	}
+	if a.Filter.SamplePercent != nil {
+		v.percent(p+".filter.sample_percent", *a.Filter.SamplePercent)
+	}
+}
+
+// virtualHost checks vh; names and domains map what the listener's other
+// virtual hosts already use to where.
+func (v *validator) virtualHost(vh *VirtualHost, p string, names, domains map[string]string) {
+	if vh.Name != "" {
+		v.unique(names, vh.Name, p+".name", "virtual host name")
+	}
+	if len(vh.Domains) == 0 {
+		v.report(p+".domains", `use "*" to match any host`, "must list at least one domain")
+	}
+	for i, d := range vh.Domains {
+		dp := fmt.Sprintf("%s.domains[%d]", p, i)
+		if !validDomain(d) {
+			v.report(dp, domainHint, "invalid domain %q", d)
+			continue
+		}
+		// Host names are case-insensitive: "API" and "api" are one domain.
+		if first, ok := domains[strings.ToLower(d)]; ok {
+			v.report(dp, v.firstAt(first), "duplicate domain %q", d)
+			continue
+		}
+		domains[strings.ToLower(d)] = dp
+	}
+	for i := range vh.Routes {
+		v.route(&vh.Routes[i], fmt.Sprintf("%s.routes[%d]", p, i))
+	}
+}
+
+// validDomain reports whether d is one of the domain forms: exact,
+// "*.suffix", "prefix:*" or "*".
+func validDomain(d string) bool {
+	if d == "*" {
+		return true
+	}
+	host := d
+	switch {
+	case strings.HasPrefix(d, "*."):
+		host = d[2:]
+	case strings.HasSuffix(d, ":*"):
+		host = d[:len(d)-2]
+	}
+	return host != "" && !strings.ContainsAny(host, "*/ \t")
+}
+
+func (v *validator) route(r *Route, p string) {
+	mp := p + ".match"
+	m := &r.Match
+	kinds := chosen([]string{"prefix", "path", "regex"},
+		v.set(mp+".prefix", m.Prefix != ""), v.set(mp+".path", m.Path != ""), v.set(mp+".regex", m.Regex != ""))
+	switch len(kinds) {
+	case 0:
+		v.report(mp, "e.g. match: {prefix: /}", "must set one of prefix, path or regex")
+	case 1:
+	default:
+		v.report(mp, "", "must set only one of prefix, path or regex, got %s", strings.Join(kinds, " and "))
+	}
+	for _, k := range kinds {
+		switch k {
+		case "prefix":
+			v.absolutePath(mp+".prefix", m.Prefix)
+		case "path":
+			v.absolutePath(mp+".path", m.Path)
+		case "regex":
+			v.regex(mp+".regex", m.Regex)
+		}
+	}
+	for i := range m.Headers {
+		v.headerMatcher(&m.Headers[i], fmt.Sprintf("%s.headers[%d]", mp, i))
+	}
+
+	targets := chosen([]string{"cluster", "weighted_clusters"},
+		v.set(p+".cluster", r.Cluster != ""), v.set(p+".weighted_clusters", len(r.WeightedClusters) > 0))
+	switch len(targets) {
+	case 0:
+		v.report(p, v.clusterHint(""), "must set one of cluster or weighted_clusters")
+	case 2:
+		v.report(p, "", "must set only one of cluster or weighted_clusters")
+	}
+	if slices.Contains(targets, "cluster") {
+		v.clusterRef(p+".cluster", r.Cluster)
+	}
+	if slices.Contains(targets, "weighted_clusters") && len(r.WeightedClusters) == 0 {
+		v.report(p+".weighted_clusters", "", "must list at least one cluster")
+	}
+	for i, wc := range r.WeightedClusters {
+		wp := fmt.Sprintf("%s.weighted_clusters[%d]", p, i)
+		v.clusterRef(wp+".cluster", wc.Cluster)
+		if wc.Weight == 0 {
+			v.report(wp+".weight", "", "must be greater than 0")
+		}
+	}
+
+	for i, h := range r.HashPolicy {
+		if h.Header == "" {
+			v.report(fmt.Sprintf("%s.hash_policy[%d].header", p, i), "", "must not be empty")
+		}
+	}
+	if r.Mirror != nil {
+		v.clusterRef(p+".mirror.cluster", r.Mirror.Cluster)
+		v.percent(p+".mirror.percent", r.Mirror.Percent)
+	}
+	if r.RetryPolicy != nil {
+		v.retryPolicy(r.RetryPolicy, p+".retry_policy")
+	}
+}
+
+// set reports whether the key at path is set: non-zero (as nonZero says)
+// or written, so that an explicit empty value (`exact: ""`) counts as a
+// choice in a set of mutually exclusive keys.
+func (v *validator) set(path string, nonZero bool) bool {
+	return nonZero || v.has(path)
+}
+
+// chosen returns the keys whose set flag is true, in order.
+func chosen(keys []string, set ...bool) []string {
+	var out []string
+	for i, k := range keys {
+		if set[i] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func (v *validator) headerMatcher(h *HeaderMatcher, p string) {
+	if h.Name == "" {
+		v.report(p+".name", "", "must not be empty")
+	}
+	if v.has(p+".present") && !h.Present {
+		v.report(p+".present", "to match a missing header, use present: true with invert: true", "must be true when set")
+	}
+	kinds := chosen([]string{"exact", "present", "regex"},
+		v.set(p+".exact", h.Exact != ""), v.set(p+".present", h.Present), v.set(p+".regex", h.Regex != ""))
+	switch len(kinds) {
+	case 0:
+		v.report(p, "", "must set one of exact, present or regex")
+	case 1:
+	default:
+		v.report(p, "", "must set only one of exact, present or regex, got %s", strings.Join(kinds, " and "))
+	}
+	if slices.Contains(kinds, "regex") {
+		v.regex(p+".regex", h.Regex)
+	}
+}
+
+func (v *validator) retryPolicy(rp *RetryPolicy, p string) {
+	if strings.TrimSpace(rp.RetryOn) == "" {
+		v.report(p+".retry_on", "a comma-separated list of "+strings.Join(retryOnConditions, ", "), "must not be empty")
+	} else {
+		for cond := range strings.SplitSeq(rp.RetryOn, ",") {
+			cond = strings.TrimSpace(cond)
+			switch {
+			case cond == "":
+				v.report(p+".retry_on", "remove the extra comma", "empty retry condition in %q", rp.RetryOn)
+			case !slices.Contains(retryOnConditions, cond):
+				v.report(p+".retry_on", suggest(cond, retryOnConditions, "allowed"), "unknown retry condition %q", cond)
+			}
+		}
+	}
+	v.nonNegative(p+".num_retries", rp.NumRetries)
+	base, most := cmp.Or(rp.BackoffBase, defaultBackoffBase), cmp.Or(rp.BackoffMax, defaultBackoffMax)
+	if base > most {
+		v.report(p+".backoff_base", "", "must not exceed backoff_max (%s), got %s", most, base)
+	}
+}
+
+func (v *validator) cluster(c *Cluster, p string, names map[string]string) {
+	if c.Name == "" {
+		v.report(p+".name", "", "must not be empty")
+	} else {
+		v.unique(names, c.Name, p+".name", "cluster name")
+	}
+	v.oneOf(p+".type", c.Type, clusterTypes)
+	v.oneOf(p+".protocol", c.Protocol, upstreamProtocols)
+	v.oneOf(p+".lb_policy", c.LBPolicy, lbPolicies)
+
+	if len(c.Endpoints) == 0 {
+		v.report(p+".endpoints", "", "must list at least one endpoint")
+	}
+	dns := cmp.Or(c.Type, defaultClusterType) == "strict_dns"
+	seen := map[string]string{}
+	for i, e := range c.Endpoints {
+		ep := fmt.Sprintf("%s.endpoints[%d]", p, i)
+		if v.upstreamAddress(ep+".address", e.Address, dns, "127.0.0.1:5100") {
+			v.unique(seen, normalizeAddress(e.Address), ep+".address", "endpoint")
+		}
+		if e.Weight == 0 && v.has(ep+".weight") {
+			v.report(ep+".weight", "leave it out for the default, 1", "must be at least 1, got 0")
+		}
+	}
+
+	if c.PanicThreshold != nil {
+		v.percent(p+".panic_threshold", *c.PanicThreshold)
+	}
+	v.nonNegative(p+".zone_aware.min_cluster_size", c.ZoneAware.MinClusterSize)
+	if c.HealthCheck != nil {
+		v.healthCheck(c.HealthCheck, p+".health_check")
+	}
+	if od := c.OutlierDetection; od != nil {
+		op := p + ".outlier_detection"
+		v.nonNegative(op+".consecutive_5xx", od.Consecutive5xx)
+		if od.MaxEjectionPercent < 0 || od.MaxEjectionPercent > 100 {
+			v.report(op+".max_ejection_percent", "", "must be from 0 to 100, got %d", od.MaxEjectionPercent)
+		}
+	}
+	cb, cp := c.CircuitBreakers, p+".circuit_breakers"
+	v.nonNegative(cp+".max_connections", cb.MaxConnections)
+	v.nonNegative(cp+".max_pending_requests", cb.MaxPendingRequests)
+	v.nonNegative(cp+".max_requests", cb.MaxRequests)
+	v.nonNegative(cp+".max_retries", cb.MaxRetries)
+	if c.TLS != nil && c.TLS.CAFile != "" {
+		v.readableFile(p+".tls.ca_file", c.TLS.CAFile)
+	}
+}
+
+func (v *validator) healthCheck(hc *HealthCheck, p string) {
+	kinds := chosen([]string{"grpc", "http", "tcp"}, hc.GRPC != nil, hc.HTTP != nil, hc.TCP != nil)
+	switch len(kinds) {
+	case 0:
+		v.report(p, "e.g. grpc: {}, http: {path: /healthz} or tcp: {}", "must set one of grpc, http or tcp")
+	case 1:
+	default:
+		v.report(p, "", "must set only one of grpc, http or tcp, got %s", strings.Join(kinds, " and "))
+	}
+	for _, d := range []struct {
+		key string
+		val Duration
+	}{{"interval", hc.Interval}, {"timeout", hc.Timeout}} {
+		if d.val == 0 && v.has(p+"."+d.key) {
+			v.report(p+"."+d.key, "leave it out for the default", "must be greater than 0")
+		}
+	}
+	for _, t := range []struct {
+		key string
+		val int
+	}{{"healthy_threshold", hc.HealthyThreshold}, {"unhealthy_threshold", hc.UnhealthyThreshold}} {
+		if t.val < 0 || t.val == 0 && v.has(p+"."+t.key) {
+			v.report(p+"."+t.key, "", "must be at least 1, got %d", t.val)
+		}
+	}
+	if h := hc.HTTP; h != nil {
+		if h.Path == "" {
+			v.report(p+".http.path", "e.g. /healthz", "must not be empty")
+		} else {
+			v.absolutePath(p+".http.path", h.Path)
+		}
+		for i, s := range h.ExpectedStatuses {
+			if s < 100 || s > 599 {
+				v.report(fmt.Sprintf("%s.http.expected_statuses[%d]", p, i), "", "must be a status code from 100 to 599, got %d", s)
+			}
+		}
+	}
+}
+
+// clusterRef checks that name, used at path, is a defined cluster.
+func (v *validator) clusterRef(path, name string) {
+	switch {
+	case name == "":
+		v.report(path, v.clusterHint(""), "must not be empty")
+	case !v.clusters[name]:
+		v.report(path, v.clusterHint(name), "unknown cluster %q", name)
+	}
+}
+
+// clusterHint suggests a defined cluster for name, or lists them.
+func (v *validator) clusterHint(name string) string {
+	if len(v.names) == 0 {
+		return "no clusters are defined"
+	}
+	h, ok := v.hints[name]
+	if !ok {
+		h = suggest(name, v.names, "defined clusters")
+		v.hints[name] = h
+	}
+	return h
+}
+
+// oneOf checks an enumerated value; empty means the default.
+func (v *validator) oneOf(path, value string, allowed []string) {
+	if value != "" && !slices.Contains(allowed, value) {
+		v.report(path, suggest(value, allowed, ""), "must be one of %s, got %q", strings.Join(allowed, ", "), value)
+	}
+}
+
+func (v *validator) percent(path string, p float64) {
+	if math.IsNaN(p) || p < 0 || p > 100 {
+		v.report(path, "", "must be from 0 to 100, got %g", p)
+	}
+}
+
+func (v *validator) nonNegative(path string, n int) {
+	if n < 0 {
+		v.report(path, "", "must not be negative, got %d", n)
+	}
+}
+
+func (v *validator) regex(path, expr string) {
+	if expr == "" {
+		v.report(path, "", "must not be empty")
+		return
+	}
+	if _, err := regexp.Compile(expr); err != nil {
+		v.report(path, "regexes use Go's RE2 syntax", "invalid regex: %v", err)
+	}
+}
+
+func (v *validator) absolutePath(path, p string) {
+	if !strings.HasPrefix(p, "/") {
+		v.report(path, "", "must start with \"/\", got %q", p)
+	}
+}
+
+// readableFile checks that name is set and is a regular file that can be
+// opened now, so that a bad path fails validation instead of the listener
+// at start. Only regular files are opened: opening a FIFO would block.
+func (v *validator) readableFile(path, name string) {
+	if name == "" {
+		v.report(path, "", "must not be empty")
+		return
+	}
+	fi, err := os.Stat(name)
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
+	if err == nil {
+		var f *os.File
+		if f, err = os.Open(name); err == nil {
+			_ = f.Close() // opened for reading only: closing cannot lose data
+		}
+	}
+	if err != nil {
+		v.report(path, "", "cannot read %q: %v", name, unwrapPath(err))
+	}
+}
+
+// listenAddress checks an address to listen on: host:port with an IP
+// literal, localhost or no host (all interfaces), and a port from 0 (any
+// free port) to 65535.
+func (v *validator) listenAddress(path, addr string) bool {
+	const hint = "use host:port with an IP address or localhost, e.g. 127.0.0.1:10000 or :10000"
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.report(path, hint, "invalid address %q: %s", addr, addrReason(err))
+		return false
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		v.report(path, hint, "invalid address %q: port must be a number from 0 to 65535", addr)
+		return false
+	}
+	if host != "" && host != "localhost" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			v.report(path, hint, "invalid address %q: host must be an IP address or localhost", addr)
+			return false
+		}
+	}
+	return true
+}
+
+// upstreamAddress checks an address to connect to: host:port with a port
+// from 1 to 65535, and a host that is an IP literal or, when names are
+// allowed, a DNS name. example shows the form in hints.
+func (v *validator) upstreamAddress(path, addr string, names bool, example string) bool {
+	hint := "use IP:port, e.g. " + example
+	if names {
+		hint = "use host:port, e.g. " + example
+	}
+	if addr == "" {
+		v.report(path, hint, "must not be empty")
+		return false
+	}
+	if strings.Contains(addr, "://") {
+		v.report(path, hint, "invalid address %q: must be host:port, without a scheme", addr)
+		return false
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.report(path, hint, "invalid address %q: %s", addr, addrReason(err))
+		return false
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		v.report(path, hint, "invalid address %q: port must be a number from 1 to 65535", addr)
+		return false
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	switch {
+	case !names:
+		v.report(path, "a static cluster needs IP addresses; use type: strict_dns to resolve names",
+			"invalid address %q: host must be an IP address", addr)
+		return false
+	case !validHostname(host):
+		v.report(path, hint, "invalid address %q: host must be an IP address or a DNS name", addr)
+		return false
+	}
+	return true
+}
+
+// addrReason is why net.SplitHostPort refused an address, without the
+// address itself, which the message already quotes.
+func addrReason(err error) string {
+	var ae *net.AddrError
+	if errors.As(err, &ae) {
+		return ae.Err
+	}
+	return err.Error()
+}
+
+// validHostname reports whether host is a syntactically valid DNS name:
+// dot-separated labels of letters, digits, '-' and '_' (service names such
+// as _grpc._tcp use it), each 1 to 63 bytes, 253 bytes in all.
+func validHostname(host string) bool {
+	host = strings.TrimSuffix(host, ".")
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(host, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// normalizeAddress is addr with its host lower-cased, to compare addresses
+// already known to be valid.
+func normalizeAddress(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort(strings.ToLower(host), port)
+}
