@@ -202,15 +202,15 @@ clusters:
     address: 127.0.0.1:1
     virtual_hosts:
       - name: x
-        domains: [api.example.com, '*.example.com', 'api:*', '*', 'a*b', '*.', ':*', 'API.example.com']
+        domains: [api.example.com, '*.example.com', 'api:*', '*', 'a*b', '*.', ':*', 'API.example.com', 'www.*', '*-bar.example.com']
       - name: x
         domains: []
       - name: y
         domains: ['*']
 `,
-			wantErr: "main.yaml:6:67: listeners[0].virtual_hosts[0].domains[4]: invalid domain \"a*b\" (use an exact host (api.example.com), a suffix (*.example.com), a host on any port (api:*) or *)\n" +
-				"main.yaml:6:74: listeners[0].virtual_hosts[0].domains[5]: invalid domain \"*.\" (use an exact host (api.example.com), a suffix (*.example.com), a host on any port (api:*) or *)\n" +
-				"main.yaml:6:80: listeners[0].virtual_hosts[0].domains[6]: invalid domain \":*\" (use an exact host (api.example.com), a suffix (*.example.com), a host on any port (api:*) or *)\n" +
+			wantErr: "main.yaml:6:67: listeners[0].virtual_hosts[0].domains[4]: invalid domain \"a*b\" (use an exact host (api.example.com), a suffix (*.example.com), a host on any port (api:*), a prefix (www.*) or *)\n" +
+				"main.yaml:6:74: listeners[0].virtual_hosts[0].domains[5]: invalid domain \"*.\" (use an exact host (api.example.com), a suffix (*.example.com), a host on any port (api:*), a prefix (www.*) or *)\n" +
+				"main.yaml:6:80: listeners[0].virtual_hosts[0].domains[6]: invalid domain \":*\" (use an exact host (api.example.com), a suffix (*.example.com), a host on any port (api:*), a prefix (www.*) or *)\n" +
 				"main.yaml:6:86: listeners[0].virtual_hosts[0].domains[7]: duplicate domain \"API.example.com\" (first defined at main.yaml:6:19)\n" +
 				"main.yaml:7:15: listeners[0].virtual_hosts[1].name: duplicate virtual host name \"x\" (first defined at main.yaml:5:15)\n" +
 				"main.yaml:8:18: listeners[0].virtual_hosts[1].domains: must list at least one domain (use \"*\" to match any host)\n" +

@@ -30,7 +30,7 @@ var (
 )
 
 // domainHint explains the virtual host domain forms.
-const domainHint = "use an exact host (api.example.com), a suffix (*.example.com), a host on any port (api:*) or *"
+const domainHint = "use an exact host (api.example.com), a suffix (*.example.com), a host on any port (api:*), a prefix (www.*) or *"
 
 // check runs the semantic checks on the merged config and adds what they
 // find to l.problems, each placed at the node its path was written at.
@@ -312,20 +312,25 @@ func (v *validator) virtualHost(vh *VirtualHost, p string, names, domains map[st
 	}
 }
 
-// validDomain reports whether d is one of the domain forms: exact,
-// "*.suffix", "prefix:*" or "*".
+// validDomain reports whether d is one of the domain forms: exact, a
+// suffix wildcard ("*.example.com"), a prefix wildcard ("api:*", "www.*")
+// or "*".
 func validDomain(d string) bool {
 	if d == "*" {
 		return true
 	}
-	host := d
-	switch {
-	case strings.HasPrefix(d, "*."):
-		host = d[2:]
-	case strings.HasSuffix(d, ":*"):
-		host = d[:len(d)-2]
+	// As in Envoy, one wildcard may stand at the start (a suffix match:
+	// "*.example.com", "*-bar.example.com") or at the end (a prefix match:
+	// "my-service:*", "www.*"), standing for at least one character.
+	host := strings.TrimSuffix(strings.TrimPrefix(d, "*"), "*")
+	if len(d)-len(host) > 1 {
+		return false // "*foo*": a wildcard at both ends
 	}
-	return host != "" && !strings.ContainsAny(host, "*/ \t")
+	return strings.ContainsFunc(host, isAlnum) && !strings.ContainsAny(host, "*/ \t")
+}
+
+func isAlnum(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }
 
 func (v *validator) route(r *Route, p string) {
