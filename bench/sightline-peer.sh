@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Starts Sightline as a peer of the side-by-side gRPC benchmark: h2c on
+# 127.0.0.1:PORT, every call balanced round robin over BACKENDS
+# (comma-separated host:port), access to nothing else.
+#
+#   sightline-peer.sh PORT BACKENDS RUNDIR [SIGHTLINE_BINARY]
+#
+# It writes RUNDIR/sightline.yaml and execs the proxy, so the process the
+# benchmark measures is the proxy itself.
+set -euo pipefail
+port=$1 backends=$2 rundir=$3
+bin=${4:-${SIGHTLINE:-sightline}}
+mkdir -p "$rundir"
+{
+  echo "admin: {address: 127.0.0.1:0}"
+  echo "listeners:"
+  echo "  - name: bench"
+  echo "    address: 127.0.0.1:$port"
+  echo "    virtual_hosts:"
+  echo "      - name: all"
+  echo "        domains: ['*']"
+  echo "        routes:"
+  echo "          - match: {prefix: /}"
+  echo "            cluster: backends"
+  echo "clusters:"
+  echo "  - name: backends"
+  echo "    lb_policy: round_robin"
+  echo "    endpoints:"
+  IFS=, read -ra eps <<<"$backends"
+  for ep in "${eps[@]}"; do echo "      - {address: $ep}"; done
+} >"$rundir/sightline.yaml"
+exec "$bin" -c "$rundir/sightline.yaml" --log-level warn
