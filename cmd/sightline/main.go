@@ -92,7 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "%s: ok\n%s", cfgPath, cfg.Summary())
+		fmt.Fprintf(stdout, "%s: ok\n%s\n", cfgPath, strings.TrimRight(cfg.Summary(), "\n"))
 		return 0
 	case "run":
 		if cfgPath == "" {
