@@ -20,6 +20,16 @@ need h2spec github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 	rm -rf "$tmp"
 }
 
+# promtool checks the Prometheus exposition (Debian's prometheus package;
+# the server it also ships is not left running).
+if ! command -v promtool >/dev/null 2>&1; then
+	echo "installing promtool (Debian package prometheus)"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q >/dev/null
+	apt-get install -y -q --no-install-recommends prometheus >/dev/null
+	systemctl stop prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || pkill -x prometheus || true
+fi
+
 echo "== go vet"
 go vet ./...
 echo "== go test -race"

@@ -1,0 +1,163 @@
+// Package cumulative keeps totals since start for sinks that show them that
+// way (Prometheus, OTLP with cumulative temporality), from the deltas the
+// stats Store reports at each flush.
+package cumulative
+
+import (
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/uber-go/tally/v4"
+
+	"github.com/sightline-proxy/sightline/stats"
+)
+
+// Set is a tally.CachedStatsReporter that keeps, for each stat, its total
+// (counters), last value (gauges) or bucket counts and sum (histograms).
+// Values are atomics: a reader on another goroutine (a scrape) sees each
+// value whole, as of the last flush or the one in progress. T is what the
+// sink keeps beside each series, built once when the stat is allocated.
+type Set[T any] struct {
+	ext func(d *stats.Def, values []string) T
+
+	mu     sync.Mutex
+	series []*Series[T]
+}
+
+// New returns an empty Set; ext builds a series' extra (its labels, say).
+func New[T any](ext func(d *stats.Def, values []string) T) *Set[T] {
+	return &Set[T]{ext: ext}
+}
+
+// Series is one stat: a Def and its tag values.
+type Series[T any] struct {
+	Def *stats.Def
+	// Values are the tag values, in Def.TagKeys order.
+	Values []string
+	Ext    T
+
+	count   atomic.Int64  // counter
+	gauge   atomic.Uint64 // gauge, float64 bits
+	touched atomic.Bool   // gauge reported at least once
+	buckets []bucket      // histogram, one per stats.Buckets pair
+	sum     atomic.Int64  // histogram, nanoseconds
+}
+
+type bucket struct{ n atomic.Uint64 }
+
+// ReportSamples adds samples to the bucket.
+func (b *bucket) ReportSamples(n int64) { b.n.Add(uint64(n)) }
+
+// Series returns every series so far, in allocation order. The slice is
+// the caller's; the series are shared and their values move.
+func (c *Set[T]) Series() []*Series[T] {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clip(c.series)
+}
+
+func (c *Set[T]) add(name string, tags map[string]string) *Series[T] {
+	d, values, err := stats.Resolve(name, tags)
+	if err != nil {
+		// Only the Store allocates, and only catalog stats: a sink under
+		// some other tally scope is misused.
+		panic(err)
+	}
+	s := &Series[T]{Def: d, Values: values, Ext: c.ext(d, values)}
+	c.mu.Lock()
+	c.series = append(c.series, s)
+	c.mu.Unlock()
+	return s
+}
+
+// AllocateCounter implements tally.CachedStatsReporter.
+func (c *Set[T]) AllocateCounter(name string, tags map[string]string) tally.CachedCount {
+	return c.add(name, tags)
+}
+
+// AllocateGauge implements tally.CachedStatsReporter.
+func (c *Set[T]) AllocateGauge(name string, tags map[string]string) tally.CachedGauge {
+	return c.add(name, tags)
+}
+
+// AllocateHistogram implements tally.CachedStatsReporter.
+func (c *Set[T]) AllocateHistogram(name string, tags map[string]string, b tally.Buckets) tally.CachedHistogram {
+	s := c.add(name, tags)
+	s.buckets = make([]bucket, b.Len()+1)
+	return s
+}
+
+// AllocateTimer implements tally.CachedStatsReporter; the Store has no
+// timers.
+func (c *Set[T]) AllocateTimer(string, map[string]string) tally.CachedTimer { return stats.Discard }
+
+// Capabilities implements tally.CachedStatsReporter.
+func (c *Set[T]) Capabilities() tally.Capabilities { return capabilities{} }
+
+// Flush implements tally.CachedStatsReporter: values are already in place.
+func (c *Set[T]) Flush() {}
+
+type capabilities struct{}
+
+func (capabilities) Reporting() bool { return true }
+func (capabilities) Tagging() bool   { return true }
+
+// ReportCount adds a counter's increase.
+func (s *Series[T]) ReportCount(delta int64) { s.count.Add(delta) }
+
+// ReportGauge sets a gauge.
+func (s *Series[T]) ReportGauge(v float64) {
+	s.gauge.Store(math.Float64bits(v))
+	s.touched.Store(true)
+}
+
+// ReportSum adds to a histogram's sum.
+func (s *Series[T]) ReportSum(delta time.Duration) { s.sum.Add(int64(delta)) }
+
+// DurationBucket returns the bucket whose upper bound is upper.
+func (s *Series[T]) DurationBucket(_, upper time.Duration) tally.CachedHistogramBucket {
+	return &s.buckets[stats.BucketIndex(upper)]
+}
+
+// ValueBucket implements tally.CachedHistogram; the Store's histograms are
+// all duration histograms.
+func (s *Series[T]) ValueBucket(float64, float64) tally.CachedHistogramBucket {
+	return stats.Discard
+}
+
+// Counter returns a counter's total.
+func (s *Series[T]) Counter() int64 { return s.count.Load() }
+
+// Gauge returns a gauge's last value.
+func (s *Series[T]) Gauge() float64 { return math.Float64frombits(s.gauge.Load()) }
+
+// Histogram returns a histogram's count per bucket (the last is +Inf), the
+// total count and the sum of its samples.
+func (s *Series[T]) Histogram() (buckets []uint64, count uint64, sum time.Duration) {
+	buckets = make([]uint64, len(s.buckets))
+	for i := range s.buckets {
+		buckets[i] = s.buckets[i].n.Load()
+		count += buckets[i]
+	}
+	return buckets, count, time.Duration(s.sum.Load())
+}
+
+// Touched reports whether the stat has been reported anything: push sinks
+// leave out the others unless told to emit zeros.
+func (s *Series[T]) Touched() bool {
+	switch s.Def.Kind() {
+	case stats.KindCounter:
+		return s.count.Load() != 0
+	case stats.KindGauge:
+		return s.touched.Load()
+	}
+	for i := range s.buckets {
+		if s.buckets[i].n.Load() != 0 {
+			return true
+		}
+	}
+	return false
+}

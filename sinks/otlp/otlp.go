@@ -1,0 +1,272 @@
+// Package otlp pushes Sightline's stats to an OpenTelemetry collector as
+// OTLP metrics, over gRPC or HTTP/protobuf.
+//
+// Values are cumulative since the process started (counters as monotonic
+// sums, histograms with the stats buckets in milliseconds and their exact
+// sum), so a lost export costs nothing: the next one carries the totals.
+// Metrics are named by the stats' tagged names ("cluster.upstream_rq_total")
+// with the tags as attributes; the resource says service.name,
+// service.instance.id (the node id) and cloud.availability_zone (the node
+// zone).
+//
+// The sink builds the export itself from the Store's aggregates and hands
+// it to the exporter (otlpmetricgrpc or otlpmetrichttp) directly, rather
+// than feeding OpenTelemetry SDK instruments: those take one sample at a
+// time, and replaying bucket counts into them would lose the exact sums.
+// Exports run on a goroutine of the sink's own; when one is still running
+// at the next flush, the newer totals replace the waiting ones.
+package otlp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/resource"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/sinks/internal/cumulative"
+	"github.com/sightline-proxy/sightline/stats"
+)
+
+const (
+	// exportTimeout bounds one export; the exporters' own retries are off,
+	// since the next flush resends the totals anyway.
+	exportTimeout = 10 * time.Second
+	// defaultServiceName is service.name when none is given.
+	defaultServiceName = "sightline"
+	// scopeName is the instrumentation scope of every metric.
+	scopeName = "github.com/sightline-proxy/sightline/stats"
+)
+
+// Sink is an OTLP push sink. Its tally.CachedStatsReporter methods are for
+// the stats Store.
+type Sink struct {
+	*cumulative.Set[attribute.Set]
+	exp       sdkmetric.Exporter
+	res       *resource.Resource
+	start     time.Time
+	emitZeros bool
+	log       zerolog.Logger
+	bounds    []float64
+
+	// pending holds the newest export waiting for the sender.
+	pending   chan *metricdata.ResourceMetrics
+	ctx       context.Context // exports; cancelled when Close gives up
+	cancel    context.CancelFunc
+	startOnce sync.Once
+	started   atomic.Bool
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+// New returns a sink for cfg (defaults applied). It does no I/O: the
+// exporters connect on the first export.
+func New(cfg config.OTLP, o stats.SinkOptions) (*Sink, error) {
+	exp, err := newExporter(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("otlp %s: %w", cfg.Endpoint, err)
+	}
+	name := o.ServiceName
+	if name == "" {
+		name = defaultServiceName
+	}
+	attrs := []attribute.KeyValue{semconv.ServiceName(name)}
+	if o.Node.ID != "" {
+		attrs = append(attrs, semconv.ServiceInstanceID(o.Node.ID))
+	}
+	if o.Node.Zone != "" {
+		attrs = append(attrs, semconv.CloudAvailabilityZone(o.Node.Zone))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Sink{
+		Set:       cumulative.New(attributes),
+		exp:       exp,
+		res:       resource.NewWithAttributes(semconv.SchemaURL, attrs...),
+		start:     time.Now(),
+		emitZeros: o.EmitZeros,
+		log:       o.Log.With().Str("component", "otlp-metrics").Str("endpoint", cfg.Endpoint).Logger(),
+		bounds:    stats.BoundsMillis(),
+		pending:   make(chan *metricdata.ResourceMetrics, 1),
+		ctx:       ctx,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+	}, nil
+}
+
+// newExporter builds the exporter of cfg.Protocol. An endpoint with a
+// scheme is a URL (the HTTP path included); without, host:port.
+func newExporter(cfg config.OTLP) (sdkmetric.Exporter, error) {
+	url := strings.Contains(cfg.Endpoint, "://")
+	// The exporters keep nothing of this context: they dial lazily.
+	ctx := context.Background()
+	switch cfg.Protocol {
+	case "grpc":
+		opts := []otlpmetricgrpc.Option{
+			otlpmetricgrpc.WithTimeout(exportTimeout),
+			otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig{Enabled: false}),
+		}
+		if url {
+			opts = append(opts, otlpmetricgrpc.WithEndpointURL(cfg.Endpoint))
+		} else {
+			opts = append(opts, otlpmetricgrpc.WithEndpoint(cfg.Endpoint))
+		}
+		if cfg.Insecure {
+			opts = append(opts, otlpmetricgrpc.WithInsecure())
+		}
+		return otlpmetricgrpc.New(ctx, opts...)
+	case "http":
+		opts := []otlpmetrichttp.Option{
+			otlpmetrichttp.WithTimeout(exportTimeout),
+			otlpmetrichttp.WithRetry(otlpmetrichttp.RetryConfig{Enabled: false}),
+		}
+		if url {
+			opts = append(opts, otlpmetrichttp.WithEndpointURL(cfg.Endpoint))
+		} else {
+			opts = append(opts, otlpmetrichttp.WithEndpoint(cfg.Endpoint))
+		}
+		if cfg.Insecure {
+			opts = append(opts, otlpmetrichttp.WithInsecure())
+		}
+		return otlpmetrichttp.New(ctx, opts...)
+	}
+	return nil, fmt.Errorf("protocol %q: want grpc or http", cfg.Protocol)
+}
+
+// attributes builds a series' attribute set once, when it is allocated.
+func attributes(d *stats.Def, values []string) attribute.Set {
+	kvs := make([]attribute.KeyValue, len(values))
+	for i, k := range d.TagKeys() {
+		kvs[i] = attribute.String(k, values[i])
+	}
+	return attribute.NewSet(kvs...)
+}
+
+// Flush builds an export of every series touched since start (every series
+// with emit_zeros) and hands it to the sender, replacing an export still
+// waiting: it carries older totals of the same series.
+func (s *Sink) Flush() {
+	rm := s.collect(time.Now())
+	if len(rm.ScopeMetrics[0].Metrics) == 0 {
+		return
+	}
+	s.startOnce.Do(func() {
+		s.started.Store(true)
+		go s.send()
+	})
+	for {
+		select {
+		case s.pending <- rm:
+			return
+		default:
+		}
+		select {
+		case <-s.pending:
+		default:
+		}
+	}
+}
+
+// points gathers one metric's data points.
+type points struct {
+	def    *stats.Def
+	sums   []metricdata.DataPoint[int64]
+	gauges []metricdata.DataPoint[int64]
+	hists  []metricdata.HistogramDataPoint[float64]
+}
+
+func (s *Sink) collect(now time.Time) *metricdata.ResourceMetrics {
+	byDef := map[*stats.Def]*points{}
+	var order []*points
+	for _, x := range s.Series() {
+		if !s.emitZeros && !x.Touched() {
+			continue
+		}
+		p := byDef[x.Def]
+		if p == nil {
+			p = &points{def: x.Def}
+			byDef[x.Def] = p
+			order = append(order, p)
+		}
+		switch x.Def.Kind() {
+		case stats.KindCounter:
+			p.sums = append(p.sums, metricdata.DataPoint[int64]{Attributes: x.Ext, StartTime: s.start, Time: now, Value: x.Counter()})
+		case stats.KindGauge:
+			p.gauges = append(p.gauges, metricdata.DataPoint[int64]{Attributes: x.Ext, Time: now, Value: int64(x.Gauge())})
+		case stats.KindHistogram:
+			counts, count, sum := x.Histogram()
+			p.hists = append(p.hists, metricdata.HistogramDataPoint[float64]{
+				Attributes: x.Ext, StartTime: s.start, Time: now,
+				Count: count, Bounds: s.bounds, BucketCounts: counts, Sum: stats.Millis(sum),
+			})
+		}
+	}
+	metrics := make([]metricdata.Metrics, len(order))
+	for i, p := range order {
+		m := metricdata.Metrics{Name: p.def.Name(), Description: p.def.Help(), Unit: p.def.Unit()}
+		switch p.def.Kind() {
+		case stats.KindCounter:
+			m.Data = metricdata.Sum[int64]{DataPoints: p.sums, Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
+		case stats.KindGauge:
+			m.Data = metricdata.Gauge[int64]{DataPoints: p.gauges}
+		case stats.KindHistogram:
+			m.Data = metricdata.Histogram[float64]{DataPoints: p.hists, Temporality: metricdata.CumulativeTemporality}
+		}
+		metrics[i] = m
+	}
+	return &metricdata.ResourceMetrics{
+		Resource:     s.res,
+		ScopeMetrics: []metricdata.ScopeMetrics{{Scope: instrumentation.Scope{Name: scopeName}, Metrics: metrics}},
+	}
+}
+
+// send exports until Close.
+func (s *Sink) send() {
+	defer close(s.done)
+	failing := false
+	for rm := range s.pending {
+		ctx, cancel := context.WithTimeout(s.ctx, exportTimeout)
+		err := s.exp.Export(ctx, rm)
+		cancel()
+		switch {
+		case err != nil && !failing:
+			s.log.Warn().Err(err).Msg("exporting stats failed; trying again every flush")
+		case err == nil && failing:
+			s.log.Info().Msg("exporting stats again")
+		}
+		failing = err != nil
+	}
+}
+
+// Close lets the sender deliver the export of the last flush, waiting until
+// ctx is done at most, then shuts the exporter down. The Store calls it
+// once, after the last Flush.
+func (s *Sink) Close(ctx context.Context) error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.pending)
+		if s.started.Load() {
+			select {
+			case <-s.done:
+			case <-ctx.Done():
+				s.cancel()
+				err = fmt.Errorf("otlp: the last export was not sent: %w", ctx.Err())
+			}
+		}
+		s.cancel()
+		err = errors.Join(err, s.exp.Shutdown(ctx))
+	})
+	return err
+}

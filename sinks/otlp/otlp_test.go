@@ -1,0 +1,160 @@
+package otlp
+
+import (
+	"context"
+	"maps"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/uber-go/tally/v4"
+	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/sinks/internal/otlptest"
+	"github.com/sightline-proxy/sightline/stats"
+)
+
+func newStore(t *testing.T, cfg config.OTLP, emitZeros bool) (*stats.Store, *Sink) {
+	t.Helper()
+	node := config.Node{ID: "edge-1", Zone: "zone-a"}
+	sink, err := New(cfg, stats.SinkOptions{Node: node, EmitZeros: emitZeros})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour), Exclude: []string{`^server\.`}}, node,
+		stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = s.Close(context.Background())
+		if sink.started.Load() {
+			select {
+			case <-sink.done:
+			case <-time.After(5 * time.Second):
+				t.Error("the sender goroutine outlived Close")
+			}
+		}
+	})
+	return s, sink
+}
+
+func TestExport(t *testing.T) {
+	for _, tt := range []struct {
+		protocol string
+		receiver func(testing.TB) *otlptest.Receiver
+	}{
+		{"grpc", otlptest.GRPC},
+		{"http", otlptest.HTTP},
+	} {
+		t.Run(tt.protocol, func(t *testing.T) {
+			r := tt.receiver(t)
+			s, _ := newStore(t, config.OTLP{Endpoint: r.Endpoint, Protocol: tt.protocol, Insecure: true}, false)
+			up := s.Cluster("api.example.com").Upstream()
+			up.RqActive.Set(4)
+			up.RqTime.RecordDuration(600 * time.Microsecond)
+			up.RqTime.RecordDuration(70 * time.Millisecond)
+			for range 4 {
+				for range 250 {
+					up.RqTotal.Inc(1)
+				}
+				s.Flush()
+			}
+			if err := s.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			req := r.Last(t)
+
+			res := otlptest.Attrs(req.ResourceMetrics[0].Resource.Attributes)
+			for k, want := range map[string]string{"service.name": "sightline", "service.instance.id": "edge-1", "cloud.availability_zone": "zone-a"} {
+				if res[k] != want {
+					t.Errorf("resource %s = %q, want %q", k, res[k], want)
+				}
+			}
+			wantAttrs := map[string]string{stats.TagCluster: "api.example.com"}
+
+			total := otlptest.Metric(req, "cluster.upstream_rq_total").GetSum()
+			if total == nil || !total.IsMonotonic || total.AggregationTemporality != metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE {
+				t.Fatalf("upstream_rq_total is not a cumulative monotonic sum: %v", total)
+			}
+			if p := total.DataPoints[0]; p.GetAsInt() != 1000 || !maps.Equal(otlptest.Attrs(p.Attributes), wantAttrs) {
+				t.Errorf("upstream_rq_total = %d %v, want 1000 %v", p.GetAsInt(), otlptest.Attrs(p.Attributes), wantAttrs)
+			}
+
+			if g := otlptest.Metric(req, "cluster.upstream_rq_active").GetGauge(); g == nil || g.DataPoints[0].GetAsInt() != 4 {
+				t.Errorf("upstream_rq_active = %v, want 4", g)
+			}
+
+			m := otlptest.Metric(req, "cluster.upstream_rq_time")
+			h := m.GetHistogram()
+			if h == nil || m.Unit != "ms" || h.AggregationTemporality != metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE {
+				t.Fatalf("upstream_rq_time is not a cumulative histogram in ms: %v", m)
+			}
+			p := h.DataPoints[0]
+			if p.Count != 2 || p.GetSum() != 70.6 || !slices.Equal(p.ExplicitBounds, stats.BoundsMillis()) {
+				t.Errorf("upstream_rq_time count %d sum %v bounds %v, want 2, 70.6, %v", p.Count, p.GetSum(), p.ExplicitBounds, stats.BoundsMillis())
+			}
+			if len(p.BucketCounts) != len(p.ExplicitBounds)+1 || p.BucketCounts[3] != 1 || p.BucketCounts[9] != 1 {
+				t.Errorf("upstream_rq_time buckets %v, want one in le 1 and one in le 100", p.BucketCounts)
+			}
+
+			if otlptest.Metric(req, "cluster.upstream_rq_retry") != nil {
+				t.Error("a counter never touched was exported")
+			}
+		})
+	}
+}
+
+func TestEmitZeros(t *testing.T) {
+	r := otlptest.GRPC(t)
+	s, _ := newStore(t, config.OTLP{Endpoint: r.Endpoint, Protocol: "grpc", Insecure: true}, true)
+	s.Cluster("primary").Upstream()
+	s.Flush()
+	req := r.Last(t)
+	if p := otlptest.Metric(req, "cluster.upstream_rq_retry").GetSum().GetDataPoints(); len(p) != 1 || p[0].GetAsInt() != 0 {
+		t.Errorf("emit_zeros: upstream_rq_retry = %v, want a zero", p)
+	}
+	if p := otlptest.Metric(req, "cluster.upstream_rq_time").GetHistogram().GetDataPoints(); len(p) != 1 || p[0].Count != 0 {
+		t.Errorf("emit_zeros: upstream_rq_time = %v, want an empty histogram", p)
+	}
+}
+
+// TestDeadCollector checks that a collector that is not there never holds
+// up a flush, and that Close gives up when its context ends.
+func TestDeadCollector(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	for _, protocol := range []string{"grpc", "http"} {
+		t.Run(protocol, func(t *testing.T) {
+			s, _ := newStore(t, config.OTLP{Endpoint: dead, Protocol: protocol, Insecure: true}, false)
+			total := s.Cluster("primary").Upstream().RqTotal
+			for range 20 {
+				total.Inc(1)
+				start := time.Now()
+				s.Flush()
+				if d := time.Since(start); d > 500*time.Millisecond {
+					t.Fatalf("a flush took %v", d)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_ = s.Close(ctx)
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("Close took %v with a 200ms context", d)
+			}
+		})
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	if _, err := New(config.OTLP{Endpoint: "127.0.0.1:4317", Protocol: "thrift"}, stats.SinkOptions{}); err == nil {
+		t.Error("New accepted protocol thrift")
+	}
+}

@@ -1,0 +1,195 @@
+// Package prometheus serves Sightline's stats in the Prometheus exposition
+// format at the admin server's /stats/prometheus.
+//
+// The Sink is a tally reporter like the push sinks: it is given the same
+// deltas at the same flush and keeps their totals, so a scrape shows what
+// statsd and OTLP were sent at the last flush (at most stats.flush_interval
+// ago). Families are rendered by prometheus/common/expfmt: text 0.0.4 by
+// default, OpenMetrics 1.0 when the scraper's Accept header asks for it.
+// Every family has HELP and TYPE and one label set, counters end in _total,
+// histograms are in milliseconds (_bucket, _sum, _count).
+package prometheus
+
+import (
+	"cmp"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/sinks/internal/cumulative"
+	"github.com/sightline-proxy/sightline/stats"
+)
+
+// accepted are the formats served, the first the default.
+var accepted = []expfmt.Format{expfmt.FmtText, expfmt.FmtOpenMetrics_1_0_0, expfmt.FmtOpenMetrics_0_0_1}
+
+// Sink keeps the stats' totals and serves them to Prometheus. Its
+// tally.CachedStatsReporter methods are for the stats Store.
+type Sink struct {
+	*cumulative.Set[[]*dto.LabelPair]
+	namespace string
+	bounds    []float64 // histogram bucket bounds in ms, shared by every scrape
+}
+
+// New returns a Sink that names families under cfg.Namespace. Pass it to
+// stats.New among Options.Sinks and mount it at GET /stats/prometheus.
+func New(cfg config.Prometheus) *Sink {
+	return &Sink{Set: cumulative.New(labelPairs), namespace: cfg.Namespace, bounds: stats.BoundsMillis()}
+}
+
+// labelPairs builds a series' labels once, pointing into the Def's keys and
+// the series' values, which never change.
+func labelPairs(d *stats.Def, values []string) []*dto.LabelPair {
+	keys := d.TagKeys()
+	pairs := make([]*dto.LabelPair, len(values))
+	for i := range values {
+		pairs[i] = &dto.LabelPair{Name: &keys[i], Value: &values[i]}
+	}
+	return pairs
+}
+
+// ServeHTTP writes every family, sorted by name. filter=REGEX keeps the
+// families that print a name the expression matches (for a histogram, its
+// _bucket, _sum or _count name counts too).
+func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var filter *regexp.Regexp
+	if f := r.URL.Query().Get("filter"); f != "" {
+		re, err := regexp.Compile(f)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("filter: %v", err), http.StatusBadRequest)
+			return
+		}
+		filter = re
+	}
+	format := expfmt.NegotiateAccept(r.Header, accepted...)
+	w.Header().Set("Content-Type", string(format))
+	enc := expfmt.NewEncoder(w, format)
+	for _, mf := range s.families(filter) {
+		if enc.Encode(mf) != nil {
+			return // the scraper went away
+		}
+	}
+	if c, ok := enc.(expfmt.Closer); ok {
+		_ = c.Close() // writes OpenMetrics' # EOF; an error is a scraper gone
+	}
+}
+
+type family struct {
+	name   string
+	def    *stats.Def
+	series []*cumulative.Series[[]*dto.LabelPair]
+}
+
+// families groups the series by Def, one family each, sorted by name, the
+// series of a family sorted by label values.
+func (s *Sink) families(filter *regexp.Regexp) []*dto.MetricFamily {
+	byDef := map[*stats.Def]*family{} // nil for a family the filter drops
+	var fams []*family
+	for _, x := range s.Series() {
+		f, seen := byDef[x.Def]
+		if !seen {
+			name := x.Def.PrometheusName(s.namespace)
+			if filter == nil || printsMatch(filter, name, x.Def.Kind()) {
+				f = &family{name: name, def: x.Def}
+				fams = append(fams, f)
+			}
+			byDef[x.Def] = f
+		}
+		if f != nil {
+			f.series = append(f.series, x)
+		}
+	}
+	slices.SortFunc(fams, func(a, b *family) int { return cmp.Compare(a.name, b.name) })
+	out := make([]*dto.MetricFamily, len(fams))
+	for i, f := range fams {
+		slices.SortFunc(f.series, func(a, b *cumulative.Series[[]*dto.LabelPair]) int {
+			return slices.Compare(a.Values, b.Values)
+		})
+		out[i] = s.family(f)
+	}
+	return out
+}
+
+// printsMatch reports whether filter matches a name the family prints.
+func printsMatch(filter *regexp.Regexp, name string, kind stats.Kind) bool {
+	if filter.MatchString(name) {
+		return true
+	}
+	if kind != stats.KindHistogram {
+		return false
+	}
+	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+		if filter.MatchString(name + suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Sink) family(f *family) *dto.MetricFamily {
+	help := f.def.Help()
+	mf := &dto.MetricFamily{Name: &f.name, Help: &help, Metric: make([]*dto.Metric, len(f.series))}
+	switch f.def.Kind() {
+	case stats.KindCounter:
+		mf.Type = dto.MetricType_COUNTER.Enum()
+		for i, x := range f.series {
+			c := &struct {
+				m dto.Metric
+				c dto.Counter
+				v float64
+			}{v: float64(x.Counter())}
+			c.c.Value, c.m.Counter, c.m.Label = &c.v, &c.c, x.Ext
+			mf.Metric[i] = &c.m
+		}
+	case stats.KindGauge:
+		mf.Type = dto.MetricType_GAUGE.Enum()
+		for i, x := range f.series {
+			g := &struct {
+				m dto.Metric
+				g dto.Gauge
+				v float64
+			}{v: x.Gauge()}
+			g.g.Value, g.m.Gauge, g.m.Label = &g.v, &g.g, x.Ext
+			mf.Metric[i] = &g.m
+		}
+	case stats.KindHistogram:
+		mf.Type = dto.MetricType_HISTOGRAM.Enum()
+		for i, x := range f.series {
+			mf.Metric[i] = s.histogram(x)
+		}
+	}
+	return mf
+}
+
+// histogram renders one histogram series: cumulative counts for each
+// finite bound (+Inf is the sample count), the sum in milliseconds.
+func (s *Sink) histogram(x *cumulative.Series[[]*dto.LabelPair]) *dto.Metric {
+	counts, count, sum := x.Histogram()
+	h := &struct {
+		m        dto.Metric
+		h        dto.Histogram
+		count    uint64
+		sum      float64
+		buckets  []dto.Bucket
+		pointers []*dto.Bucket
+		cum      []uint64
+	}{count: count, sum: stats.Millis(sum)}
+	h.buckets = make([]dto.Bucket, len(s.bounds))
+	h.pointers = make([]*dto.Bucket, len(s.bounds))
+	h.cum = make([]uint64, len(s.bounds))
+	var below uint64
+	for i := range s.bounds {
+		below += counts[i]
+		h.cum[i] = below
+		h.buckets[i].CumulativeCount, h.buckets[i].UpperBound = &h.cum[i], &s.bounds[i]
+		h.pointers[i] = &h.buckets[i]
+	}
+	h.h.SampleCount, h.h.SampleSum, h.h.Bucket = &h.count, &h.sum, h.pointers
+	h.m.Histogram, h.m.Label = &h.h, x.Ext
+	return &h.m
+}

@@ -1,0 +1,390 @@
+package statsd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/uber-go/tally/v4"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/stats"
+)
+
+// agent is a statsd agent for tests: it receives over UDP or TCP and hands
+// every line it gets to lines, and every UDP datagram to packets.
+type agent struct {
+	addr    string
+	lines   chan string
+	packets chan []byte
+}
+
+func newAgent(t *testing.T, network string) *agent {
+	t.Helper()
+	a := &agent{lines: make(chan string, 100_000), packets: make(chan []byte, 10_000)}
+	switch network {
+	case "udp":
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pc.Close() })
+		a.addr = pc.LocalAddr().String()
+		go func() {
+			buf := make([]byte, 65536)
+			for {
+				n, _, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pkt := append([]byte(nil), buf[:n]...)
+				a.packets <- pkt
+				for _, l := range strings.Split(strings.TrimSuffix(string(pkt), "\n"), "\n") {
+					a.lines <- l
+				}
+			}
+		}()
+	case "tcp":
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ln.Close() })
+		a.addr = ln.Addr().String()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { _ = c.Close() })
+				go func() {
+					sc := bufio.NewScanner(c)
+					for sc.Scan() {
+						a.lines <- sc.Text()
+					}
+				}()
+			}
+		}()
+	}
+	return a
+}
+
+// collect reads lines until done says it has enough or five seconds pass.
+func (a *agent) collect(t *testing.T, done func(got []string) bool) []string {
+	t.Helper()
+	var got []string
+	timeout := time.After(5 * time.Second)
+	for !done(got) {
+		select {
+		case l := <-a.lines:
+			got = append(got, l)
+		case <-timeout:
+			t.Fatalf("timed out; lines so far:\n%s", strings.Join(got, "\n"))
+		}
+	}
+	return got
+}
+
+// sum adds up the values of the |c lines for name.
+func sum(lines []string, name string) int64 {
+	var n int64
+	for _, l := range lines {
+		v, ok := strings.CutPrefix(l, name+":")
+		if !ok {
+			continue
+		}
+		v, _, _ = strings.Cut(v, "|")
+		i, _ := strconv.ParseInt(v, 10, 64)
+		n += i
+	}
+	return n
+}
+
+func newStore(t *testing.T, sc config.StatsdSink, emitZeros bool) (*stats.Store, *Sink) {
+	t.Helper()
+	sink, err := New(sc, stats.SinkOptions{EmitZeros: emitZeros})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour), Exclude: []string{`^server\.`}},
+		config.Node{ID: "edge-1", Zone: "zone-a"}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = s.Close(context.Background())
+		// The sender goroutine must be gone once the sink is closed.
+		if sink.started.Load() {
+			select {
+			case <-sink.done:
+			case <-time.After(5 * time.Second):
+				t.Error("the sender goroutine outlived Close")
+			}
+		}
+	})
+	return s, sink
+}
+
+func TestSend(t *testing.T) {
+	tests := []struct {
+		network   string
+		tags      string
+		wantTotal string // the counter's name on the wire
+		wantGauge string // a whole gauge line
+		wantHist  string // a whole histogram line: 2 samples in (0.5 ms, 1 ms]
+	}{
+		{
+			network:   "udp",
+			tags:      "none",
+			wantTotal: "sightline.cluster.api.example.com.upstream_rq_total",
+			wantGauge: "sightline.cluster.api.example.com.upstream_rq_active:1|g",
+			wantHist:  "sightline.cluster.api.example.com.upstream_rq_time:0.75|ms|@0.5",
+		},
+		{
+			network:   "tcp",
+			tags:      "none",
+			wantTotal: "sightline.cluster.api.example.com.upstream_rq_total",
+			wantGauge: "sightline.cluster.api.example.com.upstream_rq_active:1|g",
+			wantHist:  "sightline.cluster.api.example.com.upstream_rq_time:0.75|ms|@0.5",
+		},
+		{
+			network:   "udp",
+			tags:      "dogstatsd",
+			wantTotal: "sightline.cluster.upstream_rq_total",
+			wantGauge: "sightline.cluster.upstream_rq_active:1|g|#cluster_name:api.example.com",
+			wantHist:  "sightline.cluster.upstream_rq_time:0.75|d|@0.5|#cluster_name:api.example.com",
+		},
+		{
+			network:   "tcp",
+			tags:      "dogstatsd",
+			wantTotal: "sightline.cluster.upstream_rq_total",
+			wantGauge: "sightline.cluster.upstream_rq_active:1|g|#cluster_name:api.example.com",
+			wantHist:  "sightline.cluster.upstream_rq_time:0.75|d|@0.5|#cluster_name:api.example.com",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.network+"/"+tt.tags, func(t *testing.T) {
+			a := newAgent(t, tt.network)
+			s, _ := newStore(t, config.StatsdSink{Address: a.addr, Prefix: "sightline", Protocol: tt.network, Tags: tt.tags}, false)
+			up := s.Cluster("api.example.com").Upstream()
+			up.RqActive.Inc()
+			up.RqTime.RecordDuration(600 * time.Microsecond)
+			up.RqTime.RecordDuration(900 * time.Microsecond)
+			for range 4 {
+				for range 250 {
+					up.RqTotal.Inc(1)
+				}
+				s.Flush()
+			}
+			if err := s.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			got := a.collect(t, func(got []string) bool { return sum(got, tt.wantTotal) >= 1000 })
+			// Give stragglers a moment, then check nothing more arrived.
+			select {
+			case l := <-a.lines:
+				got = append(got, l)
+			case <-time.After(50 * time.Millisecond):
+			}
+			if n := sum(got, tt.wantTotal); n != 1000 {
+				t.Errorf("counter deltas sum to %d, want 1000", n)
+			}
+			all := strings.Join(got, "\n")
+			for _, want := range []string{tt.wantGauge, tt.wantHist} {
+				if !strings.Contains(all, want+"\n") && !strings.HasSuffix(all, want) {
+					t.Errorf("no line %q in:\n%s", want, all)
+				}
+			}
+			if strings.Contains(all, "upstream_rq_retry") {
+				t.Errorf("a counter never touched was sent:\n%s", all)
+			}
+		})
+	}
+}
+
+func TestEmitZeros(t *testing.T) {
+	a := newAgent(t, "udp")
+	s, _ := newStore(t, config.StatsdSink{Address: a.addr, Protocol: "udp", Tags: "none"}, true)
+	s.Cluster("primary").Upstream()
+	s.Flush()
+	// Untouched counters and gauges are sent as zeros; collect times out
+	// if they are not.
+	a.collect(t, func(got []string) bool {
+		all := strings.Join(got, "\n")
+		return strings.Contains(all, "cluster.primary.upstream_rq_pending_active:0|g") &&
+			strings.Contains(all, "cluster.primary.upstream_rq_retry:0|c")
+	})
+}
+
+// TestPackets checks that datagrams stay under the MTU and hold whole lines,
+// and that a listener address keeps no separator of the protocol.
+func TestPackets(t *testing.T) {
+	a := newAgent(t, "udp")
+	s, _ := newStore(t, config.StatsdSink{Address: a.addr, Prefix: "sightline", Protocol: "udp", Tags: "none"}, false)
+	const clusters = 300
+	for i := range clusters {
+		s.Cluster("cluster-" + strconv.Itoa(i)).Upstream().RqTotal.Inc(1)
+	}
+	s.Listener("[::1]:10000").DownstreamCxTotal.Inc(1)
+	s.Flush()
+	got := a.collect(t, func(got []string) bool { return len(got) >= clusters+1 })
+	if !strings.Contains(strings.Join(got, "\n"), "sightline.listener.[__1]_10000.downstream_cx_total:1|c") {
+		t.Errorf("listener line not sanitized:\n%s", strings.Join(got, "\n"))
+	}
+	var packets int
+	for len(a.packets) > 0 {
+		pkt := <-a.packets
+		packets++
+		if len(pkt) > MTU {
+			t.Errorf("a %d-byte datagram, over the %d-byte MTU", len(pkt), MTU)
+		}
+		if pkt[len(pkt)-1] != '\n' {
+			t.Errorf("a datagram ends mid-line: %q", pkt[len(pkt)-20:])
+		}
+	}
+	if packets < 2 {
+		t.Errorf("%d datagrams for %d lines: lines are not batched under the MTU", packets, len(got))
+	}
+	if packets > clusters/10 {
+		t.Errorf("%d datagrams for %d lines: lines are not batched", packets, len(got))
+	}
+}
+
+// TestDeadAgent checks that an agent that never reads, or is not there,
+// never holds up a flush, and that Close gives up when its context ends.
+func TestDeadAgent(t *testing.T) {
+	// A TCP agent that accepts and never reads: the sender's writes block
+	// once the socket buffers fill.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := closed.Addr().String()
+	closed.Close()
+
+	for _, tt := range []struct {
+		name string
+		cfg  config.StatsdSink
+	}{
+		{"tcp not reading", config.StatsdSink{Address: ln.Addr().String(), Protocol: "tcp", Tags: "none"}},
+		{"tcp refused", config.StatsdSink{Address: deadAddr, Protocol: "tcp", Tags: "none"}},
+		{"udp nobody listening", config.StatsdSink{Address: deadAddr, Protocol: "udp", Tags: "none"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, sink := newStore(t, tt.cfg, false)
+			var hs []*stats.Histogram
+			for i := range 2000 {
+				hs = append(hs, s.Cluster("cluster-"+strconv.Itoa(i)).Upstream().RqTime)
+			}
+			busy := 0
+			for range 200 {
+				for _, h := range hs {
+					h.RecordDuration(time.Millisecond)
+				}
+				if len(sink.batches) == cap(sink.batches) {
+					busy++
+				}
+				start := time.Now()
+				s.Flush()
+				if d := time.Since(start); d > 500*time.Millisecond {
+					t.Fatalf("a flush took %v", d)
+				}
+			}
+			t.Logf("the sender was busy at %d of 200 flushes", busy)
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_ = s.Close(ctx) // may or may not have delivered: the agent is dead
+			if d := time.Since(start); d > time.Second {
+				t.Errorf("Close took %v with a 100ms context", d)
+			}
+		})
+	}
+}
+
+// TestLogsOnce checks that a failing agent is logged when it starts failing,
+// not at every flush.
+func TestLogsOnce(t *testing.T) {
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := closed.Addr().String()
+	closed.Close()
+	var log syncBuffer
+	sink, err := New(config.StatsdSink{Address: addr, Protocol: "tcp", Tags: "none"}, stats.SinkOptions{Log: zerolog.New(&log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := s.Cluster("primary").Upstream().RqTotal
+	for range 5 {
+		total.Inc(1)
+		s.Flush()
+		// Wait for the sender to take the batch, so that every flush sends.
+		for deadline := time.Now().Add(5 * time.Second); len(sink.batches) > 0 && time.Now().Before(deadline); {
+			runtime.Gosched()
+		}
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(log.String(), "sending stats failed"); n != 1 {
+		t.Errorf("the failure was logged %d times, want once:\n%s", n, log.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the sender and the test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func TestNewErrors(t *testing.T) {
+	for _, cfg := range []config.StatsdSink{
+		{Address: "127.0.0.1:8125", Protocol: "sctp", Tags: "none"},
+		{Address: "127.0.0.1:8125", Protocol: "udp", Tags: "influx"},
+	} {
+		if _, err := New(cfg, stats.SinkOptions{}); err == nil {
+			t.Errorf("New(%+v) succeeded", cfg)
+		}
+	}
+}

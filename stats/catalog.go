@@ -1,0 +1,383 @@
+package stats
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Tag keys: the label names of the Prometheus families, the OTLP attribute
+// keys and the DogStatsD tag keys. Each is a part of a flat name too.
+const (
+	TagCluster       = "cluster_name"
+	TagFromZone      = "from_zone"
+	TagToZone        = "to_zone"
+	TagResponseCode  = "response_code"
+	TagResponseClass = "response_code_class"
+	TagGRPCService   = "grpc_service"
+	TagGRPCMethod    = "grpc_method"
+	TagGRPCStatus    = "grpc_status"
+	TagHTTPPrefix    = "http_conn_manager_prefix"
+	TagListener      = "listener_address"
+	TagAccessLog     = "accesslog_name"
+)
+
+// Kind is what a stat measures.
+type Kind uint8
+
+// The kinds of stat.
+const (
+	// KindCounter only goes up; push sinks get deltas (statsd) or the total
+	// since start (OTLP, Prometheus).
+	KindCounter Kind = iota + 1
+	// KindGauge is a current value.
+	KindGauge
+	// KindHistogram is a distribution of durations in milliseconds.
+	KindHistogram
+)
+
+// String returns the Prometheus type name of k.
+func (k Kind) String() string {
+	switch k {
+	case KindCounter:
+		return "counter"
+	case KindGauge:
+		return "gauge"
+	case KindHistogram:
+		return "histogram"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// Def declares one stat: its flat-name pattern, kind, unit and help. The
+// tagged name, the tag keys and the Prometheus family name are derived from
+// the pattern, so that every name a sink prints comes from this one
+// declaration. A Def is immutable.
+type Def struct {
+	flat string // pattern: "cluster.{cluster_name}.upstream_rq_total"
+	kind Kind
+	unit string // UCUM, as OTLP wants it: "ms", "s", "By", or "" for a count
+	help string
+	// name overrides the tagged name when taking the tag parts out of the
+	// pattern leaves something meaningless ("cluster.upstream_rq_").
+	name string
+	// prom overrides the Prometheus family (without namespace) where the
+	// contract's rule would fail promtool's lint: a gauge ending in _total,
+	// or a unit abbreviation in the name.
+	prom string
+
+	tags   []string // tag keys in pattern order
+	pieces []piece
+}
+
+// piece is a literal run of a pattern, or a tag placeholder when tag >= 0.
+type piece struct {
+	lit string
+	tag int
+}
+
+// Flat returns the flat-name pattern, tag keys in braces.
+func (d *Def) Flat() string { return d.flat }
+
+// Kind returns what the stat measures.
+func (d *Def) Kind() Kind { return d.kind }
+
+// Unit returns the unit in UCUM ("ms", "s", "By"), or "" for a count.
+func (d *Def) Unit() string { return d.unit }
+
+// Help returns the one-sentence description sinks print.
+func (d *Def) Help() string { return d.help }
+
+// Name returns the tagged name: the flat pattern with the tag parts taken
+// out ("cluster.upstream_rq_total"). It names the stat in tally, OTLP and
+// DogStatsD.
+func (d *Def) Name() string { return d.name }
+
+// TagKeys returns the tag keys in pattern order; tag values are always
+// given in this order. The slice must not be modified.
+func (d *Def) TagKeys() []string { return d.tags }
+
+// PrometheusName returns the family name under namespace: the tagged name
+// with dots as underscores, counters ending in _total.
+func (d *Def) PrometheusName(namespace string) string {
+	if namespace == "" {
+		return d.prom
+	}
+	return namespace + "_" + d.prom
+}
+
+// FlatName renders the flat name for tag values given in TagKeys order.
+func (d *Def) FlatName(values []string) string {
+	var b strings.Builder
+	for _, p := range d.pieces {
+		if p.tag >= 0 {
+			b.WriteString(values[p.tag])
+		} else {
+			b.WriteString(p.lit)
+		}
+	}
+	return b.String()
+}
+
+// catalog lists every Def in declaration order; byName indexes it by tagged
+// name for the sinks.
+var (
+	catalog []*Def
+	byName  = map[string]*Def{}
+)
+
+// define compiles d, checks it against the rest of the catalog and adds it.
+// A mistake here is a programming error, caught when the package loads.
+func define(d Def) *Def {
+	if err := d.compile(); err != nil {
+		panic(fmt.Sprintf("stats: catalog entry %q: %v", d.flat, err))
+	}
+	if _, dup := byName[d.name]; dup {
+		panic(fmt.Sprintf("stats: catalog entry %q: tagged name %q declared twice", d.flat, d.name))
+	}
+	for _, o := range catalog {
+		if o.prom == d.prom {
+			panic(fmt.Sprintf("stats: catalog entries %q and %q share Prometheus family %q", o.flat, d.flat, d.prom))
+		}
+	}
+	p := &d
+	catalog = append(catalog, p)
+	byName[d.name] = p
+	return p
+}
+
+func (d *Def) compile() error {
+	rest := d.flat
+	var derived strings.Builder
+	for rest != "" {
+		open := strings.IndexByte(rest, '{')
+		if open < 0 {
+			d.pieces = append(d.pieces, piece{lit: rest, tag: -1})
+			derived.WriteString(rest)
+			break
+		}
+		if open > 0 {
+			d.pieces = append(d.pieces, piece{lit: rest[:open], tag: -1})
+			derived.WriteString(rest[:open])
+		} else if len(d.pieces) > 0 {
+			return fmt.Errorf("two tags with nothing between them")
+		}
+		end := strings.IndexByte(rest, '}')
+		if end < open {
+			return fmt.Errorf("unclosed tag")
+		}
+		key := rest[open+1 : end]
+		if _, ok := tagValues[key]; !ok {
+			return fmt.Errorf("unknown tag key %q", key)
+		}
+		if slices.Contains(d.tags, key) {
+			return fmt.Errorf("tag key %q used twice", key)
+		}
+		d.pieces = append(d.pieces, piece{tag: len(d.tags)})
+		d.tags = append(d.tags, key)
+		rest = rest[end+1:]
+	}
+	if d.name == "" {
+		// A tag that fills a whole segment goes with its dot; a tag inside
+		// a segment ("upstream_rq_{response_code_class}xx") just goes.
+		parts := strings.Split(derived.String(), ".")
+		parts = slices.DeleteFunc(parts, func(s string) bool { return s == "" })
+		d.name = strings.Join(parts, ".")
+		if strings.HasSuffix(d.name, "_") || strings.Contains(d.name, "_.") {
+			return fmt.Errorf("tagged name %q is not meaningful: declare one", d.name)
+		}
+	}
+	if d.prom == "" {
+		d.prom = strings.ReplaceAll(d.name, ".", "_")
+		if d.kind == KindCounter && !strings.HasSuffix(d.prom, "_total") {
+			d.prom += "_total"
+		}
+	}
+	return nil
+}
+
+// Resolve returns the Def a sink is allocating a stat of, from the tagged
+// name and tags the Store gives, and the tag values in TagKeys order.
+func Resolve(name string, tags map[string]string) (*Def, []string, error) {
+	d, ok := byName[name]
+	if !ok {
+		return nil, nil, fmt.Errorf("stats: %q is not in the catalog", name)
+	}
+	values := make([]string, len(d.tags))
+	for i, k := range d.tags {
+		values[i] = tags[k]
+	}
+	return d, values, nil
+}
+
+// Catalog returns every stat Sightline can have, in declaration order.
+func Catalog() []*Def { return slices.Clone(catalog) }
+
+// The catalog: every stat, once. Handles and sinks refer to these values;
+// nothing else declares a stat name.
+var (
+	// Cluster: requests.
+	upstreamRqTotal = define(Def{flat: "cluster.{cluster_name}.upstream_rq_total", kind: KindCounter,
+		help: "Upstream requests sent, each attempt (retries included) counted when it is sent to a host."})
+	upstreamRqCode = define(Def{flat: "cluster.{cluster_name}.upstream_rq_{response_code}", kind: KindCounter,
+		name: "cluster.upstream_rq_completed",
+		help: "Upstream attempts completed, by response status code, counted when the status is known."})
+	upstreamRqClass = define(Def{flat: "cluster.{cluster_name}.upstream_rq_{response_code_class}xx", kind: KindCounter,
+		help: "Upstream attempts completed, by response status class (2 for 2xx), counted when the status is known."})
+	upstreamRqTime = define(Def{flat: "cluster.{cluster_name}.upstream_rq_time", kind: KindHistogram, unit: "ms",
+		help: "Upstream attempt duration in milliseconds, from sending the request to the end of the response."})
+	upstreamRqActive = define(Def{flat: "cluster.{cluster_name}.upstream_rq_active", kind: KindGauge,
+		help: "Upstream requests in flight."})
+	upstreamRqPendingActive = define(Def{flat: "cluster.{cluster_name}.upstream_rq_pending_active", kind: KindGauge,
+		help: "Requests waiting for an upstream connection or stream."})
+	upstreamRqRetry = define(Def{flat: "cluster.{cluster_name}.upstream_rq_retry", kind: KindCounter,
+		help: "Retries sent."})
+	upstreamRqRetrySuccess = define(Def{flat: "cluster.{cluster_name}.upstream_rq_retry_success", kind: KindCounter,
+		help: "Retries whose response was not retried again."})
+	upstreamRqTimeout = define(Def{flat: "cluster.{cluster_name}.upstream_rq_timeout", kind: KindCounter,
+		help: "Requests that hit the route timeout waiting for the upstream."})
+	upstreamRqPerTryTimeout = define(Def{flat: "cluster.{cluster_name}.upstream_rq_per_try_timeout", kind: KindCounter,
+		help: "Attempts that hit the per-try timeout."})
+	upstreamRqPendingOverflow = define(Def{flat: "cluster.{cluster_name}.upstream_rq_pending_overflow", kind: KindCounter,
+		help: "Requests refused because a circuit breaker was open."})
+	upstreamRqRxReset = define(Def{flat: "cluster.{cluster_name}.upstream_rq_rx_reset", kind: KindCounter,
+		help: "Upstream requests reset by the host."})
+	upstreamRqTxReset = define(Def{flat: "cluster.{cluster_name}.upstream_rq_tx_reset", kind: KindCounter,
+		help: "Upstream requests reset by the proxy."})
+
+	// Cluster: connections.
+	upstreamCxTotal = define(Def{flat: "cluster.{cluster_name}.upstream_cx_total", kind: KindCounter,
+		help: "Upstream connections opened."})
+	upstreamCxConnectFail = define(Def{flat: "cluster.{cluster_name}.upstream_cx_connect_fail", kind: KindCounter,
+		help: "Upstream connection attempts that failed."})
+	upstreamCxConnectTimeout = define(Def{flat: "cluster.{cluster_name}.upstream_cx_connect_timeout", kind: KindCounter,
+		help: "Upstream connection attempts that timed out."})
+	upstreamCxDestroy = define(Def{flat: "cluster.{cluster_name}.upstream_cx_destroy", kind: KindCounter,
+		help: "Upstream connections closed."})
+	upstreamCxActive = define(Def{flat: "cluster.{cluster_name}.upstream_cx_active", kind: KindGauge,
+		help: "Upstream connections open."})
+
+	// Cluster: membership.
+	membershipTotal = define(Def{flat: "cluster.{cluster_name}.membership_total", kind: KindGauge,
+		prom: "cluster_membership_hosts",
+		help: "Hosts in the cluster."})
+	membershipHealthy = define(Def{flat: "cluster.{cluster_name}.membership_healthy", kind: KindGauge,
+		help: "Hosts in the cluster that neither health checking nor outlier detection has taken out."})
+
+	// Cluster: active health checking.
+	healthCheckAttempt = define(Def{flat: "cluster.{cluster_name}.health_check.attempt", kind: KindCounter,
+		help: "Active health checks sent."})
+	healthCheckSuccess = define(Def{flat: "cluster.{cluster_name}.health_check.success", kind: KindCounter,
+		help: "Active health checks that passed."})
+	healthCheckFailure = define(Def{flat: "cluster.{cluster_name}.health_check.failure", kind: KindCounter,
+		help: "Active health checks that failed or timed out."})
+	healthCheckHealthy = define(Def{flat: "cluster.{cluster_name}.health_check.healthy", kind: KindGauge,
+		help: "Hosts passing active health checks."})
+
+	// Cluster: outlier detection.
+	outlierEjectionsEnforced = define(Def{flat: "cluster.{cluster_name}.outlier_detection.ejections_enforced_total", kind: KindCounter,
+		help: "Hosts ejected by outlier detection."})
+	outlierEjectionsActive = define(Def{flat: "cluster.{cluster_name}.outlier_detection.ejections_active", kind: KindGauge,
+		help: "Hosts ejected by outlier detection now."})
+
+	// Cluster: circuit breakers (the default priority, the only one).
+	breakerRqOpen = define(Def{flat: "cluster.{cluster_name}.circuit_breakers.default.rq_open", kind: KindGauge,
+		help: "1 while the max_requests circuit breaker is open, else 0."})
+	breakerCxOpen = define(Def{flat: "cluster.{cluster_name}.circuit_breakers.default.cx_open", kind: KindGauge,
+		help: "1 while the max_connections circuit breaker is open, else 0."})
+	breakerRqPendingOpen = define(Def{flat: "cluster.{cluster_name}.circuit_breakers.default.rq_pending_open", kind: KindGauge,
+		help: "1 while the max_pending_requests circuit breaker is open, else 0."})
+	breakerRqRetryOpen = define(Def{flat: "cluster.{cluster_name}.circuit_breakers.default.rq_retry_open", kind: KindGauge,
+		help: "1 while the max_retries circuit breaker is open, else 0."})
+
+	// Cluster: load balancing.
+	lbZoneRoutingAllDirectly = define(Def{flat: "cluster.{cluster_name}.lb_zone_routing_all_directly", kind: KindCounter,
+		help: "Requests sent to the local zone because it can take all traffic."})
+	lbZoneRoutingSampled = define(Def{flat: "cluster.{cluster_name}.lb_zone_routing_sampled", kind: KindCounter,
+		help: "Requests sent to the local zone by sampling, the local zone taking only a share."})
+	lbZoneRoutingCrossZone = define(Def{flat: "cluster.{cluster_name}.lb_zone_routing_cross_zone", kind: KindCounter,
+		help: "Requests zone-aware routing sent to another zone."})
+	lbHealthyPanic = define(Def{flat: "cluster.{cluster_name}.lb_healthy_panic", kind: KindCounter,
+		help: "Requests balanced over all hosts because too few were healthy (panic mode)."})
+
+	// Cluster: per zone pair (this proxy's zone to the host's).
+	zoneRqCode = define(Def{flat: "cluster.{cluster_name}.zone.{from_zone}.{to_zone}.upstream_rq_{response_code}", kind: KindCounter,
+		name: "cluster.zone.upstream_rq_completed",
+		help: "Upstream attempts from this proxy's zone to hosts in to_zone, by response status code."})
+	zoneRqClass = define(Def{flat: "cluster.{cluster_name}.zone.{from_zone}.{to_zone}.upstream_rq_{response_code_class}xx", kind: KindCounter,
+		help: "Upstream attempts from this proxy's zone to hosts in to_zone, by response status class."})
+	zoneRqTime = define(Def{flat: "cluster.{cluster_name}.zone.{from_zone}.{to_zone}.upstream_rq_time", kind: KindHistogram, unit: "ms",
+		help: "Upstream attempt duration in milliseconds, from this proxy's zone to hosts in to_zone."})
+
+	// Cluster: per gRPC method.
+	grpcTotal = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.total", kind: KindCounter,
+		help: "gRPC calls completed, counted when the status is known."})
+	grpcSuccess = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.success", kind: KindCounter,
+		help: "gRPC calls completed with status OK."})
+	grpcFailure = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.failure", kind: KindCounter,
+		help: "gRPC calls completed with a status other than OK."})
+	grpcStatus = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.{grpc_status}", kind: KindCounter,
+		name: "cluster.grpc.completed",
+		help: "gRPC calls completed, by status code (0 OK to 16 UNAUTHENTICATED)."})
+	grpcRqTime = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.upstream_rq_time", kind: KindHistogram, unit: "ms",
+		help: "gRPC call duration in milliseconds, from the request to the trailers."})
+
+	// HTTP connection manager, by listener stat_prefix.
+	httpRqTotal = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_total", kind: KindCounter,
+		help: "Downstream requests received, counted when their headers are."})
+	httpRqClass = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_{response_code_class}xx", kind: KindCounter,
+		help: "Downstream responses by status class (2 for 2xx), counted when the response headers are sent."})
+	httpRqTime = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_time", kind: KindHistogram, unit: "ms",
+		help: "Downstream request duration in milliseconds, from the request headers to the end of the response."})
+	httpRqActive = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_active", kind: KindGauge,
+		help: "Downstream requests in flight."})
+	httpCxTotal = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_total", kind: KindCounter,
+		help: "Downstream connections accepted."})
+	httpCxActive = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_active", kind: KindGauge,
+		help: "Downstream connections open."})
+	httpCxHTTP2Total = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_http2_total", kind: KindCounter,
+		help: "Downstream HTTP/2 connections accepted."})
+	httpNoRoute = define(Def{flat: "http.{http_conn_manager_prefix}.no_route", kind: KindCounter,
+		help: "Requests that matched no route."})
+	httpNoCluster = define(Def{flat: "http.{http_conn_manager_prefix}.no_cluster", kind: KindCounter,
+		help: "Requests whose route names a cluster that does not exist."})
+	httpRqDirectResponse = define(Def{flat: "http.{http_conn_manager_prefix}.rq_direct_response", kind: KindCounter,
+		help: "Requests the proxy answered itself."})
+
+	// Listener, by address.
+	listenerCxTotal = define(Def{flat: "listener.{listener_address}.downstream_cx_total", kind: KindCounter,
+		help: "Connections accepted on the listener."})
+	listenerCxActive = define(Def{flat: "listener.{listener_address}.downstream_cx_active", kind: KindGauge,
+		help: "Connections open on the listener."})
+
+	// Server.
+	serverUptime = define(Def{flat: "server.uptime", kind: KindGauge, unit: "s",
+		help: "Seconds since the proxy started."})
+	serverMemoryAllocated = define(Def{flat: "server.memory_allocated", kind: KindGauge, unit: "By",
+		help: "Bytes of heap held by Go objects (runtime/metrics /memory/classes/heap/objects:bytes)."})
+	serverConcurrency = define(Def{flat: "server.concurrency", kind: KindGauge,
+		help: "GOMAXPROCS: how many threads run Go code at once."})
+	serverLive = define(Def{flat: "server.live", kind: KindGauge,
+		help: "1 while the proxy serves, 0 while it drains."})
+	serverConfigReload = define(Def{flat: "server.config_reload", kind: KindCounter,
+		help: "Config reloads applied."})
+	serverConfigReloadFailed = define(Def{flat: "server.config_reload_failed", kind: KindCounter,
+		help: "Config reloads refused, the running config kept."})
+	serverGCPause = define(Def{flat: "server.go.gc_pause_ms", kind: KindHistogram, unit: "ms",
+		prom: "server_go_gc_pause_time",
+		help: "Stop-the-world pauses of the Go garbage collector in milliseconds."})
+	serverGoroutines = define(Def{flat: "server.go.goroutines", kind: KindGauge,
+		help: "Live goroutines."})
+
+	// Access logs, by name.
+	accessLogWritten = define(Def{flat: "accesslog.{accesslog_name}.written", kind: KindCounter,
+		help: "Access log entries written."})
+	accessLogDropped = define(Def{flat: "accesslog.{accesslog_name}.dropped", kind: KindCounter,
+		help: "Access log entries dropped because the buffer was full."})
+	accessLogFlushes = define(Def{flat: "accesslog.{accesslog_name}.flushes", kind: KindCounter,
+		help: "Access log buffer flushes."})
+
+	// The stats system itself.
+	statsOverflow = define(Def{flat: "stats.overflow", kind: KindCounter,
+		help: "gRPC calls counted under grpc.other.other because their cluster already had the maximum number of per-method stats."})
+)

@@ -1,0 +1,538 @@
+package stats
+
+import (
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+)
+
+// The ranges of the numeric tags.
+const (
+	minCode       = 100
+	maxCode       = 599
+	maxGRPCStatus = 16 // UNAUTHENTICATED
+)
+
+// Every handle below is built when the config is, or on first use, and kept
+// by the caller; the request path only calls methods on handles it holds.
+// A handle's nil *Counter, *Gauge or *Histogram fields are stats the config
+// excluded: their methods do nothing.
+
+// Cluster holds the stats of one upstream cluster. Get it from
+// Store.Cluster when the cluster is built. Each family (Upstream,
+// Connections, …) is created on its first use: a cluster that never sees a
+// request has none of its request stats, in memory or in any sink.
+type Cluster struct {
+	sc         scope
+	upstream   lazy[Upstream]
+	conns      lazy[Connections]
+	membership lazy[Membership]
+	health     lazy[HealthCheck]
+	outlier    lazy[OutlierDetection]
+	breakers   lazy[CircuitBreakers]
+	lb         lazy[LoadBalancer]
+	grpc       lazy[grpcMethods]
+	zones      map[string]*ZonePair // by to-zone; guarded by the Store's lock
+}
+
+// Upstream is a cluster's request stats (cluster.<name>.upstream_rq_*).
+type Upstream struct {
+	RqTotal           *Counter
+	RqTime            *Histogram
+	RqActive          *Gauge
+	RqPendingActive   *Gauge
+	RqRetry           *Counter
+	RqRetrySuccess    *Counter
+	RqTimeout         *Counter
+	RqPerTryTimeout   *Counter
+	RqPendingOverflow *Counter
+	RqRxReset         *Counter
+	RqTxReset         *Counter
+	// Responses counts upstream_rq_<code> and upstream_rq_<N>xx.
+	Responses
+}
+
+// Upstream returns the cluster's request stats, creating them on first use.
+func (c *Cluster) Upstream() *Upstream {
+	return c.upstream.get(c.sc.s, func() *Upstream {
+		sc := c.sc
+		return &Upstream{
+			RqTotal:           sc.counter(upstreamRqTotal),
+			RqTime:            sc.histogram(upstreamRqTime),
+			RqActive:          sc.gauge(upstreamRqActive),
+			RqPendingActive:   sc.gauge(upstreamRqPendingActive),
+			RqRetry:           sc.counter(upstreamRqRetry),
+			RqRetrySuccess:    sc.counter(upstreamRqRetrySuccess),
+			RqTimeout:         sc.counter(upstreamRqTimeout),
+			RqPerTryTimeout:   sc.counter(upstreamRqPerTryTimeout),
+			RqPendingOverflow: sc.counter(upstreamRqPendingOverflow),
+			RqRxReset:         sc.counter(upstreamRqRxReset),
+			RqTxReset:         sc.counter(upstreamRqTxReset),
+			Responses:         Responses{codes: sc.keyed(upstreamRqCode, TagResponseCode), classes: sc.keyed(upstreamRqClass, TagResponseClass)},
+		}
+	})
+}
+
+// Connections is a cluster's connection stats (upstream_cx_*).
+type Connections struct {
+	CxTotal          *Counter
+	CxConnectFail    *Counter
+	CxConnectTimeout *Counter
+	CxDestroy        *Counter
+	CxActive         *Gauge
+}
+
+// Connections returns the cluster's connection stats, creating them on
+// first use.
+func (c *Cluster) Connections() *Connections {
+	return c.conns.get(c.sc.s, func() *Connections {
+		sc := c.sc
+		return &Connections{
+			CxTotal:          sc.counter(upstreamCxTotal),
+			CxConnectFail:    sc.counter(upstreamCxConnectFail),
+			CxConnectTimeout: sc.counter(upstreamCxConnectTimeout),
+			CxDestroy:        sc.counter(upstreamCxDestroy),
+			CxActive:         sc.gauge(upstreamCxActive),
+		}
+	})
+}
+
+// Membership is how many hosts a cluster has, and how many are healthy.
+type Membership struct {
+	Total   *Gauge
+	Healthy *Gauge
+}
+
+// Membership returns the cluster's membership gauges, creating them on
+// first use.
+func (c *Cluster) Membership() *Membership {
+	return c.membership.get(c.sc.s, func() *Membership {
+		return &Membership{Total: c.sc.gauge(membershipTotal), Healthy: c.sc.gauge(membershipHealthy)}
+	})
+}
+
+// HealthCheck is a cluster's active health checking stats.
+type HealthCheck struct {
+	Attempt *Counter
+	Success *Counter
+	Failure *Counter
+	Healthy *Gauge
+}
+
+// HealthCheck returns the cluster's health check stats, creating them on
+// first use.
+func (c *Cluster) HealthCheck() *HealthCheck {
+	return c.health.get(c.sc.s, func() *HealthCheck {
+		sc := c.sc
+		return &HealthCheck{
+			Attempt: sc.counter(healthCheckAttempt),
+			Success: sc.counter(healthCheckSuccess),
+			Failure: sc.counter(healthCheckFailure),
+			Healthy: sc.gauge(healthCheckHealthy),
+		}
+	})
+}
+
+// OutlierDetection is a cluster's outlier ejection stats.
+type OutlierDetection struct {
+	EjectionsEnforced *Counter
+	EjectionsActive   *Gauge
+}
+
+// OutlierDetection returns the cluster's outlier detection stats, creating
+// them on first use.
+func (c *Cluster) OutlierDetection() *OutlierDetection {
+	return c.outlier.get(c.sc.s, func() *OutlierDetection {
+		return &OutlierDetection{
+			EjectionsEnforced: c.sc.counter(outlierEjectionsEnforced),
+			EjectionsActive:   c.sc.gauge(outlierEjectionsActive),
+		}
+	})
+}
+
+// CircuitBreakers are 1 while the matching limit is reached, else 0.
+type CircuitBreakers struct {
+	RqOpen        *Gauge
+	CxOpen        *Gauge
+	RqPendingOpen *Gauge
+	RqRetryOpen   *Gauge
+}
+
+// CircuitBreakers returns the cluster's circuit breaker gauges, creating
+// them on first use.
+func (c *Cluster) CircuitBreakers() *CircuitBreakers {
+	return c.breakers.get(c.sc.s, func() *CircuitBreakers {
+		sc := c.sc
+		return &CircuitBreakers{
+			RqOpen:        sc.gauge(breakerRqOpen),
+			CxOpen:        sc.gauge(breakerCxOpen),
+			RqPendingOpen: sc.gauge(breakerRqPendingOpen),
+			RqRetryOpen:   sc.gauge(breakerRqRetryOpen),
+		}
+	})
+}
+
+// LoadBalancer counts the balancer's zone routing and panic decisions.
+type LoadBalancer struct {
+	ZoneRoutingAllDirectly *Counter
+	ZoneRoutingSampled     *Counter
+	ZoneRoutingCrossZone   *Counter
+	HealthyPanic           *Counter
+}
+
+// LoadBalancer returns the cluster's balancer stats, creating them on first
+// use.
+func (c *Cluster) LoadBalancer() *LoadBalancer {
+	return c.lb.get(c.sc.s, func() *LoadBalancer {
+		sc := c.sc
+		return &LoadBalancer{
+			ZoneRoutingAllDirectly: sc.counter(lbZoneRoutingAllDirectly),
+			ZoneRoutingSampled:     sc.counter(lbZoneRoutingSampled),
+			ZoneRoutingCrossZone:   sc.counter(lbZoneRoutingCrossZone),
+			HealthyPanic:           sc.counter(lbHealthyPanic),
+		}
+	})
+}
+
+// ZonePair holds the stats of requests from this proxy's zone (node.zone)
+// to a cluster's hosts in one zone.
+type ZonePair struct {
+	sc scope
+	rq lazy[ZoneUpstream]
+}
+
+// ZoneUpstream is the request stats of a zone pair
+// (cluster.<name>.zone.<from>.<to>.upstream_rq_*).
+type ZoneUpstream struct {
+	RqTime *Histogram
+	// Responses counts upstream_rq_<code> and upstream_rq_<N>xx.
+	Responses
+}
+
+// noZone is the ZonePair of a host or proxy without a zone: every stat of
+// it is excluded.
+var noZone = func() *ZonePair {
+	z := &ZonePair{}
+	z.rq.p.Store(&ZoneUpstream{})
+	return z
+}()
+
+// Zone returns the stats of requests to hosts in zone to. Call it when the
+// hosts are built, once per host zone, and keep it with the host. When the
+// proxy or the host has no zone there is no pair, and the stats returned
+// count nothing.
+func (c *Cluster) Zone(to string) *ZonePair {
+	s := c.sc.s
+	if s.fromZone == "" || to == "" {
+		return noZone
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if z, ok := c.zones[to]; ok {
+		return z
+	}
+	if c.zones == nil {
+		c.zones = map[string]*ZonePair{}
+	}
+	z := &ZonePair{sc: c.sc.with(TagFromZone, s.fromZone).with(TagToZone, to)}
+	c.zones[to] = z
+	return z
+}
+
+// Upstream returns the zone pair's request stats, creating them on first
+// use.
+func (z *ZonePair) Upstream() *ZoneUpstream {
+	return z.rq.get(z.sc.s, func() *ZoneUpstream {
+		return &ZoneUpstream{
+			RqTime:    z.sc.histogram(zoneRqTime),
+			Responses: Responses{codes: z.sc.keyed(zoneRqCode, TagResponseCode), classes: z.sc.keyed(zoneRqClass, TagResponseClass)},
+		}
+	})
+}
+
+// Responses counts completed requests by status code and status class.
+type Responses struct {
+	codes   *keyed
+	classes *keyed
+}
+
+// RqCompleted counts one response with HTTP status code: in the
+// <code> and the <N>xx stats of its family (HTTP has classes only). A code
+// outside 100–599 means no response and counts nowhere. A code seen for the
+// first time creates its counter; after that it is a scan of the few codes
+// seen and one atomic add.
+func (r *Responses) RqCompleted(code int) {
+	if code < minCode || code > maxCode {
+		return
+	}
+	r.classes.get(code / 100).Inc(1)
+	r.codes.get(code).Inc(1)
+}
+
+// keyed holds the counters of one stat that differ only in one numeric tag
+// (a status code or class), each created when its value is first seen, so
+// that only codes that happen exist. The values are bounded by their range.
+type keyed struct {
+	sc  scope
+	def *Def
+	key string
+	// p is the copy-on-write list of counters so far; a nil *Counter in it
+	// is a value the config excluded.
+	p atomic.Pointer[[]keyedCounter]
+}
+
+type keyedCounter struct {
+	k int
+	c *Counter
+}
+
+func (sc scope) keyed(d *Def, key string) *keyed {
+	return &keyed{sc: sc, def: d, key: key}
+}
+
+// get returns the counter for value k; nil (a no-op) when t is.
+func (t *keyed) get(k int) *Counter {
+	if t == nil {
+		return nil
+	}
+	if p := t.p.Load(); p != nil {
+		for _, e := range *p {
+			if e.k == k {
+				return e.c
+			}
+		}
+	}
+	return t.add(k)
+}
+
+func (t *keyed) add(k int) *Counter {
+	s := t.sc.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var old []keyedCounter
+	if p := t.p.Load(); p != nil {
+		old = *p
+	}
+	for _, e := range old {
+		if e.k == k {
+			return e.c
+		}
+	}
+	c := t.sc.with(t.key, strconv.Itoa(k)).counter(t.def)
+	next := append(slices.Clip(old), keyedCounter{k: k, c: c})
+	t.p.Store(&next)
+	return c
+}
+
+// GRPCMethod holds the stats of one gRPC method called on a cluster.
+type GRPCMethod struct {
+	Total    *Counter
+	Success  *Counter
+	Failure  *Counter
+	RqTime   *Histogram
+	statuses *keyed
+}
+
+// Completed counts one call that ended with grpc-status status: in total,
+// in success (status 0) or failure, and in the per-status counter. A status
+// outside 0–16 counts in total and failure only.
+func (m *GRPCMethod) Completed(status int) {
+	m.Total.Inc(1)
+	if status == 0 {
+		m.Success.Inc(1)
+	} else {
+		m.Failure.Inc(1)
+	}
+	if status >= 0 && status <= maxGRPCStatus {
+		m.statuses.get(status).Inc(1)
+	}
+}
+
+func (sc scope) newGRPCMethod(service, method string) *GRPCMethod {
+	sc = sc.with(TagGRPCService, service).with(TagGRPCMethod, method)
+	return &GRPCMethod{
+		Total:    sc.counter(grpcTotal),
+		Success:  sc.counter(grpcSuccess),
+		Failure:  sc.counter(grpcFailure),
+		RqTime:   sc.histogram(grpcRqTime),
+		statuses: sc.keyed(grpcStatus, TagGRPCStatus),
+	}
+}
+
+// grpcMethods is a cluster's per-method stats, by request path.
+type grpcMethods struct {
+	// byPath is copy-on-write: readers load it without a lock, a new
+	// method replaces it under the Store's lock.
+	byPath atomic.Pointer[map[string]*GRPCMethod]
+	// full is set once the cluster has the maximum number of methods, so
+	// refused calls take no lock.
+	full  atomic.Bool
+	other lazy[GRPCMethod]
+}
+
+func newGRPCMethods() *grpcMethods {
+	t := &grpcMethods{}
+	t.byPath.Store(&map[string]*GRPCMethod{})
+	return t
+}
+
+// maxGRPCName bounds a service or method name that gets its own stats.
+const maxGRPCName = 256
+
+// GRPC returns the stats of the gRPC method a request path names
+// ("/pkg.Service/Method"); call it for gRPC requests only (content-type
+// application/grpc). It is meant for the request path: for a method
+// seen before it is an atomic load and a map lookup, with no allocation.
+// The first call of a method creates its stats under the Store's lock, up
+// to the cap per cluster (Options.MaxGRPCMethods); past the cap the call
+// counts under grpc.other.other and in stats.overflow. A path that is not a
+// gRPC method (not /Service/Method, or names with characters protobuf does
+// not allow) counts under grpc.other.other too, without an overflow: stat
+// names never carry arbitrary request bytes.
+func (c *Cluster) GRPC(path string) *GRPCMethod {
+	t := c.grpc.get(c.sc.s, newGRPCMethods)
+	if m, ok := (*t.byPath.Load())[path]; ok {
+		return m
+	}
+	return c.addGRPC(t, path)
+}
+
+func (c *Cluster) addGRPC(t *grpcMethods, path string) *GRPCMethod {
+	s := c.sc.s
+	service, method, ok := splitGRPCPath(path)
+	if ok {
+		if m := c.addMethod(t, path, service, method); m != nil {
+			return m
+		}
+		s.overflow.Inc(1)
+	}
+	return t.other.get(s, func() *GRPCMethod { return c.sc.newGRPCMethod("other", "other") })
+}
+
+// addMethod creates a method's stats, or returns nil when the cluster has
+// the maximum number of methods already.
+func (c *Cluster) addMethod(t *grpcMethods, path, service, method string) *GRPCMethod {
+	if t.full.Load() {
+		return nil
+	}
+	s := c.sc.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *t.byPath.Load()
+	if m, ok := old[path]; ok {
+		return m
+	}
+	if len(old) >= s.maxMethods {
+		t.full.Store(true)
+		return nil
+	}
+	m := c.sc.newGRPCMethod(service, method)
+	next := maps.Clone(old)
+	next[path] = m
+	t.byPath.Store(&next)
+	return m
+}
+
+// splitGRPCPath splits "/pkg.Service/Method" into its service and method.
+func splitGRPCPath(path string) (service, method string, ok bool) {
+	rest, ok := strings.CutPrefix(path, "/")
+	if !ok {
+		return "", "", false
+	}
+	service, method, ok = strings.Cut(rest, "/")
+	if !ok || !protoName(service, true) || !protoName(method, false) {
+		return "", "", false
+	}
+	return service, method, true
+}
+
+// protoName reports whether s is a protobuf name: letters, digits and
+// underscores, and for a service dots between non-empty parts.
+func protoName(s string, dotted bool) bool {
+	if s == "" || len(s) > maxGRPCName {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch b := s[i]; {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '_':
+		case b == '.' && dotted && i > 0 && i < len(s)-1 && s[i-1] != '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// HTTP holds the stats of an HTTP connection manager: a listener's
+// requests, under its stat_prefix.
+type HTTP struct {
+	DownstreamRqTotal      *Counter
+	DownstreamRqTime       *Histogram
+	DownstreamRqActive     *Gauge
+	DownstreamCxTotal      *Counter
+	DownstreamCxActive     *Gauge
+	DownstreamCxHTTP2Total *Counter
+	NoRoute                *Counter
+	NoCluster              *Counter
+	RqDirectResponse       *Counter
+	// Responses counts downstream_rq_<N>xx (there are no per-code
+	// downstream stats).
+	Responses
+}
+
+func (sc scope) newHTTP() *HTTP {
+	return &HTTP{
+		DownstreamRqTotal:      sc.counter(httpRqTotal),
+		DownstreamRqTime:       sc.histogram(httpRqTime),
+		DownstreamRqActive:     sc.gauge(httpRqActive),
+		DownstreamCxTotal:      sc.counter(httpCxTotal),
+		DownstreamCxActive:     sc.gauge(httpCxActive),
+		DownstreamCxHTTP2Total: sc.counter(httpCxHTTP2Total),
+		NoRoute:                sc.counter(httpNoRoute),
+		NoCluster:              sc.counter(httpNoCluster),
+		RqDirectResponse:       sc.counter(httpRqDirectResponse),
+		Responses:              Responses{classes: sc.keyed(httpRqClass, TagResponseClass)},
+	}
+}
+
+// Listener holds the connection stats of one listener.
+type Listener struct {
+	DownstreamCxTotal  *Counter
+	DownstreamCxActive *Gauge
+}
+
+// AccessLog holds the stats of one access log.
+type AccessLog struct {
+	Written *Counter
+	Dropped *Counter
+	Flushes *Counter
+}
+
+// Server holds the process-wide stats. The Store itself sets Uptime,
+// MemoryAllocated, Concurrency, GoGoroutines and GoGCPause at every flush,
+// from runtime/metrics; the server sets Live and counts reloads.
+type Server struct {
+	Uptime             *Gauge
+	MemoryAllocated    *Gauge
+	Concurrency        *Gauge
+	Live               *Gauge
+	ConfigReload       *Counter
+	ConfigReloadFailed *Counter
+	GoGCPause          *Histogram
+	GoGoroutines       *Gauge
+}
+
+func (sc scope) newServer() *Server {
+	return &Server{
+		Uptime:             sc.gauge(serverUptime),
+		MemoryAllocated:    sc.gauge(serverMemoryAllocated),
+		Concurrency:        sc.gauge(serverConcurrency),
+		Live:               sc.gauge(serverLive),
+		ConfigReload:       sc.counter(serverConfigReload),
+		ConfigReloadFailed: sc.counter(serverConfigReloadFailed),
+		GoGCPause:          sc.histogram(serverGCPause),
+		GoGoroutines:       sc.gauge(serverGoroutines),
+	}
+}

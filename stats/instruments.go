@@ -1,0 +1,240 @@
+package stats
+
+import (
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/uber-go/tally/v4"
+)
+
+// bounds are the upper bounds of every histogram's buckets, 0.1 ms to 60 s
+// on a 1-2.5-5 ladder: a proxy's own latency is tens of microseconds to a
+// few milliseconds, its upstreams' up to the longest sane timeout. One set
+// of buckets for all histograms keeps every histogram at one fixed-size
+// allocation and lets sinks share their bucket tables.
+var bounds = [...]time.Duration{
+	100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	1 * time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
+	100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+	1 * time.Second, 2500 * time.Millisecond, 5 * time.Second,
+	10 * time.Second, 30 * time.Second, 60 * time.Second,
+}
+
+// nBuckets counts the buckets: one per bound plus the +Inf bucket.
+const nBuckets = len(bounds) + 1
+
+// Buckets are the histogram buckets as tally describes them; sinks get this
+// value in AllocateHistogram and one DurationBucket call per bucket. It
+// must not be modified.
+var Buckets = tally.DurationBuckets(bounds[:])
+
+// bucketPairs are Buckets as (lower, upper] pairs, the first from -Inf, the
+// last to +Inf: what each DurationBucket call is given.
+var bucketPairs = tally.BucketPairs(Buckets)
+
+// BoundsMillis returns the finite bucket upper bounds in milliseconds, the
+// unit every histogram is shown in.
+func BoundsMillis() []float64 {
+	ms := make([]float64, len(bounds))
+	for i, b := range bounds {
+		ms[i] = Millis(b)
+	}
+	return ms
+}
+
+// Millis converts d to the milliseconds histograms are shown in.
+func Millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BucketIndex returns the index of the bucket d falls in: the first whose
+// upper bound is at least d (Prometheus' "le"). Given the upper bound a
+// DurationBucket call names, it is that bucket's index; the +Inf bucket,
+// whose upper bound tally gives as the largest Duration, is the last.
+func BucketIndex(d time.Duration) int {
+	i, _ := slices.BinarySearch(bounds[:], d)
+	return i
+}
+
+// Counter counts events. The request path calls Inc: one atomic add. A nil
+// *Counter is an excluded stat and does nothing, so callers never branch.
+type Counter struct {
+	v       atomic.Int64
+	flushed int64 // v at the last flush; only the flush touches it
+	def     *Def
+	labels  *labels
+	out     []tally.CachedCount // one per sink
+}
+
+// Inc adds n (n ≥ 0) to the counter.
+func (c *Counter) Inc(n int64) {
+	if c != nil {
+		c.v.Add(n)
+	}
+}
+
+// Value returns the total since the Store was built; 0 when excluded.
+func (c *Counter) Value() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.v.Load()
+}
+
+// flush hands the increase since the last flush to every sink. Counters that
+// did not move are not reported, as tally does, so push sinks send nothing
+// for them.
+func (c *Counter) flush() {
+	v := c.v.Load()
+	d := v - c.flushed
+	if d == 0 {
+		return
+	}
+	c.flushed = v
+	for _, o := range c.out {
+		o.ReportCount(d)
+	}
+}
+
+// Gauge is a current value: requests in flight, hosts healthy, bytes in
+// use. Inc and Dec are one atomic add each. A nil *Gauge is excluded and
+// does nothing.
+//
+// Gauges hold integers: every gauge Sightline has counts something, and an
+// integer add is what lets Inc and Dec race freely.
+type Gauge struct {
+	v    atomic.Int64
+	used atomic.Bool
+	// flushed is the value last reported and reported whether there was
+	// one; only the flush touches them.
+	flushed  int64
+	reported bool
+	def      *Def
+	labels   *labels
+	out      []tally.CachedGauge
+}
+
+// Inc adds one.
+func (g *Gauge) Inc() { g.Add(1) }
+
+// Dec subtracts one.
+func (g *Gauge) Dec() { g.Add(-1) }
+
+// Add adds n, which may be negative.
+func (g *Gauge) Add(n int64) {
+	if g != nil {
+		g.v.Add(n)
+		g.touch()
+	}
+}
+
+// Set replaces the value.
+func (g *Gauge) Set(v int64) {
+	if g != nil {
+		g.v.Store(v)
+		g.touch()
+	}
+}
+
+// touch marks the gauge used; the load first keeps the hot path from
+// writing a shared cache line on every call.
+func (g *Gauge) touch() {
+	if !g.used.Load() {
+		g.used.Store(true)
+	}
+}
+
+// Value returns the current value; 0 when excluded.
+func (g *Gauge) Value() int64 {
+	if g == nil {
+		return 0
+	}
+	return g.v.Load()
+}
+
+// flush reports the value to every sink when it changed since the last
+// flush, as tally reports only updated gauges; sinks keep the last value.
+// A gauge never set is never reported.
+func (g *Gauge) flush() {
+	if !g.used.Load() {
+		return
+	}
+	v := g.v.Load()
+	if g.reported && v == g.flushed {
+		return
+	}
+	g.flushed, g.reported = v, true
+	for _, o := range g.out {
+		o.ReportGauge(float64(v))
+	}
+}
+
+// Histogram is a distribution of durations, shown in milliseconds.
+// RecordDuration is a binary search over 18 bounds and two atomic adds. A
+// nil *Histogram is excluded and does nothing.
+type Histogram struct {
+	counts [nBuckets]atomic.Uint64
+	sum    atomic.Int64 // nanoseconds
+
+	flushed    [nBuckets]uint64 // counts at the last flush
+	flushedSum int64
+	def        *Def
+	labels     *labels
+	// out holds the sinks' buckets, sink after sink: out[k*nBuckets+i] is
+	// sink k's bucket i. sums holds, per sink, where the sum goes, nil for a
+	// sink that does not take sums.
+	out  []tally.CachedHistogramBucket
+	sums []SumReporter
+}
+
+// RecordDuration adds one sample. Negative durations (a clock stepping
+// back) count as zero.
+func (h *Histogram) RecordDuration(d time.Duration) {
+	if h != nil {
+		h.record(max(d, 0), 1)
+	}
+}
+
+// record adds n samples of d.
+func (h *Histogram) record(d time.Duration, n uint64) {
+	h.counts[BucketIndex(d)].Add(n)
+	h.sum.Add(int64(d) * int64(n))
+}
+
+// snapshot returns the bucket counts and the sum since the Store was built.
+func (h *Histogram) snapshot() (counts [nBuckets]uint64, sum time.Duration) {
+	for i := range h.counts {
+		counts[i] = h.counts[i].Load()
+	}
+	return counts, time.Duration(h.sum.Load())
+}
+
+// flush hands each bucket's new samples and the sum of their durations to
+// every sink. The sum is read after the buckets: a sample recorded between
+// the two reads is in this flush's sum and the next flush's count.
+func (h *Histogram) flush() {
+	moved := false
+	for i := range h.counts {
+		n := h.counts[i].Load()
+		d := n - h.flushed[i]
+		if d == 0 {
+			continue
+		}
+		h.flushed[i] = n
+		moved = true
+		for k := i; k < len(h.out); k += nBuckets {
+			h.out[k].ReportSamples(int64(d))
+		}
+	}
+	sum := h.sum.Load()
+	if !moved && sum == h.flushedSum {
+		return
+	}
+	d := time.Duration(sum - h.flushedSum)
+	h.flushedSum = sum
+	for _, s := range h.sums {
+		if s != nil {
+			s.ReportSum(d)
+		}
+	}
+}

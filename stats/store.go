@@ -1,0 +1,412 @@
+package stats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/uber-go/tally/v4"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+)
+
+// DefaultMaxGRPCMethods is how many gRPC methods a cluster gets stats of
+// before further methods count under grpc.other.other: enough for every
+// method of every service a real backend serves, few enough that a client
+// inventing method names cannot grow memory without bound.
+const DefaultMaxGRPCMethods = 1000
+
+// Options are the Store's settings that are not in config.Stats.
+type Options struct {
+	// Sinks get every stat and every flush: the Prometheus exposition and
+	// the push sinks (see package sinks, which builds them from config).
+	Sinks []Sink
+	// MaxGRPCMethods caps per-method gRPC stats per cluster; 0 means
+	// DefaultMaxGRPCMethods.
+	MaxGRPCMethods int
+}
+
+// Store holds every stat of the process and flushes them to the sinks.
+// Build one per process and keep it across config reloads: handles asked
+// for again with the same names (Cluster, HTTP, Listener, AccessLog) are the
+// same handles, so counters keep counting. Handles of clusters or listeners
+// a reload removed stay (and keep their last values) until the process
+// exits; re-adding the name picks them up again. Changes under stats: in a
+// reloaded config (include, exclude, sinks, flush_interval) take effect at
+// the next start.
+type Store struct {
+	interval   time.Duration
+	fromZone   string
+	include    []*regexp.Regexp
+	exclude    []*regexp.Regexp
+	maxMethods int
+	sinks      []Sink
+	started    time.Time
+	server     *Server
+	overflow   *Counter
+
+	// mu serializes creating stats and guards the registry and the maps.
+	mu         sync.Mutex
+	counters   []*Counter
+	gauges     []*Gauge
+	histograms []*Histogram
+	clusters   map[string]*Cluster
+	https      map[string]*HTTP
+	listeners  map[string]*Listener
+	accessLogs map[string]*AccessLog
+
+	// flushMu makes flushes one at a time and guards what only a flush
+	// touches.
+	flushMu     sync.Mutex
+	runtime     runtimeSampler
+	sinksClosed bool
+
+	// life guards running, closed and err.
+	life    sync.Mutex
+	running bool
+	closed  bool
+	err     error
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// New builds a Store from the stats config (defaults applied, as
+// config.Load leaves it) and this proxy's node. It does no I/O and starts
+// nothing: see Start.
+func New(cfg config.Stats, node config.Node, opts Options) (*Store, error) {
+	if cfg.FlushInterval <= 0 {
+		return nil, fmt.Errorf("stats.flush_interval: must be positive, got %s", cfg.FlushInterval.D())
+	}
+	include, err := compileAll("stats.include", cfg.Include)
+	if err != nil {
+		return nil, err
+	}
+	exclude, err := compileAll("stats.exclude", cfg.Exclude)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		interval:   cfg.FlushInterval.D(),
+		fromZone:   node.Zone,
+		include:    include,
+		exclude:    exclude,
+		maxMethods: orDefault(opts.MaxGRPCMethods, DefaultMaxGRPCMethods),
+		sinks:      slices.Clone(opts.Sinks),
+		started:    time.Now(),
+		clusters:   map[string]*Cluster{},
+		https:      map[string]*HTTP{},
+		listeners:  map[string]*Listener{},
+		accessLogs: map[string]*AccessLog{},
+		runtime:    newRuntimeSampler(),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	root := scope{s: s, labels: &labels{}}
+	s.server = root.newServer()
+	s.overflow = root.counter(statsOverflow)
+	return s, nil
+}
+
+func compileAll(field string, exprs []string) ([]*regexp.Regexp, error) {
+	res := make([]*regexp.Regexp, 0, len(exprs))
+	for i, e := range exprs {
+		re, err := regexp.Compile(e)
+		if err != nil {
+			return nil, fmt.Errorf("%s[%d]: %w", field, i, err)
+		}
+		res = append(res, re)
+	}
+	return res, nil
+}
+
+func orDefault(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// allowed applies stats.exclude and stats.include to a flat name. An empty
+// include list is no include filter.
+func (s *Store) allowed(flat string) bool {
+	for _, re := range s.exclude {
+		if re.MatchString(flat) {
+			return false
+		}
+	}
+	if len(s.include) == 0 {
+		return true
+	}
+	for _, re := range s.include {
+		if re.MatchString(flat) {
+			return true
+		}
+	}
+	return false
+}
+
+// Start runs the flush loop: every flush_interval one Flush, until ctx is
+// done or Close is called. It returns at once; calling it again, or after
+// Close, does nothing.
+func (s *Store) Start(ctx context.Context) {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.running || s.closed {
+		return
+	}
+	s.running = true
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(s.interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.stop:
+				return
+			case <-t.C:
+				s.Flush()
+			}
+		}
+	}()
+}
+
+// Close stops the flush loop, flushes once more so the last interval
+// reaches the sinks, and closes the sinks, which get until ctx is done to
+// deliver it. It is safe to call more than once and without Start; later
+// calls return the first call's error.
+func (s *Store) Close(ctx context.Context) error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.closed {
+		return s.err
+	}
+	s.closed = true
+	close(s.stop)
+	if s.running {
+		<-s.done
+	}
+	s.flushMu.Lock()
+	s.flush()
+	s.sinksClosed = true
+	s.flushMu.Unlock()
+
+	var errs []error
+	for _, k := range s.sinks {
+		if c, ok := k.(closer); ok {
+			errs = append(errs, c.Close(ctx))
+		}
+	}
+	s.err = errors.Join(errs...)
+	return s.err
+}
+
+// Flush reads every stat once and hands what changed to every sink, then
+// flushes the sinks: all sinks see the same values at the same flush. The
+// flush loop calls it; tests call it to get a flush now. Flushes run one at
+// a time; after Close, Flush does nothing.
+func (s *Store) Flush() {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	if !s.sinksClosed {
+		s.flush()
+	}
+}
+
+// flush is Flush with flushMu held.
+func (s *Store) flush() {
+	s.runtime.sample(s.server, s.started)
+	counters, gauges, histograms := s.instruments()
+	for _, c := range counters {
+		c.flush()
+	}
+	for _, g := range gauges {
+		g.flush()
+	}
+	for _, h := range histograms {
+		h.flush()
+	}
+	for _, k := range s.sinks {
+		k.Flush()
+	}
+}
+
+// instruments returns every stat created so far. Creating appends only, so
+// the slices stay valid after the lock is released.
+func (s *Store) instruments() ([]*Counter, []*Gauge, []*Histogram) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counters, s.gauges, s.histograms
+}
+
+// Server returns the process-wide stats.
+func (s *Store) Server() *Server { return s.server }
+
+// Cluster returns the stats of the named cluster. Call it when the cluster
+// is built, not per request: it takes the Store's lock. Its stats are
+// created family by family on first use, so an idle cluster costs a few
+// hundred bytes.
+func (s *Store) Cluster(name string) *Cluster {
+	return getOrCreate(s, s.clusters, name, func() *Cluster {
+		return &Cluster{sc: scope{s: s, labels: (&labels{}).with(TagCluster, name)}}
+	})
+}
+
+// HTTP returns the stats of the HTTP connection manager with this
+// stat_prefix. Call it when the listener is built.
+func (s *Store) HTTP(statPrefix string) *HTTP {
+	return getOrCreate(s, s.https, statPrefix, func() *HTTP {
+		return scope{s: s, labels: (&labels{}).with(TagHTTPPrefix, statPrefix)}.newHTTP()
+	})
+}
+
+// Listener returns the stats of the listener bound to address, as written
+// in the config. Call it when the listener is built.
+func (s *Store) Listener(address string) *Listener {
+	return getOrCreate(s, s.listeners, address, func() *Listener {
+		sc := scope{s: s, labels: (&labels{}).with(TagListener, address)}
+		return &Listener{DownstreamCxTotal: sc.counter(listenerCxTotal), DownstreamCxActive: sc.gauge(listenerCxActive)}
+	})
+}
+
+// AccessLog returns the stats of the named access log. The name is the
+// caller's choice, stable across reloads (the listener's name and the log's
+// index, say); it may hold dots.
+func (s *Store) AccessLog(name string) *AccessLog {
+	return getOrCreate(s, s.accessLogs, name, func() *AccessLog {
+		sc := scope{s: s, labels: (&labels{}).with(TagAccessLog, name)}
+		return &AccessLog{Written: sc.counter(accessLogWritten), Dropped: sc.counter(accessLogDropped), Flushes: sc.counter(accessLogFlushes)}
+	})
+}
+
+func getOrCreate[V any](s *Store, m map[string]*V, key string, build func() *V) *V {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := m[key]; ok {
+		return v
+	}
+	v := build()
+	m[key] = v
+	return v
+}
+
+// labels are the tag values a group of stats share, keys in pattern order.
+// They are immutable and shared by every stat of the group.
+type labels struct {
+	keys   []string
+	values []string
+}
+
+func (l *labels) with(key, value string) *labels {
+	return &labels{
+		keys:   append(slices.Clip(l.keys), key),
+		values: append(slices.Clip(l.values), value),
+	}
+}
+
+// scope creates stats under one set of labels. Its methods run with the
+// Store's lock held.
+type scope struct {
+	s      *Store
+	labels *labels
+}
+
+func (sc scope) with(key, value string) scope {
+	return scope{s: sc.s, labels: sc.labels.with(key, value)}
+}
+
+// admit decides whether the stat d with sc's labels exists, and returns the
+// tags its sinks are given. It panics when the labels are not d's tag keys:
+// that is a mistake in this package, which the tests exercise.
+func (sc scope) admit(d *Def) (map[string]string, bool) {
+	if !slices.Equal(sc.labels.keys, d.tags) {
+		panic(fmt.Sprintf("stats: %s created with tags %v", d.flat, sc.labels.keys))
+	}
+	if !sc.s.allowed(d.FlatName(sc.labels.values)) {
+		return nil, false
+	}
+	tags := make(map[string]string, len(d.tags))
+	for i, k := range d.tags {
+		tags[k] = sc.labels.values[i]
+	}
+	return tags, true
+}
+
+func (sc scope) counter(d *Def) *Counter {
+	tags, ok := sc.admit(d)
+	if !ok {
+		return nil
+	}
+	c := &Counter{def: d, labels: sc.labels, out: make([]tally.CachedCount, len(sc.s.sinks))}
+	for i, k := range sc.s.sinks {
+		c.out[i] = k.AllocateCounter(d.name, maps.Clone(tags))
+	}
+	sc.s.counters = append(sc.s.counters, c)
+	return c
+}
+
+func (sc scope) gauge(d *Def) *Gauge {
+	tags, ok := sc.admit(d)
+	if !ok {
+		return nil
+	}
+	g := &Gauge{def: d, labels: sc.labels, out: make([]tally.CachedGauge, len(sc.s.sinks))}
+	for i, k := range sc.s.sinks {
+		g.out[i] = k.AllocateGauge(d.name, maps.Clone(tags))
+	}
+	sc.s.gauges = append(sc.s.gauges, g)
+	return g
+}
+
+func (sc scope) histogram(d *Def) *Histogram {
+	tags, ok := sc.admit(d)
+	if !ok {
+		return nil
+	}
+	h := &Histogram{
+		def:    d,
+		labels: sc.labels,
+		out:    make([]tally.CachedHistogramBucket, 0, len(sc.s.sinks)*nBuckets),
+		sums:   make([]SumReporter, len(sc.s.sinks)),
+	}
+	for i, k := range sc.s.sinks {
+		ch := k.AllocateHistogram(d.name, maps.Clone(tags), Buckets)
+		for _, p := range bucketPairs {
+			h.out = append(h.out, ch.DurationBucket(p.LowerBoundDuration(), p.UpperBoundDuration()))
+		}
+		h.sums[i], _ = ch.(SumReporter)
+	}
+	sc.s.histograms = append(sc.s.histograms, h)
+	return h
+}
+
+// lazy holds a family of stats created on first use. The fast path is one
+// atomic load; the first use takes the Store's lock.
+type lazy[T any] struct{ p atomic.Pointer[T] }
+
+func (l *lazy[T]) get(s *Store, build func() *T) *T {
+	if v := l.p.Load(); v != nil {
+		return v
+	}
+	return l.create(s, build)
+}
+
+func (l *lazy[T]) create(s *Store, build func() *T) *T {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v := l.p.Load(); v != nil {
+		return v
+	}
+	v := build()
+	l.p.Store(v)
+	return v
+}
