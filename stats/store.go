@@ -410,3 +410,14 @@ func (l *lazy[T]) create(s *Store, build func() *T) *T {
 	l.p.Store(v)
 	return v
 }
+
+// Nop returns a Store that keeps nothing: it excludes every stat, so
+// every handle it gives is a no-op. It is for components built without a
+// stats store (unit tests, tools); it starts nothing.
+func Nop() *Store {
+	s, err := New(config.Stats{FlushInterval: config.Duration(time.Hour), Exclude: []string{""}}, config.Node{}, Options{})
+	if err != nil {
+		panic("stats: building the discarding store: " + err.Error())
+	}
+	return s
+}

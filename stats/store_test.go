@@ -469,3 +469,18 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 }
+
+func TestNopKeepsNothing(t *testing.T) {
+	s := Nop()
+	c := s.Cluster("c")
+	c.Upstream().RqTotal.Inc(1)
+	c.Upstream().RqCompleted(200)
+	c.GRPC("/pkg.Svc/Method").Completed(0)
+	c.Membership().Total.Set(3)
+	s.Flush()
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/stats", nil))
+	if body := strings.TrimSpace(rec.Body.String()); body != "" {
+		t.Errorf("/stats of a discarding store shows:\n%s", body)
+	}
+}

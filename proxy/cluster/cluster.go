@@ -23,6 +23,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/balancer/policies"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // Protocol is the upstream protocol of a cluster.
@@ -64,6 +65,10 @@ type Cluster struct {
 	Config   config.Cluster
 	Protocol Protocol
 
+	// Stats are the cluster's stats; never nil (a no-op set when the
+	// cluster was built without a stats store).
+	Stats *stats.Cluster
+
 	build       balancer.Builder
 	newUpstream UpstreamFactory
 	resolver    Resolver
@@ -90,7 +95,8 @@ type snapshot struct {
 // Options are the cluster's collaborators.
 type Options struct {
 	NewUpstream UpstreamFactory
-	Resolver    Resolver // nil: net.DefaultResolver
+	Resolver    Resolver       // nil: net.DefaultResolver
+	Stats       *stats.Cluster // nil: no stats
 	Log         zerolog.Logger
 }
 
@@ -109,6 +115,7 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 		Name:        cfg.Name,
 		Config:      cfg,
 		Protocol:    proto,
+		Stats:       opts.Stats,
 		build:       build,
 		newUpstream: opts.NewUpstream,
 		resolver:    opts.Resolver,
@@ -119,6 +126,9 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 	}
 	if c.resolver == nil {
 		c.resolver = net.DefaultResolver
+	}
+	if c.Stats == nil {
+		c.Stats = stats.Nop().Cluster(cfg.Name)
 	}
 	if cfg.Type != "strict_dns" {
 		eps := make([]endpoint, 0, len(cfg.Endpoints))
@@ -229,7 +239,7 @@ func (c *Cluster) setMembership(eps []endpoint) {
 		} else if ok {
 			c.closeHost(h)
 		}
-		h := &host.Host{Address: ep.addr, Zone: ep.zone, Weight: w}
+		h := &host.Host{Address: ep.addr, Zone: ep.zone, Weight: w, ZoneStats: c.Stats.Zone(ep.zone)}
 		c.origin[ep.addr] = ep.from
 		if c.newUpstream != nil {
 			h.Upstream = c.newUpstream(c, h)
@@ -279,6 +289,9 @@ func (c *Cluster) publishLocked() {
 			healthy = append(healthy, h)
 		}
 	}
+	m := c.Stats.Membership()
+	m.Total.Set(int64(len(all)))
+	m.Healthy.Set(int64(len(healthy)))
 	s := &snapshot{hosts: all}
 	threshold := 50.0
 	if c.Config.PanicThreshold != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 const (
@@ -44,22 +45,38 @@ type Handler struct {
 	TrustRequestHeaders bool
 	// TLS says whether the listener terminates TLS (for x-forwarded-proto).
 	TLS bool
-	Log zerolog.Logger
+	// Stats are the listener's stats (http.<stat_prefix>.*).
+	Stats *stats.HTTP
+	Log   zerolog.Logger
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// ServeHTTP forwards one request.
+// ServeHTTP forwards one request and counts it in the listener's stats.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	st := h.Stats
+	st.DownstreamRqTotal.Inc(1)
+	st.DownstreamRqActive.Inc()
+	status := http.StatusOK
+	defer func() {
+		st.DownstreamRqActive.Dec()
+		st.RqCompleted(status)
+		st.DownstreamRqTime.RecordDuration(time.Since(start))
+	}()
+	status = h.serve(w, r)
+}
+
+// serve forwards one request and returns the HTTP status the client got.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 	grpc := grpcproto.IsGRPC(r.Header.Get("Content-Type"))
 	rt := h.Routes.Match(r.Host, r.URL.Path, r.Header)
 	if rt == nil {
+		h.Stats.NoRoute.Inc(1)
 		if grpc {
-			writeGRPCError(w, grpcproto.Unimplemented, "no route for "+r.URL.Path, FlagNoRoute.String())
-			return
+			return writeGRPCError(w, grpcproto.Unimplemented, "no route for "+r.URL.Path, FlagNoRoute.String())
 		}
-		localReply(w, http.StatusNotFound, "no route\n", FlagNoRoute)
-		return
+		return localReply(w, http.StatusNotFound, "no route\n", FlagNoRoute)
 	}
 	cl := rt.Cluster()
 
@@ -91,17 +108,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	hst := cl.Pick(&br)
 	if hst == nil {
-		h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, "no healthy upstream", FlagNoHealthyUpstream)
-		return
+		return h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, "no healthy upstream", FlagNoHealthyUpstream)
 	}
 	pool := hst.Upstream.(*upstream.Pool)
 
 	out := h.outbound(ctx, r, hst.Address)
-	hst.Active.Add(1)
-	hst.RqTotal.Add(1)
-	defer hst.Active.Add(-1)
-
 	sent := time.Now()
+	o := cluster.Outcome{GRPC: grpc, GRPCStatus: -1, Path: r.URL.Path}
+	cl.Begin(hst)
+	defer func() {
+		o.Elapsed = time.Since(sent)
+		cl.End(hst, &o)
+	}()
+
 	var resp *http.Response
 	var err error
 	if cl.Protocol == cluster.HTTP2 || (cl.Protocol == cluster.Auto && r.ProtoMajor == 2) {
@@ -110,9 +129,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resp, err = pool.RoundTripH1(out)
 	}
 	if err != nil {
-		hst.RqError.Add(1)
-		h.upstreamFailed(w, r, ctx, grpc, err)
-		return
+		return h.upstreamFailed(w, r, ctx, grpc, err, &o)
 	}
 	defer resp.Body.Close()
 	// The deadline must also end a response that is streaming: net/http's
@@ -125,31 +142,46 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	copyHeader(dst, resp.Header)
 	dst[headerUpstreamServiceTime] = []string{strconv.FormatInt(time.Since(sent).Milliseconds(), 10)}
 	w.WriteHeader(resp.StatusCode)
-	failed := resp.StatusCode >= 500 || (grpc && grpcFailed(resp.Header.Get("Grpc-Status")))
+	o.Status = resp.StatusCode
+	if grpc {
+		o.GRPCStatus = grpcStatus(resp.Header)
+	}
 
 	if err := streamBody(w, resp.Body); err != nil {
-		hst.RqError.Add(1)
 		switch {
 		case r.Context().Err() != nil:
-			return // the client went away; its stream is gone
+			// The client went away; its stream is gone.
 		case ctx.Err() != nil && grpc:
+			o.Timeout, o.GRPCStatus = true, grpcproto.DeadlineExceeded
 			setGRPCTrailerStatus(w, grpcproto.DeadlineExceeded, "upstream request timeout", FlagUpstreamRequestTimeout.String())
-			return
 		default:
 			// The upstream reset mid-response: reset the client's stream
 			// too rather than pretend the response ended well.
+			o.Reset, o.Status = true, http.StatusServiceUnavailable
 			panic(http.ErrAbortHandler)
 		}
+		return o.Status
 	}
 	for k, vs := range resp.Trailer {
 		dst[http.TrailerPrefix+k] = vs
 	}
-	if grpc && !failed && grpcFailed(resp.Trailer.Get("Grpc-Status")) {
-		failed = true
+	if grpc && o.GRPCStatus < 0 {
+		o.GRPCStatus = grpcStatus(resp.Trailer)
 	}
-	if failed {
-		hst.RqError.Add(1)
+	return o.Status
+}
+
+// grpcStatus reads grpc-status from headers or trailers; -1 when absent.
+func grpcStatus(h http.Header) int {
+	v := h["Grpc-Status"]
+	if len(v) == 0 {
+		return -1
 	}
+	n, err := strconv.Atoi(v[0])
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // outbound builds the upstream request: same method, path, query and body,
@@ -199,45 +231,51 @@ func (h *Handler) outbound(ctx context.Context, r *http.Request, addr string) *h
 	return out.WithContext(ctx)
 }
 
-// upstreamFailed answers when no response came from upstream.
-func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, ctx context.Context, grpc bool, err error) {
+// upstreamFailed answers when no response came from upstream, and records
+// why in o.
+func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, ctx context.Context, grpc bool, err error, o *cluster.Outcome) int {
 	switch {
 	case r.Context().Err() != nil:
-		return // downstream disconnect (DC): nobody to answer
+		// Downstream disconnect (DC): nobody to answer. Envoy logs 499 for it.
+		o.Status = 499
+		return o.Status
 	case ctx.Err() == context.DeadlineExceeded:
+		o.Status, o.Timeout = http.StatusGatewayTimeout, true
 		if grpc {
-			writeGRPCError(w, grpcproto.DeadlineExceeded, "upstream request timeout", FlagUpstreamRequestTimeout.String())
-			return
+			o.GRPCStatus = grpcproto.DeadlineExceeded
+			return writeGRPCError(w, grpcproto.DeadlineExceeded, "upstream request timeout", FlagUpstreamRequestTimeout.String())
 		}
-		localReply(w, http.StatusGatewayTimeout, "upstream request timeout\n", FlagUpstreamRequestTimeout)
+		return localReply(w, http.StatusGatewayTimeout, "upstream request timeout\n", FlagUpstreamRequestTimeout)
 	case errors.Is(err, upstream.ErrConnect):
 		h.Log.Debug().Err(err).Msg("upstream connect failure")
-		h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
+		o.Status, o.ConnectFailure, o.GRPCStatus = http.StatusServiceUnavailable, true, grpcproto.Unavailable
+		return h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
 			"upstream connect error or disconnect/reset before headers. reset reason: connection failure", FlagUpstreamConnectFailure)
 	default:
 		h.Log.Debug().Err(err).Msg("upstream reset before headers")
-		h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
+		o.Status, o.Reset, o.GRPCStatus = http.StatusServiceUnavailable, true, grpcproto.Unavailable
+		return h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
 			"upstream connect error or disconnect/reset before headers. reset reason: remote reset", FlagUpstreamRemoteReset)
 	}
 }
 
 // fail answers with an error the proxy made itself, gRPC-shaped for gRPC
-// clients.
-func (h *Handler) fail(w http.ResponseWriter, grpc bool, status, grpcCode int, msg string, f Flags) {
+// clients, and returns the HTTP status sent.
+func (h *Handler) fail(w http.ResponseWriter, grpc bool, status, grpcCode int, msg string, f Flags) int {
 	if grpc {
-		writeGRPCError(w, grpcCode, msg, f.String())
-		return
+		return writeGRPCError(w, grpcCode, msg, f.String())
 	}
-	localReply(w, status, msg+"\n", f)
+	return localReply(w, status, msg+"\n", f)
 }
 
-func localReply(w http.ResponseWriter, status int, body string, f Flags) {
+func localReply(w http.ResponseWriter, status int, body string, f Flags) int {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set(headerResponseFlags, f.String())
 	w.WriteHeader(status)
 	io.WriteString(w, body)
+	return status
 }
 
 // streamBody copies the response body, flushing after every read so that
@@ -265,8 +303,6 @@ func streamBody(w http.ResponseWriter, body io.Reader) error {
 		}
 	}
 }
-
-func grpcFailed(status string) bool { return status != "" && status != "0" }
 
 // hopHeaders are the connection-specific headers a proxy must not forward
 // (RFC 9110 §7.6.1, RFC 9113 §8.2.2). Te is handled on its own: only

@@ -12,7 +12,7 @@ import (
 // 200 and grpc-status in the only HEADERS frame, which is what gRPC clients
 // expect of a proxy's own errors (a bare HTTP 503 surfaces as a confusing
 // "Unavailable: unexpected HTTP status" instead of the real cause).
-func writeGRPCError(w http.ResponseWriter, code int, msg, flags string) {
+func writeGRPCError(w http.ResponseWriter, code int, msg, flags string) int {
 	h := w.Header()
 	h.Set("Content-Type", "application/grpc")
 	h.Set("Grpc-Status", strconv.Itoa(code))
@@ -23,6 +23,7 @@ func writeGRPCError(w http.ResponseWriter, code int, msg, flags string) {
 		h.Set(headerResponseFlags, flags)
 	}
 	w.WriteHeader(http.StatusOK)
+	return http.StatusOK
 }
 
 // setGRPCTrailerStatus ends an already started gRPC response with a status

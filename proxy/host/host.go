@@ -8,6 +8,8 @@ package host
 
 import (
 	"sync/atomic"
+
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // Health flags, as /clusters prints them.
@@ -40,6 +42,11 @@ type Host struct {
 	// Upstream is the host's connection pool, set by the cluster that owns
 	// the host before the host is published to any balancer.
 	Upstream Upstream
+
+	// ZoneStats are the stats of requests from this proxy's zone to the
+	// host's zone (cluster.<c>.zone.<from>.<to>.*), shared by the hosts of
+	// one zone. Never nil once the host is published.
+	ZoneStats *stats.ZonePair
 }
 
 // Upstream is what the forwarder needs of a host's connection pool. It is an

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // Listener is one running downstream socket.
@@ -29,9 +30,15 @@ type Listener struct {
 	done chan struct{}
 }
 
+// Stats are the connection stats a listener keeps.
+type Stats struct {
+	Listener *stats.Listener // listener.<address>.downstream_cx_*
+	HTTP     *stats.HTTP     // http.<stat_prefix>.downstream_cx_*
+}
+
 // New prepares a listener; Start binds it. It does no I/O beyond reading
 // the TLS key pair.
-func New(cfg config.Listener, handler http.Handler, lg zerolog.Logger) (*Listener, error) {
+func New(cfg config.Listener, handler http.Handler, st Stats, lg zerolog.Logger) (*Listener, error) {
 	l := &Listener{Name: cfg.Name, cfg: cfg, log: lg.With().Str("listener", cfg.Name).Logger(), done: make(chan struct{})}
 	protos := new(http.Protocols)
 	for _, p := range cfg.Protocols {
@@ -57,7 +64,8 @@ func New(cfg config.Listener, handler http.Handler, lg zerolog.Logger) (*Listene
 			MaxReceiveBufferPerConnection: 4 << 20,
 			MaxReceiveBufferPerStream:     1 << 20,
 		},
-		ErrorLog: log.New(zerologWriter{l.log}, "", 0),
+		ErrorLog:  log.New(zerologWriter{l.log}, "", 0),
+		ConnState: countConns(st),
 	}
 	if lim.MaxRequestsPerConnection > 0 {
 		l.srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
@@ -129,6 +137,24 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 		<-l.done
 	}
 	return err
+}
+
+// countConns keeps the downstream connection stats from net/http's
+// connection state changes: every connection is new once and closed (or
+// hijacked) once.
+func countConns(st Stats) func(net.Conn, http.ConnState) {
+	return func(_ net.Conn, cs http.ConnState) {
+		switch cs {
+		case http.StateNew:
+			st.Listener.DownstreamCxTotal.Inc(1)
+			st.Listener.DownstreamCxActive.Inc()
+			st.HTTP.DownstreamCxTotal.Inc(1)
+			st.HTTP.DownstreamCxActive.Inc()
+		case http.StateClosed, http.StateHijacked:
+			st.Listener.DownstreamCxActive.Dec()
+			st.HTTP.DownstreamCxActive.Dec()
+		}
+	}
 }
 
 type connCounterKey struct{}

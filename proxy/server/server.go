@@ -25,6 +25,8 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/listener"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
+	"github.com/sightline-proxy/sightline/sinks"
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // Server is a running proxy.
@@ -34,6 +36,8 @@ type Server struct {
 	clusters  []*cluster.Cluster
 	listeners []*listener.Listener
 	admin     *admin.Server
+	stats     *stats.Store
+	sinks     *sinks.Set
 	started   time.Time
 
 	hcFailed atomic.Bool
@@ -47,14 +51,32 @@ type Server struct {
 // New builds every component of cfg. It does no network I/O.
 func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: lg}
+	set, err := sinks.Build(cfg.Stats, stats.SinkOptions{
+		Node: cfg.Node, ServiceName: cfg.Tracing.ServiceName, EmitZeros: cfg.Stats.EmitZeros,
+		Log: lg.With().Str("component", "stats").Logger(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stats sinks: %w", err)
+	}
+	st, err := stats.New(cfg.Stats, cfg.Node, stats.Options{Sinks: set.All})
+	if err != nil {
+		set.Close(context.Background())
+		return nil, fmt.Errorf("stats: %w", err)
+	}
+	s.stats, s.sinks = st, set
 	byName := make(map[string]*cluster.Cluster, len(cfg.Clusters))
 	for _, cc := range cfg.Clusters {
 		opts, err := upstreamOptions(cc)
 		if err != nil {
 			return nil, err
 		}
+		cs := st.Cluster(cc.Name)
+		cx := cs.Connections()
+		opts.OnConnect = func() { cx.CxTotal.Inc(1); cx.CxActive.Inc() }
+		opts.OnClose = func() { cx.CxDestroy.Inc(1); cx.CxActive.Dec() }
 		c, err := cluster.New(cc, cluster.Options{
 			NewUpstream: func(_ *cluster.Cluster, h *host.Host) host.Upstream { return upstream.New(h.Address, opts) },
+			Stats:       cs,
 			Log:         lg,
 		})
 		if err != nil {
@@ -72,15 +94,18 @@ func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
 			Routes:              table,
 			TrustRequestHeaders: lc.TrustRequestHeaders,
 			TLS:                 lc.TLS != nil,
+			Stats:               st.HTTP(lc.StatPrefix),
 			Log:                 lg.With().Str("listener", lc.Name).Logger(),
 		}
-		l, err := listener.New(lc, h, lg)
+		l, err := listener.New(lc, h, listener.Stats{Listener: st.Listener(lc.Address), HTTP: h.Stats}, lg)
 		if err != nil {
 			return nil, err
 		}
 		s.listeners = append(s.listeners, l)
 	}
 	s.admin = admin.New(cfg.Admin.Address, s, lg)
+	s.admin.Handle("GET /stats", st.Handler())
+	s.admin.Handle("GET /stats/prometheus", set.Prometheus)
 	return s, nil
 }
 
@@ -111,6 +136,8 @@ func upstreamOptions(cc config.Cluster) (upstream.Options, error) {
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.stop = context.WithCancel(ctx)
 	s.started = time.Now()
+	s.stats.Server().Live.Set(1)
+	s.stats.Start(ctx)
 	for _, c := range s.clusters {
 		c.Start(ctx)
 	}
@@ -137,6 +164,7 @@ func (s *Server) closeAll() {
 	for _, c := range s.clusters {
 		c.Close()
 	}
+	s.stats.Close(ctx)
 	if s.stop != nil {
 		s.stop()
 	}
@@ -149,6 +177,7 @@ func (s *Server) closeAll() {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		s.draining.Store(true)
+		s.stats.Server().Live.Set(0)
 		// Keep serving for drain_time with /ready failing, so that an outer
 		// balancer sees the proxy leave before its connections do.
 		if d := s.cfg.Server.DrainTime.D(); d > 0 {
@@ -178,9 +207,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, c := range s.clusters {
 			c.Close()
 		}
-		actx, acancel := context.WithTimeout(context.Background(), time.Second)
+		actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer acancel()
-		errs = append(errs, s.admin.Shutdown(actx))
+		// The last interval reaches the push sinks before the process ends.
+		errs = append(errs, s.stats.Close(actx), s.admin.Shutdown(actx))
 		if s.stop != nil {
 			s.stop()
 		}
