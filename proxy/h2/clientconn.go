@@ -1,0 +1,595 @@
+package h2
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// clientConn is one upstream HTTP/2 connection of a Pool (h2c, or TLS with
+// ALPN h2). Its goroutine dials, then reads; a writer goroutine starts once
+// the connection is up.
+type clientConn struct {
+	conn
+	pool *Pool
+
+	// Guarded by mu.
+	peerReady  bool   // the peer's SETTINGS arrived: maxStreams is its own
+	draining   bool   // no new streams: GOAWAY, retirement or pool close
+	maxStreams uint32 // peer's SETTINGS_MAX_CONCURRENT_STREAMS
+	nextID     uint32
+	waiting    halfList // bound halves waiting for a stream slot
+	drainTimer *time.Timer
+	connected  bool // the socket is up (cc.nc set)
+}
+
+func newClientConn(p *Pool) *clientConn {
+	cc := &clientConn{pool: p, maxStreams: math.MaxUint32, nextID: 1}
+	cc.h = cc
+	cc.log = p.log
+	cc.headerTimeout = defaultHeaderReadTimeout
+	cc.initState(upstreamHeaderList)
+	return cc
+}
+
+// bind puts h on cc: active at once when cc has a free slot, or waiting
+// when cc is still connecting and connecting is set. It reports false when
+// cc cannot take h.
+func (cc *clientConn) bind(h *half, connecting bool) bool {
+	cc.mu.Lock()
+	ok := !cc.draining && !cc.failed
+	switch {
+	case !ok:
+	case cc.peerReady:
+		ok = int64(cc.nActive) < int64(cc.maxStreams) && cc.waiting.head == nil
+		if ok {
+			cc.attachLocked(h)
+			cc.activateLocked(h)
+		}
+	case connecting:
+		cc.attachLocked(h)
+		cc.waitLocked(h)
+	default:
+		ok = false
+	}
+	cc.unlock()
+	return ok
+}
+
+// bindWaiting queues h on cc even though it is full (the pool is at
+// MaxConns); a slot is given as a stream closes.
+func (cc *clientConn) bindWaiting(h *half) bool {
+	cc.mu.Lock()
+	ok := !cc.draining && !cc.failed
+	if ok {
+		cc.attachLocked(h)
+		cc.waitLocked(h)
+		cc.activateWaitingLocked()
+	}
+	cc.unlock()
+	return ok
+}
+
+func (cc *clientConn) attachLocked(h *half) {
+	h.cn.Store(&cc.conn)
+	h.attached = true
+	cc.queued += int64(h.queued)
+}
+
+func (cc *clientConn) waitLocked(h *half) {
+	h.listed = listWaiting
+	cc.waiting.push(h)
+}
+
+// activateLocked gives h a stream ID and a slot. IDs are taken in the
+// order HEADERS are queued, and the ready list keeps that order, so they
+// reach the wire increasing (RFC 9113 §5.1.1).
+func (cc *clientConn) activateLocked(h *half) {
+	h.id = cc.nextID
+	cc.nextID += 2
+	h.active = true
+	cc.nActive++
+	cc.streams[h.id] = h
+	h.sendWin = cc.peerInitWin
+	h.inWin.Store(initialStreamWindow)
+	cc.scheduleLocked(h)
+	if cc.nextID > cc.pool.maxStreamID && !cc.draining {
+		// Stream IDs are running out: new streams go to a new
+		// connection, this one closes when its streams are done.
+		cc.draining = true
+		go cc.pool.retire(cc)
+	}
+}
+
+// activateWaitingLocked gives free slots to waiting halves in order; once
+// cc is draining, those still waiting are re-dispatched to other
+// connections.
+func (cc *clientConn) activateWaitingLocked() {
+	if !cc.peerReady {
+		return
+	}
+	for cc.waiting.head != nil && int64(cc.nActive) < int64(cc.maxStreams) && !cc.draining {
+		h := cc.waiting.pop()
+		h.listed = listNone
+		if h.sendDone {
+			cc.maybeCloseLocked(h) // cancelled while it waited
+			continue
+		}
+		cc.activateLocked(h)
+	}
+	if cc.draining {
+		cc.moveWaitingLocked()
+	}
+}
+
+func (cc *clientConn) unlistWaitingLocked(h *half) {
+	cc.waiting.remove(h)
+	h.listed = listNone
+}
+
+// moveWaitingLocked sends every waiting half elsewhere.
+func (cc *clientConn) moveWaitingLocked() {
+	for h := cc.waiting.pop(); h != nil; h = cc.waiting.pop() {
+		h.listed = listNone
+		cc.moveLocked(h, false)
+	}
+}
+
+// moveLocked detaches h with its queue so that it is dispatched again: a
+// stream the peer refused or never processed is safe to retry (RFC 9113
+// §8.7) when none of its body was sent. A half that cannot move is failed.
+//
+// retry says the peer turned the stream away (REFUSED_STREAM, GOAWAY, a
+// lost connection): that counts against maxAttempts. Moving waiting
+// halves off a connection that turned out full does not.
+func (cc *clientConn) moveLocked(h *half, retry bool) {
+	if !h.attached || h.moving {
+		return
+	}
+	if h.reset {
+		cc.maybeCloseLocked(h) // cancelled: it only had to leave
+		return
+	}
+	if retry {
+		h.call.attempts++
+	}
+	if h.wroteData || h.gotHeaders || h.call.attempts >= maxAttempts {
+		h.failCode = http2.ErrCodeRefusedStream
+		cc.failLocked2(h, flagUpstreamRemoteReset, msgRemoteReset)
+		return
+	}
+	h.moving = true
+	h.sendDone, h.recvDone = true, true
+	cc.maybeCloseLocked(h)
+}
+
+// failLocked2 ends h without a frame and has the client told why once the
+// lock is released.
+func (cc *clientConn) failLocked2(h *half, f flag, msg string) {
+	if !h.attached {
+		return
+	}
+	if !h.reset {
+		h.failFlag, h.failMsg = f, msg
+	}
+	h.rstDone = true
+	cc.resetLocked(h, 0, false)
+}
+
+// run dials, handshakes and then reads until the connection ends.
+func (cc *clientConn) run() {
+	p := cc.pool
+	deadline := time.Now().Add(p.opts.ConnectTimeout)
+	nc, err := cc.dial(deadline)
+	if err != nil {
+		p.log.Debug().Err(err).Msg("upstream connect failed")
+		cc.connectFailed()
+		return
+	}
+	cc.mu.Lock()
+	cc.nc = nc
+	cc.initIO()
+	cc.connected = true
+	cc.mu.Unlock()
+	_ = nc.SetReadDeadline(deadline) // cleared when the peer's SETTINGS arrive
+	if _, err := io.WriteString(cc.bw, http2.ClientPreface); err == nil {
+		err = cc.writePreface([]http2.Setting{
+			{ID: http2.SettingEnablePush, Val: 0},
+			{ID: http2.SettingInitialWindowSize, Val: initialStreamWindow},
+			{ID: http2.SettingMaxHeaderListSize, Val: upstreamHeaderList},
+		})
+	}
+	if err != nil {
+		nc.Close()
+		cc.connectFailed()
+		return
+	}
+	if p.opts.OnConnect != nil {
+		p.opts.OnConnect()
+	}
+	go cc.writeLoop()
+	cc.mu.Lock()
+	cc.closeIfDoneLocked() // the pool may have closed while we dialled
+	cc.unlock()
+	err = cc.readLoop()
+	cc.teardown(err)
+	if p.opts.OnClose != nil {
+		p.opts.OnClose()
+	}
+}
+
+// dial opens the TCP (and TLS) connection.
+func (cc *clientConn) dial(deadline time.Time) (net.Conn, error) {
+	p := cc.pool
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	d := net.Dialer{KeepAlive: 30 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, fmt.Errorf("dialing %s: %w", p.addr, err)
+	}
+	if p.tls == nil {
+		return nc, nil
+	}
+	tc := tls.Client(nc, p.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", p.addr, err)
+	}
+	if proto := tc.ConnectionState().NegotiatedProtocol; proto != "h2" {
+		tc.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: ALPN chose %q, not h2", p.addr, proto)
+	}
+	return tc, nil
+}
+
+// connectFailed fails every stream waiting for a connection that never
+// came up: the client gets UF (nothing was sent, RFC 9113 §8.7).
+func (cc *clientConn) connectFailed() {
+	cc.mu.Lock()
+	cc.failed = true
+	for h := cc.waiting.pop(); h != nil; h = cc.waiting.pop() {
+		h.listed = listNone
+		cc.failLocked2(h, flagUpstreamConnectFailure, msgConnectFailure)
+	}
+	close(cc.writerDone)
+	cc.unlock()
+	cc.pool.forget(cc)
+}
+
+// teardown closes an established connection after its read loop ended.
+// Streams that never reached the wire go to another connection; the others
+// fail with UC.
+func (cc *clientConn) teardown(err error) {
+	var ce connErr
+	if errors.As(err, &ce) {
+		cc.log.Debug().Str("code", ce.code.String()).Str("reason", ce.reason).Msg("upstream connection error")
+		cc.mu.Lock()
+		cc.queueCtrlLocked(ctrlFrame{kind: ctrlGoAway, val: uint32(ce.code)})
+		cc.unlock()
+		_ = cc.nc.SetWriteDeadline(time.Now().Add(closeLinger))
+		cc.stopAndWait(true)
+		cc.linger()
+	} else {
+		cc.mu.Lock()
+		cc.failLocked(err)
+		cc.unlock()
+		cc.nc.Close()
+		<-cc.writerDone
+	}
+	cc.mu.Lock()
+	cc.failed, cc.draining = true, true
+	if cc.drainTimer != nil {
+		cc.drainTimer.Stop()
+	}
+	for _, l := range []*halfList{&cc.ready, &cc.blocked} {
+		for h := l.pop(); h != nil; h = l.pop() {
+			h.listed = listNone
+		}
+	}
+	if !cc.peerReady {
+		// The peer never sent its SETTINGS: a connect failure.
+		for h := cc.waiting.pop(); h != nil; h = cc.waiting.pop() {
+			h.listed = listNone
+			cc.failLocked2(h, flagUpstreamConnectFailure, msgConnectFailure)
+		}
+	}
+	cc.moveWaitingLocked()
+	for _, h := range cc.streams {
+		h.rstDone = true
+		if !h.wroteHeaders {
+			cc.moveLocked(h, true)
+		} else {
+			h.failCode = http2.ErrCodeInternal
+			cc.failLocked2(h, flagUpstreamConnectionTerm, msgConnTermination)
+		}
+	}
+	cc.unlock()
+	cc.pool.forget(cc)
+}
+
+// drain stops new streams and closes cc once its streams are done.
+func (cc *clientConn) drain() {
+	cc.mu.Lock()
+	if !cc.draining {
+		cc.draining = true
+		cc.moveWaitingLocked()
+		cc.drainTimer = time.AfterFunc(drainTimeout, func() {
+			cc.mu.Lock()
+			cc.failLocked(errConnClosed)
+			nc := cc.nc
+			cc.unlock()
+			if nc != nil {
+				nc.Close()
+			}
+		})
+	}
+	cc.closeIfDoneLocked()
+	cc.unlock()
+}
+
+// closeIfDoneLocked half-closes a draining connection without streams; the
+// reader then sees EOF (or the linger deadline) and tears it down.
+func (cc *clientConn) closeIfDoneLocked() {
+	if cc.draining && cc.nActive == 0 && cc.waiting.head == nil && cc.connected && !cc.stopWriter {
+		cc.queueCtrlLocked(ctrlFrame{kind: ctrlGoAway, val: uint32(http2.ErrCodeNo)})
+		cc.stopWriter, cc.closeWrite = true, true
+		cc.kickLocked()
+	}
+}
+
+func (cc *clientConn) idleLocked(id uint32) bool {
+	return id%2 == 0 || id >= cc.nextID // even: pushes are disabled
+}
+
+func (cc *clientConn) applySettingLocked(s http2.Setting) error {
+	switch s.ID {
+	case http2.SettingMaxConcurrentStreams:
+		cc.maxStreams = s.Val
+	case http2.SettingEnablePush:
+		if s.Val != 0 {
+			return connError(http2.ErrCodeProtocol, "server sent SETTINGS_ENABLE_PUSH=1")
+		}
+	}
+	return nil
+}
+
+// settingsAppliedLocked activates waiting streams once the peer's limits
+// are known, and whenever its SETTINGS_MAX_CONCURRENT_STREAMS grows.
+func (cc *clientConn) settingsAppliedLocked() {
+	cc.peerReady = true
+	cc.activateWaitingLocked()
+	if int64(cc.nActive) >= int64(cc.maxStreams) {
+		cc.moveWaitingLocked()
+	}
+}
+
+func (cc *clientConn) handlePingAck([8]byte) {}
+
+// sentEndLocked: the request is complete and the response still coming,
+// which is how every call goes.
+func (cc *clientConn) sentEndLocked(*half) {}
+
+// handleGoAway stops new streams; streams above the last ID were not
+// processed and go elsewhere when nothing of their body was sent (RFC 9113
+// §6.8, §8.7), the others finish.
+func (cc *clientConn) handleGoAway(f *http2.GoAwayFrame) error {
+	if f.ErrCode != http2.ErrCodeNo {
+		cc.log.Debug().Str("code", f.ErrCode.String()).Uint32("last_stream", f.LastStreamID).Msg("upstream sent GOAWAY")
+	}
+	cc.mu.Lock()
+	cc.draining = true
+	cc.moveWaitingLocked()
+	for id, h := range cc.streams {
+		if id > f.LastStreamID {
+			h.peerReset, h.rstDone = true, true
+			cc.moveLocked(h, true)
+		}
+	}
+	cc.closeIfDoneLocked()
+	cc.unlock()
+	cc.pool.retire(cc)
+	return nil
+}
+
+func (cc *clientConn) beginHeaders(id uint32) (bool, error) {
+	cc.mu.Lock()
+	idle := cc.idleLocked(id)
+	cc.mu.Unlock()
+	if idle {
+		return false, connError(http2.ErrCodeProtocol, "HEADERS on an idle stream")
+	}
+	return false, nil
+}
+
+// endHeaders handles a response header block: the response headers, an
+// interim 1xx (dropped), or trailers.
+func (cc *clientConn) endHeaders() error {
+	hb := &cc.hb
+	id := hb.streamID
+	cc.mu.Lock()
+	h := cc.streams[id]
+	switch {
+	case h == nil || h.rstDone:
+		cc.mu.Unlock()
+		return nil // we reset it; frames in flight are ignored
+	case h.recvDone:
+		cc.mu.Unlock()
+		return streamError(id, http2.ErrCodeStreamClosed, "HEADERS after END_STREAM")
+	case hb.invalid != "":
+		cc.mu.Unlock()
+		return streamError(id, http2.ErrCodeProtocol, hb.invalid)
+	case hb.truncated:
+		cc.mu.Unlock()
+		return streamError(id, http2.ErrCodeProtocol, "response header list too large")
+	}
+	cl := h.call
+	trailers := h.gotHeaders
+	if !trailers {
+		if msg := checkResponse(hb); msg != "" {
+			cc.mu.Unlock()
+			return streamError(id, http2.ErrCodeProtocol, msg)
+		}
+		if hb.status[0] == '1' {
+			cc.mu.Unlock()
+			if hb.status == "101" || hb.endStream {
+				return streamError(id, http2.ErrCodeProtocol, "invalid interim response")
+			}
+			return nil
+		}
+		h.gotHeaders = true
+		if !cl.head && hb.status != "204" && hb.status != "304" {
+			h.contentLen = hb.clen
+		}
+	} else if !hb.endStream {
+		cc.mu.Unlock()
+		return streamError(id, http2.ErrCodeProtocol, "trailers without END_STREAM")
+	}
+	if hb.endStream {
+		if h.contentLen >= 0 && h.recvLen != h.contentLen {
+			cc.mu.Unlock()
+			return streamError(id, http2.ErrCodeProtocol, "response body shorter than content-length")
+		}
+		h.recvDone = true
+		cc.stopRequestLocked(h)
+	}
+	cl.refs.Add(1)
+	cc.maybeCloseLocked(h)
+	cc.unlock()
+	if trailers {
+		cl.onResponseTrailers(cc.fields)
+	} else {
+		cl.onResponseHeaders(hb.status, hb.endStream, cc.fields)
+	}
+	cl.release()
+	return nil
+}
+
+// handleData takes a response DATA frame.
+func (cc *clientConn) handleData(fh http2.FrameHeader, d *dbuf) error {
+	id := fh.StreamID
+	cc.mu.Lock()
+	h := cc.streams[id]
+	if h == nil || h.rstDone || h.recvDone {
+		idle := h == nil && cc.idleLocked(id)
+		cc.mu.Unlock()
+		putBuf(d)
+		switch {
+		case idle:
+			return connError(http2.ErrCodeProtocol, "DATA on an idle stream")
+		case h != nil && !h.rstDone:
+			return streamError(id, http2.ErrCodeStreamClosed, "DATA after END_STREAM")
+		}
+		return nil
+	}
+	flow := int32(fh.Length)
+	if h.inWin.Add(-flow) < 0 {
+		cc.mu.Unlock()
+		putBuf(d)
+		return streamError(id, http2.ErrCodeFlowControl, "stream receive window exceeded")
+	}
+	if !h.gotHeaders {
+		cc.mu.Unlock()
+		putBuf(d)
+		return streamError(id, http2.ErrCodeProtocol, "DATA before response headers")
+	}
+	n := d.len()
+	end := fh.Flags.Has(http2.FlagDataEndStream)
+	h.recvLen += int64(n)
+	if h.contentLen >= 0 && (h.recvLen > h.contentLen || end && h.recvLen != h.contentLen) {
+		cc.mu.Unlock()
+		putBuf(d)
+		return streamError(id, http2.ErrCodeProtocol, "response body length differs from content-length")
+	}
+	if end {
+		h.recvDone = true
+		cc.stopRequestLocked(h)
+	}
+	cl := h.call
+	cl.refs.Add(1)
+	cc.maybeCloseLocked(h)
+	cc.unlock()
+	if pad := flow - int32(n); pad > 0 {
+		h.credit(pad)
+	}
+	if n == 0 && !end {
+		putBuf(d)
+		cl.release()
+		return cc.glitch()
+	}
+	cl.onResponseData(d, end)
+	cl.release()
+	return nil
+}
+
+// stopRequestLocked ends a request the upstream no longer wants: its
+// response is complete (RFC 9113 §8.1), so the rest of the request is
+// dropped and the stream reset with CANCEL, as x/net's Transport does.
+// Request frames crossing the server's own reset on the wire are the
+// peer's to ignore; Go's server even treats HEADERS there (trailers) as a
+// connection error, so the sooner nothing more is sent, the better.
+func (cc *clientConn) stopRequestLocked(h *half) {
+	if !h.sendDone {
+		cc.resetLocked(h, http2.ErrCodeCancel, true)
+	}
+}
+
+// handleRST takes the upstream's RST_STREAM: REFUSED_STREAM is retried on
+// another connection when safe; otherwise the client is told.
+func (cc *clientConn) handleRST(f *http2.RSTStreamFrame) error {
+	cc.mu.Lock()
+	h := cc.streams[f.StreamID]
+	if h == nil {
+		idle := cc.idleLocked(f.StreamID)
+		cc.mu.Unlock()
+		if idle {
+			return connError(http2.ErrCodeProtocol, "RST_STREAM on an idle stream")
+		}
+		return nil
+	}
+	h.peerReset, h.rstDone = true, true
+	switch {
+	case f.ErrCode == http2.ErrCodeRefusedStream:
+		cc.moveLocked(h, true)
+	case h.recvDone:
+		// The response is complete: the server only asks us to stop
+		// sending the request (RFC 9113 §8.1).
+		cc.resetLocked(h, 0, false)
+	default:
+		h.failCode = f.ErrCode
+		cc.failLocked2(h, flagUpstreamRemoteReset, msgRemoteReset)
+	}
+	cc.unlock()
+	return nil
+}
+
+// resetStream answers a stream error found in the upstream's frames.
+func (cc *clientConn) resetStream(id uint32, code http2.ErrCode) {
+	cc.mu.Lock()
+	h := cc.streams[id]
+	if h == nil {
+		cc.queueCtrlLocked(ctrlFrame{kind: ctrlRST, id: id, val: uint32(code)})
+		cc.unlock()
+		return
+	}
+	if !h.recvDone && !h.reset {
+		h.failCode = code
+		h.failFlag, h.failMsg = flagUpstreamRemoteReset, msgRemoteReset
+	}
+	cc.resetLocked(h, code, true)
+	cc.unlock()
+}
+
+// streamClosedLocked gives the freed slot to a waiting stream, and closes
+// a draining connection once it is empty.
+func (cc *clientConn) streamClosedLocked(*half) {
+	cc.activateWaitingLocked()
+	cc.closeIfDoneLocked()
+}

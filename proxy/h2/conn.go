@@ -1,0 +1,885 @@
+package h2
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Protocol constants. Windows are larger than RFC 9113's 65,535 defaults
+// so that one stream can keep a fast link busy (a 1 MiB stream window
+// covers 80 Mbit/s at 100 ms RTT); the connection window is a few stream
+// windows so that a handful of busy streams do not starve the others.
+const (
+	maxFrameSize        = 16 << 10 // advertised and enforced on read (RFC 9113 §4.2)
+	defaultWindow       = 65535    // RFC 9113 §6.9.2
+	maxWindow           = 1<<31 - 1
+	initialStreamWindow = 1 << 20
+	initialConnWindow   = 4 << 20
+	// streamRefresh and connRefresh batch WINDOW_UPDATEs: credit is
+	// returned once a quarter of the window is owed, as grpc-go does, so
+	// small messages cost no WINDOW_UPDATE at all.
+	streamRefresh = initialStreamWindow / 4
+	connRefresh   = initialConnWindow / 4
+
+	// headerTableSize is the HPACK dynamic table we allow the peer to make
+	// us keep (RFC 7541 §4.2), and the most we keep for its decoder.
+	headerTableSize = 4096
+
+	// maxBatchItems bounds the stream frames one writer pass takes under
+	// the lock, so that the lock is never held for long.
+	maxBatchItems = 64
+	// minFlushBytes: when less than this is buffered, the writer yields
+	// once before flushing, so that frames queued by other goroutines in
+	// the meantime share the syscall (grpc-go loopyWriter's minBatchSize).
+	minFlushBytes = 1000
+	// maxQueuedControl caps control frames waiting to be written. A peer
+	// that floods PINGs or SETTINGS without reading the answers is cut off
+	// (CVE-2019-9512, -9515; x/net maxQueuedControlFrames).
+	maxQueuedControl = 10000
+	// maxHeaderFrames caps HEADERS+CONTINUATION frames per header block
+	// (CONTINUATION flood, CVE-2024-27316).
+	maxHeaderFrames = 32
+	// maxSettingsPerFrame caps the entries of one SETTINGS frame, as x/net
+	// does, so one frame cannot make us loop for long.
+	maxSettingsPerFrame = 100
+	// glitchLimit is how many protocol glitches (empty frames, resets of
+	// closed streams, …) a connection may cause before it is sent
+	// GOAWAY(ENHANCE_YOUR_CALM); the count halves every glitchDecay frames
+	// so that a long-lived connection is judged on its recent behaviour.
+	glitchLimit = 1000
+	glitchDecay = 1 << 16
+	// closeLinger is how long a connection keeps reading after its last
+	// frame (a GOAWAY) before it closes, so that the peer gets the GOAWAY
+	// and not a TCP RST (RFC 9113 §6.8).
+	closeLinger = time.Second
+)
+
+// errConnClosed reports a connection that closed without a protocol error.
+var errConnClosed = errors.New("h2: connection closed")
+
+// ctrlKind is a kind of control frame.
+type ctrlKind uint8
+
+const (
+	ctrlSettingsAck ctrlKind = iota
+	ctrlPing
+	ctrlPingAck
+	ctrlWindowUpdate
+	ctrlRST
+	ctrlGoAway
+)
+
+// ctrlFrame is a control frame waiting for the writer. Control frames go
+// out in FIFO order, ahead of DATA (a PING ACK must not wait behind a
+// megabyte of DATA, RFC 9113 §6.7).
+type ctrlFrame struct {
+	kind ctrlKind
+	id   uint32
+	val  uint32 // WINDOW_UPDATE increment, RST_STREAM or GOAWAY error code
+	data [8]byte
+	// For ctrlSettingsAck: peer settings the writer applies before the ACK
+	// (RFC 9113 §6.5.3: the ACK says they are in force).
+	setTable, setFrame bool
+	tableSize          uint32
+	frameSize          uint32
+}
+
+// itemKind is a kind of stream frame in a writer batch.
+type itemKind uint8
+
+const (
+	itemHeaders itemKind = iota
+	itemData
+)
+
+// writeItem is one stream frame the writer took from a half's queue.
+type writeItem struct {
+	kind   itemKind
+	h      *half
+	id     uint32
+	end    bool
+	fields []hpack.HeaderField
+	data   *dbuf
+	credit int32 // flow-controlled bytes to return to the source half
+}
+
+// list kinds a half can be on; a half is on at most one.
+const (
+	listNone uint8 = iota
+	listReady
+	listBlocked
+	listWaiting
+)
+
+// halfList is an intrusive FIFO of halves.
+type halfList struct{ head, tail *half }
+
+func (l *halfList) push(h *half) {
+	h.next = nil
+	if l.tail == nil {
+		l.head = h
+	} else {
+		l.tail.next = h
+	}
+	l.tail = h
+}
+
+// remove takes h out of the list; it is O(n), for the rare cases
+// (cancellation of a blocked or waiting half) that need it.
+func (l *halfList) remove(h *half) {
+	var prev *half
+	for x := l.head; x != nil; prev, x = x, x.next {
+		if x != h {
+			continue
+		}
+		if prev == nil {
+			l.head = x.next
+		} else {
+			prev.next = x.next
+		}
+		if l.tail == x {
+			l.tail = prev
+		}
+		x.next = nil
+		return
+	}
+}
+
+func (l *halfList) pop() *half {
+	h := l.head
+	if h == nil {
+		return nil
+	}
+	l.head = h.next
+	if l.head == nil {
+		l.tail = nil
+	}
+	h.next = nil
+	return h
+}
+
+// handler is the side-specific part of a connection: the downstream
+// server connection or an upstream client connection. Its methods run on
+// the connection's reader goroutine.
+type handler interface {
+	// beginHeaders checks the stream of a HEADERS frame and reports
+	// whether the block is trailers. Only connection errors are returned.
+	beginHeaders(id uint32) (trailers bool, err error)
+	// endHeaders handles the complete block in c.hb and c.fields.
+	endHeaders() error
+	// handleData takes d (ownership included) for stream fh.StreamID;
+	// fh.Length is the flow-controlled length, padding included.
+	handleData(fh http2.FrameHeader, d *dbuf) error
+	handleRST(f *http2.RSTStreamFrame) error
+	// resetStream handles a stream error found by the reader: RST_STREAM
+	// to the peer, and the other half of the call told.
+	resetStream(id uint32, code http2.ErrCode)
+	handleGoAway(f *http2.GoAwayFrame) error
+	handlePingAck(data [8]byte)
+	// idleLocked reports whether a stream ID has never been opened (RFC
+	// 9113 §5.1): frames other than HEADERS and PRIORITY on it are
+	// connection errors. c.mu is held.
+	idleLocked(id uint32) bool
+	// applySettingLocked handles the settings the core does not, and
+	// settingsAppliedLocked runs after a whole SETTINGS frame (under c.mu).
+	applySettingLocked(s http2.Setting) error
+	settingsAppliedLocked()
+	// streamClosedLocked runs as a half leaves the connection (under c.mu).
+	streamClosedLocked(h *half)
+	// sentEndLocked runs once our END_STREAM on h is written while the
+	// peer is still sending (under c.mu).
+	sentEndLocked(h *half)
+	// unlistWaitingLocked takes a cancelled half off the waiting list
+	// (upstream connections only; under c.mu).
+	unlistWaitingLocked(h *half)
+}
+
+// conn is the frame-level core that the downstream server connection and
+// the upstream client connection share: the framer, HPACK state, flow
+// control and the writer goroutine.
+//
+// Goroutines: the reader (the caller of serve for downstream, the dial
+// goroutine for upstream) reads and handles frames inline; the writer
+// (writeLoop) owns the HPACK encoder and the bufio.Writer. Other
+// connections' goroutines touch a conn only through methods that take mu.
+type conn struct {
+	nc     net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	fr     *http2.Framer
+	server bool
+	h      handler
+	log    zerolog.Logger
+
+	// maxHeaderList is our advertised SETTINGS_MAX_HEADER_LIST_SIZE.
+	maxHeaderList uint32
+	// headerTimeout bounds a header block split over CONTINUATIONs, so a
+	// peer cannot hold the connection mid-block (slowloris).
+	headerTimeout time.Duration
+
+	// Reader-owned.
+	dec          *hpack.Decoder
+	hb           headerBlock
+	fields       []hpack.HeaderField
+	payload      []byte
+	inConn       int64 // bytes the peer may still send on the connection
+	inConnUnsent int64 // received bytes not yet returned with WINDOW_UPDATE
+	frames       uint32
+	glitches     int
+	unacked      int // our SETTINGS frames the peer has not ACKed
+
+	// abort, when non-zero, is an error code plus one that another
+	// goroutine wants the connection closed with (rapid-reset detection
+	// runs where streams close); the reader checks it after each frame.
+	abort       atomic.Uint32
+	abortReason string
+
+	// Writer-owned.
+	enc       *hpack.Encoder
+	encBuf    bytes.Buffer
+	wMaxFrame uint32
+	items     []writeItem
+	ctrlW     []ctrlFrame
+
+	wake       chan struct{}
+	writerDone chan struct{}
+
+	mu sync.Mutex
+	// Guarded by mu.
+	ctrl         []ctrlFrame
+	ready        halfList // halves with a frame the writer can send now
+	blocked      halfList // halves with DATA waiting for connection window
+	streams      map[uint32]*half
+	nActive      int   // halves holding a stream (RFC 9113 §5.1.2)
+	sendConn     int64 // connection send window (RFC 9113 §6.9)
+	peerInitWin  int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
+	peerMaxFrame uint32
+	queued       int64 // DATA bytes waiting in this connection's halves
+	writerIdle   bool
+	stopWriter   bool  // write what is queued, then exit
+	closeWrite   bool  // with stopWriter: half-close the socket afterwards
+	failed       bool  // the connection is gone: drop all output
+	failErr      error // why it failed
+	detached     *half // halves that left the connection, handled by unlock
+}
+
+// initState sets up the state both sides share; it does no I/O.
+func (c *conn) initState(maxHeaderList uint32) {
+	c.maxHeaderList = maxHeaderList
+	c.dec = hpack.NewDecoder(headerTableSize, c.onField)
+	// A string longer than the list limit still has to be decoded (to
+	// keep the table in sync) before the request is refused with 431;
+	// the encoded-block cap in headerFragment bounds it.
+	c.dec.SetMaxStringLength(2*int(maxHeaderList) + maxFrameSize)
+	c.enc = hpack.NewEncoder(&c.encBuf)
+	c.enc.SetMaxDynamicTableSizeLimit(headerTableSize)
+	c.wMaxFrame = maxFrameSize
+	c.inConn = defaultWindow
+	c.streams = make(map[uint32]*half)
+	c.sendConn = defaultWindow
+	c.peerInitWin = defaultWindow
+	c.peerMaxFrame = maxFrameSize
+	c.wake = make(chan struct{}, 1)
+	c.writerDone = make(chan struct{})
+}
+
+// initIO wraps the socket c.nc in the buffered reader, writer and framer.
+func (c *conn) initIO() {
+	if pc, ok := c.nc.(*PeekConn); ok {
+		c.br = pc.r
+	} else {
+		c.br = bufio.NewReaderSize(c.nc, 16<<10)
+	}
+	c.bw = bufio.NewWriterSize(c.nc, 32<<10)
+	c.fr = http2.NewFramer(c.bw, c.br)
+	c.fr.SetMaxReadFrameSize(maxFrameSize)
+	c.payload = make([]byte, maxFrameSize)
+}
+
+// writePreface writes our SETTINGS and the connection WINDOW_UPDATE that
+// raises the connection window to initialConnWindow, before the writer
+// starts (so it runs on the goroutine that owns the framer then).
+func (c *conn) writePreface(settings []http2.Setting) error {
+	if err := c.fr.WriteSettings(settings...); err != nil {
+		return err
+	}
+	c.unacked = 1
+	if err := c.fr.WriteWindowUpdate(0, initialConnWindow-defaultWindow); err != nil {
+		return err
+	}
+	c.inConn = initialConnWindow
+	return c.bw.Flush()
+}
+
+// transit is the connection of an upstream half while it is moved to
+// another connection with its queue (re-dispatch after REFUSED_STREAM or
+// GOAWAY); lock waits it out, which takes a few microseconds.
+var transit conn
+
+// lock returns h's connection with its mutex held, or nil when h was never
+// bound to one (a call answered locally).
+func (h *half) lock() *conn {
+	for {
+		c := h.cn.Load()
+		if c == nil {
+			return nil
+		}
+		if c == &transit {
+			runtime.Gosched()
+			continue
+		}
+		c.mu.Lock()
+		if h.cn.Load() == c {
+			return c
+		}
+		c.mu.Unlock()
+	}
+}
+
+// unlock releases mu, then handles the halves that left the connection
+// while it was held: their follow-up (re-dispatch, call completion) takes
+// other connections' locks, which must not nest in mu.
+func (c *conn) unlock() {
+	h := c.detached
+	c.detached = nil
+	c.mu.Unlock()
+	for h != nil {
+		next := h.nextDetached
+		h.nextDetached = nil
+		h.afterDetach()
+		h = next
+	}
+}
+
+// kickLocked wakes the writer if it is waiting for work.
+func (c *conn) kickLocked() {
+	if c.writerIdle {
+		c.writerIdle = false
+		c.wake <- struct{}{}
+	}
+}
+
+// queueCtrlLocked queues a control frame. It reports false when the queue
+// is over its cap; the caller then fails the connection.
+func (c *conn) queueCtrlLocked(f ctrlFrame) bool {
+	if c.failed {
+		return true
+	}
+	if len(c.ctrl) >= maxQueuedControl {
+		return false
+	}
+	c.ctrl = append(c.ctrl, f)
+	c.kickLocked()
+	return true
+}
+
+// queueCtrl queues a control frame from the reader, failing the
+// connection with ENHANCE_YOUR_CALM when the peer does not read.
+func (c *conn) queueCtrl(f ctrlFrame) error {
+	c.mu.Lock()
+	ok := c.queueCtrlLocked(f)
+	c.unlock()
+	if !ok {
+		return connError(http2.ErrCodeEnhanceYourCalm, "too many queued control frames")
+	}
+	return nil
+}
+
+// scheduleLocked puts h on the ready or blocked list if it has something
+// the writer can send.
+func (c *conn) scheduleLocked(h *half) {
+	if h.listed != listNone || !h.active || h.sendDone || c.failed {
+		return
+	}
+	switch {
+	case h.hdrsPending, h.head == nil && (h.trailersPending || h.endPending):
+		h.listed = listReady
+		c.ready.push(h)
+	case h.head != nil && h.sendWin > 0:
+		if c.sendConn <= 0 {
+			h.listed = listBlocked
+			c.blocked.push(h)
+			return
+		}
+		h.listed = listReady
+		c.ready.push(h)
+	default:
+		return
+	}
+	c.kickLocked()
+}
+
+// enqueueDataLocked appends d (which may be nil) to h's output and, with
+// end, ends the stream after it. It takes d and reports true, or reports
+// false and leaves d with the caller when h no longer sends.
+func (c *conn) enqueueDataLocked(h *half, d *dbuf, end bool) bool {
+	if h.sendDone || h.endPending || !h.attached || c.failed {
+		return false
+	}
+	if d != nil {
+		if n := d.len(); n > 0 {
+			d.next = nil
+			if h.tail == nil {
+				h.head = d
+			} else {
+				h.tail.next = d
+			}
+			h.tail = d
+			h.queued += n
+			c.queued += int64(n)
+		} else {
+			putBuf(d)
+		}
+	}
+	if end {
+		h.endPending = true
+	}
+	c.scheduleLocked(h)
+	return true
+}
+
+// dropOutputLocked discards what h has queued.
+func (c *conn) dropOutputLocked(h *half) {
+	freeChain(h.head)
+	h.head, h.tail = nil, nil
+	c.queued -= int64(h.queued)
+	h.queued = 0
+	h.hdrsPending, h.trailersPending, h.endPending = false, false, false
+}
+
+// resetLocked ends h at once, with RST_STREAM(code) when send is set and
+// the peer knows the stream, and closes it once nothing references it. It
+// never answers a RST_STREAM with one (the caller sets h.rstDone first).
+func (c *conn) resetLocked(h *half, code http2.ErrCode, send bool) {
+	if !h.attached {
+		return
+	}
+	if send && !h.rstDone && h.id != 0 && (c.server || h.wroteHeaders) && !(h.sendDone && h.recvDone) {
+		c.queueCtrlLocked(ctrlFrame{kind: ctrlRST, id: h.id, val: uint32(code)})
+	}
+	h.rstDone, h.reset = true, true
+	c.dropOutputLocked(h)
+	h.sendDone, h.recvDone = true, true
+	// A ready half is dropped by the writer soon; blocked and waiting
+	// ones might wait for a window or a slot that never comes.
+	switch h.listed {
+	case listBlocked:
+		c.blocked.remove(h)
+		h.listed = listNone
+	case listWaiting:
+		c.h.unlistWaitingLocked(h)
+	}
+	c.maybeCloseLocked(h)
+}
+
+// maybeCloseLocked detaches h from the connection once both directions are
+// done and neither the writer nor a list holds it.
+func (c *conn) maybeCloseLocked(h *half) {
+	if !h.attached || !h.sendDone || !h.recvDone || h.inFlight > 0 || h.listed != listNone {
+		return
+	}
+	h.attached = false
+	if h.id != 0 && c.streams[h.id] == h {
+		delete(c.streams, h.id)
+	}
+	if h.active {
+		h.active = false
+		c.nActive--
+	}
+	if h.moving {
+		// The queue goes with the half to its next connection.
+		c.queued -= int64(h.queued)
+		h.cn.Store(&transit)
+	} else {
+		c.dropOutputLocked(h)
+	}
+	c.h.streamClosedLocked(h)
+	h.nextDetached = c.detached
+	c.detached = h
+}
+
+// failLocked marks the connection unusable; the reader tears it down.
+func (c *conn) failLocked(err error) {
+	if c.failed {
+		return
+	}
+	c.failed, c.failErr = true, err
+	c.stopWriter = true
+	c.kickLocked()
+}
+
+// writeLoop is the writer goroutine: it drains control frames and stream
+// frames into the bufio.Writer and flushes when there is nothing more to
+// write, so that a burst of frames costs one syscall.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	yielded := false
+	for {
+		c.mu.Lock()
+		for len(c.ctrl) == 0 && c.ready.head == nil {
+			if c.bw.Buffered() > 0 && !c.failed {
+				c.mu.Unlock()
+				if !yielded && c.bw.Buffered() < minFlushBytes {
+					yielded = true
+					runtime.Gosched()
+				} else if err := c.bw.Flush(); err != nil {
+					c.writeFailed(err)
+					return
+				}
+				c.mu.Lock()
+				continue
+			}
+			if c.stopWriter {
+				closeWrite := c.closeWrite && !c.failed
+				c.mu.Unlock()
+				if closeWrite {
+					c.halfClose()
+				}
+				return
+			}
+			c.writerIdle = true
+			c.mu.Unlock()
+			<-c.wake
+			c.mu.Lock()
+		}
+		yielded = false
+		ctrl := c.ctrl
+		c.ctrl = c.ctrlW[:0]
+		items := c.pickLocked(c.items[:0])
+		failed := c.failed
+		c.mu.Unlock()
+
+		var err error
+		if !failed {
+			err = c.writeBatch(ctrl, items)
+		}
+		clear(ctrl)
+		c.ctrlW = ctrl[:0]
+		c.finishItems(items)
+		c.items = items[:0]
+		if err != nil {
+			c.writeFailed(err)
+			return
+		}
+	}
+}
+
+// writeBatch writes control frames, then stream frames.
+func (c *conn) writeBatch(ctrl []ctrlFrame, items []writeItem) error {
+	for i := range ctrl {
+		if err := c.writeCtrl(&ctrl[i]); err != nil {
+			return err
+		}
+	}
+	for i := range items {
+		it := &items[i]
+		var err error
+		if it.kind == itemHeaders {
+			err = c.writeHeaders(it.id, it.fields, it.end)
+		} else {
+			var p []byte
+			if it.data != nil {
+				p = it.data.bytes()
+			}
+			err = c.fr.WriteData(it.id, it.end, p)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *conn) writeCtrl(f *ctrlFrame) error {
+	switch f.kind {
+	case ctrlSettingsAck:
+		if f.setTable {
+			c.enc.SetMaxDynamicTableSize(f.tableSize)
+		}
+		if f.setFrame {
+			c.wMaxFrame = f.frameSize
+		}
+		return c.fr.WriteSettingsAck()
+	case ctrlPing:
+		return c.fr.WritePing(false, f.data)
+	case ctrlPingAck:
+		return c.fr.WritePing(true, f.data)
+	case ctrlWindowUpdate:
+		return c.fr.WriteWindowUpdate(f.id, f.val)
+	case ctrlRST:
+		return c.fr.WriteRSTStream(f.id, http2.ErrCode(f.val))
+	case ctrlGoAway:
+		return c.fr.WriteGoAway(f.id, http2.ErrCode(f.val), nil)
+	}
+	return fmt.Errorf("h2: unknown control frame kind %d", f.kind)
+}
+
+// writeHeaders HPACK-encodes fields and writes them as HEADERS plus
+// CONTINUATIONs cut to the peer's SETTINGS_MAX_FRAME_SIZE, back to back
+// (RFC 9113 §6.10). Encoding here, on the writer, keeps the encoder's
+// dynamic table in wire order.
+func (c *conn) writeHeaders(id uint32, fields []hpack.HeaderField, end bool) error {
+	c.encBuf.Reset()
+	for i := range fields {
+		if err := c.enc.WriteField(fields[i]); err != nil {
+			return fmt.Errorf("encoding headers: %w", err)
+		}
+	}
+	block := c.encBuf.Bytes()
+	max := int(c.wMaxFrame)
+	n := min(len(block), max)
+	err := c.fr.WriteHeaders(http2.HeadersFrameParam{
+		StreamID:      id,
+		BlockFragment: block[:n],
+		EndStream:     end,
+		EndHeaders:    n == len(block),
+	})
+	block = block[n:]
+	for err == nil && len(block) > 0 {
+		n = min(len(block), max)
+		err = c.fr.WriteContinuation(id, n == len(block), block[:n])
+		block = block[n:]
+	}
+	return err
+}
+
+// pickLocked takes up to maxBatchItems stream frames from the ready list,
+// one per half per turn (round robin, as x/net's writesched_roundrobin),
+// debiting the send windows as it goes.
+func (c *conn) pickLocked(items []writeItem) []writeItem {
+	for len(items) < maxBatchItems {
+		h := c.ready.pop()
+		if h == nil {
+			break
+		}
+		h.listed = listNone
+		it := writeItem{h: h, id: h.id}
+		switch {
+		case h.sendDone || !h.active:
+			c.maybeCloseLocked(h)
+			continue
+		case h.hdrsPending:
+			it.kind, it.fields = itemHeaders, h.hdrs
+			h.hdrsPending, h.wroteHeaders = false, true
+			if h.endPending && h.head == nil && !h.trailersPending {
+				it.end = true
+			}
+		case h.head != nil:
+			w := min(h.sendWin, c.sendConn, int64(c.peerMaxFrame))
+			if w <= 0 {
+				c.scheduleLocked(h)
+				continue
+			}
+			d := h.head
+			n := d.len()
+			if int64(n) <= w {
+				h.head = d.next
+				if h.head == nil {
+					h.tail = nil
+				}
+				d.next = nil
+			} else {
+				// Cut the frame to the window: the writer gets its own
+				// copy so that the queue keeps sole ownership of d.
+				n = int(w)
+				part := getBuf(n)
+				part.end = copy(part.b, d.b[d.off:d.off+n])
+				part.local = d.local
+				d.off += n
+				d = part
+			}
+			it.kind, it.data = itemData, d
+			if !d.local {
+				it.credit = int32(n)
+			}
+			h.sendWin -= int64(n)
+			c.sendConn -= int64(n)
+			h.queued -= n
+			c.queued -= int64(n)
+			h.wroteData = true
+			if h.head == nil && h.endPending && !h.trailersPending {
+				it.end = true
+			}
+		case h.trailersPending:
+			it.kind, it.fields, it.end = itemHeaders, h.trailers, true
+			h.trailersPending, h.wroteData = false, true
+		case h.endPending:
+			it.kind, it.end = itemData, true
+			h.wroteData = true
+		default:
+			continue
+		}
+		if it.end {
+			h.sendDone = true
+		}
+		h.inFlight++
+		items = append(items, it)
+		c.scheduleLocked(h)
+	}
+	return items
+}
+
+// finishItems returns written buffers, credits the sources of the bytes
+// written and releases the halves the batch held.
+func (c *conn) finishItems(items []writeItem) {
+	for i := range items {
+		it := &items[i]
+		if it.data != nil {
+			putBuf(it.data)
+			it.data = nil
+		}
+		if it.credit > 0 {
+			it.h.peer.credit(it.credit)
+		}
+	}
+	c.mu.Lock()
+	for i := range items {
+		h := items[i].h
+		if items[i].end && !h.recvDone {
+			c.h.sentEndLocked(h)
+		}
+		h.inFlight--
+		c.maybeCloseLocked(h)
+		items[i] = writeItem{}
+	}
+	c.unlock()
+}
+
+// writeFailed handles an error from the socket on the writer.
+func (c *conn) writeFailed(err error) {
+	c.mu.Lock()
+	c.failLocked(fmt.Errorf("writing: %w", err))
+	c.unlock()
+	c.nc.Close() // unblocks the reader
+}
+
+// halfClose flushes and half-closes the socket after the last frame (a
+// GOAWAY), and bounds how long the reader keeps draining the peer.
+func (c *conn) halfClose() {
+	if err := c.bw.Flush(); err != nil {
+		c.nc.Close()
+		return
+	}
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(closeLinger))
+}
+
+// stopAndWait asks the writer to write what is queued and exit, and waits.
+func (c *conn) stopAndWait(closeWrite bool) {
+	c.mu.Lock()
+	c.stopWriter = true
+	c.closeWrite = c.closeWrite || closeWrite
+	c.kickLocked()
+	c.unlock()
+	<-c.writerDone
+}
+
+// linger half-closes the socket and drains the peer until it closes or
+// closeLinger passes, then closes: closing with unread bytes would send a
+// TCP RST, which may destroy our last frames (a GOAWAY) before the peer
+// reads them.
+func (c *conn) linger() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(closeLinger))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.br, 1<<20))
+	c.nc.Close()
+}
+
+// glitch counts a protocol glitch and reports a connection error once the
+// peer has caused too many.
+func (c *conn) glitch() error {
+	c.glitches++
+	if c.glitches > glitchLimit {
+		return connError(http2.ErrCodeEnhanceYourCalm, "too many protocol glitches")
+	}
+	return nil
+}
+
+// refundConn returns n received bytes to the connection window at once:
+// the bytes now sit in a stream's bounded queue, and holding connection
+// credit for them would let one stalled stream starve its siblings
+// (grpc-go trInFlow.onData).
+func (c *conn) refundConn(n int64) error {
+	c.inConnUnsent += n
+	if c.inConnUnsent < connRefresh {
+		return nil
+	}
+	v := c.inConnUnsent
+	c.inConnUnsent = 0
+	c.inConn += v
+	return c.queueCtrl(ctrlFrame{kind: ctrlWindowUpdate, val: uint32(v)})
+}
+
+// connErr is a connection error (RFC 9113 §5.4.1) with the reason logged.
+type connErr struct {
+	code   http2.ErrCode
+	reason string
+}
+
+func (e connErr) Error() string { return fmt.Sprintf("h2: connection error %v: %s", e.code, e.reason) }
+
+func connError(code http2.ErrCode, reason string) error { return connErr{code, reason} }
+
+// streamErr is a stream error (RFC 9113 §5.4.2).
+type streamErr struct {
+	id     uint32
+	code   http2.ErrCode
+	reason string
+}
+
+func (e streamErr) Error() string {
+	return fmt.Sprintf("h2: stream %d error %v: %s", e.id, e.code, e.reason)
+}
+
+func streamError(id uint32, code http2.ErrCode, reason string) error {
+	return streamErr{id, code, reason}
+}
+
+// classify maps an error from the framer or a handler to a connection or
+// stream error, or to nil for plain I/O errors.
+func classify(err error, detail error) (ce *connErr, se *streamErr) {
+	var c connErr
+	var s streamErr
+	switch {
+	case errors.As(err, &c):
+		return &c, nil
+	case errors.As(err, &s):
+		return nil, &s
+	}
+	var hc http2.ConnectionError
+	var hs http2.StreamError
+	reason := ""
+	if detail != nil {
+		reason = detail.Error()
+	}
+	switch {
+	case errors.As(err, &hc):
+		return &connErr{http2.ErrCode(hc), reason}, nil
+	case errors.As(err, &hs):
+		if reason == "" && hs.Cause != nil {
+			reason = hs.Cause.Error()
+		}
+		return nil, &streamErr{hs.StreamID, hs.Code, reason}
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		// The payload was not read, so the stream cannot be resynced:
+		// a connection error whatever the frame (RFC 9113 §4.2).
+		return &connErr{http2.ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE"}, nil
+	}
+	return nil, nil
+}

@@ -1,0 +1,326 @@
+package h2
+
+import (
+	"strings"
+
+	"golang.org/x/net/http2/hpack"
+)
+
+// Pseudo-header bits of headerBlock.pseudo.
+const (
+	pseudoMethod uint8 = 1 << iota
+	pseudoScheme
+	pseudoAuthority
+	pseudoPath
+	pseudoStatus
+)
+
+// headerBlock is the state of the header block being read on a
+// connection: HEADERS plus any CONTINUATIONs, decoded field by field as the
+// fragments arrive (RFC 9113 §4.3, §6.10). It is owned by the connection's
+// reader and reset at each HEADERS frame.
+type headerBlock struct {
+	streamID  uint32
+	endStream bool
+	trailers  bool // a second block on the stream: no pseudo-headers allowed
+	frames    int  // HEADERS and CONTINUATION frames so far
+	encoded   int  // encoded bytes so far
+	size      uint32
+	truncated bool   // the list passed the advertised SETTINGS_MAX_HEADER_LIST_SIZE
+	invalid   string // the first rule the block broke; "" when none
+	selfDep   bool   // HEADERS priority depends on its own stream (RFC 9113 §5.3.1)
+
+	sawRegular bool
+	pseudo     uint8
+	method     string
+	scheme     string
+	authority  string
+	path       string
+	status     string
+	host       string
+	ctype      string
+	clen       int64 // content-length, -1 when absent
+}
+
+func (hb *headerBlock) reset(id uint32, endStream, trailers bool) {
+	*hb = headerBlock{streamID: id, endStream: endStream, trailers: trailers, clen: -1}
+}
+
+// validNameByte marks the bytes allowed in an HTTP/2 field name: the RFC
+// 9110 token characters without upper-case letters (RFC 9113 §8.2.1).
+var validNameByte = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !validNameByte[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// validValue checks a field value against RFC 9113 §8.2.1: no NUL, CR or LF
+// anywhere and, when strict, no leading or trailing SP or HTAB. Responses
+// from upstreams are checked leniently: a grpc-message ending in a space is
+// sent as is by grpc-go, and refusing it would turn a proxied error into a
+// confusing reset.
+func validValue(s string, strict bool) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == 0 || c == '\r' || c == '\n' {
+			return false
+		}
+	}
+	if strict && s != "" {
+		if c := s[0]; c == ' ' || c == '\t' {
+			return false
+		}
+		if c := s[len(s)-1]; c == ' ' || c == '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+// connectionSpecific reports the fields RFC 9113 §8.2.2 forbids in HTTP/2.
+func connectionSpecific(name string) bool {
+	switch name {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return true
+	}
+	return false
+}
+
+// hopByHop reports the other fields a proxy does not forward, as
+// forward.copyHeader drops them: the proxy credentials of RFC 9110 §11.7.
+// te is handled on its own. Unlike forward.go, trailer is kept: this
+// engine forwards trailers as they are, and an upstream such as Go's
+// net/http only accepts the request trailers that it announces.
+func hopByHop(name string) bool {
+	return name == "proxy-authenticate" || name == "proxy-authorization"
+}
+
+// sensitive reports fields that must be encoded as never-indexed literals
+// (RFC 7541 §7.1.3): credentials and cookies, which a shared compression
+// context would otherwise expose to CRIME-style probing.
+func sensitive(name string) bool {
+	switch name {
+	case "authorization", "proxy-authorization", "cookie", "set-cookie":
+		return true
+	}
+	return false
+}
+
+// parseContentLength parses a content-length value: digits only, no sign,
+// at most 18 of them so it fits an int64.
+func parseContentLength(v string) (int64, bool) {
+	if v == "" || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// onField is the connection's HPACK emit function: it checks each decoded
+// field as it comes and appends it to c.fields. It runs on the reader
+// goroutine, inside hpack.Decoder.Write.
+//
+// Once the block is invalid or over the size limit, emission is switched
+// off: the decoder keeps its dynamic table in sync (it must, RFC 7541 §2.2)
+// but no longer builds strings for fields that will be dropped anyway.
+func (c *conn) onField(f hpack.HeaderField) {
+	hb := &c.hb
+	size := uint32(len(f.Name)) + uint32(len(f.Value)) + 32
+	if size > c.maxHeaderList || hb.size > c.maxHeaderList-size {
+		hb.truncated = true
+		c.dec.SetEmitEnabled(false)
+		return
+	}
+	hb.size += size
+	if msg := c.checkField(hb, &f); msg != "" {
+		if hb.invalid == "" {
+			hb.invalid = msg
+		}
+		c.dec.SetEmitEnabled(false)
+		return
+	}
+	if f.Name[0] == ':' {
+		return // kept in hb; rebuilt in order when forwarding
+	}
+	if !c.server && (connectionSpecific(f.Name) || f.Name == "te") {
+		return // an upstream's connection-specific field: dropped, not fatal
+	}
+	c.fields = append(c.fields, f)
+}
+
+// checkField applies RFC 9113 §8.2 and §8.3 to one field and records the
+// values the proxy needs. It returns why the field makes the message
+// malformed, or "".
+func (c *conn) checkField(hb *headerBlock, f *hpack.HeaderField) string {
+	if !validValue(f.Value, c.server) {
+		return "invalid field value"
+	}
+	if f.Name != "" && f.Name[0] == ':' {
+		if hb.sawRegular {
+			return "pseudo-header after a regular field"
+		}
+		if hb.trailers {
+			return "pseudo-header in trailers"
+		}
+		var bit uint8
+		var dst *string
+		switch {
+		case c.server && f.Name == ":method":
+			bit, dst = pseudoMethod, &hb.method
+		case c.server && f.Name == ":scheme":
+			bit, dst = pseudoScheme, &hb.scheme
+		case c.server && f.Name == ":authority":
+			bit, dst = pseudoAuthority, &hb.authority
+		case c.server && f.Name == ":path":
+			bit, dst = pseudoPath, &hb.path
+		case !c.server && f.Name == ":status":
+			bit, dst = pseudoStatus, &hb.status
+		default:
+			return "unknown or misplaced pseudo-header " + f.Name
+		}
+		if hb.pseudo&bit != 0 {
+			return "duplicate pseudo-header " + f.Name
+		}
+		hb.pseudo |= bit
+		*dst = f.Value
+		return ""
+	}
+	hb.sawRegular = true
+	if !validName(f.Name) {
+		return "invalid field name"
+	}
+	switch f.Name {
+	case "content-length":
+		n, ok := parseContentLength(f.Value)
+		if !ok || (hb.clen >= 0 && hb.clen != n) {
+			return "invalid content-length"
+		}
+		hb.clen = n
+	case "content-type":
+		if hb.ctype == "" {
+			hb.ctype = f.Value
+		}
+	case "host":
+		hb.host = f.Value
+	case "te":
+		if c.server && f.Value != "trailers" {
+			return `te other than "trailers"`
+		}
+	default:
+		if c.server && connectionSpecific(f.Name) {
+			return "connection-specific field " + f.Name
+		}
+	}
+	return ""
+}
+
+// checkRequest applies RFC 9113 §8.3.1 to a complete request header block.
+func checkRequest(hb *headerBlock) string {
+	if hb.pseudo&pseudoMethod == 0 {
+		return "missing :method"
+	}
+	if hb.method == "CONNECT" {
+		if hb.pseudo&(pseudoScheme|pseudoPath) != 0 || hb.pseudo&pseudoAuthority == 0 {
+			return "malformed CONNECT"
+		}
+		return ""
+	}
+	if hb.pseudo&pseudoScheme == 0 {
+		return "missing :scheme"
+	}
+	if hb.pseudo&pseudoPath == 0 || hb.path == "" {
+		return "missing or empty :path"
+	}
+	return ""
+}
+
+// checkResponse applies RFC 9113 §8.3.2 to a complete response header
+// block: one :status of three digits.
+func checkResponse(hb *headerBlock) string {
+	s := hb.status
+	if len(s) != 3 || s[0] < '1' || s[0] > '5' || s[1] < '0' || s[1] > '9' || s[2] < '0' || s[2] > '9' {
+		return "missing or invalid :status"
+	}
+	return ""
+}
+
+// routePath returns the path a route matches: :path without its query,
+// percent-decoded as net/http's r.URL.Path is. It allocates only when the
+// path has a '%'.
+func routePath(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	if strings.IndexByte(p, '%') < 0 {
+		return p
+	}
+	return unescapePath(p)
+}
+
+// unescapePath decodes %XX sequences, leaving malformed ones as they are
+// (net/url would reject the request; routing on the raw text is the safer
+// reading for a proxy that forwards :path untouched anyway).
+func unescapePath(p string) string {
+	var b strings.Builder
+	b.Grow(len(p))
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]) {
+			b.WriteByte(unhex(p[i+1])<<4 | unhex(p[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
+// getFold returns the first value of the field whose name equals name case
+// insensitively. The route's hash header is in canonical MIME form
+// ("X-User-Id"); comparing without lower-casing it saves an allocation.
+func getFold(fields []hpack.HeaderField, name string) (string, bool) {
+	for i := range fields {
+		if len(fields[i].Name) == len(name) && strings.EqualFold(fields[i].Name, name) {
+			return fields[i].Value, true
+		}
+	}
+	return "", false
+}

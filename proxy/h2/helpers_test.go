@@ -1,0 +1,213 @@
+package h2
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/proxy/upstream"
+)
+
+// testCluster describes one cluster of a test proxy.
+type testCluster struct {
+	name     string
+	protocol string // "" = http2
+	lb       string // "" = round_robin
+	addrs    []string
+	connect  time.Duration
+	tls      *tls.Config
+	maxConns int
+}
+
+// testRoute describes one route of a test proxy's single virtual host.
+type testRoute struct {
+	prefix  string
+	cluster string
+	timeout time.Duration
+	grpc    bool
+	hash    string
+}
+
+// testProxy is a Server on a loopback listener with its clusters.
+type testProxy struct {
+	srv      *Server
+	addr     string
+	clusters map[string]*cluster.Cluster
+	pools    []*Upstream
+	mu       sync.Mutex
+}
+
+type proxyOpts struct {
+	tls    bool
+	limits config.Limits
+	trust  bool
+}
+
+// startProxy builds clusters (with h2 pools as their upstream factory), a
+// route table, a Server, and serves it on 127.0.0.1:0 until the test ends.
+func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o proxyOpts) *testProxy {
+	t.Helper()
+	p := &testProxy{clusters: map[string]*cluster.Cluster{}}
+	for _, tc := range clusters {
+		cfg := config.Cluster{Name: tc.name, Protocol: tc.protocol, LBPolicy: tc.lb}
+		if cfg.LBPolicy == "" {
+			cfg.LBPolicy = "round_robin"
+		}
+		for _, a := range tc.addrs {
+			cfg.Endpoints = append(cfg.Endpoints, config.Endpoint{Address: a})
+		}
+		popts := PoolOptions{ConnectTimeout: tc.connect, TLS: tc.tls, MaxConns: tc.maxConns}
+		c, err := cluster.New(cfg, cluster.Options{
+			NewUpstream: func(_ *cluster.Cluster, h *host.Host) host.Upstream {
+				u := NewUpstream(h.Address, popts,
+					upstream.New(h.Address, upstream.Options{ConnectTimeout: popts.ConnectTimeout, TLS: popts.TLS}))
+				p.mu.Lock()
+				p.pools = append(p.pools, u)
+				p.mu.Unlock()
+				return u
+			},
+			Log: zerolog.Nop(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.clusters[tc.name] = c
+		t.Cleanup(c.Close)
+	}
+	vh := config.VirtualHost{Name: "all", Domains: []string{"*"}}
+	for _, r := range routes {
+		cr := config.Route{Match: config.RouteMatch{Prefix: r.prefix, GRPC: r.grpc}, Cluster: r.cluster, Timeout: config.Duration(r.timeout)}
+		if r.hash != "" {
+			cr.HashPolicy = []config.HashPolicy{{Header: r.hash}}
+		}
+		vh.Routes = append(vh.Routes, cr)
+	}
+	table, err := route.New([]config.VirtualHost{vh}, p.clusters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.srv = NewServer(ServerOptions{Routes: table, TLS: o.tls, Limits: o.limits, TrustRequestHeaders: o.trust, Log: zerolog.Nop()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	var tlsConf *tls.Config
+	if o.tls {
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				if tlsConf != nil {
+					tc := tls.Server(c, tlsConf)
+					if err := tc.Handshake(); err != nil {
+						c.Close()
+						return
+					}
+					p.srv.ServeConn(tc)
+					return
+				}
+				pc := NewPeekConn(c)
+				if proto, _ := pc.Sniff(); proto != ProtoH2 {
+					c.Close()
+					return
+				}
+				p.srv.ServeConn(pc)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return p
+}
+
+// bufferedBytes is what the proxy holds in DATA buffers, downstream and
+// upstream.
+func (p *testProxy) bufferedBytes() int64 {
+	n := p.srv.Stats().BufferedBytes
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, u := range p.pools {
+		n += u.H2.Stats().BufferedBytes
+	}
+	return n
+}
+
+// startHTTPBackend serves h on 127.0.0.1 with HTTP/1.1 and h2c.
+func startHTTPBackend(t testing.TB, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	protos := new(http.Protocols)
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: h, Protocols: protos}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("backend: %v", err)
+		}
+	}()
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// okHandler answers 200 with a small body. h2spec's 6.9.2/2 needs at
+// least 5 bytes of response body, or it skips itself.
+var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	w.Write([]byte("ok from the backend\n"))
+})
+
+// selfSigned returns a throwaway certificate for 127.0.0.1.
+func selfSigned(t testing.TB) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "sightline-test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}

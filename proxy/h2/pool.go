@@ -1,0 +1,222 @@
+package h2
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/proxy/upstream"
+)
+
+// Pool defaults.
+const (
+	defaultConnectTimeout = time.Second
+	// maxClientStreamID retires a connection before its stream IDs run
+	// out (2^31-1, RFC 9113 §5.1.1), at 75% as grpc-go does, so that the
+	// last streams never race the limit.
+	maxClientStreamID = (1<<31 - 1) / 4 * 3
+	// upstreamHeaderList is the SETTINGS_MAX_HEADER_LIST_SIZE we advertise
+	// to upstreams: response header lists larger than this are refused.
+	upstreamHeaderList = 64 << 10
+	// drainTimeout bounds how long a closed pool's connections wait for
+	// their streams.
+	drainTimeout = time.Minute
+	// maxAttempts bounds how often one call is re-dispatched after
+	// REFUSED_STREAM or GOAWAY before it fails.
+	maxAttempts = 3
+)
+
+// PoolOptions configure a Pool.
+type PoolOptions struct {
+	// ConnectTimeout bounds the TCP connect, the TLS handshake and the wait
+	// for the peer's SETTINGS. 0 means 1s.
+	ConnectTimeout time.Duration
+	// TLS, when set, makes connections TLS with ALPN "h2"; ServerName
+	// defaults to the address's host.
+	TLS *tls.Config
+	// MaxConns caps the pool's connections; 0 means no cap. At the cap,
+	// streams wait for a slot on an existing connection.
+	MaxConns int
+	// OnConnect and OnClose, when set, are called as connections open
+	// and close (connection stats). They must not block.
+	OnConnect, OnClose func()
+	// Log receives connection-level events at debug level.
+	Log zerolog.Logger
+}
+
+// Pool is the frame-level HTTP/2 connection pool of one upstream host. A
+// stream goes to the first connection with a free slot under the peer's
+// SETTINGS_MAX_CONCURRENT_STREAMS; a connection is dialled only when every
+// one is full. It is safe for concurrent use; dispatch takes no pool-wide
+// lock unless it must dial.
+type Pool struct {
+	addr        string
+	scheme      string
+	opts        PoolOptions
+	tls         *tls.Config
+	maxStreamID uint32
+	log         zerolog.Logger
+
+	// conns are the connections taking new streams (connecting ones
+	// included); the slice is replaced, never modified.
+	conns atomic.Pointer[[]*clientConn]
+
+	mu     sync.Mutex // serializes dials and changes to conns and all
+	all    map[*clientConn]struct{}
+	closed bool
+}
+
+// NewPool returns a pool for addr ("host:port"). It does no I/O.
+func NewPool(addr string, opts PoolOptions) *Pool {
+	p := &Pool{addr: addr, scheme: "http", opts: opts, maxStreamID: maxClientStreamID,
+		all: make(map[*clientConn]struct{}), log: opts.Log.With().Str("upstream", addr).Logger()}
+	if p.opts.ConnectTimeout <= 0 {
+		p.opts.ConnectTimeout = defaultConnectTimeout
+	}
+	if opts.TLS != nil {
+		p.scheme = "https"
+		p.tls = opts.TLS.Clone()
+		p.tls.NextProtos = []string{"h2"}
+		if p.tls.ServerName == "" {
+			if host, _, err := net.SplitHostPort(addr); err == nil {
+				p.tls.ServerName = host
+			}
+		}
+	}
+	empty := []*clientConn{}
+	p.conns.Store(&empty)
+	return p
+}
+
+// dispatch binds an upstream half to a connection: one with a free slot,
+// else one still connecting (its limit is not known yet), else a new one.
+// It never blocks on I/O; it reports false when the pool is closed.
+func (p *Pool) dispatch(h *half) bool {
+	for _, cc := range *p.conns.Load() {
+		if cc.bind(h, false) {
+			return true
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	conns := *p.conns.Load()
+	for _, cc := range conns {
+		if cc.bind(h, true) {
+			return true
+		}
+	}
+	if p.opts.MaxConns > 0 && len(conns) >= p.opts.MaxConns {
+		for _, cc := range conns {
+			if cc.bindWaiting(h) {
+				return true
+			}
+		}
+	}
+	cc := newClientConn(p)
+	p.all[cc] = struct{}{}
+	next := append(slices.Clone(conns), cc)
+	p.conns.Store(&next)
+	cc.bind(h, true)
+	go cc.run()
+	return true
+}
+
+// retire stops new streams from going to cc.
+func (p *Pool) retire(cc *clientConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cur := *p.conns.Load()
+	if i := slices.Index(cur, cc); i >= 0 {
+		next := slices.Delete(slices.Clone(cur), i, i+1)
+		p.conns.Store(&next)
+	}
+}
+
+// forget drops a closed connection.
+func (p *Pool) forget(cc *clientConn) {
+	p.retire(cc)
+	p.mu.Lock()
+	delete(p.all, cc)
+	p.mu.Unlock()
+}
+
+// Close stops the pool: no new streams, and each connection closes once
+// its streams finish (or after a minute). It is idempotent.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	empty := []*clientConn{}
+	p.conns.Store(&empty)
+	all := make([]*clientConn, 0, len(p.all))
+	for cc := range p.all {
+		all = append(all, cc)
+	}
+	p.mu.Unlock()
+	for _, cc := range all {
+		cc.drain()
+	}
+	return nil
+}
+
+// PoolStats are a pool's live numbers.
+type PoolStats struct {
+	// Conns are the open (or connecting) connections, Streams their
+	// active streams.
+	Conns, Streams int
+	// BufferedBytes is request DATA held for the host, waiting for its
+	// flow-control windows; bounded by the client stream window per stream.
+	BufferedBytes int64
+}
+
+// Stats sums the pool's connections. It is meant for tests and the admin
+// page.
+func (p *Pool) Stats() PoolStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := PoolStats{Conns: len(p.all)}
+	for cc := range p.all {
+		cc.mu.Lock()
+		st.Streams += cc.nActive
+		st.BufferedBytes += cc.queued
+		cc.mu.Unlock()
+	}
+	return st
+}
+
+// Upstream is one host's connection pools, what a cluster's upstream
+// factory returns as host.Upstream: the frame-level HTTP/2 pool for http2
+// and auto clusters, and the net/http pool for http1 clusters (bridged
+// from HTTP/2 clients) and for the HTTP/1.1 listeners' forwarder.
+type Upstream struct {
+	H2   *Pool
+	HTTP *upstream.Pool
+}
+
+// NewUpstream returns the pools of the host at addr. http1 may be nil when
+// no cluster protocol needs it. It does no I/O.
+func NewUpstream(addr string, opts PoolOptions, http1 *upstream.Pool) *Upstream {
+	return &Upstream{H2: NewPool(addr, opts), HTTP: http1}
+}
+
+// Close closes both pools; they drain their streams first. It implements
+// host.Upstream and is idempotent.
+func (u *Upstream) Close() error {
+	err := u.H2.Close()
+	if u.HTTP != nil {
+		err = errors.Join(err, u.HTTP.Close())
+	}
+	return err
+}

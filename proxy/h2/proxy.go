@@ -1,0 +1,424 @@
+package h2
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/route"
+)
+
+// Header names the proxy reads or writes (lower case: HTTP/2 field names).
+const (
+	headerResponseFlags       = "x-sightline-response-flags"
+	headerUpstreamServiceTime = "x-sightline-upstream-service-time"
+	headerRqTimeoutMs         = "x-sightline-upstream-rq-timeout-ms"
+	headerOverridePrefix      = "x-sightline-"
+)
+
+// Messages of the proxy's own errors, as forward.go words them.
+const (
+	msgNoHealthyUpstream = "no healthy upstream"
+	msgConnectFailure    = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+	msgRemoteReset       = "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
+	msgConnTermination   = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+)
+
+// maxRouteHeaderKeys bounds the route adapter's reused header map: a
+// client sending ever new header names must not grow it without end.
+const maxRouteHeaderKeys = 64
+
+// proxy routes a new request and sends it upstream. It runs on the
+// downstream reader with sc.hb and sc.fields holding the request; it never
+// blocks (a connection still being dialled queues the stream).
+func (sc *serverConn) proxy(cl *call) {
+	hb := &sc.hb
+	fields := sc.fields
+	cl.grpc = isGRPC(hb.ctype)
+	cl.head = hb.method == "HEAD"
+	if hb.method == "CONNECT" {
+		cl.localError(501, grpcUnimplemented, "CONNECT is not supported", "")
+		return
+	}
+	authority := hb.authority
+	if authority == "" {
+		authority = hb.host
+	}
+	path := routePath(hb.path)
+	rt := sc.matchRoute(authority, path, fields)
+	if rt == nil {
+		if cl.grpc {
+			cl.localError(0, grpcUnimplemented, "no route for "+path, flagNoRoute)
+		} else {
+			cl.localError(404, 0, "no route", flagNoRoute)
+		}
+		return
+	}
+	cl.rt = rt
+	cls := rt.Cluster()
+
+	timeout := rt.Timeout
+	if sc.srv.trust {
+		if v, ok := getFold(fields, headerRqTimeoutMs); ok {
+			if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
+				timeout = time.Duration(ms) * time.Millisecond
+			}
+		}
+	}
+	if cl.grpc {
+		if v, ok := getFold(fields, "grpc-timeout"); ok {
+			if d, ok := parseGRPCTimeout(v); ok && (timeout == 0 || d < timeout) {
+				timeout = d
+			}
+		}
+	}
+	if rt.HashHeader != "" {
+		if v, ok := getFold(fields, rt.HashHeader); ok {
+			cl.breq.Hash, cl.breq.HasHash = xxhash.Sum64String(v), true
+		}
+	}
+	if timeout > 0 {
+		cl.deadline = time.Now().Add(timeout)
+	}
+	hst := cls.Pick(&cl.breq)
+	if hst == nil {
+		cl.localError(503, grpcUnavailable, msgNoHealthyUpstream, flagNoHealthyUpstream)
+		return
+	}
+	cl.hst = hst
+	hst.Active.Add(1)
+	hst.RqTotal.Add(1)
+	u, _ := hst.Upstream.(*Upstream)
+	if u == nil {
+		cl.localError(503, grpcUnavailable, msgConnectFailure, flagUpstreamConnectFailure)
+		return
+	}
+	// auto follows the downstream protocol, which is HTTP/2 here.
+	if cls.Protocol == cluster.HTTP1 {
+		if u.HTTP == nil {
+			cl.localError(503, grpcUnavailable, msgConnectFailure, flagUpstreamConnectFailure)
+			return
+		}
+		sc.buildRequest(cl, u.H2.scheme, authority)
+		cl.sent = time.Now()
+		startBridge(cl, u.HTTP, hb.endStream)
+	} else {
+		sc.buildRequest(cl, u.H2.scheme, authority)
+		cl.pool = u.H2
+		h := &cl.up
+		h.hdrs, h.hdrsPending, h.endPending = cl.reqFields, true, hb.endStream
+		cl.halves.Add(1)
+		cl.refs.Add(1)
+		cl.sent = time.Now()
+		if !cl.pool.dispatch(h) {
+			cl.halves.Add(-1)
+			cl.refs.Add(-1)
+			cl.localError(503, grpcUnavailable, msgConnectFailure, flagUpstreamConnectFailure)
+			return
+		}
+	}
+	if timeout > 0 {
+		cl.arm(timeout)
+	}
+}
+
+// matchRoute routes a request. It adapts (*route.Table).Match, which reads
+// an http.Header, through a header map reused across the connection's
+// requests (keys lower case, which Match also looks up), so routing
+// allocates nothing. When route gains MatchHeaders(authority, path,
+// route.Headers), this becomes one call with a view over fields.
+func (sc *serverConn) matchRoute(authority, path string, fields []hpack.HeaderField) *route.Route {
+	h := sc.routeHdr
+	if len(h) > maxRouteHeaderKeys {
+		clear(h)
+	}
+	for k, v := range h {
+		h[k] = v[:0]
+	}
+	for i := range fields {
+		f := &fields[i]
+		h[f.Name] = append(h[f.Name], f.Value)
+	}
+	return sc.srv.routes.Match(authority, path, h)
+}
+
+// buildRequest writes the upstream request's fields into cl.reqFields:
+// the pseudo-headers, then the client's fields without hop-by-hop ones and
+// (unless the listener trusts them) x-sightline-* overrides, then
+// x-forwarded-for with the client's address appended and x-forwarded-proto
+// when absent, as forward.go's outbound does. te: trailers passes (the
+// decoder refused any other te).
+func (sc *serverConn) buildRequest(cl *call, scheme, authority string) {
+	hb := &sc.hb
+	f := append(cl.reqFields[:0],
+		hpack.HeaderField{Name: ":method", Value: hb.method},
+		hpack.HeaderField{Name: ":scheme", Value: scheme})
+	if authority != "" {
+		f = append(f, hpack.HeaderField{Name: ":authority", Value: authority})
+	}
+	f = append(f, hpack.HeaderField{Name: ":path", Value: hb.path})
+	xff, nxff := "", 0
+	hasProto := false
+	for _, fld := range sc.fields {
+		switch {
+		case fld.Name == "host" || hopByHop(fld.Name):
+			continue
+		case fld.Name == "x-forwarded-for":
+			if nxff == 0 {
+				xff = fld.Value
+			} else {
+				xff += ", " + fld.Value
+			}
+			nxff++
+			continue
+		case fld.Name == "x-forwarded-proto":
+			hasProto = true
+		case !sc.srv.trust && strings.HasPrefix(fld.Name, headerOverridePrefix):
+			continue
+		}
+		if sensitive(fld.Name) {
+			fld.Sensitive = true
+		}
+		f = append(f, fld)
+	}
+	if sc.remoteIP != "" {
+		if nxff > 0 {
+			xff += ", " + sc.remoteIP
+		} else {
+			xff = sc.remoteIP
+		}
+		nxff++
+	}
+	if nxff > 0 {
+		f = append(f, hpack.HeaderField{Name: "x-forwarded-for", Value: xff})
+	}
+	if !hasProto {
+		f = append(f, hpack.HeaderField{Name: "x-forwarded-proto", Value: sc.srv.proto})
+	}
+	cl.reqFields = f
+}
+
+// headersTooLarge answers a request whose header list passed
+// SETTINGS_MAX_HEADER_LIST_SIZE: 431, or RESOURCE_EXHAUSTED for gRPC
+// (RFC 6585 §5, RFC 9113 §10.5.1).
+func (sc *serverConn) headersTooLarge(cl *call) {
+	cl.grpc = isGRPC(sc.hb.ctype)
+	cl.localError(431, grpcResourceExhausted, "request header fields too large", "")
+}
+
+// forwardData sends request bytes on upstream (or drops them when there is
+// no upstream stream any more).
+func (cl *call) forwardData(d *dbuf, end bool) {
+	if b := cl.br; b != nil {
+		b.feed(d, end)
+		return
+	}
+	c := cl.up.lock()
+	if c == nil {
+		putBuf(d)
+		return
+	}
+	if !c.enqueueDataLocked(&cl.up, d, end) {
+		putBuf(d)
+	}
+	c.unlock()
+}
+
+// forwardTrailers sends request trailers upstream, ending the request.
+func (cl *call) forwardTrailers(fields []hpack.HeaderField) {
+	t := cl.reqTrailers[:0]
+	for _, f := range fields {
+		if !hopByHop(f.Name) {
+			t = append(t, f)
+		}
+	}
+	cl.reqTrailers = t
+	if b := cl.br; b != nil {
+		b.feed(nil, true) // HTTP/1.1 upstreams get the body; trailers are dropped
+		return
+	}
+	c := cl.up.lock()
+	if c == nil {
+		return
+	}
+	h := &cl.up
+	if h.attached && !h.sendDone && !h.endPending {
+		h.trailers, h.trailersPending, h.endPending = t, true, true
+		c.scheduleLocked(h)
+	}
+	c.unlock()
+}
+
+// localError answers the client with an error the proxy made itself,
+// gRPC-shaped for gRPC clients (forward.go's fail), unless a response has
+// begun. grpcCode 0 or status 0 say there is no such form.
+func (cl *call) localError(status, grpcCode int, msg string, f flag) {
+	cl.failed.Store(true)
+	c := cl.down.lock()
+	if !cl.respStarted && !cl.respEnded && cl.down.attached {
+		if cl.grpc || status == 0 {
+			cl.grpcErrorLocked(c, grpcCode, msg, f)
+		} else {
+			cl.localReplyLocked(c, status, msg+"\n", f)
+		}
+	}
+	c.unlock()
+}
+
+// grpcErrorLocked queues a trailers-only gRPC response: HTTP 200 and
+// grpc-status in the only HEADERS frame, which is what gRPC clients
+// expect of a proxy's own errors.
+func (cl *call) grpcErrorLocked(c *conn, code int, msg string, f flag) {
+	fields := make([]hpack.HeaderField, 0, 5)
+	fields = append(fields,
+		hpack.HeaderField{Name: ":status", Value: "200"},
+		hpack.HeaderField{Name: "content-type", Value: "application/grpc"},
+		hpack.HeaderField{Name: "grpc-status", Value: itoa(int64(code))})
+	if msg != "" {
+		fields = append(fields, hpack.HeaderField{Name: "grpc-message", Value: encodeGRPCMessage(msg)})
+	}
+	if f != "" {
+		fields = append(fields, hpack.HeaderField{Name: headerResponseFlags, Value: string(f)})
+	}
+	h := &cl.down
+	h.hdrs, h.hdrsPending, h.endPending = fields, true, true
+	cl.respStarted, cl.respEnded = true, true
+	c.scheduleLocked(h)
+}
+
+// localReplyLocked queues a plain-text response.
+func (cl *call) localReplyLocked(c *conn, status int, body string, f flag) {
+	fields := make([]hpack.HeaderField, 0, 4)
+	fields = append(fields,
+		hpack.HeaderField{Name: ":status", Value: itoa(int64(status))},
+		hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"},
+		hpack.HeaderField{Name: "content-length", Value: itoa(int64(len(body)))})
+	if f != "" {
+		fields = append(fields, hpack.HeaderField{Name: headerResponseFlags, Value: string(f)})
+	}
+	h := &cl.down
+	h.hdrs, h.hdrsPending = fields, true
+	cl.respStarted, cl.respEnded = true, true
+	if cl.head {
+		h.endPending = true
+		c.scheduleLocked(h)
+		return
+	}
+	d := getBuf(len(body))
+	d.end = copy(d.b, body)
+	d.local = true
+	if !c.enqueueDataLocked(h, d, true) {
+		putBuf(d)
+	}
+}
+
+// onResponseHeaders forwards the upstream's response headers (on the
+// upstream reader): :status, the fields without hop-by-hop ones, and
+// x-sightline-upstream-service-time.
+func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.HeaderField) {
+	f := append(cl.respFields[:0], hpack.HeaderField{Name: ":status", Value: status})
+	grpcStatus := ""
+	for _, fld := range fields {
+		if hopByHop(fld.Name) {
+			continue
+		}
+		if fld.Name == "grpc-status" {
+			grpcStatus = fld.Value
+		}
+		if sensitive(fld.Name) {
+			fld.Sensitive = true
+		}
+		f = append(f, fld)
+	}
+	f = append(f, hpack.HeaderField{Name: headerUpstreamServiceTime, Value: itoa(time.Since(cl.sent).Milliseconds())})
+	cl.respFields = f
+	if status[0] == '5' || cl.grpc && end && grpcFailed(grpcStatus) {
+		cl.failed.Store(true)
+	}
+	c := cl.down.lock()
+	h := &cl.down
+	if !cl.respEnded && h.attached {
+		h.hdrs, h.hdrsPending = f, true
+		cl.respStarted = true
+		if end {
+			h.endPending, cl.respEnded = true, true
+		}
+		c.scheduleLocked(h)
+	}
+	c.unlock()
+}
+
+// onResponseData forwards response bytes (d may be nil) downstream. It
+// reports false when the client no longer takes them.
+func (cl *call) onResponseData(d *dbuf, end bool) bool {
+	c := cl.down.lock()
+	if cl.respEnded || !c.enqueueDataLocked(&cl.down, d, end) {
+		c.unlock()
+		if d != nil {
+			putBuf(d)
+		}
+		return false
+	}
+	if end {
+		cl.respEnded = true
+	}
+	c.unlock()
+	return true
+}
+
+// onResponseTrailers forwards the upstream's trailers, ending the response.
+func (cl *call) onResponseTrailers(fields []hpack.HeaderField) {
+	t := cl.respTrailers[:0]
+	for _, f := range fields {
+		if hopByHop(f.Name) {
+			continue
+		}
+		if f.Name == "grpc-status" && cl.grpc && grpcFailed(f.Value) {
+			cl.failed.Store(true)
+		}
+		t = append(t, f)
+	}
+	cl.respTrailers = t
+	c := cl.down.lock()
+	h := &cl.down
+	if !cl.respEnded && h.attached && !h.sendDone {
+		h.trailers, h.trailersPending, h.endPending = t, true, true
+		cl.respEnded = true
+		c.scheduleLocked(h)
+	}
+	c.unlock()
+}
+
+// upstreamReset handles the upstream stream ending abnormally (reset,
+// connection lost, connect failure): before response headers the client
+// gets a local error (UNAVAILABLE for gRPC, 503 otherwise); after, its
+// stream is reset with the same code.
+//
+// An upstream that resets with CANCEL once the call's deadline has passed
+// is a gRPC server whose own deadline, from the grpc-timeout we passed
+// on, fired first: the client gets DEADLINE_EXCEEDED, as if our timer had.
+func (cl *call) upstreamReset(code http2.ErrCode, f flag, msg string) {
+	cl.failed.Store(true)
+	c := cl.down.lock()
+	expired := code == http2.ErrCodeCancel && !cl.deadline.IsZero() && !time.Now().Before(cl.deadline)
+	switch {
+	case cl.respEnded || !cl.down.attached:
+	case expired:
+		cl.timeoutLocked(c)
+	case !cl.respStarted:
+		if cl.grpc {
+			cl.grpcErrorLocked(c, grpcUnavailable, msg, f)
+		} else {
+			cl.localReplyLocked(c, 503, msg+"\n", f)
+		}
+	default:
+		cl.respEnded = true
+		c.resetLocked(&cl.down, code, true)
+	}
+	c.unlock()
+}

@@ -1,0 +1,357 @@
+package h2
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// readLoop reads and handles frames until the connection ends. It returns
+// why: a connErr for a protocol violation (the caller sends GOAWAY), or
+// the I/O error.
+//
+// The frame header comes from the Framer (which checks the size against
+// what we advertised and the HEADERS/CONTINUATION order, RFC 9113 §4.2,
+// §6.10). DATA, HEADERS and CONTINUATION payloads are read here: DATA
+// straight into a pooled buffer that travels to the other connection
+// without a copy, header fragments into the HPACK decoder as they arrive.
+// Other frames go through the Framer's parser.
+func (c *conn) readLoop() error {
+	first := true
+	for {
+		fh, err := c.fr.ReadFrameHeader()
+		if err != nil {
+			return c.frameError(err)
+		}
+		if first {
+			// The first frame of either preface is a SETTINGS frame
+			// (RFC 9113 §3.4).
+			if fh.Type != http2.FrameSettings || fh.Flags.Has(http2.FlagSettingsAck) {
+				return connError(http2.ErrCodeProtocol, "first frame is not SETTINGS")
+			}
+			first = false
+			_ = c.nc.SetReadDeadline(time.Time{}) // the handshake deadline
+		}
+		if c.frames++; c.frames%glitchDecay == 0 {
+			c.glitches /= 2
+		}
+		switch fh.Type {
+		case http2.FrameData:
+			err = c.readData(fh)
+		case http2.FrameHeaders:
+			err = c.readHeaders(fh)
+		case http2.FrameContinuation:
+			err = c.readContinuation(fh)
+		default:
+			var f http2.Frame
+			if f, err = c.fr.ReadFrameForHeader(fh); err == nil {
+				err = c.handleFrame(f)
+			}
+		}
+		if err != nil {
+			if err = c.frameError(err); err != nil {
+				return err
+			}
+		}
+		if code := c.abort.Load(); code != 0 {
+			return connError(http2.ErrCode(code-1), c.abortReason)
+		}
+	}
+}
+
+// frameError resets the stream for a stream error and returns nil;
+// anything else ends the connection and is returned.
+func (c *conn) frameError(err error) error {
+	ce, se := classify(err, c.fr.ErrorDetail())
+	if se != nil {
+		if c.log.Debug().Enabled() {
+			c.log.Debug().Uint32("stream", se.id).Str("code", se.code.String()).Str("reason", se.reason).Msg("stream error")
+		}
+		c.h.resetStream(se.id, se.code)
+		return c.glitch()
+	}
+	if ce != nil {
+		return *ce
+	}
+	return err
+}
+
+// readPayload reads a frame payload of n bytes into the reused scratch
+// buffer; it is valid until the next call.
+func (c *conn) readPayload(n uint32) ([]byte, error) {
+	p := c.payload[:n]
+	if _, err := io.ReadFull(c.br, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// readData reads a DATA frame (RFC 9113 §6.1) into a pooled buffer,
+// accounts for the connection window and hands it to the handler.
+func (c *conn) readData(fh http2.FrameHeader) error {
+	n := int(fh.Length)
+	d := getBuf(n)
+	if _, err := io.ReadFull(c.br, d.b[:n]); err != nil {
+		putBuf(d)
+		return err
+	}
+	d.end = n
+	if fh.StreamID == 0 {
+		putBuf(d)
+		return connError(http2.ErrCodeProtocol, "DATA on stream 0")
+	}
+	if fh.Flags.Has(http2.FlagDataPadded) {
+		if n == 0 || int(d.b[0]) > n-1 {
+			putBuf(d)
+			return connError(http2.ErrCodeProtocol, "DATA padding longer than the payload")
+		}
+		d.off, d.end = 1, n-int(d.b[0])
+	}
+	// Connection flow control (RFC 9113 §6.9.1): the whole frame counts,
+	// padding included, and it is refunded on receipt.
+	if int64(n) > c.inConn {
+		putBuf(d)
+		return connError(http2.ErrCodeFlowControl, "connection receive window exceeded")
+	}
+	c.inConn -= int64(n)
+	if err := c.refundConn(int64(n)); err != nil {
+		putBuf(d)
+		return err
+	}
+	return c.h.handleData(fh, d)
+}
+
+// readHeaders starts a header block (RFC 9113 §6.2).
+func (c *conn) readHeaders(fh http2.FrameHeader) error {
+	p, err := c.readPayload(fh.Length)
+	if err != nil {
+		return err
+	}
+	if fh.StreamID == 0 {
+		return connError(http2.ErrCodeProtocol, "HEADERS on stream 0")
+	}
+	pad := 0
+	if fh.Flags.Has(http2.FlagHeadersPadded) {
+		if len(p) == 0 {
+			return connError(http2.ErrCodeProtocol, "HEADERS padding length missing")
+		}
+		pad, p = int(p[0]), p[1:]
+	}
+	selfDep := false
+	if fh.Flags.Has(http2.FlagHeadersPriority) {
+		if len(p) < 5 {
+			return connError(http2.ErrCodeFrameSize, "HEADERS priority fields truncated")
+		}
+		selfDep = binary.BigEndian.Uint32(p)&0x7fffffff == fh.StreamID
+		p = p[5:]
+	}
+	if pad > len(p) {
+		return connError(http2.ErrCodeProtocol, "HEADERS padding longer than the payload")
+	}
+	p = p[:len(p)-pad]
+	end := fh.Flags.Has(http2.FlagHeadersEndStream)
+	trailers, err := c.h.beginHeaders(fh.StreamID)
+	if err != nil {
+		return err
+	}
+	c.hb.reset(fh.StreamID, end, trailers)
+	c.hb.selfDep = selfDep
+	c.fields = c.fields[:0]
+	c.dec.SetEmitEnabled(true)
+	return c.headerFragment(p, fh.Flags.Has(http2.FlagHeadersEndHeaders))
+}
+
+// readContinuation continues a header block (RFC 9113 §6.10); the Framer
+// has checked that one is in progress on this stream.
+func (c *conn) readContinuation(fh http2.FrameHeader) error {
+	p, err := c.readPayload(fh.Length)
+	if err != nil {
+		return err
+	}
+	if c.hb.truncated {
+		// Nothing more of this block will be kept; a peer that goes on
+		// sending it is flooding (CVE-2023-45288, as x/net readMetaFrame).
+		return connError(http2.ErrCodeEnhanceYourCalm, "CONTINUATION after an over-size header list")
+	}
+	return c.headerFragment(p, fh.Flags.Has(http2.FlagContinuationEndHeaders))
+}
+
+// headerFragment decodes one fragment and finishes the block at
+// END_HEADERS. Decoding as fragments arrive keeps only the decoder's state,
+// never the whole encoded block; the caps below bound the work a peer can
+// cause with CONTINUATIONs.
+func (c *conn) headerFragment(p []byte, endHeaders bool) error {
+	hb := &c.hb
+	hb.frames++
+	hb.encoded += len(p)
+	if hb.frames > maxHeaderFrames {
+		return connError(http2.ErrCodeEnhanceYourCalm, "too many CONTINUATION frames")
+	}
+	// An encoded block more than twice the list limit cannot be a list
+	// we accept (x/net's rule).
+	if int64(hb.encoded) > 2*int64(c.maxHeaderList)+maxFrameSize {
+		return connError(http2.ErrCodeEnhanceYourCalm, "header block too large")
+	}
+	if len(p) == 0 && !endHeaders {
+		if err := c.glitch(); err != nil {
+			return err
+		}
+	}
+	if _, err := c.dec.Write(p); err != nil {
+		return connError(http2.ErrCodeCompression, fmt.Sprintf("decoding headers: %v", err))
+	}
+	if !endHeaders {
+		if hb.frames == 1 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.headerTimeout))
+		}
+		return nil
+	}
+	if hb.frames > 1 {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
+	if err := c.dec.Close(); err != nil {
+		return connError(http2.ErrCodeCompression, fmt.Sprintf("decoding headers: %v", err))
+	}
+	return c.h.endHeaders()
+}
+
+// handleFrame handles the frames the Framer parsed.
+func (c *conn) handleFrame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		return c.handleSettings(f)
+	case *http2.PingFrame:
+		if f.IsAck() {
+			c.h.handlePingAck(f.Data)
+			return nil
+		}
+		return c.queueCtrl(ctrlFrame{kind: ctrlPingAck, data: f.Data})
+	case *http2.WindowUpdateFrame:
+		return c.handleWindowUpdate(f)
+	case *http2.RSTStreamFrame:
+		return c.h.handleRST(f)
+	case *http2.GoAwayFrame:
+		return c.h.handleGoAway(f)
+	case *http2.PriorityFrame:
+		// Deprecated (RFC 9113 §5.3.2): checked, then ignored.
+		if f.StreamDep == f.StreamID {
+			return streamError(f.StreamID, http2.ErrCodeProtocol, "stream depends on itself")
+		}
+		return nil
+	case *http2.PushPromiseFrame:
+		// Servers never receive pushes, and we told upstreams
+		// SETTINGS_ENABLE_PUSH=0 (RFC 9113 §8.4).
+		return connError(http2.ErrCodeProtocol, "PUSH_PROMISE")
+	}
+	return nil // unknown frame types are ignored (RFC 9113 §5.5)
+}
+
+// handleSettings applies the peer's SETTINGS in wire order, the last value
+// winning (RFC 9113 §6.5.3), and queues the ACK, which the writer sends
+// after applying the values it owns.
+func (c *conn) handleSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		if c.unacked == 0 {
+			return connError(http2.ErrCodeProtocol, "SETTINGS ACK without SETTINGS")
+		}
+		c.unacked--
+		return nil
+	}
+	if f.NumSettings() > maxSettingsPerFrame {
+		return connError(http2.ErrCodeEnhanceYourCalm, "too many settings in one frame")
+	}
+	ack := ctrlFrame{kind: ctrlSettingsAck}
+	c.mu.Lock()
+	defer c.unlock()
+	for i := range f.NumSettings() {
+		s := f.Setting(i)
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingHeaderTableSize:
+			ack.setTable, ack.tableSize = true, min(s.Val, headerTableSize)
+		case http2.SettingMaxFrameSize:
+			ack.setFrame, ack.frameSize = true, s.Val
+			c.peerMaxFrame = s.Val
+		case http2.SettingInitialWindowSize:
+			if err := c.setInitialWindowLocked(int64(s.Val)); err != nil {
+				return err
+			}
+		default:
+			if err := c.h.applySettingLocked(s); err != nil {
+				return err
+			}
+		}
+	}
+	c.h.settingsAppliedLocked()
+	if !c.queueCtrlLocked(ack) {
+		return connError(http2.ErrCodeEnhanceYourCalm, "too many queued control frames")
+	}
+	return nil
+}
+
+// setInitialWindowLocked applies a new SETTINGS_INITIAL_WINDOW_SIZE: the
+// difference goes to every open stream's send window, which may go
+// negative; overflow is a connection error (RFC 9113 §6.9.2).
+func (c *conn) setInitialWindowLocked(v int64) error {
+	delta := v - c.peerInitWin
+	c.peerInitWin = v
+	if delta == 0 {
+		return nil
+	}
+	for _, h := range c.streams {
+		if !h.active {
+			continue
+		}
+		h.sendWin += delta
+		if h.sendWin > maxWindow {
+			return connError(http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE overflows a stream window")
+		}
+		if delta > 0 {
+			c.scheduleLocked(h)
+		}
+	}
+	return nil
+}
+
+// handleWindowUpdate credits a send window (RFC 9113 §6.9.1).
+func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
+	inc := int64(f.Increment)
+	c.mu.Lock()
+	defer c.unlock()
+	if f.StreamID == 0 {
+		c.sendConn += inc
+		if c.sendConn > maxWindow {
+			return connError(http2.ErrCodeFlowControl, "connection send window overflow")
+		}
+		if c.sendConn > 0 {
+			for h := c.blocked.pop(); h != nil; h = c.blocked.pop() {
+				h.listed = listNone
+				c.scheduleLocked(h)
+			}
+		}
+		return nil
+	}
+	h := c.streams[f.StreamID]
+	if h == nil {
+		if c.h.idleLocked(f.StreamID) {
+			return connError(http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream")
+		}
+		return nil // closed: allowed (RFC 9113 §6.9)
+	}
+	if !h.active {
+		return nil
+	}
+	// Tracked even once our side is done: the peer's window must still
+	// not overflow (RFC 9113 §6.9.1).
+	h.sendWin += inc
+	if h.sendWin > maxWindow {
+		return streamError(f.StreamID, http2.ErrCodeFlowControl, "stream send window overflow")
+	}
+	c.scheduleLocked(h)
+	return nil
+}

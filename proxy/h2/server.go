@@ -1,0 +1,184 @@
+package h2
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/route"
+)
+
+// Defaults for ServerOptions.Limits fields left at zero. They match
+// config's defaults, for callers (tests) that build limits by hand.
+const (
+	defaultMaxConcurrentStreams = 1024
+	defaultMaxHeaderBytes       = 64 << 10
+	defaultHeaderReadTimeout    = 10 * time.Second
+)
+
+// ServerOptions configure a Server. They are read once by NewServer.
+type ServerOptions struct {
+	// Routes is the listener's route table. Required.
+	Routes *route.Table
+	// TrustRequestHeaders honours x-sightline-* override headers from
+	// clients; when false they are stripped before the request goes
+	// upstream.
+	TrustRequestHeaders bool
+	// TLS says whether the listener terminates TLS (x-forwarded-proto).
+	TLS bool
+	// Limits are the listener's limits: MaxConcurrentStreams (advertised
+	// SETTINGS_MAX_CONCURRENT_STREAMS), MaxHeaderBytes (advertised
+	// SETTINGS_MAX_HEADER_LIST_SIZE), IdleTimeout (graceful GOAWAY after
+	// this long without streams; 0: never), HeaderReadTimeout (for the
+	// preface and for a header block split over CONTINUATIONs) and
+	// MaxRequestsPerConnection (graceful GOAWAY after that many streams;
+	// 0: no cap).
+	Limits config.Limits
+	// Log receives connection-level events at debug level.
+	Log zerolog.Logger
+}
+
+// Server serves HTTP/2 connections of one listener and proxies their
+// streams. It is safe for concurrent use.
+//
+// The listener calls ServeConn on its own goroutine per accepted
+// connection (that goroutine becomes the connection's reader); the server
+// starts one writer goroutine per connection and none per stream.
+// Shutdown may be called from any goroutine.
+type Server struct {
+	routes        *route.Table
+	trust         bool
+	proto         string // x-forwarded-proto value
+	mcs           uint32
+	maxHeaderList uint32
+	idleTimeout   time.Duration
+	headerTimeout time.Duration
+	maxRequests   int
+	log           zerolog.Logger
+
+	mu       sync.Mutex
+	conns    map[*serverConn]struct{}
+	shutdown bool
+}
+
+// NewServer returns a Server. It does no I/O.
+func NewServer(opts ServerOptions) *Server {
+	lim := opts.Limits
+	s := &Server{
+		routes:        opts.Routes,
+		trust:         opts.TrustRequestHeaders,
+		proto:         "http",
+		mcs:           defaultMaxConcurrentStreams,
+		maxHeaderList: defaultMaxHeaderBytes,
+		idleTimeout:   lim.IdleTimeout.D(),
+		headerTimeout: lim.HeaderReadTimeout.D(),
+		maxRequests:   lim.MaxRequestsPerConnection,
+		log:           opts.Log,
+		conns:         make(map[*serverConn]struct{}),
+	}
+	if opts.TLS {
+		s.proto = "https"
+	}
+	if lim.MaxConcurrentStreams > 0 {
+		s.mcs = uint32(lim.MaxConcurrentStreams)
+	}
+	if lim.MaxHeaderBytes > 0 {
+		s.maxHeaderList = uint32(lim.MaxHeaderBytes)
+	}
+	if s.headerTimeout <= 0 {
+		s.headerTimeout = defaultHeaderReadTimeout
+	}
+	return s
+}
+
+// ServeConn serves one connection until it closes. c has not had its
+// client preface read: it is a TLS connection whose ALPN chose "h2", or a
+// plaintext one (ideally a *PeekConn whose Sniff said ProtoH2). ServeConn
+// blocks; the calling goroutine is the connection's reader.
+func (s *Server) ServeConn(c net.Conn) {
+	sc := newServerConn(s, c)
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.conns[sc] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, sc)
+		s.mu.Unlock()
+	}()
+	sc.serve()
+}
+
+// Shutdown drains the server: every connection gets GOAWAY(2^31-1) and a
+// PING, then GOAWAY with its real last stream ID once the PING is answered
+// (RFC 9113 §6.8, as grpc-go and x/net do it), and closes when its streams
+// are done. New connections are refused. When ctx ends first, the
+// remaining connections are closed at once and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	for sc := range s.conns {
+		sc.startShutdown()
+	}
+	s.mu.Unlock()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Close closes every connection at once, resetting their streams.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.shutdown = true
+	for sc := range s.conns {
+		sc.nc.Close()
+	}
+	s.mu.Unlock()
+}
+
+// Stats are a server's live numbers.
+type Stats struct {
+	// Conns and Streams are the open connections and streams.
+	Conns, Streams int
+	// BufferedBytes is the DATA the server holds for its clients, waiting
+	// for their flow-control windows. Flow control bounds it by the
+	// upstream stream window per stream.
+	BufferedBytes int64
+}
+
+// Stats sums the numbers of every connection. It takes each connection's
+// lock briefly; it is meant for tests and the admin page, not the request
+// path.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Conns: len(s.conns)}
+	for sc := range s.conns {
+		sc.mu.Lock()
+		st.Streams += sc.nActive
+		st.BufferedBytes += sc.queued
+		sc.mu.Unlock()
+	}
+	return st
+}

@@ -1,0 +1,332 @@
+package h2
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/sightline-proxy/sightline/proxy/balancer"
+	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/proxy/route"
+)
+
+// half is one side of a proxied call: the stream on one connection (RFC
+// 9113 §5.1), with its own half-closed state and flow-control windows.
+// The output queue holds what is to be written to the half's peer: for the
+// downstream half the response, for the upstream half the request.
+type half struct {
+	call *call
+	peer *half
+	// cn is the connection the half is on: nil before the half is bound,
+	// &transit while it moves. A downstream half never moves.
+	cn atomic.Pointer[conn]
+	id uint32
+
+	// Guarded by the mutex of the half's connection.
+	hdrs            []hpack.HeaderField
+	trailers        []hpack.HeaderField
+	hdrsPending     bool
+	trailersPending bool
+	endPending      bool // END_STREAM after what is queued
+	head, tail      *dbuf
+	queued          int
+	sendWin         int64
+	inFlight        int32 // frames of the half in the writer's current batch
+	attached        bool  // bound to its connection (waiting or active)
+	active          bool  // holds a stream slot: may be written
+	listed          uint8
+	next            *half
+	nextDetached    *half
+	sendDone        bool // END_STREAM or RST_STREAM taken by the writer
+	recvDone        bool // END_STREAM or RST_STREAM received
+	rstDone         bool // a RST_STREAM went either way: never send another
+	peerReset       bool // the peer reset the stream
+	reset           bool // ended early by resetLocked: output dropped
+	wroteHeaders    bool
+	wroteData       bool
+	moving          bool // detached to be re-dispatched with its queue
+	// draining: the response is complete and the client is still
+	// sending; its bytes are checked and dropped for a while (see
+	// serverConn.sentEndLocked). Downstream halves only.
+	draining     bool
+	drainSince   time.Time
+	drainedBytes int64
+	// failFlag, failMsg and failCode, when failFlag is set, tell the
+	// downstream half why the upstream half failed; afterDetach does it
+	// once no lock is held.
+	failFlag flag
+	failMsg  string
+	failCode http2.ErrCode
+
+	// Receive flow control (RFC 9113 §6.9). inWin is what the peer may
+	// still send; inUnsent is credit owed to it. The reader debits, the
+	// writer of the other connection credits as it writes the bytes on.
+	inWin    atomic.Int32
+	inUnsent atomic.Int32
+
+	// Owned by the reader of the half's connection.
+	recvLen    int64
+	contentLen int64 // -1: no content-length
+	gotHeaders bool  // upstream half: the final response headers arrived
+}
+
+// credit returns n bytes of receive window to h's peer once they have been
+// written on the other connection: only then does a WINDOW_UPDATE go out,
+// so a slow receiver on the far side back-pressures the sender and the
+// proxy never buffers more than the window per stream (RFC 9113 §5.2).
+// Credit is batched to a quarter of the window.
+func (h *half) credit(n int32) {
+	if b := h.call.br; b != nil && h == &h.call.up {
+		b.credited(n)
+		return
+	}
+	if h.inUnsent.Add(n) < streamRefresh {
+		return
+	}
+	v := h.inUnsent.Swap(0)
+	if v <= 0 {
+		return
+	}
+	c := h.lock()
+	if c == nil {
+		return
+	}
+	if h.attached && !h.recvDone && h.id != 0 {
+		h.inWin.Add(v)
+		c.queueCtrlLocked(ctrlFrame{kind: ctrlWindowUpdate, id: h.id, val: uint32(v)})
+	}
+	c.unlock()
+}
+
+// afterDetach runs once h has left its connection, with no lock held.
+func (h *half) afterDetach() {
+	cl := h.call
+	if h.moving {
+		cl.redispatch()
+		return
+	}
+	if h.failFlag != "" {
+		cl.upstreamReset(h.failCode, h.failFlag, h.failMsg)
+	}
+	cl.halfDone(h)
+}
+
+// redispatch sends the upstream half, detached from a connection that did
+// not process it, to the pool again, with its queued request intact.
+// While it moves, h.cn is &transit and nobody else touches its fields.
+func (cl *call) redispatch() {
+	h := &cl.up
+	h.moving, h.listed = false, listNone
+	h.id = 0
+	h.sendDone, h.recvDone, h.rstDone, h.peerReset = false, false, false, false
+	h.wroteHeaders, h.hdrsPending = false, true
+	h.inUnsent.Store(0)
+	h.recvLen, h.contentLen, h.gotHeaders = 0, -1, false
+	if cl.pool.dispatch(h) {
+		return
+	}
+	h.cn.Store(nil)
+	freeChain(h.head)
+	h.head, h.tail, h.queued = nil, nil, 0
+	cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamConnectFailure, msgConnectFailure)
+	cl.halfDone(h)
+}
+
+// call is one proxied request: the downstream half and the upstream half
+// it is mapped to, with what routing decided. Calls are pooled and
+// reference counted: each attached half, an armed timer and an HTTP/1
+// bridge goroutine hold a reference, and the call is reused only when the
+// last one is released.
+type call struct {
+	down, up half
+
+	sc   *serverConn
+	rt   *route.Route
+	hst  *host.Host
+	pool *Pool
+	br   *bridge
+	breq balancer.Request
+	grpc bool
+	head bool // a HEAD request: its response has no body
+	sent time.Time
+
+	timer    *time.Timer
+	armed    atomic.Bool
+	deadline time.Time // zero: none; set before the call goes upstream
+	attempts int
+
+	// Field lists. reqFields and reqTrailers are written by the
+	// downstream reader before they are queued on the upstream half;
+	// respFields and respTrailers by the upstream reader before they are
+	// queued on the downstream half. The writer that encodes them only
+	// reads, after taking them from the queue under the lock.
+	reqFields    []hpack.HeaderField
+	reqTrailers  []hpack.HeaderField
+	respFields   []hpack.HeaderField
+	respTrailers []hpack.HeaderField
+
+	failed atomic.Bool
+	halves atomic.Int32
+	refs   atomic.Int32
+
+	// Guarded by the downstream connection's mutex.
+	respStarted bool // response HEADERS queued downstream
+	respEnded   bool // the response is complete or reset downstream
+}
+
+var callPool = sync.Pool{New: func() any {
+	cl := new(call)
+	cl.init()
+	return cl
+}}
+
+func (cl *call) init() {
+	cl.down.call, cl.up.call = cl, cl
+	cl.down.peer, cl.up.peer = &cl.up, &cl.down
+	cl.down.contentLen, cl.up.contentLen = -1, -1
+}
+
+// maxPooledFields bounds the field lists a pooled call keeps, so that one
+// huge request does not pin memory in the pool.
+const maxPooledFields = 64
+
+// newCall returns a call for a new downstream stream, holding one
+// reference for the downstream half.
+func newCall(sc *serverConn) *call {
+	cl := callPool.Get().(*call)
+	cl.sc = sc
+	cl.halves.Store(1)
+	cl.refs.Store(1)
+	return cl
+}
+
+// recycle clears the call and puts it back in the pool. Nothing may
+// reference it any more.
+func (cl *call) recycle() {
+	keep := func(f []hpack.HeaderField) []hpack.HeaderField {
+		if cap(f) > maxPooledFields {
+			return nil
+		}
+		clear(f[:cap(f)])
+		return f[:0]
+	}
+	reqF, reqT := keep(cl.reqFields), keep(cl.reqTrailers)
+	respF, respT := keep(cl.respFields), keep(cl.respTrailers)
+	timer := cl.timer
+	*cl = call{}
+	cl.init()
+	cl.reqFields, cl.reqTrailers, cl.respFields, cl.respTrailers = reqF, reqT, respF, respT
+	cl.timer = timer
+	callPool.Put(cl)
+}
+
+// release drops one reference.
+func (cl *call) release() {
+	if cl.refs.Add(-1) == 0 {
+		cl.recycle()
+	}
+}
+
+// halfDone runs when one half has left its connection for good.
+func (cl *call) halfDone(h *half) {
+	if h == &cl.down {
+		// The client is gone or has its whole response: nothing more
+		// may happen upstream (RFC 9113 §8.1; the checklist's downstream
+		// cancel → upstream RST_STREAM(CANCEL)).
+		cl.cancelUpstream(http2.ErrCodeCancel)
+	}
+	if cl.halves.Add(-1) == 0 {
+		cl.finish()
+	}
+	cl.release()
+}
+
+// finish runs once both halves are done: it settles the host counters as
+// forward.go does and stops the deadline.
+func (cl *call) finish() {
+	if cl.armed.Load() && cl.timer.Stop() {
+		cl.release()
+	}
+	if cl.hst != nil {
+		cl.hst.Active.Add(-1)
+		if cl.failed.Load() {
+			cl.hst.RqError.Add(1)
+		}
+	}
+}
+
+// arm starts the call's deadline. Called by the downstream reader before
+// the call is dispatched upstream.
+func (cl *call) arm(d time.Duration) {
+	cl.refs.Add(1)
+	cl.armed.Store(true)
+	if cl.timer == nil {
+		cl.timer = time.AfterFunc(d, cl.onTimeout)
+		return
+	}
+	cl.timer.Reset(d)
+}
+
+// onTimeout runs on the timer's goroutine when the route timeout or
+// grpc-timeout passes: the upstream stream is cancelled and the client gets
+// DEADLINE_EXCEEDED (gRPC) or 504, or a reset when its response has begun
+// and is not gRPC.
+func (cl *call) onTimeout() {
+	defer cl.release()
+	if cl.halves.Load() == 0 {
+		return
+	}
+	cl.failed.Store(true)
+	c := cl.down.lock()
+	cl.timeoutLocked(c)
+	c.unlock()
+	cl.cancelUpstream(http2.ErrCodeCancel)
+}
+
+// timeoutLocked answers a call whose deadline passed, as forward.go does:
+// DEADLINE_EXCEEDED (trailers-only, or in the trailers once the response
+// has begun) for gRPC, 504 or a reset otherwise. c is the downstream
+// connection, locked.
+func (cl *call) timeoutLocked(c *conn) {
+	const msg = "upstream request timeout"
+	switch {
+	case cl.respEnded || !cl.down.attached:
+	case !cl.respStarted:
+		if cl.grpc {
+			cl.grpcErrorLocked(c, grpcDeadlineExceeded, msg, flagUpstreamRequestTimeout)
+		} else {
+			cl.localReplyLocked(c, 504, msg+"\n", flagUpstreamRequestTimeout)
+		}
+	case cl.grpc:
+		h := &cl.down
+		h.trailers = []hpack.HeaderField{
+			{Name: "grpc-status", Value: itoa(grpcDeadlineExceeded)},
+			{Name: "grpc-message", Value: msg},
+			{Name: headerResponseFlags, Value: string(flagUpstreamRequestTimeout)},
+		}
+		h.trailersPending, h.endPending = true, true
+		cl.respEnded = true
+		c.scheduleLocked(h)
+	default:
+		cl.respEnded = true
+		c.resetLocked(&cl.down, http2.ErrCodeCancel, true)
+	}
+}
+
+// cancelUpstream resets the upstream half with code, or unbinds it if it
+// never reached the wire. It is a no-op once the half is done.
+func (cl *call) cancelUpstream(code http2.ErrCode) {
+	if b := cl.br; b != nil {
+		b.cancel()
+		return
+	}
+	c := cl.up.lock()
+	if c == nil {
+		return
+	}
+	c.resetLocked(&cl.up, code, true)
+	c.unlock()
+}
