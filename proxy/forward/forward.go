@@ -24,6 +24,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 	"github.com/sightline-proxy/sightline/stats"
@@ -110,7 +111,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 	if hst == nil {
 		return h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, "no healthy upstream", FlagNoHealthyUpstream)
 	}
-	pool := hst.Upstream.(*upstream.Pool)
+	pool := hst.Upstream.(*h2.Upstream).HTTP
 
 	out := h.outbound(ctx, r, hst.Address)
 	sent := time.Now()

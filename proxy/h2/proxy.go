@@ -10,7 +10,6 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
-	"github.com/sightline-proxy/sightline/proxy/route"
 )
 
 // Header names the proxy reads or writes (lower case: HTTP/2 field names).
@@ -29,10 +28,6 @@ const (
 	msgConnTermination   = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 )
 
-// maxRouteHeaderKeys bounds the route adapter's reused header map: a
-// client sending ever new header names must not grow it without end.
-const maxRouteHeaderKeys = 64
-
 // proxy routes a new request and sends it upstream. It runs on the
 // downstream reader with sc.hb and sc.fields holding the request; it never
 // blocks (a connection still being dialled queues the stream).
@@ -50,8 +45,11 @@ func (sc *serverConn) proxy(cl *call) {
 		authority = hb.host
 	}
 	path := routePath(hb.path)
-	rt := sc.matchRoute(authority, path, fields)
+	cl.path = path
+	sc.view.fields = fields
+	rt := sc.srv.routes.MatchHeaders(authority, path, &sc.view)
 	if rt == nil {
+		sc.srv.stats.NoRoute.Inc(1)
 		if cl.grpc {
 			cl.localError(0, grpcUnimplemented, "no route for "+path, flagNoRoute)
 		} else {
@@ -90,9 +88,8 @@ func (sc *serverConn) proxy(cl *call) {
 		cl.localError(503, grpcUnavailable, msgNoHealthyUpstream, flagNoHealthyUpstream)
 		return
 	}
-	cl.hst = hst
-	hst.Active.Add(1)
-	hst.RqTotal.Add(1)
+	cl.hst, cl.cls = hst, cls
+	cls.Begin(hst)
 	u, _ := hst.Upstream.(*Upstream)
 	if u == nil {
 		cl.localError(503, grpcUnavailable, msgConnectFailure, flagUpstreamConnectFailure)
@@ -127,24 +124,29 @@ func (sc *serverConn) proxy(cl *call) {
 	}
 }
 
-// matchRoute routes a request. It adapts (*route.Table).Match, which reads
-// an http.Header, through a header map reused across the connection's
-// requests (keys lower case, which Match also looks up), so routing
-// allocates nothing. When route gains MatchHeaders(authority, path,
-// route.Headers), this becomes one call with a view over fields.
-func (sc *serverConn) matchRoute(authority, path string, fields []hpack.HeaderField) *route.Route {
-	h := sc.routeHdr
-	if len(h) > maxRouteHeaderKeys {
-		clear(h)
+// fieldView lets the router read a request's decoded fields without a
+// header map. Field names are lower case on the wire (RFC 9113 §8.2.1).
+// The connection keeps one and passes a pointer, which fits in an
+// interface without allocating, as a slice would not.
+type fieldView struct{ fields []hpack.HeaderField }
+
+// Get implements route.Headers: the value of the field named lower, the
+// values of a repeated field joined with ",".
+func (v *fieldView) Get(_, lower string) (string, bool) {
+	val, n := "", 0
+	for i := range v.fields {
+		f := &v.fields[i]
+		if f.Name != lower {
+			continue
+		}
+		if n == 0 {
+			val = f.Value
+		} else {
+			val += "," + f.Value
+		}
+		n++
 	}
-	for k, v := range h {
-		h[k] = v[:0]
-	}
-	for i := range fields {
-		f := &fields[i]
-		h[f.Name] = append(h[f.Name], f.Value)
-	}
-	return sc.srv.routes.Match(authority, path, h)
+	return val, n > 0
 }
 
 // buildRequest writes the upstream request's fields into cl.reqFields:
@@ -259,6 +261,11 @@ func (cl *call) forwardTrailers(fields []hpack.HeaderField) {
 // begun. grpcCode 0 or status 0 say there is no such form.
 func (cl *call) localError(status, grpcCode int, msg string, f flag) {
 	cl.failed.Store(true)
+	if cl.hst != nil && cl.outcome.Status == 0 {
+		// The host was picked but the request never reached it.
+		cl.outcome.Status, cl.outcome.GRPCStatus = 503, grpcCode
+		cl.outcome.ConnectFailure = f == flagUpstreamConnectFailure
+	}
 	c := cl.down.lock()
 	if !cl.respStarted && !cl.respEnded && cl.down.attached {
 		if cl.grpc || status == 0 {
@@ -274,6 +281,7 @@ func (cl *call) localError(status, grpcCode int, msg string, f flag) {
 // grpc-status in the only HEADERS frame, which is what gRPC clients
 // expect of a proxy's own errors.
 func (cl *call) grpcErrorLocked(c *conn, code int, msg string, f flag) {
+	cl.downStatus = 200
 	fields := make([]hpack.HeaderField, 0, 5)
 	fields = append(fields,
 		hpack.HeaderField{Name: ":status", Value: "200"},
@@ -293,6 +301,7 @@ func (cl *call) grpcErrorLocked(c *conn, code int, msg string, f flag) {
 
 // localReplyLocked queues a plain-text response.
 func (cl *call) localReplyLocked(c *conn, status int, body string, f flag) {
+	cl.downStatus = status
 	fields := make([]hpack.HeaderField, 0, 4)
 	fields = append(fields,
 		hpack.HeaderField{Name: ":status", Value: itoa(int64(status))},
@@ -337,11 +346,19 @@ func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.Header
 	}
 	f = append(f, hpack.HeaderField{Name: headerUpstreamServiceTime, Value: itoa(time.Since(cl.sent).Milliseconds())})
 	cl.respFields = f
+	code := statusCode(status)
 	if status[0] == '5' || cl.grpc && end && grpcFailed(grpcStatus) {
 		cl.failed.Store(true)
 	}
 	c := cl.down.lock()
 	h := &cl.down
+	if code >= 200 {
+		// Informational (1xx) headers are not the response.
+		cl.outcome.Status, cl.downStatus = code, code
+		if cl.grpc && grpcStatus != "" {
+			cl.outcome.GRPCStatus = int(statusCode(grpcStatus))
+		}
+	}
 	if !cl.respEnded && h.attached {
 		h.hdrs, h.hdrsPending = f, true
 		cl.respStarted = true
@@ -378,8 +395,11 @@ func (cl *call) onResponseTrailers(fields []hpack.HeaderField) {
 		if hopByHop(f.Name) {
 			continue
 		}
-		if f.Name == "grpc-status" && cl.grpc && grpcFailed(f.Value) {
-			cl.failed.Store(true)
+		if f.Name == "grpc-status" && cl.grpc {
+			if grpcFailed(f.Value) {
+				cl.failed.Store(true)
+			}
+			cl.outcome.GRPCStatus = statusCode(f.Value)
 		}
 		t = append(t, f)
 	}
@@ -406,6 +426,18 @@ func (cl *call) upstreamReset(code http2.ErrCode, f flag, msg string) {
 	cl.failed.Store(true)
 	c := cl.down.lock()
 	expired := code == http2.ErrCodeCancel && !cl.deadline.IsZero() && !time.Now().Before(cl.deadline)
+	if !expired {
+		o := &cl.outcome
+		o.Status = 503
+		if cl.grpc {
+			o.GRPCStatus = grpcUnavailable
+		}
+		if f == flagUpstreamConnectFailure {
+			o.ConnectFailure = true
+		} else {
+			o.Reset = true
+		}
+	}
 	switch {
 	case cl.respEnded || !cl.down.attached:
 	case expired:
@@ -421,4 +453,21 @@ func (cl *call) upstreamReset(code http2.ErrCode, f flag, msg string) {
 		c.resetLocked(&cl.down, code, true)
 	}
 	c.unlock()
+}
+
+// statusCode parses a status of a few digits (":status", "grpc-status");
+// anything else is 0.
+func statusCode(s string) int {
+	n := 0
+	if len(s) == 0 || len(s) > 4 {
+		return 0
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }

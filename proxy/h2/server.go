@@ -10,6 +10,8 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/route"
+
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // Defaults for ServerOptions.Limits fields left at zero. They match
@@ -40,6 +42,9 @@ type ServerOptions struct {
 	Limits config.Limits
 	// Log receives connection-level events at debug level.
 	Log zerolog.Logger
+	// Stats are the listener's request stats (http.<stat_prefix>.*);
+	// nil keeps none.
+	Stats *stats.HTTP
 }
 
 // Server serves HTTP/2 connections of one listener and proxies their
@@ -59,6 +64,7 @@ type Server struct {
 	headerTimeout time.Duration
 	maxRequests   int
 	log           zerolog.Logger
+	stats         *stats.HTTP
 
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
@@ -78,10 +84,14 @@ func NewServer(opts ServerOptions) *Server {
 		headerTimeout: lim.HeaderReadTimeout.D(),
 		maxRequests:   lim.MaxRequestsPerConnection,
 		log:           opts.Log,
+		stats:         opts.Stats,
 		conns:         make(map[*serverConn]struct{}),
 	}
 	if opts.TLS {
 		s.proto = "https"
+	}
+	if s.stats == nil {
+		s.stats = stats.Nop().HTTP("")
 	}
 	if lim.MaxConcurrentStreams > 0 {
 		s.mcs = uint32(lim.MaxConcurrentStreams)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -45,6 +44,7 @@ const (
 
 // serverConn is one downstream HTTP/2 connection.
 type serverConn struct {
+	view fieldView // the router's view of the request being routed
 	conn
 	srv      *Server
 	remoteIP string
@@ -53,7 +53,6 @@ type serverConn struct {
 	recentResets [16]uint32 // streams we reset lately: their frames in flight are ignored
 	resetPos     int
 	requests     int
-	routeHdr     http.Header // route.Match adapter, see matchRoute
 
 	// Guarded by mu.
 	maxClientID uint32
@@ -71,7 +70,7 @@ type serverConn struct {
 }
 
 func newServerConn(s *Server, nc net.Conn) *serverConn {
-	sc := &serverConn{srv: s, routeHdr: make(http.Header)}
+	sc := &serverConn{srv: s}
 	sc.nc, sc.server, sc.h = nc, true, sc
 	sc.log = s.log
 	sc.headerTimeout = s.headerTimeout

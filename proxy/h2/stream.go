@@ -9,6 +9,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/sightline-proxy/sightline/proxy/balancer"
+	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/route"
 )
@@ -145,6 +146,7 @@ type call struct {
 
 	sc   *serverConn
 	rt   *route.Route
+	cls  *cluster.Cluster
 	hst  *host.Host
 	pool *Pool
 	br   *bridge
@@ -167,6 +169,15 @@ type call struct {
 	reqTrailers  []hpack.HeaderField
 	respFields   []hpack.HeaderField
 	respTrailers []hpack.HeaderField
+
+	// What the stats are told when the call ends: the status the client
+	// got, and how the upstream request ended (see cluster.Outcome).
+	// Written under the downstream connection's mutex or before the call
+	// is shared; read by finish once both halves are done.
+	start      time.Time
+	path       string
+	downStatus int
+	outcome    cluster.Outcome
 
 	failed atomic.Bool
 	halves atomic.Int32
@@ -200,6 +211,11 @@ func newCall(sc *serverConn) *call {
 	cl.sc = sc
 	cl.halves.Store(1)
 	cl.refs.Store(1)
+	cl.start = time.Now()
+	cl.outcome.GRPCStatus = -1
+	st := sc.srv.stats
+	st.DownstreamRqTotal.Inc(1)
+	st.DownstreamRqActive.Inc()
 	return cl
 }
 
@@ -251,11 +267,22 @@ func (cl *call) finish() {
 		cl.release()
 	}
 	if cl.hst != nil {
-		cl.hst.Active.Add(-1)
-		if cl.failed.Load() {
-			cl.hst.RqError.Add(1)
+		o := &cl.outcome
+		o.GRPC, o.Path = cl.grpc, cl.path
+		o.Elapsed = time.Since(cl.sent)
+		if o.Status == 0 {
+			o.Status = 499 // the client went away before a response (DC)
 		}
+		cl.cls.End(cl.hst, o)
 	}
+	st := cl.sc.srv.stats
+	st.DownstreamRqActive.Dec()
+	status := cl.downStatus
+	if status == 0 {
+		status = 499
+	}
+	st.RqCompleted(status)
+	st.DownstreamRqTime.RecordDuration(time.Since(cl.start))
 }
 
 // arm starts the call's deadline. Called by the downstream reader before
@@ -292,6 +319,10 @@ func (cl *call) onTimeout() {
 // connection, locked.
 func (cl *call) timeoutLocked(c *conn) {
 	const msg = "upstream request timeout"
+	cl.outcome.Timeout, cl.outcome.Status = true, 504
+	if cl.grpc {
+		cl.outcome.GRPCStatus = grpcDeadlineExceeded
+	}
 	switch {
 	case cl.respEnded || !cl.down.attached:
 	case !cl.respStarted:

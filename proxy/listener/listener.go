@@ -1,6 +1,8 @@
-// Package listener serves one configured downstream socket with net/http:
-// HTTP/1.1 and prior-knowledge HTTP/2 (h2c) on the same plaintext port, or
-// TLS with ALPN choosing h2 or http/1.1.
+// Package listener serves one configured downstream socket. It accepts
+// connections itself and sends each to the engine that speaks its
+// protocol: HTTP/2 (prior-knowledge h2c, or TLS whose ALPN chose h2) to the
+// frame-level engine of package h2, HTTP/1.1 to net/http. One plaintext
+// port serves both; the first bytes tell them apart.
 package listener
 
 import (
@@ -11,24 +13,16 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/stats"
 )
-
-// Listener is one running downstream socket.
-type Listener struct {
-	Name string
-	cfg  config.Listener
-	srv  *http.Server
-	ln   net.Listener
-	tls  bool
-	log  zerolog.Logger
-	done chan struct{}
-}
 
 // Stats are the connection stats a listener keeps.
 type Stats struct {
@@ -36,39 +30,52 @@ type Stats struct {
 	HTTP     *stats.HTTP     // http.<stat_prefix>.downstream_cx_*
 }
 
+// Listener is one running downstream socket.
+type Listener struct {
+	Name string
+	cfg  config.Listener
+	st   Stats
+	log  zerolog.Logger
+
+	h1      *http.Server // HTTP/1.1, fed through h1ln
+	h1ln    *connQueue
+	h2      *h2.Server
+	tls     *tls.Config
+	allowH1 bool
+	allowH2 bool
+
+	ln       net.Listener
+	closing  atomic.Bool
+	accepted sync.WaitGroup // the accept loop and the h1 server
+	conns    sync.WaitGroup // connections being sniffed or served by h2
+}
+
 // New prepares a listener; Start binds it. It does no I/O beyond reading
-// the TLS key pair.
-func New(cfg config.Listener, handler http.Handler, st Stats, lg zerolog.Logger) (*Listener, error) {
-	l := &Listener{Name: cfg.Name, cfg: cfg, log: lg.With().Str("listener", cfg.Name).Logger(), done: make(chan struct{})}
-	protos := new(http.Protocols)
+// the TLS key pair. h1 serves HTTP/1.1 requests, h2srv HTTP/2 connections.
+func New(cfg config.Listener, h1 http.Handler, h2srv *h2.Server, st Stats, lg zerolog.Logger) (*Listener, error) {
+	l := &Listener{Name: cfg.Name, cfg: cfg, st: st, h2: h2srv, log: lg.With().Str("listener", cfg.Name).Logger()}
 	for _, p := range cfg.Protocols {
 		switch p {
 		case "http1":
-			protos.SetHTTP1(true)
-		case "h2c":
-			protos.SetUnencryptedHTTP2(true)
-		case "h2":
-			protos.SetHTTP2(true)
+			l.allowH1 = true
+		case "h2c", "h2":
+			l.allowH2 = true
 		}
 	}
 	lim := cfg.Limits
-	l.srv = &http.Server{
-		Handler:           capRequests(handler, lim.MaxRequestsPerConnection),
+	protos := new(http.Protocols)
+	protos.SetHTTP1(true)
+	l.h1 = &http.Server{
+		Handler:           capRequests(h1, lim.MaxRequestsPerConnection),
 		Protocols:         protos,
 		ReadHeaderTimeout: lim.HeaderReadTimeout.D(),
 		IdleTimeout:       lim.IdleTimeout.D(),
 		MaxHeaderBytes:    lim.MaxHeaderBytes,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams:          lim.MaxConcurrentStreams,
-			MaxDecoderHeaderTableSize:     4096,
-			MaxReceiveBufferPerConnection: 4 << 20,
-			MaxReceiveBufferPerStream:     1 << 20,
-		},
-		ErrorLog:  log.New(zerologWriter{l.log}, "", 0),
-		ConnState: countConns(st),
+		ErrorLog:          log.New(zerologWriter{l.log}, "", 0),
+		ConnState:         l.countH1,
 	}
 	if lim.MaxRequestsPerConnection > 0 {
-		l.srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+		l.h1.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
 			return context.WithValue(ctx, connCounterKey{}, new(atomic.Int64))
 		}
 	}
@@ -77,15 +84,14 @@ func New(cfg config.Listener, handler http.Handler, st Stats, lg zerolog.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: loading TLS key pair: %w", cfg.Name, err)
 		}
-		l.tls = true
 		var alpn []string
-		if protos.HTTP2() {
+		if l.allowH2 {
 			alpn = append(alpn, "h2")
 		}
-		if protos.HTTP1() {
+		if l.allowH1 {
 			alpn = append(alpn, "http/1.1")
 		}
-		l.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: alpn, MinVersion: tls.VersionTLS12}
+		l.tls = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: alpn, MinVersion: tls.VersionTLS12}
 	}
 	return l, nil
 }
@@ -97,20 +103,118 @@ func (l *Listener) Start() error {
 		return fmt.Errorf("listener %s: %w", l.cfg.Name, err)
 	}
 	l.ln = ln
+	l.h1ln = newConnQueue(ln.Addr())
+	l.accepted.Add(2)
 	go func() {
-		defer close(l.done)
-		var err error
-		if l.tls {
-			err = l.srv.ServeTLS(ln, "", "")
-		} else {
-			err = l.srv.Serve(ln)
+		defer l.accepted.Done()
+		if err := l.h1.Serve(l.h1ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			l.log.Error().Err(err).Msg("HTTP/1.1 server stopped")
 		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			l.log.Error().Err(err).Msg("listener stopped")
-		}
+	}()
+	go func() {
+		defer l.accepted.Done()
+		l.acceptLoop()
 	}()
 	l.log.Info().Str("address", ln.Addr().String()).Strs("protocols", l.cfg.Protocols).Msg("listening")
 	return nil
+}
+
+// acceptLoop accepts until the socket closes, backing off on temporary
+// errors (out of file descriptors) as net/http does.
+func (l *Listener) acceptLoop() {
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if l.closing.Load() {
+				return
+			}
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			l.log.Warn().Err(err).Dur("retry_in", delay).Msg("accept failed")
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		l.conns.Add(1)
+		go l.serve(c)
+	}
+}
+
+// serve finds out what a new connection speaks and hands it over. The
+// goroutine becomes the HTTP/2 connection's reader.
+func (l *Listener) serve(c net.Conn) {
+	defer l.conns.Done()
+	timeout := l.cfg.Limits.HeaderReadTimeout.D()
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	c.SetDeadline(time.Now().Add(timeout))
+	h2conn := false
+	if l.tls != nil {
+		tc := tls.Server(c, l.tls)
+		if err := tc.Handshake(); err != nil {
+			l.log.Debug().Err(err).Str("remote", c.RemoteAddr().String()).Msg("TLS handshake failed")
+			c.Close()
+			return
+		}
+		c = tc
+		h2conn = tc.ConnectionState().NegotiatedProtocol == "h2"
+	} else {
+		pc := h2.NewPeekConn(c)
+		proto, err := pc.Sniff()
+		switch {
+		case err != nil:
+			c.Close()
+			return
+		case proto == h2.ProtoH2 && l.allowH2:
+			h2conn = true
+		case proto == h2.ProtoHTTP1 && l.allowH1:
+		default:
+			// Neither, or a protocol this listener does not serve: close
+			// rather than answer in a language the client may not read.
+			c.Close()
+			return
+		}
+		c = pc
+	}
+	c.SetDeadline(time.Time{})
+	if !h2conn {
+		if !l.h1ln.push(c) {
+			c.Close()
+		}
+		return
+	}
+	l.countOpen()
+	l.st.HTTP.DownstreamCxHTTP2Total.Inc(1)
+	l.h2.ServeConn(c)
+	l.countClose()
+}
+
+func (l *Listener) countOpen() {
+	l.st.Listener.DownstreamCxTotal.Inc(1)
+	l.st.Listener.DownstreamCxActive.Inc()
+	l.st.HTTP.DownstreamCxTotal.Inc(1)
+	l.st.HTTP.DownstreamCxActive.Inc()
+}
+
+func (l *Listener) countClose() {
+	l.st.Listener.DownstreamCxActive.Dec()
+	l.st.HTTP.DownstreamCxActive.Dec()
+}
+
+// countH1 keeps the connection stats of HTTP/1.1 connections: net/http
+// reports each new once and closed (or hijacked) once.
+func (l *Listener) countH1(_ net.Conn, cs http.ConnState) {
+	switch cs {
+	case http.StateNew:
+		l.countOpen()
+	case http.StateClosed, http.StateHijacked:
+		l.countClose()
+	}
 }
 
 // Addr returns the bound address ("127.0.0.1:10000"), useful when the config
@@ -122,46 +226,39 @@ func (l *Listener) Addr() string {
 	return l.ln.Addr().String()
 }
 
-// TLS reports whether the listener terminates TLS.
-func (l *Listener) TLS() bool { return l.tls }
-
 // Shutdown stops accepting, sends GOAWAY on every HTTP/2 connection, closes
 // idle HTTP/1.1 connections, and waits for in-flight requests until ctx ends;
 // then it closes what is left.
 func (l *Listener) Shutdown(ctx context.Context) error {
-	err := l.srv.Shutdown(ctx)
-	if err != nil {
-		l.srv.Close()
+	if l.ln == nil {
+		return nil
 	}
-	if l.ln != nil {
-		<-l.done
-	}
-	return err
-}
-
-// countConns keeps the downstream connection stats from net/http's
-// connection state changes: every connection is new once and closed (or
-// hijacked) once.
-func countConns(st Stats) func(net.Conn, http.ConnState) {
-	return func(_ net.Conn, cs http.ConnState) {
-		switch cs {
-		case http.StateNew:
-			st.Listener.DownstreamCxTotal.Inc(1)
-			st.Listener.DownstreamCxActive.Inc()
-			st.HTTP.DownstreamCxTotal.Inc(1)
-			st.HTTP.DownstreamCxActive.Inc()
-		case http.StateClosed, http.StateHijacked:
-			st.Listener.DownstreamCxActive.Dec()
-			st.HTTP.DownstreamCxActive.Dec()
+	l.closing.Store(true)
+	l.ln.Close()
+	var wg sync.WaitGroup
+	var err1, err2 error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err1 = l.h1.Shutdown(ctx); err1 != nil {
+			l.h1.Close()
 		}
-	}
+	}()
+	go func() {
+		defer wg.Done()
+		err2 = l.h2.Shutdown(ctx)
+	}()
+	wg.Wait()
+	l.accepted.Wait()
+	l.conns.Wait()
+	return errors.Join(err1, err2)
 }
 
 type connCounterKey struct{}
 
-// capRequests closes a connection gracefully after max requests (0: never).
-// "Connection: close" makes net/http end an HTTP/1.1 connection after the
-// response and start a graceful GOAWAY on an HTTP/2 one.
+// capRequests closes an HTTP/1.1 connection after max requests (0:
+// never) with "Connection: close"; the HTTP/2 engine enforces the same cap
+// with a graceful GOAWAY.
 func capRequests(h http.Handler, max int) http.Handler {
 	if max <= 0 {
 		return h
@@ -180,13 +277,9 @@ func capRequests(h http.Handler, max int) http.Handler {
 type zerologWriter struct{ log zerolog.Logger }
 
 func (z zerologWriter) Write(p []byte) (int, error) {
-	z.log.Debug().Msg(string(trimNewline(p)))
-	return len(p), nil
-}
-
-func trimNewline(p []byte) []byte {
 	if n := len(p); n > 0 && p[n-1] == '\n' {
-		return p[:n-1]
+		p = p[:n-1]
 	}
-	return p
+	z.log.Debug().Msg(string(p))
+	return len(p), nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/forward"
+	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/listener"
 	"github.com/sightline-proxy/sightline/proxy/route"
@@ -74,8 +75,18 @@ func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
 		cx := cs.Connections()
 		opts.OnConnect = func() { cx.CxTotal.Inc(1); cx.CxActive.Inc() }
 		opts.OnClose = func() { cx.CxDestroy.Inc(1); cx.CxActive.Dec() }
+		h2opts := h2.PoolOptions{
+			ConnectTimeout: opts.ConnectTimeout, TLS: opts.TLS,
+			OnConnect: opts.OnConnect, OnClose: opts.OnClose,
+			Log: lg.With().Str("cluster", cc.Name).Logger(),
+		}
 		c, err := cluster.New(cc, cluster.Options{
-			NewUpstream: func(_ *cluster.Cluster, h *host.Host) host.Upstream { return upstream.New(h.Address, opts) },
+			// Each host gets the frame-level HTTP/2 pool, for HTTP/2
+			// downstreams, and the net/http pool, for HTTP/1.1 ones and
+			// for http1 clusters.
+			NewUpstream: func(_ *cluster.Cluster, h *host.Host) host.Upstream {
+				return h2.NewUpstream(h.Address, h2opts, upstream.New(h.Address, opts))
+			},
 			Stats:       cs,
 			Log:         lg,
 		})
@@ -90,14 +101,24 @@ func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
-		h := &forward.Handler{
+		httpStats := st.HTTP(lc.StatPrefix)
+		llog := lg.With().Str("listener", lc.Name).Logger()
+		h1 := &forward.Handler{
 			Routes:              table,
 			TrustRequestHeaders: lc.TrustRequestHeaders,
 			TLS:                 lc.TLS != nil,
-			Stats:               st.HTTP(lc.StatPrefix),
-			Log:                 lg.With().Str("listener", lc.Name).Logger(),
+			Stats:               httpStats,
+			Log:                 llog,
 		}
-		l, err := listener.New(lc, h, listener.Stats{Listener: st.Listener(lc.Address), HTTP: h.Stats}, lg)
+		h2srv := h2.NewServer(h2.ServerOptions{
+			Routes:              table,
+			TrustRequestHeaders: lc.TrustRequestHeaders,
+			TLS:                 lc.TLS != nil,
+			Limits:              lc.Limits,
+			Stats:               httpStats,
+			Log:                 llog,
+		})
+		l, err := listener.New(lc, h1, h2srv, listener.Stats{Listener: st.Listener(lc.Address), HTTP: httpStats}, lg)
 		if err != nil {
 			return nil, err
 		}
