@@ -10,6 +10,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 )
 
 // Header names the proxy reads or writes (lower case: HTTP/2 field names).
@@ -34,7 +35,7 @@ const (
 func (sc *serverConn) proxy(cl *call) {
 	hb := &sc.hb
 	fields := sc.fields
-	cl.grpc = isGRPC(hb.ctype)
+	cl.grpc = grpcproto.IsGRPC(hb.ctype)
 	cl.head = hb.method == "HEAD"
 	if hb.method == "CONNECT" {
 		cl.localError(501, grpcUnimplemented, "CONNECT is not supported", "")
@@ -70,7 +71,7 @@ func (sc *serverConn) proxy(cl *call) {
 	}
 	if cl.grpc {
 		if v, ok := getFold(fields, "grpc-timeout"); ok {
-			if d, ok := parseGRPCTimeout(v); ok && (timeout == 0 || d < timeout) {
+			if d, ok := grpcproto.ParseTimeout(v); ok && (timeout == 0 || d < timeout) {
 				timeout = d
 			}
 		}
@@ -209,7 +210,7 @@ func (sc *serverConn) buildRequest(cl *call, scheme, authority string) {
 // SETTINGS_MAX_HEADER_LIST_SIZE: 431, or RESOURCE_EXHAUSTED for gRPC
 // (RFC 6585 §5, RFC 9113 §10.5.1).
 func (sc *serverConn) headersTooLarge(cl *call) {
-	cl.grpc = isGRPC(sc.hb.ctype)
+	cl.grpc = grpcproto.IsGRPC(sc.hb.ctype)
 	cl.localError(431, grpcResourceExhausted, "request header fields too large", "")
 }
 
@@ -288,7 +289,7 @@ func (cl *call) grpcErrorLocked(c *conn, code int, msg string, f flag) {
 		hpack.HeaderField{Name: "content-type", Value: "application/grpc"},
 		hpack.HeaderField{Name: "grpc-status", Value: itoa(int64(code))})
 	if msg != "" {
-		fields = append(fields, hpack.HeaderField{Name: "grpc-message", Value: encodeGRPCMessage(msg)})
+		fields = append(fields, hpack.HeaderField{Name: "grpc-message", Value: grpcproto.EncodeMessage(msg)})
 	}
 	if f != "" {
 		fields = append(fields, hpack.HeaderField{Name: headerResponseFlags, Value: string(f)})
