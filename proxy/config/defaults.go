@@ -28,6 +28,10 @@ const (
 	// statsd dashboards usually plot at, for one small batch per sink per
 	// second.
 	defaultStatsFlushInterval = Duration(time.Second)
+	// defaultMaxGRPCMethods bounds per-method gRPC stats per cluster: far
+	// more methods than real services have, yet a client inventing method
+	// names cannot grow memory without end.
+	defaultMaxGRPCMethods = 1000
 	// defaultPrometheusNamespace prefixes every Prometheus family, as the
 	// contract's family names (sightline_cluster_…) show.
 	defaultPrometheusNamespace = "sightline"
@@ -150,6 +154,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Server.DrainTimeout, defaultDrainTimeout)
 
 	setDefault(&c.Stats.FlushInterval, defaultStatsFlushInterval)
+	setDefault(&c.Stats.MaxGRPCMethodsPerCluster, defaultMaxGRPCMethods)
 	setDefault(&c.Stats.Prometheus.Namespace, defaultPrometheusNamespace)
 	for i := range c.Stats.Sinks {
 		if s := c.Stats.Sinks[i].Statsd; s != nil {

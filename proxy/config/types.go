@@ -45,12 +45,15 @@ type Server struct {
 
 // Stats configures the stats model and its sinks.
 type Stats struct {
-	FlushInterval Duration   `yaml:"flush_interval" json:"flush_interval"`
-	Exclude       []string   `yaml:"exclude,omitempty" json:"exclude,omitempty"`
-	Include       []string   `yaml:"include,omitempty" json:"include,omitempty"`
-	EmitZeros     bool       `yaml:"emit_zeros" json:"emit_zeros"`
-	Sinks         []Sink     `yaml:"sinks,omitempty" json:"sinks,omitempty"`
-	Prometheus    Prometheus `yaml:"prometheus" json:"prometheus"`
+	FlushInterval Duration `yaml:"flush_interval" json:"flush_interval"`
+	Exclude       []string `yaml:"exclude,omitempty" json:"exclude,omitempty"`
+	Include       []string `yaml:"include,omitempty" json:"include,omitempty"`
+	EmitZeros     bool     `yaml:"emit_zeros" json:"emit_zeros"`
+	// MaxGRPCMethodsPerCluster caps the gRPC methods that get stats of
+	// their own in each cluster; calls past it count under grpc.other.other.
+	MaxGRPCMethodsPerCluster int        `yaml:"max_grpc_methods_per_cluster" json:"max_grpc_methods_per_cluster"`
+	Sinks                    []Sink     `yaml:"sinks,omitempty" json:"sinks,omitempty"`
+	Prometheus               Prometheus `yaml:"prometheus" json:"prometheus"`
 }
 
 // Sink is one push sink; exactly one field is set.

@@ -164,6 +164,7 @@ func (v *validator) config(c *Config) {
 }
 
 func (v *validator) stats(s *Stats) {
+	v.nonNegative("stats.max_grpc_methods_per_cluster", s.MaxGRPCMethodsPerCluster)
 	for i, re := range s.Exclude {
 		v.regex(fmt.Sprintf("stats.exclude[%d]", i), re)
 	}

@@ -59,7 +59,7 @@ func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stats sinks: %w", err)
 	}
-	st, err := stats.New(cfg.Stats, cfg.Node, stats.Options{Sinks: set.All})
+	st, err := stats.New(cfg.Stats, cfg.Node, stats.Options{Sinks: set.All, MaxGRPCMethods: cfg.Stats.MaxGRPCMethodsPerCluster})
 	if err != nil {
 		set.Close(context.Background())
 		return nil, fmt.Errorf("stats: %w", err)
@@ -87,8 +87,8 @@ func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
 			NewUpstream: func(_ *cluster.Cluster, h *host.Host) host.Upstream {
 				return h2.NewUpstream(h.Address, h2opts, upstream.New(h.Address, opts))
 			},
-			Stats:       cs,
-			Log:         lg,
+			Stats: cs,
+			Log:   lg,
 		})
 		if err != nil {
 			return nil, err
