@@ -262,10 +262,13 @@ func (cl *call) forwardTrailers(fields []hpack.HeaderField) {
 // begun. grpcCode 0 or status 0 say there is no such form.
 func (cl *call) localError(status, grpcCode int, msg string, f flag) {
 	cl.failed.Store(true)
-	if cl.hst != nil && cl.outcome.Status == 0 {
+	if cl.hst != nil && cl.upStatus.Load() == 0 {
 		// The host was picked but the request never reached it.
-		cl.outcome.Status, cl.outcome.GRPCStatus = 503, grpcCode
-		cl.outcome.ConnectFailure = f == flagUpstreamConnectFailure
+		why := uint32(endedReset)
+		if f == flagUpstreamConnectFailure {
+			why = endedConnectFailure
+		}
+		cl.ended(why, 503, grpcCode)
 	}
 	c := cl.down.lock()
 	if !cl.respStarted && !cl.respEnded && cl.down.attached {
@@ -282,7 +285,7 @@ func (cl *call) localError(status, grpcCode int, msg string, f flag) {
 // grpc-status in the only HEADERS frame, which is what gRPC clients
 // expect of a proxy's own errors.
 func (cl *call) grpcErrorLocked(c *conn, code int, msg string, f flag) {
-	cl.downStatus = 200
+	cl.downStatus.Store(200)
 	fields := make([]hpack.HeaderField, 0, 5)
 	fields = append(fields,
 		hpack.HeaderField{Name: ":status", Value: "200"},
@@ -302,7 +305,7 @@ func (cl *call) grpcErrorLocked(c *conn, code int, msg string, f flag) {
 
 // localReplyLocked queues a plain-text response.
 func (cl *call) localReplyLocked(c *conn, status int, body string, f flag) {
-	cl.downStatus = status
+	cl.downStatus.Store(int32(status))
 	fields := make([]hpack.HeaderField, 0, 4)
 	fields = append(fields,
 		hpack.HeaderField{Name: ":status", Value: itoa(int64(status))},
@@ -355,9 +358,10 @@ func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.Header
 	h := &cl.down
 	if code >= 200 {
 		// Informational (1xx) headers are not the response.
-		cl.outcome.Status, cl.downStatus = code, code
+		cl.upStatus.Store(int32(code))
+		cl.downStatus.Store(int32(code))
 		if cl.grpc && grpcStatus != "" {
-			cl.outcome.GRPCStatus = int(statusCode(grpcStatus))
+			cl.grpcStatus.Store(int32(statusCode(grpcStatus)))
 		}
 	}
 	if !cl.respEnded && h.attached {
@@ -400,7 +404,7 @@ func (cl *call) onResponseTrailers(fields []hpack.HeaderField) {
 			if grpcFailed(f.Value) {
 				cl.failed.Store(true)
 			}
-			cl.outcome.GRPCStatus = statusCode(f.Value)
+			cl.grpcStatus.Store(int32(statusCode(f.Value)))
 		}
 		t = append(t, f)
 	}
@@ -428,16 +432,11 @@ func (cl *call) upstreamReset(code http2.ErrCode, f flag, msg string) {
 	c := cl.down.lock()
 	expired := code == http2.ErrCodeCancel && !cl.deadline.IsZero() && !time.Now().Before(cl.deadline)
 	if !expired {
-		o := &cl.outcome
-		o.Status = 503
-		if cl.grpc {
-			o.GRPCStatus = grpcUnavailable
-		}
+		why := uint32(endedReset)
 		if f == flagUpstreamConnectFailure {
-			o.ConnectFailure = true
-		} else {
-			o.Reset = true
+			why = endedConnectFailure
 		}
+		cl.ended(why, 503, grpcUnavailable)
 	}
 	switch {
 	case cl.respEnded || !cl.down.attached:

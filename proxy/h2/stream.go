@@ -171,13 +171,16 @@ type call struct {
 	respTrailers []hpack.HeaderField
 
 	// What the stats are told when the call ends: the status the client
-	// got, and how the upstream request ended (see cluster.Outcome).
-	// Written under the downstream connection's mutex or before the call
-	// is shared; read by finish once both halves are done.
+	// got, and how the upstream request ended (see cluster.Outcome). The
+	// readers of both connections and the deadline timer set them, and a
+	// reader may still be finishing a frame of the call when finish runs,
+	// so they are atomics; a value set after finish is not counted.
 	start      time.Time
 	path       string
-	downStatus int
-	outcome    cluster.Outcome
+	downStatus atomic.Int32
+	upStatus   atomic.Int32
+	grpcStatus atomic.Int32 // -1: none seen
+	endedBy    atomic.Uint32
 
 	failed atomic.Bool
 	halves atomic.Int32
@@ -212,7 +215,7 @@ func newCall(sc *serverConn) *call {
 	cl.halves.Store(1)
 	cl.refs.Store(1)
 	cl.start = time.Now()
-	cl.outcome.GRPCStatus = -1
+	cl.grpcStatus.Store(-1)
 	st := sc.srv.stats
 	st.DownstreamRqTotal.Inc(1)
 	st.DownstreamRqActive.Inc()
@@ -267,22 +270,47 @@ func (cl *call) finish() {
 		cl.release()
 	}
 	if cl.hst != nil {
-		o := &cl.outcome
-		o.GRPC, o.Path = cl.grpc, cl.path
-		o.Elapsed = time.Since(cl.sent)
+		why := cl.endedBy.Load()
+		o := cluster.Outcome{
+			Status:         int(cl.upStatus.Load()),
+			GRPC:           cl.grpc,
+			GRPCStatus:     int(cl.grpcStatus.Load()),
+			Path:           cl.path,
+			Elapsed:        time.Since(cl.sent),
+			ConnectFailure: why == endedConnectFailure,
+			Reset:          why == endedReset,
+			Timeout:        why == endedTimeout,
+		}
 		if o.Status == 0 {
 			o.Status = 499 // the client went away before a response (DC)
 		}
-		cl.cls.End(cl.hst, o)
+		cl.cls.End(cl.hst, &o)
 	}
 	st := cl.sc.srv.stats
 	st.DownstreamRqActive.Dec()
-	status := cl.downStatus
+	status := int(cl.downStatus.Load())
 	if status == 0 {
 		status = 499
 	}
 	st.RqCompleted(status)
 	st.DownstreamRqTime.RecordDuration(time.Since(cl.start))
+}
+
+// Why an upstream request ended without a response (call.endedBy).
+const (
+	endedConnectFailure = 1 + iota
+	endedReset
+	endedTimeout
+)
+
+// ended records that the upstream request failed without a response: the
+// status charged to the upstream and, for gRPC, the status the client got.
+func (cl *call) ended(why uint32, status, grpcCode int) {
+	cl.endedBy.Store(why)
+	cl.upStatus.Store(int32(status))
+	if cl.grpc {
+		cl.grpcStatus.Store(int32(grpcCode))
+	}
 }
 
 // arm starts the call's deadline. Called by the downstream reader before
@@ -319,10 +347,7 @@ func (cl *call) onTimeout() {
 // connection, locked.
 func (cl *call) timeoutLocked(c *conn) {
 	const msg = "upstream request timeout"
-	cl.outcome.Timeout, cl.outcome.Status = true, 504
-	if cl.grpc {
-		cl.outcome.GRPCStatus = grpcDeadlineExceeded
-	}
+	cl.ended(endedTimeout, 504, grpcDeadlineExceeded)
 	switch {
 	case cl.respEnded || !cl.down.attached:
 	case !cl.respStarted:
