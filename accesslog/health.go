@@ -1,0 +1,128 @@
+package accesslog
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/stats"
+)
+
+// HealthEventType says which of Envoy's three event bodies a HealthEvent has.
+type HealthEventType int
+
+const (
+	// EjectUnhealthy: the host went unhealthy (eject_unhealthy_event).
+	EjectUnhealthy HealthEventType = iota + 1
+	// AddHealthy: the host became healthy (add_healthy_event).
+	AddHealthy
+	// HealthCheckFailure: a check failed without changing the host's state
+	// (health_check_failure_event).
+	HealthCheckFailure
+)
+
+// Failure types, as Envoy's HealthCheckFailureType names them.
+const (
+	FailureActive         = "ACTIVE"
+	FailurePassive        = "PASSIVE"
+	FailureNetwork        = "NETWORK"
+	FailureNetworkTimeout = "NETWORK_TIMEOUT"
+)
+
+// Health checker types.
+const (
+	CheckerGRPC = "GRPC"
+	CheckerHTTP = "HTTP"
+	CheckerTCP  = "TCP"
+)
+
+// HealthEvent is one line of the health-check event log, shaped as Envoy's
+// HealthCheckEvent so tools written for Envoy's event log read it:
+//
+//	{"health_checker_type":"GRPC","host":{"address":"10.0.0.1","port":5101},
+//	 "cluster_name":"primary","timestamp":"2026-01-02T15:04:05.000Z",
+//	 "eject_unhealthy_event":{"failure_type":"ACTIVE"}}
+type HealthEvent struct {
+	CheckerType string // GRPC, HTTP, TCP
+	HostAddress string
+	HostPort    int
+	ClusterName string
+	Timestamp   time.Time
+	Type        HealthEventType
+	FailureType string // EjectUnhealthy and HealthCheckFailure
+	FirstCheck  bool   // AddHealthy and HealthCheckFailure
+}
+
+// HealthLog is a cluster's health-check event log (event_log_path). It shares
+// the access log's batching writer: events are rare, but the health checker
+// must not wait on a disk either.
+type HealthLog struct {
+	w   *batchWriter
+	enc zerolog.Logger
+	st  *stats.AccessLog
+}
+
+// NewHealthLog opens path ("-" is stdout) and starts its writer with the
+// default flush interval and buffer. st may be nil.
+func NewHealthLog(path string, st *stats.AccessLog, log zerolog.Logger) (*HealthLog, error) {
+	if path == "" {
+		return nil, errors.New("accesslog: empty health event log path")
+	}
+	open, reopens := pathOpener(path)
+	return newHealthLog(path, st, log, DefaultFlushInterval, open, reopens)
+}
+
+func newHealthLog(path string, st *stats.AccessLog, log zerolog.Logger, interval time.Duration, open opener, reopens bool) (*HealthLog, error) {
+	if st == nil {
+		st = &stats.AccessLog{}
+	}
+	w, err := newBatchWriter(path, interval, DefaultBufferBytes, st, log, open, reopens)
+	if err != nil {
+		return nil, err
+	}
+	return &HealthLog{w: w, enc: zerolog.New(w), st: st}, nil
+}
+
+// Log writes ev. An event of unknown Type is a bug in the caller; it is
+// counted as dropped rather than written without a body.
+func (h *HealthLog) Log(ev *HealthEvent) {
+	var key string
+	switch ev.Type {
+	case EjectUnhealthy:
+		key = "eject_unhealthy_event"
+	case AddHealthy:
+		key = "add_healthy_event"
+	case HealthCheckFailure:
+		key = "health_check_failure_event"
+	default:
+		h.st.Dropped.Inc(1)
+		return
+	}
+	e := h.enc.Log()
+	if e == nil {
+		h.st.Dropped.Inc(1)
+		return
+	}
+	str(e, "health_checker_type", ev.CheckerType)
+	e.Dict("host", zerolog.Dict().Str("address", ev.HostAddress).Int("port", ev.HostPort))
+	str(e, "cluster_name", ev.ClusterName)
+	appendTime(e, "timestamp", ev.Timestamp)
+	body := zerolog.Dict()
+	if ev.Type != AddHealthy {
+		str(body, "failure_type", ev.FailureType)
+	}
+	if ev.Type != EjectUnhealthy {
+		body.Bool("first_check", ev.FirstCheck)
+	}
+	e.Dict(key, body)
+	e.Send()
+}
+
+// Reopen reopens the file for log rotation, as Logger.Reopen does.
+func (h *HealthLog) Reopen() error { return h.w.Reopen() }
+
+// Close writes every buffered event and closes the file, as Logger.Close
+// does.
+func (h *HealthLog) Close(ctx context.Context) error { return h.w.Close(ctx) }

@@ -1,0 +1,127 @@
+// Package accesslog writes Sightline's access logs and health-check event
+// logs: one JSON object a line, batched in memory and written by a background
+// goroutine, so the request path never waits for a disk or a pipe.
+//
+// A full batch whose writer is still busy drops lines rather than block; the
+// drops are counted in accesslog.<name>.dropped. Lines are written at the
+// latest one flush_interval after they were logged, and Close writes every
+// buffered line, so a graceful shutdown loses nothing.
+package accesslog
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/stats"
+)
+
+// Logger is one access_log entry of a listener. Its methods are safe for
+// concurrent use.
+type Logger struct {
+	w      *batchWriter
+	enc    zerolog.Logger // writes each event into w as one line
+	filter filter
+	st     *stats.AccessLog
+}
+
+// filter is config.AccessLogFilter resolved for the request path.
+type filter struct {
+	statusMin      int
+	durationMin    int64 // nanoseconds
+	notHealthCheck bool
+	sample         float64 // percent, 0..100
+}
+
+// New opens cfg.Path ("-" is stdout) and starts its writer. st receives the
+// written, dropped and flushes counts; it may be nil. log is the proxy's own
+// log, for write errors. Zero flush_interval and buffer_bytes take the
+// defaults; an unset sample_percent means 100.
+func New(cfg config.AccessLog, st *stats.AccessLog, log zerolog.Logger) (*Logger, error) {
+	if cfg.Path == "" {
+		return nil, errors.New(`accesslog: empty path (use "-" for stdout)`)
+	}
+	open, reopens := pathOpener(cfg.Path)
+	return newLogger(cfg, st, log, open, reopens)
+}
+
+func newLogger(cfg config.AccessLog, st *stats.AccessLog, log zerolog.Logger, open opener, reopens bool) (*Logger, error) {
+	if st == nil {
+		st = &stats.AccessLog{}
+	}
+	sample := 100.0
+	if p := cfg.Filter.SamplePercent; p != nil {
+		sample = min(max(*p, 0), 100)
+	}
+	w, err := newBatchWriter(cfg.Path, cfg.FlushInterval.D(), cfg.BufferBytes, st, log, open, reopens)
+	if err != nil {
+		return nil, err
+	}
+	return &Logger{
+		w:   w,
+		enc: zerolog.New(w),
+		filter: filter{
+			statusMin:      cfg.Filter.StatusMin,
+			durationMin:    int64(cfg.Filter.DurationMin),
+			notHealthCheck: cfg.Filter.NotHealthCheck,
+			sample:         sample,
+		},
+		st: st,
+	}, nil
+}
+
+// Log writes e if the filter passes it. It is called on the request path from
+// any goroutine: it never blocks on I/O and allocates nothing. It does not
+// keep e.
+func (l *Logger) Log(e *Entry) {
+	if !l.filter.pass(e) {
+		return
+	}
+	ev := l.enc.Log()
+	if ev == nil {
+		// zerolog's global level is "disabled"; say so in the stats rather
+		// than lose the line without a trace.
+		l.st.Dropped.Inc(1)
+		return
+	}
+	e.encode(ev)
+	ev.Send()
+}
+
+// pass reports whether e is to be logged. The cheap, deterministic tests come
+// first; sampling last, so sample_percent is a share of what the rest passes.
+// As in Envoy's status_code filter, a request with no response code (0, e.g.
+// the client went away) is below any status_min greater than 0.
+func (f *filter) pass(e *Entry) bool {
+	if f.notHealthCheck && e.HealthCheck {
+		return false
+	}
+	if e.ResponseCode < f.statusMin {
+		return false
+	}
+	if int64(e.Duration) < f.durationMin {
+		return false
+	}
+	if f.sample >= 100 {
+		return true
+	}
+	return rand.Float64()*100 < f.sample
+}
+
+// Reopen closes and reopens the file, for logrotate's rename-then-reopen
+// (admin /reopen_logs). Lines logged before the call end up in the renamed
+// file, lines after it in the new one; none is lost. If the path cannot be
+// opened, the error is returned and the old file is kept. It waits for the
+// writer goroutine, so it may take as long as one write: it is for the admin
+// path, not the request path. It does nothing for stdout and returns
+// ErrClosed after Close.
+func (l *Logger) Reopen() error { return l.w.Reopen() }
+
+// Close stops taking lines, writes every buffered one and closes the file
+// (never stdout). It returns when that is done or ctx ends, whichever is
+// first; on SIGTERM the caller passes the drain deadline. Lines logged after
+// Close are counted as dropped.
+func (l *Logger) Close(ctx context.Context) error { return l.w.Close(ctx) }

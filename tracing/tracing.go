@@ -1,0 +1,449 @@
+// Package tracing gives Sightline its request IDs, trace-context propagation
+// and spans: a SERVER span per downstream request and a CLIENT span per
+// upstream attempt, exported over OTLP.
+//
+// It is built for the data path: when tracing is off every call is a no-op
+// that allocates nothing, propagation works on the engine's own header
+// representation through Carrier (no map per request), and the export queue
+// never blocks a request — spans that do not fit are dropped and counted.
+package tracing
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/contrib/propagators/b3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+)
+
+// instrumentationName names the otel tracer (the instrumentation scope).
+const instrumentationName = "github.com/sightline-proxy/sightline/tracing"
+
+// NewPropagator builds the composite propagator for the tracing.propagation
+// list: tracecontext (W3C traceparent/tracestate), baggage (W3C baggage), b3
+// (B3 single header "b3") and b3multi (X-B3-* headers).
+//
+// On inject every listed format is written. On extract each propagator runs
+// in list order over the same context, so when a request carries several
+// formats with different ids, the LAST listed format that is present wins.
+// Both B3 propagators read both B3 encodings; they differ only in what they
+// write.
+func NewPropagator(names []string) (propagation.TextMapPropagator, error) {
+	props := make([]propagation.TextMapPropagator, 0, len(names))
+	for _, n := range names {
+		switch n {
+		case "tracecontext":
+			props = append(props, propagation.TraceContext{})
+		case "baggage":
+			props = append(props, propagation.Baggage{})
+		case "b3":
+			props = append(props, b3.New(b3.WithInjectEncoding(b3.B3SingleHeader)))
+		case "b3multi":
+			props = append(props, b3.New(b3.WithInjectEncoding(b3.B3MultipleHeader)))
+		default:
+			return nil, fmt.Errorf("tracing: unknown propagation %q (allowed: tracecontext, baggage, b3, b3multi)", n)
+		}
+	}
+	return propagation.NewCompositeTextMapPropagator(props...), nil
+}
+
+// NewSampler keeps percent (0–100) of new traces, chosen by trace id so every
+// hop that uses the same rule agrees, and otherwise follows the parent: a
+// sampled parent is always kept and an unsampled one never is, so Sightline
+// does not cut holes in traces decided upstream.
+func NewSampler(percent float64) sdktrace.Sampler {
+	frac := percent / 100
+	switch {
+	case frac < 0 || frac != frac: // negative or NaN
+		frac = 0
+	case frac > 1:
+		frac = 1
+	}
+	return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(frac))
+}
+
+// Option tunes a Tracer; the defaults suit production.
+type Option func(*options)
+
+type options struct {
+	queueSize     int
+	batchSize     int
+	batchTimeout  time.Duration
+	exportTimeout time.Duration
+	onDrop        func()
+	exporter      sdktrace.SpanExporter
+}
+
+func defaultOptions() options {
+	return options{
+		queueSize:     2048,
+		batchSize:     512,
+		batchTimeout:  time.Second,
+		exportTimeout: 10 * time.Second,
+	}
+}
+
+// WithQueueSize bounds how many ended spans wait for export; beyond it spans
+// are dropped and counted.
+func WithQueueSize(n int) Option { return func(o *options) { o.queueSize = max(n, 1) } }
+
+// WithBatchSize sets how many spans go in one export call.
+func WithBatchSize(n int) Option { return func(o *options) { o.batchSize = max(n, 1) } }
+
+// WithBatchTimeout sets how long a partial batch waits before it is sent.
+func WithBatchTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.batchTimeout = d
+		}
+	}
+}
+
+// WithExportTimeout bounds one export call, retries included.
+func WithExportTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.exportTimeout = d
+		}
+	}
+}
+
+// WithDropHook calls fn for each span dropped because the queue was full, so
+// the caller can count it in its own stats (tracing.spans_dropped). fn runs
+// on the request path: it must be cheap and must not block. Nil means no hook;
+// Dropped still counts.
+func WithDropHook(fn func()) Option { return func(o *options) { o.onDrop = fn } }
+
+// WithExporter replaces the OTLP exporter, for tests.
+func WithExporter(e sdktrace.SpanExporter) Option { return func(o *options) { o.exporter = e } }
+
+// Tracer starts Sightline's spans. A nil *Tracer, or one built from a config
+// without otlp, is disabled: every method is a cheap no-op.
+type Tracer struct {
+	tp     *sdktrace.TracerProvider
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+	proc   *queueProcessor
+}
+
+// New builds a Tracer from the tracing config and the node identity. It does
+// no I/O: the OTLP exporters connect lazily on the first export. Without
+// cfg.OTLP the Tracer is disabled.
+func New(cfg config.Tracing, node config.Node, opts ...Option) (*Tracer, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if cfg.OTLP == nil && o.exporter == nil {
+		return &Tracer{}, nil
+	}
+	prop, err := NewPropagator(cfg.Propagation)
+	if err != nil {
+		return nil, err
+	}
+	exp := o.exporter
+	if exp == nil {
+		if exp, err = newExporter(*cfg.OTLP); err != nil {
+			return nil, err
+		}
+	}
+	res, err := newResource(cfg.ServiceName, node)
+	if err != nil {
+		return nil, err
+	}
+	proc := newQueueProcessor(exp, o)
+	tp := sdktrace.NewTracerProvider(
+		sdktrace.WithSampler(NewSampler(cfg.Sampling)),
+		sdktrace.WithResource(res),
+		sdktrace.WithSpanProcessor(proc),
+	)
+	return &Tracer{tp: tp, tracer: tp.Tracer(instrumentationName), prop: prop, proc: proc}, nil
+}
+
+func newExporter(c config.OTLP) (sdktrace.SpanExporter, error) {
+	ctx := context.Background()
+	hasScheme := strings.Contains(c.Endpoint, "://")
+	switch c.Protocol {
+	case "", "grpc":
+		var opts []otlptracegrpc.Option
+		if hasScheme {
+			opts = append(opts, otlptracegrpc.WithEndpointURL(c.Endpoint))
+		} else {
+			opts = append(opts, otlptracegrpc.WithEndpoint(c.Endpoint))
+		}
+		if c.Insecure {
+			opts = append(opts, otlptracegrpc.WithInsecure())
+		}
+		return otlptracegrpc.New(ctx, opts...)
+	case "http":
+		var opts []otlptracehttp.Option
+		if hasScheme {
+			opts = append(opts, otlptracehttp.WithEndpointURL(c.Endpoint))
+		} else {
+			opts = append(opts, otlptracehttp.WithEndpoint(c.Endpoint))
+		}
+		if c.Insecure {
+			opts = append(opts, otlptracehttp.WithInsecure())
+		}
+		return otlptracehttp.New(ctx, opts...)
+	default:
+		return nil, fmt.Errorf("tracing: otlp.protocol %q: allowed grpc, http", c.Protocol)
+	}
+}
+
+// newResource names the process in every exported span: service.name from
+// config, the node id as service.instance.id and the zone as
+// cloud.availability_zone, so traces can be cut by proxy instance and zone.
+func newResource(service string, node config.Node) (*resource.Resource, error) {
+	if service == "" {
+		service = "sightline"
+	}
+	attrs := []attribute.KeyValue{attribute.String("service.name", service)}
+	if node.ID != "" {
+		attrs = append(attrs, attribute.String("service.instance.id", node.ID))
+	}
+	if node.Zone != "" {
+		attrs = append(attrs, attribute.String("cloud.availability_zone", node.Zone))
+	}
+	return resource.Merge(resource.Default(), resource.NewSchemaless(attrs...))
+}
+
+// Enabled reports whether spans are exported.
+func (t *Tracer) Enabled() bool { return t != nil && t.tp != nil }
+
+// Propagator returns the configured propagator, or nil when disabled.
+func (t *Tracer) Propagator() propagation.TextMapPropagator {
+	if !t.Enabled() {
+		return nil
+	}
+	return t.prop
+}
+
+// Dropped is how many sampled spans were dropped because the export queue
+// was full (or ended after Shutdown).
+func (t *Tracer) Dropped() uint64 {
+	if !t.Enabled() {
+		return 0
+	}
+	return t.proc.dropped.Load()
+}
+
+// ExportFailed is how many spans the exporter failed to send.
+func (t *Tracer) ExportFailed() uint64 {
+	if !t.Enabled() {
+		return 0
+	}
+	return t.proc.failed.Load()
+}
+
+// ForceFlush exports every span ended so far.
+func (t *Tracer) ForceFlush(ctx context.Context) error {
+	if !t.Enabled() {
+		return nil
+	}
+	return t.tp.ForceFlush(ctx)
+}
+
+// Shutdown exports what is queued, bounded by ctx, and stops the exporter.
+func (t *Tracer) Shutdown(ctx context.Context) error {
+	if !t.Enabled() {
+		return nil
+	}
+	return t.tp.Shutdown(ctx)
+}
+
+// Request describes a downstream request or an upstream attempt, in the
+// proxy's own terms; the span attributes are derived from it only when the
+// span is sampled.
+type Request struct {
+	Method    string // :method
+	Path      string // :path, query included
+	Authority string // :authority or Host
+	GRPC      bool   // content-type application/grpc*
+	RequestID string
+
+	// Upstream, for a client span (and for a server span once routed).
+	Cluster string
+	Host    string
+	Zone    string
+}
+
+// Result is how a request or attempt ended.
+type Result struct {
+	HTTPStatus    int // 0 when no response was received
+	GRPCStatus    int
+	HasGRPCStatus bool   // GRPCStatus is meaningful (trailer or Trailers-Only)
+	ResponseFlags string // Envoy-style flags, comma-joined
+	Err           error  // a transport failure (reset, connect failure, timeout)
+
+	// Upstream, for a server span: known only after routing and picking.
+	Cluster string
+	Host    string
+	Zone    string
+}
+
+// Start options built once: passing a fresh option per span would allocate
+// on every request.
+var (
+	serverOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+	clientOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+)
+
+// Span is one Sightline span. The zero Span is a no-op.
+type Span struct {
+	s trace.Span
+}
+
+// StartServer extracts the trace context from the downstream request and
+// starts its SERVER span. Disabled, it returns ctx and a no-op Span.
+func (t *Tracer) StartServer(ctx context.Context, c Carrier, r Request) (context.Context, Span) {
+	if !t.Enabled() {
+		return ctx, Span{}
+	}
+	ctx = t.prop.Extract(ctx, c)
+	ctx, s := t.tracer.Start(ctx, spanName(r), serverOpts...)
+	if s.IsRecording() {
+		s.SetAttributes(requestAttrs(r)...)
+	}
+	return ctx, Span{s: s}
+}
+
+// StartClient starts the CLIENT span of one upstream attempt, as a child of
+// the span in ctx, and injects its context into the attempt's headers c.
+// Disabled, it injects nothing: the downstream trace headers are forwarded
+// untouched, so tracing still works across a proxy that does not trace.
+func (t *Tracer) StartClient(ctx context.Context, c Carrier, r Request) (context.Context, Span) {
+	if !t.Enabled() {
+		return ctx, Span{}
+	}
+	ctx, s := t.tracer.Start(ctx, spanName(r), clientOpts...)
+	if s.IsRecording() {
+		s.SetAttributes(requestAttrs(r)...)
+	}
+	t.prop.Inject(ctx, c)
+	return ctx, Span{s: s}
+}
+
+// Recording reports whether the span is sampled and recording; callers can
+// skip building optional data when it is not.
+func (s Span) Recording() bool { return s.s != nil && s.s.IsRecording() }
+
+// TraceID is the hex trace id for the access log, or "" without a trace.
+func (s Span) TraceID() string {
+	if s.s == nil {
+		return ""
+	}
+	sc := s.s.SpanContext()
+	if !sc.HasTraceID() {
+		return ""
+	}
+	return sc.TraceID().String()
+}
+
+// End records the outcome and ends the span. A gRPC status other than OK, an
+// HTTP 5xx or a transport error marks the span as an error; anything else
+// leaves the status unset, as the semantic conventions ask.
+func (s Span) End(r Result) {
+	if s.s == nil {
+		return
+	}
+	if s.s.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, 7)
+		if r.HTTPStatus != 0 {
+			attrs = append(attrs, attribute.Int("http.response.status_code", r.HTTPStatus))
+		}
+		if r.HasGRPCStatus {
+			attrs = append(attrs, attribute.Int("rpc.grpc.status_code", r.GRPCStatus))
+		}
+		if r.ResponseFlags != "" {
+			attrs = append(attrs, attribute.String("response_flags", r.ResponseFlags))
+		}
+		attrs = appendUpstream(attrs, r.Cluster, r.Host, r.Zone)
+		s.s.SetAttributes(attrs...)
+		switch {
+		case r.Err != nil:
+			s.s.SetStatus(codes.Error, r.Err.Error())
+		case r.HasGRPCStatus && r.GRPCStatus != 0:
+			s.s.SetStatus(codes.Error, "grpc status "+itoa(r.GRPCStatus))
+		case r.HTTPStatus >= 500:
+			s.s.SetStatus(codes.Error, "http status "+itoa(r.HTTPStatus))
+		}
+	}
+	s.s.End()
+}
+
+// spanName follows the semantic conventions: "package.Service/Method" for
+// gRPC, the HTTP method otherwise (a path would make names unbounded).
+func spanName(r Request) string {
+	if r.GRPC && len(r.Path) > 1 {
+		return r.Path[1:]
+	}
+	if r.Method == "" {
+		return "HTTP"
+	}
+	return r.Method
+}
+
+func requestAttrs(r Request) []attribute.KeyValue {
+	path := r.Path
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	attrs := make([]attribute.KeyValue, 0, 11)
+	attrs = append(attrs,
+		attribute.String("http.request.method", r.Method),
+		attribute.String("url.path", path),
+	)
+	if r.Authority != "" {
+		attrs = append(attrs, attribute.String("server.address", r.Authority))
+	}
+	if r.GRPC {
+		attrs = append(attrs, attribute.String("rpc.system", "grpc"))
+		if svc, m, ok := splitGRPCPath(path); ok {
+			attrs = append(attrs, attribute.String("rpc.service", svc), attribute.String("rpc.method", m))
+		}
+	}
+	if r.RequestID != "" {
+		attrs = append(attrs, attribute.String("request_id", r.RequestID))
+	}
+	return appendUpstream(attrs, r.Cluster, r.Host, r.Zone)
+}
+
+func appendUpstream(attrs []attribute.KeyValue, cluster, host, zone string) []attribute.KeyValue {
+	if cluster != "" {
+		attrs = append(attrs, attribute.String("upstream_cluster", cluster))
+	}
+	if host != "" {
+		attrs = append(attrs, attribute.String("upstream_host", host))
+	}
+	if zone != "" {
+		attrs = append(attrs, attribute.String("upstream_zone", zone))
+	}
+	return attrs
+}
+
+// splitGRPCPath splits "/pkg.Service/Method".
+func splitGRPCPath(p string) (service, method string, ok bool) {
+	if len(p) < 2 || p[0] != '/' {
+		return "", "", false
+	}
+	i := strings.LastIndexByte(p, '/')
+	if i <= 1 || i == len(p)-1 {
+		return "", "", false
+	}
+	return p[1:i], p[i+1:], true
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
