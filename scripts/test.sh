@@ -36,3 +36,5 @@ echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 echo "== fuzz (short)"
 go test -run '^$' -fuzz '^FuzzLoad$' -fuzztime 20s ./proxy/config
+go test -run '^$' -fuzz '^FuzzServerFrames$' -fuzztime 15s ./proxy/h2
+go test -run '^$' -fuzz '^FuzzHeaderBlock$' -fuzztime 15s ./proxy/h2
