@@ -405,21 +405,8 @@ func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	b := startBackends(t, 1)[0]
 	const drainTimeout = 5 * time.Second
-	p := startProxy(t, fmt.Sprintf(`node: {id: e2e, zone: zone-a}
-server: {drain_time: 100ms, drain_timeout: %s}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - match: {prefix: /}
-            cluster: upstream
-clusters:
-  - name: upstream
-    endpoints: %s
-`, drainTimeout, endpoints(b.Addr)), "run")
+	p := startProxy(t, fmt.Sprintf("server: {drain_time: 100ms, drain_timeout: %s}\n", drainTimeout)+
+		simpleConfig("round_robin", b.Addr), "run")
 	addr := p.listener("ingress")
 	client := testClient(t, addr)
 
@@ -492,21 +479,8 @@ func TestDrainTime(t *testing.T) {
 	t.Parallel()
 	b := startBackends(t, 1)[0]
 	const drainTime = time.Second
-	p := startProxy(t, fmt.Sprintf(`node: {id: e2e, zone: zone-a}
-server: {drain_time: %s, drain_timeout: 2s}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - match: {prefix: /}
-            cluster: upstream
-clusters:
-  - name: upstream
-    endpoints: %s
-`, drainTime, endpoints(b.Addr)))
+	p := startProxy(t, fmt.Sprintf("server: {drain_time: %s, drain_timeout: 2s}\n", drainTime)+
+		simpleConfig("round_robin", b.Addr))
 	addr := p.listener("ingress")
 
 	sent := time.Now()
