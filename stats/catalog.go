@@ -234,6 +234,8 @@ var (
 		help: "Retries sent."})
 	upstreamRqRetrySuccess = define(Def{flat: "cluster.{cluster_name}.upstream_rq_retry_success", kind: KindCounter,
 		help: "Retries whose response was not retried again."})
+	upstreamRqRetryOverflow = define(Def{flat: "cluster.{cluster_name}.upstream_rq_retry_overflow", kind: KindCounter,
+		help: "Retries not sent because the max_retries circuit breaker was open."})
 	upstreamRqTimeout = define(Def{flat: "cluster.{cluster_name}.upstream_rq_timeout", kind: KindCounter,
 		help: "Requests that hit the route timeout waiting for the upstream."})
 	upstreamRqPerTryTimeout = define(Def{flat: "cluster.{cluster_name}.upstream_rq_per_try_timeout", kind: KindCounter,
@@ -297,6 +299,10 @@ var (
 		help: "Requests sent to the local zone by sampling, the local zone taking only a share."})
 	lbZoneRoutingCrossZone = define(Def{flat: "cluster.{cluster_name}.lb_zone_routing_cross_zone", kind: KindCounter,
 		help: "Requests zone-aware routing sent to another zone."})
+	lbZoneClusterTooSmall = define(Def{flat: "cluster.{cluster_name}.lb_zone_cluster_too_small", kind: KindCounter,
+		help: "Times zone-aware routing was off because the cluster had fewer than min_cluster_size hosts."})
+	lbZoneNoCapacityLeft = define(Def{flat: "cluster.{cluster_name}.lb_zone_no_capacity_left", kind: KindCounter,
+		help: "Requests zone-aware routing sent to a random zone because no other zone had spare capacity."})
 	lbHealthyPanic = define(Def{flat: "cluster.{cluster_name}.lb_healthy_panic", kind: KindCounter,
 		help: "Requests balanced over all hosts because too few were healthy (panic mode)."})
 
@@ -376,6 +382,10 @@ var (
 		help: "Access log entries dropped because the buffer was full."})
 	accessLogFlushes = define(Def{flat: "accesslog.{accesslog_name}.flushes", kind: KindCounter,
 		help: "Access log buffer flushes."})
+
+	// Tracing.
+	tracingSpansDropped = define(Def{flat: "tracing.spans_dropped", kind: KindCounter,
+		help: "Sampled spans dropped because the export queue was full."})
 
 	// The stats system itself.
 	statsOverflow = define(Def{flat: "stats.overflow", kind: KindCounter,

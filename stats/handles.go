@@ -45,6 +45,7 @@ type Upstream struct {
 	RqPendingActive   *Gauge
 	RqRetry           *Counter
 	RqRetrySuccess    *Counter
+	RqRetryOverflow   *Counter
 	RqTimeout         *Counter
 	RqPerTryTimeout   *Counter
 	RqPendingOverflow *Counter
@@ -65,6 +66,7 @@ func (c *Cluster) Upstream() *Upstream {
 			RqPendingActive:   sc.gauge(upstreamRqPendingActive),
 			RqRetry:           sc.counter(upstreamRqRetry),
 			RqRetrySuccess:    sc.counter(upstreamRqRetrySuccess),
+			RqRetryOverflow:   sc.counter(upstreamRqRetryOverflow),
 			RqTimeout:         sc.counter(upstreamRqTimeout),
 			RqPerTryTimeout:   sc.counter(upstreamRqPerTryTimeout),
 			RqPendingOverflow: sc.counter(upstreamRqPendingOverflow),
@@ -179,6 +181,8 @@ type LoadBalancer struct {
 	ZoneRoutingAllDirectly *Counter
 	ZoneRoutingSampled     *Counter
 	ZoneRoutingCrossZone   *Counter
+	ZoneClusterTooSmall    *Counter
+	ZoneNoCapacityLeft     *Counter
 	HealthyPanic           *Counter
 }
 
@@ -191,6 +195,8 @@ func (c *Cluster) LoadBalancer() *LoadBalancer {
 			ZoneRoutingAllDirectly: sc.counter(lbZoneRoutingAllDirectly),
 			ZoneRoutingSampled:     sc.counter(lbZoneRoutingSampled),
 			ZoneRoutingCrossZone:   sc.counter(lbZoneRoutingCrossZone),
+			ZoneClusterTooSmall:    sc.counter(lbZoneClusterTooSmall),
+			ZoneNoCapacityLeft:     sc.counter(lbZoneNoCapacityLeft),
 			HealthyPanic:           sc.counter(lbHealthyPanic),
 		}
 	})
@@ -522,6 +528,8 @@ type Server struct {
 	ConfigReloadFailed *Counter
 	GoGCPause          *Histogram
 	GoGoroutines       *Gauge
+	// SpansDropped counts spans the tracer's export queue had no room for.
+	SpansDropped *Counter
 }
 
 func (sc scope) newServer() *Server {
@@ -534,5 +542,6 @@ func (sc scope) newServer() *Server {
 		ConfigReloadFailed: sc.counter(serverConfigReloadFailed),
 		GoGCPause:          sc.histogram(serverGCPause),
 		GoGoroutines:       sc.gauge(serverGoroutines),
+		SpansDropped:       sc.counter(tracingSpansDropped),
 	}
 }
