@@ -243,6 +243,11 @@ type Endpoint struct {
 type ZoneAware struct {
 	Enabled        bool `yaml:"enabled" json:"enabled"`
 	MinClusterSize int  `yaml:"min_cluster_size" json:"min_cluster_size"`
+	// LocalCluster names a cluster whose endpoints list the proxy fleet by
+	// zone (Envoy's local_cluster_name): their spread is the share of the
+	// traffic each zone originates. Unset, every zone of the upstream
+	// cluster is taken to originate an equal share.
+	LocalCluster string `yaml:"local_cluster,omitempty" json:"local_cluster,omitempty"`
 }
 
 // HealthCheck configures active health checking; exactly one of GRPC, HTTP

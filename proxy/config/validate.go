@@ -485,6 +485,9 @@ func (v *validator) cluster(c *Cluster, p string, names map[string]string) {
 		v.percent(p+".panic_threshold", *c.PanicThreshold)
 	}
 	v.nonNegative(p+".zone_aware.min_cluster_size", c.ZoneAware.MinClusterSize)
+	if c.ZoneAware.LocalCluster != "" {
+		v.clusterRef(p+".zone_aware.local_cluster", c.ZoneAware.LocalCluster)
+	}
 	if c.HealthCheck != nil {
 		v.healthCheck(c.HealthCheck, p+".health_check")
 	}
