@@ -37,6 +37,9 @@ type Backend struct {
 	// lastMD is the metadata of the most recent call, for tests that check
 	// what the proxy sent upstream.
 	lastMD metadata.MD
+	// allMD holds the metadata of every call once KeepMetadata is called.
+	keepAll bool
+	allMD   []metadata.MD
 }
 
 // Start listens on addr ("127.0.0.1:0" for any port) and serves until Stop.
@@ -74,7 +77,29 @@ func (b *Backend) record(ctx context.Context, method string) {
 	b.mu.Lock()
 	b.byMethod[method]++
 	b.lastMD = md
+	if b.keepAll {
+		b.allMD = append(b.allMD, md)
+	}
 	b.mu.Unlock()
+}
+
+// KeepMetadata makes the backend keep the metadata of every call from now
+// on, for tests that check what each call carried.
+func (b *Backend) KeepMetadata() {
+	b.mu.Lock()
+	b.keepAll = true
+	b.mu.Unlock()
+}
+
+// AllMetadata returns the metadata of every call since KeepMetadata.
+func (b *Backend) AllMetadata() []metadata.MD {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]metadata.MD, len(b.allMD))
+	for i, md := range b.allMD {
+		out[i] = md.Copy()
+	}
+	return out
 }
 
 // Calls returns how many calls (health checks excluded) the backend served.

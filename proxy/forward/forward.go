@@ -21,13 +21,18 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/accesslog"
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/flags"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/h2"
+	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/proxy/observe"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 	"github.com/sightline-proxy/sightline/stats"
+	"github.com/sightline-proxy/sightline/tracing"
 )
 
 const (
@@ -48,10 +53,33 @@ type Handler struct {
 	TLS bool
 	// Stats are the listener's stats (http.<stat_prefix>.*).
 	Stats *stats.HTTP
-	Log   zerolog.Logger
+	// Observer decides request IDs and makes spans and access-log entries;
+	// nil: none, and x-request-id passes through untouched.
+	Observer *observe.Observer
+	Log      zerolog.Logger
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// record is what one request's stats, span and access-log entry are told,
+// filled in as the request goes.
+type record struct {
+	requestID  string
+	traceID    string
+	xff        string
+	ctx        context.Context // the server span's, when tracing
+	rt         *route.Route
+	cl         *cluster.Cluster
+	hst        *host.Host
+	flags      flags.Flags
+	grpcStatus int
+	upStatus   int           // the upstream's status; 0: none
+	upErr      error         // why the attempt got no response
+	upTime     time.Duration // sending to response headers; -1: none
+	rx         int64         // request body bytes read
+	tx         int64         // response body bytes written
+	cliSpan    tracing.Span
+}
 
 // ServeHTTP forwards one request and counts it in the listener's stats.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -59,26 +87,132 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := h.Stats
 	st.DownstreamRqTotal.Inc(1)
 	st.DownstreamRqActive.Inc()
-	status := http.StatusOK
+	rec := record{grpcStatus: -1, upTime: -1}
+	status := 0
+	var srvSpan tracing.Span
+	if obs := h.Observer; obs != nil {
+		rec.requestID = obs.RequestID(r.Header.Get("X-Request-Id"))
+		if rec.requestID != "" && obs.SetInResponse() {
+			w.Header()["X-Request-Id"] = []string{rec.requestID}
+		}
+		if obs.Tracing() {
+			rec.ctx, srvSpan = obs.Tracer().StartServer(r.Context(), tracing.HTTPHeader(r.Header), h.traceRequest(r, &rec))
+			rec.traceID = srvSpan.TraceID()
+		} else {
+			rec.traceID = observe.TraceIDFromTraceparent(r.Header.Get("Traceparent"))
+		}
+		if obs.Logging() && r.Body != nil && r.Body != http.NoBody {
+			r.Body = &countingBody{ReadCloser: r.Body, n: &rec.rx}
+		}
+	}
 	defer func() {
+		elapsed := time.Since(start)
+		if status == 0 && rec.upStatus != 0 {
+			status = rec.upStatus // the response began, then was reset
+		}
+		logged := status
+		if status == 0 {
+			status = 499 // the client went away (DC)
+		}
 		st.DownstreamRqActive.Dec()
 		st.RqCompleted(status)
-		st.DownstreamRqTime.RecordDuration(time.Since(start))
+		st.DownstreamRqTime.RecordDuration(elapsed)
+		if h.Observer != nil {
+			h.observeEnd(r, &rec, srvSpan, start, logged, elapsed)
+		}
 	}()
-	status = h.serve(w, r)
+	status = h.serve(w, r, &rec)
+}
+
+// traceRequest describes r for a span.
+func (h *Handler) traceRequest(r *http.Request, rec *record) tracing.Request {
+	return tracing.Request{
+		Method: r.Method, Path: r.URL.RequestURI(), Authority: r.Host,
+		GRPC: grpcproto.IsGRPC(r.Header.Get("Content-Type")), RequestID: rec.requestID,
+	}
+}
+
+// observeEnd ends the request's spans and writes its access-log entry.
+// status is what the client got (0: nothing).
+func (h *Handler) observeEnd(r *http.Request, rec *record, srvSpan tracing.Span, start time.Time, status int, elapsed time.Duration) {
+	obs := h.Observer
+	if status == 0 && r.Context().Err() != nil {
+		rec.flags |= flags.DownstreamConnectionTerm
+	}
+	upstreamCluster, upstreamHost, upstreamZone := "", "", ""
+	if rec.hst != nil {
+		upstreamCluster, upstreamHost, upstreamZone = rec.cl.Name, rec.hst.Address, rec.hst.Zone
+	}
+	if obs.Tracing() {
+		res := tracing.Result{
+			HTTPStatus: rec.upStatus, GRPCStatus: rec.grpcStatus, HasGRPCStatus: rec.grpcStatus >= 0,
+			ResponseFlags: rec.flags.String(), Err: rec.upErr,
+		}
+		if rec.hst != nil {
+			rec.cliSpan.End(res)
+		}
+		res.HTTPStatus, res.Err = status, nil
+		res.Cluster, res.Host, res.Zone = upstreamCluster, upstreamHost, upstreamZone
+		srvSpan.End(res)
+	}
+	if !obs.Logging() {
+		return
+	}
+	var e accesslog.Entry
+	e.Reset()
+	e.StartTime = start
+	e.Method = r.Method
+	e.Authority = r.Host
+	e.Path = r.URL.Path
+	e.Protocol = r.Proto
+	e.ResponseCode = status
+	e.GRPCStatus = rec.grpcStatus
+	e.ResponseFlags = rec.flags.String()
+	e.BytesReceived = rec.rx
+	e.BytesSent = rec.tx
+	e.Duration = elapsed
+	e.UpstreamServiceTime = rec.upTime
+	e.UpstreamHost, e.UpstreamCluster, e.UpstreamZone = upstreamHost, upstreamCluster, upstreamZone
+	if rec.rt != nil {
+		e.RouteName = rec.rt.Name
+	}
+	if rec.hst != nil {
+		e.Attempts = 1
+	}
+	e.RequestID = rec.requestID
+	e.TraceID = rec.traceID
+	e.DownstreamRemoteAddress = r.RemoteAddr
+	e.XForwardedFor = rec.xff
+	e.UserAgent = r.UserAgent()
+	e.HealthCheck = observe.IsHealthCheck(r.URL.Path, e.UserAgent)
+	obs.Log(&e)
+}
+
+// countingBody counts the request body bytes the upstream read.
+type countingBody struct {
+	io.ReadCloser
+	n *int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	*b.n += int64(n)
+	return n, err
 }
 
 // serve forwards one request and returns the HTTP status the client got.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int {
 	grpc := grpcproto.IsGRPC(r.Header.Get("Content-Type"))
 	rt := h.Routes.Match(r.Host, r.URL.Path, r.Header)
 	if rt == nil {
 		h.Stats.NoRoute.Inc(1)
 		if grpc {
-			return writeGRPCError(w, grpcproto.Unimplemented, "no route for "+r.URL.Path, FlagNoRoute.String())
+			rec.grpcStatus = grpcproto.Unimplemented
+			return h.fail(w, rec, true, 0, grpcproto.Unimplemented, "no route for "+r.URL.Path, flags.NoRoute)
 		}
-		return localReply(w, http.StatusNotFound, "no route\n", FlagNoRoute)
+		return h.fail(w, rec, false, http.StatusNotFound, 0, "no route", flags.NoRoute)
 	}
+	rec.rt = rt
 	cl := rt.Cluster()
 
 	timeout := rt.Timeout
@@ -109,11 +243,21 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 	}
 	hst := cl.Pick(&br)
 	if hst == nil {
-		return h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, "no healthy upstream", FlagNoHealthyUpstream)
+		if grpc {
+			rec.grpcStatus = grpcproto.Unavailable
+		}
+		return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, "no healthy upstream", flags.NoHealthyUpstream)
 	}
+	rec.cl, rec.hst = cl, hst
 	pool := hst.Upstream.(*h2.Upstream).HTTP
 
-	out := h.outbound(ctx, r, hst.Address)
+	out := h.outbound(ctx, r, hst.Address, rec)
+	if h.Observer.Tracing() {
+		_, rec.cliSpan = h.Observer.Tracer().StartClient(rec.ctx, tracing.HTTPHeader(out.Header), tracing.Request{
+			Method: r.Method, Path: r.URL.RequestURI(), Authority: r.Host, GRPC: grpc, RequestID: rec.requestID,
+			Cluster: cl.Name, Host: hst.Address, Zone: hst.Zone,
+		})
+	}
 	sent := time.Now()
 	o := cluster.Outcome{GRPC: grpc, GRPCStatus: -1, Path: r.URL.Path}
 	cl.Begin(hst)
@@ -130,7 +274,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 		resp, err = pool.RoundTripH1(out)
 	}
 	if err != nil {
-		return h.upstreamFailed(w, r, ctx, grpc, err, &o)
+		return h.upstreamFailed(w, r, ctx, grpc, err, &o, rec)
 	}
 	defer resp.Body.Close()
 	// The deadline must also end a response that is streaming: net/http's
@@ -139,26 +283,36 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 	stop := context.AfterFunc(ctx, func() { resp.Body.Close() })
 	defer stop()
 
+	rec.upTime = time.Since(sent)
 	dst := w.Header()
 	copyHeader(dst, resp.Header)
-	dst[headerUpstreamServiceTime] = []string{strconv.FormatInt(time.Since(sent).Milliseconds(), 10)}
+	dst[headerUpstreamServiceTime] = []string{strconv.FormatInt(rec.upTime.Milliseconds(), 10)}
+	if rec.requestID != "" && h.Observer.SetInResponse() {
+		dst["X-Request-Id"] = []string{rec.requestID}
+	}
 	w.WriteHeader(resp.StatusCode)
-	o.Status = resp.StatusCode
+	o.Status, rec.upStatus = resp.StatusCode, resp.StatusCode
 	if grpc {
 		o.GRPCStatus = grpcStatus(resp.Header)
+		rec.grpcStatus = o.GRPCStatus
 	}
 
-	if err := streamBody(w, resp.Body); err != nil {
+	n, err := streamBody(w, resp.Body)
+	rec.tx = n
+	if err != nil {
 		switch {
 		case r.Context().Err() != nil:
 			// The client went away; its stream is gone.
+			rec.flags |= flags.DownstreamConnectionTerm
 		case ctx.Err() != nil && grpc:
 			o.Timeout, o.GRPCStatus = true, grpcproto.DeadlineExceeded
-			setGRPCTrailerStatus(w, grpcproto.DeadlineExceeded, "upstream request timeout", FlagUpstreamRequestTimeout.String())
+			rec.grpcStatus, rec.flags = o.GRPCStatus, rec.flags|flags.UpstreamRequestTimeout
+			setGRPCTrailerStatus(w, grpcproto.DeadlineExceeded, "upstream request timeout", flags.UpstreamRequestTimeout.String())
 		default:
 			// The upstream reset mid-response: reset the client's stream
 			// too rather than pretend the response ended well.
 			o.Reset, o.Status = true, http.StatusServiceUnavailable
+			rec.flags |= flags.UpstreamRemoteReset
 			panic(http.ErrAbortHandler)
 		}
 		return o.Status
@@ -168,6 +322,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 	}
 	if grpc && o.GRPCStatus < 0 {
 		o.GRPCStatus = grpcStatus(resp.Trailer)
+		rec.grpcStatus = o.GRPCStatus
 	}
 	return o.Status
 }
@@ -187,7 +342,7 @@ func grpcStatus(h http.Header) int {
 
 // outbound builds the upstream request: same method, path, query and body,
 // hop-by-hop headers removed, x-forwarded-for appended.
-func (h *Handler) outbound(ctx context.Context, r *http.Request, addr string) *http.Request {
+func (h *Handler) outbound(ctx context.Context, r *http.Request, addr string, rec *record) *http.Request {
 	hdr := make(http.Header, len(r.Header)+2)
 	copyHeader(hdr, r.Header)
 	if !h.TrustRequestHeaders {
@@ -205,6 +360,14 @@ func (h *Handler) outbound(ctx context.Context, r *http.Request, addr string) *h
 			hdr["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
 		} else {
 			hdr["X-Forwarded-For"] = []string{ip}
+		}
+		rec.xff = hdr["X-Forwarded-For"][0]
+	}
+	if h.Observer != nil {
+		// The id the proxy decided replaces the client's.
+		delete(hdr, "X-Request-Id")
+		if rec.requestID != "" {
+			hdr["X-Request-Id"] = []string{rec.requestID}
 		}
 	}
 	if _, ok := hdr["X-Forwarded-Proto"]; !ok {
@@ -233,74 +396,84 @@ func (h *Handler) outbound(ctx context.Context, r *http.Request, addr string) *h
 }
 
 // upstreamFailed answers when no response came from upstream, and records
-// why in o.
-func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, ctx context.Context, grpc bool, err error, o *cluster.Outcome) int {
+// why in o and rec.
+func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, ctx context.Context, grpc bool, err error, o *cluster.Outcome, rec *record) int {
+	rec.upErr = err
 	switch {
 	case r.Context().Err() != nil:
 		// Downstream disconnect (DC): nobody to answer. Envoy logs 499 for it.
 		o.Status = 499
-		return o.Status
+		rec.flags |= flags.DownstreamConnectionTerm
+		return 0
 	case ctx.Err() == context.DeadlineExceeded:
 		o.Status, o.Timeout = http.StatusGatewayTimeout, true
 		if grpc {
 			o.GRPCStatus = grpcproto.DeadlineExceeded
-			return writeGRPCError(w, grpcproto.DeadlineExceeded, "upstream request timeout", FlagUpstreamRequestTimeout.String())
+			rec.grpcStatus = o.GRPCStatus
 		}
-		return localReply(w, http.StatusGatewayTimeout, "upstream request timeout\n", FlagUpstreamRequestTimeout)
+		return h.fail(w, rec, grpc, http.StatusGatewayTimeout, grpcproto.DeadlineExceeded, "upstream request timeout", flags.UpstreamRequestTimeout)
 	case errors.Is(err, upstream.ErrConnect):
 		h.Log.Debug().Err(err).Msg("upstream connect failure")
 		o.Status, o.ConnectFailure, o.GRPCStatus = http.StatusServiceUnavailable, true, grpcproto.Unavailable
-		return h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
-			"upstream connect error or disconnect/reset before headers. reset reason: connection failure", FlagUpstreamConnectFailure)
+		if grpc {
+			rec.grpcStatus = grpcproto.Unavailable
+		}
+		return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
+			"upstream connect error or disconnect/reset before headers. reset reason: connection failure", flags.UpstreamConnectFailure)
 	default:
 		h.Log.Debug().Err(err).Msg("upstream reset before headers")
 		o.Status, o.Reset, o.GRPCStatus = http.StatusServiceUnavailable, true, grpcproto.Unavailable
-		return h.fail(w, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
-			"upstream connect error or disconnect/reset before headers. reset reason: remote reset", FlagUpstreamRemoteReset)
+		if grpc {
+			rec.grpcStatus = grpcproto.Unavailable
+		}
+		return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
+			"upstream connect error or disconnect/reset before headers. reset reason: remote reset", flags.UpstreamRemoteReset)
 	}
 }
 
 // fail answers with an error the proxy made itself, gRPC-shaped for gRPC
-// clients, and returns the HTTP status sent.
-func (h *Handler) fail(w http.ResponseWriter, grpc bool, status, grpcCode int, msg string, f Flags) int {
+// clients, records its flag and returns the HTTP status sent.
+func (h *Handler) fail(w http.ResponseWriter, rec *record, grpc bool, status, grpcCode int, msg string, f flags.Flags) int {
+	rec.flags |= f
 	if grpc {
 		return writeGRPCError(w, grpcCode, msg, f.String())
 	}
-	return localReply(w, status, msg+"\n", f)
-}
-
-func localReply(w http.ResponseWriter, status int, body string, f Flags) int {
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set(headerResponseFlags, f.String())
+	body := msg + "\n"
+	rec.tx = int64(len(body))
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/plain; charset=utf-8")
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	hdr.Set(headerResponseFlags, f.String())
 	w.WriteHeader(status)
 	io.WriteString(w, body)
 	return status
 }
 
 // streamBody copies the response body, flushing after every read so that
-// streamed messages reach the client at once.
-func streamBody(w http.ResponseWriter, body io.Reader) error {
+// streamed messages reach the client at once. It returns the bytes written.
+func streamBody(w http.ResponseWriter, body io.Reader) (int64, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
 	rc := http.NewResponseController(w)
+	var total int64
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return werr
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
 			}
 			if ferr := rc.Flush(); ferr != nil {
-				return ferr
+				return total, ferr
 			}
 		}
 		if err == io.EOF {
-			return nil
+			return total, nil
 		}
 		if err != nil {
-			return err
+			return total, err
 		}
 	}
 }

@@ -29,23 +29,6 @@ func TestWriteGRPCErrorIsTrailersOnly(t *testing.T) {
 	}
 }
 
-func TestFlagsString(t *testing.T) {
-	tests := []struct {
-		give Flags
-		want string
-	}{
-		{0, "-"},
-		{FlagNoRoute, "NR"},
-		{FlagUpstreamConnectFailure | FlagUpstreamRetryLimit, "UF,URX"},
-		{FlagRateLimited, "RL"},
-	}
-	for _, tt := range tests {
-		if got := tt.give.String(); got != tt.want {
-			t.Errorf("Flags(%d).String() = %q, want %q", tt.give, got, tt.want)
-		}
-	}
-}
-
 func TestCopyHeaderDropsHopByHop(t *testing.T) {
 	src := http.Header{
 		"Connection":        {"keep-alive, X-Private"},

@@ -3,6 +3,7 @@ package h2
 import (
 	"strconv"
 
+	"github.com/sightline-proxy/sightline/proxy/flags"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 )
 
@@ -14,20 +15,21 @@ const (
 	grpcUnavailable       = grpcproto.Unavailable
 )
 
-// flag is one of Envoy's response flags, the letters the proxy puts in
-// x-sightline-response-flags of the responses it makes itself. They are the
-// same letters as forward.Flags; this package does not import forward so
-// that forward can import it.
-type flag string
+// flag is a set of Envoy's response flags: the proxy puts them in
+// x-sightline-response-flags of the responses it makes itself, and in the
+// access log and the span of every call.
+type flag = flags.Flags
 
 const (
-	flagNoHealthyUpstream      flag = "UH"
-	flagUpstreamConnectFailure flag = "UF"
-	flagNoRoute                flag = "NR"
-	flagUpstreamRequestTimeout flag = "UT"
-	flagUpstreamConnectionTerm flag = "UC"
-	flagUpstreamRemoteReset    flag = "UR"
-	flagLocalReset             flag = "LR"
+	flagNoHealthyUpstream      = flags.NoHealthyUpstream
+	flagUpstreamConnectFailure = flags.UpstreamConnectFailure
+	flagUpstreamOverflow       = flags.UpstreamOverflow
+	flagNoRoute                = flags.NoRoute
+	flagUpstreamRetryLimit     = flags.UpstreamRetryLimit
+	flagUpstreamRequestTimeout = flags.UpstreamRequestTimeout
+	flagUpstreamConnectionTerm = flags.UpstreamConnectionTerm
+	flagDownstreamConnTerm     = flags.DownstreamConnectionTerm
+	flagUpstreamRemoteReset    = flags.UpstreamRemoteReset
 )
 
 // grpcFailed reports whether a grpc-status value is an error.

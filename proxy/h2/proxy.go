@@ -11,6 +11,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/tracing"
 )
 
 // Header names the proxy reads or writes (lower case: HTTP/2 field names).
@@ -37,8 +38,11 @@ func (sc *serverConn) proxy(cl *call) {
 	fields := sc.fields
 	cl.grpc = grpcproto.IsGRPC(hb.ctype)
 	cl.head = hb.method == "HEAD"
+	if sc.srv.obs != nil {
+		sc.observeStart(cl)
+	}
 	if hb.method == "CONNECT" {
-		cl.localError(501, grpcUnimplemented, "CONNECT is not supported", "")
+		cl.localError(501, grpcUnimplemented, "CONNECT is not supported", 0)
 		return
 	}
 	authority := hb.authority
@@ -103,10 +107,12 @@ func (sc *serverConn) proxy(cl *call) {
 			return
 		}
 		sc.buildRequest(cl, u.H2.scheme, authority)
+		cl.startAttempt()
 		cl.sent = time.Now()
 		startBridge(cl, u.HTTP, hb.endStream)
 	} else {
 		sc.buildRequest(cl, u.H2.scheme, authority)
+		cl.startAttempt()
 		cl.pool = u.H2
 		h := &cl.up
 		h.hdrs, h.hdrsPending, h.endPending = cl.reqFields, true, hb.endStream
@@ -167,10 +173,13 @@ func (sc *serverConn) buildRequest(cl *call, scheme, authority string) {
 	f = append(f, hpack.HeaderField{Name: ":path", Value: hb.path})
 	xff, nxff := "", 0
 	hasProto := false
+	observed := sc.srv.obs != nil
 	for _, fld := range sc.fields {
 		switch {
 		case fld.Name == "host" || hopByHop(fld.Name):
 			continue
+		case observed && fld.Name == tracing.RequestIDHeader:
+			continue // replaced by the id the proxy decided
 		case fld.Name == "x-forwarded-for":
 			if nxff == 0 {
 				xff = fld.Value
@@ -199,6 +208,10 @@ func (sc *serverConn) buildRequest(cl *call, scheme, authority string) {
 	}
 	if nxff > 0 {
 		f = append(f, hpack.HeaderField{Name: "x-forwarded-for", Value: xff})
+		cl.xff = xff
+	}
+	if cl.requestID != "" {
+		f = append(f, cl.requestIDField())
 	}
 	if !hasProto {
 		f = append(f, hpack.HeaderField{Name: "x-forwarded-proto", Value: sc.srv.proto})
@@ -211,7 +224,7 @@ func (sc *serverConn) buildRequest(cl *call, scheme, authority string) {
 // (RFC 6585 §5, RFC 9113 §10.5.1).
 func (sc *serverConn) headersTooLarge(cl *call) {
 	cl.grpc = grpcproto.IsGRPC(sc.hb.ctype)
-	cl.localError(431, grpcResourceExhausted, "request header fields too large", "")
+	cl.localError(431, grpcResourceExhausted, "request header fields too large", 0)
 }
 
 // forwardData sends request bytes on upstream (or drops them when there is
@@ -286,7 +299,8 @@ func (cl *call) localError(status, grpcCode int, msg string, f flag) {
 // expect of a proxy's own errors.
 func (cl *call) grpcErrorLocked(c *conn, code int, msg string, f flag) {
 	cl.downStatus.Store(200)
-	fields := make([]hpack.HeaderField, 0, 5)
+	cl.addFlag(f)
+	fields := make([]hpack.HeaderField, 0, 6)
 	fields = append(fields,
 		hpack.HeaderField{Name: ":status", Value: "200"},
 		hpack.HeaderField{Name: "content-type", Value: "application/grpc"},
@@ -294,9 +308,10 @@ func (cl *call) grpcErrorLocked(c *conn, code int, msg string, f flag) {
 	if msg != "" {
 		fields = append(fields, hpack.HeaderField{Name: "grpc-message", Value: grpcproto.EncodeMessage(msg)})
 	}
-	if f != "" {
-		fields = append(fields, hpack.HeaderField{Name: headerResponseFlags, Value: string(f)})
+	if f != 0 {
+		fields = append(fields, hpack.HeaderField{Name: headerResponseFlags, Value: f.String()})
 	}
+	fields = cl.appendRequestID(fields)
 	h := &cl.down
 	h.hdrs, h.hdrsPending, h.endPending = fields, true, true
 	cl.respStarted, cl.respEnded = true, true
@@ -306,14 +321,16 @@ func (cl *call) grpcErrorLocked(c *conn, code int, msg string, f flag) {
 // localReplyLocked queues a plain-text response.
 func (cl *call) localReplyLocked(c *conn, status int, body string, f flag) {
 	cl.downStatus.Store(int32(status))
-	fields := make([]hpack.HeaderField, 0, 4)
+	cl.addFlag(f)
+	fields := make([]hpack.HeaderField, 0, 5)
 	fields = append(fields,
 		hpack.HeaderField{Name: ":status", Value: itoa(int64(status))},
 		hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"},
 		hpack.HeaderField{Name: "content-length", Value: itoa(int64(len(body)))})
-	if f != "" {
-		fields = append(fields, hpack.HeaderField{Name: headerResponseFlags, Value: string(f)})
+	if f != 0 {
+		fields = append(fields, hpack.HeaderField{Name: headerResponseFlags, Value: f.String()})
 	}
+	fields = cl.appendRequestID(fields)
 	h := &cl.down
 	h.hdrs, h.hdrsPending = fields, true
 	cl.respStarted, cl.respEnded = true, true
@@ -322,6 +339,7 @@ func (cl *call) localReplyLocked(c *conn, status int, body string, f flag) {
 		c.scheduleLocked(h)
 		return
 	}
+	cl.localBytes = int64(len(body))
 	d := getBuf(len(body))
 	d.end = copy(d.b, body)
 	d.local = true
@@ -330,14 +348,24 @@ func (cl *call) localReplyLocked(c *conn, status int, body string, f flag) {
 	}
 }
 
+// appendRequestID adds x-request-id to a response the proxy makes itself,
+// when the listener sets it in responses.
+func (cl *call) appendRequestID(fields []hpack.HeaderField) []hpack.HeaderField {
+	if cl.requestID != "" && cl.sc.srv.obs.SetInResponse() {
+		fields = append(fields, cl.requestIDField())
+	}
+	return fields
+}
+
 // onResponseHeaders forwards the upstream's response headers (on the
 // upstream reader): :status, the fields without hop-by-hop ones, and
 // x-sightline-upstream-service-time.
 func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.HeaderField) {
 	f := append(cl.respFields[:0], hpack.HeaderField{Name: ":status", Value: status})
 	grpcStatus := ""
+	setID := cl.requestID != "" && cl.sc.srv.obs.SetInResponse()
 	for _, fld := range fields {
-		if hopByHop(fld.Name) {
+		if hopByHop(fld.Name) || setID && fld.Name == tracing.RequestIDHeader {
 			continue
 		}
 		if fld.Name == "grpc-status" {
@@ -348,7 +376,12 @@ func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.Header
 		}
 		f = append(f, fld)
 	}
-	f = append(f, hpack.HeaderField{Name: headerUpstreamServiceTime, Value: itoa(time.Since(cl.sent).Milliseconds())})
+	upTime := time.Since(cl.sent)
+	cl.upTime.Store(int64(max(upTime, 1)))
+	f = append(f, hpack.HeaderField{Name: headerUpstreamServiceTime, Value: itoa(upTime.Milliseconds())})
+	if setID {
+		f = append(f, cl.requestIDField())
+	}
 	cl.respFields = f
 	code := statusCode(status)
 	if status[0] == '5' || cl.grpc && end && grpcFailed(grpcStatus) {
@@ -429,6 +462,7 @@ func (cl *call) onResponseTrailers(fields []hpack.HeaderField) {
 // on, fired first: the client gets DEADLINE_EXCEEDED, as if our timer had.
 func (cl *call) upstreamReset(code http2.ErrCode, f flag, msg string) {
 	cl.failed.Store(true)
+	cl.addFlag(f)
 	c := cl.down.lock()
 	expired := code == http2.ErrCodeCancel && !cl.deadline.IsZero() && !time.Now().Before(cl.deadline)
 	if !expired {

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/observe"
 	"github.com/sightline-proxy/sightline/proxy/route"
 
 	"github.com/sightline-proxy/sightline/stats"
@@ -45,6 +46,9 @@ type ServerOptions struct {
 	// Stats are the listener's request stats (http.<stat_prefix>.*);
 	// nil keeps none.
 	Stats *stats.HTTP
+	// Observer decides request IDs and makes spans and access-log
+	// entries; nil: none, and x-request-id passes through untouched.
+	Observer *observe.Observer
 }
 
 // Server serves HTTP/2 connections of one listener and proxies their
@@ -65,6 +69,7 @@ type Server struct {
 	maxRequests   int
 	log           zerolog.Logger
 	stats         *stats.HTTP
+	obs           *observe.Observer
 
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
@@ -85,6 +90,7 @@ func NewServer(opts ServerOptions) *Server {
 		maxRequests:   lim.MaxRequestsPerConnection,
 		log:           opts.Log,
 		stats:         opts.Stats,
+		obs:           opts.Observer,
 		conns:         make(map[*serverConn]struct{}),
 	}
 	if opts.TLS {

@@ -48,6 +48,8 @@ type serverConn struct {
 	conn
 	srv      *Server
 	remoteIP string
+	// remoteAddr is the client's ip:port, for the access log.
+	remoteAddr string
 
 	// Reader-owned.
 	recentResets [16]uint32 // streams we reset lately: their frames in flight are ignored
@@ -76,7 +78,8 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 	sc.headerTimeout = s.headerTimeout
 	sc.initState(s.maxHeaderList)
 	sc.initIO()
-	if host, _, err := net.SplitHostPort(nc.RemoteAddr().String()); err == nil {
+	sc.remoteAddr = nc.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(sc.remoteAddr); err == nil {
 		sc.remoteIP = host
 	}
 	return sc
@@ -413,6 +416,7 @@ func (sc *serverConn) handleData(fh http2.FrameHeader, d *dbuf) error {
 	n := d.len()
 	end := fh.Flags.Has(http2.FlagDataEndStream)
 	h.recvLen += int64(n)
+	h.call.rxBytes.Add(int64(n))
 	if h.contentLen >= 0 && (h.recvLen > h.contentLen || end && h.recvLen != h.contentLen) {
 		// RFC 9113 §8.1.1: a body that disagrees with content-length is
 		// malformed, too long (checked as it comes) or too short (at
@@ -471,6 +475,9 @@ func (sc *serverConn) handleRST(f *http2.RSTStreamFrame) error {
 	h.peerReset, h.rstDone = true, true
 	cl := h.call
 	cl.refs.Add(1)
+	if !cl.respEnded {
+		cl.addFlag(flagDownstreamConnTerm)
+	}
 	cl.respEnded = true
 	sc.resetLocked(h, 0, false)
 	sc.unlock()
@@ -485,9 +492,11 @@ func (sc *serverConn) resetStream(id uint32, code http2.ErrCode) {
 	sc.recentResets[sc.resetPos%len(sc.recentResets)] = id
 	sc.resetPos++
 	h := sc.streams[id]
-	if h == nil || h.rstDone {
-		// Gone, or reset and waiting for the writer to let go of it:
-		// the frame that caused this still gets its RST_STREAM.
+	if h == nil || h.rstDone || h.sendDone && h.recvDone {
+		// Gone, reset, or closed both ways and waiting for the writer to
+		// let go of it: the frame that caused this still gets its
+		// RST_STREAM (a closed stream's error is STREAM_CLOSED, RFC 9113
+		// §5.1), which resetLocked would not send for a closed stream.
 		sc.queueCtrlLocked(ctrlFrame{kind: ctrlRST, id: id, val: uint32(code)})
 		sc.unlock()
 		return

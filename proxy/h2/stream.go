@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/tracing"
 )
 
 // half is one side of a proxied call: the stream on one connection (RFC
@@ -109,7 +111,7 @@ func (h *half) afterDetach() {
 		cl.redispatch()
 		return
 	}
-	if h.failFlag != "" {
+	if h.failFlag != 0 {
 		cl.upstreamReset(h.failCode, h.failFlag, h.failMsg)
 	}
 	cl.halfDone(h)
@@ -185,6 +187,24 @@ type call struct {
 	failed atomic.Bool
 	halves atomic.Int32
 	refs   atomic.Int32
+
+	// What the access log and spans are told (see observe). The fields are
+	// set by the downstream reader in proxy before the call goes upstream;
+	// the atomics by whichever goroutine learns them.
+	method     string
+	authority  string
+	userAgent  string
+	xff        string // as sent upstream
+	requestID  string
+	traceID    string
+	localBytes int64 // body of a response the proxy made itself
+	ctx        context.Context
+	srvSpan    tracing.Span
+	cliSpan    tracing.Span
+	flags      atomic.Uint32 // response flags (flag)
+	rxBytes    atomic.Int64  // request body bytes from the client
+	txBytes    atomic.Int64  // response body bytes from upstream
+	upTime     atomic.Int64  // ns from sending upstream to the response headers; 0: none
 
 	// Guarded by the downstream connection's mutex.
 	respStarted bool // response HEADERS queued downstream
@@ -288,13 +308,21 @@ func (cl *call) finish() {
 	}
 	st := cl.sc.srv.stats
 	st.DownstreamRqActive.Dec()
-	status := int(cl.downStatus.Load())
+	sent := int(cl.downStatus.Load())
+	status := sent
 	if status == 0 {
 		status = 499
 	}
 	st.RqCompleted(status)
-	st.DownstreamRqTime.RecordDuration(time.Since(cl.start))
+	elapsed := time.Since(cl.start)
+	st.DownstreamRqTime.RecordDuration(elapsed)
+	if obs := cl.sc.srv.obs; obs != nil {
+		cl.observeEnd(obs, sent, elapsed)
+	}
 }
+
+// addFlag records a response flag for the access log and the span.
+func (cl *call) addFlag(f flag) { cl.flags.Or(uint32(f)) }
 
 // Why an upstream request ended without a response (call.endedBy).
 const (
@@ -348,6 +376,7 @@ func (cl *call) onTimeout() {
 func (cl *call) timeoutLocked(c *conn) {
 	const msg = "upstream request timeout"
 	cl.ended(endedTimeout, 504, grpcDeadlineExceeded)
+	cl.addFlag(flagUpstreamRequestTimeout)
 	switch {
 	case cl.respEnded || !cl.down.attached:
 	case !cl.respStarted:
@@ -361,7 +390,7 @@ func (cl *call) timeoutLocked(c *conn) {
 		h.trailers = []hpack.HeaderField{
 			{Name: "grpc-status", Value: itoa(grpcDeadlineExceeded)},
 			{Name: "grpc-message", Value: msg},
-			{Name: headerResponseFlags, Value: string(flagUpstreamRequestTimeout)},
+			{Name: headerResponseFlags, Value: flagUpstreamRequestTimeout.String()},
 		}
 		h.trailersPending, h.endPending = true, true
 		cl.respEnded = true

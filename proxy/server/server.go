@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/accesslog"
 	"github.com/sightline-proxy/sightline/internal/version"
 	"github.com/sightline-proxy/sightline/proxy/admin"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
@@ -24,10 +27,12 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/listener"
+	"github.com/sightline-proxy/sightline/proxy/observe"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 	"github.com/sightline-proxy/sightline/sinks"
 	"github.com/sightline-proxy/sightline/stats"
+	"github.com/sightline-proxy/sightline/tracing"
 )
 
 // Server is a running proxy.
@@ -39,6 +44,8 @@ type Server struct {
 	admin     *admin.Server
 	stats     *stats.Store
 	sinks     *sinks.Set
+	tracer    *tracing.Tracer
+	logs      []*accesslog.Logger
 	started   time.Time
 
 	hcFailed atomic.Bool
@@ -49,9 +56,15 @@ type Server struct {
 	shutdownErr  error
 }
 
-// New builds every component of cfg. It does no network I/O.
-func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
+// New builds every component of cfg. It does no network I/O; it opens the
+// access-log files.
+func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 	s := &Server{cfg: cfg, log: lg}
+	defer func() {
+		if err != nil {
+			s.closeLogs(context.Background())
+		}
+	}()
 	set, err := sinks.Build(cfg.Stats, stats.SinkOptions{
 		Node: cfg.Node, ServiceName: cfg.Tracing.ServiceName, EmitZeros: cfg.Stats.EmitZeros,
 		Log: lg.With().Str("component", "stats").Logger(),
@@ -65,6 +78,11 @@ func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("stats: %w", err)
 	}
 	s.stats, s.sinks = st, set
+	dropped := st.Server().SpansDropped
+	s.tracer, err = tracing.New(cfg.Tracing, cfg.Node, tracing.WithDropHook(func() { dropped.Inc(1) }))
+	if err != nil {
+		return nil, err
+	}
 	byName := make(map[string]*cluster.Cluster, len(cfg.Clusters))
 	for _, cc := range cfg.Clusters {
 		opts, err := upstreamOptions(cc)
@@ -103,11 +121,16 @@ func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
 		}
 		httpStats := st.HTTP(lc.StatPrefix)
 		llog := lg.With().Str("listener", lc.Name).Logger()
+		obs, err := s.observer(lc, llog)
+		if err != nil {
+			return nil, err
+		}
 		h1 := &forward.Handler{
 			Routes:              table,
 			TrustRequestHeaders: lc.TrustRequestHeaders,
 			TLS:                 lc.TLS != nil,
 			Stats:               httpStats,
+			Observer:            obs,
 			Log:                 llog,
 		}
 		h2srv := h2.NewServer(h2.ServerOptions{
@@ -116,6 +139,7 @@ func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
 			TLS:                 lc.TLS != nil,
 			Limits:              lc.Limits,
 			Stats:               httpStats,
+			Observer:            obs,
 			Log:                 llog,
 		})
 		l, err := listener.New(lc, h1, h2srv, listener.Stats{Listener: st.Listener(lc.Address), HTTP: httpStats}, lg)
@@ -127,7 +151,58 @@ func New(cfg *config.Config, lg zerolog.Logger) (*Server, error) {
 	s.admin = admin.New(cfg.Admin.Address, s, lg)
 	s.admin.Handle("GET /stats", st.Handler())
 	s.admin.Handle("GET /stats/prometheus", set.Prometheus)
+	s.admin.Handle("POST /reopen_logs", http.HandlerFunc(s.reopenLogs))
 	return s, nil
+}
+
+// observer opens a listener's access logs and returns what its request
+// paths identify, trace and log requests with. The first access log of a
+// listener is named after it in the stats (accesslog.<listener>.*), the
+// others get their index (accesslog.<listener>_1.*).
+func (s *Server) observer(lc config.Listener, lg zerolog.Logger) (*observe.Observer, error) {
+	logs := make([]*accesslog.Logger, 0, len(lc.AccessLog))
+	for i, ac := range lc.AccessLog {
+		name := lc.Name
+		if i > 0 {
+			name = fmt.Sprintf("%s_%d", lc.Name, i)
+		}
+		l, err := accesslog.New(ac, s.stats.AccessLog(name), lg.With().Str("access_log", ac.Path).Logger())
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: access_log[%d]: %w", lc.Name, i, err)
+		}
+		logs = append(logs, l)
+		s.logs = append(s.logs, l)
+	}
+	return observe.New(lc.RequestID, s.tracer, logs), nil
+}
+
+// reopenLogs is POST /reopen_logs: every access log reopens its file, for
+// log rotation (rename, then reopen: no line is lost).
+func (s *Server) reopenLogs(w http.ResponseWriter, _ *http.Request) {
+	var errs []error
+	for _, l := range s.logs {
+		if err := l.Reopen(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.log.Error().Err(err).Msg("reopening logs")
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s.log.Info().Int("files", len(s.logs)).Msg("logs reopened")
+	io.WriteString(w, "OK\n")
+}
+
+// closeLogs writes every buffered access-log line and exports the queued
+// spans, bounded by ctx.
+func (s *Server) closeLogs(ctx context.Context) error {
+	errs := make([]error, 0, len(s.logs)+1)
+	for _, l := range s.logs {
+		errs = append(errs, l.Close(ctx))
+	}
+	errs = append(errs, s.tracer.Shutdown(ctx))
+	return errors.Join(errs...)
 }
 
 // upstreamOptions turns a cluster's connect settings into pool options.
@@ -185,6 +260,7 @@ func (s *Server) closeAll() {
 	for _, c := range s.clusters {
 		c.Close()
 	}
+	s.closeLogs(ctx)
 	s.stats.Close(ctx)
 	if s.stop != nil {
 		s.stop()
@@ -230,8 +306,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer acancel()
-		// The last interval reaches the push sinks before the process ends.
-		errs = append(errs, s.stats.Close(actx), s.admin.Shutdown(actx))
+		// Every line of every finished request reaches its file, and the
+		// last interval the push sinks, before the process ends.
+		errs = append(errs, s.closeLogs(actx), s.stats.Close(actx), s.admin.Shutdown(actx))
 		if s.stop != nil {
 			s.stop()
 		}

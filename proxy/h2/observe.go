@@ -1,0 +1,148 @@
+package h2
+
+import (
+	"context"
+	"time"
+
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/sightline-proxy/sightline/accesslog"
+	"github.com/sightline-proxy/sightline/proxy/observe"
+	"github.com/sightline-proxy/sightline/tracing"
+)
+
+// observeStart gives a new request its x-request-id and, when tracing, its
+// SERVER span (joined to the caller's trace context). It runs on the
+// downstream reader before routing, so that even a request with no route is
+// logged and traced with its id.
+func (sc *serverConn) observeStart(cl *call) {
+	obs := sc.srv.obs
+	hb := &sc.hb
+	cl.method = hb.method
+	cl.authority = hb.authority
+	if cl.authority == "" {
+		cl.authority = hb.host
+	}
+	existing, traceparent := "", ""
+	for i := range sc.fields {
+		f := &sc.fields[i]
+		switch f.Name {
+		case tracing.RequestIDHeader:
+			existing = f.Value
+		case "user-agent":
+			cl.userAgent = f.Value
+		case "traceparent":
+			traceparent = f.Value
+		}
+	}
+	cl.requestID = obs.RequestID(existing)
+	if !obs.Tracing() {
+		cl.traceID = observe.TraceIDFromTraceparent(traceparent)
+		return
+	}
+	cl.ctx, cl.srvSpan = obs.Tracer().StartServer(context.Background(), &tracing.HPACKCarrier{Fields: sc.fields}, tracing.Request{
+		Method: cl.method, Path: hb.path, Authority: cl.authority, GRPC: cl.grpc, RequestID: cl.requestID,
+	})
+	cl.traceID = cl.srvSpan.TraceID()
+}
+
+// startAttempt starts the CLIENT span of the upstream attempt and injects
+// its context into the request's fields. cl.reqFields is built and cl.hst
+// picked.
+func (cl *call) startAttempt() {
+	obs := cl.sc.srv.obs
+	if !obs.Tracing() {
+		return
+	}
+	c := &tracing.HPACKCarrier{Fields: cl.reqFields}
+	_, cl.cliSpan = obs.Tracer().StartClient(cl.ctx, c, tracing.Request{
+		Method: cl.method, Path: cl.sc.hb.path, Authority: cl.authority, GRPC: cl.grpc, RequestID: cl.requestID,
+		Cluster: cl.cls.Name, Host: cl.hst.Address, Zone: cl.hst.Zone,
+	})
+	cl.reqFields = c.Fields
+}
+
+// requestIDField is the x-request-id field the proxy adds to requests and
+// responses.
+func (cl *call) requestIDField() hpack.HeaderField {
+	return hpack.HeaderField{Name: tracing.RequestIDHeader, Value: cl.requestID}
+}
+
+// observeEnd ends the call's spans and writes its access-log entry. sent is
+// the status the client got (0: none), elapsed the whole call.
+func (cl *call) observeEnd(obs *observe.Observer, sent int, elapsed time.Duration) {
+	f := flag(cl.flags.Load())
+	upStatus := int(cl.upStatus.Load())
+	grpcStatus := int(cl.grpcStatus.Load())
+	cluster, hostAddr, zone := "", "", ""
+	if cl.hst != nil {
+		cluster, hostAddr, zone = cl.cls.Name, cl.hst.Address, cl.hst.Zone
+	}
+	if obs.Tracing() {
+		var err error
+		if why := cl.endedBy.Load(); why != 0 {
+			err = endedErrors[why-1]
+		}
+		r := tracing.Result{
+			GRPCStatus: grpcStatus, HasGRPCStatus: cl.grpc && grpcStatus >= 0,
+			ResponseFlags: f.String(), Err: err,
+		}
+		if cl.hst != nil {
+			r.HTTPStatus = upStatus
+			if why := cl.endedBy.Load(); why != 0 {
+				r.HTTPStatus = 0
+			}
+			cl.cliSpan.End(r)
+		}
+		r.Err = nil
+		r.HTTPStatus = sent
+		r.Cluster, r.Host, r.Zone = cluster, hostAddr, zone
+		cl.srvSpan.End(r)
+	}
+	if !obs.Logging() {
+		return
+	}
+	var e accesslog.Entry
+	e.Reset()
+	e.StartTime = cl.start
+	e.Method = cl.method
+	e.Authority = cl.authority
+	e.Path = cl.path
+	e.Protocol = "HTTP/2"
+	e.ResponseCode = sent
+	if cl.grpc {
+		e.GRPCStatus = grpcStatus
+	}
+	e.ResponseFlags = f.String()
+	e.BytesReceived = cl.rxBytes.Load()
+	e.BytesSent = cl.txBytes.Load() + cl.localBytes
+	e.Duration = elapsed
+	if t := cl.upTime.Load(); t > 0 {
+		e.UpstreamServiceTime = time.Duration(t)
+	}
+	e.UpstreamHost, e.UpstreamCluster, e.UpstreamZone = hostAddr, cluster, zone
+	if cl.rt != nil {
+		e.RouteName = cl.rt.Name
+	}
+	if cl.hst != nil {
+		e.Attempts = 1 + cl.attempts // moves of a refused stream count
+	}
+	e.RequestID = cl.requestID
+	e.TraceID = cl.traceID
+	e.DownstreamRemoteAddress = cl.sc.remoteAddr
+	e.XForwardedFor = cl.xff
+	e.UserAgent = cl.userAgent
+	e.HealthCheck = observe.IsHealthCheck(cl.path, cl.userAgent)
+	obs.Log(&e)
+}
+
+// endedErrors are the span errors for call.endedBy values.
+var endedErrors = [...]error{
+	endedConnectFailure - 1: errorString("upstream connect failure"),
+	endedReset - 1:          errorString("upstream reset"),
+	endedTimeout - 1:        errorString("upstream request timeout"),
+}
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
