@@ -6,14 +6,23 @@ import (
 	"context"
 	"io"
 	"net"
+	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/rs/zerolog"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/sightline-proxy/sightline/accesslog"
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/observe"
+	"github.com/sightline-proxy/sightline/tracing"
 )
 
 // The benchmarks put the engine between two lean frame-level endpoints
@@ -189,15 +198,65 @@ func (bc *benchClient) send(flush bool) {
 	bc.wmu.Unlock()
 }
 
-func benchProxy(b *testing.B) *testProxy {
+func benchProxy(b *testing.B, obs *observe.Observer) *testProxy {
 	up := startBenchUpstream(b)
-	return startProxy(b, []testCluster{{name: "bench", addrs: []string{up}}}, []testRoute{{prefix: "/", cluster: "bench"}}, proxyOpts{})
+	return startProxy(b, []testCluster{{name: "bench", addrs: []string{up}}}, []testRoute{{prefix: "/", cluster: "bench"}}, proxyOpts{obs: obs})
 }
 
 // BenchmarkProxyUnary pipelines calls on one client connection, 100 in
 // flight (h2load -c 1 -m 100).
 func BenchmarkProxyUnary(b *testing.B) {
-	p := benchProxy(b)
+	benchPipelined(b, benchProxy(b, nil))
+}
+
+// discardExporter takes spans and sends them nowhere, so that the
+// benchmarks measure making spans, not a collector.
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkProxyObserved is BenchmarkProxyUnary with request IDs, tracing
+// (sampled and not) and an access log on a file, each alone and all
+// together, against all off: the cost per call of observing it.
+func BenchmarkProxyObserved(b *testing.B) {
+	tracer := func(sampling float64) *tracing.Tracer {
+		tr, err := tracing.New(config.Tracing{Sampling: sampling, Propagation: []string{"tracecontext"}}, config.Node{},
+			tracing.WithExporter(discardExporter{}), tracing.WithQueueSize(1<<16))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { tr.Shutdown(context.Background()) })
+		return tr
+	}
+	accessLog := func() []*accesslog.Logger {
+		l, err := accesslog.New(config.AccessLog{Path: filepath.Join(b.TempDir(), "access.log"), FlushInterval: config.Duration(time.Second), BufferBytes: 64 << 10}, nil, zerolog.Nop())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { l.Close(context.Background()) })
+		return []*accesslog.Logger{l}
+	}
+	off := false
+	noID := config.RequestID{Generate: &off, PreserveExternal: &off, SetInResponse: &off}
+	for _, tt := range []struct {
+		name string
+		obs  func() *observe.Observer
+	}{
+		{"off", func() *observe.Observer { return nil }},
+		{"request_id", func() *observe.Observer { return observe.New(config.RequestID{}, nil, nil) }},
+		{"access_log", func() *observe.Observer { return observe.New(noID, nil, accessLog()) }},
+		{"trace_unsampled", func() *observe.Observer { return observe.New(noID, tracer(0), nil) }},
+		{"trace_sampled", func() *observe.Observer { return observe.New(noID, tracer(100), nil) }},
+		{"all_sampled", func() *observe.Observer { return observe.New(config.RequestID{}, tracer(100), accessLog()) }},
+	} {
+		b.Run(tt.name, func(b *testing.B) { benchPipelined(b, benchProxy(b, tt.obs())) })
+	}
+}
+
+// benchPipelined pipelines calls through p on one client connection, 100
+// in flight.
+func benchPipelined(b *testing.B, p *testProxy) {
 	bc := dialBenchClient(b, p.addr)
 	for range 1000 { // warm up: connections, HPACK tables, pools
 		bc.send(true)
@@ -221,7 +280,7 @@ func BenchmarkProxyUnary(b *testing.B) {
 // (16 per core), each with one call in flight: throughput grows with
 // cores only if the connections share no lock.
 func BenchmarkProxyUnaryParallel(b *testing.B) {
-	p := benchProxy(b)
+	p := benchProxy(b, nil)
 	var mu sync.Mutex
 	b.ReportAllocs()
 	b.SetParallelism(16)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/observe"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
@@ -58,6 +59,7 @@ type proxyOpts struct {
 	tls    bool
 	limits config.Limits
 	trust  bool
+	obs    *observe.Observer
 }
 
 // startProxy builds clusters (with h2 pools as their upstream factory), a
@@ -103,7 +105,7 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.srv = NewServer(ServerOptions{Routes: table, TLS: o.tls, Limits: o.limits, TrustRequestHeaders: o.trust, Log: zerolog.Nop()})
+	p.srv = NewServer(ServerOptions{Routes: table, TLS: o.tls, Limits: o.limits, TrustRequestHeaders: o.trust, Observer: o.obs, Log: zerolog.Nop()})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
