@@ -212,9 +212,14 @@ func (l *Listener) applyDefaults() {
 	}
 	for i := range l.VirtualHosts {
 		for j := range l.VirtualHosts[i].Routes {
-			if rp := l.VirtualHosts[i].Routes[j].RetryPolicy; rp != nil {
+			r := &l.VirtualHosts[i].Routes[j]
+			if rp := r.RetryPolicy; rp != nil {
+				setDefault(&rp.NumRetries, 1) // Envoy's default
 				setDefault(&rp.BackoffBase, defaultBackoffBase)
 				setDefault(&rp.BackoffMax, defaultBackoffMax)
+			}
+			if m := r.Mirror; m != nil && m.Percent == nil {
+				m.Percent = ptr(100.0)
 			}
 		}
 	}

@@ -210,8 +210,9 @@ type HashPolicy struct {
 
 // Mirror copies a share of requests to another cluster.
 type Mirror struct {
-	Cluster string  `yaml:"cluster" json:"cluster"`
-	Percent float64 `yaml:"percent" json:"percent"`
+	Cluster string `yaml:"cluster" json:"cluster"`
+	// Percent of requests copied; unset means every request, as in Envoy.
+	Percent *float64 `yaml:"percent,omitempty" json:"percent,omitempty"`
 }
 
 // Cluster is a named group of upstream hosts.

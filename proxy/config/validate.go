@@ -389,7 +389,9 @@ func (v *validator) route(r *Route, p string) {
 	}
 	if r.Mirror != nil {
 		v.clusterRef(p+".mirror.cluster", r.Mirror.Cluster)
-		v.percent(p+".mirror.percent", r.Mirror.Percent)
+		if r.Mirror.Percent != nil {
+			v.percent(p+".mirror.percent", *r.Mirror.Percent)
+		}
 	}
 	if r.RetryPolicy != nil {
 		v.retryPolicy(r.RetryPolicy, p+".retry_policy")

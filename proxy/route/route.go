@@ -12,6 +12,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/retry"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 )
 
@@ -36,8 +37,13 @@ type Route struct {
 	// the first hash_policy entry hashes for ring_hash and maglev, "" when
 	// the route has no hash policy.
 	HashHeader string
-	// Config is the route as configured, for what reads it directly (retry
-	// policy, mirror). It points into the config given to New.
+	// Retry is the route's retry policy; nil: no retries.
+	Retry *retry.Policy
+	// Mirror, when set, gets a copy of MirrorPercent of the requests.
+	Mirror        *cluster.Cluster
+	MirrorPercent float64
+	// Config is the route as configured. It points into the config given
+	// to New.
 	Config *config.Route
 
 	kind    pathKind
@@ -105,6 +111,23 @@ func newRoute(cfg *config.Route, vhost string, clusters map[string]*cluster.Clus
 
 	if err := r.resolveClusters(cfg, clusters); err != nil {
 		return Route{}, err
+	}
+	if rp := cfg.RetryPolicy; rp != nil {
+		p, err := retry.New(*rp)
+		if err != nil {
+			return Route{}, fmt.Errorf("retry_policy: %w", err)
+		}
+		r.Retry = p
+	}
+	if m := cfg.Mirror; m != nil {
+		c := clusters[m.Cluster]
+		if c == nil {
+			return Route{}, fmt.Errorf("mirror.cluster: unknown cluster %q", m.Cluster)
+		}
+		r.Mirror, r.MirrorPercent = c, 100
+		if m.Percent != nil {
+			r.MirrorPercent = *m.Percent
+		}
 	}
 	return r, nil
 }

@@ -38,7 +38,7 @@ func base() *config.Config {
 					Routes: []config.Route{{
 						Match:   config.RouteMatch{Prefix: "/"},
 						Cluster: "primary",
-						Mirror:  &config.Mirror{Cluster: "shadow", Percent: 10},
+						Mirror:  &config.Mirror{Cluster: "shadow", Percent: ptr(10.0)},
 					}},
 				}},
 			},
@@ -513,3 +513,5 @@ process: admin_address|node|stats_sinks|tracing|drain
 		})
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,262 @@
+// Package breaker enforces a cluster's circuit breakers, Envoy's default
+// priority: caps on the connections, pending requests, requests and retries
+// the cluster may have outstanding at once. Failing fast at a cap pushes
+// back on callers while the upstream is slow, instead of queueing without
+// bound behind it.
+//
+// Each cap is a counter and a limit. Try claims one unit with a
+// compare-and-swap loop, so a refused Try never moves the count and the
+// count never passes the limit; Done gives it back with one atomic add.
+// Neither takes a lock or allocates.
+package breaker
+
+import (
+	"sync/atomic"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/stats"
+)
+
+// Envoy's defaults, for limits a config leaves at zero (config.Load fills
+// the same values, so this only matters for configs built by hand).
+const (
+	defaultMaxConnections     = 1024
+	defaultMaxPendingRequests = 1024
+	defaultMaxRequests        = 1024
+	defaultMaxRetries         = 3
+)
+
+// Breakers are one cluster's circuit breakers. The cluster builds them
+// with its config and keeps them for its lifetime; every method is safe for
+// concurrent use. A nil *Breakers has no limits: every Try succeeds.
+//
+// Every Try that returns true must be followed by exactly one matching
+// Done, on any goroutine; a Try that returns false must not be.
+type Breakers struct {
+	cx      limit
+	pending limit
+	rq      limit
+	retry   limit
+
+	pendingOverflow *stats.Counter
+	retryOverflow   *stats.Counter
+}
+
+// New builds the breakers from the cluster's circuit_breakers config. st
+// gets the *_open gauges and up the overflow counters; either may be nil
+// to count nothing. A zero limit takes Envoy's default; a negative one
+// refuses everything.
+func New(cfg config.CircuitBreakers, st *stats.CircuitBreakers, up *stats.Upstream) *Breakers {
+	if st == nil {
+		st = &stats.CircuitBreakers{} // nil handles count nothing
+	}
+	if up == nil {
+		up = &stats.Upstream{}
+	}
+	b := &Breakers{pendingOverflow: up.RqPendingOverflow, retryOverflow: up.RqRetryOverflow}
+	b.cx.init(cfg.MaxConnections, defaultMaxConnections, st.CxOpen)
+	b.pending.init(cfg.MaxPendingRequests, defaultMaxPendingRequests, st.RqPendingOpen)
+	b.rq.init(cfg.MaxRequests, defaultMaxRequests, st.RqOpen)
+	b.retry.init(cfg.MaxRetries, defaultMaxRetries, st.RqRetryOpen)
+	return b
+}
+
+// TryRequest claims one of max_requests for a request about to be sent
+// upstream; the forwarder calls it once per attempt, before picking a host,
+// and DoneRequest when the attempt ends. When the breaker is open it
+// counts upstream_rq_pending_overflow, as Envoy does for this breaker, and
+// the request is answered 503 with the UO response flag.
+func (b *Breakers) TryRequest() bool {
+	if b == nil || b.rq.try() {
+		return true
+	}
+	b.pendingOverflow.Inc(1)
+	return false
+}
+
+// DoneRequest gives back what a successful TryRequest claimed.
+func (b *Breakers) DoneRequest() {
+	if b != nil {
+		b.rq.done()
+	}
+}
+
+// TryPending claims one of max_pending_requests for a request that must
+// wait for a connection (or a free stream on one); the connection pool
+// calls it when it queues the request, and DonePending when the request
+// leaves the queue, with a stream or without. When the breaker is open it
+// counts upstream_rq_pending_overflow.
+func (b *Breakers) TryPending() bool {
+	if b == nil || b.pending.try() {
+		return true
+	}
+	b.pendingOverflow.Inc(1)
+	return false
+}
+
+// DonePending gives back what a successful TryPending claimed.
+func (b *Breakers) DonePending() {
+	if b != nil {
+		b.pending.done()
+	}
+}
+
+// TryRetry claims one of max_retries before a retry is sent; the
+// forwarder calls it when the retry policy says to retry, and DoneRetry
+// when that retry attempt ends. When the breaker is open it counts
+// upstream_rq_retry_overflow and the previous attempt's response is final.
+func (b *Breakers) TryRetry() bool {
+	if b == nil || b.retry.try() {
+		return true
+	}
+	b.retryOverflow.Inc(1)
+	return false
+}
+
+// DoneRetry gives back what a successful TryRetry claimed.
+func (b *Breakers) DoneRetry() {
+	if b != nil {
+		b.retry.done()
+	}
+}
+
+// TryConnection claims one of max_connections before the connection pool
+// dials; the pool calls DoneConnection when the connection closes, or when
+// the dial fails. A refusal counts nothing yet: the stats catalog has no
+// upstream_cx_overflow.
+func (b *Breakers) TryConnection() bool {
+	return b == nil || b.cx.try()
+}
+
+// ForceConnection counts a connection past max_connections. Envoy lets a
+// host the balancer picked open its first connection even when the breaker
+// is open, so that one busy host cannot starve the others; the pool calls
+// this instead of TryConnection in that case, and DoneConnection as usual.
+func (b *Breakers) ForceConnection() {
+	if b != nil {
+		b.cx.force()
+	}
+}
+
+// DoneConnection gives back what TryConnection or ForceConnection claimed.
+func (b *Breakers) DoneConnection() {
+	if b != nil {
+		b.cx.done()
+	}
+}
+
+// Usage is one breaker's state at one moment.
+type Usage struct {
+	Active int64 // claimed now
+	Max    int64 // the limit
+}
+
+// Remaining is how many more Try calls would succeed now; Envoy's
+// remaining_* gauges.
+func (u Usage) Remaining() int64 { return max(u.Max-u.Active, 0) }
+
+// Open reports whether the breaker refuses new claims.
+func (u Usage) Open() bool { return u.Active >= u.Max }
+
+// Snapshot is every breaker's Usage, for the admin pages.
+type Snapshot struct {
+	Connections     Usage
+	PendingRequests Usage
+	Requests        Usage
+	Retries         Usage
+}
+
+// Snapshot reads every breaker. The four reads are not one atomic view:
+// each is exact, but they may be from slightly different moments. A nil
+// *Breakers returns a zero Snapshot.
+func (b *Breakers) Snapshot() Snapshot {
+	if b == nil {
+		return Snapshot{}
+	}
+	return Snapshot{
+		Connections:     b.cx.usage(),
+		PendingRequests: b.pending.usage(),
+		Requests:        b.rq.usage(),
+		Retries:         b.retry.usage(),
+	}
+}
+
+// limit is one breaker. Its counter sits on a cache line of its own: each
+// breaker is hit by different calls on every request, and sharing a line
+// would make them contend for nothing.
+type limit struct {
+	n    atomic.Int64
+	max  int64
+	open gauge
+	_    [64 - 32]byte
+}
+
+// gauge is what a limit needs of its open gauge: a *stats.Gauge, or in
+// tests one that lets them stage the race publish must win.
+type gauge interface{ Set(v int64) }
+
+func (l *limit) init(v, def int, open *stats.Gauge) {
+	switch {
+	case v == 0:
+		v = def
+	case v < 0:
+		v = 0
+	}
+	l.max, l.open = int64(v), open
+	if l.max == 0 {
+		l.open.Set(1) // refuses everything from the start
+	}
+}
+
+func (l *limit) try() bool {
+	for {
+		n := l.n.Load()
+		if n >= l.max {
+			return false
+		}
+		if l.n.CompareAndSwap(n, n+1) {
+			if n+1 == l.max {
+				l.publish()
+			}
+			return true
+		}
+	}
+}
+
+func (l *limit) force() {
+	if l.n.Add(1) == l.max {
+		l.publish()
+	}
+}
+
+func (l *limit) done() {
+	if l.n.Add(-1) == l.max-1 {
+		l.publish()
+	}
+}
+
+// publish sets the open gauge after the count crossed the limit, one way
+// or the other. Calls race with each other, so each one, after writing,
+// reads the count again and writes again if the answer changed: whichever
+// call writes last has then seen a count whose answer it wrote, and any
+// later crossing publishes after it. So once calls stop, the gauge is
+// exact. Only crossings publish, which keeps the cost off requests that
+// find the breaker nowhere near its limit.
+func (l *limit) publish() {
+	for {
+		open := l.n.Load() >= l.max
+		l.open.Set(b2i(open))
+		if (l.n.Load() >= l.max) == open {
+			return
+		}
+	}
+}
+
+func (l *limit) usage() Usage { return Usage{Active: l.n.Load(), Max: l.max} }
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
