@@ -39,6 +39,7 @@ func (c *Cluster) Begin(h *host.Host) {
 // error count.
 func (c *Cluster) End(h *host.Host, o *Outcome) {
 	h.Active.Add(-1)
+	h.Latency.Record(o.Elapsed)
 	failed := o.Status >= 500 || (o.GRPC && o.GRPCStatus > 0)
 	if failed {
 		h.RqError.Add(1)

@@ -814,6 +814,7 @@ clusters:
 						Cluster: "c",
 						RetryPolicy: &RetryPolicy{
 							RetryOn:     "5xx",
+							NumRetries:  1,
 							BackoffBase: Duration(25e6),
 							BackoffMax:  Duration(250e6),
 						},

@@ -36,6 +36,9 @@ type Host struct {
 	RqTotal atomic.Uint64
 	// RqError counts requests that failed (5xx, gRPC error, connect failure).
 	RqError atomic.Uint64
+	// Latency is the histogram of the host's request durations.
+	Latency Latency
+	Outlier OutlierState // outlier detection's counters, owned by package outlier
 
 	health atomic.Uint32
 
