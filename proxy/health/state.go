@@ -1,0 +1,88 @@
+package health
+
+import "github.com/sightline-proxy/sightline/accesslog"
+
+// result is the outcome of one check: a pass, or a failure of one of
+// Envoy's failure types (accesslog.FailureActive, FailureNetwork,
+// FailureNetworkTimeout).
+type result struct {
+	pass    bool
+	failure string // empty on a pass
+}
+
+// transition is what one result did to a host: whether its health flipped,
+// and which event, if any, goes to the event log.
+type transition struct {
+	// changed is true when the host's health flipped; healthy is its
+	// health after the result either way.
+	changed bool
+	healthy bool
+	// event is the event log line to write; zero for none.
+	event       accesslog.HealthEventType
+	failureType string
+	firstCheck  bool
+}
+
+// state is one host's active health state, as Envoy's
+// ActiveHealthCheckSession keeps it. It is a value with no I/O and no
+// locking so that every rule of the state machine is tested by a table; the
+// Checker owns one per host and serializes access to it.
+//
+// The rules:
+//   - a new host is unhealthy until its first check passes; that one pass
+//     makes it healthy at once, whatever healthy_threshold says, so that a
+//     proxy starting up does not wait thresholds × interval before serving;
+//   - a failed first check is logged (health_check_failure_event, first_check
+//     true) and leaves the host unhealthy;
+//   - a healthy host is ejected after unhealthy_threshold consecutive
+//     failures, an unhealthy host added back after healthy_threshold
+//     consecutive passes; a result of the other kind resets the count.
+//
+// Only those changes (and the failed first check) make events: a host that
+// stays down for an hour writes one line, not one per check.
+type state struct {
+	healthyThreshold   int
+	unhealthyThreshold int
+
+	healthy bool
+	checked bool // a result has been observed
+	passes  int  // consecutive passes while unhealthy
+	fails   int  // consecutive failures while healthy
+}
+
+// newState returns the state of a host just added: unhealthy, unchecked.
+// Thresholds below 1 are taken as 1.
+func newState(healthyThreshold, unhealthyThreshold int) state {
+	return state{healthyThreshold: max(healthyThreshold, 1), unhealthyThreshold: max(unhealthyThreshold, 1)}
+}
+
+// observe applies one result and returns what it did.
+func (s *state) observe(r result) transition {
+	first := !s.checked
+	s.checked = true
+	if r.pass {
+		s.fails = 0
+		if s.healthy {
+			return transition{healthy: true}
+		}
+		s.passes++
+		if !first && s.passes < s.healthyThreshold {
+			return transition{}
+		}
+		s.healthy, s.passes = true, 0
+		return transition{changed: true, healthy: true, event: accesslog.AddHealthy, firstCheck: first}
+	}
+	s.passes = 0
+	if !s.healthy {
+		if first {
+			return transition{event: accesslog.HealthCheckFailure, failureType: r.failure, firstCheck: true}
+		}
+		return transition{}
+	}
+	s.fails++
+	if s.fails < s.unhealthyThreshold {
+		return transition{healthy: true}
+	}
+	s.healthy, s.fails = false, 0
+	return transition{changed: true, event: accesslog.EjectUnhealthy, failureType: r.failure}
+}
