@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/proxy/outlier"
 )
 
 // Outcome is how one upstream request ended, as the forwarders report it.
@@ -55,6 +56,13 @@ func (c *Cluster) End(h *host.Host, o *Outcome) {
 		up.RqRxReset.Inc(1)
 	case o.ConnectFailure:
 		c.Stats.Connections().CxConnectFail.Inc(1)
+	}
+	if c.od != nil {
+		gs := -1
+		if o.GRPC {
+			gs = o.GRPCStatus
+		}
+		c.od.Report(h, outlier.Classify(o.Status, gs, o.ConnectFailure, o.Reset))
 	}
 	zu := h.ZoneStats.Upstream()
 	zu.RqCompleted(o.Status)

@@ -8,6 +8,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -19,10 +20,15 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/accesslog"
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/balancer/policies"
+	"github.com/sightline-proxy/sightline/proxy/balancer/zoneaware"
+	"github.com/sightline-proxy/sightline/proxy/breaker"
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/health"
 	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/proxy/outlier"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
@@ -70,15 +76,28 @@ type Cluster struct {
 	Stats *stats.Cluster
 
 	build       balancer.Builder
+	localZone   string
+	localShares map[string]float64
 	newUpstream UpstreamFactory
 	resolver    Resolver
 	log         zerolog.Logger
+
+	// Breakers are the cluster's circuit breakers; the request paths take
+	// and return their counts.
+	Breakers *breaker.Breakers
+
+	hc *health.Checker   // nil: no active health checking
+	od *outlier.Detector // nil: no outlier detection
 
 	snap atomic.Pointer[snapshot]
 
 	mu     sync.Mutex
 	hosts  map[string]*host.Host // by address; owned by the cluster
 	origin map[string]string     // strict_dns: address → the configured name it resolved from
+	// gone holds hosts discovery no longer lists that still pass their
+	// health checks: health has primacy over discovery (Envoy's eventually
+	// consistent discovery), so they stay until a check fails.
+	gone map[string]bool
 
 	closeOnce sync.Once
 	stop      context.CancelFunc
@@ -90,6 +109,7 @@ type snapshot struct {
 	hosts  []*host.Host // every host, sorted by address
 	picker balancer.Picker
 	panic  bool // too few healthy hosts: balancing over all of them
+	zone   zoneaware.State
 }
 
 // Options are the cluster's collaborators.
@@ -98,6 +118,17 @@ type Options struct {
 	Resolver    Resolver       // nil: net.DefaultResolver
 	Stats       *stats.Cluster // nil: no stats
 	Log         zerolog.Logger
+	// LocalZone is this proxy's zone (node.zone), for zone-aware routing.
+	LocalZone string
+	// LocalShares is the share of traffic each zone originates (see
+	// zoneaware.Options); nil: every zone of the cluster an equal share.
+	LocalShares map[string]float64
+	// TLS is the cluster's upstream TLS config, for health checks; nil:
+	// plaintext.
+	TLS *tls.Config
+	// HealthEvents receives health_check state changes; nil: none. The
+	// cluster does not close it.
+	HealthEvents *accesslog.HealthLog
 }
 
 // New builds a cluster from its config. It does no I/O: static hosts are
@@ -117,11 +148,14 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 		Protocol:    proto,
 		Stats:       opts.Stats,
 		build:       build,
+		localZone:   opts.LocalZone,
+		localShares: opts.LocalShares,
 		newUpstream: opts.NewUpstream,
 		resolver:    opts.Resolver,
 		log:         opts.Log.With().Str("cluster", cfg.Name).Logger(),
 		hosts:       map[string]*host.Host{},
 		origin:      map[string]string{},
+		gone:        map[string]bool{},
 		done:        make(chan struct{}),
 	}
 	if c.resolver == nil {
@@ -129,6 +163,20 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 	}
 	if c.Stats == nil {
 		c.Stats = stats.Nop().Cluster(cfg.Name)
+	}
+	c.Breakers = breaker.New(cfg.CircuitBreakers, c.Stats.CircuitBreakers(), c.Stats.Upstream())
+	if od := cfg.OutlierDetection; od != nil {
+		c.od = outlier.New(*od, outlier.Options{Cluster: cfg.Name, Stats: c.Stats.OutlierDetection(), OnChange: c.Refresh, Log: c.log})
+	}
+	if hcfg := cfg.HealthCheck; hcfg != nil {
+		c.hc, err = health.New(health.Options{
+			Cluster: cfg.Name, Config: *hcfg, Protocol: cfg.Protocol, TLS: opts.TLS,
+			Stats: c.Stats.HealthCheck(), Events: opts.HealthEvents,
+			OnChange: c.onHealthChange, Log: c.log,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Type != "strict_dns" {
 		eps := make([]endpoint, 0, len(cfg.Endpoints))
@@ -147,6 +195,9 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 // dns_refresh_rate until Close.
 func (c *Cluster) Start(ctx context.Context) {
 	ctx, c.stop = context.WithCancel(ctx)
+	if c.od != nil {
+		c.od.Start(ctx)
+	}
 	if c.Config.Type != "strict_dns" {
 		close(c.done)
 		return
@@ -237,7 +288,7 @@ func (c *Cluster) setMembership(eps []endpoint) {
 		if h, ok := c.hosts[ep.addr]; ok && h.Zone == ep.zone && h.Weight == w {
 			continue
 		} else if ok {
-			c.closeHost(h)
+			c.closeHost(h) // same address, new zone or weight: a new Host
 		}
 		h := &host.Host{Address: ep.addr, Zone: ep.zone, Weight: w, ZoneStats: c.Stats.Zone(ep.zone)}
 		c.origin[ep.addr] = ep.from
@@ -248,17 +299,78 @@ func (c *Cluster) setMembership(eps []endpoint) {
 		changed = true
 	}
 	for addr, h := range c.hosts {
-		if !seen[addr] {
-			c.closeHost(h)
-			delete(c.hosts, addr)
-			delete(c.origin, addr)
+		switch {
+		case seen[addr]:
+			delete(c.gone, addr)
+		case c.hc != nil && h.Flags()&host.FailedActiveHC == 0:
+			// Still passing its checks: kept until one fails.
+			if !c.gone[addr] {
+				c.gone[addr] = true
+				c.log.Info().Str("host", addr).Msg("host left discovery but passes its health checks: kept until a check fails")
+			}
+		default:
+			c.removeLocked(h)
 			changed = true
 		}
 	}
 	if changed || c.snap.Load() == nil {
 		c.log.Debug().Int("hosts", len(c.hosts)).Msg("membership changed")
-		c.publishLocked()
+		c.membersChangedLocked()
 	}
+}
+
+// removeLocked drops a host from the cluster and closes its pool.
+func (c *Cluster) removeLocked(h *host.Host) {
+	c.closeHost(h)
+	delete(c.hosts, h.Address)
+	delete(c.origin, h.Address)
+	delete(c.gone, h.Address)
+}
+
+// membersChangedLocked tells the health checker and the outlier detector
+// the new membership and publishes a new picker.
+func (c *Cluster) membersChangedLocked() {
+	if c.hc != nil || c.od != nil {
+		hosts := make([]*host.Host, 0, len(c.hosts))
+		for _, h := range c.hosts {
+			hosts = append(hosts, h)
+		}
+		if c.hc != nil {
+			c.hc.Set(hosts)
+		}
+		if c.od != nil {
+			c.od.Set(hosts)
+		}
+	}
+	c.publishLocked()
+}
+
+// onHealthChange runs when active health checking changed a host's state:
+// a host that discovery dropped leaves once it fails; otherwise the
+// picker is rebuilt.
+func (c *Cluster) onHealthChange(h *host.Host, healthy bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hosts[h.Address] != h {
+		return // removed meanwhile
+	}
+	if !healthy && c.gone[h.Address] {
+		c.log.Info().Str("host", h.Address).Msg("host left discovery and failed its health check: removed")
+		c.removeLocked(h)
+		c.membersChangedLocked()
+		return
+	}
+	c.publishLocked()
+}
+
+// WaitHealthChecked returns once every host has had its first health check
+// (at once without health checking) or ctx ends, so that the proxy starts
+// serving with health known.
+func (c *Cluster) WaitHealthChecked(ctx context.Context) error {
+	if c.hc == nil {
+		return nil
+	}
+	return c.hc.WaitFirst(ctx)
 }
 
 func (c *Cluster) closeHost(h *host.Host) {
@@ -276,7 +388,10 @@ func (c *Cluster) Refresh() {
 
 // publishLocked builds a new picker from the healthy hosts and publishes it.
 // Below panic_threshold percent healthy, all hosts are used, as Envoy does:
-// sending to a possibly unhealthy host beats failing every request.
+// sending to a possibly unhealthy host beats failing every request. With
+// zone_aware on and no panic, the picker is Envoy's zone-aware routing over
+// the healthy hosts; each change of its state is logged, since why traffic
+// does or does not stay in the zone is otherwise hard to see.
 func (c *Cluster) publishLocked() {
 	all := make([]*host.Host, 0, len(c.hosts))
 	for _, h := range c.hosts {
@@ -297,13 +412,47 @@ func (c *Cluster) publishLocked() {
 	if c.Config.PanicThreshold != nil {
 		threshold = *c.Config.PanicThreshold
 	}
-	if len(all) > 0 && float64(len(healthy))*100 < threshold*float64(len(all)) {
+	lb := c.Stats.LoadBalancer()
+	switch {
+	case len(all) > 0 && float64(len(healthy))*100 < threshold*float64(len(all)):
 		s.panic = true
-		s.picker = c.build(all)
-	} else {
+		s.picker = panicPicker{Picker: c.build(all), count: lb.HealthyPanic}
+		s.zone = zoneaware.State{Reason: fmt.Sprintf("panic (%d of %d hosts healthy, below %g%%)", len(healthy), len(all), threshold)}
+	case c.Config.ZoneAware.Enabled:
+		s.picker, s.zone = zoneaware.New(c.build, healthy, zoneaware.Options{
+			LocalZone:      c.localZone,
+			MinClusterSize: c.Config.ZoneAware.MinClusterSize,
+			LocalShares:    c.localShares,
+			All:            all,
+			Stats:          lb,
+		})
+	default:
 		s.picker = c.build(healthy)
+		s.zone = zoneaware.State{Reason: "zone_aware not enabled"}
+	}
+	prev := c.snap.Load()
+	if prev != nil && prev.panic != s.panic {
+		if s.panic {
+			c.log.Warn().Int("hosts", len(all)).Int("healthy", len(healthy)).Float64("panic_threshold", threshold).Msg("too few healthy hosts: balancing over all of them (panic)")
+		} else {
+			c.log.Info().Int("hosts", len(all)).Int("healthy", len(healthy)).Msg("enough healthy hosts again: panic over")
+		}
+	}
+	if c.Config.ZoneAware.Enabled && (prev == nil || !prev.zone.Equal(s.zone)) {
+		c.log.Info().Str("zone_routing", s.zone.String()).Int("hosts", len(all)).Int("healthy", len(healthy)).Msg("zone routing state")
 	}
 	c.snap.Store(s)
+}
+
+// panicPicker counts lb_healthy_panic for every request balanced in panic.
+type panicPicker struct {
+	balancer.Picker
+	count *stats.Counter
+}
+
+func (p panicPicker) Pick(r *balancer.Request) *host.Host {
+	p.count.Inc(1)
+	return p.Picker.Pick(r)
 }
 
 // compareAddr orders "ip:port" strings by IP then numeric port, so that
@@ -338,13 +487,23 @@ func (c *Cluster) Hosts() []*host.Host { return c.snap.Load().hosts }
 // few are healthy.
 func (c *Cluster) Panic() bool { return c.snap.Load().panic }
 
-// Close stops discovery and closes every host's connection pool; streams in
-// flight finish first.
+// ZoneRouting says whether zone-aware routing is active and, if not, why.
+func (c *Cluster) ZoneRouting() zoneaware.State { return c.snap.Load().zone }
+
+// Close stops discovery, health checking and outlier detection and closes
+// every host's connection pool; streams in flight finish first.
 func (c *Cluster) Close() {
 	c.closeOnce.Do(func() {
 		if c.stop != nil {
 			c.stop()
 			<-c.done
+		}
+		// Before taking the lock: a check's OnChange may be waiting for it.
+		if c.hc != nil {
+			c.hc.Close()
+		}
+		if c.od != nil {
+			c.od.Close()
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()

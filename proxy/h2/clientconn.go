@@ -445,6 +445,10 @@ func (cc *clientConn) endHeaders() error {
 			return nil
 		}
 		h.gotHeaders = true
+		if cl.pol.On != 0 && cl.retryResponseLocked(cc, h, hb.status, cc.fields, hb.endStream) {
+			cc.unlock()
+			return nil // not forwarded: the request goes to another host
+		}
 		if !cl.head && hb.status != "204" && hb.status != "304" {
 			h.contentLen = hb.clen
 		}

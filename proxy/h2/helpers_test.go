@@ -20,8 +20,8 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
-	"github.com/sightline-proxy/sightline/proxy/observe"
 	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/proxy/observe"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 )
@@ -35,6 +35,7 @@ type testCluster struct {
 	connect  time.Duration
 	tls      *tls.Config
 	maxConns int
+	breakers config.CircuitBreakers
 }
 
 // testRoute describes one route of a test proxy's single virtual host.
@@ -44,6 +45,8 @@ type testRoute struct {
 	timeout time.Duration
 	grpc    bool
 	hash    string
+	retry   *config.RetryPolicy
+	mirror  string // cluster name; every request is mirrored
 }
 
 // testProxy is a Server on a loopback listener with its clusters.
@@ -68,7 +71,7 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 	t.Helper()
 	p := &testProxy{clusters: map[string]*cluster.Cluster{}}
 	for _, tc := range clusters {
-		cfg := config.Cluster{Name: tc.name, Protocol: tc.protocol, LBPolicy: tc.lb}
+		cfg := config.Cluster{Name: tc.name, Protocol: tc.protocol, LBPolicy: tc.lb, CircuitBreakers: tc.breakers}
 		if cfg.LBPolicy == "" {
 			cfg.LBPolicy = "round_robin"
 		}
@@ -98,6 +101,10 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 		cr := config.Route{Match: config.RouteMatch{Prefix: r.prefix, GRPC: r.grpc}, Cluster: r.cluster, Timeout: config.Duration(r.timeout)}
 		if r.hash != "" {
 			cr.HashPolicy = []config.HashPolicy{{Header: r.hash}}
+		}
+		cr.RetryPolicy = r.retry
+		if r.mirror != "" {
+			cr.Mirror = &config.Mirror{Cluster: r.mirror}
 		}
 		vh.Routes = append(vh.Routes, cr)
 	}

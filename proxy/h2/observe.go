@@ -41,7 +41,7 @@ func (sc *serverConn) observeStart(cl *call) {
 		return
 	}
 	cl.ctx, cl.srvSpan = obs.Tracer().StartServer(context.Background(), &tracing.HPACKCarrier{Fields: sc.fields}, tracing.Request{
-		Method: cl.method, Path: hb.path, Authority: cl.authority, GRPC: cl.grpc, RequestID: cl.requestID,
+		Method: cl.method, Path: cl.fullPath, Authority: cl.authority, GRPC: cl.grpc, RequestID: cl.requestID,
 	})
 	cl.traceID = cl.srvSpan.TraceID()
 }
@@ -56,7 +56,7 @@ func (cl *call) startAttempt() {
 	}
 	c := &tracing.HPACKCarrier{Fields: cl.reqFields}
 	_, cl.cliSpan = obs.Tracer().StartClient(cl.ctx, c, tracing.Request{
-		Method: cl.method, Path: cl.sc.hb.path, Authority: cl.authority, GRPC: cl.grpc, RequestID: cl.requestID,
+		Method: cl.method, Path: cl.fullPath, Authority: cl.authority, GRPC: cl.grpc, RequestID: cl.requestID,
 		Cluster: cl.cls.Name, Host: cl.hst.Address, Zone: cl.hst.Zone,
 	})
 	cl.reqFields = c.Fields
@@ -79,25 +79,17 @@ func (cl *call) observeEnd(obs *observe.Observer, sent int, elapsed time.Duratio
 		cluster, hostAddr, zone = cl.cls.Name, cl.hst.Address, cl.hst.Zone
 	}
 	if obs.Tracing() {
-		var err error
-		if why := cl.endedBy.Load(); why != 0 {
-			err = endedErrors[why-1]
-		}
-		r := tracing.Result{
-			GRPCStatus: grpcStatus, HasGRPCStatus: cl.grpc && grpcStatus >= 0,
-			ResponseFlags: f.String(), Err: err,
-		}
-		if cl.hst != nil {
-			r.HTTPStatus = upStatus
+		if cl.attemptOpen {
+			var err error
 			if why := cl.endedBy.Load(); why != 0 {
-				r.HTTPStatus = 0
+				err = endedErrors[why-1]
 			}
-			cl.cliSpan.End(r)
+			cl.endClientSpan(upStatus, grpcStatus, f, err)
 		}
-		r.Err = nil
-		r.HTTPStatus = sent
-		r.Cluster, r.Host, r.Zone = cluster, hostAddr, zone
-		cl.srvSpan.End(r)
+		cl.srvSpan.End(tracing.Result{
+			HTTPStatus: sent, GRPCStatus: grpcStatus, HasGRPCStatus: cl.grpc && grpcStatus >= 0,
+			ResponseFlags: f.String(), Cluster: cluster, Host: hostAddr, Zone: zone,
+		})
 	}
 	if !obs.Logging() {
 		return
@@ -125,7 +117,7 @@ func (cl *call) observeEnd(obs *observe.Observer, sent int, elapsed time.Duratio
 		e.RouteName = cl.rt.Name
 	}
 	if cl.hst != nil {
-		e.Attempts = 1 + cl.attempts // moves of a refused stream count
+		e.Attempts = cl.tries + cl.attempts // moves of a refused stream count
 	}
 	e.RequestID = cl.requestID
 	e.TraceID = cl.traceID
@@ -134,6 +126,17 @@ func (cl *call) observeEnd(obs *observe.Observer, sent int, elapsed time.Duratio
 	e.UserAgent = cl.userAgent
 	e.HealthCheck = observe.IsHealthCheck(cl.path, cl.userAgent)
 	obs.Log(&e)
+}
+
+// endClientSpan ends the CLIENT span of the current attempt; err is why it
+// got no response.
+func (cl *call) endClientSpan(status, grpcStatus int, f flag, err error) {
+	r := tracing.Result{GRPCStatus: grpcStatus, HasGRPCStatus: cl.grpc && grpcStatus >= 0, ResponseFlags: f.String(), Err: err}
+	if err == nil {
+		r.HTTPStatus = status
+	}
+	cl.cliSpan.End(r)
+	cl.cliSpan = tracing.Span{}
 }
 
 // endedErrors are the span errors for call.endedBy values.

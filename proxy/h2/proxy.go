@@ -11,6 +11,8 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/proxy/retry"
+	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/tracing"
 )
 
@@ -28,6 +30,7 @@ const (
 	msgConnectFailure    = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
 	msgRemoteReset       = "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
 	msgConnTermination   = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+	msgOverflow          = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 )
 
 // proxy routes a new request and sends it upstream. It runs on the
@@ -38,6 +41,7 @@ func (sc *serverConn) proxy(cl *call) {
 	fields := sc.fields
 	cl.grpc = grpcproto.IsGRPC(hb.ctype)
 	cl.head = hb.method == "HEAD"
+	cl.fullPath = hb.path
 	if sc.srv.obs != nil {
 		sc.observeStart(cl)
 	}
@@ -88,17 +92,28 @@ func (sc *serverConn) proxy(cl *call) {
 	if timeout > 0 {
 		cl.deadline = time.Now().Add(timeout)
 	}
+	cl.cls = cls
+	if !cls.Breakers.TryRequest() {
+		cl.localError(503, grpcUnavailable, msgOverflow, flagUpstreamOverflow)
+		return
+	}
+	cl.rqHeld = true
 	hst := cls.Pick(&cl.breq)
 	if hst == nil {
 		cl.localError(503, grpcUnavailable, msgNoHealthyUpstream, flagNoHealthyUpstream)
 		return
 	}
-	cl.hst, cl.cls = hst, cls
+	cl.hst = hst
 	cls.Begin(hst)
+	cl.attemptOpen, cl.tries = true, 1
 	u, _ := hst.Upstream.(*Upstream)
 	if u == nil {
 		cl.localError(503, grpcUnavailable, msgConnectFailure, flagUpstreamConnectFailure)
 		return
+	}
+	sc.retryPolicy(cl, rt)
+	if rt.Mirror != nil && mirrorChosen(rt.MirrorPercent) {
+		cl.mirror, cl.keep = rt.Mirror, true
 	}
 	// auto follows the downstream protocol, which is HTTP/2 here.
 	if cls.Protocol == cluster.HTTP1 {
@@ -108,11 +123,17 @@ func (sc *serverConn) proxy(cl *call) {
 		}
 		sc.buildRequest(cl, u.H2.scheme, authority)
 		cl.startAttempt()
+		if cl.keep && hb.endStream {
+			cl.keepBody(nil, true)
+		}
 		cl.sent = time.Now()
 		startBridge(cl, u.HTTP, hb.endStream)
 	} else {
 		sc.buildRequest(cl, u.H2.scheme, authority)
 		cl.startAttempt()
+		if cl.keep && hb.endStream {
+			cl.keepBody(nil, true)
+		}
 		cl.pool = u.H2
 		h := &cl.up
 		h.hdrs, h.hdrsPending, h.endPending = cl.reqFields, true, hb.endStream
@@ -125,10 +146,30 @@ func (sc *serverConn) proxy(cl *call) {
 			cl.localError(503, grpcUnavailable, msgConnectFailure, flagUpstreamConnectFailure)
 			return
 		}
+		cl.armPerTry()
 	}
 	if timeout > 0 {
 		cl.arm(timeout)
 	}
+}
+
+// retryPolicy sets the call's retry policy: the route's, with the
+// override headers applied on listeners that trust them. The request body
+// is then kept for retries (HTTP/1.1 clusters are not retried).
+func (sc *serverConn) retryPolicy(cl *call, rt *route.Route) {
+	if rt.Retry != nil {
+		cl.pol = *rt.Retry
+	}
+	if sc.srv.trust {
+		maxRetries, _ := getFold(sc.fields, retry.HeaderMaxRetries)
+		perTry, _ := getFold(sc.fields, retry.HeaderPerTryTimeout)
+		if maxRetries != "" || perTry != "" {
+			if o, err := retry.ParseOverrides(maxRetries, perTry); err == nil {
+				cl.pol = rt.Retry.With(o)
+			}
+		}
+	}
+	cl.keep = cl.pol.On != 0 && cl.cls.Protocol != cluster.HTTP1
 }
 
 // fieldView lets the router read a request's decoded fields without a
@@ -230,6 +271,13 @@ func (sc *serverConn) headersTooLarge(cl *call) {
 // forwardData sends request bytes on upstream (or drops them when there is
 // no upstream stream any more).
 func (cl *call) forwardData(d *dbuf, end bool) {
+	if cl.keep {
+		var p []byte
+		if d != nil {
+			p = d.bytes()
+		}
+		cl.keepBody(p, end)
+	}
 	if b := cl.br; b != nil {
 		b.feed(d, end)
 		return
@@ -240,6 +288,10 @@ func (cl *call) forwardData(d *dbuf, end bool) {
 		return
 	}
 	if !c.enqueueDataLocked(&cl.up, d, end) {
+		if cl.keep && d != nil {
+			// Kept for the next attempt: the client may send more now.
+			defer cl.down.credit(int32(d.len()))
+		}
 		putBuf(d)
 	}
 	c.unlock()
@@ -254,6 +306,10 @@ func (cl *call) forwardTrailers(fields []hpack.HeaderField) {
 		}
 	}
 	cl.reqTrailers = t
+	if cl.keep {
+		cl.hadTrailers = true
+		cl.keepBody(nil, true)
+	}
 	if b := cl.br; b != nil {
 		b.feed(nil, true) // HTTP/1.1 upstreams get the body; trailers are dropped
 		return

@@ -12,6 +12,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/proxy/retry"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/tracing"
 )
@@ -111,6 +112,9 @@ func (h *half) afterDetach() {
 		cl.redispatch()
 		return
 	}
+	if h == &cl.up && cl.pol.On != 0 && cl.retryAfterDetach(h) {
+		return // the half goes out again, to another host
+	}
 	if h.failFlag != 0 {
 		cl.upstreamReset(h.failCode, h.failFlag, h.failMsg)
 	}
@@ -160,7 +164,31 @@ type call struct {
 	timer    *time.Timer
 	armed    atomic.Bool
 	deadline time.Time // zero: none; set before the call goes upstream
-	attempts int
+	attempts int       // moves of a refused stream to another connection
+
+	// Retries and mirroring (retry.go, mirror.go). pol, keep and mirror
+	// are set in proxy; tries, attemptOpen and the host by whoever starts
+	// an attempt, before it is dispatched.
+	pol         retry.Policy
+	tries       int  // attempts started
+	attemptOpen bool // cls.Begin(hst) not yet matched by End
+	rqHeld      bool // a max_requests breaker slot is held
+	retried     bool
+	keep        bool // the request body is kept (for a retry or the mirror)
+	mirror      *cluster.Cluster
+	fullPath    string // :path, query included
+	retryWhy    atomic.Uint32
+	retryStatus int
+	retryGRPC   int
+	tryGen      atomic.Uint32
+	tryTimer    *time.Timer
+	// Guarded by rmu: the kept request body.
+	rmu         sync.Mutex
+	body        []byte
+	bodyDone    bool
+	bodyTooBig  bool
+	hadTrailers bool
+	waitBody    bool // a retry waits for the rest of the request
 
 	// Field lists. reqFields and reqTrailers are written by the
 	// downstream reader before they are queued on the upstream half;
@@ -255,10 +283,15 @@ func (cl *call) recycle() {
 	reqF, reqT := keep(cl.reqFields), keep(cl.reqTrailers)
 	respF, respT := keep(cl.respFields), keep(cl.respTrailers)
 	timer := cl.timer
+	body := cl.body[:0]
+	if cap(body) > 4<<10 {
+		body = nil
+	}
 	*cl = call{}
 	cl.init()
 	cl.reqFields, cl.reqTrailers, cl.respFields, cl.respTrailers = reqF, reqT, respF, respT
 	cl.timer = timer
+	cl.body = body
 	callPool.Put(cl)
 }
 
@@ -289,7 +322,19 @@ func (cl *call) finish() {
 	if cl.armed.Load() && cl.timer.Stop() {
 		cl.release()
 	}
-	if cl.hst != nil {
+	if t := cl.tryTimer; t != nil && t.Stop() {
+		cl.release()
+	}
+	if cl.rqHeld {
+		cl.cls.Breakers.DoneRequest()
+	}
+	if cl.attemptOpen {
+		if cl.tries > 1 {
+			cl.cls.Breakers.DoneRetry()
+			if cl.upStatus.Load() < 500 && cl.endedBy.Load() == 0 {
+				cl.cls.Stats.Upstream().RqRetrySuccess.Inc(1)
+			}
+		}
 		why := cl.endedBy.Load()
 		o := cluster.Outcome{
 			Status:         int(cl.upStatus.Load()),
@@ -362,6 +407,12 @@ func (cl *call) onTimeout() {
 	if cl.halves.Load() == 0 {
 		return
 	}
+	cl.expire()
+}
+
+// expire answers the call as timed out (UT) and cancels its upstream
+// stream.
+func (cl *call) expire() {
 	cl.failed.Store(true)
 	c := cl.down.lock()
 	cl.timeoutLocked(c)

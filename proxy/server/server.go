@@ -46,6 +46,7 @@ type Server struct {
 	sinks     *sinks.Set
 	tracer    *tracing.Tracer
 	logs      []*accesslog.Logger
+	hlogs     map[string]*accesslog.HealthLog // health-check event logs by path
 	started   time.Time
 
 	hcFailed atomic.Bool
@@ -89,6 +90,10 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
+		events, err := s.healthLog(cc)
+		if err != nil {
+			return nil, err
+		}
 		cs := st.Cluster(cc.Name)
 		cx := cs.Connections()
 		opts.OnConnect = func() { cx.CxTotal.Inc(1); cx.CxActive.Inc() }
@@ -105,8 +110,12 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 			NewUpstream: func(_ *cluster.Cluster, h *host.Host) host.Upstream {
 				return h2.NewUpstream(h.Address, h2opts, upstream.New(h.Address, opts))
 			},
-			Stats: cs,
-			Log:   lg,
+			Stats:        cs,
+			Log:          lg,
+			LocalZone:    cfg.Node.Zone,
+			LocalShares:  localShares(cfg, cc.ZoneAware.LocalCluster),
+			TLS:          opts.TLS,
+			HealthEvents: events,
 		})
 		if err != nil {
 			return nil, err
@@ -155,6 +164,33 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 	return s, nil
 }
 
+// healthLog returns the health-check event log of a cluster, opening it
+// the first time its path is seen (clusters may share one file), or nil.
+// The first file's stats are accesslog.healthcheck.*, the others'
+// accesslog.healthcheck_<n>.*.
+func (s *Server) healthLog(cc config.Cluster) (*accesslog.HealthLog, error) {
+	if cc.HealthCheck == nil || cc.HealthCheck.EventLogPath == "" {
+		return nil, nil
+	}
+	path := cc.HealthCheck.EventLogPath
+	if l, ok := s.hlogs[path]; ok {
+		return l, nil
+	}
+	if s.hlogs == nil {
+		s.hlogs = map[string]*accesslog.HealthLog{}
+	}
+	name := "healthcheck"
+	if n := len(s.hlogs); n > 0 {
+		name = fmt.Sprintf("healthcheck_%d", n)
+	}
+	l, err := accesslog.NewHealthLog(path, s.stats.AccessLog(name), s.log.With().Str("event_log", path).Logger())
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: health_check.event_log_path: %w", cc.Name, err)
+	}
+	s.hlogs[path] = l
+	return l, nil
+}
+
 // observer opens a listener's access logs and returns what its request
 // paths identify, trace and log requests with. The first access log of a
 // listener is named after it in the stats (accesslog.<listener>.*), the
@@ -185,24 +221,51 @@ func (s *Server) reopenLogs(w http.ResponseWriter, _ *http.Request) {
 			errs = append(errs, err)
 		}
 	}
+	for _, l := range s.hlogs {
+		if err := l.Reopen(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		s.log.Error().Err(err).Msg("reopening logs")
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	s.log.Info().Int("files", len(s.logs)).Msg("logs reopened")
+	s.log.Info().Int("files", len(s.logs)+len(s.hlogs)).Msg("logs reopened")
 	io.WriteString(w, "OK\n")
 }
 
 // closeLogs writes every buffered access-log line and exports the queued
 // spans, bounded by ctx.
 func (s *Server) closeLogs(ctx context.Context) error {
-	errs := make([]error, 0, len(s.logs)+1)
+	errs := make([]error, 0, len(s.logs)+len(s.hlogs)+1)
 	for _, l := range s.logs {
+		errs = append(errs, l.Close(ctx))
+	}
+	for _, l := range s.hlogs {
 		errs = append(errs, l.Close(ctx))
 	}
 	errs = append(errs, s.tracer.Shutdown(ctx))
 	return errors.Join(errs...)
+}
+
+// localShares is the share of traffic each zone originates for zone-aware
+// routing: the zones of the local_cluster's endpoints, one share per
+// endpoint (a proxy of the fleet), or nil when no local_cluster is named.
+func localShares(cfg *config.Config, localCluster string) map[string]float64 {
+	if localCluster == "" {
+		return nil
+	}
+	shares := map[string]float64{}
+	for _, cc := range cfg.Clusters {
+		if cc.Name != localCluster {
+			continue
+		}
+		for _, ep := range cc.Endpoints {
+			shares[ep.Zone]++
+		}
+	}
+	return shares
 }
 
 // upstreamOptions turns a cluster's connect settings into pool options.
@@ -237,6 +300,7 @@ func (s *Server) Start(ctx context.Context) error {
 	for _, c := range s.clusters {
 		c.Start(ctx)
 	}
+	s.waitHealthChecked(ctx)
 	if err := s.admin.Start(); err != nil {
 		s.closeAll()
 		return err
@@ -248,6 +312,29 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// waitHealthChecked gives every health-checked cluster's first checks up
+// to their timeout (and a second) to finish, so that the listeners open
+// with health known; past that the proxy serves anyway, and the panic
+// threshold decides where requests go.
+func (s *Server) waitHealthChecked(ctx context.Context) {
+	var wait time.Duration
+	for _, cc := range s.cfg.Clusters {
+		if cc.HealthCheck != nil {
+			wait = max(wait, cc.HealthCheck.Timeout.D()+time.Second)
+		}
+	}
+	if wait == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for _, c := range s.clusters {
+		if err := c.WaitHealthChecked(ctx); err != nil {
+			s.log.Warn().Err(err).Str("cluster", c.Name).Msg("first health checks not done; serving anyway")
+		}
+	}
 }
 
 func (s *Server) closeAll() {
@@ -369,6 +456,17 @@ func (s *Server) Info() any {
 		Listeners:     s.listenerAddrs(),
 		Admin:         s.AdminAddr(),
 	}
+}
+
+// StatusListeners implements admin.ListenerSource: the listeners the admin
+// status page shows, with their http.<stat_prefix> stats.
+func (s *Server) StatusListeners() []admin.Listener {
+	out := make([]admin.Listener, 0, len(s.listeners))
+	for i, l := range s.listeners {
+		p := s.cfg.Listeners[i].StatPrefix
+		out = append(out, admin.Listener{Name: l.Name, Address: l.Addr(), StatPrefix: p, Stats: s.stats.HTTP(p)})
+	}
+	return out
 }
 
 func (s *Server) listenerAddrs() []string {
