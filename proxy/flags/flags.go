@@ -24,7 +24,7 @@ const (
 	UpstreamRemoteReset                        // UR
 	LocalReset                                 // LR
 	RateLimited                                // RL
-	count                                      = iota
+	count                    = iota
 )
 
 var letters = [count]string{"UH", "UF", "UO", "NR", "NC", "URX", "UT", "UC", "DC", "UR", "LR", "RL"}

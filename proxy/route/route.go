@@ -12,8 +12,8 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
-	"github.com/sightline-proxy/sightline/proxy/retry"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/proxy/retry"
 )
 
 // Route is one compiled route of a virtual host. It is immutable and shared
