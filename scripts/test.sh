@@ -20,14 +20,24 @@ need h2spec github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 	rm -rf "$tmp"
 }
 
-# promtool checks the Prometheus exposition (Debian's prometheus package;
-# the server it also ships is not left running).
-if ! command -v promtool >/dev/null 2>&1; then
-	echo "installing promtool (Debian package prometheus)"
+# promtool checks the Prometheus exposition, and the Prometheus server runs
+# the dashboards' queries (Debian's prometheus package ships both; the
+# service it starts is not left running: the tests run their own server).
+apt_updated=
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+	echo "installing promtool and prometheus (Debian package prometheus)"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q >/dev/null
+	apt_updated=1
 	apt-get install -y -q --no-install-recommends prometheus >/dev/null
 	systemctl stop prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || pkill -x prometheus || true
+fi
+# Headless Chromium renders the admin status page (Debian package chromium).
+if ! command -v chromium >/dev/null 2>&1; then
+	echo "installing chromium (Debian package chromium)"
+	export DEBIAN_FRONTEND=noninteractive
+	[ -n "$apt_updated" ] || apt-get update -q >/dev/null
+	apt-get install -y -q --no-install-recommends chromium >/dev/null
 fi
 
 echo "== go vet"

@@ -1,6 +1,6 @@
 // Package admin serves the admin endpoints: readiness, clusters, the
-// running config and server info. It binds to loopback unless told
-// otherwise, since it can change the proxy's state.
+// running config, server info and the live status page. It binds to
+// loopback unless told otherwise, since it can change the proxy's state.
 package admin
 
 import (
@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -44,11 +45,16 @@ type Server struct {
 	log  zerolog.Logger
 	done chan struct{}
 	mux  *http.ServeMux
+
+	// sampler keeps the minute of history the status page shows; it runs
+	// from Start to Shutdown.
+	sampler *sampler
+	started atomic.Bool
 }
 
-// New prepares the admin server on addr.
+// New prepares the admin server on addr. It does no I/O.
 func New(addr string, src Source, lg zerolog.Logger) *Server {
-	s := &Server{src: src, log: lg.With().Str("component", "admin").Logger(), done: make(chan struct{}), mux: http.NewServeMux()}
+	s := &Server{src: src, log: lg.With().Str("component", "admin").Logger(), done: make(chan struct{}), mux: http.NewServeMux(), sampler: newSampler(src)}
 	s.mux.HandleFunc("GET /ready", s.ready)
 	s.mux.HandleFunc("GET /clusters", s.clusters)
 	s.mux.HandleFunc("GET /config_dump", s.configDump)
@@ -61,7 +67,15 @@ func New(addr string, src Source, lg zerolog.Logger) *Server {
 		s.src.SetHealthcheckFailed(false)
 		fmt.Fprintln(w, "OK")
 	})
-	s.mux.HandleFunc("GET /{$}", s.index)
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		if wantsHTML(r) {
+			s.statusHTML(w, r)
+			return
+		}
+		s.index(w, r)
+	})
+	s.mux.HandleFunc("GET /help", s.index)
+	s.mux.HandleFunc("GET /status.json", s.statusJSON)
 	s.srv = &http.Server{Addr: addr, Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 	return s
 }
@@ -69,13 +83,16 @@ func New(addr string, src Source, lg zerolog.Logger) *Server {
 // Handle adds an endpoint; later features (stats, logs) register theirs.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-// Start binds and serves in the background.
+// Start binds and serves in the background, and starts sampling the
+// hosts' counters for the status page.
 func (s *Server) Start() error {
 	ln, err := net.Listen("tcp", s.srv.Addr)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
 	s.ln = ln
+	s.started.Store(true)
+	s.sampler.start()
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -94,8 +111,10 @@ func (s *Server) Addr() string {
 	return s.ln.Addr().String()
 }
 
-// Shutdown stops the admin server.
+// Shutdown stops the admin server and its sampler. It is safe to call
+// after a failed Start, and more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.sampler.close(s.started.Load())
 	err := s.srv.Shutdown(ctx)
 	if s.ln != nil {
 		<-s.done
@@ -114,7 +133,11 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprint(w, `Sightline admin
+  /                       the live status page in a browser; this index otherwise (also at /help)
+  /status.json            what the status page shows: hosts, clusters, listeners over the last minute
   /ready                  200 LIVE when serving, 503 while draining or failed
+  /stats                  every stat, flat names (?filter=REGEX, ?format=json, ?usedonly)
+  /stats/prometheus       every stat in the Prometheus text format
   /clusters               hosts with zone, weight, health and request counts (?format=json)
   /config_dump            the running config as JSON
   /server_info            version, uptime, node, state
