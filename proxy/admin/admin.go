@@ -143,6 +143,7 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
   /server_info            version, uptime, node, state
   POST /healthcheck/fail  make /ready fail
   POST /healthcheck/ok    make /ready pass again
+  POST /reopen_logs       reopen the access and health-check event logs (log rotation)
 `)
 }
 
@@ -160,11 +161,21 @@ type HostStatus struct {
 
 // ClusterStatus is one cluster in /clusters?format=json.
 type ClusterStatus struct {
-	Name     string       `json:"name"`
-	LBPolicy string       `json:"lb_policy"`
-	Protocol string       `json:"protocol"`
-	Panic    bool         `json:"panic"`
-	Hosts    []HostStatus `json:"host_statuses"`
+	Name     string `json:"name"`
+	LBPolicy string `json:"lb_policy"`
+	Protocol string `json:"protocol"`
+	Panic    bool   `json:"panic"`
+	// ZoneRouting says whether zone-aware routing is active and, if not,
+	// why (cluster too small, no local zone, panic, ...).
+	ZoneRouting ZoneRouting  `json:"zone_routing"`
+	Hosts       []HostStatus `json:"host_statuses"`
+}
+
+// ZoneRouting is a cluster's zone-aware routing state in /clusters.
+type ZoneRouting struct {
+	Active bool   `json:"active"`
+	State  string `json:"state"` // "all_directly", "sampled (62.50% local)", or "off: <reason>"
+	Reason string `json:"reason,omitempty"`
 }
 
 func hostStatus(h *host.Host) HostStatus {
@@ -179,7 +190,9 @@ func hostStatus(h *host.Host) HostStatus {
 func (s *Server) clusters(w http.ResponseWriter, r *http.Request) {
 	var out []ClusterStatus
 	for _, c := range s.src.Clusters() {
-		cs := ClusterStatus{Name: c.Name, LBPolicy: c.Config.LBPolicy, Protocol: c.Config.Protocol, Panic: c.Panic(), Hosts: []HostStatus{}}
+		zr := c.ZoneRouting()
+		cs := ClusterStatus{Name: c.Name, LBPolicy: c.Config.LBPolicy, Protocol: c.Config.Protocol, Panic: c.Panic(), Hosts: []HostStatus{},
+			ZoneRouting: ZoneRouting{Active: zr.Active, State: zr.String(), Reason: zr.Reason}}
 		for _, h := range c.Hosts() {
 			cs.Hosts = append(cs.Hosts, hostStatus(h))
 		}
@@ -195,6 +208,7 @@ func (s *Server) clusters(w http.ResponseWriter, r *http.Request) {
 	for _, c := range out {
 		fmt.Fprintf(&b, "%s::lb_policy::%s\n", c.Name, c.LBPolicy)
 		fmt.Fprintf(&b, "%s::panic::%t\n", c.Name, c.Panic)
+		fmt.Fprintf(&b, "%s::zone_routing::%s\n", c.Name, c.ZoneRouting.State)
 		for _, h := range c.Hosts {
 			p := c.Name + "::" + h.Address + "::"
 			b.WriteString(p + "zone::" + h.Zone + "\n")
