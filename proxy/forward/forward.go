@@ -7,6 +7,7 @@
 package forward
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -29,11 +31,14 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/observe"
+	"github.com/sightline-proxy/sightline/proxy/retry"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 	"github.com/sightline-proxy/sightline/stats"
 	"github.com/sightline-proxy/sightline/tracing"
 )
+
+const msgOverflow = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
 const (
 	headerResponseFlags       = "X-Sightline-Response-Flags"
@@ -241,6 +246,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 			br.Hash, br.HasHash = xxhash.Sum64String(v[0]), true
 		}
 	}
+	if !cl.Breakers.TryRequest() {
+		if grpc {
+			rec.grpcStatus = grpcproto.Unavailable
+		}
+		return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, msgOverflow, flags.UpstreamOverflow)
+	}
+	defer cl.Breakers.DoneRequest()
 	hst := cl.Pick(&br)
 	if hst == nil {
 		if grpc {
@@ -248,31 +260,100 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 		}
 		return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, "no healthy upstream", flags.NoHealthyUpstream)
 	}
-	rec.cl, rec.hst = cl, hst
-	pool := hst.Upstream.(*h2.Upstream).HTTP
 
-	out := h.outbound(ctx, r, hst.Address, rec)
-	if h.Observer.Tracing() {
-		_, rec.cliSpan = h.Observer.Tracer().StartClient(rec.ctx, tracing.HTTPHeader(out.Header), tracing.Request{
-			Method: r.Method, Path: r.URL.RequestURI(), Authority: r.Host, GRPC: grpc, RequestID: rec.requestID,
-			Cluster: cl.Name, Host: hst.Address, Zone: hst.Zone,
-		})
+	pol := h.retryPolicy(rt, r)
+	mirror := rt.Mirror != nil && mirrorChosen(rt.MirrorPercent)
+	var body []byte // the whole request body, when kept for retries or the mirror
+	if pol.On != 0 || mirror {
+		body = keepBody(r)
 	}
-	sent := time.Now()
-	o := cluster.Outcome{GRPC: grpc, GRPCStatus: -1, Path: r.URL.Path}
-	cl.Begin(hst)
+	if mirror && body != nil {
+		go h.sendMirror(rt.Mirror, br, r, body, rt.Timeout)
+	}
+
+	// Attempts: the first, then a retry for each retriable outcome while
+	// the policy, the deadline and the max_retries breaker allow.
+	var (
+		resp *http.Response
+		err  error
+		o    cluster.Outcome
+		sent time.Time
+	)
+	for tries := 1; ; tries++ {
+		rec.cl, rec.hst = cl, hst
+		o = cluster.Outcome{GRPC: grpc, GRPCStatus: -1, Path: r.URL.Path}
+		var perTryFired bool
+		sent, resp, err, perTryFired = h.attempt(ctx, r, rec, cl, hst, grpc, body, pol.PerTryTimeout)
+		ro := retry.Outcome{GRPCStatus: -1, PerTryTimeout: perTryFired}
+		switch {
+		case err == nil:
+			ro.HTTPStatus = resp.StatusCode
+			if grpc {
+				ro.GRPCStatus = grpcStatus(resp.Header) // trailers-only
+			}
+		case errors.Is(err, upstream.ErrConnect):
+			ro.ConnectFailure = true
+		case ctx.Err() == nil && !perTryFired:
+			ro.Reset = true
+		}
+		retriable := body != nil && r.Context().Err() == nil && ctx.Err() == nil && pol.Retriable(ro)
+		if retriable && tries > pol.NumRetries {
+			rec.flags |= flags.UpstreamRetryLimit
+			retriable = false
+		}
+		if !retriable || !cl.Breakers.TryRetry() {
+			if tries > 1 {
+				defer cl.Breakers.DoneRetry()
+			}
+			if perTryFired {
+				cl.Stats.Upstream().RqPerTryTimeout.Inc(1)
+				o.Status, o.Timeout = http.StatusGatewayTimeout, true
+				o.Elapsed = time.Since(sent)
+				cl.End(hst, &o)
+				rec.endClientSpan(o.Status, o.GRPCStatus, err)
+				if grpc {
+					rec.grpcStatus = grpcproto.DeadlineExceeded
+				}
+				return h.fail(w, rec, grpc, http.StatusGatewayTimeout, grpcproto.DeadlineExceeded, "upstream request timeout", flags.UpstreamRequestTimeout)
+			}
+			if tries > 1 && err == nil && resp.StatusCode < 500 {
+				cl.Stats.Upstream().RqRetrySuccess.Inc(1)
+			}
+			break
+		}
+		// Settle the failed attempt, wait, and go again elsewhere.
+		if err == nil {
+			resp.Body.Close()
+			o.Status, o.GRPCStatus = resp.StatusCode, ro.GRPCStatus
+		} else {
+			o.Status, o.ConnectFailure, o.Reset, o.Timeout = http.StatusServiceUnavailable, ro.ConnectFailure, ro.Reset, perTryFired
+		}
+		if perTryFired {
+			cl.Stats.Upstream().RqPerTryTimeout.Inc(1)
+		}
+		o.Elapsed = time.Since(sent)
+		cl.End(hst, &o)
+		rec.endClientSpan(o.Status, o.GRPCStatus, err)
+		if tries > 1 {
+			cl.Breakers.DoneRetry()
+		}
+		cl.Stats.Upstream().RqRetry.Inc(1)
+		t := time.NewTimer(pol.Backoff(tries, nil))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		hst = pickOther(cl, &br, hst)
+		if hst == nil {
+			cl.Breakers.DoneRetry()
+			return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, "no healthy upstream", flags.NoHealthyUpstream)
+		}
+	}
 	defer func() {
 		o.Elapsed = time.Since(sent)
 		cl.End(hst, &o)
 	}()
-
-	var resp *http.Response
-	var err error
-	if cl.Protocol == cluster.HTTP2 || (cl.Protocol == cluster.Auto && r.ProtoMajor == 2) {
-		resp, err = pool.RoundTripH2(out)
-	} else {
-		resp, err = pool.RoundTripH1(out)
-	}
 	if err != nil {
 		return h.upstreamFailed(w, r, ctx, grpc, err, &o, rec)
 	}
@@ -325,6 +406,121 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 		rec.grpcStatus = o.GRPCStatus
 	}
 	return o.Status
+}
+
+// attempt sends the request to hst once. The per-try timeout, when set,
+// bounds the wait for the response headers; perTryFired says it ended the
+// attempt.
+func (h *Handler) attempt(ctx context.Context, r *http.Request, rec *record, cl *cluster.Cluster, hst *host.Host, grpc bool, body []byte, perTry time.Duration) (sent time.Time, resp *http.Response, err error, perTryFired bool) {
+	actx := ctx
+	var timer *time.Timer
+	var fired atomic.Bool
+	if perTry > 0 {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithCancel(ctx)
+		timer = time.AfterFunc(perTry, func() { fired.Store(true); cancel() })
+		// The attempt's context must outlive this function while the
+		// response streams; it ends with ctx.
+		context.AfterFunc(ctx, cancel)
+	}
+	pool := hst.Upstream.(*h2.Upstream).HTTP
+	out := h.outbound(actx, r, hst.Address, rec)
+	if body != nil {
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.ContentLength = int64(len(body))
+		if len(body) == 0 {
+			out.Body = http.NoBody
+		}
+	}
+	if h.Observer.Tracing() {
+		_, rec.cliSpan = h.Observer.Tracer().StartClient(rec.ctx, tracing.HTTPHeader(out.Header), tracing.Request{
+			Method: r.Method, Path: r.URL.RequestURI(), Authority: r.Host, GRPC: grpc, RequestID: rec.requestID,
+			Cluster: cl.Name, Host: hst.Address, Zone: hst.Zone,
+		})
+	}
+	sent = time.Now()
+	cl.Begin(hst)
+	if cl.Protocol == cluster.HTTP2 || (cl.Protocol == cluster.Auto && r.ProtoMajor == 2) {
+		resp, err = pool.RoundTripH2(out)
+	} else {
+		resp, err = pool.RoundTripH1(out)
+	}
+	if timer != nil && !timer.Stop() && fired.Load() {
+		if err == nil {
+			resp.Body.Close()
+			resp = nil
+		}
+		return sent, nil, context.DeadlineExceeded, true
+	}
+	return sent, resp, err, false
+}
+
+// retryPolicy is the route's retry policy with the override headers of a
+// trusting listener applied.
+func (h *Handler) retryPolicy(rt *route.Route, r *http.Request) retry.Policy {
+	var pol retry.Policy
+	if rt.Retry != nil {
+		pol = *rt.Retry
+	}
+	if h.TrustRequestHeaders {
+		maxRetries, perTry := r.Header.Get(retry.HeaderMaxRetries), r.Header.Get(retry.HeaderPerTryTimeout)
+		if maxRetries != "" || perTry != "" {
+			if o, err := retry.ParseOverrides(maxRetries, perTry); err == nil {
+				pol = rt.Retry.With(o)
+			}
+		}
+	}
+	return pol
+}
+
+// maxKeptBody bounds the request body kept for retries and the mirror, as
+// Envoy's per-request buffer limit does.
+const maxKeptBody = 64 << 10
+
+// keepBody reads the whole request body when it is at most maxKeptBody,
+// for retries and the mirror, and returns it (empty, not nil, for no
+// body). A larger body is left to stream as it is, unkept: nil.
+func keepBody(r *http.Request) []byte {
+	if r.Body == nil || r.Body == http.NoBody {
+		return []byte{}
+	}
+	if r.ContentLength > maxKeptBody {
+		return nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxKeptBody+1))
+	if err != nil || len(b) > maxKeptBody {
+		// Give the upstream what was read, then the rest, as one body.
+		r.Body = readCloser{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
+		return nil
+	}
+	return b
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// pickOther picks a host for a retry, avoiding the one that just failed
+// when the cluster has another.
+func pickOther(cl *cluster.Cluster, br *balancer.Request, prev *host.Host) *host.Host {
+	var hst *host.Host
+	for range 3 {
+		if hst = cl.Pick(br); hst != prev {
+			return hst
+		}
+	}
+	return hst
+}
+
+// endClientSpan ends the CLIENT span of an attempt.
+func (rec *record) endClientSpan(status, grpcStatus int, err error) {
+	res := tracing.Result{GRPCStatus: grpcStatus, HasGRPCStatus: grpcStatus >= 0, ResponseFlags: rec.flags.String(), Err: err}
+	if err == nil {
+		res.HTTPStatus = status
+	}
+	rec.cliSpan.End(res)
+	rec.cliSpan = tracing.Span{}
 }
 
 // grpcStatus reads grpc-status from headers or trailers; -1 when absent.
