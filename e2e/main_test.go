@@ -48,7 +48,23 @@ var (
 // race in the proxy under real traffic fails the test that caused it (the
 // race-built binary then exits 66 instead of 0).
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(backendProcessEnv); addr != "" {
+		runBackendProcess(addr)
+		return
+	}
 	os.Exit(buildAndRun(m))
+}
+
+// backendProcessEnv makes the test binary a backend process instead: a
+// backend that can be SIGKILLed, as a crashing service is.
+const backendProcessEnv = "SIGHTLINE_E2E_BACKEND_ADDR"
+
+func runBackendProcess(addr string) {
+	if _, err := backend.Start(addr, "process", os.Getenv("SIGHTLINE_E2E_BACKEND_ZONE")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	select {}
 }
 
 func buildAndRun(m *testing.M) int {

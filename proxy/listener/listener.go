@@ -45,6 +45,7 @@ type Listener struct {
 	allowH2 bool
 
 	ln       net.Listener
+	addr     atomic.Value // the bound address, once Start bound it; read by the admin at any time
 	closing  atomic.Bool
 	accepted sync.WaitGroup // the accept loop and the h1 server
 	conns    sync.WaitGroup // connections being sniffed or served by h2
@@ -103,6 +104,7 @@ func (l *Listener) Start() error {
 		return fmt.Errorf("listener %s: %w", l.cfg.Name, err)
 	}
 	l.ln = ln
+	l.addr.Store(ln.Addr().String())
 	l.h1ln = newConnQueue(ln.Addr())
 	l.accepted.Add(2)
 	go func() {
@@ -220,10 +222,10 @@ func (l *Listener) countH1(_ net.Conn, cs http.ConnState) {
 // Addr returns the bound address ("127.0.0.1:10000"), useful when the config
 // asked for port 0.
 func (l *Listener) Addr() string {
-	if l.ln == nil {
-		return l.cfg.Address
+	if a, ok := l.addr.Load().(string); ok {
+		return a
 	}
-	return l.ln.Addr().String()
+	return l.cfg.Address
 }
 
 // Shutdown stops accepting, sends GOAWAY on every HTTP/2 connection, closes
