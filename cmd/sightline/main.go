@@ -1,7 +1,8 @@
 // Command sightline is an L7 proxy for HTTP/2 and gRPC that balances every
 // call on its own and emits the same stats, traces and logs at every hop.
 //
-//	sightline -c sightline.yaml           run the proxy (also: sightline run -c …)
+//	sightline -c sightline.yaml           run the proxy (also: sightline run -c …);
+//	                                      SIGHUP (or a changed file with --watch) reloads it
 //	sightline validate -c sightline.yaml  check a config and print a summary
 //	sightline demo                        proxy + sample backends + traffic
 //	sightline version                     version, commit, Go version
@@ -15,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -24,11 +26,12 @@ import (
 	"github.com/sightline-proxy/sightline/internal/demo"
 	"github.com/sightline-proxy/sightline/internal/version"
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/config/watch"
 	"github.com/sightline-proxy/sightline/proxy/server"
 )
 
 const usage = `Usage:
-  sightline [run] -c FILE [--log-level LEVEL] [--log-format json|console]
+  sightline [run] -c FILE [--watch] [--log-level LEVEL] [--log-format json|console]
   sightline validate -c FILE
   sightline demo [--listen ADDR] [--admin ADDR]
   sightline version
@@ -58,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logFormat = fs.String("log-format", "json", "json (to stderr) or console (for people)")
 		listen    = fs.String("listen", "127.0.0.1:10000", "demo: the proxy listener's address")
 		adminAddr = fs.String("admin", "127.0.0.1:9901", "demo: the admin server's address")
+		watchFlag = fs.Bool("watch", false, "reload when the config file or an included file changes (also server.watch in the config)")
 	)
 	fs.StringVar(&cfgPath, "c", "", "config file (.yaml, .yml or .json)")
 	fs.StringVar(&cfgPath, "config", "", "config file (same as -c)")
@@ -104,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		return serve(cfg, lg)
+		return serve(cfgPath, cfg, *watchFlag, lg)
 	case "demo":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
@@ -119,9 +123,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// serve runs the proxy until SIGTERM or SIGINT, then drains. A second signal
-// exits at once.
-func serve(cfg *config.Config, lg zerolog.Logger) int {
+// serve runs the proxy until SIGTERM, SIGINT or POST /drain_listeners,
+// then drains; a second signal exits at once. SIGHUP, and a change of the
+// config or an included file when watching, reload the config in place.
+func serve(cfgPath string, cfg *config.Config, watchFlag bool, lg zerolog.Logger) int {
 	srv, err := server.New(cfg, lg)
 	if err != nil {
 		lg.Error().Err(err).Msg("building the proxy")
@@ -134,22 +139,132 @@ func serve(cfg *config.Config, lg zerolog.Logger) int {
 	lg.Info().Str("admin", srv.AdminAddr()).Msg("sightline started")
 
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	sig := <-sigs
-	lg.Info().Str("signal", sig.String()).Msg("draining")
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	r := &reloader{path: cfgPath, srv: srv, flag: watchFlag, log: lg, changed: make(chan struct{}, 1)}
+	r.watch(cfg)
+	defer r.stopWatching()
+	var sig os.Signal
+wait:
+	for {
+		select {
+		case sig = <-sigs:
+			if sig != syscall.SIGHUP {
+				break wait
+			}
+			lg.Info().Msg("SIGHUP: reloading the config")
+			r.reload()
+		case <-r.changed:
+			lg.Info().Msg("config file changed: reloading")
+			r.reload()
+		case <-srv.DrainRequested():
+			sig = nil
+			break wait
+		}
+	}
+	if sig != nil {
+		lg.Info().Str("signal", sig.String()).Msg("draining")
+	} else {
+		lg.Info().Msg("POST /drain_listeners: draining")
+	}
+	r.stopWatching()
 	done := make(chan error, 1)
 	go func() { done <- srv.Shutdown(context.Background()) }()
-	select {
-	case err := <-done:
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			lg.Warn().Err(err).Msg("shutdown")
+	for {
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				lg.Warn().Err(err).Msg("shutdown")
+			}
+			lg.Info().Msg("stopped")
+			return 0
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				continue // no reload while draining
+			}
+			lg.Warn().Str("signal", sig.String()).Msg("second signal: exiting now")
+			return 1
 		}
-		lg.Info().Msg("stopped")
-		return 0
-	case sig := <-sigs:
-		lg.Warn().Str("signal", sig.String()).Msg("second signal: exiting now")
-		return 1
 	}
+}
+
+// reloader reads the config again and hands it to the server, on SIGHUP
+// or, when watching, when a file of the config changes.
+type reloader struct {
+	path    string
+	srv     *server.Server
+	flag    bool // --watch
+	log     zerolog.Logger
+	changed chan struct{}
+	w       *watch.Watcher
+}
+
+// reload loads and applies the config. A config that does not load is
+// refused, every problem logged with its file:line:column, and the running
+// config keeps serving.
+func (r *reloader) reload() {
+	cfg, err := config.Load(r.path)
+	if err != nil {
+		for _, line := range strings.Split(strings.TrimSpace(err.Error()), "\n") {
+			r.log.Error().Str("problem", line).Msg("config reload refused; the running config keeps serving")
+		}
+		r.srv.ReloadRefused()
+		return
+	}
+	if err := r.srv.Reload(cfg); err != nil {
+		r.log.Error().Err(err).Msg("config reload failed; the running config keeps serving")
+		return
+	}
+	r.watch(cfg)
+}
+
+// watch starts, updates or stops the file watcher for cfg.
+func (r *reloader) watch(cfg *config.Config) {
+	if !r.flag && !cfg.Server.Watch {
+		r.stopWatching()
+		return
+	}
+	files := watchFiles(cfg)
+	if r.w != nil {
+		r.w.SetFiles(files)
+		return
+	}
+	w, err := watch.New(files, func() {
+		select {
+		case r.changed <- struct{}{}:
+		default:
+		}
+	}, watch.Options{Log: r.log.With().Str("component", "watch").Logger()})
+	if err != nil {
+		r.log.Error().Err(err).Msg("watching the config files")
+		return
+	}
+	r.w = w
+	r.log.Info().Strs("files", files).Msg("watching the config for changes")
+}
+
+func (r *reloader) stopWatching() {
+	if r.w != nil {
+		r.w.Close()
+		r.w = nil
+	}
+}
+
+// watchFiles is every file the config was read from, and the directories
+// of its include globs (a new file there may match them).
+func watchFiles(cfg *config.Config) []string {
+	files := append([]string(nil), cfg.Files...)
+	base := "."
+	if len(cfg.Files) > 0 {
+		base = filepath.Dir(cfg.Files[0])
+	}
+	for _, g := range cfg.Include {
+		dir := filepath.Dir(g)
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(base, dir)
+		}
+		files = append(files, dir)
+	}
+	return files
 }
 
 func newLogger(level, format string, w io.Writer) (zerolog.Logger, error) {

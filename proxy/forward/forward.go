@@ -50,6 +50,8 @@ const (
 // Handler forwards the requests of one listener. It is immutable once built
 // and safe for concurrent use.
 type Handler struct {
+	// Routes is the route table the handler starts with; SetRoutes
+	// replaces it.
 	Routes *route.Table
 	// TrustRequestHeaders honours x-sightline-* override headers from
 	// clients; when false they are stripped before the request goes upstream.
@@ -62,6 +64,19 @@ type Handler struct {
 	// nil: none, and x-request-id passes through untouched.
 	Observer *observe.Observer
 	Log      zerolog.Logger
+
+	live atomic.Pointer[route.Table] // set by SetRoutes
+}
+
+// SetRoutes replaces the route table (a config reload); requests already
+// routed keep theirs.
+func (h *Handler) SetRoutes(t *route.Table) { h.live.Store(t) }
+
+func (h *Handler) routes() *route.Table {
+	if t := h.live.Load(); t != nil {
+		return t
+	}
+	return h.Routes
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -208,7 +223,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 // serve forwards one request and returns the HTTP status the client got.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int {
 	grpc := grpcproto.IsGRPC(r.Header.Get("Content-Type"))
-	rt := h.Routes.Match(r.Host, r.URL.Path, r.Header)
+	rt := h.routes().Match(r.Host, r.URL.Path, r.Header)
 	if rt == nil {
 		h.Stats.NoRoute.Inc(1)
 		if grpc {

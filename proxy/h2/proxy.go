@@ -56,7 +56,7 @@ func (sc *serverConn) proxy(cl *call) {
 	path := routePath(hb.path)
 	cl.path = path
 	sc.view.fields = fields
-	rt := sc.srv.routes.MatchHeaders(authority, path, &sc.view)
+	rt := sc.srv.routes.Load().MatchHeaders(authority, path, &sc.view)
 	if rt == nil {
 		sc.srv.stats.NoRoute.Inc(1)
 		if cl.grpc {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -59,7 +60,7 @@ type ServerOptions struct {
 // starts one writer goroutine per connection and none per stream.
 // Shutdown may be called from any goroutine.
 type Server struct {
-	routes        *route.Table
+	routes        atomic.Pointer[route.Table]
 	trust         bool
 	proto         string // x-forwarded-proto value
 	mcs           uint32
@@ -80,7 +81,6 @@ type Server struct {
 func NewServer(opts ServerOptions) *Server {
 	lim := opts.Limits
 	s := &Server{
-		routes:        opts.Routes,
 		trust:         opts.TrustRequestHeaders,
 		proto:         "http",
 		mcs:           defaultMaxConcurrentStreams,
@@ -93,6 +93,7 @@ func NewServer(opts ServerOptions) *Server {
 		obs:           opts.Observer,
 		conns:         make(map[*serverConn]struct{}),
 	}
+	s.routes.Store(opts.Routes)
 	if opts.TLS {
 		s.proto = "https"
 	}
@@ -110,6 +111,10 @@ func NewServer(opts ServerOptions) *Server {
 	}
 	return s
 }
+
+// SetRoutes replaces the route table (a config reload); requests already
+// routed keep theirs.
+func (s *Server) SetRoutes(t *route.Table) { s.routes.Store(t) }
 
 // ServeConn serves one connection until it closes. c has not had its
 // client preface read: it is a TLS connection whose ALPN chose "h2", or a

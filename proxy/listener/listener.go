@@ -44,11 +44,13 @@ type Listener struct {
 	allowH1 bool
 	allowH2 bool
 
-	ln       net.Listener
-	addr     atomic.Value // the bound address, once Start bound it; read by the admin at any time
-	closing  atomic.Bool
-	accepted sync.WaitGroup // the accept loop and the h1 server
-	conns    sync.WaitGroup // connections being sniffed or served by h2
+	ln         net.Listener
+	addr       atomic.Value // the bound address, once Start bound it; read by the admin at any time
+	closing    atomic.Bool
+	released   bool           // the socket went to another listener (Release)
+	acceptDone chan struct{}  // closed when the accept loop returns
+	accepted   sync.WaitGroup // the accept loop and the h1 server
+	conns      sync.WaitGroup // connections being sniffed or served by h2
 }
 
 // New prepares a listener; Start binds it. It does no I/O beyond reading
@@ -103,6 +105,14 @@ func (l *Listener) Start() error {
 	if err != nil {
 		return fmt.Errorf("listener %s: %w", l.cfg.Name, err)
 	}
+	l.StartOn(ln)
+	return nil
+}
+
+// StartOn serves on a socket that is already bound: one that Release took
+// from the listener this one replaces in a reload, so that connections
+// waiting in the socket's backlog are served, not refused.
+func (l *Listener) StartOn(ln net.Listener) {
 	l.ln = ln
 	l.addr.Store(ln.Addr().String())
 	l.h1ln = newConnQueue(ln.Addr())
@@ -113,12 +123,34 @@ func (l *Listener) Start() error {
 			l.log.Error().Err(err).Msg("HTTP/1.1 server stopped")
 		}
 	}()
+	l.acceptDone = make(chan struct{})
 	go func() {
 		defer l.accepted.Done()
+		defer close(l.acceptDone)
 		l.acceptLoop()
 	}()
 	l.log.Info().Str("address", ln.Addr().String()).Strs("protocols", l.cfg.Protocols).Msg("listening")
-	return nil
+}
+
+// Release stops accepting and hands the socket, still bound and with its
+// backlog, to the caller: the listener that replaces this one in a reload
+// (StartOn). Shutdown then drains this listener's connections without
+// closing the socket.
+func (l *Listener) Release() net.Listener {
+	ln := l.ln
+	if ln == nil || l.released {
+		return nil
+	}
+	l.closing.Store(true)
+	d, ok := ln.(interface{ SetDeadline(time.Time) error })
+	if !ok {
+		return nil
+	}
+	_ = d.SetDeadline(time.Now()) // wakes the accept loop, which sees closing
+	<-l.acceptDone
+	_ = d.SetDeadline(time.Time{})
+	l.released = true
+	return ln
 }
 
 // acceptLoop accepts until the socket closes, backing off on temporary
@@ -236,7 +268,9 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	l.closing.Store(true)
-	l.ln.Close()
+	if !l.released {
+		l.ln.Close()
+	}
 	var wg sync.WaitGroup
 	var err1, err2 error
 	wg.Add(2)

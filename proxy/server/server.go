@@ -1,17 +1,17 @@
 // Package server wires a loaded config into a running proxy: clusters and
 // their pools, route tables, listeners and the admin server, with one
-// lifecycle (New does no I/O, Start binds, Shutdown drains).
+// lifecycle (New does no network I/O, Start binds, Reload swaps in a new
+// config in place, Shutdown drains).
 package server
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,13 +23,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/admin"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
-	"github.com/sightline-proxy/sightline/proxy/forward"
-	"github.com/sightline-proxy/sightline/proxy/h2"
-	"github.com/sightline-proxy/sightline/proxy/host"
-	"github.com/sightline-proxy/sightline/proxy/listener"
-	"github.com/sightline-proxy/sightline/proxy/observe"
 	"github.com/sightline-proxy/sightline/proxy/route"
-	"github.com/sightline-proxy/sightline/proxy/upstream"
 	"github.com/sightline-proxy/sightline/sinks"
 	"github.com/sightline-proxy/sightline/stats"
 	"github.com/sightline-proxy/sightline/tracing"
@@ -37,32 +31,53 @@ import (
 
 // Server is a running proxy.
 type Server struct {
-	cfg       *config.Config
-	log       zerolog.Logger
-	clusters  []*cluster.Cluster
-	listeners []*listener.Listener
-	admin     *admin.Server
-	stats     *stats.Store
-	sinks     *sinks.Set
-	tracer    *tracing.Tracer
-	logs      []*accesslog.Logger
-	hlogs     map[string]*accesslog.HealthLog // health-check event logs by path
-	started   time.Time
+	log    zerolog.Logger
+	admin  *admin.Server
+	stats  *stats.Store
+	sinks  *sinks.Set
+	tracer *tracing.Tracer
 
-	hcFailed atomic.Bool
-	draining atomic.Bool
-	stop     context.CancelFunc
+	cur      atomic.Pointer[state] // the running generation
+	loaded   atomic.Pointer[loadInfo]
+	started  time.Time
+	ctx      context.Context // the clusters' context, from Start
+	reloadMu sync.Mutex      // one reload at a time; guards retired
+
+	// Retired: listeners draining and clusters closing after a reload.
+	retired []*running
+	bg      sync.WaitGroup
+	quit    chan struct{} // closed when Shutdown begins: retirements hurry
+
+	logMu sync.Mutex
+	hlogs map[string]*accesslog.HealthLog // health-check event logs by path
+
+	hcFailed  atomic.Bool
+	draining  atomic.Bool
+	drainOnce sync.Once
+	drainReq  chan struct{} // closed by POST /drain_listeners
+	stop      context.CancelFunc
 
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
 
+// loadInfo says which config runs, for /server_info.
+type loadInfo struct {
+	hash string
+	at   time.Time
+}
+
 // New builds every component of cfg. It does no network I/O; it opens the
 // access-log files.
 func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
-	s := &Server{cfg: cfg, log: lg}
+	s := &Server{log: lg, quit: make(chan struct{}), drainReq: make(chan struct{})}
 	defer func() {
 		if err != nil {
+			if gen := s.cur.Load(); gen != nil {
+				for _, c := range gen.clusters {
+					c.Close()
+				}
+			}
 			s.closeLogs(context.Background())
 		}
 	}()
@@ -84,229 +99,60 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	byName := make(map[string]*cluster.Cluster, len(cfg.Clusters))
+	gen := &state{cfg: cfg, byName: make(map[string]*cluster.Cluster, len(cfg.Clusters))}
+	s.cur.Store(gen) // so that a failure below closes what was opened
 	for _, cc := range cfg.Clusters {
-		opts, err := upstreamOptions(cc)
+		c, err := s.buildCluster(cfg, cc)
 		if err != nil {
 			return nil, err
 		}
-		events, err := s.healthLog(cc)
-		if err != nil {
-			return nil, err
-		}
-		cs := st.Cluster(cc.Name)
-		cx := cs.Connections()
-		opts.OnConnect = func() { cx.CxTotal.Inc(1); cx.CxActive.Inc() }
-		opts.OnClose = func() { cx.CxDestroy.Inc(1); cx.CxActive.Dec() }
-		h2opts := h2.PoolOptions{
-			ConnectTimeout: opts.ConnectTimeout, TLS: opts.TLS,
-			OnConnect: opts.OnConnect, OnClose: opts.OnClose,
-			Log: lg.With().Str("cluster", cc.Name).Logger(),
-		}
-		c, err := cluster.New(cc, cluster.Options{
-			// Each host gets the frame-level HTTP/2 pool, for HTTP/2
-			// downstreams, and the net/http pool, for HTTP/1.1 ones and
-			// for http1 clusters.
-			NewUpstream: func(_ *cluster.Cluster, h *host.Host) host.Upstream {
-				return h2.NewUpstream(h.Address, h2opts, upstream.New(h.Address, opts))
-			},
-			Stats:        cs,
-			Log:          lg,
-			LocalZone:    cfg.Node.Zone,
-			LocalShares:  localShares(cfg, cc.ZoneAware.LocalCluster),
-			TLS:          opts.TLS,
-			HealthEvents: events,
-		})
-		if err != nil {
-			return nil, err
-		}
-		s.clusters = append(s.clusters, c)
-		byName[c.Name] = c
+		gen.clusters = append(gen.clusters, c)
+		gen.byName[c.Name] = c
 	}
 	for _, lc := range cfg.Listeners {
-		table, err := route.New(lc.VirtualHosts, byName)
+		table, err := route.New(lc.VirtualHosts, gen.byName)
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
-		httpStats := st.HTTP(lc.StatPrefix)
-		llog := lg.With().Str("listener", lc.Name).Logger()
-		obs, err := s.observer(lc, llog)
+		r, err := s.buildListener(lc, table)
 		if err != nil {
 			return nil, err
 		}
-		h1 := &forward.Handler{
-			Routes:              table,
-			TrustRequestHeaders: lc.TrustRequestHeaders,
-			TLS:                 lc.TLS != nil,
-			Stats:               httpStats,
-			Observer:            obs,
-			Log:                 llog,
-		}
-		h2srv := h2.NewServer(h2.ServerOptions{
-			Routes:              table,
-			TrustRequestHeaders: lc.TrustRequestHeaders,
-			TLS:                 lc.TLS != nil,
-			Limits:              lc.Limits,
-			Stats:               httpStats,
-			Observer:            obs,
-			Log:                 llog,
-		})
-		l, err := listener.New(lc, h1, h2srv, listener.Stats{Listener: st.Listener(lc.Address), HTTP: httpStats}, lg)
-		if err != nil {
-			return nil, err
-		}
-		s.listeners = append(s.listeners, l)
+		gen.listeners = append(gen.listeners, r)
 	}
+	s.setLoaded(cfg)
 	s.admin = admin.New(cfg.Admin.Address, s, lg)
 	s.admin.Handle("GET /stats", st.Handler())
 	s.admin.Handle("GET /stats/prometheus", set.Prometheus)
 	s.admin.Handle("POST /reopen_logs", http.HandlerFunc(s.reopenLogs))
+	s.admin.Handle("POST /drain_listeners", http.HandlerFunc(s.drainListeners))
 	return s, nil
 }
 
-// healthLog returns the health-check event log of a cluster, opening it
-// the first time its path is seen (clusters may share one file), or nil.
-// The first file's stats are accesslog.healthcheck.*, the others'
-// accesslog.healthcheck_<n>.*.
-func (s *Server) healthLog(cc config.Cluster) (*accesslog.HealthLog, error) {
-	if cc.HealthCheck == nil || cc.HealthCheck.EventLogPath == "" {
-		return nil, nil
-	}
-	path := cc.HealthCheck.EventLogPath
-	if l, ok := s.hlogs[path]; ok {
-		return l, nil
-	}
-	if s.hlogs == nil {
-		s.hlogs = map[string]*accesslog.HealthLog{}
-	}
-	name := "healthcheck"
-	if n := len(s.hlogs); n > 0 {
-		name = fmt.Sprintf("healthcheck_%d", n)
-	}
-	l, err := accesslog.NewHealthLog(path, s.stats.AccessLog(name), s.log.With().Str("event_log", path).Logger())
-	if err != nil {
-		return nil, fmt.Errorf("cluster %s: health_check.event_log_path: %w", cc.Name, err)
-	}
-	s.hlogs[path] = l
-	return l, nil
+func (s *Server) setLoaded(cfg *config.Config) {
+	b, _ := cfg.JSON()
+	sum := sha256.Sum256(b)
+	s.loaded.Store(&loadInfo{hash: hex.EncodeToString(sum[:8]), at: time.Now()})
 }
 
-// observer opens a listener's access logs and returns what its request
-// paths identify, trace and log requests with. The first access log of a
-// listener is named after it in the stats (accesslog.<listener>.*), the
-// others get their index (accesslog.<listener>_1.*).
-func (s *Server) observer(lc config.Listener, lg zerolog.Logger) (*observe.Observer, error) {
-	logs := make([]*accesslog.Logger, 0, len(lc.AccessLog))
-	for i, ac := range lc.AccessLog {
-		name := lc.Name
-		if i > 0 {
-			name = fmt.Sprintf("%s_%d", lc.Name, i)
-		}
-		l, err := accesslog.New(ac, s.stats.AccessLog(name), lg.With().Str("access_log", ac.Path).Logger())
-		if err != nil {
-			return nil, fmt.Errorf("listener %s: access_log[%d]: %w", lc.Name, i, err)
-		}
-		logs = append(logs, l)
-		s.logs = append(s.logs, l)
-	}
-	return observe.New(lc.RequestID, s.tracer, logs), nil
-}
-
-// reopenLogs is POST /reopen_logs: every access log reopens its file, for
-// log rotation (rename, then reopen: no line is lost).
-func (s *Server) reopenLogs(w http.ResponseWriter, _ *http.Request) {
-	var errs []error
-	for _, l := range s.logs {
-		if err := l.Reopen(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, l := range s.hlogs {
-		if err := l.Reopen(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		s.log.Error().Err(err).Msg("reopening logs")
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	s.log.Info().Int("files", len(s.logs)+len(s.hlogs)).Msg("logs reopened")
-	io.WriteString(w, "OK\n")
-}
-
-// closeLogs writes every buffered access-log line and exports the queued
-// spans, bounded by ctx.
-func (s *Server) closeLogs(ctx context.Context) error {
-	errs := make([]error, 0, len(s.logs)+len(s.hlogs)+1)
-	for _, l := range s.logs {
-		errs = append(errs, l.Close(ctx))
-	}
-	for _, l := range s.hlogs {
-		errs = append(errs, l.Close(ctx))
-	}
-	errs = append(errs, s.tracer.Shutdown(ctx))
-	return errors.Join(errs...)
-}
-
-// localShares is the share of traffic each zone originates for zone-aware
-// routing: the zones of the local_cluster's endpoints, one share per
-// endpoint (a proxy of the fleet), or nil when no local_cluster is named.
-func localShares(cfg *config.Config, localCluster string) map[string]float64 {
-	if localCluster == "" {
-		return nil
-	}
-	shares := map[string]float64{}
-	for _, cc := range cfg.Clusters {
-		if cc.Name != localCluster {
-			continue
-		}
-		for _, ep := range cc.Endpoints {
-			shares[ep.Zone]++
-		}
-	}
-	return shares
-}
-
-// upstreamOptions turns a cluster's connect settings into pool options.
-func upstreamOptions(cc config.Cluster) (upstream.Options, error) {
-	opts := upstream.Options{ConnectTimeout: cc.ConnectTimeout.D()}
-	if cc.TLS == nil {
-		return opts, nil
-	}
-	tc := &tls.Config{ServerName: cc.TLS.SNI, InsecureSkipVerify: cc.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if cc.TLS.CAFile != "" {
-		pem, err := os.ReadFile(cc.TLS.CAFile)
-		if err != nil {
-			return opts, fmt.Errorf("cluster %s: reading ca_file: %w", cc.Name, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return opts, fmt.Errorf("cluster %s: ca_file %s holds no PEM certificate", cc.Name, cc.TLS.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	opts.TLS = tc
-	return opts, nil
-}
-
-// Start starts discovery, binds the admin server and every listener. On
-// error everything already started is stopped.
+// Start starts discovery, health checking, the admin server and every
+// listener. On error everything already started is stopped.
 func (s *Server) Start(ctx context.Context) error {
-	ctx, s.stop = context.WithCancel(ctx)
+	s.ctx, s.stop = context.WithCancel(ctx)
 	s.started = time.Now()
 	s.stats.Server().Live.Set(1)
-	s.stats.Start(ctx)
-	for _, c := range s.clusters {
-		c.Start(ctx)
+	s.stats.Start(s.ctx)
+	gen := s.cur.Load()
+	for _, c := range gen.clusters {
+		c.Start(s.ctx)
 	}
-	s.waitHealthChecked(ctx)
+	s.waitHealthChecked(gen.cfg, gen.clusters)
 	if err := s.admin.Start(); err != nil {
 		s.closeAll()
 		return err
 	}
-	for _, l := range s.listeners {
-		if err := l.Start(); err != nil {
+	for _, r := range gen.listeners {
+		if err := r.l.Start(); err != nil {
 			s.closeAll()
 			return err
 		}
@@ -314,13 +160,13 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// waitHealthChecked gives every health-checked cluster's first checks up
-// to their timeout (and a second) to finish, so that the listeners open
-// with health known; past that the proxy serves anyway, and the panic
-// threshold decides where requests go.
-func (s *Server) waitHealthChecked(ctx context.Context) {
+// waitHealthChecked gives the health-checked clusters' first checks up to
+// their timeout (and a second) to finish, so that listeners open, and a
+// reload swaps, with health known; past that the proxy serves anyway, and
+// the panic threshold decides where requests go.
+func (s *Server) waitHealthChecked(cfg *config.Config, clusters []*cluster.Cluster) {
 	var wait time.Duration
-	for _, cc := range s.cfg.Clusters {
+	for _, cc := range cfg.Clusters {
 		if cc.HealthCheck != nil {
 			wait = max(wait, cc.HealthCheck.Timeout.D()+time.Second)
 		}
@@ -328,9 +174,9 @@ func (s *Server) waitHealthChecked(ctx context.Context) {
 	if wait == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	ctx, cancel := context.WithTimeout(s.ctx, wait)
 	defer cancel()
-	for _, c := range s.clusters {
+	for _, c := range clusters {
 		if err := c.WaitHealthChecked(ctx); err != nil {
 			s.log.Warn().Err(err).Str("cluster", c.Name).Msg("first health checks not done; serving anyway")
 		}
@@ -340,11 +186,12 @@ func (s *Server) waitHealthChecked(ctx context.Context) {
 func (s *Server) closeAll() {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	for _, l := range s.listeners {
-		l.Shutdown(ctx)
+	gen := s.cur.Load()
+	for _, r := range gen.listeners {
+		r.l.Shutdown(ctx)
 	}
 	s.admin.Shutdown(ctx)
-	for _, c := range s.clusters {
+	for _, c := range gen.clusters {
 		c.Close()
 	}
 	s.closeLogs(ctx)
@@ -354,17 +201,31 @@ func (s *Server) closeAll() {
 	}
 }
 
+// DrainRequested is closed when POST /drain_listeners asked for the same
+// graceful drain as SIGTERM; the binary then calls Shutdown.
+func (s *Server) DrainRequested() <-chan struct{} { return s.drainReq }
+
+func (s *Server) drainListeners(w http.ResponseWriter, _ *http.Request) {
+	s.draining.Store(true) // /ready fails at once
+	s.drainOnce.Do(func() { close(s.drainReq) })
+	io.WriteString(w, "OK\n")
+}
+
 // Shutdown drains: /ready fails at once while the listeners go on serving
 // for drain_time; then they stop accepting and send GOAWAY, in-flight
-// requests get until drain_timeout (or ctx) to finish, and upstream pools
-// and the admin server close. It is idempotent.
+// requests get until drain_timeout (or ctx) to finish, and upstream pools,
+// logs, spans, stats and the admin server close. It is idempotent.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		s.draining.Store(true)
 		s.stats.Server().Live.Set(0)
+		close(s.quit)
+		s.reloadMu.Lock() // no reload from here on
+		defer s.reloadMu.Unlock()
+		gen := s.cur.Load()
 		// Keep serving for drain_time with /ready failing, so that an outer
 		// balancer sees the proxy leave before its connections do.
-		if d := s.cfg.Server.DrainTime.D(); d > 0 {
+		if d := gen.cfg.Server.DrainTime.D(); d > 0 {
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
@@ -372,23 +233,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				t.Stop()
 			}
 		}
-		timeout := s.cfg.Server.DrainTimeout.D()
+		timeout := gen.cfg.Server.DrainTimeout.D()
 		if timeout <= 0 {
 			timeout = 10 * time.Second
 		}
 		dctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		var wg sync.WaitGroup
-		errs := make([]error, len(s.listeners))
-		for i, l := range s.listeners {
+		errs := make([]error, len(gen.listeners))
+		for i, r := range gen.listeners {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[i] = l.Shutdown(dctx)
+				errs[i] = r.l.Shutdown(dctx)
 			}()
 		}
 		wg.Wait()
-		for _, c := range s.clusters {
+		s.bg.Wait() // listeners and clusters retired by reloads
+		for _, c := range gen.clusters {
 			c.Close()
 		}
 		actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -404,11 +266,70 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.shutdownErr
 }
 
+// reopenLogs is POST /reopen_logs: every access log and health-check event
+// log reopens its file, for log rotation (rename, then reopen: no line is
+// lost).
+func (s *Server) reopenLogs(w http.ResponseWriter, _ *http.Request) {
+	var errs []error
+	n := 0
+	for _, r := range s.cur.Load().listeners {
+		for _, l := range r.logs {
+			n++
+			if err := l.Reopen(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	s.logMu.Lock()
+	for _, l := range s.hlogs {
+		n++
+		if err := l.Reopen(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.logMu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		s.log.Error().Err(err).Msg("reopening logs")
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s.log.Info().Int("files", n).Msg("logs reopened")
+	io.WriteString(w, "OK\n")
+}
+
+// closeLogs writes every buffered log line and exports the queued spans,
+// bounded by ctx.
+func (s *Server) closeLogs(ctx context.Context) error {
+	var errs []error
+	if gen := s.cur.Load(); gen != nil {
+		for _, r := range gen.listeners {
+			for _, l := range r.logs {
+				errs = append(errs, l.Close(ctx))
+			}
+		}
+	}
+	s.logMu.Lock()
+	for _, l := range s.hlogs {
+		errs = append(errs, l.Close(ctx))
+	}
+	s.logMu.Unlock()
+	errs = append(errs, s.tracer.Shutdown(ctx))
+	return errors.Join(errs...)
+}
+
+func closeLoggers(logs []*accesslog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, l := range logs {
+		l.Close(ctx)
+	}
+}
+
 // ListenerAddr returns the bound address of the named listener, or "".
 func (s *Server) ListenerAddr(name string) string {
-	for _, l := range s.listeners {
-		if l.Name == name {
-			return l.Addr()
+	for _, r := range s.cur.Load().listeners {
+		if r.l.Name == name {
+			return r.l.Addr()
 		}
 	}
 	return ""
@@ -417,11 +338,14 @@ func (s *Server) ListenerAddr(name string) string {
 // AdminAddr returns the admin server's bound address.
 func (s *Server) AdminAddr() string { return s.admin.Addr() }
 
+// Config returns the running config.
+func (s *Server) Config() *config.Config { return s.cur.Load().cfg }
+
 // Clusters implements admin.Source.
-func (s *Server) Clusters() []*cluster.Cluster { return s.clusters }
+func (s *Server) Clusters() []*cluster.Cluster { return s.cur.Load().clusters }
 
 // ConfigJSON implements admin.Source.
-func (s *Server) ConfigJSON() ([]byte, error) { return s.cfg.JSON() }
+func (s *Server) ConfigJSON() ([]byte, error) { return s.cur.Load().cfg.JSON() }
 
 // State implements admin.Source.
 func (s *Server) State() string {
@@ -439,40 +363,46 @@ func (s *Server) SetHealthcheckFailed(v bool) { s.hcFailed.Store(v) }
 
 // Info implements admin.Source.
 func (s *Server) Info() any {
+	gen, li := s.cur.Load(), s.loaded.Load()
 	return struct {
 		version.Info
-		UptimeSeconds int64       `json:"uptime_seconds"`
-		State         string      `json:"state"`
-		Node          config.Node `json:"node"`
-		ConfigFiles   []string    `json:"config_files"`
-		Listeners     []string    `json:"listeners"`
-		Admin         string      `json:"admin_address"`
+		UptimeSeconds  int64       `json:"uptime_seconds"`
+		State          string      `json:"state"`
+		Node           config.Node `json:"node"`
+		ConfigFiles    []string    `json:"config_files"`
+		ConfigHash     string      `json:"config_hash"`
+		ConfigLoadedAt time.Time   `json:"config_loaded_at"`
+		Listeners      []string    `json:"listeners"`
+		Admin          string      `json:"admin_address"`
 	}{
-		Info:          version.Get(),
-		UptimeSeconds: int64(time.Since(s.started).Seconds()),
-		State:         s.State(),
-		Node:          s.cfg.Node,
-		ConfigFiles:   s.cfg.Files,
-		Listeners:     s.listenerAddrs(),
-		Admin:         s.AdminAddr(),
+		Info:           version.Get(),
+		UptimeSeconds:  int64(time.Since(s.started).Seconds()),
+		State:          s.State(),
+		Node:           gen.cfg.Node,
+		ConfigFiles:    gen.cfg.Files,
+		ConfigHash:     li.hash,
+		ConfigLoadedAt: li.at.UTC(),
+		Listeners:      listenerAddrs(gen),
+		Admin:          s.AdminAddr(),
 	}
 }
 
 // StatusListeners implements admin.ListenerSource: the listeners the admin
 // status page shows, with their http.<stat_prefix> stats.
 func (s *Server) StatusListeners() []admin.Listener {
-	out := make([]admin.Listener, 0, len(s.listeners))
-	for i, l := range s.listeners {
-		p := s.cfg.Listeners[i].StatPrefix
-		out = append(out, admin.Listener{Name: l.Name, Address: l.Addr(), StatPrefix: p, Stats: s.stats.HTTP(p)})
+	gen := s.cur.Load()
+	out := make([]admin.Listener, 0, len(gen.listeners))
+	for _, r := range gen.listeners {
+		p := r.cfg.StatPrefix
+		out = append(out, admin.Listener{Name: r.l.Name, Address: r.l.Addr(), StatPrefix: p, Stats: s.stats.HTTP(p)})
 	}
 	return out
 }
 
-func (s *Server) listenerAddrs() []string {
-	out := make([]string, 0, len(s.listeners))
-	for _, l := range s.listeners {
-		out = append(out, l.Name+"="+l.Addr())
+func listenerAddrs(gen *state) []string {
+	out := make([]string, 0, len(gen.listeners))
+	for _, r := range gen.listeners {
+		out = append(out, r.l.Name+"="+r.l.Addr())
 	}
 	return out
 }

@@ -1,0 +1,207 @@
+package server
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/accesslog"
+	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/forward"
+	"github.com/sightline-proxy/sightline/proxy/h2"
+	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/proxy/listener"
+	"github.com/sightline-proxy/sightline/proxy/observe"
+	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/proxy/upstream"
+)
+
+// state is one generation of the running config: what a reload swaps as
+// a whole. Clusters and listeners that a reload keeps are shared between
+// generations.
+type state struct {
+	cfg       *config.Config
+	clusters  []*cluster.Cluster
+	byName    map[string]*cluster.Cluster
+	listeners []*running
+}
+
+// running is a listener with the request paths that serve it.
+type running struct {
+	cfg  config.Listener
+	l    *listener.Listener
+	h1   *forward.Handler
+	h2   *h2.Server
+	logs []*accesslog.Logger
+}
+
+func (r *running) setRoutes(t *route.Table) {
+	r.h1.SetRoutes(t)
+	r.h2.SetRoutes(t)
+}
+
+// buildCluster makes one cluster with its pools' factory, stats, health
+// checking and zone shares. It does no I/O but opening the event log.
+func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.Cluster, error) {
+	opts, err := upstreamOptions(cc)
+	if err != nil {
+		return nil, err
+	}
+	events, err := s.healthLog(cc)
+	if err != nil {
+		return nil, err
+	}
+	cs := s.stats.Cluster(cc.Name)
+	cx := cs.Connections()
+	opts.OnConnect = func() { cx.CxTotal.Inc(1); cx.CxActive.Inc() }
+	opts.OnClose = func() { cx.CxDestroy.Inc(1); cx.CxActive.Dec() }
+	h2opts := h2.PoolOptions{
+		ConnectTimeout: opts.ConnectTimeout, TLS: opts.TLS,
+		OnConnect: opts.OnConnect, OnClose: opts.OnClose,
+		Log: s.log.With().Str("cluster", cc.Name).Logger(),
+	}
+	return cluster.New(cc, cluster.Options{
+		// Each host gets the frame-level HTTP/2 pool, for HTTP/2
+		// downstreams, and the net/http pool, for HTTP/1.1 ones and for
+		// http1 clusters.
+		NewUpstream: func(_ *cluster.Cluster, h *host.Host) host.Upstream {
+			return h2.NewUpstream(h.Address, h2opts, upstream.New(h.Address, opts))
+		},
+		Stats:        cs,
+		Log:          s.log,
+		LocalZone:    cfg.Node.Zone,
+		LocalShares:  localShares(cfg, cc.ZoneAware.LocalCluster),
+		TLS:          opts.TLS,
+		HealthEvents: events,
+	})
+}
+
+// buildListener makes a listener and its request paths over table. It
+// opens the listener's access logs; Start binds it.
+func (s *Server) buildListener(lc config.Listener, table *route.Table) (*running, error) {
+	httpStats := s.stats.HTTP(lc.StatPrefix)
+	llog := s.log.With().Str("listener", lc.Name).Logger()
+	logs, err := s.accessLogs(lc, llog)
+	if err != nil {
+		return nil, err
+	}
+	obs := observe.New(lc.RequestID, s.tracer, logs)
+	r := &running{cfg: lc, logs: logs}
+	r.h1 = &forward.Handler{
+		Routes:              table,
+		TrustRequestHeaders: lc.TrustRequestHeaders,
+		TLS:                 lc.TLS != nil,
+		Stats:               httpStats,
+		Observer:            obs,
+		Log:                 llog,
+	}
+	r.h2 = h2.NewServer(h2.ServerOptions{
+		Routes:              table,
+		TrustRequestHeaders: lc.TrustRequestHeaders,
+		TLS:                 lc.TLS != nil,
+		Limits:              lc.Limits,
+		Stats:               httpStats,
+		Observer:            obs,
+		Log:                 llog,
+	})
+	r.l, err = listener.New(lc, r.h1, r.h2, listener.Stats{Listener: s.stats.Listener(lc.Address), HTTP: httpStats}, s.log)
+	if err != nil {
+		closeLoggers(logs)
+		return nil, err
+	}
+	return r, nil
+}
+
+// accessLogs opens a listener's access logs. The first access log of a
+// listener is named after it in the stats (accesslog.<listener>.*), the
+// others get their index (accesslog.<listener>_1.*).
+func (s *Server) accessLogs(lc config.Listener, lg zerolog.Logger) ([]*accesslog.Logger, error) {
+	logs := make([]*accesslog.Logger, 0, len(lc.AccessLog))
+	for i, ac := range lc.AccessLog {
+		name := lc.Name
+		if i > 0 {
+			name = fmt.Sprintf("%s_%d", lc.Name, i)
+		}
+		l, err := accesslog.New(ac, s.stats.AccessLog(name), lg.With().Str("access_log", ac.Path).Logger())
+		if err != nil {
+			closeLoggers(logs)
+			return nil, fmt.Errorf("listener %s: access_log[%d]: %w", lc.Name, i, err)
+		}
+		logs = append(logs, l)
+	}
+	return logs, nil
+}
+
+// healthLog returns the health-check event log of a cluster, opening it
+// the first time its path is seen (clusters may share one file), or nil.
+// The first file's stats are accesslog.healthcheck.*, the others'
+// accesslog.healthcheck_<n>.*.
+func (s *Server) healthLog(cc config.Cluster) (*accesslog.HealthLog, error) {
+	if cc.HealthCheck == nil || cc.HealthCheck.EventLogPath == "" {
+		return nil, nil
+	}
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	path := cc.HealthCheck.EventLogPath
+	if l, ok := s.hlogs[path]; ok {
+		return l, nil
+	}
+	if s.hlogs == nil {
+		s.hlogs = map[string]*accesslog.HealthLog{}
+	}
+	name := "healthcheck"
+	if n := len(s.hlogs); n > 0 {
+		name = fmt.Sprintf("healthcheck_%d", n)
+	}
+	l, err := accesslog.NewHealthLog(path, s.stats.AccessLog(name), s.log.With().Str("event_log", path).Logger())
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: health_check.event_log_path: %w", cc.Name, err)
+	}
+	s.hlogs[path] = l
+	return l, nil
+}
+
+// localShares is the share of traffic each zone originates for zone-aware
+// routing: the zones of the local_cluster's endpoints, one share per
+// endpoint (a proxy of the fleet), or nil when no local_cluster is named.
+func localShares(cfg *config.Config, localCluster string) map[string]float64 {
+	if localCluster == "" {
+		return nil
+	}
+	shares := map[string]float64{}
+	for _, cc := range cfg.Clusters {
+		if cc.Name != localCluster {
+			continue
+		}
+		for _, ep := range cc.Endpoints {
+			shares[ep.Zone]++
+		}
+	}
+	return shares
+}
+
+// upstreamOptions turns a cluster's connect settings into pool options.
+func upstreamOptions(cc config.Cluster) (upstream.Options, error) {
+	opts := upstream.Options{ConnectTimeout: cc.ConnectTimeout.D()}
+	if cc.TLS == nil {
+		return opts, nil
+	}
+	tc := &tls.Config{ServerName: cc.TLS.SNI, InsecureSkipVerify: cc.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	if cc.TLS.CAFile != "" {
+		pem, err := os.ReadFile(cc.TLS.CAFile)
+		if err != nil {
+			return opts, fmt.Errorf("cluster %s: reading ca_file: %w", cc.Name, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return opts, fmt.Errorf("cluster %s: ca_file %s holds no PEM certificate", cc.Name, cc.TLS.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	opts.TLS = tc
+	return opts, nil
+}
