@@ -87,7 +87,7 @@ func Run(ctx context.Context, o Options) error {
 	proxyAddr := srv.ListenerAddr("ingress")
 	fmt.Fprintf(o.Out, `Sightline demo
   gRPC/HTTP listener  http://%s   (h2c and HTTP/1.1; try: grpcurl -plaintext %s list)
-  admin               http://%s   (/clusters, /config_dump, /server_info, /ready)
+  status page         http://%s/   (open it in a browser; also /clusters, /stats, /config_dump, /server_info)
   backends            %s
 Calls go through one client connection; the proxy balances each call on its own. Ctrl-C stops.
 `, proxyAddr, proxyAddr, srv.AdminAddr(), describe(backends))
