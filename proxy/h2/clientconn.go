@@ -28,6 +28,7 @@ type clientConn struct {
 	waiting    halfList // bound halves waiting for a stream slot
 	drainTimer *time.Timer
 	connected  bool // the socket is up (cc.nc set)
+	counted    bool // holds a max_connections breaker slot
 }
 
 func newClientConn(p *Pool) *clientConn {
@@ -92,6 +93,7 @@ func (cc *clientConn) waitLocked(h *half) {
 // order HEADERS are queued, and the ready list keeps that order, so they
 // reach the wire increasing (RFC 9113 §5.1.1).
 func (cc *clientConn) activateLocked(h *half) {
+	h.donePending()
 	h.id = cc.nextID
 	cc.nextID += 2
 	h.active = true
@@ -186,6 +188,9 @@ func (cc *clientConn) failLocked2(h *half, f flag, msg string) {
 // run dials, handshakes and then reads until the connection ends.
 func (cc *clientConn) run() {
 	p := cc.pool
+	if cc.counted {
+		defer p.opts.Breakers.DoneConnection()
+	}
 	deadline := time.Now().Add(p.opts.ConnectTimeout)
 	nc, err := cc.dial(deadline)
 	if err != nil {

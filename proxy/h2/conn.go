@@ -491,6 +491,7 @@ func (c *conn) maybeCloseLocked(h *half) {
 		return
 	}
 	h.attached = false
+	h.donePending()
 	if h.id != 0 && c.streams[h.id] == h {
 		delete(c.streams, h.id)
 	}

@@ -80,7 +80,9 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 		}
 		popts := PoolOptions{ConnectTimeout: tc.connect, TLS: tc.tls, MaxConns: tc.maxConns}
 		c, err := cluster.New(cfg, cluster.Options{
-			NewUpstream: func(_ *cluster.Cluster, h *host.Host) host.Upstream {
+			NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
+				popts := popts
+				popts.Breakers = c.Breakers
 				u := NewUpstream(h.Address, popts,
 					upstream.New(h.Address, upstream.Options{ConnectTimeout: popts.ConnectTimeout, TLS: popts.TLS}))
 				p.mu.Lock()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/proxy/breaker"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 )
 
@@ -46,6 +47,9 @@ type PoolOptions struct {
 	// OnConnect and OnClose, when set, are called as connections open
 	// and close (connection stats). They must not block.
 	OnConnect, OnClose func()
+	// Breakers are the cluster's circuit breakers, for max_connections
+	// (shared by the pools of every host of the cluster); nil: no limit.
+	Breakers *breaker.Breakers
 	// Log receives connection-level events at debug level.
 	Log zerolog.Logger
 }
@@ -96,39 +100,70 @@ func NewPool(addr string, opts PoolOptions) *Pool {
 
 // dispatch binds an upstream half to a connection: one with a free slot,
 // else one still connecting (its limit is not known yet), else a new one.
-// It never blocks on I/O; it reports false when the pool is closed.
-func (p *Pool) dispatch(h *half) bool {
+// It never blocks on I/O. A half that has to wait for a slot or a
+// connection is a pending request: past the cluster's
+// max_pending_requests it is refused (overflow). Past max_connections no
+// connection is dialled while one exists: the half waits on it.
+func (p *Pool) dispatch(h *half) dispatchResult {
 	for _, cc := range *p.conns.Load() {
 		if cc.bind(h, false) {
-			return true
+			return dispatched
 		}
+	}
+	if b := h.call.breakers(); b != nil && !h.pending {
+		if !b.TryPending() {
+			return pendingOverflow
+		}
+		h.pending = true
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return false
+		h.donePending()
+		return poolClosed
 	}
 	conns := *p.conns.Load()
 	for _, cc := range conns {
 		if cc.bind(h, true) {
-			return true
+			return dispatched
 		}
 	}
 	if p.opts.MaxConns > 0 && len(conns) >= p.opts.MaxConns {
 		for _, cc := range conns {
 			if cc.bindWaiting(h) {
-				return true
+				return dispatched
 			}
 		}
 	}
+	b := p.opts.Breakers
+	if b != nil && !b.TryConnection() {
+		for _, cc := range conns {
+			if cc.bindWaiting(h) {
+				return dispatched
+			}
+		}
+		// A host's first connection is always allowed, as in Envoy:
+		// otherwise a picked host could never be reached.
+		b.ForceConnection()
+	}
 	cc := newClientConn(p)
+	cc.counted = b != nil
 	p.all[cc] = struct{}{}
 	next := append(slices.Clone(conns), cc)
 	p.conns.Store(&next)
 	cc.bind(h, true)
 	go cc.run()
-	return true
+	return dispatched
 }
+
+// dispatchResult is what dispatch did with a half.
+type dispatchResult uint8
+
+const (
+	dispatched      dispatchResult = iota
+	poolClosed                     // the host left: the caller answers UF
+	pendingOverflow                // max_pending_requests: the caller answers UO
+)
 
 // retire stops new streams from going to cc.
 func (p *Pool) retire(cc *clientConn) {

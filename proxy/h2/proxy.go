@@ -140,10 +140,14 @@ func (sc *serverConn) proxy(cl *call) {
 		cl.halves.Add(1)
 		cl.refs.Add(1)
 		cl.sent = time.Now()
-		if !cl.pool.dispatch(h) {
+		if r := cl.pool.dispatch(h); r != dispatched {
 			cl.halves.Add(-1)
 			cl.refs.Add(-1)
-			cl.localError(503, grpcUnavailable, msgConnectFailure, flagUpstreamConnectFailure)
+			if r == pendingOverflow {
+				cl.localError(503, grpcUnavailable, msgOverflow, flagUpstreamOverflow)
+			} else {
+				cl.localError(503, grpcUnavailable, msgConnectFailure, flagUpstreamConnectFailure)
+			}
 			return
 		}
 		cl.armPerTry()

@@ -280,11 +280,15 @@ func (cl *call) startRetry() {
 	h.endPending = true
 	cl.pool = u.H2
 	cl.sent = time.Now()
-	if !cl.pool.dispatch(h) {
+	if r := cl.pool.dispatch(h); r != dispatched {
 		h.cn.Store(nil)
 		freeChain(h.head)
 		h.head, h.tail, h.queued = nil, nil, 0
-		cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamConnectFailure, msgConnectFailure)
+		if r == pendingOverflow {
+			cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamOverflow, msgOverflow)
+		} else {
+			cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamConnectFailure, msgConnectFailure)
+		}
 		cl.halfDone(h)
 		return
 	}

@@ -309,3 +309,64 @@ func TestRetryGRPCUnavailable(t *testing.T) {
 		t.Fatalf("refusing server saw %d calls, good one %d; want some and 10", refused.Load(), good[0].Calls())
 	}
 }
+
+// TestCircuitBreakerPendingAndConnections: with max_connections 1 and a
+// backend taking one stream at a time, a second call waits for the slot
+// (pending) and a third, past max_pending_requests 1, is refused with UO.
+func TestCircuitBreakerPendingAndConnections(t *testing.T) {
+	release := make(chan struct{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	protos := new(http.Protocols)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: blockingHandler(release), Protocols: protos, HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1}}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	p := startProxy(t, []testCluster{{name: "c", addrs: []string{ln.Addr().String()},
+		breakers: config.CircuitBreakers{MaxConnections: 1, MaxPendingRequests: 1}}},
+		[]testRoute{{prefix: "/", cluster: "c"}}, proxyOpts{})
+	c := h2cClient()
+	br := p.clusters["c"].Breakers
+	var wg sync.WaitGroup
+	codes := make(chan int, 2)
+	for want := range []int64{1, 1} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, _ := get(t, c, p.addr, "/")
+			codes <- st
+		}()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			snap := br.Snapshot()
+			if want == 0 && snap.Connections.Active == 1 || want == 1 && snap.PendingRequests.Active == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("call %d never got where it should (%+v)", want+1, snap)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	resp, err := c.Get("http://" + p.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("X-Sightline-Response-Flags") != "UO" {
+		t.Fatalf("past max_pending_requests: %d %q, want 503 UO", resp.StatusCode, resp.Header.Get("X-Sightline-Response-Flags"))
+	}
+	close(release)
+	wg.Wait()
+	close(codes)
+	for st := range codes {
+		if st != 200 {
+			t.Fatalf("a call within the limits got %d", st)
+		}
+	}
+	if snap := br.Snapshot(); snap.PendingRequests.Active != 0 || snap.Requests.Active != 0 {
+		t.Fatalf("breaker counts left after every call ended: %+v", snap)
+	}
+}

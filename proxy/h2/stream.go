@@ -10,6 +10,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/sightline-proxy/sightline/proxy/balancer"
+	"github.com/sightline-proxy/sightline/proxy/breaker"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/retry"
@@ -75,6 +76,19 @@ type half struct {
 	recvLen    int64
 	contentLen int64 // -1: no content-length
 	gotHeaders bool  // upstream half: the final response headers arrived
+
+	// pending: the upstream half waits for a connection or a stream slot
+	// and holds a max_pending_requests slot. Set by dispatch before the
+	// half is bound, cleared under the connection's lock.
+	pending bool
+}
+
+// donePending gives back the max_pending_requests slot the half holds.
+func (h *half) donePending() {
+	if h.pending {
+		h.pending = false
+		h.call.breakers().DonePending()
+	}
 }
 
 // credit returns n bytes of receive window to h's peer once they have been
@@ -132,7 +146,15 @@ func (cl *call) redispatch() {
 	h.wroteHeaders, h.hdrsPending = false, true
 	h.inUnsent.Store(0)
 	h.recvLen, h.contentLen, h.gotHeaders = 0, -1, false
-	if cl.pool.dispatch(h) {
+	switch cl.pool.dispatch(h) {
+	case dispatched:
+		return
+	case pendingOverflow:
+		h.cn.Store(nil)
+		freeChain(h.head)
+		h.head, h.tail, h.queued = nil, nil, 0
+		cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamOverflow, msgOverflow)
+		cl.halfDone(h)
 		return
 	}
 	h.cn.Store(nil)
@@ -364,6 +386,14 @@ func (cl *call) finish() {
 	if obs := cl.sc.srv.obs; obs != nil {
 		cl.observeEnd(obs, sent, elapsed)
 	}
+}
+
+// breakers are the circuit breakers of the call's cluster, or nil.
+func (cl *call) breakers() *breaker.Breakers {
+	if cl.cls == nil {
+		return nil
+	}
+	return cl.cls.Breakers
 }
 
 // addFlag records a response flag for the access log and the span.

@@ -68,8 +68,10 @@ func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.C
 		// Each host gets the frame-level HTTP/2 pool, for HTTP/2
 		// downstreams, and the net/http pool, for HTTP/1.1 ones and for
 		// http1 clusters.
-		NewUpstream: func(_ *cluster.Cluster, h *host.Host) host.Upstream {
-			return h2.NewUpstream(h.Address, h2opts, upstream.New(h.Address, opts))
+		NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
+			po := h2opts
+			po.Breakers = c.Breakers
+			return h2.NewUpstream(h.Address, po, upstream.New(h.Address, opts))
 		},
 		Stats:        cs,
 		Log:          s.log,
