@@ -441,21 +441,49 @@ func addrsOf(bs []*backend.Backend) []string {
 // simpleConfig is a config with one plaintext listener named ingress, one
 // catch-all route and one cluster named "upstream" over addrs.
 func simpleConfig(lbPolicy string, addrs ...string) string {
+	return routedConfig{cluster: "lb_policy: " + lbPolicy + "\nendpoints: " + endpoints(addrs...)}.String()
+}
+
+// routedConfig is the config most tests need: node e2e in zone-a, one
+// plaintext listener named ingress with a catch-all route to the cluster
+// "upstream", and what a test adds. Each part is YAML as it would sit at
+// its place, without the indentation: top-level keys (server, tracing…),
+// keys of the listener, of the route, and of the cluster (endpoints
+// included), and whole listeners and clusters to add.
+type routedConfig struct {
+	top, listener, route, cluster string
+	listeners, clusters          string
+}
+
+func (c routedConfig) String() string {
 	return fmt.Sprintf(`node: {id: e2e, zone: zone-a}
-listeners:
+%slisteners:
   - name: ingress
     address: 127.0.0.1:0
-    virtual_hosts:
+%s    virtual_hosts:
       - name: all
         domains: ['*']
         routes:
           - match: {prefix: /}
             cluster: upstream
-clusters:
+%s%sclusters:
   - name: upstream
-    lb_policy: %s
-    endpoints: %s
-`, lbPolicy, endpoints(addrs...))
+%s%s`, indent(c.top, 0), indent(c.listener, 4), indent(c.route, 12), indent(c.listeners, 2),
+		indent(c.cluster, 4), indent(c.clusters, 2))
+}
+
+// indent puts n spaces before every line of s, which ends with a newline
+// unless empty.
+func indent(s string, n int) string {
+	if s == "" {
+		return ""
+	}
+	pad := strings.Repeat(" ", n)
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = pad + l
+	}
+	return strings.Join(lines, "\n") + "\n"
 }
 
 // dialCounter counts the TCP connections a gRPC client opens.

@@ -134,30 +134,17 @@ func TestTracingRequestIDsAndAccessLog(t *testing.T) {
 		b.KeepMetadata()
 	}
 	logPath := filepath.Join(t.TempDir(), "access.log")
-	cfg := fmt.Sprintf(`node: {id: e2e, zone: zone-a}
-server: {drain_time: 50ms}
+	cfg := routedConfig{
+		top: fmt.Sprintf(`server: {drain_time: 50ms}
 tracing:
   sampling: 100
   propagation: [tracecontext, baggage]
   otlp: {endpoint: %q, protocol: grpc, insecure: true}
-  service_name: sightline-e2e
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    access_log:
-      - path: %q
-        flush_interval: 200ms
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - name: everything
-            match: {prefix: /}
-            cluster: upstream
-clusters:
-  - name: upstream
-    endpoints: %s
-`, recv.addr, logPath, endpoints(addrsOf(backends)...))
+  service_name: sightline-e2e`, recv.addr),
+		listener: fmt.Sprintf("access_log: [{path: %q, flush_interval: 200ms}]", logPath),
+		route:    "name: everything",
+		cluster:  "endpoints: " + endpoints(addrsOf(backends)...),
+	}.String()
 	p := startProxy(t, cfg)
 	client := testClient(t, p.listener("ingress"))
 

@@ -18,29 +18,18 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 )
 
-// weightedConfig is one listener and a cluster "upstream" whose endpoints
-// have the given weights (addr → weight, in order), plus extra YAML for
-// the listeners list.
-func weightedConfig(addrs []string, weights []int, extraListener string) string {
+// weightedConfig is routedConfig with the endpoints of "upstream" given
+// weights (in order) and more listeners.
+func weightedConfig(addrs []string, weights []int, listeners string) string {
 	var eps []string
 	for i, a := range addrs {
 		eps = append(eps, fmt.Sprintf("{address: %q, weight: %d}", a, weights[i]))
 	}
-	return fmt.Sprintf(`node: {id: e2e, zone: zone-a}
-server: {drain_time: 50ms, drain_timeout: 5s}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - match: {prefix: /}
-            cluster: upstream
-%sclusters:
-  - name: upstream
-    endpoints: [%s]
-`, extraListener, strings.Join(eps, ", "))
+	return routedConfig{
+		top:       "server: {drain_time: 50ms, drain_timeout: 5s}",
+		cluster:   "endpoints: [" + strings.Join(eps, ", ") + "]",
+		listeners: listeners,
+	}.String()
 }
 
 // rewrite replaces the proxy's config file, admin section kept.
@@ -137,15 +126,9 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	load := startSteadyLoad(t, client, 500)
 	time.Sleep(2 * time.Second)
-	extra := `  - name: extra
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - match: {prefix: /}
-            cluster: upstream
-`
+	extra := `- name: extra
+  address: 127.0.0.1:0
+  virtual_hosts: [{name: all, domains: ['*'], routes: [{match: {prefix: /}, cluster: upstream}]}]`
 	p.rewrite(weightedConfig(addrs, []int{1, 3, 2}, extra))
 	p.sighup()
 	if err := eventually(5*time.Second, func() error {
@@ -309,22 +292,11 @@ func TestWatchReloads(t *testing.T) {
 func TestShutdownUnderLoadLosesNothing(t *testing.T) {
 	bs := startBackends(t, 2)
 	logPath := filepath.Join(t.TempDir(), "access.log")
-	cfg := fmt.Sprintf(`node: {id: e2e, zone: zone-a}
-server: {drain_time: 200ms, drain_timeout: 5s}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    access_log: [{path: %q, flush_interval: 1s}]
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - match: {prefix: /}
-            cluster: upstream
-clusters:
-  - name: upstream
-    endpoints: %s
-`, logPath, endpoints(addrsOf(bs)...))
+	cfg := routedConfig{
+		top:      "server: {drain_time: 200ms, drain_timeout: 5s}",
+		listener: fmt.Sprintf("access_log: [{path: %q, flush_interval: 1s}]", logPath),
+		cluster:  "endpoints: " + endpoints(addrsOf(bs)...),
+	}.String()
 	p := startProxy(t, cfg)
 	client := testClient(t, p.listener("ingress"))
 	var completed, failed atomic.Int64

@@ -182,30 +182,19 @@ func TestHealthChecksAndRetriesHideACrash(t *testing.T) {
 	victimAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	victim := startBackendProcess(t, victimAddr, "zone-a")
 	events := filepath.Join(t.TempDir(), "health.log")
-	cfg := fmt.Sprintf(`node: {id: e2e, zone: zone-a}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - match: {prefix: /}
-            cluster: upstream
-            retry_policy: {retry_on: 'connect-failure,unavailable,reset', num_retries: 2}
-clusters:
-  - name: upstream
-    connect_timeout: 250ms
-    endpoints: %s
-    health_check:
-      grpc: {}
-      interval: 200ms
-      interval_jitter: 0s
-      timeout: 150ms
-      healthy_threshold: 2
-      unhealthy_threshold: 2
-      event_log_path: %q
-`, endpoints(append(addrsOf(inproc), victimAddr)...), events)
+	cfg := routedConfig{
+		route: "retry_policy: {retry_on: 'connect-failure,unavailable,reset', num_retries: 2}",
+		cluster: fmt.Sprintf(`connect_timeout: 250ms
+endpoints: %s
+health_check:
+  grpc: {}
+  interval: 200ms
+  interval_jitter: 0s
+  timeout: 150ms
+  healthy_threshold: 2
+  unhealthy_threshold: 2
+  event_log_path: %q`, endpoints(append(addrsOf(inproc), victimAddr)...), events),
+	}.String()
 	p := startProxy(t, cfg)
 	client := testClient(t, p.listener("ingress"))
 
@@ -289,21 +278,9 @@ func startFailingBackend(t *testing.T, code codes.Code) string {
 func TestOutlierDetectionEjectsA5xxBackend(t *testing.T) {
 	good := startBackends(t, 2)
 	bad := startFailingBackend(t, codes.Internal)
-	cfg := fmt.Sprintf(`node: {id: e2e, zone: zone-a}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - match: {prefix: /}
-            cluster: upstream
-clusters:
-  - name: upstream
-    endpoints: %s
-    outlier_detection: {consecutive_5xx: 3, interval: 1s, base_ejection_time: 30s, max_ejection_percent: 50}
-`, endpoints(append(addrsOf(good), bad)...))
+	cfg := routedConfig{cluster: fmt.Sprintf(`endpoints: %s
+outlier_detection: {consecutive_5xx: 3, interval: 1s, base_ejection_time: 30s, max_ejection_percent: 50}`,
+		endpoints(append(addrsOf(good), bad)...))}.String()
 	p := startProxy(t, cfg)
 	client := testClient(t, p.listener("ingress"))
 	failed := 0
@@ -345,21 +322,7 @@ func grepLines(s, sub string) string {
 // counted.
 func TestCircuitBreakerRejectsTheExcess(t *testing.T) {
 	bs := startBackends(t, 1)
-	cfg := fmt.Sprintf(`node: {id: e2e, zone: zone-a}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - match: {prefix: /}
-            cluster: upstream
-clusters:
-  - name: upstream
-    endpoints: %s
-    circuit_breakers: {max_requests: 10}
-`, endpoints(addrsOf(bs)...))
+	cfg := routedConfig{cluster: "endpoints: " + endpoints(addrsOf(bs)...) + "\ncircuit_breakers: {max_requests: 10}"}.String()
 	p := startProxy(t, cfg)
 	client := testClient(t, p.listener("ingress"))
 	var ok, overflow, other atomic.Int64
@@ -428,24 +391,13 @@ func TestZoneAwareRouting(t *testing.T) {
 	for _, b := range remote {
 		eps = append(eps, fmt.Sprintf("{address: %q, zone: zone-b}", b.Addr))
 	}
-	cfg := fmt.Sprintf(`node: {id: e2e, zone: zone-a}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - match: {prefix: /}
-            cluster: upstream
-            retry_policy: {retry_on: 'connect-failure,unavailable,reset', num_retries: 3}
-clusters:
-  - name: upstream
-    connect_timeout: 250ms
-    zone_aware: {enabled: true, min_cluster_size: 6}
-    endpoints: [%s]
-    health_check: {grpc: {}, interval: 200ms, interval_jitter: 0s, timeout: 150ms, healthy_threshold: 1, unhealthy_threshold: 1}
-`, strings.Join(eps, ", "))
+	cfg := routedConfig{
+		route: "retry_policy: {retry_on: 'connect-failure,unavailable,reset', num_retries: 3}",
+		cluster: `connect_timeout: 250ms
+zone_aware: {enabled: true, min_cluster_size: 6}
+endpoints: [` + strings.Join(eps, ", ") + `]
+health_check: {grpc: {}, interval: 200ms, interval_jitter: 0s, timeout: 150ms, healthy_threshold: 1, unhealthy_threshold: 1}`,
+	}.String()
 	p := startProxy(t, cfg)
 	cs := p.clusterStatuses()
 	if zr := cs.Clusters[0].ZoneRouting; !zr.Active || !strings.HasPrefix(zr.State, "sampled") {
@@ -499,22 +451,8 @@ clusters:
 // TestNoHealthyHost: with every host failing its checks and no panic
 // mode, calls fail at once with UNAVAILABLE and UH.
 func TestNoHealthyHost(t *testing.T) {
-	cfg := fmt.Sprintf(`node: {id: e2e, zone: zone-a}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - match: {prefix: /}
-            cluster: upstream
-clusters:
-  - name: upstream
-    panic_threshold: 0
-    endpoints: %s
-    health_check: {tcp: {}, interval: 200ms, timeout: 100ms, healthy_threshold: 1, unhealthy_threshold: 1}
-`, endpoints(closedAddr(t)))
+	cfg := routedConfig{cluster: "panic_threshold: 0\nendpoints: " + endpoints(closedAddr(t)) +
+		"\nhealth_check: {tcp: {}, interval: 200ms, timeout: 100ms, healthy_threshold: 1, unhealthy_threshold: 1}"}.String()
 	p := startProxy(t, cfg)
 	client := testClient(t, p.listener("ingress"))
 	var trailer metadata.MD

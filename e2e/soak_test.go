@@ -32,24 +32,13 @@ func TestSoak(t *testing.T) {
 		addrs[i] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		procs[i] = startBackendProcess(t, addrs[i], "zone-a")
 	}
-	cfg := fmt.Sprintf(`node: {id: soak, zone: zone-a}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ['*']
-        routes:
-          - match: {prefix: /}
-            cluster: upstream
-            retry_policy: {retry_on: 'connect-failure,unavailable,reset', num_retries: 3}
-clusters:
-  - name: upstream
-    connect_timeout: 250ms
-    endpoints: %s
-    health_check: {grpc: {}, interval: 200ms, interval_jitter: 50ms, timeout: 150ms, healthy_threshold: 2, unhealthy_threshold: 2}
-    outlier_detection: {consecutive_5xx: 5, interval: 1s, base_ejection_time: 2s, max_ejection_percent: 50}
-`, endpoints(addrs...))
+	cfg := routedConfig{
+		route: "retry_policy: {retry_on: 'connect-failure,unavailable,reset', num_retries: 3}",
+		cluster: `connect_timeout: 250ms
+endpoints: ` + endpoints(addrs...) + `
+health_check: {grpc: {}, interval: 200ms, interval_jitter: 50ms, timeout: 150ms, healthy_threshold: 2, unhealthy_threshold: 2}
+outlier_detection: {consecutive_5xx: 5, interval: 1s, base_ejection_time: 2s, max_ejection_percent: 50}`,
+	}.String()
 	p := startProxy(t, cfg)
 	client := testClient(t, p.listener("ingress"))
 

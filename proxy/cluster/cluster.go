@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -478,6 +479,30 @@ func compareAddr(a, b string) int {
 // It is safe for concurrent use and takes no lock.
 func (c *Cluster) Pick(r *balancer.Request) *host.Host {
 	return c.snap.Load().picker.Pick(r)
+}
+
+// PickRetry picks a host for a retry: one not in tried when the cluster
+// has one, as Envoy's previous_hosts retry predicate does. The balancer
+// is asked a few times; when it keeps choosing hosts that already failed
+// (zone-aware routing into a zone that just went down, a consistent hash)
+// the first healthy host not tried is taken, from a random start.
+func (c *Cluster) PickRetry(r *balancer.Request, tried []*host.Host) *host.Host {
+	var h *host.Host
+	for range 3 {
+		if h = c.Pick(r); h == nil || !slices.Contains(tried, h) {
+			return h
+		}
+	}
+	hosts := c.Hosts()
+	if n := len(hosts); n > 0 {
+		off := rand.IntN(n)
+		for i := range n {
+			if x := hosts[(off+i)%n]; x.Healthy() && !slices.Contains(tried, x) {
+				return x
+			}
+		}
+	}
+	return h
 }
 
 // Hosts returns every host of the cluster, sorted by address.

@@ -210,3 +210,32 @@ func TestPickWithNoHosts(t *testing.T) {
 		t.Errorf("Pick on an empty cluster = %v, want nil", h.Address)
 	}
 }
+
+// TestPickRetryAvoidsTriedHosts: a consistent hash keeps choosing the same
+// host; a retry still gets one it has not tried, while there is one.
+func TestPickRetryAvoidsTriedHosts(t *testing.T) {
+	cfg := config.Cluster{Name: "c", LBPolicy: "ring_hash", Endpoints: []config.Endpoint{
+		{Address: "127.0.0.1:1"}, {Address: "127.0.0.1:2"}, {Address: "127.0.0.1:3"},
+	}}
+	c, err := New(cfg, Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &balancer.Request{Hash: 42, HasHash: true}
+	first := c.Pick(r)
+	tried := []*host.Host{first}
+	second := c.PickRetry(r, tried)
+	if second == nil || second == first {
+		t.Fatalf("retry picked %v after %v failed", second, first)
+	}
+	tried = append(tried, second)
+	for range 20 {
+		if third := c.PickRetry(r, tried); third == first || third == second {
+			t.Fatalf("retry picked %s, which was tried", third.Address)
+		}
+	}
+	tried = append(tried, c.PickRetry(r, tried))
+	if got := c.PickRetry(r, tried); got == nil {
+		t.Fatal("with every host tried, a retry must still get one")
+	}
+}

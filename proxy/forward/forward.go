@@ -289,10 +289,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 	// Attempts: the first, then a retry for each retriable outcome while
 	// the policy, the deadline and the max_retries breaker allow.
 	var (
-		resp *http.Response
-		err  error
-		o    cluster.Outcome
-		sent time.Time
+		resp  *http.Response
+		err   error
+		o     cluster.Outcome
+		sent  time.Time
+		tried []*host.Host // hosts that failed an attempt, avoided by retries
 	)
 	for tries := 1; ; tries++ {
 		rec.cl, rec.hst = cl, hst
@@ -359,7 +360,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 		case <-ctx.Done():
 			t.Stop()
 		}
-		hst = pickOther(cl, &br, hst)
+		tried = append(tried, hst)
+		hst = cl.PickRetry(&br, tried)
 		if hst == nil {
 			cl.Breakers.DoneRetry()
 			return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, "no healthy upstream", flags.NoHealthyUpstream)
@@ -514,18 +516,6 @@ func keepBody(r *http.Request) []byte {
 type readCloser struct {
 	io.Reader
 	io.Closer
-}
-
-// pickOther picks a host for a retry, avoiding the one that just failed
-// when the cluster has another.
-func pickOther(cl *cluster.Cluster, br *balancer.Request, prev *host.Host) *host.Host {
-	var hst *host.Host
-	for range 3 {
-		if hst = cl.Pick(br); hst != prev {
-			return hst
-		}
-	}
-	return hst
 }
 
 // endClientSpan ends the CLIENT span of an attempt.

@@ -295,17 +295,14 @@ func (cl *call) startRetry() {
 	cl.armPerTry()
 }
 
-// pickOther picks a host for a retry, avoiding the one that just failed
-// when the cluster has another (Envoy's previous_hosts predicate, with its
-// default of a few tries).
+// pickOther picks the host of a retry: one the call has not tried when
+// the cluster has one.
 func (cl *call) pickOther(prev *host.Host) *host.Host {
-	var hst *host.Host
-	for range 3 {
-		if hst = cl.cls.Pick(&cl.breq); hst != prev {
-			return hst
-		}
+	if cl.ntried < len(cl.tried) {
+		cl.tried[cl.ntried] = prev
+		cl.ntried++
 	}
-	return hst
+	return cl.cls.PickRetry(&cl.breq, cl.tried[:cl.ntried])
 }
 
 // armPerTry starts the per-try timeout of the attempt just dispatched.

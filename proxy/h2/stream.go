@@ -192,7 +192,9 @@ type call struct {
 	// are set in proxy; tries, attemptOpen and the host by whoever starts
 	// an attempt, before it is dispatched.
 	pol         retry.Policy
-	tries       int  // attempts started
+	tries       int           // attempts started
+	tried       [4]*host.Host // hosts that failed an attempt, avoided by retries
+	ntried      int
 	attemptOpen bool // cls.Begin(hst) not yet matched by End
 	rqHeld      bool // a max_requests breaker slot is held
 	retried     bool
