@@ -452,7 +452,7 @@ func simpleConfig(lbPolicy string, addrs ...string) string {
 // included), and whole listeners and clusters to add.
 type routedConfig struct {
 	top, listener, route, cluster string
-	listeners, clusters          string
+	listeners, clusters           string
 }
 
 func (c routedConfig) String() string {
