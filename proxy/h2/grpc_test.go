@@ -400,11 +400,17 @@ func TestGRPCUpstreamDown(t *testing.T) {
 	if got := trailer.Get("x-sightline-response-flags"); len(got) != 1 || got[0] != "UF" {
 		t.Errorf("flags = %q, want UF", got)
 	}
+	// The call is settled when both its halves are done, which may be
+	// just after the client has its answer.
+	waitIdle(t, p)
 	h := p.clusters["grpc"].Hosts()[0]
+	deadline := time.Now().Add(2 * time.Second)
+	for h.Active.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if h.RqError.Load() != 1 || h.RqTotal.Load() != 1 || h.Active.Load() != 0 {
 		t.Errorf("host counters: total %d error %d active %d, want 1 1 0", h.RqTotal.Load(), h.RqError.Load(), h.Active.Load())
 	}
-	waitIdle(t, p)
 }
 
 // TestGRPCBalancing checks per-call balancing over one client connection:
@@ -435,12 +441,16 @@ func TestGRPCBalancing(t *testing.T) {
 			t.Errorf("backend %s served %d calls, want 1000 ± 5%%", b.Name, n)
 		}
 	}
+	waitIdle(t, p)
 	for _, h := range p.clusters["grpc"].Hosts() {
+		deadline := time.Now().Add(2 * time.Second)
+		for h.Active.Load() != 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
 		if h.Active.Load() != 0 || h.RqError.Load() != 0 {
 			t.Errorf("host %s: active %d, errors %d", h.Address, h.Active.Load(), h.RqError.Load())
 		}
 	}
-	waitIdle(t, p)
 }
 
 // TestGRPCHashPolicy: with ring_hash and the route's hash header, calls
