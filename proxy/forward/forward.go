@@ -277,7 +277,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 	}
 
 	pol := h.retryPolicy(rt, r)
-	mirror := rt.Mirror != nil && mirrorChosen(rt.MirrorPercent)
+	mirror := rt.MirrorChosen()
 	var body []byte // the whole request body, when kept for retries or the mirror
 	if pol.On != 0 || mirror {
 		body = keepBody(r)

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"time"
@@ -13,15 +11,11 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/h2"
+	"github.com/sightline-proxy/sightline/proxy/route"
 )
 
 // mirrorTimeout bounds a mirrored request when the route has no timeout.
 const mirrorTimeout = 30 * time.Second
-
-// mirrorChosen draws whether a request is mirrored.
-func mirrorChosen(percent float64) bool {
-	return percent >= 100 || rand.Float64()*100 < percent
-}
 
 // sendMirror copies the request to the mirror cluster, fire and forget:
 // the response is discarded and only the mirror cluster's stats see it.
@@ -51,7 +45,7 @@ func (h *Handler) sendMirror(mc *cluster.Cluster, br balancer.Request, r *http.R
 		Header:        hdr,
 		Body:          io.NopCloser(bytes.NewReader(body)),
 		ContentLength: int64(len(body)),
-		Host:          shadowHost(r.Host),
+		Host:          route.ShadowAuthority(r.Host),
 	}).WithContext(ctx)
 	if len(body) == 0 {
 		out.Body = http.NoBody
@@ -78,12 +72,4 @@ func (h *Handler) sendMirror(mc *cluster.Cluster, br balancer.Request, r *http.R
 	}
 	o.Elapsed = time.Since(start)
 	mc.End(hst, &o)
-}
-
-// shadowHost is Envoy's mirror authority: "-shadow" after the host part.
-func shadowHost(hostport string) string {
-	if host, port, err := net.SplitHostPort(hostport); err == nil {
-		return net.JoinHostPort(host+"-shadow", port)
-	}
-	return hostport + "-shadow"
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/proxy/route"
 )
 
 // mirrorTimeout bounds a mirrored request that has no route timeout, so
@@ -126,16 +127,8 @@ func (m *mirrorRequest) httpRequest(hst *host.Host) (*http.Request, error) {
 		Header:        hdr,
 		Body:          io.NopCloser(bytes.NewReader(m.body)),
 		ContentLength: int64(len(m.body)),
-		Host:          shadowAuthority(authority),
+		Host:          route.ShadowAuthority(authority),
 	}, nil
-}
-
-// shadowAuthority is Envoy's mirror host: "-shadow" after the host part.
-func shadowAuthority(a string) string {
-	if i := strings.LastIndexByte(a, ':'); i > 0 && !strings.HasSuffix(a, "]") {
-		return a[:i] + "-shadow" + a[i:]
-	}
-	return a + "-shadow"
 }
 
 // headerGRPCStatus reads grpc-status from a response's headers or

@@ -112,7 +112,7 @@ func (sc *serverConn) proxy(cl *call) {
 		return
 	}
 	sc.retryPolicy(cl, rt)
-	if rt.Mirror != nil && mirrorChosen(rt.MirrorPercent) {
+	if rt.MirrorChosen() {
 		cl.mirror, cl.keep = rt.Mirror, true
 	}
 	// auto follows the downstream protocol, which is HTTP/2 here.

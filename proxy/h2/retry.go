@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"math/rand/v2"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -345,9 +344,4 @@ func (cl *call) onPerTryTimeout(gen uint32) {
 	c.unlock()
 	cl.cls.Stats.Upstream().RqPerTryTimeout.Inc(1)
 	cl.expire()
-}
-
-// mirrorChosen draws whether this request is mirrored.
-func mirrorChosen(percent float64) bool {
-	return percent >= 100 || rand.Float64()*100 < percent
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/textproto"
 	"regexp"
@@ -327,4 +328,20 @@ func fullMatch(expr string) (*regexp.Regexp, error) {
 		return nil, err
 	}
 	return regexp.Compile(`^(?:` + expr + `)$`)
+}
+
+// MirrorChosen draws whether one request of the route is copied to its
+// mirror cluster; false when the route has none.
+func (r *Route) MirrorChosen() bool {
+	return r.Mirror != nil && (r.MirrorPercent >= 100 || rand.Float64()*100 < r.MirrorPercent)
+}
+
+// ShadowAuthority is the authority of a mirrored request, Envoy's: the
+// host part gets "-shadow" ("svc:8080" becomes "svc-shadow:8080"), so the
+// shadow service can tell copies from real traffic.
+func ShadowAuthority(authority string) string {
+	if host, port, err := net.SplitHostPort(authority); err == nil {
+		return net.JoinHostPort(host+"-shadow", port)
+	}
+	return authority + "-shadow"
 }

@@ -178,3 +178,15 @@ func BenchmarkRouteCluster(b *testing.B) {
 		r.Cluster()
 	}
 }
+
+func TestShadowAuthority(t *testing.T) {
+	for in, want := range map[string]string{
+		"svc.example:8080": "svc.example-shadow:8080",
+		"svc":              "svc-shadow",
+		"10.0.0.1:80":      "10.0.0.1-shadow:80",
+	} {
+		if got := ShadowAuthority(in); got != want {
+			t.Errorf("ShadowAuthority(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
