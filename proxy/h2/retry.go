@@ -144,7 +144,6 @@ func (cl *call) retryAfterDetach(h *half) bool {
 	cl.endAttempt(&attempt, h.failFlag)
 	up := cl.cls.Stats.Upstream()
 	up.RqRetry.Inc(1)
-	cl.retried = true
 	h.failFlag, h.failMsg, h.failCode = 0, "", 0
 	cl.rmu.Lock()
 	switch {

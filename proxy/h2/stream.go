@@ -197,7 +197,6 @@ type call struct {
 	ntried      int
 	attemptOpen bool // cls.Begin(hst) not yet matched by End
 	rqHeld      bool // a max_requests breaker slot is held
-	retried     bool
 	keep        bool // the request body is kept (for a retry or the mirror)
 	mirror      *cluster.Cluster
 	fullPath    string // :path, query included
