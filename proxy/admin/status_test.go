@@ -8,15 +8,14 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/internal/leakcheck"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/host"
@@ -26,32 +25,7 @@ import (
 // TestMain fails the run when a sampler goroutine outlives the tests: every
 // admin server the tests start is shut down.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := waitGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func waitGoroutines(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for g := range strings.SplitSeq(string(buf), "\n\n") {
-			if strings.Contains(g, "proxy/admin.(*sampler)") || strings.Contains(g, "proxy/admin.(*Server).Start") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	leakcheck.Main(m, 5*time.Second, "proxy/admin.(*sampler)", "proxy/admin.(*Server).Start")
 }
 
 // fakeSource is a Source over real clusters (static, no upstreams) and

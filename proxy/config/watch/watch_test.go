@@ -5,46 +5,24 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/sightline-proxy/sightline/internal/leakcheck"
 )
 
 // TestMain fails the run when a watcher's goroutines, or fsnotify's,
 // outlive the tests: every watcher the tests start is closed.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := waitGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	leakcheck.Main(m, 5*time.Second, watcherGoroutines...)
 }
 
-func waitGoroutines(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for g := range strings.SplitSeq(string(buf), "\n\n") {
-			if strings.Contains(g, "config/watch.(*Watcher)") || strings.Contains(g, "fsnotify.(*inotify).readEvents") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// watcherGoroutines mark the goroutines of a Watcher and of fsnotify.
+var watcherGoroutines = []string{"config/watch.(*Watcher)", "fsnotify.(*inotify).readEvents"}
 
 // testDebounce is short, to keep the tests quick, and long enough for the
 // steps of one test action to fall into one window.
@@ -405,7 +383,7 @@ func TestClose(t *testing.T) {
 	wantCalls(t, calls, 0)
 	must(t, w.Close())     // idempotent
 	w.SetFiles([]string{}) // a no-op once closed
-	if leaked := waitGoroutines(callTimeout); leaked != "" {
+	if leaked := leakcheck.Wait(callTimeout, watcherGoroutines...); leaked != "" {
 		t.Fatalf("goroutines left after Close:\n%s", leaked)
 	}
 }
