@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
@@ -73,7 +74,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 		return err
 	}
 	for _, cc := range cfg.Clusters {
-		if c, ok := old.byName[cc.Name]; ok && contains(plan.Clusters.Kept, cc.Name) {
+		if c, ok := old.byName[cc.Name]; ok && slices.Contains(plan.Clusters.Kept, cc.Name) {
 			gen.clusters = append(gen.clusters, c)
 			gen.byName[cc.Name] = c
 			continue
@@ -97,7 +98,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 		if err != nil {
 			return fail(fmt.Errorf("listener %s: %w", lc.Name, err))
 		}
-		if r, ok := oldListeners[lc.Name]; ok && (contains(plan.Listeners.Kept, lc.Name) || contains(plan.Listeners.RoutesChanged, lc.Name)) {
+		if r, ok := oldListeners[lc.Name]; ok && (slices.Contains(plan.Listeners.Kept, lc.Name) || slices.Contains(plan.Listeners.RoutesChanged, lc.Name)) {
 			tables[r] = table
 			gen.listeners = append(gen.listeners, r)
 			continue
@@ -226,38 +227,25 @@ func (s *Server) retireCluster(c *cluster.Cluster) {
 // keepProcessWide puts back into cfg the running values of what a running
 // process cannot change, and names them ("" when none).
 func keepProcessWide(cfg, old *config.Config, changed diff.Part) string {
-	var kept []diff.Part
+	var kept diff.Part
 	if changed.Has(diff.AdminAddress) {
 		cfg.Admin = old.Admin
-		kept = append(kept, diff.AdminAddress)
+		kept |= diff.AdminAddress
 	}
 	if changed.Has(diff.Node) {
 		cfg.Node = old.Node
-		kept = append(kept, diff.Node)
+		kept |= diff.Node
 	}
 	if changed.Has(diff.StatsSinks) || changed.Has(diff.StatsFilter) {
 		cfg.Stats = old.Stats
-		kept = append(kept, diff.StatsSinks|diff.StatsFilter)
+		kept |= diff.StatsSinks | diff.StatsFilter
 	}
 	if changed.Has(diff.Tracing) {
 		cfg.Tracing = old.Tracing
-		kept = append(kept, diff.Tracing)
+		kept |= diff.Tracing
 	}
-	var p diff.Part
-	for _, k := range kept {
-		p |= k
-	}
-	if p == 0 {
+	if kept == 0 {
 		return ""
 	}
-	return p.String()
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
+	return kept.String()
 }
