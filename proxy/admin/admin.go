@@ -31,7 +31,8 @@ type Source interface {
 	ConfigJSON() ([]byte, error)
 	// Info returns the body of /server_info.
 	Info() any
-	// State is "LIVE", "DRAINING" or "FAILED" (after /healthcheck/fail).
+	// State is "INITIALIZING" (before the listeners are bound), "LIVE",
+	// "DRAINING" or "FAILED" (after /healthcheck/fail).
 	State() string
 	// SetHealthcheckFailed makes /ready fail (true) or pass (false).
 	SetHealthcheckFailed(bool)
@@ -135,7 +136,7 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprint(w, `Sightline admin
   /                       the live status page in a browser; this index otherwise (also at /help)
   /status.json            what the status page shows: hosts, clusters, listeners over the last minute
-  /ready                  200 LIVE when serving, 503 while draining or failed
+  /ready                  200 LIVE when serving; 503 while starting, draining or failed
   /stats                  every stat, flat names (?filter=REGEX, ?format=json, ?usedonly)
   /stats/prometheus       every stat in the Prometheus text format
   /clusters               hosts with zone, weight, health and request counts (?format=json)

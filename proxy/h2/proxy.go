@@ -115,6 +115,11 @@ func (sc *serverConn) proxy(cl *call) {
 	if rt.MirrorChosen() {
 		cl.mirror, cl.keep = rt.Mirror, true
 	}
+	// The deadline is armed before the request leaves: once it has, the
+	// call may end on another goroutine at any moment.
+	if timeout > 0 {
+		cl.arm(timeout)
+	}
 	// auto follows the downstream protocol, which is HTTP/2 here.
 	if cls.Protocol == cluster.HTTP1 {
 		if u.HTTP == nil {
@@ -140,6 +145,7 @@ func (sc *serverConn) proxy(cl *call) {
 		cl.halves.Add(1)
 		cl.refs.Add(1)
 		cl.sent = time.Now()
+		cl.armPerTry()
 		if r := cl.pool.dispatch(h); r != dispatched {
 			cl.halves.Add(-1)
 			cl.refs.Add(-1)
@@ -150,10 +156,6 @@ func (sc *serverConn) proxy(cl *call) {
 			}
 			return
 		}
-		cl.armPerTry()
-	}
-	if timeout > 0 {
-		cl.arm(timeout)
 	}
 }
 

@@ -278,6 +278,7 @@ func (cl *call) startRetry() {
 	h.endPending = true
 	cl.pool = u.H2
 	cl.sent = time.Now()
+	cl.armPerTry() // before dispatch: the attempt may end at once
 	if r := cl.pool.dispatch(h); r != dispatched {
 		h.cn.Store(nil)
 		freeChain(h.head)
@@ -290,7 +291,6 @@ func (cl *call) startRetry() {
 		cl.halfDone(h)
 		return
 	}
-	cl.armPerTry()
 }
 
 // pickOther picks the host of a retry: one the call has not tried when

@@ -421,12 +421,12 @@ func (cl *call) ended(why uint32, status, grpcCode int) {
 // the call is dispatched upstream.
 func (cl *call) arm(d time.Duration) {
 	cl.refs.Add(1)
-	cl.armed.Store(true)
 	if cl.timer == nil {
 		cl.timer = time.AfterFunc(d, cl.onTimeout)
-		return
+	} else {
+		cl.timer.Reset(d)
 	}
-	cl.timer.Reset(d)
+	cl.armed.Store(true) // after the timer is set: finish reads it once armed
 }
 
 // onTimeout runs on the timer's goroutine when the route timeout or

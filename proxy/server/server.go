@@ -51,6 +51,7 @@ type Server struct {
 	logMu sync.Mutex
 	hlogs map[string]*accesslog.HealthLog // health-check event logs by path
 
+	serving   atomic.Bool // every listener is bound: /ready may pass
 	hcFailed  atomic.Bool
 	draining  atomic.Bool
 	drainOnce sync.Once
@@ -157,6 +158,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	s.serving.Store(true)
 	return nil
 }
 
@@ -352,6 +354,8 @@ func (s *Server) State() string {
 	switch {
 	case s.draining.Load():
 		return "DRAINING"
+	case !s.serving.Load():
+		return "INITIALIZING" // the admin server starts before the listeners
 	case s.hcFailed.Load():
 		return "FAILED"
 	}
