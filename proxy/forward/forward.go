@@ -305,7 +305,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 		case err == nil:
 			ro.HTTPStatus = resp.StatusCode
 			if grpc {
-				ro.GRPCStatus = grpcStatus(resp.Header) // trailers-only
+				ro.GRPCStatus = grpcproto.StatusOf(resp.Header) // trailers-only
 			}
 		case errors.Is(err, upstream.ErrConnect):
 			ro.ConnectFailure = true
@@ -391,7 +391,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 	w.WriteHeader(resp.StatusCode)
 	o.Status, rec.upStatus = resp.StatusCode, resp.StatusCode
 	if grpc {
-		o.GRPCStatus = grpcStatus(resp.Header)
+		o.GRPCStatus = grpcproto.StatusOf(resp.Header)
 		rec.grpcStatus = o.GRPCStatus
 	}
 
@@ -419,7 +419,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 		dst[http.TrailerPrefix+k] = vs
 	}
 	if grpc && o.GRPCStatus < 0 {
-		o.GRPCStatus = grpcStatus(resp.Trailer)
+		o.GRPCStatus = grpcproto.StatusOf(resp.Trailer)
 		rec.grpcStatus = o.GRPCStatus
 	}
 	return o.Status
@@ -526,19 +526,6 @@ func (rec *record) endClientSpan(status, grpcStatus int, err error) {
 	}
 	rec.cliSpan.End(res)
 	rec.cliSpan = tracing.Span{}
-}
-
-// grpcStatus reads grpc-status from headers or trailers; -1 when absent.
-func grpcStatus(h http.Header) int {
-	v := h["Grpc-Status"]
-	if len(v) == 0 {
-		return -1
-	}
-	n, err := strconv.Atoi(v[0])
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 // outbound builds the upstream request: same method, path, query and body,

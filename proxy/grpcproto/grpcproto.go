@@ -1,10 +1,11 @@
 // Package grpcproto holds the small pieces of gRPC's HTTP/2 wire protocol
 // (grpc/grpc doc/PROTOCOL-HTTP2.md) that the proxy needs without linking a
 // gRPC implementation into the request path: recognising a gRPC request,
-// reading grpc-timeout, and writing grpc-message.
+// reading grpc-timeout and grpc-status, and writing grpc-message.
 package grpcproto
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -88,4 +89,20 @@ func EncodeMessage(msg string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
+}
+
+// StatusOf reads grpc-status from the first of hs that has one (the
+// response headers of a trailers-only response, then the trailers); -1
+// when none has a valid one.
+func StatusOf(hs ...http.Header) int {
+	for _, h := range hs {
+		if v := h["Grpc-Status"]; len(v) > 0 {
+			n, err := strconv.Atoi(v[0])
+			if err != nil || n < 0 {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
 }

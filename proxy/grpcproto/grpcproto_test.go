@@ -1,6 +1,7 @@
 package grpcproto
 
 import (
+	"net/http"
 	"testing"
 	"time"
 )
@@ -63,6 +64,26 @@ func TestEncodeMessage(t *testing.T) {
 	for _, tt := range tests {
 		if got := EncodeMessage(tt.give); got != tt.want {
 			t.Errorf("EncodeMessage(%q) = %q, want %q", tt.give, got, tt.want)
+		}
+	}
+}
+
+func TestStatusOf(t *testing.T) {
+	tests := []struct {
+		name string
+		hs   []http.Header
+		want int
+	}{
+		{"trailers-only headers", []http.Header{{"Grpc-Status": {"14"}}, nil}, 14},
+		{"in the trailers", []http.Header{{"Content-Type": {"application/grpc"}}, {"Grpc-Status": {"0"}}}, 0},
+		{"headers win", []http.Header{{"Grpc-Status": {"5"}}, {"Grpc-Status": {"0"}}}, 5},
+		{"none", []http.Header{{}, {}}, -1},
+		{"garbage", []http.Header{{"Grpc-Status": {"x"}}}, -1},
+		{"negative", []http.Header{{"Grpc-Status": {"-3"}}}, -1},
+	}
+	for _, tt := range tests {
+		if got := StatusOf(tt.hs...); got != tt.want {
+			t.Errorf("%s: StatusOf = %d, want %d", tt.name, got, tt.want)
 		}
 	}
 }

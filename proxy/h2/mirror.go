@@ -13,6 +13,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/route"
 )
@@ -87,7 +88,7 @@ func (m *mirrorRequest) send(breq balancer.Request) {
 		resp.Body.Close()
 		o.Status = resp.StatusCode
 		if m.grpc {
-			o.GRPCStatus = headerGRPCStatus(resp.Header, resp.Trailer)
+			o.GRPCStatus = grpcproto.StatusOf(resp.Header, resp.Trailer)
 		}
 	}
 	o.Elapsed = time.Since(start)
@@ -129,15 +130,4 @@ func (m *mirrorRequest) httpRequest(hst *host.Host) (*http.Request, error) {
 		ContentLength: int64(len(m.body)),
 		Host:          route.ShadowAuthority(authority),
 	}, nil
-}
-
-// headerGRPCStatus reads grpc-status from a response's headers or
-// trailers; -1 when neither has one.
-func headerGRPCStatus(h, t http.Header) int {
-	for _, hh := range [2]http.Header{h, t} {
-		if v := hh.Get("Grpc-Status"); v != "" {
-			return statusCode(v)
-		}
-	}
-	return -1
 }
