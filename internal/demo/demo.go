@@ -164,9 +164,12 @@ listeners:
         routes:
           - match: {prefix: /}
             cluster: demo
+            retry_policy: {retry_on: 'connect-failure,reset,unavailable', num_retries: 2}
 clusters:
   - name: demo
     lb_policy: round_robin
+    health_check: {grpc: {}, interval: 1s, timeout: 500ms}
+    outlier_detection: {consecutive_5xx: 5}
     endpoints:
 %s`, o.Admin, o.Listen, eps.String())
 }
