@@ -2,24 +2,24 @@ package e2e
 
 import (
 	"context"
-	"encoding/xml"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sightline-proxy/sightline/internal/h2spec"
+	"github.com/sightline-proxy/sightline/internal/testtool"
 )
 
 // TestInteropClient runs the grpc-go interop client through the proxy
 // against the interop TestService.
 func TestInteropClient(t *testing.T) {
 	t.Parallel()
-	bin := lookTool(t, "interop-client")
+	bin := testtool.Look(t, "interop-client")
 	b := startBackends(t, 1)[0]
 	p := startProxy(t, simpleConfig("round_robin", b.Addr))
 	_, port, err := net.SplitHostPort(p.listener("ingress"))
@@ -72,7 +72,7 @@ func TestInteropClient(t *testing.T) {
 // route goes to a plain Go h2c backend answering 200.
 func TestH2Spec(t *testing.T) {
 	t.Parallel()
-	bin := lookTool(t, "h2spec")
+	bin := testtool.Look(t, "h2spec")
 	upstream := startOKBackend(t)
 	certFile, keyFile, _ := writeSelfSignedCert(t, t.TempDir())
 	p := startProxy(t, fmt.Sprintf(`node: {id: e2e, zone: zone-a}
@@ -122,43 +122,43 @@ clusters:
 			defer cancel()
 			// h2spec exits 1 when any case fails; the report says which.
 			out, runErr := exec.CommandContext(ctx, bin, args...).CombinedOutput()
-			res, err := parseH2SpecReport(report)
+			res, err := h2spec.Parse(report)
 			if err != nil {
 				t.Fatalf("h2spec %s: %v (run error: %v)\n%s", strings.Join(args, " "), err, runErr, tail(string(out), 4000))
 			}
-			t.Logf("h2spec %s: %d tests, %d passed, %d skipped %v, %d failed %v", tt.name, res.total, res.passed, len(res.skipped), res.skipped, len(res.failed), res.failed)
+			t.Logf("h2spec %s: %d tests, %d passed, %d skipped %v, %d failed %v", tt.name, res.Total, res.Passed, len(res.Skipped), res.Skipped, len(res.Failed), res.Failed)
 			// A proxy answers from its upstream, so a few cases race the
 			// client's next frame against the upstream's response: on a
 			// loaded machine (-race on 2 cores) the response can finish
 			// first. A case that fails is run once more on its own, and the
 			// test fails only if it fails again.
-			if len(res.failed) > 0 {
-				t.Logf("h2spec %s: running %v again", tt.name, res.failed)
+			if len(res.Failed) > 0 {
+				t.Logf("h2spec %s: running %v again", tt.name, res.Failed)
 				again := filepath.Join(t.TempDir(), "again.xml")
-				rargs := append(append([]string{"-h", host, "-p", port, "--timeout", "2", "-j", again}, tt.flags...), res.failed...)
+				rargs := append(append([]string{"-h", host, "-p", port, "--timeout", "2", "-j", again}, tt.flags...), res.Failed...)
 				rout, _ := exec.CommandContext(ctx, bin, rargs...).CombinedOutput()
-				rres, err := parseH2SpecReport(again)
+				rres, err := h2spec.Parse(again)
 				if err != nil {
 					t.Fatalf("h2spec %s: %v\n%s", strings.Join(rargs, " "), err, tail(string(rout), 4000))
 				}
-				if len(rres.failed) == 0 {
-					t.Logf("h2spec %s: %v passed when run again", tt.name, res.failed)
-					res.passed += len(res.failed)
-					res.failed = nil
+				if len(rres.Failed) == 0 {
+					t.Logf("h2spec %s: %v passed when run again", tt.name, res.Failed)
+					res.Passed += len(res.Failed)
+					res.Failed = nil
 				} else {
 					out = rout
 				}
 			}
 			var failed []string
-			for _, id := range res.failed {
-				failed = append(failed, id+" "+res.names[id])
+			for _, id := range res.Failed {
+				failed = append(failed, id+" "+res.Names[id])
 			}
 			if len(failed) > 0 {
 				t.Errorf("h2spec cases failed:\n  %s\nh2spec output:\n%s",
 					strings.Join(failed, "\n  "), tail(string(out), 6000))
 			}
-			if res.total != 145 || res.passed != 145 {
-				t.Errorf("h2spec: %d of %d cases passed (%d skipped %v), want all 145", res.passed, res.total, len(res.skipped), res.skipped)
+			if res.Total != 145 || res.Passed != 145 {
+				t.Errorf("h2spec: %d of %d cases passed (%d skipped %v), want all 145", res.Passed, res.Total, len(res.Skipped), res.Skipped)
 			}
 		})
 	}
@@ -195,57 +195,4 @@ func startOKBackend(t *testing.T) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
-}
-
-// h2specResult is a parsed h2spec JUnit report.
-type h2specResult struct {
-	total, passed int
-	failed        []string          // ids ("http2/3.5/2") of failed or errored cases
-	skipped       []string          // ids of skipped cases
-	names         map[string]string // id → description
-}
-
-// parseH2SpecReport reads h2spec's JUnit report. A case's id is its suite's
-// package ("http2/3.5") and its 1-based position in the suite, which is how
-// h2spec itself numbers cases ("3.5/2").
-func parseH2SpecReport(path string) (h2specResult, error) {
-	var doc struct {
-		Suites []struct {
-			Package string `xml:"package,attr"`
-			Cases   []struct {
-				Name    string    `xml:"classname,attr"`
-				Failure *struct{} `xml:"failure"`
-				Error   *struct{} `xml:"error"`
-				Skipped *struct{} `xml:"skipped"`
-			} `xml:"testcase"`
-		} `xml:"testsuite"`
-	}
-	res := h2specResult{names: map[string]string{}}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return res, fmt.Errorf("reading the report: %w", err)
-	}
-	if err := xml.Unmarshal(b, &doc); err != nil {
-		return res, fmt.Errorf("parsing the report: %w", err)
-	}
-	for _, s := range doc.Suites {
-		for i, c := range s.Cases {
-			id := fmt.Sprintf("%s/%d", s.Package, i+1)
-			res.names[id] = c.Name
-			res.total++
-			switch {
-			case c.Failure != nil || c.Error != nil:
-				res.failed = append(res.failed, id)
-			case c.Skipped != nil:
-				res.skipped = append(res.skipped, id)
-			default:
-				res.passed++
-			}
-		}
-	}
-	sort.Strings(res.failed)
-	if res.total == 0 {
-		return res, fmt.Errorf("the report lists no test case")
-	}
-	return res, nil
 }

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sightline-proxy/sightline/internal/backend"
+	"github.com/sightline-proxy/sightline/internal/testtool"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
@@ -529,7 +530,7 @@ func TestDashboardsStatic(t *testing.T) {
 // through it, and wants at least one series from each (but those waiting
 // on a feature not built yet, which are logged).
 func TestDashboardsLive(t *testing.T) {
-	promBin := lookTool(t, "prometheus")
+	promBin := testtool.Look(t, "prometheus")
 	dashboards := loadDashboards(t)
 	env := startObservedEnv(t)
 	if code, out, errOut := runCLI(t, "validate", "-c", env.p.cfgPath); code != 0 {

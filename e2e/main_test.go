@@ -603,27 +603,3 @@ func eventually(timeout time.Duration, fn func() error) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-// lookTool finds an external tool in PATH or in $(go env GOPATH)/bin. When it
-// is missing the test fails under CI and is skipped elsewhere.
-func lookTool(t *testing.T, name string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	out, err := exec.Command("go", "env", "GOPATH").Output()
-	if err == nil {
-		for _, dir := range filepath.SplitList(strings.TrimSpace(string(out))) {
-			p := filepath.Join(dir, "bin", name)
-			if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-				return p
-			}
-		}
-	}
-	msg := fmt.Sprintf("%s not found in PATH or $(go env GOPATH)/bin; scripts/test.sh installs it", name)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+
+	"github.com/sightline-proxy/sightline/internal/testtool"
 )
 
 // The stats tests check what a user of Sightline's stats sees: the same
@@ -766,7 +768,7 @@ func TestStatsAdminEndpoints(t *testing.T) {
 	})
 
 	t.Run("promtool", func(t *testing.T) {
-		promtool := lookTool(t, "promtool")
+		promtool := testtool.Look(t, "promtool")
 		resp, err := http.Get("http://" + e.p.admin + "/stats/prometheus")
 		if err != nil {
 			t.Fatal(err)

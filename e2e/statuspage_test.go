@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sightline-proxy/sightline/internal/testtool"
 )
 
 // updateScreenshot makes TestStatusPage write its screenshot to
@@ -46,7 +48,7 @@ type statusJSON struct {
 // /status.json, and checks that it shows every listener, cluster and host;
 // then takes a 1280×900 screenshot.
 func TestStatusPage(t *testing.T) {
-	chromium := lookTool(t, "chromium")
+	chromium := testtool.Look(t, "chromium")
 	env := startObservedEnv(t)
 
 	// Wait for a few seconds of history, so that rates and sparklines
