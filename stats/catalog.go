@@ -246,6 +246,22 @@ var (
 		help: "Upstream requests reset by the host."})
 	upstreamRqTxReset = define(Def{flat: "cluster.{cluster_name}.upstream_rq_tx_reset", kind: KindCounter,
 		help: "Upstream requests reset by the proxy."})
+	upstreamRqCancelled = define(Def{flat: "cluster.{cluster_name}.upstream_rq_cancelled", kind: KindCounter,
+		help: "Upstream requests cancelled because the client went away before the response was complete."})
+	upstreamRqRetryLimitExceeded = define(Def{flat: "cluster.{cluster_name}.upstream_rq_retry_limit_exceeded", kind: KindCounter,
+		help: "Requests not retried because the route's num_retries was used up."})
+	upstreamRqPendingTotal = define(Def{flat: "cluster.{cluster_name}.upstream_rq_pending_total", kind: KindCounter,
+		help: "Requests that had to wait for an upstream connection or stream."})
+	upstreamRqFinished = define(Def{flat: "cluster.{cluster_name}.upstream_rq_completed", kind: KindCounter,
+		name: "cluster.upstream_rq_finished",
+		help: "Upstream requests completed with a response the client got (Envoy's upstream_rq_completed)."})
+	upstreamCxNoneHealthy = define(Def{flat: "cluster.{cluster_name}.upstream_cx_none_healthy", kind: KindCounter,
+		help: "Requests answered 503 because the cluster had no healthy host."})
+	retryRqCode = define(Def{flat: "cluster.{cluster_name}.retry.upstream_rq_{response_code}", kind: KindCounter,
+		name: "cluster.retry.upstream_rq_completed",
+		help: "Upstream responses that were retried, by response status code."})
+	retryRqClass = define(Def{flat: "cluster.{cluster_name}.retry.upstream_rq_{response_code_class}xx", kind: KindCounter,
+		help: "Upstream responses that were retried, by response status class."})
 
 	// Cluster: connections.
 	upstreamCxTotal = define(Def{flat: "cluster.{cluster_name}.upstream_cx_total", kind: KindCounter,
@@ -258,6 +274,20 @@ var (
 		help: "Upstream connections closed."})
 	upstreamCxActive = define(Def{flat: "cluster.{cluster_name}.upstream_cx_active", kind: KindGauge,
 		help: "Upstream connections open."})
+	upstreamCxHTTP1Total = define(Def{flat: "cluster.{cluster_name}.upstream_cx_http1_total", kind: KindCounter,
+		help: "Upstream HTTP/1.1 connections opened."})
+	upstreamCxHTTP2Total = define(Def{flat: "cluster.{cluster_name}.upstream_cx_http2_total", kind: KindCounter,
+		help: "Upstream HTTP/2 connections opened."})
+	upstreamCxDestroyLocal = define(Def{flat: "cluster.{cluster_name}.upstream_cx_destroy_local", kind: KindCounter,
+		help: "Upstream connections the proxy closed."})
+	upstreamCxDestroyRemote = define(Def{flat: "cluster.{cluster_name}.upstream_cx_destroy_remote", kind: KindCounter,
+		help: "Upstream connections the host closed (or lost)."})
+	upstreamCxConnectMs = define(Def{flat: "cluster.{cluster_name}.upstream_cx_connect_ms", kind: KindHistogram, unit: "ms",
+		prom: "cluster_upstream_cx_connect_time",
+		help: "Upstream connection set-up time in milliseconds (TCP, TLS and the peer's SETTINGS)."})
+	upstreamCxLengthMs = define(Def{flat: "cluster.{cluster_name}.upstream_cx_length_ms", kind: KindHistogram, unit: "ms",
+		prom: "cluster_upstream_cx_length_time",
+		help: "Upstream connection lifetime in milliseconds."})
 
 	// Cluster: membership.
 	membershipTotal = define(Def{flat: "cluster.{cluster_name}.membership_total", kind: KindGauge,
@@ -273,6 +303,8 @@ var (
 		help: "Active health checks that passed."})
 	healthCheckFailure = define(Def{flat: "cluster.{cluster_name}.health_check.failure", kind: KindCounter,
 		help: "Active health checks that failed or timed out."})
+	healthCheckNetworkFailure = define(Def{flat: "cluster.{cluster_name}.health_check.network_failure", kind: KindCounter,
+		help: "Active health checks that failed for a network reason (connect failure, reset, timeout)."})
 	healthCheckHealthy = define(Def{flat: "cluster.{cluster_name}.health_check.healthy", kind: KindGauge,
 		help: "Hosts passing active health checks."})
 
@@ -291,6 +323,8 @@ var (
 		help: "1 while the max_pending_requests circuit breaker is open, else 0."})
 	breakerRqRetryOpen = define(Def{flat: "cluster.{cluster_name}.circuit_breakers.default.rq_retry_open", kind: KindGauge,
 		help: "1 while the max_retries circuit breaker is open, else 0."})
+	breakerCxPoolOpen = define(Def{flat: "cluster.{cluster_name}.circuit_breakers.default.cx_pool_open", kind: KindGauge,
+		help: "1 while the max_connection_pools circuit breaker is open, else 0."})
 
 	// Cluster: load balancing.
 	lbZoneRoutingAllDirectly = define(Def{flat: "cluster.{cluster_name}.lb_zone_routing_all_directly", kind: KindCounter,
@@ -303,6 +337,8 @@ var (
 		help: "Times zone-aware routing was off because the cluster had fewer than min_cluster_size hosts."})
 	lbZoneNoCapacityLeft = define(Def{flat: "cluster.{cluster_name}.lb_zone_no_capacity_left", kind: KindCounter,
 		help: "Requests zone-aware routing sent to a random zone because no other zone had spare capacity."})
+	lbLocalClusterNotOK = define(Def{flat: "cluster.{cluster_name}.lb_local_cluster_not_ok", kind: KindCounter,
+		help: "Times zone-aware routing was off because this proxy's zone had no healthy host or its shares were unknown."})
 	lbHealthyPanic = define(Def{flat: "cluster.{cluster_name}.lb_healthy_panic", kind: KindCounter,
 		help: "Requests balanced over all hosts because too few were healthy (panic mode)."})
 
@@ -325,6 +361,10 @@ var (
 	grpcStatus = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.{grpc_status}", kind: KindCounter,
 		name: "cluster.grpc.completed",
 		help: "gRPC calls completed, by status code (0 OK to 16 UNAUTHENTICATED)."})
+	grpcRequestMessages = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.request_message_count", kind: KindCounter,
+		help: "gRPC request messages sent upstream."})
+	grpcResponseMessages = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.response_message_count", kind: KindCounter,
+		help: "gRPC response messages sent to the client."})
 	grpcRqTime = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.upstream_rq_time", kind: KindHistogram, unit: "ms",
 		help: "gRPC call duration in milliseconds, from the request to the trailers."})
 
@@ -343,6 +383,28 @@ var (
 		help: "Downstream connections open."})
 	httpCxHTTP2Total = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_http2_total", kind: KindCounter,
 		help: "Downstream HTTP/2 connections accepted."})
+	httpCxHTTP1Total = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_http1_total", kind: KindCounter,
+		help: "Downstream HTTP/1.1 connections accepted."})
+	httpCxHTTP1Active = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_http1_active", kind: KindGauge,
+		help: "Downstream HTTP/1.1 connections open."})
+	httpCxHTTP2Active = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_http2_active", kind: KindGauge,
+		help: "Downstream HTTP/2 connections open."})
+	httpCxRxBytes = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_rx_bytes_total", kind: KindCounter, unit: "By",
+		help: "Bytes read from downstream connections."})
+	httpCxTxBytes = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_tx_bytes_total", kind: KindCounter, unit: "By",
+		help: "Bytes written to downstream connections."})
+	httpCxProtocolError = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_protocol_error", kind: KindCounter,
+		help: "Downstream connections closed for a protocol error."})
+	httpRqHTTP1Total = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_http1_total", kind: KindCounter,
+		help: "Downstream HTTP/1.1 requests received."})
+	httpRqHTTP2Total = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_http2_total", kind: KindCounter,
+		help: "Downstream HTTP/2 requests received."})
+	httpRqRxReset = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_rx_reset", kind: KindCounter,
+		help: "Downstream requests the client reset or abandoned before the response was complete."})
+	httpRqTxReset = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_tx_reset", kind: KindCounter,
+		help: "Downstream requests the proxy reset."})
+	httpRqCompleted = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_completed", kind: KindCounter,
+		help: "Downstream requests that got a complete response."})
 	httpNoRoute = define(Def{flat: "http.{http_conn_manager_prefix}.no_route", kind: KindCounter,
 		help: "Requests that matched no route."})
 	httpNoCluster = define(Def{flat: "http.{http_conn_manager_prefix}.no_cluster", kind: KindCounter,

@@ -51,8 +51,21 @@ type Upstream struct {
 	RqPendingOverflow *Counter
 	RqRxReset         *Counter
 	RqTxReset         *Counter
-	// Responses counts upstream_rq_<code> and upstream_rq_<N>xx.
+	RqCancelled       *Counter
+	// RqRetryLimitExceeded counts calls whose retriable outcome found no
+	// retry left (num_retries used up).
+	RqRetryLimitExceeded *Counter
+	RqPendingTotal       *Counter
+	// RqFinished is Envoy's upstream_rq_completed: calls that ended with
+	// an upstream response or a local reply charged to the cluster.
+	RqFinished    *Counter
+	CxNoneHealthy *Counter
+	// Responses counts upstream_rq_<code> and upstream_rq_<N>xx: the
+	// response each call ended with, once per call.
 	Responses
+	// Retried counts retry.upstream_rq_<code> and retry.upstream_rq_<N>xx:
+	// responses that were retried instead of forwarded.
+	Retried Responses
 }
 
 // Upstream returns the cluster's request stats, creating them on first use.
@@ -60,19 +73,25 @@ func (c *Cluster) Upstream() *Upstream {
 	return c.upstream.get(c.sc.s, func() *Upstream {
 		sc := c.sc
 		return &Upstream{
-			RqTotal:           sc.counter(upstreamRqTotal),
-			RqTime:            sc.histogram(upstreamRqTime),
-			RqActive:          sc.gauge(upstreamRqActive),
-			RqPendingActive:   sc.gauge(upstreamRqPendingActive),
-			RqRetry:           sc.counter(upstreamRqRetry),
-			RqRetrySuccess:    sc.counter(upstreamRqRetrySuccess),
-			RqRetryOverflow:   sc.counter(upstreamRqRetryOverflow),
-			RqTimeout:         sc.counter(upstreamRqTimeout),
-			RqPerTryTimeout:   sc.counter(upstreamRqPerTryTimeout),
-			RqPendingOverflow: sc.counter(upstreamRqPendingOverflow),
-			RqRxReset:         sc.counter(upstreamRqRxReset),
-			RqTxReset:         sc.counter(upstreamRqTxReset),
-			Responses:         Responses{codes: sc.keyed(upstreamRqCode, TagResponseCode), classes: sc.keyed(upstreamRqClass, TagResponseClass)},
+			RqTotal:              sc.counter(upstreamRqTotal),
+			RqTime:               sc.histogram(upstreamRqTime),
+			RqActive:             sc.gauge(upstreamRqActive),
+			RqPendingActive:      sc.gauge(upstreamRqPendingActive),
+			RqRetry:              sc.counter(upstreamRqRetry),
+			RqRetrySuccess:       sc.counter(upstreamRqRetrySuccess),
+			RqRetryOverflow:      sc.counter(upstreamRqRetryOverflow),
+			RqTimeout:            sc.counter(upstreamRqTimeout),
+			RqPerTryTimeout:      sc.counter(upstreamRqPerTryTimeout),
+			RqPendingOverflow:    sc.counter(upstreamRqPendingOverflow),
+			RqRxReset:            sc.counter(upstreamRqRxReset),
+			RqTxReset:            sc.counter(upstreamRqTxReset),
+			RqCancelled:          sc.counter(upstreamRqCancelled),
+			RqRetryLimitExceeded: sc.counter(upstreamRqRetryLimitExceeded),
+			RqPendingTotal:       sc.counter(upstreamRqPendingTotal),
+			RqFinished:           sc.counter(upstreamRqFinished),
+			CxNoneHealthy:        sc.counter(upstreamCxNoneHealthy),
+			Responses:            Responses{codes: sc.keyed(upstreamRqCode, TagResponseCode), classes: sc.keyed(upstreamRqClass, TagResponseClass)},
+			Retried:              Responses{codes: sc.keyed(retryRqCode, TagResponseCode), classes: sc.keyed(retryRqClass, TagResponseClass)},
 		}
 	})
 }
@@ -83,7 +102,13 @@ type Connections struct {
 	CxConnectFail    *Counter
 	CxConnectTimeout *Counter
 	CxDestroy        *Counter
+	CxDestroyLocal   *Counter
+	CxDestroyRemote  *Counter
 	CxActive         *Gauge
+	CxHTTP1Total     *Counter
+	CxHTTP2Total     *Counter
+	CxConnectMs      *Histogram
+	CxLengthMs       *Histogram
 }
 
 // Connections returns the cluster's connection stats, creating them on
@@ -96,7 +121,13 @@ func (c *Cluster) Connections() *Connections {
 			CxConnectFail:    sc.counter(upstreamCxConnectFail),
 			CxConnectTimeout: sc.counter(upstreamCxConnectTimeout),
 			CxDestroy:        sc.counter(upstreamCxDestroy),
+			CxDestroyLocal:   sc.counter(upstreamCxDestroyLocal),
+			CxDestroyRemote:  sc.counter(upstreamCxDestroyRemote),
 			CxActive:         sc.gauge(upstreamCxActive),
+			CxHTTP1Total:     sc.counter(upstreamCxHTTP1Total),
+			CxHTTP2Total:     sc.counter(upstreamCxHTTP2Total),
+			CxConnectMs:      sc.histogram(upstreamCxConnectMs),
+			CxLengthMs:       sc.histogram(upstreamCxLengthMs),
 		}
 	})
 }
@@ -120,7 +151,10 @@ type HealthCheck struct {
 	Attempt *Counter
 	Success *Counter
 	Failure *Counter
-	Healthy *Gauge
+	// NetworkFailure counts the failures that were connect failures,
+	// resets or timeouts rather than a bad answer.
+	NetworkFailure *Counter
+	Healthy        *Gauge
 }
 
 // HealthCheck returns the cluster's health check stats, creating them on
@@ -129,10 +163,11 @@ func (c *Cluster) HealthCheck() *HealthCheck {
 	return c.health.get(c.sc.s, func() *HealthCheck {
 		sc := c.sc
 		return &HealthCheck{
-			Attempt: sc.counter(healthCheckAttempt),
-			Success: sc.counter(healthCheckSuccess),
-			Failure: sc.counter(healthCheckFailure),
-			Healthy: sc.gauge(healthCheckHealthy),
+			Attempt:        sc.counter(healthCheckAttempt),
+			Success:        sc.counter(healthCheckSuccess),
+			Failure:        sc.counter(healthCheckFailure),
+			NetworkFailure: sc.counter(healthCheckNetworkFailure),
+			Healthy:        sc.gauge(healthCheckHealthy),
 		}
 	})
 }
@@ -160,6 +195,7 @@ type CircuitBreakers struct {
 	CxOpen        *Gauge
 	RqPendingOpen *Gauge
 	RqRetryOpen   *Gauge
+	CxPoolOpen    *Gauge
 }
 
 // CircuitBreakers returns the cluster's circuit breaker gauges, creating
@@ -172,6 +208,7 @@ func (c *Cluster) CircuitBreakers() *CircuitBreakers {
 			CxOpen:        sc.gauge(breakerCxOpen),
 			RqPendingOpen: sc.gauge(breakerRqPendingOpen),
 			RqRetryOpen:   sc.gauge(breakerRqRetryOpen),
+			CxPoolOpen:    sc.gauge(breakerCxPoolOpen),
 		}
 	})
 }
@@ -183,6 +220,7 @@ type LoadBalancer struct {
 	ZoneRoutingCrossZone   *Counter
 	ZoneClusterTooSmall    *Counter
 	ZoneNoCapacityLeft     *Counter
+	LocalClusterNotOK      *Counter
 	HealthyPanic           *Counter
 }
 
@@ -197,6 +235,7 @@ func (c *Cluster) LoadBalancer() *LoadBalancer {
 			ZoneRoutingCrossZone:   sc.counter(lbZoneRoutingCrossZone),
 			ZoneClusterTooSmall:    sc.counter(lbZoneClusterTooSmall),
 			ZoneNoCapacityLeft:     sc.counter(lbZoneNoCapacityLeft),
+			LocalClusterNotOK:      sc.counter(lbLocalClusterNotOK),
 			HealthyPanic:           sc.counter(lbHealthyPanic),
 		}
 	})
@@ -334,11 +373,15 @@ func (t *keyed) add(k int) *Counter {
 
 // GRPCMethod holds the stats of one gRPC method called on a cluster.
 type GRPCMethod struct {
-	Total    *Counter
-	Success  *Counter
-	Failure  *Counter
-	RqTime   *Histogram
-	statuses *keyed
+	Total   *Counter
+	Success *Counter
+	Failure *Counter
+	RqTime  *Histogram
+	// RequestMessages and ResponseMessages count the length-prefixed
+	// messages of the call each way.
+	RequestMessages  *Counter
+	ResponseMessages *Counter
+	statuses         *keyed
 }
 
 // Completed counts one call that ended with grpc-status status: in total,
@@ -359,11 +402,13 @@ func (m *GRPCMethod) Completed(status int) {
 func (sc scope) newGRPCMethod(service, method string) *GRPCMethod {
 	sc = sc.with(TagGRPCService, service).with(TagGRPCMethod, method)
 	return &GRPCMethod{
-		Total:    sc.counter(grpcTotal),
-		Success:  sc.counter(grpcSuccess),
-		Failure:  sc.counter(grpcFailure),
-		RqTime:   sc.histogram(grpcRqTime),
-		statuses: sc.keyed(grpcStatus, TagGRPCStatus),
+		Total:            sc.counter(grpcTotal),
+		Success:          sc.counter(grpcSuccess),
+		Failure:          sc.counter(grpcFailure),
+		RqTime:           sc.histogram(grpcRqTime),
+		RequestMessages:  sc.counter(grpcRequestMessages),
+		ResponseMessages: sc.counter(grpcResponseMessages),
+		statuses:         sc.keyed(grpcStatus, TagGRPCStatus),
 	}
 }
 
@@ -474,15 +519,26 @@ func protoName(s string, dotted bool) bool {
 // HTTP holds the stats of an HTTP connection manager: a listener's
 // requests, under its stat_prefix.
 type HTTP struct {
-	DownstreamRqTotal      *Counter
-	DownstreamRqTime       *Histogram
-	DownstreamRqActive     *Gauge
-	DownstreamCxTotal      *Counter
-	DownstreamCxActive     *Gauge
-	DownstreamCxHTTP2Total *Counter
-	NoRoute                *Counter
-	NoCluster              *Counter
-	RqDirectResponse       *Counter
+	DownstreamRqTotal         *Counter
+	DownstreamRqTime          *Histogram
+	DownstreamRqActive        *Gauge
+	DownstreamCxTotal         *Counter
+	DownstreamCxActive        *Gauge
+	DownstreamCxHTTP2Total    *Counter
+	DownstreamCxHTTP1Total    *Counter
+	DownstreamCxHTTP1Active   *Gauge
+	DownstreamCxHTTP2Active   *Gauge
+	DownstreamCxRxBytes       *Counter
+	DownstreamCxTxBytes       *Counter
+	DownstreamCxProtocolError *Counter
+	DownstreamRqHTTP1Total    *Counter
+	DownstreamRqHTTP2Total    *Counter
+	DownstreamRqRxReset       *Counter
+	DownstreamRqTxReset       *Counter
+	DownstreamRqCompleted     *Counter
+	NoRoute                   *Counter
+	NoCluster                 *Counter
+	RqDirectResponse          *Counter
 	// Responses counts downstream_rq_<N>xx (there are no per-code
 	// downstream stats).
 	Responses
@@ -490,16 +546,27 @@ type HTTP struct {
 
 func (sc scope) newHTTP() *HTTP {
 	return &HTTP{
-		DownstreamRqTotal:      sc.counter(httpRqTotal),
-		DownstreamRqTime:       sc.histogram(httpRqTime),
-		DownstreamRqActive:     sc.gauge(httpRqActive),
-		DownstreamCxTotal:      sc.counter(httpCxTotal),
-		DownstreamCxActive:     sc.gauge(httpCxActive),
-		DownstreamCxHTTP2Total: sc.counter(httpCxHTTP2Total),
-		NoRoute:                sc.counter(httpNoRoute),
-		NoCluster:              sc.counter(httpNoCluster),
-		RqDirectResponse:       sc.counter(httpRqDirectResponse),
-		Responses:              Responses{classes: sc.keyed(httpRqClass, TagResponseClass)},
+		DownstreamRqTotal:         sc.counter(httpRqTotal),
+		DownstreamRqTime:          sc.histogram(httpRqTime),
+		DownstreamRqActive:        sc.gauge(httpRqActive),
+		DownstreamCxTotal:         sc.counter(httpCxTotal),
+		DownstreamCxActive:        sc.gauge(httpCxActive),
+		DownstreamCxHTTP2Total:    sc.counter(httpCxHTTP2Total),
+		DownstreamCxHTTP1Total:    sc.counter(httpCxHTTP1Total),
+		DownstreamCxHTTP1Active:   sc.gauge(httpCxHTTP1Active),
+		DownstreamCxHTTP2Active:   sc.gauge(httpCxHTTP2Active),
+		DownstreamCxRxBytes:       sc.counter(httpCxRxBytes),
+		DownstreamCxTxBytes:       sc.counter(httpCxTxBytes),
+		DownstreamCxProtocolError: sc.counter(httpCxProtocolError),
+		DownstreamRqHTTP1Total:    sc.counter(httpRqHTTP1Total),
+		DownstreamRqHTTP2Total:    sc.counter(httpRqHTTP2Total),
+		DownstreamRqRxReset:       sc.counter(httpRqRxReset),
+		DownstreamRqTxReset:       sc.counter(httpRqTxReset),
+		DownstreamRqCompleted:     sc.counter(httpRqCompleted),
+		NoRoute:                   sc.counter(httpNoRoute),
+		NoCluster:                 sc.counter(httpNoCluster),
+		RqDirectResponse:          sc.counter(httpRqDirectResponse),
+		Responses:                 Responses{classes: sc.keyed(httpRqClass, TagResponseClass)},
 	}
 }
 
