@@ -7,26 +7,26 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/outlier"
 )
 
-// Outcome is how one upstream request ended, as the forwarders report it.
-type Outcome struct {
-	// Status is the HTTP status charged to the upstream: the upstream's own,
-	// or the 503 or 504 the proxy answered in its place (Envoy charges a
-	// reset or a connect failure as 503 and a timeout as 504).
+// Attempt is how one upstream attempt ended, as far as the host and its
+// outlier detector need to know. The call-level stats (response codes,
+// latency, gRPC methods) are the router's to charge, once per call.
+type Attempt struct {
+	// Status is the upstream's response status; 0 when none came.
 	Status int
-	// GRPCStatus is the grpc-status of a gRPC response, -1 when there was
-	// none; Path the request's :path (/package.Service/Method).
-	GRPC       bool
+	// GRPCStatus is the response's grpc-status; -1 when none.
 	GRPCStatus int
-	Path       string
-	// Elapsed runs from sending the request to the end of the response.
+	// Elapsed runs from sending the request to the end of the attempt.
 	Elapsed time.Duration
-	// Why a request failed without a response from the upstream.
+	// Why an attempt without a response ended.
 	ConnectFailure, Reset, Timeout bool
+	// Cancelled: the proxy abandoned the attempt because the client went
+	// away; it says nothing of the host.
+	Cancelled bool
 }
 
-// Begin counts a request sent to h: the host's live counters and the
+// Begin counts an attempt sent to h: the host's live counters and the
 // cluster's upstream_rq_total and upstream_rq_active. Every Begin is
-// followed by one End.
+// followed by one EndAttempt.
 func (c *Cluster) Begin(h *host.Host) {
 	h.Active.Add(1)
 	h.RqTotal.Add(1)
@@ -35,65 +35,23 @@ func (c *Cluster) Begin(h *host.Host) {
 	up.RqActive.Inc()
 }
 
-// End counts a request's completion once, when it completes: the
-// cluster's, the zone pair's and the gRPC method's stats, and the host's
-// error count.
-func (c *Cluster) End(h *host.Host, o *Outcome) {
+// EndAttempt settles an attempt Begin counted: the host's active count,
+// error count and latency, the cluster's upstream_rq_active, and the
+// outlier detector, which hears of every attempt, retried or not.
+func (c *Cluster) EndAttempt(h *host.Host, a *Attempt) {
 	h.Active.Add(-1)
-	h.Latency.Record(o.Elapsed)
-	failed := o.Status >= 500 || (o.GRPC && o.GRPCStatus > 0)
+	c.Stats.Upstream().RqActive.Dec()
+	if a.Cancelled && a.Status == 0 {
+		return
+	}
+	if a.Status > 0 {
+		h.Latency.Record(a.Elapsed)
+	}
+	failed := a.Status >= 500 || a.Status == 0 || a.GRPCStatus > 0
 	if failed {
 		h.RqError.Add(1)
 	}
-	up := c.Stats.Upstream()
-	up.RqActive.Dec()
-	up.RqCompleted(o.Status)
-	up.RqTime.RecordDuration(o.Elapsed)
-	switch {
-	case o.Timeout:
-		up.RqTimeout.Inc(1)
-	case o.Reset:
-		up.RqRxReset.Inc(1)
-	case o.ConnectFailure:
-		c.Stats.Connections().CxConnectFail.Inc(1)
-	}
 	if c.od != nil {
-		gs := -1
-		if o.GRPC {
-			gs = o.GRPCStatus
-		}
-		c.od.Report(h, outlier.Classify(o.Status, gs, o.ConnectFailure, o.Reset))
+		c.od.Report(h, outlier.Classify(a.Status, a.GRPCStatus, a.ConnectFailure, a.Reset || a.Timeout))
 	}
-	zu := h.ZoneStats.Upstream()
-	zu.RqCompleted(o.Status)
-	zu.RqTime.RecordDuration(o.Elapsed)
-	if o.GRPC {
-		m := c.Stats.GRPC(o.Path)
-		status := o.GRPCStatus
-		if status < 0 {
-			status = httpToGRPC(o.Status)
-		}
-		m.Completed(status)
-		m.RqTime.RecordDuration(o.Elapsed)
-	}
-}
-
-// httpToGRPC maps an HTTP status to the gRPC status a client sees when a
-// response carries none (gRPC's doc/http-grpc-status-mapping.md).
-func httpToGRPC(status int) int {
-	switch status {
-	case 200:
-		return 2 // UNKNOWN: a 200 without grpc-status is a broken response
-	case 400:
-		return 13 // INTERNAL
-	case 401:
-		return 16 // UNAUTHENTICATED
-	case 403:
-		return 7 // PERMISSION_DENIED
-	case 404:
-		return 12 // UNIMPLEMENTED
-	case 429, 502, 503, 504:
-		return 14 // UNAVAILABLE
-	}
-	return 2 // UNKNOWN
 }

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,31 +21,25 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/accesslog"
-	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/flags"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
-	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/observe"
-	"github.com/sightline-proxy/sightline/proxy/retry"
 	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/proxy/router"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 	"github.com/sightline-proxy/sightline/stats"
 	"github.com/sightline-proxy/sightline/tracing"
 )
 
-const msgOverflow = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
-
 const (
 	headerResponseFlags       = "X-Sightline-Response-Flags"
 	headerUpstreamServiceTime = "X-Sightline-Upstream-Service-Time"
 	headerOverridePrefix      = "X-Sightline-"
-	headerRqTimeoutMs         = "X-Sightline-Upstream-Rq-Timeout-Ms"
 )
 
 // Handler forwards the requests of one listener. It is immutable once built
@@ -84,31 +79,36 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // record is what one request's stats, span and access-log entry are told,
 // filled in as the request goes.
 type record struct {
+	call       router.Call
 	requestID  string
 	traceID    string
 	xff        string
 	ctx        context.Context // the server span's, when tracing
-	rt         *route.Route
-	cl         *cluster.Cluster
-	hst        *host.Host
 	flags      flags.Flags
-	grpcStatus int
+	grpcStatus int           // what the client got; -1: none
 	upStatus   int           // the upstream's status; 0: none
 	upErr      error         // why the attempt got no response
 	upTime     time.Duration // sending to response headers; -1: none
-	rx         int64         // request body bytes read
+	rx         atomic.Int64  // request body bytes read (by the transport's goroutine)
 	tx         int64         // response body bytes written
 	cliSpan    tracing.Span
+	outcome    router.Outcome
 }
 
-// ServeHTTP forwards one request and counts it in the listener's stats.
+// ServeHTTP forwards one request and counts it once, on the listener and
+// on its cluster.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := h.Stats
 	st.DownstreamRqTotal.Inc(1)
+	if r.ProtoMajor == 2 {
+		st.DownstreamRqHTTP2Total.Inc(1)
+	} else {
+		st.DownstreamRqHTTP1Total.Inc(1)
+	}
 	st.DownstreamRqActive.Inc()
-	rec := record{grpcStatus: -1, upTime: -1}
-	status := 0
+	rec := &record{grpcStatus: -1, upTime: -1}
+	rec.outcome.GRPCStatus = -1
 	var srvSpan tracing.Span
 	if obs := h.Observer; obs != nil {
 		rec.requestID = obs.RequestID(r.Header.Get("X-Request-Id"))
@@ -116,32 +116,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header()["X-Request-Id"] = []string{rec.requestID}
 		}
 		if obs.Tracing() {
-			rec.ctx, srvSpan = obs.Tracer().StartServer(r.Context(), tracing.HTTPHeader(r.Header), h.traceRequest(r, &rec))
+			rec.ctx, srvSpan = obs.Tracer().StartServer(r.Context(), tracing.HTTPHeader(r.Header), h.traceRequest(r, rec))
 			rec.traceID = srvSpan.TraceID()
 		} else {
 			rec.traceID = observe.TraceIDFromTraceparent(r.Header.Get("Traceparent"))
 		}
-		if obs.Logging() && r.Body != nil && r.Body != http.NoBody {
-			r.Body = &countingBody{ReadCloser: r.Body, n: &rec.rx}
-		}
 	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, n: &rec.rx}
+	}
+	status := 0
 	defer func() {
 		elapsed := time.Since(start)
 		if status == 0 && rec.upStatus != 0 {
 			status = rec.upStatus // the response began, then was reset
 		}
-		logged := status
-		if status == 0 {
-			status = 499 // the client went away (DC)
+		if r.Context().Err() != nil && (status == 0 || rec.flags.Has(flags.DownstreamConnectionTerm)) {
+			// The client went away before its response was complete
+			// (DC): Envoy charges no code for it.
+			rec.flags |= flags.DownstreamConnectionTerm
+			rec.outcome.End = router.EndCancelled
+			st.DownstreamRqRxReset.Inc(1)
+		} else if status != 0 {
+			st.DownstreamRqCompleted.Inc(1)
 		}
+		rec.call.Finish(&rec.outcome)
 		st.DownstreamRqActive.Dec()
-		st.RqCompleted(status)
+		if !rec.flags.Has(flags.DownstreamConnectionTerm) {
+			st.RqCompleted(status)
+		}
 		st.DownstreamRqTime.RecordDuration(elapsed)
 		if h.Observer != nil {
-			h.observeEnd(r, &rec, srvSpan, start, logged, elapsed)
+			h.observeEnd(r, rec, srvSpan, start, status, elapsed)
 		}
 	}()
-	status = h.serve(w, r, &rec)
+	status = h.serve(w, r, rec)
 }
 
 // traceRequest describes r for a span.
@@ -156,22 +165,19 @@ func (h *Handler) traceRequest(r *http.Request, rec *record) tracing.Request {
 // status is what the client got (0: nothing).
 func (h *Handler) observeEnd(r *http.Request, rec *record, srvSpan tracing.Span, start time.Time, status int, elapsed time.Duration) {
 	obs := h.Observer
-	if status == 0 && r.Context().Err() != nil {
-		rec.flags |= flags.DownstreamConnectionTerm
-	}
+	c := &rec.call
 	upstreamCluster, upstreamHost, upstreamZone := "", "", ""
-	if rec.hst != nil {
-		upstreamCluster, upstreamHost, upstreamZone = rec.cl.Name, rec.hst.Address, rec.hst.Zone
+	if c.Host != nil {
+		upstreamCluster, upstreamHost, upstreamZone = c.Cluster.Name, c.Host.Address, c.Host.Zone
 	}
 	if obs.Tracing() {
+		if rec.cliSpan != (tracing.Span{}) {
+			rec.endClientSpan(rec.upStatus, rec.grpcStatus, rec.upErr)
+		}
 		res := tracing.Result{
-			HTTPStatus: rec.upStatus, GRPCStatus: rec.grpcStatus, HasGRPCStatus: rec.grpcStatus >= 0,
-			ResponseFlags: rec.flags.String(), Err: rec.upErr,
+			HTTPStatus: status, GRPCStatus: rec.grpcStatus, HasGRPCStatus: rec.grpcStatus >= 0,
+			ResponseFlags: rec.flags.String(),
 		}
-		if rec.hst != nil {
-			rec.cliSpan.End(res)
-		}
-		res.HTTPStatus, res.Err = status, nil
 		res.Cluster, res.Host, res.Zone = upstreamCluster, upstreamHost, upstreamZone
 		srvSpan.End(res)
 	}
@@ -188,17 +194,15 @@ func (h *Handler) observeEnd(r *http.Request, rec *record, srvSpan tracing.Span,
 	e.ResponseCode = status
 	e.GRPCStatus = rec.grpcStatus
 	e.ResponseFlags = rec.flags.String()
-	e.BytesReceived = rec.rx
+	e.BytesReceived = rec.rx.Load()
 	e.BytesSent = rec.tx
 	e.Duration = elapsed
 	e.UpstreamServiceTime = rec.upTime
 	e.UpstreamHost, e.UpstreamCluster, e.UpstreamZone = upstreamHost, upstreamCluster, upstreamZone
-	if rec.rt != nil {
-		e.RouteName = rec.rt.Name
+	if c.Route != nil {
+		e.RouteName = c.Route.Name
 	}
-	if rec.hst != nil {
-		e.Attempts = 1
-	}
+	e.Attempts = c.Tries
 	e.RequestID = rec.requestID
 	e.TraceID = rec.traceID
 	e.DownstreamRemoteAddress = r.RemoteAddr
@@ -208,171 +212,144 @@ func (h *Handler) observeEnd(r *http.Request, rec *record, srvSpan tracing.Span,
 	obs.Log(&e)
 }
 
-// countingBody counts the request body bytes the upstream read.
+// countingBody counts the request body bytes the upstream read. The
+// transport reads on its own goroutine, so the count is atomic.
 type countingBody struct {
 	io.ReadCloser
-	n *int64
+	n *atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	*b.n += int64(n)
+	b.n.Add(int64(n))
 	return n, err
 }
 
 // serve forwards one request and returns the HTTP status the client got.
+// The policy (plan, breakers, attempts and retries, local replies) is the
+// router's; serve drives it with net/http's calls.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int {
 	grpc := grpcproto.IsGRPC(r.Header.Get("Content-Type"))
-	rt := h.routes().Match(r.Host, r.URL.Path, r.Header)
-	if rt == nil {
+	c := &rec.call
+	c.GRPC, c.Path = grpc, r.URL.Path
+	req := router.Request{Authority: r.Host, Path: r.URL.Path, Headers: route.HTTPHeaders(r.Header), GRPC: grpc, Trust: h.TrustRequestHeaders}
+	if !router.Decide(h.routes(), &req, &c.Plan) {
 		h.Stats.NoRoute.Inc(1)
-		if grpc {
-			rec.grpcStatus = grpcproto.Unimplemented
-			return h.fail(w, rec, true, 0, grpcproto.Unimplemented, "no route for "+r.URL.Path, flags.NoRoute)
-		}
-		return h.fail(w, rec, false, http.StatusNotFound, 0, "no route", flags.NoRoute)
-	}
-	rec.rt = rt
-	cl := rt.Cluster()
-
-	timeout := rt.Timeout
-	if h.TrustRequestHeaders {
-		if v := r.Header.Get(headerRqTimeoutMs); v != "" {
-			if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
-				timeout = time.Duration(ms) * time.Millisecond
-			}
-		}
-	}
-	if grpc {
-		if d, ok := grpcproto.ParseTimeout(r.Header.Get("Grpc-Timeout")); ok && (timeout == 0 || d < timeout) {
-			timeout = d
-		}
+		return h.reply(w, r, rec, router.ReplyNoRoute)
 	}
 	ctx := r.Context()
-	if timeout > 0 {
+	deadline := c.Plan.Deadline(time.Now())
+	if !deadline.IsZero() {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-
-	var br balancer.Request
-	if rt.HashHeader != "" {
-		if v := r.Header[rt.HashHeader]; len(v) > 0 {
-			br.Hash, br.HasHash = xxhash.Sum64String(v[0]), true
-		}
+	if !c.TryRequest() {
+		rec.outcome.End = router.EndOverflow
+		return h.reply(w, r, rec, router.ReplyOverflow)
 	}
-	if !cl.Breakers.TryRequest() {
-		if grpc {
-			rec.grpcStatus = grpcproto.Unavailable
-		}
-		return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, msgOverflow, flags.UpstreamOverflow)
-	}
-	defer cl.Breakers.DoneRequest()
-	hst := cl.Pick(&br)
+	hst := c.Pick()
 	if hst == nil {
-		if grpc {
-			rec.grpcStatus = grpcproto.Unavailable
-		}
-		return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, "no healthy upstream", flags.NoHealthyUpstream)
+		rec.outcome.End = router.EndNoHealthy
+		return h.reply(w, r, rec, router.ReplyNoHealthyUpstream)
 	}
-
-	pol := h.retryPolicy(rt, r)
-	mirror := rt.MirrorChosen()
 	var body []byte // the whole request body, when kept for retries or the mirror
-	if pol.On != 0 || mirror {
+	if c.Retry.On != 0 || c.Mirror != nil {
 		body = keepBody(r)
 	}
-	if mirror && body != nil {
-		go h.sendMirror(rt.Mirror, br, r, body, rt.Timeout)
+	out := h.outbound(r, rec)
+	if c.Mirror != nil && body != nil {
+		m := &router.Mirror{
+			Cluster: c.Mirror, Balance: c.Balance, Method: r.Method, Authority: r.Host,
+			PathQuery: r.URL.RequestURI(), Path: r.URL.Path, Header: out.Header.Clone(), Body: body,
+			GRPC: grpc, Timeout: c.Route.Timeout, HTTP1: r.ProtoMajor == 1,
+		}
+		go m.Send()
 	}
 
 	// Attempts: the first, then a retry for each retriable outcome while
-	// the policy, the deadline and the max_retries breaker allow.
+	// the router allows.
 	var (
-		resp  *http.Response
-		err   error
-		o     cluster.Outcome
-		sent  time.Time
-		tried []*host.Host // hosts that failed an attempt, avoided by retries
+		resp *http.Response
+		err  error
+		sent time.Time
+		o    = &rec.outcome
 	)
-	for tries := 1; ; tries++ {
-		rec.cl, rec.hst = cl, hst
-		o = cluster.Outcome{GRPC: grpc, GRPCStatus: -1, Path: r.URL.Path}
+	for {
+		*o = router.Outcome{GRPCStatus: -1}
 		var perTryFired bool
-		sent, resp, err, perTryFired = h.attempt(ctx, r, rec, cl, hst, grpc, body, pol.PerTryTimeout)
-		ro := retry.Outcome{GRPCStatus: -1, PerTryTimeout: perTryFired}
+		sent, resp, err, perTryFired = h.attempt(ctx, out, r, rec, hst, body)
 		switch {
 		case err == nil:
-			ro.HTTPStatus = resp.StatusCode
+			o.Status = resp.StatusCode
 			if grpc {
-				ro.GRPCStatus = grpcproto.StatusOf(resp.Header) // trailers-only
+				o.GRPCStatus = grpcproto.StatusOf(resp.Header) // trailers-only
 			}
+		case perTryFired:
+			o.End = router.EndPerTryTimeout
+		case r.Context().Err() != nil:
+			o.End = router.EndCancelled
+		case ctx.Err() != nil:
+			o.End = router.EndTimeout
 		case errors.Is(err, upstream.ErrConnect):
-			ro.ConnectFailure = true
-		case ctx.Err() == nil && !perTryFired:
-			ro.Reset = true
+			o.End = router.EndConnectFailure
+		default:
+			o.End = router.EndReset
 		}
-		retriable := body != nil && r.Context().Err() == nil && ctx.Err() == nil && pol.Retriable(ro)
-		if retriable && tries > pol.NumRetries {
-			rec.flags |= flags.UpstreamRetryLimit
-			retriable = false
+		o.Elapsed = time.Since(sent)
+		if o.End == router.EndCancelled || o.End == router.EndTimeout {
+			break
 		}
-		if !retriable || !cl.Breakers.TryRetry() {
-			if tries > 1 {
-				defer cl.Breakers.DoneRetry()
-			}
-			if perTryFired {
-				cl.Stats.Upstream().RqPerTryTimeout.Inc(1)
-				o.Status, o.Timeout = http.StatusGatewayTimeout, true
-				o.Elapsed = time.Since(sent)
-				cl.End(hst, &o)
-				rec.endClientSpan(o.Status, o.GRPCStatus, err)
-				if grpc {
-					rec.grpcStatus = grpcproto.DeadlineExceeded
-				}
-				return h.fail(w, rec, grpc, http.StatusGatewayTimeout, grpcproto.DeadlineExceeded, "upstream request timeout", flags.UpstreamRequestTimeout)
-			}
-			if tries > 1 && err == nil && resp.StatusCode < 500 {
-				cl.Stats.Upstream().RqRetrySuccess.Inc(1)
-			}
+		again, f := c.ShouldRetry(o, false, body != nil, deadline)
+		rec.flags |= f
+		if !again {
 			break
 		}
 		// Settle the failed attempt, wait, and go again elsewhere.
 		if err == nil {
 			resp.Body.Close()
-			o.Status, o.GRPCStatus = resp.StatusCode, ro.GRPCStatus
-		} else {
-			o.Status, o.ConnectFailure, o.Reset, o.Timeout = http.StatusServiceUnavailable, ro.ConnectFailure, ro.Reset, perTryFired
 		}
-		if perTryFired {
-			cl.Stats.Upstream().RqPerTryTimeout.Inc(1)
-		}
-		o.Elapsed = time.Since(sent)
-		cl.End(hst, &o)
 		rec.endClientSpan(o.Status, o.GRPCStatus, err)
-		if tries > 1 {
-			cl.Breakers.DoneRetry()
-		}
-		cl.Stats.Upstream().RqRetry.Inc(1)
-		t := time.NewTimer(pol.Backoff(tries, nil))
+		c.Retried(o)
+		t := time.NewTimer(c.BackoffWait(deadline))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
 		}
-		tried = append(tried, hst)
-		hst = cl.PickRetry(&br, tried)
-		if hst == nil {
-			cl.Breakers.DoneRetry()
-			return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable, "no healthy upstream", flags.NoHealthyUpstream)
+		if ctx.Err() != nil {
+			// The deadline passed, or the client left, during the
+			// back-off: no host is picked or charged for it.
+			*o = router.Outcome{GRPCStatus: -1, End: router.EndTimeout}
+			if r.Context().Err() != nil {
+				o.End = router.EndCancelled
+				return 0
+			}
+			return h.reply(w, r, rec, router.ReplyTimeout)
+		}
+		if hst = c.Pick(); hst == nil {
+			*o = router.Outcome{GRPCStatus: -1, End: router.EndNoHealthy}
+			return h.reply(w, r, rec, router.ReplyNoHealthyUpstream)
 		}
 	}
-	defer func() {
-		o.Elapsed = time.Since(sent)
-		cl.End(hst, &o)
-	}()
 	if err != nil {
-		return h.upstreamFailed(w, r, ctx, grpc, err, &o, rec)
+		rec.upErr = err
+		switch o.End {
+		case router.EndCancelled:
+			o.TxReset = true
+			return 0 // nobody to answer
+		case router.EndTimeout:
+			o.TxReset = true
+			return h.reply(w, r, rec, router.ReplyTimeout)
+		case router.EndPerTryTimeout:
+			return h.reply(w, r, rec, router.ReplyTimeout)
+		case router.EndConnectFailure:
+			h.Log.Debug().Err(err).Msg("upstream connect failure")
+			return h.reply(w, r, rec, router.ReplyConnectFailure)
+		default:
+			h.Log.Debug().Err(err).Msg("upstream reset before headers")
+			return h.reply(w, r, rec, router.ReplyRemoteReset)
+		}
 	}
 	defer resp.Body.Close()
 	// The deadline must also end a response that is streaming: net/http's
@@ -389,31 +366,33 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 		dst["X-Request-Id"] = []string{rec.requestID}
 	}
 	w.WriteHeader(resp.StatusCode)
-	o.Status, rec.upStatus = resp.StatusCode, resp.StatusCode
+	rec.upStatus = resp.StatusCode
 	if grpc {
-		o.GRPCStatus = grpcproto.StatusOf(resp.Header)
 		rec.grpcStatus = o.GRPCStatus
 	}
 
 	n, err := streamBody(w, resp.Body)
 	rec.tx = n
+	o.Elapsed = time.Since(sent)
 	if err != nil {
 		switch {
 		case r.Context().Err() != nil:
 			// The client went away; its stream is gone.
 			rec.flags |= flags.DownstreamConnectionTerm
+			o.TxReset = true
 		case ctx.Err() != nil && grpc:
-			o.Timeout, o.GRPCStatus = true, grpcproto.DeadlineExceeded
+			o.End, o.GRPCStatus, o.TxReset = router.EndTimeout, grpcproto.DeadlineExceeded, true
 			rec.grpcStatus, rec.flags = o.GRPCStatus, rec.flags|flags.UpstreamRequestTimeout
 			setGRPCTrailerStatus(w, grpcproto.DeadlineExceeded, "upstream request timeout", flags.UpstreamRequestTimeout.String())
 		default:
 			// The upstream reset mid-response: reset the client's stream
 			// too rather than pretend the response ended well.
-			o.Reset, o.Status = true, http.StatusServiceUnavailable
+			o.RxReset = true
 			rec.flags |= flags.UpstreamRemoteReset
+			h.Stats.DownstreamRqTxReset.Inc(1)
 			panic(http.ErrAbortHandler)
 		}
-		return o.Status
+		return resp.StatusCode
 	}
 	for k, vs := range resp.Trailer {
 		dst[http.TrailerPrefix+k] = vs
@@ -422,17 +401,18 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 		o.GRPCStatus = grpcproto.StatusOf(resp.Trailer)
 		rec.grpcStatus = o.GRPCStatus
 	}
-	return o.Status
+	return resp.StatusCode
 }
 
 // attempt sends the request to hst once. The per-try timeout, when set,
 // bounds the wait for the response headers; perTryFired says it ended the
 // attempt.
-func (h *Handler) attempt(ctx context.Context, r *http.Request, rec *record, cl *cluster.Cluster, hst *host.Host, grpc bool, body []byte, perTry time.Duration) (sent time.Time, resp *http.Response, err error, perTryFired bool) {
+func (h *Handler) attempt(ctx context.Context, out, r *http.Request, rec *record, hst *host.Host, body []byte) (sent time.Time, resp *http.Response, err error, perTryFired bool) {
+	c := &rec.call
 	actx := ctx
 	var timer *time.Timer
 	var fired atomic.Bool
-	if perTry > 0 {
+	if perTry := c.Retry.PerTryTimeout; perTry > 0 {
 		var cancel context.CancelFunc
 		actx, cancel = context.WithCancel(ctx)
 		timer = time.AfterFunc(perTry, func() { fired.Store(true); cancel() })
@@ -440,27 +420,28 @@ func (h *Handler) attempt(ctx context.Context, r *http.Request, rec *record, cl 
 		// response streams; it ends with ctx.
 		context.AfterFunc(ctx, cancel)
 	}
-	pool := hst.Upstream.(*h2.Upstream).HTTP
-	out := h.outbound(actx, r, hst.Address, rec)
+	req := out.Clone(actx)
+	req.URL.Host = hst.Address
 	if body != nil {
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.ContentLength = int64(len(body))
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
 		if len(body) == 0 {
-			out.Body = http.NoBody
+			req.Body = http.NoBody
 		}
 	}
 	if h.Observer.Tracing() {
-		_, rec.cliSpan = h.Observer.Tracer().StartClient(rec.ctx, tracing.HTTPHeader(out.Header), tracing.Request{
-			Method: r.Method, Path: r.URL.RequestURI(), Authority: r.Host, GRPC: grpc, RequestID: rec.requestID,
-			Cluster: cl.Name, Host: hst.Address, Zone: hst.Zone,
+		_, rec.cliSpan = h.Observer.Tracer().StartClient(rec.ctx, tracing.HTTPHeader(req.Header), tracing.Request{
+			Method: r.Method, Path: r.URL.RequestURI(), Authority: r.Host, GRPC: c.GRPC, RequestID: rec.requestID,
+			Cluster: c.Cluster.Name, Host: hst.Address, Zone: hst.Zone,
 		})
 	}
 	sent = time.Now()
-	cl.Begin(hst)
-	if cl.Protocol == cluster.HTTP2 || (cl.Protocol == cluster.Auto && r.ProtoMajor == 2) {
-		resp, err = pool.RoundTripH2(out)
+	c.Begin(hst)
+	http1 := c.Cluster.Protocol == cluster.HTTP1 || (c.Cluster.Protocol == cluster.Auto && r.ProtoMajor != 2)
+	if u, ok := hst.Upstream.(router.RoundTripper); ok {
+		resp, err = u.RoundTrip(req, http1)
 	} else {
-		resp, err = pool.RoundTripH1(out)
+		err = fmt.Errorf("%w: %s has no connection pool", upstream.ErrConnect, hst.Address)
 	}
 	if timer != nil && !timer.Stop() && fired.Load() {
 		if err == nil {
@@ -470,24 +451,6 @@ func (h *Handler) attempt(ctx context.Context, r *http.Request, rec *record, cl 
 		return sent, nil, context.DeadlineExceeded, true
 	}
 	return sent, resp, err, false
-}
-
-// retryPolicy is the route's retry policy with the override headers of a
-// trusting listener applied.
-func (h *Handler) retryPolicy(rt *route.Route, r *http.Request) retry.Policy {
-	var pol retry.Policy
-	if rt.Retry != nil {
-		pol = *rt.Retry
-	}
-	if h.TrustRequestHeaders {
-		maxRetries, perTry := r.Header.Get(retry.HeaderMaxRetries), r.Header.Get(retry.HeaderPerTryTimeout)
-		if maxRetries != "" || perTry != "" {
-			if o, err := retry.ParseOverrides(maxRetries, perTry); err == nil {
-				pol = rt.Retry.With(o)
-			}
-		}
-	}
-	return pol
 }
 
 // maxKeptBody bounds the request body kept for retries and the mirror, as
@@ -528,9 +491,11 @@ func (rec *record) endClientSpan(status, grpcStatus int, err error) {
 	rec.cliSpan = tracing.Span{}
 }
 
-// outbound builds the upstream request: same method, path, query and body,
-// hop-by-hop headers removed, x-forwarded-for appended.
-func (h *Handler) outbound(ctx context.Context, r *http.Request, addr string, rec *record) *http.Request {
+// outbound builds the upstream request, for every attempt and the mirror:
+// same method, path, query and body, hop-by-hop headers and untrusted
+// overrides removed, x-forwarded-for appended. Each attempt clones it and
+// sets the host.
+func (h *Handler) outbound(r *http.Request, rec *record) *http.Request {
 	hdr := make(http.Header, len(r.Header)+2)
 	copyHeader(hdr, r.Header)
 	if !h.TrustRequestHeaders {
@@ -571,7 +536,7 @@ func (h *Handler) outbound(ctx context.Context, r *http.Request, addr string, re
 	}
 	out := &http.Request{
 		Method:        r.Method,
-		URL:           &url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		URL:           &url.URL{Scheme: "http", Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
@@ -580,61 +545,28 @@ func (h *Handler) outbound(ctx context.Context, r *http.Request, addr string, re
 		ContentLength: r.ContentLength,
 		Host:          r.Host,
 	}
-	return out.WithContext(ctx)
+	return out
 }
 
-// upstreamFailed answers when no response came from upstream, and records
-// why in o and rec.
-func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, ctx context.Context, grpc bool, err error, o *cluster.Outcome, rec *record) int {
-	rec.upErr = err
-	switch {
-	case r.Context().Err() != nil:
-		// Downstream disconnect (DC): nobody to answer. Envoy logs 499 for it.
-		o.Status = 499
-		rec.flags |= flags.DownstreamConnectionTerm
-		return 0
-	case ctx.Err() == context.DeadlineExceeded:
-		o.Status, o.Timeout = http.StatusGatewayTimeout, true
-		if grpc {
-			o.GRPCStatus = grpcproto.DeadlineExceeded
-			rec.grpcStatus = o.GRPCStatus
-		}
-		return h.fail(w, rec, grpc, http.StatusGatewayTimeout, grpcproto.DeadlineExceeded, "upstream request timeout", flags.UpstreamRequestTimeout)
-	case errors.Is(err, upstream.ErrConnect):
-		h.Log.Debug().Err(err).Msg("upstream connect failure")
-		o.Status, o.ConnectFailure, o.GRPCStatus = http.StatusServiceUnavailable, true, grpcproto.Unavailable
-		if grpc {
-			rec.grpcStatus = grpcproto.Unavailable
-		}
-		return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
-			"upstream connect error or disconnect/reset before headers. reset reason: connection failure", flags.UpstreamConnectFailure)
-	default:
-		h.Log.Debug().Err(err).Msg("upstream reset before headers")
-		o.Status, o.Reset, o.GRPCStatus = http.StatusServiceUnavailable, true, grpcproto.Unavailable
-		if grpc {
-			rec.grpcStatus = grpcproto.Unavailable
-		}
-		return h.fail(w, rec, grpc, http.StatusServiceUnavailable, grpcproto.Unavailable,
-			"upstream connect error or disconnect/reset before headers. reset reason: remote reset", flags.UpstreamRemoteReset)
+// reply answers with an error the proxy made itself, gRPC-shaped for
+// gRPC clients, records its flag and gRPC status, and returns the HTTP
+// status sent.
+func (h *Handler) reply(w http.ResponseWriter, r *http.Request, rec *record, rp router.Reply) int {
+	rec.flags |= rp.Flag
+	if rec.call.GRPC {
+		rec.grpcStatus = rp.GRPC
+		rec.outcome.GRPCStatus = rp.GRPC
+		return writeGRPCError(w, rp.GRPC, rp.Text(true, r.URL.Path), rp.Flag.String())
 	}
-}
-
-// fail answers with an error the proxy made itself, gRPC-shaped for gRPC
-// clients, records its flag and returns the HTTP status sent.
-func (h *Handler) fail(w http.ResponseWriter, rec *record, grpc bool, status, grpcCode int, msg string, f flags.Flags) int {
-	rec.flags |= f
-	if grpc {
-		return writeGRPCError(w, grpcCode, msg, f.String())
-	}
-	body := msg + "\n"
+	body := rp.Message + "\n"
 	rec.tx = int64(len(body))
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/plain; charset=utf-8")
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
-	hdr.Set(headerResponseFlags, f.String())
-	w.WriteHeader(status)
+	hdr.Set(headerResponseFlags, rp.Flag.String())
+	w.WriteHeader(rp.Status)
 	io.WriteString(w, body)
-	return status
+	return rp.Status
 }
 
 // streamBody copies the response body, flushing after every read so that

@@ -47,7 +47,7 @@ func (sc *serverConn) observeStart(cl *call) {
 }
 
 // startAttempt starts the CLIENT span of the upstream attempt and injects
-// its context into the request's fields. cl.reqFields is built and cl.hst
+// its context into the request's fields. cl.reqFields is built and cl.rc.Host
 // picked.
 func (cl *call) startAttempt() {
 	obs := cl.sc.srv.obs
@@ -57,7 +57,7 @@ func (cl *call) startAttempt() {
 	c := &tracing.HPACKCarrier{Fields: cl.reqFields}
 	_, cl.cliSpan = obs.Tracer().StartClient(cl.ctx, c, tracing.Request{
 		Method: cl.method, Path: cl.fullPath, Authority: cl.authority, GRPC: cl.grpc, RequestID: cl.requestID,
-		Cluster: cl.cls.Name, Host: cl.hst.Address, Zone: cl.hst.Zone,
+		Cluster: cl.rc.Cluster.Name, Host: cl.rc.Host.Address, Zone: cl.rc.Host.Zone,
 	})
 	cl.reqFields = c.Fields
 }
@@ -75,11 +75,11 @@ func (cl *call) observeEnd(obs *observe.Observer, sent int, elapsed time.Duratio
 	upStatus := int(cl.upStatus.Load())
 	grpcStatus := int(cl.grpcStatus.Load())
 	cluster, hostAddr, zone := "", "", ""
-	if cl.hst != nil {
-		cluster, hostAddr, zone = cl.cls.Name, cl.hst.Address, cl.hst.Zone
+	if cl.rc.Host != nil {
+		cluster, hostAddr, zone = cl.rc.Cluster.Name, cl.rc.Host.Address, cl.rc.Host.Zone
 	}
 	if obs.Tracing() {
-		if cl.attemptOpen {
+		if cl.rc.Open() {
 			var err error
 			if why := cl.endedBy.Load(); why != 0 {
 				err = endedErrors[why-1]
@@ -113,11 +113,11 @@ func (cl *call) observeEnd(obs *observe.Observer, sent int, elapsed time.Duratio
 		e.UpstreamServiceTime = time.Duration(t)
 	}
 	e.UpstreamHost, e.UpstreamCluster, e.UpstreamZone = hostAddr, cluster, zone
-	if cl.rt != nil {
-		e.RouteName = cl.rt.Name
+	if cl.rc.Route != nil {
+		e.RouteName = cl.rc.Route.Name
 	}
-	if cl.hst != nil {
-		e.Attempts = cl.tries + cl.attempts // moves of a refused stream count
+	if cl.rc.Host != nil {
+		e.Attempts = cl.rc.Tries + cl.attempts // moves of a refused stream count
 	}
 	e.RequestID = cl.requestID
 	e.TraceID = cl.traceID

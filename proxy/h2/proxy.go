@@ -1,18 +1,15 @@
 package h2
 
 import (
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
-	"github.com/sightline-proxy/sightline/proxy/retry"
-	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/proxy/router"
 	"github.com/sightline-proxy/sightline/tracing"
 )
 
@@ -46,7 +43,7 @@ func (sc *serverConn) proxy(cl *call) {
 		sc.observeStart(cl)
 	}
 	if hb.method == "CONNECT" {
-		cl.localError(501, grpcUnimplemented, "CONNECT is not supported", 0)
+		cl.localError(router.Reply{Status: 501, GRPC: grpcUnimplemented, Message: "CONNECT is not supported"})
 		return
 	}
 	authority := hb.authority
@@ -56,65 +53,34 @@ func (sc *serverConn) proxy(cl *call) {
 	path := routePath(hb.path)
 	cl.path = path
 	sc.view.fields = fields
-	rt := sc.srv.routes.Load().MatchHeaders(authority, path, &sc.view)
-	if rt == nil {
+	rc := &cl.rc
+	rc.GRPC, rc.Path = cl.grpc, path
+	req := router.Request{Authority: authority, Path: path, Headers: &sc.view, GRPC: cl.grpc, Trust: sc.srv.trust}
+	if !router.Decide(sc.srv.routes.Load(), &req, &rc.Plan) {
 		sc.srv.stats.NoRoute.Inc(1)
-		if cl.grpc {
-			cl.localError(0, grpcUnimplemented, "no route for "+path, flagNoRoute)
-		} else {
-			cl.localError(404, 0, "no route", flagNoRoute)
-		}
+		cl.localError(router.ReplyNoRoute)
 		return
 	}
-	cl.rt = rt
-	cls := rt.Cluster()
-
-	timeout := rt.Timeout
-	if sc.srv.trust {
-		if v, ok := getFold(fields, headerRqTimeoutMs); ok {
-			if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
-				timeout = time.Duration(ms) * time.Millisecond
-			}
-		}
-	}
-	if cl.grpc {
-		if v, ok := getFold(fields, "grpc-timeout"); ok {
-			if d, ok := grpcproto.ParseTimeout(v); ok && (timeout == 0 || d < timeout) {
-				timeout = d
-			}
-		}
-	}
-	if rt.HashHeader != "" {
-		if v, ok := getFold(fields, rt.HashHeader); ok {
-			cl.breq.Hash, cl.breq.HasHash = xxhash.Sum64String(v), true
-		}
-	}
-	if timeout > 0 {
-		cl.deadline = time.Now().Add(timeout)
-	}
-	cl.cls = cls
-	if !cls.Breakers.TryRequest() {
-		cl.localError(503, grpcUnavailable, msgOverflow, flagUpstreamOverflow)
+	cls := rc.Cluster
+	timeout := rc.Timeout
+	cl.deadline = rc.Deadline(time.Now())
+	if !rc.TryRequest() {
+		cl.localError(router.ReplyOverflow)
 		return
 	}
-	cl.rqHeld = true
-	hst := cls.Pick(&cl.breq)
+	hst := rc.Pick()
 	if hst == nil {
-		cl.localError(503, grpcUnavailable, msgNoHealthyUpstream, flagNoHealthyUpstream)
+		cl.localError(router.ReplyNoHealthyUpstream)
 		return
 	}
-	cl.hst = hst
-	cls.Begin(hst)
-	cl.attemptOpen, cl.tries = true, 1
+	rc.Begin(hst)
 	u, _ := hst.Upstream.(*Upstream)
 	if u == nil {
-		cl.localError(503, grpcUnavailable, msgConnectFailure, flagUpstreamConnectFailure)
+		cl.localError(router.ReplyConnectFailure)
 		return
 	}
-	sc.retryPolicy(cl, rt)
-	if rt.MirrorChosen() {
-		cl.mirror, cl.keep = rt.Mirror, true
-	}
+	// The body is kept for retries (the bridge's too) and the mirror.
+	cl.keep = rc.Retry.On != 0 || rc.Mirror != nil
 	// The deadline is armed before the request leaves: once it has, the
 	// call may end on another goroutine at any moment.
 	if timeout > 0 {
@@ -123,7 +89,7 @@ func (sc *serverConn) proxy(cl *call) {
 	// auto follows the downstream protocol, which is HTTP/2 here.
 	if cls.Protocol == cluster.HTTP1 {
 		if u.HTTP == nil {
-			cl.localError(503, grpcUnavailable, msgConnectFailure, flagUpstreamConnectFailure)
+			cl.localError(router.ReplyConnectFailure)
 			return
 		}
 		sc.buildRequest(cl, u.H2.scheme, authority)
@@ -150,32 +116,13 @@ func (sc *serverConn) proxy(cl *call) {
 			cl.halves.Add(-1)
 			cl.refs.Add(-1)
 			if r == pendingOverflow {
-				cl.localError(503, grpcUnavailable, msgOverflow, flagUpstreamOverflow)
+				cl.localError(router.ReplyOverflow)
 			} else {
-				cl.localError(503, grpcUnavailable, msgConnectFailure, flagUpstreamConnectFailure)
+				cl.localError(router.ReplyConnectFailure)
 			}
 			return
 		}
 	}
-}
-
-// retryPolicy sets the call's retry policy: the route's, with the
-// override headers applied on listeners that trust them. The request body
-// is then kept for retries (HTTP/1.1 clusters are not retried).
-func (sc *serverConn) retryPolicy(cl *call, rt *route.Route) {
-	if rt.Retry != nil {
-		cl.pol = *rt.Retry
-	}
-	if sc.srv.trust {
-		maxRetries, _ := getFold(sc.fields, retry.HeaderMaxRetries)
-		perTry, _ := getFold(sc.fields, retry.HeaderPerTryTimeout)
-		if maxRetries != "" || perTry != "" {
-			if o, err := retry.ParseOverrides(maxRetries, perTry); err == nil {
-				cl.pol = rt.Retry.With(o)
-			}
-		}
-	}
-	cl.keep = cl.pol.On != 0 && cl.cls.Protocol != cluster.HTTP1
 }
 
 // fieldView lets the router read a request's decoded fields without a
@@ -271,7 +218,7 @@ func (sc *serverConn) buildRequest(cl *call, scheme, authority string) {
 // (RFC 6585 §5, RFC 9113 §10.5.1).
 func (sc *serverConn) headersTooLarge(cl *call) {
 	cl.grpc = grpcproto.IsGRPC(sc.hb.ctype)
-	cl.localError(431, grpcResourceExhausted, "request header fields too large", 0)
+	cl.localError(router.Reply{Status: 431, GRPC: grpcResourceExhausted, Message: "request header fields too large"})
 }
 
 // forwardData sends request bytes on upstream (or drops them when there is
@@ -332,25 +279,23 @@ func (cl *call) forwardTrailers(fields []hpack.HeaderField) {
 	c.unlock()
 }
 
-// localError answers the client with an error the proxy made itself,
-// gRPC-shaped for gRPC clients (forward.go's fail), unless a response has
-// begun. grpcCode 0 or status 0 say there is no such form.
-func (cl *call) localError(status, grpcCode int, msg string, f flag) {
+// localError answers the client with a reply the proxy made itself,
+// gRPC-shaped for gRPC clients (the router's table says what), unless a
+// response has begun. A reply that ends an attempt in flight records why.
+func (cl *call) localError(rp router.Reply) {
 	cl.failed.Store(true)
-	if cl.hst != nil && cl.upStatus.Load() == 0 {
-		// The host was picked but the request never reached it.
-		why := uint32(endedReset)
-		if f == flagUpstreamConnectFailure {
-			why = endedConnectFailure
-		}
-		cl.ended(why, 503, grpcCode)
+	if cl.upStatus.Load() == 0 {
+		cl.endedBy.CompareAndSwap(0, endedFor(rp.Flag))
+	}
+	if cl.grpc {
+		cl.grpcStatus.Store(int32(rp.GRPC))
 	}
 	c := cl.down.lock()
 	if !cl.respStarted && !cl.respEnded && cl.down.attached {
-		if cl.grpc || status == 0 {
-			cl.grpcErrorLocked(c, grpcCode, msg, f)
+		if cl.grpc {
+			cl.grpcErrorLocked(c, rp.GRPC, rp.Text(true, cl.path), rp.Flag)
 		} else {
-			cl.localReplyLocked(c, status, msg+"\n", f)
+			cl.localReplyLocked(c, rp.Status, rp.Message+"\n", rp.Flag)
 		}
 	}
 	c.unlock()
@@ -528,11 +473,14 @@ func (cl *call) upstreamReset(code http2.ErrCode, f flag, msg string) {
 	c := cl.down.lock()
 	expired := code == http2.ErrCodeCancel && !cl.deadline.IsZero() && !time.Now().Before(cl.deadline)
 	if !expired {
-		why := uint32(endedReset)
-		if f == flagUpstreamConnectFailure {
-			why = endedConnectFailure
+		if cl.upStatus.Load() != 0 {
+			cl.rxReset.Store(true) // the response had begun
+		} else {
+			cl.endedBy.Store(endedFor(f))
 		}
-		cl.ended(why, 503, grpcUnavailable)
+		if cl.grpc && !cl.respStarted {
+			cl.grpcStatus.Store(grpcUnavailable)
+		}
 	}
 	switch {
 	case cl.respEnded || !cl.down.attached:
@@ -544,8 +492,22 @@ func (cl *call) upstreamReset(code http2.ErrCode, f flag, msg string) {
 		} else {
 			cl.localReplyLocked(c, 503, msg+"\n", f)
 		}
+	case cl.grpc:
+		// A gRPC client gets UNAVAILABLE in trailers, as from a direct
+		// call whose server went away, rather than a stream reset it
+		// would surface as INTERNAL.
+		cl.grpcStatus.Store(grpcUnavailable)
+		h := &cl.down
+		h.trailers = append(h.trailers[:0],
+			hpack.HeaderField{Name: "grpc-status", Value: itoa(grpcUnavailable)},
+			hpack.HeaderField{Name: "grpc-message", Value: grpcproto.EncodeMessage(msg)},
+			hpack.HeaderField{Name: headerResponseFlags, Value: f.String()})
+		h.trailersPending, h.endPending = true, true
+		cl.respEnded = true
+		c.scheduleLocked(h)
 	default:
 		cl.respEnded = true
+		cl.sc.srv.stats.DownstreamRqTxReset.Inc(1)
 		c.resetLocked(&cl.down, code, true)
 	}
 	c.unlock()

@@ -6,9 +6,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/sightline-proxy/sightline/proxy/cluster"
-	"github.com/sightline-proxy/sightline/proxy/host"
-	"github.com/sightline-proxy/sightline/proxy/retry"
+	"github.com/sightline-proxy/sightline/proxy/router"
 )
 
 // maxRetryBody bounds the request body kept for retries and mirroring, as
@@ -35,9 +33,9 @@ func (cl *call) keepBody(p []byte, end bool) {
 			cl.body = append(cl.body, p...)
 		}
 	}
-	var m *mirrorRequest
+	var m *router.Mirror
 	if end {
-		if cl.mirror != nil && !cl.bodyTooBig {
+		if cl.rc.Mirror != nil && !cl.bodyTooBig {
 			m = cl.newMirrorRequest()
 		}
 		cl.bodyDone = true
@@ -49,7 +47,7 @@ func (cl *call) keepBody(p []byte, end bool) {
 	tooBig := cl.bodyTooBig
 	cl.rmu.Unlock()
 	if m != nil {
-		go m.send(cl.breq)
+		go m.Send()
 	}
 	if waiting {
 		if tooBig {
@@ -60,30 +58,22 @@ func (cl *call) keepBody(p []byte, end bool) {
 	}
 }
 
-// canRetry decides whether an attempt that ended as o is retried, taking a
-// max_retries circuit-breaker slot when it is. A retriable outcome with no
-// retry left marks the call URX.
-func (cl *call) canRetry(o retry.Outcome) bool {
-	if cl.pol.On == 0 || cl.br != nil || !cl.pol.Retriable(o) {
-		return false
-	}
-	if cl.tries > cl.pol.NumRetries {
-		cl.addFlag(flagUpstreamRetryLimit)
-		return false
-	}
-	if !cl.deadline.IsZero() && !time.Now().Before(cl.deadline) {
+// canRetry asks the router whether an attempt that ended as o is retried
+// (it takes the max_retries slot when it is), and records the flag it
+// gives when it is not (URX, UO). The bridge retries only before it has
+// forwarded anything; the engine keeps the body within maxRetryBody.
+func (cl *call) canRetry(o *router.Outcome, refused bool) bool {
+	if cl.rc.Retry.On == 0 {
 		return false
 	}
 	cl.rmu.Lock()
-	tooBig := cl.bodyTooBig
+	replayable := cl.keep && !cl.bodyTooBig
 	cl.rmu.Unlock()
-	if tooBig {
-		return false
+	ok, f := cl.rc.ShouldRetry(o, refused, replayable, cl.deadline)
+	if f != 0 {
+		cl.addFlag(f)
 	}
-	if !cl.cls.Breakers.TryRetry() {
-		return false
-	}
-	return true
+	return ok
 }
 
 // retryResponseLocked is called by the upstream reader, holding the
@@ -92,7 +82,7 @@ func (cl *call) canRetry(o retry.Outcome) bool {
 // is to be retried, the upstream stream is reset and true is returned:
 // the response is never forwarded, and afterDetach starts the retry.
 func (cl *call) retryResponseLocked(cc *clientConn, h *half, status string, fields []hpack.HeaderField, end bool) bool {
-	if cl.pol.On == 0 {
+	if cl.rc.Retry.On == 0 {
 		return false
 	}
 	code := statusCode(status)
@@ -102,8 +92,8 @@ func (cl *call) retryResponseLocked(cc *clientConn, h *half, status string, fiel
 			gs = statusCode(v)
 		}
 	}
-	o := retry.Outcome{HTTPStatus: code, GRPCStatus: gs}
-	if !cl.canRetry(o) {
+	o := router.Outcome{Status: code, GRPCStatus: gs, Elapsed: time.Since(cl.sent)}
+	if !cl.canRetry(&o, false) {
 		return false
 	}
 	cl.retryStatus, cl.retryGRPC = code, gs
@@ -118,32 +108,28 @@ func (cl *call) retryResponseLocked(cc *clientConn, h *half, status string, fiel
 }
 
 // retryAfterDetach runs when the upstream half has left its connection. If
-// the attempt is to be retried it schedules the retry and returns true;
-// the half then stays counted in the call.
+// the attempt is to be retried it settles the attempt, schedules the
+// retry and returns true; the half then stays counted in the call.
 func (cl *call) retryAfterDetach(h *half) bool {
 	why := cl.retryWhy.Swap(0)
-	var o retry.Outcome
-	var attempt cluster.Outcome
+	o := router.Outcome{GRPCStatus: -1, Elapsed: time.Since(cl.sent)}
 	switch {
 	case why == retryResponse:
-		attempt = cluster.Outcome{Status: cl.retryStatus, GRPCStatus: cl.retryGRPC}
+		o.Status, o.GRPCStatus = cl.retryStatus, cl.retryGRPC
 	case why == retryPerTry:
-		cl.cls.Stats.Upstream().RqPerTryTimeout.Inc(1)
-		attempt = cluster.Outcome{Status: 504, GRPCStatus: grpcDeadlineExceeded, Timeout: true}
+		o.End = router.EndPerTryTimeout
 	case h.failFlag != 0:
-		o.ConnectFailure = h.failFlag == flagUpstreamConnectFailure
-		o.Reset = !o.ConnectFailure
-		o.RefusedStream = h.failCode == http2.ErrCodeRefusedStream
-		if !cl.canRetry(o) {
+		o.End = router.EndReset
+		if h.failFlag == flagUpstreamConnectFailure {
+			o.End = router.EndConnectFailure
+		}
+		if !cl.canRetry(&o, h.failCode == http2.ErrCodeRefusedStream) {
 			return false
 		}
-		attempt = cluster.Outcome{Status: 503, GRPCStatus: grpcUnavailable, ConnectFailure: o.ConnectFailure, Reset: o.Reset}
 	default:
 		return false
 	}
-	cl.endAttempt(&attempt, h.failFlag)
-	up := cl.cls.Stats.Upstream()
-	up.RqRetry.Inc(1)
+	cl.endAttempt(&o, h.failFlag)
 	h.failFlag, h.failMsg, h.failCode = 0, "", 0
 	cl.rmu.Lock()
 	switch {
@@ -165,7 +151,7 @@ func (cl *call) retryAfterDetach(h *half) bool {
 // scheduleRetry starts the next attempt after the back-off.
 func (cl *call) scheduleRetry() {
 	cl.refs.Add(1)
-	if d := cl.pol.Backoff(cl.tries, nil); d > 0 {
+	if d := cl.rc.BackoffWait(cl.deadline); d > 0 {
 		time.AfterFunc(d, cl.startRetry)
 	} else {
 		go cl.startRetry()
@@ -175,35 +161,24 @@ func (cl *call) scheduleRetry() {
 // abandonRetry gives up a retry that can no longer be sent (the request
 // grew past what is kept): the client gets UNAVAILABLE or 503.
 func (cl *call) abandonRetry() {
-	cl.cls.Breakers.DoneRetry()
 	cl.upstreamReset(http2.ErrCodeCancel, flagUpstreamRemoteReset, msgRemoteReset)
 	cl.halfDone(&cl.up)
 }
 
-// endAttempt settles a failed attempt that is being retried: the host's
-// and cluster's stats, the outlier detector, the attempt's span, and the
-// retry breaker slot it held.
-func (cl *call) endAttempt(o *cluster.Outcome, f flag) {
-	o.GRPC, o.Path = cl.grpc, cl.path
-	if o.GRPCStatus == 0 && !cl.grpc {
-		o.GRPCStatus = -1
-	}
-	o.Elapsed = time.Since(cl.sent)
-	cl.cls.End(cl.hst, o)
-	cl.attemptOpen = false
+// endAttempt settles a failed attempt that is being retried: the router
+// counts it (host, outlier detection, retried code) and its span ends.
+func (cl *call) endAttempt(o *router.Outcome, f flag) {
+	cl.rc.Retried(o)
 	var err error
-	switch {
-	case o.ConnectFailure:
+	switch o.End {
+	case router.EndConnectFailure:
 		err = endedErrors[endedConnectFailure-1]
-	case o.Reset:
+	case router.EndReset:
 		err = endedErrors[endedReset-1]
-	case o.Timeout:
+	case router.EndPerTryTimeout:
 		err = endedErrors[endedTimeout-1]
 	}
 	cl.endClientSpan(o.Status, o.GRPCStatus, f, err)
-	if cl.tries > 1 {
-		cl.cls.Breakers.DoneRetry() // this attempt was a retry
-	}
 }
 
 // startRetry sends the kept request to another host, after the back-off.
@@ -214,8 +189,8 @@ func (cl *call) startRetry() {
 	gone := cl.respEnded || !cl.down.attached
 	c.unlock()
 	if gone || !cl.deadline.IsZero() && !time.Now().Before(cl.deadline) {
-		// Answered (the deadline) or gone while we waited.
-		cl.cls.Breakers.DoneRetry()
+		// Answered (the deadline) or gone while we waited: no host is
+		// picked or charged for it.
 		cl.halfDone(h)
 		return
 	}
@@ -225,23 +200,18 @@ func (cl *call) startRetry() {
 		h.cn.Store(&transit)
 		old.mu.Unlock()
 	}
-	prev := cl.hst
-	hst := cl.pickOther(prev)
+	hst := cl.rc.Pick()
 	var u *Upstream
 	if hst != nil {
 		u, _ = hst.Upstream.(*Upstream)
 	}
 	if u == nil {
 		h.cn.Store(nil)
-		cl.cls.Breakers.DoneRetry()
 		cl.upstreamReset(http2.ErrCodeRefusedStream, flagNoHealthyUpstream, msgNoHealthyUpstream)
 		cl.halfDone(h)
 		return
 	}
-	cl.hst = hst
-	cl.cls.Begin(hst)
-	cl.attemptOpen = true
-	cl.tries++
+	cl.rc.Begin(hst)
 	cl.upStatus.Store(0)
 	cl.grpcStatus.Store(-1)
 	cl.endedBy.Store(0)
@@ -293,19 +263,9 @@ func (cl *call) startRetry() {
 	}
 }
 
-// pickOther picks the host of a retry: one the call has not tried when
-// the cluster has one.
-func (cl *call) pickOther(prev *host.Host) *host.Host {
-	if cl.ntried < len(cl.tried) {
-		cl.tried[cl.ntried] = prev
-		cl.ntried++
-	}
-	return cl.cls.PickRetry(&cl.breq, cl.tried[:cl.ntried])
-}
-
 // armPerTry starts the per-try timeout of the attempt just dispatched.
 func (cl *call) armPerTry() {
-	d := cl.pol.PerTryTimeout
+	d := cl.rc.Retry.PerTryTimeout
 	if d <= 0 || cl.br != nil {
 		return
 	}
@@ -334,13 +294,15 @@ func (cl *call) onPerTryTimeout(gen uint32) {
 		c.unlock()
 		return
 	}
-	if cl.canRetry(retry.Outcome{PerTryTimeout: true}) {
+	o := router.Outcome{GRPCStatus: -1, End: router.EndPerTryTimeout}
+	if cl.canRetry(&o, false) {
 		cl.retryWhy.Store(retryPerTry)
+		cl.txReset.Store(false)
 		c.resetLocked(h, http2.ErrCodeCancel, true)
 		c.unlock()
 		return
 	}
 	c.unlock()
-	cl.cls.Stats.Upstream().RqPerTryTimeout.Inc(1)
+	cl.endedBy.CompareAndSwap(0, endedPerTryTimeout)
 	cl.expire()
 }

@@ -9,12 +9,8 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/breaker"
-	"github.com/sightline-proxy/sightline/proxy/cluster"
-	"github.com/sightline-proxy/sightline/proxy/host"
-	"github.com/sightline-proxy/sightline/proxy/retry"
-	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/proxy/router"
 	"github.com/sightline-proxy/sightline/tracing"
 )
 
@@ -126,7 +122,7 @@ func (h *half) afterDetach() {
 		cl.redispatch()
 		return
 	}
-	if h == &cl.up && cl.pol.On != 0 && cl.retryAfterDetach(h) {
+	if h == &cl.up && cl.rc.Retry.On != 0 && cl.retryAfterDetach(h) {
 		return // the half goes out again, to another host
 	}
 	if h.failFlag != 0 {
@@ -172,13 +168,13 @@ func (cl *call) redispatch() {
 type call struct {
 	down, up half
 
-	sc   *serverConn
-	rt   *route.Route
-	cls  *cluster.Cluster
-	hst  *host.Host
+	sc *serverConn
+	// rc is the call as the router sees it: plan, breaker slots,
+	// attempts. The downstream reader fills it in proxy; whoever starts
+	// or ends an attempt (a reader, a timer) updates it, one at a time.
+	rc   router.Call
 	pool *Pool
 	br   *bridge
-	breq balancer.Request
 	grpc bool
 	head bool // a HEAD request: its response has no body
 	sent time.Time
@@ -188,17 +184,8 @@ type call struct {
 	deadline time.Time // zero: none; set before the call goes upstream
 	attempts int       // moves of a refused stream to another connection
 
-	// Retries and mirroring (retry.go, mirror.go). pol, keep and mirror
-	// are set in proxy; tries, attemptOpen and the host by whoever starts
-	// an attempt, before it is dispatched.
-	pol         retry.Policy
-	tries       int           // attempts started
-	tried       [4]*host.Host // hosts that failed an attempt, avoided by retries
-	ntried      int
-	attemptOpen bool // cls.Begin(hst) not yet matched by End
-	rqHeld      bool // a max_requests breaker slot is held
-	keep        bool // the request body is kept (for a retry or the mirror)
-	mirror      *cluster.Cluster
+	// Retries and mirroring (retry.go, mirror.go).
+	keep        bool   // the request body is kept (for a retry or the mirror)
 	fullPath    string // :path, query included
 	retryWhy    atomic.Uint32
 	retryStatus int
@@ -234,6 +221,8 @@ type call struct {
 	upStatus   atomic.Int32
 	grpcStatus atomic.Int32 // -1: none seen
 	endedBy    atomic.Uint32
+	rxReset    atomic.Bool // the upstream reset after its response began
+	txReset    atomic.Bool // the proxy reset the open upstream stream
 
 	failed atomic.Bool
 	halves atomic.Int32
@@ -289,6 +278,7 @@ func newCall(sc *serverConn) *call {
 	cl.grpcStatus.Store(-1)
 	st := sc.srv.stats
 	st.DownstreamRqTotal.Inc(1)
+	st.DownstreamRqHTTP2Total.Inc(1)
 	st.DownstreamRqActive.Inc()
 	return cl
 }
@@ -339,8 +329,9 @@ func (cl *call) halfDone(h *half) {
 	cl.release()
 }
 
-// finish runs once both halves are done: it settles the host counters as
-// forward.go does and stops the deadline.
+// finish runs once both halves are done: it stops the timers and runs the
+// one finish step: the router charges the call to its cluster, the
+// listener counts it, and the span and access-log entry are written.
 func (cl *call) finish() {
 	if cl.armed.Load() && cl.timer.Stop() {
 		cl.release()
@@ -348,40 +339,30 @@ func (cl *call) finish() {
 	if t := cl.tryTimer; t != nil && t.Stop() {
 		cl.release()
 	}
-	if cl.rqHeld {
-		cl.cls.Breakers.DoneRequest()
-	}
-	if cl.attemptOpen {
-		if cl.tries > 1 {
-			cl.cls.Breakers.DoneRetry()
-			if cl.upStatus.Load() < 500 && cl.endedBy.Load() == 0 {
-				cl.cls.Stats.Upstream().RqRetrySuccess.Inc(1)
-			}
-		}
-		why := cl.endedBy.Load()
-		o := cluster.Outcome{
-			Status:         int(cl.upStatus.Load()),
-			GRPC:           cl.grpc,
-			GRPCStatus:     int(cl.grpcStatus.Load()),
-			Path:           cl.path,
-			Elapsed:        time.Since(cl.sent),
-			ConnectFailure: why == endedConnectFailure,
-			Reset:          why == endedReset,
-			Timeout:        why == endedTimeout,
-		}
-		if o.Status == 0 {
-			o.Status = 499 // the client went away before a response (DC)
-		}
-		cl.cls.End(cl.hst, &o)
-	}
 	st := cl.sc.srv.stats
-	st.DownstreamRqActive.Dec()
 	sent := int(cl.downStatus.Load())
-	status := sent
-	if status == 0 {
-		status = 499
+	o := router.Outcome{
+		Status:     int(cl.upStatus.Load()),
+		GRPCStatus: int(cl.grpcStatus.Load()),
+		End:        endOf(cl.endedBy.Load()),
+		Elapsed:    time.Since(cl.sent),
+		RxReset:    cl.rxReset.Load(),
+		TxReset:    cl.txReset.Load(),
 	}
-	st.RqCompleted(status)
+	if !cl.grpc {
+		o.GRPCStatus = -1
+	}
+	dc := flag(cl.flags.Load()).Has(flagDownstreamConnTerm) || sent == 0
+	if dc {
+		cl.addFlag(flagDownstreamConnTerm)
+		o.End = router.EndCancelled
+		st.DownstreamRqRxReset.Inc(1)
+	} else {
+		st.DownstreamRqCompleted.Inc(1)
+		st.RqCompleted(sent)
+	}
+	cl.rc.Finish(&o)
+	st.DownstreamRqActive.Dec()
 	elapsed := time.Since(cl.start)
 	st.DownstreamRqTime.RecordDuration(elapsed)
 	if obs := cl.sc.srv.obs; obs != nil {
@@ -391,10 +372,10 @@ func (cl *call) finish() {
 
 // breakers are the circuit breakers of the call's cluster, or nil.
 func (cl *call) breakers() *breaker.Breakers {
-	if cl.cls == nil {
+	if cl.rc.Cluster == nil {
 		return nil
 	}
-	return cl.cls.Breakers
+	return cl.rc.Cluster.Breakers
 }
 
 // addFlag records a response flag for the access log and the span.
@@ -405,16 +386,46 @@ const (
 	endedConnectFailure = 1 + iota
 	endedReset
 	endedTimeout
+	endedPerTryTimeout
+	endedOverflow
+	endedNoHealthy
 )
 
-// ended records that the upstream request failed without a response: the
-// status charged to the upstream and, for gRPC, the status the client got.
-func (cl *call) ended(why uint32, status, grpcCode int) {
-	cl.endedBy.Store(why)
-	cl.upStatus.Store(int32(status))
-	if cl.grpc {
-		cl.grpcStatus.Store(int32(grpcCode))
+// endedFor is how a call ends with the reply for response flag f; 0 for a
+// reply that is not about the upstream (CONNECT, header list too large).
+func endedFor(f flag) uint32 {
+	switch f {
+	case flagUpstreamConnectFailure:
+		return endedConnectFailure
+	case flagUpstreamOverflow:
+		return endedOverflow
+	case flagNoHealthyUpstream:
+		return endedNoHealthy
+	case flagUpstreamRequestTimeout:
+		return endedTimeout
+	case flagUpstreamRemoteReset, flagUpstreamConnectionTerm:
+		return endedReset
 	}
+	return 0
+}
+
+// endOf maps call.endedBy to the router's End.
+func endOf(why uint32) router.End {
+	switch why {
+	case endedConnectFailure:
+		return router.EndConnectFailure
+	case endedReset:
+		return router.EndReset
+	case endedTimeout:
+		return router.EndTimeout
+	case endedPerTryTimeout:
+		return router.EndPerTryTimeout
+	case endedOverflow:
+		return router.EndOverflow
+	case endedNoHealthy:
+		return router.EndNoHealthy
+	}
+	return router.EndResponse
 }
 
 // arm starts the call's deadline. Called by the downstream reader before
@@ -457,7 +468,12 @@ func (cl *call) expire() {
 // connection, locked.
 func (cl *call) timeoutLocked(c *conn) {
 	const msg = "upstream request timeout"
-	cl.ended(endedTimeout, 504, grpcDeadlineExceeded)
+	if cl.upStatus.Load() == 0 {
+		cl.endedBy.CompareAndSwap(0, endedTimeout)
+	}
+	if cl.grpc {
+		cl.grpcStatus.Store(grpcDeadlineExceeded)
+	}
 	cl.addFlag(flagUpstreamRequestTimeout)
 	switch {
 	case cl.respEnded || !cl.down.attached:
@@ -493,6 +509,9 @@ func (cl *call) cancelUpstream(code http2.ErrCode) {
 	c := cl.up.lock()
 	if c == nil {
 		return
+	}
+	if h := &cl.up; h.attached && h.id != 0 && !(h.sendDone && h.recvDone) {
+		cl.txReset.Store(true)
 	}
 	c.resetLocked(&cl.up, code, true)
 	c.unlock()

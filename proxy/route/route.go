@@ -38,6 +38,8 @@ type Route struct {
 	// the first hash_policy entry hashes for ring_hash and maglev, "" when
 	// the route has no hash policy.
 	HashHeader string
+	// HashHeaderLower is the same name in lower case, as HTTP/2 sends it.
+	HashHeaderLower string
 	// Retry is the route's retry policy; nil: no retries.
 	Retry *retry.Policy
 	// Mirror, when set, gets a copy of MirrorPercent of the requests.
@@ -85,6 +87,7 @@ func newRoute(cfg *config.Route, vhost string, clusters map[string]*cluster.Clus
 	}
 	if len(cfg.HashPolicy) > 0 {
 		r.HashHeader = textproto.CanonicalMIMEHeaderKey(cfg.HashPolicy[0].Header)
+		r.HashHeaderLower = strings.ToLower(cfg.HashPolicy[0].Header)
 	}
 
 	m := &cfg.Match

@@ -1,0 +1,109 @@
+package router
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/sightline-proxy/sightline/proxy/balancer"
+	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/proxy/retry"
+	"github.com/sightline-proxy/sightline/proxy/route"
+)
+
+// Override headers a listener with trust_request_headers honours.
+const (
+	headerRqTimeoutMs = "X-Sightline-Upstream-Rq-Timeout-Ms"
+	lowerRqTimeoutMs  = "x-sightline-upstream-rq-timeout-ms"
+	headerMaxRetries  = "X-Sightline-Max-Retries"
+	headerPerTry      = "X-Sightline-Upstream-Rq-Per-Try-Timeout-Ms"
+)
+
+// Request is what the router reads of a request, whatever the codec.
+type Request struct {
+	Authority string
+	// Path is the request path without the query, for matching.
+	Path    string
+	Headers route.Headers
+	GRPC    bool
+	// Trust: the listener honours x-sightline-* override headers.
+	Trust bool
+}
+
+// Plan is what routing decided for one request. It is a value the codec
+// keeps in its per-call state: building it allocates nothing.
+type Plan struct {
+	Route   *route.Route
+	Cluster *cluster.Cluster
+	// Timeout bounds the whole call: the route's, or the trusted
+	// override's, lowered by grpc-timeout; 0 means none.
+	Timeout time.Duration
+	// Retry is the route's retry policy with trusted overrides applied;
+	// its zero value retries nothing.
+	Retry retry.Policy
+	// Balance carries the hash of the route's hash_policy header.
+	Balance balancer.Request
+	// Mirror is the route's mirror cluster when this request was drawn
+	// to be copied to it; nil otherwise.
+	Mirror *cluster.Cluster
+}
+
+// Decide routes req on t into p. It returns ok false when no route
+// matches: the codec answers ReplyNoRoute (and counts no_route).
+func Decide(t *route.Table, req *Request, p *Plan) (ok bool) {
+	rt := t.MatchHeaders(req.Authority, req.Path, req.Headers)
+	if rt == nil {
+		return false
+	}
+	p.Route = rt
+	p.Cluster = rt.Cluster()
+	p.Timeout = rt.Timeout
+	h := req.Headers
+	if req.Trust {
+		if v, ok := h.Get(headerRqTimeoutMs, lowerRqTimeoutMs); ok {
+			if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
+				p.Timeout = time.Duration(ms) * time.Millisecond
+			}
+		}
+	}
+	if req.GRPC {
+		if v, ok := h.Get("Grpc-Timeout", "grpc-timeout"); ok {
+			if d, ok := grpcproto.ParseTimeout(v); ok && (p.Timeout == 0 || d < p.Timeout) {
+				p.Timeout = d
+			}
+		}
+	}
+	if rt.HashHeader != "" {
+		if v, ok := h.Get(rt.HashHeader, rt.HashHeaderLower); ok {
+			p.Balance.Hash, p.Balance.HasHash = xxhash.Sum64String(v), true
+		}
+	}
+	p.Retry = retry.Policy{}
+	if rt.Retry != nil {
+		p.Retry = *rt.Retry
+	}
+	if req.Trust {
+		maxRetries, _ := h.Get(headerMaxRetries, retry.HeaderMaxRetries)
+		perTry, _ := h.Get(headerPerTry, retry.HeaderPerTryTimeout)
+		if maxRetries != "" || perTry != "" {
+			if o, err := retry.ParseOverrides(maxRetries, perTry); err == nil {
+				p.Retry = rt.Retry.With(o)
+			}
+		}
+	}
+	p.Mirror = nil
+	if rt.MirrorChosen() {
+		p.Mirror = rt.Mirror
+	}
+	return true
+}
+
+// Deadline is the call's deadline from now, zero when it has none.
+func (p *Plan) Deadline(now time.Time) time.Time {
+	if p.Timeout <= 0 {
+		return time.Time{}
+	}
+	return now.Add(p.Timeout)
+}

@@ -1,0 +1,63 @@
+package router
+
+import (
+	"github.com/sightline-proxy/sightline/proxy/flags"
+	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+)
+
+// Reply is an answer the proxy makes itself: what an HTTP client gets, what
+// a gRPC client gets (a trailers-only response with grpc-status), and the
+// response flag that says why.
+type Reply struct {
+	Flag    flags.Flags
+	Status  int // HTTP status for HTTP clients
+	GRPC    int // grpc-status for gRPC clients
+	Message string
+	// Charged: the reply is counted on the cluster as an upstream
+	// response with Status (Envoy charges 503 for UH, UO, UF and resets
+	// and 504 for timeouts); a reply with no cluster charges nothing.
+	Charged bool
+}
+
+// Messages of the proxy's own errors, Envoy's words.
+const (
+	msgNoHealthyUpstream = "no healthy upstream"
+	msgConnectFailure    = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+	msgRemoteReset       = "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
+	msgConnTermination   = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+	msgOverflow          = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+	msgTimeout           = "upstream request timeout"
+)
+
+// The proxy's own replies, one per response flag that ends a call.
+var (
+	ReplyNoRoute           = Reply{Flag: flags.NoRoute, Status: 404, GRPC: grpcproto.Unimplemented, Message: "no route"}
+	ReplyNoCluster         = Reply{Flag: flags.NoClusterFound, Status: 503, GRPC: grpcproto.Unavailable, Message: "cluster not found"}
+	ReplyNoHealthyUpstream = Reply{Flag: flags.NoHealthyUpstream, Status: 503, GRPC: grpcproto.Unavailable, Message: msgNoHealthyUpstream, Charged: true}
+	ReplyOverflow          = Reply{Flag: flags.UpstreamOverflow, Status: 503, GRPC: grpcproto.Unavailable, Message: msgOverflow, Charged: true}
+	ReplyConnectFailure    = Reply{Flag: flags.UpstreamConnectFailure, Status: 503, GRPC: grpcproto.Unavailable, Message: msgConnectFailure, Charged: true}
+	ReplyRemoteReset       = Reply{Flag: flags.UpstreamRemoteReset, Status: 503, GRPC: grpcproto.Unavailable, Message: msgRemoteReset, Charged: true}
+	ReplyConnTermination   = Reply{Flag: flags.UpstreamConnectionTerm, Status: 503, GRPC: grpcproto.Unavailable, Message: msgConnTermination, Charged: true}
+	ReplyTimeout           = Reply{Flag: flags.UpstreamRequestTimeout, Status: 504, GRPC: grpcproto.DeadlineExceeded, Message: msgTimeout, Charged: true}
+)
+
+// Replies maps a response flag to the proxy's reply for it.
+var Replies = map[flags.Flags]Reply{
+	flags.NoRoute:                ReplyNoRoute,
+	flags.NoClusterFound:         ReplyNoCluster,
+	flags.NoHealthyUpstream:      ReplyNoHealthyUpstream,
+	flags.UpstreamOverflow:       ReplyOverflow,
+	flags.UpstreamConnectFailure: ReplyConnectFailure,
+	flags.UpstreamRemoteReset:    ReplyRemoteReset,
+	flags.UpstreamConnectionTerm: ReplyConnTermination,
+	flags.UpstreamRequestTimeout: ReplyTimeout,
+}
+
+// Text is the message for a client: for gRPC no-route replies the path is
+// named, as gRPC's own UNIMPLEMENTED does.
+func (r Reply) Text(grpc bool, path string) string {
+	if grpc && r.Flag == flags.NoRoute {
+		return "no route for " + path
+	}
+	return r.Message
+}
