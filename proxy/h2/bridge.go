@@ -59,7 +59,7 @@ func (b *bridge) request(pool *upstream.Pool) *http.Request {
 	req := &http.Request{
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: make(http.Header, len(cl.reqFields)),
-		URL:    &url.URL{Host: cl.hst.Address},
+		URL:    &url.URL{Host: cl.rc.Host.Address},
 	}
 	for _, f := range cl.reqFields {
 		switch f.Name {

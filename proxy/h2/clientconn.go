@@ -450,7 +450,7 @@ func (cc *clientConn) endHeaders() error {
 			return nil
 		}
 		h.gotHeaders = true
-		if cl.pol.On != 0 && cl.retryResponseLocked(cc, h, hb.status, cc.fields, hb.endStream) {
+		if cl.rc.Retry.On != 0 && cl.retryResponseLocked(cc, h, hb.status, cc.fields, hb.endStream) {
 			cc.unlock()
 			return nil // not forwarded: the request goes to another host
 		}
