@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,10 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/proxy/router"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 )
 
@@ -91,7 +96,9 @@ func (b *bridge) request(pool *upstream.Pool) *http.Request {
 	return req.WithContext(b.ctx)
 }
 
-// run sends the request and streams the response back.
+// run sends the request and streams the response back. An attempt that
+// fails before anything was forwarded is retried as the router decides,
+// as on HTTP/2 upstreams.
 func (b *bridge) run(pool *upstream.Pool, req *http.Request) {
 	cl := b.cl
 	defer func() {
@@ -99,14 +106,56 @@ func (b *bridge) run(pool *upstream.Pool, req *http.Request) {
 		b.Close()
 		cl.halfDone(&cl.up)
 	}()
-	resp, err := pool.RoundTripH1(req)
-	if err != nil {
-		if errors.Is(err, upstream.ErrConnect) {
-			cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamConnectFailure, msgConnectFailure)
-		} else {
-			cl.upstreamReset(http2.ErrCodeInternal, flagUpstreamRemoteReset, msgRemoteReset)
+	var resp *http.Response
+	for {
+		r, err, perTry := b.roundTrip(pool, req)
+		o := router.Outcome{GRPCStatus: -1, Elapsed: time.Since(cl.sent)}
+		var f flag
+		msg := ""
+		switch {
+		case perTry:
+			o.End = router.EndPerTryTimeout
+		case err != nil && b.ctx.Err() != nil:
+			return // the deadline or the client ended the call: answered already
+		case errors.Is(err, upstream.ErrConnect):
+			o.End, f, msg = router.EndConnectFailure, flagUpstreamConnectFailure, msgConnectFailure
+		case err != nil:
+			o.End, f, msg = router.EndReset, flagUpstreamRemoteReset, msgRemoteReset
+		case !b.retriable(r):
+			resp = r
+		default:
+			o.Status = r.StatusCode
+			if cl.grpc {
+				o.GRPCStatus = grpcproto.StatusOf(r.Header)
+			}
 		}
-		return
+		if resp != nil {
+			break
+		}
+		if !cl.canRetry(&o, false) {
+			switch {
+			case err == nil && !perTry:
+				resp = r
+			case perTry:
+				cl.endedBy.CompareAndSwap(0, endedPerTryTimeout)
+				cl.expire()
+				return
+			default:
+				code := http2.ErrCodeInternal
+				if f == flagUpstreamConnectFailure {
+					code = http2.ErrCodeRefusedStream
+				}
+				cl.upstreamReset(code, f, msg)
+				return
+			}
+			break
+		}
+		if r != nil {
+			r.Body.Close()
+		}
+		if pool, req = b.retry(&o, f); req == nil {
+			return
+		}
 	}
 	defer resp.Body.Close()
 	fields := responseFields(resp.Header)
@@ -140,6 +189,99 @@ func (b *bridge) run(pool *upstream.Pool, req *http.Request) {
 		return
 	}
 	cl.onResponseData(nil, true)
+}
+
+// roundTrip sends one attempt. A per-try timeout bounds the wait for the
+// response headers; perTry says it ended the attempt.
+func (b *bridge) roundTrip(pool *upstream.Pool, req *http.Request) (resp *http.Response, err error, perTry bool) {
+	d := b.cl.rc.Retry.PerTryTimeout
+	if d <= 0 {
+		resp, err = pool.RoundTripH1(req)
+		return resp, err, false
+	}
+	ctx, cancel := context.WithCancel(b.ctx)
+	var fired atomic.Bool
+	t := time.AfterFunc(d, func() { fired.Store(true); cancel() })
+	resp, err = pool.RoundTripH1(req.WithContext(ctx))
+	if !t.Stop() && fired.Load() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return nil, context.DeadlineExceeded, true
+	}
+	// The attempt's context lives while the response streams; it ends
+	// with the bridge's.
+	context.AfterFunc(b.ctx, cancel)
+	return resp, err, false
+}
+
+// retriable reports whether a response may be worth a retry at all (the
+// router decides): a 5xx, a 409, or a trailers-only gRPC error.
+func (b *bridge) retriable(resp *http.Response) bool {
+	return b.cl.rc.Retry.On != 0 && (resp.StatusCode >= 500 || resp.StatusCode == 409 ||
+		b.cl.grpc && grpcproto.StatusOf(resp.Header) > 0)
+}
+
+// retry settles the failed attempt and, after the back-off, returns the
+// next one's pool and request, with the kept body; nil when the call ends
+// instead (the client left, the deadline passed, no host), the client
+// answered.
+func (b *bridge) retry(o *router.Outcome, f flag) (*upstream.Pool, *http.Request) {
+	cl := b.cl
+	cl.endAttempt(o, f)
+	// The retry needs the whole request: wait for the client to finish
+	// sending it (the transport may have stopped reading it).
+	for {
+		cl.rmu.Lock()
+		done, big := cl.bodyDone, cl.bodyTooBig
+		cl.rmu.Unlock()
+		if big {
+			cl.upstreamReset(http2.ErrCodeCancel, flagUpstreamRemoteReset, msgRemoteReset)
+			return nil, nil
+		}
+		if done {
+			break
+		}
+		select {
+		case <-b.wake:
+		case <-b.ctx.Done():
+			return nil, nil
+		}
+	}
+	t := time.NewTimer(cl.rc.BackoffWait(cl.deadline))
+	select {
+	case <-t.C:
+	case <-b.ctx.Done():
+		t.Stop()
+		return nil, nil
+	}
+	if !cl.deadline.IsZero() && !time.Now().Before(cl.deadline) {
+		return nil, nil // the deadline timer answers the client
+	}
+	hst := cl.rc.Pick()
+	var u *Upstream
+	if hst != nil {
+		u, _ = hst.Upstream.(*Upstream)
+	}
+	if u == nil || u.HTTP == nil {
+		cl.upstreamReset(http2.ErrCodeRefusedStream, flagNoHealthyUpstream, msgNoHealthyUpstream)
+		return nil, nil
+	}
+	cl.rc.Begin(hst)
+	cl.startAttempt()
+	cl.sent = time.Now()
+	b.mu.Lock()
+	b.ended = true
+	b.mu.Unlock()
+	req := b.request(u.HTTP)
+	cl.rmu.Lock()
+	body := cl.body
+	cl.rmu.Unlock()
+	req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	if len(body) == 0 {
+		req.Body = http.NoBody
+	}
+	return u.HTTP, req
 }
 
 // responseFields turns an HTTP/1.1 header map into HTTP/2 fields, without
@@ -177,8 +319,12 @@ func (b *bridge) feed(d *dbuf, end bool) {
 	if b.closed || b.ended {
 		b.mu.Unlock()
 		if d != nil {
+			// Dropped, but the client's window is given back so that
+			// it can finish sending (a retry waits for the whole body).
+			b.cl.down.credit(int32(d.len()))
 			putBuf(d)
 		}
+		signal(b.wake)
 		return
 	}
 	if d != nil && d.len() > 0 {
@@ -235,9 +381,16 @@ func (b *bridge) Read(p []byte) (int, error) {
 func (b *bridge) Close() error {
 	b.mu.Lock()
 	b.closed = true
+	n := 0
+	for d := b.head; d != nil; d = d.next {
+		n += d.len()
+	}
 	freeChain(b.head)
 	b.head, b.tail = nil, nil
 	b.mu.Unlock()
+	if n > 0 {
+		b.cl.down.credit(int32(n)) // the client may finish sending
+	}
 	signal(b.wake)
 	return nil
 }

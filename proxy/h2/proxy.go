@@ -476,7 +476,7 @@ func (cl *call) upstreamReset(code http2.ErrCode, f flag, msg string) {
 		if cl.upStatus.Load() != 0 {
 			cl.rxReset.Store(true) // the response had begun
 		} else {
-			cl.endedBy.Store(endedFor(f))
+			cl.endedBy.CompareAndSwap(0, endedFor(f)) // the first cause stands
 		}
 		if cl.grpc && !cl.respStarted {
 			cl.grpcStatus.Store(grpcUnavailable)

@@ -361,13 +361,13 @@ func (cl *call) finish() {
 		st.DownstreamRqCompleted.Inc(1)
 		st.RqCompleted(sent)
 	}
-	cl.rc.Finish(&o)
 	st.DownstreamRqActive.Dec()
 	elapsed := time.Since(cl.start)
 	st.DownstreamRqTime.RecordDuration(elapsed)
 	if obs := cl.sc.srv.obs; obs != nil {
-		cl.observeEnd(obs, sent, elapsed)
+		cl.observeEnd(obs, sent, elapsed) // before Finish: it ends the open attempt's span
 	}
+	cl.rc.Finish(&o)
 }
 
 // breakers are the circuit breakers of the call's cluster, or nil.
