@@ -1,7 +1,8 @@
 // Package grpcproto holds the small pieces of gRPC's HTTP/2 wire protocol
 // (grpc/grpc doc/PROTOCOL-HTTP2.md) that the proxy needs without linking a
 // gRPC implementation into the request path: recognising a gRPC request,
-// reading grpc-timeout and grpc-status, and writing grpc-message.
+// reading grpc-timeout and grpc-status, writing grpc-message, and counting
+// the length-prefixed messages of a call (MessageCounter).
 package grpcproto
 
 import (
