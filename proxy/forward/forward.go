@@ -39,7 +39,6 @@ import (
 const (
 	headerResponseFlags       = "X-Sightline-Response-Flags"
 	headerUpstreamServiceTime = "X-Sightline-Upstream-Service-Time"
-	headerOverridePrefix      = "X-Sightline-"
 )
 
 // Handler forwards the requests of one listener. It is immutable once built
@@ -496,39 +495,29 @@ func (rec *record) endClientSpan(status, grpcStatus int, err error) {
 // overrides removed, x-forwarded-for appended. Each attempt clones it and
 // sets the host.
 func (h *Handler) outbound(r *http.Request, rec *record) *http.Request {
-	hdr := make(http.Header, len(r.Header)+2)
-	copyHeader(hdr, r.Header)
-	if !h.TrustRequestHeaders {
-		for k := range hdr {
-			if strings.HasPrefix(k, headerOverridePrefix) {
-				delete(hdr, k)
-			}
+	hdr := make(http.Header, len(r.Header)+3)
+	conn := r.Header["Connection"]
+	owned := h.Observer != nil
+	for k, vs := range r.Header {
+		if k == "Te" || k == "Trailer" || router.DropRequestHeader(k, h.TrustRequestHeaders, owned) || namedInConnection(conn, k) {
+			continue
 		}
+		hdr[k] = vs
 	}
 	if te := r.Header.Get("Te"); strings.EqualFold(te, "trailers") {
 		hdr["Te"] = []string{"trailers"}
 	}
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if prior := hdr["X-Forwarded-For"]; len(prior) > 0 {
-			hdr["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
-		} else {
-			hdr["X-Forwarded-For"] = []string{ip}
-		}
-		rec.xff = hdr["X-Forwarded-For"][0]
+	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if xff := router.ForwardedFor(strings.Join(r.Header["X-Forwarded-For"], ", "), ip); xff != "" {
+		hdr["X-Forwarded-For"] = []string{xff}
+		rec.xff = xff
 	}
-	if h.Observer != nil {
+	if owned && rec.requestID != "" {
 		// The id the proxy decided replaces the client's.
-		delete(hdr, "X-Request-Id")
-		if rec.requestID != "" {
-			hdr["X-Request-Id"] = []string{rec.requestID}
-		}
+		hdr["X-Request-Id"] = []string{rec.requestID}
 	}
 	if _, ok := hdr["X-Forwarded-Proto"]; !ok {
-		proto := "http"
-		if h.TLS {
-			proto = "https"
-		}
-		hdr["X-Forwarded-Proto"] = []string{proto}
+		hdr["X-Forwarded-Proto"] = []string{router.ForwardedProto(h.TLS)}
 	}
 	body := r.Body
 	if r.ContentLength == 0 {
@@ -598,27 +587,13 @@ func streamBody(w http.ResponseWriter, body io.Reader) (int64, error) {
 	}
 }
 
-// hopHeaders are the connection-specific headers a proxy must not forward
-// (RFC 9110 §7.6.1, RFC 9113 §8.2.2). Te is handled on its own: only
-// "te: trailers" goes upstream, since gRPC servers require it.
-var hopHeaders = map[string]bool{
-	"Connection":          true,
-	"Proxy-Connection":    true,
-	"Keep-Alive":          true,
-	"Proxy-Authenticate":  true,
-	"Proxy-Authorization": true,
-	"Te":                  true,
-	"Trailer":             true,
-	"Transfer-Encoding":   true,
-	"Upgrade":             true,
-}
-
-// copyHeader copies src into dst without hop-by-hop headers, including the
-// ones an HTTP/1.1 peer named in its Connection header.
+// copyHeader copies a response's headers into dst without hop-by-hop
+// headers (the router's list, and te and trailer, which net/http writes
+// itself), nor those the upstream named in its Connection header.
 func copyHeader(dst, src http.Header) {
 	conn := src["Connection"]
 	for k, vs := range src {
-		if hopHeaders[k] || namedInConnection(conn, k) {
+		if k == "Te" || k == "Trailer" || router.HopByHop(k) || namedInConnection(conn, k) {
 			continue
 		}
 		dst[k] = vs

@@ -292,7 +292,7 @@ func responseFields(h http.Header) []hpack.HeaderField {
 	fields := make([]hpack.HeaderField, 0, len(h))
 	for k, vs := range h {
 		name := strings.ToLower(k)
-		if connectionSpecific(name) || hopByHop(name) || name == "te" || namedIn(conn, name) {
+		if connectionSpecific(name) || router.HopByHop(name) || name == "te" || namedIn(conn, name) {
 			continue
 		}
 		for _, v := range vs {

@@ -104,15 +104,6 @@ func connectionSpecific(name string) bool {
 	return false
 }
 
-// hopByHop reports the other fields a proxy does not forward, as
-// forward.copyHeader drops them: the proxy credentials of RFC 9110 §11.7.
-// te is handled on its own. Unlike forward.go, trailer is kept: this
-// engine forwards trailers as they are, and an upstream such as Go's
-// net/http only accepts the request trailers that it announces.
-func hopByHop(name string) bool {
-	return name == "proxy-authenticate" || name == "proxy-authorization"
-}
-
 // sensitive reports fields that must be encoded as never-indexed literals
 // (RFC 7541 §7.1.3): credentials and cookies, which a shared compression
 // context would otherwise expose to CRIME-style probing.

@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"strings"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -167,13 +166,9 @@ func (sc *serverConn) buildRequest(cl *call, scheme, authority string) {
 	f = append(f, hpack.HeaderField{Name: ":path", Value: hb.path})
 	xff, nxff := "", 0
 	hasProto := false
-	observed := sc.srv.obs != nil
+	owned := sc.srv.obs != nil
 	for _, fld := range sc.fields {
 		switch {
-		case fld.Name == "host" || hopByHop(fld.Name):
-			continue
-		case observed && fld.Name == tracing.RequestIDHeader:
-			continue // replaced by the id the proxy decided
 		case fld.Name == "x-forwarded-for":
 			if nxff == 0 {
 				xff = fld.Value
@@ -182,25 +177,17 @@ func (sc *serverConn) buildRequest(cl *call, scheme, authority string) {
 			}
 			nxff++
 			continue
+		case fld.Name == "host" || router.DropRequestHeader(fld.Name, sc.srv.trust, owned):
+			continue
 		case fld.Name == "x-forwarded-proto":
 			hasProto = true
-		case !sc.srv.trust && strings.HasPrefix(fld.Name, headerOverridePrefix):
-			continue
 		}
 		if sensitive(fld.Name) {
 			fld.Sensitive = true
 		}
 		f = append(f, fld)
 	}
-	if sc.remoteIP != "" {
-		if nxff > 0 {
-			xff += ", " + sc.remoteIP
-		} else {
-			xff = sc.remoteIP
-		}
-		nxff++
-	}
-	if nxff > 0 {
+	if xff = router.ForwardedFor(xff, sc.remoteIP); xff != "" {
 		f = append(f, hpack.HeaderField{Name: "x-forwarded-for", Value: xff})
 		cl.xff = xff
 	}
@@ -254,7 +241,7 @@ func (cl *call) forwardData(d *dbuf, end bool) {
 func (cl *call) forwardTrailers(fields []hpack.HeaderField) {
 	t := cl.reqTrailers[:0]
 	for _, f := range fields {
-		if !hopByHop(f.Name) {
+		if !router.HopByHop(f.Name) {
 			t = append(t, f)
 		}
 	}
@@ -372,7 +359,7 @@ func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.Header
 	grpcStatus := ""
 	setID := cl.requestID != "" && cl.sc.srv.obs.SetInResponse()
 	for _, fld := range fields {
-		if hopByHop(fld.Name) || setID && fld.Name == tracing.RequestIDHeader {
+		if router.HopByHop(fld.Name) || setID && fld.Name == tracing.RequestIDHeader {
 			continue
 		}
 		if fld.Name == "grpc-status" {
@@ -437,7 +424,7 @@ func (cl *call) onResponseData(d *dbuf, end bool) bool {
 func (cl *call) onResponseTrailers(fields []hpack.HeaderField) {
 	t := cl.respTrailers[:0]
 	for _, f := range fields {
-		if hopByHop(f.Name) {
+		if router.HopByHop(f.Name) {
 			continue
 		}
 		if f.Name == "grpc-status" && cl.grpc {
