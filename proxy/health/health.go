@@ -7,8 +7,8 @@
 // A Checker only sets flags and reports changes; the cluster that owns the
 // hosts decides what a change means (it rebuilds its balancer from
 // OnChange). The package keeps the cluster's health_check stats
-// (cluster.<name>.health_check.attempt, .success, .failure and the .healthy
-// gauge) and writes the Envoy-shaped event log (event_log_path) on every
+// (cluster.<name>.health_check.attempt, .success, .failure,
+// .network_failure and the .healthy gauge) and writes the Envoy-shaped event log (event_log_path) on every
 // change of a host's health.
 //
 // A cluster builds one Checker with New, calls Set with its hosts whenever
@@ -403,6 +403,11 @@ func (c *Checker) apply(s *session, r result) {
 		c.stats.Success.Inc(1)
 	} else {
 		c.stats.Failure.Inc(1)
+		if r.failure != accesslog.FailureActive {
+			// A connect failure, reset or timeout: Envoy counts these
+			// (NETWORK and NETWORK_TIMEOUT) in network_failure too.
+			c.stats.NetworkFailure.Inc(1)
+		}
 	}
 	if tr.event != 0 {
 		c.logEvent(s, tr)

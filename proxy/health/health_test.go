@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,7 +31,8 @@ import (
 var eventTime = time.Date(2026, 11, 23, 21, 0, 0, 5e6, time.UTC)
 
 func newStats() *stats.HealthCheck {
-	return &stats.HealthCheck{Attempt: &stats.Counter{}, Success: &stats.Counter{}, Failure: &stats.Counter{}, Healthy: &stats.Gauge{}}
+	return &stats.HealthCheck{Attempt: &stats.Counter{}, Success: &stats.Counter{}, Failure: &stats.Counter{},
+		NetworkFailure: &stats.Counter{}, Healthy: &stats.Gauge{}}
 }
 
 // newChecker builds a Checker for tests: a fixed event clock, closed when
@@ -329,6 +331,18 @@ func TestSetRemovesHost(t *testing.T) {
 	st, ch := newStats(), newChanges()
 	c := newChecker(t, Options{Config: hcConfig("tcp"), Stats: st, OnChange: ch.onChange})
 	ha, hb := newHost(a.addr), newHost(b.addr)
+	// b's checks can be held, so that the flags Set gives b when it comes
+	// back are read before its first check (which a local server passes at
+	// once) clears them.
+	var holdB atomic.Pointer[chan struct{}]
+	newProber := c.newProber
+	c.newProber = func(addr string) (prober, error) {
+		p, err := newProber(addr)
+		if err != nil || addr != b.addr {
+			return p, err
+		}
+		return heldProber{p, &holdB}, nil
+	}
 
 	c.Set([]*host.Host{ha, hb})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -361,10 +375,13 @@ func TestSetRemovesHost(t *testing.T) {
 	}
 	ch.none(t, 0)
 
+	release := make(chan struct{})
+	holdB.Store(&release)
 	c.Set([]*host.Host{ha, hb})
 	if hb.Flags() != host.FailedActiveHC {
 		t.Errorf("re-added host flags = %s, want failed_active_hc until checked", host.FlagString(hb.Flags()))
 	}
+	close(release)
 	ch.expect(t, hb, true)
 	if st.Healthy.Value() != 2 {
 		t.Errorf("healthy gauge = %d after re-adding b, want 2", st.Healthy.Value())
@@ -382,6 +399,24 @@ func TestSetRemovesHost(t *testing.T) {
 	if n := a.accepts.Load(); n != since {
 		t.Errorf("Set after Close started checks: %d", n-since)
 	}
+}
+
+// heldProber is a prober whose checks wait, while *hold is set, for it to
+// be closed.
+type heldProber struct {
+	prober
+	hold *atomic.Pointer[chan struct{}]
+}
+
+func (p heldProber) probe(ctx context.Context) error {
+	if ch := p.hold.Load(); ch != nil {
+		select {
+		case <-*ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return p.prober.probe(ctx)
 }
 
 // TestWaitFirstNoHosts checks that WaitFirst with nothing to wait for

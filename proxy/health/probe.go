@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -112,37 +111,29 @@ func newHTTPProber(addr, authority, path, proto string, expected []int, tc *tls.
 		tc = hostTLS(tc, addr)
 	}
 	p := &httpProber{url: scheme + "://" + addr + path, authority: authority, expected: expected}
-	var rt http.RoundTripper
-	if proto == "http1" {
-		protos := new(http.Protocols)
+	// One protocol, never a fallback: a cluster that says HTTP/2 is checked
+	// over HTTP/2 (h2c with prior knowledge in plaintext, h2 by ALPN over
+	// TLS), as its requests are sent.
+	protos := new(http.Protocols)
+	switch {
+	case proto == "http1":
 		protos.SetHTTP1(true)
-		t := &http.Transport{
-			DialContext:         dialer.DialContext,
-			TLSClientConfig:     tc,
-			Protocols:           protos,
-			DisableCompression:  true,
-			MaxIdleConnsPerHost: 1,
-		}
-		rt, p.idle = t, t.CloseIdleConnections
-	} else {
-		t := &http2.Transport{DisableCompression: true}
-		if tc == nil {
-			// h2c with prior knowledge: AllowHTTP lets the transport speak
-			// HTTP/2 to an http:// URL, and DialTLSContext is where it is
-			// told to dial plain TCP instead of TLS.
-			t.AllowHTTP = true
-			t.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-				return dialer.DialContext(ctx, network, addr)
-			}
-		} else {
-			tc.NextProtos = []string{http2.NextProtoTLS}
-			t.TLSClientConfig = tc
-		}
-		rt, p.idle = t, t.CloseIdleConnections
+	case tc == nil:
+		protos.SetUnencryptedHTTP2(true)
+	default:
+		protos.SetHTTP2(true)
 	}
+	t := &http.Transport{
+		DialContext:         dialer.DialContext,
+		TLSClientConfig:     tc,
+		Protocols:           protos,
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 1,
+	}
+	p.idle = t.CloseIdleConnections
 	// Redirects are answers: a 301 is compared with expected_statuses like
 	// any other status, never followed.
-	p.client = &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error {
+	p.client = &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}
 	return p
