@@ -118,7 +118,7 @@ type routerCase struct {
 
 var routerCases = []routerCase{
 	{name: "ok", path: "/ok", wantStatus: 200, attempts: 1,
-		cluster: map[string]int{"upstream_rq_total": 1, "upstream_rq_200": 1, "upstream_rq_2xx": 1, "upstream_rq_completed": 1, "upstream_rq_retry": 0},
+		cluster:  map[string]int{"upstream_rq_total": 1, "upstream_rq_200": 1, "upstream_rq_2xx": 1, "upstream_rq_completed": 1, "upstream_rq_retry": 0},
 		listener: map[string]int{"downstream_rq_total": 1, "downstream_rq_2xx": 1, "downstream_rq_completed": 1}},
 	{name: "retry then ok", path: "/flaky", wantStatus: 200, attempts: 2,
 		cluster: map[string]int{"upstream_rq_total": 2, "upstream_rq_200": 1, "upstream_rq_503": 0, "retry.upstream_rq_503": 1,

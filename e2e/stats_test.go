@@ -508,6 +508,11 @@ func TestStatsGRPCMethods(t *testing.T) {
 		method("UnaryCall", "failure"): notFound,
 		method("UnaryCall", "5"):       notFound,
 		method("UnaryCall", "0"):       ok,
+		// Messages each way, once per call (a NOT_FOUND answer has none).
+		method("EmptyCall", "request_message_count"):  empty,
+		method("EmptyCall", "response_message_count"): empty,
+		method("UnaryCall", "request_message_count"):  notFound + ok,
+		method("UnaryCall", "response_message_count"): ok,
 		// A gRPC error is an HTTP 200.
 		statsFlat("upstream_rq_total"): empty + notFound + ok,
 		statsFlat("upstream_rq_200"):   empty + notFound + ok,
@@ -560,6 +565,8 @@ func TestStatsGRPCMethods(t *testing.T) {
 		{"sightline_cluster_grpc_failure_total", "cluster.grpc.failure", method("UnaryCall", "failure"), tags("UnaryCall"), notFound},
 		{"sightline_cluster_grpc_completed_total", "cluster.grpc.completed", method("UnaryCall", "5"), tags("UnaryCall", "grpc_status", "5"), notFound},
 		{"sightline_cluster_grpc_completed_total", "cluster.grpc.completed", method("UnaryCall", "0"), tags("UnaryCall", "grpc_status", "0"), ok},
+		{"sightline_cluster_grpc_request_message_count_total", "cluster.grpc.request_message_count", method("UnaryCall", "request_message_count"), tags("UnaryCall"), notFound + ok},
+		{"sightline_cluster_grpc_response_message_count_total", "cluster.grpc.response_message_count", method("UnaryCall", "response_message_count"), tags("UnaryCall"), ok},
 	} {
 		statsWaitAll(t, fmt.Sprintf("%s%v", s.fam, s.tags), s.want, func() map[string]int64 {
 			return map[string]int64{

@@ -89,6 +89,8 @@ type record struct {
 	upErr      error         // why the attempt got no response
 	upTime     time.Duration // sending to response headers; -1: none
 	rx         atomic.Int64  // request body bytes read (by the transport's goroutine)
+	reqMsgs    atomic.Int64  // gRPC request messages read, likewise
+	respMsgs   int64         // gRPC response messages written
 	tx         int64         // response body bytes written
 	cliSpan    tracing.Span
 	outcome    router.Outcome
@@ -122,7 +124,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{ReadCloser: r.Body, n: &rec.rx}
+		r.Body = &countingBody{ReadCloser: r.Body, n: &rec.rx, grpc: grpcproto.IsGRPC(r.Header.Get("Content-Type")), msgs: &rec.reqMsgs}
 	}
 	status := 0
 	defer func() {
@@ -139,6 +141,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else if status != 0 {
 			st.DownstreamRqCompleted.Inc(1)
 		}
+		rec.call.RequestMessages, rec.call.ResponseMessages = rec.reqMsgs.Load(), rec.respMsgs
 		rec.call.Finish(&rec.outcome)
 		st.DownstreamRqActive.Dec()
 		if !rec.flags.Has(flags.DownstreamConnectionTerm) {
@@ -211,16 +214,25 @@ func (h *Handler) observeEnd(r *http.Request, rec *record, srvSpan tracing.Span,
 	obs.Log(&e)
 }
 
-// countingBody counts the request body bytes the upstream read. The
-// transport reads on its own goroutine, so the count is atomic.
+// countingBody counts the request body bytes the upstream read and, for
+// gRPC, its messages. The transport reads on its own goroutine, so the
+// counts are atomic.
 type countingBody struct {
 	io.ReadCloser
-	n *atomic.Int64
+	n    *atomic.Int64
+	grpc bool
+	mc   grpcproto.MessageCounter // fed by the reading goroutine only
+	msgs *atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if b.grpc && n > 0 {
+		if m := b.mc.Feed(p[:n]); m > 0 {
+			b.msgs.Add(int64(m))
+		}
+	}
 	return n, err
 }
 
@@ -370,7 +382,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 		rec.grpcStatus = o.GRPCStatus
 	}
 
-	n, err := streamBody(w, resp.Body)
+	var mc *grpcproto.MessageCounter
+	if grpc {
+		mc = new(grpcproto.MessageCounter)
+	}
+	n, err := streamBody(w, resp.Body, mc, &rec.respMsgs)
 	rec.tx = n
 	o.Elapsed = time.Since(sent)
 	if err != nil {
@@ -559,8 +575,9 @@ func (h *Handler) reply(w http.ResponseWriter, r *http.Request, rec *record, rp 
 }
 
 // streamBody copies the response body, flushing after every read so that
-// streamed messages reach the client at once. It returns the bytes written.
-func streamBody(w http.ResponseWriter, body io.Reader) (int64, error) {
+// streamed messages reach the client at once. It returns the bytes written
+// and, when mc is set, adds the gRPC messages completed to *msgs.
+func streamBody(w http.ResponseWriter, body io.Reader, mc *grpcproto.MessageCounter, msgs *int64) (int64, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -569,6 +586,9 @@ func streamBody(w http.ResponseWriter, body io.Reader) (int64, error) {
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
+			if mc != nil {
+				*msgs += int64(mc.Feed(buf[:n]))
+			}
 			m, werr := w.Write(buf[:n])
 			total += int64(m)
 			if werr != nil {

@@ -211,6 +211,11 @@ func (sc *serverConn) headersTooLarge(cl *call) {
 // forwardData sends request bytes on upstream (or drops them when there is
 // no upstream stream any more).
 func (cl *call) forwardData(d *dbuf, end bool) {
+	if cl.grpc && d != nil {
+		if n := cl.reqCounter.Feed(d.bytes()); n > 0 {
+			cl.reqMsgs.Add(int64(n))
+		}
+	}
 	if cl.keep {
 		var p []byte
 		if d != nil {
@@ -405,6 +410,11 @@ func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.Header
 // onResponseData forwards response bytes (d may be nil) downstream. It
 // reports false when the client no longer takes them.
 func (cl *call) onResponseData(d *dbuf, end bool) bool {
+	if cl.grpc && d != nil {
+		if n := cl.respCounter.Feed(d.bytes()); n > 0 {
+			cl.respMsgs.Add(int64(n))
+		}
+	}
 	c := cl.down.lock()
 	if cl.respEnded || !c.enqueueDataLocked(&cl.down, d, end) {
 		c.unlock()

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/sightline-proxy/sightline/proxy/breaker"
+	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/router"
 	"github.com/sightline-proxy/sightline/tracing"
 )
@@ -221,8 +222,12 @@ type call struct {
 	upStatus   atomic.Int32
 	grpcStatus atomic.Int32 // -1: none seen
 	endedBy    atomic.Uint32
-	rxReset    atomic.Bool // the upstream reset after its response began
-	txReset    atomic.Bool // the proxy reset the open upstream stream
+	// gRPC messages each way: each counter is fed by one reader, the
+	// totals read by finish.
+	reqCounter, respCounter grpcproto.MessageCounter
+	reqMsgs, respMsgs       atomic.Int64
+	rxReset                 atomic.Bool // the upstream reset after its response began
+	txReset                 atomic.Bool // the proxy reset the open upstream stream
 
 	failed atomic.Bool
 	halves atomic.Int32
@@ -367,6 +372,7 @@ func (cl *call) finish() {
 	if obs := cl.sc.srv.obs; obs != nil {
 		cl.observeEnd(obs, sent, elapsed) // before Finish: it ends the open attempt's span
 	}
+	cl.rc.RequestMessages, cl.rc.ResponseMessages = cl.reqMsgs.Load(), cl.respMsgs.Load()
 	cl.rc.Finish(&o)
 }
 

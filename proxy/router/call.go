@@ -101,6 +101,10 @@ type Call struct {
 	Host *host.Host
 	// Tries counts the attempts begun.
 	Tries int
+	// RequestMessages and ResponseMessages are the gRPC messages the
+	// client sent and got (grpcproto.MessageCounter), set by the codec
+	// before Finish; counted once per call, however many attempts.
+	RequestMessages, ResponseMessages int64
 
 	open      bool // Begin not yet matched by an end
 	rqSlot    bool // a max_requests slot is held
@@ -234,6 +238,11 @@ func (c *Call) Finish(o *Outcome) {
 	}
 	if o.End == EndNoHealthy {
 		up.CxNoneHealthy.Inc(1)
+	}
+	if c.GRPC && (c.RequestMessages != 0 || c.ResponseMessages != 0) {
+		m := cl.Stats.GRPC(c.Path)
+		m.RequestMessages.Inc(c.RequestMessages)
+		m.ResponseMessages.Inc(c.ResponseMessages)
 	}
 	code := o.code()
 	if code == 0 {

@@ -2,8 +2,8 @@ package router
 
 import (
 	"bytes"
-	"errors"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"time"
