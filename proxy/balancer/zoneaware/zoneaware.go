@@ -154,10 +154,23 @@ func (s State) String() string {
 // picker as it publishes any other. New counts lb_zone_cluster_too_small
 // once per call that finds the cluster too small, as Envoy counts it once
 // per recomputation. healthy must not be modified afterwards.
+//
+// When zone-aware routing is off because of the local zone (the cluster has
+// no healthy host there, or no traffic is known to originate there: Envoy's
+// "local cluster not ok"), the picker counts lb_local_cluster_not_ok once
+// per pick, as the lb_zone_routing_* stats count the picks routed by zone,
+// so that the stat's rate says how many requests lost their zone routing.
+// Envoy counts that case once per recomputation of its zone routing, and
+// once per pick while the local cluster is in panic; Sightline has no local
+// cluster to be in panic, and counts the picks.
 func New(b balancer.Builder, healthy []*host.Host, o Options) (balancer.Picker, State) {
-	zones, st := plan(healthy, o)
+	zones, st, localNotOK := plan(healthy, o)
 	if !st.Active {
-		return b(healthy), st
+		p := b(healthy)
+		if localNotOK && o.Stats != nil && o.Stats.LocalClusterNotOK != nil {
+			p = &localNotOKPicker{next: p, counter: o.Stats.LocalClusterNotOK}
+		}
+		return p, st
 	}
 	var c counters
 	if o.Stats != nil {
@@ -199,10 +212,14 @@ type zone struct {
 // plan groups the hosts by zone, local zone first, and works out Envoy's
 // routing, or says why there is none. The cluster's size is checked last,
 // as Envoy checks it, so that lb_zone_cluster_too_small is counted only
-// when nothing else stands in the way of zone routing.
-func plan(healthy []*host.Host, o Options) ([]*zone, State) {
+// when nothing else stands in the way of zone routing. localNotOK is true
+// when routing is off because of the local zone, the cases Envoy counts in
+// lb_local_cluster_not_ok: the upstream cluster has no healthy host in it
+// (older Envoys' check of the upstream's local locality), or no traffic is
+// known to originate in it (newer Envoys' check of the local cluster's).
+func plan(healthy []*host.Host, o Options) (zones []*zone, st State, localNotOK bool) {
 	if o.LocalZone == "" {
-		return nil, off("no local zone")
+		return nil, off("no local zone"), false
 	}
 	all := o.All
 	if all == nil {
@@ -226,18 +243,18 @@ func plan(healthy []*host.Host, o Options) ([]*zone, State) {
 	}
 	switch len(byName) {
 	case 0:
-		return nil, off("no hosts")
+		return nil, off("no hosts"), false
 	case 1:
-		return nil, off("all hosts in one zone")
+		return nil, off("all hosts in one zone"), false
 	}
 	local := byName[o.LocalZone]
 	switch {
 	case local == nil:
-		return nil, off("local zone has no hosts")
+		return nil, off("local zone has no hosts"), true
 	case len(local.healthy) == 0:
-		return nil, off("local zone has no healthy hosts")
+		return nil, off("local zone has no healthy hosts"), true
 	}
-	zones := make([]*zone, 0, len(byName))
+	zones = make([]*zone, 0, len(byName))
 	for _, z := range byName {
 		if z != local {
 			zones = append(zones, z)
@@ -265,9 +282,10 @@ func plan(healthy []*host.Host, o Options) ([]*zone, State) {
 	}
 	switch {
 	case !valid(shares[o.LocalZone]):
-		return nil, off("no traffic originates in the local zone")
+		return nil, off("no traffic originates in the local zone"), true
 	case origins < 2:
-		return nil, off("traffic originates in one zone only")
+		// Envoy's "fewer than two local localities": no stat.
+		return nil, off("traffic originates in one zone only"), false
 	}
 
 	minSize := o.MinClusterSize
@@ -278,7 +296,7 @@ func plan(healthy []*host.Host, o Options) ([]*zone, State) {
 		if o.Stats != nil {
 			o.Stats.ZoneClusterTooSmall.Inc(1)
 		}
-		return nil, off(fmt.Sprintf("cluster too small (%d < %d)", len(healthy), minSize))
+		return nil, off(fmt.Sprintf("cluster too small (%d < %d)", len(healthy), minSize)), false
 	}
 
 	for _, z := range zones {
@@ -287,14 +305,14 @@ func plan(healthy []*host.Host, o Options) ([]*zone, State) {
 			z.local = localShare(s, sum)
 		}
 	}
-	st := State{Active: true, Zones: make([]ZoneShare, len(zones))}
+	st = State{Active: true, Zones: make([]ZoneShare, len(zones))}
 	if local.upstream > 0 && local.upstream >= local.local {
 		st.Mode, st.LocalPercent = AllDirectly, 100
 		for i, z := range zones {
 			st.Zones[i] = ZoneShare{Zone: z.name, Local: percent(z.local), Upstream: percent(z.upstream)}
 		}
 		st.Zones[0].Routed = 100
-		return zones, st
+		return zones, st, false
 	}
 
 	// Sampled: the local zone takes upstream/local of the requests, and
@@ -330,7 +348,7 @@ func plan(healthy []*host.Host, o Options) ([]*zone, State) {
 		}
 		st.Zones[i] = zs
 	}
-	return zones, st
+	return zones, st, false
 }
 
 func off(reason string) State { return State{Reason: reason} }
@@ -351,6 +369,19 @@ func percent(units uint64) float64 { return float64(units) / (scale / 100) }
 // counters are the per-pick stats; nil ones count nothing.
 type counters struct {
 	allDirectly, sampled, crossZone, noCapacity *stats.Counter
+}
+
+// localNotOKPicker balances over all the healthy hosts, zone-aware routing
+// being off because of the local zone, and counts each pick in
+// lb_local_cluster_not_ok.
+type localNotOKPicker struct {
+	next    balancer.Picker
+	counter *stats.Counter
+}
+
+func (p *localNotOKPicker) Pick(r *balancer.Request) *host.Host {
+	p.counter.Inc(1)
+	return p.next.Pick(r)
 }
 
 // directPicker sends every request to the local zone.

@@ -306,8 +306,8 @@ func TestRouting(t *testing.T) {
 			if tc.wantMode != Sampled && s.ZoneRoutingSampled.Value()+s.ZoneRoutingCrossZone.Value() != 0 {
 				t.Errorf("sampled or cross-zone routing counted in %s mode", tc.wantMode)
 			}
-			if n := s.ZoneNoCapacityLeft.Value() + s.ZoneClusterTooSmall.Value(); n != 0 {
-				t.Errorf("lb_zone_no_capacity_left + lb_zone_cluster_too_small = %d, want 0", n)
+			if n := s.ZoneNoCapacityLeft.Value() + s.ZoneClusterTooSmall.Value() + s.LocalClusterNotOK.Value(); n != 0 {
+				t.Errorf("lb_zone_no_capacity_left + lb_zone_cluster_too_small + lb_local_cluster_not_ok = %d, want 0", n)
 			}
 		})
 	}
@@ -357,17 +357,20 @@ func TestFallback(t *testing.T) {
 		min          int
 		wantReason   string
 		wantTooSmall int64
+		// notOK: the reason is the local zone's, which Envoy counts in
+		// lb_local_cluster_not_ok (here once per pick).
+		notOK bool
 	}{
 		{name: "no local zone", give: "a:2 b:2 c:2", noZone: true, wantReason: "no local zone"},
 		{name: "no hosts", give: "", wantReason: "no hosts"},
 		{name: "one zone", give: "a:6", wantReason: "all hosts in one zone"},
 		{name: "one zone, unknown", give: ":6", zone: "a", wantReason: "all hosts in one zone"},
-		{name: "local zone has no hosts", give: "b:3 c:3", wantReason: "local zone has no hosts"},
-		{name: "local zone has no healthy hosts", give: "b:3 c:3", down: "a:2", wantReason: "local zone has no healthy hosts"},
-		{name: "no share for the local zone", give: "a:2 b:2 c:2", shares: map[string]float64{"b": 1, "c": 1}, wantReason: "no traffic originates in the local zone"},
-		{name: "zero share for the local zone", give: "a:2 b:2 c:2", shares: map[string]float64{"a": 0, "b": 1}, wantReason: "no traffic originates in the local zone"},
-		{name: "NaN share for the local zone", give: "a:2 b:2 c:2", shares: map[string]float64{"a": math.NaN(), "b": 1}, wantReason: "no traffic originates in the local zone"},
-		{name: "empty shares", give: "a:2 b:2 c:2", shares: map[string]float64{}, wantReason: "no traffic originates in the local zone"},
+		{name: "local zone has no hosts", give: "b:3 c:3", wantReason: "local zone has no hosts", notOK: true},
+		{name: "local zone has no healthy hosts", give: "b:3 c:3", down: "a:2", wantReason: "local zone has no healthy hosts", notOK: true},
+		{name: "no share for the local zone", give: "a:2 b:2 c:2", shares: map[string]float64{"b": 1, "c": 1}, wantReason: "no traffic originates in the local zone", notOK: true},
+		{name: "zero share for the local zone", give: "a:2 b:2 c:2", shares: map[string]float64{"a": 0, "b": 1}, wantReason: "no traffic originates in the local zone", notOK: true},
+		{name: "NaN share for the local zone", give: "a:2 b:2 c:2", shares: map[string]float64{"a": math.NaN(), "b": 1}, wantReason: "no traffic originates in the local zone", notOK: true},
+		{name: "empty shares", give: "a:2 b:2 c:2", shares: map[string]float64{}, wantReason: "no traffic originates in the local zone", notOK: true},
 		{name: "traffic from the local zone only", give: "a:2 b:2 c:2", shares: map[string]float64{"a": 1, "b": 0}, wantReason: "traffic originates in one zone only"},
 		{name: "no other zone originates by default", give: "a:3 :3", wantReason: "traffic originates in one zone only"},
 		{name: "cluster too small", give: "a:2 b:2", wantReason: "cluster too small (4 < 6)", wantTooSmall: 1},
@@ -376,7 +379,7 @@ func TestFallback(t *testing.T) {
 		// Envoy checks the size last: other reasons are not counted as
 		// too small.
 		{name: "small and one zone", give: "a:2", wantReason: "all hosts in one zone"},
-		{name: "small and no local hosts", give: "b:2 c:2", wantReason: "local zone has no hosts"},
+		{name: "small and no local hosts", give: "b:2 c:2", wantReason: "local zone has no hosts", notOK: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			healthy := hosts(t, tc.give, 1)
@@ -401,11 +404,13 @@ func TestFallback(t *testing.T) {
 
 			// The fallback is the policy over every healthy host: round
 			// robin gives each exactly its turn.
+			picks := int64(1)
 			if len(healthy) == 0 {
 				if h := p.Pick(nil); h != nil {
 					t.Errorf("Pick over no hosts = %v, want nil", h)
 				}
 			} else {
+				picks = int64(100 * len(healthy))
 				counts := map[*host.Host]int{}
 				for range 100 * len(healthy) {
 					counts[p.Pick(nil)]++
@@ -420,6 +425,13 @@ func TestFallback(t *testing.T) {
 			s := o.Stats
 			if n := s.ZoneClusterTooSmall.Value(); n != tc.wantTooSmall {
 				t.Errorf("lb_zone_cluster_too_small = %d, want %d", n, tc.wantTooSmall)
+			}
+			wantNotOK := int64(0)
+			if tc.notOK {
+				wantNotOK = picks
+			}
+			if n := s.LocalClusterNotOK.Value(); n != wantNotOK {
+				t.Errorf("lb_local_cluster_not_ok = %d after %d picks, want %d", n, picks, wantNotOK)
 			}
 			if n := s.ZoneRoutingAllDirectly.Value() + s.ZoneRoutingSampled.Value() +
 				s.ZoneRoutingCrossZone.Value() + s.ZoneNoCapacityLeft.Value(); n != 0 {
@@ -518,6 +530,7 @@ func TestNoAllocations(t *testing.T) {
 		{name: "sampled", give: "a:1 b:2 c:3", shares: map[string]float64{"a": 2, "b": 1, "c": 1}, want: "sampled (33.32% local)"},
 		{name: "no capacity left", give: "a:1 b:2", shares: map[string]float64{"a": 0.3334, "b": 0.6666}, min: 3, want: "sampled (99.97% local)"},
 		{name: "off", give: "a:1 b:1", want: "off: cluster too small (2 < 6)"},
+		{name: "off, local cluster not ok", give: "b:3 c:3", want: "off: local zone has no hosts"},
 	} {
 		healthy := hosts(t, tc.give, 1)
 		p, st := New(roundRobin(t), healthy, Options{LocalZone: "a", LocalShares: tc.shares, MinClusterSize: tc.min, Stats: lbStats(t)})
