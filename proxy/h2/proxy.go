@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"fmt"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -9,6 +10,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/router"
+	"github.com/sightline-proxy/sightline/proxy/upstream"
 	"github.com/sightline-proxy/sightline/tracing"
 )
 
@@ -360,6 +362,10 @@ func (cl *call) appendRequestID(fields []hpack.HeaderField) []hpack.HeaderField 
 // upstream reader): :status, the fields without hop-by-hop ones, and
 // x-sightline-upstream-service-time.
 func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.HeaderField) {
+	if r := cl.rtp; r != nil {
+		r.onHeaders(status, end, fields)
+		return
+	}
 	f := append(cl.respFields[:0], hpack.HeaderField{Name: ":status", Value: status})
 	grpcStatus := ""
 	setID := cl.requestID != "" && cl.sc.srv.obs.SetInResponse()
@@ -410,6 +416,9 @@ func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.Header
 // onResponseData forwards response bytes (d may be nil) downstream. It
 // reports false when the client no longer takes them.
 func (cl *call) onResponseData(d *dbuf, end bool) bool {
+	if r := cl.rtp; r != nil {
+		return r.onData(d, end)
+	}
 	if cl.grpc && d != nil {
 		if n := cl.respCounter.Feed(d.bytes()); n > 0 {
 			cl.respMsgs.Add(int64(n))
@@ -432,6 +441,10 @@ func (cl *call) onResponseData(d *dbuf, end bool) bool {
 
 // onResponseTrailers forwards the upstream's trailers, ending the response.
 func (cl *call) onResponseTrailers(fields []hpack.HeaderField) {
+	if r := cl.rtp; r != nil {
+		r.onTrailers(fields)
+		return
+	}
 	t := cl.respTrailers[:0]
 	for _, f := range fields {
 		if router.HopByHop(f.Name) {
@@ -465,6 +478,14 @@ func (cl *call) onResponseTrailers(fields []hpack.HeaderField) {
 // is a gRPC server whose own deadline, from the grpc-timeout we passed
 // on, fired first: the client gets DEADLINE_EXCEEDED, as if our timer had.
 func (cl *call) upstreamReset(code http2.ErrCode, f flag, msg string) {
+	if r := cl.rtp; r != nil {
+		err := fmt.Errorf("%w: %s", ErrUpstreamReset, msg)
+		if f == flagUpstreamConnectFailure {
+			err = fmt.Errorf("%w: %s", upstream.ErrConnect, msg)
+		}
+		r.fail(err)
+		return
+	}
 	cl.failed.Store(true)
 	cl.addFlag(f)
 	c := cl.down.lock()

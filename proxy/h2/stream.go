@@ -98,6 +98,10 @@ func (h *half) credit(n int32) {
 		b.credited(n)
 		return
 	}
+	if s := h.call.rtp; s != nil && h == &h.call.down {
+		s.credited(n)
+		return
+	}
 	if h.inUnsent.Add(n) < streamRefresh {
 		return
 	}
@@ -176,6 +180,10 @@ type call struct {
 	rc   router.Call
 	pool *Pool
 	br   *bridge
+	// rtp, when set, stands for the downstream side: the call is a
+	// RoundTrip of a net/http caller (roundtrip.go), with no server
+	// connection, no stats and no policy of its own.
+	rtp  *rtStream
 	grpc bool
 	head bool // a HEAD request: its response has no body
 	sent time.Time
@@ -343,6 +351,9 @@ func (cl *call) finish() {
 	}
 	if t := cl.tryTimer; t != nil && t.Stop() {
 		cl.release()
+	}
+	if cl.rtp != nil {
+		return // the caller counts a RoundTrip
 	}
 	st := cl.sc.srv.stats
 	sent := int(cl.downStatus.Load())
