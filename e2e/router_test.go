@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
 // The router table: one set of cases (retries before a response, per-try
@@ -148,8 +151,10 @@ func TestRouterTable(t *testing.T) {
 	mirror := startRouterBackend(t, shared)
 	closed := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	logPath := filepath.Join(t.TempDir(), "access.log")
+	spans := startTraceReceiver(t)
 
 	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "tracing: {sampling: 100, otlp: {endpoint: %q, protocol: grpc, insecure: true}}\n", spans.addr)
 	cfg.WriteString("listeners:\n")
 	for _, proto := range []string{"http1", "http2"} {
 		fmt.Fprintf(&cfg, `  - name: %[1]s
@@ -230,6 +235,7 @@ func TestRouterTable(t *testing.T) {
 							t.Errorf("access log response_code %v for a client that went away, want 0", line["response_code"])
 						}
 					}
+					wantSpans(t, spans, line, tc.wantStatus, tc.wantFlags, tc.attempts)
 					wantDeltas(t, p, before, "cluster."+cl+".", tc.cluster)
 					wantDeltas(t, p, before, "http."+proto+".", tc.listener)
 				})
@@ -269,6 +275,61 @@ func TestRouterTable(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// wantSpans checks the call's trace: one SERVER span with the status the
+// client got and the response flags, and one CLIENT span per attempt.
+func wantSpans(t *testing.T, recv *traceReceiver, line map[string]any, status int, flags string, attempts int) {
+	t.Helper()
+	tid, _ := line["trace_id"].(string)
+	if tid == "" {
+		t.Errorf("access-log line without a trace id: %v", line)
+		return
+	}
+	var server *tracepb.Span
+	clients := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		server, clients = nil, 0
+		for _, sp := range recv.all() {
+			if hex.EncodeToString(sp.TraceId) != tid {
+				continue
+			}
+			switch sp.Kind {
+			case tracepb.Span_SPAN_KIND_SERVER:
+				server = sp
+			case tracepb.Span_SPAN_KIND_CLIENT:
+				clients++
+			}
+		}
+		if server != nil && clients >= attempts || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if server == nil {
+		t.Errorf("no SERVER span for trace %s", tid)
+		return
+	}
+	if clients != attempts {
+		t.Errorf("%d CLIENT spans, want one per attempt (%d)", clients, attempts)
+	}
+	var gotStatus int64
+	gotFlags := ""
+	for _, kv := range server.Attributes {
+		switch kv.Key {
+		case "http.response.status_code":
+			gotStatus = kv.Value.GetIntValue()
+		case "response_flags":
+			gotFlags = kv.Value.GetStringValue()
+		}
+	}
+	if gotStatus != int64(status) {
+		t.Errorf("SERVER span http.response.status_code %d, want %d", gotStatus, status)
+	}
+	if !strings.Contains(gotFlags, flags) {
+		t.Errorf("SERVER span response_flags %q, want %q", gotFlags, flags)
 	}
 }
 
