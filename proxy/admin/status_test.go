@@ -22,10 +22,11 @@ import (
 	"github.com/sightline-proxy/sightline/stats"
 )
 
-// TestMain fails the run when a sampler goroutine outlives the tests: every
-// admin server the tests start is shut down.
+// TestMain fails the run when any goroutine outlives the tests (a sampler,
+// a server's listener, a client connection left open): every admin server
+// the tests start is shut down.
 func TestMain(m *testing.M) {
-	leakcheck.Main(m, 5*time.Second, "proxy/admin.(*sampler)", "proxy/admin.(*Server).Start")
+	leakcheck.MainAll(m, 5*time.Second)
 }
 
 // fakeSource is a Source over real clusters (static, no upstreams) and

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/sightline-proxy/sightline/internal/leakcheck"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/host"
 )
@@ -33,24 +33,13 @@ const testCluster = "primary"
 // are tens of milliseconds, so reaching it means the thing never happens.
 const wait = 5 * time.Second
 
-// checkGoroutines fails t if, after t's other cleanups ran, more goroutines
-// are left than when it was called. Call it first in a test so that its
-// cleanup runs last.
+// checkGoroutines fails t if any goroutine other than the testing
+// package's and the runtime's is left once t's other cleanups ran: every
+// checker, server and connection the test started must be gone. Call it
+// first in a test so that its cleanup runs last.
 func checkGoroutines(t *testing.T) {
 	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(wait)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
+	leakcheck.Check(t, wait)
 }
 
 // eventually polls cond until it holds or wait passes.

@@ -15,10 +15,10 @@ import (
 	"github.com/sightline-proxy/sightline/internal/leakcheck"
 )
 
-// TestMain fails the run when a watcher's goroutines, or fsnotify's,
-// outlive the tests: every watcher the tests start is closed.
+// TestMain fails the run when any goroutine outlives the tests (a
+// watcher's, fsnotify's): every watcher the tests start is closed.
 func TestMain(m *testing.M) {
-	leakcheck.Main(m, 5*time.Second, watcherGoroutines...)
+	leakcheck.MainAll(m, 5*time.Second)
 }
 
 // watcherGoroutines mark the goroutines of a Watcher and of fsnotify.
