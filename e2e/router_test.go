@@ -61,6 +61,14 @@ func startRouterBackend(t *testing.T, shared *routerBackend) string {
 		}
 		shared.mu.Unlock()
 		switch r.URL.Path {
+		case "/reset-mid-body":
+			w.WriteHeader(200)
+			_, _ = io.WriteString(w, "partial")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		case "/backoff/fail":
+			w.WriteHeader(503)
+			return
 		case "/flaky":
 			if n == 1 {
 				w.WriteHeader(503)
@@ -111,8 +119,10 @@ type routerCase struct {
 	hold bool
 
 	wantStatus int // 0: the client gets no response (it went away)
-	wantFlags  string
-	attempts   int
+	// wantBodyErr: the response starts, then breaks off.
+	wantBodyErr bool
+	wantFlags   string
+	attempts    int
 	// stats that must move by exactly this much, under the case's
 	// cluster ("cluster.<c>." is prefixed) or listener ("http.<p>.").
 	cluster  map[string]int
@@ -131,6 +141,11 @@ var routerCases = []routerCase{
 			"upstream_rq_retry_success": 0, "upstream_rq_retry_limit_exceeded": 1, "upstream_rq_completed": 1}},
 	{name: "per-try timeout then ok", path: "/slow-first", wantStatus: 200, attempts: 2,
 		cluster: map[string]int{"upstream_rq_total": 2, "upstream_rq_200": 1, "upstream_rq_per_try_timeout": 1, "upstream_rq_timeout": 0, "upstream_rq_retry": 1}},
+	{name: "no retry after response bytes", path: "/reset-mid-body", wantStatus: 200, wantBodyErr: true, wantFlags: "UR", attempts: 1,
+		cluster:  map[string]int{"upstream_rq_total": 1, "upstream_rq_200": 1, "upstream_rq_retry": 0, "upstream_rq_rx_reset": 1, "upstream_rq_completed": 1},
+		listener: map[string]int{"downstream_rq_tx_reset": 1}},
+	{name: "deadline passes during the back-off", path: "/backoff/fail", wantStatus: 504, wantFlags: "UT", attempts: 1,
+		cluster: map[string]int{"upstream_rq_total": 1, "retry.upstream_rq_503": 1, "upstream_rq_503": 0, "upstream_rq_504": 1, "upstream_rq_timeout": 1, "upstream_rq_completed": 1}},
 	{name: "route timeout", path: "/slow", wantStatus: 504, wantFlags: "UT", attempts: 1,
 		cluster: map[string]int{"upstream_rq_total": 1, "upstream_rq_504": 1, "upstream_rq_timeout": 1, "upstream_rq_per_try_timeout": 0, "upstream_rq_completed": 1}},
 	{name: "no route", path: "/nowhere", wantStatus: 404, wantFlags: "NR", attempts: 0,
@@ -169,6 +184,8 @@ func TestRouterTable(t *testing.T) {
           - {match: {path: /fail}, cluster: %[1]s, retry_policy: {retry_on: 5xx, num_retries: 1, backoff_base: 1ms}}
           - {match: {path: /slow-first}, cluster: %[1]s, timeout: 5s, retry_policy: {retry_on: 5xx, num_retries: 1, per_try_timeout: 300ms, backoff_base: 1ms}}
           - {match: {path: /slow}, cluster: %[1]s, timeout: 400ms}
+          - {match: {path: /reset-mid-body}, cluster: %[1]s, retry_policy: {retry_on: '5xx,reset', num_retries: 2, backoff_base: 1ms}}
+          - {match: {path: /backoff/fail}, cluster: %[1]s, timeout: 300ms, retry_policy: {retry_on: 5xx, num_retries: 3, backoff_base: 2s, backoff_max: 4s}}
           - {match: {path: /down}, cluster: %[1]s_down}
           - {match: {prefix: /one/}, cluster: %[1]s_one}
           - {match: {prefix: /mirror}, cluster: %[1]s, mirror: {cluster: %[1]s_mirror, percent: 100}}
@@ -218,7 +235,12 @@ func TestRouterTable(t *testing.T) {
 					switch {
 					case tc.wantStatus == 0 && err == nil:
 						t.Fatalf("the client got %d, want it to give up", status)
-					case tc.wantStatus != 0 && err != nil:
+					case tc.wantBodyErr && err == nil:
+						t.Fatalf("the client read a whole body, want it broken off")
+					case tc.wantBodyErr && status == 0:
+						// The reset overtook the response headers on
+						// their way to the client: no response either.
+					case tc.wantStatus != 0 && !tc.wantBodyErr && err != nil:
 						t.Fatalf("request: %v", err)
 					case status != tc.wantStatus:
 						t.Fatalf("status %d, want %d", status, tc.wantStatus)

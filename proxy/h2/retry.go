@@ -118,6 +118,10 @@ func (cl *call) retryAfterDetach(h *half) bool {
 		o.Status, o.GRPCStatus = cl.retryStatus, cl.retryGRPC
 	case why == retryPerTry:
 		o.End = router.EndPerTryTimeout
+	case h.failFlag != 0 && cl.upStatus.Load() != 0:
+		// The response has begun: its bytes are the client's already,
+		// and no retry may follow them.
+		return false
 	case h.failFlag != 0:
 		o.End = router.EndReset
 		if h.failFlag == flagUpstreamConnectFailure {
