@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"google.golang.org/grpc/codes"
@@ -342,7 +343,7 @@ func checkExpr(expr string, fams map[string]promFamily, rateInterval time.Durati
 func checkSelector(vs *parser.VectorSelector, fams map[string]promFamily) (string, promFamily, []string) {
 	name := vs.Name
 	for _, m := range vs.LabelMatchers {
-		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+		if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 			name = m.Value
 		}
 	}
@@ -352,7 +353,7 @@ func checkSelector(vs *parser.VectorSelector, fams map[string]promFamily) (strin
 	}
 	var problems []string
 	for _, m := range vs.LabelMatchers {
-		if m.Name != labels.MetricName && !slices.Contains(f.labels, m.Name) && !slices.Contains(scrapeLabels, m.Name) {
+		if m.Name != model.MetricNameLabel && !slices.Contains(f.labels, m.Name) && !slices.Contains(scrapeLabels, m.Name) {
 			problems = append(problems, fmt.Sprintf("%s has no label %q (it has %v)", name, m.Name, f.labels))
 		}
 	}

@@ -35,7 +35,6 @@ import (
 //
 // It records the headers of every request to /mirror* it sees.
 type routerBackend struct {
-	addr string
 	mu   sync.Mutex
 	seen map[string]int // x-case → attempts
 	// mirrored holds the requests the mirror cluster received.

@@ -41,12 +41,12 @@ type Server struct {
 	loaded   atomic.Pointer[loadInfo]
 	started  time.Time
 	ctx      context.Context // the clusters' context, from Start
-	reloadMu sync.Mutex      // one reload at a time; guards retired
+	reloadMu sync.Mutex      // one reload at a time
 
-	// Retired: listeners draining and clusters closing after a reload.
-	retired []*running
-	bg      sync.WaitGroup
-	quit    chan struct{} // closed when Shutdown begins: retirements hurry
+	// bg counts the listeners draining and clusters closing after a
+	// reload.
+	bg   sync.WaitGroup
+	quit chan struct{} // closed when Shutdown begins: retirements hurry
 
 	logMu sync.Mutex
 	hlogs map[string]*accesslog.HealthLog // health-check event logs by path
