@@ -1,8 +1,8 @@
 // Package breaker enforces a cluster's circuit breakers, Envoy's default
-// priority: caps on the connections, pending requests, requests and retries
-// the cluster may have outstanding at once. Failing fast at a cap pushes
-// back on callers while the upstream is slow, instead of queueing without
-// bound behind it.
+// priority: caps on the connections, pending requests, requests, retries
+// and connection pools the cluster may have outstanding at once. Failing
+// fast at a cap pushes back on callers while the upstream is slow, instead
+// of queueing without bound behind it.
 //
 // Each cap is a counter and a limit. Try claims one unit with a
 // compare-and-swap loop, so a refused Try never moves the count and the
@@ -11,6 +11,7 @@
 package breaker
 
 import (
+	"math"
 	"sync/atomic"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
@@ -24,6 +25,8 @@ const (
 	defaultMaxPendingRequests = 1024
 	defaultMaxRequests        = 1024
 	defaultMaxRetries         = 3
+	// Envoy's max_connection_pools is unlimited unless configured.
+	unlimited = math.MaxInt64
 )
 
 // Breakers are one cluster's circuit breakers. The cluster builds them
@@ -37,6 +40,7 @@ type Breakers struct {
 	pending limit
 	rq      limit
 	retry   limit
+	pools   limit
 
 	pendingOverflow *stats.Counter
 	retryOverflow   *stats.Counter
@@ -58,6 +62,7 @@ func New(cfg config.CircuitBreakers, st *stats.CircuitBreakers, up *stats.Upstre
 	b.pending.init(cfg.MaxPendingRequests, defaultMaxPendingRequests, st.RqPendingOpen)
 	b.rq.init(cfg.MaxRequests, defaultMaxRequests, st.RqOpen)
 	b.retry.init(cfg.MaxRetries, defaultMaxRetries, st.RqRetryOpen)
+	b.pools.init(cfg.MaxConnectionPools, unlimited, st.CxPoolOpen)
 	return b
 }
 
@@ -145,6 +150,25 @@ func (b *Breakers) DoneConnection() {
 	}
 }
 
+// TryConnectionPool claims one of max_connection_pools for a host's
+// connection pool that is about to open its first connection; the pool
+// calls DoneConnectionPool when its last connection closes (or its first
+// dial fails). A pool refused here does not dial: the request that needed
+// the connection fails at once, without a connection attempt, and the
+// caller answers it as an overflow where it can (the HTTP/2 engine answers
+// UO). A refusal counts nothing: the stats catalog has no
+// upstream_cx_pool_overflow.
+func (b *Breakers) TryConnectionPool() bool {
+	return b == nil || b.pools.try()
+}
+
+// DoneConnectionPool gives back what TryConnectionPool claimed.
+func (b *Breakers) DoneConnectionPool() {
+	if b != nil {
+		b.pools.done()
+	}
+}
+
 // Usage is one breaker's state at one moment.
 type Usage struct {
 	Active int64 // claimed now
@@ -164,9 +188,10 @@ type Snapshot struct {
 	PendingRequests Usage
 	Requests        Usage
 	Retries         Usage
+	ConnectionPools Usage
 }
 
-// Snapshot reads every breaker. The four reads are not one atomic view:
+// Snapshot reads every breaker. The reads are not one atomic view:
 // each is exact, but they may be from slightly different moments. A nil
 // *Breakers returns a zero Snapshot.
 func (b *Breakers) Snapshot() Snapshot {
@@ -178,6 +203,7 @@ func (b *Breakers) Snapshot() Snapshot {
 		PendingRequests: b.pending.usage(),
 		Requests:        b.rq.usage(),
 		Retries:         b.retry.usage(),
+		ConnectionPools: b.pools.usage(),
 	}
 }
 

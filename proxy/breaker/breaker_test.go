@@ -1,6 +1,7 @@
 package breaker
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -63,11 +64,16 @@ var kinds = []kind{
 		usage: func(s Snapshot) Usage { return s.Connections },
 		gauge: func(st *stats.CircuitBreakers) *stats.Gauge { return st.CxOpen },
 	},
+	{
+		name: "connection pools", try: (*Breakers).TryConnectionPool, done: (*Breakers).DoneConnectionPool,
+		usage: func(s Snapshot) Usage { return s.ConnectionPools },
+		gauge: func(st *stats.CircuitBreakers) *stats.Gauge { return st.CxPoolOpen },
+	},
 }
 
 // limits sets every breaker to n.
 func limits(n int) config.CircuitBreakers {
-	return config.CircuitBreakers{MaxConnections: n, MaxPendingRequests: n, MaxRequests: n, MaxRetries: n}
+	return config.CircuitBreakers{MaxConnections: n, MaxPendingRequests: n, MaxRequests: n, MaxRetries: n, MaxConnectionPools: n}
 }
 
 func (f *fixture) overflows() int64 {
@@ -140,12 +146,12 @@ func TestLimitsFromConfig(t *testing.T) {
 	}{
 		{
 			name: "as configured",
-			give: config.CircuitBreakers{MaxConnections: 1, MaxPendingRequests: 2, MaxRequests: 3, MaxRetries: 4},
-			want: Snapshot{Connections: Usage{Max: 1}, PendingRequests: Usage{Max: 2}, Requests: Usage{Max: 3}, Retries: Usage{Max: 4}},
+			give: config.CircuitBreakers{MaxConnections: 1, MaxPendingRequests: 2, MaxRequests: 3, MaxRetries: 4, MaxConnectionPools: 5},
+			want: Snapshot{Connections: Usage{Max: 1}, PendingRequests: Usage{Max: 2}, Requests: Usage{Max: 3}, Retries: Usage{Max: 4}, ConnectionPools: Usage{Max: 5}},
 		},
 		{
-			name: "zero takes Envoy's defaults",
-			want: Snapshot{Connections: Usage{Max: 1024}, PendingRequests: Usage{Max: 1024}, Requests: Usage{Max: 1024}, Retries: Usage{Max: 3}},
+			name: "zero takes Envoy's defaults: max_connection_pools unlimited",
+			want: Snapshot{Connections: Usage{Max: 1024}, PendingRequests: Usage{Max: 1024}, Requests: Usage{Max: 1024}, Retries: Usage{Max: 3}, ConnectionPools: Usage{Max: math.MaxInt64}},
 		},
 	}
 	for _, tt := range tests {
@@ -423,5 +429,26 @@ func TestPublishLateWrite(t *testing.T) {
 	}
 	if got := g.value(); got != 1 {
 		t.Errorf("open = %d with the count at its limit (%d of %d)", got, l.n.Load(), l.max)
+	}
+}
+
+// TestConnectionPoolsUnlimited: by default max_connection_pools never
+// refuses, and its gauge is never written (a gauge never set is never
+// reported, like the other breakers' below their limits).
+func TestConnectionPoolsUnlimited(t *testing.T) {
+	f := newFixture(t, config.CircuitBreakers{})
+	for i := range 10000 {
+		if !f.b.TryConnectionPool() {
+			t.Fatalf("pool %d refused with no limit", i+1)
+		}
+	}
+	if got := f.b.Snapshot().ConnectionPools; got.Active != 10000 || got.Open() {
+		t.Errorf("connection pools = %+v, want 10000 active and not open", got)
+	}
+	for range 10000 {
+		f.b.DoneConnectionPool()
+	}
+	if v := f.st.CxPoolOpen.Value(); v != 0 {
+		t.Errorf("cx_pool_open = %d, want 0", v)
 	}
 }

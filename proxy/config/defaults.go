@@ -244,6 +244,7 @@ func (c *Cluster) applyDefaults() {
 	setDefault(&cb.MaxPendingRequests, defaultMaxPendingRequests)
 	setDefault(&cb.MaxRequests, defaultMaxRequests)
 	setDefault(&cb.MaxRetries, defaultMaxRetries)
+	// max_connection_pools stays 0: unlimited, Envoy's default.
 
 	if hc := c.HealthCheck; hc != nil {
 		setDefault(&hc.Interval, defaultHealthCheckInterval)

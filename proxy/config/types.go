@@ -293,6 +293,11 @@ type CircuitBreakers struct {
 	MaxPendingRequests int `yaml:"max_pending_requests" json:"max_pending_requests"`
 	MaxRequests        int `yaml:"max_requests" json:"max_requests"`
 	MaxRetries         int `yaml:"max_retries" json:"max_retries"`
+	// MaxConnectionPools caps the connection pools of the cluster's hosts
+	// that hold at least one connection at once (Envoy's
+	// max_connection_pools); a host has one pool per upstream protocol it
+	// is reached with. 0, the default, is unlimited, as in Envoy.
+	MaxConnectionPools int `yaml:"max_connection_pools" json:"max_connection_pools"`
 }
 
 // UpstreamTLS makes the cluster's connections TLS.

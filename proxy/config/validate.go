@@ -505,6 +505,7 @@ func (v *validator) cluster(c *Cluster, p string, names map[string]string) {
 	v.nonNegative(cp+".max_pending_requests", cb.MaxPendingRequests)
 	v.nonNegative(cp+".max_requests", cb.MaxRequests)
 	v.nonNegative(cp+".max_retries", cb.MaxRetries)
+	v.nonNegative(cp+".max_connection_pools", cb.MaxConnectionPools)
 	if c.TLS != nil && c.TLS.CAFile != "" {
 		v.readableFile(p+".tls.ca_file", c.TLS.CAFile)
 	}
