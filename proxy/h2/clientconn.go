@@ -3,11 +3,13 @@ package h2
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -18,7 +20,9 @@ import (
 // the connection is up.
 type clientConn struct {
 	conn
-	pool *Pool
+	pool  *Pool
+	start time.Time  // the dial began
+	clock *readClock // the socket, timing what it reads
 
 	// Guarded by mu.
 	peerReady  bool   // the peer's SETTINGS arrived: maxStreams is its own
@@ -29,10 +33,19 @@ type clientConn struct {
 	drainTimer *time.Timer
 	connected  bool // the socket is up (cc.nc set)
 	counted    bool // holds a max_connections breaker slot
+	// localClose: the proxy decided to close the connection (drained,
+	// PING unanswered, protocol error), for upstream_cx_destroy_local.
+	localClose bool
+	// Keepalive (see keepalive): pingTimer runs while the connection is
+	// up; pingSent is set while a PING waits for its ACK.
+	pingTimer *time.Timer
+	pingSent  bool
+	pingSeq   uint64
+	kaStopped bool
 }
 
 func newClientConn(p *Pool) *clientConn {
-	cc := &clientConn{pool: p, maxStreams: math.MaxUint32, nextID: 1}
+	cc := &clientConn{pool: p, start: time.Now(), maxStreams: math.MaxUint32, nextID: 1}
 	cc.h = cc
 	cc.log = p.log
 	cc.headerTimeout = defaultHeaderReadTimeout
@@ -84,9 +97,28 @@ func (cc *clientConn) attachLocked(h *half) {
 	cc.queued += int64(h.queued)
 }
 
+// waitLocked queues h for a stream slot: a pending request
+// (upstream_rq_pending_total, upstream_rq_pending_active) until
+// popWaitingLocked or unlistWaitingLocked takes it off the list, with a
+// stream or without. Every way off the waiting list goes through those
+// two, so the gauge comes back to zero.
 func (cc *clientConn) waitLocked(h *half) {
 	h.listed = listWaiting
 	cc.waiting.push(h)
+	rq := cc.pool.rq
+	rq.RqPendingTotal.Inc(1)
+	rq.RqPendingActive.Inc()
+}
+
+// popWaitingLocked takes the first waiting half off the list; nil when
+// none waits.
+func (cc *clientConn) popWaitingLocked() *half {
+	h := cc.waiting.pop()
+	if h != nil {
+		h.listed = listNone
+		cc.pool.rq.RqPendingActive.Dec()
+	}
+	return h
 }
 
 // activateLocked gives h a stream ID and a slot. IDs are taken in the
@@ -118,8 +150,7 @@ func (cc *clientConn) activateWaitingLocked() {
 		return
 	}
 	for cc.waiting.head != nil && int64(cc.nActive) < int64(cc.maxStreams) && !cc.draining {
-		h := cc.waiting.pop()
-		h.listed = listNone
+		h := cc.popWaitingLocked()
 		if h.sendDone {
 			cc.maybeCloseLocked(h) // cancelled while it waited
 			continue
@@ -134,12 +165,12 @@ func (cc *clientConn) activateWaitingLocked() {
 func (cc *clientConn) unlistWaitingLocked(h *half) {
 	cc.waiting.remove(h)
 	h.listed = listNone
+	cc.pool.rq.RqPendingActive.Dec()
 }
 
 // moveWaitingLocked sends every waiting half elsewhere.
 func (cc *clientConn) moveWaitingLocked() {
-	for h := cc.waiting.pop(); h != nil; h = cc.waiting.pop() {
-		h.listed = listNone
+	for h := cc.popWaitingLocked(); h != nil; h = cc.popWaitingLocked() {
 		cc.moveLocked(h, false)
 	}
 }
@@ -185,26 +216,37 @@ func (cc *clientConn) failLocked2(h *half, f flag, msg string) {
 	cc.resetLocked(h, 0, false)
 }
 
-// run dials, handshakes and then reads until the connection ends.
+// run dials, handshakes and then reads until the connection ends. It
+// counts the connection in the cluster's upstream_cx_* stats as Envoy
+// does: an attempt when the dial begins, connect_ms once the peer's
+// SETTINGS arrive, and one end, a connect failure when it never got
+// there.
 func (cc *clientConn) run() {
 	p := cc.pool
 	if cc.counted {
 		defer p.opts.Breakers.DoneConnection()
 	}
-	deadline := time.Now().Add(p.opts.ConnectTimeout)
+	p.cx.CxTotal.Inc(1)
+	p.cx.CxHTTP2Total.Inc(1)
+	p.cx.CxActive.Inc()
+	deadline := cc.start.Add(p.opts.ConnectTimeout)
 	nc, err := cc.dial(deadline)
 	if err != nil {
 		p.log.Debug().Err(err).Msg("upstream connect failed")
+		var le localDialError
+		cc.countEnd(connEnd{connectFail: true, timeout: isTimeout(err), local: isTimeout(err) || errors.As(err, &le)})
 		cc.connectFailed()
 		return
 	}
+	cc.clock = &readClock{Conn: nc, start: cc.start}
 	cc.mu.Lock()
-	cc.nc = nc
+	cc.nc = cc.clock
 	cc.initIO()
 	cc.connected = true
 	cc.mu.Unlock()
-	_ = nc.SetReadDeadline(deadline) // cleared when the peer's SETTINGS arrive
-	if _, err := io.WriteString(cc.bw, http2.ClientPreface); err == nil {
+	_ = cc.nc.SetReadDeadline(deadline) // cleared when the peer's SETTINGS arrive
+	_, err = io.WriteString(cc.bw, http2.ClientPreface)
+	if err == nil {
 		err = cc.writePreface([]http2.Setting{
 			{ID: http2.SettingEnablePush, Val: 0},
 			{ID: http2.SettingInitialWindowSize, Val: initialStreamWindow},
@@ -212,23 +254,74 @@ func (cc *clientConn) run() {
 		})
 	}
 	if err != nil {
-		nc.Close()
+		p.log.Debug().Err(err).Msg("writing the connection preface upstream failed")
+		cc.nc.Close()
+		cc.countEnd(connEnd{connectFail: true, timeout: isTimeout(err), local: isTimeout(err)})
 		cc.connectFailed()
 		return
-	}
-	if p.opts.OnConnect != nil {
-		p.opts.OnConnect()
 	}
 	go cc.writeLoop()
 	cc.mu.Lock()
 	cc.closeIfDoneLocked() // the pool may have closed while we dialled
 	cc.unlock()
 	err = cc.readLoop()
-	cc.teardown(err)
-	if p.opts.OnClose != nil {
-		p.opts.OnClose()
+	cc.mu.Lock()
+	cc.stopKeepaliveLocked()
+	var ce connErr
+	end := connEnd{
+		connectFail: !cc.peerReady,
+		timeout:     !cc.peerReady && isTimeout(err),
+		// The proxy closed it: it chose to (drain, PING timeout), found
+		// a protocol error, or a deadline it set passed. Otherwise the
+		// peer closed it or it broke.
+		local: cc.localClose || errors.As(err, &ce) || isTimeout(err),
 	}
+	cc.mu.Unlock()
+	cc.countEnd(end)
+	cc.teardown(err)
 }
+
+// connEnd is how a connection ended, for the upstream_cx_* stats.
+type connEnd struct {
+	connectFail bool // it never became ready
+	timeout     bool // …because connect_timeout passed
+	local       bool // the proxy closed it, not the peer
+}
+
+// countEnd counts the end of the connection: Envoy counts every
+// connection it created in upstream_cx_destroy and its _local or _remote,
+// those that never became ready in upstream_cx_connect_fail too, and those
+// the connect timeout ended in upstream_cx_connect_timeout as well.
+func (cc *clientConn) countEnd(e connEnd) {
+	cx := cc.pool.cx
+	if e.connectFail {
+		cx.CxConnectFail.Inc(1)
+		if e.timeout {
+			cx.CxConnectTimeout.Inc(1)
+		}
+	}
+	cx.CxDestroy.Inc(1)
+	if e.local {
+		cx.CxDestroyLocal.Inc(1)
+	} else {
+		cx.CxDestroyRemote.Inc(1)
+	}
+	cx.CxActive.Dec()
+	cx.CxLengthMs.RecordDuration(time.Since(cc.start))
+}
+
+// isTimeout reports whether err is a deadline passing: the connect
+// timeout, or a read deadline the connection set.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// localDialError is a dial the proxy gave up on although the peer
+// answered (a TLS peer that does not speak h2).
+type localDialError struct{ error }
+
+func (e localDialError) Unwrap() error { return e.error }
 
 // dial opens the TCP (and TLS) connection.
 func (cc *clientConn) dial(deadline time.Time) (net.Conn, error) {
@@ -250,7 +343,7 @@ func (cc *clientConn) dial(deadline time.Time) (net.Conn, error) {
 	}
 	if proto := tc.ConnectionState().NegotiatedProtocol; proto != "h2" {
 		tc.Close()
-		return nil, fmt.Errorf("TLS handshake with %s: ALPN chose %q, not h2", p.addr, proto)
+		return nil, localDialError{fmt.Errorf("TLS handshake with %s: ALPN chose %q, not h2", p.addr, proto)}
 	}
 	return tc, nil
 }
@@ -260,8 +353,7 @@ func (cc *clientConn) dial(deadline time.Time) (net.Conn, error) {
 func (cc *clientConn) connectFailed() {
 	cc.mu.Lock()
 	cc.failed = true
-	for h := cc.waiting.pop(); h != nil; h = cc.waiting.pop() {
-		h.listed = listNone
+	for h := cc.popWaitingLocked(); h != nil; h = cc.popWaitingLocked() {
 		cc.failLocked2(h, flagUpstreamConnectFailure, msgConnectFailure)
 	}
 	close(cc.writerDone)
@@ -301,8 +393,7 @@ func (cc *clientConn) teardown(err error) {
 	}
 	if !cc.peerReady {
 		// The peer never sent its SETTINGS: a connect failure.
-		for h := cc.waiting.pop(); h != nil; h = cc.waiting.pop() {
-			h.listed = listNone
+		for h := cc.popWaitingLocked(); h != nil; h = cc.popWaitingLocked() {
 			cc.failLocked2(h, flagUpstreamConnectFailure, msgConnectFailure)
 		}
 	}
@@ -328,6 +419,7 @@ func (cc *clientConn) drain() {
 		cc.moveWaitingLocked()
 		cc.drainTimer = time.AfterFunc(drainTimeout, func() {
 			cc.mu.Lock()
+			cc.localClose = true
 			cc.failLocked(errConnClosed)
 			nc := cc.nc
 			cc.unlock()
@@ -344,6 +436,7 @@ func (cc *clientConn) drain() {
 // reader then sees EOF (or the linger deadline) and tears it down.
 func (cc *clientConn) closeIfDoneLocked() {
 	if cc.draining && cc.nActive == 0 && cc.waiting.head == nil && cc.connected && !cc.stopWriter {
+		cc.localClose = true
 		cc.queueCtrlLocked(ctrlFrame{kind: ctrlGoAway, val: uint32(http2.ErrCodeNo)})
 		cc.stopWriter, cc.closeWrite = true, true
 		cc.kickLocked()
@@ -367,8 +460,14 @@ func (cc *clientConn) applySettingLocked(s http2.Setting) error {
 }
 
 // settingsAppliedLocked activates waiting streams once the peer's limits
-// are known, and whenever its SETTINGS_MAX_CONCURRENT_STREAMS grows.
+// are known, and whenever its SETTINGS_MAX_CONCURRENT_STREAMS grows. The
+// first SETTINGS make the connection ready: upstream_cx_connect_ms is the
+// time from the dial to here, and the keepalive starts.
 func (cc *clientConn) settingsAppliedLocked() {
+	if !cc.peerReady {
+		cc.pool.cx.CxConnectMs.RecordDuration(time.Since(cc.start))
+		cc.startKeepaliveLocked()
+	}
 	cc.peerReady = true
 	cc.activateWaitingLocked()
 	if int64(cc.nActive) >= int64(cc.maxStreams) {
@@ -376,7 +475,101 @@ func (cc *clientConn) settingsAppliedLocked() {
 	}
 }
 
-func (cc *clientConn) handlePingAck([8]byte) {}
+// errPingTimeout ends a connection whose PING went unanswered.
+var errPingTimeout = errors.New("h2: upstream PING timed out")
+
+// startKeepaliveLocked arms the keepalive once the connection is ready.
+func (cc *clientConn) startKeepaliveLocked() {
+	if d := cc.pool.opts.SendPingTimeout; d > 0 && !cc.kaStopped {
+		cc.pingTimer = time.AfterFunc(d, cc.keepalive)
+	}
+}
+
+// stopKeepaliveLocked stops the keepalive for good.
+func (cc *clientConn) stopKeepaliveLocked() {
+	cc.kaStopped = true
+	if cc.pingTimer != nil {
+		cc.pingTimer.Stop()
+	}
+}
+
+// keepalive runs on the keepalive timer. A connection that has read
+// nothing for SendPingTimeout sends a PING; if the ACK has not come
+// PingTimeout later, the peer or the path is gone and the connection is
+// closed: the proxy closes it (upstream_cx_destroy_local), and its streams
+// fail as a connection termination, which the router may retry. Reading
+// anything, not only the ACK, postpones the next PING.
+func (cc *clientConn) keepalive() {
+	opts := &cc.pool.opts
+	cc.mu.Lock()
+	if cc.kaStopped || cc.failed {
+		cc.mu.Unlock()
+		return
+	}
+	if cc.pingSent {
+		cc.kaStopped = true
+		cc.localClose = true
+		cc.failLocked(errPingTimeout)
+		cc.unlock()
+		cc.log.Debug().Dur("ping_timeout", opts.PingTimeout).Msg("upstream did not answer PING; closing the connection")
+		cc.nc.Close() // the reader tears the connection down
+		return
+	}
+	if idle := cc.clock.idle(); idle < opts.SendPingTimeout {
+		cc.pingTimer.Reset(opts.SendPingTimeout - idle)
+		cc.mu.Unlock()
+		return
+	}
+	cc.pingSeq++
+	f := ctrlFrame{kind: ctrlPing}
+	binary.BigEndian.PutUint64(f.data[:], cc.pingSeq)
+	cc.pingSent = true
+	cc.queueCtrlLocked(f)
+	cc.pingTimer.Reset(opts.PingTimeout)
+	cc.unlock()
+}
+
+// handlePingAck takes the ACK of our PING: the peer is alive, and the next
+// PING waits for another SendPingTimeout without reads.
+func (cc *clientConn) handlePingAck(data [8]byte) {
+	cc.mu.Lock()
+	if cc.pingSent && binary.BigEndian.Uint64(data[:]) == cc.pingSeq {
+		cc.pingSent = false
+		if !cc.kaStopped {
+			cc.pingTimer.Reset(cc.pool.opts.SendPingTimeout)
+		}
+	}
+	cc.mu.Unlock()
+}
+
+// readClock is an upstream socket that notes when it last read
+// something, for the keepalive: one clock read per socket read.
+type readClock struct {
+	net.Conn
+	start time.Time
+	last  atomic.Int64 // time since start of the last read that returned bytes
+}
+
+func (c *readClock) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.last.Store(int64(time.Since(c.start)))
+	}
+	return n, err
+}
+
+// idle is how long ago the socket last read something.
+func (c *readClock) idle() time.Duration {
+	return time.Since(c.start) - time.Duration(c.last.Load())
+}
+
+// CloseWrite half-closes the socket when it can (halfClose, linger).
+func (c *readClock) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
 
 // sentEndLocked: the request is complete and the response still coming,
 // which is how every call goes.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/breaker"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // Pool defaults.
@@ -31,6 +32,11 @@ const (
 	// maxAttempts bounds how often one call is re-dispatched after
 	// REFUSED_STREAM or GOAWAY before it fails.
 	maxAttempts = 3
+	// defaultSendPingTimeout and defaultPingTimeout are the keepalive the
+	// net/http pool has too: a PING after 30s without reading a frame,
+	// and the connection closed when its ACK has not come 15s later.
+	defaultSendPingTimeout = 30 * time.Second
+	defaultPingTimeout     = 15 * time.Second
 )
 
 // PoolOptions configure a Pool.
@@ -44,11 +50,28 @@ type PoolOptions struct {
 	// MaxConns caps the pool's connections; 0 means no cap. At the cap,
 	// streams wait for a slot on an existing connection.
 	MaxConns int
-	// OnConnect and OnClose, when set, are called as connections open
-	// and close (connection stats). They must not block.
-	OnConnect, OnClose func()
+	// SendPingTimeout is how long a connection may go without reading
+	// anything from the peer before it sends a PING; 0 means 30s, a
+	// negative value sends none. PingTimeout is how long the PING may
+	// wait for its ACK; 0 means 15s. A connection whose PING goes
+	// unanswered is closed (upstream_cx_destroy_local), and its streams
+	// fail as a connection termination, which a retry policy with "reset"
+	// retries.
+	SendPingTimeout, PingTimeout time.Duration
+	// ConnStats counts the pool's connections in the cluster's
+	// upstream_cx_* stats, as Envoy does: every connection attempt in
+	// upstream_cx_total and upstream_cx_http2_total, every failed one once
+	// in upstream_cx_connect_fail, and every end in upstream_cx_destroy
+	// and its _local or _remote. nil counts nothing.
+	ConnStats *stats.Connections
+	// RequestStats receives upstream_rq_pending_total and
+	// upstream_rq_pending_active: requests queued for a connection or a
+	// stream slot. nil counts nothing.
+	RequestStats *stats.Upstream
 	// Breakers are the cluster's circuit breakers, for max_connections
-	// (shared by the pools of every host of the cluster); nil: no limit.
+	// (shared by the pools of every host of the cluster) and
+	// max_connection_pools (the pool claims one while it holds a
+	// connection); nil: no limit.
 	Breakers *breaker.Breakers
 	// Log receives connection-level events at debug level.
 	Log zerolog.Logger
@@ -66,6 +89,8 @@ type Pool struct {
 	tls         *tls.Config
 	maxStreamID uint32
 	log         zerolog.Logger
+	cx          *stats.Connections // never nil
+	rq          *stats.Upstream    // never nil
 
 	// conns are the connections taking new streams (connecting ones
 	// included); the slice is replaced, never modified.
@@ -74,6 +99,9 @@ type Pool struct {
 	mu     sync.Mutex // serializes dials and changes to conns and all
 	all    map[*clientConn]struct{}
 	closed bool
+	// open: the pool holds a max_connection_pools claim, from its first
+	// connection until its last one is forgotten.
+	open bool
 }
 
 // NewPool returns a pool for addr ("host:port"). It does no I/O.
@@ -82,6 +110,19 @@ func NewPool(addr string, opts PoolOptions) *Pool {
 		all: make(map[*clientConn]struct{}), log: opts.Log.With().Str("upstream", addr).Logger()}
 	if p.opts.ConnectTimeout <= 0 {
 		p.opts.ConnectTimeout = defaultConnectTimeout
+	}
+	if p.opts.SendPingTimeout == 0 {
+		p.opts.SendPingTimeout = defaultSendPingTimeout
+	}
+	if p.opts.PingTimeout <= 0 {
+		p.opts.PingTimeout = defaultPingTimeout
+	}
+	p.cx, p.rq = opts.ConnStats, opts.RequestStats
+	if p.cx == nil {
+		p.cx = &stats.Connections{} // nil handles count nothing
+	}
+	if p.rq == nil {
+		p.rq = &stats.Upstream{}
 	}
 	if opts.TLS != nil {
 		p.scheme = "https"
@@ -103,7 +144,11 @@ func NewPool(addr string, opts PoolOptions) *Pool {
 // It never blocks on I/O. A half that has to wait for a slot or a
 // connection is a pending request: past the cluster's
 // max_pending_requests it is refused (overflow). Past max_connections no
-// connection is dialled while one exists: the half waits on it.
+// connection is dialled while one exists: the half waits on it. A pool
+// without connections claims one of the cluster's max_connection_pools
+// before it dials; refused, it dials nothing and the half is refused as
+// an overflow (UO), which Envoy would count in upstream_cx_pool_overflow,
+// a stat Sightline does not have.
 func (p *Pool) dispatch(h *half) dispatchResult {
 	for _, cc := range *p.conns.Load() {
 		if cc.bind(h, false) {
@@ -136,6 +181,13 @@ func (p *Pool) dispatch(h *half) dispatchResult {
 		}
 	}
 	b := p.opts.Breakers
+	if !p.open {
+		if !b.TryConnectionPool() {
+			h.donePending()
+			return pendingOverflow
+		}
+		p.open = true
+	}
 	if b != nil && !b.TryConnection() {
 		for _, cc := range conns {
 			if cc.bindWaiting(h) {
@@ -162,7 +214,7 @@ type dispatchResult uint8
 const (
 	dispatched      dispatchResult = iota
 	poolClosed                     // the host left: the caller answers UF
-	pendingOverflow                // max_pending_requests: the caller answers UO
+	pendingOverflow                // max_pending_requests or max_connection_pools: the caller answers UO
 )
 
 // retire stops new streams from going to cc.
@@ -176,11 +228,16 @@ func (p *Pool) retire(cc *clientConn) {
 	}
 }
 
-// forget drops a closed connection.
+// forget drops a closed connection; the pool's last one gives back its
+// max_connection_pools claim.
 func (p *Pool) forget(cc *clientConn) {
 	p.retire(cc)
 	p.mu.Lock()
 	delete(p.all, cc)
+	if len(p.all) == 0 && p.open {
+		p.open = false
+		p.opts.Breakers.DoneConnectionPool()
+	}
 	p.mu.Unlock()
 }
 

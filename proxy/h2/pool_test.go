@@ -24,10 +24,20 @@ type fakeUpstream struct {
 	addr          string
 	settings      []http2.Setting
 	settingsDelay time.Duration
-	onRequest     func(fc *fakeConn, id uint32)
+	// settingsGate, when set, holds each connection's SETTINGS until it
+	// is closed.
+	settingsGate <-chan struct{}
+	onRequest    func(fc *fakeConn, id uint32)
+	// ackPings makes the upstream answer PINGs; by default it ignores
+	// them, as a peer that stopped processing frames would.
+	ackPings bool
 
 	conns   atomic.Int32
 	streams atomic.Int32
+	pings   atomic.Int32
+	// ended counts connections whose serving ended: the proxy closed
+	// them, or the fake did.
+	ended atomic.Int32
 }
 
 type fakeConn struct {
@@ -70,6 +80,7 @@ func startFakeUpstream(t testing.TB, fu *fakeUpstream) *fakeUpstream {
 }
 
 func (fu *fakeUpstream) serve(c net.Conn) {
+	defer fu.ended.Add(1)
 	fc := &fakeConn{fu: fu, n: fu.conns.Add(1), c: c, fr: http2.NewFramer(c, c)}
 	fc.enc = hpack.NewEncoder(&fc.encBuf)
 	fc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -78,6 +89,9 @@ func (fu *fakeUpstream) serve(c net.Conn) {
 		return
 	}
 	time.Sleep(fu.settingsDelay)
+	if fu.settingsGate != nil {
+		<-fu.settingsGate
+	}
 	fc.mu.Lock()
 	fc.fr.WriteSettings(fu.settings...)
 	fc.mu.Unlock()
@@ -92,6 +106,14 @@ func (fu *fakeUpstream) serve(c net.Conn) {
 				fc.mu.Lock()
 				fc.fr.WriteSettingsAck()
 				fc.mu.Unlock()
+			}
+		case *http2.PingFrame:
+			if f.IsAck() {
+				break
+			}
+			fu.pings.Add(1)
+			if fu.ackPings {
+				fc.write(func(fr *http2.Framer) { fr.WritePing(true, f.Data) })
 			}
 		case *http2.MetaHeadersFrame:
 			fu.streams.Add(1)

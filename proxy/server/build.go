@@ -56,22 +56,27 @@ func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.C
 		return nil, err
 	}
 	cs := s.stats.Cluster(cc.Name)
-	cx := cs.Connections()
-	opts.OnConnect = func() { cx.CxTotal.Inc(1); cx.CxActive.Inc() }
-	opts.OnClose = func() { cx.CxDestroy.Inc(1); cx.CxActive.Dec() }
 	h2opts := h2.PoolOptions{
 		ConnectTimeout: opts.ConnectTimeout, TLS: opts.TLS,
-		OnConnect: opts.OnConnect, OnClose: opts.OnClose,
 		Log: s.log.With().Str("cluster", cc.Name).Logger(),
 	}
 	return cluster.New(cc, cluster.Options{
 		// Each host gets the frame-level HTTP/2 pool, for HTTP/2
 		// downstreams, and the net/http pool, for HTTP/1.1 ones and for
-		// http1 clusters.
+		// http1 clusters. Both count their connections in the cluster's
+		// upstream_cx_* stats and claim its max_connection_pools; the
+		// engine's pool also takes max_connections and
+		// max_pending_requests and counts its pending requests.
 		NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
+			cx := c.Stats.Connections()
 			po := h2opts
 			po.Breakers = c.Breakers
-			return h2.NewUpstream(h.Address, po, upstream.New(h.Address, opts))
+			po.ConnStats = cx
+			po.RequestStats = c.Stats.Upstream()
+			uo := opts
+			uo.ConnStats = cx
+			uo.Breakers = c.Breakers
+			return h2.NewUpstream(h.Address, po, upstream.New(h.Address, uo))
 		},
 		Stats:        cs,
 		Log:          s.log,
