@@ -29,24 +29,6 @@ import (
 var pending = map[string]string{
 	// Keys are Type.Field; values say what is missing.
 
-	// Upstream connections: the engine's pool and the HTTP/1.1 transport
-	// count opens, failures and lifetimes per dial.
-	"Connections.CxConnectFail":    "upstream_cx_connect_fail, once per failed dial",
-	"Connections.CxConnectTimeout": "upstream_cx_connect_timeout, once per dial that timed out",
-	"Connections.CxConnectMs":      "upstream_cx_connect_ms, per connection set up",
-	"Connections.CxLengthMs":       "upstream_cx_length_ms, per connection closed",
-	"Connections.CxDestroyLocal":   "upstream_cx_destroy_local, per connection the proxy closed",
-	"Connections.CxDestroyRemote":  "upstream_cx_destroy_remote, per connection the host closed",
-	"Connections.CxHTTP1Total":     "upstream_cx_http1_total, per HTTP/1.1 upstream connection",
-	"Connections.CxHTTP2Total":     "upstream_cx_http2_total, per HTTP/2 upstream connection",
-
-	// Requests waiting for a connection or stream.
-	"Upstream.RqPendingActive": "upstream_rq_pending_active, while a request waits in a pool",
-	"Upstream.RqPendingTotal":  "upstream_rq_pending_total, per request that had to wait",
-
-	// The max_connection_pools breaker does not exist yet.
-	"CircuitBreakers.CxPoolOpen": "circuit_breakers.default.cx_pool_open",
-
 	// Downstream connections, by protocol.
 	"HTTP.DownstreamCxHTTP1Total":    "downstream_cx_http1_total, per HTTP/1.1 connection accepted",
 	"HTTP.DownstreamCxHTTP1Active":   "downstream_cx_http1_active, while an HTTP/1.1 connection is open",
