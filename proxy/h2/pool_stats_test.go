@@ -313,7 +313,11 @@ func TestPoolConnectionStats(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			addr, closePool := tt.start(t)
-			p := startCountingProxy(t, []string{addr}, config.CircuitBreakers{}, PoolOptions{ConnectTimeout: 200 * time.Millisecond})
+			timeout := 5 * time.Second
+			if tt.want.ConnectTimeout != 0 {
+				timeout = 100 * time.Millisecond
+			}
+			p := startCountingProxy(t, []string{addr}, config.CircuitBreakers{}, PoolOptions{ConnectTimeout: timeout})
 			code, flags := getFlags(t, p.addr)
 			if code != tt.wantCode || flags != tt.wantFlags {
 				t.Errorf("got %d %q, want %d %q", code, flags, tt.wantCode, tt.wantFlags)
@@ -423,6 +427,8 @@ func TestPoolKeepalive(t *testing.T) {
 
 	t.Run("the peer acks", func(t *testing.T) {
 		fu := startFakeUpstream(t, &fakeUpstream{ackPings: true})
+		po := po
+		po.PingTimeout = 10 * time.Second // however slow the machine, the ACK comes first
 		p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, po)
 		if code, flags := getFlags(t, p.addr); code != 200 {
 			t.Fatalf("got %d %q", code, flags)
@@ -472,7 +478,7 @@ func TestPoolKeepalive(t *testing.T) {
 func TestPoolMaxConnectionPools(t *testing.T) {
 	a := startFakeUpstream(t, &fakeUpstream{})
 	b := startFakeUpstream(t, &fakeUpstream{})
-	p := startCountingProxy(t, []string{a.addr, b.addr}, config.CircuitBreakers{MaxConnectionPools: 1}, PoolOptions{ConnectTimeout: time.Second})
+	p := startCountingProxy(t, []string{a.addr, b.addr}, config.CircuitBreakers{MaxConnectionPools: 1}, PoolOptions{ConnectTimeout: 5 * time.Second})
 	got := map[string]int{}
 	for range 4 {
 		code, flags := getFlags(t, p.addr)

@@ -271,7 +271,10 @@ func TestPoolConnectionStats(t *testing.T) {
 			t.Run(proto+"/"+tt.name, func(t *testing.T) {
 				c := newCounted(t)
 				addr, srv := tt.start(t)
-				opts := Options{ConnectTimeout: 100 * time.Millisecond}
+				opts := Options{ConnectTimeout: 5 * time.Second}
+				if tt.want.ConnectTimeout != 0 {
+					opts.ConnectTimeout = 100 * time.Millisecond
+				}
 				scheme := "http"
 				if tt.tls && !h2 {
 					opts.TLS, scheme = &tls.Config{InsecureSkipVerify: true}, "https"
@@ -488,6 +491,10 @@ func TestPoolKeepalive(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := startRawH2(t, ack)
 			c := newCounted(t)
+			opts := opts
+			if ack {
+				opts.PingTimeout = 10 * time.Second // however slow the machine, the ACK comes first
+			}
 			p := c.pool(t, r.addr, opts)
 			if body, err := roundTrip(p, true, "http", r.addr); err != nil || body != "ok" {
 				t.Fatalf("got %q, %v", body, err)
