@@ -97,7 +97,9 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	s.mu.Lock()
 	resp, err := s.resp, s.err
 	s.mu.Unlock()
-	if err != nil {
+	if resp == nil {
+		// Failed before the response headers. Once they have come, a
+		// failure belongs to the body: its reader gets the error.
 		stop()
 		s.done()
 		return nil, err

@@ -109,3 +109,28 @@ func BenchmarkPoolRoundTrip(b *testing.B) {
 		resp.Body.Close()
 	}
 }
+
+// TestPoolRoundTripResetMidBody: an upstream that resets its stream after
+// part of the body gives the reader an error, never a clean end.
+func TestPoolRoundTripResetMidBody(t *testing.T) {
+	addr := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	pool := NewPool(addr, PoolOptions{})
+	t.Cleanup(func() { pool.Close() })
+	for i := range 200 {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+		resp, err := pool.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("request %d: %v, want the response whose headers came before the reset", i, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Fatalf("request %d: read %q and a clean end, want an error", i, b)
+		}
+	}
+}
