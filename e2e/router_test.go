@@ -143,12 +143,20 @@ var routerCases = []routerCase{
 	{name: "no retry after response bytes", path: "/reset-mid-body", wantStatus: 200, wantBodyErr: true, wantFlags: "UR", attempts: 1,
 		cluster:  map[string]int{"upstream_rq_total": 1, "upstream_rq_200": 1, "upstream_rq_retry": 0, "upstream_rq_rx_reset": 1, "upstream_rq_completed": 1},
 		listener: map[string]int{"downstream_rq_tx_reset": 1}},
+	// The back-off is drawn from [0, 1h): the 300ms deadline passes
+	// first, but for a draw below 300ms, one in 12,000.
 	{name: "deadline passes during the back-off", path: "/backoff/fail", wantStatus: 504, wantFlags: "UT", attempts: 1,
 		cluster: map[string]int{"upstream_rq_total": 1, "retry.upstream_rq_503": 1, "upstream_rq_503": 0, "upstream_rq_504": 1, "upstream_rq_timeout": 1, "upstream_rq_completed": 1}},
 	{name: "route timeout", path: "/slow", wantStatus: 504, wantFlags: "UT", attempts: 1,
 		cluster: map[string]int{"upstream_rq_total": 1, "upstream_rq_504": 1, "upstream_rq_timeout": 1, "upstream_rq_per_try_timeout": 0, "upstream_rq_completed": 1}},
 	{name: "no route", path: "/nowhere", wantStatus: 404, wantFlags: "NR", attempts: 0,
 		listener: map[string]int{"no_route": 1, "downstream_rq_4xx": 1}},
+	{name: "cluster named by a header", path: "/by-header", header: map[string]string{"X-Target": "$cluster"}, wantStatus: 200, attempts: 1,
+		cluster: map[string]int{"upstream_rq_200": 1, "upstream_rq_total": 1}},
+	{name: "header naming no cluster", path: "/by-header", header: map[string]string{"X-Target": "nope"}, wantStatus: 503, wantFlags: "NC", attempts: 0,
+		listener: map[string]int{"no_cluster": 1, "downstream_rq_5xx": 1}},
+	{name: "direct response", path: "/direct", wantStatus: 418, attempts: 0,
+		listener: map[string]int{"rq_direct_response": 1, "downstream_rq_4xx": 1, "downstream_rq_completed": 1}},
 	{name: "no healthy upstream", path: "/down", wantStatus: 503, wantFlags: "UH", attempts: 0,
 		cluster: map[string]int{"upstream_rq_503": 1, "upstream_rq_5xx": 1, "upstream_cx_none_healthy": 1, "upstream_rq_total": 0}},
 	{name: "overflow", path: "/one/ok", hold: true, wantStatus: 503, wantFlags: "UO", attempts: 0,
@@ -184,11 +192,13 @@ func TestRouterTable(t *testing.T) {
           - {match: {path: /slow-first}, cluster: %[1]s, timeout: 5s, retry_policy: {retry_on: 5xx, num_retries: 1, per_try_timeout: 300ms, backoff_base: 1ms}}
           - {match: {path: /slow}, cluster: %[1]s, timeout: 400ms}
           - {match: {path: /reset-mid-body}, cluster: %[1]s, retry_policy: {retry_on: '5xx,reset', num_retries: 2, backoff_base: 1ms}}
-          - {match: {path: /backoff/fail}, cluster: %[1]s, timeout: 300ms, retry_policy: {retry_on: 5xx, num_retries: 3, backoff_base: 2s, backoff_max: 4s}}
+          - {match: {path: /backoff/fail}, cluster: %[1]s, timeout: 300ms, retry_policy: {retry_on: 5xx, num_retries: 3, backoff_base: 1h, backoff_max: 2h}}
           - {match: {path: /down}, cluster: %[1]s_down}
           - {match: {prefix: /one/}, cluster: %[1]s_one}
           - {match: {prefix: /mirror}, cluster: %[1]s, mirror: {cluster: %[1]s_mirror, percent: 100}}
           - {match: {path: /ok}, cluster: %[1]s}
+          - {match: {path: /by-header}, cluster_header: x-target}
+          - {match: {path: /direct}, direct_response: {status: 418, body: "short and stout"}}
 `, proto, logPath)
 	}
 	cfg.WriteString("clusters:\n")
@@ -227,7 +237,11 @@ func TestRouterTable(t *testing.T) {
 					if tc.hold {
 						release = holdRequest(t, p, client, base+"/one/hold", id+"-hold", cl)
 					}
-					status, err := routerDo(client, base+tc.path, id, tc.header, tc.cancel)
+					header := map[string]string{}
+					for k, v := range tc.header {
+						header[k] = strings.ReplaceAll(v, "$cluster", proto)
+					}
+					status, err := routerDo(client, base+tc.path, id, header, tc.cancel)
 					if release != nil {
 						release()
 					}

@@ -131,7 +131,7 @@ clusters:
 `,
 			wantErr: "main.yaml:8:22: listeners[0].virtual_hosts[0].routes[0].cluster: unknown cluster \"primry\" (did you mean \"primary\"?)\n" +
 				"main.yaml:10:22: listeners[0].virtual_hosts[0].routes[1].cluster: unknown cluster \"zzz\" (defined clusters: primary, secondary)\n" +
-				"main.yaml:11:13: listeners[0].virtual_hosts[0].routes[2]: must set one of cluster or weighted_clusters (defined clusters: primary, secondary)\n" +
+				"main.yaml:11:13: listeners[0].virtual_hosts[0].routes[2]: must set one of cluster, weighted_clusters, cluster_header or direct_response (defined clusters: primary, secondary)\n" +
 				"main.yaml:12:31: listeners[0].virtual_hosts[0].routes[2].mirror.cluster: must not be empty (defined clusters: primary, secondary)\n" +
 				"main.yaml:12:44: listeners[0].virtual_hosts[0].routes[2].mirror.percent: must be from 0 to 100, got 150",
 		},
@@ -282,8 +282,8 @@ clusters: [{name: c, endpoints: [{address: 127.0.0.1:1}]}]
             retry_policy:
 clusters: [{name: c, endpoints: [{address: 127.0.0.1:1}]}]
 `,
-			wantErr: "main.yaml:7:13: listeners[0].virtual_hosts[0].routes[0]: must set one of cluster or weighted_clusters (defined clusters: c)\n" +
-				"main.yaml:8:13: listeners[0].virtual_hosts[0].routes[1]: must set only one of cluster or weighted_clusters\n" +
+			wantErr: "main.yaml:7:13: listeners[0].virtual_hosts[0].routes[0]: must set one of cluster, weighted_clusters, cluster_header or direct_response (defined clusters: c)\n" +
+				"main.yaml:8:13: listeners[0].virtual_hosts[0].routes[1]: must set only one of cluster, weighted_clusters, cluster_header or direct_response, got cluster and weighted_clusters\n" +
 				"main.yaml:12:43: listeners[0].virtual_hosts[0].routes[2].weighted_clusters[0].cluster: unknown cluster \"d\" (defined clusters: c)\n" +
 				"main.yaml:12:54: listeners[0].virtual_hosts[0].routes[2].weighted_clusters[0].weight: must be greater than 0\n" +
 				"main.yaml:12:58: listeners[0].virtual_hosts[0].routes[2].weighted_clusters[1].cluster: must not be empty (defined clusters: c)\n" +
@@ -295,6 +295,27 @@ clusters: [{name: c, endpoints: [{address: 127.0.0.1:1}]}]
 				"main.yaml:18:73: listeners[0].virtual_hosts[0].routes[4].retry_policy.num_retries: must not be negative, got -1\n" +
 				"main.yaml:18:91: listeners[0].virtual_hosts[0].routes[4].retry_policy.backoff_base: must not exceed backoff_max (250ms), got 1s\n" +
 				"main.yaml:21:26: listeners[0].virtual_hosts[0].routes[5].retry_policy.retry_on: must not be empty (a comma-separated list of 5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, cancelled, deadline-exceeded, resource-exhausted, unavailable, internal)",
+		},
+		{
+			name: "cluster_header and direct_response",
+			give: `listeners:
+  - name: a
+    address: 127.0.0.1:1
+    virtual_hosts:
+      - domains: ['*']
+        routes:
+          - {match: {prefix: /a}, cluster_header: 'x target'}
+          - {match: {prefix: /b}, direct_response: {status: 700}}
+          - {match: {prefix: /c}, direct_response: {status: 200}, retry_policy: {retry_on: 5xx}}
+          - {match: {prefix: /d}, cluster_header: x-target, direct_response: {status: 200}}
+          - {match: {prefix: /e}, cluster_header: x-target}
+          - {match: {prefix: /f}, direct_response: {status: 503, body: 'down for maintenance'}}
+clusters: [{name: c, endpoints: [{address: 127.0.0.1:1}]}]
+`,
+			wantErr: "main.yaml:7:51: listeners[0].virtual_hosts[0].routes[0].cluster_header: \"x target\" is not a header name (e.g. cluster_header: x-target-cluster)\n" +
+				"main.yaml:8:61: listeners[0].virtual_hosts[0].routes[1].direct_response.status: must be from 200 to 599, got 700 (e.g. status: 200)\n" +
+				"main.yaml:9:81: listeners[0].virtual_hosts[0].routes[2].retry_policy: has no effect on a direct_response route\n" +
+				"main.yaml:10:13: listeners[0].virtual_hosts[0].routes[3]: must set only one of cluster, weighted_clusters, cluster_header or direct_response, got cluster_header and direct_response",
 		},
 		{
 			name: "cluster fields and endpoints",

@@ -158,6 +158,12 @@ type Route struct {
 	Match            RouteMatch        `yaml:"match" json:"match"`
 	Cluster          string            `yaml:"cluster,omitempty" json:"cluster,omitempty"`
 	WeightedClusters []WeightedCluster `yaml:"weighted_clusters,omitempty" json:"weighted_clusters,omitempty"`
+	// ClusterHeader routes to the cluster a request header names (Envoy's
+	// cluster_header); a request naming no known cluster gets 503 (NC).
+	ClusterHeader string `yaml:"cluster_header,omitempty" json:"cluster_header,omitempty"`
+	// DirectResponse answers the route's requests from the proxy itself,
+	// with no cluster.
+	DirectResponse *DirectResponse `yaml:"direct_response,omitempty" json:"direct_response,omitempty"`
 	// Timeout bounds the whole request; 0 means none. A gRPC client's
 	// grpc-timeout also bounds it: the smaller wins.
 	Timeout     Duration     `yaml:"timeout" json:"timeout"`
@@ -186,6 +192,12 @@ type HeaderMatcher struct {
 	Regex   string `yaml:"regex,omitempty" json:"regex,omitempty"`
 	// Invert turns the match around: the header must not match.
 	Invert bool `yaml:"invert,omitempty" json:"invert,omitempty"`
+}
+
+// DirectResponse is a route's fixed answer: a status and a body.
+type DirectResponse struct {
+	Status int    `yaml:"status" json:"status"`
+	Body   string `yaml:"body,omitempty" json:"body,omitempty"`
 }
 
 // WeightedCluster is one target of a weighted route.

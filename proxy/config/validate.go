@@ -334,6 +334,28 @@ func isAlnum(r rune) bool {
 	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }
 
+// MaxDirectResponseBody bounds a direct_response body, as Envoy's
+// max_direct_response_body_size_bytes does by default.
+const MaxDirectResponseBody = 4096
+
+// headerName reports whether s is a valid HTTP field name (RFC 9110 §5.1:
+// a token), not a pseudo-header.
+func headerName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 func (v *validator) route(r *Route, p string) {
 	mp := p + ".match"
 	m := &r.Match
@@ -360,13 +382,31 @@ func (v *validator) route(r *Route, p string) {
 		v.headerMatcher(&m.Headers[i], fmt.Sprintf("%s.headers[%d]", mp, i))
 	}
 
-	targets := chosen([]string{"cluster", "weighted_clusters"},
-		v.set(p+".cluster", r.Cluster != ""), v.set(p+".weighted_clusters", len(r.WeightedClusters) > 0))
+	targets := chosen([]string{"cluster", "weighted_clusters", "cluster_header", "direct_response"},
+		v.set(p+".cluster", r.Cluster != ""), v.set(p+".weighted_clusters", len(r.WeightedClusters) > 0),
+		v.set(p+".cluster_header", r.ClusterHeader != ""), v.set(p+".direct_response", r.DirectResponse != nil))
 	switch len(targets) {
 	case 0:
-		v.report(p, v.clusterHint(""), "must set one of cluster or weighted_clusters")
-	case 2:
-		v.report(p, "", "must set only one of cluster or weighted_clusters")
+		v.report(p, v.clusterHint(""), "must set one of cluster, weighted_clusters, cluster_header or direct_response")
+	case 1:
+	default:
+		v.report(p, "", "must set only one of cluster, weighted_clusters, cluster_header or direct_response, got %s", strings.Join(targets, " and "))
+	}
+	if slices.Contains(targets, "cluster_header") && !headerName(r.ClusterHeader) {
+		v.report(p+".cluster_header", "e.g. cluster_header: x-target-cluster", "%q is not a header name", r.ClusterHeader)
+	}
+	if d := r.DirectResponse; d != nil {
+		if d.Status < 200 || d.Status > 599 {
+			v.report(p+".direct_response.status", "e.g. status: 200", "must be from 200 to 599, got %d", d.Status)
+		}
+		if len(d.Body) > MaxDirectResponseBody {
+			v.report(p+".direct_response.body", "", "must be at most %d bytes, got %d", MaxDirectResponseBody, len(d.Body))
+		}
+		for _, k := range []string{"timeout", "retry_policy", "hash_policy", "mirror"} {
+			if v.set(p+"."+k, k == "retry_policy" && r.RetryPolicy != nil || k == "hash_policy" && len(r.HashPolicy) > 0 || k == "mirror" && r.Mirror != nil) {
+				v.report(p+"."+k, "", "has no effect on a direct_response route")
+			}
+		}
 	}
 	if slices.Contains(targets, "cluster") {
 		v.clusterRef(p+".cluster", r.Cluster)

@@ -244,9 +244,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 	c := &rec.call
 	c.GRPC, c.Path = grpc, r.URL.Path
 	req := router.Request{Authority: r.Host, Path: r.URL.Path, Headers: route.HTTPHeaders(r.Header), GRPC: grpc, Trust: h.TrustRequestHeaders}
-	if !router.Decide(h.routes(), &req, &c.Plan) {
-		h.Stats.NoRoute.Inc(1)
-		return h.reply(w, r, rec, router.ReplyNoRoute)
+	if rp, ok := router.Decide(h.routes(), &req, &c.Plan); !ok {
+		router.CountReply(h.Stats, rp)
+		return h.reply(w, r, rec, rp)
 	}
 	ctx := r.Context()
 	deadline := c.Plan.Deadline(time.Now())
@@ -328,9 +328,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 		case <-ctx.Done():
 			t.Stop()
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !deadline.IsZero() && !time.Now().Before(deadline) {
 			// The deadline passed, or the client left, during the
-			// back-off: no host is picked or charged for it.
+			// back-off (the wait is cut to the deadline, and may end
+			// a moment before the context's own timer): no host is
+			// picked or charged for it.
 			*o = router.Outcome{GRPCStatus: -1, End: router.EndTimeout}
 			if r.Context().Err() != nil {
 				o.End = router.EndCancelled
@@ -558,6 +560,17 @@ func (h *Handler) outbound(r *http.Request, rec *record) *http.Request {
 // status sent.
 func (h *Handler) reply(w http.ResponseWriter, r *http.Request, rec *record, rp router.Reply) int {
 	rec.flags |= rp.Flag
+	if rp.Direct {
+		rec.tx = int64(len(rp.Message))
+		hdr := w.Header()
+		hdr.Set("Content-Type", "text/plain; charset=utf-8")
+		hdr.Set("Content-Length", strconv.Itoa(len(rp.Message)))
+		w.WriteHeader(rp.Status)
+		if r.Method != http.MethodHead {
+			io.WriteString(w, rp.Message)
+		}
+		return rp.Status
+	}
 	if rec.call.GRPC {
 		rec.grpcStatus = rp.GRPC
 		rec.outcome.GRPCStatus = rp.GRPC

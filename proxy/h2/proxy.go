@@ -57,9 +57,9 @@ func (sc *serverConn) proxy(cl *call) {
 	rc := &cl.rc
 	rc.GRPC, rc.Path = cl.grpc, path
 	req := router.Request{Authority: authority, Path: path, Headers: &sc.view, GRPC: cl.grpc, Trust: sc.srv.trust}
-	if !router.Decide(sc.srv.routes.Load(), &req, &rc.Plan) {
-		sc.srv.stats.NoRoute.Inc(1)
-		cl.localError(router.ReplyNoRoute)
+	if rp, ok := router.Decide(sc.srv.routes.Load(), &req, &rc.Plan); !ok {
+		router.CountReply(sc.srv.stats, rp)
+		cl.localError(rp)
 		return
 	}
 	cls := rc.Cluster
@@ -277,18 +277,23 @@ func (cl *call) forwardTrailers(fields []hpack.HeaderField) {
 // gRPC-shaped for gRPC clients (the router's table says what), unless a
 // response has begun. A reply that ends an attempt in flight records why.
 func (cl *call) localError(rp router.Reply) {
-	cl.failed.Store(true)
+	if !rp.Direct {
+		cl.failed.Store(true)
+	}
 	if cl.upStatus.Load() == 0 {
 		cl.endedBy.CompareAndSwap(0, endedFor(rp.Flag))
 	}
-	if cl.grpc {
+	if cl.grpc && !rp.Direct {
 		cl.grpcStatus.Store(int32(rp.GRPC))
 	}
 	c := cl.down.lock()
 	if !cl.respStarted && !cl.respEnded && cl.down.attached {
-		if cl.grpc {
+		switch {
+		case rp.Direct:
+			cl.localReplyLocked(c, rp.Status, rp.Message, 0)
+		case cl.grpc:
 			cl.grpcErrorLocked(c, rp.GRPC, rp.Text(true, cl.path), rp.Flag)
-		} else {
+		default:
 			cl.localReplyLocked(c, rp.Status, rp.Message+"\n", rp.Flag)
 		}
 	}

@@ -42,6 +42,13 @@ type Route struct {
 	HashHeaderLower string
 	// Retry is the route's retry policy; nil: no retries.
 	Retry *retry.Policy
+	// Direct, when set, is the route's fixed answer: it has no cluster.
+	Direct *config.DirectResponse
+	// ClusterHeader (canonical) and ClusterHeaderLower name the request
+	// header that names the cluster, when the route has cluster_header;
+	// ClusterFor resolves it.
+	ClusterHeader, ClusterHeaderLower string
+	clusters                          map[string]*cluster.Cluster
 	// Mirror, when set, gets a copy of MirrorPercent of the requests.
 	Mirror        *cluster.Cluster
 	MirrorPercent float64
@@ -113,8 +120,17 @@ func newRoute(cfg *config.Route, vhost string, clusters map[string]*cluster.Clus
 		r.headers = append(r.headers, hm)
 	}
 
-	if err := r.resolveClusters(cfg, clusters); err != nil {
-		return Route{}, err
+	switch {
+	case cfg.DirectResponse != nil:
+		r.Direct = cfg.DirectResponse
+	case cfg.ClusterHeader != "":
+		r.ClusterHeader = textproto.CanonicalMIMEHeaderKey(cfg.ClusterHeader)
+		r.ClusterHeaderLower = strings.ToLower(cfg.ClusterHeader)
+		r.clusters = clusters
+	default:
+		if err := r.resolveClusters(cfg, clusters); err != nil {
+			return Route{}, err
+		}
 	}
 	if rp := cfg.RetryPolicy; rp != nil {
 		p, err := retry.New(*rp)
@@ -331,6 +347,17 @@ func fullMatch(expr string) (*regexp.Regexp, error) {
 		return nil, err
 	}
 	return regexp.Compile(`^(?:` + expr + `)$`)
+}
+
+// ClusterFor returns the cluster of a cluster_header route that the
+// request's header names, or nil when it names none the config has
+// (Envoy's NC). It allocates nothing.
+func (r *Route) ClusterFor(h Headers) *cluster.Cluster {
+	v, ok := h.Get(r.ClusterHeader, r.ClusterHeaderLower)
+	if !ok {
+		return nil
+	}
+	return r.clusters[v]
 }
 
 // MirrorChosen draws whether one request of the route is copied to its

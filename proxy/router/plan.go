@@ -8,9 +8,11 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/flags"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/retry"
 	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // Override headers a listener with trust_request_headers honours.
@@ -50,15 +52,26 @@ type Plan struct {
 	Mirror *cluster.Cluster
 }
 
-// Decide routes req on t into p. It returns ok false when no route
-// matches: the codec answers ReplyNoRoute (and counts no_route).
-func Decide(t *route.Table, req *Request, p *Plan) (ok bool) {
+// Decide routes req on t into p. When the request is not sent upstream
+// it returns ok false and the reply the codec answers with (no route, a
+// cluster_header naming no cluster, a direct_response); CountReply counts
+// it on the listener.
+func Decide(t *route.Table, req *Request, p *Plan) (rp Reply, ok bool) {
 	rt := t.MatchHeaders(req.Authority, req.Path, req.Headers)
 	if rt == nil {
-		return false
+		return ReplyNoRoute, false
 	}
 	p.Route = rt
-	p.Cluster = rt.Cluster()
+	switch {
+	case rt.Direct != nil:
+		return Reply{Status: rt.Direct.Status, Message: rt.Direct.Body, Direct: true}, false
+	case rt.ClusterHeader != "":
+		if p.Cluster = rt.ClusterFor(req.Headers); p.Cluster == nil {
+			return ReplyNoCluster, false
+		}
+	default:
+		p.Cluster = rt.Cluster()
+	}
 	p.Timeout = rt.Timeout
 	h := req.Headers
 	if req.Trust {
@@ -97,7 +110,20 @@ func Decide(t *route.Table, req *Request, p *Plan) (ok bool) {
 	if rt.MirrorChosen() {
 		p.Mirror = rt.Mirror
 	}
-	return true
+	return Reply{}, true
+}
+
+// CountReply counts a reply Decide returned on the listener's stats:
+// no_route, no_cluster or rq_direct_response.
+func CountReply(st *stats.HTTP, rp Reply) {
+	switch {
+	case rp.Direct:
+		st.RqDirectResponse.Inc(1)
+	case rp.Flag == flags.NoRoute:
+		st.NoRoute.Inc(1)
+	case rp.Flag == flags.NoClusterFound:
+		st.NoCluster.Inc(1)
+	}
 }
 
 // Deadline is the call's deadline from now, zero when it has none.

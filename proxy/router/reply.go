@@ -13,6 +13,9 @@ type Reply struct {
 	Status  int // HTTP status for HTTP clients
 	GRPC    int // grpc-status for gRPC clients
 	Message string
+	// Direct: a route's direct_response, sent as configured (Status and
+	// Message as the body) to every client, gRPC or not, with no flag.
+	Direct bool
 	// Charged: the reply is counted on the cluster as an upstream
 	// response with Status (Envoy charges 503 for UH, UO, UF and resets
 	// and 504 for timeouts); a reply with no cluster charges nothing.
