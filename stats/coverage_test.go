@@ -36,10 +36,6 @@ var pending = map[string]string{
 	"HTTP.DownstreamCxProtocolError": "downstream_cx_protocol_error, per connection closed for a protocol error",
 	"HTTP.DownstreamCxRxBytes":       "downstream_cx_rx_bytes_total, bytes read from clients",
 	"HTTP.DownstreamCxTxBytes":       "downstream_cx_tx_bytes_total, bytes written to clients",
-
-	// Local replies of the router's table.
-	"HTTP.NoCluster":        "no_cluster, per request whose route names no cluster",
-	"HTTP.RqDirectResponse": "rq_direct_response, per request the proxy answered itself",
 }
 
 // TestEveryStatIsWritten checks that every stat of the catalog is written
