@@ -302,6 +302,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 			o.End = router.EndCancelled
 		case ctx.Err() != nil:
 			o.End = router.EndTimeout
+		case errors.Is(err, upstream.ErrOverflow):
+			o.End = router.EndOverflow
 		case errors.Is(err, upstream.ErrConnect):
 			o.End = router.EndConnectFailure
 		default:
@@ -356,6 +358,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 			return h.reply(w, r, rec, router.ReplyTimeout)
 		case router.EndPerTryTimeout:
 			return h.reply(w, r, rec, router.ReplyTimeout)
+		case router.EndOverflow:
+			return h.reply(w, r, rec, router.ReplyOverflow)
 		case router.EndConnectFailure:
 			h.Log.Debug().Err(err).Msg("upstream connect failure")
 			return h.reply(w, r, rec, router.ReplyConnectFailure)

@@ -117,10 +117,12 @@ func (b *bridge) run(pool *upstream.Pool, req *http.Request) {
 			o.End = router.EndPerTryTimeout
 		case err != nil && b.ctx.Err() != nil:
 			return // the deadline or the client ended the call: answered already
+		case errors.Is(err, upstream.ErrOverflow):
+			o.End, f, msg = router.EndOverflow, flagUpstreamOverflow, router.ReplyOverflow.Message
 		case errors.Is(err, upstream.ErrConnect):
-			o.End, f, msg = router.EndConnectFailure, flagUpstreamConnectFailure, msgConnectFailure
+			o.End, f, msg = router.EndConnectFailure, flagUpstreamConnectFailure, router.ReplyConnectFailure.Message
 		case err != nil:
-			o.End, f, msg = router.EndReset, flagUpstreamRemoteReset, msgRemoteReset
+			o.End, f, msg = router.EndReset, flagUpstreamRemoteReset, router.ReplyRemoteReset.Message
 		case !b.retriable(r):
 			resp = r
 		default:
@@ -142,7 +144,7 @@ func (b *bridge) run(pool *upstream.Pool, req *http.Request) {
 				return
 			default:
 				code := http2.ErrCodeInternal
-				if f == flagUpstreamConnectFailure {
+				if f == flagUpstreamConnectFailure || f == flagUpstreamOverflow {
 					code = http2.ErrCodeRefusedStream
 				}
 				cl.upstreamReset(code, f, msg)
@@ -180,7 +182,7 @@ func (b *bridge) run(pool *upstream.Pool, req *http.Request) {
 			break
 		}
 		if err != nil {
-			cl.upstreamReset(http2.ErrCodeInternal, flagUpstreamRemoteReset, msgRemoteReset)
+			cl.upstreamReset(http2.ErrCodeInternal, flagUpstreamRemoteReset, router.ReplyRemoteReset.Message)
 			return
 		}
 	}
@@ -236,7 +238,7 @@ func (b *bridge) retry(o *router.Outcome, f flag) (*upstream.Pool, *http.Request
 		done, big := cl.bodyDone, cl.bodyTooBig
 		cl.rmu.Unlock()
 		if big {
-			cl.upstreamReset(http2.ErrCodeCancel, flagUpstreamRemoteReset, msgRemoteReset)
+			cl.upstreamReset(http2.ErrCodeCancel, flagUpstreamRemoteReset, router.ReplyRemoteReset.Message)
 			return nil, nil
 		}
 		if done {
@@ -264,7 +266,7 @@ func (b *bridge) retry(o *router.Outcome, f flag) (*upstream.Pool, *http.Request
 		u, _ = hst.Upstream.(*Upstream)
 	}
 	if u == nil || u.HTTP == nil {
-		cl.upstreamReset(http2.ErrCodeRefusedStream, flagNoHealthyUpstream, msgNoHealthyUpstream)
+		cl.upstreamReset(http2.ErrCodeRefusedStream, flagNoHealthyUpstream, router.ReplyNoHealthyUpstream.Message)
 		return nil, nil
 	}
 	cl.rc.Begin(hst)

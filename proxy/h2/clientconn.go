@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/sightline-proxy/sightline/proxy/router"
 )
 
 // clientConn is one upstream HTTP/2 connection of a Pool (h2c, or TLS with
@@ -195,7 +197,7 @@ func (cc *clientConn) moveLocked(h *half, retry bool) {
 	}
 	if h.wroteData || h.gotHeaders || h.call.attempts >= maxAttempts {
 		h.failCode = http2.ErrCodeRefusedStream
-		cc.failLocked2(h, flagUpstreamRemoteReset, msgRemoteReset)
+		cc.failLocked2(h, flagUpstreamRemoteReset, router.ReplyRemoteReset.Message)
 		return
 	}
 	h.moving = true
@@ -354,7 +356,7 @@ func (cc *clientConn) connectFailed() {
 	cc.mu.Lock()
 	cc.failed = true
 	for h := cc.popWaitingLocked(); h != nil; h = cc.popWaitingLocked() {
-		cc.failLocked2(h, flagUpstreamConnectFailure, msgConnectFailure)
+		cc.failLocked2(h, flagUpstreamConnectFailure, router.ReplyConnectFailure.Message)
 	}
 	close(cc.writerDone)
 	cc.unlock()
@@ -394,7 +396,7 @@ func (cc *clientConn) teardown(err error) {
 	if !cc.peerReady {
 		// The peer never sent its SETTINGS: a connect failure.
 		for h := cc.popWaitingLocked(); h != nil; h = cc.popWaitingLocked() {
-			cc.failLocked2(h, flagUpstreamConnectFailure, msgConnectFailure)
+			cc.failLocked2(h, flagUpstreamConnectFailure, router.ReplyConnectFailure.Message)
 		}
 	}
 	cc.moveWaitingLocked()
@@ -404,7 +406,7 @@ func (cc *clientConn) teardown(err error) {
 			cc.moveLocked(h, true)
 		} else {
 			h.failCode = http2.ErrCodeInternal
-			cc.failLocked2(h, flagUpstreamConnectionTerm, msgConnTermination)
+			cc.failLocked2(h, flagUpstreamConnectionTerm, router.ReplyConnTermination.Message)
 		}
 	}
 	cc.unlock()
@@ -767,7 +769,7 @@ func (cc *clientConn) handleRST(f *http2.RSTStreamFrame) error {
 		cc.resetLocked(h, 0, false)
 	default:
 		h.failCode = f.ErrCode
-		cc.failLocked2(h, flagUpstreamRemoteReset, msgRemoteReset)
+		cc.failLocked2(h, flagUpstreamRemoteReset, router.ReplyRemoteReset.Message)
 	}
 	cc.unlock()
 	return nil
@@ -784,7 +786,7 @@ func (cc *clientConn) resetStream(id uint32, code http2.ErrCode) {
 	}
 	if !h.recvDone && !h.reset {
 		h.failCode = code
-		h.failFlag, h.failMsg = flagUpstreamRemoteReset, msgRemoteReset
+		h.failFlag, h.failMsg = flagUpstreamRemoteReset, router.ReplyRemoteReset.Message
 	}
 	cc.resetLocked(h, code, true)
 	cc.unlock()

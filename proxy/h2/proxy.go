@@ -22,15 +22,6 @@ const (
 	headerOverridePrefix      = "x-sightline-"
 )
 
-// Messages of the proxy's own errors, as forward.go words them.
-const (
-	msgNoHealthyUpstream = "no healthy upstream"
-	msgConnectFailure    = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
-	msgRemoteReset       = "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
-	msgConnTermination   = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
-	msgOverflow          = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
-)
-
 // proxy routes a new request and sends it upstream. It runs on the
 // downstream reader with sc.hb and sc.fields holding the request; it never
 // blocks (a connection still being dialled queues the stream).
@@ -485,7 +476,10 @@ func (cl *call) onResponseTrailers(fields []hpack.HeaderField) {
 func (cl *call) upstreamReset(code http2.ErrCode, f flag, msg string) {
 	if r := cl.rtp; r != nil {
 		err := fmt.Errorf("%w: %s", ErrUpstreamReset, msg)
-		if f == flagUpstreamConnectFailure {
+		switch f {
+		case flagUpstreamOverflow:
+			err = fmt.Errorf("%w: %w: %s", upstream.ErrConnect, upstream.ErrOverflow, msg)
+		case flagUpstreamConnectFailure:
 			err = fmt.Errorf("%w: %s", upstream.ErrConnect, msg)
 		}
 		r.fail(err)

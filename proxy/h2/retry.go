@@ -165,7 +165,7 @@ func (cl *call) scheduleRetry() {
 // abandonRetry gives up a retry that can no longer be sent (the request
 // grew past what is kept): the client gets UNAVAILABLE or 503.
 func (cl *call) abandonRetry() {
-	cl.upstreamReset(http2.ErrCodeCancel, flagUpstreamRemoteReset, msgRemoteReset)
+	cl.upstreamReset(http2.ErrCodeCancel, flagUpstreamRemoteReset, router.ReplyRemoteReset.Message)
 	cl.halfDone(&cl.up)
 }
 
@@ -211,7 +211,7 @@ func (cl *call) startRetry() {
 	}
 	if u == nil {
 		h.cn.Store(nil)
-		cl.upstreamReset(http2.ErrCodeRefusedStream, flagNoHealthyUpstream, msgNoHealthyUpstream)
+		cl.upstreamReset(http2.ErrCodeRefusedStream, flagNoHealthyUpstream, router.ReplyNoHealthyUpstream.Message)
 		cl.halfDone(h)
 		return
 	}
@@ -258,9 +258,9 @@ func (cl *call) startRetry() {
 		freeChain(h.head)
 		h.head, h.tail, h.queued = nil, nil, 0
 		if r == pendingOverflow {
-			cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamOverflow, msgOverflow)
+			cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamOverflow, router.ReplyOverflow.Message)
 		} else {
-			cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamConnectFailure, msgConnectFailure)
+			cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamConnectFailure, router.ReplyConnectFailure.Message)
 		}
 		cl.halfDone(h)
 		return

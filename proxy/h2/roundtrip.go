@@ -75,7 +75,7 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		cl.halves.Add(-1)
 		cl.refs.Add(-1)
 		s.done()
-		return nil, fmt.Errorf("%w: %s: max_pending_requests reached", upstream.ErrConnect, p.addr)
+		return nil, fmt.Errorf("%w: %w: %s: max_pending_requests or max_connection_pools reached", upstream.ErrConnect, upstream.ErrOverflow, p.addr)
 	default:
 		cl.halves.Add(-1)
 		cl.refs.Add(-1)

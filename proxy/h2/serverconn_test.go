@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/router"
 )
 
 // okProxy is a proxy in front of an HTTP backend running h.
@@ -425,7 +426,7 @@ func TestLocalReplies(t *testing.T) {
 		path, status, flags, body string
 	}{
 		{"/nowhere", "404", "NR", "no route\n"},
-		{"/dead", "503", "UF", msgConnectFailure + "\n"},
+		{"/dead", "503", "UF", router.ReplyConnectFailure.Message + "\n"},
 		{"/slow", "504", "UT", "upstream request timeout\n"},
 	}
 	for _, tt := range tests {

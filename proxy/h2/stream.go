@@ -154,14 +154,14 @@ func (cl *call) redispatch() {
 		h.cn.Store(nil)
 		freeChain(h.head)
 		h.head, h.tail, h.queued = nil, nil, 0
-		cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamOverflow, msgOverflow)
+		cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamOverflow, router.ReplyOverflow.Message)
 		cl.halfDone(h)
 		return
 	}
 	h.cn.Store(nil)
 	freeChain(h.head)
 	h.head, h.tail, h.queued = nil, nil, 0
-	cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamConnectFailure, msgConnectFailure)
+	cl.upstreamReset(http2.ErrCodeRefusedStream, flagUpstreamConnectFailure, router.ReplyConnectFailure.Message)
 	cl.halfDone(h)
 }
 

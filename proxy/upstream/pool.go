@@ -65,11 +65,11 @@ type Options struct {
 var ErrConnect = errors.New("upstream connect error")
 
 // ErrOverflow is wrapped, with ErrConnect, in the error of a request whose
-// pool had no connection and could not open one because the cluster's
-// max_connection_pools breaker was open. No connection was attempted; a
-// caller that tells overflows apart answers it with UO, one that does not
-// sees a connect failure.
-var ErrOverflow = errors.New("max_connection_pools reached")
+// pool had no connection free and could not open one because the
+// cluster's max_connection_pools or max_connections breaker was open. No
+// connection was attempted; a caller that tells overflows apart answers
+// it with UO, one that does not sees a connect failure.
+var ErrOverflow = errors.New("circuit breaker open")
 
 // Pool is the connection pool of one host. It is safe for concurrent use.
 type Pool struct {
@@ -393,32 +393,50 @@ func awaitPeerSettings(ctx context.Context, cc *http.ClientConn, c *countedConn)
 	return nil
 }
 
-// poolClaim is a pool's max_connection_pools claim: taken as the pool
-// dials while it has no connection, given back when its last connection
-// closes.
+// poolClaim is a pool's claims on the cluster's connection breakers:
+// max_connection_pools, taken as the pool dials while it has no
+// connection and given back when its last connection closes; and one
+// max_connections slot per connection. A host's first connection is
+// always allowed past max_connections, as in Envoy, so that a host the
+// balancer picked can be reached; past that a new connection is refused
+// (ErrOverflow) rather than queued, since net/http's HTTP/1.1 pool has no
+// queue of its own (the HTTP/2 engine's pools queue up to
+// max_pending_requests).
 type poolClaim struct {
 	b  *breaker.Breakers
 	mu sync.Mutex
 	n  int // connections, dialling ones included
 }
 
-func (c *poolClaim) acquire() bool {
+func (c *poolClaim) acquire() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n == 0 && !c.b.TryConnectionPool() {
-		return false
+		return errPoolOverflow
+	}
+	if !c.b.TryConnection() {
+		if c.n > 0 {
+			return errCxOverflow
+		}
+		c.b.ForceConnection()
 	}
 	c.n++
-	return true
+	return nil
 }
 
 func (c *poolClaim) release() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.b.DoneConnection()
 	if c.n--; c.n == 0 {
 		c.b.DoneConnectionPool()
 	}
 }
+
+var (
+	errPoolOverflow = fmt.Errorf("%w: max_connection_pools reached", ErrOverflow)
+	errCxOverflow   = fmt.Errorf("%w: max_connections reached", ErrOverflow)
+)
 
 // dialFunc returns the dial function of one of the pool's Transports. It
 // claims max_connection_pools for the pool's first connection, counts the
@@ -432,8 +450,8 @@ func (c *poolClaim) release() {
 // waits for: until then the connect deadline stays on the socket.
 func (p *Pool) dialFunc(claim *poolClaim, http2 bool, tlsConf *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if !claim.acquire() {
-			return nil, fmt.Errorf("%w: %w: no connection to %s", ErrConnect, ErrOverflow, addr)
+		if err := claim.acquire(); err != nil {
+			return nil, fmt.Errorf("%w: %w: no connection to %s", ErrConnect, err, addr)
 		}
 		start := time.Now()
 		cx := p.cx
