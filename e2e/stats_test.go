@@ -374,14 +374,14 @@ func checkNoZerosPushed(t *testing.T, e *statsEnv) {
 	t.Helper()
 	for name, r := range map[string]*statsdReceiver{"plain statsd": e.plain, "DogStatsD": e.dog} {
 		if bad := r.linesMatching(func(l statsdLine) bool {
-			return strings.HasSuffix(l.name, ".upstream_rq_retry") || strings.HasSuffix(l.name, ".upstream_rq_pending_active") ||
+			return strings.HasSuffix(l.name, ".upstream_rq_retry") || strings.HasSuffix(l.name, ".upstream_rq_per_try_timeout") ||
 				(l.typ == "c" && l.value == 0)
 		}); len(bad) > 0 {
 			t.Errorf("%s was sent stats never touched (emit_zeros is false): %q", name, bad)
 		}
 	}
 	for name, r := range map[string]*otlpReceiver{"otlp grpc": e.otlpGRPC, "otlp http": e.otlpHTTP} {
-		for _, m := range []string{"cluster.upstream_rq_retry", "cluster.upstream_rq_pending_active"} {
+		for _, m := range []string{"cluster.upstream_rq_retry", "cluster.upstream_rq_per_try_timeout"} {
 			if r.seen(m) {
 				t.Errorf("%s was sent %s, never touched (emit_zeros is false)", name, m)
 			}

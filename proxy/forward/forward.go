@@ -9,7 +9,6 @@ package forward
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -286,66 +285,38 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 		sent time.Time
 		o    = &rec.outcome
 	)
-	for {
-		*o = router.Outcome{GRPCStatus: -1}
-		var perTryFired bool
-		sent, resp, err, perTryFired = h.attempt(ctx, out, r, rec, hst, body)
-		switch {
-		case err == nil:
-			o.Status = resp.StatusCode
+	try := func(hst *host.Host) router.Outcome {
+		var perTry bool
+		sent, resp, err, perTry = h.attempt(ctx, out, r, rec, hst, body)
+		a := router.Outcome{GRPCStatus: -1}
+		if err == nil {
+			a.Status = resp.StatusCode
 			if grpc {
-				o.GRPCStatus = grpcproto.StatusOf(resp.Header) // trailers-only
+				a.GRPCStatus = grpcproto.StatusOf(resp.Header) // trailers-only
 			}
-		case perTryFired:
-			o.End = router.EndPerTryTimeout
-		case r.Context().Err() != nil:
-			o.End = router.EndCancelled
-		case ctx.Err() != nil:
-			o.End = router.EndTimeout
-		case errors.Is(err, upstream.ErrOverflow):
-			o.End = router.EndOverflow
-		case errors.Is(err, upstream.ErrConnect):
-			o.End = router.EndConnectFailure
-		default:
-			o.End = router.EndReset
+		} else {
+			a.End = router.Classify(err, ctx, r.Context().Err() != nil, perTry)
 		}
-		o.Elapsed = time.Since(sent)
-		if o.End == router.EndCancelled || o.End == router.EndTimeout {
-			break
-		}
-		again, f := c.ShouldRetry(o, false, body != nil, deadline)
-		rec.flags |= f
-		if !again {
-			break
-		}
-		// Settle the failed attempt, wait, and go again elsewhere.
+		a.Elapsed = time.Since(sent)
+		return a
+	}
+	settle := func(a *router.Outcome) bool {
 		if err == nil {
 			resp.Body.Close()
 		}
-		rec.endClientSpan(o.Status, o.GRPCStatus, err)
-		c.Retried(o)
-		t := time.NewTimer(c.BackoffWait(deadline))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		rec.endClientSpan(a.Status, a.GRPCStatus, err)
+		return true
+	}
+	var rp router.Reply
+	var between bool
+	c.Begin(hst)
+	*o, rp, between = c.Run(ctx, deadline, func() bool { return body != nil }, hst, try, settle)
+	rec.flags |= c.Flags
+	if between {
+		if o.End == router.EndCancelled {
+			return 0
 		}
-		if ctx.Err() != nil || !deadline.IsZero() && !time.Now().Before(deadline) {
-			// The deadline passed, or the client left, during the
-			// back-off (the wait is cut to the deadline, and may end
-			// a moment before the context's own timer): no host is
-			// picked or charged for it.
-			*o = router.Outcome{GRPCStatus: -1, End: router.EndTimeout}
-			if r.Context().Err() != nil {
-				o.End = router.EndCancelled
-				return 0
-			}
-			return h.reply(w, r, rec, router.ReplyTimeout)
-		}
-		if hst = c.Pick(); hst == nil {
-			*o = router.Outcome{GRPCStatus: -1, End: router.EndNoHealthy}
-			return h.reply(w, r, rec, router.ReplyNoHealthyUpstream)
-		}
+		return h.reply(w, r, rec, rp)
 	}
 	if err != nil {
 		rec.upErr = err
@@ -355,18 +326,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 			return 0 // nobody to answer
 		case router.EndTimeout:
 			o.TxReset = true
-			return h.reply(w, r, rec, router.ReplyTimeout)
-		case router.EndPerTryTimeout:
-			return h.reply(w, r, rec, router.ReplyTimeout)
-		case router.EndOverflow:
-			return h.reply(w, r, rec, router.ReplyOverflow)
-		case router.EndConnectFailure:
-			h.Log.Debug().Err(err).Msg("upstream connect failure")
-			return h.reply(w, r, rec, router.ReplyConnectFailure)
-		default:
-			h.Log.Debug().Err(err).Msg("upstream reset before headers")
-			return h.reply(w, r, rec, router.ReplyRemoteReset)
 		}
+		h.Log.Debug().Err(err).Msg("upstream request failed")
+		return h.reply(w, r, rec, router.ReplyFor(o.End))
 	}
 	defer resp.Body.Close()
 	// The deadline must also end a response that is streaming: net/http's
@@ -457,7 +419,6 @@ func (h *Handler) attempt(ctx context.Context, out, r *http.Request, rec *record
 		})
 	}
 	sent = time.Now()
-	c.Begin(hst)
 	http1 := c.Cluster.Protocol == cluster.HTTP1 || (c.Cluster.Protocol == cluster.Auto && r.ProtoMajor != 2)
 	if u, ok := hst.Upstream.(router.RoundTripper); ok {
 		resp, err = u.RoundTrip(req, http1)

@@ -3,7 +3,6 @@ package h2
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/router"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 )
@@ -106,58 +106,66 @@ func (b *bridge) run(pool *upstream.Pool, req *http.Request) {
 		b.Close()
 		cl.halfDone(&cl.up)
 	}()
-	var resp *http.Response
-	for {
-		r, err, perTry := b.roundTrip(pool, req)
+	var (
+		resp   *http.Response
+		tries  int
+		perTry bool
+	)
+	try := func(hst *host.Host) router.Outcome {
+		if tries > 0 {
+			// A retry: the kept request, to the host the router picked.
+			u, _ := hst.Upstream.(*Upstream)
+			if u == nil || u.HTTP == nil {
+				return router.Outcome{GRPCStatus: -1, End: router.EndConnectFailure}
+			}
+			cl.startAttempt()
+			cl.sent = time.Now()
+			pool, req = u.HTTP, b.retryRequest(u.HTTP)
+		}
+		tries++
+		var err error
+		resp, err, perTry = b.roundTrip(pool, req)
 		o := router.Outcome{GRPCStatus: -1, Elapsed: time.Since(cl.sent)}
-		var f flag
-		msg := ""
 		switch {
-		case perTry:
-			o.End = router.EndPerTryTimeout
-		case err != nil && b.ctx.Err() != nil:
-			return // the deadline or the client ended the call: answered already
-		case errors.Is(err, upstream.ErrOverflow):
-			o.End, f, msg = router.EndOverflow, flagUpstreamOverflow, router.ReplyOverflow.Message
-		case errors.Is(err, upstream.ErrConnect):
-			o.End, f, msg = router.EndConnectFailure, flagUpstreamConnectFailure, router.ReplyConnectFailure.Message
-		case err != nil:
-			o.End, f, msg = router.EndReset, flagUpstreamRemoteReset, router.ReplyRemoteReset.Message
-		case !b.retriable(r):
-			resp = r
-		default:
-			o.Status = r.StatusCode
+		case err == nil:
+			o.Status = resp.StatusCode
 			if cl.grpc {
-				o.GRPCStatus = grpcproto.StatusOf(r.Header)
+				o.GRPCStatus = grpcproto.StatusOf(resp.Header) // trailers-only
 			}
+		case !perTry && b.ctx.Err() != nil:
+			// The deadline or the client ended the call: answered.
+			o.End = router.EndCancelled
+		default:
+			o.End = router.Classify(err, b.ctx, false, perTry)
 		}
-		if resp != nil {
-			break
+		return o
+	}
+	replayable := func() bool {
+		cl.rmu.Lock()
+		defer cl.rmu.Unlock()
+		return cl.keep && !cl.bodyTooBig
+	}
+	o, rp, between := cl.rc.Run(b.ctx, cl.deadline, replayable, cl.rc.Host, try, b.settle(&resp))
+	cl.addFlag(cl.rc.Flags)
+	switch {
+	case o.End == router.EndCancelled, between && rp == router.ReplyTimeout:
+		return // answered: by whoever cancelled, by the deadline timer, or by settle
+	case between && rp.Flag == 0:
+		return
+	case o.End == router.EndPerTryTimeout:
+		cl.endedBy.CompareAndSwap(0, endedPerTryTimeout)
+		cl.expire()
+		return
+	case between || o.End != router.EndResponse:
+		if !between {
+			rp = router.ReplyFor(o.End)
 		}
-		if !cl.canRetry(&o, false) {
-			switch {
-			case err == nil && !perTry:
-				resp = r
-			case perTry:
-				cl.endedBy.CompareAndSwap(0, endedPerTryTimeout)
-				cl.expire()
-				return
-			default:
-				code := http2.ErrCodeInternal
-				if f == flagUpstreamConnectFailure || f == flagUpstreamOverflow {
-					code = http2.ErrCodeRefusedStream
-				}
-				cl.upstreamReset(code, f, msg)
-				return
-			}
-			break
+		code := http2.ErrCodeInternal
+		if o.End != router.EndReset {
+			code = http2.ErrCodeRefusedStream // nothing reached the upstream
 		}
-		if r != nil {
-			r.Body.Close()
-		}
-		if pool, req = b.retry(&o, f); req == nil {
-			return
-		}
+		cl.upstreamReset(code, rp.Flag, rp.Message)
+		return
 	}
 	defer resp.Body.Close()
 	fields := responseFields(resp.Header)
@@ -217,65 +225,48 @@ func (b *bridge) roundTrip(pool *upstream.Pool, req *http.Request) (resp *http.R
 	return resp, err, false
 }
 
-// retriable reports whether a response may be worth a retry at all (the
-// router decides): a 5xx, a 409, or a trailers-only gRPC error.
-func (b *bridge) retriable(resp *http.Response) bool {
-	return b.cl.rc.Retry.On != 0 && (resp.StatusCode >= 500 || resp.StatusCode == 409 ||
-		b.cl.grpc && grpcproto.StatusOf(resp.Header) > 0)
+// settle readies the retry of an attempt: its response is dropped, its
+// span ended, and the whole request kept (the client may still be
+// sending it; the transport may have stopped reading it). false: the
+// retry cannot go, the request grew past what is kept (the client is
+// answered) or the call ended.
+func (b *bridge) settle(resp **http.Response) router.Settle {
+	return func(o *router.Outcome) bool {
+		cl := b.cl
+		if r := *resp; r != nil {
+			r.Body.Close()
+			*resp = nil
+		}
+		cl.endAttemptSpan(o, router.ReplyFor(o.End).Flag)
+		for {
+			cl.rmu.Lock()
+			done, big := cl.bodyDone, cl.bodyTooBig
+			cl.rmu.Unlock()
+			if big {
+				cl.upstreamReset(http2.ErrCodeCancel, flagUpstreamRemoteReset, router.ReplyRemoteReset.Message)
+				return false
+			}
+			if done {
+				break
+			}
+			select {
+			case <-b.wake:
+			case <-b.ctx.Done():
+				return false
+			}
+		}
+		b.mu.Lock()
+		b.ended = true // the client's further bytes are kept, not queued
+		b.mu.Unlock()
+		return true
+	}
 }
 
-// retry settles the failed attempt and, after the back-off, returns the
-// next one's pool and request, with the kept body; nil when the call ends
-// instead (the client left, the deadline passed, no host), the client
-// answered.
-func (b *bridge) retry(o *router.Outcome, f flag) (*upstream.Pool, *http.Request) {
+// retryRequest is the request of a retry to pool's host: the upstream
+// fields as built for the first attempt, with the kept body.
+func (b *bridge) retryRequest(pool *upstream.Pool) *http.Request {
 	cl := b.cl
-	cl.endAttempt(o, f)
-	// The retry needs the whole request: wait for the client to finish
-	// sending it (the transport may have stopped reading it).
-	for {
-		cl.rmu.Lock()
-		done, big := cl.bodyDone, cl.bodyTooBig
-		cl.rmu.Unlock()
-		if big {
-			cl.upstreamReset(http2.ErrCodeCancel, flagUpstreamRemoteReset, router.ReplyRemoteReset.Message)
-			return nil, nil
-		}
-		if done {
-			break
-		}
-		select {
-		case <-b.wake:
-		case <-b.ctx.Done():
-			return nil, nil
-		}
-	}
-	t := time.NewTimer(cl.rc.BackoffWait(cl.deadline))
-	select {
-	case <-t.C:
-	case <-b.ctx.Done():
-		t.Stop()
-		return nil, nil
-	}
-	if !cl.deadline.IsZero() && !time.Now().Before(cl.deadline) {
-		return nil, nil // the deadline timer answers the client
-	}
-	hst := cl.rc.Pick()
-	var u *Upstream
-	if hst != nil {
-		u, _ = hst.Upstream.(*Upstream)
-	}
-	if u == nil || u.HTTP == nil {
-		cl.upstreamReset(http2.ErrCodeRefusedStream, flagNoHealthyUpstream, router.ReplyNoHealthyUpstream.Message)
-		return nil, nil
-	}
-	cl.rc.Begin(hst)
-	cl.startAttempt()
-	cl.sent = time.Now()
-	b.mu.Lock()
-	b.ended = true
-	b.mu.Unlock()
-	req := b.request(u.HTTP)
+	req := b.request(pool)
 	cl.rmu.Lock()
 	body := cl.body
 	cl.rmu.Unlock()
@@ -283,7 +274,7 @@ func (b *bridge) retry(o *router.Outcome, f flag) (*upstream.Pool, *http.Request
 	if len(body) == 0 {
 		req.Body = http.NoBody
 	}
-	return u.HTTP, req
+	return req
 }
 
 // responseFields turns an HTTP/1.1 header map into HTTP/2 fields, without

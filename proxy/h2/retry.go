@@ -173,6 +173,11 @@ func (cl *call) abandonRetry() {
 // counts it (host, outlier detection, retried code) and its span ends.
 func (cl *call) endAttempt(o *router.Outcome, f flag) {
 	cl.rc.Retried(o)
+	cl.endAttemptSpan(o, f)
+}
+
+// endAttemptSpan ends the CLIENT span of an attempt that is retried.
+func (cl *call) endAttemptSpan(o *router.Outcome, f flag) {
 	var err error
 	switch o.End {
 	case router.EndConnectFailure:

@@ -101,6 +101,9 @@ type Call struct {
 	Host *host.Host
 	// Tries counts the attempts begun.
 	Tries int
+	// Flags are the response flags the router decided (URX, UO) in Run;
+	// a codec that calls ShouldRetry itself gets them from it.
+	Flags flags.Flags
 	// RequestMessages and ResponseMessages are the gRPC messages the
 	// client sent and got (grpcproto.MessageCounter), set by the codec
 	// before Finish; counted once per call, however many attempts.

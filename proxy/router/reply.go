@@ -64,3 +64,22 @@ func (r Reply) Text(grpc bool, path string) string {
 	}
 	return r.Message
 }
+
+// ReplyFor is the reply for an attempt that ended without a response as
+// e says (the zero Reply for EndResponse and EndCancelled: there is no
+// one to answer, or nothing to say).
+func ReplyFor(e End) Reply {
+	switch e {
+	case EndConnectFailure:
+		return ReplyConnectFailure
+	case EndReset:
+		return ReplyRemoteReset
+	case EndOverflow:
+		return ReplyOverflow
+	case EndNoHealthy:
+		return ReplyNoHealthyUpstream
+	case EndPerTryTimeout, EndTimeout:
+		return ReplyTimeout
+	}
+	return Reply{}
+}
