@@ -1,6 +1,9 @@
 package router
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"strconv"
@@ -11,7 +14,9 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/flags"
+	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/retry"
+	"github.com/sightline-proxy/sightline/proxy/upstream"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
@@ -251,5 +256,95 @@ func BenchmarkCall(b *testing.B) {
 		c.TryRequest()
 		c.Begin(c.Pick())
 		c.Finish(&Outcome{Status: 200, GRPCStatus: -1})
+	}
+}
+
+// TestRun drives the blocking codecs' loop with attempts made up here.
+func TestRun(t *testing.T) {
+	tests := []struct {
+		name        string
+		hosts       int
+		outcomes    []Outcome // what each attempt returns, in turn
+		deadline    time.Duration
+		backoffBase time.Duration
+		wantTries   int
+		wantEnd     End
+		wantReply   Reply
+		wantBetween bool
+		wantFlags   flags.Flags
+	}{
+		{name: "first attempt answers", hosts: 2, outcomes: []Outcome{{Status: 200, GRPCStatus: -1}}, wantTries: 1},
+		{name: "503 then 200", hosts: 2, outcomes: []Outcome{{Status: 503, GRPCStatus: -1}, {Status: 200, GRPCStatus: -1}}, wantTries: 2},
+		{name: "retries run out", hosts: 3, outcomes: []Outcome{{Status: 503, GRPCStatus: -1}, {Status: 503, GRPCStatus: -1}, {Status: 503, GRPCStatus: -1}},
+			wantTries: 3, wantFlags: flags.UpstreamRetryLimit},
+		{name: "deadline during the back-off", hosts: 2, outcomes: []Outcome{{Status: 503, GRPCStatus: -1}}, deadline: 20 * time.Millisecond, backoffBase: time.Hour,
+			wantTries: 1, wantEnd: EndTimeout, wantReply: ReplyTimeout, wantBetween: true},
+		{name: "the client leaves", hosts: 2, outcomes: []Outcome{{GRPCStatus: -1, End: EndCancelled}}, wantTries: 1, wantEnd: EndCancelled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cl, _ := testCluster(t, tt.hosts, config.CircuitBreakers{})
+			var c Call
+			c.Cluster = cl
+			c.Retry = policy(t, "5xx", 2)
+			c.Retry.BackoffBase, c.Retry.BackoffMax = time.Millisecond, time.Millisecond
+			if tt.backoffBase > 0 {
+				c.Retry.BackoffBase, c.Retry.BackoffMax = tt.backoffBase, 2*tt.backoffBase
+			}
+			var deadline time.Time
+			if tt.deadline > 0 {
+				deadline = time.Now().Add(tt.deadline)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if !deadline.IsZero() {
+				ctx, cancel = context.WithDeadline(ctx, deadline)
+				defer cancel()
+			}
+			first := c.Pick()
+			c.Begin(first)
+			n := 0
+			seen := map[string]bool{}
+			o, rp, between := c.Run(ctx, deadline, func() bool { return true }, first, func(h *host.Host) Outcome {
+				if seen[h.Address] && len(seen) < tt.hosts {
+					t.Errorf("attempt %d went to %s again while another host was untried", n+1, h.Address)
+				}
+				seen[h.Address] = true
+				o := tt.outcomes[n]
+				n++
+				return o
+			}, func(*Outcome) bool { return true })
+			c.Finish(&o)
+			if n != tt.wantTries || c.Tries != tt.wantTries {
+				t.Errorf("%d attempts (Tries %d), want %d", n, c.Tries, tt.wantTries)
+			}
+			if o.End != tt.wantEnd || rp != tt.wantReply || between != tt.wantBetween || c.Flags != tt.wantFlags {
+				t.Errorf("Run = end %d, reply %q, between %v, flags %v; want %d, %q, %v, %v",
+					o.End, rp.Message, between, c.Flags, tt.wantEnd, tt.wantReply.Message, tt.wantBetween, tt.wantFlags)
+			}
+		})
+	}
+}
+
+func TestClassify(t *testing.T) {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	live := context.Background()
+	for _, tt := range []struct {
+		err          error
+		ctx          context.Context
+		gone, perTry bool
+		want         End
+	}{
+		{err: errors.New("x"), ctx: live, perTry: true, want: EndPerTryTimeout},
+		{err: errors.New("x"), ctx: done, gone: true, want: EndCancelled},
+		{err: errors.New("x"), ctx: done, want: EndTimeout},
+		{err: fmt.Errorf("%w: %w", upstream.ErrConnect, upstream.ErrOverflow), ctx: live, want: EndOverflow},
+		{err: fmt.Errorf("%w: dialing", upstream.ErrConnect), ctx: live, want: EndConnectFailure},
+		{err: io.ErrUnexpectedEOF, ctx: live, want: EndReset},
+	} {
+		if got := Classify(tt.err, tt.ctx, tt.gone, tt.perTry); got != tt.want {
+			t.Errorf("Classify(%v, gone %v, perTry %v) = %d, want %d", tt.err, tt.gone, tt.perTry, got, tt.want)
+		}
 	}
 }
