@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // The ranges of the numeric tags.
@@ -130,6 +131,48 @@ func (c *Cluster) Connections() *Connections {
 			CxLengthMs:       sc.histogram(upstreamCxLengthMs),
 		}
 	})
+}
+
+// Opened counts a connection attempt as it begins, as Envoy does:
+// upstream_cx_total, its protocol's total, and upstream_cx_active until
+// Ended. The pools of both protocols call it.
+func (c *Connections) Opened(http2 bool) {
+	c.CxTotal.Inc(1)
+	if http2 {
+		c.CxHTTP2Total.Inc(1)
+	} else {
+		c.CxHTTP1Total.Inc(1)
+	}
+	c.CxActive.Inc()
+}
+
+// ConnEnd is how an upstream connection ended.
+type ConnEnd struct {
+	ConnectFail bool // it never became ready
+	Timeout     bool // …because connect_timeout passed
+	Local       bool // the proxy closed it, not the peer
+}
+
+// Ended counts the end of a connection Opened counted, started at start:
+// every one in upstream_cx_destroy and its _local or _remote and in
+// upstream_cx_length_ms; one that never became ready in
+// upstream_cx_connect_fail too, and in upstream_cx_connect_timeout when
+// the connect timeout ended it.
+func (c *Connections) Ended(e ConnEnd, start time.Time) {
+	if e.ConnectFail {
+		c.CxConnectFail.Inc(1)
+		if e.Timeout {
+			c.CxConnectTimeout.Inc(1)
+		}
+	}
+	c.CxDestroy.Inc(1)
+	if e.Local {
+		c.CxDestroyLocal.Inc(1)
+	} else {
+		c.CxDestroyRemote.Inc(1)
+	}
+	c.CxActive.Dec()
+	c.CxLengthMs.RecordDuration(time.Since(start))
 }
 
 // Membership is how many hosts a cluster has, and how many are healthy.

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/sightline-proxy/sightline/proxy/router"
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // clientConn is one upstream HTTP/2 connection of a Pool (h2c, or TLS with
@@ -228,15 +229,13 @@ func (cc *clientConn) run() {
 	if cc.counted {
 		defer p.opts.Breakers.DoneConnection()
 	}
-	p.cx.CxTotal.Inc(1)
-	p.cx.CxHTTP2Total.Inc(1)
-	p.cx.CxActive.Inc()
+	p.cx.Opened(true)
 	deadline := cc.start.Add(p.opts.ConnectTimeout)
 	nc, err := cc.dial(deadline)
 	if err != nil {
 		p.log.Debug().Err(err).Msg("upstream connect failed")
 		var le localDialError
-		cc.countEnd(connEnd{connectFail: true, timeout: isTimeout(err), local: isTimeout(err) || errors.As(err, &le)})
+		cc.countEnd(stats.ConnEnd{ConnectFail: true, Timeout: isTimeout(err), Local: isTimeout(err) || errors.As(err, &le)})
 		cc.connectFailed()
 		return
 	}
@@ -258,7 +257,7 @@ func (cc *clientConn) run() {
 	if err != nil {
 		p.log.Debug().Err(err).Msg("writing the connection preface upstream failed")
 		cc.nc.Close()
-		cc.countEnd(connEnd{connectFail: true, timeout: isTimeout(err), local: isTimeout(err)})
+		cc.countEnd(stats.ConnEnd{ConnectFail: true, Timeout: isTimeout(err), Local: isTimeout(err)})
 		cc.connectFailed()
 		return
 	}
@@ -270,47 +269,21 @@ func (cc *clientConn) run() {
 	cc.mu.Lock()
 	cc.stopKeepaliveLocked()
 	var ce connErr
-	end := connEnd{
-		connectFail: !cc.peerReady,
-		timeout:     !cc.peerReady && isTimeout(err),
+	end := stats.ConnEnd{
+		ConnectFail: !cc.peerReady,
+		Timeout:     !cc.peerReady && isTimeout(err),
 		// The proxy closed it: it chose to (drain, PING timeout), found
 		// a protocol error, or a deadline it set passed. Otherwise the
 		// peer closed it or it broke.
-		local: cc.localClose || errors.As(err, &ce) || isTimeout(err),
+		Local: cc.localClose || errors.As(err, &ce) || isTimeout(err),
 	}
 	cc.mu.Unlock()
 	cc.countEnd(end)
 	cc.teardown(err)
 }
 
-// connEnd is how a connection ended, for the upstream_cx_* stats.
-type connEnd struct {
-	connectFail bool // it never became ready
-	timeout     bool // …because connect_timeout passed
-	local       bool // the proxy closed it, not the peer
-}
-
-// countEnd counts the end of the connection: Envoy counts every
-// connection it created in upstream_cx_destroy and its _local or _remote,
-// those that never became ready in upstream_cx_connect_fail too, and those
-// the connect timeout ended in upstream_cx_connect_timeout as well.
-func (cc *clientConn) countEnd(e connEnd) {
-	cx := cc.pool.cx
-	if e.connectFail {
-		cx.CxConnectFail.Inc(1)
-		if e.timeout {
-			cx.CxConnectTimeout.Inc(1)
-		}
-	}
-	cx.CxDestroy.Inc(1)
-	if e.local {
-		cx.CxDestroyLocal.Inc(1)
-	} else {
-		cx.CxDestroyRemote.Inc(1)
-	}
-	cx.CxActive.Dec()
-	cx.CxLengthMs.RecordDuration(time.Since(cc.start))
-}
+// countEnd counts the end of the connection (stats.Connections.Ended).
+func (cc *clientConn) countEnd(e stats.ConnEnd) { cc.pool.cx.Ended(e, cc.start) }
 
 // isTimeout reports whether err is a deadline passing: the connect
 // timeout, or a read deadline the connection set.

@@ -455,13 +455,7 @@ func (p *Pool) dialFunc(claim *poolClaim, http2 bool, tlsConf *tls.Config) func(
 		}
 		start := time.Now()
 		cx := p.cx
-		cx.CxTotal.Inc(1)
-		if http2 {
-			cx.CxHTTP2Total.Inc(1)
-		} else {
-			cx.CxHTTP1Total.Inc(1)
-		}
-		cx.CxActive.Inc()
+		cx.Opened(http2)
 		deadline := start.Add(p.timeout)
 		dctx, cancel := context.WithDeadline(ctx, deadline)
 		defer cancel()
@@ -470,7 +464,7 @@ func (p *Pool) dialFunc(claim *poolClaim, http2 bool, tlsConf *tls.Config) func(
 			// Refused or reset: the peer. A deadline or a caller that
 			// went away: the proxy.
 			local := isTimeout(err) || errors.Is(err, context.Canceled)
-			p.countEnd(connEnd{connectFail: true, timeout: isTimeout(err), local: local}, start)
+			p.cx.Ended(stats.ConnEnd{ConnectFail: true, Timeout: isTimeout(err), Local: local}, start)
 			claim.release()
 			return nil, fmt.Errorf("%w: dialing %s: %w", ErrConnect, addr, err)
 		}
@@ -506,35 +500,6 @@ func (p *Pool) dialFunc(claim *poolClaim, http2 bool, tlsConf *tls.Config) func(
 		}
 		return conn, nil
 	}
-}
-
-// connEnd is how a connection ended, for the upstream_cx_* stats.
-type connEnd struct {
-	connectFail bool // it never became ready
-	timeout     bool // …because connect_timeout passed
-	local       bool // the proxy closed it, not the peer
-}
-
-// countEnd counts a connection's end as Envoy does: every connection it
-// created in upstream_cx_destroy and its _local or _remote, those that
-// never became ready in upstream_cx_connect_fail too, and those the
-// connect timeout ended in upstream_cx_connect_timeout as well.
-func (p *Pool) countEnd(e connEnd, start time.Time) {
-	cx := p.cx
-	if e.connectFail {
-		cx.CxConnectFail.Inc(1)
-		if e.timeout {
-			cx.CxConnectTimeout.Inc(1)
-		}
-	}
-	cx.CxDestroy.Inc(1)
-	if e.local {
-		cx.CxDestroyLocal.Inc(1)
-	} else {
-		cx.CxDestroyRemote.Inc(1)
-	}
-	cx.CxActive.Dec()
-	cx.CxLengthMs.RecordDuration(time.Since(start))
 }
 
 // countedConn is one upstream connection of the pool, from its dial to
@@ -664,10 +629,10 @@ func (c *countedConn) Close() error {
 		return err
 	}
 	c.closed = true
-	e := connEnd{
-		connectFail: !c.ready,
-		timeout:     !c.ready && c.timedOut,
-		local:       c.timedOut || c.local || !c.remote,
+	e := stats.ConnEnd{
+		ConnectFail: !c.ready,
+		Timeout:     !c.ready && c.timedOut,
+		Local:       c.timedOut || c.local || !c.remote,
 	}
 	first := c.first != nil && !c.firstDone
 	if first {
@@ -675,7 +640,7 @@ func (c *countedConn) Close() error {
 		close(c.first)
 	}
 	c.mu.Unlock()
-	c.p.countEnd(e, c.start)
+	c.p.cx.Ended(e, c.start)
 	c.claim.release()
 	return err
 }
