@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/host"
@@ -201,59 +202,6 @@ func getFlags(t testing.TB, addr string) (int, string) {
 	return resp.StatusCode, resp.Header.Get("X-Sightline-Response-Flags")
 }
 
-// muteListener accepts connections and never writes to them: an h2
-// upstream that never sends its SETTINGS. accepted receives each
-// connection; they are closed when the test ends.
-func muteListener(t testing.TB) (addr string, accepted <-chan net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan net.Conn, 16)
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			select {
-			case ch <- c:
-			default:
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String(), ch
-}
-
-// closedPort is a loopback address nothing listens on.
-func closedPort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // TestPoolConnectionStats: what the upstream_cx_* stats show after each
 // way an engine pool connection can go, counted as Envoy counts them:
 // every attempt in cx_total and cx_http2_total, a failed connect once in
@@ -281,7 +229,7 @@ func TestPoolConnectionStats(t *testing.T) {
 		{
 			name: "nothing listens",
 			start: func(t *testing.T) (string, bool) {
-				return closedPort(t), false
+				return testnet.ClosedPort(t), false
 			},
 			wantCode: 503, wantFlags: "UF",
 			// Refused: the peer's doing, as Envoy's RemoteClose.
@@ -290,7 +238,7 @@ func TestPoolConnectionStats(t *testing.T) {
 		{
 			name: "connect timeout: no SETTINGS",
 			start: func(t *testing.T) (string, bool) {
-				addr, _ := muteListener(t)
+				addr, _ := testnet.MuteListener(t)
 				return addr, false
 			},
 			wantCode: 503, wantFlags: "UF",
@@ -385,7 +333,7 @@ func TestPoolPendingStats(t *testing.T) {
 // TestPoolConnectFailCountsDials: requests waiting for the same failed
 // connection count one connect failure, not one each.
 func TestPoolConnectFailCountsDials(t *testing.T) {
-	addr, accepted := muteListener(t)
+	addr, accepted := testnet.MuteListener(t)
 	p := startCountingProxy(t, []string{addr}, config.CircuitBreakers{}, PoolOptions{ConnectTimeout: 5 * time.Second})
 	const n = 4
 	var wg sync.WaitGroup

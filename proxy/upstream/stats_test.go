@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/breaker"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/stats"
@@ -146,58 +146,6 @@ func startBackend(t *testing.T) (string, *http.Server) {
 	return ln.Addr().String(), srv
 }
 
-// muteListener accepts connections and never writes: an h2c upstream
-// that never sends SETTINGS, a TLS one that never answers the handshake.
-// accepted receives each connection; all are closed when the test ends.
-func muteListener(t testing.TB) (string, <-chan net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan net.Conn, 16)
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			select {
-			case ch <- c:
-			default:
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String(), ch
-}
-
-func closedPort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // roundTrip sends a GET over HTTP/2 or HTTP/1.1 and reads the whole
 // response.
 func roundTrip(p *Pool, h2 bool, scheme, addr string) (string, error) {
@@ -223,7 +171,7 @@ func roundTrip(p *Pool, h2 bool, scheme, addr string) (string, error) {
 // connect_timeout for a timeout) and in destroy, and every end as local
 // (the proxy closed it) or remote (the peer did).
 func TestPoolConnectionStats(t *testing.T) {
-	mute := func(t *testing.T) string { addr, _ := muteListener(t); return addr }
+	mute := func(t *testing.T) string { addr, _ := testnet.MuteListener(t); return addr }
 	tests := []struct {
 		name string
 		// tls: the connect timeout case needs a handshake to time out
@@ -247,7 +195,7 @@ func TestPoolConnectionStats(t *testing.T) {
 		},
 		{
 			name:    "nothing listens",
-			start:   func(t *testing.T) (string, *http.Server) { return closedPort(t), nil },
+			start:   func(t *testing.T) (string, *http.Server) { return testnet.ClosedPort(t), nil },
 			wantErr: true,
 			want:    cxCounts{Total: 1, ConnectFail: 1, Destroy: 1, DestroyRemote: 1, LengthMs: 1},
 		},
@@ -339,7 +287,7 @@ func TestPoolTLSConnectionStats(t *testing.T) {
 // one connect failure however many requests waited, and the pool can be
 // closed while it is under way.
 func TestPoolOneDialForManyWaiters(t *testing.T) {
-	addr, accepted := muteListener(t)
+	addr, accepted := testnet.MuteListener(t)
 	c := newCounted(t)
 	p := c.pool(t, addr, Options{ConnectTimeout: 10 * time.Second})
 	const n = 5
