@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/sightline-proxy/sightline/internal/backend"
+	"github.com/sightline-proxy/sightline/internal/leakcheck"
 )
 
 // Timeouts of the harness. They are generous: the machine may be slow and
@@ -92,7 +93,16 @@ func buildAndRun(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: go %s: %v\n%s", strings.Join(args, " "), err, out)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if code == 0 {
+		// Every goroutine is a suspect: the backends, receivers and
+		// clients each test starts must be gone once it ends.
+		if leaked := leakcheck.WaitAll(10 * time.Second); leaked != "" {
+			fmt.Fprintf(os.Stderr, "e2e: leaked goroutines:\n%s\n", leaked)
+			code = 1
+		}
+	}
+	return code
 }
 
 // procEnv is the environment of the sightline processes the tests run. A

@@ -7,10 +7,9 @@ import (
 	"github.com/sightline-proxy/sightline/internal/leakcheck"
 )
 
-// TestMain fails the run when connection goroutines of this package
-// outlive the tests: every server and pool the tests start is shut down,
-// so its readers and writers must be gone.
+// TestMain fails the run when any goroutine the tests started outlives
+// them: every server, pool, bridge and timer callback is shut down, so
+// nothing but the runtime's and the testing package's own may be left.
 func TestMain(m *testing.M) {
-	leakcheck.Main(m, 10*time.Second,
-		"proxy/h2.(*conn).writeLoop", "proxy/h2.(*conn).readLoop", "proxy/h2.(*bridge).run")
+	leakcheck.MainAll(m, 10*time.Second)
 }
