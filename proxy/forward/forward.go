@@ -165,25 +165,9 @@ func (h *Handler) traceRequest(r *http.Request, rec *record) tracing.Request {
 // observeEnd ends the request's spans and writes its access-log entry.
 // status is what the client got (0: nothing).
 func (h *Handler) observeEnd(r *http.Request, rec *record, srvSpan tracing.Span, start time.Time, status int, elapsed time.Duration) {
-	obs := h.Observer
 	c := &rec.call
-	upstreamCluster, upstreamHost, upstreamZone := "", "", ""
-	if c.Host != nil {
-		upstreamCluster, upstreamHost, upstreamZone = c.Cluster.Name, c.Host.Address, c.Host.Zone
-	}
-	if obs.Tracing() {
-		if rec.cliSpan != (tracing.Span{}) {
-			rec.endClientSpan(rec.upStatus, rec.grpcStatus, rec.upErr)
-		}
-		res := tracing.Result{
-			HTTPStatus: status, GRPCStatus: rec.grpcStatus, HasGRPCStatus: rec.grpcStatus >= 0,
-			ResponseFlags: rec.flags.String(),
-		}
-		res.Cluster, res.Host, res.Zone = upstreamCluster, upstreamHost, upstreamZone
-		srvSpan.End(res)
-	}
-	if !obs.Logging() {
-		return
+	if h.Observer.Tracing() && rec.cliSpan != (tracing.Span{}) {
+		rec.endClientSpan(rec.upStatus, rec.grpcStatus, rec.upErr)
 	}
 	var e accesslog.Entry
 	e.Reset()
@@ -199,7 +183,9 @@ func (h *Handler) observeEnd(r *http.Request, rec *record, srvSpan tracing.Span,
 	e.BytesSent = rec.tx
 	e.Duration = elapsed
 	e.UpstreamServiceTime = rec.upTime
-	e.UpstreamHost, e.UpstreamCluster, e.UpstreamZone = upstreamHost, upstreamCluster, upstreamZone
+	if hst := c.Host; hst != nil {
+		e.UpstreamHost, e.UpstreamCluster, e.UpstreamZone = hst.Address, c.Cluster.Name, hst.Zone
+	}
 	if c.Route != nil {
 		e.RouteName = c.Route.Name
 	}
@@ -209,8 +195,7 @@ func (h *Handler) observeEnd(r *http.Request, rec *record, srvSpan tracing.Span,
 	e.DownstreamRemoteAddress = r.RemoteAddr
 	e.XForwardedFor = rec.xff
 	e.UserAgent = r.UserAgent()
-	e.HealthCheck = observe.IsHealthCheck(r.URL.Path, e.UserAgent)
-	obs.Log(&e)
+	h.Observer.End(&e, srvSpan)
 }
 
 // countingBody counts the request body bytes the upstream read and, for

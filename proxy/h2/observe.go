@@ -72,39 +72,24 @@ func (cl *call) requestIDField() hpack.HeaderField {
 // the status the client got (0: none), elapsed the whole call.
 func (cl *call) observeEnd(obs *observe.Observer, sent int, elapsed time.Duration) {
 	f := flag(cl.flags.Load())
-	upStatus := int(cl.upStatus.Load())
-	grpcStatus := int(cl.grpcStatus.Load())
-	cluster, hostAddr, zone := "", "", ""
-	if cl.rc.Host != nil {
-		cluster, hostAddr, zone = cl.rc.Cluster.Name, cl.rc.Host.Address, cl.rc.Host.Zone
-	}
-	if obs.Tracing() {
-		if cl.rc.Open() {
-			var err error
-			if why := cl.endedBy.Load(); why != 0 {
-				err = endedErrors[why-1]
-			}
-			cl.endClientSpan(upStatus, grpcStatus, f, err)
-		}
-		cl.srvSpan.End(tracing.Result{
-			HTTPStatus: sent, GRPCStatus: grpcStatus, HasGRPCStatus: cl.grpc && grpcStatus >= 0,
-			ResponseFlags: f.String(), Cluster: cluster, Host: hostAddr, Zone: zone,
-		})
-	}
-	if !obs.Logging() {
-		return
-	}
 	var e accesslog.Entry
 	e.Reset()
+	if cl.grpc {
+		e.GRPCStatus = int(cl.grpcStatus.Load())
+	}
+	if obs.Tracing() && cl.rc.Open() {
+		var err error
+		if why := cl.endedBy.Load(); why != 0 {
+			err = endedErrors[why-1]
+		}
+		cl.endClientSpan(int(cl.upStatus.Load()), e.GRPCStatus, f, err)
+	}
 	e.StartTime = cl.start
 	e.Method = cl.method
 	e.Authority = cl.authority
 	e.Path = cl.path
 	e.Protocol = "HTTP/2"
 	e.ResponseCode = sent
-	if cl.grpc {
-		e.GRPCStatus = grpcStatus
-	}
 	e.ResponseFlags = f.String()
 	e.BytesReceived = cl.rxBytes.Load()
 	e.BytesSent = cl.txBytes.Load() + cl.localBytes
@@ -112,7 +97,9 @@ func (cl *call) observeEnd(obs *observe.Observer, sent int, elapsed time.Duratio
 	if t := cl.upTime.Load(); t > 0 {
 		e.UpstreamServiceTime = time.Duration(t)
 	}
-	e.UpstreamHost, e.UpstreamCluster, e.UpstreamZone = hostAddr, cluster, zone
+	if h := cl.rc.Host; h != nil {
+		e.UpstreamHost, e.UpstreamCluster, e.UpstreamZone = h.Address, cl.rc.Cluster.Name, h.Zone
+	}
 	if cl.rc.Route != nil {
 		e.RouteName = cl.rc.Route.Name
 	}
@@ -124,8 +111,7 @@ func (cl *call) observeEnd(obs *observe.Observer, sent int, elapsed time.Duratio
 	e.DownstreamRemoteAddress = cl.sc.remoteAddr
 	e.XForwardedFor = cl.xff
 	e.UserAgent = cl.userAgent
-	e.HealthCheck = observe.IsHealthCheck(cl.path, cl.userAgent)
-	obs.Log(&e)
+	obs.End(&e, cl.srvSpan)
 }
 
 // endClientSpan ends the CLIENT span of the current attempt; err is why it

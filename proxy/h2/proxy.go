@@ -18,8 +18,6 @@ import (
 const (
 	headerResponseFlags       = "x-sightline-response-flags"
 	headerUpstreamServiceTime = "x-sightline-upstream-service-time"
-	headerRqTimeoutMs         = "x-sightline-upstream-rq-timeout-ms"
-	headerOverridePrefix      = "x-sightline-"
 )
 
 // proxy routes a new request and sends it upstream. It runs on the

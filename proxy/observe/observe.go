@@ -72,6 +72,24 @@ func (o *Observer) Log(e *accesslog.Entry) {
 	}
 }
 
+// End is the one finish step of a request's observation, for both codecs:
+// e, filled in by the codec, ends the SERVER span srv (the status the
+// client got, its gRPC status and response flags, the upstream it went
+// to) and is written to every access log. The codec ends the open
+// attempt's CLIENT span first.
+func (o *Observer) End(e *accesslog.Entry, srv tracing.Span) {
+	if o.Tracing() {
+		srv.End(tracing.Result{
+			HTTPStatus: e.ResponseCode, GRPCStatus: e.GRPCStatus, HasGRPCStatus: e.GRPCStatus >= 0,
+			ResponseFlags: e.ResponseFlags, Cluster: e.UpstreamCluster, Host: e.UpstreamHost, Zone: e.UpstreamZone,
+		})
+	}
+	if o.Logging() {
+		e.HealthCheck = IsHealthCheck(e.Path, e.UserAgent)
+		o.Log(e)
+	}
+}
+
 // healthCheckAgents are the user-agent prefixes of health checkers: the
 // proxy's own, Envoy's and Kubernetes' probes.
 var healthCheckAgents = [...]string{"Sightline/HC", "Envoy/HC", "kube-probe/"}
