@@ -289,9 +289,11 @@ func (p *Pool) Stats() PoolStats {
 }
 
 // Upstream is one host's connection pools, what a cluster's upstream
-// factory returns as host.Upstream: the frame-level HTTP/2 pool for http2
-// and auto clusters, and the net/http pool for http1 clusters (bridged
-// from HTTP/2 clients) and for the HTTP/1.1 listeners' forwarder.
+// factory returns as host.Upstream: the frame-level HTTP/2 pool for every
+// HTTP/2 upstream call, whoever makes it (RoundTrip serves net/http
+// callers), and the net/http pool for HTTP/1.1 upstream calls (http1
+// clusters, bridged from HTTP/2 clients; auto clusters for HTTP/1.1
+// clients).
 type Upstream struct {
 	H2   *Pool
 	HTTP *upstream.Pool

@@ -61,12 +61,14 @@ func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.C
 		Log: s.log.With().Str("cluster", cc.Name).Logger(),
 	}
 	return cluster.New(cc, cluster.Options{
-		// Each host gets the frame-level HTTP/2 pool, for HTTP/2
-		// downstreams, and the net/http pool, for HTTP/1.1 ones and for
-		// http1 clusters. Both count their connections in the cluster's
-		// upstream_cx_* stats and claim its max_connection_pools; the
-		// engine's pool also takes max_connections and
-		// max_pending_requests and counts its pending requests.
+		// Each host gets the frame-level HTTP/2 pool, for every HTTP/2
+		// upstream call (from HTTP/2 and HTTP/1.1 clients and mirrors),
+		// and the net/http pool, for HTTP/1.1 upstream calls (http1
+		// clusters, and auto ones for HTTP/1.1 clients). Both count
+		// their connections in the cluster's upstream_cx_* stats and
+		// claim its max_connections and max_connection_pools; the
+		// engine's pool also takes max_pending_requests and counts its
+		// pending requests.
 		NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
 			cx := c.Stats.Connections()
 			po := h2opts

@@ -11,12 +11,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/breaker"
@@ -52,7 +48,7 @@ func (c *counted) pool(t testing.TB, addr string, opts Options) *Pool {
 // cxCounts are the cluster's upstream_cx_* stats; the histograms are
 // their sample counts.
 type cxCounts struct {
-	Total, HTTP1, HTTP2                  int64
+	Total, HTTP1                         int64
 	ConnectFail, ConnectTimeout          int64
 	Destroy, DestroyLocal, DestroyRemote int64
 	Active                               int64
@@ -83,8 +79,6 @@ func (c *counted) read(t testing.TB) cxCounts {
 			n.Total = v
 		case "upstream_cx_http1_total":
 			n.HTTP1 = v
-		case "upstream_cx_http2_total":
-			n.HTTP2 = v
 		case "upstream_cx_connect_fail":
 			n.ConnectFail = v
 		case "upstream_cx_connect_timeout":
@@ -128,7 +122,7 @@ func (c *counted) wait(t testing.TB, want cxCounts, each func()) {
 	}
 }
 
-// startBackend serves HTTP/1.1 and h2c on loopback.
+// startBackend serves HTTP/1.1 on loopback.
 func startBackend(t *testing.T) (string, *http.Server) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -137,7 +131,6 @@ func startBackend(t *testing.T) (string, *http.Server) {
 	}
 	protos := new(http.Protocols)
 	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{Protocols: protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Proto)
 	})}
@@ -146,16 +139,10 @@ func startBackend(t *testing.T) (string, *http.Server) {
 	return ln.Addr().String(), srv
 }
 
-// roundTrip sends a GET over HTTP/2 or HTTP/1.1 and reads the whole
-// response.
-func roundTrip(p *Pool, h2 bool, scheme, addr string) (string, error) {
-	req := getPath(context.Background(), addr, "/")
-	req.URL.Scheme = scheme
-	rt := p.RoundTripH1
-	if h2 {
-		rt = p.RoundTripH2
-	}
-	resp, err := rt(req)
+// roundTrip sends a GET and reads the whole response.
+func roundTrip(p *Pool, scheme, addr string) (string, error) {
+	req, _ := http.NewRequestWithContext(context.Background(), "GET", scheme+"://"+addr+"/", nil)
+	resp, err := p.RoundTripH1(req)
 	if err != nil {
 		return "", err
 	}
@@ -165,9 +152,8 @@ func roundTrip(p *Pool, h2 bool, scheme, addr string) (string, error) {
 }
 
 // TestPoolConnectionStats: what the upstream_cx_* stats show after each
-// way a connection of the net/http pool can go, for both protocols,
-// counted as Envoy counts them: every attempt in cx_total and the
-// protocol's total, a failed connect once in connect_fail (plus
+// way a connection of the HTTP/1.1 pool can go, counted as Envoy counts
+// them: every attempt in cx_total and cx_http1_total, a failed connect once in connect_fail (plus
 // connect_timeout for a timeout) and in destroy, and every end as local
 // (the proxy closed it) or remote (the peer did).
 func TestPoolConnectionStats(t *testing.T) {
@@ -200,7 +186,7 @@ func TestPoolConnectionStats(t *testing.T) {
 			want:    cxCounts{Total: 1, ConnectFail: 1, Destroy: 1, DestroyRemote: 1, LengthMs: 1},
 		},
 		{
-			name:    "connect timeout: no SETTINGS, no TLS handshake",
+			name:    "connect timeout: no TLS handshake",
 			tls:     true,
 			start:   func(t *testing.T) (string, *http.Server) { return mute(t), nil },
 			wantErr: true,
@@ -213,52 +199,44 @@ func TestPoolConnectionStats(t *testing.T) {
 			want:  cxCounts{Total: 1, Destroy: 1, DestroyRemote: 1, ConnectMs: 1, LengthMs: 1},
 		},
 	}
-	for _, proto := range []string{"http1", "h2c"} {
-		h2 := proto == "h2c"
-		for _, tt := range tests {
-			t.Run(proto+"/"+tt.name, func(t *testing.T) {
-				c := newCounted(t)
-				addr, srv := tt.start(t)
-				opts := Options{ConnectTimeout: 5 * time.Second}
-				if tt.want.ConnectTimeout != 0 {
-					opts.ConnectTimeout = 100 * time.Millisecond
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCounted(t)
+			addr, srv := tt.start(t)
+			opts := Options{ConnectTimeout: 5 * time.Second}
+			if tt.want.ConnectTimeout != 0 {
+				opts.ConnectTimeout = 100 * time.Millisecond
+			}
+			scheme := "http"
+			if tt.tls {
+				opts.TLS, scheme = &tls.Config{InsecureSkipVerify: true}, "https"
+			}
+			p := c.pool(t, addr, opts)
+			_, err := roundTrip(p, scheme, addr)
+			switch {
+			case tt.wantErr && !errors.Is(err, ErrConnect):
+				t.Errorf("err = %v, want ErrConnect", err)
+			case !tt.wantErr && err != nil:
+				t.Fatal(err)
+			}
+			if tt.after != nil {
+				tt.after(p, srv)
+			}
+			want := tt.want
+			want.HTTP1 = 1
+			// A connection goes back to the idle pool a moment after
+			// its response: close it once it is there.
+			c.wait(t, want, func() {
+				if tt.byProxy {
+					p.h1.CloseIdleConnections()
 				}
-				scheme := "http"
-				if tt.tls && !h2 {
-					opts.TLS, scheme = &tls.Config{InsecureSkipVerify: true}, "https"
-				}
-				p := c.pool(t, addr, opts)
-				_, err := roundTrip(p, h2, scheme, addr)
-				switch {
-				case tt.wantErr && !errors.Is(err, ErrConnect):
-					t.Errorf("err = %v, want ErrConnect", err)
-				case !tt.wantErr && err != nil:
-					t.Fatal(err)
-				}
-				if tt.after != nil {
-					tt.after(p, srv)
-				}
-				want := tt.want
-				if h2 {
-					want.HTTP2 = 1
-				} else {
-					want.HTTP1 = 1
-				}
-				// An HTTP/1.1 connection goes back to the idle pool a
-				// moment after its response: close it once it is there.
-				c.wait(t, want, func() {
-					if tt.byProxy {
-						p.h1.CloseIdleConnections()
-					}
-				})
 			})
-		}
+		})
 	}
 }
 
 // TestPoolTLSConnectionStats: over TLS the pool does the handshake itself
-// (so that a failed one is a connect failure), and still negotiates h2 or
-// http/1.1 with ALPN.
+// (so that a failed one is a connect failure) and offers http/1.1 by ALPN.
 func TestPoolTLSConnectionStats(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Proto+" "+r.TLS.NegotiatedProtocol)
@@ -270,68 +248,10 @@ func TestPoolTLSConnectionStats(t *testing.T) {
 	addr := srv.Listener.Addr().String()
 	c := newCounted(t)
 	p := c.pool(t, addr, Options{ConnectTimeout: time.Second, TLS: &tls.Config{InsecureSkipVerify: true}})
-	for _, tt := range []struct {
-		h2   bool
-		want string
-	}{{true, "HTTP/2.0 h2"}, {false, "HTTP/1.1 http/1.1"}} {
-		body, err := roundTrip(p, tt.h2, "https", addr)
-		if err != nil || body != tt.want {
-			t.Errorf("h2 %t: got %q, %v; want %q", tt.h2, body, err, tt.want)
-		}
+	if body, err := roundTrip(p, "https", addr); err != nil || body != "HTTP/1.1 http/1.1" {
+		t.Errorf("got %q, %v; want %q", body, err, "HTTP/1.1 http/1.1")
 	}
-	c.wait(t, cxCounts{Total: 2, HTTP1: 1, HTTP2: 1, Active: 2, ConnectMs: 2}, nil)
-}
-
-// TestPoolOneDialForManyWaiters: HTTP/2 requests that find no connection
-// wait for one dial, made outside the pool's lock; when it fails, that is
-// one connect failure however many requests waited, and the pool can be
-// closed while it is under way.
-func TestPoolOneDialForManyWaiters(t *testing.T) {
-	addr, accepted := testnet.MuteListener(t)
-	c := newCounted(t)
-	p := c.pool(t, addr, Options{ConnectTimeout: 10 * time.Second})
-	const n = 5
-	errs := make(chan error, n)
-	for range n {
-		go func() {
-			_, err := roundTrip(p, true, "http", addr)
-			errs <- err
-		}()
-	}
-	conn := <-accepted
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		p.mu.Lock()
-		d := p.dialing
-		p.mu.Unlock()
-		if d != nil && d.waiting.Load() == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the requests are not all waiting for the dial")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	// The dial holds no lock: the pool answers, and closes, meanwhile.
-	if p.Conns() != 0 {
-		t.Errorf("Conns() = %d while dialling, want 0", p.Conns())
-	}
-	p.Close()
-	if got := c.read(t); got.Destroy != 0 {
-		t.Fatalf("the dial ended before the upstream closed: %+v", got)
-	}
-	conn.Close() // the upstream gives up before its SETTINGS
-	for range n {
-		if err := <-errs; !errors.Is(err, ErrConnect) {
-			t.Errorf("err = %v, want ErrConnect", err)
-		}
-	}
-	c.wait(t, cxCounts{Total: 1, HTTP2: 1, ConnectFail: 1, Destroy: 1, DestroyRemote: 1, LengthMs: 1}, nil)
-	select {
-	case <-accepted:
-		t.Error("a second connection was dialled")
-	default:
-	}
+	c.wait(t, cxCounts{Total: 1, HTTP1: 1, Active: 1, ConnectMs: 1}, nil)
 }
 
 // TestPoolMaxConnectionPools: with max_connection_pools 1, a second pool
@@ -345,126 +265,17 @@ func TestPoolMaxConnectionPools(t *testing.T) {
 	addrB, _ := startBackend(t)
 	pa := c.pool(t, addrA, Options{Breakers: b})
 	pb := c.pool(t, addrB, Options{Breakers: b})
-	if _, err := roundTrip(pa, false, "http", addrA); err != nil {
+	if _, err := roundTrip(pa, "http", addrA); err != nil {
 		t.Fatal(err)
 	}
-	_, err := roundTrip(pb, false, "http", addrB)
+	_, err := roundTrip(pb, "http", addrB)
 	if !errors.Is(err, ErrOverflow) || !errors.Is(err, ErrConnect) {
 		t.Errorf("second pool: err = %v, want ErrOverflow and ErrConnect", err)
 	}
 	c.wait(t, cxCounts{Total: 1, HTTP1: 1, Active: 1, ConnectMs: 1, PoolsOpen: 1}, nil)
 	pa.Close()
 	c.wait(t, cxCounts{Total: 1, HTTP1: 1, Destroy: 1, DestroyLocal: 1, ConnectMs: 1, LengthMs: 1}, pa.h1.CloseIdleConnections)
-	if _, err := roundTrip(pb, false, "http", addrB); err != nil {
+	if _, err := roundTrip(pb, "http", addrB); err != nil {
 		t.Errorf("second pool once the first has no connection: %v", err)
-	}
-}
-
-// rawH2 is a hand-driven h2c upstream: it answers every request with 200
-// "ok" and answers PINGs only when told to.
-type rawH2 struct {
-	addr     string
-	ackPings bool
-	pings    atomic.Int32
-	ended    chan struct{} // closed when its (one) connection ends
-}
-
-func startRawH2(t testing.TB, ackPings bool) *rawH2 {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &rawH2{addr: ln.Addr().String(), ackPings: ackPings, ended: make(chan struct{})}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer close(r.ended)
-		defer c.Close()
-		r.serve(c)
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return r
-}
-
-func (r *rawH2) serve(c net.Conn) {
-	pre := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(c, pre); err != nil {
-		return
-	}
-	fr := http2.NewFramer(c, c)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	var buf strings.Builder
-	enc := hpack.NewEncoder(&buf)
-	if fr.WriteSettings() != nil {
-		return
-	}
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				fr.WriteSettingsAck()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				r.pings.Add(1)
-				if r.ackPings {
-					fr.WritePing(true, f.Data)
-				}
-			}
-		case *http2.MetaHeadersFrame:
-			buf.Reset()
-			enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: []byte(buf.String()), EndHeaders: true})
-			fr.WriteData(f.StreamID, true, []byte("ok"))
-		}
-	}
-}
-
-// TestPoolKeepalive: an HTTP/2 connection that reads nothing for
-// SendPingTimeout sends a PING; a peer that ACKs keeps it, one that does
-// not has it closed by the proxy after PingTimeout (cx_destroy_local).
-func TestPoolKeepalive(t *testing.T) {
-	opts := Options{ConnectTimeout: 5 * time.Second, SendPingTimeout: 20 * time.Millisecond, PingTimeout: 50 * time.Millisecond}
-	for _, ack := range []bool{true, false} {
-		name := map[bool]string{true: "the peer acks", false: "the peer does not ack"}[ack]
-		t.Run(name, func(t *testing.T) {
-			r := startRawH2(t, ack)
-			c := newCounted(t)
-			opts := opts
-			if ack {
-				opts.PingTimeout = 10 * time.Second // however slow the machine, the ACK comes first
-			}
-			p := c.pool(t, r.addr, opts)
-			if body, err := roundTrip(p, true, "http", r.addr); err != nil || body != "ok" {
-				t.Fatalf("got %q, %v", body, err)
-			}
-			if !ack {
-				c.wait(t, cxCounts{Total: 1, HTTP2: 1, Destroy: 1, DestroyLocal: 1, ConnectMs: 1, LengthMs: 1}, nil)
-				<-r.ended
-				if r.pings.Load() == 0 {
-					t.Error("the connection closed without a PING")
-				}
-				return
-			}
-			deadline := time.Now().Add(5 * time.Second)
-			for r.pings.Load() < 3 {
-				if time.Now().After(deadline) {
-					t.Fatalf("upstream got %d PINGs in 5s from an idle connection, want 3", r.pings.Load())
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			if got := c.read(t); got.Destroy != 0 || got.Active != 1 || p.Conns() != 1 {
-				t.Errorf("after answered PINGs: %+v, %d conns; want the connection kept", got, p.Conns())
-			}
-		})
 	}
 }
