@@ -270,6 +270,7 @@ type conn struct {
 	writerIdle   bool
 	stopWriter   bool  // write what is queued, then exit
 	closeWrite   bool  // with stopWriter: half-close the socket afterwards
+	ctrlOnly     bool  // a connection error's GOAWAY is queued: no stream frame after it (RFC 9113 §5.4.1)
 	failed       bool  // the connection is gone: drop all output
 	failErr      error // why it failed
 	detached     *half // halves that left the connection, handled by unlock
@@ -529,7 +530,7 @@ func (c *conn) writeLoop() {
 	yielded := false
 	for {
 		c.mu.Lock()
-		for len(c.ctrl) == 0 && c.ready.head == nil {
+		for len(c.ctrl) == 0 && (c.ready.head == nil || c.ctrlOnly) {
 			if c.bw.Buffered() > 0 && !c.failed {
 				c.mu.Unlock()
 				if !yielded && c.bw.Buffered() < minFlushBytes {
@@ -558,7 +559,10 @@ func (c *conn) writeLoop() {
 		yielded = false
 		ctrl := c.ctrl
 		c.ctrl = c.ctrlW[:0]
-		items := c.pickLocked(c.items[:0])
+		items := c.items[:0]
+		if !c.ctrlOnly {
+			items = c.pickLocked(items)
+		}
 		failed := c.failed
 		c.mu.Unlock()
 

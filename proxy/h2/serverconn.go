@@ -92,7 +92,12 @@ func (sc *serverConn) serve() {
 	var pre [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(sc.br, pre[:]); err != nil || string(pre[:]) != http2.ClientPreface {
 		// Not HTTP/2: close without a word (RFC 9113 §3.4 allows a
-		// GOAWAY, but the peer may not speak frames at all).
+		// GOAWAY, but the peer may not speak frames at all). A wrong
+		// preface is a protocol error; a client that went away or
+		// timed out before sending one is not.
+		if err == nil {
+			sc.srv.stats.DownstreamCxProtocolError.Inc(1)
+		}
 		sc.linger()
 		return
 	}
@@ -116,15 +121,22 @@ func (sc *serverConn) serve() {
 	sc.teardown(sc.readLoop())
 }
 
-// teardown closes the connection after the read loop ended with err.
+// teardown closes the connection after the read loop ended with err. A
+// connection error is answered with GOAWAY and counted in
+// downstream_cx_protocol_error, whatever its code (floods and rapid
+// resets, ENHANCE_YOUR_CALM, included).
 func (sc *serverConn) teardown(err error) {
 	var ce connErr
 	if errors.As(err, &ce) {
+		if ce.code != http2.ErrCodeNo {
+			sc.srv.stats.DownstreamCxProtocolError.Inc(1)
+		}
 		if sc.log.Debug().Enabled() {
 			sc.log.Debug().Str("remote", sc.remoteIP).Str("code", ce.code.String()).Str("reason", ce.reason).Msg("connection error")
 		}
 		sc.mu.Lock()
 		sc.queueCtrlLocked(ctrlFrame{kind: ctrlGoAway, id: sc.maxClientID, val: uint32(ce.code)})
+		sc.ctrlOnly = true
 		sc.unlock()
 		_ = sc.nc.SetWriteDeadline(time.Now().Add(closeLinger))
 		sc.stopAndWait(true)
@@ -487,6 +499,9 @@ func (sc *serverConn) handleRST(f *http2.RSTStreamFrame) error {
 }
 
 // resetStream answers a stream error with RST_STREAM and ends the call.
+// The reset of a request counts in downstream_rq_tx_reset; that of a
+// stream that is not a request (refused, malformed headers, or already
+// closed) does not.
 func (sc *serverConn) resetStream(id uint32, code http2.ErrCode) {
 	sc.mu.Lock()
 	sc.recentResets[sc.resetPos%len(sc.recentResets)] = id
@@ -505,6 +520,9 @@ func (sc *serverConn) resetStream(id uint32, code http2.ErrCode) {
 	cl.refs.Add(1)
 	cl.respEnded = true
 	cl.failed.Store(true)
+	if code != http2.ErrCodeNo && !sc.failed {
+		sc.srv.stats.DownstreamRqTxReset.Inc(1)
+	}
 	sc.resetLocked(h, code, true)
 	sc.unlock()
 	cl.cancelUpstream(http2.ErrCodeCancel)

@@ -35,31 +35,50 @@ func blockingHandler(release <-chan struct{}) http.Handler {
 	})
 }
 
+// TestPrefaceErrors: each connection error is a GOAWAY and one
+// downstream_cx_protocol_error. A plaintext bad preface never reaches the
+// engine (sniffing closes it) and is not counted; over TLS it is (see
+// TestDownstreamProtocolErrorTLS).
 func TestPrefaceErrors(t *testing.T) {
 	p := okProxy(t, okHandler, proxyOpts{})
 	t.Run("bad preface", func(t *testing.T) {
-		c := dialRaw(t, p.addr, false)
+		st, addr := statsServer(t, p, proxyOpts{})
+		c := dialRaw(t, addr, false)
 		c.write([]byte("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"))
 		if f := c.next(); f != nil {
 			t.Fatalf("got %v, want the connection closed", f.Header())
 		}
+		wantCounts(t, st, 0, 0)
 	})
 	t.Run("first frame not SETTINGS", func(t *testing.T) {
-		c := dialRaw(t, p.addr, false)
+		st, addr := statsServer(t, p, proxyOpts{})
+		c := dialRaw(t, addr, false)
 		c.write([]byte(http2.ClientPreface))
 		c.fr.WritePing(false, [8]byte{})
 		c.wantGoAway(http2.ErrCodeProtocol)
+		wantCounts(t, st, 1, 0)
 	})
 	t.Run("SETTINGS ACK first", func(t *testing.T) {
-		c := dialRaw(t, p.addr, false)
+		st, addr := statsServer(t, p, proxyOpts{})
+		c := dialRaw(t, addr, false)
 		c.write([]byte(http2.ClientPreface))
 		c.fr.WriteSettingsAck()
 		c.wantGoAway(http2.ErrCodeProtocol)
+		wantCounts(t, st, 1, 0)
+	})
+	t.Run("garbage after the preface", func(t *testing.T) {
+		st, addr := statsServer(t, p, proxyOpts{})
+		c := dialRaw(t, addr, false)
+		c.write([]byte(http2.ClientPreface))
+		c.write([]byte("garbage, not a frame header")) // length 0x676172
+		c.wantGoAway(http2.ErrCodeFrameSize)
+		wantCounts(t, st, 1, 0)
 	})
 }
 
 // TestConnectionErrors sends one bad thing per case and expects GOAWAY
-// with a code, then the connection closed.
+// with a code, then the connection closed, and one
+// downstream_cx_protocol_error.
 func TestConnectionErrors(t *testing.T) {
 	p := okProxy(t, okHandler, proxyOpts{})
 	tests := []struct {
@@ -110,9 +129,11 @@ func TestConnectionErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := dialRaw(t, p.addr, true)
+			st, addr := statsServer(t, p, proxyOpts{})
+			c := dialRaw(t, addr, true)
 			tt.give(c)
 			c.wantGoAway(tt.want)
+			wantCounts(t, st, 1, 0)
 		})
 	}
 }
@@ -128,41 +149,44 @@ func TestStreamErrors(t *testing.T) {
 		give func(c *rawPeer)
 		id   uint32
 		want http2.ErrCode
+		// txReset: the stream was a request (its headers were valid),
+		// so its reset counts in downstream_rq_tx_reset.
+		txReset int64
 	}{
-		{"uppercase field name", func(c *rawPeer) { c.request(1, true, "X-Upper", "1") }, 1, http2.ErrCodeProtocol},
-		{"connection header", func(c *rawPeer) { c.request(1, true, "connection", "keep-alive") }, 1, http2.ErrCodeProtocol},
-		{"te other than trailers", func(c *rawPeer) { c.request(1, true, "te", "gzip") }, 1, http2.ErrCodeProtocol},
-		{"value with a newline", func(c *rawPeer) { c.request(1, true, "x-a", "b\nc") }, 1, http2.ErrCodeProtocol},
-		{"value with leading space", func(c *rawPeer) { c.request(1, true, "x-a", " b") }, 1, http2.ErrCodeProtocol},
+		{"uppercase field name", func(c *rawPeer) { c.request(1, true, "X-Upper", "1") }, 1, http2.ErrCodeProtocol, 0},
+		{"connection header", func(c *rawPeer) { c.request(1, true, "connection", "keep-alive") }, 1, http2.ErrCodeProtocol, 0},
+		{"te other than trailers", func(c *rawPeer) { c.request(1, true, "te", "gzip") }, 1, http2.ErrCodeProtocol, 0},
+		{"value with a newline", func(c *rawPeer) { c.request(1, true, "x-a", "b\nc") }, 1, http2.ErrCodeProtocol, 0},
+		{"value with leading space", func(c *rawPeer) { c.request(1, true, "x-a", " b") }, 1, http2.ErrCodeProtocol, 0},
 		{"missing :path", func(c *rawPeer) {
 			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.block(":method", "GET", ":scheme", "http"), EndStream: true, EndHeaders: true})
-		}, 1, http2.ErrCodeProtocol},
-		{"unknown pseudo-header", func(c *rawPeer) { c.request(1, true, ":foo", "x") }, 1, http2.ErrCodeProtocol},
+		}, 1, http2.ErrCodeProtocol, 0},
+		{"unknown pseudo-header", func(c *rawPeer) { c.request(1, true, ":foo", "x") }, 1, http2.ErrCodeProtocol, 0},
 		{"content-length too short", func(c *rawPeer) {
 			c.post(1, "content-length", "10")
 			c.fr.WriteData(1, true, []byte("12345"))
-		}, 1, http2.ErrCodeProtocol},
+		}, 1, http2.ErrCodeProtocol, 1},
 		{"content-length too long", func(c *rawPeer) {
 			c.post(1, "content-length", "2")
 			c.fr.WriteData(1, false, []byte("12345"))
-		}, 1, http2.ErrCodeProtocol},
+		}, 1, http2.ErrCodeProtocol, 1},
 		{"DATA after END_STREAM", func(c *rawPeer) {
 			c.request(1, true)
 			c.fr.WriteData(1, true, []byte("x"))
-		}, 1, http2.ErrCodeStreamClosed},
+		}, 1, http2.ErrCodeStreamClosed, 1},
 		{"second HEADERS without END_STREAM", func(c *rawPeer) {
 			c.post(1)
 			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.block("x-t", "1"), EndHeaders: true})
-		}, 1, http2.ErrCodeProtocol},
+		}, 1, http2.ErrCodeProtocol, 1},
 		{"pseudo-header in trailers", func(c *rawPeer) {
 			c.post(1)
 			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.block(":path", "/"), EndStream: true, EndHeaders: true})
-		}, 1, http2.ErrCodeProtocol},
+		}, 1, http2.ErrCodeProtocol, 1},
 		{"stream window overflow", func(c *rawPeer) {
 			c.post(1)
 			c.fr.WriteWindowUpdate(1, 1<<31-1)
 			c.fr.WriteWindowUpdate(1, 1<<31-1)
-		}, 1, http2.ErrCodeFlowControl},
+		}, 1, http2.ErrCodeFlowControl, 1},
 		{"stream receive window exceeded", func(c *rawPeer) {
 			// The backend does not read: once its own window (1 MiB) and
 			// ours are full, the next byte is over.
@@ -173,20 +197,22 @@ func TestStreamErrors(t *testing.T) {
 					return
 				}
 			}
-		}, 1, http2.ErrCodeFlowControl},
+		}, 1, http2.ErrCodeFlowControl, 1},
 		{"WINDOW_UPDATE of 0 on a stream", func(c *rawPeer) {
 			c.post(1)
 			c.fr.WriteWindowUpdate(1, 0)
-		}, 1, http2.ErrCodeProtocol},
+		}, 1, http2.ErrCodeProtocol, 1},
 		{"depends on itself", func(c *rawPeer) {
 			c.fr.WritePriority(1, http2.PriorityParam{StreamDep: 1, Weight: 1})
-		}, 1, http2.ErrCodeProtocol},
+		}, 1, http2.ErrCodeProtocol, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := dialRaw(t, p.addr, true)
+			st, addr := statsServer(t, p, proxyOpts{})
+			c := dialRaw(t, addr, true)
 			tt.give(c)
 			c.wantRST(tt.id, tt.want)
+			wantCounts(t, st, 0, tt.txReset)
 			// The connection survives a stream error.
 			c.fr.WritePing(false, [8]byte{1, 2, 3})
 			for {

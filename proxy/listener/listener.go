@@ -25,6 +25,18 @@ import (
 )
 
 // Stats are the connection stats a listener keeps.
+//
+// Of the HTTP ones, as Envoy's HTTP connection manager counts them: every
+// connection handed to a codec is in downstream_cx_total and _active, and
+// in the _http1_ or _http2_ pair of its protocol (TLS connections by ALPN,
+// plaintext ones by their first bytes); downstream_cx_rx_bytes_total and
+// _tx_bytes_total are its socket bytes (see countConn).
+// downstream_cx_protocol_error is counted by the HTTP/2 engine only:
+// net/http answers a malformed HTTP/1.1 request (400, 431, 501) by itself,
+// on the connection, and tells its caller nothing; seeing it would take
+// wrapping the *tls.Conn net/http type-asserts (hiding Request.TLS from
+// the handler) or guessing from socket writes made outside a handler,
+// which TLS close_notify alerts make too.
 type Stats struct {
 	Listener *stats.Listener // listener.<address>.downstream_cx_*
 	HTTP     *stats.HTTP     // http.<stat_prefix>.downstream_cx_*
@@ -43,6 +55,7 @@ type Listener struct {
 	tls     *tls.Config
 	allowH1 bool
 	allowH2 bool
+	bytes   *byteMeter // downstream_cx_rx_bytes_total, _tx_bytes_total
 
 	ln         net.Listener
 	addr       atomic.Value // the bound address, once Start bound it; read by the admin at any time
@@ -56,7 +69,14 @@ type Listener struct {
 // New prepares a listener; Start binds it. It does no I/O beyond reading
 // the TLS key pair. h1 serves HTTP/1.1 requests, h2srv HTTP/2 connections.
 func New(cfg config.Listener, h1 http.Handler, h2srv *h2.Server, st Stats, lg zerolog.Logger) (*Listener, error) {
+	if st.HTTP == nil {
+		st.HTTP = stats.Nop().HTTP("")
+	}
+	if st.Listener == nil {
+		st.Listener = stats.Nop().Listener("")
+	}
 	l := &Listener{Name: cfg.Name, cfg: cfg, st: st, h2: h2srv, log: lg.With().Str("listener", cfg.Name).Logger()}
+	l.bytes = newByteMeter(st.HTTP)
 	for _, p := range cfg.Protocols {
 		switch p {
 		case "http1":
@@ -116,6 +136,7 @@ func (l *Listener) StartOn(ln net.Listener) {
 	l.ln = ln
 	l.addr.Store(ln.Addr().String())
 	l.h1ln = newConnQueue(ln.Addr())
+	l.bytes.start()
 	l.accepted.Add(2)
 	go func() {
 		defer l.accepted.Done()
@@ -180,8 +201,14 @@ func (l *Listener) acceptLoop() {
 
 // serve finds out what a new connection speaks and hands it over. The
 // goroutine becomes the HTTP/2 connection's reader.
-func (l *Listener) serve(c net.Conn) {
+func (l *Listener) serve(raw net.Conn) {
 	defer l.conns.Done()
+	cc := l.bytes.wrap(raw)
+	var c net.Conn = cc
+	reject := func() {
+		cc.discard()
+		c.Close()
+	}
 	timeout := l.cfg.Limits.HeaderReadTimeout.D()
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -192,7 +219,7 @@ func (l *Listener) serve(c net.Conn) {
 		tc := tls.Server(c, l.tls)
 		if err := tc.Handshake(); err != nil {
 			l.log.Debug().Err(err).Str("remote", c.RemoteAddr().String()).Msg("TLS handshake failed")
-			c.Close()
+			reject()
 			return
 		}
 		c = tc
@@ -202,7 +229,7 @@ func (l *Listener) serve(c net.Conn) {
 		proto, err := pc.Sniff()
 		switch {
 		case err != nil:
-			c.Close()
+			reject()
 			return
 		case proto == h2.ProtoH2 && l.allowH2:
 			h2conn = true
@@ -210,21 +237,25 @@ func (l *Listener) serve(c net.Conn) {
 		default:
 			// Neither, or a protocol this listener does not serve: close
 			// rather than answer in a language the client may not read.
-			c.Close()
+			reject()
 			return
 		}
 		c = pc
 	}
 	c.SetDeadline(time.Time{})
+	l.bytes.track(cc)
 	if !h2conn {
+		// countH1 counts it once net/http takes it.
 		if !l.h1ln.push(c) {
-			c.Close()
+			reject()
 		}
 		return
 	}
 	l.countOpen()
 	l.st.HTTP.DownstreamCxHTTP2Total.Inc(1)
+	l.st.HTTP.DownstreamCxHTTP2Active.Inc()
 	l.h2.ServeConn(c)
+	l.st.HTTP.DownstreamCxHTTP2Active.Dec()
 	l.countClose()
 }
 
@@ -246,7 +277,10 @@ func (l *Listener) countH1(_ net.Conn, cs http.ConnState) {
 	switch cs {
 	case http.StateNew:
 		l.countOpen()
+		l.st.HTTP.DownstreamCxHTTP1Total.Inc(1)
+		l.st.HTTP.DownstreamCxHTTP1Active.Inc()
 	case http.StateClosed, http.StateHijacked:
+		l.st.HTTP.DownstreamCxHTTP1Active.Dec()
 		l.countClose()
 	}
 }
@@ -287,6 +321,7 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	l.accepted.Wait()
 	l.conns.Wait()
+	l.bytes.stopSweeping()
 	return errors.Join(err1, err2)
 }
 
