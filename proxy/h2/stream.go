@@ -511,7 +511,10 @@ func (cl *call) timeoutLocked(c *conn) {
 		cl.respEnded = true
 		c.scheduleLocked(h)
 	default:
+		// The response has begun and is not gRPC: the client's stream
+		// is reset (downstream_rq_tx_reset).
 		cl.respEnded = true
+		cl.sc.srv.stats.DownstreamRqTxReset.Inc(1)
 		c.resetLocked(&cl.down, http2.ErrCodeCancel, true)
 	}
 }
