@@ -210,7 +210,7 @@ func (p *Pool) dialFunc(tlsConf *tls.Config) func(ctx context.Context, network, 
 		var conn net.Conn = c
 		if tlsConf != nil {
 			tc := tls.Client(c, tlsConf)
-			if err := tc.HandshakeContext(dctx); err != nil {
+			if err := tc.Handshake(); err != nil { // bounded by the socket deadline
 				tc.Close()
 				return nil, fmt.Errorf("%w: TLS handshake with %s: %w", ErrConnect, addr, err)
 			}
