@@ -32,6 +32,7 @@ import (
 //	/fail          503
 //	/slow-first    the first attempt of a request waits 2s, then 200; 200 after
 //	/slow          waits 2s (or until the request ends), then 200
+//	/hang          waits until the request ends
 //
 // It records the headers of every request to /mirror* it sees.
 type routerBackend struct {
@@ -84,7 +85,7 @@ func startRouterBackend(t *testing.T, shared *routerBackend) string {
 					return
 				}
 			}
-		case "/one/hold":
+		case "/one/hold", "/hang":
 			<-r.Context().Done()
 			return
 		case "/slow":
@@ -143,8 +144,8 @@ var routerCases = []routerCase{
 	{name: "no retry after response bytes", path: "/reset-mid-body", wantStatus: 200, wantBodyErr: true, wantFlags: "UR", attempts: 1,
 		cluster:  map[string]int{"upstream_rq_total": 1, "upstream_rq_200": 1, "upstream_rq_retry": 0, "upstream_rq_rx_reset": 1, "upstream_rq_completed": 1},
 		listener: map[string]int{"downstream_rq_tx_reset": 1}},
-	// The back-off is drawn from [0, 1h): the 300ms deadline passes
-	// first, but for a draw below 300ms, one in 12,000.
+	// The back-off is drawn from [0, 1000h): the 1s deadline passes first,
+	// but for a draw below 1s, one in 3.6 million.
 	{name: "deadline passes during the back-off", path: "/backoff/fail", wantStatus: 504, wantFlags: "UT", attempts: 1,
 		cluster: map[string]int{"upstream_rq_total": 1, "retry.upstream_rq_503": 1, "upstream_rq_503": 0, "upstream_rq_504": 1, "upstream_rq_timeout": 1, "upstream_rq_completed": 1}},
 	{name: "route timeout", path: "/slow", wantStatus: 504, wantFlags: "UT", attempts: 1,
@@ -161,7 +162,7 @@ var routerCases = []routerCase{
 		cluster: map[string]int{"upstream_rq_503": 1, "upstream_rq_5xx": 1, "upstream_cx_none_healthy": 1, "upstream_rq_total": 0}},
 	{name: "overflow", path: "/one/ok", hold: true, wantStatus: 503, wantFlags: "UO", attempts: 0,
 		cluster: map[string]int{"upstream_rq_503": 1, "upstream_rq_pending_overflow": 1}},
-	{name: "client cancels", path: "/slow", header: map[string]string{"X-Sightline-Upstream-Rq-Timeout-Ms": "0"}, cancel: 300 * time.Millisecond,
+	{name: "client cancels", path: "/hang", cancel: 300 * time.Millisecond,
 		wantStatus: 0, wantFlags: "DC", attempts: 1,
 		cluster:  map[string]int{"upstream_rq_total": 1, "upstream_rq_cancelled": 1, "upstream_rq_completed": 0, "upstream_rq_5xx": 0, "upstream_rq_4xx": 0},
 		listener: map[string]int{"downstream_rq_rx_reset": 1, "downstream_rq_4xx": 0, "downstream_rq_completed": 0}},
@@ -191,8 +192,9 @@ func TestRouterTable(t *testing.T) {
           - {match: {path: /fail}, cluster: %[1]s, retry_policy: {retry_on: 5xx, num_retries: 1, backoff_base: 1ms}}
           - {match: {path: /slow-first}, cluster: %[1]s, timeout: 5s, retry_policy: {retry_on: 5xx, num_retries: 1, per_try_timeout: 300ms, backoff_base: 1ms}}
           - {match: {path: /slow}, cluster: %[1]s, timeout: 400ms}
+          - {match: {path: /hang}, cluster: %[1]s, timeout: 30s}
           - {match: {path: /reset-mid-body}, cluster: %[1]s, retry_policy: {retry_on: '5xx,reset', num_retries: 2, backoff_base: 1ms}}
-          - {match: {path: /backoff/fail}, cluster: %[1]s, timeout: 300ms, retry_policy: {retry_on: 5xx, num_retries: 3, backoff_base: 1h, backoff_max: 2h}}
+          - {match: {path: /backoff/fail}, cluster: %[1]s, timeout: 1s, retry_policy: {retry_on: 5xx, num_retries: 3, backoff_base: 1000h, backoff_max: 2000h}}
           - {match: {path: /down}, cluster: %[1]s_down}
           - {match: {prefix: /one/}, cluster: %[1]s_one}
           - {match: {prefix: /mirror}, cluster: %[1]s, mirror: {cluster: %[1]s_mirror, percent: 100}}
