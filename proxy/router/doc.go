@@ -11,11 +11,16 @@
 //   - Replies is the one table of the proxy's own answers: response flag →
 //     HTTP status, gRPC status and message.
 //   - Call counts one downstream call on its cluster: the max_requests
-//     breaker, each attempt (Begin, Retry), and the one finish step
+//     breaker, each attempt (Pick, Begin), the retry decision
+//     (ShouldRetry, Retried, BackoffWait), and the one finish step
 //     (Finish) that charges the outcome exactly once per call, as Envoy
-//     documents it.
-//   - Headers holds the header policy (hop-by-hop, overrides,
-//     X-Forwarded-*) for hpack fields and http.Header alike.
+//     documents it. Run is the attempt loop of the codecs that block on
+//     net/http; the HTTP/2 engine drives the same steps from frame events.
+//   - DropRequestHeader, HopByHop and ForwardedFor are the header policy
+//     (hop-by-hop, overrides, X-Forwarded-*) for hpack fields and
+//     http.Header alike.
+//   - Mirror is the one mirror sender: a call on the mirror cluster,
+//     bounded by its breakers.
 //
 // Nothing here blocks or takes a lock on the request path, and Call's
 // methods allocate nothing, so that the frame engine stays allocation-free
