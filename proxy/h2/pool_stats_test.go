@@ -1,18 +1,15 @@
 package h2
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http/httptest"
-	"net/url"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/internal/statstest"
 	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
@@ -108,86 +105,17 @@ func (p *countingProxy) pool(addr string) *Pool {
 	return p.pools[addr]
 }
 
-// cxCounts are a cluster's upstream_cx_* stats; the histograms are their
-// sample counts.
-type cxCounts struct {
-	Total, HTTP1, HTTP2                    int64
-	ConnectFail, ConnectTimeout            int64
-	Destroy, DestroyLocal, DestroyRemote   int64
-	Active                                 int64
-	ConnectMs, LengthMs                    uint64
-	PendingTotal, PendingActive, PoolsOpen int64
-}
+// cxCounts are the stats of cluster "c" that the pool tests read.
+type cxCounts = statstest.Connections
 
-// readCounts reads cluster c's stats from the store's /stats JSON, as an
-// operator would.
 func readCounts(t testing.TB, s *stats.Store) cxCounts {
 	t.Helper()
-	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/stats?format=json&filter="+url.QueryEscape(`^cluster\.c\.`), nil))
-	var out struct {
-		Stats []struct {
-			Name  string `json:"name"`
-			Value int64  `json:"value"`
-			Count uint64 `json:"count"`
-		} `json:"stats"`
-	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
-		t.Fatalf("/stats: %v", err)
-	}
-	var c cxCounts
-	for _, st := range out.Stats {
-		v := st.Value
-		switch strings.TrimPrefix(st.Name, "cluster.c.") {
-		case "upstream_cx_total":
-			c.Total = v
-		case "upstream_cx_http1_total":
-			c.HTTP1 = v
-		case "upstream_cx_http2_total":
-			c.HTTP2 = v
-		case "upstream_cx_connect_fail":
-			c.ConnectFail = v
-		case "upstream_cx_connect_timeout":
-			c.ConnectTimeout = v
-		case "upstream_cx_destroy":
-			c.Destroy = v
-		case "upstream_cx_destroy_local":
-			c.DestroyLocal = v
-		case "upstream_cx_destroy_remote":
-			c.DestroyRemote = v
-		case "upstream_cx_active":
-			c.Active = v
-		case "upstream_cx_connect_ms":
-			c.ConnectMs = st.Count
-		case "upstream_cx_length_ms":
-			c.LengthMs = st.Count
-		case "upstream_rq_pending_total":
-			c.PendingTotal = v
-		case "upstream_rq_pending_active":
-			c.PendingActive = v
-		case "circuit_breakers.default.cx_pool_open":
-			c.PoolsOpen = v
-		}
-	}
-	return c
+	return statstest.ReadConnections(t, s, "c")
 }
 
-// waitCounts polls the stats until they are want or 5s pass: connections
-// are counted by their own goroutines, a moment after the client's
-// answer.
 func waitCounts(t testing.TB, s *stats.Store, want cxCounts) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got := readCounts(t, s)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stats:\n got %+v\nwant %+v", got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	statstest.WaitConnections(t, s, "c", want, nil)
 }
 
 // getFlags fetches / through the proxy and returns the status and the

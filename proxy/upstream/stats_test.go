@@ -3,17 +3,15 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/sightline-proxy/sightline/internal/statstest"
 	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/breaker"
 	"github.com/sightline-proxy/sightline/proxy/config"
@@ -45,81 +43,14 @@ func (c *counted) pool(t testing.TB, addr string, opts Options) *Pool {
 	return p
 }
 
-// cxCounts are the cluster's upstream_cx_* stats; the histograms are
-// their sample counts.
-type cxCounts struct {
-	Total, HTTP1                         int64
-	ConnectFail, ConnectTimeout          int64
-	Destroy, DestroyLocal, DestroyRemote int64
-	Active                               int64
-	ConnectMs, LengthMs                  uint64
-	PoolsOpen                            int64
-}
-
-// read reads the stats from the store's /stats JSON, as an operator would.
-func (c *counted) read(t testing.TB) cxCounts {
-	t.Helper()
-	rec := httptest.NewRecorder()
-	c.store.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/stats?format=json&filter="+url.QueryEscape(`^cluster\.c\.`), nil))
-	var out struct {
-		Stats []struct {
-			Name  string `json:"name"`
-			Value int64  `json:"value"`
-			Count uint64 `json:"count"`
-		} `json:"stats"`
-	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
-		t.Fatalf("/stats: %v", err)
-	}
-	var n cxCounts
-	for _, st := range out.Stats {
-		v := st.Value
-		switch strings.TrimPrefix(st.Name, "cluster.c.") {
-		case "upstream_cx_total":
-			n.Total = v
-		case "upstream_cx_http1_total":
-			n.HTTP1 = v
-		case "upstream_cx_connect_fail":
-			n.ConnectFail = v
-		case "upstream_cx_connect_timeout":
-			n.ConnectTimeout = v
-		case "upstream_cx_destroy":
-			n.Destroy = v
-		case "upstream_cx_destroy_local":
-			n.DestroyLocal = v
-		case "upstream_cx_destroy_remote":
-			n.DestroyRemote = v
-		case "upstream_cx_active":
-			n.Active = v
-		case "upstream_cx_connect_ms":
-			n.ConnectMs = st.Count
-		case "upstream_cx_length_ms":
-			n.LengthMs = st.Count
-		case "circuit_breakers.default.cx_pool_open":
-			n.PoolsOpen = v
-		}
-	}
-	return n
-}
+// cxCounts are the stats of cluster "c".
+type cxCounts = statstest.Connections
 
 // wait polls the stats until they are want or 5s pass, calling each (when
 // set) before every look.
 func (c *counted) wait(t testing.TB, want cxCounts, each func()) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if each != nil {
-			each()
-		}
-		got := c.read(t)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stats:\n got %+v\nwant %+v", got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	statstest.WaitConnections(t, c.store, "c", want, each)
 }
 
 // startBackend serves HTTP/1.1 on loopback.
