@@ -1,9 +1,7 @@
 package h2
 
 import (
-	"context"
 	"crypto/tls"
-	"net"
 	"testing"
 	"time"
 
@@ -16,9 +14,8 @@ import (
 
 // statsServer serves p's routes with a second Server whose listener
 // stats (http.test.*) live in a real store, on its own loopback socket,
-// as startProxy serves p.srv: plaintext connections are sniffed, TLS ones
-// (o.tls, ALPN h2) go to ServeConn as the handshake left them. Each call
-// has fresh stats, so a subtest can check exact values.
+// as startProxy serves p.srv. Each call has fresh stats, so a subtest can
+// check exact values.
 func statsServer(t testing.TB, p *testProxy, o proxyOpts) (*stats.HTTP, string) {
 	t.Helper()
 	store, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
@@ -27,51 +24,7 @@ func statsServer(t testing.TB, p *testProxy, o proxyOpts) (*stats.HTTP, string) 
 	}
 	st := store.HTTP("test")
 	srv := NewServer(ServerOptions{Routes: p.srv.routes.Load(), TLS: o.tls, Limits: o.limits, Stats: st, Log: zerolog.Nop()})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tlsConf *tls.Config
-	if o.tls {
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}}
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				if tlsConf != nil {
-					tc := tls.Server(c, tlsConf)
-					if err := tc.Handshake(); err != nil {
-						c.Close()
-						return
-					}
-					srv.ServeConn(tc)
-					return
-				}
-				pc := NewPeekConn(c)
-				if proto, _ := pc.Sniff(); proto != ProtoH2 {
-					c.Close()
-					return
-				}
-				srv.ServeConn(pc)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return st, ln.Addr().String()
+	return st, serve(t, srv, o.tls)
 }
 
 // dialRawTLS is dialRaw over TLS with ALPN h2, without the preface.

@@ -115,13 +115,21 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 		t.Fatal(err)
 	}
 	p.srv = NewServer(ServerOptions{Routes: table, TLS: o.tls, Limits: o.limits, TrustRequestHeaders: o.trust, Observer: o.obs, Log: zerolog.Nop()})
+	p.addr = serve(t, p.srv, o.tls)
+	return p
+}
+
+// serve serves srv on its own loopback socket until the test ends, and
+// returns the address: plaintext connections are sniffed (h2c only), TLS
+// ones (ALPN h2) go to ServeConn as the handshake left them.
+func serve(t testing.TB, srv *Server, useTLS bool) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.addr = ln.Addr().String()
 	var tlsConf *tls.Config
-	if o.tls {
+	if useTLS {
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}}
 	}
 	done := make(chan struct{})
@@ -139,7 +147,7 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 						c.Close()
 						return
 					}
-					p.srv.ServeConn(tc)
+					srv.ServeConn(tc)
 					return
 				}
 				pc := NewPeekConn(c)
@@ -147,7 +155,7 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 					c.Close()
 					return
 				}
-				p.srv.ServeConn(pc)
+				srv.ServeConn(pc)
 			}()
 		}
 	}()
@@ -156,11 +164,11 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 		<-done
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := p.srv.Shutdown(ctx); err != nil {
+		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-	return p
+	return ln.Addr().String()
 }
 
 // bufferedBytes is what the proxy holds in DATA buffers, downstream and
