@@ -184,7 +184,14 @@ func TestHealthChecksAndRetriesHideACrash(t *testing.T) {
 	events := filepath.Join(t.TempDir(), "health.log")
 	cfg := routedConfig{
 		route: "retry_policy: {retry_on: 'connect-failure,unavailable,reset', num_retries: 2}",
+		// Until the victim is ejected, a third of the calls fail on it
+		// and are retried at once: more than the default max_retries (3)
+		// can be in flight together on a slow machine, and a retry the
+		// breaker refuses leaves its call failed (UO), as in Envoy. The
+		// scenario is about retries hiding the crash, so the breaker
+		// is opened up.
 		cluster: fmt.Sprintf(`connect_timeout: 250ms
+circuit_breakers: {max_retries: 100}
 endpoints: %s
 health_check:
   grpc: {}
