@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sightline-proxy/sightline/internal/h2spec"
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/internal/testtool"
 )
 
@@ -74,7 +75,7 @@ func TestH2Spec(t *testing.T) {
 	t.Parallel()
 	bin := testtool.Look(t, "h2spec")
 	upstream := startOKBackend(t)
-	certFile, keyFile, _ := writeSelfSignedCert(t, t.TempDir())
+	certFile, keyFile, _ := testnet.WriteCert(t, t.TempDir())
 	p := startProxy(t, fmt.Sprintf(`node: {id: e2e, zone: zone-a}
 listeners:
   - name: h2c

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // TestUpstreamTLS checks a cluster whose hosts speak gRPC over TLS: the
@@ -18,7 +20,7 @@ import (
 // and refuses a host it cannot verify.
 func TestUpstreamTLS(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile, _ := writeSelfSignedCert(t, dir)
+	certFile, keyFile, _ := testnet.WriteCert(t, dir)
 	creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +35,7 @@ func TestUpstreamTLS(t *testing.T) {
 	t.Cleanup(srv.Stop)
 
 	// A second certificate the cluster does not trust.
-	otherCA, _, _ := writeSelfSignedCert(t, t.TempDir())
+	otherCA, _, _ := testnet.WriteCert(t, t.TempDir())
 
 	p := startProxy(t, fmt.Sprintf(`listeners:
   - name: ingress

@@ -16,6 +16,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
 )
 
@@ -83,7 +84,7 @@ func TestRetries(t *testing.T) {
 			var bad *countingBackend
 			badAddr := ""
 			if tt.closed {
-				badAddr = closedAddr(t)
+				badAddr = testnet.ClosedPort(t)
 			} else {
 				bad = startCounting(t, tt.bad)
 				badAddr = bad.addr
@@ -266,18 +267,6 @@ func TestMirror(t *testing.T) {
 		shadowHosts.Range(func(k, _ any) bool { seen = append(seen, k.(string)); return true })
 		t.Fatalf("shadow saw %v, want authority svc.example-shadow:8080 and the 5-byte body", seen)
 	}
-}
-
-// closedAddr is a loopback address nobody listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // TestRetryGRPCUnavailable: a gRPC server that answers UNAVAILABLE

@@ -4,20 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,6 +17,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/route"
@@ -64,7 +56,8 @@ func startListener(t *testing.T, tlsOn bool, protocols ...string) *testListener 
 	})
 	cfg := config.Listener{Name: "test", Address: "127.0.0.1:0", StatPrefix: "test", Protocols: protocols}
 	if tlsOn {
-		cfg.TLS = writeKeyPair(t)
+		certFile, keyFile, _ := testnet.WriteCert(t, t.TempDir())
+		cfg.TLS = &config.ListenerTLS{CertFile: certFile, KeyFile: keyFile}
 	}
 	tl.l, err = New(cfg, h1, h2srv, Stats{Listener: tl.ls, HTTP: tl.http}, zerolog.Nop())
 	if err != nil {
@@ -82,39 +75,6 @@ func startListener(t *testing.T, tlsOn bool, protocols ...string) *testListener 
 		}
 	})
 	return tl
-}
-
-// writeKeyPair writes a self-signed certificate for 127.0.0.1 and its key.
-func writeKeyPair(t *testing.T) *config.ListenerTLS {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "sightline-test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	out := &config.ListenerTLS{CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}
-	if err := os.WriteFile(out.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(out.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // meteredConn is the client's TCP socket, counting the bytes it wrote and

@@ -7,6 +7,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/flags"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/retry"
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // End says how an attempt, or the call, ended.
@@ -242,10 +243,15 @@ func (c *Call) Finish(o *Outcome) {
 	if o.End == EndNoHealthy {
 		up.CxNoneHealthy.Inc(1)
 	}
-	if c.GRPC && (c.RequestMessages != 0 || c.ResponseMessages != 0) {
-		m := cl.Stats.GRPC(c.Path)
-		m.RequestMessages.Inc(c.RequestMessages)
-		m.ResponseMessages.Inc(c.ResponseMessages)
+	var m *stats.GRPCMethod // looked up once per call
+	if c.GRPC {
+		m = cl.Stats.GRPC(c.Path)
+		if c.RequestMessages != 0 {
+			m.RequestMessages.Inc(c.RequestMessages)
+		}
+		if c.ResponseMessages != 0 {
+			m.ResponseMessages.Inc(c.ResponseMessages)
+		}
 	}
 	code := o.code()
 	if code == 0 {
@@ -264,8 +270,7 @@ func (c *Call) Finish(o *Outcome) {
 			zu.RqTime.RecordDuration(o.Elapsed)
 		}
 	}
-	if c.GRPC {
-		m := cl.Stats.GRPC(c.Path)
+	if m != nil {
 		status := o.GRPCStatus
 		if status < 0 {
 			status = HTTPToGRPC(code)

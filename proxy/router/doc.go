@@ -8,8 +8,10 @@
 //   - Decide routes the request and returns its Plan: route, cluster,
 //     deadline, hash key, retry policy with the trusted override headers
 //     applied, and whether it is mirrored; or the local reply for no route.
-//   - Replies is the one table of the proxy's own answers: response flag →
-//     HTTP status, gRPC status and message.
+//   - The Reply values and ReplyFor are the one table of the proxy's own
+//     answers: HTTP status, gRPC status, message and response flag. What a
+//     reply charges to the cluster follows from how the call ended
+//     (Finish).
 //   - Call counts one downstream call on its cluster: the max_requests
 //     breaker, each attempt (Pick, Begin), the retry decision
 //     (ShouldRetry, Retried, BackoffWait), and the one finish step

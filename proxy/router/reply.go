@@ -16,10 +16,6 @@ type Reply struct {
 	// Direct: a route's direct_response, sent as configured (Status and
 	// Message as the body) to every client, gRPC or not, with no flag.
 	Direct bool
-	// Charged: the reply is counted on the cluster as an upstream
-	// response with Status (Envoy charges 503 for UH, UO, UF and resets
-	// and 504 for timeouts); a reply with no cluster charges nothing.
-	Charged bool
 }
 
 // Messages of the proxy's own errors, Envoy's words.
@@ -36,25 +32,13 @@ const (
 var (
 	ReplyNoRoute           = Reply{Flag: flags.NoRoute, Status: 404, GRPC: grpcproto.Unimplemented, Message: "no route"}
 	ReplyNoCluster         = Reply{Flag: flags.NoClusterFound, Status: 503, GRPC: grpcproto.Unavailable, Message: "cluster not found"}
-	ReplyNoHealthyUpstream = Reply{Flag: flags.NoHealthyUpstream, Status: 503, GRPC: grpcproto.Unavailable, Message: msgNoHealthyUpstream, Charged: true}
-	ReplyOverflow          = Reply{Flag: flags.UpstreamOverflow, Status: 503, GRPC: grpcproto.Unavailable, Message: msgOverflow, Charged: true}
-	ReplyConnectFailure    = Reply{Flag: flags.UpstreamConnectFailure, Status: 503, GRPC: grpcproto.Unavailable, Message: msgConnectFailure, Charged: true}
-	ReplyRemoteReset       = Reply{Flag: flags.UpstreamRemoteReset, Status: 503, GRPC: grpcproto.Unavailable, Message: msgRemoteReset, Charged: true}
-	ReplyConnTermination   = Reply{Flag: flags.UpstreamConnectionTerm, Status: 503, GRPC: grpcproto.Unavailable, Message: msgConnTermination, Charged: true}
-	ReplyTimeout           = Reply{Flag: flags.UpstreamRequestTimeout, Status: 504, GRPC: grpcproto.DeadlineExceeded, Message: msgTimeout, Charged: true}
+	ReplyNoHealthyUpstream = Reply{Flag: flags.NoHealthyUpstream, Status: 503, GRPC: grpcproto.Unavailable, Message: msgNoHealthyUpstream}
+	ReplyOverflow          = Reply{Flag: flags.UpstreamOverflow, Status: 503, GRPC: grpcproto.Unavailable, Message: msgOverflow}
+	ReplyConnectFailure    = Reply{Flag: flags.UpstreamConnectFailure, Status: 503, GRPC: grpcproto.Unavailable, Message: msgConnectFailure}
+	ReplyRemoteReset       = Reply{Flag: flags.UpstreamRemoteReset, Status: 503, GRPC: grpcproto.Unavailable, Message: msgRemoteReset}
+	ReplyConnTermination   = Reply{Flag: flags.UpstreamConnectionTerm, Status: 503, GRPC: grpcproto.Unavailable, Message: msgConnTermination}
+	ReplyTimeout           = Reply{Flag: flags.UpstreamRequestTimeout, Status: 504, GRPC: grpcproto.DeadlineExceeded, Message: msgTimeout}
 )
-
-// Replies maps a response flag to the proxy's reply for it.
-var Replies = map[flags.Flags]Reply{
-	flags.NoRoute:                ReplyNoRoute,
-	flags.NoClusterFound:         ReplyNoCluster,
-	flags.NoHealthyUpstream:      ReplyNoHealthyUpstream,
-	flags.UpstreamOverflow:       ReplyOverflow,
-	flags.UpstreamConnectFailure: ReplyConnectFailure,
-	flags.UpstreamRemoteReset:    ReplyRemoteReset,
-	flags.UpstreamConnectionTerm: ReplyConnTermination,
-	flags.UpstreamRequestTimeout: ReplyTimeout,
-}
 
 // Text is the message for a client: for gRPC no-route replies the path is
 // named, as gRPC's own UNIMPLEMENTED does.
