@@ -736,6 +736,22 @@ func (cc *clientConn) handleRST(f *http2.RSTStreamFrame) error {
 	switch {
 	case f.ErrCode == http2.ErrCodeRefusedStream:
 		cc.moveLocked(h, true)
+	case f.ErrCode == http2.ErrCodeNo && h.gotHeaders && !h.recvDone && (h.contentLen < 0 || h.recvLen == h.contentLen):
+		// All of a response, then RST_STREAM(NO_ERROR) instead of
+		// END_STREAM (Node's http2 server ends most streams so). RFC
+		// 9113 §8.1 lets a server stop the request without error after
+		// a complete response: the response ends here, and what is
+		// queued for the client is delivered before its END_STREAM.
+		// A body shorter than its content-length is not complete and
+		// takes the reset path below.
+		h.recvDone = true
+		cl := h.call
+		cl.refs.Add(1)
+		cc.resetLocked(h, 0, false)
+		cc.unlock()
+		cl.onResponseData(nil, true)
+		cl.release()
+		return nil
 	case h.recvDone:
 		// The response is complete: the server only asks us to stop
 		// sending the request (RFC 9113 §8.1).

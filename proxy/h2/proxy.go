@@ -523,9 +523,22 @@ func (cl *call) upstreamReset(code http2.ErrCode, f flag, msg string) {
 	default:
 		cl.respEnded = true
 		cl.sc.srv.stats.DownstreamRqTxReset.Inc(1)
-		c.resetLocked(&cl.down, code, true)
+		c.resetLocked(&cl.down, midResponseReset(code), true)
 	}
 	c.unlock()
+}
+
+// midResponseReset is the code a client's stream is reset with when its
+// upstream failed after the response began. NO_ERROR would read as a
+// normal end to many clients although bytes were lost, and REFUSED_STREAM
+// would tell them the request was not processed (RFC 9113 §8.7), which it
+// was: both become INTERNAL_ERROR. Other codes pass as the upstream sent
+// them.
+func midResponseReset(code http2.ErrCode) http2.ErrCode {
+	if code == http2.ErrCodeNo || code == http2.ErrCodeRefusedStream {
+		return http2.ErrCodeInternal
+	}
+	return code
 }
 
 // statusCode parses a status of a few digits (":status", "grpc-status");

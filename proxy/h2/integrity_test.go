@@ -1,0 +1,182 @@
+package h2
+
+import (
+	"bytes"
+	"testing"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// slowReader is a raw client that advertises a small stream window, so
+// that the proxy has to queue a response for it, and reads only when told.
+func slowReader(t *testing.T, addr string, window uint32) *rawPeer {
+	t.Helper()
+	c := dialRaw(t, addr, false)
+	c.write([]byte(http2.ClientPreface))
+	if err := c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: window}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// readAll reads the response on id, returning every byte of credit it
+// consumes, until END_STREAM (ended) or RST_STREAM (rst set).
+func (p *rawPeer) readAll(id uint32) (fields []hpack.HeaderField, body []byte, ended bool, rst *http2.RSTStreamFrame) {
+	p.t.Helper()
+	for {
+		f := p.next()
+		switch f := f.(type) {
+		case nil:
+			return fields, body, false, nil
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == id {
+				fields = append(fields, f.Fields...)
+				if f.StreamEnded() {
+					return fields, body, true, nil
+				}
+			}
+		case *http2.DataFrame:
+			if f.StreamID != id {
+				continue
+			}
+			body = append(body, f.Data()...)
+			if n := uint32(len(f.Data())); n > 0 {
+				p.fr.WriteWindowUpdate(0, n)
+				p.fr.WriteWindowUpdate(id, n)
+			}
+			if f.StreamEnded() {
+				return fields, body, true, nil
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID == id {
+				return fields, body, false, f
+			}
+		case *http2.GoAwayFrame:
+			p.t.Fatalf("GOAWAY %v while reading stream %d", f.ErrCode, id)
+		}
+	}
+}
+
+// respondThenReset is an upstream that answers every request with the
+// given response fields and body in 16 KiB DATA frames, never setting
+// END_STREAM, then resets the stream with code; sent is closed when it
+// has.
+func respondThenReset(body []byte, code http2.ErrCode, sent chan<- struct{}, fields ...string) *fakeUpstream {
+	return &fakeUpstream{onRequest: func(fc *fakeConn, id uint32) {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		fc.encBuf.Reset()
+		fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		for i := 0; i+1 < len(fields); i += 2 {
+			fc.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		fc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+		for b := body; len(b) > 0; {
+			n := min(len(b), 16<<10)
+			fc.fr.WriteData(id, false, b[:n])
+			b = b[n:]
+		}
+		fc.fr.WriteRSTStream(id, code)
+		close(sent)
+	}}
+}
+
+// TestUpstreamNoErrorResetEndsBody: a backend that sends all of a
+// response and then RST_STREAM(NO_ERROR) instead of END_STREAM (as Node's
+// http2 server does) has its whole body delivered to a slow client, then
+// END_STREAM; never a reset after dropped bytes.
+func TestUpstreamNoErrorResetEndsBody(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB
+	tests := []struct {
+		name   string
+		fields []string
+	}{
+		{"no content-length", nil},
+		{"content-length matches", []string{"content-length", "262144"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sent := make(chan struct{})
+			p := fakeProxy(t, respondThenReset(body, http2.ErrCodeNo, sent, tt.fields...))
+			c := slowReader(t, p.addr, 1024)
+			c.request(1, true)
+			<-sent // the proxy now holds most of the body for the client
+			fields, got, ended, rst := c.readAll(1)
+			if rst != nil {
+				t.Fatalf("RST_STREAM %v after %d of %d bytes, want the whole body", rst.ErrCode, len(got), len(body))
+			}
+			if !ended || !bytes.Equal(got, body) {
+				t.Fatalf("got %d bytes (ended %v), want %d and END_STREAM", len(got), ended, len(body))
+			}
+			if s := field(fields, ":status"); s != "200" {
+				t.Errorf(":status %q", s)
+			}
+		})
+	}
+}
+
+// TestUpstreamNoErrorResetShortBody: a body cut short of its
+// content-length is not complete, whatever the code of the reset: the
+// client's stream is reset, and never with NO_ERROR.
+func TestUpstreamNoErrorResetShortBody(t *testing.T) {
+	body := bytes.Repeat([]byte("x"), 64<<10)
+	sent := make(chan struct{})
+	p := fakeProxy(t, respondThenReset(body, http2.ErrCodeNo, sent, "content-length", "100000"))
+	c := slowReader(t, p.addr, 1024)
+	c.request(1, true)
+	<-sent
+	_, got, ended, rst := c.readAll(1)
+	if ended || rst == nil {
+		t.Fatalf("stream ended normally after %d bytes, want a reset", len(got))
+	}
+	if rst.ErrCode != http2.ErrCodeInternal {
+		t.Errorf("RST_STREAM %v, want INTERNAL_ERROR", rst.ErrCode)
+	}
+}
+
+// TestGRPCUpstreamLostAfterHeaders: a gRPC backend lost once its response
+// has begun (connection closed, or stream reset) gives the client
+// UNAVAILABLE in trailers, as a direct call whose server went away does,
+// never a stream reset (which gRPC clients surface as INTERNAL).
+func TestGRPCUpstreamLostAfterHeaders(t *testing.T) {
+	msg := []byte{0, 0, 0, 0, 3, 'a', 'b', 'c'} // one gRPC message
+	tests := []struct {
+		name string
+		end  func(fc *fakeConn, id uint32)
+	}{
+		{"connection closed", func(fc *fakeConn, _ uint32) { fc.c.Close() }},
+		{"stream reset", func(fc *fakeConn, id uint32) { fc.fr.WriteRSTStream(id, http2.ErrCodeInternal) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := fakeProxy(t, &fakeUpstream{onRequest: func(fc *fakeConn, id uint32) {
+				fc.mu.Lock()
+				defer fc.mu.Unlock()
+				fc.encBuf.Reset()
+				fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				fc.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+				fc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+				fc.fr.WriteData(id, false, msg)
+				tt.end(fc, id)
+			}})
+			c := dialRaw(t, p.addr, true)
+			if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndHeaders: true, BlockFragment: c.block(
+				":method", "POST", ":scheme", "http", ":authority", "example.com", ":path", "/test.Svc/Call",
+				"content-type", "application/grpc", "te", "trailers")}); err != nil {
+				t.Fatal(err)
+			}
+			c.fr.WriteData(1, true, msg)
+			fields, got, ended, rst := c.readAll(1)
+			if rst != nil {
+				t.Fatalf("RST_STREAM %v, want trailers with grpc-status 14", rst.ErrCode)
+			}
+			if !ended || !bytes.Equal(got, msg) {
+				t.Fatalf("got %q (ended %v), want the message and an end", got, ended)
+			}
+			if s := field(fields, "grpc-status"); s != "14" {
+				t.Errorf("grpc-status %q, want 14 (fields %v)", s, fields)
+			}
+		})
+	}
+}
