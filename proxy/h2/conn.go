@@ -49,8 +49,17 @@ const (
 	// (CVE-2019-9512, -9515; x/net maxQueuedControlFrames).
 	maxQueuedControl = 10000
 	// maxHeaderFrames caps HEADERS+CONTINUATION frames per header block
-	// (CONTINUATION flood, CVE-2024-27316).
-	maxHeaderFrames = 32
+	// (CONTINUATION flood, CVE-2024-27316); with 16 KiB frames it admits
+	// a maxHeaderBlock block.
+	maxHeaderFrames = 80
+	// maxHeaderBlock is the largest encoded header block the engine
+	// decodes. A block over SETTINGS_MAX_HEADER_LIST_SIZE is refused with
+	// 431, a stream error, but only a block that was decoded to its end
+	// leaves HPACK in sync for the connection's other streams, and one
+	// field is decoded whole (its string must fit in memory), so up to
+	// this size a too-large request costs the client one stream, not the
+	// connection. Past it, the peer is flooding: ENHANCE_YOUR_CALM.
+	maxHeaderBlock = 1 << 20
 	// maxSettingsPerFrame caps the entries of one SETTINGS frame, as x/net
 	// does, so one frame cannot make us loop for long.
 	maxSettingsPerFrame = 100
@@ -283,7 +292,7 @@ func (c *conn) initState(maxHeaderList uint32) {
 	// A string longer than the list limit still has to be decoded (to
 	// keep the table in sync) before the request is refused with 431;
 	// the encoded-block cap in headerFragment bounds it.
-	c.dec.SetMaxStringLength(2*int(maxHeaderList) + maxFrameSize)
+	c.dec.SetMaxStringLength(c.headerBlockLimit())
 	c.enc = hpack.NewEncoder(&c.encBuf)
 	c.enc.SetMaxDynamicTableSizeLimit(headerTableSize)
 	c.wMaxFrame = maxFrameSize
@@ -294,6 +303,14 @@ func (c *conn) initState(maxHeaderList uint32) {
 	c.peerMaxFrame = maxFrameSize
 	c.wake = make(chan struct{}, 1)
 	c.writerDone = make(chan struct{})
+}
+
+// headerBlockLimit is the largest encoded header block the connection
+// decodes: maxHeaderBlock, or more when the advertised list limit is
+// configured above it (an encoded block may be up to twice its list, as
+// x/net allows).
+func (c *conn) headerBlockLimit() int {
+	return max(maxHeaderBlock, 2*int(c.maxHeaderList)+maxFrameSize)
 }
 
 // initIO wraps the socket c.nc in the buffered reader, writer and framer.

@@ -2,10 +2,13 @@ package h2
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
 )
 
 // slowReader is a raw client that advertises a small stream window, so
@@ -178,5 +181,36 @@ func TestGRPCUpstreamLostAfterHeaders(t *testing.T) {
 				t.Errorf("grpc-status %q, want 14 (fields %v)", s, fields)
 			}
 		})
+	}
+}
+
+// TestOversizedHeaderKeepsConnection: one request with a header far over
+// the list limit (200 KB, sent as HEADERS and CONTINUATIONs as clients
+// do) is refused with 431 on its own stream; HPACK stays in sync, so the
+// connection's other streams, before and after it, are served.
+func TestOversizedHeaderKeepsConnection(t *testing.T) {
+	p := okProxy(t, okHandler, proxyOpts{limits: config.Limits{MaxHeaderBytes: 64 << 10}})
+	c := dialRaw(t, p.addr, true)
+	c.request(1, false) // open across the big one
+	// Indexed into the dynamic table before and used after: a decoder
+	// out of sync would fail stream 5.
+	block := c.block(":method", "GET", ":scheme", "http", ":authority", "example.com", ":path", "/",
+		"x-big", strings.Repeat("b", 200<<10))
+	frag := block[:16<<10]
+	c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: frag, EndStream: true})
+	for rest := block[len(frag):]; len(rest) > 0; {
+		n := min(len(rest), 16<<10)
+		c.fr.WriteContinuation(3, n == len(rest), rest[:n])
+		rest = rest[n:]
+	}
+	c.request(5, true, "x-after", "1")
+	c.fr.WriteData(1, true, nil)
+	for _, tt := range []struct {
+		id   uint32
+		want string
+	}{{3, "431"}, {1, "200"}, {5, "200"}} {
+		if status, _, _ := c.response(tt.id); status != tt.want {
+			t.Errorf("stream %d: status %s, want %s", tt.id, status, tt.want)
+		}
 	}
 }

@@ -171,11 +171,10 @@ func (c *conn) readContinuation(fh http2.FrameHeader) error {
 	if err != nil {
 		return err
 	}
-	if c.hb.truncated {
-		// Nothing more of this block will be kept; a peer that goes on
-		// sending it is flooding (CVE-2023-45288, as x/net readMetaFrame).
-		return connError(http2.ErrCodeEnhanceYourCalm, "CONTINUATION after an over-size header list")
-	}
+	// A block already over the list limit is still decoded to its end,
+	// keeping nothing, so that HPACK stays in sync and only its stream is
+	// refused; headerFragment's caps on frames and bytes bound the work
+	// (CVE-2023-45288).
 	return c.headerFragment(p, fh.Flags.Has(http2.FlagContinuationEndHeaders))
 }
 
@@ -190,9 +189,7 @@ func (c *conn) headerFragment(p []byte, endHeaders bool) error {
 	if hb.frames > maxHeaderFrames {
 		return connError(http2.ErrCodeEnhanceYourCalm, "too many CONTINUATION frames")
 	}
-	// An encoded block more than twice the list limit cannot be a list
-	// we accept (x/net's rule).
-	if int64(hb.encoded) > 2*int64(c.maxHeaderList)+maxFrameSize {
+	if hb.encoded > c.headerBlockLimit() {
 		return connError(http2.ErrCodeEnhanceYourCalm, "header block too large")
 	}
 	if len(p) == 0 && !endHeaders {
