@@ -2,6 +2,7 @@ package config
 
 import (
 	"cmp"
+	"strings"
 	"time"
 )
 
@@ -210,6 +211,11 @@ func (l *Listener) applyDefaults() {
 			a.Filter.SamplePercent = ptr(defaultAccessLogSamplePercent)
 		}
 	}
+	for i := range l.Upgrades {
+		if l.Upgrades[i].Enabled == nil {
+			l.Upgrades[i].Enabled = ptr(true)
+		}
+	}
 	for i := range l.VirtualHosts {
 		for j := range l.VirtualHosts[i].Routes {
 			r := &l.VirtualHosts[i].Routes[j]
@@ -221,8 +227,31 @@ func (l *Listener) applyDefaults() {
 			if m := r.Mirror; m != nil && m.Percent == nil {
 				m.Percent = ptr(100.0)
 			}
+			r.Upgrades = inheritUpgrades(r.Upgrades, l.Upgrades)
 		}
 	}
+}
+
+// inheritUpgrades is a route's upgrades with enabled filled in and the
+// listener's entries added for the types the route does not name: a
+// route's entry overrides the listener's, either way, as in Envoy.
+func inheritUpgrades(route, listener []Upgrade) []Upgrade {
+	for i := range route {
+		if route[i].Enabled == nil {
+			route[i].Enabled = ptr(true)
+		}
+	}
+	n := len(route)
+	for _, lu := range listener {
+		named := false
+		for _, ru := range route[:n] {
+			named = named || strings.EqualFold(ru.Type, lu.Type)
+		}
+		if !named {
+			route = append(route, Upgrade{Type: lu.Type, Enabled: ptr(*lu.Enabled)})
+		}
+	}
+	return route
 }
 
 func (c *Cluster) applyDefaults() {

@@ -7,6 +7,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 )
 
@@ -102,6 +103,22 @@ type Listener struct {
 	AccessLog           []AccessLog   `yaml:"access_log,omitempty" json:"access_log,omitempty"`
 	Limits              Limits        `yaml:"limits" json:"limits"`
 	VirtualHosts        []VirtualHost `yaml:"virtual_hosts" json:"virtual_hosts"`
+
+	// Upgrades lists the HTTP/1.1 upgrades (Upgrade: websocket, …) the
+	// listener's routes accept, as Envoy's upgrade_configs on the HTTP
+	// connection manager; a route's own upgrades override it per type.
+	// None by default: an Upgrade request is refused with 403.
+	Upgrades []Upgrade `yaml:"upgrades,omitempty" json:"upgrades,omitempty"`
+}
+
+// Upgrade allows or refuses one HTTP/1.1 upgrade type (Envoy's
+// UpgradeConfig).
+type Upgrade struct {
+	// Type is the protocol the client names in its Upgrade header
+	// ("websocket"), compared without regard to case.
+	Type string `yaml:"type" json:"type"`
+	// Enabled allows (the default) or refuses the upgrade.
+	Enabled *bool `yaml:"enabled,omitempty" json:"enabled,omitempty"`
 }
 
 // ListenerTLS terminates TLS on a listener; ALPN picks h2 or http/1.1.
@@ -170,6 +187,22 @@ type Route struct {
 	RetryPolicy *RetryPolicy `yaml:"retry_policy,omitempty" json:"retry_policy,omitempty"`
 	HashPolicy  []HashPolicy `yaml:"hash_policy,omitempty" json:"hash_policy,omitempty"`
 	Mirror      *Mirror      `yaml:"mirror,omitempty" json:"mirror,omitempty"`
+	// Upgrades allows or refuses HTTP/1.1 upgrades on this route, type by
+	// type, over the listener's upgrades. Once the config is loaded it
+	// holds the listener's entries too, for the types the route does not
+	// name: it is the route's whole answer.
+	Upgrades []Upgrade `yaml:"upgrades,omitempty" json:"upgrades,omitempty"`
+}
+
+// Upgrade returns whether the route accepts the upgrade type typ
+// (case-insensitive), as its Upgrades say once the config is loaded.
+func (r *Route) Upgrade(typ string) bool {
+	for i := range r.Upgrades {
+		if u := &r.Upgrades[i]; strings.EqualFold(u.Type, typ) {
+			return u.Enabled == nil || *u.Enabled
+		}
+	}
+	return false
 }
 
 // RouteMatch is what a request must look like; exactly one of Prefix, Path

@@ -266,6 +266,8 @@ func (v *validator) listener(l *Listener, p string, names, addresses map[string]
 	v.nonNegative(lp+".max_header_bytes", l.Limits.MaxHeaderBytes)
 	v.nonNegative(lp+".max_requests_per_connection", l.Limits.MaxRequestsPerConnection)
 
+	v.upgrades(p+".upgrades", l.Upgrades)
+
 	vhosts := map[string]string{}
 	domains := map[string]string{}
 	for i := range l.VirtualHosts {
@@ -435,6 +437,38 @@ func (v *validator) route(r *Route, p string) {
 	}
 	if r.RetryPolicy != nil {
 		v.retryPolicy(r.RetryPolicy, p+".retry_policy")
+	}
+	v.upgrades(p+".upgrades", r.Upgrades)
+}
+
+// upgradeProtocol reports whether s is a protocol as the Upgrade header
+// names one (RFC 9110 §7.8): a token, and "/" and a version token maybe.
+func upgradeProtocol(s string) bool {
+	name, version, versioned := strings.Cut(s, "/")
+	return headerName(name) && (!versioned || headerName(version))
+}
+
+// upgrades checks a listener's or a route's upgrade types: each a token,
+// named once, and one the HTTP/1.1 listener can tunnel.
+func (v *validator) upgrades(p string, us []Upgrade) {
+	seen := map[string]string{}
+	for i, u := range us {
+		tp := fmt.Sprintf("%s[%d].type", p, i)
+		switch {
+		case u.Type == "":
+			v.report(tp, "e.g. type: websocket", "must not be empty")
+			continue
+		case !upgradeProtocol(u.Type):
+			v.report(tp, "e.g. type: websocket", "%q is not a protocol name", u.Type)
+			continue
+		case strings.EqualFold(u.Type, "h2c"):
+			v.report(tp, "HTTP/2 over plaintext is served by the listener's protocols: [h2c, http1]", "h2c is not an upgrade Sightline tunnels")
+			continue
+		case strings.EqualFold(u.Type, "connect"):
+			v.report(tp, "", "CONNECT is not supported")
+			continue
+		}
+		v.unique(seen, strings.ToLower(u.Type), tp, "upgrade type")
 	}
 }
 
