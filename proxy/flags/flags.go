@@ -24,10 +24,11 @@ const (
 	UpstreamRemoteReset                        // UR
 	LocalReset                                 // LR
 	RateLimited                                // RL
+	OverloadManager                            // OM: refused or reset by the overload manager
 	count                    = iota
 )
 
-var letters = [count]string{"UH", "UF", "UO", "NR", "NC", "URX", "UT", "UC", "DC", "UR", "LR", "RL"}
+var letters = [count]string{"UH", "UF", "UO", "NR", "NC", "URX", "UT", "UC", "DC", "UR", "LR", "RL", "OM"}
 
 // String joins the letters with commas in Envoy's order, or returns "" when
 // no flag is set. A single flag, by far the common case, costs no

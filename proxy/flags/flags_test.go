@@ -20,6 +20,7 @@ func TestString(t *testing.T) {
 		{UpstreamRemoteReset, "UR"},
 		{LocalReset, "LR"},
 		{RateLimited, "RL"},
+		{OverloadManager, "OM"},
 		{UpstreamConnectFailure | UpstreamRetryLimit, "UF,URX"},
 		{UpstreamRetryLimit | UpstreamRemoteReset | NoHealthyUpstream, "UH,URX,UR"},
 	}
