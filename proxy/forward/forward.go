@@ -122,8 +122,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rec.traceID = observe.TraceIDFromTraceparent(r.Header.Get("Traceparent"))
 		}
 	}
+	rc := http.NewResponseController(w)
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{ReadCloser: r.Body, n: &rec.rx, grpc: grpcproto.IsGRPC(r.Header.Get("Content-Type")), msgs: &rec.reqMsgs}
+		// net/http's HTTP/1.1 server throws away what is left of the
+		// request body when the response starts, unless the handler
+		// reads and writes at once: an upload still going when the
+		// upstream answers early (an echo, a stream) lost its middle
+		// and reached the upstream as a clean, short body.
+		rc.EnableFullDuplex()
 	}
 	status := 0
 	defer func() {
@@ -151,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.observeEnd(r, rec, srvSpan, start, status, elapsed)
 		}
 	}()
-	status = h.serve(w, r, rec)
+	status = h.serve(w, rc, r, rec)
 }
 
 // traceRequest describes r for a span.
@@ -223,7 +230,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 // serve forwards one request and returns the HTTP status the client got.
 // The policy (plan, breakers, attempts and retries, local replies) is the
 // router's; serve drives it with net/http's calls.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int {
+func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *http.Request, rec *record) int {
 	grpc := grpcproto.IsGRPC(r.Header.Get("Content-Type"))
 	c := &rec.call
 	c.GRPC, c.Path = grpc, r.URL.Path
@@ -339,7 +346,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, rec *record) int
 	if grpc {
 		mc = new(grpcproto.MessageCounter)
 	}
-	n, err := streamBody(w, resp.Body, mc, &rec.respMsgs)
+	n, err := streamBody(w, rc, resp.Body, mc, &rec.respMsgs)
 	rec.tx = n
 	o.Elapsed = time.Since(sent)
 	if err != nil {
@@ -540,11 +547,10 @@ func (h *Handler) reply(w http.ResponseWriter, r *http.Request, rec *record, rp 
 // streamBody copies the response body, flushing after every read so that
 // streamed messages reach the client at once. It returns the bytes written
 // and, when mc is set, adds the gRPC messages completed to *msgs.
-func streamBody(w http.ResponseWriter, body io.Reader, mc *grpcproto.MessageCounter, msgs *int64) (int64, error) {
+func streamBody(w http.ResponseWriter, rc *http.ResponseController, body io.Reader, mc *grpcproto.MessageCounter, msgs *int64) (int64, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
-	rc := http.NewResponseController(w)
 	var total int64
 	for {
 		n, err := body.Read(buf)
