@@ -88,19 +88,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "validate":
 		if cfgPath == "" {
-			fmt.Fprintln(stderr, "sightline validate: -c FILE is required")
+			fmt.Fprint(stderr, noConfig(cmd))
 			return 2
 		}
 		cfg, err := config.Load(cfgPath)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
+		}
+		for _, w := range cfg.Warnings {
+			fmt.Fprintln(stderr, "warning: "+w.String())
 		}
 		fmt.Fprintf(stdout, "%s: ok\n%s\n", cfgPath, strings.TrimRight(cfg.Summary(), "\n"))
 		return 0
 	case "run":
 		if cfgPath == "" {
-			fs.Usage()
+			fmt.Fprint(stderr, noConfig(cmd))
 			return 2
 		}
 		cfg, err := config.Load(cfgPath)
@@ -108,6 +111,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		logWarnings(lg, cfg)
 		return serve(cfgPath, cfg, *watchFlag, lg)
 	case "demo":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -121,6 +125,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "sightline: unknown command %q\n\n", cmd)
 	fs.Usage()
 	return 2
+}
+
+// noConfig is the message for a command that needs -c and was not given
+// it. There is no default location to fall back on: a proxy that starts
+// from a file nobody named is a surprise in production.
+func noConfig(cmd string) string {
+	return fmt.Sprintf(`sightline %[1]s: no config file: -c FILE (or --config FILE) is required
+  sightline reads no default location; name the file, .yaml, .yml or .json, e.g.
+    sightline %[1]s -c /etc/sightline/sightline.yaml
+  for a first look with no config at all, run: sightline demo
+`, cmd)
+}
+
+// logWarnings logs what Load found doubtful in cfg, one line each, placed.
+func logWarnings(lg zerolog.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings {
+		lg.Warn().Str("warning", w.String()).Msg("config warning")
+	}
 }
 
 // serve runs the proxy until SIGTERM, SIGINT or POST /drain_listeners,
@@ -210,6 +232,7 @@ func (r *reloader) reload() {
 		r.srv.ReloadRefused()
 		return
 	}
+	logWarnings(r.log, cfg)
 	if err := r.srv.Reload(cfg); err != nil {
 		r.log.Error().Err(err).Msg("config reload failed; the running config keeps serving")
 		return

@@ -23,12 +23,41 @@ func FuzzLoad(f *testing.F) {
 		"include: [main.yaml]\n",
 		"admin: [\n",
 		"a: 1\n---\nb: 2\n",
+		"include: [missing.yaml, 'conf.d/*.yaml']\n",
+		"listeners: []\nserver: {max_connections: -1}\n",
 	} {
 		f.Add([]byte(seed))
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(fuzzLoad("main.yaml"))
+}
+
+// FuzzLoadJSON is FuzzLoad for a .json main file, which must be strict
+// JSON before the YAML parser reads it.
+func FuzzLoadJSON(f *testing.F) {
+	for _, seed := range []string{
+		"",
+		"{}",
+		`{"admin": {"address": "127.0.0.1:9901"},}`,
+		`{"include": ["a.yaml", ]}`,
+		"{\n  // comment\n}",
+		`{'a': 1}`,
+		`{"a": 1`,
+		"{}{}",
+		`{"clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:1", "weight": -1}]}]}`,
+		"admin: {}\n",
+		`{"include": ["missing.json"]}`,
+		"\"\xff\"",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(fuzzLoad("main.json"))
+}
+
+// fuzzLoad writes the fuzzed data as the main file name and loads it.
+func fuzzLoad(name string) func(t *testing.T, data []byte) {
+	return func(t *testing.T, data []byte) {
 		dir := t.TempDir()
-		path := filepath.Join(dir, "main.yaml")
+		path := filepath.Join(dir, name)
 		if err := os.WriteFile(path, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -42,5 +71,5 @@ func FuzzLoad(f *testing.F) {
 		case err != nil && (!errors.As(err, &problems) || len(problems) == 0):
 			t.Fatalf("Load error is not a non-empty Errors: %#v", err)
 		}
-	})
+	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -31,7 +32,14 @@ var extensions = []string{".yaml", ".yml", ".json"}
 // that names them; each may hold only include, listeners and clusters,
 // which are appended in order after the including file's own. A file is
 // read once even if several globs match it; including a file from itself,
-// directly or not, is an error.
+// directly or not, is an error. An entry without glob characters names a
+// file that must exist; a glob that matches nothing is only a warning.
+//
+// A .json file must be strict JSON (no trailing comma, no comment), though
+// the YAML parser, which reads it for the positions, would take more.
+//
+// What is doubtful but not wrong (no listener, a glob matching nothing)
+// is in the returned config's Warnings.
 //
 // Load does no I/O beyond reading the config files and checking that TLS
 // files can be opened; it is safe to call from any goroutine.
@@ -59,8 +67,42 @@ func Load(path string) (*Config, error) {
 		return nil, l.problems
 	}
 	l.cfg.Files = l.files
+	l.cfg.at = l.at
+	if len(l.cfg.Listeners) == 0 {
+		// An admin-only proxy is legitimate (Envoy runs with no listener
+		// too), so this is no error; but a config that lost its listeners
+		// to a wrong include or a typo must not start silently deaf.
+		p := l.cfg.Locate("listeners")
+		p.Message = "no listeners: the proxy serves only its admin endpoints"
+		p.Hint = "add a listeners: section, e.g. listeners: [{name: ingress, address: 127.0.0.1:10000, virtual_hosts: [...]}]"
+		l.warnings = append(l.warnings, p)
+	}
+	l.warnings.sort()
+	l.cfg.Warnings = l.warnings
 	l.cfg.applyDefaults()
 	return l.cfg, nil
+}
+
+// Locate returns a Problem placed where the field at path (such as
+// "listeners[2].address", indexes into the merged config) was written, or
+// where its nearest written parent was: a key left to its default is
+// placed at the mapping that lacks it, or at the main file. The caller
+// fills in Message and Hint. For a config that Load did not return, only
+// the main file is known.
+func (c *Config) Locate(path string) Problem {
+	pr := Problem{Path: path}
+	if len(c.Files) > 0 {
+		pr.File = c.Files[0]
+	}
+	for p := path; ; p = parentPath(p) {
+		if at, ok := c.at[p]; ok {
+			pr.File, pr.Line, pr.Column = at.file, at.line, at.column
+			return pr
+		}
+		if p == "" {
+			return pr
+		}
+	}
 }
 
 // loader is the state of one Load call.
@@ -76,6 +118,8 @@ type loader struct {
 	// reading, whose zero values semantic checks must not complain about.
 	failed   map[string]bool
 	problems Errors
+	// warnings are doubts that do not stop the config from loading.
+	warnings Errors
 	// broken is set when a file could not be read or parsed.
 	broken bool
 }
@@ -134,6 +178,16 @@ func (l *loader) load(data []byte, stack []frame) {
 // parse parses data into a document node, or reports why it cannot and
 // returns nil. An empty file is an empty document: a config of defaults.
 func (l *loader) parse(file string, data []byte) *yaml.Node {
+	if strings.EqualFold(filepath.Ext(file), ".json") {
+		// The YAML parser reads JSON, and more: trailing commas, comments,
+		// single quotes, bare words. A .json file must be JSON, so that
+		// what validates here is what other JSON tools read.
+		if p := checkJSON(file, data); p != nil {
+			l.problems = append(l.problems, *p)
+			l.broken = true
+			return nil
+		}
+	}
 	var docs []yaml.Node
 	if err := yaml.Load(data, &docs, yaml.WithAllDocuments()); err != nil {
 		l.yamlProblems(file, data, err)
@@ -182,10 +236,40 @@ func (l *loader) includes(file string, root *yaml.Node, patterns []string, stack
 				"globs use filepath.Match syntax: *, ?, [a-z]")
 			continue
 		}
+		if len(matches) == 0 {
+			l.noMatch(at, file, patterns[i], pattern)
+			continue
+		}
 		for _, m := range matches {
 			l.include(at, m, stack)
 		}
 	}
+}
+
+// noMatch handles an include entry of file, written as given and
+// resolved to pattern, that matched no file. A plain path names a file
+// that must exist: that it does not is an error, since its listeners and
+// clusters are surely wanted. A glob may match nothing, as a conf.d
+// directory before anything is dropped into it: a warning.
+func (l *loader) noMatch(at Problem, file, given, pattern string) {
+	if strings.ContainsAny(given, `*?[\`) {
+		at.Message = fmt.Sprintf("include glob %q matches no file", given)
+		at.Hint = "files that appear later are read on the next reload"
+		l.warnings = append(l.warnings, at)
+		return
+	}
+	msg := fmt.Sprintf("included file %s does not exist", pattern)
+	if _, err := os.Lstat(pattern); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		msg = fmt.Sprintf("cannot include %s: %v", pattern, unwrapPath(err))
+	}
+	hint := "check the name"
+	if !filepath.IsAbs(given) {
+		hint = fmt.Sprintf("relative paths are from the directory of %s (%s)", file, filepath.Dir(file))
+	}
+	l.problemAt(at, msg, hint+`; to allow a file that may be missing, use a glob such as "conf.d/*.yaml"`)
+	// Its listeners and clusters are missing: checks of the rest (routes
+	// naming its clusters) would mostly be noise.
+	l.broken = true
 }
 
 // include loads the included file m, reporting problems in reaching it at

@@ -24,6 +24,14 @@ type Config struct {
 
 	// Files lists every file the config was read from, the main file first.
 	Files []string `yaml:"-" json:"files,omitempty"`
+	// Warnings are what Load found doubtful but not wrong (no listener, an
+	// include glob that matches no file), placed as problems are; the
+	// binary prints them on validate and logs them on run and reload.
+	Warnings []Problem `yaml:"-" json:"-"`
+
+	// at maps the field paths of the config to where they were written,
+	// for Locate.
+	at map[string]position
 }
 
 // Node describes the proxy itself.
@@ -42,6 +50,12 @@ type Server struct {
 	DrainTime    Duration `yaml:"drain_time" json:"drain_time"`
 	DrainTimeout Duration `yaml:"drain_timeout" json:"drain_timeout"`
 	Watch        bool     `yaml:"watch" json:"watch"`
+	// MaxConnections caps the downstream connections open on all listeners
+	// together (Envoy's downstream_connections resource monitor); a
+	// connection past it is accepted and closed at once, and counted in
+	// its listener's downstream_global_cx_overflow. 0, the default, is no
+	// cap.
+	MaxConnections int `yaml:"max_connections" json:"max_connections"`
 }
 
 // Stats configures the stats model and its sinks.
@@ -137,6 +151,11 @@ type Limits struct {
 	// MaxRequestsPerConnection closes a connection gracefully after this many
 	// requests; 0 (the default) means no cap.
 	MaxRequestsPerConnection int `yaml:"max_requests_per_connection" json:"max_requests_per_connection"`
+	// MaxConnections caps the connections open on this listener (Envoy's
+	// per-listener connection limit); a connection past it is accepted
+	// and closed at once, and counted in downstream_cx_overflow. 0, the
+	// default, is no cap.
+	MaxConnections int `yaml:"max_connections" json:"max_connections"`
 }
 
 // RequestID controls x-request-id handling.
@@ -350,6 +369,10 @@ type UpstreamTLS struct {
 	SNI                string `yaml:"sni,omitempty" json:"sni,omitempty"`
 	CAFile             string `yaml:"ca_file,omitempty" json:"ca_file,omitempty"`
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" json:"insecure_skip_verify"`
+	// CertFile and KeyFile are the client certificate the proxy presents
+	// when the upstream asks for one (mutual TLS); both or neither.
+	CertFile string `yaml:"cert_file,omitempty" json:"cert_file,omitempty"`
+	KeyFile  string `yaml:"key_file,omitempty" json:"key_file,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("500ms").

@@ -150,6 +150,7 @@ func (v *validator) config(c *Config) {
 	} else {
 		addresses[defaultAdminAddress] = "admin.address"
 	}
+	v.nonNegative("server.max_connections", c.Server.MaxConnections)
 	v.stats(&c.Stats)
 	v.tracing(&c.Tracing)
 
@@ -253,8 +254,7 @@ func (v *validator) listener(l *Listener, p string, names, addresses map[string]
 	}
 
 	if l.TLS != nil {
-		v.readableFile(p+".tls.cert_file", l.TLS.CertFile)
-		v.readableFile(p+".tls.key_file", l.TLS.KeyFile)
+		v.keyPair(p+".tls", l.TLS.CertFile, l.TLS.KeyFile)
 	}
 
 	for i := range l.AccessLog {
@@ -265,6 +265,7 @@ func (v *validator) listener(l *Listener, p string, names, addresses map[string]
 	v.nonNegative(lp+".max_concurrent_streams", l.Limits.MaxConcurrentStreams)
 	v.nonNegative(lp+".max_header_bytes", l.Limits.MaxHeaderBytes)
 	v.nonNegative(lp+".max_requests_per_connection", l.Limits.MaxRequestsPerConnection)
+	v.nonNegative(lp+".max_connections", l.Limits.MaxConnections)
 
 	v.upgrades(p+".upgrades", l.Upgrades)
 
@@ -583,6 +584,24 @@ func (v *validator) cluster(c *Cluster, p string, names map[string]string) {
 	if c.TLS != nil && c.TLS.CAFile != "" {
 		v.readableFile(p+".tls.ca_file", c.TLS.CAFile)
 	}
+	if t := c.TLS; t != nil && (t.CertFile != "" || t.KeyFile != "") {
+		switch {
+		case t.CertFile == "":
+			v.report(p+".tls.cert_file", "a client certificate needs both cert_file and key_file", "must not be empty when key_file is set")
+		case t.KeyFile == "":
+			v.report(p+".tls.key_file", "a client certificate needs both cert_file and key_file", "must not be empty when cert_file is set")
+		default:
+			v.keyPair(p+".tls", t.CertFile, t.KeyFile)
+		}
+	}
+}
+
+// keyPair checks the cert_file and key_file under p: both readable. What
+// they hold is checked when the proxy loads them, which it does again
+// whenever they change.
+func (v *validator) keyPair(p, certFile, keyFile string) {
+	v.readableFile(p+".cert_file", certFile)
+	v.readableFile(p+".key_file", keyFile)
 }
 
 func (v *validator) healthCheck(hc *HealthCheck, p string) {

@@ -129,7 +129,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 			for _, sr := range started {
 				sr.l.Shutdown(ctx)
 			}
-			return fail(err)
+			return fail(bindError(cfg, listenerPath(cfg, r.cfg.Name), "listener "+r.cfg.Name, r.cfg.Address, err))
 		}
 		started = append(started, r)
 	}

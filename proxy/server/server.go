@@ -150,12 +150,12 @@ func (s *Server) Start(ctx context.Context) error {
 	s.waitHealthChecked(gen.cfg, gen.clusters)
 	if err := s.admin.Start(); err != nil {
 		s.closeAll()
-		return err
+		return bindError(gen.cfg, "admin.address", "the admin server", gen.cfg.Admin.Address, err)
 	}
 	for _, r := range gen.listeners {
 		if err := r.l.Start(); err != nil {
 			s.closeAll()
-			return err
+			return bindError(gen.cfg, listenerPath(gen.cfg, r.cfg.Name), "listener "+r.cfg.Name, r.cfg.Address, err)
 		}
 	}
 	s.serving.Store(true)

@@ -120,9 +120,13 @@ const (
 	Drain
 	// Watch is server.watch: the config watcher starts or stops.
 	Watch
+	// MaxConnections is server.max_connections: the process-wide cap
+	// applies to the next connections accepted, nothing is rebuilt and no
+	// open connection is closed.
+	MaxConnections
 )
 
-var partNames = []string{"admin_address", "node", "stats_sinks", "stats_filter", "tracing", "drain", "watch"}
+var partNames = []string{"admin_address", "node", "stats_sinks", "stats_filter", "tracing", "drain", "watch", "max_connections"}
 
 // Has reports whether every part of q is in p.
 func (p Part) Has(q Part) bool { return p&q == q }
@@ -157,6 +161,7 @@ var processParts = map[string]Part{
 	"server.drain_time":                  Drain,
 	"server.drain_timeout":               Drain,
 	"server.watch":                       Watch,
+	"server.max_connections":             MaxConnections,
 	"stats.flush_interval":               StatsSinks,
 	"stats.emit_zeros":                   StatsSinks,
 	"stats.sinks":                        StatsSinks,

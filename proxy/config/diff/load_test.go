@@ -85,7 +85,7 @@ func TestPartString(t *testing.T) {
 		{AdminAddress, "admin_address"},
 		{Node | Watch, "node|watch"},
 		{StatsSinks | StatsFilter | Tracing | Drain, "stats_sinks|stats_filter|tracing|drain"},
-		{Watch << 1, "0x80"},
+		{MaxConnections << 1, "0x100"},
 	}
 	for _, tt := range tests {
 		if got := tt.give.String(); got != tt.want {
