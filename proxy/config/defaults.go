@@ -125,6 +125,10 @@ const (
 	// defaultUnhealthyThreshold needs three failed probes to take a host
 	// out, so that one lost packet does not.
 	defaultUnhealthyThreshold = 3
+	// defaultNoTrafficInterval is Envoy's: a cluster no request was routed
+	// to yet is checked once a minute, which keeps its hosts' health
+	// roughly known without probing idle clusters every interval.
+	defaultNoTrafficInterval = Duration(60 * time.Second)
 
 	// Outlier detection is Envoy's defaults: eject after 5 consecutive
 	// 5xx, check every 10s, eject for 30s (times the ejection count), and
@@ -280,12 +284,18 @@ func (c *Cluster) applyDefaults() {
 		setDefault(&hc.Timeout, defaultHealthCheckTimeout)
 		setDefault(&hc.HealthyThreshold, defaultHealthyThreshold)
 		setDefault(&hc.UnhealthyThreshold, defaultUnhealthyThreshold)
+		setDefault(&hc.NoTrafficInterval, defaultNoTrafficInterval)
+		// Envoy's default: the no-traffic interval whatever the health.
+		setDefault(&hc.NoTrafficHealthyInterval, hc.NoTrafficInterval)
 	}
 	if od := c.OutlierDetection; od != nil {
 		setDefault(&od.Consecutive5xx, defaultConsecutive5xx)
 		setDefault(&od.Interval, defaultOutlierInterval)
 		setDefault(&od.BaseEjectionTime, defaultBaseEjectionTime)
 		setDefault(&od.MaxEjectionPercent, defaultMaxEjectionPercent)
+		if od.SuccessfulActiveHealthCheckUnejectHost == nil {
+			od.SuccessfulActiveHealthCheckUnejectHost = ptr(true) // Envoy's default
+		}
 	}
 }
 

@@ -869,12 +869,17 @@ clusters:
 				Timeout:            Duration(1e9),
 				HealthyThreshold:   2,
 				UnhealthyThreshold: 3,
+				// Envoy's: 60s, and the healthy one the same.
+				NoTrafficInterval:        Duration(60e9),
+				NoTrafficHealthyInterval: Duration(60e9),
 			},
 			OutlierDetection: &OutlierDetection{
 				Consecutive5xx:     5,
 				Interval:           Duration(10e9),
 				BaseEjectionTime:   Duration(30e9),
 				MaxEjectionPercent: 10,
+				// Envoy's: a passing active check ends an ejection.
+				SuccessfulActiveHealthCheckUnejectHost: ptr(true),
 			},
 			CircuitBreakers: CircuitBreakers{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3},
 		}},

@@ -326,7 +326,15 @@ type HealthCheck struct {
 	Timeout            Duration         `yaml:"timeout" json:"timeout"`
 	HealthyThreshold   int              `yaml:"healthy_threshold" json:"healthy_threshold"`
 	UnhealthyThreshold int              `yaml:"unhealthy_threshold" json:"unhealthy_threshold"`
-	EventLogPath       string           `yaml:"event_log_path,omitempty" json:"event_log_path,omitempty"`
+	// NoTrafficInterval is Envoy's no_traffic_interval: the interval
+	// between checks while the cluster has had no request routed to it
+	// (default 60s). Once it has, Interval applies.
+	NoTrafficInterval Duration `yaml:"no_traffic_interval" json:"no_traffic_interval"`
+	// NoTrafficHealthyInterval is Envoy's no_traffic_healthy_interval: the
+	// interval, while the cluster has had no traffic, after a check that
+	// found its host healthy (default: NoTrafficInterval).
+	NoTrafficHealthyInterval Duration `yaml:"no_traffic_healthy_interval" json:"no_traffic_healthy_interval"`
+	EventLogPath             string   `yaml:"event_log_path,omitempty" json:"event_log_path,omitempty"`
 }
 
 // GRPCHealthCheck uses grpc.health.v1.Health/Check.
@@ -338,6 +346,10 @@ type GRPCHealthCheck struct {
 type HTTPHealthCheck struct {
 	Path             string `yaml:"path" json:"path"`
 	ExpectedStatuses []int  `yaml:"expected_statuses,omitempty" json:"expected_statuses,omitempty"`
+	// RetriableStatuses are Envoy's retriable_statuses: answers that fail
+	// the check but count toward unhealthy_threshold. Any other status
+	// not in ExpectedStatuses ejects the host at once, as in Envoy.
+	RetriableStatuses []int `yaml:"retriable_statuses,omitempty" json:"retriable_statuses,omitempty"`
 }
 
 // TCPHealthCheck only connects.
@@ -349,6 +361,11 @@ type OutlierDetection struct {
 	Interval           Duration `yaml:"interval" json:"interval"`
 	BaseEjectionTime   Duration `yaml:"base_ejection_time" json:"base_ejection_time"`
 	MaxEjectionPercent int      `yaml:"max_ejection_percent" json:"max_ejection_percent"`
+	// SuccessfulActiveHealthCheckUnejectHost is Envoy's
+	// successful_active_health_check_uneject_host (default true): a
+	// passing active health check returns an ejected host to service at
+	// once.
+	SuccessfulActiveHealthCheckUnejectHost *bool `yaml:"successful_active_health_check_uneject_host,omitempty" json:"successful_active_health_check_uneject_host,omitempty"`
 }
 
 // CircuitBreakers bound what a cluster may have outstanding.

@@ -616,7 +616,10 @@ func (v *validator) healthCheck(hc *HealthCheck, p string) {
 	for _, d := range []struct {
 		key string
 		val Duration
-	}{{"interval", hc.Interval}, {"timeout", hc.Timeout}} {
+	}{
+		{"interval", hc.Interval}, {"timeout", hc.Timeout},
+		{"no_traffic_interval", hc.NoTrafficInterval}, {"no_traffic_healthy_interval", hc.NoTrafficHealthyInterval},
+	} {
 		if d.val == 0 && v.has(p+"."+d.key) {
 			v.report(p+"."+d.key, "leave it out for the default", "must be greater than 0")
 		}
@@ -635,9 +638,14 @@ func (v *validator) healthCheck(hc *HealthCheck, p string) {
 		} else {
 			v.absolutePath(p+".http.path", h.Path)
 		}
-		for i, s := range h.ExpectedStatuses {
-			if s < 100 || s > 599 {
-				v.report(fmt.Sprintf("%s.http.expected_statuses[%d]", p, i), "", "must be a status code from 100 to 599, got %d", s)
+		for _, l := range []struct {
+			key   string
+			codes []int
+		}{{"expected_statuses", h.ExpectedStatuses}, {"retriable_statuses", h.RetriableStatuses}} {
+			for i, s := range l.codes {
+				if s < 100 || s > 599 {
+					v.report(fmt.Sprintf("%s.http.%s[%d]", p, l.key, i), "", "must be a status code from 100 to 599, got %d", s)
+				}
 			}
 		}
 	}

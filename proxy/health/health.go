@@ -2,7 +2,13 @@
 // health checkers do: one checker goroutine per host sends a gRPC
 // (grpc.health.v1.Health/Check), HTTP (GET path) or TCP (connect) check
 // every interval plus jitter, and moves the host's FailedActiveHC flag after
-// healthy_threshold passes or unhealthy_threshold failures in a row.
+// healthy_threshold passes or unhealthy_threshold failures in a row; a host
+// that answers that it is down (an HTTP status neither expected nor
+// retriable, such as 503, or a gRPC NOT_SERVING) is ejected at once, as
+// Envoy ejects on a non-retriable ACTIVE failure. Until the cluster has
+// had a request routed to it, checks run at the slower
+// no_traffic_interval (no_traffic_healthy_interval after a passing check
+// of a healthy host), as Envoy's do.
 //
 // A Checker only sets flags and reports changes; the cluster that owns the
 // hosts decides what a change means (it rebuilds its balancer from
@@ -74,6 +80,18 @@ type Options struct {
 	// order; calls for different hosts may come concurrently. A call may
 	// arrive for a host that Set has just removed.
 	OnChange func(h *host.Host, healthy bool)
+	// OnPass, when set, is called after every passing check (after
+	// OnChange when the pass also changed the host's health), on the
+	// host's checker goroutine with no lock held, like OnChange. The
+	// cluster uses it to end an outlier ejection early
+	// (successful_active_health_check_uneject_host).
+	OnPass func(h *host.Host)
+	// Traffic is closed by the cluster when it routes its first request.
+	// Until then hosts are checked every no_traffic_interval; from then
+	// on every interval, the first such check one interval after the
+	// host's last. nil: the cluster is taken to have traffic from the
+	// start, and interval always applies.
+	Traffic <-chan struct{}
 	// Log receives state changes (Info and Warn) and every failed check
 	// (Debug).
 	Log zerolog.Logger
@@ -89,16 +107,24 @@ type Checker struct {
 	timeout            time.Duration
 	healthyThreshold   int
 	unhealthyThreshold int
-	newProber          func(addr string) (prober, error)
-	stats              *stats.HealthCheck
-	events             *accesslog.HealthLog
-	onChange           func(h *host.Host, healthy bool)
-	log                zerolog.Logger
+	// noTraffic and noTrafficHealthy are the intervals while traffic is
+	// still open; zero noTraffic means interval.
+	noTraffic        time.Duration
+	noTrafficHealthy time.Duration
+	traffic          <-chan struct{}
+	newProber        func(addr string) (prober, error)
+	stats            *stats.HealthCheck
+	events           *accesslog.HealthLog
+	onChange         func(h *host.Host, healthy bool)
+	onPass           func(h *host.Host)
+	log              zerolog.Logger
 
-	// now and randN are the clock of event timestamps and the source of
-	// jitter; tests replace them before the first Set.
+	// now, randN and after are the clock (of event timestamps and of the
+	// waits between checks), the source of jitter and the timer; tests
+	// replace them before the first Set.
 	now   func() time.Time
 	randN func(n int64) int64
+	after func(d time.Duration) <-chan time.Time
 
 	mu       sync.Mutex
 	sessions map[*host.Host]*session
@@ -135,11 +161,16 @@ func New(o Options) (*Checker, error) {
 		timeout:            hc.Timeout.D(),
 		healthyThreshold:   hc.HealthyThreshold,
 		unhealthyThreshold: hc.UnhealthyThreshold,
+		noTraffic:          hc.NoTrafficInterval.D(),
+		noTrafficHealthy:   hc.NoTrafficHealthyInterval.D(),
+		traffic:            o.Traffic,
 		stats:              o.Stats,
 		events:             o.Events,
 		onChange:           o.OnChange,
+		onPass:             o.OnPass,
 		now:                time.Now,
 		randN:              rand.Int64N,
+		after:              time.After,
 		sessions:           map[*host.Host]*session{},
 	}
 	var errs []error
@@ -151,6 +182,18 @@ func New(o Options) (*Checker, error) {
 	}
 	if c.timeout <= 0 {
 		errs = append(errs, fmt.Errorf("timeout must be greater than 0, got %s", c.timeout))
+	}
+	if c.noTraffic < 0 {
+		errs = append(errs, fmt.Errorf("no_traffic_interval must not be negative, got %s", c.noTraffic))
+	}
+	if c.noTrafficHealthy < 0 {
+		errs = append(errs, fmt.Errorf("no_traffic_healthy_interval must not be negative, got %s", c.noTrafficHealthy))
+	}
+	if c.noTraffic == 0 {
+		c.noTraffic = c.interval // a config built by hand: no slower pace
+	}
+	if c.noTrafficHealthy == 0 {
+		c.noTrafficHealthy = c.noTraffic // Envoy's default
 	}
 	if c.healthyThreshold < 1 {
 		errs = append(errs, fmt.Errorf("healthy_threshold must be at least 1, got %d", c.healthyThreshold))
@@ -174,7 +217,7 @@ func New(o Options) (*Checker, error) {
 		}
 	case hc.HTTP != nil:
 		c.kind = accesslog.CheckerHTTP
-		expected := hc.HTTP.ExpectedStatuses
+		expected, retriable := hc.HTTP.ExpectedStatuses, hc.HTTP.RetriableStatuses
 		if len(expected) == 0 {
 			expected = []int{200}
 		}
@@ -183,13 +226,18 @@ func New(o Options) (*Checker, error) {
 				errs = append(errs, fmt.Errorf("http.expected_statuses: %d is not a status code from 100 to 599", s))
 			}
 		}
+		for _, s := range retriable {
+			if s < 100 || s > 599 {
+				errs = append(errs, fmt.Errorf("http.retriable_statuses: %d is not a status code from 100 to 599", s))
+			}
+		}
 		path := hc.HTTP.Path
 		if path == "" || path[0] != '/' {
 			errs = append(errs, fmt.Errorf("http.path must start with /, got %q", path))
 		}
 		authority, proto := o.Cluster, o.Protocol
 		c.newProber = func(addr string) (prober, error) {
-			return newHTTPProber(addr, authority, path, proto, expected, o.TLS), nil
+			return newHTTPProber(addr, authority, path, proto, expected, retriable, o.TLS), nil
 		}
 	default:
 		c.kind = accesslog.CheckerTCP
@@ -316,8 +364,9 @@ func (c *Checker) Close() {
 }
 
 // run checks one host until its session is stopped: the first check at
-// once, then one every interval plus jitter. A check never overlaps the
-// next, and a slow host delays only its own checks.
+// once, then one every interval plus jitter (no_traffic_interval while the
+// cluster has had no traffic). A check never overlaps the next, and a slow
+// host delays only its own checks.
 func (c *Checker) run(ctx context.Context, s *session) {
 	defer c.wg.Done()
 	defer s.firstDone()
@@ -333,23 +382,65 @@ func (c *Checker) run(ctx context.Context, s *session) {
 		if ctx.Err() != nil {
 			return // removed or closed mid-check: the result means nothing
 		}
-		c.apply(s, r)
+		tr := c.apply(s, r)
 		s.firstDone()
-		t := time.NewTimer(c.delay())
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !c.wait(ctx, r.pass && tr.healthy) {
 			return
-		case <-t.C:
 		}
 	}
 }
 
-// delay is the wait before the next check: interval plus a random jitter
-// in [0, interval_jitter), so that the checks of many hosts (and of many
-// proxies) spread out instead of arriving together.
-func (c *Checker) delay() time.Duration {
+// wait waits until the next check of a host is due, and reports false
+// when the session ended first. healthy says the check just done passed
+// and found the host healthy (Envoy's Healthy result with no change
+// pending), which picks no_traffic_healthy_interval over
+// no_traffic_interval while the cluster has had no traffic.
+//
+// Envoy picks the interval as it arms the timer, so the first request to
+// an idle cluster waits out the no-traffic interval already running,
+// a minute by default, before checks speed up. Here the first request
+// cuts that wait short: the next check comes one interval after the
+// last, as if the cluster had had traffic all along.
+func (c *Checker) wait(ctx context.Context, healthy bool) bool {
+	var traffic <-chan struct{}
 	d := c.interval
+	if c.traffic != nil {
+		select {
+		case <-c.traffic:
+		default:
+			traffic = c.traffic
+			d = c.noTraffic
+			if healthy {
+				d = c.noTrafficHealthy
+			}
+		}
+	}
+	checked := c.now()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-c.after(c.delay(d)):
+		return true
+	case <-traffic:
+	}
+	rest := c.delay(c.interval) - c.now().Sub(checked)
+	if rest <= 0 {
+		return ctx.Err() == nil
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-c.after(rest):
+		return true
+	}
+}
+
+// delay is the wait before the next check: base (the interval that
+// applies) plus a random jitter in [0, interval_jitter), so that the
+// checks of many hosts (and of many proxies) spread out instead of
+// arriving together.
+func (c *Checker) delay(base time.Duration) time.Duration {
+	d := base
 	if c.jitter > 0 {
 		d += time.Duration(c.randN(int64(c.jitter)))
 	}
@@ -372,7 +463,7 @@ func (c *Checker) check(ctx context.Context, s *session, p prober) (prober, resu
 	if err == nil {
 		return p, result{pass: true}
 	}
-	r := result{failure: classify(ctx, err)}
+	r := result{failure: classify(ctx, err), retriable: errors.Is(err, errRetriable)}
 	if e := c.log.Debug(); e.Enabled() {
 		e.Err(err).Str("host", s.h.Address).Str("failure_type", r.failure).Msg("health check failed")
 	}
@@ -381,12 +472,13 @@ func (c *Checker) check(ctx context.Context, s *session, p prober) (prober, resu
 
 // apply feeds r to the host's state and carries out the transition: the
 // host's flag and the healthy gauge under the lock, then the stats, the
-// event log and OnChange outside it.
-func (c *Checker) apply(s *session, r result) {
+// event log, OnChange and OnPass outside it. It returns the transition;
+// a zero one when the session was stopped meanwhile.
+func (c *Checker) apply(s *session, r result) transition {
 	c.mu.Lock()
 	if s.stopped {
 		c.mu.Unlock()
-		return
+		return transition{}
 	}
 	tr := s.state.observe(r)
 	if tr.changed {
@@ -415,6 +507,10 @@ func (c *Checker) apply(s *session, r result) {
 	if tr.changed && c.onChange != nil {
 		c.onChange(s.h, tr.healthy)
 	}
+	if r.pass && c.onPass != nil {
+		c.onPass(s.h)
+	}
+	return tr
 }
 
 // logEvent writes tr's event to the event log and the process log.
@@ -435,6 +531,11 @@ func (c *Checker) logEvent(s *session, tr transition) {
 	case accesslog.AddHealthy:
 		c.log.Info().Str("host", s.h.Address).Bool("first_check", tr.firstCheck).Msg("host healthy")
 	case accesslog.EjectUnhealthy:
+		if tr.immediate {
+			c.log.Warn().Str("host", s.h.Address).Str("failure_type", tr.failureType).Bool("immediate", true).
+				Msg("host answered that it is unhealthy: ejected at once, without waiting for unhealthy_threshold")
+			break
+		}
 		c.log.Warn().Str("host", s.h.Address).Str("failure_type", tr.failureType).Msg("host unhealthy: ejected")
 	case accesslog.HealthCheckFailure:
 		c.log.Warn().Str("host", s.h.Address).Str("failure_type", tr.failureType).Bool("first_check", tr.firstCheck).

@@ -43,6 +43,11 @@ func IsHealthCheck(userAgent string) bool {
 // or timed out.
 var errUnhealthy = errors.New("host answered unhealthy")
 
+// errRetriable marks, beside errUnhealthy, an answer listed in
+// retriable_statuses: it counts toward unhealthy_threshold instead of
+// ejecting the host at once.
+var errRetriable = errors.New("retriable status")
+
 // maxBodyBytes is how much of an HTTP check's response body is read so the
 // connection can be reused; a longer body closes the connection instead.
 const maxBodyBytes = 64 << 10
@@ -96,6 +101,7 @@ type httpProber struct {
 	url       string
 	authority string
 	expected  []int
+	retriable []int
 	client    *http.Client
 	idle      func() // closes the transport's idle connections
 }
@@ -103,14 +109,14 @@ type httpProber struct {
 // newHTTPProber builds the prober for addr. proto is the cluster's protocol
 // ("http1", or "http2" and "auto", which mean HTTP/2: h2c with prior
 // knowledge in plaintext, h2 by ALPN over TLS). tc may be nil.
-func newHTTPProber(addr, authority, path, proto string, expected []int, tc *tls.Config) *httpProber {
+func newHTTPProber(addr, authority, path, proto string, expected, retriable []int, tc *tls.Config) *httpProber {
 	dialer := &net.Dialer{}
 	scheme := "http"
 	if tc != nil {
 		scheme = "https"
 		tc = hostTLS(tc, addr)
 	}
-	p := &httpProber{url: scheme + "://" + addr + path, authority: authority, expected: expected}
+	p := &httpProber{url: scheme + "://" + addr + path, authority: authority, expected: expected, retriable: retriable}
 	// One protocol, never a fallback: a cluster that says HTTP/2 is checked
 	// over HTTP/2 (h2c with prior knowledge in plaintext, h2 by ALPN over
 	// TLS), as its requests are sent.
@@ -156,10 +162,14 @@ func (p *httpProber) probe(ctx context.Context) error {
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBodyBytes))
 	_ = resp.Body.Close()
-	if !slices.Contains(p.expected, resp.StatusCode) {
-		return fmt.Errorf("%w: GET %s: status %d", errUnhealthy, p.url, resp.StatusCode)
+	switch {
+	case slices.Contains(p.expected, resp.StatusCode):
+		return nil
+	case slices.Contains(p.retriable, resp.StatusCode):
+		return fmt.Errorf("%w (%w): GET %s: status %d", errUnhealthy, errRetriable, p.url, resp.StatusCode)
 	}
-	return nil
+	// Any other answer, 503 first of all, ejects the host at once.
+	return fmt.Errorf("%w: GET %s: status %d", errUnhealthy, p.url, resp.StatusCode)
 }
 
 func (p *httpProber) close() { p.idle() }

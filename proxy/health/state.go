@@ -8,7 +8,18 @@ import "github.com/sightline-proxy/sightline/accesslog"
 type result struct {
 	pass    bool
 	failure string // empty on a pass
+	// retriable marks an ACTIVE failure that counts toward
+	// unhealthy_threshold instead of ejecting at once: an HTTP status
+	// listed in retriable_statuses (Envoy's retriable failure).
+	retriable bool
 }
+
+// immediate reports whether r ejects a healthy host at once, whatever
+// unhealthy_threshold says: the host answered, and answered that it is
+// not healthy (an HTTP status neither expected nor retriable, a gRPC
+// NOT_SERVING), as Envoy's non-retriable ACTIVE failures do. A connection
+// that failed or timed out may be the network's fault, and counts.
+func (r result) immediate() bool { return r.failure == accesslog.FailureActive && !r.retriable }
 
 // transition is what one result did to a host: whether its health flipped,
 // and which event, if any, goes to the event log.
@@ -21,6 +32,9 @@ type transition struct {
 	event       accesslog.HealthEventType
 	failureType string
 	firstCheck  bool
+	// immediate is true on an ejection that did not wait for
+	// unhealthy_threshold, the host having answered that it is down.
+	immediate bool
 }
 
 // state is one host's active health state, as Envoy's
@@ -36,7 +50,12 @@ type transition struct {
 //     true) and leaves the host unhealthy;
 //   - a healthy host is ejected after unhealthy_threshold consecutive
 //     failures, an unhealthy host added back after healthy_threshold
-//     consecutive passes; a result of the other kind resets the count.
+//     consecutive passes; a result of the other kind resets the count;
+//   - but a host that answers that it is unhealthy (result.immediate: an
+//     HTTP status neither expected nor retriable, such as 503, or a gRPC
+//     NOT_SERVING) is ejected at once, whatever unhealthy_threshold says,
+//     as Envoy does: the host said so itself, there is nothing to wait
+//     for.
 //
 // Only those changes (and the failed first check) make events: a host that
 // stays down for an hour writes one line, not one per check.
@@ -80,9 +99,11 @@ func (s *state) observe(r result) transition {
 		return transition{}
 	}
 	s.fails++
-	if s.fails < s.unhealthyThreshold {
+	if s.fails < s.unhealthyThreshold && !r.immediate() {
 		return transition{healthy: true}
 	}
+	tr := transition{changed: true, event: accesslog.EjectUnhealthy, failureType: r.failure}
+	tr.immediate = s.fails < s.unhealthyThreshold
 	s.healthy, s.fails = false, 0
-	return transition{changed: true, event: accesslog.EjectUnhealthy, failureType: r.failure}
+	return tr
 }

@@ -11,7 +11,9 @@ import (
 //
 //	add!          add_healthy_event, first_check true (host now healthy)
 //	add           add_healthy_event, first_check false
-//	eject:TYPE    eject_unhealthy_event with failure_type TYPE
+//	eject:TYPE    eject_unhealthy_event with failure_type TYPE, after
+//	              unhealthy_threshold failures
+//	eject-now:TYPE  the same, at once: the host answered that it is down
 //	fail!:TYPE    health_check_failure_event, first_check true
 //	H / U         no event; the host is healthy / unhealthy
 //
@@ -30,6 +32,9 @@ func render(tr transition) string {
 	case accesslog.EjectUnhealthy:
 		if !tr.changed || tr.healthy || tr.firstCheck {
 			return "bad-eject"
+		}
+		if tr.immediate {
+			return "eject-now:" + tr.failureType
 		}
 		return "eject:" + tr.failureType
 	case accesslog.HealthCheckFailure:
@@ -50,13 +55,16 @@ func render(tr transition) string {
 }
 
 // step turns a letter of the table into a result: P pass, A answered
-// unhealthy, N connection failed, T timed out.
+// unhealthy, R answered a retriable status, N connection failed, T timed
+// out.
 func step(t *testing.T, c byte) result {
 	switch c {
 	case 'P':
 		return result{pass: true}
 	case 'A':
 		return result{failure: accesslog.FailureActive}
+	case 'R':
+		return result{failure: accesslog.FailureActive, retriable: true}
 	case 'N':
 		return result{failure: accesslog.FailureNetwork}
 	case 'T':
@@ -70,7 +78,7 @@ func TestStateMachine(t *testing.T) {
 	tests := []struct {
 		name               string
 		healthy, unhealthy int
-		give               string // one letter per check: P, A, N, T
+		give               string // one letter per check: P, A, R, N, T
 		want               string // one token per check, see render
 	}{
 		{"first pass makes healthy", 2, 3, "P", "add!"},
@@ -79,15 +87,22 @@ func TestStateMachine(t *testing.T) {
 		{"first check connection failed", 2, 3, "N", "fail!:NETWORK"},
 		{"first check timed out", 2, 3, "T", "fail!:NETWORK_TIMEOUT"},
 		{"after failed first check healthy_threshold passes", 2, 3, "N P P", "fail!:NETWORK U add"},
-		{"eject after unhealthy_threshold failures", 2, 3, "P A A A", "add! H H eject:ACTIVE"},
-		{"eject names the last failure", 2, 3, "P N A T", "add! H H eject:NETWORK_TIMEOUT"},
-		{"pass resets the failure count", 2, 3, "P A A P A A A", "add! H H H H H eject:ACTIVE"},
+		{"eject after unhealthy_threshold failures", 2, 3, "P N N N", "add! H H eject:NETWORK"},
+		{"timeouts count toward the threshold", 2, 3, "P T T T", "add! H H eject:NETWORK_TIMEOUT"},
+		{"retriable answers count toward the threshold", 2, 3, "P R R R", "add! H H eject:ACTIVE"},
+		{"eject names the last failure", 2, 3, "P N R T", "add! H H eject:NETWORK_TIMEOUT"},
+		{"an unhealthy answer ejects at once", 2, 3, "P A", "add! eject-now:ACTIVE"},
+		{"an unhealthy answer ejects at once with a high threshold", 2, 100, "P P A", "add! H eject-now:ACTIVE"},
+		{"an unhealthy answer cuts a count short", 2, 3, "P N A", "add! H eject-now:ACTIVE"},
+		{"an unhealthy answer on the threshold is an ordinary eject", 2, 3, "P N N A", "add! H H eject:ACTIVE"},
+		{"pass resets the failure count", 2, 3, "P N N P N N N", "add! H H H H H eject:NETWORK"},
 		{"failure resets the pass count", 2, 3, "A P A P P", "fail!:ACTIVE U U U add"},
 		{"down host logs once", 2, 3, "N N T A N", "fail!:NETWORK U U U U"},
 		{"up host logs once", 2, 3, "P P P P", "add! H H H"},
-		{"thresholds of one flip every time", 1, 1, "P A P A", "add! eject:ACTIVE add eject:ACTIVE"},
-		{"thresholds below one are one", 0, -1, "P A P", "add! eject:ACTIVE add"},
-		{"full cycle", 2, 2, "P A A N P P A A", "add! H eject:ACTIVE U U add H eject:ACTIVE"},
+		{"thresholds of one flip every time", 1, 1, "P A P N", "add! eject:ACTIVE add eject:NETWORK"},
+		{"thresholds below one are one", 0, -1, "P N P", "add! eject:NETWORK add"},
+		{"full cycle", 2, 2, "P N N N P P T T", "add! H eject:NETWORK U U add H eject:NETWORK_TIMEOUT"},
+		{"full cycle with answers", 2, 2, "P A A R P P R A", "add! eject-now:ACTIVE U U U add H eject:ACTIVE"},
 		{"second failed check is not a first check", 2, 3, "A A P P", "fail!:ACTIVE U U add"},
 	}
 	for _, tt := range tests {
