@@ -9,10 +9,14 @@ package forward
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -93,6 +97,8 @@ type record struct {
 	tx         int64         // response body bytes written
 	cliSpan    tracing.Span
 	outcome    router.Outcome
+	info       informational         // 1xx responses of HTTP/1.1 upstreams
+	trace      httptrace.ClientTrace // hands them to info
 }
 
 // ServeHTTP forwards one request and counts it once, on the listener and
@@ -240,6 +246,14 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 		return h.reply(w, r, rec, rp)
 	}
 	ctx := r.Context()
+	if r.ProtoAtLeast(1, 1) && http1Upstream(c, r) {
+		// net/http's transport hands 1xx responses to a trace hook,
+		// and drops them without one. Two allocations per request
+		// (the hook and the context), on HTTP/1.1 upstream calls only.
+		rec.info.w = w
+		rec.trace.Got1xxResponse = rec.info.got
+		ctx = httptrace.WithClientTrace(ctx, &rec.trace)
+	}
 	deadline := c.Plan.Deadline(time.Now())
 	if !deadline.IsZero() {
 		var cancel context.CancelFunc
@@ -303,6 +317,7 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 	var between bool
 	c.Begin(hst)
 	*o, rp, between = c.Run(ctx, deadline, func() bool { return body != nil }, hst, try, settle)
+	rec.info.close() // the handler writes from here on
 	rec.flags |= c.Flags
 	if between {
 		if o.End == router.EndCancelled {
@@ -332,6 +347,13 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 	rec.upTime = time.Since(sent)
 	dst := w.Header()
 	copyHeader(dst, resp.Header)
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		// A nil value stops net/http from sniffing one: a type the
+		// upstream did not send (text/html on an upload served back)
+		// is an XSS waiting to happen.
+		dst["Content-Type"] = nil
+	}
+	announceTrailers(dst, resp)
 	dst[headerUpstreamServiceTime] = []string{strconv.FormatInt(rec.upTime.Milliseconds(), 10)}
 	if rec.requestID != "" && h.Observer.SetInResponse() {
 		dst["X-Request-Id"] = []string{rec.requestID}
@@ -411,9 +433,8 @@ func (h *Handler) attempt(ctx context.Context, out, r *http.Request, rec *record
 		})
 	}
 	sent = time.Now()
-	http1 := c.Cluster.Protocol == cluster.HTTP1 || (c.Cluster.Protocol == cluster.Auto && r.ProtoMajor != 2)
 	if u, ok := hst.Upstream.(router.RoundTripper); ok {
-		resp, err = u.RoundTrip(req, http1)
+		resp, err = u.RoundTrip(req, http1Upstream(c, r))
 	} else {
 		err = fmt.Errorf("%w: %s has no connection pool", upstream.ErrConnect, hst.Address)
 	}
@@ -425,6 +446,12 @@ func (h *Handler) attempt(ctx context.Context, out, r *http.Request, rec *record
 		return sent, nil, context.DeadlineExceeded, true
 	}
 	return sent, resp, err, false
+}
+
+// http1Upstream reports whether the call goes to its cluster over
+// HTTP/1.1.
+func http1Upstream(c *router.Call, r *http.Request) bool {
+	return c.Cluster.Protocol == cluster.HTTP1 || (c.Cluster.Protocol == cluster.Auto && r.ProtoMajor != 2)
 }
 
 // maxKeptBody bounds the request body kept for retries and the mirror, as
@@ -587,6 +614,78 @@ func copyHeader(dst, src http.Header) {
 		}
 		dst[k] = vs
 	}
+}
+
+// announceTrailers lists the response's trailers in its Trailer header,
+// as the upstream announced them: net/http's client turns an HTTP/1.1
+// upstream's Trailer header into the keys of resp.Trailer, and the h2
+// engine leaves an HTTP/2 upstream's trailer field in resp.Header. The
+// values follow the body (see serve); net/http's server sends them, and
+// unannounced ones, in the last chunk.
+func announceTrailers(dst http.Header, resp *http.Response) {
+	for k := range resp.Trailer {
+		if !router.HopByHop(k) {
+			dst["Trailer"] = append(dst["Trailer"], k)
+		}
+	}
+	if vs := resp.Header["Trailer"]; len(vs) > 0 {
+		dst["Trailer"] = append(dst["Trailer"], vs...)
+	}
+}
+
+// maxInformational bounds the 1xx responses forwarded for one request:
+// net/http's transport stops at 5 when it keeps them, and leaves the
+// bound to whoever takes them.
+const maxInformational = 10
+
+var errTooManyInformational = errors.New("upstream sent too many 1xx responses")
+
+// informational forwards an HTTP/1.1 upstream's 1xx responses (103 Early
+// Hints, 102) to the client while the handler waits for the final one.
+// net/http's transport calls got on the connection's reader goroutine,
+// which may outlive the attempt (a per-try timeout, a retry): mu and
+// closed keep it from writing once the handler writes itself.
+type informational struct {
+	mu     sync.Mutex
+	w      http.ResponseWriter // set when forwarding
+	closed bool
+	n      int
+}
+
+// got writes one 1xx response with the upstream's headers alone (the
+// response's own, such as x-request-id, wait for the final one). 100
+// Continue stays: net/http's server answers Expect: 100-continue itself
+// when the body is first read, as Envoy does by default.
+func (in *informational) got(code int, hdr textproto.MIMEHeader) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed || in.w == nil || code == http.StatusContinue {
+		return nil
+	}
+	if in.n++; in.n > maxInformational {
+		return errTooManyInformational
+	}
+	h := in.w.Header()
+	saved := maps.Clone(h)
+	clear(h)
+	conn := hdr["Connection"]
+	for k, vs := range hdr {
+		if k == "Te" || k == "Trailer" || router.HopByHop(k) || namedInConnection(conn, k) {
+			continue
+		}
+		h[k] = vs
+	}
+	in.w.WriteHeader(code)
+	clear(h)
+	maps.Copy(h, saved)
+	return nil
+}
+
+// close stops forwarding; it waits for a write in progress.
+func (in *informational) close() {
+	in.mu.Lock()
+	in.closed = true
+	in.mu.Unlock()
 }
 
 func namedInConnection(conn []string, k string) bool {
