@@ -92,6 +92,12 @@ type Cluster struct {
 
 	snap atomic.Pointer[snapshot]
 
+	// used is set, and traffic closed, by the first Pick: until then the
+	// health checker runs at no_traffic_interval, as Envoy's does for a
+	// cluster that has never been used.
+	used    atomic.Bool
+	traffic chan struct{}
+
 	mu     sync.Mutex
 	hosts  map[string]*host.Host // by address; owned by the cluster
 	origin map[string]string     // strict_dns: address → the configured name it resolved from
@@ -158,6 +164,7 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 		origin:      map[string]string{},
 		gone:        map[string]bool{},
 		done:        make(chan struct{}),
+		traffic:     make(chan struct{}),
 	}
 	if c.resolver == nil {
 		c.resolver = net.DefaultResolver
@@ -170,11 +177,17 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 		c.od = outlier.New(*od, outlier.Options{Cluster: cfg.Name, Stats: c.Stats.OutlierDetection(), OnChange: c.Refresh, Log: c.log})
 	}
 	if hcfg := cfg.HealthCheck; hcfg != nil {
-		c.hc, err = health.New(health.Options{
+		ho := health.Options{
 			Cluster: cfg.Name, Config: *hcfg, Protocol: cfg.Protocol, TLS: opts.TLS,
 			Stats: c.Stats.HealthCheck(), Events: opts.HealthEvents,
-			OnChange: c.onHealthChange, Log: c.log,
-		})
+			OnChange: c.onHealthChange, Traffic: c.traffic, Log: c.log,
+		}
+		if c.od != nil {
+			// A passing check may end an outlier ejection early
+			// (successful_active_health_check_uneject_host).
+			ho.OnPass = c.od.HealthCheckPassed
+		}
+		c.hc, err = health.New(ho)
 		if err != nil {
 			return nil, err
 		}
@@ -476,9 +489,21 @@ func compareAddr(a, b string) int {
 }
 
 // Pick chooses a host for one request, or nil when the cluster has none.
-// It is safe for concurrent use and takes no lock.
+// It is safe for concurrent use and takes no lock. The first Pick marks
+// the cluster as having traffic, which brings its health checks from
+// no_traffic_interval to interval.
 func (c *Cluster) Pick(r *balancer.Request) *host.Host {
+	if !c.used.Load() {
+		c.markUsed()
+	}
 	return c.snap.Load().picker.Pick(r)
+}
+
+// markUsed records the cluster's first request.
+func (c *Cluster) markUsed() {
+	if c.used.CompareAndSwap(false, true) {
+		close(c.traffic)
+	}
 }
 
 // PickRetry picks a host for a retry: one not in tried when the cluster

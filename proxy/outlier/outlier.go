@@ -8,7 +8,9 @@
 // takes the detector's lock, to weigh the ejection against
 // max_ejection_percent. A goroutine started by Start sweeps every interval:
 // it returns hosts whose ejection time has passed and lets the hosts that
-// stayed in service work their ejection multiplier back down.
+// stayed in service work their ejection multiplier back down. A passing
+// active health check returns an ejected host at once
+// (successful_active_health_check_uneject_host, Envoy's default).
 package outlier
 
 import (
@@ -72,10 +74,12 @@ type Detector struct {
 	base       time.Duration
 	maxEject   time.Duration
 	maxPercent int
-	stats      *stats.OutlierDetection
-	onChange   func()
-	log        zerolog.Logger
-	now        func() time.Time
+	// unejectOnPass is successful_active_health_check_uneject_host.
+	unejectOnPass bool
+	stats         *stats.OutlierDetection
+	onChange      func()
+	log           zerolog.Logger
+	now           func() time.Time
 
 	// mu serializes ejections, returns and membership changes.
 	mu      sync.Mutex
@@ -98,13 +102,15 @@ func New(cfg config.OutlierDetection, opts Options) *Detector {
 		interval:   cfg.Interval.D(),
 		base:       cfg.BaseEjectionTime.D(),
 		maxPercent: min(max(cfg.MaxEjectionPercent, 0), 100),
-		stats:      opts.Stats,
-		onChange:   opts.OnChange,
-		log:        opts.Log.With().Str("component", "outlier_detection").Str("cluster", opts.Cluster).Logger(),
-		now:        opts.Now,
-		members:    map[*host.Host]struct{}{},
-		stop:       make(chan struct{}),
-		done:       make(chan struct{}),
+		// Unset (a config built by hand) is Envoy's default, true.
+		unejectOnPass: cfg.SuccessfulActiveHealthCheckUnejectHost == nil || *cfg.SuccessfulActiveHealthCheckUnejectHost,
+		stats:         opts.Stats,
+		onChange:      opts.OnChange,
+		log:           opts.Log.With().Str("component", "outlier_detection").Str("cluster", opts.Cluster).Logger(),
+		now:           opts.Now,
+		members:       map[*host.Host]struct{}{},
+		stop:          make(chan struct{}),
+		done:          make(chan struct{}),
 	}
 	if d.threshold == 0 {
 		d.threshold = defaultConsecutive5xx
@@ -200,6 +206,33 @@ func (d *Detector) ejectableLocked(h *host.Host) bool {
 		return false // removed from the cluster while its request was in flight
 	}
 	return d.active == 0 || (d.active+1)*100 <= d.maxPercent*len(d.members)
+}
+
+// HealthCheckPassed is told of every passing active health check of h; the
+// cluster calls it from the health checker's OnPass, on the host's checker
+// goroutine. With successful_active_health_check_uneject_host (Envoy's
+// default) an ejected h returns to service at once: the check says it
+// works again, and waiting out an ejection time that may have grown to
+// minutes would only keep a good host idle. As in Envoy, the ejection
+// multiplier is kept, so a host that fails again is ejected for longer.
+// OnChange is called when h came back.
+func (d *Detector) HealthCheckPassed(h *host.Host) {
+	if d == nil || h == nil || !d.unejectOnPass || h.Flags()&host.FailedOutlierCheck == 0 {
+		return
+	}
+	d.mu.Lock()
+	if _, ok := d.members[h]; !ok || d.closed || !h.SetFlag(host.FailedOutlierCheck, false) {
+		d.mu.Unlock()
+		return
+	}
+	h.Outlier.Consecutive5xx.Store(0)
+	d.setActiveLocked(d.active - 1)
+	d.mu.Unlock()
+
+	d.log.Info().Str("address", h.Address).Msg("host returned to service: it passed an active health check")
+	if d.onChange != nil {
+		d.onChange()
+	}
 }
 
 // Set makes hosts the cluster's hosts. The cluster calls it on every
