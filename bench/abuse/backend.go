@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// The backend's methods besides grpc.testing.TestService/EmptyCall (the
+// victim's call). Any request body is accepted and none is parsed.
+const (
+	// pathBig streams bigMessages messages of bigMessageSize bytes (2 MiB).
+	pathBig = "/abuse.Abuse/Big"
+	// pathTiny streams empty messages (5 bytes on the wire each) until the
+	// call ends.
+	pathTiny = "/abuse.Abuse/Tiny"
+	// pathStall never reads its request and never answers until the call
+	// ends.
+	pathStall = "/abuse.Abuse/Stall"
+	// pathSlow answers OK after slowFor, or when the call ends.
+	pathSlow = "/abuse.Abuse/Slow"
+	// pathEmpty is the victim's call.
+	pathEmpty = "/grpc.testing.TestService/EmptyCall"
+	// pathEvilWindow and pathEvilRST are routed to the malicious upstreams
+	// that the attack process itself serves.
+	pathEvilWindow = "/evil.Window/Call"
+	pathEvilRST    = "/evil.RST/Call"
+
+	bigMessages    = 32
+	bigMessageSize = 64 << 10
+	slowFor        = 10 * time.Minute
+)
+
+type emptyServer struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func (emptyServer) EmptyCall(context.Context, *testgrpc.Empty) (*testgrpc.Empty, error) {
+	return &testgrpc.Empty{}, nil
+}
+
+// abuseHandler serves the /abuse.Abuse/ methods through grpc-go's unknown
+// service hook, so they need no generated code.
+func abuseHandler(_ any, ss grpc.ServerStream) error {
+	method, _ := grpc.MethodFromServerStream(ss)
+	ctx := ss.Context()
+	switch method {
+	case pathBig:
+		msg := &wrapperspb.BytesValue{Value: make([]byte, bigMessageSize)}
+		for range bigMessages {
+			if err := ss.SendMsg(msg); err != nil {
+				return err
+			}
+		}
+		return nil
+	case pathTiny:
+		msg := &emptypb.Empty{}
+		for ctx.Err() == nil {
+			if err := ss.SendMsg(msg); err != nil {
+				return err
+			}
+		}
+		return status.FromContextError(ctx.Err()).Err()
+	case pathStall:
+		<-ctx.Done()
+		return status.FromContextError(ctx.Err()).Err()
+	case pathSlow:
+		t := time.NewTimer(slowFor)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	return status.Errorf(codes.Unimplemented, "no method %s", method)
+}
+
+func runBackend(args []string) error {
+	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:50061", "listen address (h2c gRPC)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(grpc.UnknownServiceHandler(abuseHandler))
+	testgrpc.RegisterTestServiceServer(srv, emptyServer{})
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-sig
+		srv.Stop()
+	}()
+	fmt.Fprintf(os.Stderr, "backend listening on %s\n", ln.Addr())
+	return srv.Serve(ln)
+}
