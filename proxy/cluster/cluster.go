@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -98,6 +99,21 @@ type Cluster struct {
 	used    atomic.Bool
 	traffic chan struct{}
 
+	// local is the zone_aware.local_cluster once LinkLocal found it
+	// (guarded by mu): the proxy fleet, whose healthy hosts per zone are
+	// the zone-aware routing's local shares. localSig is signalled (never
+	// blocking) when the local cluster's health changed; a goroutine
+	// started by Start then rebuilds the picker. localDone is closed when
+	// that goroutine ends; nil when none runs.
+	local     *Cluster
+	localSig  chan struct{}
+	localDone chan struct{}
+
+	// watchers are the clusters whose zone-aware routing reads this one's
+	// health, signalled on every change of it.
+	watchMu  sync.Mutex
+	watchers map[*Cluster]struct{}
+
 	mu     sync.Mutex
 	hosts  map[string]*host.Host // by address; owned by the cluster
 	origin map[string]string     // strict_dns: address → the configured name it resolved from
@@ -117,6 +133,12 @@ type snapshot struct {
 	picker balancer.Picker
 	panic  bool // too few healthy hosts: balancing over all of them
 	zone   zoneaware.State
+	// healthy is the number of healthy hosts, zoneHealthy their number
+	// per zone and zoneHosts that of all hosts: what a cluster naming
+	// this one its local cluster reads.
+	healthy     int
+	zoneHealthy map[string]float64
+	zoneHosts   map[string]float64
 }
 
 // Options are the cluster's collaborators.
@@ -128,7 +150,9 @@ type Options struct {
 	// LocalZone is this proxy's zone (node.zone), for zone-aware routing.
 	LocalZone string
 	// LocalShares is the share of traffic each zone originates (see
-	// zoneaware.Options); nil: every zone of the cluster an equal share.
+	// zoneaware.Options), until LinkLocal gives the cluster its local
+	// cluster, whose healthy hosts then decide; nil: every zone of the
+	// cluster an equal share.
 	LocalShares map[string]float64
 	// TLS is the cluster's upstream TLS config, for health checks; nil:
 	// plaintext.
@@ -165,6 +189,9 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 		gone:        map[string]bool{},
 		done:        make(chan struct{}),
 		traffic:     make(chan struct{}),
+	}
+	if cfg.ZoneAware.Enabled && cfg.ZoneAware.LocalCluster != "" {
+		c.localSig = make(chan struct{}, 1)
 	}
 	if c.resolver == nil {
 		c.resolver = net.DefaultResolver
@@ -211,6 +238,20 @@ func (c *Cluster) Start(ctx context.Context) {
 	ctx, c.stop = context.WithCancel(ctx)
 	if c.od != nil {
 		c.od.Start(ctx)
+	}
+	if c.localSig != nil {
+		c.localDone = make(chan struct{})
+		go func() {
+			defer close(c.localDone)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-c.localSig:
+					c.Refresh()
+				}
+			}
+		}()
 	}
 	if c.Config.Type != "strict_dns" {
 		close(c.done)
@@ -433,10 +474,22 @@ func (c *Cluster) publishLocked() {
 		s.picker = panicPicker{Picker: c.build(all), count: lb.HealthyPanic}
 		s.zone = zoneaware.State{Reason: fmt.Sprintf("panic (%d of %d hosts healthy, below %g%%)", len(healthy), len(all), threshold)}
 	case c.Config.ZoneAware.Enabled:
+		shares, localPanic := c.localShares, false
+		var localAll map[string]float64
+		if c.local != nil {
+			// Envoy's: the local cluster's healthy hosts per zone, and
+			// its panic judged by this cluster's threshold.
+			ls := c.local.snap.Load()
+			shares, localAll = ls.zoneHealthy, ls.zoneHosts
+			n := len(ls.hosts)
+			localPanic = n == 0 && threshold > 0 || float64(ls.healthy)*100 < threshold*float64(n)
+		}
 		s.picker, s.zone = zoneaware.New(c.build, healthy, zoneaware.Options{
 			LocalZone:      c.localZone,
 			MinClusterSize: c.Config.ZoneAware.MinClusterSize,
-			LocalShares:    c.localShares,
+			LocalShares:    shares,
+			LocalAll:       localAll,
+			LocalPanic:     localPanic,
 			All:            all,
 			Stats:          lb,
 		})
@@ -455,7 +508,81 @@ func (c *Cluster) publishLocked() {
 	if c.Config.ZoneAware.Enabled && (prev == nil || !prev.zone.Equal(s.zone)) {
 		c.log.Info().Str("zone_routing", s.zone.String()).Int("hosts", len(all)).Int("healthy", len(healthy)).Msg("zone routing state")
 	}
+	s.healthy = len(healthy)
+	s.zoneHealthy, s.zoneHosts = map[string]float64{}, map[string]float64{}
+	for _, h := range all {
+		s.zoneHosts[h.Zone]++
+	}
+	for _, h := range healthy {
+		s.zoneHealthy[h.Zone]++
+	}
 	c.snap.Store(s)
+	if prev == nil || prev.healthy != s.healthy || !maps.Equal(prev.zoneHosts, s.zoneHosts) ||
+		!maps.Equal(prev.zoneHealthy, s.zoneHealthy) {
+		c.notifyWatchers()
+	}
+}
+
+// LinkLocal gives each zone-aware cluster of clusters (by name) the cluster
+// its zone_aware.local_cluster names, so that its routing counts the
+// proxies of the fleet that are healthy, zone by zone, as Envoy counts its
+// local cluster's healthy hosts, and turns itself off while that cluster is
+// in panic. Until linked, a cluster uses Options.LocalShares. The server
+// calls it once a generation of clusters is built, before Start; calling
+// it again with the same clusters changes nothing.
+func LinkLocal(clusters map[string]*Cluster) {
+	for _, c := range clusters {
+		if c.localSig == nil {
+			continue
+		}
+		if l := clusters[c.Config.ZoneAware.LocalCluster]; l != nil {
+			c.setLocal(l)
+		}
+	}
+}
+
+// setLocal makes l c's local cluster and rebuilds c's picker from it.
+func (c *Cluster) setLocal(l *Cluster) {
+	c.mu.Lock()
+	old := c.local
+	c.local = l
+	c.mu.Unlock()
+	if old == l {
+		return
+	}
+	if old != nil {
+		old.unwatch(c)
+	}
+	l.watch(c)
+	c.Refresh()
+}
+
+func (c *Cluster) watch(w *Cluster) {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	if c.watchers == nil {
+		c.watchers = map[*Cluster]struct{}{}
+	}
+	c.watchers[w] = struct{}{}
+}
+
+func (c *Cluster) unwatch(w *Cluster) {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	delete(c.watchers, w)
+}
+
+// notifyWatchers tells the clusters that read c's health that it changed.
+// It never blocks: a signal already pending covers this one.
+func (c *Cluster) notifyWatchers() {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	for w := range c.watchers {
+		select {
+		case w.localSig <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // panicPicker counts lb_healthy_panic for every request balanced in panic.
@@ -547,6 +674,15 @@ func (c *Cluster) Close() {
 		if c.stop != nil {
 			c.stop()
 			<-c.done
+			if c.localDone != nil {
+				<-c.localDone
+			}
+		}
+		c.mu.Lock()
+		local := c.local
+		c.mu.Unlock()
+		if local != nil {
+			local.unwatch(c)
 		}
 		// Before taking the lock: a check's OnChange may be waiting for it.
 		if c.hc != nil {

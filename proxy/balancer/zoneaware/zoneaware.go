@@ -30,7 +30,10 @@
 //
 // Zone-aware routing must be off while the cluster is in panic (too few
 // healthy hosts, so every host is used): the cluster then balances over all
-// its hosts without calling New, and says "panic" itself.
+// its hosts without calling New, and says "panic" itself. It is off too
+// while the local cluster (the proxy fleet) is in panic, as Envoy's is:
+// its healthy hosts then say little about where traffic comes from
+// (Options.LocalPanic, counted in lb_local_cluster_not_ok on every pick).
 package zoneaware
 
 import (
@@ -62,18 +65,35 @@ type Options struct {
 	// zone-aware routing to run; zero means DefaultMinClusterSize.
 	MinClusterSize int
 	// LocalShares is the relative share of the cluster's traffic each zone
-	// originates, such as the number of proxies per zone; only the ratios
+	// originates: the number of the local cluster's healthy hosts (the
+	// proxies of the fleet) per zone, as Envoy counts them; only the ratios
 	// matter, and entries that are not positive finite numbers count as 0.
 	// Nil means every zone that has hosts in the cluster originates an equal
 	// share. Hosts with no zone are then left out, as no proxy is known to
 	// stand in an unknown zone.
 	LocalShares map[string]float64
+	// LocalAll, when set, is the number of the local cluster's hosts per
+	// zone, healthy or not, and LocalShares counts the healthy ones. As
+	// in Envoy, the zones of LocalAll decide whether traffic originates
+	// in the local zone and in more than one zone; LocalShares how much
+	// each originates. So a fleet whose hosts in zone b all failed their
+	// checks still counts zone b as a zone of the fleet (whose share is
+	// now 0), instead of leaving the local zone alone. Nil: LocalShares
+	// decides both.
+	LocalAll map[string]float64
 	// All is every host of the cluster, healthy or not. Its zones tell a
 	// local zone whose hosts are all unhealthy from one that has none, and
 	// are the zones that originate traffic when LocalShares is nil, so that
 	// a zone whose upstream hosts failed still counts its proxies' traffic.
 	// Nil means the healthy hosts are all the hosts.
 	All []*host.Host
+	// LocalPanic says the local cluster is in panic: fewer of its hosts
+	// healthy than the panic threshold allows (Envoy applies the upstream
+	// cluster's threshold to the local host set). Zone-aware routing is
+	// then off and every pick counts lb_local_cluster_not_ok, once the
+	// other conditions (a local zone, enough healthy hosts …) are met, as
+	// Envoy checks it on every pick after them.
+	LocalPanic bool
 	// Stats counts the routing decisions; nil counts nothing.
 	Stats *stats.LoadBalancer
 }
@@ -157,12 +177,12 @@ func (s State) String() string {
 //
 // When zone-aware routing is off because of the local zone (the cluster has
 // no healthy host there, or no traffic is known to originate there: Envoy's
-// "local cluster not ok"), the picker counts lb_local_cluster_not_ok once
-// per pick, as the lb_zone_routing_* stats count the picks routed by zone,
-// so that the stat's rate says how many requests lost their zone routing.
-// Envoy counts that case once per recomputation of its zone routing, and
-// once per pick while the local cluster is in panic; Sightline has no local
-// cluster to be in panic, and counts the picks.
+// "local cluster not ok") or because the local cluster is in panic, the
+// picker counts lb_local_cluster_not_ok once per pick, as the
+// lb_zone_routing_* stats count the picks routed by zone, so that the
+// stat's rate says how many requests lost their zone routing. Envoy counts
+// the panic case once per pick too, and the others once per recomputation
+// of its zone routing.
 func New(b balancer.Builder, healthy []*host.Host, o Options) (balancer.Picker, State) {
 	zones, st, localNotOK := plan(healthy, o)
 	if !st.Active {
@@ -272,16 +292,24 @@ func plan(healthy []*host.Host, o Options) (zones []*zone, st State, localNotOK 
 			}
 		}
 	}
+	present := shares
+	if o.LocalAll != nil {
+		present = o.LocalAll
+	}
 	var sum float64
-	origins := 0
 	for _, s := range shares {
 		if valid(s) {
 			sum += s
+		}
+	}
+	origins := 0
+	for _, s := range present {
+		if valid(s) {
 			origins++
 		}
 	}
 	switch {
-	case !valid(shares[o.LocalZone]):
+	case !valid(present[o.LocalZone]):
 		return nil, off("no traffic originates in the local zone"), true
 	case origins < 2:
 		// Envoy's "fewer than two local localities": no stat.
@@ -297,6 +325,9 @@ func plan(healthy []*host.Host, o Options) (zones []*zone, st State, localNotOK 
 			o.Stats.ZoneClusterTooSmall.Inc(1)
 		}
 		return nil, off(fmt.Sprintf("cluster too small (%d < %d)", len(healthy), minSize)), false
+	}
+	if o.LocalPanic {
+		return nil, off("local cluster in panic"), true
 	}
 
 	for _, z := range zones {
@@ -360,6 +391,9 @@ func valid(share float64) bool { return share > 0 && !math.IsInf(share, 1) }
 // Envoy's; the tiny allowance keeps fractions such as 0.3 from landing a
 // unit short through binary rounding.
 func localShare(share, sum float64) uint64 {
+	if sum <= 0 {
+		return 0 // no healthy host in the fleet: Envoy's 0 for every zone
+	}
 	return uint64(math.Floor(scale*share/sum + 1e-9))
 }
 

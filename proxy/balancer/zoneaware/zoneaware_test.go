@@ -355,12 +355,20 @@ func TestFallback(t *testing.T) {
 		noZone       bool
 		shares       map[string]float64
 		min          int
+		localPanic   bool
 		wantReason   string
 		wantTooSmall int64
 		// notOK: the reason is the local zone's, which Envoy counts in
 		// lb_local_cluster_not_ok (here once per pick).
 		notOK bool
 	}{
+		// The local cluster in panic turns zone routing off, each pick
+		// counted in lb_local_cluster_not_ok, as Envoy counts it; but
+		// only once nothing else stands in the way, as Envoy checks it
+		// after the rest.
+		{name: "local cluster in panic", give: "a:3 b:3", localPanic: true, wantReason: "local cluster in panic", notOK: true},
+		{name: "local cluster in panic and cluster too small", give: "a:2 b:2", localPanic: true, wantReason: "cluster too small (4 < 6)", wantTooSmall: 1},
+		{name: "local cluster in panic and one zone", give: "a:6", localPanic: true, wantReason: "all hosts in one zone"},
 		{name: "no local zone", give: "a:2 b:2 c:2", noZone: true, wantReason: "no local zone"},
 		{name: "no hosts", give: "", wantReason: "no hosts"},
 		{name: "one zone", give: "a:6", wantReason: "all hosts in one zone"},
@@ -387,6 +395,7 @@ func TestFallback(t *testing.T) {
 				LocalZone:      cmpOr(tc.zone, "a"),
 				MinClusterSize: tc.min,
 				LocalShares:    tc.shares,
+				LocalPanic:     tc.localPanic,
 				All:            append(slices.Clone(healthy), unhealthy(t, tc.down)...),
 				Stats:          lbStats(t),
 			}
