@@ -282,6 +282,10 @@ var (
 		help: "Upstream connections the proxy closed."})
 	upstreamCxDestroyRemote = define(Def{flat: "cluster.{cluster_name}.upstream_cx_destroy_remote", kind: KindCounter,
 		help: "Upstream connections the host closed (or lost)."})
+	upstreamCxProtocolError = define(Def{flat: "cluster.{cluster_name}.upstream_cx_protocol_error", kind: KindCounter,
+		help: "Upstream connections closed for a protocol error of the host (flow-control violations, reset floods, malformed frames)."})
+	upstreamCxMaxRequests = define(Def{flat: "cluster.{cluster_name}.upstream_cx_max_requests", kind: KindCounter,
+		help: "Upstream connections retired after max_requests_per_connection streams."})
 	upstreamCxConnectMs = define(Def{flat: "cluster.{cluster_name}.upstream_cx_connect_ms", kind: KindHistogram, unit: "ms",
 		prom: "cluster_upstream_cx_connect_time",
 		help: "Upstream connection set-up time in milliseconds (TCP, TLS and the peer's SETTINGS)."})
@@ -395,16 +399,24 @@ var (
 		help: "Bytes written to downstream connections."})
 	httpCxProtocolError = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_protocol_error", kind: KindCounter,
 		help: "Downstream connections closed for a protocol error."})
+	httpCxUpgradesTotal = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_upgrades_total", kind: KindCounter,
+		help: "Downstream HTTP/1.1 connections upgraded (WebSocket and other Upgrade types): the upstream answered 101 and the bytes are tunnelled."})
+	httpCxUpgradesActive = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_upgrades_active", kind: KindGauge,
+		help: "Upgraded downstream connections whose tunnel is open."})
 	httpRqHTTP1Total = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_http1_total", kind: KindCounter,
 		help: "Downstream HTTP/1.1 requests received."})
 	httpRqHTTP2Total = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_http2_total", kind: KindCounter,
 		help: "Downstream HTTP/2 requests received."})
 	httpRqRxReset = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_rx_reset", kind: KindCounter,
 		help: "Downstream requests the client reset or abandoned before the response was complete."})
+	httpRqIdleTimeout = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_idle_timeout", kind: KindCounter,
+		help: "Downstream requests ended by the stream idle timeout: no frame (or byte) either way for the route's idle_timeout."})
 	httpRqTxReset = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_tx_reset", kind: KindCounter,
 		help: "Downstream requests the proxy reset."})
 	httpRqCompleted = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_completed", kind: KindCounter,
 		help: "Downstream requests that got a complete response."})
+	httpRqOverloadClose = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_overload_close", kind: KindCounter,
+		help: "Downstream requests refused (503, gRPC UNAVAILABLE, flag OM) because the overload manager's stop_accepting_requests action was on."})
 	httpNoRoute = define(Def{flat: "http.{http_conn_manager_prefix}.no_route", kind: KindCounter,
 		help: "Requests that matched no route."})
 	httpNoCluster = define(Def{flat: "http.{http_conn_manager_prefix}.no_cluster", kind: KindCounter,
@@ -417,6 +429,27 @@ var (
 		help: "Connections accepted on the listener."})
 	listenerCxActive = define(Def{flat: "listener.{listener_address}.downstream_cx_active", kind: KindGauge,
 		help: "Connections open on the listener."})
+	listenerCxOverflow = define(Def{flat: "listener.{listener_address}.downstream_cx_overflow", kind: KindCounter,
+		help: "Connections closed at once because the listener had limits.max_connections open."})
+	listenerGlobalCxOverflow = define(Def{flat: "listener.{listener_address}.downstream_global_cx_overflow", kind: KindCounter,
+		help: "Connections closed at once because the proxy had server.max_connections open on all listeners."})
+
+	listenerCxOverloadReject = define(Def{flat: "listener.{listener_address}.downstream_cx_overload_reject", kind: KindCounter,
+		help: "Connections closed at once because the overload manager's stop_accepting_connections action was on."})
+
+	// Overload manager.
+	overloadBufferPressure = define(Def{flat: "overload.buffer.pressure", kind: KindGauge,
+		help: "Bytes held in flight for peers (DATA queued for slow receivers), in percent of overload.max_buffered_bytes."})
+	overloadHeapPressure = define(Def{flat: "overload.heap.pressure", kind: KindGauge,
+		help: "Go heap in use, in percent of overload.max_heap_bytes (0 when no heap limit is set)."})
+	overloadResetStreamsActive = define(Def{flat: "overload.reset_high_memory_stream.active", kind: KindGauge,
+		help: "1 while the reset_high_memory_stream action is on: the calls holding the most buffered bytes are reset."})
+	overloadResetStreams = define(Def{flat: "overload.reset_high_memory_stream.count", kind: KindCounter,
+		help: "Calls reset by the reset_high_memory_stream action."})
+	overloadStopRequestsActive = define(Def{flat: "overload.stop_accepting_requests.active", kind: KindGauge,
+		help: "1 while the stop_accepting_requests action is on: new requests are refused."})
+	overloadStopConnectionsActive = define(Def{flat: "overload.stop_accepting_connections.active", kind: KindGauge,
+		help: "1 while the stop_accepting_connections action is on: new connections are closed at once."})
 
 	// Server.
 	serverUptime = define(Def{flat: "server.uptime", kind: KindGauge, unit: "s",
@@ -431,6 +464,12 @@ var (
 		help: "Config reloads applied."})
 	serverConfigReloadFailed = define(Def{flat: "server.config_reload_failed", kind: KindCounter,
 		help: "Config reloads refused, the running config kept."})
+	serverDaysUntilCertExpiring = define(Def{flat: "server.days_until_first_cert_expiring", kind: KindGauge,
+		help: "Whole days until the first of the certificates the proxy serves or presents expires; 0 once one has, 4294967295 when there is none."})
+	serverCertUpdate = define(Def{flat: "server.cert_update", kind: KindCounter,
+		help: "Certificate and key pairs loaded again and swapped in after their files changed."})
+	serverCertUpdateRejected = define(Def{flat: "server.cert_update_rejected", kind: KindCounter,
+		help: "Changed certificate or key files that did not load (unparsable, key mismatch); the previous pair keeps serving."})
 	serverGCPause = define(Def{flat: "server.go.gc_pause_ms", kind: KindHistogram, unit: "ms",
 		prom: "server_go_gc_pause_time",
 		help: "Stop-the-world pauses of the Go garbage collector in milliseconds."})

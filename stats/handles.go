@@ -110,6 +110,11 @@ type Connections struct {
 	CxHTTP2Total     *Counter
 	CxConnectMs      *Histogram
 	CxLengthMs       *Histogram
+	// CxProtocolError counts connections closed for the host's protocol
+	// errors, CxMaxRequests those retired at max_requests_per_connection
+	// (HTTP/2 pool only).
+	CxProtocolError *Counter
+	CxMaxRequests   *Counter
 }
 
 // Connections returns the cluster's connection stats, creating them on
@@ -129,6 +134,8 @@ func (c *Cluster) Connections() *Connections {
 			CxHTTP2Total:     sc.counter(upstreamCxHTTP2Total),
 			CxConnectMs:      sc.histogram(upstreamCxConnectMs),
 			CxLengthMs:       sc.histogram(upstreamCxLengthMs),
+			CxProtocolError:  sc.counter(upstreamCxProtocolError),
+			CxMaxRequests:    sc.counter(upstreamCxMaxRequests),
 		}
 	})
 }
@@ -578,10 +585,21 @@ type HTTP struct {
 	DownstreamRqHTTP2Total    *Counter
 	DownstreamRqRxReset       *Counter
 	DownstreamRqTxReset       *Counter
+	// DownstreamRqIdleTimeout counts requests ended by the stream idle
+	// timeout (both codecs).
+	DownstreamRqIdleTimeout *Counter
+	// DownstreamRqOverloadClose counts requests the overload manager
+	// refused.
+	DownstreamRqOverloadClose *Counter
 	DownstreamRqCompleted     *Counter
 	NoRoute                   *Counter
 	NoCluster                 *Counter
 	RqDirectResponse          *Counter
+
+	// DownstreamCxUpgradesTotal and DownstreamCxUpgradesActive count the
+	// upgraded connections: a 101 from the upstream, then a tunnel.
+	DownstreamCxUpgradesTotal  *Counter
+	DownstreamCxUpgradesActive *Gauge
 	// Responses counts downstream_rq_<N>xx (there are no per-code
 	// downstream stats).
 	Responses
@@ -605,11 +623,16 @@ func (sc scope) newHTTP() *HTTP {
 		DownstreamRqHTTP2Total:    sc.counter(httpRqHTTP2Total),
 		DownstreamRqRxReset:       sc.counter(httpRqRxReset),
 		DownstreamRqTxReset:       sc.counter(httpRqTxReset),
+		DownstreamRqIdleTimeout:   sc.counter(httpRqIdleTimeout),
+		DownstreamRqOverloadClose: sc.counter(httpRqOverloadClose),
 		DownstreamRqCompleted:     sc.counter(httpRqCompleted),
 		NoRoute:                   sc.counter(httpNoRoute),
 		NoCluster:                 sc.counter(httpNoCluster),
 		RqDirectResponse:          sc.counter(httpRqDirectResponse),
 		Responses:                 Responses{classes: sc.keyed(httpRqClass, TagResponseClass)},
+
+		DownstreamCxUpgradesTotal:  sc.counter(httpCxUpgradesTotal),
+		DownstreamCxUpgradesActive: sc.gauge(httpCxUpgradesActive),
 	}
 }
 
@@ -617,6 +640,24 @@ func (sc scope) newHTTP() *HTTP {
 type Listener struct {
 	DownstreamCxTotal  *Counter
 	DownstreamCxActive *Gauge
+	// DownstreamCxOverflow and DownstreamGlobalCxOverflow count the
+	// connections closed at accept for the listener's and the process's
+	// connection limits.
+	DownstreamCxOverflow       *Counter
+	DownstreamGlobalCxOverflow *Counter
+	// DownstreamCxOverloadReject counts the connections closed at accept
+	// while the overload manager's stop_accepting_connections was on.
+	DownstreamCxOverloadReject *Counter
+}
+
+func (sc scope) newListener() *Listener {
+	return &Listener{
+		DownstreamCxTotal:          sc.counter(listenerCxTotal),
+		DownstreamCxActive:         sc.gauge(listenerCxActive),
+		DownstreamCxOverflow:       sc.counter(listenerCxOverflow),
+		DownstreamGlobalCxOverflow: sc.counter(listenerGlobalCxOverflow),
+		DownstreamCxOverloadReject: sc.counter(listenerCxOverloadReject),
+	}
 }
 
 // AccessLog holds the stats of one access log.
@@ -629,6 +670,26 @@ type AccessLog struct {
 // Server holds the process-wide stats. The Store itself sets Uptime,
 // MemoryAllocated, Concurrency, GoGoroutines and GoGCPause at every flush,
 // from runtime/metrics; the server sets Live and counts reloads.
+// Overload is the overload manager's stats (proxy/overload).
+type Overload struct {
+	BufferPressure, HeapPressure *Gauge
+	ResetStreamsActive           *Gauge
+	ResetStreams                 *Counter
+	StopRequestsActive           *Gauge
+	StopConnectionsActive        *Gauge
+}
+
+func (sc scope) newOverload() *Overload {
+	return &Overload{
+		BufferPressure:        sc.gauge(overloadBufferPressure),
+		HeapPressure:          sc.gauge(overloadHeapPressure),
+		ResetStreamsActive:    sc.gauge(overloadResetStreamsActive),
+		ResetStreams:          sc.counter(overloadResetStreams),
+		StopRequestsActive:    sc.gauge(overloadStopRequestsActive),
+		StopConnectionsActive: sc.gauge(overloadStopConnectionsActive),
+	}
+}
+
 type Server struct {
 	Uptime             *Gauge
 	MemoryAllocated    *Gauge
@@ -640,6 +701,11 @@ type Server struct {
 	GoGoroutines       *Gauge
 	// SpansDropped counts spans the tracer's export queue had no room for.
 	SpansDropped *Counter
+	// DaysUntilFirstCertExpiring, CertUpdate and CertUpdateRejected are
+	// kept by the server's certificate manager.
+	DaysUntilFirstCertExpiring *Gauge
+	CertUpdate                 *Counter
+	CertUpdateRejected         *Counter
 }
 
 func (sc scope) newServer() *Server {
@@ -653,5 +719,9 @@ func (sc scope) newServer() *Server {
 		GoGCPause:          sc.histogram(serverGCPause),
 		GoGoroutines:       sc.gauge(serverGoroutines),
 		SpansDropped:       sc.counter(tracingSpansDropped),
+
+		DaysUntilFirstCertExpiring: sc.gauge(serverDaysUntilCertExpiring),
+		CertUpdate:                 sc.counter(serverCertUpdate),
+		CertUpdateRejected:         sc.counter(serverCertUpdateRejected),
 	}
 }

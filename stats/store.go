@@ -49,6 +49,7 @@ type Store struct {
 	sinks      []Sink
 	started    time.Time
 	server     *Server
+	overload   *Overload
 	overflow   *Counter
 
 	// mu serializes creating stats and guards the registry and the maps.
@@ -111,6 +112,7 @@ func New(cfg config.Stats, node config.Node, opts Options) (*Store, error) {
 	defer s.mu.Unlock()
 	root := scope{s: s, labels: &labels{}}
 	s.server = root.newServer()
+	s.overload = root.newOverload()
 	s.overflow = root.counter(statsOverflow)
 	return s, nil
 }
@@ -251,6 +253,9 @@ func (s *Store) instruments() ([]*Counter, []*Gauge, []*Histogram) {
 // Server returns the process-wide stats.
 func (s *Store) Server() *Server { return s.server }
 
+// Overload returns the overload manager's stats.
+func (s *Store) Overload() *Overload { return s.overload }
+
 // Cluster returns the stats of the named cluster. Call it when the cluster
 // is built, not per request: it takes the Store's lock. Its stats are
 // created family by family on first use, so an idle cluster costs a few
@@ -273,8 +278,7 @@ func (s *Store) HTTP(statPrefix string) *HTTP {
 // in the config. Call it when the listener is built.
 func (s *Store) Listener(address string) *Listener {
 	return getOrCreate(s, s.listeners, address, func() *Listener {
-		sc := scope{s: s, labels: (&labels{}).with(TagListener, address)}
-		return &Listener{DownstreamCxTotal: sc.counter(listenerCxTotal), DownstreamCxActive: sc.gauge(listenerCxActive)}
+		return scope{s: s, labels: (&labels{}).with(TagListener, address)}.newListener()
 	})
 }
 

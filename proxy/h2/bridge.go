@@ -24,7 +24,7 @@ import (
 // bridgeWindow bounds the response bytes an HTTP/1.1 bridge has queued
 // downstream and not yet written, as the stream window bounds an HTTP/2
 // upstream's.
-const bridgeWindow = initialStreamWindow
+const bridgeWindow = 256 << 10
 
 // bridge carries one call from an HTTP/2 client to an http1 cluster
 // through the net/http pool's RoundTripH1. net/http's client blocks, so

@@ -1,6 +1,9 @@
 package h2
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // dbuf holds one DATA payload on its way from the connection that read it
 // to the connection that writes it. The reader reads the frame straight
@@ -26,6 +29,15 @@ var bufClasses = [...]int{512, 4 << 10, maxFrameSize}
 
 var bufPools [len(bufClasses)]sync.Pool
 
+// bufMem is the memory of the dbufs in use, wherever they are (queues, a
+// writer's batch, a retry's copy of a request): what the engine holds for
+// its peers, counted by buffer size, not payload. The overload manager
+// watches it, and streams stop growing their windows as it rises.
+var bufMem atomic.Int64
+
+// BufferedBytes returns the memory the engine's DATA buffers hold now.
+func BufferedBytes() int64 { return bufMem.Load() }
+
 func init() {
 	for i, size := range bufClasses {
 		bufPools[i].New = func() any { return &dbuf{b: make([]byte, size)} }
@@ -39,6 +51,7 @@ func getBuf(n int) *dbuf {
 		if n <= size {
 			d := bufPools[i].Get().(*dbuf)
 			d.off, d.end, d.next, d.local = 0, 0, nil, false
+			bufMem.Add(int64(size))
 			return d
 		}
 	}
@@ -50,6 +63,7 @@ func putBuf(d *dbuf) {
 	for i, size := range bufClasses {
 		if len(d.b) == size {
 			d.next = nil
+			bufMem.Add(-int64(size))
 			bufPools[i].Put(d)
 			return
 		}

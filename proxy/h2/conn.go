@@ -17,21 +17,23 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// Protocol constants. Windows are larger than RFC 9113's 65,535 defaults
-// so that one stream can keep a fast link busy (a 1 MiB stream window
-// covers 80 Mbit/s at 100 ms RTT); the connection window is a few stream
-// windows so that a handful of busy streams do not starve the others.
+// Protocol constants. A stream's receive window starts at 64 KiB, which is
+// what a peer can make the proxy hold for a stream that is not read on the
+// far side, and grows, doubling at each WINDOW_UPDATE, to maxStreamWindow
+// for a stream whose bytes the far side keeps taking (1 MiB covers 80
+// Mbit/s at 100 ms RTT), while the process's buffers are under a quarter
+// of their budget. The connection window is a few stream windows so that a
+// handful of busy streams do not starve the others.
 const (
 	maxFrameSize        = 16 << 10 // advertised and enforced on read (RFC 9113 §4.2)
 	defaultWindow       = 65535    // RFC 9113 §6.9.2
 	maxWindow           = 1<<31 - 1
-	initialStreamWindow = 1 << 20
+	initialStreamWindow = 64 << 10
+	maxStreamWindow     = 1 << 20
 	initialConnWindow   = 4 << 20
-	// streamRefresh and connRefresh batch WINDOW_UPDATEs: credit is
-	// returned once a quarter of the window is owed, as grpc-go does, so
-	// small messages cost no WINDOW_UPDATE at all.
-	streamRefresh = initialStreamWindow / 4
-	connRefresh   = initialConnWindow / 4
+	// Credit is returned once a quarter of the window is owed, as grpc-go
+	// does, so that small messages cost no WINDOW_UPDATE at all.
+	connRefresh = initialConnWindow / 4
 
 	// headerTableSize is the HPACK dynamic table we allow the peer to make
 	// us keep (RFC 7541 §4.2), and the most we keep for its decoder.
@@ -448,15 +450,25 @@ func (c *conn) enqueueDataLocked(h *half, d *dbuf, end bool) bool {
 	}
 	if d != nil {
 		if n := d.len(); n > 0 {
-			d.next = nil
-			if h.tail == nil {
-				h.head = d
-			} else {
-				h.tail.next = d
-			}
-			h.tail = d
 			h.queued += n
 			c.queued += int64(n)
+			switch t := h.tail; {
+			case t != nil && t.local == d.local && n <= len(t.b)-t.end:
+				// Small frames share the last buffer: a peer sending
+				// 1-byte DATA frames must not make each byte hold a
+				// buffer. Frame boundaries carry no meaning (RFC 9113
+				// §6.1), so the bytes go out in fewer, larger frames.
+				t.end += copy(t.b[t.end:], d.bytes())
+				putBuf(d)
+			default:
+				d.next = nil
+				if t == nil {
+					h.head = d
+				} else {
+					t.next = d
+				}
+				h.tail = d
+			}
 		} else {
 			putBuf(d)
 		}

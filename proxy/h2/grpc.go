@@ -30,6 +30,7 @@ const (
 	flagUpstreamConnectionTerm = flags.UpstreamConnectionTerm
 	flagDownstreamConnTerm     = flags.DownstreamConnectionTerm
 	flagUpstreamRemoteReset    = flags.UpstreamRemoteReset
+	flagOverload               = flags.OverloadManager
 )
 
 // grpcFailed reports whether a grpc-status value is an error.

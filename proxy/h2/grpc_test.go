@@ -485,8 +485,9 @@ func TestGRPCHashPolicy(t *testing.T) {
 
 // TestGRPCBackPressure streams 100 MiB from the backend to a client that
 // reads slowly: the proxy must push back on the backend rather than
-// buffer, so what it holds stays under a bound (the upstream stream
-// window it advertised plus a frame or two in flight).
+// buffer, so what it holds stays under a bound (the most the upstream
+// stream window grows to, as the client keeps reading, plus a frame or two
+// in flight).
 func TestGRPCBackPressure(t *testing.T) {
 	bs := startBackends(t, 1)
 	p := startProxy(t, []testCluster{{name: "grpc", addrs: addrsOf(bs)}}, []testRoute{{prefix: "/", cluster: "grpc"}}, proxyOpts{})
@@ -501,7 +502,7 @@ func TestGRPCBackPressure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const bound = initialStreamWindow + 2*maxFrameSize
+	const bound = maxStreamWindow + 2*maxFrameSize
 	var peak int64
 	for i := range 100 {
 		if i < 10 {

@@ -22,6 +22,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/observe"
+	"github.com/sightline-proxy/sightline/proxy/overload"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 )
@@ -63,6 +64,8 @@ type proxyOpts struct {
 	limits config.Limits
 	trust  bool
 	obs    *observe.Observer
+	// overload is the overload manager the server honours; nil: none.
+	overload *overload.Manager
 }
 
 // startProxy builds clusters (with h2 pools as their upstream factory), a
@@ -114,7 +117,7 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.srv = NewServer(ServerOptions{Routes: table, TLS: o.tls, Limits: o.limits, TrustRequestHeaders: o.trust, Observer: o.obs, Log: zerolog.Nop()})
+	p.srv = NewServer(ServerOptions{Routes: table, TLS: o.tls, Limits: o.limits, TrustRequestHeaders: o.trust, Observer: o.obs, Overload: o.overload, Log: zerolog.Nop()})
 	p.addr = serve(t, p.srv, o.tls)
 	return p
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/proxy/overload"
 	"github.com/sightline-proxy/sightline/proxy/router"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 	"github.com/sightline-proxy/sightline/tracing"
@@ -31,6 +32,11 @@ func (sc *serverConn) proxy(cl *call) {
 	cl.fullPath = hb.path
 	if sc.srv.obs != nil {
 		sc.observeStart(cl)
+	}
+	if sc.srv.overload.Active(overload.StopRequests) {
+		sc.srv.stats.DownstreamRqOverloadClose.Inc(1)
+		cl.localError(replyOverloaded)
+		return
 	}
 	if hb.method == "CONNECT" {
 		cl.localError(router.Reply{Status: 501, GRPC: grpcUnimplemented, Message: "CONNECT is not supported"})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/observe"
+	"github.com/sightline-proxy/sightline/proxy/overload"
 	"github.com/sightline-proxy/sightline/proxy/route"
 
 	"github.com/sightline-proxy/sightline/stats"
@@ -50,6 +51,9 @@ type ServerOptions struct {
 	// Observer decides request IDs and makes spans and access-log
 	// entries; nil: none, and x-request-id passes through untouched.
 	Observer *observe.Observer
+	// Overload is the process's overload manager, whose
+	// stop_accepting_requests action the server honours; nil: none.
+	Overload *overload.Manager
 }
 
 // Server serves HTTP/2 connections of one listener and proxies their
@@ -71,6 +75,7 @@ type Server struct {
 	log           zerolog.Logger
 	stats         *stats.HTTP
 	obs           *observe.Observer
+	overload      *overload.Manager
 
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
@@ -91,6 +96,7 @@ func NewServer(opts ServerOptions) *Server {
 		log:           opts.Log,
 		stats:         opts.Stats,
 		obs:           opts.Observer,
+		overload:      opts.Overload,
 		conns:         make(map[*serverConn]struct{}),
 	}
 	s.routes.Store(opts.Routes)
@@ -130,7 +136,9 @@ func (s *Server) ServeConn(c net.Conn) {
 	}
 	s.conns[sc] = struct{}{}
 	s.mu.Unlock()
+	addLive(sc)
 	defer func() {
+		removeLive(sc)
 		s.mu.Lock()
 		delete(s.conns, sc)
 		s.mu.Unlock()

@@ -347,6 +347,7 @@ func (sc *serverConn) endHeaders() error {
 	h.cn.Store(&sc.conn)
 	h.contentLen = hb.clen
 	h.inWin.Store(initialStreamWindow)
+	h.win.Store(initialStreamWindow)
 	sc.mu.Lock()
 	h.attached, h.active = true, true
 	h.recvDone = hb.endStream

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/breaker"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/proxy/overload"
 	"github.com/sightline-proxy/sightline/proxy/router"
 	"github.com/sightline-proxy/sightline/tracing"
 )
@@ -68,6 +69,9 @@ type half struct {
 	// writer of the other connection credits as it writes the bytes on.
 	inWin    atomic.Int32
 	inUnsent atomic.Int32
+	// win is the size the receive window has grown to (see
+	// initialStreamWindow): set as the stream opens, grown by credit.
+	win atomic.Int32
 
 	// Owned by the reader of the half's connection.
 	recvLen    int64
@@ -102,7 +106,8 @@ func (h *half) credit(n int32) {
 		s.credited(n)
 		return
 	}
-	if h.inUnsent.Add(n) < streamRefresh {
+	win := h.win.Load()
+	if h.inUnsent.Add(n) < win/4 {
 		return
 	}
 	v := h.inUnsent.Swap(0)
@@ -114,11 +119,24 @@ func (h *half) credit(n int32) {
 		return
 	}
 	if h.attached && !h.recvDone && h.id != 0 {
+		// The far side took a quarter of the window: the stream may
+		// grow, unless the process already holds much in flight.
+		if win < maxStreamWindow && bufMem.Load() < growLimit.Load() {
+			grow := min(win, maxStreamWindow-win)
+			h.win.Store(win + grow)
+			v += grow
+		}
 		h.inWin.Add(v)
 		c.queueCtrlLocked(ctrlFrame{kind: ctrlWindowUpdate, id: h.id, val: uint32(v)})
 	}
 	c.unlock()
 }
+
+// growLimit is the buffer memory above which no stream window grows: a
+// quarter of the overload manager's budget (SetBufferBudget).
+var growLimit atomic.Int64
+
+func init() { growLimit.Store(overload.DefaultMaxBufferedBytes / 4) }
 
 // afterDetach runs once h has left its connection, with no lock held.
 func (h *half) afterDetach() {

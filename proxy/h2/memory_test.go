@@ -1,0 +1,216 @@
+package h2
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/overload"
+	"github.com/sightline-proxy/sightline/stats"
+)
+
+// waitBuffered waits until the engine's buffer memory, less base, is at
+// least want, and returns it; it fails the test if that never happens.
+func waitBuffered(t *testing.T, base, want int64) int64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := BufferedBytes() - base
+		if got >= want {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("buffers hold %d bytes, waited for %d", got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// windowFiller is an upstream that answers every request with response
+// headers and then as much of a 2 MiB body as the stream window the proxy
+// gave it allows, never ending: what a server stream sends to a client
+// that does not read.
+func windowFiller() *fakeUpstream {
+	chunk := bytes.Repeat([]byte("w"), 16<<10)
+	return &fakeUpstream{onRequest: func(fc *fakeConn, id uint32) {
+		window := min(int(fc.window.Load()), 2<<20)
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		fc.encBuf.Reset()
+		fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		fc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+		for range window / len(chunk) {
+			fc.fr.WriteData(id, false, chunk)
+		}
+	}}
+}
+
+// openStalled has a client that never reads (stream windows 0) open n
+// streams through p.
+func openStalled(t *testing.T, addr string, n int) *rawPeer {
+	t.Helper()
+	c := slowReader(t, addr, 0)
+	for i := range n {
+		c.request(uint32(2*i+1), true)
+	}
+	return c
+}
+
+// TestZeroWindowReaderBounded: a client that opens streams and never
+// reads makes the proxy hold no more than each stream's initial window,
+// because the window the upstream gets grows only while the client takes
+// the bytes (before: 1 MiB per stream).
+func TestZeroWindowReaderBounded(t *testing.T) {
+	p := fakeProxy(t, windowFiller())
+	base := BufferedBytes()
+	const streams = 20
+	openStalled(t, p.addr, streams)
+	waitBuffered(t, base, streams*initialStreamWindow)
+	time.Sleep(50 * time.Millisecond) // anything more would arrive now
+	got := BufferedBytes() - base
+	if limit := int64(streams * 80 << 10); got > limit {
+		t.Errorf("buffers hold %d bytes for %d stalled streams, want at most %d", got, streams, limit)
+	}
+}
+
+// TestTinyFramesShareBuffers: a client that sends its request in 1-byte
+// DATA frames to an upstream that does not read makes the proxy hold
+// about the bytes, not a buffer per frame (before: 512 bytes per byte).
+func TestTinyFramesShareBuffers(t *testing.T) {
+	stalled := make(chan struct{})
+	defer close(stalled)
+	p := fakeProxy(t, &fakeUpstream{onRequest: func(*fakeConn, uint32) {}})
+	base := BufferedBytes()
+	c := dialRaw(t, p.addr, true)
+	const streams, perStream = 4, 48 << 10
+	for i := range streams {
+		c.post(uint32(2*i + 1))
+	}
+	one := []byte{'x'}
+	for range perStream {
+		for i := range streams {
+			if err := c.fr.WriteData(uint32(2*i+1), false, one); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The upstream takes its 64 KiB connection window; the rest waits.
+	want := int64(streams*perStream - defaultWindow)
+	p.waitQueued(t, want)
+	if got, limit := BufferedBytes()-base, int64(streams*perStream*2); got > limit {
+		t.Errorf("buffers hold %d bytes for %d bytes of 1-byte frames, want at most %d", got, streams*perStream, limit)
+	}
+}
+
+// waitQueued waits until the proxy's queues hold at least want payload
+// bytes, downstream and upstream.
+func (p *testProxy) waitQueued(t *testing.T, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for p.bufferedBytes() < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("queues hold %d bytes, waited for %d", p.bufferedBytes(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestOverloadResetsLargestStreams: past the reset threshold of the buffer
+// budget, the overload manager resets the calls holding the most bytes
+// (the stalled client's, with ENHANCE_YOUR_CALM) and counts them, and
+// another client's calls still succeed.
+func TestOverloadResetsLargestStreams(t *testing.T) {
+	st := realStore(t)
+	const streams = 16
+	budget := int64(streams * initialStreamWindow) // the stalled streams fill it
+	m := overload.New(overload.Config{MaxBufferedBytes: budget, StopRequests: 10, StopConnections: 10,
+		RefreshInterval: 5 * time.Millisecond}, Engine(budget), st.Overload())
+	defer growLimit.Store(overload.DefaultMaxBufferedBytes / 4)
+	fu := startFakeUpstream(t, windowFiller())
+	victim := startHTTPBackend(t, okHandler)
+	p := startProxy(t, []testCluster{{name: "fake", addrs: []string{fu.addr}, connect: time.Second}, {name: "ok", addrs: []string{victim}}},
+		[]testRoute{{prefix: "/ok", cluster: "ok"}, {prefix: "/", cluster: "fake"}}, proxyOpts{overload: m})
+	m.Start()
+	defer m.Stop()
+	c := openStalled(t, p.addr, streams)
+	resets := 0
+	for resets < streams/4 {
+		f := c.next()
+		if f == nil {
+			t.Fatalf("connection closed after %d resets", resets)
+		}
+		if rst, ok := f.(*http2.RSTStreamFrame); ok {
+			if rst.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Fatalf("RST_STREAM %v, want ENHANCE_YOUR_CALM", rst.ErrCode)
+			}
+			resets++
+		}
+	}
+	if n := st.Overload().ResetStreams.Value(); n < int64(resets) {
+		t.Errorf("overload.reset_high_memory_stream.count = %d, want at least %d", n, resets)
+	}
+	if code, body := get(t, h2cClient(), p.addr, "/ok"); code != 200 || body != "ok from the backend\n" {
+		t.Errorf("another client got %d %q, want 200", code, body)
+	}
+}
+
+// TestOverloadStopsRequests: while stop_accepting_requests is on, a new
+// request gets 503 (UNAVAILABLE for gRPC) with flag OM, counted in
+// downstream_rq_overload_close, and nothing goes upstream.
+func TestOverloadStopsRequests(t *testing.T) {
+	st := realStore(t)
+	hold := make([]*dbuf, 0, 8)
+	defer func() {
+		for _, d := range hold {
+			putBuf(d)
+		}
+	}()
+	for range 8 {
+		hold = append(hold, getBuf(maxFrameSize)) // 128 KiB in use
+	}
+	m := overload.New(overload.Config{MaxBufferedBytes: 64 << 10, ResetStreams: 10, StopConnections: 10,
+		RefreshInterval: time.Hour}, overload.Engine{Buffered: BufferedBytes}, st.Overload())
+	m.Start()
+	defer m.Stop()
+	if !m.Active(overload.StopRequests) {
+		t.Fatal("stop_accepting_requests is off at twice the budget")
+	}
+	fu := startFakeUpstream(t, &fakeUpstream{})
+	p := startProxy(t, []testCluster{{name: "fake", addrs: []string{fu.addr}, connect: time.Second}},
+		[]testRoute{{prefix: "/", cluster: "fake"}}, proxyOpts{})
+	hst := st.HTTP("test")
+	srv := NewServer(ServerOptions{Routes: p.srv.routes.Load(), Stats: hst, Overload: m, Log: zerolog.Nop()})
+	c := dialRaw(t, serve(t, srv, false), true)
+	c.request(1, true)
+	status, fields, _ := c.response(1)
+	if status != "503" || field(fields, "x-sightline-response-flags") != "OM" {
+		t.Errorf("got %s flags %q, want 503 OM", status, field(fields, "x-sightline-response-flags"))
+	}
+	c.request(3, true, "content-type", "application/grpc")
+	status, fields, _ = c.response(3)
+	if status != "200" || field(fields, "grpc-status") != "14" {
+		t.Errorf("gRPC: got %s grpc-status %q, want 200 and 14", status, field(fields, "grpc-status"))
+	}
+	if n := hst.DownstreamRqOverloadClose.Value(); n != 2 {
+		t.Errorf("downstream_rq_overload_close = %d, want 2", n)
+	}
+	if n := fu.streams.Load(); n != 0 {
+		t.Errorf("upstream saw %d streams, want none", n)
+	}
+}
+
+// realStore is a stats store that keeps values, flushed by nothing.
+func realStore(t *testing.T) *stats.Store {
+	t.Helper()
+	store, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
+}

@@ -1,0 +1,114 @@
+package h2
+
+import (
+	"slices"
+	"sync"
+
+	"golang.org/x/net/http2"
+
+	"github.com/sightline-proxy/sightline/proxy/overload"
+	"github.com/sightline-proxy/sightline/proxy/router"
+)
+
+// Engine returns what the overload manager watches in the engine, whose
+// buffer budget is budget bytes: stream windows stop growing once a
+// quarter of it is in use.
+func Engine(budget int64) overload.Engine {
+	growLimit.Store(budget / 4)
+	return overload.Engine{Buffered: BufferedBytes, Reset: resetLargest}
+}
+
+// live is every downstream connection being served, of every Server: the
+// overload manager's reset looks through their streams.
+var live struct {
+	mu    sync.Mutex
+	conns map[*serverConn]struct{}
+}
+
+func addLive(sc *serverConn) {
+	live.mu.Lock()
+	if live.conns == nil {
+		live.conns = make(map[*serverConn]struct{})
+	}
+	live.conns[sc] = struct{}{}
+	live.mu.Unlock()
+}
+
+func removeLive(sc *serverConn) {
+	live.mu.Lock()
+	delete(live.conns, sc)
+	live.mu.Unlock()
+}
+
+// minResetBytes: a call holding less than this is never reset for memory;
+// what a well-behaved call holds is a few frames.
+const minResetBytes = 32 << 10
+
+// replyOverloaded answers a request refused by stop_accepting_requests.
+var replyOverloaded = router.Reply{Status: 503, GRPC: grpcUnavailable, Message: "overloaded", Flag: flagOverload}
+
+// resetLargest resets the calls holding the most buffered bytes, each way
+// (the response queued for the client and the request queued for the
+// upstream), until about free bytes are released, and returns how many it
+// reset. It runs on the overload manager's goroutine, taking one
+// connection's lock at a time.
+func resetLargest(free int64) int {
+	live.mu.Lock()
+	conns := make([]*serverConn, 0, len(live.conns))
+	for sc := range live.conns {
+		conns = append(conns, sc)
+	}
+	live.mu.Unlock()
+	type candidate struct {
+		cl *call
+		n  int
+	}
+	var cs []candidate
+	for _, sc := range conns {
+		sc.mu.Lock()
+		for _, h := range sc.streams {
+			if h.reset {
+				continue
+			}
+			h.call.refs.Add(1)
+			cs = append(cs, candidate{h.call, h.queued})
+		}
+		sc.mu.Unlock()
+	}
+	for i := range cs {
+		up := &cs[i].cl.up
+		if c := up.lock(); c != nil {
+			cs[i].n += up.queued
+			c.unlock()
+		}
+	}
+	slices.SortFunc(cs, func(a, b candidate) int { return b.n - a.n })
+	reset := 0
+	for _, c := range cs {
+		if free > 0 && c.n >= minResetBytes {
+			c.cl.overloadReset()
+			free -= int64(c.n)
+			reset++
+		}
+		c.cl.release()
+	}
+	return reset
+}
+
+// overloadReset ends a call for the overload manager: its client's stream
+// is reset with ENHANCE_YOUR_CALM (what a peer that makes the proxy hold
+// too much has earned; gRPC clients see RESOURCE_EXHAUSTED), its upstream
+// stream cancelled, and the bytes both held are freed.
+func (cl *call) overloadReset() {
+	cl.addFlag(flagOverload)
+	cl.failed.Store(true)
+	if c := cl.down.lock(); c != nil {
+		if cl.down.attached && !cl.down.reset {
+			cl.respEnded = true
+			cl.sc.srv.stats.DownstreamRqTxReset.Inc(1)
+			c.resetLocked(&cl.down, http2.ErrCodeEnhanceYourCalm, true)
+		}
+		c.unlock()
+	}
+	cl.cancelUpstream(http2.ErrCodeCancel)
+}

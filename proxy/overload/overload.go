@@ -1,0 +1,209 @@
+// Package overload is the process's memory budget and the actions it takes
+// as the budget fills, in the sense of Envoy's overload manager: resource
+// monitors give a pressure between 0 and 1, and each action turns on once
+// the pressure passes its threshold and off again once it falls below.
+//
+// Two monitors: the bytes the proxy holds in flight for its peers (DATA
+// queued for a slow receiver; always on, because it is what a peer that
+// does not read or a backend that stalls makes grow), and, when a limit is
+// set, the Go heap (off by default: the heap holds the config too, and a
+// large config must not make the proxy refuse traffic). Three actions, each
+// counted:
+//
+//   - reset_high_memory_stream: the calls holding the most buffered bytes
+//     are reset until the buffer pressure is back under the threshold
+//     (Envoy's action of the same name). A well-behaved client holds
+//     little, so the reset falls on the peers that made the buffers grow.
+//   - stop_accepting_requests: new requests get 503, or UNAVAILABLE for
+//     gRPC, with response flag OM, and are counted in the listener's
+//     downstream_rq_overload_close.
+//   - stop_accepting_connections: new connections are closed at once and
+//     counted in the listener's downstream_cx_overload_reject.
+//
+// The request path reads one atomic word to learn what is active; a
+// monitor goroutine recomputes it every refresh interval (100 ms by
+// default: flow control bounds what can pile up in between).
+package overload
+
+import (
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sightline-proxy/sightline/stats"
+)
+
+// Actions are the overload actions, as bits of Manager's state word.
+type Actions uint32
+
+// The actions.
+const (
+	ResetStreams Actions = 1 << iota
+	StopRequests
+	StopConnections
+)
+
+// Defaults: the buffer budget is far above what normal traffic holds (a
+// stream holds at most its flow-control window, 64 KiB until it proves a
+// fast reader) and well under the memory of the smallest machine the proxy
+// runs on; the thresholds keep the order reset, then refuse.
+const (
+	DefaultMaxBufferedBytes = 64 << 20
+	DefaultResetStreams     = 0.80
+	DefaultStopRequests     = 0.95
+	DefaultStopConnections  = 0.95
+	DefaultRefreshInterval  = 100 * time.Millisecond
+)
+
+// Config configures a Manager. Zero fields take the defaults; a zero
+// MaxHeapBytes turns the heap monitor off.
+type Config struct {
+	MaxBufferedBytes int64
+	MaxHeapBytes     int64
+	RefreshInterval  time.Duration
+	// Thresholds: the pressure (0 to 1] at which each action turns on.
+	ResetStreams, StopRequests, StopConnections float64
+}
+
+// Engine is what the manager watches and acts on: the bytes buffered in
+// flight, and a way to reset the calls holding the most of them.
+type Engine struct {
+	// Buffered returns the bytes held in flight now.
+	Buffered func() int64
+	// Reset resets calls, largest buffers first, until about free bytes
+	// are released, and returns how many calls it reset.
+	Reset func(free int64) int
+}
+
+// Manager watches the monitors and keeps the active actions. A nil
+// *Manager has every action off.
+type Manager struct {
+	cfg   Config
+	eng   Engine
+	st    *stats.Overload
+	state atomic.Uint32
+	stop  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+	heap  [1]metrics.Sample
+}
+
+// New returns a Manager watching eng; Start runs it.
+func New(cfg Config, eng Engine, st *stats.Overload) *Manager {
+	if cfg.MaxBufferedBytes <= 0 {
+		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	if cfg.RefreshInterval <= 0 {
+		cfg.RefreshInterval = DefaultRefreshInterval
+	}
+	if cfg.ResetStreams <= 0 {
+		cfg.ResetStreams = DefaultResetStreams
+	}
+	if cfg.StopRequests <= 0 {
+		cfg.StopRequests = DefaultStopRequests
+	}
+	if cfg.StopConnections <= 0 {
+		cfg.StopConnections = DefaultStopConnections
+	}
+	if st == nil {
+		st = stats.Nop().Overload()
+	}
+	m := &Manager{cfg: cfg, eng: eng, st: st, stop: make(chan struct{}), done: make(chan struct{})}
+	m.heap[0].Name = "/memory/classes/heap/objects:bytes"
+	return m
+}
+
+// level is the buffered bytes at pressure p.
+func (m *Manager) level(p float64) int64 { return int64(p * float64(m.cfg.MaxBufferedBytes)) }
+
+// Start reads the monitors once, so that the actions are right from the
+// first request, then runs the monitor until Stop.
+func (m *Manager) Start() {
+	m.update()
+	go m.run()
+}
+
+// Stop ends the monitor and waits for it.
+func (m *Manager) Stop() {
+	m.once.Do(func() { close(m.stop) })
+	<-m.done
+}
+
+// Active reports whether every action of a is on.
+func (m *Manager) Active(a Actions) bool {
+	return m != nil && Actions(m.state.Load())&a == a
+}
+
+func (m *Manager) run() {
+	defer close(m.done)
+	t := time.NewTicker(m.cfg.RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			m.state.Store(0)
+			return
+		case <-t.C:
+			m.update()
+		}
+	}
+}
+
+// update reads the monitors, sets the actions, and resets the largest
+// calls while reset_high_memory_stream is on.
+func (m *Manager) update() {
+	heap := 0.0
+	if m.cfg.MaxHeapBytes > 0 {
+		metrics.Read(m.heap[:])
+		heap = float64(m.heap[0].Value.Uint64()) / float64(m.cfg.MaxHeapBytes)
+		m.st.HeapPressure.Set(int64(heap * 100))
+	}
+	p := max(m.bufferPressure(), heap)
+	if p >= m.cfg.ResetStreams && m.eng.Reset != nil && m.eng.Buffered != nil {
+		// Free down to below the threshold, with some room, so that
+		// the next burst does not trip it again at once. Under heap
+		// pressure, buffers are what can be freed at once.
+		target := m.level(m.cfg.ResetStreams * 0.9)
+		if heap >= m.cfg.ResetStreams {
+			target = 0
+		}
+		if free := m.eng.Buffered() - target; free > 0 {
+			if n := m.eng.Reset(free); n > 0 {
+				m.st.ResetStreams.Inc(int64(n))
+			}
+		}
+		p = max(m.bufferPressure(), heap) // the heap falls only after a GC
+	}
+	var a Actions
+	if p >= m.cfg.ResetStreams {
+		a |= ResetStreams
+	}
+	if p >= m.cfg.StopRequests {
+		a |= StopRequests
+	}
+	if p >= m.cfg.StopConnections {
+		a |= StopConnections
+	}
+	m.state.Store(uint32(a))
+	m.st.ResetStreamsActive.Set(b2i(a&ResetStreams != 0))
+	m.st.StopRequestsActive.Set(b2i(a&StopRequests != 0))
+	m.st.StopConnectionsActive.Set(b2i(a&StopConnections != 0))
+}
+
+func (m *Manager) bufferPressure() float64 {
+	var n int64
+	if m.eng.Buffered != nil {
+		n = m.eng.Buffered()
+	}
+	p := float64(n) / float64(m.cfg.MaxBufferedBytes)
+	m.st.BufferPressure.Set(int64(p * 100))
+	return p
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
