@@ -99,6 +99,7 @@ type record struct {
 	outcome    router.Outcome
 	info       informational         // 1xx responses of HTTP/1.1 upstreams
 	trace      httptrace.ClientTrace // hands them to info
+	upgrade    string                // the protocol an Upgrade request asks for; "": none
 }
 
 // ServeHTTP forwards one request and counts it once, on the listener and
@@ -245,6 +246,16 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 		router.CountReply(h.Stats, rp)
 		return h.reply(w, r, rec, rp)
 	}
+	if up, ok := r.Header["Upgrade"]; ok && r.ProtoAtLeast(1, 1) {
+		if rec.upgrade = router.UpgradeType(up, r.Header["Connection"]); rec.upgrade != "" {
+			if status, msg := refuseUpgrade(c, r, rec.upgrade); status != 0 {
+				return h.refuse(w, rec, status, msg)
+			}
+			// An upgrade is tried once and not mirrored: its bytes
+			// cannot be replayed once the tunnel is up.
+			c.Retry.On, c.Retry.NumRetries, c.Mirror = 0, 0, nil
+		}
+	}
 	ctx := r.Context()
 	if r.ProtoAtLeast(1, 1) && http1Upstream(c, r) {
 		// net/http's transport hands 1xx responses to a trace hook,
@@ -338,13 +349,18 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 		return h.reply(w, r, rec, router.ReplyFor(o.End))
 	}
 	defer resp.Body.Close()
+	rec.upTime = time.Since(sent)
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The route's timeout bounded the handshake; the tunnel lasts
+		// until either side closes.
+		return h.tunnel(w, rc, rec, resp)
+	}
 	// The deadline must also end a response that is streaming: net/http's
 	// client watches the request's context only until the request body is
 	// sent, and a bidi call's client may never half-close.
 	stop := context.AfterFunc(ctx, func() { resp.Body.Close() })
 	defer stop()
 
-	rec.upTime = time.Since(sent)
 	dst := w.Header()
 	copyHeader(dst, resp.Header)
 	if _, ok := resp.Header["Content-Type"]; !ok {
@@ -520,6 +536,11 @@ func (h *Handler) outbound(r *http.Request, rec *record) *http.Request {
 	}
 	if _, ok := hdr["X-Forwarded-Proto"]; !ok {
 		hdr["X-Forwarded-Proto"] = []string{router.ForwardedProto(h.TLS)}
+	}
+	if rec.upgrade != "" {
+		// Allowed on the route: the hop-by-hop pair goes on this hop.
+		hdr["Connection"] = []string{"Upgrade"}
+		hdr["Upgrade"] = []string{rec.upgrade}
 	}
 	body := r.Body
 	if r.ContentLength == 0 {

@@ -49,6 +49,8 @@ type testProxy struct {
 	logPath string
 	log     *accesslog.Logger
 	logOnce sync.Once
+	// served gets each request's path when the handler returns.
+	served chan string
 }
 
 // startProxy builds the clusters (the h2 engine's pool and the net/http
@@ -95,7 +97,11 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute) *testP
 	}
 	t.Cleanup(func() { p.closeLog(t) })
 	p.handler = &Handler{Routes: table, Stats: p.stats, Observer: observe.New(config.RequestID{}, nil, []*accesslog.Logger{p.log}), Log: zerolog.Nop()}
-	p.addr = serveH1(t, p.handler)
+	p.served = make(chan string, 64)
+	p.addr = serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { p.served <- r.URL.Path }()
+		p.handler.ServeHTTP(w, r)
+	}))
 	return p
 }
 
@@ -107,6 +113,22 @@ func (p *testProxy) closeLog(t testing.TB) {
 			t.Errorf("closing the access log: %v", err)
 		}
 	})
+}
+
+// waitServed waits until the handler has returned from a request for path.
+func (p *testProxy) waitServed(t testing.TB, path string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case got := <-p.served:
+			if got == path {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("the handler did not return from %s", path)
+		}
+	}
 }
 
 // accessLog closes the access log, which writes what it holds, and

@@ -70,3 +70,39 @@ func ForwardedProto(tls bool) string {
 	}
 	return "http"
 }
+
+// UpgradeType is the protocol an HTTP/1.1 request asks to switch to: its
+// Upgrade header when its Connection header names "upgrade" (both are
+// needed, RFC 9110 §7.8), or "" for none. upgrade and connection are the
+// header's values as received. "h2c" counts as none: HTTP/2 over
+// plaintext needs no upgrade here (the listener serves h2c with prior
+// knowledge), so the request is served as HTTP/1.1, its Upgrade dropped,
+// as Envoy does.
+//
+// The hop-by-hop policy above still drops Upgrade and Connection: a codec
+// that forwards an upgrade sets them again itself.
+func UpgradeType(upgrade, connection []string) string {
+	if len(upgrade) == 0 || !hasToken(connection, "upgrade") {
+		return ""
+	}
+	t := strings.TrimSpace(strings.Join(upgrade, ","))
+	if t == "" || strings.EqualFold(t, "h2c") {
+		return ""
+	}
+	return t
+}
+
+// hasToken reports whether a comma-separated header names token, without
+// regard to case.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for v != "" {
+			var f string
+			f, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
