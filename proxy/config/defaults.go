@@ -91,6 +91,13 @@ const (
 	// host on a LAN answers in milliseconds, and a retry elsewhere beats
 	// waiting out a dead one.
 	defaultConnectTimeout = Duration(time.Second)
+	// defaultKeepaliveInterval and defaultKeepaliveTimeout: an upstream
+	// HTTP/2 connection that read nothing for 30s sends a PING and closes
+	// when its ACK has not come 15s later. Envoy sends no keepalive
+	// unless asked; a proxy whose upstreams sit behind NATs and load
+	// balancers should find dead connections before a request does.
+	defaultKeepaliveInterval = Duration(30 * time.Second)
+	defaultKeepaliveTimeout  = Duration(15 * time.Second)
 	// defaultLBPolicy is round robin: fair, stateless and predictable.
 	defaultLBPolicy = "round_robin"
 	// defaultDNSRefreshRate re-resolves strict_dns names every 5s, Envoy's
@@ -271,6 +278,10 @@ func (c *Cluster) applyDefaults() {
 		c.PanicThreshold = ptr(defaultPanicThreshold)
 	}
 	setDefault(&c.ZoneAware.MinClusterSize, defaultZoneMinClusterSize)
+	if c.KeepaliveInterval == nil {
+		c.KeepaliveInterval = ptr(defaultKeepaliveInterval)
+	}
+	setDefault(&c.KeepaliveTimeout, defaultKeepaliveTimeout)
 
 	cb := &c.CircuitBreakers
 	setDefault(&cb.MaxConnections, defaultMaxConnections)

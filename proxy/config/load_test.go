@@ -882,6 +882,9 @@ clusters:
 				SuccessfulActiveHealthCheckUnejectHost: ptr(true),
 			},
 			CircuitBreakers: CircuitBreakers{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3},
+			// Unlike Envoy's, on: a PING after 30s without a read, 15s for its ACK.
+			KeepaliveInterval: ptr(Duration(30e9)),
+			KeepaliveTimeout:  Duration(15e9),
 		}},
 		Files: []string{"main.yaml"},
 	}

@@ -294,6 +294,25 @@ type Cluster struct {
 	OutlierDetection *OutlierDetection `yaml:"outlier_detection,omitempty" json:"outlier_detection,omitempty"`
 	CircuitBreakers  CircuitBreakers   `yaml:"circuit_breakers" json:"circuit_breakers"`
 	TLS              *UpstreamTLS      `yaml:"tls,omitempty" json:"tls,omitempty"`
+	// MaxConcurrentStreams caps the streams of one upstream HTTP/2
+	// connection below the peer's SETTINGS_MAX_CONCURRENT_STREAMS (Envoy's
+	// http2_protocol_options.max_concurrent_streams); the pool opens
+	// another connection, up to circuit_breakers.max_connections, when
+	// every one is at the cap. 0, the default, leaves the peer's value.
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams" json:"max_concurrent_streams"`
+	// MaxRequestsPerConnection retires an upstream HTTP/2 connection once
+	// it has carried this many streams (Envoy's
+	// common_http_protocol_options.max_requests_per_connection); it closes
+	// when they finish. 0, the default, is no cap.
+	MaxRequestsPerConnection uint32 `yaml:"max_requests_per_connection" json:"max_requests_per_connection"`
+	// KeepaliveInterval is how long an upstream HTTP/2 connection may
+	// read nothing before it sends a PING (Envoy's
+	// http2_protocol_options.connection_keepalive.interval); unset means
+	// 30s, 0s turns the PINGs off. KeepaliveTimeout is how long the PING
+	// may wait for its ACK before the connection is closed (Envoy's
+	// connection_keepalive.timeout); 0 means 15s.
+	KeepaliveInterval *Duration `yaml:"keepalive_interval,omitempty" json:"keepalive_interval,omitempty"`
+	KeepaliveTimeout  Duration  `yaml:"keepalive_timeout" json:"keepalive_timeout"`
 }
 
 // Endpoint is one configured upstream address. For strict_dns clusters the

@@ -581,6 +581,16 @@ func (v *validator) cluster(c *Cluster, p string, names map[string]string) {
 	v.nonNegative(cp+".max_requests", cb.MaxRequests)
 	v.nonNegative(cp+".max_retries", cb.MaxRetries)
 	v.nonNegative(cp+".max_connection_pools", cb.MaxConnectionPools)
+	const oneMillisecond = Duration(1_000_000)
+	if c.MaxConcurrentStreams > 1<<31-1 {
+		v.report(p+".max_concurrent_streams", "leave it out for the upstream's own limit", "must be at most 2147483647, got %d", c.MaxConcurrentStreams)
+	}
+	if c.KeepaliveInterval != nil && *c.KeepaliveInterval > 0 && *c.KeepaliveInterval < oneMillisecond {
+		v.report(p+".keepalive_interval", "0s turns the PINGs off", "must be at least 1ms, got %s", *c.KeepaliveInterval)
+	}
+	if c.KeepaliveTimeout > 0 && c.KeepaliveTimeout < oneMillisecond {
+		v.report(p+".keepalive_timeout", "", "must be at least 1ms, got %s", c.KeepaliveTimeout)
+	}
 	if c.TLS != nil && c.TLS.CAFile != "" {
 		v.readableFile(p+".tls.ca_file", c.TLS.CAFile)
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"sync/atomic"
 	"time"
@@ -33,6 +32,8 @@ type clientConn struct {
 	maxStreams uint32 // peer's SETTINGS_MAX_CONCURRENT_STREAMS
 	nextID     uint32
 	waiting    halfList // bound halves waiting for a stream slot
+	nWaiting   int      // halves on waiting
+	started    uint32   // streams activated, for MaxRequestsPerConn
 	drainTimer *time.Timer
 	connected  bool // the socket is up (cc.nc set)
 	counted    bool // holds a max_connections breaker slot
@@ -48,7 +49,7 @@ type clientConn struct {
 }
 
 func newClientConn(p *Pool) *clientConn {
-	cc := &clientConn{pool: p, start: time.Now(), maxStreams: math.MaxUint32, nextID: 1}
+	cc := &clientConn{pool: p, start: time.Now(), maxStreams: p.streamCap(), nextID: 1}
 	cc.h = cc
 	cc.log = p.log
 	cc.headerTimeout = defaultHeaderReadTimeout
@@ -70,6 +71,11 @@ func (cc *clientConn) bind(h *half, connecting bool) bool {
 			cc.attachLocked(h)
 			cc.activateLocked(h)
 		}
+	case connecting && cc.pool.waitCap() > 0 && cc.nWaiting >= cc.pool.waitCap():
+		// The stream cap is known before the peer's SETTINGS: a
+		// connecting connection takes no more than it can carry, and
+		// the next stream dials another.
+		ok = false
 	case connecting:
 		cc.attachLocked(h)
 		cc.waitLocked(h)
@@ -108,6 +114,7 @@ func (cc *clientConn) attachLocked(h *half) {
 func (cc *clientConn) waitLocked(h *half) {
 	h.listed = listWaiting
 	cc.waiting.push(h)
+	cc.nWaiting++
 	rq := cc.pool.rq
 	rq.RqPendingTotal.Inc(1)
 	rq.RqPendingActive.Inc()
@@ -118,6 +125,7 @@ func (cc *clientConn) waitLocked(h *half) {
 func (cc *clientConn) popWaitingLocked() *half {
 	h := cc.waiting.pop()
 	if h != nil {
+		cc.nWaiting--
 		h.listed = listNone
 		cc.pool.rq.RqPendingActive.Dec()
 	}
@@ -137,10 +145,18 @@ func (cc *clientConn) activateLocked(h *half) {
 	h.sendWin = cc.peerInitWin
 	h.inWin.Store(initialStreamWindow)
 	cc.scheduleLocked(h)
+	cc.started++
 	if cc.nextID > cc.pool.maxStreamID && !cc.draining {
 		// Stream IDs are running out: new streams go to a new
 		// connection, this one closes when its streams are done.
 		cc.draining = true
+		go cc.pool.retire(cc)
+	}
+	if lim := cc.pool.opts.MaxRequestsPerConn; lim > 0 && cc.started >= lim && !cc.draining {
+		// max_requests_per_connection: the same, counted as Envoy
+		// does in upstream_cx_max_requests.
+		cc.draining = true
+		cc.pool.cx.CxMaxRequests.Inc(1)
 		go cc.pool.retire(cc)
 	}
 }
@@ -167,6 +183,7 @@ func (cc *clientConn) activateWaitingLocked() {
 
 func (cc *clientConn) unlistWaitingLocked(h *half) {
 	cc.waiting.remove(h)
+	cc.nWaiting--
 	h.listed = listNone
 	cc.pool.rq.RqPendingActive.Dec()
 }
@@ -342,6 +359,9 @@ func (cc *clientConn) connectFailed() {
 func (cc *clientConn) teardown(err error) {
 	var ce connErr
 	if errors.As(err, &ce) {
+		// The host broke the protocol (or flooded us): the connection
+		// ends with GOAWAY, counted as Envoy does.
+		cc.pool.cx.CxProtocolError.Inc(1)
 		cc.log.Debug().Str("code", ce.code.String()).Str("reason", ce.reason).Msg("upstream connection error")
 		cc.mu.Lock()
 		cc.queueCtrlLocked(ctrlFrame{kind: ctrlGoAway, val: uint32(ce.code)})
@@ -425,7 +445,7 @@ func (cc *clientConn) idleLocked(id uint32) bool {
 func (cc *clientConn) applySettingLocked(s http2.Setting) error {
 	switch s.ID {
 	case http2.SettingMaxConcurrentStreams:
-		cc.maxStreams = s.Val
+		cc.maxStreams = min(s.Val, cc.pool.streamCap())
 	case http2.SettingEnablePush:
 		if s.Val != 0 {
 			return connError(http2.ErrCodeProtocol, "server sent SETTINGS_ENABLE_PUSH=1")
@@ -668,9 +688,12 @@ func (cc *clientConn) handleData(fh http2.FrameHeader, d *dbuf) error {
 	}
 	flow := int32(fh.Length)
 	if h.inWin.Add(-flow) < 0 {
+		// A connection error, not a stream error (RFC 9113 §6.9.1
+		// allows either): an upstream that ignores the windows it was
+		// given would otherwise cost a reset per frame and keep going.
 		cc.mu.Unlock()
 		putBuf(d)
-		return streamError(id, http2.ErrCodeFlowControl, "stream receive window exceeded")
+		return connError(http2.ErrCodeFlowControl, "stream receive window exceeded")
 	}
 	if !h.gotHeaders {
 		cc.mu.Unlock()
@@ -724,18 +747,31 @@ func (cc *clientConn) stopRequestLocked(h *half) {
 func (cc *clientConn) handleRST(f *http2.RSTStreamFrame) error {
 	cc.mu.Lock()
 	h := cc.streams[f.StreamID]
-	if h == nil {
-		idle := cc.idleLocked(f.StreamID)
+	if h == nil || h.rstDone {
+		idle := h == nil && cc.idleLocked(f.StreamID)
 		cc.mu.Unlock()
 		if idle {
 			return connError(http2.ErrCodeProtocol, "RST_STREAM on an idle stream")
 		}
-		return nil
+		// A reset of a stream already closed or reset: legal once in a
+		// while (frames cross), a flood when it keeps coming. It counts
+		// toward the glitch limit, as the downstream side's do.
+		return cc.glitch()
 	}
 	h.peerReset, h.rstDone = true, true
 	switch {
 	case f.ErrCode == http2.ErrCodeRefusedStream:
 		cc.moveLocked(h, true)
+	case f.ErrCode == http2.ErrCodeEnhanceYourCalm && !h.gotHeaders:
+		// The host is overloaded on this connection (Node's http2
+		// refuses new streams so past maxSessionMemory): the stream
+		// goes elsewhere as a refused one would, and the connection
+		// takes no new stream and closes once its streams are done.
+		cc.calmLocked()
+		cc.moveLocked(h, true)
+		cc.unlock()
+		cc.pool.retire(cc)
+		return nil
 	case f.ErrCode == http2.ErrCodeNo && h.gotHeaders && !h.recvDone && (h.contentLen < 0 || h.recvLen == h.contentLen):
 		// All of a response, then RST_STREAM(NO_ERROR) instead of
 		// END_STREAM (Node's http2 server ends most streams so). RFC
@@ -762,6 +798,19 @@ func (cc *clientConn) handleRST(f *http2.RSTStreamFrame) error {
 	}
 	cc.unlock()
 	return nil
+}
+
+// calmLocked drains a connection whose host answered a stream with
+// RST_STREAM(ENHANCE_YOUR_CALM): no new streams (the caller retires it
+// from the pool), waiting ones go elsewhere, and it closes when empty.
+func (cc *clientConn) calmLocked() {
+	if cc.draining {
+		return
+	}
+	cc.log.Debug().Msg("upstream sent RST_STREAM(ENHANCE_YOUR_CALM); draining the connection")
+	cc.draining = true
+	cc.moveWaitingLocked()
+	cc.closeIfDoneLocked()
 }
 
 // resetStream answers a stream error found in the upstream's frames.

@@ -3,6 +3,7 @@ package h2
 import (
 	"crypto/tls"
 	"errors"
+	"math"
 	"net"
 	"slices"
 	"sync"
@@ -58,6 +59,16 @@ type PoolOptions struct {
 	// fail as a connection termination, which a retry policy with "reset"
 	// retries.
 	SendPingTimeout, PingTimeout time.Duration
+	// MaxConcurrentStreams caps the streams of one connection below the
+	// peer's SETTINGS_MAX_CONCURRENT_STREAMS (Envoy's
+	// http2_protocol_options.max_concurrent_streams); 0 leaves the
+	// peer's value. When every connection is at its cap the pool dials
+	// another, within MaxConns and the max_connections breaker.
+	MaxConcurrentStreams uint32
+	// MaxRequestsPerConn retires a connection once it has carried this
+	// many streams (Envoy's max_requests_per_connection, counted in
+	// upstream_cx_max_requests); it closes when they finish. 0: no cap.
+	MaxRequestsPerConn uint32
 	// ConnStats counts the pool's connections in the cluster's
 	// upstream_cx_* stats, as Envoy does: every connection attempt in
 	// upstream_cx_total and upstream_cx_http2_total, every failed one once
@@ -206,6 +217,27 @@ func (p *Pool) dispatch(h *half) dispatchResult {
 	cc.bind(h, true)
 	go cc.run()
 	return dispatched
+}
+
+// streamCap is the most streams a connection carries before the peer's
+// SETTINGS say less: MaxConcurrentStreams, or no cap.
+func (p *Pool) streamCap() uint32 {
+	if n := p.opts.MaxConcurrentStreams; n > 0 {
+		return n
+	}
+	return math.MaxUint32
+}
+
+// waitCap is the most streams that may wait on a connection still
+// connecting: what it will carry at most (MaxConcurrentStreams,
+// MaxRequestsPerConn), 0 when that is not known before the peer's
+// SETTINGS.
+func (p *Pool) waitCap() int {
+	n := p.opts.MaxConcurrentStreams
+	if r := p.opts.MaxRequestsPerConn; r > 0 && (n == 0 || r < n) {
+		n = r
+	}
+	return int(n)
 }
 
 // dispatchResult is what dispatch did with a half.

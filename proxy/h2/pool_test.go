@@ -38,6 +38,9 @@ type fakeUpstream struct {
 	// ended counts connections whose serving ended: the proxy closed
 	// them, or the fake did.
 	ended atomic.Int32
+	// onEnd, when set, is called with a connection's number as its
+	// serving ends.
+	onEnd func(n int32)
 }
 
 type fakeConn struct {
@@ -82,6 +85,9 @@ func startFakeUpstream(t testing.TB, fu *fakeUpstream) *fakeUpstream {
 func (fu *fakeUpstream) serve(c net.Conn) {
 	defer fu.ended.Add(1)
 	fc := &fakeConn{fu: fu, n: fu.conns.Add(1), c: c, fr: http2.NewFramer(c, c)}
+	if fu.onEnd != nil {
+		defer fu.onEnd(fc.n)
+	}
 	fc.enc = hpack.NewEncoder(&fc.encBuf)
 	fc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	pre := make([]byte, len(http2.ClientPreface))

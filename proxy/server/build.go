@@ -58,7 +58,15 @@ func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.C
 	cs := s.stats.Cluster(cc.Name)
 	h2opts := h2.PoolOptions{
 		ConnectTimeout: opts.ConnectTimeout, TLS: opts.TLS,
-		Log: s.log.With().Str("cluster", cc.Name).Logger(),
+		MaxConcurrentStreams: cc.MaxConcurrentStreams, MaxRequestsPerConn: cc.MaxRequestsPerConnection,
+		PingTimeout: cc.KeepaliveTimeout.D(),
+		Log:         s.log.With().Str("cluster", cc.Name).Logger(),
+	}
+	if ka := cc.KeepaliveInterval; ka != nil {
+		h2opts.SendPingTimeout = ka.D()
+		if *ka == 0 {
+			h2opts.SendPingTimeout = -1 // keepalive_interval: 0s turns the PINGs off
+		}
 	}
 	return cluster.New(cc, cluster.Options{
 		// Each host gets the frame-level HTTP/2 pool, for every HTTP/2

@@ -1,0 +1,256 @@
+package h2
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+)
+
+// waitSignal waits for one value on ch, failing the test after a
+// generous deadline (a hang, not a timing assertion).
+func waitSignal[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+	var zero T
+	return zero
+}
+
+// connTracker counts the streams each fake upstream connection holds at
+// once, and the most it ever held.
+type connTracker struct {
+	mu      sync.Mutex
+	active  map[int32]int
+	most    map[int32]int
+	arrived chan int32
+	release chan struct{}
+}
+
+func newConnTracker(n int) *connTracker {
+	return &connTracker{active: map[int32]int{}, most: map[int32]int{}, arrived: make(chan int32, n), release: make(chan struct{})}
+}
+
+func (ct *connTracker) onRequest(fc *fakeConn, id uint32) {
+	ct.mu.Lock()
+	ct.active[fc.n]++
+	ct.most[fc.n] = max(ct.most[fc.n], ct.active[fc.n])
+	ct.mu.Unlock()
+	ct.arrived <- fc.n
+	go func() {
+		<-ct.release
+		ct.mu.Lock()
+		ct.active[fc.n]--
+		ct.mu.Unlock()
+		fc.respond(id, "fine")
+	}()
+}
+
+func getAll(t *testing.T, addr string, n int) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	c := h2cClient()
+	for range n {
+		wg.Go(func() {
+			if code, body := get(t, c, addr, "/"); code != 200 || body != "fine" {
+				t.Errorf("got %d %q", code, body)
+			}
+		})
+	}
+	return &wg
+}
+
+// TestPoolMaxConcurrentStreams: with max_concurrent_streams set, a
+// connection carries no more streams than that although its peer allows
+// more, and the pool dials another connection for the rest.
+func TestPoolMaxConcurrentStreams(t *testing.T) {
+	ct := newConnTracker(6)
+	fu := startFakeUpstream(t, &fakeUpstream{onRequest: ct.onRequest}) // no SETTINGS_MAX_CONCURRENT_STREAMS: unlimited
+	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{MaxConcurrentStreams: 2})
+	wg := getAll(t, p.addr, 6)
+	for range 6 {
+		waitSignal(t, ct.arrived, "a request upstream")
+	}
+	close(ct.release)
+	wg.Wait()
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if n := fu.conns.Load(); n != 3 {
+		t.Errorf("upstream saw %d connections, want 3 (6 streams, 2 a connection)", n)
+	}
+	for n, most := range ct.most {
+		if most > 2 {
+			t.Errorf("connection %d carried %d streams at once, want at most 2", n, most)
+		}
+	}
+}
+
+// TestPoolMaxConcurrentStreamsMaxConns: at the pool's connection cap,
+// streams over the per-connection cap wait for a slot instead of going
+// over it or dialling more.
+func TestPoolMaxConcurrentStreamsMaxConns(t *testing.T) {
+	ct := newConnTracker(6)
+	fu := startFakeUpstream(t, &fakeUpstream{onRequest: ct.onRequest})
+	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{MaxConcurrentStreams: 2, MaxConns: 2})
+	wg := getAll(t, p.addr, 6)
+	for range 4 {
+		waitSignal(t, ct.arrived, "a request upstream")
+	}
+	close(ct.release) // the two waiting streams follow as slots free
+	wg.Wait()
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if n := fu.conns.Load(); n != 2 {
+		t.Errorf("upstream saw %d connections, want 2 (MaxConns)", n)
+	}
+	for n, most := range ct.most {
+		if most > 2 {
+			t.Errorf("connection %d carried %d streams at once, want at most 2", n, most)
+		}
+	}
+}
+
+// TestPoolMaxRequestsPerConnection: a connection that carried
+// max_requests_per_connection streams is retired for a new one and counted
+// in upstream_cx_max_requests.
+func TestPoolMaxRequestsPerConnection(t *testing.T) {
+	fu := startFakeUpstream(t, &fakeUpstream{})
+	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{MaxRequestsPerConn: 2})
+	c := h2cClient()
+	for i := range 5 {
+		if code, _ := get(t, c, p.addr, "/"); code != 200 {
+			t.Fatalf("request %d: %d", i, code)
+		}
+	}
+	if n := fu.conns.Load(); n != 3 {
+		t.Errorf("upstream saw %d connections, want 3 (2, 2, then 1 request)", n)
+	}
+	if n := p.cs.Connections().CxMaxRequests.Value(); n != 2 {
+		t.Errorf("upstream_cx_max_requests = %d, want 2", n)
+	}
+}
+
+// TestPoolKeepaliveDefault: a pool's connections send keepalive PINGs
+// unless told not to: 30s without a read, 15s for the ACK.
+func TestPoolKeepaliveDefault(t *testing.T) {
+	p := NewPool("127.0.0.1:1", PoolOptions{})
+	if p.opts.SendPingTimeout != 30*time.Second || p.opts.PingTimeout != 15*time.Second {
+		t.Errorf("keepalive %v/%v, want 30s/15s", p.opts.SendPingTimeout, p.opts.PingTimeout)
+	}
+	if p := NewPool("127.0.0.1:1", PoolOptions{SendPingTimeout: -1}); p.opts.SendPingTimeout > 0 {
+		t.Errorf("SendPingTimeout -1 became %v, want off", p.opts.SendPingTimeout)
+	}
+}
+
+// TestPoolEnhanceYourCalm: a stream the upstream resets with
+// ENHANCE_YOUR_CALM before answering goes to another connection, and the
+// connection that sent it takes no new stream and closes once empty.
+func TestPoolEnhanceYourCalm(t *testing.T) {
+	ended := make(chan int32, 4)
+	fu := startFakeUpstream(t, &fakeUpstream{
+		onEnd: func(n int32) { ended <- n },
+		onRequest: func(fc *fakeConn, id uint32) {
+			if fc.n == 1 {
+				fc.write(func(fr *http2.Framer) { fr.WriteRSTStream(id, http2.ErrCodeEnhanceYourCalm) })
+				return
+			}
+			fc.respond(id, "fine")
+		},
+	})
+	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
+	c := h2cClient()
+	for i := range 3 {
+		if code, body := get(t, c, p.addr, "/"); code != 200 || body != "fine" {
+			t.Fatalf("request %d: %d %q", i, code, body)
+		}
+	}
+	if n := fu.conns.Load(); n != 2 {
+		t.Errorf("upstream saw %d connections, want 2 (the calm one drained)", n)
+	}
+	if n := waitSignal(t, ended, "the calm connection to close"); n != 1 {
+		t.Errorf("connection %d closed, want the first", n)
+	}
+}
+
+// TestPoolUpstreamFlowControlViolation: an upstream that sends DATA past
+// the stream window it was given loses the connection
+// (GOAWAY(FLOW_CONTROL_ERROR)), counted in upstream_cx_protocol_error.
+func TestPoolUpstreamFlowControlViolation(t *testing.T) {
+	ended := make(chan int32, 2)
+	fu := startFakeUpstream(t, &fakeUpstream{
+		onEnd: func(n int32) { ended <- n },
+		onRequest: func(fc *fakeConn, id uint32) {
+			fc.write(func(fr *http2.Framer) {
+				fc.encBuf.Reset()
+				fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+				chunk := make([]byte, maxFrameSize)
+				// One frame more than the stream window holds; the
+				// client never reads, so nothing is refunded.
+				for range initialStreamWindow/maxFrameSize + 1 {
+					if fr.WriteData(id, false, chunk) != nil {
+						return
+					}
+				}
+			})
+		},
+	})
+	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
+	go stalledGet(p.addr)
+	waitSignal(t, ended, "the connection to close")
+	waitCounter(t, func() int64 { return p.cs.Connections().CxProtocolError.Value() }, 1, "upstream_cx_protocol_error")
+}
+
+// TestPoolUpstreamResetFlood: an upstream that keeps resetting streams
+// already closed runs into the glitch limit: GOAWAY(ENHANCE_YOUR_CALM),
+// counted in upstream_cx_protocol_error.
+func TestPoolUpstreamResetFlood(t *testing.T) {
+	ended := make(chan int32, 2)
+	fu := startFakeUpstream(t, &fakeUpstream{
+		onEnd: func(n int32) { ended <- n },
+		onRequest: func(fc *fakeConn, id uint32) {
+			fc.respond(id, "fine")
+			fc.write(func(fr *http2.Framer) {
+				for range glitchLimit + 1 {
+					if fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+						return
+					}
+				}
+			})
+		},
+	})
+	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
+	if code, _ := get(t, h2cClient(), p.addr, "/"); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	waitSignal(t, ended, "the connection to close")
+	waitCounter(t, func() int64 { return p.cs.Connections().CxProtocolError.Value() }, 1, "upstream_cx_protocol_error")
+}
+
+// stalledGet sends a GET and reads nothing of the response.
+func stalledGet(addr string) {
+	resp, err := h2cClient().Get("http://" + addr + "/")
+	if err == nil {
+		resp.Body.Close()
+	}
+}
+
+// waitCounter waits until read returns want; the stat is written by the
+// connection's goroutine as it ends, a moment after the socket closes.
+func waitCounter(t *testing.T, read func() int64, want int64, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for read() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %d, want %d", name, read(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
