@@ -74,6 +74,11 @@ func (h *Handler) tunnel(w http.ResponseWriter, rc *http.ResponseController, rec
 		return h.badSwitch(w, rec, "the client's connection cannot be switched")
 	}
 	defer conn.Close()
+	// Counted before the client can see the 101.
+	st := h.Stats
+	st.DownstreamCxUpgradesTotal.Inc(1)
+	st.DownstreamCxUpgradesActive.Inc()
+	defer st.DownstreamCxUpgradesActive.Dec()
 	head := &http.Response{StatusCode: http.StatusSwitchingProtocols, ProtoMajor: 1, ProtoMinor: 1, Header: hdr}
 	if err = head.Write(brw); err == nil {
 		err = brw.Flush()
@@ -82,11 +87,7 @@ func (h *Handler) tunnel(w http.ResponseWriter, rc *http.ResponseController, rec
 		rec.flags |= flags.DownstreamConnectionTerm
 		return http.StatusSwitchingProtocols
 	}
-	st := h.Stats
-	st.DownstreamCxUpgradesTotal.Inc(1)
-	st.DownstreamCxUpgradesActive.Inc()
 	rx, tx := splice(conn, brw.Reader, up)
-	st.DownstreamCxUpgradesActive.Dec()
 	rec.rx.Store(rx)
 	rec.tx = tx
 	return http.StatusSwitchingProtocols
