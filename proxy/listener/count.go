@@ -37,6 +37,9 @@ type countConn struct {
 	m      *byteMeter
 	rx, tx atomic.Int64 // not yet added to the shared counters
 	closed atomic.Bool
+	// onClose, when set, runs once, at the first Close: the connection
+	// gives its place back under the connection limits.
+	onClose func()
 }
 
 func (c *countConn) Read(p []byte) (int, error) {
@@ -70,6 +73,9 @@ func (c *countConn) Close() error {
 	err := c.Conn.Close()
 	if !c.closed.Swap(true) {
 		c.m.forget(c)
+		if c.onClose != nil {
+			c.onClose()
+		}
 	}
 	c.flush()
 	return err

@@ -42,12 +42,31 @@ type Stats struct {
 	HTTP     *stats.HTTP     // http.<stat_prefix>.downstream_cx_*
 }
 
+// Options are what a listener shares with the rest of the proxy; the
+// zero value is a listener on its own.
+type Options struct {
+	// Certificate returns the certificate of a listener with tls, on each
+	// handshake's goroutine; it must not block. The server hands the one
+	// of its certificate manager, which swaps in new key pairs when their
+	// files change. Nil: New loads the configured key pair once.
+	Certificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// Conns caps the listener's own connections (limits.max_connections);
+	// nil: no cap. A connection past it is closed at once and counted in
+	// downstream_cx_overflow.
+	Conns *ConnLimit
+	// Global caps the connections of all listeners together
+	// (server.max_connections); nil: no cap. A connection past it is
+	// closed at once and counted in downstream_global_cx_overflow.
+	Global *ConnLimit
+}
+
 // Listener is one running downstream socket.
 type Listener struct {
 	Name string
 	cfg  config.Listener
 	st   Stats
 	log  zerolog.Logger
+	opts Options
 
 	h1      *http.Server // HTTP/1.1, fed through h1ln
 	h1ln    *connQueue
@@ -67,15 +86,16 @@ type Listener struct {
 }
 
 // New prepares a listener; Start binds it. It does no I/O beyond reading
-// the TLS key pair. h1 serves HTTP/1.1 requests, h2srv HTTP/2 connections.
-func New(cfg config.Listener, h1 http.Handler, h2srv *h2.Server, st Stats, lg zerolog.Logger) (*Listener, error) {
+// the TLS key pair when opts gives no Certificate. h1 serves HTTP/1.1
+// requests, h2srv HTTP/2 connections.
+func New(cfg config.Listener, h1 http.Handler, h2srv *h2.Server, st Stats, lg zerolog.Logger, opts Options) (*Listener, error) {
 	if st.HTTP == nil {
 		st.HTTP = stats.Nop().HTTP("")
 	}
 	if st.Listener == nil {
 		st.Listener = stats.Nop().Listener("")
 	}
-	l := &Listener{Name: cfg.Name, cfg: cfg, st: st, h2: h2srv, log: lg.With().Str("listener", cfg.Name).Logger()}
+	l := &Listener{Name: cfg.Name, cfg: cfg, st: st, h2: h2srv, opts: opts, log: lg.With().Str("listener", cfg.Name).Logger()}
 	l.bytes = newByteMeter(st.HTTP)
 	for _, p := range cfg.Protocols {
 		switch p {
@@ -103,9 +123,13 @@ func New(cfg config.Listener, h1 http.Handler, h2srv *h2.Server, st Stats, lg ze
 		}
 	}
 	if cfg.TLS != nil {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("listener %s: loading TLS key pair: %w", cfg.Name, err)
+		getCert := opts.Certificate
+		if getCert == nil {
+			cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("listener %s: loading TLS key pair: %w", cfg.Name, err)
+			}
+			getCert = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
 		}
 		var alpn []string
 		if l.allowH2 {
@@ -114,7 +138,9 @@ func New(cfg config.Listener, h1 http.Handler, h2srv *h2.Server, st Stats, lg ze
 		if l.allowH1 {
 			alpn = append(alpn, "http/1.1")
 		}
-		l.tls = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: alpn, MinVersion: tls.VersionTLS12}
+		// Each handshake asks for the certificate, so that a new key pair
+		// serves the next connection and established ones keep theirs.
+		l.tls = &tls.Config{GetCertificate: getCert, NextProtos: alpn, MinVersion: tls.VersionTLS12}
 	}
 	return l, nil
 }
@@ -194,9 +220,33 @@ func (l *Listener) acceptLoop() {
 			continue
 		}
 		delay = 0
+		if !l.admit(c) {
+			continue
+		}
 		l.conns.Add(1)
 		go l.serve(c)
 	}
+}
+
+// admit counts a new connection against the listener's cap, then the
+// process's, as Envoy checks them; a connection past either is closed at
+// once (the client sees its connection accepted, then closed, as Envoy
+// does it) and counted in the listener's downstream_cx_overflow or
+// downstream_global_cx_overflow. An admitted connection holds its place
+// under both caps until it is closed (see serve).
+func (l *Listener) admit(c net.Conn) bool {
+	if !l.opts.Conns.acquire() {
+		l.st.Listener.DownstreamCxOverflow.Inc(1)
+		c.Close()
+		return false
+	}
+	if !l.opts.Global.acquire() {
+		l.opts.Conns.release()
+		l.st.Listener.DownstreamGlobalCxOverflow.Inc(1)
+		c.Close()
+		return false
+	}
+	return true
 }
 
 // serve finds out what a new connection speaks and hands it over. The
@@ -204,6 +254,10 @@ func (l *Listener) acceptLoop() {
 func (l *Listener) serve(raw net.Conn) {
 	defer l.conns.Done()
 	cc := l.bytes.wrap(raw)
+	cc.onClose = func() {
+		l.opts.Conns.release()
+		l.opts.Global.release()
+	}
 	var c net.Conn = cc
 	reject := func() {
 		cc.discard()

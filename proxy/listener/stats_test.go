@@ -40,6 +40,12 @@ const h1Body = "hello over HTTP/1.1\n"
 // TLS (a throwaway certificate) when tlsOn, until the test ends.
 func startListener(t *testing.T, tlsOn bool, protocols ...string) *testListener {
 	t.Helper()
+	return startListenerWith(t, tlsOn, Options{}, protocols...)
+}
+
+// startListenerWith is startListener with options.
+func startListenerWith(t *testing.T, tlsOn bool, opts Options, protocols ...string) *testListener {
+	t.Helper()
 	store, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +65,7 @@ func startListener(t *testing.T, tlsOn bool, protocols ...string) *testListener 
 		certFile, keyFile, _ := testnet.WriteCert(t, t.TempDir())
 		cfg.TLS = &config.ListenerTLS{CertFile: certFile, KeyFile: keyFile}
 	}
-	tl.l, err = New(cfg, h1, h2srv, Stats{Listener: tl.ls, HTTP: tl.http}, zerolog.Nop())
+	tl.l, err = New(cfg, h1, h2srv, Stats{Listener: tl.ls, HTTP: tl.http}, zerolog.Nop(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

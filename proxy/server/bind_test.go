@@ -37,8 +37,8 @@ clusters: [{name: a, endpoints: [{address: 127.0.0.1:1}]}]
 			wantAt: ":4:14: listeners[0].address: listener in cannot listen on " + taken.Addr().String() + ": bind: address already in use",
 		},
 		{
-			name: "admin",
-			give: fmt.Sprintf("admin:\n  address: %s\n", taken.Addr()),
+			name:   "admin",
+			give:   fmt.Sprintf("admin:\n  address: %s\n", taken.Addr()),
 			wantAt: ":2:12: admin.address: the admin server cannot listen on " + taken.Addr().String() + ": bind: address already in use",
 		},
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/listener"
 	"github.com/sightline-proxy/sightline/proxy/observe"
 	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/proxy/server/certs"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 )
 
@@ -37,6 +38,9 @@ type running struct {
 	h1   *forward.Handler
 	h2   *h2.Server
 	logs []*accesslog.Logger
+	// conns is the listener's limits.max_connections, which the listeners
+	// replacing it in reloads share.
+	conns *listener.ConnLimit
 }
 
 func (r *running) setRoutes(t *route.Table) {
@@ -47,7 +51,7 @@ func (r *running) setRoutes(t *route.Table) {
 // buildCluster makes one cluster with its pools' factory, stats, health
 // checking and zone shares. It does no I/O but opening the event log.
 func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.Cluster, error) {
-	opts, err := upstreamOptions(cc)
+	opts, err := s.upstreamOptions(cc)
 	if err != nil {
 		return nil, err
 	}
@@ -97,17 +101,26 @@ func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.C
 	})
 }
 
-// buildListener makes a listener and its request paths over table. It
-// opens the listener's access logs; Start binds it.
-func (s *Server) buildListener(lc config.Listener, table *route.Table) (*running, error) {
+// buildListener makes a listener and its request paths over table, its
+// connections counted under conns. It loads its key pair (once per pair
+// of files) and opens its access logs; Start binds it.
+func (s *Server) buildListener(lc config.Listener, table *route.Table, conns *listener.ConnLimit) (*running, error) {
 	httpStats := s.stats.HTTP(lc.StatPrefix)
 	llog := s.log.With().Str("listener", lc.Name).Logger()
+	lopts := listener.Options{Conns: conns, Global: s.global}
+	if lc.TLS != nil {
+		pair, err := s.certs.Pair(lc.TLS.CertFile, lc.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: tls: %w", lc.Name, err)
+		}
+		lopts.Certificate = pair.GetCertificate
+	}
 	logs, err := s.accessLogs(lc, llog)
 	if err != nil {
 		return nil, err
 	}
 	obs := observe.New(lc.RequestID, s.tracer, logs)
-	r := &running{cfg: lc, logs: logs}
+	r := &running{cfg: lc, logs: logs, conns: conns}
 	r.h1 = &forward.Handler{
 		Routes:              table,
 		TrustRequestHeaders: lc.TrustRequestHeaders,
@@ -125,7 +138,7 @@ func (s *Server) buildListener(lc config.Listener, table *route.Table) (*running
 		Observer:            obs,
 		Log:                 llog,
 	})
-	r.l, err = listener.New(lc, r.h1, r.h2, listener.Stats{Listener: s.stats.Listener(lc.Address), HTTP: httpStats}, s.log)
+	r.l, err = listener.New(lc, r.h1, r.h2, listener.Stats{Listener: s.stats.Listener(lc.Address), HTTP: httpStats}, s.log, lopts)
 	if err != nil {
 		closeLoggers(logs)
 		return nil, err
@@ -202,7 +215,9 @@ func localShares(cfg *config.Config, localCluster string) map[string]float64 {
 }
 
 // upstreamOptions turns a cluster's connect settings into pool options.
-func upstreamOptions(cc config.Cluster) (upstream.Options, error) {
+// A client certificate is presented through the certificate manager, so
+// that new connections present a renewed one.
+func (s *Server) upstreamOptions(cc config.Cluster) (upstream.Options, error) {
 	opts := upstream.Options{ConnectTimeout: cc.ConnectTimeout.D()}
 	if cc.TLS == nil {
 		return opts, nil
@@ -219,6 +234,36 @@ func upstreamOptions(cc config.Cluster) (upstream.Options, error) {
 		}
 		tc.RootCAs = pool
 	}
+	if cc.TLS.CertFile != "" {
+		pair, err := s.certs.Pair(cc.TLS.CertFile, cc.TLS.KeyFile)
+		if err != nil {
+			return opts, fmt.Errorf("cluster %s: tls client certificate: %w", cc.Name, err)
+		}
+		tc.GetClientCertificate = pair.GetClientCertificate
+	}
 	opts.TLS = tc
 	return opts, nil
+}
+
+// retainCerts keeps the key pairs cfg names held and watched, and drops
+// the others.
+func (s *Server) retainCerts(cfg *config.Config) {
+	var keep []*certs.Pair
+	add := func(cert, key string) {
+		// Held already, by the build of cfg: no I/O.
+		if p, err := s.certs.Pair(cert, key); err == nil {
+			keep = append(keep, p)
+		}
+	}
+	for _, lc := range cfg.Listeners {
+		if lc.TLS != nil {
+			add(lc.TLS.CertFile, lc.TLS.KeyFile)
+		}
+	}
+	for _, cc := range cfg.Clusters {
+		if cc.TLS != nil && cc.TLS.CertFile != "" {
+			add(cc.TLS.CertFile, cc.TLS.KeyFile)
+		}
+	}
+	s.certs.Retain(keep)
 }

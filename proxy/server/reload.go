@@ -10,6 +10,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/config/diff"
+	"github.com/sightline-proxy/sightline/proxy/listener"
 	"github.com/sightline-proxy/sightline/proxy/route"
 )
 
@@ -40,6 +41,10 @@ func (s *Server) Reload(cfg *config.Config) error {
 		return ErrShuttingDown
 	default:
 	}
+	// New certificates at unchanged paths: the config does not show
+	// them, their files do. A pair that does not load keeps the old one
+	// serving (logged, counted) and does not hold the reload back.
+	s.certs.Refresh()
 	old := s.cur.Load()
 	plan := diff.Compute(old.cfg, cfg)
 	if plan.Unchanged() {
@@ -70,6 +75,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 		for _, c := range fresh {
 			c.Close()
 		}
+		s.retainCerts(old.cfg)
 		s.stats.Server().ConfigReloadFailed.Inc(1)
 		return err
 	}
@@ -103,7 +109,13 @@ func (s *Server) Reload(cfg *config.Config) error {
 			gen.listeners = append(gen.listeners, r)
 			continue
 		}
-		r, err := s.buildListener(lc, table)
+		// A rebuilt listener counts its connections with the one it
+		// replaces, which drains: its cap covers them both.
+		conns := s.connLimits[lc.Name]
+		if conns == nil {
+			conns = listener.NewConnLimit(lc.Limits.MaxConnections)
+		}
+		r, err := s.buildListener(lc, table, conns)
 		if err != nil {
 			return fail(err)
 		}
@@ -153,6 +165,14 @@ func (s *Server) Reload(cfg *config.Config) error {
 	}
 	s.cur.Store(gen)
 	s.setLoaded(cfg)
+	s.global.SetMax(cfg.Server.MaxConnections)
+	limits := make(map[string]*listener.ConnLimit, len(gen.listeners))
+	for _, r := range gen.listeners {
+		r.conns.SetMax(r.cfg.Limits.MaxConnections)
+		limits[r.cfg.Name] = r.conns
+	}
+	s.connLimits = limits
+	s.retainCerts(cfg)
 
 	// Retire what the new generation does not use.
 	inUse := make(map[*running]bool, len(gen.listeners))

@@ -23,7 +23,9 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/admin"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/listener"
 	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/proxy/server/certs"
 	"github.com/sightline-proxy/sightline/sinks"
 	"github.com/sightline-proxy/sightline/stats"
 	"github.com/sightline-proxy/sightline/tracing"
@@ -50,6 +52,15 @@ type Server struct {
 
 	logMu sync.Mutex
 	hlogs map[string]*accesslog.HealthLog // health-check event logs by path
+
+	// certs holds the key pairs of the listeners and the upstream client
+	// certificates, and swaps in new ones when their files change.
+	certs *certs.Manager
+	// global is server.max_connections, shared by every listener;
+	// connLimits are the listeners' limits.max_connections by listener
+	// name, kept across reloads (guarded by reloadMu).
+	global     *listener.ConnLimit
+	connLimits map[string]*listener.ConnLimit
 
 	serving   atomic.Bool // every listener is bound: /ready may pass
 	hcFailed  atomic.Bool
@@ -80,6 +91,9 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 				}
 			}
 			s.closeLogs(context.Background())
+			if s.certs != nil {
+				s.certs.Close()
+			}
 		}
 	}()
 	set, err := sinks.Build(cfg.Stats, stats.SinkOptions{
@@ -95,6 +109,17 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 		return nil, fmt.Errorf("stats: %w", err)
 	}
 	s.stats, s.sinks = st, set
+	srvStats := st.Server()
+	s.certs = certs.New(certs.Options{
+		Stats: certs.Stats{
+			DaysUntilFirstCertExpiring: srvStats.DaysUntilFirstCertExpiring,
+			Updated:                    srvStats.CertUpdate,
+			Rejected:                   srvStats.CertUpdateRejected,
+		},
+		Log: lg.With().Str("component", "certs").Logger(),
+	})
+	s.global = listener.NewConnLimit(cfg.Server.MaxConnections)
+	s.connLimits = make(map[string]*listener.ConnLimit, len(cfg.Listeners))
 	dropped := st.Server().SpansDropped
 	s.tracer, err = tracing.New(cfg.Tracing, cfg.Node, tracing.WithDropHook(func() { dropped.Inc(1) }))
 	if err != nil {
@@ -115,11 +140,12 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
-		r, err := s.buildListener(lc, table)
+		r, err := s.buildListener(lc, table, listener.NewConnLimit(lc.Limits.MaxConnections))
 		if err != nil {
 			return nil, err
 		}
 		gen.listeners = append(gen.listeners, r)
+		s.connLimits[lc.Name] = r.conns
 	}
 	s.setLoaded(cfg)
 	s.admin = admin.New(cfg.Admin.Address, s, lg)
@@ -143,6 +169,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.started = time.Now()
 	s.stats.Server().Live.Set(1)
 	s.stats.Start(s.ctx)
+	s.certs.Start()
 	gen := s.cur.Load()
 	for _, c := range gen.clusters {
 		c.Start(s.ctx)
@@ -198,6 +225,7 @@ func (s *Server) closeAll() {
 	}
 	s.closeLogs(ctx)
 	s.stats.Close(ctx)
+	s.certs.Close()
 	if s.stop != nil {
 		s.stop()
 	}
@@ -259,6 +287,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		defer acancel()
 		// Every line of every finished request reaches its file, and the
 		// last interval the push sinks, before the process ends.
+		s.certs.Close()
 		errs = append(errs, s.closeLogs(actx), s.stats.Close(actx), s.admin.Shutdown(actx))
 		if s.stop != nil {
 			s.stop()
