@@ -97,8 +97,10 @@ if [ "$fds" != unlimited ] && [ "$IDLE_CONNS" -gt $(( fds - 500 )) ]; then
   IDLE_CONNS=$(( fds - 500 ))
 fi
 
+# go_build DIR OUT PKG: one retry, for a build cache shared with other builds
+go_build() { (cd "$1" && go build -trimpath -o "$2" "$3") || { sleep 2; (cd "$1" && go build -trimpath -o "$2" "$3"); }; }
 log "building into $work"
-(cd "$repo" && go build -trimpath -o "$work/abuse" ./bench/abuse) || die "building bench/abuse failed"
+go_build "$repo" "$work/abuse" ./bench/abuse || die "building bench/abuse failed"
 if [ -n "${SIGHTLINE_BIN:-}" ]; then
   sightline=$SIGHTLINE_BIN
   sightline_src="binary $SIGHTLINE_BIN"
@@ -107,11 +109,11 @@ elif [ -n "${SIGHTLINE_REF:-}" ]; then
   mkdir -p "$work/src"
   git -C "$repo" archive "$rev" | tar -x -C "$work/src" || die "extracting $rev failed"
   sightline=$work/sightline
-  (cd "$work/src" && go build -trimpath -o "$sightline" ./cmd/sightline) || die "building cmd/sightline at $rev failed"
+  go_build "$work/src" "$sightline" ./cmd/sightline || die "building cmd/sightline at $rev failed"
   sightline_src="commit $rev"
 else
   sightline=$work/sightline
-  (cd "$repo" && go build -trimpath -o "$sightline" ./cmd/sightline) ||
+  go_build "$repo" "$sightline" ./cmd/sightline ||
     die "building cmd/sightline from the working tree failed (SIGHTLINE_REF=HEAD builds the last commit instead)"
   sightline_src="the working tree at $(git -C "$repo" rev-parse --short HEAD)"
   [ -n "$(git -C "$repo" status --porcelain 2>/dev/null)" ] && sightline_src="$sightline_src with uncommitted changes"

@@ -178,15 +178,25 @@ func runAttack(args []string) error {
 		samp.run(sampCtx, 100*time.Millisecond, cancel)
 	}()
 
+	// The proxy's stats cover the attack's time only (not what an attack
+	// does after it, like reading what it left unread), and are read
+	// before the attacker lets go, so the end RSS is the RSS under attack.
+	type atEnd struct {
+		ps         procStats
+		backendCPU float64
+		elapsed    float64
+	}
+	endCh := make(chan atEnd, 1)
+	go func() {
+		<-ctx.Done()
+		sampStop()
+		<-sampDone
+		endCh <- atEnd{samp.stats(), float64(backendTicks()-backend0) / clockTicks, time.Since(start).Seconds()}
+	}()
 	runErr := a.run(ctx, e)
 	<-ctx.Done()
-	elapsed := time.Since(start).Seconds()
-	// The proxy's stats are read before the attacker lets go, so the end
-	// RSS is the RSS under attack.
-	sampStop()
-	<-sampDone
-	ps := samp.stats()
-	backendCPU := float64(backendTicks()-backend0) / clockTicks
+	end := <-endCh
+	ps, backendCPU, elapsed := end.ps, end.backendCPU, end.elapsed
 	e.stopAll()
 
 	r := result{

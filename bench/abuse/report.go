@@ -33,7 +33,7 @@ func runReport(args []string) error {
 }
 
 func writeReport(w io.Writer, dir string, names, proxies []string) error {
-	fmt.Fprintln(w, "| attack | proxy | peak RSS MiB (before → peak) | proxy CPU s | cut off? | victim p99 ms idle / attack | victim failures | what the attacker saw |")
+	fmt.Fprintln(w, "| attack | proxy | peak RSS MiB (before → peak) | proxy CPU s | cut off? (upstream-*: the malicious upstream) | victim p99 ms idle / attack | victim failures | what the attacker saw |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---|---:|---|---|")
 	listed := map[string]bool{}
 	for _, name := range names {
@@ -42,7 +42,7 @@ func writeReport(w io.Writer, dir string, names, proxies []string) error {
 			var r result
 			if err := readJSON(base+".attack.json", &r); err != nil {
 				if os.IsNotExist(err) {
-					continue
+					err = fmt.Errorf("no result (see the attack's log)")
 				}
 				fmt.Fprintf(w, "| %s | %s | — | — | run failed: %s | — | — | — |\n", name, px, cell(err.Error()))
 				continue
