@@ -48,8 +48,8 @@ const (
 	minFlushBytes = 1000
 	// maxQueuedControl caps control frames waiting to be written. A peer
 	// that floods PINGs or SETTINGS without reading the answers is cut off
-	// (CVE-2019-9512, -9515; x/net maxQueuedControlFrames).
-	maxQueuedControl = 10000
+	// (CVE-2019-9512, -9515; Envoy's max_outbound_control_frames).
+	maxQueuedControl = 1000
 	// maxHeaderFrames caps HEADERS+CONTINUATION frames per header block
 	// (CONTINUATION flood, CVE-2024-27316); with 16 KiB frames it admits
 	// a maxHeaderBlock block.
@@ -71,6 +71,16 @@ const (
 	// so that a long-lived connection is judged on its recent behaviour.
 	glitchLimit = 1000
 	glitchDecay = 1 << 16
+	// Control frames are allowed in proportion to the work they serve, by
+	// Envoy's formulas (http2_protocol_options): PRIORITY frames up to
+	// maxPriorityPerStream × (1 + streams opened), and WINDOW_UPDATE,
+	// SETTINGS and PING frames up to 5 + 2 × (streams opened +
+	// maxControlPerDataSent × DATA frames sent). A peer past either gets
+	// GOAWAY(ENHANCE_YOUR_CALM): a flood of frames that ask for nothing
+	// costs the proxy a lock and a loop each (a SETTINGS frame that changes
+	// INITIAL_WINDOW_SIZE walks every stream), and other clients pay for it.
+	maxPriorityPerStream  = 100
+	maxControlPerDataSent = 10
 	// closeLinger is how long a connection keeps reading after its last
 	// frame (a GOAWAY) before it closes, so that the peer gets the GOAWAY
 	// and not a TCP RST (RFC 9113 §6.8).
@@ -250,6 +260,15 @@ type conn struct {
 	frames       uint32
 	glitches     int
 	unacked      int // our SETTINGS frames the peer has not ACKed
+	priorities   int64
+	controls     int64 // WINDOW_UPDATE, SETTINGS and PING frames received
+
+	// opened counts the streams of the connection (the peer's on a
+	// server connection, ours on a client one) and dataSent the DATA
+	// frames the writer wrote: what the control-frame allowance grows
+	// with.
+	opened   atomic.Int64
+	dataSent atomic.Int64
 
 	// abort, when non-zero, is an error code plus one that another
 	// goroutine wants the connection closed with (rapid-reset detection
@@ -617,9 +636,14 @@ func (c *conn) writeBatch(ctrl []ctrlFrame, items []writeItem) error {
 			return err
 		}
 	}
+	data := 0
+	defer func() { c.dataSent.Add(int64(data)) }()
 	for i := range items {
 		it := &items[i]
 		var err error
+		if it.kind == itemData {
+			data++
+		}
 		if it.kind == itemHeaders {
 			err = c.writeHeaders(it.id, it.fields, it.end)
 		} else {
@@ -841,6 +865,26 @@ func (c *conn) glitch() error {
 	c.glitches++
 	if c.glitches > glitchLimit {
 		return connError(http2.ErrCodeEnhanceYourCalm, "too many protocol glitches")
+	}
+	return nil
+}
+
+// priorityFrame charges a PRIORITY frame against the connection's
+// allowance.
+func (c *conn) priorityFrame() error {
+	c.priorities++
+	if c.priorities > maxPriorityPerStream*(1+c.opened.Load()) {
+		return connError(http2.ErrCodeEnhanceYourCalm, "too many PRIORITY frames")
+	}
+	return nil
+}
+
+// controlFrame charges a WINDOW_UPDATE, SETTINGS or PING frame against
+// the connection's allowance.
+func (c *conn) controlFrame() error {
+	c.controls++
+	if c.controls > 5+2*(c.opened.Load()+maxControlPerDataSent*c.dataSent.Load()) {
+		return connError(http2.ErrCodeEnhanceYourCalm, "too many control frames for the data sent")
 	}
 	return nil
 }

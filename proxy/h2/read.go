@@ -219,21 +219,35 @@ func (c *conn) headerFragment(p []byte, endHeaders bool) error {
 func (c *conn) handleFrame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			if err := c.controlFrame(); err != nil {
+				return err
+			}
+		}
 		return c.handleSettings(f)
 	case *http2.PingFrame:
 		if f.IsAck() {
 			c.h.handlePingAck(f.Data)
 			return nil
 		}
+		if err := c.controlFrame(); err != nil {
+			return err
+		}
 		return c.queueCtrl(ctrlFrame{kind: ctrlPingAck, data: f.Data})
 	case *http2.WindowUpdateFrame:
+		if err := c.controlFrame(); err != nil {
+			return err
+		}
 		return c.handleWindowUpdate(f)
 	case *http2.RSTStreamFrame:
 		return c.h.handleRST(f)
 	case *http2.GoAwayFrame:
 		return c.h.handleGoAway(f)
 	case *http2.PriorityFrame:
-		// Deprecated (RFC 9113 §5.3.2): checked, then ignored.
+		// Deprecated (RFC 9113 §5.3.2): checked, counted, then ignored.
+		if err := c.priorityFrame(); err != nil {
+			return err
+		}
 		if f.StreamDep == f.StreamID {
 			return streamError(f.StreamID, http2.ErrCodeProtocol, "stream depends on itself")
 		}

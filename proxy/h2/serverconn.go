@@ -322,6 +322,7 @@ func (sc *serverConn) endHeaders() error {
 		return sc.requestTrailersLocked(h)
 	}
 	sc.maxClientID = id
+	sc.opened.Add(1)
 	refuse := sc.goAway == goAwayFinal || int64(sc.nActive) >= int64(sc.srv.mcs) || sc.failed
 	sc.mu.Unlock()
 	switch {
@@ -483,7 +484,9 @@ func (sc *serverConn) handleRST(f *http2.RSTStreamFrame) error {
 		if idle {
 			return connError(http2.ErrCodeProtocol, "RST_STREAM on an idle stream")
 		}
-		return nil
+		// A closed stream: allowed (it may have crossed our end on the
+		// wire), but a flood of them is a glitch each.
+		return sc.glitch()
 	}
 	h.peerReset, h.rstDone = true, true
 	cl := h.call

@@ -189,10 +189,11 @@ func TestStreamErrors(t *testing.T) {
 		}, 1, http2.ErrCodeFlowControl, 1},
 		{"stream receive window exceeded", func(c *rawPeer) {
 			// The backend does not read: once its own window (1 MiB) and
-			// ours are full, the next byte is over.
+			// ours (grown to at most 1 MiB as the backend took bytes) are
+			// full, the next byte is over.
 			c.post(1)
 			chunk := make([]byte, maxFrameSize)
-			for range 3 * initialStreamWindow / maxFrameSize {
+			for range 3 * maxStreamWindow / maxFrameSize {
 				if c.fr.WriteData(1, false, chunk) != nil {
 					return
 				}

@@ -1,0 +1,69 @@
+package h2
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// TestControlFrameFloods: a client that floods frames asking for no work
+// (WINDOW_UPDATE, PRIORITY, SETTINGS that change INITIAL_WINDOW_SIZE, PING,
+// RST_STREAM on closed streams) is sent GOAWAY(ENHANCE_YOUR_CALM) and
+// counted, long before it has cost much; meanwhile another client on its
+// own connection is served.
+func TestControlFrameFloods(t *testing.T) {
+	p := okProxy(t, okHandler, proxyOpts{})
+	tests := []struct {
+		name string
+		// frame writes one flood frame; i counts them from 0.
+		frame func(fr *http2.Framer, i int)
+		// open, when set, opens this many streams first.
+		open int
+	}{
+		{"WINDOW_UPDATE", func(fr *http2.Framer, _ int) { fr.WriteWindowUpdate(0, 1) }, 0},
+		{"PRIORITY", func(fr *http2.Framer, i int) {
+			fr.WritePriority(uint32(2*i+101), http2.PriorityParam{StreamDep: 0, Weight: 15})
+		}, 0},
+		{"SETTINGS over open streams", func(fr *http2.Framer, i int) {
+			fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(65535 + i%2)})
+		}, 100},
+		{"PING", func(fr *http2.Framer, _ int) { fr.WritePing(false, [8]byte{}) }, 0},
+		{"RST_STREAM on closed streams", func(fr *http2.Framer, _ int) { fr.WriteRSTStream(1, http2.ErrCodeCancel) }, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, addr := statsServer(t, p, proxyOpts{})
+			c := dialRaw(t, addr, true)
+			if tt.name == "RST_STREAM on closed streams" {
+				c.request(1, true)
+				if status, _, _ := c.response(1); status != "200" {
+					t.Fatalf("status %s", status)
+				}
+			}
+			for i := range tt.open {
+				c.post(uint32(2*i + 3))
+			}
+			// The flood goes in batches from another goroutine, as fast
+			// as the proxy reads; the GOAWAY must come well within it.
+			const frames = 20000
+			var buf bytes.Buffer
+			fr := http2.NewFramer(&buf, nil)
+			for i := range frames {
+				tt.frame(fr, i)
+			}
+			go func() {
+				c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				c.c.Write(buf.Bytes())
+			}()
+			victim := dialRaw(t, addr, true)
+			victim.request(1, true)
+			if status, _, _ := victim.response(1); status != "200" {
+				t.Errorf("the other client got %s, want 200", status)
+			}
+			c.wantGoAway(http2.ErrCodeEnhanceYourCalm)
+			wantCounts(t, st, 1, 0)
+		})
+	}
+}
