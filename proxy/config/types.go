@@ -202,10 +202,19 @@ type Route struct {
 	DirectResponse *DirectResponse `yaml:"direct_response,omitempty" json:"direct_response,omitempty"`
 	// Timeout bounds the whole request; 0 means none. A gRPC client's
 	// grpc-timeout also bounds it: the smaller wins.
-	Timeout     Duration     `yaml:"timeout" json:"timeout"`
-	RetryPolicy *RetryPolicy `yaml:"retry_policy,omitempty" json:"retry_policy,omitempty"`
-	HashPolicy  []HashPolicy `yaml:"hash_policy,omitempty" json:"hash_policy,omitempty"`
-	Mirror      *Mirror      `yaml:"mirror,omitempty" json:"mirror,omitempty"`
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// MaxGRPCTimeout (Envoy's max_grpc_timeout), when set, makes a gRPC
+	// request's timeout its grpc-timeout, capped at this; a request
+	// without grpc-timeout gets this. 0s means no cap (and no timeout for
+	// a request without grpc-timeout); the route's timeout is then not
+	// used for gRPC requests. GRPCTimeoutOffset (Envoy's
+	// grpc_timeout_offset) is taken off the client's grpc-timeout first,
+	// when it is smaller, so that the proxy times out before the client.
+	MaxGRPCTimeout    *Duration    `yaml:"max_grpc_timeout,omitempty" json:"max_grpc_timeout,omitempty"`
+	GRPCTimeoutOffset Duration     `yaml:"grpc_timeout_offset" json:"grpc_timeout_offset"`
+	RetryPolicy       *RetryPolicy `yaml:"retry_policy,omitempty" json:"retry_policy,omitempty"`
+	HashPolicy        []HashPolicy `yaml:"hash_policy,omitempty" json:"hash_policy,omitempty"`
+	Mirror            *Mirror      `yaml:"mirror,omitempty" json:"mirror,omitempty"`
 	// Upgrades allows or refuses HTTP/1.1 upgrades on this route, type by
 	// type, over the listener's upgrades. Once the config is loaded it
 	// holds the listener's entries too, for the types the route does not

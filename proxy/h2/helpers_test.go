@@ -48,6 +48,8 @@ type testRoute struct {
 	hash    string
 	retry   *config.RetryPolicy
 	mirror  string // cluster name; every request is mirrored
+	// edit, when set, changes the route's config before it is built.
+	edit func(*config.Route)
 }
 
 // testProxy is a Server on a loopback listener with its clusters.
@@ -110,6 +112,9 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 		cr.RetryPolicy = r.retry
 		if r.mirror != "" {
 			cr.Mirror = &config.Mirror{Cluster: r.mirror}
+		}
+		if r.edit != nil {
+			r.edit(&cr)
 		}
 		vh.Routes = append(vh.Routes, cr)
 	}

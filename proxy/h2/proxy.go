@@ -195,6 +195,30 @@ func (sc *serverConn) buildRequest(cl *call, scheme, authority string) {
 		f = append(f, hpack.HeaderField{Name: "x-forwarded-proto", Value: sc.srv.proto})
 	}
 	cl.reqFields = f
+	if cl.grpc {
+		cl.setAttemptTimeout()
+	}
+}
+
+// setAttemptTimeout writes into cl.reqFields the grpc-timeout of the
+// attempt about to be sent: what the router says it has left
+// (router.Call.AttemptTimeout), replacing the client's value, or the
+// client's as it came when the attempt has no bound. It runs before each
+// attempt, on the goroutine that sends it, while no writer holds the
+// fields. Only calls with a bound pay for formatting the value.
+func (cl *call) setAttemptTimeout() {
+	d, ok := cl.rc.AttemptTimeout(cl.deadline, time.Now())
+	if !ok {
+		return
+	}
+	v := router.FormatGRPCTimeout(d)
+	for i := range cl.reqFields {
+		if cl.reqFields[i].Name == "grpc-timeout" {
+			cl.reqFields[i].Value = v
+			return
+		}
+	}
+	cl.reqFields = append(cl.reqFields, hpack.HeaderField{Name: "grpc-timeout", Value: v})
 }
 
 // headersTooLarge answers a request whose header list passed

@@ -234,6 +234,9 @@ func (cl *call) startRetry() {
 	h.wroteHeaders, h.wroteData = false, false
 	h.inUnsent.Store(0)
 	h.recvLen, h.contentLen, h.gotHeaders = 0, -1, false
+	if cl.grpc {
+		cl.setAttemptTimeout() // the time this attempt has
+	}
 	h.hdrs, h.hdrsPending = cl.reqFields, true
 	h.head, h.tail, h.queued = nil, nil, 0
 	cl.rmu.Lock()

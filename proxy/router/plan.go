@@ -8,6 +8,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/flags"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/retry"
@@ -82,11 +83,7 @@ func Decide(t *route.Table, req *Request, p *Plan) (rp Reply, ok bool) {
 		}
 	}
 	if req.GRPC {
-		if v, ok := h.Get("Grpc-Timeout", "grpc-timeout"); ok {
-			if d, ok := grpcproto.ParseTimeout(v); ok && (p.Timeout == 0 || d < p.Timeout) {
-				p.Timeout = d
-			}
-		}
+		p.Timeout = grpcTimeout(rt, h, p.Timeout)
 	}
 	if rt.HashHeader != "" {
 		if v, ok := h.Get(rt.HashHeader, rt.HashHeaderLower); ok {
@@ -111,6 +108,94 @@ func Decide(t *route.Table, req *Request, p *Plan) (rp Reply, ok bool) {
 		p.Mirror = rt.Mirror
 	}
 	return Reply{}, true
+}
+
+// grpcTimeout is a gRPC request's timeout given the route's (or the
+// trusted override's) timeout and the client's grpc-timeout. With
+// max_grpc_timeout set it is Envoy's (RouteEntry max_grpc_timeout): the
+// client's grpc-timeout, less grpc_timeout_offset when the offset is
+// smaller, capped at max_grpc_timeout (0 = no cap, and no timeout for a
+// request without grpc-timeout); the route's timeout does not apply.
+// Without it, the smaller of the route's timeout and the client's
+// grpc-timeout (less the offset) bounds the call, where Envoy would ignore
+// grpc-timeout altogether.
+func grpcTimeout(rt *route.Route, h route.Headers, timeout time.Duration) time.Duration {
+	var maxT *config.Duration
+	var offset time.Duration
+	if c := rt.Config; c != nil {
+		maxT, offset = c.MaxGRPCTimeout, c.GRPCTimeoutOffset.D()
+	}
+	client, has := time.Duration(0), false
+	if v, ok := h.Get("Grpc-Timeout", "grpc-timeout"); ok {
+		client, has = grpcproto.ParseTimeout(v)
+	}
+	if has && offset > 0 && offset < client {
+		client -= offset
+	}
+	if maxT != nil {
+		m := maxT.D()
+		if m > 0 && (!has || client == 0 || client > m) {
+			return m
+		}
+		if !has {
+			return 0
+		}
+		return client
+	}
+	if has && (timeout == 0 || client < timeout) {
+		return client
+	}
+	return timeout
+}
+
+// AttemptTimeout is the grpc-timeout an attempt of a gRPC call sends
+// upstream, so that the server knows the time the attempt really has: its
+// per_try_timeout when it has one, cut to the time left before the call's
+// deadline (1ms once that has passed: 0 would mean no deadline), or the
+// time left alone. ok is false when the attempt has no bound; the client's
+// grpc-timeout, if any, is then forwarded as it came. Both codecs call it
+// for every attempt, retries included, as Envoy's setTimeoutHeaders does
+// (Envoy only when max_grpc_timeout is set; Sightline always).
+func (c *Call) AttemptTimeout(deadline, now time.Time) (d time.Duration, ok bool) {
+	d = c.Plan.Retry.PerTryTimeout
+	if !deadline.IsZero() {
+		left := deadline.Sub(now)
+		if left < time.Millisecond {
+			left = time.Millisecond
+		}
+		if d <= 0 || left < d {
+			d = left
+		}
+	}
+	return d, d > 0
+}
+
+// FormatGRPCTimeout encodes d as a grpc-timeout value: at most 8 digits
+// and the finest unit that holds it, rounded up, as grpc-go's
+// encodeTimeout does.
+func FormatGRPCTimeout(d time.Duration) string {
+	const maxValue = 1e8 - 1
+	if d <= 0 {
+		return "0n"
+	}
+	for _, u := range [...]struct {
+		d    time.Duration
+		unit string
+	}{{time.Nanosecond, "n"}, {time.Microsecond, "u"}, {time.Millisecond, "m"}, {time.Second, "S"}, {time.Minute, "M"}} {
+		if v := ceilDiv(d, u.d); v <= maxValue {
+			return strconv.FormatInt(int64(v), 10) + u.unit
+		}
+	}
+	return strconv.FormatInt(int64(min(ceilDiv(d, time.Hour), maxValue)), 10) + "H"
+}
+
+// ceilDiv is d/u rounded up, without overflow.
+func ceilDiv(d, u time.Duration) time.Duration {
+	v := d / u
+	if d%u != 0 {
+		v++
+	}
+	return v
 }
 
 // CountReply counts a reply Decide returned on the listener's stats:
