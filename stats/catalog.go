@@ -409,8 +409,6 @@ var (
 		help: "Downstream HTTP/2 requests received."})
 	httpRqRxReset = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_rx_reset", kind: KindCounter,
 		help: "Downstream requests the client reset or abandoned before the response was complete."})
-	httpRqIdleTimeout = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_idle_timeout", kind: KindCounter,
-		help: "Downstream requests ended by the stream idle timeout: no frame (or byte) either way for the route's idle_timeout."})
 	httpRqTxReset = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_tx_reset", kind: KindCounter,
 		help: "Downstream requests the proxy reset."})
 	httpRqCompleted = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_completed", kind: KindCounter,

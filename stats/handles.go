@@ -585,9 +585,6 @@ type HTTP struct {
 	DownstreamRqHTTP2Total    *Counter
 	DownstreamRqRxReset       *Counter
 	DownstreamRqTxReset       *Counter
-	// DownstreamRqIdleTimeout counts requests ended by the stream idle
-	// timeout (both codecs).
-	DownstreamRqIdleTimeout *Counter
 	// DownstreamRqOverloadClose counts requests the overload manager
 	// refused.
 	DownstreamRqOverloadClose *Counter
@@ -623,7 +620,6 @@ func (sc scope) newHTTP() *HTTP {
 		DownstreamRqHTTP2Total:    sc.counter(httpRqHTTP2Total),
 		DownstreamRqRxReset:       sc.counter(httpRqRxReset),
 		DownstreamRqTxReset:       sc.counter(httpRqTxReset),
-		DownstreamRqIdleTimeout:   sc.counter(httpRqIdleTimeout),
 		DownstreamRqOverloadClose: sc.counter(httpRqOverloadClose),
 		DownstreamRqCompleted:     sc.counter(httpRqCompleted),
 		NoRoute:                   sc.counter(httpNoRoute),
