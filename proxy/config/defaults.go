@@ -63,6 +63,11 @@ const (
 	// defaultIdleTimeout closes downstream connections idle for 5 minutes,
 	// longer than typical client keepalives, so clients close first.
 	defaultIdleTimeout = Duration(5 * time.Minute)
+	// defaultMaxBufferedBytes and defaultOverloadRefresh are the overload
+	// manager's (proxy/overload): a 64 MiB budget for buffered DATA,
+	// read every 100 ms.
+	defaultMaxBufferedBytes = 64 << 20
+	defaultOverloadRefresh  = Duration(100 * time.Millisecond)
 	// defaultHeaderReadTimeout bounds how long a client may take to send
 	// request headers, against slowloris-style attacks.
 	defaultHeaderReadTimeout = Duration(10 * time.Second)
@@ -164,6 +169,11 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Admin.Address, defaultAdminAddress)
 	setDefault(&c.Server.DrainTime, defaultDrainTime)
 	setDefault(&c.Server.DrainTimeout, defaultDrainTimeout)
+	setDefault(&c.Overload.MaxBufferedBytes, defaultMaxBufferedBytes)
+	setDefault(&c.Overload.RefreshInterval, defaultOverloadRefresh)
+	setDefault(&c.Overload.Actions.ResetHighMemoryStream, 0.80)
+	setDefault(&c.Overload.Actions.StopAcceptingRequests, 0.95)
+	setDefault(&c.Overload.Actions.StopAcceptingConnections, 0.95)
 
 	setDefault(&c.Stats.FlushInterval, defaultStatsFlushInterval)
 	setDefault(&c.Stats.MaxGRPCMethodsPerCluster, defaultMaxGRPCMethods)

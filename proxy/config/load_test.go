@@ -812,7 +812,9 @@ clusters:
 	want := &Config{
 		Admin:  Admin{Address: "127.0.0.1:9901"},
 		Server: Server{DrainTime: Duration(5e9), DrainTimeout: Duration(10e9)},
-		Stats:  Stats{FlushInterval: Duration(1e9), MaxGRPCMethodsPerCluster: 1000, Prometheus: Prometheus{Namespace: "sightline"}},
+		Overload: Overload{MaxBufferedBytes: 64 << 20, RefreshInterval: Duration(100e6),
+			Actions: OverloadActions{ResetHighMemoryStream: 0.8, StopAcceptingRequests: 0.95, StopAcceptingConnections: 0.95}},
+		Stats: Stats{FlushInterval: Duration(1e9), MaxGRPCMethodsPerCluster: 1000, Prometheus: Prometheus{Namespace: "sightline"}},
 		// No exporter: sampling stays 0.
 		Tracing: Tracing{Propagation: []string{"tracecontext", "baggage"}, ServiceName: "sightline"},
 		Listeners: []Listener{

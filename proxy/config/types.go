@@ -17,6 +17,7 @@ type Config struct {
 	Node      Node       `yaml:"node" json:"node"`
 	Admin     Admin      `yaml:"admin" json:"admin"`
 	Server    Server     `yaml:"server" json:"server"`
+	Overload  Overload   `yaml:"overload" json:"overload"`
 	Stats     Stats      `yaml:"stats" json:"stats"`
 	Tracing   Tracing    `yaml:"tracing" json:"tracing"`
 	Listeners []Listener `yaml:"listeners" json:"listeners"`
@@ -56,6 +57,30 @@ type Server struct {
 	// its listener's downstream_global_cx_overflow. 0, the default, is no
 	// cap.
 	MaxConnections int `yaml:"max_connections" json:"max_connections"`
+}
+
+// Overload is the overload manager (Envoy's, with fixed monitors): a
+// budget for the bytes held in flight for peers, optionally one for the Go
+// heap, and the pressure, from 0 to 1 of the budget, at which each action
+// turns on.
+type Overload struct {
+	// MaxBufferedBytes is the budget of DATA held for slow receivers,
+	// counted by buffer size; default 64 MiB.
+	MaxBufferedBytes int `yaml:"max_buffered_bytes" json:"max_buffered_bytes"`
+	// MaxHeapBytes, when set, makes the Go heap a second monitor (Envoy's
+	// fixed_heap); 0, the default, watches buffers only.
+	MaxHeapBytes    int             `yaml:"max_heap_bytes" json:"max_heap_bytes"`
+	RefreshInterval Duration        `yaml:"refresh_interval" json:"refresh_interval"`
+	Actions         OverloadActions `yaml:"actions" json:"actions"`
+}
+
+// OverloadActions are the thresholds of the overload actions; each is a
+// fraction of the budget from 0 (exclusive) to 1, or more than 1 to leave
+// the action off.
+type OverloadActions struct {
+	ResetHighMemoryStream    float64 `yaml:"reset_high_memory_stream" json:"reset_high_memory_stream"`
+	StopAcceptingRequests    float64 `yaml:"stop_accepting_requests" json:"stop_accepting_requests"`
+	StopAcceptingConnections float64 `yaml:"stop_accepting_connections" json:"stop_accepting_connections"`
 }
 
 // Stats configures the stats model and its sinks.

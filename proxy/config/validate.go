@@ -151,6 +151,7 @@ func (v *validator) config(c *Config) {
 		addresses[defaultAdminAddress] = "admin.address"
 	}
 	v.nonNegative("server.max_connections", c.Server.MaxConnections)
+	v.overload(&c.Overload)
 	v.stats(&c.Stats)
 	v.tracing(&c.Tracing)
 
@@ -161,6 +162,27 @@ func (v *validator) config(c *Config) {
 	names = map[string]string{}
 	for i := range c.Clusters {
 		v.cluster(&c.Clusters[i], fmt.Sprintf("clusters[%d]", i), names)
+	}
+}
+
+func (v *validator) overload(o *Overload) {
+	v.nonNegative("overload.max_buffered_bytes", o.MaxBufferedBytes)
+	v.nonNegative("overload.max_heap_bytes", o.MaxHeapBytes)
+	if o.RefreshInterval < 0 {
+		v.report("overload.refresh_interval", "", "must not be negative, got %s", o.RefreshInterval)
+	}
+	for _, a := range []struct {
+		name string
+		p    float64
+	}{
+		{"reset_high_memory_stream", o.Actions.ResetHighMemoryStream},
+		{"stop_accepting_requests", o.Actions.StopAcceptingRequests},
+		{"stop_accepting_connections", o.Actions.StopAcceptingConnections},
+	} {
+		if math.IsNaN(a.p) || a.p < 0 {
+			v.report("overload.actions."+a.name, "a fraction of the budget, such as 0.9; above 1 turns the action off",
+				"must be a positive fraction, got %g", a.p)
+		}
 	}
 }
 

@@ -5,8 +5,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sightline-proxy/sightline/proxy/overload"
 )
 
 // h1Conn is an HTTP/1.1 client connection that keeps itself open.
@@ -138,5 +141,36 @@ func TestRefusedConnectionsGiveTheirPlaceBack(t *testing.T) {
 	waitOpen(t, lim, 0)
 	if !dialH1(t, tl.addr).get(t) {
 		t.Error("the place of a connection closed unserved was not given back")
+	}
+}
+
+// TestOverloadStopsConnections: while the overload manager's
+// stop_accepting_connections is on, a new connection is closed at once and
+// counted in downstream_cx_overload_reject; once it is off, connections
+// are served again.
+func TestOverloadStopsConnections(t *testing.T) {
+	var held atomic.Int64
+	held.Store(2 << 20)
+	m := overload.New(overload.Config{MaxBufferedBytes: 1 << 20, ResetStreams: 10, StopRequests: 10, RefreshInterval: time.Millisecond},
+		overload.Engine{Buffered: held.Load}, nil)
+	m.Start()
+	defer m.Stop()
+	tl := startListenerWith(t, false, Options{Overload: m}, "http1")
+	if !dialH1(t, tl.addr).closedAtOnce(t) {
+		t.Error("a connection while overloaded was not closed at once")
+	}
+	if n := tl.ls.DownstreamCxOverloadReject.Value(); n != 1 {
+		t.Errorf("downstream_cx_overload_reject = %d, want 1", n)
+	}
+	held.Store(0)
+	deadline := time.Now().Add(10 * time.Second)
+	for m.Active(overload.StopConnections) {
+		if time.Now().After(deadline) {
+			t.Fatal("stop_accepting_connections still on with nothing buffered")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !dialH1(t, tl.addr).get(t) {
+		t.Error("a connection after the overload was not served")
 	}
 }

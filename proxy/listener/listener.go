@@ -21,6 +21,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/h2"
+	"github.com/sightline-proxy/sightline/proxy/overload"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
@@ -58,6 +59,10 @@ type Options struct {
 	// (server.max_connections); nil: no cap. A connection past it is
 	// closed at once and counted in downstream_global_cx_overflow.
 	Global *ConnLimit
+	// Overload is the process's overload manager: while its
+	// stop_accepting_connections action is on, a new connection is closed
+	// at once and counted in downstream_cx_overload_reject; nil: none.
+	Overload *overload.Manager
 }
 
 // Listener is one running downstream socket.
@@ -235,6 +240,11 @@ func (l *Listener) acceptLoop() {
 // downstream_global_cx_overflow. An admitted connection holds its place
 // under both caps until it is closed (see serve).
 func (l *Listener) admit(c net.Conn) bool {
+	if l.opts.Overload.Active(overload.StopConnections) {
+		l.st.Listener.DownstreamCxOverloadReject.Inc(1)
+		c.Close()
+		return false
+	}
 	if !l.opts.Conns.acquire() {
 		l.st.Listener.DownstreamCxOverflow.Inc(1)
 		c.Close()

@@ -107,7 +107,7 @@ func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.C
 func (s *Server) buildListener(lc config.Listener, table *route.Table, conns *listener.ConnLimit) (*running, error) {
 	httpStats := s.stats.HTTP(lc.StatPrefix)
 	llog := s.log.With().Str("listener", lc.Name).Logger()
-	lopts := listener.Options{Conns: conns, Global: s.global}
+	lopts := listener.Options{Conns: conns, Global: s.global, Overload: s.overload}
 	if lc.TLS != nil {
 		pair, err := s.certs.Pair(lc.TLS.CertFile, lc.TLS.KeyFile)
 		if err != nil {
@@ -136,6 +136,7 @@ func (s *Server) buildListener(lc config.Listener, table *route.Table, conns *li
 		Limits:              lc.Limits,
 		Stats:               httpStats,
 		Observer:            obs,
+		Overload:            s.overload,
 		Log:                 llog,
 	})
 	r.l, err = listener.New(lc, r.h1, r.h2, listener.Stats{Listener: s.stats.Listener(lc.Address), HTTP: httpStats}, s.log, lopts)

@@ -94,6 +94,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 		gen.byName[cc.Name] = c
 	}
 
+	cluster.LinkLocal(gen.byName)
 	oldListeners := make(map[string]*running, len(old.listeners))
 	for _, r := range old.listeners {
 		oldListeners[r.cfg.Name] = r

@@ -23,7 +23,9 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/admin"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/listener"
+	"github.com/sightline-proxy/sightline/proxy/overload"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/server/certs"
 	"github.com/sightline-proxy/sightline/sinks"
@@ -53,6 +55,9 @@ type Server struct {
 	logMu sync.Mutex
 	hlogs map[string]*accesslog.HealthLog // health-check event logs by path
 
+	// overload is the process's overload manager: its budget and
+	// thresholds are read at start (a reload does not change them).
+	overload *overload.Manager
 	// certs holds the key pairs of the listeners and the upstream client
 	// certificates, and swaps in new ones when their files change.
 	certs *certs.Manager
@@ -119,6 +124,7 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 		Log: lg.With().Str("component", "certs").Logger(),
 	})
 	s.global = listener.NewConnLimit(cfg.Server.MaxConnections)
+	s.overload = newOverload(cfg.Overload, st.Overload())
 	s.connLimits = make(map[string]*listener.ConnLimit, len(cfg.Listeners))
 	dropped := st.Server().SpansDropped
 	s.tracer, err = tracing.New(cfg.Tracing, cfg.Node, tracing.WithDropHook(func() { dropped.Inc(1) }))
@@ -135,6 +141,7 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 		gen.clusters = append(gen.clusters, c)
 		gen.byName[c.Name] = c
 	}
+	cluster.LinkLocal(gen.byName)
 	for _, lc := range cfg.Listeners {
 		table, err := route.New(lc.VirtualHosts, gen.byName)
 		if err != nil {
@@ -170,6 +177,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.stats.Server().Live.Set(1)
 	s.stats.Start(s.ctx)
 	s.certs.Start()
+	s.overload.Start()
 	gen := s.cur.Load()
 	for _, c := range gen.clusters {
 		c.Start(s.ctx)
@@ -226,6 +234,7 @@ func (s *Server) closeAll() {
 	s.closeLogs(ctx)
 	s.stats.Close(ctx)
 	s.certs.Close()
+	s.overload.Stop()
 	if s.stop != nil {
 		s.stop()
 	}
@@ -288,6 +297,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// Every line of every finished request reaches its file, and the
 		// last interval the push sinks, before the process ends.
 		s.certs.Close()
+		s.overload.Stop()
 		errs = append(errs, s.closeLogs(actx), s.stats.Close(actx), s.admin.Shutdown(actx))
 		if s.stop != nil {
 			s.stop()
@@ -438,4 +448,18 @@ func listenerAddrs(gen *state) []string {
 		out = append(out, r.l.Name+"="+r.l.Addr())
 	}
 	return out
+}
+
+// newOverload builds the overload manager of the engine's buffers (and the
+// heap, when limited) from the config.
+func newOverload(cfg config.Overload, st *stats.Overload) *overload.Manager {
+	budget := int64(cfg.MaxBufferedBytes)
+	return overload.New(overload.Config{
+		MaxBufferedBytes: budget,
+		MaxHeapBytes:     int64(cfg.MaxHeapBytes),
+		RefreshInterval:  cfg.RefreshInterval.D(),
+		ResetStreams:     cfg.Actions.ResetHighMemoryStream,
+		StopRequests:     cfg.Actions.StopAcceptingRequests,
+		StopConnections:  cfg.Actions.StopAcceptingConnections,
+	}, h2.Engine(budget), st)
 }

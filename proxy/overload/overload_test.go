@@ -1,0 +1,52 @@
+package overload
+
+import (
+	"testing"
+	"time"
+)
+
+// TestActions: each action is on exactly while the pressure is at or over
+// its threshold, and reset_high_memory_stream asks the engine to free
+// down to under its threshold.
+func TestActions(t *testing.T) {
+	tests := []struct {
+		name     string
+		buffered int64
+		want     Actions
+		free     int64 // what Reset is asked to free; 0: not called
+	}{
+		{"idle", 0, 0, 0},
+		{"under every threshold", 790, 0, 0},
+		{"reset", 800, ResetStreams, 800 - 720},
+		{"reset and refuse", 960, ResetStreams | StopRequests | StopConnections, 960 - 720},
+		{"over budget", 2000, ResetStreams | StopRequests | StopConnections, 2000 - 720},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var asked int64
+			eng := Engine{
+				Buffered: func() int64 { return tt.buffered },
+				Reset:    func(free int64) int { asked = free; return 0 },
+			}
+			m := New(Config{MaxBufferedBytes: 1000, RefreshInterval: time.Hour}, eng, nil)
+			m.Start()
+			defer m.Stop()
+			for _, a := range []Actions{ResetStreams, StopRequests, StopConnections} {
+				if got, want := m.Active(a), tt.want&a != 0; got != want {
+					t.Errorf("action %b active = %v, want %v", a, got, want)
+				}
+			}
+			if asked != tt.free {
+				t.Errorf("Reset asked to free %d, want %d", asked, tt.free)
+			}
+		})
+	}
+}
+
+// TestNilManager: a nil manager has every action off.
+func TestNilManager(t *testing.T) {
+	var m *Manager
+	if m.Active(StopRequests) {
+		t.Error("nil manager refuses requests")
+	}
+}
