@@ -203,7 +203,9 @@ func TestPoolUpstreamFlowControlViolation(t *testing.T) {
 		},
 	})
 	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
-	go stalledGet(p.addr)
+	done := make(chan struct{})
+	defer close(done)
+	go stalledGet(p.addr, done)
 	waitSignal(t, ended, "the connection to close")
 	waitCounter(t, func() int64 { return p.cs.Connections().CxProtocolError.Value() }, 1, "upstream_cx_protocol_error")
 }
@@ -234,10 +236,13 @@ func TestPoolUpstreamResetFlood(t *testing.T) {
 	waitCounter(t, func() int64 { return p.cs.Connections().CxProtocolError.Value() }, 1, "upstream_cx_protocol_error")
 }
 
-// stalledGet sends a GET and reads nothing of the response.
-func stalledGet(addr string) {
+// stalledGet sends a GET and reads nothing of the response until done is
+// closed: closing it earlier would cancel the stream, and the proxy ignores
+// what arrives on a stream it reset.
+func stalledGet(addr string, done <-chan struct{}) {
 	resp, err := h2cClient().Get("http://" + addr + "/")
 	if err == nil {
+		<-done
 		resp.Body.Close()
 	}
 }
