@@ -139,11 +139,13 @@ func (cc *clientConn) activateLocked(h *half) {
 	h.donePending()
 	h.id = cc.nextID
 	cc.nextID += 2
+	cc.opened.Add(1)
 	h.active = true
 	cc.nActive++
 	cc.streams[h.id] = h
 	h.sendWin = cc.peerInitWin
 	h.inWin.Store(initialStreamWindow)
+	h.win.Store(initialStreamWindow)
 	cc.scheduleLocked(h)
 	cc.started++
 	if cc.nextID > cc.pool.maxStreamID && !cc.draining {

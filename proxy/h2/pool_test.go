@@ -51,6 +51,9 @@ type fakeConn struct {
 	enc    *hpack.Encoder
 	encBuf bytes.Buffer
 	c      net.Conn
+	// window is the proxy's SETTINGS_INITIAL_WINDOW_SIZE, once its
+	// SETTINGS arrived (before any request).
+	window atomic.Uint32
 }
 
 func startFakeUpstream(t testing.TB, fu *fakeUpstream) *fakeUpstream {
@@ -108,6 +111,9 @@ func (fu *fakeUpstream) serve(c net.Conn) {
 		}
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+				fc.window.Store(v)
+			}
 			if !f.IsAck() {
 				fc.mu.Lock()
 				fc.fr.WriteSettingsAck()

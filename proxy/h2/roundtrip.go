@@ -37,7 +37,7 @@ func (u *Upstream) RoundTrip(req *http.Request, http1 bool) (*http.Response, err
 // rtWindow bounds the request body bytes a RoundTrip has queued upstream
 // and not yet written, as a client's stream window bounds a proxied
 // call's.
-const rtWindow = initialStreamWindow
+const rtWindow = 256 << 10
 
 // ErrUpstreamReset is the error of a RoundTrip whose stream the upstream
 // reset, or whose connection was lost, before the response was whole.
