@@ -242,6 +242,8 @@ var (
 		help: "Attempts that hit the per-try timeout."})
 	upstreamRqPendingOverflow = define(Def{flat: "cluster.{cluster_name}.upstream_rq_pending_overflow", kind: KindCounter,
 		help: "Requests refused because a circuit breaker was open."})
+	upstreamRqShareOverflow = define(Def{flat: "cluster.{cluster_name}.upstream_rq_connection_share_overflow", kind: KindCounter,
+		help: "Requests refused (503, flag UO) because their downstream connection already held its share of max_requests while the cluster's requests were over half of it."})
 	upstreamRqRxReset = define(Def{flat: "cluster.{cluster_name}.upstream_rq_rx_reset", kind: KindCounter,
 		help: "Upstream requests reset by the host."})
 	upstreamRqTxReset = define(Def{flat: "cluster.{cluster_name}.upstream_rq_tx_reset", kind: KindCounter,

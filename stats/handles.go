@@ -50,7 +50,10 @@ type Upstream struct {
 	RqTimeout         *Counter
 	RqPerTryTimeout   *Counter
 	RqPendingOverflow *Counter
-	RqRxReset         *Counter
+	// RqShareOverflow counts requests refused for their connection's
+	// share of max_requests (breaker.Share).
+	RqShareOverflow *Counter
+	RqRxReset       *Counter
 	RqTxReset         *Counter
 	RqCancelled       *Counter
 	// RqRetryLimitExceeded counts calls whose retriable outcome found no
@@ -84,6 +87,7 @@ func (c *Cluster) Upstream() *Upstream {
 			RqTimeout:            sc.counter(upstreamRqTimeout),
 			RqPerTryTimeout:      sc.counter(upstreamRqPerTryTimeout),
 			RqPendingOverflow:    sc.counter(upstreamRqPendingOverflow),
+			RqShareOverflow:      sc.counter(upstreamRqShareOverflow),
 			RqRxReset:            sc.counter(upstreamRqRxReset),
 			RqTxReset:            sc.counter(upstreamRqTxReset),
 			RqCancelled:          sc.counter(upstreamRqCancelled),

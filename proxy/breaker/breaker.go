@@ -44,6 +44,12 @@ type Breakers struct {
 
 	pendingOverflow *stats.Counter
 	retryOverflow   *stats.Counter
+	shareOverflow   *stats.Counter
+
+	// holders counts the downstream connections holding requests of the
+	// cluster (see Share); on its own cache line, like the limits.
+	holders atomic.Int64
+	_       [64 - 8]byte
 }
 
 // New builds the breakers from the cluster's circuit_breakers config. st
@@ -57,7 +63,7 @@ func New(cfg config.CircuitBreakers, st *stats.CircuitBreakers, up *stats.Upstre
 	if up == nil {
 		up = &stats.Upstream{}
 	}
-	b := &Breakers{pendingOverflow: up.RqPendingOverflow, retryOverflow: up.RqRetryOverflow}
+	b := &Breakers{pendingOverflow: up.RqPendingOverflow, retryOverflow: up.RqRetryOverflow, shareOverflow: up.RqShareOverflow}
 	b.cx.init(cfg.MaxConnections, defaultMaxConnections, st.CxOpen)
 	b.pending.init(cfg.MaxPendingRequests, defaultMaxPendingRequests, st.RqPendingOpen)
 	b.rq.init(cfg.MaxRequests, defaultMaxRequests, st.RqOpen)
@@ -166,6 +172,72 @@ func (b *Breakers) TryConnectionPool() bool {
 func (b *Breakers) DoneConnectionPool() {
 	if b != nil {
 		b.pools.done()
+	}
+}
+
+// minShare is the least share of max_requests a connection is refused at:
+// a connection holding fewer requests is light, and the last eighth of
+// max_requests is kept for light connections.
+const minShare = 8
+
+// Share is one downstream connection's part of a cluster's max_requests.
+// Envoy's breaker is first come, first served: a client holding streams
+// open on a few connections can take every request slot of a cluster and
+// fail everyone else's calls. Here, under pressure, a heavy connection is
+// refused first, so that its excess overflows on it (503, flag UO,
+// upstream_rq_connection_share_overflow) and the others' calls still find
+// slots:
+//
+//   - once the cluster's requests pass half of max_requests, a connection
+//     holding its fair share, max_requests divided by the connections
+//     holding requests plus one (for the next to come), is refused;
+//   - once they pass seven eighths, a connection holding minShare or more
+//     is refused: the rest is kept for light connections, which is what
+//     most clients are.
+//
+// Under half, nothing changes. Calls on HTTP/1.1 connections, one at a
+// time, need no share.
+//
+// A Share is used by one connection: Try on its reader, Done on any
+// goroutine.
+type Share struct {
+	b *Breakers
+	n atomic.Int64
+}
+
+// NewShare returns a connection's share of b's max_requests; nil for a
+// nil b.
+func (b *Breakers) NewShare() *Share {
+	if b == nil {
+		return nil
+	}
+	return &Share{b: b}
+}
+
+// Try claims one more request for the connection, or reports false, and
+// counts it, when the connection is over its share.
+func (s *Share) Try() bool {
+	if s == nil {
+		return true
+	}
+	b := s.b
+	if held := s.n.Load(); held >= minShare {
+		used, limit := b.rq.n.Load(), b.rq.max
+		if used*8 >= limit*7 || used*2 >= limit && held >= limit/(b.holders.Load()+1) {
+			b.shareOverflow.Inc(1)
+			return false
+		}
+	}
+	if s.n.Add(1) == 1 {
+		b.holders.Add(1)
+	}
+	return true
+}
+
+// Done gives back what Try claimed.
+func (s *Share) Done() {
+	if s != nil && s.n.Add(-1) == 0 {
+		s.b.holders.Add(-1)
 	}
 }
 

@@ -452,3 +452,55 @@ func TestConnectionPoolsUnlimited(t *testing.T) {
 		t.Errorf("cx_pool_open = %d, want 0", v)
 	}
 }
+
+// TestShare: a connection that holds many requests is refused before the
+// cluster's max_requests is reached, so that light connections still find
+// slots: twelve connections trying to hold 100 requests each under
+// max_requests 1024 leave room for others.
+func TestShare(t *testing.T) {
+	up := &stats.Upstream{}
+	b := New(config.CircuitBreakers{MaxRequests: 1024}, nil, up)
+	var hogs []*Share
+	held := 0
+	for range 12 {
+		s := b.NewShare()
+		hogs = append(hogs, s)
+		for range 100 {
+			if !s.Try() {
+				break
+			}
+			if !b.TryRequest() {
+				t.Fatal("max_requests refused a request the share let through")
+			}
+			held++
+		}
+	}
+	if held > 1024*7/8+12*minShare {
+		t.Fatalf("heavy connections hold %d of 1024", held)
+	}
+	// Light connections: each may still start a few requests.
+	for i := range 16 {
+		s := b.NewShare()
+		for range 4 {
+			if !s.Try() || !b.TryRequest() {
+				t.Fatalf("light connection %d refused with %d heavy requests held", i, held)
+			}
+		}
+	}
+	// Below half of max_requests nothing is refused, however heavy.
+	b2 := New(config.CircuitBreakers{MaxRequests: 1024}, nil, nil)
+	s := b2.NewShare()
+	for i := range 500 {
+		if !s.Try() || !b2.TryRequest() {
+			t.Fatalf("request %d refused under half of max_requests", i)
+		}
+	}
+	for _, s := range hogs {
+		for s.n.Load() > 0 {
+			s.Done()
+		}
+	}
+	if n := b.holders.Load(); n != 16 {
+		t.Errorf("holders = %d after the heavy ones left, want the 16 light ones", n)
+	}
+}

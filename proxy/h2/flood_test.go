@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
 )
 
 // TestControlFrameFloods: a client that floods frames asking for no work
@@ -65,5 +67,42 @@ func TestControlFrameFloods(t *testing.T) {
 			c.wantGoAway(http2.ErrCodeEnhanceYourCalm)
 			wantCounts(t, st, 1, 0)
 		})
+	}
+}
+
+// TestConnectionShare: a client holding many streams open on one
+// connection takes at most its share of the cluster's max_requests; its
+// excess is refused on it (503, flag UO), and another client's call still
+// goes through.
+func TestConnectionShare(t *testing.T) {
+	release := make(chan struct{})
+	addr := startHTTPBackend(t, blockingHandler(release))
+	p := startProxy(t, []testCluster{{name: "slow", addrs: []string{addr}, breakers: config.CircuitBreakers{MaxRequests: 64}}},
+		[]testRoute{{prefix: "/", cluster: "slow"}}, proxyOpts{})
+	hog := dialRaw(t, p.addr, true)
+	const streams = 60
+	for i := range streams {
+		hog.request(uint32(2*i+1), true)
+	}
+	refused := 0
+	for refused < streams-32 {
+		f := hog.next()
+		mh, ok := f.(*http2.MetaHeadersFrame)
+		if !ok {
+			if f == nil {
+				t.Fatal("connection closed")
+			}
+			continue
+		}
+		if mh.PseudoValue("status") != "503" || field(mh.Fields, "x-sightline-response-flags") != "UO" {
+			t.Fatalf("stream %d: %s %q before the share was used", mh.StreamID, mh.PseudoValue("status"), field(mh.Fields, "x-sightline-response-flags"))
+		}
+		refused++
+	}
+	victim := dialRaw(t, p.addr, true)
+	victim.request(1, true)
+	close(release)
+	if status, _, body := victim.response(1); status != "200" || string(body) != "late" {
+		t.Errorf("the other client got %s %q, want 200", status, body)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/sightline-proxy/sightline/proxy/breaker"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/overload"
@@ -60,6 +61,12 @@ func (sc *serverConn) proxy(cl *call) {
 	cls := rc.Cluster
 	timeout := rc.Timeout
 	cl.deadline = rc.Deadline(time.Now())
+	sh := sc.share(cls.Breakers)
+	if !sh.Try() {
+		cl.localError(router.ReplyOverflow)
+		return
+	}
+	cl.share = sh
 	if !rc.TryRequest() {
 		cl.localError(router.ReplyOverflow)
 		return
@@ -119,6 +126,24 @@ func (sc *serverConn) proxy(cl *call) {
 			return
 		}
 	}
+}
+
+// share returns the connection's share of the max_requests of the cluster
+// whose breakers are b (see breaker.Share). Reader-owned: the map is read
+// and written on the connection's reader only.
+func (sc *serverConn) share(b *breaker.Breakers) *breaker.Share {
+	if b == nil {
+		return nil
+	}
+	sh := sc.shares[b]
+	if sh == nil {
+		if sc.shares == nil {
+			sc.shares = make(map[*breaker.Breakers]*breaker.Share)
+		}
+		sh = b.NewShare()
+		sc.shares[b] = sh
+	}
+	return sh
 }
 
 // fieldView lets the router read a request's decoded fields without a

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/sightline-proxy/sightline/proxy/breaker"
 )
 
 // Graceful shutdown phases of a server connection.
@@ -52,6 +54,7 @@ type serverConn struct {
 	remoteAddr string
 
 	// Reader-owned.
+	shares       map[*breaker.Breakers]*breaker.Share
 	recentResets [16]uint32 // streams we reset lately: their frames in flight are ignored
 	resetPos     int
 	requests     int

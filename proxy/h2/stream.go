@@ -195,9 +195,12 @@ type call struct {
 	// rc is the call as the router sees it: plan, breaker slots,
 	// attempts. The downstream reader fills it in proxy; whoever starts
 	// or ends an attempt (a reader, a timer) updates it, one at a time.
-	rc   router.Call
-	pool *Pool
-	br   *bridge
+	rc router.Call
+	// share is the downstream connection's share of the cluster's
+	// max_requests the call holds until it finishes; nil: none.
+	share *breaker.Share
+	pool  *Pool
+	br    *bridge
 	// rtp, when set, stands for the downstream side: the call is a
 	// RoundTrip of a net/http caller (roundtrip.go), with no server
 	// connection, no stats and no policy of its own.
@@ -370,6 +373,7 @@ func (cl *call) finish() {
 	if t := cl.tryTimer; t != nil && t.Stop() {
 		cl.release()
 	}
+	cl.share.Done()
 	if cl.rtp != nil {
 		return // the caller counts a RoundTrip
 	}
