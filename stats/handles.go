@@ -54,8 +54,8 @@ type Upstream struct {
 	// share of max_requests (breaker.Share).
 	RqShareOverflow *Counter
 	RqRxReset       *Counter
-	RqTxReset         *Counter
-	RqCancelled       *Counter
+	RqTxReset       *Counter
+	RqCancelled     *Counter
 	// RqRetryLimitExceeded counts calls whose retriable outcome found no
 	// retry left (num_retries used up).
 	RqRetryLimitExceeded *Counter
