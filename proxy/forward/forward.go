@@ -280,18 +280,26 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 		rec.outcome.End = router.EndNoHealthy
 		return h.reply(w, r, rec, router.ReplyNoHealthyUpstream)
 	}
+	// The mirror cluster's slot is claimed before the body is read for
+	// the copy: a refused copy reads, copies and starts nothing, and the
+	// body streams unless retries keep it.
+	mirror := c.Mirror != nil && r.ContentLength <= maxKeptBody && router.TryMirror(c.Mirror, grpc, r.URL.Path)
 	var body []byte // the whole request body, when kept for retries or the mirror
-	if c.Retry.On != 0 || c.Mirror != nil {
+	if c.Retry.On != 0 || mirror {
 		body = keepBody(r)
 	}
 	out := h.outbound(r, rec)
-	if c.Mirror != nil && body != nil {
-		m := &router.Mirror{
-			Cluster: c.Mirror, Balance: c.Balance, Method: r.Method, Authority: r.Host,
-			PathQuery: r.URL.RequestURI(), Path: r.URL.Path, Header: out.Header.Clone(), Body: body,
-			GRPC: grpc, Timeout: c.Route.Timeout, HTTP1: r.ProtoMajor == 1,
+	if mirror {
+		if body == nil {
+			router.ReleaseMirror(c.Mirror) // too large to keep: not mirrored
+		} else {
+			m := &router.Mirror{
+				Cluster: c.Mirror, Balance: c.Balance, Method: r.Method, Authority: r.Host,
+				PathQuery: r.URL.RequestURI(), Path: r.URL.Path, Header: out.Header.Clone(), Body: body,
+				GRPC: grpc, Timeout: c.Timeout, HTTP1: r.ProtoMajor == 1,
+			}
+			go m.Send()
 		}
-		go m.Send()
 	}
 
 	// Attempts: the first, then a retry for each retriable outcome while

@@ -23,7 +23,9 @@ const (
 
 // keepBody copies request bytes for a retry or a mirror. It runs on the
 // downstream reader. Once the request is whole, a mirrored one is copied
-// to its cluster, fire and forget.
+// to its cluster, fire and forget, if the mirror cluster's max_requests
+// has room (router.TryMirror): the slot is claimed before anything is
+// copied or a goroutine started, so a refused copy costs a counter.
 func (cl *call) keepBody(p []byte, end bool) {
 	cl.rmu.Lock()
 	if !cl.bodyTooBig {
@@ -35,7 +37,7 @@ func (cl *call) keepBody(p []byte, end bool) {
 	}
 	var m *router.Mirror
 	if end {
-		if cl.rc.Mirror != nil && !cl.bodyTooBig {
+		if cl.rc.Mirror != nil && !cl.bodyTooBig && !cl.bodyDone && router.TryMirror(cl.rc.Mirror, cl.grpc, cl.path) {
 			m = cl.newMirrorRequest()
 		}
 		cl.bodyDone = true

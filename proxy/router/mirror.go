@@ -21,9 +21,56 @@ type RoundTripper interface {
 	RoundTrip(req *http.Request, http1 bool) (*http.Response, error)
 }
 
-// mirrorTimeout bounds a mirrored request when the route has no timeout,
-// so that a shadow cluster that never answers cannot pile requests up.
-const mirrorTimeout = 30 * time.Second
+// maxMirrorTimeout bounds the lifetime of a mirrored request: its
+// connect, the request, the response headers and the response body it
+// reads and discards. A copy gets the timeout of the call it copies (the
+// route's, or what a trusted header or grpc-timeout made it, as Envoy's
+// shadow gets the router's final timeout), cut to this; a call without a
+// timeout gets this. Envoy lets a shadow of a route without a timeout run
+// for ever; here a shadow cluster that holds requests open gives back its
+// max_requests slots within this time, so mirroring resumes. 15 s is
+// Envoy's default route timeout.
+const maxMirrorTimeout = 15 * time.Second
+
+// mirrorLifetime is how long a mirrored request may take given the
+// timeout of the call it copies (0: none).
+func mirrorLifetime(timeout time.Duration) time.Duration {
+	if timeout <= 0 || timeout > maxMirrorTimeout {
+		return maxMirrorTimeout
+	}
+	return timeout
+}
+
+// TryMirror claims one of the mirror cluster cl's max_requests for a copy
+// of a request, before the codec copies anything or starts a goroutine,
+// so that what mirroring holds is bounded by the mirror cluster's
+// breaker whatever that cluster does: at most max_requests copies, each
+// with its body (up to 64 KiB) and its goroutines, each for at most
+// maxMirrorTimeout. grpc and path are the request's, for the per-method
+// stats of a refusal.
+//
+// When it returns false the breaker refused: the copy is charged to cl
+// like any overflow (upstream_rq_pending_overflow, a 503) and the codec
+// drops it; nothing is allocated. When it returns true the codec must
+// either Send a Mirror for cl, or call ReleaseMirror if it cannot build
+// one after all (the body turned out too large to keep). It may be
+// called on any goroutine and never blocks.
+func TryMirror(cl *cluster.Cluster, grpc bool, path string) bool {
+	if cl.Breakers.TryRequest() {
+		return true
+	}
+	var c Call
+	c.Cluster, c.GRPC, c.Path = cl, grpc, path
+	o := Outcome{GRPCStatus: -1, End: EndOverflow}
+	c.Finish(&o)
+	return false
+}
+
+// ReleaseMirror gives back the slot of a TryMirror whose copy is not sent
+// after all. Nothing is counted: the request was never mirrored.
+func ReleaseMirror(cl *cluster.Cluster) {
+	cl.Breakers.DoneRequest()
+}
 
 // Mirror is a copy of a request for a route's mirror cluster, taken once
 // the request has been read whole, with the headers the primary request
@@ -41,26 +88,26 @@ type Mirror struct {
 	Header          http.Header
 	Body            []byte
 	GRPC            bool
-	Timeout         time.Duration
+	// Timeout is the copied call's timeout (Plan.Timeout); 0 for none.
+	// The copy lasts at most mirrorLifetime of it.
+	Timeout time.Duration
 	// HTTP1: the downstream request was HTTP/1.1 (for auto clusters).
 	HTTP1 bool
 }
 
 // Send copies the request to a host of the mirror cluster, fire and
-// forget: the response is read and discarded, and only the mirror
-// cluster's stats see how it went. The copy is one call on that cluster,
-// counted and bounded by its circuit breakers like any other, so a slow
-// shadow service cannot take more than max_requests copies at once.
-// Run it on its own goroutine.
+// forget: the response is read to its end and discarded, as Envoy's
+// shadow does (its status, gRPC status and time are the mirror cluster's
+// stats), and only the mirror cluster's stats see how it went. The copy
+// is one call on that cluster, holding the max_requests slot a true
+// TryMirror claimed for it (Send gives it back), and lasts at most
+// mirrorLifetime(m.Timeout). Run it on its own goroutine, once per
+// TryMirror.
 func (m *Mirror) Send() {
 	var c Call
 	c.Cluster, c.Balance, c.GRPC, c.Path = m.Cluster, m.Balance, m.GRPC, m.Path
+	c.rqSlot = true // TryMirror's
 	o := Outcome{GRPCStatus: -1}
-	if !c.TryRequest() {
-		o.End = EndOverflow
-		c.Finish(&o)
-		return
-	}
 	hst := c.Pick()
 	if hst == nil {
 		o.End = EndNoHealthy
@@ -68,11 +115,7 @@ func (m *Mirror) Send() {
 		return
 	}
 	rt, _ := hst.Upstream.(RoundTripper)
-	timeout := m.Timeout
-	if timeout <= 0 {
-		timeout = mirrorTimeout
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), mirrorLifetime(m.Timeout))
 	defer cancel()
 	u := "http://" + hst.Address + m.PathQuery
 	req, err := http.NewRequestWithContext(ctx, m.Method, u, bytes.NewReader(m.Body))
@@ -101,9 +144,15 @@ func (m *Mirror) Send() {
 			o.End = EndConnectFailure
 		}
 	default:
-		_, _ = io.Copy(io.Discard, resp.Body)
+		_, err = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		o.Status = resp.StatusCode
+		switch {
+		case err != nil && ctx.Err() != nil:
+			o.End = EndTimeout // counted in upstream_rq_timeout, as Envoy does once headers came
+		case err != nil:
+			o.RxReset = true
+		}
 		if m.GRPC {
 			o.GRPCStatus = grpcproto.StatusOf(resp.Header, resp.Trailer)
 		}
