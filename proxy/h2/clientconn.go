@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -265,14 +264,11 @@ func (cc *clientConn) run() {
 	cc.connected = true
 	cc.mu.Unlock()
 	_ = cc.nc.SetReadDeadline(deadline) // cleared when the peer's SETTINGS arrive
-	_, err = io.WriteString(cc.bw, http2.ClientPreface)
-	if err == nil {
-		err = cc.writePreface([]http2.Setting{
-			{ID: http2.SettingEnablePush, Val: 0},
-			{ID: http2.SettingInitialWindowSize, Val: initialStreamWindow},
-			{ID: http2.SettingMaxHeaderListSize, Val: upstreamHeaderList},
-		})
-	}
+	err = cc.writePreface(http2.ClientPreface, []http2.Setting{
+		{ID: http2.SettingEnablePush, Val: 0},
+		{ID: http2.SettingInitialWindowSize, Val: initialStreamWindow},
+		{ID: http2.SettingMaxHeaderListSize, Val: upstreamHeaderList},
+	})
 	if err != nil {
 		p.log.Debug().Err(err).Msg("writing the connection preface upstream failed")
 		cc.nc.Close()
@@ -280,7 +276,7 @@ func (cc *clientConn) run() {
 		cc.connectFailed()
 		return
 	}
-	go cc.writeLoop()
+	cc.startWriter()
 	cc.mu.Lock()
 	cc.closeIfDoneLocked() // the pool may have closed while we dialled
 	cc.unlock()

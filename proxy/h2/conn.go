@@ -81,6 +81,11 @@ const (
 	// INITIAL_WINDOW_SIZE walks every stream), and other clients pay for it.
 	maxPriorityPerStream  = 100
 	maxControlPerDataSent = 10
+	// writerLinger is how long an idle writer goroutine waits for work
+	// before it exits; the next frame starts a new one. A connection that
+	// carries a call now and then keeps its writer; an idle one costs no
+	// goroutine for it.
+	writerLinger = time.Second
 	// closeLinger is how long a connection keeps reading after its last
 	// frame (a GOAWAY) before it closes, so that the peer gets the GOAWAY
 	// and not a TCP RST (RFC 9113 §6.8).
@@ -237,8 +242,8 @@ type handler interface {
 // connections' goroutines touch a conn only through methods that take mu.
 type conn struct {
 	nc     net.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
+	br     rbuf          // reader-owned
+	bw     *bufio.Writer // writer-owned; nil while the writer is idle
 	fr     *http2.Framer
 	server bool
 	h      handler
@@ -254,7 +259,6 @@ type conn struct {
 	dec          *hpack.Decoder
 	hb           headerBlock
 	fields       []hpack.HeaderField
-	payload      []byte
 	inConn       int64 // bytes the peer may still send on the connection
 	inConnUnsent int64 // received bytes not yet returned with WINDOW_UPDATE
 	frames       uint32
@@ -279,12 +283,14 @@ type conn struct {
 	// Writer-owned.
 	enc       *hpack.Encoder
 	encBuf    bytes.Buffer
+	fhdr      [9]byte // a frame header being written
 	wMaxFrame uint32
 	items     []writeItem
 	ctrlW     []ctrlFrame
 
 	wake       chan struct{}
-	writerDone chan struct{}
+	writerDone chan struct{} // closed when the writer stopped for good
+	wtimer     *time.Timer   // writer-owned: writerLinger
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -297,7 +303,9 @@ type conn struct {
 	peerInitWin  int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
 	peerMaxFrame uint32
 	queued       int64 // DATA bytes waiting in this connection's halves
-	writerIdle   bool
+	writerIdle   bool  // the writer waits for wake
+	writerUp     bool  // the connection is up: a writer may be started
+	writerOn     bool  // a writer goroutine is running
 	stopWriter   bool  // write what is queued, then exit
 	closeWrite   bool  // with stopWriter: half-close the socket afterwards
 	ctrlOnly     bool  // a connection error's GOAWAY is queued: no stream frame after it (RFC 9113 §5.4.1)
@@ -334,23 +342,24 @@ func (c *conn) headerBlockLimit() int {
 	return max(maxHeaderBlock, 2*int(c.maxHeaderList)+maxFrameSize)
 }
 
-// initIO wraps the socket c.nc in the buffered reader, writer and framer.
+// initIO wraps the socket c.nc in the buffered reader and the framer; the
+// write buffer is taken when there is something to write (connio.go).
 func (c *conn) initIO() {
-	if pc, ok := c.nc.(*PeekConn); ok {
-		c.br = pc.r
-	} else {
-		c.br = bufio.NewReaderSize(c.nc, 16<<10)
-	}
-	c.bw = bufio.NewWriterSize(c.nc, 32<<10)
-	c.fr = http2.NewFramer(c.bw, c.br)
+	c.br.init(c.nc)
+	c.fr = http2.NewFramer(connWriter{c}, &c.br)
 	c.fr.SetMaxReadFrameSize(maxFrameSize)
-	c.payload = make([]byte, maxFrameSize)
 }
 
-// writePreface writes our SETTINGS and the connection WINDOW_UPDATE that
-// raises the connection window to initialConnWindow, before the writer
-// starts (so it runs on the goroutine that owns the framer then).
-func (c *conn) writePreface(settings []http2.Setting) error {
+// writePreface writes prefix (the client preface, or nothing), our
+// SETTINGS and the connection WINDOW_UPDATE that raises the connection
+// window to initialConnWindow, before the writer starts (so it runs on the
+// goroutine that owns the framer then).
+func (c *conn) writePreface(prefix string, settings []http2.Setting) error {
+	c.takeWriter()
+	defer c.releaseWriter()
+	if _, err := c.bw.WriteString(prefix); err != nil {
+		return err
+	}
 	if err := c.fr.WriteSettings(settings...); err != nil {
 		return err
 	}
@@ -402,12 +411,25 @@ func (c *conn) unlock() {
 	}
 }
 
-// kickLocked wakes the writer if it is waiting for work.
+// kickLocked wakes the writer if it is waiting for work, or starts one if
+// the last exited idle.
 func (c *conn) kickLocked() {
-	if c.writerIdle {
+	switch {
+	case c.writerIdle:
 		c.writerIdle = false
 		c.wake <- struct{}{}
+	case c.writerUp && !c.writerOn:
+		c.writerOn = true
+		go c.writeLoop()
 	}
+}
+
+// startWriter starts the writer goroutine once the connection is up.
+func (c *conn) startWriter() {
+	c.mu.Lock()
+	c.writerUp, c.writerOn = true, true
+	c.mu.Unlock()
+	go c.writeLoop()
 }
 
 // queueCtrlLocked queues a control frame. It reports false when the queue
@@ -572,20 +594,22 @@ func (c *conn) failLocked(err error) {
 
 // writeLoop is the writer goroutine: it drains control frames and stream
 // frames into the bufio.Writer and flushes when there is nothing more to
-// write, so that a burst of frames costs one syscall.
+// write, so that a burst of frames costs one syscall. It exits once idle
+// for writerLinger (kickLocked starts another), and for good, closing
+// writerDone, once stopped or failed.
 func (c *conn) writeLoop() {
-	defer close(c.writerDone)
 	yielded := false
 	for {
 		c.mu.Lock()
 		for len(c.ctrl) == 0 && (c.ready.head == nil || c.ctrlOnly) {
-			if c.bw.Buffered() > 0 && !c.failed {
+			if c.bw != nil && c.bw.Buffered() > 0 && !c.failed {
 				c.mu.Unlock()
 				if !yielded && c.bw.Buffered() < minFlushBytes {
 					yielded = true
 					runtime.Gosched()
 				} else if err := c.bw.Flush(); err != nil {
 					c.writeFailed(err)
+					c.writerStopped()
 					return
 				}
 				c.mu.Lock()
@@ -597,11 +621,15 @@ func (c *conn) writeLoop() {
 				if closeWrite {
 					c.halfClose()
 				}
+				c.writerStopped()
 				return
 			}
 			c.writerIdle = true
 			c.mu.Unlock()
-			<-c.wake
+			c.releaseWriter()
+			if !c.waitWork() {
+				return
+			}
 			c.mu.Lock()
 		}
 		yielded = false
@@ -616,6 +644,7 @@ func (c *conn) writeLoop() {
 
 		var err error
 		if !failed {
+			c.takeWriter()
 			err = c.writeBatch(ctrl, items)
 		}
 		clear(ctrl)
@@ -624,9 +653,44 @@ func (c *conn) writeLoop() {
 		c.items = items[:0]
 		if err != nil {
 			c.writeFailed(err)
+			c.writerStopped()
 			return
 		}
 	}
+}
+
+// waitWork waits for a kick, or exits the writer after writerLinger
+// without one: it reports false when the writer is to return.
+func (c *conn) waitWork() bool {
+	if c.wtimer == nil {
+		c.wtimer = time.NewTimer(writerLinger)
+	} else {
+		c.wtimer.Reset(writerLinger)
+	}
+	select {
+	case <-c.wake:
+		c.wtimer.Stop()
+		return true
+	case <-c.wtimer.C:
+	}
+	c.mu.Lock()
+	if c.writerIdle {
+		// Nobody kicked: the next kick starts a new writer.
+		c.writerIdle, c.writerOn = false, false
+		c.mu.Unlock()
+		return false
+	}
+	c.mu.Unlock()
+	<-c.wake // kicked as the timer fired: the wake is on its way
+	return true
+}
+
+// writerStopped ends the writer for good.
+func (c *conn) writerStopped() {
+	if c.wtimer != nil {
+		c.wtimer.Stop()
+	}
+	close(c.writerDone)
 }
 
 // writeBatch writes control frames, then stream frames.
@@ -651,7 +715,11 @@ func (c *conn) writeBatch(ctrl []ctrlFrame, items []writeItem) error {
 			if it.data != nil {
 				p = it.data.bytes()
 			}
-			err = c.fr.WriteData(it.id, it.end, p)
+			var flags http2.Flags
+			if it.end {
+				flags = http2.FlagDataEndStream
+			}
+			err = c.writeFrame(http2.FrameData, flags, it.id, p)
 		}
 		if err != nil {
 			return err
@@ -698,16 +766,22 @@ func (c *conn) writeHeaders(id uint32, fields []hpack.HeaderField, end bool) err
 	block := c.encBuf.Bytes()
 	max := int(c.wMaxFrame)
 	n := min(len(block), max)
-	err := c.fr.WriteHeaders(http2.HeadersFrameParam{
-		StreamID:      id,
-		BlockFragment: block[:n],
-		EndStream:     end,
-		EndHeaders:    n == len(block),
-	})
+	var flags http2.Flags
+	if end {
+		flags |= http2.FlagHeadersEndStream
+	}
+	if n == len(block) {
+		flags |= http2.FlagHeadersEndHeaders
+	}
+	err := c.writeFrame(http2.FrameHeaders, flags, id, block[:n])
 	block = block[n:]
 	for err == nil && len(block) > 0 {
 		n = min(len(block), max)
-		err = c.fr.WriteContinuation(id, n == len(block), block[:n])
+		flags = 0
+		if n == len(block) {
+			flags = http2.FlagContinuationEndHeaders
+		}
+		err = c.writeFrame(http2.FrameContinuation, flags, id, block[:n])
 		block = block[n:]
 	}
 	return err
@@ -826,9 +900,13 @@ func (c *conn) writeFailed(err error) {
 // halfClose flushes and half-closes the socket after the last frame (a
 // GOAWAY), and bounds how long the reader keeps draining the peer.
 func (c *conn) halfClose() {
-	if err := c.bw.Flush(); err != nil {
-		c.nc.Close()
-		return
+	if c.bw != nil {
+		err := c.bw.Flush()
+		c.releaseWriter()
+		if err != nil {
+			c.nc.Close()
+			return
+		}
 	}
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
@@ -855,7 +933,7 @@ func (c *conn) linger() {
 		_ = cw.CloseWrite()
 	}
 	_ = c.nc.SetReadDeadline(time.Now().Add(closeLinger))
-	_, _ = io.Copy(io.Discard, io.LimitReader(c.br, 1<<20))
+	_, _ = io.Copy(io.Discard, io.LimitReader(&c.br, 1<<20))
 	c.nc.Close()
 }
 

@@ -193,7 +193,8 @@ func TestPoolUpstreamFlowControlViolation(t *testing.T) {
 				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
 				chunk := make([]byte, maxFrameSize)
 				// One frame more than the stream window holds; the
-				// client never reads, so nothing is refunded.
+				// client's window is 0, so nothing is written to it and
+				// nothing refunded.
 				for range initialStreamWindow/maxFrameSize + 1 {
 					if fr.WriteData(id, false, chunk) != nil {
 						return
@@ -203,9 +204,7 @@ func TestPoolUpstreamFlowControlViolation(t *testing.T) {
 		},
 	})
 	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
-	done := make(chan struct{})
-	defer close(done)
-	go stalledGet(p.addr, done)
+	slowReader(t, p.addr, 0).request(1, true)
 	waitSignal(t, ended, "the connection to close")
 	waitCounter(t, func() int64 { return p.cs.Connections().CxProtocolError.Value() }, 1, "upstream_cx_protocol_error")
 }
@@ -234,17 +233,6 @@ func TestPoolUpstreamResetFlood(t *testing.T) {
 	}
 	waitSignal(t, ended, "the connection to close")
 	waitCounter(t, func() int64 { return p.cs.Connections().CxProtocolError.Value() }, 1, "upstream_cx_protocol_error")
-}
-
-// stalledGet sends a GET and reads nothing of the response until done is
-// closed: closing it earlier would cancel the stream, and the proxy ignores
-// what arrives on a stream it reset.
-func stalledGet(addr string, done <-chan struct{}) {
-	resp, err := h2cClient().Get("http://" + addr + "/")
-	if err == nil {
-		<-done
-		resp.Body.Close()
-	}
 }
 
 // waitCounter waits until read returns want; the stat is written by the

@@ -152,8 +152,14 @@ func TestOverloadResetsLargestStreams(t *testing.T) {
 			resets++
 		}
 	}
-	if n := st.Overload().ResetStreams.Value(); n < int64(resets) {
-		t.Errorf("overload.reset_high_memory_stream.count = %d, want at least %d", n, resets)
+	// Counted once the manager's pass is over, a moment after the
+	// resets left.
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Overload().ResetStreams.Value() < int64(resets) {
+		if time.Now().After(deadline) {
+			t.Fatalf("overload.reset_high_memory_stream.count = %d, want at least %d", st.Overload().ResetStreams.Value(), resets)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	if code, body := get(t, h2cClient(), p.addr, "/ok"); code != 200 || body != "ok from the backend\n" {
 		t.Errorf("another client got %d %q, want 200", code, body)

@@ -22,6 +22,16 @@ import (
 func (c *conn) readLoop() error {
 	first := true
 	for {
+		if c.br.big != nil && c.br.buffered() == 0 {
+			// About to wait for the peer: an idle connection gives
+			// back its large read buffer.
+			c.mu.Lock()
+			idle := c.nActive == 0
+			c.mu.Unlock()
+			if idle {
+				c.br.shrink()
+			}
+		}
 		fh, err := c.fr.ReadFrameHeader()
 		if err != nil {
 			return c.frameError(err)
@@ -79,14 +89,16 @@ func (c *conn) frameError(err error) error {
 	return err
 }
 
-// readPayload reads a frame payload of n bytes into the reused scratch
-// buffer; it is valid until the next call.
-func (c *conn) readPayload(n uint32) ([]byte, error) {
-	p := c.payload[:n]
-	if _, err := io.ReadFull(c.br, p); err != nil {
-		return nil, err
+// readPayload reads a frame payload of n bytes into a pooled buffer, which
+// the caller gives back with fragBufs.Put(buf) once done with p.
+func (c *conn) readPayload(n uint32) (p []byte, buf *[]byte, err error) {
+	buf = fragBufs.Get().(*[]byte)
+	p = (*buf)[:n]
+	if _, err := io.ReadFull(&c.br, p); err != nil {
+		fragBufs.Put(buf)
+		return nil, nil, err
 	}
-	return p, nil
+	return p, buf, nil
 }
 
 // readData reads a DATA frame (RFC 9113 §6.1) into a pooled buffer,
@@ -94,7 +106,7 @@ func (c *conn) readPayload(n uint32) ([]byte, error) {
 func (c *conn) readData(fh http2.FrameHeader) error {
 	n := int(fh.Length)
 	d := getBuf(n)
-	if _, err := io.ReadFull(c.br, d.b[:n]); err != nil {
+	if _, err := io.ReadFull(&c.br, d.b[:n]); err != nil {
 		putBuf(d)
 		return err
 	}
@@ -126,10 +138,11 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 
 // readHeaders starts a header block (RFC 9113 §6.2).
 func (c *conn) readHeaders(fh http2.FrameHeader) error {
-	p, err := c.readPayload(fh.Length)
+	p, buf, err := c.readPayload(fh.Length)
 	if err != nil {
 		return err
 	}
+	defer fragBufs.Put(buf) // the decoder keeps what it needs of a fragment
 	if fh.StreamID == 0 {
 		return connError(http2.ErrCodeProtocol, "HEADERS on stream 0")
 	}
@@ -167,10 +180,11 @@ func (c *conn) readHeaders(fh http2.FrameHeader) error {
 // readContinuation continues a header block (RFC 9113 §6.10); the Framer
 // has checked that one is in progress on this stream.
 func (c *conn) readContinuation(fh http2.FrameHeader) error {
-	p, err := c.readPayload(fh.Length)
+	p, buf, err := c.readPayload(fh.Length)
 	if err != nil {
 		return err
 	}
+	defer fragBufs.Put(buf)
 	// A block already over the list limit is still decoded to its end,
 	// keeping nothing, so that HPACK stays in sync and only its stream is
 	// refused; headerFragment's caps on frames and bytes bound the work

@@ -93,7 +93,7 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 func (sc *serverConn) serve() {
 	_ = sc.nc.SetReadDeadline(time.Now().Add(sc.headerTimeout))
 	var pre [len(http2.ClientPreface)]byte
-	if _, err := io.ReadFull(sc.br, pre[:]); err != nil || string(pre[:]) != http2.ClientPreface {
+	if _, err := io.ReadFull(&sc.br, pre[:]); err != nil || string(pre[:]) != http2.ClientPreface {
 		// Not HTTP/2: close without a word (RFC 9113 §3.4 allows a
 		// GOAWAY, but the peer may not speak frames at all). A wrong
 		// preface is a protocol error; a client that went away or
@@ -104,7 +104,7 @@ func (sc *serverConn) serve() {
 		sc.linger()
 		return
 	}
-	err := sc.writePreface([]http2.Setting{
+	err := sc.writePreface("", []http2.Setting{
 		{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
 		{ID: http2.SettingMaxConcurrentStreams, Val: sc.srv.mcs},
 		{ID: http2.SettingInitialWindowSize, Val: initialStreamWindow},
@@ -120,7 +120,7 @@ func (sc *serverConn) serve() {
 		sc.idleTimer = time.AfterFunc(sc.srv.idleTimeout, sc.onIdle)
 	}
 	sc.mu.Unlock()
-	go sc.writeLoop()
+	sc.startWriter()
 	sc.teardown(sc.readLoop())
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net"
+	"sync"
 
 	"golang.org/x/net/http2"
 )
@@ -22,20 +23,45 @@ const (
 )
 
 // PeekConn is a plaintext connection whose first bytes have been looked at.
-// Reads return the peeked bytes first; Server.ServeConn reuses its buffer,
-// so the preface is read only once.
+// Reads return the peeked bytes first, then read the connection itself:
+// the peek buffer, pooled, is given back once its bytes are read, so a
+// connection does not keep it for its lifetime.
 type PeekConn struct {
 	net.Conn
-	r *bufio.Reader
+	r *bufio.Reader // nil once drained
 }
+
+// peekBufs are the peek buffers: a request line up to maxRequestLine fits.
+var peekBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxRequestLine+1024) }}
 
 // NewPeekConn wraps c for Sniff.
 func NewPeekConn(c net.Conn) *PeekConn {
-	return &PeekConn{Conn: c, r: bufio.NewReaderSize(c, 16<<10)}
+	r := peekBufs.Get().(*bufio.Reader)
+	r.Reset(c)
+	return &PeekConn{Conn: c, r: r}
 }
 
-// Read reads through the peek buffer.
-func (c *PeekConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+// Read reads the peeked bytes, then the connection. Reads must not be
+// concurrent (net/http and the engine read from one goroutine at a time);
+// Close may come from anywhere, so an undrained buffer is left to the
+// garbage collector rather than put back.
+func (c *PeekConn) Read(p []byte) (int, error) {
+	if c.r == nil {
+		return c.Conn.Read(p)
+	}
+	if c.r.Buffered() == 0 {
+		c.release()
+		return c.Conn.Read(p)
+	}
+	return c.r.Read(p)
+}
+
+// release gives the peek buffer back.
+func (c *PeekConn) release() {
+	c.r.Reset(nil)
+	peekBufs.Put(c.r)
+	c.r = nil
+}
 
 // CloseWrite half-closes the connection when the underlying one can (TCP
 // can), so that a GOAWAY is followed by a FIN, not a reset.

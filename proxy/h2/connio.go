@@ -1,0 +1,139 @@
+package h2
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+	"sync"
+
+	"golang.org/x/net/http2"
+)
+
+// A connection's I/O buffers are taken on use and given back when it goes
+// quiet, so that an idle connection holds a few hundred bytes of buffer
+// rather than 64 KiB: the write buffer from the writer's first frame to the
+// flush that empties it, the large read buffer while the peer keeps
+// sending, and the header-fragment buffer for one frame.
+
+// Buffer sizes. A write buffer holds a writer's whole batch, so that it
+// costs one syscall; a large read buffer takes a burst of frames in one.
+const (
+	writeBufSize    = 32 << 10
+	readBufSize     = 16 << 10
+	smallReadBuffer = 512
+)
+
+var (
+	writeBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufSize) }}
+	readBufs  = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+	fragBufs  = sync.Pool{New: func() any { b := make([]byte, maxFrameSize); return &b }}
+)
+
+// connWriter is what the Framer writes control frames to: the
+// connection's write buffer of the moment (takeWriter).
+type connWriter struct{ c *conn }
+
+func (w connWriter) Write(p []byte) (int, error) { return w.c.bw.Write(p) }
+
+// takeWriter gives the writer a write buffer if it has none. Writer-owned.
+func (c *conn) takeWriter() {
+	if c.bw == nil {
+		c.bw = writeBufs.Get().(*bufio.Writer)
+		c.bw.Reset(c.nc)
+	}
+}
+
+// releaseWriter gives back an empty write buffer. Writer-owned.
+func (c *conn) releaseWriter() {
+	if c.bw != nil && c.bw.Buffered() == 0 {
+		c.bw.Reset(nil)
+		writeBufs.Put(c.bw)
+		c.bw = nil
+	}
+}
+
+// writeFrameHeader writes a frame header (RFC 9113 §4.1). DATA and header
+// blocks are written with it straight from their buffers: through the
+// Framer they would be copied into a frame buffer first, which it keeps,
+// 16 KiB per connection, after the first large frame.
+func (c *conn) writeFrameHeader(length int, t http2.FrameType, flags http2.Flags, id uint32) error {
+	h := &c.fhdr // a local array would escape to the heap through Write
+	h[0], h[1], h[2] = byte(length>>16), byte(length>>8), byte(length)
+	h[3], h[4] = byte(t), byte(flags)
+	binary.BigEndian.PutUint32(h[5:], id&(1<<31-1))
+	_, err := c.bw.Write(h[:])
+	return err
+}
+
+// writeFrame writes one frame with payload p.
+func (c *conn) writeFrame(t http2.FrameType, flags http2.Flags, id uint32, p []byte) error {
+	if err := c.writeFrameHeader(len(p), t, flags, id); err != nil {
+		return err
+	}
+	_, err := c.bw.Write(p)
+	return err
+}
+
+// rbuf is a connection's buffered reader, as a bufio.Reader but with two
+// sizes: a small buffer of its own, in which an idle connection waits for
+// the peer's next bytes (a small request fits whole), and a large pooled
+// one taken once a read fills the small one, and given back (shrink) when
+// the connection goes idle.
+type rbuf struct {
+	src   io.Reader
+	buf   []byte
+	big   *[]byte
+	r, w  int
+	err   error
+	small [smallReadBuffer]byte
+}
+
+func (b *rbuf) init(src io.Reader) {
+	b.src = src
+	b.buf = b.small[:]
+}
+
+// Read reads into p: what is buffered, or else one read of the source.
+func (b *rbuf) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if b.r == b.w {
+		if b.err != nil {
+			err := b.err
+			b.err = nil
+			return 0, err
+		}
+		if len(p) >= len(b.buf) {
+			return b.src.Read(p) // a large read goes straight to p
+		}
+		if b.big == nil && b.w == len(b.small) {
+			// The last fill took the whole small buffer: the peer is
+			// sending more than it holds.
+			b.big = readBufs.Get().(*[]byte)
+			b.buf = *b.big
+		}
+		b.r, b.w = 0, 0
+		n, err := b.src.Read(b.buf)
+		if n == 0 {
+			return 0, err
+		}
+		b.w, b.err = n, err
+	}
+	n := copy(p, b.buf[b.r:b.w])
+	b.r += n
+	return n, nil
+}
+
+// buffered is how many bytes can be read without reading the source.
+func (b *rbuf) buffered() int { return b.w - b.r }
+
+// shrink gives back the large buffer when nothing is buffered.
+func (b *rbuf) shrink() {
+	if b.big != nil && b.r == b.w {
+		readBufs.Put(b.big)
+		b.big = nil
+		b.buf = b.small[:]
+		b.r, b.w = 0, 0
+	}
+}
