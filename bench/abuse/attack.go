@@ -87,6 +87,12 @@ func (e *env) dial(ctx context.Context, settings ...http2.Setting) (*clientConn,
 		}
 		return nil, err
 	}
+	// A proxy that stops reading blocks the attacker's writes: the end of
+	// the attack ends them.
+	context.AfterFunc(ctx, func() {
+		c.over.Store(true)
+		_ = c.nc.SetWriteDeadline(time.Now())
+	})
 	e.mu.Lock()
 	e.conns = append(e.conns, c)
 	e.mu.Unlock()

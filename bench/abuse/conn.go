@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,7 +44,8 @@ type clientConn struct {
 	// after the recorder did.
 	onFrame func(http2.Frame)
 
-	stopping  atomic.Bool // set when the attack ends: errors after it are ours
+	stopping  atomic.Bool // set when we close it or it failed: errors after it are ours
+	over      atomic.Bool // set when the attack's time is up and writes were cut short
 	gotGoAway atomic.Bool
 	dead      chan struct{} // closed when readLoop returns
 }
@@ -129,7 +131,7 @@ func (c *clientConn) stop() {
 
 // failed records a read or write error unless the attack is ending.
 func (c *clientConn) failed(err error) {
-	if c.stopping.Load() {
+	if c.stopping.Load() || c.over.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
 		return
 	}
 	if c.stopping.CompareAndSwap(false, true) {
@@ -402,8 +404,11 @@ func (f *sendFlow) take(ctx context.Context, ids []uint32, max int) []uint32 {
 	}
 }
 
-// wakeOnDone wakes take's waiters when ctx ends.
+// wakeOnDone wakes take's waiters when ctx ends. It broadcasts under the
+// lock, so a waiter between its ctx check and Wait cannot miss it.
 func (f *sendFlow) wakeOnDone(ctx context.Context) {
 	<-ctx.Done()
+	f.mu.Lock()
 	f.cond.Broadcast()
+	f.mu.Unlock()
 }

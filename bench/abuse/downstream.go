@@ -166,9 +166,6 @@ func idleConns(ctx context.Context, e *env) error {
 // flood writes frames made by one() in batches until ctx ends or the
 // connection fails; one returns the frame's wire size.
 func flood(ctx context.Context, c *clientConn, one func(fr *http2.Framer, i int) (int, error)) {
-	// A proxy that stops reading blocks our writes: end them with the attack.
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetWriteDeadline(time.Now()) })
-	defer stop()
 	const batch = 256
 	i := 0
 	for ctx.Err() == nil {

@@ -120,9 +120,17 @@ func cutOff(r result, s *side) string {
 	if s == nil {
 		return "—"
 	}
+	// The attacks that never read notice a GOAWAY or a close only when
+	// they read, after the attack.
+	at := func(t float64) string {
+		if t >= r.Seconds-0.1 {
+			return "seen after the attack"
+		}
+		return fmt.Sprintf("at %.1f s", t)
+	}
 	var parts []string
 	if s.GoAway != nil {
-		p := fmt.Sprintf("GOAWAY %s at %.1f s", s.GoAway.Code, s.GoAway.T)
+		p := fmt.Sprintf("GOAWAY %s %s", s.GoAway.Code, at(s.GoAway.T))
 		if s.Conns > 1 {
 			p += fmt.Sprintf(" (%d of %d conns)", s.GoAwayConns, s.Conns)
 		}
@@ -132,7 +140,7 @@ func cutOff(r result, s *side) string {
 		parts = append(parts, p)
 	}
 	if s.Closed != nil {
-		p := fmt.Sprintf("closed (%s) at %.1f s", s.Closed.Code, s.Closed.T)
+		p := fmt.Sprintf("closed (%s) %s", s.Closed.Code, at(s.Closed.T))
 		if s.Conns > 1 {
 			p += fmt.Sprintf(" (%d of %d conns)", s.ClosedConns, s.Conns)
 		}

@@ -143,8 +143,10 @@ func (c *evilConn) serve(ctx context.Context) {
 	}
 }
 
+// failed records the end of the connection once (its reader and its
+// writer both see it), unless the attack is over.
 func (c *evilConn) failed(err error) {
-	if !c.stopping.Load() {
+	if c.stopping.CompareAndSwap(false, true) {
 		c.rec.onClosed(err)
 	}
 }
