@@ -1,0 +1,249 @@
+package h2
+
+import (
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/internal/leakcheck"
+	"github.com/sightline-proxy/sightline/internal/testnet"
+	"github.com/sightline-proxy/sightline/proxy/cluster"
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/proxy/upstream"
+	"github.com/sightline-proxy/sightline/stats"
+)
+
+// mirrorProxy is a Server whose one route goes to cluster "primary" and
+// is mirrored, every request, to cluster "shadow"; both clusters count
+// in a real stats store.
+type mirrorProxy struct {
+	addr            string
+	primary, shadow *cluster.Cluster
+}
+
+// startMirrorProxy serves h2c on 127.0.0.1:0, trusting request headers:
+// the route (timeout timeout, 0 for none) goes to primaryAddr and is
+// mirrored to shadowAddr, whose cluster has breakers cb and connects
+// within a second.
+func startMirrorProxy(t testing.TB, primaryAddr, shadowAddr string, cb config.CircuitBreakers, timeout time.Duration) *mirrorProxy {
+	t.Helper()
+	store, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &mirrorProxy{}
+	build := func(name, addr string, cb config.CircuitBreakers) *cluster.Cluster {
+		cfg := config.Cluster{Name: name, LBPolicy: "round_robin", CircuitBreakers: cb,
+			Endpoints: []config.Endpoint{{Address: addr}}}
+		c, err := cluster.New(cfg, cluster.Options{
+			Stats: store.Cluster(name),
+			Log:   zerolog.Nop(),
+			NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
+				o := PoolOptions{ConnectTimeout: time.Second, Breakers: c.Breakers,
+					ConnStats: c.Stats.Connections(), RequestStats: c.Stats.Upstream()}
+				return NewUpstream(h.Address, o, upstream.New(h.Address, upstream.Options{ConnectTimeout: time.Second, Breakers: c.Breakers}))
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	p.primary = build("primary", primaryAddr, config.CircuitBreakers{})
+	p.shadow = build("shadow", shadowAddr, cb)
+	vh := config.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []config.Route{{
+		Match: config.RouteMatch{Prefix: "/"}, Cluster: "primary", Timeout: config.Duration(timeout),
+		Mirror: &config.Mirror{Cluster: "shadow"},
+	}}}
+	table, err := route.New([]config.VirtualHost{vh}, map[string]*cluster.Cluster{"primary": p.primary, "shadow": p.shadow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = serve(t, NewServer(ServerOptions{Routes: table, TrustRequestHeaders: true, Log: zerolog.Nop()}), false)
+	return p
+}
+
+// mirrorBurst sends n small POSTs to addr from workers goroutines with
+// do, and returns how many were answered 200 and the most goroutines seen
+// running meanwhile.
+func mirrorBurst(t *testing.T, n, workers int, do func(body io.Reader) (int, error)) (ok int64, peak int) {
+	t.Helper()
+	var (
+		next, okN atomic.Int64
+		maxG      atomic.Int64
+		wg        sync.WaitGroup
+		errOnce   sync.Once
+	)
+	for range workers {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				code, err := do(strings.NewReader("hello"))
+				if err != nil {
+					errOnce.Do(func() { t.Errorf("primary call: %v", err) })
+					continue
+				}
+				if code == 200 {
+					okN.Add(1)
+				} else {
+					errOnce.Do(func() { t.Errorf("primary call answered %d", code) })
+				}
+				if g := int64(runtime.NumGoroutine()); g > maxG.Load() {
+					maxG.Store(g) // racy max across workers: close enough for a bound
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return okN.Load(), int(maxG.Load())
+}
+
+// drainHandler reads the request body, then answers 200.
+var drainHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	w.Write([]byte("ok"))
+})
+
+// mirrorMarkers name the goroutines a mirrored request runs on.
+var mirrorMarkers = []string{"router.(*Mirror).Send", "h2.(*rtStream).sendBody"}
+
+// TestMirrorBlackHole: with a shadow cluster that holds every request
+// (accepts and never answers), never accepts (a full accept queue) or
+// refuses connections, a burst of mirrored calls all succeed; at most the
+// shadow's max_requests copies are out at once, so goroutines stay under
+// a bound set by it; every other copy is counted in the shadow's
+// upstream_rq_pending_overflow; and once the copies' timeout (the call's:
+// the route's, or what the request set) has passed, nothing of them is
+// left.
+func TestMirrorBlackHole(t *testing.T) {
+	const (
+		requests    = 5000
+		workers     = 32
+		maxRequests = 16
+		// perMirror is the most goroutines one copy may hold: its own,
+		// the request body's writer, and the context's timer callback.
+		perMirror = 3
+		// slack covers the client's, the proxy's and the pools'
+		// connections, which do not grow with the copies.
+		slack = 40
+	)
+	// silent is an HTTP/2 server that takes every stream and never
+	// answers; mute a listener that accepts and never says a word (no
+	// SETTINGS: the pool gives up after its connect timeout).
+	silent := func(t *testing.T) string {
+		return startFakeUpstream(t, &fakeUpstream{onRequest: func(*fakeConn, uint32) {}}).addr
+	}
+	mute := func(t *testing.T) string { a, _ := testnet.MuteListener(t); return a }
+	tests := []struct {
+		name   string
+		shadow func(t *testing.T) string
+		// fromRequest: the route has no timeout; each request sets 1s
+		// with x-sightline-upstream-rq-timeout-ms, and the copy has it.
+		fromRequest bool
+	}{
+		{name: "accepts and never answers", shadow: silent},
+		{name: "accepts and never answers, timeout set by the request", shadow: silent, fromRequest: true},
+		{name: "accepts and never says a word", shadow: mute},
+		{name: "never accepts", shadow: func(t *testing.T) string { return testnet.FullBacklog(t) }},
+		{name: "closed port", shadow: func(t *testing.T) string { return testnet.ClosedPort(t) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The backend reads the body before it answers: one that
+			// answers first resets the stream (NO_ERROR), and a burst
+			// of those fails calls in a way mirroring has no part in.
+			primary := startHTTPBackend(t, drainHandler)
+			timeout := time.Second
+			if tt.fromRequest {
+				timeout = 0
+			}
+			p := startMirrorProxy(t, primary, tt.shadow(t), config.CircuitBreakers{MaxRequests: maxRequests}, timeout)
+			client := h2cClient()
+			defer client.CloseIdleConnections()
+			baseline := runtime.NumGoroutine()
+
+			ok, peak := mirrorBurst(t, requests, workers, func(body io.Reader) (int, error) {
+				req, _ := http.NewRequest("POST", "http://"+p.addr+"/", body)
+				if tt.fromRequest {
+					req.Header.Set("X-Sightline-Upstream-Rq-Timeout-Ms", "1000")
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					return 0, err
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode, nil
+			})
+			if ok != requests {
+				t.Fatalf("%d of %d primary calls answered 200", ok, requests)
+			}
+			if bound := baseline + 2*workers + perMirror*maxRequests + slack; peak > bound {
+				t.Errorf("%d goroutines during the burst, want at most %d (baseline %d)", peak, bound, baseline)
+			}
+			up := p.shadow.Stats.Upstream()
+			admitted := up.RqTotal.Value()
+			if admitted == 0 || admitted > requests {
+				t.Fatalf("the shadow got %d copies of %d requests", admitted, requests)
+			}
+			t.Logf("%d copies sent, %d refused; at most %d goroutines (baseline %d)", admitted, up.RqPendingOverflow.Value(), peak, baseline)
+			if got := up.RqPendingOverflow.Value(); got != requests-admitted {
+				t.Errorf("shadow upstream_rq_pending_overflow = %d, want %d (%d requests, %d copies sent)",
+					got, requests-admitted, requests, admitted)
+			}
+
+			// The copies end within their timeout (1s).
+			if leaked := leakcheck.Wait(10*time.Second, mirrorMarkers...); leaked != "" {
+				t.Fatalf("mirror goroutines left after their timeout:\n%s", leaked)
+			}
+			if got := p.shadow.Breakers.Snapshot().Requests.Active; got != 0 {
+				t.Fatalf("%d shadow max_requests slots still held", got)
+			}
+			client.CloseIdleConnections()
+			deadline := time.Now().Add(10 * time.Second)
+			for runtime.NumGoroutine() > baseline+slack && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if g := runtime.NumGoroutine(); g > baseline+slack {
+				t.Errorf("%d goroutines after the copies' timeout, want at most %d (baseline %d)", g, baseline+slack, baseline)
+			}
+		})
+	}
+}
+
+// BenchmarkProxyUnaryMirrorRefused is BenchmarkProxyUnary on a route
+// mirrored to a cluster whose max_requests refuses every copy: a refused
+// copy must cost nothing but its counter (0 allocs/op).
+func BenchmarkProxyUnaryMirrorRefused(b *testing.B) {
+	up := startBenchUpstream(b)
+	p := startProxy(b, []testCluster{
+		{name: "bench", addrs: []string{up}},
+		{name: "shadow", addrs: []string{testnet.ClosedPort(b)}, breakers: config.CircuitBreakers{MaxRequests: -1}},
+	}, []testRoute{{prefix: "/", cluster: "bench", mirror: "shadow"}}, proxyOpts{})
+	benchPipelined(b, p)
+}
+
+// TestMirrorRefusedAllocatesNothing runs BenchmarkProxyUnaryMirrorRefused:
+// the mirror cluster's slot is claimed before anything of the copy is
+// made.
+func TestMirrorRefusedAllocatesNothing(t *testing.T) {
+	if raceDetector {
+		t.Skip("under the race detector sync.Pool drops what it is given, so the engine allocates")
+	}
+	r := testing.Benchmark(BenchmarkProxyUnaryMirrorRefused)
+	if r.N == 0 {
+		t.Fatal("the benchmark did not run")
+	}
+	if a := r.AllocsPerOp(); a != 0 {
+		t.Fatalf("a call whose mirror is refused allocates %d times (%d B), want 0", a, r.AllocedBytesPerOp())
+	}
+}
