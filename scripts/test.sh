@@ -49,8 +49,26 @@ if ! command -v chromium >/dev/null 2>&1; then
 	echo "installing chromium (Debian package chromium)"
 	export DEBIAN_FRONTEND=noninteractive
 	[ -n "$apt_updated" ] || apt-get update -q >/dev/null
+	apt_updated=1
 	apt-get install -y -q --no-install-recommends chromium >/dev/null
 fi
+# Node.js runs the end-to-end tests' Node peers (its own http2 server, and
+# @grpc/grpc-js as server and client): Debian's nodejs and npm where absent.
+# The npm packages are pinned by e2e/node/package-lock.json; none of them
+# needs its install scripts.
+node_pkgs=
+command -v node >/dev/null 2>&1 || node_pkgs="$node_pkgs nodejs"
+command -v npm >/dev/null 2>&1 || node_pkgs="$node_pkgs npm"
+if [ -n "$node_pkgs" ]; then
+	echo "installing$node_pkgs (Debian packages)"
+	export DEBIAN_FRONTEND=noninteractive
+	[ -n "$apt_updated" ] || apt-get update -q >/dev/null
+	apt_updated=1
+	# shellcheck disable=SC2086 # one word per package
+	apt-get install -y -q --no-install-recommends $node_pkgs >/dev/null
+fi
+echo "== npm ci (e2e/node)"
+(cd e2e/node && npm ci --ignore-scripts --no-audit --no-fund)
 
 echo "== go vet"
 go vet ./...
