@@ -99,7 +99,14 @@ func runBackend(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(grpc.UnknownServiceHandler(abuseHandler))
+	// Fixed 64 KiB windows: grpc-go would otherwise grow a stream's window
+	// (BDP estimation, up to 16 MiB) while /abuse.Abuse/Stall never reads,
+	// and the stall would not reach the proxy.
+	srv := grpc.NewServer(
+		grpc.UnknownServiceHandler(abuseHandler),
+		grpc.InitialWindowSize(65535),
+		grpc.InitialConnWindowSize(65535),
+	)
 	testgrpc.RegisterTestServiceServer(srv, emptyServer{})
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
