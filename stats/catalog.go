@@ -415,6 +415,8 @@ var (
 		help: "Downstream requests the proxy reset."})
 	httpRqCompleted = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_completed", kind: KindCounter,
 		help: "Downstream requests that got a complete response."})
+	httpRqIdleTimeout = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_idle_timeout", kind: KindCounter,
+		help: "Downstream requests ended by the stream idle timeout: nothing either way for the route's idle_timeout (or the listener's stream_idle_timeout)."})
 	httpRqOverloadClose = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_overload_close", kind: KindCounter,
 		help: "Downstream requests refused (503, gRPC UNAVAILABLE, flag OM) because the overload manager's stop_accepting_requests action was on."})
 	httpNoRoute = define(Def{flat: "http.{http_conn_manager_prefix}.no_route", kind: KindCounter,

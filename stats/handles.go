@@ -592,10 +592,13 @@ type HTTP struct {
 	// DownstreamRqOverloadClose counts requests the overload manager
 	// refused.
 	DownstreamRqOverloadClose *Counter
-	DownstreamRqCompleted     *Counter
-	NoRoute                   *Counter
-	NoCluster                 *Counter
-	RqDirectResponse          *Counter
+	// DownstreamRqIdleTimeout counts requests ended by the stream idle
+	// timeout (both codecs).
+	DownstreamRqIdleTimeout *Counter
+	DownstreamRqCompleted   *Counter
+	NoRoute                 *Counter
+	NoCluster               *Counter
+	RqDirectResponse        *Counter
 
 	// DownstreamCxUpgradesTotal and DownstreamCxUpgradesActive count the
 	// upgraded connections: a 101 from the upstream, then a tunnel.
@@ -625,6 +628,7 @@ func (sc scope) newHTTP() *HTTP {
 		DownstreamRqRxReset:       sc.counter(httpRqRxReset),
 		DownstreamRqTxReset:       sc.counter(httpRqTxReset),
 		DownstreamRqOverloadClose: sc.counter(httpRqOverloadClose),
+		DownstreamRqIdleTimeout:   sc.counter(httpRqIdleTimeout),
 		DownstreamRqCompleted:     sc.counter(httpRqCompleted),
 		NoRoute:                   sc.counter(httpNoRoute),
 		NoCluster:                 sc.counter(httpNoCluster),

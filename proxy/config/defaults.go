@@ -63,6 +63,9 @@ const (
 	// defaultIdleTimeout closes downstream connections idle for 5 minutes,
 	// longer than typical client keepalives, so clients close first.
 	defaultIdleTimeout = Duration(5 * time.Minute)
+	// defaultStreamIdleTimeout is Envoy's stream_idle_timeout: a request
+	// with no activity either way for 5 minutes is ended.
+	defaultStreamIdleTimeout = Duration(5 * time.Minute)
 	// defaultMaxBufferedBytes and defaultOverloadRefresh are the overload
 	// manager's (proxy/overload): a 64 MiB budget for buffered DATA,
 	// read every 100 ms.
@@ -224,6 +227,9 @@ func (l *Listener) applyDefaults() {
 	setDefault(&l.Limits.MaxHeaderBytes, defaultMaxHeaderBytes)
 	setDefault(&l.Limits.IdleTimeout, defaultIdleTimeout)
 	setDefault(&l.Limits.HeaderReadTimeout, defaultHeaderReadTimeout)
+	if l.Limits.StreamIdleTimeout == nil {
+		l.Limits.StreamIdleTimeout = ptr(defaultStreamIdleTimeout)
+	}
 	for i := range l.AccessLog {
 		a := &l.AccessLog[i]
 		setDefault(&a.FlushInterval, defaultAccessLogFlushInterval)
@@ -249,6 +255,9 @@ func (l *Listener) applyDefaults() {
 				m.Percent = ptr(100.0)
 			}
 			r.Upgrades = inheritUpgrades(r.Upgrades, l.Upgrades)
+			if r.IdleTimeout == nil {
+				r.IdleTimeout = ptr(*l.Limits.StreamIdleTimeout)
+			}
 		}
 	}
 }

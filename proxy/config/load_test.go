@@ -808,6 +808,8 @@ clusters:
 		MaxHeaderBytes:       65536,
 		IdleTimeout:          Duration(5 * 60e9),
 		HeaderReadTimeout:    Duration(10e9),
+		// Envoy's stream_idle_timeout.
+		StreamIdleTimeout: ptr(Duration(5 * 60e9)),
 	}
 	want := &Config{
 		Admin:  Admin{Address: "127.0.0.1:9901"},
@@ -834,8 +836,9 @@ clusters:
 				VirtualHosts: []VirtualHost{{
 					Domains: []string{"*"},
 					Routes: []Route{{
-						Match:   RouteMatch{Prefix: "/"},
-						Cluster: "c",
+						Match:       RouteMatch{Prefix: "/"},
+						Cluster:     "c",
+						IdleTimeout: ptr(Duration(5 * 60e9)), // the listener's
 						RetryPolicy: &RetryPolicy{
 							RetryOn:     "5xx",
 							NumRetries:  1,

@@ -181,6 +181,10 @@ type Limits struct {
 	// and closed at once, and counted in downstream_cx_overflow. 0, the
 	// default, is no cap.
 	MaxConnections int `yaml:"max_connections" json:"max_connections"`
+	// StreamIdleTimeout (Envoy's stream_idle_timeout) ends a request with
+	// no frame, or body byte, either way for this long; 5m by default, 0s
+	// turns it off. A route's idle_timeout overrides it.
+	StreamIdleTimeout *Duration `yaml:"stream_idle_timeout,omitempty" json:"stream_idle_timeout,omitempty"`
 }
 
 // RequestID controls x-request-id handling.
@@ -237,6 +241,10 @@ type Route struct {
 	// when it is smaller, so that the proxy times out before the client.
 	MaxGRPCTimeout    *Duration    `yaml:"max_grpc_timeout,omitempty" json:"max_grpc_timeout,omitempty"`
 	GRPCTimeoutOffset Duration     `yaml:"grpc_timeout_offset" json:"grpc_timeout_offset"`
+	// IdleTimeout (Envoy's route idle_timeout) is the stream idle timeout
+	// of the route's requests: its listener's stream_idle_timeout when
+	// unset, none when 0s.
+	IdleTimeout *Duration `yaml:"idle_timeout,omitempty" json:"idle_timeout,omitempty"`
 	RetryPolicy       *RetryPolicy `yaml:"retry_policy,omitempty" json:"retry_policy,omitempty"`
 	HashPolicy        []HashPolicy `yaml:"hash_policy,omitempty" json:"hash_policy,omitempty"`
 	Mirror            *Mirror      `yaml:"mirror,omitempty" json:"mirror,omitempty"`

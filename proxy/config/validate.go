@@ -288,6 +288,9 @@ func (v *validator) listener(l *Listener, p string, names, addresses map[string]
 	v.nonNegative(lp+".max_header_bytes", l.Limits.MaxHeaderBytes)
 	v.nonNegative(lp+".max_requests_per_connection", l.Limits.MaxRequestsPerConnection)
 	v.nonNegative(lp+".max_connections", l.Limits.MaxConnections)
+	if d := l.Limits.StreamIdleTimeout; d != nil && *d < 0 {
+		v.report(lp+".stream_idle_timeout", "0s turns it off", "must not be negative, got %s", *d)
+	}
 
 	v.upgrades(p+".upgrades", l.Upgrades)
 
@@ -382,6 +385,9 @@ func headerName(s string) bool {
 }
 
 func (v *validator) route(r *Route, p string) {
+	if d := r.IdleTimeout; d != nil && *d < 0 {
+		v.report(p+".idle_timeout", "0s turns it off", "must not be negative, got %s", *d)
+	}
 	mp := p + ".match"
 	m := &r.Match
 	kinds := chosen([]string{"prefix", "path", "regex"},

@@ -25,10 +25,11 @@ const (
 	LocalReset                                 // LR
 	RateLimited                                // RL
 	OverloadManager                            // OM: refused or reset by the overload manager
+	StreamIdleTimeout                          // SI: no activity either way for the stream idle timeout
 	count                    = iota
 )
 
-var letters = [count]string{"UH", "UF", "UO", "NR", "NC", "URX", "UT", "UC", "DC", "UR", "LR", "RL", "OM"}
+var letters = [count]string{"UH", "UF", "UO", "NR", "NC", "URX", "UT", "UC", "DC", "UR", "LR", "RL", "OM", "SI"}
 
 // String joins the letters with commas in Envoy's order, or returns "" when
 // no flag is set. A single flag, by far the common case, costs no

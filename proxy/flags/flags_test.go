@@ -21,6 +21,7 @@ func TestString(t *testing.T) {
 		{LocalReset, "LR"},
 		{RateLimited, "RL"},
 		{OverloadManager, "OM"},
+		{StreamIdleTimeout, "SI"},
 		{UpstreamConnectFailure | UpstreamRetryLimit, "UF,URX"},
 		{UpstreamRetryLimit | UpstreamRemoteReset | NoHealthyUpstream, "UH,URX,UR"},
 	}

@@ -100,6 +100,7 @@ type record struct {
 	info       informational         // 1xx responses of HTTP/1.1 upstreams
 	trace      httptrace.ClientTrace // hands them to info
 	upgrade    string                // the protocol an Upgrade request asks for; "": none
+	idle       idleWatch             // the stream idle timeout
 }
 
 // ServeHTTP forwards one request and counts it once, on the listener and
@@ -131,7 +132,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rc := http.NewResponseController(w)
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{ReadCloser: r.Body, n: &rec.rx, grpc: grpcproto.IsGRPC(r.Header.Get("Content-Type")), msgs: &rec.reqMsgs}
+		r.Body = &countingBody{ReadCloser: r.Body, n: &rec.rx, grpc: grpcproto.IsGRPC(r.Header.Get("Content-Type")), msgs: &rec.reqMsgs, idle: &rec.idle}
 		// net/http's HTTP/1.1 server throws away what is left of the
 		// request body when the response starts, unless the handler
 		// reads and writes at once: an upload still going when the
@@ -221,11 +222,16 @@ type countingBody struct {
 	grpc bool
 	mc   grpcproto.MessageCounter // fed by the reading goroutine only
 	msgs *atomic.Int64
+	idle *idleWatch
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	b.idle.touch()
+	if err == io.EOF {
+		b.idle.reqDone.Store(true)
+	}
 	if b.grpc && n > 0 {
 		if m := b.mc.Feed(p[:n]); m > 0 {
 			b.msgs.Add(int64(m))
@@ -270,6 +276,16 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
+	}
+	if d := c.Plan.IdleTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		if r.Body == nil || r.Body == http.NoBody {
+			rec.idle.reqDone.Store(true)
+		}
+		rec.idle.start(d, cancel, rc)
+		defer rec.idle.stop()
 	}
 	if !c.TryRequest() {
 		rec.outcome.End = router.EndOverflow
@@ -338,6 +354,12 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 	*o, rp, between = c.Run(ctx, deadline, func() bool { return body != nil }, hst, try, settle)
 	rec.info.close() // the handler writes from here on
 	rec.flags |= c.Flags
+	if rec.idle.fired.Load() && (between || err != nil) {
+		if err == nil && resp != nil {
+			resp.Body.Close()
+		}
+		return h.idleReply(w, r, rec)
+	}
 	if between {
 		if o.End == router.EndCancelled {
 			return 0
@@ -358,7 +380,9 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 	}
 	defer resp.Body.Close()
 	rec.upTime = time.Since(sent)
+	rec.idle.touch()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
+		rec.idle.stop() // a tunnel lasts until either side closes
 		// The route's timeout bounded the handshake; the tunnel lasts
 		// until either side closes.
 		return h.tunnel(w, rc, rec, resp)
@@ -392,7 +416,7 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 	if grpc {
 		mc = new(grpcproto.MessageCounter)
 	}
-	n, err := streamBody(w, rc, resp.Body, mc, &rec.respMsgs)
+	n, err := streamBody(w, rc, resp.Body, mc, &rec.respMsgs, &rec.idle)
 	rec.tx = n
 	o.Elapsed = time.Since(sent)
 	if err != nil {
@@ -401,6 +425,8 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 			// The client went away; its stream is gone.
 			rec.flags |= flags.DownstreamConnectionTerm
 			o.TxReset = true
+		case rec.idle.fired.Load():
+			h.idleMidResponse(w, rc, rec, grpc)
 		case ctx.Err() != nil && grpc:
 			o.End, o.GRPCStatus, o.TxReset = router.EndTimeout, grpcproto.DeadlineExceeded, true
 			rec.grpcStatus, rec.flags = o.GRPCStatus, rec.flags|flags.UpstreamRequestTimeout
@@ -603,7 +629,7 @@ func (h *Handler) reply(w http.ResponseWriter, r *http.Request, rec *record, rp 
 // streamBody copies the response body, flushing after every read so that
 // streamed messages reach the client at once. It returns the bytes written
 // and, when mc is set, adds the gRPC messages completed to *msgs.
-func streamBody(w http.ResponseWriter, rc *http.ResponseController, body io.Reader, mc *grpcproto.MessageCounter, msgs *int64) (int64, error) {
+func streamBody(w http.ResponseWriter, rc *http.ResponseController, body io.Reader, mc *grpcproto.MessageCounter, msgs *int64, idle *idleWatch) (int64, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -616,6 +642,7 @@ func streamBody(w http.ResponseWriter, rc *http.ResponseController, body io.Read
 			}
 			m, werr := w.Write(buf[:n])
 			total += int64(m)
+			idle.touch()
 			if werr != nil {
 				return total, werr
 			}

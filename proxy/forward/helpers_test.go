@@ -37,6 +37,7 @@ type testRoute struct {
 	prefix   string
 	cluster  string
 	upgrades []config.Upgrade
+	idle     time.Duration // the route's idle_timeout; 0: none
 }
 
 // testProxy is a Handler served by net/http's HTTP/1.1 server on a
@@ -84,7 +85,12 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute) *testP
 	}
 	vh := config.VirtualHost{Name: "all", Domains: []string{"*"}}
 	for _, r := range routes {
-		vh.Routes = append(vh.Routes, config.Route{Match: config.RouteMatch{Prefix: r.prefix}, Cluster: r.cluster, Upgrades: r.upgrades})
+		cr := config.Route{Match: config.RouteMatch{Prefix: r.prefix}, Cluster: r.cluster, Upgrades: r.upgrades}
+		if r.idle > 0 {
+			d := config.Duration(r.idle)
+			cr.IdleTimeout = &d
+		}
+		vh.Routes = append(vh.Routes, cr)
 	}
 	table, err := route.New([]config.VirtualHost{vh}, byName)
 	if err != nil {

@@ -622,6 +622,7 @@ func (cc *clientConn) endHeaders() error {
 		return streamError(id, http2.ErrCodeProtocol, "response header list too large")
 	}
 	cl := h.call
+	cl.touch()
 	trailers := h.gotHeaders
 	if !trailers {
 		if msg := checkResponse(hb); msg != "" {
@@ -713,6 +714,7 @@ func (cc *clientConn) handleData(fh http2.FrameHeader, d *dbuf) error {
 	}
 	cl := h.call
 	cl.refs.Add(1)
+	cl.touch()
 	cc.maybeCloseLocked(h)
 	cc.unlock()
 	if pad := flow - int32(n); pad > 0 {

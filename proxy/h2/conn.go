@@ -836,6 +836,7 @@ func (c *conn) pickLocked(items []writeItem) []writeItem {
 			if !d.local {
 				it.credit = int32(n)
 			}
+			h.call.touch()
 			h.sendWin -= int64(n)
 			c.sendConn -= int64(n)
 			h.queued -= n

@@ -60,6 +60,9 @@ func (sc *serverConn) proxy(cl *call) {
 	}
 	cls := rc.Cluster
 	timeout := rc.Timeout
+	if rc.IdleTimeout > 0 {
+		sc.watchIdle(cl, rc.IdleTimeout)
+	}
 	cl.deadline = rc.Deadline(time.Now())
 	sh := sc.share(cls.Breakers)
 	if !sh.Try() {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -53,6 +54,10 @@ type serverConn struct {
 	// remoteAddr is the client's ip:port, for the access log.
 	remoteAddr string
 
+	// sweepEvery is the stream idle sweep's period, 0 while it is
+	// stopped: set under mu, read without it.
+	sweepEvery atomic.Int64
+
 	// Reader-owned.
 	shares       map[*breaker.Breakers]*breaker.Share
 	recentResets [16]uint32 // streams we reset lately: their frames in flight are ignored
@@ -65,6 +70,7 @@ type serverConn struct {
 	goAwayID    uint32
 	idleSince   time.Time
 	idleTimer   *time.Timer
+	sweepTimer  *time.Timer // the stream idle sweep (idle.go)
 	pingTimer   *time.Timer
 	drainTimer  *time.Timer
 	nDraining   int
@@ -160,6 +166,9 @@ func (sc *serverConn) teardown(err error) {
 	}
 	if sc.drainTimer != nil {
 		sc.drainTimer.Stop()
+	}
+	if sc.sweepTimer != nil {
+		sc.sweepTimer.Stop()
 	}
 	sc.unlock()
 	sc.closeStreams()
@@ -398,6 +407,7 @@ func (sc *serverConn) requestTrailersLocked(h *half) error {
 	h.recvDone = true
 	cl := h.call
 	cl.refs.Add(1)
+	cl.touch()
 	sc.maybeCloseLocked(h)
 	sc.unlock()
 	cl.forwardTrailers(sc.fields)
@@ -454,6 +464,7 @@ func (sc *serverConn) handleData(fh http2.FrameHeader, d *dbuf) error {
 	}
 	cl := h.call
 	cl.refs.Add(1)
+	cl.touch()
 	sc.maybeCloseLocked(h)
 	sc.unlock()
 	if pad := flow - int32(n); pad > 0 {

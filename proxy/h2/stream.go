@@ -283,6 +283,15 @@ type call struct {
 	// Guarded by the downstream connection's mutex.
 	respStarted bool // response HEADERS queued downstream
 	respEnded   bool // the response is complete or reset downstream
+
+	// The stream idle timeout (idle.go): idleTimeout is set once by the
+	// downstream reader, activity bumped by every frame of the call;
+	// idleMark and idleSince are the sweep's, under the downstream
+	// connection's mutex.
+	idleTimeout atomic.Int64
+	activity    atomic.Uint32
+	idleMark    uint32
+	idleSince   time.Time
 }
 
 var callPool = sync.Pool{New: func() any {
@@ -428,6 +437,7 @@ const (
 	endedPerTryTimeout
 	endedOverflow
 	endedNoHealthy
+	endedIdle // the stream idle timeout: the proxy gave up on the call
 )
 
 // endedFor is how a call ends with the reply for response flag f; 0 for a
@@ -463,6 +473,8 @@ func endOf(why uint32) router.End {
 		return router.EndOverflow
 	case endedNoHealthy:
 		return router.EndNoHealthy
+	case endedIdle:
+		return router.EndCancelled
 	}
 	return router.EndResponse
 }

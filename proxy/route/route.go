@@ -34,6 +34,10 @@ type Route struct {
 	VirtualHost string
 	// Timeout bounds the whole request; 0 means none.
 	Timeout time.Duration
+	// IdleTimeout ends a request with no activity either way for this
+	// long (the route's idle_timeout, or its listener's
+	// stream_idle_timeout); 0 means none.
+	IdleTimeout time.Duration
 	// HashHeader is the canonical name (the http.Header key) of the header
 	// the first hash_policy entry hashes for ring_hash and maglev, "" when
 	// the route has no hash policy.
@@ -91,6 +95,9 @@ func newRoute(cfg *config.Route, vhost string, clusters map[string]*cluster.Clus
 		Timeout:     cfg.Timeout.D(),
 		Config:      cfg,
 		grpc:        cfg.Match.GRPC,
+	}
+	if cfg.IdleTimeout != nil {
+		r.IdleTimeout = cfg.IdleTimeout.D()
 	}
 	if len(cfg.HashPolicy) > 0 {
 		r.HashHeader = textproto.CanonicalMIMEHeaderKey(cfg.HashPolicy[0].Header)

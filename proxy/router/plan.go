@@ -43,6 +43,9 @@ type Plan struct {
 	// Timeout bounds the whole call: the route's, or the trusted
 	// override's, lowered by grpc-timeout; 0 means none.
 	Timeout time.Duration
+	// IdleTimeout ends the call after this long without activity either
+	// way (Envoy's stream idle timeout); 0 means none.
+	IdleTimeout time.Duration
 	// Retry is the route's retry policy with trusted overrides applied;
 	// its zero value retries nothing.
 	Retry retry.Policy
@@ -74,6 +77,7 @@ func Decide(t *route.Table, req *Request, p *Plan) (rp Reply, ok bool) {
 		p.Cluster = rt.Cluster()
 	}
 	p.Timeout = rt.Timeout
+	p.IdleTimeout = rt.IdleTimeout
 	h := req.Headers
 	if req.Trust {
 		if v, ok := h.Get(headerRqTimeoutMs, lowerRqTimeoutMs); ok {

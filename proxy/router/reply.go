@@ -40,6 +40,18 @@ var (
 	ReplyTimeout           = Reply{Flag: flags.UpstreamRequestTimeout, Status: 504, GRPC: grpcproto.DeadlineExceeded, Message: msgTimeout}
 )
 
+// ReplyStreamIdle is the answer to a request whose stream idle timeout
+// passed before any response: 504 once the client had sent all of its
+// request, 408 while it was still sending (Envoy's choice); gRPC clients
+// get DEADLINE_EXCEEDED, as for the route timeout.
+func ReplyStreamIdle(requestDone bool) Reply {
+	r := Reply{Flag: flags.StreamIdleTimeout, Status: 504, GRPC: grpcproto.DeadlineExceeded, Message: "stream timeout"}
+	if !requestDone {
+		r.Status = 408
+	}
+	return r
+}
+
 // Text is the message for a client: for gRPC no-route replies the path is
 // named, as gRPC's own UNIMPLEMENTED does.
 func (r Reply) Text(grpc bool, path string) string {
