@@ -749,13 +749,20 @@ func (cc *clientConn) handleRST(f *http2.RSTStreamFrame) error {
 	h := cc.streams[f.StreamID]
 	if h == nil || h.rstDone {
 		idle := h == nil && cc.idleLocked(f.StreamID)
-		cc.mu.Unlock()
-		if idle {
-			return connError(http2.ErrCodeProtocol, "RST_STREAM on an idle stream")
+		// A reset of a stream we just closed, or reset ourselves,
+		// crossed ours on the wire: normal once. Again, or on a stream
+		// long gone, it counts toward the glitch limit.
+		crossed := h == nil && cc.crossedLocked(f.StreamID) || h != nil && !h.peerReset
+		if h != nil {
+			h.peerReset = true
 		}
-		// A reset of a stream already closed or reset: legal once in a
-		// while (frames cross), a flood when it keeps coming. It counts
-		// toward the glitch limit, as the downstream side's do.
+		cc.mu.Unlock()
+		switch {
+		case idle:
+			return connError(http2.ErrCodeProtocol, "RST_STREAM on an idle stream")
+		case crossed:
+			return nil
+		}
 		return cc.glitch()
 	}
 	h.peerReset, h.rstDone = true, true

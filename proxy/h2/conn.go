@@ -312,6 +312,13 @@ type conn struct {
 	failed       bool  // the connection is gone: drop all output
 	failErr      error // why it failed
 	detached     *half // halves that left the connection, handled by unlock
+	// closedIDs are the streams that closed last (a ring): a peer's
+	// RST_STREAM on one of them crossed our end of the stream on the
+	// wire, which is normal once per stream (a client resets a request
+	// whose response came before its body was sent; a server resets a
+	// request it answered early) and no glitch.
+	closedIDs [128]uint32
+	closedPos int
 }
 
 // initState sets up the state both sides share; it does no I/O.
@@ -565,6 +572,8 @@ func (c *conn) maybeCloseLocked(h *half) {
 	h.donePending()
 	if h.id != 0 && c.streams[h.id] == h {
 		delete(c.streams, h.id)
+		c.closedIDs[c.closedPos%len(c.closedIDs)] = h.id
+		c.closedPos++
 	}
 	if h.active {
 		h.active = false
@@ -936,6 +945,19 @@ func (c *conn) linger() {
 	_ = c.nc.SetReadDeadline(time.Now().Add(closeLinger))
 	_, _ = io.Copy(io.Discard, io.LimitReader(&c.br, 1<<20))
 	c.nc.Close()
+}
+
+// crossedLocked reports whether id closed lately and has not had a
+// RST_STREAM since: the first one after its end is normal, a second, or
+// one on a stream long gone, a glitch.
+func (c *conn) crossedLocked(id uint32) bool {
+	for i := range c.closedIDs {
+		if c.closedIDs[i] == id {
+			c.closedIDs[i] = 0
+			return true
+		}
+	}
+	return false
 }
 
 // glitch counts a protocol glitch and reports a connection error once the

@@ -2,6 +2,7 @@ package h2
 
 import (
 	"bytes"
+	"net/http"
 	"testing"
 	"time"
 
@@ -104,5 +105,38 @@ func TestConnectionShare(t *testing.T) {
 	close(release)
 	if status, _, body := victim.response(1); status != "200" || string(body) != "late" {
 		t.Errorf("the other client got %s %q, want 200", status, body)
+	}
+}
+
+// TestEarlyAnswersAreNoGlitches: a backend that answers before reading the
+// request body resets each stream after its response (RST_STREAM
+// NO_ERROR, as Go's server does), and a client whose response came before
+// its body was sent resets its stream (CANCEL, as Go's client does): once
+// per stream, normal, however many streams a connection carries. Neither
+// side's connection is closed for it.
+func TestEarlyAnswersAreNoGlitches(t *testing.T) {
+	addr := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("early")) // the request body is never read
+	}))
+	p := startCountingProxy(t, []string{addr}, config.CircuitBreakers{}, PoolOptions{})
+	c := dialRaw(t, p.addr, true)
+	const calls = 1500 // over glitchLimit
+	for i := range calls {
+		id := uint32(2*i + 1)
+		c.post(id)
+		c.fr.WriteData(id, false, []byte("part of a body"))
+		if status, _, body := c.response(id); status != "200" || string(body) != "early" {
+			t.Fatalf("call %d: %s %q", i, status, body)
+		}
+		if err := c.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	cx := p.cs.Connections()
+	if n := cx.CxProtocolError.Value(); n != 0 {
+		t.Errorf("upstream_cx_protocol_error = %d, want 0", n)
+	}
+	if n := cx.CxTotal.Value(); n != 1 {
+		t.Errorf("upstream_cx_total = %d, want 1: the connection was never closed", n)
 	}
 }

@@ -494,13 +494,15 @@ func (sc *serverConn) handleRST(f *http2.RSTStreamFrame) error {
 	h := sc.streams[f.StreamID]
 	if h == nil {
 		idle := sc.idleLocked(f.StreamID)
+		crossed := !idle && sc.crossedLocked(f.StreamID)
 		sc.mu.Unlock()
-		if idle {
+		switch {
+		case idle:
 			return connError(http2.ErrCodeProtocol, "RST_STREAM on an idle stream")
+		case crossed:
+			return nil // it crossed our end of the stream on the wire
 		}
-		// A closed stream: allowed (it may have crossed our end on the
-		// wire), but a flood of them is a glitch each.
-		return sc.glitch()
+		return sc.glitch() // again, or on a stream long gone
 	}
 	h.peerReset, h.rstDone = true, true
 	cl := h.call
