@@ -73,14 +73,19 @@ const (
 	glitchDecay = 1 << 16
 	// Control frames are allowed in proportion to the work they serve, by
 	// Envoy's formulas (http2_protocol_options): PRIORITY frames up to
-	// maxPriorityPerStream × (1 + streams opened), and WINDOW_UPDATE,
-	// SETTINGS and PING frames up to 5 + 2 × (streams opened +
-	// maxControlPerDataSent × DATA frames sent). A peer past either gets
+	// maxPriorityPerStream × (1 + streams opened), and WINDOW_UPDATE frames
+	// up to 5 + 2 × (streams opened + maxControlPerDataSent × DATA frames
+	// sent). PING and SETTINGS frames, which keepalives send on quiet
+	// connections, are allowed at a rate: a bucket of pingBurst that
+	// refills at pingRate per second. A peer past any of these gets
 	// GOAWAY(ENHANCE_YOUR_CALM): a flood of frames that ask for nothing
-	// costs the proxy a lock and a loop each (a SETTINGS frame that changes
-	// INITIAL_WINDOW_SIZE walks every stream), and other clients pay for it.
+	// costs the proxy a lock and a loop each (a SETTINGS frame that
+	// changes INITIAL_WINDOW_SIZE walks every stream), and other clients
+	// pay for it.
 	maxPriorityPerStream  = 100
 	maxControlPerDataSent = 10
+	pingBurst             = 200
+	pingRate              = 50
 	// writerLinger is how long an idle writer goroutine waits for work
 	// before it exits; the next frame starts a new one. A connection that
 	// carries a call now and then keeps its writer; an idle one costs no
@@ -265,7 +270,9 @@ type conn struct {
 	glitches     int
 	unacked      int // our SETTINGS frames the peer has not ACKed
 	priorities   int64
-	controls     int64 // WINDOW_UPDATE, SETTINGS and PING frames received
+	controls     int64     // WINDOW_UPDATE frames received
+	pingTokens   float64   // PING and SETTINGS frames allowed now
+	pingLast     time.Time // when pingTokens was last refilled
 
 	// opened counts the streams of the connection (the peer's on a
 	// server connection, ours on a client one) and dataSent the DATA
@@ -980,13 +987,29 @@ func (c *conn) priorityFrame() error {
 	return nil
 }
 
-// controlFrame charges a WINDOW_UPDATE, SETTINGS or PING frame against
-// the connection's allowance.
-func (c *conn) controlFrame() error {
+// windowUpdateFrame charges a WINDOW_UPDATE frame against the
+// connection's allowance.
+func (c *conn) windowUpdateFrame() error {
 	c.controls++
 	if c.controls > 5+2*(c.opened.Load()+maxControlPerDataSent*c.dataSent.Load()) {
-		return connError(http2.ErrCodeEnhanceYourCalm, "too many control frames for the data sent")
+		return connError(http2.ErrCodeEnhanceYourCalm, "too many WINDOW_UPDATE frames for the data sent")
 	}
+	return nil
+}
+
+// pingFrame charges a PING or SETTINGS frame, read at now, against the
+// connection's rate.
+func (c *conn) pingFrame(now time.Time) error {
+	if c.pingLast.IsZero() {
+		c.pingTokens = pingBurst
+	} else {
+		c.pingTokens = min(pingBurst, c.pingTokens+now.Sub(c.pingLast).Seconds()*pingRate)
+	}
+	c.pingLast = now
+	if c.pingTokens < 1 {
+		return connError(http2.ErrCodeEnhanceYourCalm, "too many PING or SETTINGS frames")
+	}
+	c.pingTokens--
 	return nil
 }
 

@@ -140,3 +140,27 @@ func TestEarlyAnswersAreNoGlitches(t *testing.T) {
 		t.Errorf("upstream_cx_total = %d, want 1: the connection was never closed", n)
 	}
 }
+
+// TestPingRate: PING and SETTINGS frames are allowed at a rate, not in
+// proportion to data: a keepalive every few seconds on a quiet connection
+// never trips it, however long the connection lives; a burst over the
+// bucket does.
+func TestPingRate(t *testing.T) {
+	var c conn
+	start := time.Now()
+	for i := range 10000 { // a PING every 5 s for 14 hours
+		if err := c.pingFrame(start.Add(time.Duration(i) * 5 * time.Second)); err != nil {
+			t.Fatalf("keepalive PING %d refused: %v", i, err)
+		}
+	}
+	var burst conn
+	for i := range pingBurst + 10 {
+		if err := burst.pingFrame(start); err != nil {
+			if i < pingBurst {
+				t.Fatalf("PING %d of a burst refused, want %d allowed", i, pingBurst)
+			}
+			return
+		}
+	}
+	t.Fatalf("a burst of %d PINGs was allowed", pingBurst+10)
+}

@@ -234,7 +234,7 @@ func (c *conn) handleFrame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
 		if !f.IsAck() {
-			if err := c.controlFrame(); err != nil {
+			if err := c.pingFrame(time.Now()); err != nil {
 				return err
 			}
 		}
@@ -244,12 +244,12 @@ func (c *conn) handleFrame(f http2.Frame) error {
 			c.h.handlePingAck(f.Data)
 			return nil
 		}
-		if err := c.controlFrame(); err != nil {
+		if err := c.pingFrame(time.Now()); err != nil {
 			return err
 		}
 		return c.queueCtrl(ctrlFrame{kind: ctrlPingAck, data: f.Data})
 	case *http2.WindowUpdateFrame:
-		if err := c.controlFrame(); err != nil {
+		if err := c.windowUpdateFrame(); err != nil {
 			return err
 		}
 		return c.handleWindowUpdate(f)
