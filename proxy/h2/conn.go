@@ -75,9 +75,12 @@ const (
 	// Envoy's formulas (http2_protocol_options): PRIORITY frames up to
 	// maxPriorityPerStream × (1 + streams opened), and WINDOW_UPDATE frames
 	// up to 5 + 2 × (streams opened + maxControlPerDataSent × DATA frames
-	// sent). PING and SETTINGS frames, which keepalives send on quiet
-	// connections, are allowed at a rate: a bucket of pingBurst that
-	// refills at pingRate per second. A peer past any of these gets
+	// sent). PING and SETTINGS frames are free when the connection did
+	// work since the last one (grpc-go's BDP pings follow the DATA it
+	// reads; grpc-go's server forgives pings the same way), and otherwise,
+	// as keepalives on a quiet connection, allowed at a rate: a bucket of
+	// pingBurst that refills at pingRate per second. A peer past any of
+	// these gets
 	// GOAWAY(ENHANCE_YOUR_CALM): a flood of frames that ask for nothing
 	// costs the proxy a lock and a loop each (a SETTINGS frame that
 	// changes INITIAL_WINDOW_SIZE walks every stream), and other clients
@@ -273,6 +276,7 @@ type conn struct {
 	controls     int64     // WINDOW_UPDATE frames received
 	pingTokens   float64   // PING and SETTINGS frames allowed now
 	pingLast     time.Time // when pingTokens was last refilled
+	pingWork     int64     // streams opened plus DATA sent at the last one
 
 	// opened counts the streams of the connection (the peer's on a
 	// server connection, ours on a client one) and dataSent the DATA
@@ -1000,6 +1004,10 @@ func (c *conn) windowUpdateFrame() error {
 // pingFrame charges a PING or SETTINGS frame, read at now, against the
 // connection's rate.
 func (c *conn) pingFrame(now time.Time) error {
+	if work := c.opened.Load() + c.dataSent.Load(); work != c.pingWork {
+		c.pingWork = work
+		return nil // the connection is busy: BDP estimation, not a flood
+	}
 	if c.pingLast.IsZero() {
 		c.pingTokens = pingBurst
 	} else {

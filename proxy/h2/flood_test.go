@@ -141,16 +141,23 @@ func TestEarlyAnswersAreNoGlitches(t *testing.T) {
 	}
 }
 
-// TestPingRate: PING and SETTINGS frames are allowed at a rate, not in
-// proportion to data: a keepalive every few seconds on a quiet connection
-// never trips it, however long the connection lives; a burst over the
-// bucket does.
+// TestPingRate: PING and SETTINGS frames are free on a busy connection
+// (grpc-go pings after the DATA it reads, to size its window) and allowed
+// at a rate on a quiet one: a keepalive every few seconds never trips it,
+// however long the connection lives; a burst over the bucket does.
 func TestPingRate(t *testing.T) {
 	var c conn
 	start := time.Now()
 	for i := range 10000 { // a PING every 5 s for 14 hours
 		if err := c.pingFrame(start.Add(time.Duration(i) * 5 * time.Second)); err != nil {
 			t.Fatalf("keepalive PING %d refused: %v", i, err)
+		}
+	}
+	var busy conn
+	for i := range 100 * pingBurst { // all at once, each after a DATA frame
+		busy.dataSent.Add(1)
+		if err := busy.pingFrame(start); err != nil {
+			t.Fatalf("PING %d after DATA refused: %v", i, err)
 		}
 	}
 	var burst conn
