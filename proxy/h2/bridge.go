@@ -179,7 +179,6 @@ func (b *bridge) run(pool *upstream.Pool, req *http.Request) {
 		n, err := resp.Body.Read(d.b)
 		if n > 0 {
 			d.end = n
-			cl.txBytes.Add(int64(n))
 			if b.waitRoom(n) != nil || !cl.onResponseData(d, false) {
 				return
 			}

@@ -702,7 +702,6 @@ func (cc *clientConn) handleData(fh http2.FrameHeader, d *dbuf) error {
 	n := d.len()
 	end := fh.Flags.Has(http2.FlagDataEndStream)
 	h.recvLen += int64(n)
-	h.call.txBytes.Add(int64(n))
 	if h.contentLen >= 0 && (h.recvLen > h.contentLen || end && h.recvLen != h.contentLen) {
 		cc.mu.Unlock()
 		putBuf(d)

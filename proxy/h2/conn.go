@@ -890,6 +890,9 @@ func (c *conn) finishItems(items []writeItem) {
 	for i := range items {
 		it := &items[i]
 		if it.data != nil {
+			if cl := it.h.call; it.h == &cl.down {
+				cl.sentBytes.Add(int64(it.data.len())) // written: the client has them
+			}
 			putBuf(it.data)
 			it.data = nil
 		}

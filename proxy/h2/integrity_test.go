@@ -2,13 +2,22 @@ package h2
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/accesslog"
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/observe"
 )
 
 // slowReader is a raw client that advertises a small stream window, so
@@ -121,11 +130,21 @@ func TestUpstreamNoErrorResetEndsBody(t *testing.T) {
 
 // TestUpstreamNoErrorResetShortBody: a body cut short of its
 // content-length is not complete, whatever the code of the reset: the
-// client's stream is reset, and never with NO_ERROR.
+// client's stream is reset, and never with NO_ERROR; the access log's
+// bytes_sent is what the client got, not what the upstream sent.
 func TestUpstreamNoErrorResetShortBody(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 48<<10)
 	sent := make(chan struct{})
-	p := fakeProxy(t, respondThenReset(body, http2.ErrCodeNo, sent, "content-length", "100000"))
+	fu := startFakeUpstream(t, respondThenReset(body, http2.ErrCodeNo, sent, "content-length", "100000"))
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	all := 100.0
+	al, err := accesslog.New(config.AccessLog{Path: logPath, FlushInterval: config.Duration(time.Hour), BufferBytes: 64 << 10,
+		Filter: config.AccessLogFilter{SamplePercent: &all}}, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, []testCluster{{name: "fake", addrs: []string{fu.addr}, connect: time.Second}},
+		[]testRoute{{prefix: "/", cluster: "fake"}}, proxyOpts{obs: observe.New(config.RequestID{}, nil, []*accesslog.Logger{al})})
 	c := slowReader(t, p.addr, 1024)
 	c.request(1, true)
 	<-sent
@@ -135,6 +154,23 @@ func TestUpstreamNoErrorResetShortBody(t *testing.T) {
 	}
 	if rst.ErrCode != http2.ErrCodeInternal {
 		t.Errorf("RST_STREAM %v, want INTERNAL_ERROR", rst.ErrCode)
+	}
+	waitIdle(t, p)
+	if err := al.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line struct {
+		BytesSent int `json:"bytes_sent"`
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(b), &line); err != nil {
+		t.Fatalf("access log %q: %v", b, err)
+	}
+	if line.BytesSent != len(got) {
+		t.Errorf("bytes_sent %d, want %d: what the client got", line.BytesSent, len(got))
 	}
 }
 

@@ -92,7 +92,9 @@ func (cl *call) observeEnd(obs *observe.Observer, sent int, elapsed time.Duratio
 	e.ResponseCode = sent
 	e.ResponseFlags = f.String()
 	e.BytesReceived = cl.rxBytes.Load()
-	e.BytesSent = cl.txBytes.Load() + cl.localBytes
+	// What reached the client, not what the upstream sent: a response
+	// reset before its queue drained says so.
+	e.BytesSent = cl.sentBytes.Load()
 	e.Duration = elapsed
 	if t := cl.upTime.Load(); t > 0 {
 		e.UpstreamServiceTime = time.Duration(t)

@@ -392,7 +392,6 @@ func (cl *call) localReplyLocked(c *conn, status int, body string, f flag) {
 		c.scheduleLocked(h)
 		return
 	}
-	cl.localBytes = int64(len(body))
 	d := getBuf(len(body))
 	d.end = copy(d.b, body)
 	d.local = true

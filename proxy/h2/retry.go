@@ -227,7 +227,6 @@ func (cl *call) startRetry() {
 	cl.grpcStatus.Store(-1)
 	cl.endedBy.Store(0)
 	cl.upTime.Store(0)
-	cl.txBytes.Store(0)
 	cl.startAttempt()
 
 	h.id, h.listed, h.next, h.nextDetached = 0, listNone, nil, nil

@@ -265,20 +265,19 @@ type call struct {
 	// What the access log and spans are told (see observe). The fields are
 	// set by the downstream reader in proxy before the call goes upstream;
 	// the atomics by whichever goroutine learns them.
-	method     string
-	authority  string
-	userAgent  string
-	xff        string // as sent upstream
-	requestID  string
-	traceID    string
-	localBytes int64 // body of a response the proxy made itself
-	ctx        context.Context
-	srvSpan    tracing.Span
-	cliSpan    tracing.Span
-	flags      atomic.Uint32 // response flags (flag)
-	rxBytes    atomic.Int64  // request body bytes from the client
-	txBytes    atomic.Int64  // response body bytes from upstream
-	upTime     atomic.Int64  // ns from sending upstream to the response headers; 0: none
+	method    string
+	authority string
+	userAgent string
+	xff       string // as sent upstream
+	requestID string
+	traceID   string
+	ctx       context.Context
+	srvSpan   tracing.Span
+	cliSpan   tracing.Span
+	flags     atomic.Uint32 // response flags (flag)
+	rxBytes   atomic.Int64  // request body bytes from the client
+	sentBytes atomic.Int64  // response body bytes written to the client
+	upTime    atomic.Int64  // ns from sending upstream to the response headers; 0: none
 
 	// Guarded by the downstream connection's mutex.
 	respStarted bool // response HEADERS queued downstream
