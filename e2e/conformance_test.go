@@ -182,18 +182,8 @@ clusters:
 // 200 "ok" to everything.
 func startOKBackend(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	protos := new(http.Protocols)
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Protocols: protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		// h2spec skips 6.9.2/2 for bodies under 5 bytes.
 		w.Write([]byte("ok from the h2c backend"))
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	}), testnet.HTTP1|testnet.H2C)
 }

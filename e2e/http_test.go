@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -32,34 +31,21 @@ type echoed struct {
 // port, that answers every request with its echo as JSON.
 func startEchoBackend(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	protos := new(http.Protocols)
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	srv := &http.Server{
-		Protocols: protos,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			body, err := io.ReadAll(r.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("X-Backend", "echo")
-			// Hop-by-hop response headers: over HTTP/1.1 the proxy must drop
-			// them (HTTP/2 servers drop Connection themselves).
-			w.Header().Set("Connection", "X-Resp-Hop")
-			w.Header().Set("X-Resp-Hop", "must not be forwarded")
-			w.Header().Set("Keep-Alive", "timeout=7")
-			json.NewEncoder(w).Encode(echoed{Proto: r.Proto, Method: r.Method, URI: r.RequestURI, Host: r.Host, Header: r.Header, Body: string(body)})
-		}),
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	return testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Backend", "echo")
+		// Hop-by-hop response headers: over HTTP/1.1 the proxy must drop
+		// them (HTTP/2 servers drop Connection themselves).
+		w.Header().Set("Connection", "X-Resp-Hop")
+		w.Header().Set("X-Resp-Hop", "must not be forwarded")
+		w.Header().Set("Keep-Alive", "timeout=7")
+		json.NewEncoder(w).Encode(echoed{Proto: r.Proto, Method: r.Method, URI: r.RequestURI, Host: r.Host, Header: r.Header, Body: string(body)})
+	}), testnet.HTTP1|testnet.H2C)
 }
 
 func h1Client() *http.Client {

@@ -3,24 +3,21 @@ package e2e
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // startWebSocketBackend serves a WebSocket echo on its own loopback port
 // until the test ends.
 func startWebSocketBackend(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	up := websocket.Upgrader{}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return
@@ -35,17 +32,7 @@ func startWebSocketBackend(t *testing.T) string {
 				return
 			}
 		}
-	})}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return ln.Addr().String()
+	}), testnet.HTTP1)
 }
 
 // TestWebSocketUpgrade runs a WebSocket through the real binary: allowed

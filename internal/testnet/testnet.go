@@ -1,6 +1,8 @@
 // Package testnet has the loopback peers the tests of several packages
 // need: a port nothing listens on, a listener that accepts and never says
-// a word, and a self-signed certificate for 127.0.0.1.
+// a word, one whose accept queue is full, net/http backends (HTTP/1.1,
+// h2c or both) and the handlers several tests serve, and a self-signed
+// certificate for 127.0.0.1.
 package testnet
 
 import (

@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"testing"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // BenchmarkHTTP1Unary is one small GET through the HTTP/1.1 handler to
@@ -15,7 +17,7 @@ func BenchmarkHTTP1Unary(b *testing.B) {
 		w.Header().Set("Content-Length", "5")
 		io.WriteString(w, "hello")
 	})
-	p := startProxy(b, []testCluster{{name: "c", protocol: "http1", addrs: []string{serveH1(b, be)}}},
+	p := startProxy(b, []testCluster{{name: "c", protocol: "http1", addrs: []string{testnet.Serve(b, be, testnet.HTTP1)}}},
 		[]testRoute{{prefix: "/", cluster: "c"}})
 	c := h1Client(b)
 	url := "http://" + p.addr + "/bench"

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // earlyEcho is a backend that answers before the upload ends: it sends its
@@ -62,7 +64,7 @@ func TestUploadWhileTheResponseStreams(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			be := &earlyEcho{seen: make(chan struct{})}
-			p := startProxy(t, []testCluster{{name: "c", protocol: "http1", addrs: []string{serveH1(t, be)}}},
+			p := startProxy(t, []testCluster{{name: "c", protocol: "http1", addrs: []string{testnet.Serve(t, be, testnet.HTTP1)}}},
 				[]testRoute{{prefix: "/", cluster: "c"}})
 
 			var want bytes.Buffer

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/accesslog"
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/h2"
@@ -104,7 +104,7 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute) *testP
 	t.Cleanup(func() { p.closeLog(t) })
 	p.handler = &Handler{Routes: table, Stats: p.stats, Observer: observe.New(config.RequestID{}, nil, []*accesslog.Logger{p.log}), Log: zerolog.Nop()}
 	p.served = make(chan string, 64)
-	p.addr = serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p.addr = testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			select {
 			case p.served <- r.URL.Path:
@@ -112,7 +112,7 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute) *testP
 			}
 		}()
 		p.handler.ServeHTTP(w, r)
-	}))
+	}), testnet.HTTP1)
 	return p
 }
 
@@ -162,52 +162,6 @@ func (p *testProxy) accessLog(t testing.TB) []map[string]any {
 		out = append(out, e)
 	}
 	return out
-}
-
-// serveH1 serves h over HTTP/1.1 on its own loopback socket until the test
-// ends, and returns the address.
-func serveH1(t testing.TB, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	protos := new(http.Protocols)
-	protos.SetHTTP1(true)
-	srv := &http.Server{Handler: h, Protocols: protos}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return ln.Addr().String()
-}
-
-// serveH2C serves h over h2c (prior knowledge) on its own loopback socket
-// until the test ends, and returns the address.
-func serveH2C(t testing.TB, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	protos := new(http.Protocols)
-	protos.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: h, Protocols: protos}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return ln.Addr().String()
 }
 
 // h1Client is a client of its own that speaks HTTP/1.1 only; its idle

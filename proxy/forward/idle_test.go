@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // TestStreamIdleTimeout: on the HTTP/1.1 listener, a request with no
@@ -20,25 +22,7 @@ func TestStreamIdleTimeout(t *testing.T) {
 	const idle = 100 * time.Millisecond
 	release := make(chan struct{})
 	defer close(release)
-	backend := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/silent":
-		case "/headers":
-			w.WriteHeader(200)
-			w.(http.Flusher).Flush()
-		case "/trickle":
-			for range 40 {
-				w.Write([]byte("x"))
-				w.(http.Flusher).Flush()
-				time.Sleep(20 * time.Millisecond)
-			}
-			return
-		}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
+	backend := testnet.Serve(t, testnet.Stall(release), testnet.HTTP1)
 	p := startProxy(t, []testCluster{{name: "b", protocol: "http1", addrs: []string{backend}}},
 		[]testRoute{{prefix: "/trickle", cluster: "b", idle: 4 * idle}, {prefix: "/", cluster: "b", idle: idle}})
 	c := h1Client(t)

@@ -69,15 +69,9 @@ func startMirrorProxy(t testing.TB, primaryAddr, shadowAddr string, cb config.Ci
 		t.Fatal(err)
 	}
 	h := &Handler{Routes: table, TrustRequestHeaders: true, Stats: store.HTTP("test"), Log: zerolog.Nop()}
-	p.addr = serveH1(t, h)
+	p.addr = testnet.Serve(t, h, testnet.HTTP1)
 	return p
 }
-
-// drainHandler reads the request body, then answers 200.
-var drainHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-	io.Copy(io.Discard, r.Body)
-	w.Write([]byte("ok"))
-})
 
 // TestMirrorBlackHole: with a shadow cluster that accepts and never
 // answers, never accepts (a full accept queue) or refuses connections, a
@@ -120,7 +114,7 @@ func TestMirrorBlackHole(t *testing.T) {
 			if tt.fromRequest {
 				timeout = 0
 			}
-			p := startMirrorProxy(t, serveH1(t, drainHandler), tt.shadow(t), config.CircuitBreakers{MaxRequests: maxRequests}, timeout)
+			p := startMirrorProxy(t, testnet.Serve(t, testnet.Drain, testnet.HTTP1), tt.shadow(t), config.CircuitBreakers{MaxRequests: maxRequests}, timeout)
 			client := h1Client(t)
 			client.Transport.(*http.Transport).MaxIdleConnsPerHost = workers
 			defer client.CloseIdleConnections()
@@ -209,11 +203,11 @@ func TestMirrorBlackHole(t *testing.T) {
 // to the primary as it comes, and the refusal is counted.
 func TestMirrorRefusedStreamsBody(t *testing.T) {
 	started := make(chan struct{})
-	primary := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	primary := testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started) // before the body is whole
 		b, _ := io.ReadAll(r.Body)
 		w.Write(b)
-	}))
+	}), testnet.HTTP1)
 	p := startMirrorProxy(t, primary, testnet.ClosedPort(t), config.CircuitBreakers{MaxRequests: -1}, 0)
 	pr, pw := io.Pipe()
 	type result struct {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // rawBackend answers every request on its connections with resp, byte for
@@ -90,7 +92,7 @@ func TestResponseHeadersAreTheUpstreams(t *testing.T) {
 		}
 		io.WriteString(w, html)
 	})
-	p := startProxy(t, []testCluster{{name: "c", protocol: "http1", addrs: []string{serveH1(t, be)}}},
+	p := startProxy(t, []testCluster{{name: "c", protocol: "http1", addrs: []string{testnet.Serve(t, be, testnet.HTTP1)}}},
 		[]testRoute{{prefix: "/", cluster: "c"}})
 
 	resp, body := get(t, p, "/date")
@@ -150,8 +152,8 @@ func TestTrailersAreAnnouncedAndSent(t *testing.T) {
 		protocol string
 		addr     string
 	}{
-		{name: "http1 upstream", protocol: "http1", addr: serveH1(t, be)},
-		{name: "http2 upstream", protocol: "http2", addr: serveH2C(t, be)},
+		{name: "http1 upstream", protocol: "http1", addr: testnet.Serve(t, be, testnet.HTTP1)},
+		{name: "http2 upstream", protocol: "http2", addr: testnet.Serve(t, be, testnet.H2C)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,7 +196,7 @@ func TestInformationalResponsesAreForwarded(t *testing.T) {
 		w.Header().Set("Link", "</final.css>; rel=preload")
 		io.WriteString(w, "done")
 	})
-	p := startProxy(t, []testCluster{{name: "c", protocol: "http1", addrs: []string{serveH1(t, be)}}},
+	p := startProxy(t, []testCluster{{name: "c", protocol: "http1", addrs: []string{testnet.Serve(t, be, testnet.HTTP1)}}},
 		[]testRoute{{prefix: "/", cluster: "c"}})
 
 	type interim struct {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
 )
 
@@ -20,7 +21,7 @@ func enabled(typ string, on bool) config.Upgrade { return config.Upgrade{Type: t
 // closes.
 func wsEcho(t *testing.T) string {
 	up := websocket.Upgrader{}
-	return serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !websocket.IsWebSocketUpgrade(r) {
 			http.Error(w, "websocket only here", http.StatusNotFound)
 			return
@@ -39,7 +40,7 @@ func wsEcho(t *testing.T) string {
 				return
 			}
 		}
-	}))
+	}), testnet.HTTP1)
 }
 
 func dialWS(t *testing.T, addr, path string) (*websocket.Conn, *http.Response, error) {
@@ -114,7 +115,7 @@ func TestWebSocketThroughTheProxy(t *testing.T) {
 // rawUpgradeBackend switches to "echo/1" (and answers anything else with
 // 426) and then echoes raw bytes until the client closes.
 func rawUpgradeBackend(t *testing.T) string {
-	return serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "echo/1") || !strings.EqualFold(r.Header.Get("Connection"), "upgrade") {
 			w.Header().Set("Content-Type", "text/plain")
 			w.WriteHeader(http.StatusUpgradeRequired)
@@ -128,7 +129,7 @@ func rawUpgradeBackend(t *testing.T) string {
 		defer conn.Close()
 		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
 		io.Copy(conn, brw)
-	}))
+	}), testnet.HTTP1)
 }
 
 // TestUpgradeTunnelsBytesSentEarly sends the upgrade request and the first
@@ -185,8 +186,8 @@ func TestUpgradeRefusedOrAnsweredPlainly(t *testing.T) {
 		io.WriteString(w, "plain "+r.Header.Get("Upgrade"))
 	})
 	p := startProxy(t, []testCluster{
-		{name: "h1", protocol: "http1", addrs: []string{serveH1(t, be)}},
-		{name: "h2", protocol: "http2", addrs: []string{serveH2C(t, be)}},
+		{name: "h1", protocol: "http1", addrs: []string{testnet.Serve(t, be, testnet.HTTP1)}},
+		{name: "h2", protocol: "http2", addrs: []string{testnet.Serve(t, be, testnet.H2C)}},
 	}, []testRoute{
 		{prefix: "/off", cluster: "h1", upgrades: []config.Upgrade{enabled("websocket", false)}},
 		{prefix: "/other", cluster: "h1", upgrades: []config.Upgrade{enabled("spdy/3.1", true)}},

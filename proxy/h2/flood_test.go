@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
 )
 
@@ -77,7 +78,7 @@ func TestControlFrameFloods(t *testing.T) {
 // goes through.
 func TestConnectionShare(t *testing.T) {
 	release := make(chan struct{})
-	addr := startHTTPBackend(t, blockingHandler(release))
+	addr := testnet.Serve(t, blockingHandler(release), testnet.HTTP1|testnet.H2C)
 	p := startProxy(t, []testCluster{{name: "slow", addrs: []string{addr}, breakers: config.CircuitBreakers{MaxRequests: 64}}},
 		[]testRoute{{prefix: "/", cluster: "slow"}}, proxyOpts{})
 	hog := dialRaw(t, p.addr, true)
@@ -115,9 +116,9 @@ func TestConnectionShare(t *testing.T) {
 // per stream, normal, however many streams a connection carries. Neither
 // side's connection is closed for it.
 func TestEarlyAnswersAreNoGlitches(t *testing.T) {
-	addr := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	addr := testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("early")) // the request body is never read
-	}))
+	}), testnet.HTTP1|testnet.H2C)
 	p := startCountingProxy(t, []string{addr}, config.CircuitBreakers{}, PoolOptions{})
 	c := dialRaw(t, p.addr, true)
 	const calls = 1500 // over glitchLimit

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sightline-proxy/sightline/internal/h2spec"
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/internal/testtool"
 )
 
@@ -19,7 +20,7 @@ import (
 // pass, none skipped.
 func TestH2Spec(t *testing.T) {
 	bin := testtool.Look(t, "h2spec")
-	backend := startHTTPBackend(t, okHandler)
+	backend := testnet.Serve(t, okHandler, testnet.HTTP1|testnet.H2C)
 	for _, tt := range []struct {
 		name  string
 		tls   bool

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"math/big"
 	"net"
 	"net/http"
@@ -189,26 +188,6 @@ func (p *testProxy) bufferedBytes() int64 {
 		n += u.H2.Stats().BufferedBytes
 	}
 	return n
-}
-
-// startHTTPBackend serves h on 127.0.0.1 with HTTP/1.1 and h2c.
-func startHTTPBackend(t testing.TB, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	protos := new(http.Protocols)
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: h, Protocols: protos}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("backend: %v", err)
-		}
-	}()
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
 }
 
 // okHandler answers 200 with a small body. h2spec's 6.9.2/2 needs at

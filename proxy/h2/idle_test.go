@@ -1,12 +1,12 @@
 package h2
 
 import (
-	"net/http"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
 )
 
@@ -28,26 +28,7 @@ func TestStreamIdleTimeout(t *testing.T) {
 	const idle = 100 * time.Millisecond
 	release := make(chan struct{})
 	defer close(release)
-	addr := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/silent": // never answers
-		case "/headers": // headers, then nothing
-			w.WriteHeader(200)
-			w.(http.Flusher).Flush()
-		case "/trickle": // a byte every 20 ms, for 800 ms
-			w.WriteHeader(200)
-			for range 40 {
-				w.Write([]byte("x"))
-				w.(http.Flusher).Flush()
-				time.Sleep(20 * time.Millisecond)
-			}
-			return
-		}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
+	addr := testnet.Serve(t, testnet.Stall(release), testnet.HTTP1|testnet.H2C)
 	p := startProxy(t, []testCluster{{name: "b", addrs: []string{addr}}}, []testRoute{idleRoute("b", idle)}, proxyOpts{})
 	tests := []struct {
 		name       string

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/overload"
 	"github.com/sightline-proxy/sightline/stats"
@@ -133,7 +134,7 @@ func TestOverloadResetsLargestStreams(t *testing.T) {
 		RefreshInterval: 5 * time.Millisecond}, Engine(budget), st.Overload())
 	defer growLimit.Store(overload.DefaultMaxBufferedBytes / 4)
 	fu := startFakeUpstream(t, windowFiller())
-	victim := startHTTPBackend(t, okHandler)
+	victim := testnet.Serve(t, okHandler, testnet.HTTP1|testnet.H2C)
 	p := startProxy(t, []testCluster{{name: "fake", addrs: []string{fu.addr}, connect: time.Second}, {name: "ok", addrs: []string{victim}}},
 		[]testRoute{{prefix: "/ok", cluster: "ok"}, {prefix: "/", cluster: "fake"}}, proxyOpts{overload: m})
 	m.Start()

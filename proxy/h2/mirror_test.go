@@ -107,12 +107,6 @@ func mirrorBurst(t *testing.T, n, workers int, do func(body io.Reader) (int, err
 	return okN.Load(), int(maxG.Load())
 }
 
-// drainHandler reads the request body, then answers 200.
-var drainHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-	io.Copy(io.Discard, r.Body)
-	w.Write([]byte("ok"))
-})
-
 // mirrorMarkers name the goroutines a mirrored request runs on.
 var mirrorMarkers = []string{"router.(*Mirror).Send", "h2.(*rtStream).sendBody"}
 
@@ -161,7 +155,7 @@ func TestMirrorBlackHole(t *testing.T) {
 			// The backend reads the body before it answers: one that
 			// answers first resets the stream (NO_ERROR), and a burst
 			// of those fails calls in a way mirroring has no part in.
-			primary := startHTTPBackend(t, drainHandler)
+			primary := testnet.Serve(t, testnet.Drain, testnet.HTTP1|testnet.H2C)
 			timeout := time.Second
 			if tt.fromRequest {
 				timeout = 0

@@ -28,10 +28,10 @@ type countingBackend struct {
 
 func startCounting(t *testing.T, fn http.HandlerFunc) *countingBackend {
 	b := &countingBackend{}
-	b.addr = startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b.addr = testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.n.Add(1)
 		fn(w, r)
-	}))
+	}), testnet.HTTP1|testnet.H2C)
 	return b
 }
 
@@ -186,7 +186,7 @@ func TestRetryOverrideHeader(t *testing.T) {
 // are refused at once with 503 and UO; the ones in flight finish.
 func TestCircuitBreakerMaxRequests(t *testing.T) {
 	release := make(chan struct{})
-	addr := startHTTPBackend(t, blockingHandler(release))
+	addr := testnet.Serve(t, blockingHandler(release), testnet.HTTP1|testnet.H2C)
 	p := startProxy(t, []testCluster{{name: "c", addrs: []string{addr}, breakers: config.CircuitBreakers{MaxRequests: 3}}},
 		[]testRoute{{prefix: "/", cluster: "c"}}, proxyOpts{})
 	c := h2cClient()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 )
 
@@ -19,7 +20,7 @@ import (
 // reach HTTP/2 upstreams through the engine's pool, with bodies larger
 // than every window both ways, trailers, and cancellation.
 func TestPoolRoundTrip(t *testing.T) {
-	addr := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/echo":
 			h := sha256.New()
@@ -37,7 +38,7 @@ func TestPoolRoundTrip(t *testing.T) {
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
 		}
-	}))
+	}), testnet.HTTP1|testnet.H2C)
 	pool := NewPool(addr, PoolOptions{})
 	t.Cleanup(func() { pool.Close() })
 
@@ -95,7 +96,7 @@ func TestPoolRoundTripConnectFailure(t *testing.T) {
 }
 
 func BenchmarkPoolRoundTrip(b *testing.B) {
-	addr := startHTTPBackend(b, okHandler)
+	addr := testnet.Serve(b, okHandler, testnet.HTTP1|testnet.H2C)
 	pool := NewPool(addr, PoolOptions{})
 	b.Cleanup(func() { pool.Close() })
 	b.ReportAllocs()
@@ -113,12 +114,12 @@ func BenchmarkPoolRoundTrip(b *testing.B) {
 // TestPoolRoundTripResetMidBody: an upstream that resets its stream after
 // part of the body gives the reader an error, never a clean end.
 func TestPoolRoundTripResetMidBody(t *testing.T) {
-	addr := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(200)
 		io.WriteString(w, "partial")
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler)
-	}))
+	}), testnet.HTTP1|testnet.H2C)
 	pool := NewPool(addr, PoolOptions{})
 	t.Cleanup(func() { pool.Close() })
 	for i := range 200 {

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/router"
 )
@@ -19,7 +20,7 @@ import (
 // okProxy is a proxy in front of an HTTP backend running h.
 func okProxy(t testing.TB, h http.Handler, o proxyOpts) *testProxy {
 	t.Helper()
-	addr := startHTTPBackend(t, h)
+	addr := testnet.Serve(t, h, testnet.HTTP1|testnet.H2C)
 	return startProxy(t, []testCluster{{name: "ok", addrs: []string{addr}}}, []testRoute{{prefix: "/", cluster: "ok"}}, o)
 }
 
@@ -441,12 +442,12 @@ func TestLocalReplies(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	dead := ln.Addr().String()
 	ln.Close()
-	slow := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	slow := testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-time.After(5 * time.Second):
 		case <-r.Context().Done():
 		}
-	}))
+	}), testnet.HTTP1|testnet.H2C)
 	p := startProxy(t, []testCluster{{name: "dead", addrs: []string{dead}}, {name: "slow", addrs: []string{slow}}},
 		[]testRoute{{prefix: "/dead", cluster: "dead"}, {prefix: "/slow", cluster: "slow", timeout: 50 * time.Millisecond}}, proxyOpts{})
 	tests := []struct {
