@@ -3,7 +3,7 @@
 # Sightline and against HAProxy 2.6, one proxy at a time, in front of the
 # same Go gRPC backend (h2c, everything on 127.0.0.1).
 #
-#   bench/abuse.sh                      # every attack, both proxies: about 15 minutes
+#   bench/abuse.sh                      # every attack, both proxies: about 13 minutes
 #   bench/abuse.sh -o abuse.md          # also write the report to abuse.md
 #   ATTACKS="zero-window flood-ping" PROXIES=sightline ATTACK_SECS=10 bench/abuse.sh
 #
