@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sightline-proxy/sightline/proxy/server/certs/certtest"
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // tlsConfig is a proxy with one TLS listener serving certFile and keyFile
@@ -34,7 +34,7 @@ func dialTLS(t *testing.T, addr string) (*tls.Conn, int64) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return c, certtest.Serial(t, c.ConnectionState().PeerCertificates[0].Raw)
+	return c, testnet.CertSerial(t, c.ConnectionState().PeerCertificates[0].Raw)
 }
 
 // get sends one HTTP/1.1 request on c and checks the answer.
@@ -60,7 +60,7 @@ func get(t *testing.T, c *tls.Conn, br *bufio.Reader) {
 // the reload itself goes through.
 func TestReloadPicksUpRenewedCertificate(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile := certtest.Write(t, dir, certtest.New(t, 1, time.Now().Add(72*time.Hour)))
+	certFile, keyFile := testnet.NewKeyPair(t, 1, time.Now().Add(72*time.Hour)).Write(t, dir)
 	cfg := load(t, tlsConfig(certFile, keyFile))
 	s := started(t, cfg)
 	addr := s.ListenerAddr("in")
@@ -75,7 +75,7 @@ func TestReloadPicksUpRenewedCertificate(t *testing.T) {
 	br := bufio.NewReader(est)
 	get(t, est, br)
 
-	certtest.Write(t, dir, certtest.New(t, 2, time.Now().Add(240*time.Hour)))
+	testnet.NewKeyPair(t, 2, time.Now().Add(240*time.Hour)).Write(t, dir)
 	if err := s.Reload(load(t, tlsConfig(certFile, keyFile))); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestReloadPicksUpRenewedCertificate(t *testing.T) {
 		t.Errorf("days_until_first_cert_expiring = %d, want 9", n)
 	}
 
-	certtest.WriteFile(t, keyFile, certtest.New(t, 3, time.Now().Add(240*time.Hour)).Key) // not the certificate's key
+	testnet.ReplaceFile(t, keyFile, testnet.NewKeyPair(t, 3, time.Now().Add(240*time.Hour)).Key) // not the certificate's key
 	if err := s.Reload(load(t, tlsConfig(certFile, keyFile))); err != nil {
 		t.Fatalf("a reload with a bad renewal failed: %v", err)
 	}
@@ -107,7 +107,7 @@ func TestReloadPicksUpRenewedCertificate(t *testing.T) {
 // reload, without the cluster being rebuilt.
 func TestUpstreamClientCertificateFollowsRenewal(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile := certtest.Write(t, dir, certtest.New(t, 1, time.Now().Add(72*time.Hour)))
+	certFile, keyFile := testnet.NewKeyPair(t, 1, time.Now().Add(72*time.Hour)).Write(t, dir)
 	body := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 server: {drain_time: 10ms}
 clusters:
@@ -125,13 +125,13 @@ clusters:
 		if err != nil {
 			t.Fatal(err)
 		}
-		return certtest.Serial(t, c.Certificate[0])
+		return testnet.CertSerial(t, c.Certificate[0])
 	}
 	if got := presented(); got != 1 {
 		t.Fatalf("presents serial %d, want 1", got)
 	}
 	before := s.cur.Load().byName["a"]
-	certtest.Write(t, dir, certtest.New(t, 2, time.Now().Add(72*time.Hour)))
+	testnet.NewKeyPair(t, 2, time.Now().Add(72*time.Hour)).Write(t, dir)
 	if err := s.Reload(load(t, body)); err != nil {
 		t.Fatal(err)
 	}

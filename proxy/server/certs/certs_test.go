@@ -10,9 +10,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/internal/leakcheck"
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/config/watch"
-	"github.com/sightline-proxy/sightline/proxy/server/certs/certtest"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
@@ -51,7 +51,7 @@ func serving(t *testing.T, p *Pair) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return certtest.Serial(t, c.Certificate[0])
+	return testnet.CertSerial(t, c.Certificate[0])
 }
 
 // TestRefreshSwapsNewContentAtTheSamePath: the reload path. The files are
@@ -60,7 +60,7 @@ func serving(t *testing.T, p *Pair) int64 {
 func TestRefreshSwapsNewContentAtTheSamePath(t *testing.T) {
 	m, st := testManager(t, nil)
 	dir := t.TempDir()
-	certFile, keyFile := certtest.Write(t, dir, certtest.New(t, 1, time.Now().Add(48*time.Hour)))
+	certFile, keyFile := testnet.NewKeyPair(t, 1, time.Now().Add(48*time.Hour)).Write(t, dir)
 	p, err := m.Pair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func TestRefreshSwapsNewContentAtTheSamePath(t *testing.T) {
 	if up, rej := m.Refresh(); up != 0 || rej != 0 {
 		t.Errorf("Refresh with nothing changed = %d updated, %d rejected", up, rej)
 	}
-	certtest.Write(t, dir, certtest.New(t, 2, time.Now().Add(48*time.Hour)))
+	testnet.NewKeyPair(t, 2, time.Now().Add(48*time.Hour)).Write(t, dir)
 	if up, rej := m.Refresh(); up != 1 || rej != 0 {
 		t.Errorf("Refresh = %d updated, %d rejected; want 1, 0", up, rej)
 	}
@@ -79,7 +79,7 @@ func TestRefreshSwapsNewContentAtTheSamePath(t *testing.T) {
 		t.Errorf("serving serial %d after the renewal, want 2", got)
 	}
 	c, _ := p.GetClientCertificate(nil)
-	if got := certtest.Serial(t, c.Certificate[0]); got != 2 {
+	if got := testnet.CertSerial(t, c.Certificate[0]); got != 2 {
 		t.Errorf("presenting serial %d after the renewal, want 2", got)
 	}
 	if n := st.CertUpdate.Value(); n != 1 {
@@ -93,20 +93,20 @@ func TestRefreshSwapsNewContentAtTheSamePath(t *testing.T) {
 func TestBadNewPairKeepsTheOld(t *testing.T) {
 	m, st := testManager(t, nil)
 	dir := t.TempDir()
-	certFile, keyFile := certtest.Write(t, dir, certtest.New(t, 1, time.Now().Add(48*time.Hour)))
+	certFile, keyFile := testnet.NewKeyPair(t, 1, time.Now().Add(48*time.Hour)).Write(t, dir)
 	p, err := m.Pair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := certtest.New(t, 9, time.Now().Add(48*time.Hour))
+	other := testnet.NewKeyPair(t, 9, time.Now().Add(48*time.Hour))
 	steps := []struct {
 		name  string
 		write func()
 	}{
-		{"unparsable certificate", func() { certtest.WriteFile(t, certFile, []byte("not a certificate\n")) }},
+		{"unparsable certificate", func() { testnet.ReplaceFile(t, certFile, []byte("not a certificate\n")) }},
 		{"key of another certificate", func() {
-			certtest.WriteFile(t, certFile, certtest.New(t, 3, time.Now().Add(48*time.Hour)).Cert)
-			certtest.WriteFile(t, keyFile, other.Key)
+			testnet.ReplaceFile(t, certFile, testnet.NewKeyPair(t, 3, time.Now().Add(48*time.Hour)).Cert)
+			testnet.ReplaceFile(t, keyFile, other.Key)
 		}},
 		{"missing key", func() { os.Remove(keyFile) }},
 	}
@@ -125,7 +125,7 @@ func TestBadNewPairKeepsTheOld(t *testing.T) {
 			t.Errorf("%s: cert_update_rejected = %d, want %d", step.name, n, i+1)
 		}
 	}
-	certtest.Write(t, dir, certtest.New(t, 4, time.Now().Add(48*time.Hour)))
+	testnet.NewKeyPair(t, 4, time.Now().Add(48*time.Hour)).Write(t, dir)
 	if up, _ := m.Refresh(); up != 1 || serving(t, p) != 4 {
 		t.Errorf("a good pair after bad ones: %d updated, serving %d", up, serving(t, p))
 	}
@@ -135,7 +135,7 @@ func TestPairThatDoesNotLoadIsNotHeld(t *testing.T) {
 	m, st := testManager(t, nil)
 	dir := t.TempDir()
 	certFile := filepath.Join(dir, "cert.pem")
-	certtest.WriteFile(t, certFile, []byte("garbage"))
+	testnet.ReplaceFile(t, certFile, []byte("garbage"))
 	if _, err := m.Pair(certFile, filepath.Join(dir, "key.pem")); err == nil {
 		t.Fatal("a pair that does not load was accepted")
 	}
@@ -149,19 +149,19 @@ func TestPairThatDoesNotLoadIsNotHeld(t *testing.T) {
 func TestWatchSwapsWithoutReload(t *testing.T) {
 	m, st := testManager(t, nil)
 	dir := t.TempDir()
-	certFile, keyFile := certtest.Write(t, dir, certtest.New(t, 1, time.Now().Add(48*time.Hour)))
+	certFile, keyFile := testnet.NewKeyPair(t, 1, time.Now().Add(48*time.Hour)).Write(t, dir)
 	p, err := m.Pair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Start()
-	certtest.Write(t, dir, certtest.New(t, 2, time.Now().Add(48*time.Hour)))
+	testnet.NewKeyPair(t, 2, time.Now().Add(48*time.Hour)).Write(t, dir)
 	waitFor(t, "the renewed certificate to serve", func() bool { return serving(t, p) == 2 })
 	if n := st.CertUpdate.Value(); n != 1 {
 		t.Errorf("cert_update = %d, want 1", n)
 	}
 	// A bad one is refused by the watch too, and counted.
-	certtest.WriteFile(t, certFile, []byte("garbage"))
+	testnet.ReplaceFile(t, certFile, []byte("garbage"))
 	waitFor(t, "the bad certificate to be refused", func() bool { return st.CertUpdateRejected.Value() == 1 })
 	if got := serving(t, p); got != 2 {
 		t.Errorf("serving %d after a bad renewal, want 2", got)
@@ -188,14 +188,14 @@ func TestExpiryGauge(t *testing.T) {
 		t.Fatalf("gauge %d before any pair", n)
 	}
 	dirA, dirB := t.TempDir(), t.TempDir()
-	a, err := m.Pair(certtest.Write(t, dirA, certtest.New(t, 1, now.Add(10*24*time.Hour+time.Hour))))
+	a, err := m.Pair(testnet.NewKeyPair(t, 1, now.Add(10*24*time.Hour+time.Hour)).Write(t, dirA))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := st.DaysUntilFirstCertExpiring.Value(); n != 10 {
 		t.Errorf("one pair, 10 days and an hour left: gauge %d, want 10", n)
 	}
-	if _, err := m.Pair(certtest.Write(t, dirB, certtest.New(t, 2, now.Add(3*24*time.Hour)))); err != nil {
+	if _, err := m.Pair(testnet.NewKeyPair(t, 2, now.Add(3*24*time.Hour)).Write(t, dirB)); err != nil {
 		t.Fatal(err)
 	}
 	if n := st.DaysUntilFirstCertExpiring.Value(); n != 3 {

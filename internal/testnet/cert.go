@@ -1,8 +1,4 @@
-// Package certtest writes throwaway certificates for the tests of the
-// certificate manager and of the servers that use it: each with its own
-// serial number and expiry, so that a test can tell which one a handshake
-// got.
-package certtest
+package testnet
 
 import (
 	"crypto/ecdsa"
@@ -19,16 +15,17 @@ import (
 	"time"
 )
 
-// Pair is a certificate and key in PEM.
-type Pair struct {
+// KeyPair is a certificate and its key in PEM, with the certificate's
+// serial number, so that a test can tell which one a handshake got.
+type KeyPair struct {
 	Cert, Key []byte
 	Serial    int64
 }
 
-// New makes a self-signed certificate for 127.0.0.1 and localhost with
-// the given serial number, valid until notAfter, good for servers and
-// clients.
-func New(t testing.TB, serial int64, notAfter time.Time) Pair {
+// NewKeyPair makes a self-signed certificate for 127.0.0.1 and localhost
+// with the given serial number, valid until notAfter, good for servers
+// and clients.
+func NewKeyPair(t testing.TB, serial int64, notAfter time.Time) KeyPair {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -54,7 +51,7 @@ func New(t testing.TB, serial int64, notAfter time.Time) Pair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Pair{
+	return KeyPair{
 		Cert:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		Key:    pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
 		Serial: serial,
@@ -62,18 +59,18 @@ func New(t testing.TB, serial int64, notAfter time.Time) Pair {
 }
 
 // Write writes p as cert.pem and key.pem in dir, each replaced at once
-// (written aside, then renamed over), and returns their paths.
-func Write(t testing.TB, dir string, p Pair) (certFile, keyFile string) {
+// (ReplaceFile), and returns their paths.
+func (p KeyPair) Write(t testing.TB, dir string) (certFile, keyFile string) {
 	t.Helper()
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	WriteFile(t, certFile, p.Cert)
-	WriteFile(t, keyFile, p.Key)
+	ReplaceFile(t, certFile, p.Cert)
+	ReplaceFile(t, keyFile, p.Key)
 	return certFile, keyFile
 }
 
-// WriteFile replaces path with data at once: written aside, then renamed
-// over, as tools that renew certificates do.
-func WriteFile(t testing.TB, path string, data []byte) {
+// ReplaceFile replaces path with data at once: written aside, then
+// renamed over, as tools that renew certificates do.
+func ReplaceFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
@@ -84,13 +81,25 @@ func WriteFile(t testing.TB, path string, data []byte) {
 	}
 }
 
-// Serial returns the serial number of the leaf of a chain in DER, as
+// CertSerial returns the serial number of the leaf of a chain in DER, as
 // tls.ConnectionState.PeerCertificates or tls.Certificate hold it.
-func Serial(t testing.TB, der []byte) int64 {
+func CertSerial(t testing.TB, der []byte) int64 {
 	t.Helper()
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c.SerialNumber.Int64()
+}
+
+// WriteCert writes a self-signed certificate for 127.0.0.1 and localhost,
+// valid for a day, and its key to dir, and returns their paths and a pool
+// that trusts the certificate.
+func WriteCert(t testing.TB, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	p := NewKeyPair(t, 1, time.Now().Add(24*time.Hour))
+	certFile, keyFile = p.Write(t, dir)
+	pool = x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.Cert)
+	return certFile, keyFile, pool
 }
