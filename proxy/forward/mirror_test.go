@@ -4,31 +4,27 @@ import (
 	"io"
 	"net/http"
 	"runtime"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/internal/leakcheck"
+	"github.com/sightline-proxy/sightline/internal/mirrortest"
 	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/host"
-	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
-	"github.com/sightline-proxy/sightline/stats"
 )
 
 // mirrorProxy is a Handler on an HTTP/1.1 listener whose one route goes
 // to cluster "primary" and is mirrored, every request, to cluster
 // "shadow"; both count in a real stats store.
 type mirrorProxy struct {
-	addr            string
-	primary, shadow *cluster.Cluster
+	addr   string
+	shadow *cluster.Cluster
 }
 
 // startMirrorProxy serves HTTP/1.1 on 127.0.0.1:0, trusting request
@@ -38,39 +34,15 @@ type mirrorProxy struct {
 // a second.
 func startMirrorProxy(t testing.TB, primaryAddr, shadowAddr string, cb config.CircuitBreakers, timeout time.Duration) *mirrorProxy {
 	t.Helper()
-	store, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	build := func(name, addr string, cb config.CircuitBreakers) *cluster.Cluster {
-		cfg := config.Cluster{Name: name, Protocol: "auto", LBPolicy: "round_robin", CircuitBreakers: cb,
-			Endpoints: []config.Endpoint{{Address: addr}}}
-		c, err := cluster.New(cfg, cluster.Options{
-			NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
-				po := h2.PoolOptions{ConnectTimeout: time.Second, Breakers: c.Breakers, Log: zerolog.Nop()}
-				return h2.NewUpstream(h.Address, po, upstream.New(h.Address, upstream.Options{ConnectTimeout: time.Second, Breakers: c.Breakers}))
-			},
-			Stats: store.Cluster(name),
-			Log:   zerolog.Nop(),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
-	p := &mirrorProxy{primary: build("primary", primaryAddr, config.CircuitBreakers{}), shadow: build("shadow", shadowAddr, cb)}
-	vh := config.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []config.Route{{
-		Match: config.RouteMatch{Prefix: "/"}, Cluster: "primary", Timeout: config.Duration(timeout),
-		Mirror: &config.Mirror{Cluster: "shadow"},
-	}}}
-	table, err := route.New([]config.VirtualHost{vh}, map[string]*cluster.Cluster{"primary": p.primary, "shadow": p.shadow})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &Handler{Routes: table, TrustRequestHeaders: true, Stats: store.HTTP("test"), Log: zerolog.Nop()}
-	p.addr = testnet.Serve(t, h, testnet.HTTP1)
-	return p
+	m := mirrortest.Build(t, mirrortest.Options{
+		Primary: primaryAddr, Shadow: shadowAddr, ShadowBreakers: cb, Timeout: timeout, Protocol: "auto",
+		NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
+			po := h2.PoolOptions{ConnectTimeout: time.Second, Breakers: c.Breakers, Log: zerolog.Nop()}
+			return h2.NewUpstream(h.Address, po, upstream.New(h.Address, upstream.Options{ConnectTimeout: time.Second, Breakers: c.Breakers}))
+		},
+	})
+	h := &Handler{Routes: m.Routes, TrustRequestHeaders: true, Stats: m.Store.HTTP("test"), Log: zerolog.Nop()}
+	return &mirrorProxy{addr: testnet.Serve(t, h, testnet.HTTP1), shadow: m.Shadow}
 }
 
 // TestMirrorBlackHole: with a shadow cluster that accepts and never
@@ -118,82 +90,32 @@ func TestMirrorBlackHole(t *testing.T) {
 			client := h1Client(t)
 			client.Transport.(*http.Transport).MaxIdleConnsPerHost = workers
 			defer client.CloseIdleConnections()
-			var (
-				next, ok, peak atomic.Int64
-				errOnce        sync.Once
-			)
-			burst := func(n int64) {
-				var wg sync.WaitGroup
-				next.Store(0)
-				for range workers {
-					wg.Go(func() {
-						for next.Add(1) <= n {
-							req, _ := http.NewRequest("POST", "http://"+p.addr+"/", strings.NewReader("hello"))
-							if tt.fromRequest {
-								req.Header.Set("X-Sightline-Upstream-Rq-Timeout-Ms", "1000")
-							}
-							resp, err := client.Do(req)
-							if err != nil {
-								errOnce.Do(func() { t.Errorf("primary call: %v", err) })
-								continue
-							}
-							io.Copy(io.Discard, resp.Body)
-							resp.Body.Close()
-							if resp.StatusCode == 200 {
-								ok.Add(1)
-							} else {
-								errOnce.Do(func() { t.Errorf("primary call answered %d", resp.StatusCode) })
-							}
-							if g := int64(runtime.NumGoroutine()); g > peak.Load() {
-								peak.Store(g) // racy max across workers: close enough for a bound
-							}
-						}
-					})
-				}
-				wg.Wait()
+			var header http.Header
+			if tt.fromRequest {
+				header = http.Header{"X-Sightline-Upstream-Rq-Timeout-Ms": {"1000"}}
 			}
+			call := mirrortest.Post(client, "http://"+p.addr+"/", header)
 			// Warm up: every worker's connection, to the proxy and from it
 			// to the primary, is open; the warm-up's copies have ended.
-			burst(warmup)
+			okWarm, _ := mirrortest.Burst(t, warmup, workers, call)
 			if leaked := leakcheck.Wait(10*time.Second, "router.(*Mirror).Send"); leaked != "" {
 				t.Fatalf("mirror goroutines left after their timeout:\n%s", leaked)
 			}
 			baseline := runtime.NumGoroutine()
-			peak.Store(0)
-			burst(requests - warmup)
-			if ok.Load() != requests {
-				t.Fatalf("%d of %d primary calls answered 200", ok.Load(), requests)
+			ok, peak := mirrortest.Burst(t, requests-warmup, workers, call)
+			if ok += okWarm; ok != requests {
+				t.Fatalf("%d of %d primary calls answered 200", ok, requests)
 			}
 			// Each call in flight holds a few goroutines of its own (the
 			// servers' background readers, the client's round trip).
-			if bound := baseline + 3*workers + perMirror*maxRequests + slack; int(peak.Load()) > bound {
-				t.Errorf("%d goroutines during the burst, want at most %d (baseline %d)", peak.Load(), bound, baseline)
+			if bound := baseline + 3*workers + perMirror*maxRequests + slack; peak > bound {
+				t.Errorf("%d goroutines during the burst, want at most %d (baseline %d)", peak, bound, baseline)
 			}
-			up := p.shadow.Stats.Upstream()
-			admitted := up.RqTotal.Value()
-			t.Logf("%d copies sent, %d refused; at most %d goroutines (baseline %d)", admitted, up.RqPendingOverflow.Value(), peak.Load(), baseline)
-			if admitted == 0 || admitted > requests {
-				t.Fatalf("the shadow got %d copies of %d requests", admitted, requests)
-			}
-			if got := up.RqPendingOverflow.Value(); got != requests-admitted {
-				t.Errorf("shadow upstream_rq_pending_overflow = %d, want %d (%d requests, %d copies sent)",
-					got, requests-admitted, requests, admitted)
-			}
+			t.Logf("at most %d goroutines (baseline %d)", peak, baseline)
 
 			// The copies end within their timeout (1s).
-			if leaked := leakcheck.Wait(10*time.Second, "router.(*Mirror).Send"); leaked != "" {
-				t.Fatalf("mirror goroutines left after their timeout:\n%s", leaked)
-			}
-			if got := p.shadow.Breakers.Snapshot().Requests.Active; got != 0 {
-				t.Fatalf("%d shadow max_requests slots still held", got)
-			}
-			deadline := time.Now().Add(10 * time.Second)
-			for runtime.NumGoroutine() > baseline+slack && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-			if g := runtime.NumGoroutine(); g > baseline+slack {
-				t.Errorf("%d goroutines after the copies' timeout, want at most %d (baseline %d)", g, baseline+slack, baseline)
-			}
+			mirrortest.CheckCopies(t, p.shadow, requests, "router.(*Mirror).Send")
+			mirrortest.WaitGoroutines(t, baseline, slack)
 		})
 	}
 }

@@ -1,33 +1,27 @@
 package h2
 
 import (
-	"io"
 	"net/http"
 	"runtime"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/sightline-proxy/sightline/internal/leakcheck"
+	"github.com/sightline-proxy/sightline/internal/mirrortest"
 	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/host"
-	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
-	"github.com/sightline-proxy/sightline/stats"
 )
 
 // mirrorProxy is a Server whose one route goes to cluster "primary" and
 // is mirrored, every request, to cluster "shadow"; both clusters count
 // in a real stats store.
 type mirrorProxy struct {
-	addr            string
-	primary, shadow *cluster.Cluster
+	addr   string
+	shadow *cluster.Cluster
 }
 
 // startMirrorProxy serves h2c on 127.0.0.1:0, trusting request headers:
@@ -36,75 +30,16 @@ type mirrorProxy struct {
 // within a second.
 func startMirrorProxy(t testing.TB, primaryAddr, shadowAddr string, cb config.CircuitBreakers, timeout time.Duration) *mirrorProxy {
 	t.Helper()
-	store, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &mirrorProxy{}
-	build := func(name, addr string, cb config.CircuitBreakers) *cluster.Cluster {
-		cfg := config.Cluster{Name: name, LBPolicy: "round_robin", CircuitBreakers: cb,
-			Endpoints: []config.Endpoint{{Address: addr}}}
-		c, err := cluster.New(cfg, cluster.Options{
-			Stats: store.Cluster(name),
-			Log:   zerolog.Nop(),
-			NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
-				o := PoolOptions{ConnectTimeout: time.Second, Breakers: c.Breakers,
-					ConnStats: c.Stats.Connections(), RequestStats: c.Stats.Upstream()}
-				return NewUpstream(h.Address, o, upstream.New(h.Address, upstream.Options{ConnectTimeout: time.Second, Breakers: c.Breakers}))
-			},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
-	p.primary = build("primary", primaryAddr, config.CircuitBreakers{})
-	p.shadow = build("shadow", shadowAddr, cb)
-	vh := config.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []config.Route{{
-		Match: config.RouteMatch{Prefix: "/"}, Cluster: "primary", Timeout: config.Duration(timeout),
-		Mirror: &config.Mirror{Cluster: "shadow"},
-	}}}
-	table, err := route.New([]config.VirtualHost{vh}, map[string]*cluster.Cluster{"primary": p.primary, "shadow": p.shadow})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = serve(t, NewServer(ServerOptions{Routes: table, TrustRequestHeaders: true, Log: zerolog.Nop()}), false)
-	return p
-}
-
-// mirrorBurst sends n small POSTs to addr from workers goroutines with
-// do, and returns how many were answered 200 and the most goroutines seen
-// running meanwhile.
-func mirrorBurst(t *testing.T, n, workers int, do func(body io.Reader) (int, error)) (ok int64, peak int) {
-	t.Helper()
-	var (
-		next, okN atomic.Int64
-		maxG      atomic.Int64
-		wg        sync.WaitGroup
-		errOnce   sync.Once
-	)
-	for range workers {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				code, err := do(strings.NewReader("hello"))
-				if err != nil {
-					errOnce.Do(func() { t.Errorf("primary call: %v", err) })
-					continue
-				}
-				if code == 200 {
-					okN.Add(1)
-				} else {
-					errOnce.Do(func() { t.Errorf("primary call answered %d", code) })
-				}
-				if g := int64(runtime.NumGoroutine()); g > maxG.Load() {
-					maxG.Store(g) // racy max across workers: close enough for a bound
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return okN.Load(), int(maxG.Load())
+	m := mirrortest.Build(t, mirrortest.Options{
+		Primary: primaryAddr, Shadow: shadowAddr, ShadowBreakers: cb, Timeout: timeout,
+		NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
+			o := PoolOptions{ConnectTimeout: time.Second, Breakers: c.Breakers,
+				ConnStats: c.Stats.Connections(), RequestStats: c.Stats.Upstream()}
+			return NewUpstream(h.Address, o, upstream.New(h.Address, upstream.Options{ConnectTimeout: time.Second, Breakers: c.Breakers}))
+		},
+	})
+	srv := NewServer(ServerOptions{Routes: m.Routes, TrustRequestHeaders: true, Log: zerolog.Nop()})
+	return &mirrorProxy{addr: serve(t, srv, false), shadow: m.Shadow}
 }
 
 // mirrorMarkers name the goroutines a mirrored request runs on.
@@ -165,51 +100,23 @@ func TestMirrorBlackHole(t *testing.T) {
 			defer client.CloseIdleConnections()
 			baseline := runtime.NumGoroutine()
 
-			ok, peak := mirrorBurst(t, requests, workers, func(body io.Reader) (int, error) {
-				req, _ := http.NewRequest("POST", "http://"+p.addr+"/", body)
-				if tt.fromRequest {
-					req.Header.Set("X-Sightline-Upstream-Rq-Timeout-Ms", "1000")
-				}
-				resp, err := client.Do(req)
-				if err != nil {
-					return 0, err
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				return resp.StatusCode, nil
-			})
+			var header http.Header
+			if tt.fromRequest {
+				header = http.Header{"X-Sightline-Upstream-Rq-Timeout-Ms": {"1000"}}
+			}
+			ok, peak := mirrortest.Burst(t, requests, workers, mirrortest.Post(client, "http://"+p.addr+"/", header))
 			if ok != requests {
 				t.Fatalf("%d of %d primary calls answered 200", ok, requests)
 			}
 			if bound := baseline + 2*workers + perMirror*maxRequests + slack; peak > bound {
 				t.Errorf("%d goroutines during the burst, want at most %d (baseline %d)", peak, bound, baseline)
 			}
-			up := p.shadow.Stats.Upstream()
-			admitted := up.RqTotal.Value()
-			if admitted == 0 || admitted > requests {
-				t.Fatalf("the shadow got %d copies of %d requests", admitted, requests)
-			}
-			t.Logf("%d copies sent, %d refused; at most %d goroutines (baseline %d)", admitted, up.RqPendingOverflow.Value(), peak, baseline)
-			if got := up.RqPendingOverflow.Value(); got != requests-admitted {
-				t.Errorf("shadow upstream_rq_pending_overflow = %d, want %d (%d requests, %d copies sent)",
-					got, requests-admitted, requests, admitted)
-			}
+			t.Logf("at most %d goroutines (baseline %d)", peak, baseline)
 
 			// The copies end within their timeout (1s).
-			if leaked := leakcheck.Wait(10*time.Second, mirrorMarkers...); leaked != "" {
-				t.Fatalf("mirror goroutines left after their timeout:\n%s", leaked)
-			}
-			if got := p.shadow.Breakers.Snapshot().Requests.Active; got != 0 {
-				t.Fatalf("%d shadow max_requests slots still held", got)
-			}
+			mirrortest.CheckCopies(t, p.shadow, requests, mirrorMarkers...)
 			client.CloseIdleConnections()
-			deadline := time.Now().Add(10 * time.Second)
-			for runtime.NumGoroutine() > baseline+slack && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-			if g := runtime.NumGoroutine(); g > baseline+slack {
-				t.Errorf("%d goroutines after the copies' timeout, want at most %d (baseline %d)", g, baseline+slack, baseline)
-			}
+			mirrortest.WaitGoroutines(t, baseline, slack)
 		})
 	}
 }
