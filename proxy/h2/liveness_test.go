@@ -69,51 +69,44 @@ func getAll(t *testing.T, addr string, n int) *sync.WaitGroup {
 
 // TestPoolMaxConcurrentStreams: with max_concurrent_streams set, a
 // connection carries no more streams than that although its peer allows
-// more, and the pool dials another connection for the rest.
-func TestPoolMaxConcurrentStreams(t *testing.T) {
-	ct := newConnTracker(6)
-	fu := startFakeUpstream(t, &fakeUpstream{onRequest: ct.onRequest}) // no SETTINGS_MAX_CONCURRENT_STREAMS: unlimited
-	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{MaxConcurrentStreams: 2})
-	wg := getAll(t, p.addr, 6)
-	for range 6 {
-		waitSignal(t, ct.arrived, "a request upstream")
-	}
-	close(ct.release)
-	wg.Wait()
-	ct.mu.Lock()
-	defer ct.mu.Unlock()
-	if n := fu.conns.Load(); n != 3 {
-		t.Errorf("upstream saw %d connections, want 3 (6 streams, 2 a connection)", n)
-	}
-	for n, most := range ct.most {
-		if most > 2 {
-			t.Errorf("connection %d carried %d streams at once, want at most 2", n, most)
-		}
-	}
-}
-
-// TestPoolMaxConcurrentStreamsMaxConns: at the pool's connection cap,
+// more (no SETTINGS_MAX_CONCURRENT_STREAMS: unlimited), and the pool
+// dials another connection for the rest; at the pool's connection cap,
 // streams over the per-connection cap wait for a slot instead of going
 // over it or dialling more.
-func TestPoolMaxConcurrentStreamsMaxConns(t *testing.T) {
-	ct := newConnTracker(6)
-	fu := startFakeUpstream(t, &fakeUpstream{onRequest: ct.onRequest})
-	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{MaxConcurrentStreams: 2, MaxConns: 2})
-	wg := getAll(t, p.addr, 6)
-	for range 4 {
-		waitSignal(t, ct.arrived, "a request upstream")
+func TestPoolMaxConcurrentStreams(t *testing.T) {
+	tests := []struct {
+		name string
+		give PoolOptions
+		// arrive is how many of 6 requests reach the upstream before
+		// any is answered; the others wait for a slot.
+		arrive    int
+		wantConns int32
+	}{
+		{name: "dials for the rest", give: PoolOptions{MaxConcurrentStreams: 2}, arrive: 6, wantConns: 3},
+		{name: "waits at max_conns", give: PoolOptions{MaxConcurrentStreams: 2, MaxConns: 2}, arrive: 4, wantConns: 2},
 	}
-	close(ct.release) // the two waiting streams follow as slots free
-	wg.Wait()
-	ct.mu.Lock()
-	defer ct.mu.Unlock()
-	if n := fu.conns.Load(); n != 2 {
-		t.Errorf("upstream saw %d connections, want 2 (MaxConns)", n)
-	}
-	for n, most := range ct.most {
-		if most > 2 {
-			t.Errorf("connection %d carried %d streams at once, want at most 2", n, most)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ct := newConnTracker(6)
+			fu := startFakeUpstream(t, &fakeUpstream{onRequest: ct.onRequest})
+			p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, tt.give)
+			wg := getAll(t, p.addr, 6)
+			for range tt.arrive {
+				waitSignal(t, ct.arrived, "a request upstream")
+			}
+			close(ct.release) // waiting streams follow as slots free
+			wg.Wait()
+			ct.mu.Lock()
+			defer ct.mu.Unlock()
+			if n := fu.conns.Load(); n != tt.wantConns {
+				t.Errorf("upstream saw %d connections, want %d", n, tt.wantConns)
+			}
+			for n, most := range ct.most {
+				if most > 2 {
+					t.Errorf("connection %d carried %d streams at once, want at most 2", n, most)
+				}
+			}
+		})
 	}
 }
 
