@@ -467,6 +467,8 @@ var (
 	serverConfigReloadFailed = define(Def{flat: "server.config_reload_failed", kind: KindCounter,
 		help: "Config reloads refused, the running config kept."})
 	serverDaysUntilCertExpiring = define(Def{flat: "server.days_until_first_cert_expiring", kind: KindGauge,
+		// promtool refuses a unit other than the base one in a name.
+		prom: "server_first_cert_expiry_remaining",
 		help: "Whole days until the first of the certificates the proxy serves or presents expires; 0 once one has, 4294967295 when there is none."})
 	serverCertUpdate = define(Def{flat: "server.cert_update", kind: KindCounter,
 		help: "Certificate and key pairs loaded again and swapped in after their files changed."})

@@ -239,15 +239,15 @@ type Route struct {
 	// used for gRPC requests. GRPCTimeoutOffset (Envoy's
 	// grpc_timeout_offset) is taken off the client's grpc-timeout first,
 	// when it is smaller, so that the proxy times out before the client.
-	MaxGRPCTimeout    *Duration    `yaml:"max_grpc_timeout,omitempty" json:"max_grpc_timeout,omitempty"`
-	GRPCTimeoutOffset Duration     `yaml:"grpc_timeout_offset" json:"grpc_timeout_offset"`
+	MaxGRPCTimeout    *Duration `yaml:"max_grpc_timeout,omitempty" json:"max_grpc_timeout,omitempty"`
+	GRPCTimeoutOffset Duration  `yaml:"grpc_timeout_offset" json:"grpc_timeout_offset"`
 	// IdleTimeout (Envoy's route idle_timeout) is the stream idle timeout
 	// of the route's requests: its listener's stream_idle_timeout when
 	// unset, none when 0s.
-	IdleTimeout *Duration `yaml:"idle_timeout,omitempty" json:"idle_timeout,omitempty"`
-	RetryPolicy       *RetryPolicy `yaml:"retry_policy,omitempty" json:"retry_policy,omitempty"`
-	HashPolicy        []HashPolicy `yaml:"hash_policy,omitempty" json:"hash_policy,omitempty"`
-	Mirror            *Mirror      `yaml:"mirror,omitempty" json:"mirror,omitempty"`
+	IdleTimeout *Duration    `yaml:"idle_timeout,omitempty" json:"idle_timeout,omitempty"`
+	RetryPolicy *RetryPolicy `yaml:"retry_policy,omitempty" json:"retry_policy,omitempty"`
+	HashPolicy  []HashPolicy `yaml:"hash_policy,omitempty" json:"hash_policy,omitempty"`
+	Mirror      *Mirror      `yaml:"mirror,omitempty" json:"mirror,omitempty"`
 	// Upgrades allows or refuses HTTP/1.1 upgrades on this route, type by
 	// type, over the listener's upgrades. Once the config is loaded it
 	// holds the listener's entries too, for the types the route does not

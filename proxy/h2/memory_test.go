@@ -131,7 +131,7 @@ func TestOverloadResetsLargestStreams(t *testing.T) {
 	const streams = 16
 	budget := int64(streams * initialStreamWindow) // the stalled streams fill it
 	m := overload.New(overload.Config{MaxBufferedBytes: budget, StopRequests: 10, StopConnections: 10,
-		RefreshInterval: 5 * time.Millisecond}, Engine(budget), st.Overload())
+		RefreshInterval: 5 * time.Millisecond}, Engine(), st.Overload())
 	defer growLimit.Store(overload.DefaultMaxBufferedBytes / 4)
 	fu := startFakeUpstream(t, windowFiller())
 	victim := testnet.Serve(t, okHandler, testnet.HTTP1|testnet.H2C)

@@ -10,12 +10,15 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/router"
 )
 
-// Engine returns what the overload manager watches in the engine, whose
-// buffer budget is budget bytes: stream windows stop growing once a
-// quarter of it is in use.
-func Engine(budget int64) overload.Engine {
-	growLimit.Store(budget / 4)
-	return overload.Engine{Buffered: BufferedBytes, Reset: resetLargest}
+// Engine returns what the overload manager watches in the engine. Its
+// buffer budget decides when stream windows stop growing: once a quarter
+// of it is in use.
+func Engine() overload.Engine {
+	return overload.Engine{
+		Buffered: BufferedBytes,
+		Reset:    resetLargest,
+		Budget:   func(b int64) { growLimit.Store(b / 4) },
+	}
 }
 
 // live is every downstream connection being served, of every Server: the

@@ -74,12 +74,15 @@ type Engine struct {
 	// Reset resets calls, largest buffers first, until about free bytes
 	// are released, and returns how many calls it reset.
 	Reset func(free int64) int
+	// Budget, when set, is told the buffer budget, at start and on every
+	// Reconfigure.
+	Budget func(bytes int64)
 }
 
 // Manager watches the monitors and keeps the active actions. A nil
 // *Manager has every action off.
 type Manager struct {
-	cfg   Config
+	cfg   atomic.Pointer[Config] // read by the monitor; Reconfigure swaps it
 	eng   Engine
 	st    *stats.Overload
 	state atomic.Uint32
@@ -91,6 +94,19 @@ type Manager struct {
 
 // New returns a Manager watching eng; Start runs it.
 func New(cfg Config, eng Engine, st *stats.Overload) *Manager {
+	if st == nil {
+		st = stats.Nop().Overload()
+	}
+	m := &Manager{eng: eng, st: st, stop: make(chan struct{}), done: make(chan struct{})}
+	m.heap[0].Name = "/memory/classes/heap/objects:bytes"
+	m.Reconfigure(cfg)
+	return m
+}
+
+// Reconfigure applies a new budget and thresholds from the monitor's next
+// reading (a config reload); the refresh interval stays the one the
+// manager started with.
+func (m *Manager) Reconfigure(cfg Config) {
 	if cfg.MaxBufferedBytes <= 0 {
 		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
@@ -106,16 +122,17 @@ func New(cfg Config, eng Engine, st *stats.Overload) *Manager {
 	if cfg.StopConnections <= 0 {
 		cfg.StopConnections = DefaultStopConnections
 	}
-	if st == nil {
-		st = stats.Nop().Overload()
+	if old := m.cfg.Load(); old != nil {
+		cfg.RefreshInterval = old.RefreshInterval
 	}
-	m := &Manager{cfg: cfg, eng: eng, st: st, stop: make(chan struct{}), done: make(chan struct{})}
-	m.heap[0].Name = "/memory/classes/heap/objects:bytes"
-	return m
+	m.cfg.Store(&cfg)
+	if m.eng.Budget != nil {
+		m.eng.Budget(cfg.MaxBufferedBytes)
+	}
 }
 
-// level is the buffered bytes at pressure p.
-func (m *Manager) level(p float64) int64 { return int64(p * float64(m.cfg.MaxBufferedBytes)) }
+// level is the buffered bytes at pressure p of the budget of cfg.
+func level(cfg *Config, p float64) int64 { return int64(p * float64(cfg.MaxBufferedBytes)) }
 
 // Start reads the monitors once, so that the actions are right from the
 // first request, then runs the monitor until Stop.
@@ -137,7 +154,7 @@ func (m *Manager) Active(a Actions) bool {
 
 func (m *Manager) run() {
 	defer close(m.done)
-	t := time.NewTicker(m.cfg.RefreshInterval)
+	t := time.NewTicker(m.cfg.Load().RefreshInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -153,19 +170,20 @@ func (m *Manager) run() {
 // update reads the monitors, sets the actions, and resets the largest
 // calls while reset_high_memory_stream is on.
 func (m *Manager) update() {
+	cfg := m.cfg.Load()
 	heap := 0.0
-	if m.cfg.MaxHeapBytes > 0 {
+	if cfg.MaxHeapBytes > 0 {
 		metrics.Read(m.heap[:])
-		heap = float64(m.heap[0].Value.Uint64()) / float64(m.cfg.MaxHeapBytes)
+		heap = float64(m.heap[0].Value.Uint64()) / float64(cfg.MaxHeapBytes)
 		m.st.HeapPressure.Set(int64(heap * 100))
 	}
-	p := max(m.bufferPressure(), heap)
-	if p >= m.cfg.ResetStreams && m.eng.Reset != nil && m.eng.Buffered != nil {
+	p := max(m.bufferPressure(cfg), heap)
+	if p >= cfg.ResetStreams && m.eng.Reset != nil && m.eng.Buffered != nil {
 		// Free down to below the threshold, with some room, so that
 		// the next burst does not trip it again at once. Under heap
 		// pressure, buffers are what can be freed at once.
-		target := m.level(m.cfg.ResetStreams * 0.9)
-		if heap >= m.cfg.ResetStreams {
+		target := level(cfg, cfg.ResetStreams*0.9)
+		if heap >= cfg.ResetStreams {
 			target = 0
 		}
 		if free := m.eng.Buffered() - target; free > 0 {
@@ -173,16 +191,16 @@ func (m *Manager) update() {
 				m.st.ResetStreams.Inc(int64(n))
 			}
 		}
-		p = max(m.bufferPressure(), heap) // the heap falls only after a GC
+		p = max(m.bufferPressure(cfg), heap) // the heap falls only after a GC
 	}
 	var a Actions
-	if p >= m.cfg.ResetStreams {
+	if p >= cfg.ResetStreams {
 		a |= ResetStreams
 	}
-	if p >= m.cfg.StopRequests {
+	if p >= cfg.StopRequests {
 		a |= StopRequests
 	}
-	if p >= m.cfg.StopConnections {
+	if p >= cfg.StopConnections {
 		a |= StopConnections
 	}
 	m.state.Store(uint32(a))
@@ -191,12 +209,12 @@ func (m *Manager) update() {
 	m.st.StopConnectionsActive.Set(b2i(a&StopConnections != 0))
 }
 
-func (m *Manager) bufferPressure() float64 {
+func (m *Manager) bufferPressure(cfg *Config) float64 {
 	var n int64
 	if m.eng.Buffered != nil {
 		n = m.eng.Buffered()
 	}
-	p := float64(n) / float64(m.cfg.MaxBufferedBytes)
+	p := float64(n) / float64(cfg.MaxBufferedBytes)
 	m.st.BufferPressure.Set(int64(p * 100))
 	return p
 }

@@ -50,3 +50,21 @@ func TestNilManager(t *testing.T) {
 		t.Error("nil manager refuses requests")
 	}
 }
+
+// TestReconfigure: a reload's budget applies at the next reading, and the
+// engine is told it.
+func TestReconfigure(t *testing.T) {
+	var told int64
+	eng := Engine{Buffered: func() int64 { return 500 }, Budget: func(b int64) { told = b }}
+	m := New(Config{MaxBufferedBytes: 1000, RefreshInterval: time.Hour}, eng, nil)
+	m.Start()
+	defer m.Stop()
+	if m.Active(StopRequests) || told != 1000 {
+		t.Fatalf("at half the budget: refusing %v, engine told %d", m.Active(StopRequests), told)
+	}
+	m.Reconfigure(Config{MaxBufferedBytes: 400})
+	m.update()
+	if !m.Active(StopRequests) || told != 400 {
+		t.Errorf("over the new budget: refusing %v, engine told %d", m.Active(StopRequests), told)
+	}
+}

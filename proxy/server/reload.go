@@ -167,6 +167,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 	s.cur.Store(gen)
 	s.setLoaded(cfg)
 	s.global.SetMax(cfg.Server.MaxConnections)
+	s.overload.Reconfigure(overloadConfig(cfg.Overload))
 	limits := make(map[string]*listener.ConnLimit, len(gen.listeners))
 	for _, r := range gen.listeners {
 		r.conns.SetMax(r.cfg.Limits.MaxConnections)

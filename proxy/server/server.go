@@ -453,13 +453,17 @@ func listenerAddrs(gen *state) []string {
 // newOverload builds the overload manager of the engine's buffers (and the
 // heap, when limited) from the config.
 func newOverload(cfg config.Overload, st *stats.Overload) *overload.Manager {
-	budget := int64(cfg.MaxBufferedBytes)
-	return overload.New(overload.Config{
-		MaxBufferedBytes: budget,
+	return overload.New(overloadConfig(cfg), h2.Engine(), st)
+}
+
+// overloadConfig is the manager's config from the proxy's.
+func overloadConfig(cfg config.Overload) overload.Config {
+	return overload.Config{
+		MaxBufferedBytes: int64(cfg.MaxBufferedBytes),
 		MaxHeapBytes:     int64(cfg.MaxHeapBytes),
 		RefreshInterval:  cfg.RefreshInterval.D(),
 		ResetStreams:     cfg.Actions.ResetHighMemoryStream,
 		StopRequests:     cfg.Actions.StopAcceptingRequests,
 		StopConnections:  cfg.Actions.StopAcceptingConnections,
-	}, h2.Engine(budget), st)
+	}
 }

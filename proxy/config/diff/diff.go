@@ -124,9 +124,13 @@ const (
 	// applies to the next connections accepted, nothing is rebuilt and no
 	// open connection is closed.
 	MaxConnections
+	// Overload is the overload section: the manager's budget and
+	// thresholds apply at its next reading (its refresh interval stays
+	// until the process restarts); nothing is rebuilt.
+	Overload
 )
 
-var partNames = []string{"admin_address", "node", "stats_sinks", "stats_filter", "tracing", "drain", "watch", "max_connections"}
+var partNames = []string{"admin_address", "node", "stats_sinks", "stats_filter", "tracing", "drain", "watch", "max_connections", "overload"}
 
 // Has reports whether every part of q is in p.
 func (p Part) Has(q Part) bool { return p&q == q }
@@ -170,6 +174,7 @@ var processParts = map[string]Part{
 	"stats.include":                      StatsFilter,
 	"stats.max_grpc_methods_per_cluster": StatsFilter,
 	"tracing":                            Tracing,
+	"overload":                           Overload,
 }
 
 // routeKeys are the listener keys a reload applies by swapping the route

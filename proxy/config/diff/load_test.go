@@ -85,7 +85,8 @@ func TestPartString(t *testing.T) {
 		{AdminAddress, "admin_address"},
 		{Node | Watch, "node|watch"},
 		{StatsSinks | StatsFilter | Tracing | Drain, "stats_sinks|stats_filter|tracing|drain"},
-		{MaxConnections << 1, "0x100"},
+		{Overload, "overload"},
+		{Overload << 1, "0x200"},
 	}
 	for _, tt := range tests {
 		if got := tt.give.String(); got != tt.want {
