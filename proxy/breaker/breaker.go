@@ -180,6 +180,9 @@ func (b *Breakers) DoneConnectionPool() {
 // max_requests is kept for light connections.
 const minShare = 8
 
+// minShareBudget is the least max_requests that shares apply to.
+const minShareBudget = 8 * minShare
+
 // Share is one downstream connection's part of a cluster's max_requests.
 // Envoy's breaker is first come, first served: a client holding streams
 // open on a few connections can take every request slot of a cluster and
@@ -195,8 +198,10 @@ const minShare = 8
 //     is refused: the rest is kept for light connections, which is what
 //     most clients are.
 //
-// Under half, nothing changes. Calls on HTTP/1.1 connections, one at a
-// time, need no share.
+// Under half, nothing changes, and neither does a budget under
+// minShareBudget: a small max_requests is a cap the operator means for
+// every client together, counted exactly as Envoy counts it. Calls on
+// HTTP/1.1 connections, one at a time, need no share.
 //
 // A Share is used by one connection: Try on its reader, Done on any
 // goroutine.
@@ -221,7 +226,7 @@ func (s *Share) Try() bool {
 		return true
 	}
 	b := s.b
-	if held := s.n.Load(); held >= minShare {
+	if held := s.n.Load(); held >= minShare && b.rq.max >= minShareBudget {
 		used, limit := b.rq.n.Load(), b.rq.max
 		if used*8 >= limit*7 || used*2 >= limit && held >= limit/(b.holders.Load()+1) {
 			b.shareOverflow.Inc(1)

@@ -487,6 +487,14 @@ func TestShare(t *testing.T) {
 			}
 		}
 	}
+	// A small budget is exact, for one connection as for many.
+	small := New(config.CircuitBreakers{MaxRequests: 10}, nil, nil)
+	one := small.NewShare()
+	for i := range 10 {
+		if !one.Try() || !small.TryRequest() {
+			t.Fatalf("request %d of max_requests 10 refused", i)
+		}
+	}
 	// Below half of max_requests nothing is refused, however heavy.
 	b2 := New(config.CircuitBreakers{MaxRequests: 1024}, nil, nil)
 	s := b2.NewShare()
