@@ -54,17 +54,24 @@ func serving(t *testing.T, p *Pair) int64 {
 	return testnet.CertSerial(t, c.Certificate[0])
 }
 
+// heldPair writes a pair with serial 1 to dir and has m hold it.
+func heldPair(t *testing.T, m *Manager, dir string) (p *Pair, certFile, keyFile string) {
+	t.Helper()
+	certFile, keyFile = testnet.NewKeyPair(t, 1, time.Now().Add(48*time.Hour)).Write(t, dir)
+	p, err := m.Pair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, certFile, keyFile
+}
+
 // TestRefreshSwapsNewContentAtTheSamePath: the reload path. The files are
 // renewed in place; Refresh swaps the new pair in, for servers and
 // clients alike, and counts it.
 func TestRefreshSwapsNewContentAtTheSamePath(t *testing.T) {
 	m, st := testManager(t, nil)
 	dir := t.TempDir()
-	certFile, keyFile := testnet.NewKeyPair(t, 1, time.Now().Add(48*time.Hour)).Write(t, dir)
-	p, err := m.Pair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, certFile, keyFile := heldPair(t, m, dir)
 	if again, _ := m.Pair(certFile, keyFile); again != p {
 		t.Error("the same files gave a second pair")
 	}
@@ -93,11 +100,7 @@ func TestRefreshSwapsNewContentAtTheSamePath(t *testing.T) {
 func TestBadNewPairKeepsTheOld(t *testing.T) {
 	m, st := testManager(t, nil)
 	dir := t.TempDir()
-	certFile, keyFile := testnet.NewKeyPair(t, 1, time.Now().Add(48*time.Hour)).Write(t, dir)
-	p, err := m.Pair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, certFile, keyFile := heldPair(t, m, dir)
 	other := testnet.NewKeyPair(t, 9, time.Now().Add(48*time.Hour))
 	steps := []struct {
 		name  string
@@ -149,11 +152,7 @@ func TestPairThatDoesNotLoadIsNotHeld(t *testing.T) {
 func TestWatchSwapsWithoutReload(t *testing.T) {
 	m, st := testManager(t, nil)
 	dir := t.TempDir()
-	certFile, keyFile := testnet.NewKeyPair(t, 1, time.Now().Add(48*time.Hour)).Write(t, dir)
-	p, err := m.Pair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, certFile, _ := heldPair(t, m, dir)
 	m.Start()
 	testnet.NewKeyPair(t, 2, time.Now().Add(48*time.Hour)).Write(t, dir)
 	waitFor(t, "the renewed certificate to serve", func() bool { return serving(t, p) == 2 })
