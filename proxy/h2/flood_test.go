@@ -172,3 +172,33 @@ func TestPingRate(t *testing.T) {
 	}
 	t.Fatalf("a burst of %d PINGs was allowed", pingBurst+10)
 }
+
+// TestIdleBeforeFirstRequest: a connection that finishes its handshake and
+// asks nothing is closed gracefully (GOAWAY NO_ERROR) after the header
+// read timeout; one that made a request keeps the idle timeout.
+func TestIdleBeforeFirstRequest(t *testing.T) {
+	p := okProxy(t, okHandler, proxyOpts{limits: config.Limits{HeaderReadTimeout: config.Duration(100 * time.Millisecond), IdleTimeout: config.Duration(time.Hour)}})
+	quiet := dialRaw(t, p.addr, true)
+	busy := dialRaw(t, p.addr, true)
+	busy.request(1, true)
+	if status, _, _ := busy.response(1); status != "200" {
+		t.Fatalf("status %s", status)
+	}
+	goAways := 0
+	for f := quiet.next(); f != nil; f = quiet.next() {
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeNo {
+				t.Fatalf("GOAWAY %v, want NO_ERROR", ga.ErrCode)
+			}
+			goAways++
+		}
+	}
+	if goAways == 0 {
+		t.Error("the quiet connection closed without GOAWAY")
+	}
+	// The connection that made a request is still served.
+	busy.request(3, true)
+	if status, _, _ := busy.response(3); status != "200" {
+		t.Errorf("after the quiet one was closed: status %s", status)
+	}
+}

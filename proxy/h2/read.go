@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"runtime"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -69,8 +70,18 @@ func (c *conn) readLoop() error {
 		if code := c.abort.Load(); code != 0 {
 			return connError(http2.ErrCode(code-1), c.abortReason)
 		}
+		if c.frames%fairFrames == 0 && c.br.buffered() > 0 {
+			// A burst of frames from one peer: let the other
+			// connections' goroutines run, so that a flood on one
+			// connection costs the others a moment, not its length.
+			runtime.Gosched()
+		}
 	}
 }
+
+// fairFrames is how many frames a reader handles in a burst before it
+// yields.
+const fairFrames = 64
 
 // frameError resets the stream for a stream error and returns nil;
 // anything else ends the connection and is returned.

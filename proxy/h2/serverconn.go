@@ -122,8 +122,8 @@ func (sc *serverConn) serve() {
 	}
 	sc.mu.Lock()
 	sc.idleSince = time.Now()
-	if sc.srv.idleTimeout > 0 {
-		sc.idleTimer = time.AfterFunc(sc.srv.idleTimeout, sc.onIdle)
+	if d := sc.idleLimitLocked(); d > 0 {
+		sc.idleTimer = time.AfterFunc(d, sc.onIdle)
 	}
 	sc.mu.Unlock()
 	sc.startWriter()
@@ -199,7 +199,10 @@ func (sc *serverConn) onIdle() {
 	if sc.failed || sc.goAway != goAwayNone {
 		return
 	}
-	idle := sc.srv.idleTimeout
+	idle := sc.idleLimitLocked()
+	if idle <= 0 {
+		return // it has had its first request and never idles out
+	}
 	if sc.nActive == 0 {
 		if since := time.Since(sc.idleSince); since >= idle {
 			sc.startShutdownLocked()
@@ -209,6 +212,21 @@ func (sc *serverConn) onIdle() {
 		}
 	}
 	sc.idleTimer.Reset(idle)
+}
+
+// idleLimitLocked is how long the connection may go without streams: the
+// header read timeout until its first request (a client that connects and
+// asks nothing holds a connection for nothing, as nginx's
+// client_header_timeout and HAProxy's timeout http-request see it), then
+// the idle timeout; 0: no limit.
+func (sc *serverConn) idleLimitLocked() time.Duration {
+	if sc.requests == 0 {
+		if idle := sc.srv.idleTimeout; idle > 0 && idle < sc.headerTimeout {
+			return idle
+		}
+		return sc.headerTimeout
+	}
+	return sc.srv.idleTimeout
 }
 
 // startShutdown begins a graceful shutdown; any goroutine may call it.
