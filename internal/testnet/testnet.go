@@ -1,8 +1,8 @@
 // Package testnet has the loopback peers the tests of several packages
 // need: a port nothing listens on, a listener that accepts and never says
-// a word, one whose accept queue is full, net/http backends (HTTP/1.1,
-// h2c or both) and the handlers several tests serve, and a self-signed
-// certificate for 127.0.0.1.
+// a word, one whose accept queue is full, one that hands each connection
+// to the test, net/http backends (HTTP/1.1, h2c or both) and the handlers
+// several tests serve, and self-signed certificates for 127.0.0.1.
 package testnet
 
 import (
@@ -64,4 +64,35 @@ func MuteListener(t testing.TB) (addr string, accepted <-chan net.Conn) {
 		}
 	})
 	return ln.Addr().String(), ch
+}
+
+// ServeConns accepts connections on its own loopback socket until the
+// test ends, and returns the address. Each connection is handed to handle
+// on a goroutine of its own and closed when handle returns. When the test
+// ends the listener is closed and ServeConns waits for every handle to
+// return: handle must return once its peer has gone.
+func ServeConns(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
 }

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // fakeUpstream is a scripted HTTP/2 server. Each connection sends its
@@ -59,29 +61,7 @@ type fakeConn struct {
 func startFakeUpstream(t testing.TB, fu *fakeUpstream) *fakeUpstream {
 	t.Helper()
 	fu.t = t
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fu.addr = ln.Addr().String()
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				fu.serve(c)
-			}()
-		}
-	}()
+	fu.addr = testnet.ServeConns(t, fu.serve)
 	return fu
 }
 
