@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,6 +19,8 @@ import (
 	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/sightline-proxy/sightline/internal/jsonlines"
 )
 
 // traceReceiver is a real OTLP/gRPC TraceService collecting every span it
@@ -79,27 +79,13 @@ var accessLogKeys = []string{
 // JSON object with every contract key.
 func readAccessLog(t *testing.T, path string) []map[string]any {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("access log line %d is not JSON: %v\n%s", len(out)+1, err, sc.Text())
-		}
+	out := jsonlines.Read(t, path)
+	for i, m := range out {
 		for _, k := range accessLogKeys {
 			if _, ok := m[k]; !ok {
-				t.Fatalf("access log line %d lacks %q: %s", len(out)+1, k, sc.Text())
+				t.Fatalf("access log line %d lacks %q: %v", i+1, k, m)
 			}
 		}
-		out = append(out, m)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

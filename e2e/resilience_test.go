@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sightline-proxy/sightline/internal/backend"
+	"github.com/sightline-proxy/sightline/internal/jsonlines"
 )
 
 // backendProcess is a backend in a process of its own (this test binary,
@@ -72,24 +72,10 @@ func (b *backendProcess) kill() {
 // healthEvents reads the health-check event log: one decoded object a line.
 func healthEvents(t *testing.T, path string) []map[string]any {
 	t.Helper()
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
+	if _, err := os.Stat(path); os.IsNotExist(err) {
 		return nil
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("event log line is not JSON: %v: %s", err, sc.Text())
-		}
-		out = append(out, m)
-	}
-	return out
+	return jsonlines.Read(t, path)
 }
 
 // hasEvent reports whether the log has an event of kind for addr.

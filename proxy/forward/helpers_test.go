@@ -1,11 +1,8 @@
 package forward
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -14,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/accesslog"
+	"github.com/sightline-proxy/sightline/internal/jsonlines"
 	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
@@ -147,21 +145,7 @@ func (p *testProxy) waitServed(t testing.TB, path string) {
 func (p *testProxy) accessLog(t testing.TB) []map[string]any {
 	t.Helper()
 	p.closeLog(t)
-	f, err := os.Open(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var e map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatalf("access log line %q: %v", sc.Text(), err)
-		}
-		out = append(out, e)
-	}
-	return out
+	return jsonlines.Read(t, p.logPath)
 }
 
 // h1Client is a client of its own that speaks HTTP/1.1 only; its idle
