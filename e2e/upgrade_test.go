@@ -12,34 +12,11 @@ import (
 	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
-// startWebSocketBackend serves a WebSocket echo on its own loopback port
-// until the test ends.
-func startWebSocketBackend(t *testing.T) string {
-	t.Helper()
-	up := websocket.Upgrader{}
-	return testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			kind, msg, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			if c.WriteMessage(kind, msg) != nil {
-				return
-			}
-		}
-	}), testnet.HTTP1)
-}
-
 // TestWebSocketUpgrade runs a WebSocket through the real binary: allowed
 // by the listener's upgrades, refused with 403 on a route that disables
 // it, and counted in the listener's upgrade stats.
 func TestWebSocketUpgrade(t *testing.T) {
-	ws := startWebSocketBackend(t)
+	ws := testnet.Serve(t, testnet.WebSocketEcho, testnet.HTTP1)
 	p := startProxy(t, fmt.Sprintf(`listeners:
   - name: ingress
     address: 127.0.0.1:0

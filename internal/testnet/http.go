@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // Protocols is the set of protocols a server from Serve speaks.
@@ -81,3 +83,28 @@ func Stall(release <-chan struct{}) http.Handler {
 		}
 	})
 }
+
+// WebSocketEcho accepts WebSocket upgrades, with the response header
+// X-Backend: ws, and echoes every message until the client closes; any
+// other request gets 404.
+var WebSocketEcho http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.Error(w, "websocket only here", http.StatusNotFound)
+		return
+	}
+	var up websocket.Upgrader
+	c, err := up.Upgrade(w, r, http.Header{"X-Backend": {"ws"}})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	for {
+		kind, msg, err := c.ReadMessage()
+		if err != nil {
+			return
+		}
+		if err := c.WriteMessage(kind, msg); err != nil {
+			return
+		}
+	}
+})

@@ -2,7 +2,8 @@
 // need: a port nothing listens on, a listener that accepts and never says
 // a word, one whose accept queue is full, one that hands each connection
 // to the test, net/http backends (HTTP/1.1, h2c or both) and the handlers
-// several tests serve, and self-signed certificates for 127.0.0.1.
+// several tests serve (a WebSocket echo among them), and self-signed
+// certificates for 127.0.0.1.
 package testnet
 
 import (

@@ -17,32 +17,6 @@ import (
 
 func enabled(typ string, on bool) config.Upgrade { return config.Upgrade{Type: typ, Enabled: &on} }
 
-// wsEcho is a WebSocket server that echoes every message until the client
-// closes.
-func wsEcho(t *testing.T) string {
-	up := websocket.Upgrader{}
-	return testnet.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !websocket.IsWebSocketUpgrade(r) {
-			http.Error(w, "websocket only here", http.StatusNotFound)
-			return
-		}
-		c, err := up.Upgrade(w, r, http.Header{"X-Backend": {"ws"}})
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			kind, msg, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			if err := c.WriteMessage(kind, msg); err != nil {
-				return
-			}
-		}
-	}), testnet.HTTP1)
-}
-
 func dialWS(t *testing.T, addr, path string) (*websocket.Conn, *http.Response, error) {
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	return d.Dial("ws://"+addr+path, nil)
@@ -53,7 +27,7 @@ func dialWS(t *testing.T, addr, path string) (*websocket.Conn, *http.Response, e
 // closes; the tunnel is counted and logged once. The Upgrade header used
 // to be dropped as hop-by-hop, and the backend answered 404.
 func TestWebSocketThroughTheProxy(t *testing.T) {
-	p := startProxy(t, []testCluster{{name: "ws", protocol: "http1", addrs: []string{wsEcho(t)}}},
+	p := startProxy(t, []testCluster{{name: "ws", protocol: "http1", addrs: []string{testnet.Serve(t, testnet.WebSocketEcho, testnet.HTTP1)}}},
 		[]testRoute{{prefix: "/", cluster: "ws", upgrades: []config.Upgrade{enabled("websocket", true)}}})
 	c, resp, err := dialWS(t, p.addr, "/chat")
 	if err != nil {
