@@ -313,7 +313,7 @@ func (b *bridge) feed(d *dbuf, end bool) {
 		if d != nil {
 			// Dropped, but the client's window is given back so that
 			// it can finish sending (a retry waits for the whole body).
-			b.cl.down.credit(int32(d.len()))
+			b.cl.down.credit(int32(d.len()), maxStreamWindow)
 			putBuf(d)
 		}
 		signal(b.wake)
@@ -350,7 +350,7 @@ func (b *bridge) Read(p []byte) (int, error) {
 				putBuf(d)
 			}
 			b.mu.Unlock()
-			b.cl.down.credit(int32(n))
+			b.cl.down.credit(int32(n), maxStreamWindow)
 			return n, nil
 		}
 		ended, closed := b.ended, b.closed
@@ -381,7 +381,7 @@ func (b *bridge) Close() error {
 	b.head, b.tail = nil, nil
 	b.mu.Unlock()
 	if n > 0 {
-		b.cl.down.credit(int32(n)) // the client may finish sending
+		b.cl.down.credit(int32(n), maxStreamWindow) // the client may finish sending
 	}
 	signal(b.wake)
 	return nil

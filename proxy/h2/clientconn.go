@@ -717,7 +717,7 @@ func (cc *clientConn) handleData(fh http2.FrameHeader, d *dbuf) error {
 	cc.maybeCloseLocked(h)
 	cc.unlock()
 	if pad := flow - int32(n); pad > 0 {
-		h.credit(pad)
+		h.credit(pad, 0)
 	}
 	if n == 0 && !end {
 		putBuf(d)

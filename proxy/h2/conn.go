@@ -147,6 +147,7 @@ type writeItem struct {
 	fields []hpack.HeaderField
 	data   *dbuf
 	credit int32 // flow-controlled bytes to return to the source half
+	room   int64 // the send window left after this write (half.credit)
 }
 
 // list kinds a half can be on; a half is on at most one.
@@ -859,6 +860,7 @@ func (c *conn) pickLocked(items []writeItem) []writeItem {
 			h.call.touch()
 			h.sendWin -= int64(n)
 			c.sendConn -= int64(n)
+			it.room = min(h.sendWin, c.sendConn)
 			h.queued -= n
 			c.queued -= int64(n)
 			h.wroteData = true
@@ -897,7 +899,7 @@ func (c *conn) finishItems(items []writeItem) {
 			it.data = nil
 		}
 		if it.credit > 0 {
-			it.h.peer.credit(it.credit)
+			it.h.peer.credit(it.credit, it.room)
 		}
 	}
 	c.mu.Lock()

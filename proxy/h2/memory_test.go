@@ -2,6 +2,9 @@ package h2
 
 import (
 	"bytes"
+	"context"
+	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -220,4 +223,37 @@ func realStore(t *testing.T) *stats.Store {
 		t.Fatal(err)
 	}
 	return store
+}
+
+// TestStalledUpstreamHoldsOneWindow: uploads to an upstream that stops
+// reading make the proxy hold about one stream window each: the client's
+// window grows only while the upstream can take another window's worth
+// (before: it doubled as the upstream took its first bytes, to 256 KiB and
+// more).
+func TestStalledUpstreamHoldsOneWindow(t *testing.T) {
+	// Takes each stream's first 64 KiB (its connection window is large),
+	// then nothing, and never answers.
+	var opened sync.Map
+	p := fakeProxy(t, &fakeUpstream{onRequest: func(fc *fakeConn, _ uint32) {
+		if _, done := opened.LoadOrStore(fc, true); !done {
+			fc.write(func(fr *http2.Framer) { fr.WriteWindowUpdate(0, 16<<20) })
+		}
+	}})
+	const uploads = 4
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // the uploads end before the proxy shuts down
+	for range uploads {
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+p.addr+"/", bytes.NewReader(make([]byte, 4<<20)))
+			if resp, err := h2cClient().Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	// Each upload's first 64 KiB go out; the next wait in the proxy.
+	p.waitQueued(t, uploads*initialStreamWindow/2)
+	time.Sleep(100 * time.Millisecond) // what more the clients may send arrives
+	if got, limit := p.bufferedBytes(), int64(uploads*2*initialStreamWindow); got > limit {
+		t.Errorf("the proxy holds %d bytes of %d stalled uploads, want at most %d", got, uploads, limit)
+	}
 }

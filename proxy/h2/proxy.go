@@ -284,7 +284,7 @@ func (cl *call) forwardData(d *dbuf, end bool) {
 	if !c.enqueueDataLocked(&cl.up, d, end) {
 		if cl.keep && d != nil {
 			// Kept for the next attempt: the client may send more now.
-			defer cl.down.credit(int32(d.len()))
+			defer cl.down.credit(int32(d.len()), 0)
 		}
 		putBuf(d)
 	}

@@ -376,7 +376,7 @@ func (b *rtBody) Read(p []byte) (int, error) {
 				putBuf(d)
 			}
 			s.mu.Unlock()
-			s.cl.up.credit(int32(n))
+			s.cl.up.credit(int32(n), maxStreamWindow)
 			return n, nil
 		}
 		ended, err, closed := s.ended, s.err, s.closed

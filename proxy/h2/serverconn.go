@@ -486,12 +486,12 @@ func (sc *serverConn) handleData(fh http2.FrameHeader, d *dbuf) error {
 	sc.maybeCloseLocked(h)
 	sc.unlock()
 	if pad := flow - int32(n); pad > 0 {
-		h.credit(pad) // padding is never forwarded: return it now
+		h.credit(pad, 0) // padding is never forwarded: return it now
 	}
 	if drop {
 		putBuf(d)
 		if !end {
-			h.credit(int32(n))
+			h.credit(int32(n), 0)
 		}
 		cl.release()
 		return nil

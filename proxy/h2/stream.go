@@ -96,8 +96,12 @@ func (h *half) donePending() {
 // written on the other connection: only then does a WINDOW_UPDATE go out,
 // so a slow receiver on the far side back-pressures the sender and the
 // proxy never buffers more than the window per stream (RFC 9113 §5.2).
-// Credit is batched to a quarter of the window.
-func (h *half) credit(n int32) {
+// Credit is batched to a quarter of the window. room is what the far side
+// can still take at once (the send window left there after the write that
+// freed these bytes): the window grows only when room is at least the
+// window, so that a far side that stopped taking bytes (an upstream that
+// does not read) does not make the proxy hold more for it.
+func (h *half) credit(n int32, room int64) {
 	if b := h.call.br; b != nil && h == &h.call.up {
 		b.credited(n)
 		return
@@ -121,7 +125,7 @@ func (h *half) credit(n int32) {
 	if h.attached && !h.recvDone && h.id != 0 {
 		// The far side took a quarter of the window: the stream may
 		// grow, unless the process already holds much in flight.
-		if win < maxStreamWindow && bufMem.Load() < growLimit.Load() {
+		if win < maxStreamWindow && room >= int64(win) && bufMem.Load() < growLimit.Load() {
 			grow := min(win, maxStreamWindow-win)
 			h.win.Store(win + grow)
 			v += grow
