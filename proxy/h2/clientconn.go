@@ -634,6 +634,9 @@ func (cc *clientConn) endHeaders() error {
 			if hb.status == "101" || hb.endStream {
 				return streamError(id, http2.ErrCodeProtocol, "invalid interim response")
 			}
+			if hb.status != "100" {
+				cl.onInterim(hb.status, cc.fields)
+			}
 			return nil
 		}
 		h.gotHeaders = true

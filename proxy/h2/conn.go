@@ -484,7 +484,7 @@ func (c *conn) scheduleLocked(h *half) {
 		return
 	}
 	switch {
-	case h.hdrsPending, h.head == nil && (h.trailersPending || h.endPending):
+	case h.interimPending, h.hdrsPending, h.head == nil && (h.trailersPending || h.endPending):
 		h.listed = listReady
 		c.ready.push(h)
 	case h.head != nil && h.sendWin > 0:
@@ -546,7 +546,7 @@ func (c *conn) dropOutputLocked(h *half) {
 	h.head, h.tail = nil, nil
 	c.queued -= int64(h.queued)
 	h.queued = 0
-	h.hdrsPending, h.trailersPending, h.endPending = false, false, false
+	h.hdrsPending, h.trailersPending, h.endPending, h.interimPending = false, false, false, false
 }
 
 // resetLocked ends h at once, with RST_STREAM(code) when send is set and
@@ -823,6 +823,9 @@ func (c *conn) pickLocked(items []writeItem) []writeItem {
 		case h.sendDone || !h.active:
 			c.maybeCloseLocked(h)
 			continue
+		case h.interimPending:
+			it.kind, it.fields = itemHeaders, h.interim
+			h.interimPending = false
 		case h.hdrsPending:
 			it.kind, it.fields = itemHeaders, h.hdrs
 			h.hdrsPending, h.wroteHeaders = false, true

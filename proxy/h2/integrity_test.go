@@ -250,3 +250,44 @@ func TestOversizedHeaderKeepsConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestInterimResponsesForwarded: a 103 Early Hints from an HTTP/2 upstream
+// reaches an HTTP/2 client as its own HEADERS frame, before the response;
+// 100 Continue, the upstream's answer to its own expectation, does not.
+func TestInterimResponsesForwarded(t *testing.T) {
+	p := fakeProxy(t, &fakeUpstream{onRequest: func(fc *fakeConn, id uint32) {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		for _, status := range []string{"100", "103"} {
+			fc.encBuf.Reset()
+			fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: status})
+			fc.enc.WriteField(hpack.HeaderField{Name: "link", Value: "</style.css>; rel=preload"})
+			fc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+		}
+		fc.encBuf.Reset()
+		fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		fc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+		fc.fr.WriteData(id, true, []byte("page"))
+	}})
+	c := dialRaw(t, p.addr, true)
+	c.request(1, true)
+	var statuses []string
+	for {
+		f := c.next()
+		if f == nil {
+			t.Fatal("connection closed")
+		}
+		if mh, ok := f.(*http2.MetaHeadersFrame); ok {
+			statuses = append(statuses, mh.PseudoValue("status"))
+			if mh.PseudoValue("status") == "103" && field(mh.Fields, "link") != "</style.css>; rel=preload" {
+				t.Errorf("103 fields %v", mh.Fields)
+			}
+		}
+		if f.Header().Flags.Has(http2.FlagDataEndStream) && f.Header().Type == http2.FrameData {
+			break
+		}
+	}
+	if strings.Join(statuses, ",") != "103,200" {
+		t.Errorf("HEADERS with statuses %v, want 103 then 200", statuses)
+	}
+}

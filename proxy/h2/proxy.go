@@ -464,6 +464,33 @@ func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.Header
 	c.unlock()
 }
 
+// onInterim forwards an informational response (103 Early Hints, 102)
+// ahead of the response: its own HEADERS frame, without END_STREAM (RFC
+// 9113 §8.1), written before the response's headers. 100 Continue is not
+// forwarded: it answers the upstream's own expectation, as Envoy keeps it.
+// Of interim responses not yet written, the last is kept. It runs on the
+// upstream reader.
+func (cl *call) onInterim(status string, fields []hpack.HeaderField) {
+	if cl.rtp != nil {
+		return // net/http callers learn of 1xx responses otherwise
+	}
+	// Its own slice: the final response's fields are built in
+	// cl.respFields while the writer may still be encoding these.
+	f := make([]hpack.HeaderField, 0, len(fields)+1)
+	f = append(f, hpack.HeaderField{Name: ":status", Value: status})
+	for _, fld := range fields {
+		if !router.HopByHop(fld.Name) {
+			f = append(f, fld)
+		}
+	}
+	c := cl.down.lock()
+	if h := &cl.down; !cl.respStarted && !cl.respEnded && h.attached {
+		h.interim, h.interimPending = f, true
+		c.scheduleLocked(h)
+	}
+	c.unlock()
+}
+
 // onResponseData forwards response bytes (d may be nil) downstream. It
 // reports false when the client no longer takes them.
 func (cl *call) onResponseData(d *dbuf, end bool) bool {

@@ -31,6 +31,8 @@ type half struct {
 	// Guarded by the mutex of the half's connection.
 	hdrs            []hpack.HeaderField
 	trailers        []hpack.HeaderField
+	interim         []hpack.HeaderField // an informational response (proxy.go onInterim)
+	interimPending  bool
 	hdrsPending     bool
 	trailersPending bool
 	endPending      bool // END_STREAM after what is queued
