@@ -145,12 +145,8 @@ func (c *clientConn) failed(err error) {
 func (c *clientConn) readLoop() {
 	defer close(c.dead)
 	for {
-		f, err := c.fr.ReadFrame()
+		f, err := readFrame(c.fr)
 		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				continue
-			}
 			c.failed(err)
 			if c.flow != nil {
 				c.flow.kill()
@@ -201,12 +197,8 @@ func (c *clientConn) readLoop() {
 func (c *clientConn) drain(d time.Duration) {
 	_ = c.nc.SetReadDeadline(time.Now().Add(d))
 	for {
-		f, err := c.fr.ReadFrame()
+		f, err := readFrame(c.fr)
 		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				continue
-			}
 			if !errors.Is(err, errDeadline) && !isTimeout(err) {
 				c.failed(err)
 			}
@@ -411,4 +403,17 @@ func (f *sendFlow) wakeOnDone(ctx context.Context) {
 	f.mu.Lock()
 	f.cond.Broadcast()
 	f.mu.Unlock()
+}
+
+// readFrame reads the next frame, passing over stream errors (a frame the
+// Framer refused on one stream leaves the connection readable).
+func readFrame(fr *http2.Framer) (http2.Frame, error) {
+	for {
+		f, err := fr.ReadFrame()
+		var se http2.StreamError
+		if err != nil && errors.As(err, &se) {
+			continue
+		}
+		return f, err
+	}
 }

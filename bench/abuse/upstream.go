@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -106,12 +105,8 @@ func (c *evilConn) serve(ctx context.Context) {
 		c.cond.Broadcast()
 	}()
 	for {
-		f, err := c.fr.ReadFrame()
+		f, err := readFrame(c.fr)
 		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				continue
-			}
 			c.failed(err)
 			return
 		}
