@@ -83,9 +83,10 @@ func TestZeroWindowReaderBounded(t *testing.T) {
 	}
 }
 
-// TestTinyFramesShareBuffers: a client that sends its request in 1-byte
-// DATA frames to an upstream that does not read makes the proxy hold
-// about the bytes, not a buffer per frame (before: 512 bytes per byte).
+// TestTinyFramesShareBuffers: a client that sends its request in tiny
+// DATA frames (5 bytes, an empty gRPC message each) to an upstream that
+// does not read makes the proxy hold about the bytes, not a buffer per
+// frame (before: 512 bytes per frame).
 func TestTinyFramesShareBuffers(t *testing.T) {
 	stalled := make(chan struct{})
 	defer close(stalled)
@@ -96,20 +97,40 @@ func TestTinyFramesShareBuffers(t *testing.T) {
 	for i := range streams {
 		c.post(uint32(2*i + 1))
 	}
-	one := []byte{'x'}
-	for range perStream {
+	msg := []byte{0, 0, 0, 0, 0}
+	for range perStream / len(msg) {
 		for i := range streams {
-			if err := c.fr.WriteData(uint32(2*i+1), false, one); err != nil {
+			if err := c.fr.WriteData(uint32(2*i+1), false, msg); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	// The upstream takes its 64 KiB connection window; the rest waits.
-	want := int64(streams*perStream - defaultWindow)
+	want := int64(streams*(perStream/len(msg)*len(msg)) - defaultWindow)
 	p.waitQueued(t, want)
 	if got, limit := BufferedBytes()-base, int64(streams*perStream*2); got > limit {
-		t.Errorf("buffers hold %d bytes for %d bytes of 1-byte frames, want at most %d", got, streams*perStream, limit)
+		t.Errorf("buffers hold %d bytes for %d bytes of 5-byte frames, want at most %d", got, streams*perStream, limit)
 	}
+}
+
+// TestSliverFloodCutOff: DATA frames of a byte or two into streams whose
+// upstream takes nothing are a flood: the proxy pays a frame's work per
+// byte. The client gets GOAWAY(ENHANCE_YOUR_CALM) after the glitch limit.
+func TestSliverFloodCutOff(t *testing.T) {
+	p := fakeProxy(t, &fakeUpstream{ // a stream window of 1 byte, never refunded
+		settings: []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1}}, onRequest: func(*fakeConn, uint32) {}})
+	c := dialRaw(t, p.addr, true)
+	c.post(1)
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	for range 60000 { // under the stream window the proxy gives
+		fr.WriteData(1, false, []byte{'x'})
+	}
+	go func() {
+		c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		c.c.Write(buf.Bytes())
+	}()
+	c.wantGoAway(http2.ErrCodeEnhanceYourCalm)
 }
 
 // waitQueued waits until the proxy's queues hold at least want payload

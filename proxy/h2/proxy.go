@@ -258,8 +258,9 @@ func (sc *serverConn) headersTooLarge(cl *call) {
 }
 
 // forwardData sends request bytes on upstream (or drops them when there is
-// no upstream stream any more).
-func (cl *call) forwardData(d *dbuf, end bool) {
+// no upstream stream any more). It reports whether they queued behind
+// bytes the upstream has not taken yet.
+func (cl *call) forwardData(d *dbuf, end bool) (behind bool) {
 	if cl.grpc && d != nil {
 		if n := cl.reqCounter.Feed(d.bytes()); n > 0 {
 			cl.reqMsgs.Add(int64(n))
@@ -274,13 +275,14 @@ func (cl *call) forwardData(d *dbuf, end bool) {
 	}
 	if b := cl.br; b != nil {
 		b.feed(d, end)
-		return
+		return false
 	}
 	c := cl.up.lock()
 	if c == nil {
 		putBuf(d)
-		return
+		return false
 	}
+	behind = cl.up.head != nil
 	if !c.enqueueDataLocked(&cl.up, d, end) {
 		if cl.keep && d != nil {
 			// Kept for the next attempt: the client may send more now.
@@ -289,6 +291,7 @@ func (cl *call) forwardData(d *dbuf, end bool) {
 		putBuf(d)
 	}
 	c.unlock()
+	return behind
 }
 
 // forwardTrailers sends request trailers upstream, ending the request.

@@ -501,10 +501,22 @@ func (sc *serverConn) handleData(fh http2.FrameHeader, d *dbuf) error {
 		cl.release()
 		return sc.glitch()
 	}
-	cl.forwardData(d, end)
+	behind := cl.forwardData(d, end)
 	cl.release()
+	if behind && n < minDataFrame && !end {
+		// A sliver of a frame that the upstream is not even taking:
+		// the proxy pays a frame's work for a byte or two. Now and
+		// then it happens (the tail of a split message); a stream of
+		// them is a flood, and a glitch each.
+		return sc.glitch()
+	}
 	return nil
 }
+
+// minDataFrame is the smallest DATA payload that is never a glitch: a gRPC
+// message, even empty, is 5 bytes, and other clients send what they have
+// read, kilobytes at a time.
+const minDataFrame = 5
 
 // handleRST takes the client's RST_STREAM: the call is cancelled upstream.
 func (sc *serverConn) handleRST(f *http2.RSTStreamFrame) error {
