@@ -205,6 +205,15 @@ func (sc *serverConn) onIdle() {
 	}
 	if sc.nActive == 0 {
 		if since := time.Since(sc.idleSince); since >= idle {
+			if sc.requests == 0 {
+				// It never opened a stream: nothing can be in flight,
+				// so the final GOAWAY goes at once, without the PING
+				// that a graceful shutdown waits for.
+				sc.goAway, sc.goAwayID = goAwayFinal, 0
+				sc.queueCtrlLocked(ctrlFrame{kind: ctrlGoAway, id: 0, val: uint32(http2.ErrCodeNo)})
+				sc.closeIfDoneLocked()
+				return
+			}
 			sc.startShutdownLocked()
 			return
 		} else {
