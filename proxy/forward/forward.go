@@ -32,6 +32,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/observe"
+	"github.com/sightline-proxy/sightline/proxy/overload"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/router"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
@@ -60,6 +61,9 @@ type Handler struct {
 	// Observer decides request IDs and makes spans and access-log entries;
 	// nil: none, and x-request-id passes through untouched.
 	Observer *observe.Observer
+	// Overload is the process's overload manager, whose
+	// stop_accepting_requests action the handler honours; nil: none.
+	Overload *overload.Manager
 	Log      zerolog.Logger
 
 	live atomic.Pointer[route.Table] // set by SetRoutes
@@ -247,6 +251,10 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 	grpc := grpcproto.IsGRPC(r.Header.Get("Content-Type"))
 	c := &rec.call
 	c.GRPC, c.Path = grpc, r.URL.Path
+	if h.Overload.Active(overload.StopRequests) {
+		h.Stats.DownstreamRqOverloadClose.Inc(1)
+		return h.reply(w, r, rec, router.ReplyOverloaded)
+	}
 	req := router.Request{Authority: r.Host, Path: r.URL.Path, Headers: route.HTTPHeaders(r.Header), GRPC: grpc, Trust: h.TrustRequestHeaders}
 	if rp, ok := router.Decide(h.routes(), &req, &c.Plan); !ok {
 		router.CountReply(h.Stats, rp)

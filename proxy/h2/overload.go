@@ -7,7 +7,6 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/sightline-proxy/sightline/proxy/overload"
-	"github.com/sightline-proxy/sightline/proxy/router"
 )
 
 // Engine returns what the overload manager watches in the engine. Its
@@ -46,9 +45,6 @@ func removeLive(sc *serverConn) {
 // minResetBytes: a call holding less than this is never reset for memory;
 // what a well-behaved call holds is a few frames.
 const minResetBytes = 32 << 10
-
-// replyOverloaded answers a request refused by stop_accepting_requests.
-var replyOverloaded = router.Reply{Status: 503, GRPC: grpcUnavailable, Message: "overloaded", Flag: flagOverload}
 
 // resetLargest resets the calls holding the most buffered bytes, each way
 // (the response queued for the client and the request queued for the

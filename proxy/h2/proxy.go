@@ -36,7 +36,7 @@ func (sc *serverConn) proxy(cl *call) {
 	}
 	if sc.srv.overload.Active(overload.StopRequests) {
 		sc.srv.stats.DownstreamRqOverloadClose.Inc(1)
-		cl.localError(replyOverloaded)
+		cl.localError(router.ReplyOverloaded)
 		return
 	}
 	if hb.method == "CONNECT" {

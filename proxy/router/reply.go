@@ -38,6 +38,9 @@ var (
 	ReplyRemoteReset       = Reply{Flag: flags.UpstreamRemoteReset, Status: 503, GRPC: grpcproto.Unavailable, Message: msgRemoteReset}
 	ReplyConnTermination   = Reply{Flag: flags.UpstreamConnectionTerm, Status: 503, GRPC: grpcproto.Unavailable, Message: msgConnTermination}
 	ReplyTimeout           = Reply{Flag: flags.UpstreamRequestTimeout, Status: 504, GRPC: grpcproto.DeadlineExceeded, Message: msgTimeout}
+	// ReplyOverloaded answers a request the overload manager's
+	// stop_accepting_requests refused (Envoy's 503, flag OM).
+	ReplyOverloaded = Reply{Flag: flags.OverloadManager, Status: 503, GRPC: grpcproto.Unavailable, Message: "overloaded"}
 )
 
 // ReplyStreamIdle is the answer to a request whose stream idle timeout

@@ -127,6 +127,7 @@ func (s *Server) buildListener(lc config.Listener, table *route.Table, conns *li
 		TLS:                 lc.TLS != nil,
 		Stats:               httpStats,
 		Observer:            obs,
+		Overload:            s.overload,
 		Log:                 llog,
 	}
 	r.h2 = h2.NewServer(h2.ServerOptions{
