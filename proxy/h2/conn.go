@@ -721,14 +721,19 @@ func (c *conn) writeBatch(ctrl []ctrlFrame, items []writeItem) error {
 			return err
 		}
 	}
+	// DATA is counted before it is written: the peer answers each frame
+	// with WINDOW_UPDATEs as it reads it, and the reader must not find
+	// them in excess of a batch still being written.
 	data := 0
-	defer func() { c.dataSent.Add(int64(data)) }()
+	for i := range items {
+		if items[i].kind == itemData {
+			data++
+		}
+	}
+	c.dataSent.Add(int64(data))
 	for i := range items {
 		it := &items[i]
 		var err error
-		if it.kind == itemData {
-			data++
-		}
 		if it.kind == itemHeaders {
 			err = c.writeHeaders(it.id, it.fields, it.end)
 		} else {

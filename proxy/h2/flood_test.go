@@ -2,11 +2,15 @@ package h2
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
@@ -202,5 +206,66 @@ func TestIdleBeforeFirstRequest(t *testing.T) {
 	busy.request(3, true)
 	if status, _, _ := busy.response(3); status != "200" {
 		t.Errorf("after the quiet one was closed: status %s", status)
+	}
+}
+
+// TestWindowUpdatesDuringLargeUpload: an upstream that returns credit for
+// every DATA frame as it reads it (a WINDOW_UPDATE for the stream and one
+// for the connection, as Go's server does) is within Envoy's allowance
+// even while the proxy is still writing a long run of DATA frames; it
+// must not be taken for a flood and cut off mid-upload.
+func TestWindowUpdatesDuringLargeUpload(t *testing.T) {
+	const size = 8 << 20
+	var got atomic.Int64
+	addr := testnet.ServeConns(t, func(c net.Conn) {
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, pre); err != nil {
+			return
+		}
+		// Room for the whole body at once: the proxy writes it as one
+		// run of frames, which fills the socket while this side reads.
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: size})
+		fr.WriteWindowUpdate(0, size)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.DataFrame:
+				got.Add(int64(len(f.Data())))
+				if n := uint32(len(f.Data())); n > 0 {
+					fr.WriteWindowUpdate(f.StreamID, n)
+					fr.WriteWindowUpdate(0, n)
+				}
+				if f.StreamEnded() {
+					var buf bytes.Buffer
+					enc := hpack.NewEncoder(&buf)
+					enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+					fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: buf.Bytes(), EndHeaders: true, EndStream: true})
+				}
+				// A slow reader: the proxy's writes back up meanwhile.
+				if got.Load()%(1<<20) == 0 {
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+		}
+	})
+	pool := NewPool(addr, PoolOptions{})
+	t.Cleanup(func() { pool.Close() })
+	req, _ := http.NewRequest("POST", "http://"+addr+"/upload", bytes.NewReader(bytes.Repeat([]byte("u"), size)))
+	resp, err := pool.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("upload cut off after %d of %d bytes: %v", got.Load(), size, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || got.Load() != size {
+		t.Fatalf("status %d, the upstream got %d of %d bytes", resp.StatusCode, got.Load(), size)
 	}
 }
