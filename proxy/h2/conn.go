@@ -329,8 +329,15 @@ type conn struct {
 	// wire, which is normal once per stream (a client resets a request
 	// whose response came before its body was sent; a server resets a
 	// request it answered early) and no glitch.
-	closedIDs [128]uint32
+	closedIDs *[128]uint32 // taken at the first close
 	closedPos int
+
+	// park is the connection's part in parking (park.go); server
+	// connections only.
+	park parkState
+	// Reader-owned: the peer's first SETTINGS frame has been read; a
+	// header block awaits its CONTINUATION.
+	started, inBlock bool
 }
 
 // initState sets up the state both sides share; it does no I/O.
@@ -364,6 +371,7 @@ func (c *conn) headerBlockLimit() int {
 // initIO wraps the socket c.nc in the buffered reader and the framer; the
 // write buffer is taken when there is something to write (connio.go).
 func (c *conn) initIO() {
+	c.park.fd = -1
 	c.br.init(c.nc)
 	c.fr = http2.NewFramer(connWriter{c}, &c.br)
 	c.fr.SetMaxReadFrameSize(maxFrameSize)
@@ -584,6 +592,9 @@ func (c *conn) maybeCloseLocked(h *half) {
 	h.donePending()
 	if h.id != 0 && c.streams[h.id] == h {
 		delete(c.streams, h.id)
+		if c.closedIDs == nil {
+			c.closedIDs = new([128]uint32)
+		}
 		c.closedIDs[c.closedPos%len(c.closedIDs)] = h.id
 		c.closedPos++
 	}
@@ -696,8 +707,10 @@ func (c *conn) waitWork() bool {
 	}
 	c.mu.Lock()
 	if c.writerIdle {
-		// Nobody kicked: the next kick starts a new writer.
+		// Nobody kicked: the next kick starts a new writer, with a
+		// timer of its own (an idle connection keeps none).
 		c.writerIdle, c.writerOn = false, false
+		c.wtimer = nil
 		c.mu.Unlock()
 		return false
 	}
@@ -928,12 +941,14 @@ func (c *conn) writeFailed(err error) {
 	c.mu.Lock()
 	c.failLocked(fmt.Errorf("writing: %w", err))
 	c.unlock()
+	c.closing()
 	c.nc.Close() // unblocks the reader
 }
 
 // halfClose flushes and half-closes the socket after the last frame (a
 // GOAWAY), and bounds how long the reader keeps draining the peer.
 func (c *conn) halfClose() {
+	c.closing()
 	if c.bw != nil {
 		err := c.bw.Flush()
 		c.releaseWriter()
@@ -975,6 +990,9 @@ func (c *conn) linger() {
 // RST_STREAM since: the first one after its end is normal, a second, or
 // one on a stream long gone, a glitch.
 func (c *conn) crossedLocked(id uint32) bool {
+	if c.closedIDs == nil {
+		return false
+	}
 	for i := range c.closedIDs {
 		if c.closedIDs[i] == id {
 			c.closedIDs[i] = 0

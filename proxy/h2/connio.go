@@ -75,22 +75,24 @@ func (c *conn) writeFrame(t http2.FrameType, flags http2.Flags, id uint32, p []b
 }
 
 // rbuf is a connection's buffered reader, as a bufio.Reader but with two
-// sizes: a small buffer of its own, in which an idle connection waits for
-// the peer's next bytes (a small request fits whole), and a large pooled
-// one taken once a read fills the small one, and given back (shrink) when
-// the connection goes idle.
+// sizes: a small pooled buffer, in which a quiet connection waits for the
+// peer's next bytes (a small request fits whole), and a large pooled one
+// taken once a read fills the small one, and given back (shrink) when the
+// connection goes idle. A parked connection holds neither (release).
 type rbuf struct {
 	src   io.Reader
 	buf   []byte
+	small *[smallReadBuffer]byte
 	big   *[]byte
 	r, w  int
 	err   error
-	small [smallReadBuffer]byte
 }
+
+var smallReadBufs = sync.Pool{New: func() any { return new([smallReadBuffer]byte) }}
 
 func (b *rbuf) init(src io.Reader) {
 	b.src = src
-	b.buf = b.small[:]
+	b.reacquire()
 }
 
 // Read reads into p: what is buffered, or else one read of the source.
@@ -107,22 +109,38 @@ func (b *rbuf) Read(p []byte) (int, error) {
 		if len(p) >= len(b.buf) {
 			return b.src.Read(p) // a large read goes straight to p
 		}
-		if b.big == nil && b.w == len(b.small) {
-			// The last fill took the whole small buffer: the peer is
-			// sending more than it holds.
-			b.big = readBufs.Get().(*[]byte)
-			b.buf = *b.big
-		}
-		b.r, b.w = 0, 0
-		n, err := b.src.Read(b.buf)
+		n, err := b.fill()
 		if n == 0 {
 			return 0, err
 		}
-		b.w, b.err = n, err
+		b.err = err
 	}
 	n := copy(p, b.buf[b.r:b.w])
 	b.r += n
 	return n, nil
+}
+
+// fill makes one read of the source into the empty buffer and returns
+// what it read; the caller keeps an error to return (Read, keep).
+func (b *rbuf) fill() (int, error) {
+	if b.big == nil && b.w == len(b.small) {
+		// The last fill took the whole small buffer: the peer is
+		// sending more than it holds.
+		b.big = readBufs.Get().(*[]byte)
+		b.buf = *b.big
+	}
+	b.r, b.w = 0, 0
+	n, err := b.src.Read(b.buf)
+	b.w = n
+	return n, err
+}
+
+// keep stores the error of a fill, for Read to return once the bytes it
+// read are.
+func (b *rbuf) keep(err error) {
+	if err != nil {
+		b.err = err
+	}
 }
 
 // buffered is how many bytes can be read without reading the source.
@@ -133,6 +151,25 @@ func (b *rbuf) shrink() {
 	if b.big != nil && b.r == b.w {
 		readBufs.Put(b.big)
 		b.big = nil
+		b.buf = b.small[:]
+		b.r, b.w = 0, 0
+	}
+}
+
+// release gives back both buffers of an empty reader, which holds none
+// until reacquire.
+func (b *rbuf) release() {
+	b.shrink()
+	if b.small != nil && b.r == b.w {
+		smallReadBufs.Put(b.small)
+		b.small, b.buf = nil, nil
+	}
+}
+
+// reacquire takes a small buffer for a reader that released its own.
+func (b *rbuf) reacquire() {
+	if b.small == nil {
+		b.small = smallReadBufs.Get().(*[smallReadBuffer]byte)
 		b.buf = b.small[:]
 		b.r, b.w = 0, 0
 	}

@@ -127,8 +127,9 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 }
 
 // serve serves srv on its own loopback socket until the test ends, and
-// returns the address: plaintext connections are sniffed (h2c only), TLS
-// ones (ALPN h2) go to ServeConn as the handshake left them.
+// returns the address: plaintext connections are sniffed (h2c only) and
+// served with Serve, TLS ones (ALPN h2) go to ServeConn as the handshake
+// left them.
 func serve(t testing.TB, srv *Server, useTLS bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -162,7 +163,9 @@ func serve(t testing.TB, srv *Server, useTLS bool) string {
 					c.Close()
 					return
 				}
-				srv.ServeConn(pc)
+				// As the listener does: the goroutine is the reader
+				// until the connection parks.
+				srv.Serve(pc, func() {})
 			}()
 		}
 	}()

@@ -41,6 +41,11 @@ func BenchmarkIdleConnections(b *testing.B) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		time.Sleep(writerLinger + 200*time.Millisecond) // the ACKs are read, the writers idle out
+		// and, where parking works, the readers park.
+		for parkable := runtime.GOOS == "linux"; parkable && p.srv.Stats().Parked < conns && time.Now().Before(deadline.Add(2*parkAfter)); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		b.ReportMetric(float64(p.srv.Stats().Parked), "parked")
 		after := memInUse()
 		var ms1 runtime.MemStats
 		runtime.ReadMemStats(&ms1)
@@ -52,8 +57,10 @@ func BenchmarkIdleConnections(b *testing.B) {
 	}
 }
 
-// memInUse is the heap in use plus goroutine stacks, after a GC.
+// memInUse is the heap in use plus goroutine stacks, after two GCs (the
+// second empties the pools' victim caches).
 func memInUse() int64 {
+	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)

@@ -20,30 +20,41 @@ import (
 // straight into a pooled buffer that travels to the other connection
 // without a copy, header fragments into the HPACK decoder as they arrive.
 // Other frames go through the Framer's parser.
+//
+// A parkable connection's loop also ends with errParked when it parks
+// (park.go); resumeReading runs it again.
 func (c *conn) readLoop() error {
-	first := true
 	for {
-		if c.br.big != nil && c.br.buffered() == 0 {
-			// About to wait for the peer: an idle connection gives
-			// back its large read buffer.
-			c.mu.Lock()
-			idle := c.nActive == 0
-			c.mu.Unlock()
-			if idle {
-				c.br.shrink()
+		if c.br.buffered() == 0 {
+			if c.br.big != nil {
+				// About to wait for the peer: an idle connection gives
+				// back its large read buffer.
+				c.mu.Lock()
+				idle := c.nActive == 0
+				c.mu.Unlock()
+				if idle {
+					c.br.shrink()
+				}
+			}
+			if c.park.fd >= 0 && c.started && !c.inBlock {
+				// At a frame boundary, outside the handshake and any
+				// header block (whose deadlines are the reader's).
+				if err := c.waitReadable(); err != nil {
+					return err
+				}
 			}
 		}
 		fh, err := c.fr.ReadFrameHeader()
 		if err != nil {
 			return c.frameError(err)
 		}
-		if first {
+		if !c.started {
 			// The first frame of either preface is a SETTINGS frame
 			// (RFC 9113 §3.4).
 			if fh.Type != http2.FrameSettings || fh.Flags.Has(http2.FlagSettingsAck) {
 				return connError(http2.ErrCodeProtocol, "first frame is not SETTINGS")
 			}
-			first = false
+			c.started = true
 			_ = c.nc.SetReadDeadline(time.Time{}) // the handshake deadline
 		}
 		if c.frames++; c.frames%glitchDecay == 0 {
@@ -210,6 +221,7 @@ func (c *conn) readContinuation(fh http2.FrameHeader) error {
 func (c *conn) headerFragment(p []byte, endHeaders bool) error {
 	hb := &c.hb
 	hb.frames++
+	c.inBlock = !endHeaders
 	hb.encoded += len(p)
 	if hb.frames > maxHeaderFrames {
 		return connError(http2.ErrCodeEnhanceYourCalm, "too many CONTINUATION frames")

@@ -125,25 +125,44 @@ func (s *Server) SetRoutes(t *route.Table) { s.routes.Store(t) }
 // ServeConn serves one connection until it closes. c has not had its
 // client preface read: it is a TLS connection whose ALPN chose "h2", or a
 // plaintext one (ideally a *PeekConn whose Sniff said ProtoH2). ServeConn
-// blocks; the calling goroutine is the connection's reader.
+// blocks until the connection is closed.
 func (s *Server) ServeConn(c net.Conn) {
+	done := make(chan struct{})
+	s.Serve(c, func() { close(done) })
+	<-done
+}
+
+// Serve serves c as ServeConn does, on the calling goroutine, but returns
+// as soon as the connection can do without it: when it parks, idle (see
+// park.go), or ends. done runs once, when the connection has closed and
+// left the server, on whichever goroutine ends it.
+func (s *Server) Serve(c net.Conn, done func()) {
 	sc := newServerConn(s, c)
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
 		c.Close()
+		done()
 		return
 	}
 	s.conns[sc] = struct{}{}
 	s.mu.Unlock()
+	if parker.enable() {
+		sc.park.fd = socketFD(c)
+	}
+	sc.done = done
 	addLive(sc)
-	defer func() {
-		removeLive(sc)
-		s.mu.Lock()
-		delete(s.conns, sc)
-		s.mu.Unlock()
-	}()
 	sc.serve()
+}
+
+// ended is a connection's last step: it leaves the server.
+func (sc *serverConn) ended() {
+	removeLive(sc)
+	s := sc.srv
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
+	sc.done()
 }
 
 // Shutdown drains the server: every connection gets GOAWAY(2^31-1) and a
@@ -181,6 +200,7 @@ func (s *Server) Close() {
 	s.mu.Lock()
 	s.shutdown = true
 	for sc := range s.conns {
+		sc.closing()
 		sc.nc.Close()
 	}
 	s.mu.Unlock()
@@ -188,8 +208,10 @@ func (s *Server) Close() {
 
 // Stats are a server's live numbers.
 type Stats struct {
-	// Conns and Streams are the open connections and streams.
-	Conns, Streams int
+	// Conns and Streams are the open connections and streams; Parked
+	// counts the connections waiting for their clients without a
+	// goroutine (park.go).
+	Conns, Streams, Parked int
 	// BufferedBytes is the DATA the server holds for its clients, waiting
 	// for their flow-control windows. Flow control bounds it by the
 	// upstream stream window per stream.
@@ -203,6 +225,13 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{Conns: len(s.conns)}
+	for sc := range s.conns {
+		sc.park.mu.Lock()
+		if sc.park.parked {
+			st.Parked++
+		}
+		sc.park.mu.Unlock()
+	}
 	for sc := range s.conns {
 		sc.mu.Lock()
 		st.Streams += sc.nActive

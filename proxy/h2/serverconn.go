@@ -53,6 +53,8 @@ type serverConn struct {
 	remoteIP string
 	// remoteAddr is the client's ip:port, for the access log.
 	remoteAddr string
+	// done is Serve's callback, run once the connection has ended.
+	done func()
 
 	// sweepEvery is the stream idle sweep's period, 0 while it is
 	// stopped: set under mu, read without it.
@@ -108,6 +110,7 @@ func (sc *serverConn) serve() {
 			sc.srv.stats.DownstreamCxProtocolError.Inc(1)
 		}
 		sc.linger()
+		sc.ended()
 		return
 	}
 	err := sc.writePreface("", []http2.Setting{
@@ -118,6 +121,7 @@ func (sc *serverConn) serve() {
 	})
 	if err != nil {
 		sc.nc.Close()
+		sc.ended()
 		return
 	}
 	sc.mu.Lock()
@@ -127,8 +131,21 @@ func (sc *serverConn) serve() {
 	}
 	sc.mu.Unlock()
 	sc.startWriter()
-	sc.teardown(sc.readLoop())
+	sc.read()
 }
+
+// read runs the read loop until the connection parks or ends.
+func (sc *serverConn) read() {
+	err := sc.readLoop()
+	if err == errParked {
+		return
+	}
+	sc.teardown(err)
+	sc.ended()
+}
+
+// resumeReading is a parked connection's new reader.
+func (sc *serverConn) resumeReading() { sc.read() }
 
 // teardown closes the connection after the read loop ended with err. A
 // connection error is answered with GOAWAY and counted in

@@ -42,6 +42,10 @@ type countConn struct {
 	onClose func()
 }
 
+// Unwrap is the socket: a countConn holds no bytes of its own, so the
+// HTTP/2 engine may wait for the socket's readiness without it (h2.Unwrapper).
+func (c *countConn) Unwrap() net.Conn { return c.Conn }
+
 func (c *countConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && (c.rx.Add(int64(n)) >= flushBytes || c.closed.Load()) {

@@ -260,9 +260,17 @@ func (l *Listener) admit(c net.Conn) bool {
 }
 
 // serve finds out what a new connection speaks and hands it over. The
-// goroutine becomes the HTTP/2 connection's reader.
+// goroutine becomes the HTTP/2 connection's reader, until the connection
+// parks; the connection holds its place in l.conns until it closes.
 func (l *Listener) serve(raw net.Conn) {
-	defer l.conns.Done()
+	if !l.handOver(raw) {
+		l.conns.Done()
+	}
+}
+
+// handOver does serve's work; it reports whether the HTTP/2 engine took
+// the connection (it then calls l.conns.Done itself, once closed).
+func (l *Listener) handOver(raw net.Conn) bool {
 	cc := l.bytes.wrap(raw)
 	cc.onClose = func() {
 		l.opts.Conns.release()
@@ -284,7 +292,7 @@ func (l *Listener) serve(raw net.Conn) {
 		if err := tc.Handshake(); err != nil {
 			l.log.Debug().Err(err).Str("remote", c.RemoteAddr().String()).Msg("TLS handshake failed")
 			reject()
-			return
+			return false
 		}
 		c = tc
 		h2conn = tc.ConnectionState().NegotiatedProtocol == "h2"
@@ -294,7 +302,7 @@ func (l *Listener) serve(raw net.Conn) {
 		switch {
 		case err != nil:
 			reject()
-			return
+			return false
 		case proto == h2.ProtoH2 && l.allowH2:
 			h2conn = true
 		case proto == h2.ProtoHTTP1 && l.allowH1:
@@ -302,7 +310,7 @@ func (l *Listener) serve(raw net.Conn) {
 			// Neither, or a protocol this listener does not serve: close
 			// rather than answer in a language the client may not read.
 			reject()
-			return
+			return false
 		}
 		c = pc
 	}
@@ -313,14 +321,17 @@ func (l *Listener) serve(raw net.Conn) {
 		if !l.h1ln.push(c) {
 			reject()
 		}
-		return
+		return false
 	}
 	l.countOpen()
 	l.st.HTTP.DownstreamCxHTTP2Total.Inc(1)
 	l.st.HTTP.DownstreamCxHTTP2Active.Inc()
-	l.h2.ServeConn(c)
-	l.st.HTTP.DownstreamCxHTTP2Active.Dec()
-	l.countClose()
+	l.h2.Serve(c, func() {
+		l.st.HTTP.DownstreamCxHTTP2Active.Dec()
+		l.countClose()
+		l.conns.Done()
+	})
+	return true
 }
 
 func (l *Listener) countOpen() {

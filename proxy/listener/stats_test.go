@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ import (
 // testListener is a started Listener whose stats live in a real store.
 type testListener struct {
 	l    *Listener
+	h2   *h2.Server
 	http *stats.HTTP
 	ls   *stats.Listener
 	addr string
@@ -65,6 +67,7 @@ func startListenerWith(t *testing.T, tlsOn bool, opts Options, protocols ...stri
 		certFile, keyFile, _ := testnet.WriteCert(t, t.TempDir())
 		cfg.TLS = &config.ListenerTLS{CertFile: certFile, KeyFile: keyFile}
 	}
+	tl.h2 = h2srv
 	tl.l, err = New(cfg, h1, h2srv, Stats{Listener: tl.ls, HTTP: tl.http}, zerolog.Nop(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -344,6 +347,36 @@ func TestBytesCountedWhileOpen(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestParkedConnCounted: an h2c connection that goes quiet parks (its
+// reader goroutine ends), is served again when its client speaks, and
+// is still counted as open, with its bytes, until it closes.
+func TestParkedConnCounted(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	tl := startListener(t, false, "http1", "h2c")
+	c, mc := dial(t, tl, "")
+	exchange := exchanger(t, "h2", c)
+	exchange()
+	waitFor(t, "the connection to park", func() bool { return tl.h2.Stats().Parked == 1 })
+	open := counts{total: 1, active: 1, h2Total: 1, h2Active: 1, listenerTotal: 1, listenerActive: 1}
+	if got := tl.counts(); got != open {
+		t.Fatalf("while parked: %+v, want %+v", got, open)
+	}
+	exchange()
+	closeAndDrain(t, c)
+	closed := open
+	closed.active, closed.h2Active, closed.listenerActive = 0, 0, 0
+	waitFor(t, "the connection to be counted closed", func() bool { return tl.counts() == closed })
+	st := tl.http
+	if got, want := st.DownstreamCxRxBytes.Value(), mc.written.Load(); got != want {
+		t.Errorf("downstream_cx_rx_bytes_total = %d, want %d (written by the client)", got, want)
+	}
+	if got, want := st.DownstreamCxTxBytes.Value(), mc.read.Load(); got != want {
+		t.Errorf("downstream_cx_tx_bytes_total = %d, want %d (read by the client)", got, want)
 	}
 }
 

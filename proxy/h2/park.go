@@ -1,0 +1,294 @@
+package h2
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Parking. A downstream connection whose client has sent nothing for a
+// while gives up its reader goroutine, whose stack (4 KiB or more once it
+// has handled frames) is most of what an idle connection costs, and its
+// read buffer: the socket is handed to one poller for the whole process
+// (epoll on Linux), and the first readable byte, a hang-up or a close by
+// the proxy starts a fresh reader where the last one stopped. 19,000 idle
+// clients then cost their connection state, not 19,000 goroutines.
+//
+// Nothing on the request path pays for it. The reader only says, with two
+// atomic stores, that it is waiting for the next frame with nothing
+// buffered; a sweep every parkAfter finds the readers that have been
+// waiting since its last pass and, under the connection's park lock, sets
+// a read deadline in the past. The reader wakes with a timeout at a frame
+// boundary (no byte of a frame has been taken), registers the socket and
+// returns. A connection is parked after one to two parkAfter periods of
+// silence; a busy one never is.
+//
+// Only plain TCP sockets park (h2c, reached through wrappers that buffer
+// nothing, see Unwrapper): a TLS connection may hold decrypted bytes the
+// socket no longer shows, so its reader always waits in Read.
+
+// parkAfter is the sweep's period.
+const parkAfter = time.Second
+
+// Reader wait states (conn.park.state).
+const (
+	readerBusy    int32 = iota
+	readerWaiting       // waiting for the next frame, nothing buffered
+	readerToPark        // the sweep set a past read deadline: park
+)
+
+// errParked ends a read loop whose connection parked.
+var errParked = errors.New("h2: connection parked")
+
+// Unwrapper is a connection wrapper that holds no bytes of its own
+// (a byte counter, for one): the engine may look through it to the socket
+// and wait for the socket's readiness itself.
+type Unwrapper interface {
+	Unwrap() net.Conn
+}
+
+// parkState is a connection's part in parking; fd < 0 for one that never
+// parks.
+type parkState struct {
+	fd    int
+	seq   atomic.Uint32 // counts the reader's waits
+	state atomic.Int32
+	seen  uint32 // sweep-owned: seq at the sweep's last pass
+
+	mu sync.Mutex
+	// Guarded by mu.
+	parked  bool
+	closing bool  // the socket is being closed: never park again
+	id      int32 // the poller's name for it while parked
+}
+
+// socketFD returns the descriptor of the TCP socket under nc, when every
+// layer above it holds no bytes of its own once read through; -1 when not.
+func socketFD(nc net.Conn) int {
+	for {
+		switch c := nc.(type) {
+		case *PeekConn:
+			// Its peeked bytes are read before the reader ever waits
+			// on the socket: a wait reads through it.
+			nc = c.Conn
+		case *net.TCPConn:
+			rc, err := c.SyscallConn()
+			if err != nil {
+				return -1
+			}
+			fd := -1
+			if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
+				return -1
+			}
+			return fd
+		case Unwrapper:
+			nc = c.Unwrap()
+		default:
+			return -1
+		}
+	}
+}
+
+// waitReadable waits, at a frame boundary with nothing buffered, for the
+// peer's next bytes, and reads them into the buffer. It returns errParked
+// when the sweep asked the connection to park and it did; any other error
+// is left in the buffer for the frame reader to find.
+func (c *conn) waitReadable() error {
+	p := &c.park
+	p.seq.Add(1)
+	p.state.Store(readerWaiting)
+	n, err := c.br.fill()
+	if p.state.Swap(readerBusy) != readerToPark {
+		c.br.keep(err)
+		return nil
+	}
+	// The sweep set a read deadline in the past; it did so holding p.mu.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n > 0 || !isTimeout(err) || p.closing {
+		// Bytes came first, or the socket failed, or a closer has set a
+		// deadline of its own: carry on reading.
+		if !p.closing {
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
+		if n > 0 || !isTimeout(err) {
+			c.br.keep(err)
+		}
+		return nil
+	}
+	if err := parker.add(c); err != nil {
+		_ = c.nc.SetReadDeadline(time.Time{})
+		return nil
+	}
+	c.br.release()
+	p.parked = true
+	return errParked
+}
+
+// unpark takes a parked connection off the poller and clears the sweep's
+// deadline; the caller starts its reader. Under c.park.mu.
+func (c *conn) unparkLocked() bool {
+	if !c.park.parked {
+		return false
+	}
+	c.park.parked = false
+	parker.remove(c)
+	_ = c.nc.SetReadDeadline(time.Time{})
+	return true
+}
+
+// woken is the poller's call for a parked connection whose socket became
+// readable or hung up.
+func (c *conn) woken() {
+	c.park.mu.Lock()
+	resume := c.unparkLocked()
+	c.park.mu.Unlock()
+	if resume {
+		c.br.reacquire()
+		go c.h.(*serverConn).resumeReading()
+	}
+}
+
+// closing is called before anyone but the reader closes or half-closes
+// the socket: the connection never parks again, and a parked one gets a
+// reader back, which finds the close and tears the connection down. The
+// caller sets its own deadline, if any, after this.
+func (c *conn) closing() {
+	c.park.mu.Lock()
+	c.park.closing = true
+	resume := c.unparkLocked()
+	c.park.mu.Unlock()
+	if resume {
+		c.br.reacquire()
+		go c.h.(*serverConn).resumeReading()
+	}
+}
+
+// pastDeadline is a read deadline that has passed: a read waiting under it
+// returns a timeout at once.
+var pastDeadline = time.Unix(1, 0)
+
+// sweep asks the readers that have waited since the last pass to park.
+func (c *conn) sweepPark() {
+	p := &c.park
+	seq := p.seq.Load()
+	if seq == p.seen && p.state.Load() == readerWaiting {
+		p.mu.Lock()
+		if !p.closing && p.state.CompareAndSwap(readerWaiting, readerToPark) {
+			_ = c.nc.SetReadDeadline(pastDeadline)
+		}
+		p.mu.Unlock()
+	}
+	p.seen = seq
+}
+
+// parker is the process's poller and its sweep.
+var parker poller
+
+// poller is what watches parked sockets: pollerOS, one per platform, and
+// the sweep.
+type poller struct {
+	once sync.Once
+	err  error
+	os   pollerOS
+
+	mu    sync.Mutex
+	conns map[int32]*conn
+	next  int32
+}
+
+// enable starts the poller and the sweep the first time a parkable
+// connection asks, and reports whether parking works here.
+func (p *poller) enable() bool {
+	p.once.Do(func() {
+		p.conns = make(map[int32]*conn)
+		if p.err = p.os.init(p.wake, p.fail); p.err == nil {
+			go p.sweep()
+		}
+	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err == nil
+}
+
+// add registers c's socket. Under c.park.mu.
+func (p *poller) add(c *conn) error {
+	p.mu.Lock()
+	if p.err != nil {
+		p.mu.Unlock()
+		return p.err
+	}
+	for {
+		p.next++
+		if _, used := p.conns[p.next]; !used {
+			break
+		}
+	}
+	id := p.next
+	p.conns[id] = c
+	p.mu.Unlock()
+	if err := p.os.add(c.park.fd, id); err != nil {
+		p.mu.Lock()
+		delete(p.conns, id)
+		p.mu.Unlock()
+		return err
+	}
+	c.park.id = id
+	return nil
+}
+
+// remove forgets c's socket. Under c.park.mu.
+func (p *poller) remove(c *conn) {
+	p.os.remove(c.park.fd)
+	p.mu.Lock()
+	delete(p.conns, c.park.id)
+	p.mu.Unlock()
+}
+
+// wake is the OS poller's callback for a registration that fired. A
+// stale one (the connection was unparked meanwhile, or the id reused)
+// finds nothing, or a connection that then reads and waits as usual.
+func (p *poller) wake(id int32) {
+	p.mu.Lock()
+	c := p.conns[id]
+	p.mu.Unlock()
+	if c != nil {
+		c.woken()
+	}
+}
+
+// fail stops parking for good and wakes every parked connection.
+func (p *poller) fail(err error) {
+	p.mu.Lock()
+	p.err = err
+	conns := make([]*conn, 0, len(p.conns))
+	for _, c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.woken()
+	}
+}
+
+// sweep runs forever, every parkAfter, over every parkable downstream
+// connection.
+func (p *poller) sweep() {
+	var conns []*serverConn
+	for range time.Tick(parkAfter) {
+		live.mu.Lock()
+		for sc := range live.conns {
+			if sc.park.fd >= 0 {
+				conns = append(conns, sc)
+			}
+		}
+		live.mu.Unlock()
+		for i, sc := range conns {
+			sc.sweepPark()
+			conns[i] = nil
+		}
+		conns = conns[:0]
+	}
+}

@@ -1,0 +1,155 @@
+package h2
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+)
+
+// waitParked waits until the server has want parked connections.
+func waitParked(t *testing.T, p *testProxy, want int) {
+	t.Helper()
+	deadline := time.Now().Add(4*parkAfter + 5*time.Second)
+	for p.srv.Stats().Parked != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections parked, want %d", p.srv.Stats().Parked, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// serverReaders counts the goroutines reading downstream connections.
+func serverReaders() int {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "(*serverConn).read(")
+}
+
+// TestIdleConnectionsPark: h2c connections whose clients go quiet, before
+// or after requests, give up their reader goroutines; each is served
+// again as soon as its client speaks, and a client that hangs up on a
+// parked connection has it closed and counted.
+func TestIdleConnectionsPark(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	p := okProxy(t, okHandler, proxyOpts{})
+	const n = 40
+	peers := make([]*rawPeer, n)
+	for i := range peers {
+		peers[i] = dialRaw(t, p.addr, true)
+		if i%2 == 0 { // half of them make a request first
+			peers[i].request(1, true)
+			if status, _, _ := peers[i].response(1); status != "200" {
+				t.Fatalf("status %s", status)
+			}
+		}
+	}
+	waitParked(t, p, n)
+	if r := serverReaders(); r != 0 {
+		t.Errorf("%d reader goroutines for %d parked connections", r, n)
+	}
+
+	// Every one answers its next request.
+	for i, c := range peers {
+		id := uint32(1)
+		if i%2 == 0 {
+			id = 3
+		}
+		c.request(id, true)
+		if status, _, body := c.response(id); status != "200" || string(body) != "ok from the backend\n" {
+			t.Fatalf("connection %d after parking: status %s, body %q", i, status, body)
+		}
+	}
+	if parked := p.srv.Stats().Parked; parked == n {
+		t.Errorf("all %d connections still parked after their requests", n)
+	}
+
+	// They park again; then a client that hangs up has its connection
+	// closed by the proxy.
+	waitParked(t, p, n)
+	peers[0].c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.srv.Stats().Conns != n-1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections open after one of %d parked clients hung up", p.srv.Stats().Conns, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestParkedConnectionTimesOut: a parked connection that never sent a
+// request still gets its GOAWAY and close at the header read timeout.
+func TestParkedConnectionTimesOut(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	timeout := 3*parkAfter + 500*time.Millisecond
+	p := okProxy(t, okHandler, proxyOpts{limits: config.Limits{HeaderReadTimeout: config.Duration(timeout), IdleTimeout: config.Duration(time.Hour)}})
+	c := dialRaw(t, p.addr, true)
+	waitParked(t, p, 1)
+	c.c.SetReadDeadline(time.Now().Add(timeout + 5*time.Second))
+	for {
+		f := c.next()
+		if f == nil {
+			t.Fatal("closed without a GOAWAY")
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 0 {
+				t.Fatalf("GOAWAY %v last stream %d, want NO_ERROR, 0", ga.ErrCode, ga.LastStreamID)
+			}
+			break
+		}
+	}
+	if f := c.next(); f != nil {
+		t.Fatalf("after the GOAWAY: %v, want the connection closed", f.Header())
+	}
+}
+
+// TestTLSConnectionsDoNotPark: a TLS connection may hold decrypted bytes
+// its socket no longer shows, so it keeps its reader.
+func TestTLSConnectionsDoNotPark(t *testing.T) {
+	p := okProxy(t, okHandler, proxyOpts{tls: true})
+	c := dialRawTLS(t, p.addr)
+	c.write([]byte(http2.ClientPreface))
+	c.fr.WriteSettings()
+	c.request(1, true)
+	if status, _, _ := c.response(1); status != "200" {
+		t.Fatalf("status %s", status)
+	}
+	time.Sleep(3 * parkAfter)
+	if st := p.srv.Stats(); st.Parked != 0 || st.Conns != 1 {
+		t.Fatalf("%d of %d TLS connections parked", st.Parked, st.Conns)
+	}
+	c.request(3, true)
+	if status, _, _ := c.response(3); status != "200" {
+		t.Fatalf("status %s", status)
+	}
+}
+
+// TestServerCloseClosesParked: Close ends parked connections too, and
+// their ends are reported (ServeConn returns).
+func TestServerCloseClosesParked(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	p := okProxy(t, okHandler, proxyOpts{})
+	c := dialRaw(t, p.addr, true)
+	waitParked(t, p, 1)
+	p.srv.Close()
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for f := c.next(); f != nil; f = c.next() {
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.srv.Stats().Conns != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the parked connection is still counted after Close")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
