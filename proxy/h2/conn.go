@@ -693,17 +693,23 @@ func (c *conn) writeLoop() {
 
 // waitWork waits for a kick, or exits the writer after writerLinger
 // without one: it reports false when the writer is to return.
+//
+// A server connection whose client has opened no stream yet does not
+// linger: its handshake's frames are all it writes until a request comes,
+// and a client that connects and waits should cost no goroutine.
 func (c *conn) waitWork() bool {
-	if c.wtimer == nil {
-		c.wtimer = time.NewTimer(writerLinger)
-	} else {
-		c.wtimer.Reset(writerLinger)
-	}
-	select {
-	case <-c.wake:
-		c.wtimer.Stop()
-		return true
-	case <-c.wtimer.C:
+	if !c.server || c.opened.Load() > 0 {
+		if c.wtimer == nil {
+			c.wtimer = time.NewTimer(writerLinger)
+		} else {
+			c.wtimer.Reset(writerLinger)
+		}
+		select {
+		case <-c.wake:
+			c.wtimer.Stop()
+			return true
+		case <-c.wtimer.C:
+		}
 	}
 	c.mu.Lock()
 	if c.writerIdle {

@@ -23,7 +23,9 @@ import (
 // a read deadline in the past. The reader wakes with a timeout at a frame
 // boundary (no byte of a frame has been taken), registers the socket and
 // returns. A connection is parked after one to two parkAfter periods of
-// silence; a busy one never is.
+// silence; a busy one never is. A connection whose client has opened no
+// stream yet parks as soon as its handshake is read, and its writer does
+// not linger: a client that connects and waits costs no goroutine.
 //
 // Only plain TCP sockets park (h2c, reached through wrappers that buffer
 // nothing, see Unwrapper): a TLS connection may hold decrypted bytes the
@@ -56,6 +58,10 @@ type parkState struct {
 	seq   atomic.Uint32 // counts the reader's waits
 	state atomic.Int32
 	seen  uint32 // sweep-owned: seq at the sweep's last pass
+	// woken is reader-owned: the reader was just started for a parked
+	// connection, and reads before it parks again (the socket is
+	// readable: parking at once would only be woken again).
+	woken bool
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -91,12 +97,49 @@ func socketFD(nc net.Conn) int {
 	}
 }
 
+// drained reports whether the layers above the socket hold no bytes,
+// and gives back a drained PeekConn's buffer (its next read would). Reader
+// only.
+func drained(nc net.Conn) bool {
+	for {
+		switch c := nc.(type) {
+		case *PeekConn:
+			if c.r != nil {
+				if c.r.Buffered() > 0 {
+					return false
+				}
+				c.release()
+			}
+			nc = c.Conn
+		case Unwrapper:
+			nc = c.Unwrap()
+		default:
+			return true
+		}
+	}
+}
+
 // waitReadable waits, at a frame boundary with nothing buffered, for the
 // peer's next bytes, and reads them into the buffer. It returns errParked
 // when the sweep asked the connection to park and it did; any other error
 // is left in the buffer for the frame reader to find.
 func (c *conn) waitReadable() error {
 	p := &c.park
+	if c.opened.Load() == 0 && !p.woken {
+		// The handshake is done and the client has asked for nothing:
+		// park at once. A client that sends its first request with its
+		// preface never waits here; one that connects ahead of its
+		// calls (grpc-go) is woken once by its first.
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.closing && drained(c.nc) && parker.add(c) == nil {
+			c.br.release()
+			p.parked = true
+			return errParked
+		}
+		return nil
+	}
+	p.woken = false
 	p.seq.Add(1)
 	p.state.Store(readerWaiting)
 	n, err := c.br.fill()

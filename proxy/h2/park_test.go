@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"bytes"
 	"runtime"
 	"strings"
 	"testing"
@@ -151,5 +152,48 @@ func TestServerCloseClosesParked(t *testing.T) {
 			t.Fatal("the parked connection is still counted after Close")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestParkKeepsPeekedBytes: a client's first flight read ahead by the
+// protocol sniffer, whose first smallReadBuffer bytes end on a frame
+// boundary before its request, is served whole: the connection must not
+// park (waiting on the socket) while the request sits in the sniffer's
+// buffer.
+func TestParkKeepsPeekedBytes(t *testing.T) {
+	p := okProxy(t, okHandler, proxyOpts{})
+	c := dialRaw(t, p.addr, false)
+	var flight bytes.Buffer
+	fr := http2.NewFramer(&flight, nil)
+	flight.WriteString(http2.ClientPreface)
+	fr.WriteSettings()
+	// SETTINGS and PING frames (15 and 17 bytes) up to exactly the
+	// reader's small buffer, then the request.
+	for range 24 {
+		fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 100})
+	}
+	for range 7 {
+		fr.WritePing(false, [8]byte{})
+	}
+	if flight.Len() != smallReadBuffer {
+		t.Fatalf("the frames before the request take %d bytes, want %d", flight.Len(), smallReadBuffer)
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndStream: true, EndHeaders: true,
+		BlockFragment: c.block(":method", "GET", ":scheme", "http", ":authority", "example.com", ":path", "/")})
+	c.write(flight.Bytes()) // one write: the sniffer reads it all at once
+	// The client writes nothing more (not even a SETTINGS ACK, which
+	// would wake a parked connection) until its response comes.
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no response to the request in the first flight: %v", err)
+		}
+		if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamID == 1 {
+			if status := h.PseudoValue("status"); status != "200" {
+				t.Fatalf("status %s", status)
+			}
+			return
+		}
 	}
 }

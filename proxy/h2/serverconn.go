@@ -145,7 +145,10 @@ func (sc *serverConn) read() {
 }
 
 // resumeReading is a parked connection's new reader.
-func (sc *serverConn) resumeReading() { sc.read() }
+func (sc *serverConn) resumeReading() {
+	sc.park.woken = true
+	sc.read()
+}
 
 // teardown closes the connection after the read loop ended with err. A
 // connection error is answered with GOAWAY and counted in
