@@ -125,11 +125,13 @@ func drained(nc net.Conn) bool {
 // is left in the buffer for the frame reader to find.
 func (c *conn) waitReadable() error {
 	p := &c.park
-	if c.opened.Load() == 0 && !p.woken {
-		// The handshake is done and the client has asked for nothing:
-		// park at once. A client that sends its first request with its
-		// preface never waits here; one that connects ahead of its
-		// calls (grpc-go) is woken once by its first.
+	if c.opened.Load() == 0 && c.unacked == 0 && !p.woken {
+		// The handshake is done (our SETTINGS are acknowledged: a
+		// client's ACK comes a moment after its preface, and would
+		// only wake the connection) and the client has asked for
+		// nothing: park at once. A client that sends its first request
+		// with its preface never waits here; one that connects ahead
+		// of its calls (grpc-go) is woken once by its first.
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if !p.closing && drained(c.nc) && parker.add(c) == nil {
