@@ -366,7 +366,18 @@ func (cc *clientConn) teardown(err error) {
 		cc.unlock()
 		_ = cc.nc.SetWriteDeadline(time.Now().Add(closeLinger))
 		cc.stopAndWait(true)
-		cc.linger()
+		// The calls go elsewhere now, not after the linger.
+		defer func() {
+			if ce.code == http2.ErrCodeEnhanceYourCalm {
+				// A flooding host: reading on to be polite would
+				// only read its flood (up to a MiB per connection,
+				// most of the proxy's CPU under an RST_STREAM
+				// flood), and it has earned no care for its GOAWAY.
+				cc.nc.Close()
+				return
+			}
+			cc.linger()
+		}()
 	} else {
 		cc.mu.Lock()
 		cc.failLocked(err)
