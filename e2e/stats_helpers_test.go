@@ -209,14 +209,20 @@ func statsInt(t *testing.T, m map[string]string, name string) (int64, bool) {
 // statsPromScrape GETs /stats/prometheus with query and parses the exposition.
 func statsPromScrape(t *testing.T, p *proxy, query string) (map[string]*dto.MetricFamily, string) {
 	t.Helper()
-	status, body := p.adminGet("/stats/prometheus" + query)
+	return statsPromScrapeAt(t, p, "/stats/prometheus"+query)
+}
+
+// statsPromScrapeAt scrapes the Prometheus exposition at path.
+func statsPromScrapeAt(t *testing.T, p *proxy, path string) (map[string]*dto.MetricFamily, string) {
+	t.Helper()
+	status, body := p.adminGet(path)
 	if status != http.StatusOK {
-		t.Fatalf("GET /stats/prometheus%s: status %d: %s", query, status, body)
+		t.Fatalf("GET %s: status %d: %s", path, status, body)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
 	if err != nil {
-		t.Fatalf("GET /stats/prometheus%s: not a valid text exposition: %v\n%s", query, err, tail(body, 4000))
+		t.Fatalf("GET %s: not a valid text exposition: %v\n%s", path, err, tail(body, 4000))
 	}
 	return fams, body
 }

@@ -112,6 +112,13 @@ func (e *statsEnv) rqTotals(t *testing.T, running bool) map[string]int64 {
 	if running {
 		m["/stats"] = statsLive(t, e.p, statsFlat("upstream_rq_total"))
 		m["/stats/prometheus"] = statsPromInt(t, e.p, "sightline_cluster_upstream_rq_total", statsTags())
+		// Envoy's scrape path for the same exposition.
+		fams, _ := statsPromScrapeAt(t, e.p, "/stats?format=prometheus")
+		v, ok := statsPromValue(fams, "sightline_cluster_upstream_rq_total", statsTags())
+		if !ok {
+			v = -1
+		}
+		m["/stats?format=prometheus"] = int64(v)
 	}
 	return m
 }

@@ -137,7 +137,7 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
   /                       the live status page in a browser; this index otherwise (also at /help)
   /status.json            what the status page shows: hosts, clusters, listeners over the last minute
   /ready                  200 LIVE when serving; 503 while starting, draining or failed
-  /stats                  every stat, flat names (?filter=REGEX, ?format=json, ?usedonly)
+  /stats                  every stat, flat names (?filter=REGEX, ?format=json, ?usedonly; ?format=prometheus as /stats/prometheus)
   /stats/prometheus       every stat in the Prometheus text format
   /clusters               hosts with zone, weight, health and request counts (?format=json)
   /config_dump            the running config as JSON

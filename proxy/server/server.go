@@ -156,7 +156,7 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 	}
 	s.setLoaded(cfg)
 	s.admin = admin.New(cfg.Admin.Address, s, lg)
-	s.admin.Handle("GET /stats", st.Handler())
+	s.admin.Handle("GET /stats", statsHandler(st.Handler(), set.Prometheus))
 	s.admin.Handle("GET /stats/prometheus", set.Prometheus)
 	s.admin.Handle("POST /reopen_logs", http.HandlerFunc(s.reopenLogs))
 	s.admin.Handle("POST /drain_listeners", http.HandlerFunc(s.drainListeners))
@@ -466,4 +466,17 @@ func overloadConfig(cfg config.Overload) overload.Config {
 		StopRequests:     cfg.Actions.StopAcceptingRequests,
 		StopConnections:  cfg.Actions.StopAcceptingConnections,
 	}
+}
+
+// statsHandler serves /stats: the flat text (or JSON), or with
+// format=prometheus the Prometheus exposition, as Envoy's admin does; the
+// scrape configs written for Envoy use that path.
+func statsHandler(flat, prom http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("format") == "prometheus" {
+			prom.ServeHTTP(w, r)
+			return
+		}
+		flat.ServeHTTP(w, r)
+	})
 }
