@@ -327,17 +327,30 @@ func (p *packer) packets() [][]byte {
 func (s *Sink) send() {
 	defer close(s.done)
 	var conn net.Conn
-	failing := false
+	// A failing agent is logged once, and its recovery once. A UDP send
+	// that succeeds proves only that the datagram left: to a closed port,
+	// the refusal comes back as the next send's error, so every other
+	// send fails. Over UDP, recovery takes two good batches in a row.
+	confirm := 1
+	if s.network == "udp" {
+		confirm = 2
+	}
+	failing, good := false, 0
 	for pkts := range s.batches {
 		var err error
 		conn, err = s.write(conn, pkts)
 		switch {
-		case err != nil && !failing:
-			s.log.Warn().Err(err).Msg("sending stats failed; trying again every flush")
-		case err == nil && failing:
-			s.log.Info().Msg("sending stats again")
+		case err != nil:
+			if !failing {
+				s.log.Warn().Err(err).Msg("sending stats failed; trying again every flush")
+			}
+			failing, good = true, 0
+		case failing:
+			if good++; good >= confirm {
+				s.log.Info().Msg("sending stats again")
+				failing = false
+			}
 		}
-		failing = err != nil
 	}
 	if conn != nil {
 		_ = conn.Close()

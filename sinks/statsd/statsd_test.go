@@ -326,37 +326,57 @@ func TestDeadAgent(t *testing.T) {
 }
 
 // TestLogsOnce checks that a failing agent is logged when it starts failing,
-// not at every flush.
+// not at every flush: over TCP every send fails; over UDP to a closed port
+// the kernel reports the refusal on every other write (the ICMP error of
+// one datagram fails the next send), which must not read as a recovery.
 func TestLogsOnce(t *testing.T) {
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := closed.Addr().String()
-	closed.Close()
-	var log syncBuffer
-	sink, err := New(config.StatsdSink{Address: addr, Protocol: "tcp", Tags: "none"}, stats.SinkOptions{Log: zerolog.New(&log)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := s.Cluster("primary").Upstream().RqTotal
-	for range 5 {
-		total.Inc(1)
-		s.Flush()
-		// Wait for the sender to take the batch, so that every flush sends.
-		for deadline := time.Now().Add(5 * time.Second); len(sink.batches) > 0 && time.Now().Before(deadline); {
-			runtime.Gosched()
-		}
-	}
-	if err := s.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if n := strings.Count(log.String(), "sending stats failed"); n != 1 {
-		t.Errorf("the failure was logged %d times, want once:\n%s", n, log.String())
+	for _, network := range []string{"tcp", "udp"} {
+		t.Run(network, func(t *testing.T) {
+			var addr string
+			if network == "tcp" {
+				closed, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				addr = closed.Addr().String()
+				closed.Close()
+			} else {
+				closed, err := net.ListenPacket("udp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				addr = closed.LocalAddr().String()
+				closed.Close()
+			}
+			var log syncBuffer
+			sink, err := New(config.StatsdSink{Address: addr, Protocol: network, Tags: "none"}, stats.SinkOptions{Log: zerolog.New(&log)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			total := s.Cluster("primary").Upstream().RqTotal
+			for range 8 {
+				total.Inc(1)
+				s.Flush()
+				// Wait for the sender to take the batch, so that every flush sends.
+				for deadline := time.Now().Add(5 * time.Second); len(sink.batches) > 0 && time.Now().Before(deadline); {
+					runtime.Gosched()
+				}
+			}
+			if err := s.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			out := log.String()
+			if n := strings.Count(out, "sending stats failed"); n != 1 {
+				t.Errorf("the failure was logged %d times, want once:\n%s", n, out)
+			}
+			if strings.Contains(out, "sending stats again") {
+				t.Errorf("a recovery was logged while the agent stayed down:\n%s", out)
+			}
+		})
 	}
 }
 
