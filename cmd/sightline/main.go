@@ -256,7 +256,7 @@ func (r *reloader) watch(cfg *config.Config) {
 		case r.changed <- struct{}{}:
 		default:
 		}
-	}, watch.Options{Log: r.log.With().Str("component", "watch").Logger()})
+	}, watch.Options{Log: r.log})
 	if err != nil {
 		r.log.Error().Err(err).Msg("watching the config files")
 		return

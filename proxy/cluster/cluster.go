@@ -201,13 +201,13 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 	}
 	c.Breakers = breaker.New(cfg.CircuitBreakers, c.Stats.CircuitBreakers(), c.Stats.Upstream())
 	if od := cfg.OutlierDetection; od != nil {
-		c.od = outlier.New(*od, outlier.Options{Cluster: cfg.Name, Stats: c.Stats.OutlierDetection(), OnChange: c.Refresh, Log: c.log})
+		c.od = outlier.New(*od, outlier.Options{Cluster: cfg.Name, Stats: c.Stats.OutlierDetection(), OnChange: c.Refresh, Log: opts.Log}) // it names the cluster itself
 	}
 	if hcfg := cfg.HealthCheck; hcfg != nil {
 		ho := health.Options{
 			Cluster: cfg.Name, Config: *hcfg, Protocol: cfg.Protocol, TLS: opts.TLS,
 			Stats: c.Stats.HealthCheck(), Events: opts.HealthEvents,
-			OnChange: c.onHealthChange, Traffic: c.traffic, Log: c.log,
+			OnChange: c.onHealthChange, Traffic: c.traffic, Log: opts.Log, // it names the cluster itself
 		}
 		if c.od != nil {
 			// A passing check may end an outlier ejection early

@@ -97,7 +97,7 @@ func New(cfg config.OTLP, o stats.SinkOptions) (*Sink, error) {
 		res:       resource.NewWithAttributes(semconv.SchemaURL, attrs...),
 		start:     time.Now(),
 		emitZeros: o.EmitZeros,
-		log:       o.Log.With().Str("component", "otlp-metrics").Str("endpoint", cfg.Endpoint).Logger(),
+		log:       o.Log.With().Str("sink", "otlp").Str("endpoint", cfg.Endpoint).Logger(),
 		bounds:    stats.BoundsMillis(),
 		pending:   make(chan *metricdata.ResourceMetrics, 1),
 		ctx:       ctx,

@@ -76,7 +76,7 @@ func New(cfg config.StatsdSink, o stats.SinkOptions) (*Sink, error) {
 		address:   cfg.Address,
 		prefix:    cfg.Prefix,
 		emitZeros: o.EmitZeros,
-		log:       o.Log.With().Str("component", "statsd").Str("address", cfg.Address).Logger(),
+		log:       o.Log.With().Str("sink", "statsd").Str("address", cfg.Address).Logger(),
 		values:    bucketValues(),
 		batches:   make(chan [][]byte, 1),
 		done:      make(chan struct{}),
