@@ -490,7 +490,7 @@ var (
 
 	// Tracing.
 	tracingSpansDropped = define(Def{flat: "tracing.spans_dropped", kind: KindCounter,
-		help: "Sampled spans dropped because the export queue was full."})
+		help: "Sampled spans lost: the export queue was full, or the collector failed their batch."})
 
 	// The stats system itself.
 	statsOverflow = define(Def{flat: "stats.overflow", kind: KindCounter,

@@ -703,7 +703,8 @@ type Server struct {
 	ConfigReloadFailed *Counter
 	GoGCPause          *Histogram
 	GoGoroutines       *Gauge
-	// SpansDropped counts spans the tracer's export queue had no room for.
+	// SpansDropped counts sampled spans lost: no room in the tracer's
+	// export queue, or a batch the collector did not take.
 	SpansDropped *Counter
 	// DaysUntilFirstCertExpiring, CertUpdate and CertUpdateRejected are
 	// kept by the server's certificate manager.

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +20,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
 )
@@ -259,7 +263,7 @@ func TestQueueFullDropsAndCounts(t *testing.T) {
 				Propagation: []string{"tracecontext"},
 				OTLP:        &config.OTLP{Endpoint: addr(t, r), Protocol: protocol, Insecure: true},
 			}, config.Node{}, WithQueueSize(1), WithBatchSize(1), WithExportTimeout(30*time.Second),
-				WithDropHook(func() { hooked.Add(1) }))
+				WithDropHook(func(n uint64) { hooked.Add(n) }))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -303,4 +307,71 @@ func TestQueueFullDropsAndCounts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCollectorDownCountsSpans: with no collector listening, every sampled
+// span is lost; each is counted through the drop hook, and the failure is
+// one JSON log line, not one per batch.
+func TestCollectorDownCountsSpans(t *testing.T) {
+	for _, protocol := range []string{"grpc", "http"} {
+		t.Run(protocol, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			ln.Close()
+			var hooked atomic.Uint64
+			var log lockedLog
+			tr, err := New(config.Tracing{
+				Sampling:    100,
+				Propagation: []string{"tracecontext"},
+				OTLP:        &config.OTLP{Endpoint: addr, Protocol: protocol, Insecure: true},
+			}, config.Node{}, WithBatchSize(2), WithExportTimeout(200*time.Millisecond),
+				WithDropHook(func(n uint64) { hooked.Add(n) }), WithLog(zerolog.New(&log)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			const pairs = 5
+			for range pairs {
+				ctx, srv := tr.StartServer(context.Background(), HTTPHeader(http.Header{}), Request{Method: "GET", Path: "/"})
+				_, cli := tr.StartClient(ctx, HTTPHeader(http.Header{}), Request{Method: "GET", Path: "/"})
+				cli.End(Result{HTTPStatus: 200})
+				srv.End(Result{HTTPStatus: 200})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			tr.Shutdown(ctx) // the last batch fails too
+			if got := hooked.Load(); got != 2*pairs {
+				t.Errorf("spans_dropped hook counted %d, want %d (every span was lost)", got, 2*pairs)
+			}
+			out := log.String()
+			if n := strings.Count(out, "exporting spans failed"); n != 1 {
+				t.Errorf("the failure was logged %d times, want once:\n%s", n, out)
+			}
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				if !json.Valid([]byte(line)) {
+					t.Errorf("log line is not JSON: %s", line)
+				}
+			}
+		})
+	}
+}
+
+// lockedLog is a log sink safe for the exporter goroutine and the test.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -6,7 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel"
+	"github.com/rs/zerolog"
+
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -24,7 +25,9 @@ type queueProcessor struct {
 	batchSize     int
 	interval      time.Duration
 	exportTimeout time.Duration
-	onDrop        func()
+	onDrop        func(n uint64)
+	log           zerolog.Logger
+	failing       bool // run-owned: the last export failed
 
 	dropped atomic.Uint64 // queue full, or ended after shutdown
 	failed  atomic.Uint64 // the exporter returned an error for them
@@ -44,6 +47,7 @@ func newQueueProcessor(exp sdktrace.SpanExporter, o options) *queueProcessor {
 		interval:      o.batchTimeout,
 		exportTimeout: o.exportTimeout,
 		onDrop:        o.onDrop,
+		log:           o.log,
 		flushReq:      make(chan chan struct{}),
 		stop:          make(chan struct{}),
 		done:          make(chan struct{}),
@@ -75,7 +79,7 @@ func (p *queueProcessor) OnEnd(s sdktrace.ReadOnlySpan) {
 func (p *queueProcessor) drop() {
 	p.dropped.Add(1)
 	if p.onDrop != nil {
-		p.onDrop()
+		p.onDrop(1)
 	}
 }
 
@@ -127,9 +131,20 @@ func (p *queueProcessor) export(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOn
 	ctx, cancel := context.WithTimeout(context.Background(), p.exportTimeout)
 	err := p.exp.ExportSpans(ctx, batch)
 	cancel()
-	if err != nil {
-		p.failed.Add(uint64(len(batch)))
-		otel.Handle(err)
+	switch {
+	case err != nil:
+		n := uint64(len(batch))
+		p.failed.Add(n)
+		if p.onDrop != nil {
+			p.onDrop(n)
+		}
+		if !p.failing {
+			p.log.Warn().Err(err).Msg("exporting spans failed; the spans of each failed batch are dropped and counted")
+		}
+		p.failing = true
+	case p.failing:
+		p.log.Info().Msg("exporting spans again")
+		p.failing = false
 	}
 	clear(batch)
 	return batch[:0]

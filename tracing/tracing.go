@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"go.opentelemetry.io/contrib/propagators/b3"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -82,8 +84,9 @@ type options struct {
 	batchSize     int
 	batchTimeout  time.Duration
 	exportTimeout time.Duration
-	onDrop        func()
+	onDrop        func(n uint64)
 	exporter      sdktrace.SpanExporter
+	log           zerolog.Logger
 }
 
 func defaultOptions() options {
@@ -120,11 +123,18 @@ func WithExportTimeout(d time.Duration) Option {
 	}
 }
 
-// WithDropHook calls fn for each span dropped because the queue was full, so
-// the caller can count it in its own stats (tracing.spans_dropped). fn runs
-// on the request path: it must be cheap and must not block. Nil means no hook;
-// Dropped still counts.
-func WithDropHook(fn func()) Option { return func(o *options) { o.onDrop = fn } }
+// WithDropHook calls fn with the number of spans lost, so that the caller
+// can count them in its own stats (tracing.spans_dropped): one at a time
+// for a span dropped because the queue was full (on the request path: fn
+// must be cheap and must not block), a batch at a time for spans the
+// exporter failed to send (the collector down or refusing). Nil means no
+// hook; Dropped and ExportFailed still count.
+func WithDropHook(fn func(n uint64)) Option { return func(o *options) { o.onDrop = fn } }
+
+// WithLog receives export failures as JSON lines: one when exports start
+// failing, one when they work again, never one per batch. The zero Logger
+// discards them.
+func WithLog(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
 
 // WithExporter replaces the OTLP exporter, for tests.
 func WithExporter(e sdktrace.SpanExporter) Option { return func(o *options) { o.exporter = e } }

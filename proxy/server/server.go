@@ -127,7 +127,9 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 	s.overload = newOverload(cfg.Overload, st.Overload())
 	s.connLimits = make(map[string]*listener.ConnLimit, len(cfg.Listeners))
 	dropped := st.Server().SpansDropped
-	s.tracer, err = tracing.New(cfg.Tracing, cfg.Node, tracing.WithDropHook(func() { dropped.Inc(1) }))
+	s.tracer, err = tracing.New(cfg.Tracing, cfg.Node,
+		tracing.WithDropHook(func(n uint64) { dropped.Inc(int64(n)) }),
+		tracing.WithLog(lg.With().Str("component", "tracing").Logger()))
 	if err != nil {
 		return nil, err
 	}
