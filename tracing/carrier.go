@@ -36,6 +36,12 @@ func (c HeaderCarrier) Get(key string) string {
 // Set replaces the values of key with value.
 func (c HeaderCarrier) Set(key, value string) { c[canonicalKey(key)] = []string{value} }
 
+// Del removes key.
+func (c HeaderCarrier) Del(key string) { delete(c, canonicalKey(key)) }
+
+// deleter is a carrier that can remove a header: both of Sightline's.
+type deleter interface{ Del(key string) }
+
 // Keys lists the header names.
 func (c HeaderCarrier) Keys() []string {
 	keys := make([]string, 0, len(c))
@@ -112,6 +118,18 @@ func (c *HPACKCarrier) Set(key, value string) {
 	if !found {
 		out = append(out, hpack.HeaderField{Name: name, Value: value})
 	}
+	c.Fields = out
+}
+
+// Del removes every field named key (lower case).
+func (c *HPACKCarrier) Del(key string) {
+	out := c.Fields[:0]
+	for _, f := range c.Fields {
+		if f.Name != key {
+			out = append(out, f)
+		}
+	}
+	clear(c.Fields[len(out):])
 	c.Fields = out
 }
 

@@ -6,8 +6,11 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
 )
 
 var (
@@ -157,5 +160,67 @@ func TestHPACKCarrierSetReplaces(t *testing.T) {
 	}
 	if got := c.Get("TRACEPARENT"); got != "new" {
 		t.Errorf("Get = %q", got)
+	}
+}
+
+// TestStaleTraceHeadersRemoved: the upstream request carries the proxy's
+// trace context and nothing left of the client's that names another
+// parent: the other B3 encoding, or a tracestate of a trace the proxy did
+// not continue (B3 won, or no parent at all).
+func TestStaleTraceHeadersRemoved(t *testing.T) {
+	const clientTraceID = "80f198ee56343ba864fe8b2a57d3eff7"
+	tests := []struct {
+		name        string
+		propagation []string
+		client      map[string]string
+		gone        []string // must not reach the upstream
+		kept        []string // must (the proxy's own)
+	}{
+		{"b3 single wins over x-b3-* and tracestate",
+			[]string{"tracecontext", "b3"},
+			map[string]string{"x-b3-traceid": clientTraceID, "x-b3-spanid": "e457b5a2e4d86bd1", "x-b3-sampled": "1", "tracestate": "vendor=client"},
+			[]string{"x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "tracestate"},
+			[]string{"traceparent", "b3"}},
+		{"b3multi replaces a single b3 header",
+			[]string{"b3multi"},
+			map[string]string{"b3": clientTraceID + "-e457b5a2e4d86bd1-1"},
+			[]string{"b3"},
+			[]string{"x-b3-traceid", "x-b3-spanid"}},
+		{"a new trace drops the client's tracestate",
+			[]string{"tracecontext"},
+			map[string]string{"tracestate": "vendor=orphan"},
+			[]string{"tracestate"},
+			[]string{"traceparent"}},
+	}
+	for _, tt := range tests {
+		for cname, newCarrier := range carriers() {
+			t.Run(tt.name+"/"+cname, func(t *testing.T) {
+				tr, err := New(config.Tracing{Sampling: 100, Propagation: tt.propagation},
+					config.Node{}, WithExporter(tracetest.NewInMemoryExporter()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tr.Shutdown(context.Background())
+				down := newCarrier()
+				for k, v := range tt.client {
+					down.Set(k, v)
+				}
+				ctx, srv := tr.StartServer(context.Background(), down, Request{Method: "GET", Path: "/"})
+				up := down // the engine forwards the client's fields and injects into them
+				_, cli := tr.StartClient(ctx, up, Request{Method: "GET", Path: "/"})
+				defer srv.End(Result{HTTPStatus: 200})
+				defer cli.End(Result{HTTPStatus: 200})
+				for _, h := range tt.gone {
+					if v := up.Get(h); v != "" {
+						t.Errorf("upstream got the client's %s: %q", h, v)
+					}
+				}
+				for _, h := range tt.kept {
+					if up.Get(h) == "" {
+						t.Errorf("upstream got no %s", h)
+					}
+				}
+			})
+		}
 	}
 }

@@ -146,6 +146,35 @@ type Tracer struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
 	proc   *queueProcessor
+	// stale are the trace headers StartClient removes before it injects
+	// the attempt's own (staleHeaders).
+	stale []string
+}
+
+// staleHeaders lists the headers the configured propagators write, both
+// B3 encodings when either is configured, and tracestate with
+// traceparent. Removed from an upstream request before the proxy's own
+// context is injected, none of the client's can travel beside the proxy's
+// with another parent: x-b3-* headers next to a single b3 header (or the
+// other way round), or a tracestate that belongs to the client's trace
+// when the proxy started a new one or B3 won the extraction (inject writes
+// tracestate only when the span's context has one). Baggage is the
+// client's and is kept (the propagator writes it back as it read it).
+func staleHeaders(names []string) []string {
+	var keys []string
+	b3seen := false
+	for _, n := range names {
+		switch n {
+		case "tracecontext":
+			keys = append(keys, "traceparent", "tracestate")
+		case "b3", "b3multi":
+			if !b3seen {
+				b3seen = true
+				keys = append(keys, "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags")
+			}
+		}
+	}
+	return keys
 }
 
 // New builds a Tracer from the tracing config and the node identity. It does
@@ -179,7 +208,7 @@ func New(cfg config.Tracing, node config.Node, opts ...Option) (*Tracer, error) 
 		sdktrace.WithResource(res),
 		sdktrace.WithSpanProcessor(proc),
 	)
-	return &Tracer{tp: tp, tracer: tp.Tracer(instrumentationName), prop: prop, proc: proc}, nil
+	return &Tracer{tp: tp, tracer: tp.Tracer(instrumentationName), prop: prop, proc: proc, stale: staleHeaders(cfg.Propagation)}, nil
 }
 
 func newExporter(c config.OTLP) (sdktrace.SpanExporter, error) {
@@ -341,6 +370,11 @@ func (t *Tracer) StartClient(ctx context.Context, c Carrier, r Request) (context
 	ctx, s := t.tracer.Start(ctx, spanName(r), clientOpts...)
 	if s.IsRecording() {
 		s.SetAttributes(requestAttrs(r)...)
+	}
+	if d, ok := c.(deleter); ok {
+		for _, k := range t.stale {
+			d.Del(k)
+		}
 	}
 	t.prop.Inject(ctx, c)
 	return ctx, Span{s: s}
