@@ -9,12 +9,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -264,7 +267,41 @@ tracing:
 			!hasAttr(cs, "rpc.service", "grpc.testing.TestService") || !hasAttr(cs, "rpc.method", "EmptyCall") {
 			t.Fatalf("CLIENT span %s lacks its attributes: %v", pid, cs.Attributes)
 		}
+		// OpenTelemetry's conventions: the CLIENT span names the upstream
+		// host it dialled; the SERVER span the downstream peer, the route
+		// and the protocol.
+		upHost, upPort := attrValue(cs, "server.address"), attrValue(cs, "server.port")
+		if !slices.Contains(addrsOf(backends), fmt.Sprintf("%s:%s", upHost, upPort)) ||
+			attrValue(cs, "network.peer.address") != upHost {
+			t.Fatalf("CLIENT span %s: server.address %q server.port %q, want a backend: %v", pid, upHost, upPort, cs.Attributes)
+		}
+		for k, want := range map[string]string{
+			"http.route": "everything", "network.protocol.version": "2", "client.address": "127.0.0.1",
+			"rpc.grpc.status_code": "0", "url.scheme": "http",
+		} {
+			if got := attrValue(ss, k); got != want {
+				t.Fatalf("SERVER span: %s = %q, want %q: %v", k, got, want, ss.Attributes)
+			}
+		}
+		if !strings.HasPrefix(attrValue(ss, "user_agent.original"), "grpc-go/") {
+			t.Fatalf("SERVER span: user_agent.original = %q, want grpc-go's", attrValue(ss, "user_agent.original"))
+		}
 	}
+}
+
+// attrValue is the value of attribute key, as text ("" when absent).
+func attrValue(s *tracepb.Span, key string) string {
+	for _, kv := range s.Attributes {
+		if kv.Key == key {
+			switch v := kv.Value.Value.(type) {
+			case *commonpb.AnyValue_StringValue:
+				return v.StringValue
+			case *commonpb.AnyValue_IntValue:
+				return strconv.FormatInt(v.IntValue, 10)
+			}
+		}
+	}
+	return ""
 }
 
 func hasAttr(s *tracepb.Span, key, value string) bool {

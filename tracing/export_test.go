@@ -225,12 +225,20 @@ func TestExportEndToEnd(t *testing.T) {
 				for k, v := range map[string]any{
 					"rpc.system": "grpc", "rpc.service": "pkg.Echo", "rpc.method": "Say", "rpc.grpc.status_code": int64(14),
 					"http.request.method": "POST", "http.response.status_code": int64(200), "url.path": "/pkg.Echo/Say",
-					"server.address": "echo", "request_id": "rid-1", "response_flags": "UF", "upstream_cluster": "primary",
+					"request_id": "rid-1", "response_flags": "UF", "upstream_cluster": "primary",
 				} {
 					if a[k] != v {
 						t.Errorf("%v span: %s = %v, want %v", sp.GetKind(), k, a[k], v)
 					}
 				}
+			}
+			// server.address: what the client asked for on the SERVER
+			// span, the upstream host dialled on the CLIENT span.
+			if a := kvMap(s.GetAttributes()); a["server.address"] != "echo" {
+				t.Errorf("server span: server.address = %v, want echo", a["server.address"])
+			}
+			if a := kvMap(c.GetAttributes()); a["server.address"] != "127.0.0.1" || a["server.port"] != int64(5101) || a["network.peer.address"] != "127.0.0.1" {
+				t.Errorf("client span: server.address %v port %v peer %v, want the upstream host 127.0.0.1:5101", a["server.address"], a["server.port"], a["network.peer.address"])
 			}
 			if a := kvMap(c.GetAttributes()); a["upstream_host"] != "127.0.0.1:5101" || a["upstream_zone"] != "zone-b" {
 				t.Errorf("client upstream attributes %v", a)

@@ -117,6 +117,7 @@ func attrMap(kvs []attribute.KeyValue) map[string]attribute.Value {
 func TestSpanAttributesAndStatus(t *testing.T) {
 	tests := []struct {
 		name       string
+		client     bool // a CLIENT span (else SERVER)
 		req        Request
 		res        Result
 		wantName   string
@@ -131,7 +132,7 @@ func TestSpanAttributesAndStatus(t *testing.T) {
 			wantStatus: codes.Unset,
 			wantAttrs: map[string]any{
 				"rpc.system": "grpc", "rpc.service": "pkg.Echo", "rpc.method": "Say", "rpc.grpc.status_code": int64(0),
-				"http.request.method": "POST", "http.response.status_code": int64(200), "server.address": "echo:80",
+				"http.request.method": "POST", "http.response.status_code": int64(200), "server.address": "echo", "server.port": int64(80),
 				"url.path": "/pkg.Echo/Say", "request_id": "rid", "upstream_cluster": "primary",
 				"upstream_host": "10.0.0.1:5101", "upstream_zone": "zone-a",
 			},
@@ -163,17 +164,68 @@ func TestSpanAttributesAndStatus(t *testing.T) {
 		{
 			name:       "transport error",
 			req:        Request{Method: "GET", Path: "/"},
-			res:        Result{Err: errors.New("upstream reset")},
+			res:        Result{Err: errors.New("upstream reset"), ResponseFlags: "UC"},
 			wantName:   "GET",
 			wantStatus: codes.Error,
-			wantAttrs:  map[string]any{},
+			wantAttrs:  map[string]any{"error.type": "UC"},
+		},
+		{
+			name: "server span: the downstream request",
+			req:  Request{Method: "GET", Path: "/a?q=1", Authority: "[::1]:8443", Scheme: "https"},
+			res: Result{HTTPStatus: 200, Route: "home", UserAgent: "curl/8.5.0",
+				ClientAddress: "10.1.2.3:50123", Protocol: "HTTP/1.1"},
+			wantName:   "GET",
+			wantStatus: codes.Unset,
+			wantAttrs: map[string]any{
+				"url.scheme": "https", "server.address": "::1", "server.port": int64(8443), "http.route": "home",
+				"user_agent.original": "curl/8.5.0", "client.address": "10.1.2.3", "client.port": int64(50123),
+				"network.peer.address": "10.1.2.3", "network.peer.port": int64(50123), "network.protocol.version": "1.1",
+			},
+		},
+		{
+			name:       "server span: gRPC NOT_FOUND is the client's fault",
+			req:        Request{Method: "POST", Path: "/pkg.Echo/Say", GRPC: true},
+			res:        Result{HTTPStatus: 200, HasGRPCStatus: true, GRPCStatus: 5},
+			wantName:   "pkg.Echo/Say",
+			wantStatus: codes.Unset,
+			wantAttrs:  map[string]any{"rpc.grpc.status_code": int64(5)},
+		},
+		{
+			name:       "server span: gRPC DEADLINE_EXCEEDED is the server's",
+			req:        Request{Method: "POST", Path: "/pkg.Echo/Say", GRPC: true},
+			res:        Result{HTTPStatus: 200, HasGRPCStatus: true, GRPCStatus: 4, ResponseFlags: "UT"},
+			wantName:   "pkg.Echo/Say",
+			wantStatus: codes.Error,
+			wantAttrs:  map[string]any{"error.type": "4"},
+		},
+		{
+			name:       "client span: gRPC NOT_FOUND is an error",
+			client:     true,
+			req:        Request{Method: "POST", Path: "/pkg.Echo/Say", GRPC: true, Authority: "echo", Host: "10.0.0.1:5101", Attempt: 1},
+			res:        Result{HTTPStatus: 200, HasGRPCStatus: true, GRPCStatus: 5},
+			wantName:   "pkg.Echo/Say",
+			wantStatus: codes.Error,
+			wantAttrs:  map[string]any{"error.type": "5", "server.address": "10.0.0.1", "server.port": int64(5101)},
+		},
+		{
+			name:       "client span: a retry's 404",
+			client:     true,
+			req:        Request{Method: "GET", Path: "/", Host: "10.0.0.2:80", Attempt: 3},
+			res:        Result{HTTPStatus: 404},
+			wantName:   "GET",
+			wantStatus: codes.Error,
+			wantAttrs:  map[string]any{"error.type": "404", "http.request.resend_count": int64(2), "network.peer.address": "10.0.0.2", "network.peer.port": int64(80)},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			exp := tracetest.NewInMemoryExporter()
 			tr := newTestTracer(t, 100, exp)
-			_, sp := tr.StartServer(context.Background(), HTTPHeader(http.Header{}), tt.req)
+			start, kind := tr.StartServer, trace.SpanKindServer
+			if tt.client {
+				start, kind = tr.StartClient, trace.SpanKindClient
+			}
+			_, sp := start(context.Background(), HTTPHeader(http.Header{}), tt.req)
 			sp.End(tt.res)
 			tr.ForceFlush(context.Background())
 			spans := exp.GetSpans()
@@ -181,8 +233,8 @@ func TestSpanAttributesAndStatus(t *testing.T) {
 				t.Fatalf("%d spans", len(spans))
 			}
 			s := spans[0]
-			if s.Name != tt.wantName || s.SpanKind != trace.SpanKindServer || s.Status.Code != tt.wantStatus {
-				t.Errorf("name %q kind %v status %v, want %q server %v", s.Name, s.SpanKind, s.Status.Code, tt.wantName, tt.wantStatus)
+			if s.Name != tt.wantName || s.SpanKind != kind || s.Status.Code != tt.wantStatus {
+				t.Errorf("name %q kind %v status %v, want %q %v %v", s.Name, s.SpanKind, s.Status.Code, tt.wantName, kind, tt.wantStatus)
 			}
 			got := attrMap(s.Attributes)
 			for k, v := range tt.wantAttrs {

@@ -312,11 +312,15 @@ type Request struct {
 	Authority string // :authority or Host
 	GRPC      bool   // content-type application/grpc*
 	RequestID string
+	Scheme    string // http or https: :scheme, or the listener's TLS
 
 	// Upstream, for a client span (and for a server span once routed).
 	Cluster string
-	Host    string
+	Host    string // ip:port dialled
 	Zone    string
+	// Attempt numbers a client span's attempt: 1 for the first, more for
+	// a retry (http.request.resend_count is Attempt-1).
+	Attempt int
 }
 
 // Result is how a request or attempt ended.
@@ -331,6 +335,13 @@ type Result struct {
 	Cluster string
 	Host    string
 	Zone    string
+
+	// The downstream request, for a server span: what the access-log
+	// entry knows by the end.
+	Route         string // the route's name: http.route
+	UserAgent     string
+	ClientAddress string // ip:port of the downstream peer
+	Protocol      string // "HTTP/1.1", "HTTP/2"
 }
 
 // Start options built once: passing a fresh option per span would allocate
@@ -342,7 +353,8 @@ var (
 
 // Span is one Sightline span. The zero Span is a no-op.
 type Span struct {
-	s trace.Span
+	s      trace.Span
+	client bool // a CLIENT span: the error rule differs
 }
 
 // StartServer extracts the trace context from the downstream request and
@@ -354,7 +366,7 @@ func (t *Tracer) StartServer(ctx context.Context, c Carrier, r Request) (context
 	ctx = t.prop.Extract(ctx, c)
 	ctx, s := t.tracer.Start(ctx, spanName(r), serverOpts...)
 	if s.IsRecording() {
-		s.SetAttributes(requestAttrs(r)...)
+		s.SetAttributes(requestAttrs(r, false)...)
 	}
 	return ctx, Span{s: s}
 }
@@ -369,7 +381,7 @@ func (t *Tracer) StartClient(ctx context.Context, c Carrier, r Request) (context
 	}
 	ctx, s := t.tracer.Start(ctx, spanName(r), clientOpts...)
 	if s.IsRecording() {
-		s.SetAttributes(requestAttrs(r)...)
+		s.SetAttributes(requestAttrs(r, true)...)
 	}
 	if d, ok := c.(deleter); ok {
 		for _, k := range t.stale {
@@ -377,7 +389,7 @@ func (t *Tracer) StartClient(ctx context.Context, c Carrier, r Request) (context
 		}
 	}
 	t.prop.Inject(ctx, c)
-	return ctx, Span{s: s}
+	return ctx, Span{s: s, client: true}
 }
 
 // Recording reports whether the span is sampled and recording; callers can
@@ -404,7 +416,7 @@ func (s Span) End(r Result) {
 		return
 	}
 	if s.s.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 7)
+		attrs := make([]attribute.KeyValue, 0, 14)
 		if r.HTTPStatus != 0 {
 			attrs = append(attrs, attribute.Int("http.response.status_code", r.HTTPStatus))
 		}
@@ -414,18 +426,52 @@ func (s Span) End(r Result) {
 		if r.ResponseFlags != "" {
 			attrs = append(attrs, attribute.String("response_flags", r.ResponseFlags))
 		}
-		attrs = appendUpstream(attrs, r.Cluster, r.Host, r.Zone)
-		s.s.SetAttributes(attrs...)
-		switch {
-		case r.Err != nil:
-			s.s.SetStatus(codes.Error, r.Err.Error())
-		case r.HasGRPCStatus && r.GRPCStatus != 0:
-			s.s.SetStatus(codes.Error, "grpc status "+itoa(r.GRPCStatus))
-		case r.HTTPStatus >= 500:
-			s.s.SetStatus(codes.Error, "http status "+itoa(r.HTTPStatus))
+		if !s.client {
+			attrs = appendDownstream(attrs, r)
 		}
+		attrs = appendUpstream(attrs, r.Cluster, r.Host, r.Zone)
+		if failed, errType, desc := s.failure(r); failed {
+			attrs = append(attrs, attribute.String("error.type", errType))
+			s.s.SetStatus(codes.Error, desc)
+		}
+		s.s.SetAttributes(attrs...)
 	}
 	s.s.End()
+}
+
+// failure applies the semantic conventions' status rules: a SERVER span is
+// an error only for what the server is to blame for (HTTP 5xx; gRPC
+// UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE,
+// DATA_LOSS), a CLIENT span for any 4xx or 5xx and any gRPC status but OK;
+// both for a transport failure. errType is error.type: the gRPC or HTTP
+// status code, or the proxy's response flags for a failure with neither.
+func (s Span) failure(r Result) (failed bool, errType, desc string) {
+	switch {
+	case r.HasGRPCStatus && r.GRPCStatus != 0:
+		if s.client || grpcServerFault(r.GRPCStatus) {
+			return true, itoa(r.GRPCStatus), "grpc status " + itoa(r.GRPCStatus)
+		}
+	case r.HTTPStatus >= 500 || (s.client && r.HTTPStatus >= 400):
+		return true, itoa(r.HTTPStatus), "http status " + itoa(r.HTTPStatus)
+	}
+	if r.Err != nil {
+		t := r.ResponseFlags
+		if t == "" {
+			t = "_OTHER"
+		}
+		return true, t, r.Err.Error()
+	}
+	return false, "", ""
+}
+
+// grpcServerFault reports the gRPC codes the conventions count as a
+// server's error on a SERVER span.
+func grpcServerFault(code int) bool {
+	switch code {
+	case 2, 4, 12, 13, 14, 15:
+		return true
+	}
+	return false
 }
 
 // spanName follows the semantic conventions: "package.Service/Method" for
@@ -440,18 +486,32 @@ func spanName(r Request) string {
 	return r.Method
 }
 
-func requestAttrs(r Request) []attribute.KeyValue {
+func requestAttrs(r Request, client bool) []attribute.KeyValue {
 	path := r.Path
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	attrs := make([]attribute.KeyValue, 0, 11)
+	attrs := make([]attribute.KeyValue, 0, 14)
 	attrs = append(attrs,
 		attribute.String("http.request.method", r.Method),
 		attribute.String("url.path", path),
 	)
-	if r.Authority != "" {
-		attrs = append(attrs, attribute.String("server.address", r.Authority))
+	if r.Scheme != "" {
+		attrs = append(attrs, attribute.String("url.scheme", r.Scheme))
+	}
+	// server.address is the server the span's side talks to: the
+	// authority the client asked for on a SERVER span, the upstream host
+	// dialled on a CLIENT span (also its network peer).
+	addr := r.Authority
+	if client && r.Host != "" {
+		addr = r.Host
+	}
+	attrs = appendHostPort(attrs, "server.address", "server.port", addr)
+	if client {
+		attrs = appendHostPort(attrs, "network.peer.address", "network.peer.port", r.Host)
+		if r.Attempt > 1 {
+			attrs = append(attrs, attribute.Int("http.request.resend_count", r.Attempt-1))
+		}
 	}
 	if r.GRPC {
 		attrs = append(attrs, attribute.String("rpc.system", "grpc"))
@@ -463,6 +523,60 @@ func requestAttrs(r Request) []attribute.KeyValue {
 		attrs = append(attrs, attribute.String("request_id", r.RequestID))
 	}
 	return appendUpstream(attrs, r.Cluster, r.Host, r.Zone)
+}
+
+// appendDownstream adds what a SERVER span learns by the end of its
+// request.
+func appendDownstream(attrs []attribute.KeyValue, r Result) []attribute.KeyValue {
+	if r.Route != "" {
+		attrs = append(attrs, attribute.String("http.route", r.Route))
+	}
+	if r.UserAgent != "" {
+		attrs = append(attrs, attribute.String("user_agent.original", r.UserAgent))
+	}
+	if r.ClientAddress != "" {
+		host, port := splitHostPort(r.ClientAddress)
+		attrs = append(attrs, attribute.String("client.address", host), attribute.String("network.peer.address", host))
+		if port > 0 {
+			attrs = append(attrs, attribute.Int("client.port", port), attribute.Int("network.peer.port", port))
+		}
+	}
+	switch r.Protocol {
+	case "HTTP/2", "HTTP/2.0":
+		attrs = append(attrs, attribute.String("network.protocol.version", "2"))
+	case "HTTP/1.1":
+		attrs = append(attrs, attribute.String("network.protocol.version", "1.1"))
+	case "HTTP/1.0":
+		attrs = append(attrs, attribute.String("network.protocol.version", "1.0"))
+	}
+	return attrs
+}
+
+// appendHostPort adds hostport split into its address and port keys.
+func appendHostPort(attrs []attribute.KeyValue, addrKey, portKey, hostport string) []attribute.KeyValue {
+	if hostport == "" {
+		return attrs
+	}
+	host, port := splitHostPort(hostport)
+	attrs = append(attrs, attribute.String(addrKey, host))
+	if port > 0 {
+		attrs = append(attrs, attribute.Int(portKey, port))
+	}
+	return attrs
+}
+
+// splitHostPort splits "host:port", "[v6]:port" or a bare host, without
+// allocating; port is 0 when absent.
+func splitHostPort(hp string) (host string, port int) {
+	i := strings.LastIndexByte(hp, ':')
+	if i < 0 || strings.IndexByte(hp[i:], ']') >= 0 {
+		return strings.Trim(hp, "[]"), 0
+	}
+	p, err := strconv.Atoi(hp[i+1:])
+	if err != nil {
+		return hp, 0
+	}
+	return strings.Trim(hp[:i], "[]"), p
 }
 
 func appendUpstream(attrs []attribute.KeyValue, cluster, host, zone string) []attribute.KeyValue {

@@ -178,7 +178,16 @@ func (h *Handler) traceRequest(r *http.Request, rec *record) tracing.Request {
 	return tracing.Request{
 		Method: r.Method, Path: r.URL.RequestURI(), Authority: r.Host,
 		GRPC: grpcproto.IsGRPC(r.Header.Get("Content-Type")), RequestID: rec.requestID,
+		Scheme: requestScheme(r),
 	}
+}
+
+// requestScheme is the scheme the client used: https over TLS.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // observeEnd ends the request's spans and writes its access-log entry.
@@ -487,7 +496,7 @@ func (h *Handler) attempt(ctx context.Context, out, r *http.Request, rec *record
 	if h.Observer.Tracing() {
 		_, rec.cliSpan = h.Observer.Tracer().StartClient(rec.ctx, tracing.HTTPHeader(req.Header), tracing.Request{
 			Method: r.Method, Path: r.URL.RequestURI(), Authority: r.Host, GRPC: c.GRPC, RequestID: rec.requestID,
-			Cluster: c.Cluster.Name, Host: hst.Address, Zone: hst.Zone,
+			Cluster: c.Cluster.Name, Host: hst.Address, Zone: hst.Zone, Attempt: c.Tries,
 		})
 	}
 	sent = time.Now()

@@ -42,6 +42,7 @@ func (sc *serverConn) observeStart(cl *call) {
 	}
 	cl.ctx, cl.srvSpan = obs.Tracer().StartServer(context.Background(), &tracing.HPACKCarrier{Fields: sc.fields}, tracing.Request{
 		Method: cl.method, Path: cl.fullPath, Authority: cl.authority, GRPC: cl.grpc, RequestID: cl.requestID,
+		Scheme: hb.scheme,
 	})
 	cl.traceID = cl.srvSpan.TraceID()
 }
@@ -58,6 +59,7 @@ func (cl *call) startAttempt() {
 	_, cl.cliSpan = obs.Tracer().StartClient(cl.ctx, c, tracing.Request{
 		Method: cl.method, Path: cl.fullPath, Authority: cl.authority, GRPC: cl.grpc, RequestID: cl.requestID,
 		Cluster: cl.rc.Cluster.Name, Host: cl.rc.Host.Address, Zone: cl.rc.Host.Zone,
+		Attempt: cl.rc.Tries + cl.attempts, // a refused stream sent again counts
 	})
 	cl.reqFields = c.Fields
 }

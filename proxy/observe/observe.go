@@ -82,6 +82,7 @@ func (o *Observer) End(e *accesslog.Entry, srv tracing.Span) {
 		srv.End(tracing.Result{
 			HTTPStatus: e.ResponseCode, GRPCStatus: e.GRPCStatus, HasGRPCStatus: e.GRPCStatus >= 0,
 			ResponseFlags: e.ResponseFlags, Cluster: e.UpstreamCluster, Host: e.UpstreamHost, Zone: e.UpstreamZone,
+			Route: e.RouteName, UserAgent: e.UserAgent, ClientAddress: e.DownstreamRemoteAddress, Protocol: e.Protocol,
 		})
 	}
 	if o.Logging() {
