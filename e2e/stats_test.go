@@ -433,6 +433,9 @@ func checkStatsReceivers(t *testing.T, e *statsEnv) {
 				t.Errorf("%s: resource attribute %s = %q, want %q (all: %v)", name, k, res[k], want, res)
 			}
 		}
+		if res["service.version"] == "" {
+			t.Errorf("%s: no service.version in the resource: %v", name, res)
+		}
 		p, ok := r.point("cluster.upstream_rq_total", statsTags())
 		if ok && (!p.monotonic || !p.cumulative) {
 			t.Errorf("%s: cluster.upstream_rq_total is monotonic=%v cumulative=%v, want a cumulative monotonic sum", name, p.monotonic, p.cumulative)

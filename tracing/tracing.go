@@ -23,10 +23,10 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sightline-proxy/sightline/internal/otelres"
 	"github.com/sightline-proxy/sightline/proxy/config"
 )
 
@@ -198,7 +198,7 @@ func New(cfg config.Tracing, node config.Node, opts ...Option) (*Tracer, error) 
 			return nil, err
 		}
 	}
-	res, err := newResource(cfg.ServiceName, node)
+	res, err := otelres.New(cfg.ServiceName, node)
 	if err != nil {
 		return nil, err
 	}
@@ -240,23 +240,6 @@ func newExporter(c config.OTLP) (sdktrace.SpanExporter, error) {
 	default:
 		return nil, fmt.Errorf("tracing: otlp.protocol %q: allowed grpc, http", c.Protocol)
 	}
-}
-
-// newResource names the process in every exported span: service.name from
-// config, the node id as service.instance.id and the zone as
-// cloud.availability_zone, so traces can be cut by proxy instance and zone.
-func newResource(service string, node config.Node) (*resource.Resource, error) {
-	if service == "" {
-		service = "sightline"
-	}
-	attrs := []attribute.KeyValue{attribute.String("service.name", service)}
-	if node.ID != "" {
-		attrs = append(attrs, attribute.String("service.instance.id", node.ID))
-	}
-	if node.Zone != "" {
-		attrs = append(attrs, attribute.String("cloud.availability_zone", node.Zone))
-	}
-	return resource.Merge(resource.Default(), resource.NewSchemaless(attrs...))
 }
 
 // Enabled reports whether spans are exported.

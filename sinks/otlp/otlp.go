@@ -34,8 +34,8 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
+	"github.com/sightline-proxy/sightline/internal/otelres"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/sinks/internal/cumulative"
 	"github.com/sightline-proxy/sightline/stats"
@@ -45,8 +45,6 @@ const (
 	// exportTimeout bounds one export; the exporters' own retries are off,
 	// since the next flush resends the totals anyway.
 	exportTimeout = 10 * time.Second
-	// defaultServiceName is service.name when none is given.
-	defaultServiceName = "sightline"
 	// scopeName is the instrumentation scope of every metric.
 	scopeName = "github.com/sightline-proxy/sightline/stats"
 )
@@ -79,22 +77,15 @@ func New(cfg config.OTLP, o stats.SinkOptions) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("otlp %s: %w", cfg.Endpoint, err)
 	}
-	name := o.ServiceName
-	if name == "" {
-		name = defaultServiceName
-	}
-	attrs := []attribute.KeyValue{semconv.ServiceName(name)}
-	if o.Node.ID != "" {
-		attrs = append(attrs, semconv.ServiceInstanceID(o.Node.ID))
-	}
-	if o.Node.Zone != "" {
-		attrs = append(attrs, semconv.CloudAvailabilityZone(o.Node.Zone))
+	res, err := otelres.New(o.ServiceName, o.Node)
+	if err != nil {
+		return nil, fmt.Errorf("otlp %s: resource: %w", cfg.Endpoint, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Sink{
 		Set:       cumulative.New(attributes),
 		exp:       exp,
-		res:       resource.NewWithAttributes(semconv.SchemaURL, attrs...),
+		res:       res,
 		start:     time.Now(),
 		emitZeros: o.EmitZeros,
 		log:       o.Log.With().Str("sink", "otlp").Str("endpoint", cfg.Endpoint).Logger(),
