@@ -53,25 +53,33 @@ type HealthEvent struct {
 	Type        HealthEventType
 	FailureType string // EjectUnhealthy and HealthCheckFailure
 	FirstCheck  bool   // AddHealthy and HealthCheckFailure
+	Zone        string // the host's zone: locality.zone in Envoy's shape
 }
 
 // HealthLog is a cluster's health-check event log (event_log_path). It shares
 // the access log's batching writer: events are rare, but the health checker
 // must not wait on a disk either.
 type HealthLog struct {
-	w   *batchWriter
-	enc zerolog.Logger
-	st  *stats.AccessLog
+	w     *batchWriter
+	enc   zerolog.Logger
+	st    *stats.AccessLog
+	envoy bool // Envoy's exact HealthCheckEvent JSON (event_log_format: envoy)
 }
 
 // NewHealthLog opens path ("-" is stdout) and starts its writer with the
-// default flush interval and buffer. st may be nil.
-func NewHealthLog(path string, st *stats.AccessLog, log zerolog.Logger) (*HealthLog, error) {
+// default flush interval and buffer; format is "sightline" (or empty) or
+// "envoy" (event_log_format). st may be nil.
+func NewHealthLog(path, format string, st *stats.AccessLog, log zerolog.Logger) (*HealthLog, error) {
 	if path == "" {
 		return nil, errors.New("accesslog: empty health event log path")
 	}
 	open, reopens := pathOpener(path)
-	return newHealthLog(path, st, log, DefaultFlushInterval, open, reopens)
+	h, err := newHealthLog(path, st, log, DefaultFlushInterval, open, reopens)
+	if err != nil {
+		return nil, err
+	}
+	h.envoy = format == "envoy"
+	return h, nil
 }
 
 func newHealthLog(path string, st *stats.AccessLog, log zerolog.Logger, interval time.Duration, open opener, reopens bool) (*HealthLog, error) {
@@ -105,10 +113,6 @@ func (h *HealthLog) Log(ev *HealthEvent) {
 		h.st.Dropped.Inc(1)
 		return
 	}
-	str(e, "health_checker_type", ev.CheckerType)
-	e.Dict("host", zerolog.Dict().Str("address", ev.HostAddress).Int("port", ev.HostPort))
-	str(e, "cluster_name", ev.ClusterName)
-	appendTime(e, "timestamp", ev.Timestamp)
 	body := zerolog.Dict()
 	if ev.Type != AddHealthy {
 		str(body, "failure_type", ev.FailureType)
@@ -116,7 +120,31 @@ func (h *HealthLog) Log(ev *HealthEvent) {
 	if ev.Type != EjectUnhealthy {
 		body.Bool("first_check", ev.FirstCheck)
 	}
-	e.Dict(key, body)
+	str(e, "health_checker_type", ev.CheckerType)
+	if !h.envoy {
+		e.Dict("host", zerolog.Dict().Str("address", ev.HostAddress).Int("port", ev.HostPort))
+		str(e, "cluster_name", ev.ClusterName)
+		appendTime(e, "timestamp", ev.Timestamp)
+		e.Dict(key, body)
+		e.Send()
+		return
+	}
+	// Envoy's HealthCheckEvent as Envoy writes it: proto JSON with every
+	// field printed, in field-number order (the event body before the
+	// timestamp for eject and add, after it for a failure).
+	e.Dict("host", zerolog.Dict().Dict("socket_address", zerolog.Dict().
+		Str("protocol", "TCP").Str("address", ev.HostAddress).Int("port_value", ev.HostPort).
+		Str("resolver_name", "").Bool("ipv4_compat", false)))
+	str(e, "cluster_name", ev.ClusterName)
+	if ev.Type != HealthCheckFailure {
+		e.Dict(key, body)
+		appendTime(e, "timestamp", ev.Timestamp)
+	} else {
+		appendTime(e, "timestamp", ev.Timestamp)
+		e.Dict(key, body)
+	}
+	e.Dict("metadata", zerolog.Dict().Dict("filter_metadata", zerolog.Dict()).Dict("typed_filter_metadata", zerolog.Dict()))
+	e.Dict("locality", zerolog.Dict().Str("region", "").Str("zone", ev.Zone).Str("sub_zone", ""))
 	e.Send()
 }
 

@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -38,7 +39,7 @@ func TestHealthEventShape(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "hc.log")
 			st := newStats()
-			h, err := NewHealthLog(path, st, zerolog.Nop())
+			h, err := NewHealthLog(path, "", st, zerolog.Nop())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,7 +67,7 @@ func TestHealthEventShape(t *testing.T) {
 func TestHealthLogReopen(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "hc.log")
-	h, err := NewHealthLog(path, nil, zerolog.Nop())
+	h, err := NewHealthLog(path, "", nil, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,5 +81,49 @@ func TestHealthLogReopen(t *testing.T) {
 	closeLogger(t, h)
 	if a, b := countLines(t, path+".1"), countLines(t, path); a != 1 || b != 2 {
 		t.Errorf("rotated %d lines, new %d; want 1, 2", a, b)
+	}
+}
+
+// TestHealthEventEnvoyShape: with event_log_format: envoy a line is byte
+// for byte what Envoy writes for the same event (the lines below are the
+// shape of Envoy 1.29's event log, with our host, cluster and time), so
+// tools that parse Envoy's health-check log read it unchanged.
+func TestHealthEventEnvoyShape(t *testing.T) {
+	ts := time.Date(2024, 1, 31, 12, 0, 40, 811e6, time.UTC)
+	ev := func(typ HealthEventType, failure string, first bool, zone string) *HealthEvent {
+		return &HealthEvent{CheckerType: CheckerTCP, HostAddress: "10.5.0.1", HostPort: 5556, ClusterName: "main_cluster",
+			Timestamp: ts, Type: typ, FailureType: failure, FirstCheck: first, Zone: zone}
+	}
+	const host = `"host":{"socket_address":{"protocol":"TCP","address":"10.5.0.1","port_value":5556,"resolver_name":"","ipv4_compat":false}}`
+	const meta = `"metadata":{"filter_metadata":{},"typed_filter_metadata":{}}`
+	tests := []struct {
+		name string
+		ev   *HealthEvent
+		want string
+	}{
+		{"failure", ev(HealthCheckFailure, FailureNetwork, true, ""),
+			`{"health_checker_type":"TCP",` + host + `,"cluster_name":"main_cluster","timestamp":"2024-01-31T12:00:40.811Z","health_check_failure_event":{"failure_type":"NETWORK","first_check":true},` + meta + `,"locality":{"region":"","zone":"","sub_zone":""}}`},
+		{"add healthy", ev(AddHealthy, "", true, "zone-a"),
+			`{"health_checker_type":"TCP",` + host + `,"cluster_name":"main_cluster","add_healthy_event":{"first_check":true},"timestamp":"2024-01-31T12:00:40.811Z",` + meta + `,"locality":{"region":"","zone":"zone-a","sub_zone":""}}`},
+		{"eject", ev(EjectUnhealthy, FailureActive, false, ""),
+			`{"health_checker_type":"TCP",` + host + `,"cluster_name":"main_cluster","eject_unhealthy_event":{"failure_type":"ACTIVE"},"timestamp":"2024-01-31T12:00:40.811Z",` + meta + `,"locality":{"region":"","zone":"","sub_zone":""}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "hc.log")
+			h, err := NewHealthLog(path, "envoy", nil, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.Log(tt.ev)
+			closeLogger(t, h)
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want+"\n" {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
 	}
 }

@@ -394,6 +394,22 @@ clusters: [{name: c, endpoints: [{address: 127.0.0.1:1}]}]
 				"main.yaml:15:20: clusters[2].tls.ca_file: cannot read \"nope.pem\": no such file or directory",
 		},
 		{
+			name: "health check event log formats",
+			give: `clusters:
+  - name: a
+    endpoints: [{address: 127.0.0.1:1}]
+    health_check: {tcp: {}, event_log_path: hc.log, event_log_format: envoi}
+  - name: b
+    endpoints: [{address: 127.0.0.1:1}]
+    health_check: {tcp: {}, event_log_path: shared.log, event_log_format: envoy}
+  - name: c
+    endpoints: [{address: 127.0.0.1:1}]
+    health_check: {tcp: {}, event_log_path: shared.log}
+`,
+			wantErr: "main.yaml:4:71: clusters[0].health_check.event_log_format: must be one of sightline, envoy, got \"envoi\" (did you mean \"envoy\"?)\n" +
+				"main.yaml:10:19: clusters[2].health_check.event_log_format: format \"sightline\" differs from \"envoy\" of clusters[1].health_check, which writes the same event_log_path (give both the same format, or each its own event_log_path)",
+		},
+		{
 			name: "admin, stats and tracing",
 			give: `admin: {address: 'localhost'}
 stats:

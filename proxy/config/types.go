@@ -396,6 +396,11 @@ type HealthCheck struct {
 	// found its host healthy (default: NoTrafficInterval).
 	NoTrafficHealthyInterval Duration `yaml:"no_traffic_healthy_interval" json:"no_traffic_healthy_interval"`
 	EventLogPath             string   `yaml:"event_log_path,omitempty" json:"event_log_path,omitempty"`
+	// EventLogFormat shapes the event log's lines: sightline (the
+	// default: host as {address, port}) or envoy (Envoy's
+	// HealthCheckEvent JSON exactly: host.socket_address, locality).
+	// Clusters that share a log file share its format.
+	EventLogFormat string `yaml:"event_log_format,omitempty" json:"event_log_format,omitempty"`
 }
 
 // GRPCHealthCheck uses grpc.health.v1.Health/Check.

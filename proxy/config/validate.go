@@ -104,6 +104,9 @@ type validator struct {
 	names    []string
 	hints    map[string]string
 	issues   []issue
+	// eventLogs maps each health-check event log path to the format and
+	// the config path of the first cluster that names it.
+	eventLogs map[string][2]string
 }
 
 // report notes a problem at path; the message is formatted as fmt.Sprintf.
@@ -642,7 +645,23 @@ func (v *validator) keyPair(p, certFile, keyFile string) {
 	v.readableFile(p+".key_file", keyFile)
 }
 
+// healthCheckEventFormats are the event_log_format values.
+var healthCheckEventFormats = []string{"sightline", "envoy"}
+
 func (v *validator) healthCheck(hc *HealthCheck, p string) {
+	v.oneOf(p+".event_log_format", hc.EventLogFormat, healthCheckEventFormats)
+	if hc.EventLogPath != "" {
+		format := cmp.Or(hc.EventLogFormat, "sightline")
+		if first, ok := v.eventLogs[hc.EventLogPath]; ok && first[0] != format {
+			v.report(p+".event_log_format", "give both the same format, or each its own event_log_path",
+				"format %q differs from %q of %s, which writes the same event_log_path", format, first[0], first[1])
+		} else if !ok {
+			if v.eventLogs == nil {
+				v.eventLogs = map[string][2]string{}
+			}
+			v.eventLogs[hc.EventLogPath] = [2]string{format, p}
+		}
+	}
 	kinds := chosen([]string{"grpc", "http", "tcp"}, hc.GRPC != nil, hc.HTTP != nil, hc.TCP != nil)
 	switch len(kinds) {
 	case 0:

@@ -525,6 +525,7 @@ func (c *Checker) logEvent(s *session, tr transition) {
 			Type:        tr.event,
 			FailureType: tr.failureType,
 			FirstCheck:  tr.firstCheck,
+			Zone:        s.h.Zone,
 		})
 	}
 	switch tr.event {

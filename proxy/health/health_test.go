@@ -76,7 +76,7 @@ type eventLog struct {
 func newEventLog(t *testing.T) *eventLog {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "healthcheck.log")
-	l, err := accesslog.NewHealthLog(path, nil, zerolog.Nop())
+	l, err := accesslog.NewHealthLog(path, "", nil, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

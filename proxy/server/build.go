@@ -189,7 +189,7 @@ func (s *Server) healthLog(cc config.Cluster) (*accesslog.HealthLog, error) {
 	if n := len(s.hlogs); n > 0 {
 		name = fmt.Sprintf("healthcheck_%d", n)
 	}
-	l, err := accesslog.NewHealthLog(path, s.stats.AccessLog(name), s.log.With().Str("event_log", path).Logger())
+	l, err := accesslog.NewHealthLog(path, cc.HealthCheck.EventLogFormat, s.stats.AccessLog(name), s.log.With().Str("event_log", path).Logger())
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: health_check.event_log_path: %w", cc.Name, err)
 	}
