@@ -443,6 +443,17 @@ tracing:
 				"main.yaml:15:20: tracing.otlp.endpoint: must not be empty (use host:port, e.g. 127.0.0.1:4317)",
 		},
 		{
+			name: "otlp temporality",
+			give: `stats:
+  sinks:
+    - otlp: {endpoint: 127.0.0.1:4317, temporality: deltas}
+tracing:
+  otlp: {endpoint: 127.0.0.1:4317, temporality: delta}
+`,
+			wantErr: "main.yaml:3:53: stats.sinks[0].otlp.temporality: must be one of cumulative, delta, got \"deltas\" (did you mean \"delta\"?)\n" +
+				"main.yaml:5:49: tracing.otlp.temporality: is for metrics only (set it on the otlp entry of stats.sinks)",
+		},
+		{
 			name: "access log and limits",
 			give: `listeners:
   - name: a

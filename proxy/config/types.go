@@ -115,6 +115,12 @@ type OTLP struct {
 	Endpoint string `yaml:"endpoint" json:"endpoint"`
 	Protocol string `yaml:"protocol" json:"protocol"` // grpc | http
 	Insecure bool   `yaml:"insecure" json:"insecure"`
+	// Temporality of the metrics sink's counters and histograms:
+	// cumulative (the default) or delta (each export has what changed
+	// since the last one the collector took; Envoy's OpenTelemetry stat
+	// sink's report_counters_as_deltas and report_histograms_as_deltas).
+	// Not for tracing.otlp.
+	Temporality string `yaml:"temporality,omitempty" json:"temporality,omitempty"`
 }
 
 // Prometheus configures the /stats/prometheus exposition.

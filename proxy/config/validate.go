@@ -25,6 +25,7 @@ var (
 	statsdProtocols    = []string{"udp", "tcp"}
 	statsdTagFormats   = []string{"none", "dogstatsd"}
 	otlpProtocols      = []string{"grpc", "http"}
+	otlpTemporalities  = []string{"cumulative", "delta"}
 	retryOnConditions  = []string{"5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "refused-stream", "cancelled", "deadline-exceeded", "resource-exhausted", "unavailable", "internal"}
 	prometheusNameExpr = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 )
@@ -212,6 +213,7 @@ func (v *validator) stats(s *Stats) {
 		}
 		if sink.OTLP != nil {
 			v.otlp(p+".otlp", sink.OTLP)
+			v.oneOf(p+".otlp.temporality", sink.OTLP.Temporality, otlpTemporalities)
 		}
 	}
 	if ns := s.Prometheus.Namespace; ns != "" && !prometheusNameExpr.MatchString(ns) {
@@ -227,6 +229,9 @@ func (v *validator) tracing(t *Tracing) {
 	}
 	if t.OTLP != nil {
 		v.otlp("tracing.otlp", t.OTLP)
+		if t.OTLP.Temporality != "" {
+			v.report("tracing.otlp.temporality", "set it on the otlp entry of stats.sinks", "is for metrics only")
+		}
 	}
 }
 

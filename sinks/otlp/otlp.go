@@ -59,6 +59,9 @@ type Sink struct {
 	emitZeros bool
 	log       zerolog.Logger
 	bounds    []float64
+	// deltas, for temporality: delta, turns each cumulative export into
+	// the changes since the last one the collector took; nil: cumulative.
+	deltas *deltas
 
 	// pending holds the newest export waiting for the sender.
 	pending   chan *metricdata.ResourceMetrics
@@ -82,11 +85,22 @@ func New(cfg config.OTLP, o stats.SinkOptions) (*Sink, error) {
 		return nil, fmt.Errorf("otlp %s: resource: %w", cfg.Endpoint, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	start := time.Now()
+	var d *deltas
+	switch cfg.Temporality {
+	case "", "cumulative":
+	case "delta":
+		d = newDeltas(start)
+	default:
+		cancel()
+		return nil, fmt.Errorf("otlp %s: temporality %q: want cumulative or delta", cfg.Endpoint, cfg.Temporality)
+	}
 	return &Sink{
+		deltas:    d,
 		Set:       cumulative.New(attributes),
 		exp:       exp,
 		res:       res,
-		start:     time.Now(),
+		start:     start,
 		emitZeros: o.EmitZeros,
 		log:       o.Log.With().Str("sink", "otlp").Str("endpoint", cfg.Endpoint).Logger(),
 		bounds:    stats.BoundsMillis(),
@@ -228,9 +242,15 @@ func (s *Sink) send() {
 	defer close(s.done)
 	failing := false
 	for rm := range s.pending {
+		if s.deltas != nil {
+			s.deltas.convert(rm)
+		}
 		ctx, cancel := context.WithTimeout(s.ctx, exportTimeout)
 		err := s.exp.Export(ctx, rm)
 		cancel()
+		if err == nil && s.deltas != nil {
+			s.deltas.commit()
+		}
 		switch {
 		case err != nil && !failing:
 			s.log.Warn().Err(err).Msg("exporting stats failed; trying again every flush")

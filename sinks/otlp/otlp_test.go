@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/uber-go/tally/v4"
+	collectormetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
@@ -156,5 +157,60 @@ func TestDeadCollector(t *testing.T) {
 func TestNewErrors(t *testing.T) {
 	if _, err := New(config.OTLP{Endpoint: "127.0.0.1:4317", Protocol: "thrift"}, stats.SinkOptions{}); err == nil {
 		t.Error("New accepted protocol thrift")
+	}
+}
+
+// TestDeltaTemporality: with temporality: delta each export carries what
+// changed since the last one the collector took, and starts where that one
+// ended; gauges are unchanged.
+func TestDeltaTemporality(t *testing.T) {
+	for _, tt := range []struct {
+		protocol string
+		receiver func(testing.TB) *otlptest.Receiver
+	}{
+		{"grpc", otlptest.GRPC},
+		{"http", otlptest.HTTP},
+	} {
+		t.Run(tt.protocol, func(t *testing.T) {
+			r := tt.receiver(t)
+			s, _ := newStore(t, config.OTLP{Endpoint: r.Endpoint, Protocol: tt.protocol, Insecure: true, Temporality: "delta"}, false)
+			up := s.Cluster("primary").Upstream()
+			up.RqActive.Set(3)
+			up.RqTotal.Inc(7)
+			up.RqTime.RecordDuration(2 * time.Millisecond)
+			s.Flush()
+			first := r.Last(t)
+			up.RqTotal.Inc(5)
+			up.RqTime.RecordDuration(40 * time.Millisecond)
+			up.RqTime.RecordDuration(40 * time.Millisecond)
+			s.Flush()
+			second := r.Last(t)
+
+			for i, want := range []int64{7, 5} {
+				req := []*collectormetrics.ExportMetricsServiceRequest{first, second}[i]
+				sum := otlptest.Metric(req, "cluster.upstream_rq_total").GetSum()
+				if sum == nil || sum.AggregationTemporality != metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_DELTA || !sum.IsMonotonic {
+					t.Fatalf("export %d: upstream_rq_total is not a delta monotonic sum: %v", i+1, sum)
+				}
+				if got := sum.DataPoints[0].GetAsInt(); got != want {
+					t.Errorf("export %d: upstream_rq_total = %d, want %d", i+1, got, want)
+				}
+			}
+			p1 := otlptest.Metric(first, "cluster.upstream_rq_total").GetSum().DataPoints[0]
+			p2 := otlptest.Metric(second, "cluster.upstream_rq_total").GetSum().DataPoints[0]
+			if p2.StartTimeUnixNano != p1.TimeUnixNano {
+				t.Errorf("the second export starts at %d, want where the first ended, %d", p2.StartTimeUnixNano, p1.TimeUnixNano)
+			}
+			h := otlptest.Metric(second, "cluster.upstream_rq_time").GetHistogram()
+			if h == nil || h.AggregationTemporality != metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_DELTA {
+				t.Fatalf("upstream_rq_time is not a delta histogram: %v", h)
+			}
+			if p := h.DataPoints[0]; p.Count != 2 || p.GetSum() != 80 {
+				t.Errorf("second export's upstream_rq_time: count %d sum %v, want 2 and 80", p.Count, p.GetSum())
+			}
+			if g := otlptest.Metric(second, "cluster.upstream_rq_active").GetGauge(); g == nil || g.DataPoints[0].GetAsInt() != 3 {
+				t.Errorf("upstream_rq_active = %v, want the gauge's value, 3", g)
+			}
+		})
 	}
 }
