@@ -443,6 +443,17 @@ tracing:
 				"main.yaml:15:20: tracing.otlp.endpoint: must not be empty (use host:port, e.g. 127.0.0.1:4317)",
 		},
 		{
+			name: "statsd constant tags",
+			give: `stats:
+  sinks:
+    - statsd: {address: 127.0.0.1:8125, constant_tags: [env:prod]}
+    - statsd: {address: 127.0.0.1:8125, tags: dogstatsd, constant_tags: [env, 'a:b|c']}
+`,
+			wantErr: "main.yaml:3:56: stats.sinks[0].statsd.constant_tags: need tags: dogstatsd (plain statsd has no tags) (set tags: dogstatsd, or leave them out)\n" +
+				"main.yaml:4:74: stats.sinks[1].statsd.constant_tags[0]: must be key:value, got \"env\" (e.g. env:prod)\n" +
+				"main.yaml:4:79: stats.sinks[1].statsd.constant_tags[1]: must not contain |, #, a comma or white space, got \"a:b|c\"",
+		},
+		{
 			name: "otlp temporality",
 			give: `stats:
   sinks:

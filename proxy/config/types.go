@@ -108,6 +108,9 @@ type StatsdSink struct {
 	Prefix   string `yaml:"prefix" json:"prefix"`
 	Protocol string `yaml:"protocol" json:"protocol"` // udp | tcp
 	Tags     string `yaml:"tags" json:"tags"`         // none | dogstatsd
+	// ConstantTags are added to every metric, "key:value" as Datadog
+	// writes them (env:prod, zone:us-east-1a); with tags: dogstatsd only.
+	ConstantTags []string `yaml:"constant_tags,omitempty" json:"constant_tags,omitempty"`
 }
 
 // OTLP is an OpenTelemetry collector endpoint.

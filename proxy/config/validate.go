@@ -210,6 +210,7 @@ func (v *validator) stats(s *Stats) {
 			v.upstreamAddress(p+".statsd.address", sd.Address, true, "127.0.0.1:8125")
 			v.oneOf(p+".statsd.protocol", sd.Protocol, statsdProtocols)
 			v.oneOf(p+".statsd.tags", sd.Tags, statsdTagFormats)
+			v.constantTags(p+".statsd", sd)
 		}
 		if sink.OTLP != nil {
 			v.otlp(p+".otlp", sink.OTLP)
@@ -219,6 +220,24 @@ func (v *validator) stats(s *Stats) {
 	if ns := s.Prometheus.Namespace; ns != "" && !prometheusNameExpr.MatchString(ns) {
 		v.report("stats.prometheus.namespace", "letters, digits and underscores, not starting with a digit",
 			"must be a valid Prometheus metric name prefix, got %q", ns)
+	}
+}
+
+// constantTags checks a statsd sink's constant_tags: key:value pairs in
+// DogStatsD, with nothing the line protocol uses as a separator.
+func (v *validator) constantTags(p string, sd *StatsdSink) {
+	if len(sd.ConstantTags) > 0 && sd.Tags != "dogstatsd" {
+		v.report(p+".constant_tags", "set tags: dogstatsd, or leave them out", "need tags: dogstatsd (plain statsd has no tags)")
+		return
+	}
+	for i, t := range sd.ConstantTags {
+		k, _, ok := strings.Cut(t, ":")
+		switch {
+		case !ok || k == "":
+			v.report(fmt.Sprintf("%s.constant_tags[%d]", p, i), "e.g. env:prod", "must be key:value, got %q", t)
+		case strings.ContainsAny(t, "|#, \t\n"):
+			v.report(fmt.Sprintf("%s.constant_tags[%d]", p, i), "", "must not contain |, #, a comma or white space, got %q", t)
+		}
 	}
 }
 

@@ -53,6 +53,9 @@ type Sink struct {
 	address   string
 	prefix    string
 	dogstatsd bool
+	// constant is the config's constant_tags, joined: added to every
+	// line's DogStatsD tags.
+	constant  string
 	emitZeros bool
 	log       zerolog.Logger
 	// values are the statsd values of the histogram buckets, in ms.
@@ -91,6 +94,7 @@ func New(cfg config.StatsdSink, o stats.SinkOptions) (*Sink, error) {
 	case "none":
 	case "dogstatsd":
 		s.dogstatsd = true
+		s.constant = strings.Join(cfg.ConstantTags, ",")
 	default:
 		return nil, fmt.Errorf("statsd: tags %q: want none or dogstatsd", cfg.Tags)
 	}
@@ -148,6 +152,14 @@ func (s *Sink) add(name string, tags map[string]string) *series {
 			x.tags = append(x.tags, k...)
 			x.tags = append(x.tags, ':')
 			x.tags = append(x.tags, tagValueReplacer.Replace(values[i])...)
+		}
+		if s.constant != "" {
+			if len(x.tags) == 0 {
+				x.tags = append(x.tags, "|#"...)
+			} else {
+				x.tags = append(x.tags, ',')
+			}
+			x.tags = append(x.tags, s.constant...)
 		}
 	} else {
 		full = d.FlatName(values)

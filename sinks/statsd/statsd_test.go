@@ -138,7 +138,8 @@ func TestSend(t *testing.T) {
 	tests := []struct {
 		network   string
 		tags      string
-		wantTotal string // the counter's name on the wire
+		constant  []string // constant_tags
+		wantTotal string   // the counter's name on the wire
 		wantGauge string // a whole gauge line
 		wantHist  string // a whole histogram line: 2 samples in (0.5 ms, 1 ms]
 	}{
@@ -170,11 +171,19 @@ func TestSend(t *testing.T) {
 			wantGauge: "sightline.cluster.upstream_rq_active:1|g|#cluster_name:api.example.com",
 			wantHist:  "sightline.cluster.upstream_rq_time:0.75|d|@0.5|#cluster_name:api.example.com",
 		},
+		{
+			network:   "udp",
+			tags:      "dogstatsd",
+			constant:  []string{"env:prod", "zone:us-east-1a"},
+			wantTotal: "sightline.cluster.upstream_rq_total",
+			wantGauge: "sightline.cluster.upstream_rq_active:1|g|#cluster_name:api.example.com,env:prod,zone:us-east-1a",
+			wantHist:  "sightline.cluster.upstream_rq_time:0.75|d|@0.5|#cluster_name:api.example.com,env:prod,zone:us-east-1a",
+		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.network+"/"+tt.tags, func(t *testing.T) {
+		t.Run(tt.network+"/"+tt.tags+"/"+strings.Join(tt.constant, ","), func(t *testing.T) {
 			a := newAgent(t, tt.network)
-			s, _ := newStore(t, config.StatsdSink{Address: a.addr, Prefix: "sightline", Protocol: tt.network, Tags: tt.tags}, false)
+			s, _ := newStore(t, config.StatsdSink{Address: a.addr, Prefix: "sightline", Protocol: tt.network, Tags: tt.tags, ConstantTags: tt.constant}, false)
 			up := s.Cluster("api.example.com").Upstream()
 			up.RqActive.Inc()
 			up.RqTime.RecordDuration(600 * time.Microsecond)
