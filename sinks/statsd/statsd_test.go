@@ -140,8 +140,8 @@ func TestSend(t *testing.T) {
 		tags      string
 		constant  []string // constant_tags
 		wantTotal string   // the counter's name on the wire
-		wantGauge string // a whole gauge line
-		wantHist  string // a whole histogram line: 2 samples in (0.5 ms, 1 ms]
+		wantGauge string   // a whole gauge line
+		wantHist  string   // a whole histogram line: 2 samples in (0.5 ms, 1 ms]
 	}{
 		{
 			network:   "udp",
