@@ -56,33 +56,32 @@ type HealthEvent struct {
 	Zone        string // the host's zone: locality.zone in Envoy's shape
 }
 
-// HealthLog is a cluster's health-check event log (event_log_path). It shares
-// the access log's batching writer: events are rare, but the health checker
-// must not wait on a disk either.
+// HealthLog is a cluster's health-check event log (event_log_path).
 type HealthLog struct {
-	w     *batchWriter
-	enc   zerolog.Logger
-	st    *stats.AccessLog
+	*eventLog
 	envoy bool // Envoy's exact HealthCheckEvent JSON (event_log_format: envoy)
 }
 
-// NewHealthLog opens path ("-" is stdout) and starts its writer with the
-// default flush interval and buffer; format is "sightline" (or empty) or
-// "envoy" (event_log_format). st may be nil.
-func NewHealthLog(path, format string, st *stats.AccessLog, log zerolog.Logger) (*HealthLog, error) {
-	if path == "" {
-		return nil, errors.New("accesslog: empty health event log path")
-	}
-	open, reopens := pathOpener(path)
-	h, err := newHealthLog(path, st, log, DefaultFlushInterval, open, reopens)
-	if err != nil {
-		return nil, err
-	}
-	h.envoy = format == "envoy"
-	return h, nil
+// eventLog is a file of JSON events, one a line: the health-check and
+// outlier-detection event logs. It shares the access log's batching
+// writer: events are rare, but no checker or detector may wait on a disk.
+type eventLog struct {
+	w   *batchWriter
+	enc zerolog.Logger
+	st  *stats.AccessLog
 }
 
-func newHealthLog(path string, st *stats.AccessLog, log zerolog.Logger, interval time.Duration, open opener, reopens bool) (*HealthLog, error) {
+// openEventLog opens path ("-" is stdout) with the default flush interval
+// and buffer. st may be nil.
+func openEventLog(path string, st *stats.AccessLog, log zerolog.Logger) (*eventLog, error) {
+	if path == "" {
+		return nil, errors.New("accesslog: empty event log path")
+	}
+	open, reopens := pathOpener(path)
+	return newEventLog(path, st, log, DefaultFlushInterval, open, reopens)
+}
+
+func newEventLog(path string, st *stats.AccessLog, log zerolog.Logger, interval time.Duration, open opener, reopens bool) (*eventLog, error) {
 	if st == nil {
 		st = &stats.AccessLog{}
 	}
@@ -90,7 +89,25 @@ func newHealthLog(path string, st *stats.AccessLog, log zerolog.Logger, interval
 	if err != nil {
 		return nil, err
 	}
-	return &HealthLog{w: w, enc: zerolog.New(w), st: st}, nil
+	return &eventLog{w: w, enc: zerolog.New(w), st: st}, nil
+}
+
+// Reopen reopens the file for log rotation, as Logger.Reopen does.
+func (l *eventLog) Reopen() error { return l.w.Reopen() }
+
+// Close writes every buffered event and closes the file, as Logger.Close
+// does.
+func (l *eventLog) Close(ctx context.Context) error { return l.w.Close(ctx) }
+
+// NewHealthLog opens a health-check event log at path ("-" is stdout);
+// format is "sightline" (or empty) or "envoy" (event_log_format). st may
+// be nil.
+func NewHealthLog(path, format string, st *stats.AccessLog, log zerolog.Logger) (*HealthLog, error) {
+	l, err := openEventLog(path, st, log)
+	if err != nil {
+		return nil, err
+	}
+	return &HealthLog{eventLog: l, envoy: format == "envoy"}, nil
 }
 
 // Log writes ev. An event of unknown Type is a bug in the caller; it is
@@ -147,10 +164,3 @@ func (h *HealthLog) Log(ev *HealthEvent) {
 	e.Dict("locality", zerolog.Dict().Str("region", "").Str("zone", ev.Zone).Str("sub_zone", ""))
 	e.Send()
 }
-
-// Reopen reopens the file for log rotation, as Logger.Reopen does.
-func (h *HealthLog) Reopen() error { return h.w.Reopen() }
-
-// Close writes every buffered event and closes the file, as Logger.Close
-// does.
-func (h *HealthLog) Close(ctx context.Context) error { return h.w.Close(ctx) }

@@ -160,6 +160,8 @@ type Options struct {
 	// HealthEvents receives health_check state changes; nil: none. The
 	// cluster does not close it.
 	HealthEvents *accesslog.HealthLog
+	// OutlierEvents receives ejections and returns; nil: none.
+	OutlierEvents *accesslog.OutlierLog
 }
 
 // New builds a cluster from its config. It does no I/O: static hosts are
@@ -201,7 +203,8 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 	}
 	c.Breakers = breaker.New(cfg.CircuitBreakers, c.Stats.CircuitBreakers(), c.Stats.Upstream())
 	if od := cfg.OutlierDetection; od != nil {
-		c.od = outlier.New(*od, outlier.Options{Cluster: cfg.Name, Stats: c.Stats.OutlierDetection(), OnChange: c.Refresh, Log: opts.Log}) // it names the cluster itself
+		c.od = outlier.New(*od, outlier.Options{Cluster: cfg.Name, Stats: c.Stats.OutlierDetection(), OnChange: c.Refresh, Log: opts.Log, // it names the cluster itself
+			Events: outlierEvents(opts.OutlierEvents)})
 	}
 	if hcfg := cfg.HealthCheck; hcfg != nil {
 		ho := health.Options{
@@ -698,4 +701,13 @@ func (c *Cluster) Close() {
 			delete(c.hosts, addr)
 		}
 	})
+}
+
+// outlierEvents keeps a nil log a nil interface: the detector tests its
+// Events for nil.
+func outlierEvents(l *accesslog.OutlierLog) outlier.EventLog {
+	if l == nil {
+		return nil
+	}
+	return l
 }

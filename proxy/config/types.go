@@ -441,6 +441,11 @@ type OutlierDetection struct {
 	// passing active health check returns an ejected host to service at
 	// once.
 	SuccessfulActiveHealthCheckUnejectHost *bool `yaml:"successful_active_health_check_uneject_host,omitempty" json:"successful_active_health_check_uneject_host,omitempty"`
+	// EventLogPath is the outlier-detection event log: one line per
+	// ejection and return, in Envoy's OutlierDetectionEvent JSON (Envoy
+	// has one for the cluster manager; here each cluster names its own,
+	// and clusters may share one file).
+	EventLogPath string `yaml:"event_log_path,omitempty" json:"event_log_path,omitempty"`
 }
 
 // CircuitBreakers bound what a cluster may have outstanding.

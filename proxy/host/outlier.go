@@ -27,4 +27,7 @@ type OutlierState struct {
 	Multiplier atomic.Uint32
 	// Ejections counts every ejection of the host since it was created.
 	Ejections atomic.Uint64
+	// ReturnedAt is when the host last came back from an ejection, on the
+	// same clock as EjectedAt; 0 if it never did.
+	ReturnedAt atomic.Int64
 }

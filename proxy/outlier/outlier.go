@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sightline-proxy/sightline/accesslog"
+
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
@@ -63,6 +65,14 @@ type Options struct {
 	Log zerolog.Logger
 	// Now is the clock; nil means time.Now. Tests inject a fake one.
 	Now func() time.Time
+	// Events, when set, gets one event per ejection and per return
+	// (outlier_detection.event_log_path).
+	Events EventLog
+}
+
+// EventLog receives ejections and returns: *accesslog.OutlierLog.
+type EventLog interface {
+	Log(*accesslog.OutlierEvent)
 }
 
 // Detector is one cluster's outlier detection. Its methods are safe for
@@ -78,6 +88,8 @@ type Detector struct {
 	unejectOnPass bool
 	stats         *stats.OutlierDetection
 	onChange      func()
+	events        EventLog
+	cluster       string
 	log           zerolog.Logger
 	now           func() time.Time
 
@@ -106,6 +118,8 @@ func New(cfg config.OutlierDetection, opts Options) *Detector {
 		unejectOnPass: cfg.SuccessfulActiveHealthCheckUnejectHost == nil || *cfg.SuccessfulActiveHealthCheckUnejectHost,
 		stats:         opts.Stats,
 		onChange:      opts.OnChange,
+		events:        opts.Events,
+		cluster:       opts.Cluster,
 		log:           opts.Log.With().Str("component", "outlier_detection").Str("cluster", opts.Cluster).Logger(),
 		now:           opts.Now,
 		members:       map[*host.Host]struct{}{},
@@ -191,6 +205,7 @@ func (d *Detector) consecutive5xx(h *host.Host) {
 	d.log.Warn().Str("address", h.Address).Uint32("consecutive_5xx", d.threshold).
 		Dur("ejection_time", d.ejectionTime(m)).Uint64("ejections", ejections).
 		Msg("host ejected")
+	d.event(h, true, at, s.ReturnedAt.Load())
 	if d.onChange != nil {
 		d.onChange()
 	}
@@ -230,6 +245,7 @@ func (d *Detector) HealthCheckPassed(h *host.Host) {
 	d.mu.Unlock()
 
 	d.log.Info().Str("address", h.Address).Msg("host returned to service: it passed an active health check")
+	d.returned(h, d.clock())
 	if d.onChange != nil {
 		d.onChange()
 	}
@@ -343,6 +359,7 @@ func (d *Detector) sweep() {
 
 	for _, h := range back {
 		d.log.Info().Str("address", h.Address).Msg("host returned to service")
+		d.returned(h, now)
 	}
 	if len(back) > 0 && d.onChange != nil {
 		d.onChange()
@@ -356,6 +373,32 @@ func (d *Detector) ejectionTime(m uint32) time.Duration {
 
 // clock reads the detector's clock as nanoseconds since epoch.
 func (d *Detector) clock() int64 { return int64(d.now().Sub(epoch)) }
+
+// returned notes h's return at (the detector's clock) and logs it.
+func (d *Detector) returned(h *host.Host, at int64) {
+	last := h.Outlier.EjectedAt.Load()
+	h.Outlier.ReturnedAt.Store(at)
+	d.event(h, false, at, last)
+}
+
+// event writes an ejection or a return to the event log; last is the
+// host's previous action on the detector's clock (0: none).
+func (d *Detector) event(h *host.Host, eject bool, at, last int64) {
+	if d.events == nil {
+		return
+	}
+	secs := int64(-1)
+	if last != 0 {
+		secs = (at - last) / int64(time.Second)
+	}
+	d.events.Log(&accesslog.OutlierEvent{
+		Eject: eject, Timestamp: epoch.Add(time.Duration(at)), ClusterName: d.cluster, Host: h.Address,
+		SecsSinceLastAction: secs, NumEjections: h.Outlier.Ejections.Load(),
+		// Sightline enforces every ejection it decides; a return is
+		// no enforcement (Envoy writes false).
+		Enforced: eject,
+	})
+}
 
 // Close stops the sweeps and waits for the goroutine to exit. It is
 // idempotent and safe whether or not Start ran. Ejected hosts stay ejected:

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/accesslog"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/stats"
@@ -565,4 +568,56 @@ func noLeaks(t testing.TB) {
 			<-tick.C
 		}
 	})
+}
+
+// TestEventLog: every ejection and return is a line of the event log in
+// Envoy's OutlierDetectionEvent JSON, with the time since the host's last
+// action from its second event on.
+func TestEventLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outlier.log")
+	l, err := accesslog.NewOutlierLog(path, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := newFakeClock()
+	h := &host.Host{Address: "10.0.0.1:80", Weight: 1}
+	d := New(cfg(1, 100), Options{Cluster: "c", Stats: st.Cluster("c").OutlierDetection(), Now: clock.Now, Events: l})
+	d.Set([]*host.Host{h, {Address: "10.0.0.2:80", Weight: 1}})
+	t.Cleanup(d.Close)
+
+	d.Report(h, Error) // ejected for 30 s
+	clock.Advance(30 * time.Second)
+	d.sweep() // back
+	clock.Advance(5 * time.Second)
+	d.Report(h, Error) // ejected again, for 60 s
+	d.HealthCheckPassed(h)
+	if err := l.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	ts := func(d time.Duration) string {
+		return epoch.Add(time.Duration(clock.Now().Sub(epoch)) - d).UTC().Format("2006-01-02T15:04:05.000Z")
+	}
+	want := []string{
+		`{"type":"CONSECUTIVE_5XX","timestamp":"` + ts(35*time.Second) + `","cluster_name":"c","upstream_url":"10.0.0.1:80","action":"EJECT","num_ejections":1,"enforced":true,"eject_consecutive_event":{}}`,
+		`{"type":"CONSECUTIVE_5XX","timestamp":"` + ts(5*time.Second) + `","secs_since_last_action":"30","cluster_name":"c","upstream_url":"10.0.0.1:80","action":"UNEJECT","num_ejections":1,"enforced":false}`,
+		`{"type":"CONSECUTIVE_5XX","timestamp":"` + ts(0) + `","secs_since_last_action":"5","cluster_name":"c","upstream_url":"10.0.0.1:80","action":"EJECT","num_ejections":2,"enforced":true,"eject_consecutive_event":{}}`,
+		`{"type":"CONSECUTIVE_5XX","timestamp":"` + ts(0) + `","secs_since_last_action":"0","cluster_name":"c","upstream_url":"10.0.0.1:80","action":"UNEJECT","num_ejections":2,"enforced":false}`,
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(want), b)
+	}
+	for i := range want {
+		if lines[i] != want[i] {
+			t.Errorf("line %d:\ngot  %s\nwant %s", i+1, lines[i], want[i])
+		}
+	}
 }

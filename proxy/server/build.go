@@ -19,6 +19,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/server/certs"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // state is one generation of the running config: what a reload swaps as
@@ -52,6 +53,10 @@ func (r *running) setRoutes(t *route.Table) {
 // checking and zone shares. It does no I/O but opening the event log.
 func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.Cluster, error) {
 	opts, err := s.upstreamOptions(cc)
+	if err != nil {
+		return nil, err
+	}
+	outlierEvents, err := s.outlierLog(cc)
 	if err != nil {
 		return nil, err
 	}
@@ -92,12 +97,13 @@ func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.C
 			uo.Breakers = c.Breakers
 			return h2.NewUpstream(h.Address, po, upstream.New(h.Address, uo))
 		},
-		Stats:        cs,
-		Log:          s.log,
-		LocalZone:    cfg.Node.Zone,
-		LocalShares:  localShares(cfg, cc.ZoneAware.LocalCluster),
-		TLS:          opts.TLS,
-		HealthEvents: events,
+		Stats:         cs,
+		Log:           s.log,
+		LocalZone:     cfg.Node.Zone,
+		LocalShares:   localShares(cfg, cc.ZoneAware.LocalCluster),
+		TLS:           opts.TLS,
+		HealthEvents:  events,
+		OutlierEvents: outlierEvents,
 	})
 }
 
@@ -168,32 +174,58 @@ func (s *Server) accessLogs(lc config.Listener, lg zerolog.Logger) ([]*accesslog
 	return logs, nil
 }
 
-// healthLog returns the health-check event log of a cluster, opening it
-// the first time its path is seen (clusters may share one file), or nil.
-// The first file's stats are accesslog.healthcheck.*, the others'
+// healthLog returns the health-check event log of a cluster, or nil. The
+// first file's stats are accesslog.healthcheck.*, the others'
 // accesslog.healthcheck_<n>.*.
 func (s *Server) healthLog(cc config.Cluster) (*accesslog.HealthLog, error) {
 	if cc.HealthCheck == nil || cc.HealthCheck.EventLogPath == "" {
 		return nil, nil
 	}
-	s.logMu.Lock()
-	defer s.logMu.Unlock()
-	path := cc.HealthCheck.EventLogPath
-	if l, ok := s.hlogs[path]; ok {
-		return l, nil
-	}
-	if s.hlogs == nil {
-		s.hlogs = map[string]*accesslog.HealthLog{}
-	}
-	name := "healthcheck"
-	if n := len(s.hlogs); n > 0 {
-		name = fmt.Sprintf("healthcheck_%d", n)
-	}
-	l, err := accesslog.NewHealthLog(path, cc.HealthCheck.EventLogFormat, s.stats.AccessLog(name), s.log.With().Str("event_log", path).Logger())
+	l, err := openShared(s, &s.hlogs, cc.HealthCheck.EventLogPath, "healthcheck",
+		func(path string, st *stats.AccessLog, log zerolog.Logger) (*accesslog.HealthLog, error) {
+			return accesslog.NewHealthLog(path, cc.HealthCheck.EventLogFormat, st, log)
+		})
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: health_check.event_log_path: %w", cc.Name, err)
 	}
-	s.hlogs[path] = l
+	return l, nil
+}
+
+// outlierLog returns the outlier-detection event log of a cluster, or nil;
+// its stats are accesslog.outlier_detection[_<n>].*.
+func (s *Server) outlierLog(cc config.Cluster) (*accesslog.OutlierLog, error) {
+	if cc.OutlierDetection == nil || cc.OutlierDetection.EventLogPath == "" {
+		return nil, nil
+	}
+	l, err := openShared(s, &s.ologs, cc.OutlierDetection.EventLogPath, "outlier_detection", accesslog.NewOutlierLog)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: outlier_detection.event_log_path: %w", cc.Name, err)
+	}
+	return l, nil
+}
+
+// openShared returns the event log at path in *logs, opening it the first
+// time its path is seen (clusters may share one file, and a reload keeps
+// it open). Its stats are accesslog.<name>.*, or accesslog.<name>_<n>.*
+// for the n-th file of its kind.
+func openShared[L any](s *Server, logs *map[string]L, path, name string,
+	open func(path string, st *stats.AccessLog, log zerolog.Logger) (L, error)) (L, error) {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	if l, ok := (*logs)[path]; ok {
+		return l, nil
+	}
+	if *logs == nil {
+		*logs = map[string]L{}
+	}
+	if n := len(*logs); n > 0 {
+		name = fmt.Sprintf("%s_%d", name, n)
+	}
+	l, err := open(path, s.stats.AccessLog(name), s.log.With().Str("event_log", path).Logger())
+	if err != nil {
+		return l, err
+	}
+	(*logs)[path] = l
 	return l, nil
 }
 

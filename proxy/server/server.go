@@ -53,7 +53,8 @@ type Server struct {
 	quit chan struct{} // closed when Shutdown begins: retirements hurry
 
 	logMu sync.Mutex
-	hlogs map[string]*accesslog.HealthLog // health-check event logs by path
+	hlogs map[string]*accesslog.HealthLog  // health-check event logs by path
+	ologs map[string]*accesslog.OutlierLog // outlier-detection event logs by path
 
 	// overload is the process's overload manager: its budget and
 	// thresholds are read at start (a reload does not change them).
@@ -324,7 +325,7 @@ func (s *Server) reopenLogs(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	s.logMu.Lock()
-	for _, l := range s.hlogs {
+	for _, l := range s.eventLogsLocked() {
 		n++
 		if err := l.Reopen(); err != nil {
 			errs = append(errs, err)
@@ -352,7 +353,7 @@ func (s *Server) closeLogs(ctx context.Context) error {
 		}
 	}
 	s.logMu.Lock()
-	for _, l := range s.hlogs {
+	for _, l := range s.eventLogsLocked() {
 		errs = append(errs, l.Close(ctx))
 	}
 	s.logMu.Unlock()
@@ -481,4 +482,22 @@ func statsHandler(flat, prom http.Handler) http.Handler {
 		}
 		flat.ServeHTTP(w, r)
 	})
+}
+
+// eventFile is an event log, of health checks or outlier detection.
+type eventFile interface {
+	Reopen() error
+	Close(ctx context.Context) error
+}
+
+// eventLogsLocked lists every event log; under logMu.
+func (s *Server) eventLogsLocked() []eventFile {
+	var ls []eventFile
+	for _, l := range s.hlogs {
+		ls = append(ls, l)
+	}
+	for _, l := range s.ologs {
+		ls = append(ls, l)
+	}
+	return ls
 }
