@@ -69,3 +69,18 @@ func BenchmarkLogFile(b *testing.B) {
 	b.StopTimer()
 	_ = l.Close(b.Context())
 }
+
+// BenchmarkLogText is the request path with format: envoy.
+func BenchmarkLogText(b *testing.B) {
+	l, err := newLogger(config.AccessLog{Path: "discard", Format: "envoy", FlushInterval: config.Duration(time.Second), BufferBytes: 64 << 10},
+		nil, zerolog.Nop(), func() (io.WriteCloser, error) { return discard{}, nil }, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = l.Close(b.Context()) })
+	e := fullEntry()
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Log(e)
+	}
+}

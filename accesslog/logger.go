@@ -11,10 +11,13 @@ package accesslog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"sync"
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/accesslog/envoyfmt"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/stats"
 )
@@ -24,9 +27,13 @@ import (
 type Logger struct {
 	w      *batchWriter
 	enc    zerolog.Logger // writes each event into w as one line
+	text   []envoyfmt.Op  // format: a text format; nil for the JSON line
 	filter filter
 	st     *stats.AccessLog
 }
+
+// textBufs hold text lines while they are rendered.
+var textBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // filter is config.AccessLogFilter resolved for the request path.
 type filter struct {
@@ -56,13 +63,22 @@ func newLogger(cfg config.AccessLog, st *stats.AccessLog, log zerolog.Logger, op
 	if p := cfg.Filter.SamplePercent; p != nil {
 		sample = min(max(*p, 0), 100)
 	}
+	var text []envoyfmt.Op
+	if cfg.Format != "" && cfg.Format != "json" {
+		ops, err := envoyfmt.Parse(cfg.Format)
+		if err != nil {
+			return nil, fmt.Errorf("accesslog: format: %w", err)
+		}
+		text = ops
+	}
 	w, err := newBatchWriter(cfg.Path, cfg.FlushInterval.D(), cfg.BufferBytes, st, log, open, reopens)
 	if err != nil {
 		return nil, err
 	}
 	return &Logger{
-		w:   w,
-		enc: zerolog.New(w),
+		w:    w,
+		enc:  zerolog.New(w),
+		text: text,
 		filter: filter{
 			statusMin:      cfg.Filter.StatusMin,
 			durationMin:    int64(cfg.Filter.DurationMin),
@@ -78,6 +94,13 @@ func newLogger(cfg config.AccessLog, st *stats.AccessLog, log zerolog.Logger, op
 // keep e.
 func (l *Logger) Log(e *Entry) {
 	if !l.filter.pass(e) {
+		return
+	}
+	if l.text != nil {
+		bp := textBufs.Get().(*[]byte)
+		*bp = appendText((*bp)[:0], l.text, e)
+		_, _ = l.w.Write(*bp)
+		textBufs.Put(bp)
 		return
 	}
 	ev := l.enc.Log()

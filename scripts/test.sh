@@ -85,3 +85,4 @@ go test -run '^$' -fuzz '^FuzzLoad$' -fuzztime 30000x ./proxy/config
 go test -run '^$' -fuzz '^FuzzServerFrames$' -fuzztime 15000x ./proxy/h2
 go test -run '^$' -fuzz '^FuzzHeaderBlock$' -fuzztime 150000x ./proxy/h2
 go test -run '^$' -fuzz '^FuzzMessageCounter$' -fuzztime 500000x ./proxy/grpcproto
+go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 100000x ./accesslog/envoyfmt

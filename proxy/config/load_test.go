@@ -454,6 +454,13 @@ tracing:
 				"main.yaml:4:79: stats.sinks[1].statsd.constant_tags[1]: must not contain |, #, a comma or white space, got \"a:b|c\"",
 		},
 		{
+			name: "access log format",
+			give: "listeners: [{name: a, address: 127.0.0.1:1, access_log: [{path: '-', format: '%START_TIME% %REQ(X-CUSTOM)%'}], virtual_hosts: [{domains: ['*'], routes: [{match: {prefix: /}, cluster: c}]}]}]\n" + clusterC,
+			wantErr: "main.yaml:1:78: listeners[0].access_log[0].format: operator %REQ(X-CUSTOM)%: X-CUSTOM is not a header the access log records " +
+				"(it records :authority, :method, :path, host, user-agent, x-forwarded-for, x-request-id) " +
+				"(json, envoy, or Envoy's format language, e.g. \"%START_TIME% %REQ(:PATH)% %RESPONSE_CODE%\")",
+		},
+		{
 			name: "otlp temporality",
 			give: `stats:
   sinks:

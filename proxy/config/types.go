@@ -205,7 +205,11 @@ type RequestID struct {
 
 // AccessLog is one access-log destination of a listener.
 type AccessLog struct {
-	Path          string          `yaml:"path" json:"path"`
+	Path string `yaml:"path" json:"path"`
+	// Format is json (the default: the JSON line of the contract), envoy
+	// (Envoy's default text line) or a text format in Envoy's format
+	// language (%START_TIME%, %REQ(:PATH)%, %RESPONSE_FLAGS%, ...).
+	Format        string          `yaml:"format,omitempty" json:"format,omitempty"`
 	FlushInterval Duration        `yaml:"flush_interval" json:"flush_interval"`
 	BufferBytes   int             `yaml:"buffer_bytes" json:"buffer_bytes"`
 	Filter        AccessLogFilter `yaml:"filter" json:"filter"`

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/sightline-proxy/sightline/accesslog/envoyfmt"
 )
 
 // Allowed values of the enumerated keys, in the order hints list them.
@@ -338,6 +340,11 @@ func (v *validator) accessLog(a *AccessLog, p string) {
 	}
 	if a.Filter.SamplePercent != nil {
 		v.percent(p+".filter.sample_percent", *a.Filter.SamplePercent)
+	}
+	if a.Format != "" && a.Format != "json" {
+		if _, err := envoyfmt.Parse(a.Format); err != nil {
+			v.report(p+".format", `json, envoy, or Envoy's format language, e.g. "%START_TIME% %REQ(:PATH)% %RESPONSE_CODE%"`, "%v", err)
+		}
 	}
 }
 
