@@ -32,6 +32,15 @@ func Build(cfg config.Stats, o stats.SinkOptions) (*Set, error) {
 	o.EmitZeros = cfg.EmitZeros
 	set := &Set{Prometheus: prometheus.New(cfg.Prometheus)}
 	set.All = append(set.All, set.Prometheus)
+	seen := map[string]int{}
+	name := func(kind string) string {
+		n := seen[kind]
+		seen[kind]++
+		if n == 0 {
+			return kind
+		}
+		return fmt.Sprintf("%s_%d", kind, n)
+	}
 	for i, sc := range cfg.Sinks {
 		var (
 			sink stats.Sink
@@ -39,8 +48,10 @@ func Build(cfg config.Stats, o stats.SinkOptions) (*Set, error) {
 		)
 		switch {
 		case sc.Statsd != nil:
+			o.Name = name("statsd")
 			sink, err = statsd.New(*sc.Statsd, o)
 		case sc.OTLP != nil:
+			o.Name = name("otlp")
 			sink, err = otlp.New(*sc.OTLP, o)
 		default:
 			err = errors.New("no sink set")

@@ -20,6 +20,7 @@ const (
 	TagHTTPPrefix    = "http_conn_manager_prefix"
 	TagListener      = "listener_address"
 	TagAccessLog     = "accesslog_name"
+	TagSink          = "sink_name"
 )
 
 // Kind is what a stat measures.
@@ -487,6 +488,12 @@ var (
 		help: "Access log entries dropped because the buffer was full."})
 	accessLogFlushes = define(Def{flat: "accesslog.{accesslog_name}.flushes", kind: KindCounter,
 		help: "Access log buffer flushes."})
+
+	// Push sinks (statsd, OTLP), by name.
+	sinkBatchesDropped = define(Def{flat: "sink.{sink_name}.batches_dropped", kind: KindCounter,
+		help: "Flushes a push sink could not deliver: the agent or collector down, refusing or too slow."})
+	sinkReconnects = define(Def{flat: "sink.{sink_name}.reconnects", kind: KindCounter,
+		help: "Times a push sink delivered again after failing: the agent or collector came back."})
 
 	// Tracing.
 	tracingSpansDropped = define(Def{flat: "tracing.spans_dropped", kind: KindCounter,

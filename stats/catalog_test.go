@@ -191,7 +191,7 @@ func TestRoundTripCatalog(t *testing.T) {
 		TagCluster: "api.example.com", TagFromZone: "zone-a", TagToZone: "zone-b",
 		TagResponseCode: "404", TagResponseClass: "4", TagGRPCService: "grpc.testing.TestService",
 		TagGRPCMethod: "StreamingCall", TagGRPCStatus: "16", TagHTTPPrefix: "ingress.http",
-		TagListener: "[::1]:10000", TagAccessLog: "ingress.0",
+		TagListener: "[::1]:10000", TagAccessLog: "ingress.0", TagSink: "statsd_1",
 	}
 	for _, d := range Catalog() {
 		values := make([]string, len(d.TagKeys()))

@@ -671,6 +671,14 @@ type AccessLog struct {
 	Flushes *Counter
 }
 
+// SinkStats is a push sink's own stats: sink.<name>.*.
+type SinkStats struct {
+	// BatchesDropped counts flushes the sink could not deliver.
+	BatchesDropped *Counter
+	// Reconnects counts deliveries that worked again after failures.
+	Reconnects *Counter
+}
+
 // Server holds the process-wide stats. The Store itself sets Uptime,
 // MemoryAllocated, Concurrency, GoGoroutines and GoGCPause at every flush,
 // from runtime/metrics; the server sets Live and counts reloads.

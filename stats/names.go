@@ -19,6 +19,7 @@ var tagValues = map[string]func(string) bool{
 	TagHTTPPrefix:  nonEmpty,
 	TagListener:    nonEmpty,
 	TagAccessLog:   nonEmpty,
+	TagSink:        nonEmpty,
 	// One segment each.
 	TagFromZone:   segment,
 	TagToZone:     segment,

@@ -67,6 +67,9 @@ type SinkOptions struct {
 	EmitZeros bool
 	// Log receives the sink's send failures; the zero Logger discards them.
 	Log zerolog.Logger
+	// Name names a push sink in its own stats (sink.<name>.*): its kind,
+	// with _<n> for the n-th of a kind after the first.
+	Name string
 }
 
 // closer is the optional part of a sink: Close is called once, after the

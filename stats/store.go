@@ -61,6 +61,7 @@ type Store struct {
 	https      map[string]*HTTP
 	listeners  map[string]*Listener
 	accessLogs map[string]*AccessLog
+	sinkStats  map[string]*SinkStats
 
 	// flushMu makes flushes one at a time and guards what only a flush
 	// touches.
@@ -104,17 +105,29 @@ func New(cfg config.Stats, node config.Node, opts Options) (*Store, error) {
 		https:      map[string]*HTTP{},
 		listeners:  map[string]*Listener{},
 		accessLogs: map[string]*AccessLog{},
+		sinkStats:  map[string]*SinkStats{},
 		runtime:    newRuntimeSampler(),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	root := scope{s: s, labels: &labels{}}
 	s.server = root.newServer()
 	s.overload = root.newOverload()
 	s.overflow = root.counter(statsOverflow)
+	s.mu.Unlock()
+	for _, sk := range s.sinks {
+		if b, ok := sk.(statsBinder); ok {
+			b.BindStats(s)
+		}
+	}
 	return s, nil
+}
+
+// statsBinder is a sink that counts its own failures in the Store it
+// reports to: the Store hands itself over once built.
+type statsBinder interface {
+	BindStats(*Store)
 }
 
 func compileAll(field string, exprs []string) ([]*regexp.Regexp, error) {
@@ -289,6 +302,14 @@ func (s *Store) AccessLog(name string) *AccessLog {
 	return getOrCreate(s, s.accessLogs, name, func() *AccessLog {
 		sc := scope{s: s, labels: (&labels{}).with(TagAccessLog, name)}
 		return &AccessLog{Written: sc.counter(accessLogWritten), Dropped: sc.counter(accessLogDropped), Flushes: sc.counter(accessLogFlushes)}
+	})
+}
+
+// SinkStats returns the stats of the push sink named name (sink.<name>.*).
+func (s *Store) SinkStats(name string) *SinkStats {
+	return getOrCreate(s, s.sinkStats, name, func() *SinkStats {
+		sc := scope{s: s, labels: (&labels{}).with(TagSink, name)}
+		return &SinkStats{BatchesDropped: sc.counter(sinkBatchesDropped), Reconnects: sc.counter(sinkReconnects)}
 	})
 }
 

@@ -18,6 +18,7 @@
 package otlp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +59,8 @@ type Sink struct {
 	start     time.Time
 	emitZeros bool
 	log       zerolog.Logger
+	name      string           // in its own stats
+	st        *stats.SinkStats // its own stats, once BindStats ran; nil counts nothing
 	bounds    []float64
 	// deltas, for temporality: delta, turns each cumulative export into
 	// the changes since the last one the collector took; nil: cumulative.
@@ -103,6 +106,7 @@ func New(cfg config.OTLP, o stats.SinkOptions) (*Sink, error) {
 		start:     start,
 		emitZeros: o.EmitZeros,
 		log:       o.Log.With().Str("sink", "otlp").Str("endpoint", cfg.Endpoint).Logger(),
+		name:      cmp.Or(o.Name, "otlp"),
 		bounds:    stats.BoundsMillis(),
 		pending:   make(chan *metricdata.ResourceMetrics, 1),
 		ctx:       ctx,
@@ -237,6 +241,10 @@ func (s *Sink) collect(now time.Time) *metricdata.ResourceMetrics {
 	}
 }
 
+// BindStats takes the sink's own stats from the Store it reports to; the
+// Store calls it once, before the first flush.
+func (s *Sink) BindStats(st *stats.Store) { s.st = st.SinkStats(s.name) }
+
 // send exports until Close.
 func (s *Sink) send() {
 	defer close(s.done)
@@ -252,10 +260,18 @@ func (s *Sink) send() {
 			s.deltas.commit()
 		}
 		switch {
-		case err != nil && !failing:
-			s.log.Warn().Err(err).Msg("exporting stats failed; trying again every flush")
-		case err == nil && failing:
+		case err != nil:
+			if s.st != nil {
+				s.st.BatchesDropped.Inc(1)
+			}
+			if !failing {
+				s.log.Warn().Err(err).Msg("exporting stats failed; trying again every flush")
+			}
+		case failing:
 			s.log.Info().Msg("exporting stats again")
+			if s.st != nil {
+				s.st.Reconnects.Inc(1)
+			}
 		}
 		failing = err != nil
 	}

@@ -214,3 +214,32 @@ func TestDeltaTemporality(t *testing.T) {
 		})
 	}
 }
+
+// TestSinkStatsCountFailures: an export the collector does not take counts
+// in sink.<name>.batches_dropped.
+func TestSinkStatsCountFailures(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	sink, err := New(config.OTLP{Endpoint: addr, Protocol: "http", Insecure: true}, stats.SinkOptions{Name: "otlp_1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	s.Cluster("primary").Upstream().RqTotal.Inc(1)
+	s.Flush()
+	dropped := s.SinkStats("otlp_1").BatchesDropped
+	for deadline := time.Now().Add(10 * time.Second); dropped.Value() != 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("batches_dropped = %d, want 1", dropped.Value())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

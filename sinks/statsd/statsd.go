@@ -19,6 +19,7 @@
 package statsd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +59,8 @@ type Sink struct {
 	constant  string
 	emitZeros bool
 	log       zerolog.Logger
+	name      string           // in its own stats
+	st        *stats.SinkStats // its own stats, once BindStats ran; nil counts nothing
 	// values are the statsd values of the histogram buckets, in ms.
 	values [][]byte
 
@@ -80,6 +83,7 @@ func New(cfg config.StatsdSink, o stats.SinkOptions) (*Sink, error) {
 		prefix:    cfg.Prefix,
 		emitZeros: o.EmitZeros,
 		log:       o.Log.With().Str("sink", "statsd").Str("address", cfg.Address).Logger(),
+		name:      cmp.Or(o.Name, "statsd"),
 		values:    bucketValues(),
 		batches:   make(chan [][]byte, 1),
 		done:      make(chan struct{}),
@@ -335,6 +339,10 @@ func (p *packer) packets() [][]byte {
 	return p.pkts
 }
 
+// BindStats takes the sink's own stats from the Store it reports to; the
+// Store calls it once, before the first flush.
+func (s *Sink) BindStats(st *stats.Store) { s.st = st.SinkStats(s.name) }
+
 // send writes batches until Close; it owns the connection.
 func (s *Sink) send() {
 	defer close(s.done)
@@ -353,6 +361,9 @@ func (s *Sink) send() {
 		conn, err = s.write(conn, pkts)
 		switch {
 		case err != nil:
+			if s.st != nil {
+				s.st.BatchesDropped.Inc(1)
+			}
 			if !failing {
 				s.log.Warn().Err(err).Msg("sending stats failed; trying again every flush")
 			}
@@ -360,6 +371,9 @@ func (s *Sink) send() {
 		case failing:
 			if good++; good >= confirm {
 				s.log.Info().Msg("sending stats again")
+				if s.st != nil {
+					s.st.Reconnects.Inc(1)
+				}
 				failing = false
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"runtime"
 	"strconv"
@@ -415,5 +416,66 @@ func TestNewErrors(t *testing.T) {
 		if _, err := New(cfg, stats.SinkOptions{}); err == nil {
 			t.Errorf("New(%+v) succeeded", cfg)
 		}
+	}
+}
+
+// TestSinkStats: a push sink counts the flushes it could not deliver in
+// sink.<name>.batches_dropped and its agent's return in
+// sink.<name>.reconnects, visible like any other stat.
+func TestSinkStats(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // the agent is down
+	sink, err := New(config.StatsdSink{Address: addr, Protocol: "tcp", Tags: "none"}, stats.SinkOptions{Name: "statsd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	own := s.SinkStats("statsd")
+	total := s.Cluster("primary").Upstream().RqTotal
+	waitValue := func(what string, c *stats.Counter, want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); c.Value() != want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s = %d, want %d", what, c.Value(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for i := range 3 {
+		total.Inc(1)
+		s.Flush()
+		waitValue("batches_dropped", own.BatchesDropped, int64(i+1))
+	}
+	if own.Reconnects.Value() != 0 {
+		t.Fatalf("reconnects = %d while the agent is down", own.Reconnects.Value())
+	}
+	// The agent comes back on the same address.
+	agent, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	t.Cleanup(func() { agent.Close() })
+	go func() {
+		for {
+			c, err := agent.Accept()
+			if err != nil {
+				return
+			}
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	total.Inc(1)
+	s.Flush()
+	waitValue("reconnects", own.Reconnects, 1)
+	if got := own.BatchesDropped.Value(); got != 3 {
+		t.Errorf("batches_dropped = %d after the agent came back, want 3", got)
 	}
 }
