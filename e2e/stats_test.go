@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -169,7 +170,8 @@ func TestStatsSinksAgree(t *testing.T) {
 	statsWaitAll(t, "zone-a→zone-b upstream_rq_2xx after a flush", zoneB, func() map[string]int64 { return e.zoneClass(t, "zone-b", true) })
 
 	// A histogram's count and exact sum are the same in Prometheus and in
-	// OTLP at the same flush (statsd carries bucket samples, not sums).
+	// OTLP at the same flush (statsd carries bucket samples, not sums);
+	// OTLP's in seconds, Prometheus's in milliseconds.
 	for to, want := range map[string]int64{"zone-a": zoneA, "zone-b": zoneB} {
 		tags := statsTags("from_zone", "zone-a", "to_zone", to)
 		err := eventually(statsFlushTimeout, func() error {
@@ -180,7 +182,7 @@ func TestStatsSinksAgree(t *testing.T) {
 			}
 			for name, r := range map[string]*otlpReceiver{"otlp grpc": e.otlpGRPC, "otlp http": e.otlpHTTP} {
 				p, ok := r.point("cluster.zone.upstream_rq_time", tags)
-				if !ok || p.count != pc || p.sum != ps || !p.cumulative {
+				if !ok || p.count != pc || math.Abs(p.sum*1000-ps) > 1e-9*max(1, ps) || !p.cumulative {
 					return fmt.Errorf("%s cluster.zone.upstream_rq_time%v: count %d sum %v cumulative %v (present %v), want count %d sum %v as Prometheus shows", name, tags, p.count, p.sum, p.cumulative, ok, pc, ps)
 				}
 			}

@@ -107,7 +107,7 @@ func New(cfg config.OTLP, o stats.SinkOptions) (*Sink, error) {
 		emitZeros: o.EmitZeros,
 		log:       o.Log.With().Str("sink", "otlp").Str("endpoint", cfg.Endpoint).Logger(),
 		name:      cmp.Or(o.Name, "otlp"),
-		bounds:    stats.BoundsMillis(),
+		bounds:    boundsSeconds(),
 		pending:   make(chan *metricdata.ResourceMetrics, 1),
 		ctx:       ctx,
 		cancel:    cancel,
@@ -218,13 +218,13 @@ func (s *Sink) collect(now time.Time) *metricdata.ResourceMetrics {
 			counts, count, sum := x.Histogram()
 			p.hists = append(p.hists, metricdata.HistogramDataPoint[float64]{
 				Attributes: x.Ext, StartTime: s.start, Time: now,
-				Count: count, Bounds: s.bounds, BucketCounts: counts, Sum: stats.Millis(sum),
+				Count: count, Bounds: s.bounds, BucketCounts: counts, Sum: sum.Seconds(),
 			})
 		}
 	}
 	metrics := make([]metricdata.Metrics, len(order))
 	for i, p := range order {
-		m := metricdata.Metrics{Name: p.def.Name(), Description: p.def.Help(), Unit: p.def.Unit()}
+		m := metricdata.Metrics{Name: p.def.Name(), Description: p.def.Help(), Unit: unit(p.def)}
 		switch p.def.Kind() {
 		case stats.KindCounter:
 			m.Data = metricdata.Sum[int64]{DataPoints: p.sums, Temporality: metricdata.CumulativeTemporality, IsMonotonic: true}
@@ -296,4 +296,37 @@ func (s *Sink) Close(ctx context.Context) error {
 		err = errors.Join(err, s.exp.Shutdown(ctx))
 	})
 	return err
+}
+
+// boundsSeconds are the histogram bucket bounds in seconds: OpenTelemetry's
+// semantic conventions measure durations in seconds (unit "s", as
+// http.server.request.duration), where the stats keep milliseconds.
+func boundsSeconds() []float64 {
+	ms := stats.BoundsMillis()
+	s := make([]float64, len(ms))
+	for i, b := range ms {
+		s[i] = b / 1000
+	}
+	return s
+}
+
+// unit is a metric's unit by the semantic conventions: seconds for the
+// durations (every histogram), By for bytes, and for counts the
+// annotation of what is counted: {request} or {connection}, as Envoy's
+// rq and cx name them.
+func unit(d *stats.Def) string {
+	if d.Kind() == stats.KindHistogram {
+		return "s"
+	}
+	if u := d.Unit(); u != "" {
+		return u
+	}
+	name := d.Name()
+	switch {
+	case strings.Contains(name, "_rq") || strings.HasPrefix(name[strings.LastIndexByte(name, '.')+1:], "rq_"):
+		return "{request}"
+	case strings.Contains(name, "_cx") || strings.HasPrefix(name[strings.LastIndexByte(name, '.')+1:], "cx_"):
+		return "{connection}"
+	}
+	return ""
 }

@@ -3,6 +3,7 @@ package otlp
 import (
 	"context"
 	"maps"
+	"math"
 	"net"
 	"slices"
 	"testing"
@@ -90,12 +91,22 @@ func TestExport(t *testing.T) {
 
 			m := otlptest.Metric(req, "cluster.upstream_rq_time")
 			h := m.GetHistogram()
-			if h == nil || m.Unit != "ms" || h.AggregationTemporality != metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE {
-				t.Fatalf("upstream_rq_time is not a cumulative histogram in ms: %v", m)
+			// Durations in seconds, as OpenTelemetry's semantic conventions
+			// measure them (the stats keep milliseconds).
+			if h == nil || m.Unit != "s" || h.AggregationTemporality != metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE {
+				t.Fatalf("upstream_rq_time is not a cumulative histogram in seconds: %v", m)
 			}
 			p := h.DataPoints[0]
-			if p.Count != 2 || p.GetSum() != 70.6 || !slices.Equal(p.ExplicitBounds, stats.BoundsMillis()) {
-				t.Errorf("upstream_rq_time count %d sum %v bounds %v, want 2, 70.6, %v", p.Count, p.GetSum(), p.ExplicitBounds, stats.BoundsMillis())
+			if p.Count != 2 || math.Abs(p.GetSum()-0.0706) > 1e-12 || !slices.Equal(p.ExplicitBounds, boundsSeconds()) {
+				t.Errorf("upstream_rq_time count %d sum %v bounds %v, want 2, 0.0706, %v", p.Count, p.GetSum(), p.ExplicitBounds, boundsSeconds())
+			}
+			if b := boundsSeconds(); b[3] != stats.BoundsMillis()[3]/1000 {
+				t.Errorf("bound %v, want the ms bound in seconds", b[3])
+			}
+			for name, want := range map[string]string{"cluster.upstream_rq_total": "{request}", "cluster.upstream_rq_active": "{request}"} {
+				if got := otlptest.Metric(req, name).GetUnit(); got != want {
+					t.Errorf("%s unit %q, want %q", name, got, want)
+				}
 			}
 			if len(p.BucketCounts) != len(p.ExplicitBounds)+1 || p.BucketCounts[3] != 1 || p.BucketCounts[9] != 1 {
 				t.Errorf("upstream_rq_time buckets %v, want one in le 1 and one in le 100", p.BucketCounts)
@@ -205,8 +216,8 @@ func TestDeltaTemporality(t *testing.T) {
 			if h == nil || h.AggregationTemporality != metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_DELTA {
 				t.Fatalf("upstream_rq_time is not a delta histogram: %v", h)
 			}
-			if p := h.DataPoints[0]; p.Count != 2 || p.GetSum() != 80 {
-				t.Errorf("second export's upstream_rq_time: count %d sum %v, want 2 and 80", p.Count, p.GetSum())
+			if p := h.DataPoints[0]; p.Count != 2 || math.Abs(p.GetSum()-0.08) > 1e-12 {
+				t.Errorf("second export's upstream_rq_time: count %d sum %v s, want 2 and 0.08", p.Count, p.GetSum())
 			}
 			if g := otlptest.Metric(second, "cluster.upstream_rq_active").GetGauge(); g == nil || g.DataPoints[0].GetAsInt() != 3 {
 				t.Errorf("upstream_rq_active = %v, want the gauge's value, 3", g)
