@@ -111,6 +111,10 @@ type StatsdSink struct {
 	// ConstantTags are added to every metric, "key:value" as Datadog
 	// writes them (env:prod, zone:us-east-1a); with tags: dogstatsd only.
 	ConstantTags []string `yaml:"constant_tags,omitempty" json:"constant_tags,omitempty"`
+	// HistogramType is the DogStatsD type of histogram lines: d (a
+	// distribution, the default: percentiles computed across hosts) or h
+	// (a histogram, aggregated by each agent). With tags: dogstatsd only.
+	HistogramType string `yaml:"histogram_type,omitempty" json:"histogram_type,omitempty"`
 }
 
 // OTLP is an OpenTelemetry collector endpoint.

@@ -225,9 +225,17 @@ func (v *validator) stats(s *Stats) {
 	}
 }
 
-// constantTags checks a statsd sink's constant_tags: key:value pairs in
-// DogStatsD, with nothing the line protocol uses as a separator.
+// constantTags checks a statsd sink's DogStatsD keys: histogram_type, and
+// constant_tags, key:value pairs with nothing the line protocol uses as a
+// separator.
 func (v *validator) constantTags(p string, sd *StatsdSink) {
+	if sd.HistogramType != "" {
+		if sd.Tags != "dogstatsd" {
+			v.report(p+".histogram_type", "set tags: dogstatsd, or leave it out", "is for DogStatsD (plain statsd histograms are |ms)")
+		} else {
+			v.oneOf(p+".histogram_type", sd.HistogramType, []string{"d", "h"})
+		}
+	}
 	if len(sd.ConstantTags) > 0 && sd.Tags != "dogstatsd" {
 		v.report(p+".constant_tags", "set tags: dogstatsd, or leave them out", "need tags: dogstatsd (plain statsd has no tags)")
 		return

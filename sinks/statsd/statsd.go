@@ -56,7 +56,10 @@ type Sink struct {
 	dogstatsd bool
 	// constant is the config's constant_tags, joined: added to every
 	// line's DogStatsD tags.
-	constant  string
+	constant string
+	// histType is a histogram line's type: ms for plain statsd, d
+	// (distribution) or h (histogram) for DogStatsD.
+	histType  string
 	emitZeros bool
 	log       zerolog.Logger
 	name      string           // in its own stats
@@ -96,9 +99,11 @@ func New(cfg config.StatsdSink, o stats.SinkOptions) (*Sink, error) {
 	}
 	switch cfg.Tags {
 	case "none":
+		s.histType = "ms"
 	case "dogstatsd":
 		s.dogstatsd = true
 		s.constant = strings.Join(cfg.ConstantTags, ",")
+		s.histType = cmp.Or(cfg.HistogramType, "d")
 	default:
 		return nil, fmt.Errorf("statsd: tags %q: want none or dogstatsd", cfg.Tags)
 	}
@@ -286,10 +291,7 @@ func (s *Sink) lines(p *packer, x *series) {
 		p.value = strconv.AppendFloat(p.value[:0], x.gauge, 'f', -1, 64)
 		p.line(x, p.value, "g", 1)
 	case stats.KindHistogram:
-		typ := "ms"
-		if s.dogstatsd {
-			typ = "d"
-		}
+		typ := s.histType
 		for i := range x.buckets {
 			if n := x.buckets[i].n; n > 0 {
 				p.line(x, s.values[i], typ, n)

@@ -140,6 +140,7 @@ func TestSend(t *testing.T) {
 		network   string
 		tags      string
 		constant  []string // constant_tags
+		histType  string   // histogram_type
 		wantTotal string   // the counter's name on the wire
 		wantGauge string   // a whole gauge line
 		wantHist  string   // a whole histogram line: 2 samples in (0.5 ms, 1 ms]
@@ -180,11 +181,20 @@ func TestSend(t *testing.T) {
 			wantGauge: "sightline.cluster.upstream_rq_active:1|g|#cluster_name:api.example.com,env:prod,zone:us-east-1a",
 			wantHist:  "sightline.cluster.upstream_rq_time:0.75|d|@0.5|#cluster_name:api.example.com,env:prod,zone:us-east-1a",
 		},
+		{
+			network:   "udp",
+			tags:      "dogstatsd",
+			histType:  "h",
+			wantTotal: "sightline.cluster.upstream_rq_total",
+			wantGauge: "sightline.cluster.upstream_rq_active:1|g|#cluster_name:api.example.com",
+			wantHist:  "sightline.cluster.upstream_rq_time:0.75|h|@0.5|#cluster_name:api.example.com",
+		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.network+"/"+tt.tags+"/"+strings.Join(tt.constant, ","), func(t *testing.T) {
+		t.Run(tt.network+"/"+tt.tags+"/"+strings.Join(tt.constant, ",")+"/"+tt.histType, func(t *testing.T) {
 			a := newAgent(t, tt.network)
-			s, _ := newStore(t, config.StatsdSink{Address: a.addr, Prefix: "sightline", Protocol: tt.network, Tags: tt.tags, ConstantTags: tt.constant}, false)
+			s, _ := newStore(t, config.StatsdSink{Address: a.addr, Prefix: "sightline", Protocol: tt.network, Tags: tt.tags,
+				ConstantTags: tt.constant, HistogramType: tt.histType}, false)
 			up := s.Cluster("api.example.com").Upstream()
 			up.RqActive.Inc()
 			up.RqTime.RecordDuration(600 * time.Microsecond)
