@@ -394,7 +394,7 @@ clusters: [{name: c, endpoints: [{address: 127.0.0.1:1}]}]
 				"main.yaml:15:20: clusters[2].tls.ca_file: cannot read \"nope.pem\": no such file or directory",
 		},
 		{
-			name: "health check event log formats",
+			name: "event log formats and files",
 			give: `clusters:
   - name: a
     endpoints: [{address: 127.0.0.1:1}]
@@ -405,9 +405,21 @@ clusters: [{name: c, endpoints: [{address: 127.0.0.1:1}]}]
   - name: c
     endpoints: [{address: 127.0.0.1:1}]
     health_check: {tcp: {}, event_log_path: shared.log}
+  - name: d
+    endpoints: [{address: 127.0.0.1:1}]
+    outlier_detection: {event_log_path: outlier.log}
+  - name: e
+    endpoints: [{address: 127.0.0.1:1}]
+    outlier_detection: {event_log_path: outlier.log}
+    health_check: {tcp: {}, event_log_path: outlier.log}
+  - name: f
+    endpoints: [{address: 127.0.0.1:1}]
+    outlier_detection: {event_log_path: hc.log}
 `,
 			wantErr: "main.yaml:4:71: clusters[0].health_check.event_log_format: must be one of sightline, envoy, got \"envoi\" (did you mean \"envoy\"?)\n" +
-				"main.yaml:10:19: clusters[2].health_check.event_log_format: format \"sightline\" differs from \"envoy\" of clusters[1].health_check, which writes the same event_log_path (give both the same format, or each its own event_log_path)",
+				"main.yaml:10:19: clusters[2].health_check.event_log_format: format \"sightline\" differs from \"envoy\" of clusters[1].health_check, which writes the same event_log_path (give both the same format, or each its own event_log_path)\n" +
+				"main.yaml:17:45: clusters[4].health_check.event_log_path: \"outlier.log\" is also the event_log_path of clusters[3].outlier_detection, whose events are of another kind (give each kind of event its own file)\n" +
+				"main.yaml:20:41: clusters[5].outlier_detection.event_log_path: \"hc.log\" is also the event_log_path of clusters[0].health_check, whose events are of another kind (give each kind of event its own file)",
 		},
 		{
 			name: "admin, stats and tracing",

@@ -107,7 +107,7 @@ type validator struct {
 	names    []string
 	hints    map[string]string
 	issues   []issue
-	// eventLogs maps each health-check event log path to the format and
+	// eventLogs maps each event log path to its kind (see eventLog) and
 	// the config path of the first cluster that names it.
 	eventLogs map[string][2]string
 }
@@ -644,6 +644,9 @@ func (v *validator) cluster(c *Cluster, p string, names map[string]string) {
 		if od.MaxEjectionPercent < 0 || od.MaxEjectionPercent > 100 {
 			v.report(op+".max_ejection_percent", "", "must be from 0 to 100, got %d", od.MaxEjectionPercent)
 		}
+		if od.EventLogPath != "" {
+			v.eventLog(op, od.EventLogPath, outlierEvents)
+		}
 	}
 	cb, cp := c.CircuitBreakers, p+".circuit_breakers"
 	v.nonNegative(cp+".max_connections", cb.MaxConnections)
@@ -684,22 +687,39 @@ func (v *validator) keyPair(p, certFile, keyFile string) {
 	v.readableFile(p+".key_file", keyFile)
 }
 
+// outlierEvents is the kind of event log outlier_detection writes, beside
+// health_check's formats.
+const outlierEvents = "outlier_detection"
+
+// eventLog notes that p (a health_check or outlier_detection) writes the
+// event log at path in kind: a health_check event_log_format, or
+// outlierEvents. Clusters may share a file, but one file holds one kind of
+// line: two formats or two kinds in one file would break its parsers.
+func (v *validator) eventLog(p, path, kind string) {
+	first, ok := v.eventLogs[path]
+	switch {
+	case !ok:
+		if v.eventLogs == nil {
+			v.eventLogs = map[string][2]string{}
+		}
+		v.eventLogs[path] = [2]string{kind, p}
+	case first[0] == kind:
+	case kind != outlierEvents && first[0] != outlierEvents:
+		v.report(p+".event_log_format", "give both the same format, or each its own event_log_path",
+			"format %q differs from %q of %s, which writes the same event_log_path", kind, first[0], first[1])
+	default:
+		v.report(p+".event_log_path", "give each kind of event its own file",
+			"%q is also the event_log_path of %s, whose events are of another kind", path, first[1])
+	}
+}
+
 // healthCheckEventFormats are the event_log_format values.
 var healthCheckEventFormats = []string{"sightline", "envoy"}
 
 func (v *validator) healthCheck(hc *HealthCheck, p string) {
 	v.oneOf(p+".event_log_format", hc.EventLogFormat, healthCheckEventFormats)
 	if hc.EventLogPath != "" {
-		format := cmp.Or(hc.EventLogFormat, "sightline")
-		if first, ok := v.eventLogs[hc.EventLogPath]; ok && first[0] != format {
-			v.report(p+".event_log_format", "give both the same format, or each its own event_log_path",
-				"format %q differs from %q of %s, which writes the same event_log_path", format, first[0], first[1])
-		} else if !ok {
-			if v.eventLogs == nil {
-				v.eventLogs = map[string][2]string{}
-			}
-			v.eventLogs[hc.EventLogPath] = [2]string{format, p}
-		}
+		v.eventLog(p, hc.EventLogPath, cmp.Or(hc.EventLogFormat, "sightline"))
 	}
 	kinds := chosen([]string{"grpc", "http", "tcp"}, hc.GRPC != nil, hc.HTTP != nil, hc.TCP != nil)
 	switch len(kinds) {

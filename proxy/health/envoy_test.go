@@ -90,7 +90,7 @@ func TestAnsweredUnhealthyEjectsAtOnce(t *testing.T) {
 				hc.HTTP.RetriableStatuses = tt.retriable
 			}
 			h := newHost(addr)
-			events := newEventLog(t)
+			events := newEventLog(t, "")
 			// The next check waits for OnChange, so the count read here
 			// is the number of failing answers that made the ejection.
 			seen := make(chan int64, 4)

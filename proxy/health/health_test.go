@@ -73,10 +73,11 @@ type eventLog struct {
 	log  *accesslog.HealthLog
 }
 
-func newEventLog(t *testing.T) *eventLog {
+// newEventLog opens one in format (event_log_format; "" is the default).
+func newEventLog(t *testing.T, format string) *eventLog {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "healthcheck.log")
-	l, err := accesslog.NewHealthLog(path, "", nil, zerolog.Nop())
+	l, err := accesslog.NewHealthLog(path, format, nil, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func TestGRPCEjectAndReturn(t *testing.T) {
 	checkGoroutines(t)
 	hs := health.NewServer()
 	up := startGRPC(t, "127.0.0.1:0", hs)
-	events, st, ch := newEventLog(t), newStats(), newChanges()
+	events, st, ch := newEventLog(t, ""), newStats(), newChanges()
 	h := newHost(up.addr)
 	var c *Checker
 	// OnChange re-sets the same hosts, as a cluster rebuilding on a change
@@ -223,7 +224,7 @@ func TestFirstCheckFailures(t *testing.T) {
 	dead := deadAddr(t)
 	hc := hcConfig("http")
 	hc.Timeout = config.Duration(100 * time.Millisecond)
-	events, st, ch := newEventLog(t), newStats(), newChanges()
+	events, st, ch := newEventLog(t, ""), newStats(), newChanges()
 	c := newChecker(t, Options{Config: hc, Stats: st, Events: events.log, OnChange: ch.onChange})
 	hosts := []*host.Host{newHost(ok.addr), newHost(bad.addr), newHost(hang.addr), newHost(dead)}
 

@@ -310,9 +310,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.shutdownErr
 }
 
-// reopenLogs is POST /reopen_logs: every access log and health-check event
-// log reopens its file, for log rotation (rename, then reopen: no line is
-// lost).
+// reopenLogs is POST /reopen_logs: every access log and event log
+// (health-check and outlier-detection) reopens its file, for log rotation
+// (rename, then reopen: no line is lost).
 func (s *Server) reopenLogs(w http.ResponseWriter, _ *http.Request) {
 	var errs []error
 	n := 0
