@@ -185,6 +185,9 @@ type Histogram struct {
 	// sink that does not take sums.
 	out  []tally.CachedHistogramBucket
 	sums []SumReporter
+	// samples are the sinks that take every sample (SampleRecorder);
+	// usually none, and then recording costs nothing more.
+	samples []SampleRecorder
 }
 
 // RecordDuration adds one sample. Negative durations (a clock stepping
@@ -195,10 +198,16 @@ func (h *Histogram) RecordDuration(d time.Duration) {
 	}
 }
 
-// record adds n samples of d.
+// record adds n samples of d, and hands them to the sinks that take every
+// sample.
 func (h *Histogram) record(d time.Duration, n uint64) {
 	h.counts[BucketIndex(d)].Add(n)
 	h.sum.Add(int64(d) * int64(n))
+	for _, r := range h.samples {
+		for range n {
+			r.RecordSample(d)
+		}
+	}
 }
 
 // snapshot returns the bucket counts and the sum since the Store was built.

@@ -38,6 +38,16 @@ type SumReporter interface {
 	ReportSum(delta time.Duration)
 }
 
+// SampleRecorder is implemented by a sink's tally.CachedHistogram that wants
+// every sample as it is recorded, not bucket counts at the flush: statsd
+// sends each sample as its own line, as Envoy does, so that the agent's
+// mean and percentiles are exact. RecordSample is called on the request
+// path, from any goroutine, once per sample: it must be safe for
+// concurrent use, must not block for long, and should not allocate.
+type SampleRecorder interface {
+	RecordSample(d time.Duration)
+}
+
 // Discard drops whatever it is reported. It is the timer and the value
 // bucket the tally interface makes sinks return, which Sightline never
 // reports to.

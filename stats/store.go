@@ -409,6 +409,9 @@ func (sc scope) histogram(d *Def) *Histogram {
 			h.out = append(h.out, ch.DurationBucket(p.LowerBoundDuration(), p.UpperBoundDuration()))
 		}
 		h.sums[i], _ = ch.(SumReporter)
+		if r, ok := ch.(SampleRecorder); ok {
+			h.samples = append(h.samples, r)
+		}
 	}
 	sc.s.histograms = append(sc.s.histograms, h)
 	return h

@@ -42,6 +42,12 @@ const (
 	// defaultStatsdTags is "none", plain statsd, which every agent reads;
 	// DogStatsD tags are opt-in.
 	defaultStatsdTags = "none"
+	// defaultStatsdHistogramType is a timer (|ms), what Envoy's statsd
+	// and DogStatsD sinks send for every duration histogram.
+	defaultStatsdHistogramType = "ms"
+	// defaultStatsdHistograms sends every sample, as Envoy does: the
+	// agent's mean and percentiles are then exact, not bucket midpoints.
+	defaultStatsdHistograms = "samples"
 	// defaultOTLPProtocol is gRPC, the OTLP transport every collector
 	// serves on its default port 4317.
 	defaultOTLPProtocol = "grpc"
@@ -185,6 +191,8 @@ func (c *Config) applyDefaults() {
 		if s := c.Stats.Sinks[i].Statsd; s != nil {
 			setDefault(&s.Protocol, defaultStatsdProtocol)
 			setDefault(&s.Tags, defaultStatsdTags)
+			setDefault(&s.HistogramType, defaultStatsdHistogramType)
+			setDefault(&s.Histograms, defaultStatsdHistograms)
 		}
 		if o := c.Stats.Sinks[i].OTLP; o != nil {
 			setDefault(&o.Protocol, defaultOTLPProtocol)

@@ -111,10 +111,16 @@ type StatsdSink struct {
 	// ConstantTags are added to every metric, "key:value" as Datadog
 	// writes them (env:prod, zone:us-east-1a); with tags: dogstatsd only.
 	ConstantTags []string `yaml:"constant_tags,omitempty" json:"constant_tags,omitempty"`
-	// HistogramType is the DogStatsD type of histogram lines: d (a
-	// distribution, the default: percentiles computed across hosts) or h
-	// (a histogram, aggregated by each agent). With tags: dogstatsd only.
+	// HistogramType is the type of histogram lines: ms (a timer, the
+	// default, as Envoy's statsd and DogStatsD sinks send), or with tags:
+	// dogstatsd h (a histogram, aggregated by each agent) or d (a
+	// distribution: percentiles computed across hosts by Datadog).
 	HistogramType string `yaml:"histogram_type,omitempty" json:"histogram_type,omitempty"`
+	// Histograms is how histograms are sent: samples (the default, as
+	// Envoy does: every sample its own line, so the agent's mean and
+	// percentiles are exact) or buckets (one line per bucket with a
+	// sample rate, the bucket's middle as value: fewer lines, rounded).
+	Histograms string `yaml:"histograms,omitempty" json:"histograms,omitempty"`
 }
 
 // OTLP is an OpenTelemetry collector endpoint.

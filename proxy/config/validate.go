@@ -225,16 +225,23 @@ func (v *validator) stats(s *Stats) {
 	}
 }
 
+// statsdHistograms and statsdHistogramTypes are the allowed values of a
+// statsd sink's histograms and histogram_type.
+var (
+	statsdHistograms     = []string{"samples", "buckets"}
+	statsdHistogramTypes = []string{"ms", "h", "d"}
+)
+
 // constantTags checks a statsd sink's DogStatsD keys: histogram_type, and
 // constant_tags, key:value pairs with nothing the line protocol uses as a
 // separator.
 func (v *validator) constantTags(p string, sd *StatsdSink) {
-	if sd.HistogramType != "" {
-		if sd.Tags != "dogstatsd" {
-			v.report(p+".histogram_type", "set tags: dogstatsd, or leave it out", "is for DogStatsD (plain statsd histograms are |ms)")
-		} else {
-			v.oneOf(p+".histogram_type", sd.HistogramType, []string{"d", "h"})
-		}
+	v.oneOf(p+".histograms", sd.Histograms, statsdHistograms)
+	switch {
+	case sd.Tags == "dogstatsd":
+		v.oneOf(p+".histogram_type", sd.HistogramType, statsdHistogramTypes)
+	case sd.HistogramType != "" && sd.HistogramType != "ms":
+		v.report(p+".histogram_type", "set tags: dogstatsd, or leave it out", "must be ms for plain statsd (h and d are DogStatsD types), got %q", sd.HistogramType)
 	}
 	if len(sd.ConstantTags) > 0 && sd.Tags != "dogstatsd" {
 		v.report(p+".constant_tags", "set tags: dogstatsd, or leave them out", "need tags: dogstatsd (plain statsd has no tags)")

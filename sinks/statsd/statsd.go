@@ -3,14 +3,18 @@
 //
 // At each flush the sink sends what changed since the last one: counters as
 // deltas (|c), gauges with their value (|g, every flush once set, so a lost
-// datagram heals), and histograms aggregated, never a datagram per sample:
-// one line per bucket that got samples, the bucket's middle as the value
-// and 1/n as the sample rate (|ms|@0.01 is 100 samples), or |d for
-// DogStatsD distributions. Lines are packed into datagrams of at most the
-// MTU (1432 bytes) and sent by a goroutine of the sink's own, so a slow or
-// dead agent never holds up the flush, let alone a request: while the
-// sender is still busy with the last batch, the next flush sends nothing
-// and the one after sends both intervals' changes together.
+// datagram heals), and histograms (|ms, or DogStatsD's |h or |d) either as
+// every sample recorded since, each its own line as Envoy sends them
+// (histograms: samples), or aggregated (histograms: buckets): one line per
+// bucket that got samples, the bucket's middle as the value and 1/n as the
+// sample rate (|ms|@0.01 is 100 samples). Samples are kept per histogram
+// and per flush up to maxSamples; past it a uniform sample of them is kept
+// and sent with the rate that scales it back. Lines are packed into
+// datagrams of at most the MTU (1432 bytes) at the flush, never a datagram
+// per sample, and sent by a goroutine of the sink's own, so a slow or dead
+// agent never holds up the flush, let alone a request: while the sender is
+// still busy with the last batch, the next flush sends nothing and the one
+// after sends both intervals' changes together.
 //
 // The line protocol is written here rather than through a client library:
 // the libraries at hand send only UDP, print sample rates to six decimals
@@ -45,6 +49,10 @@ const (
 	// agent before giving the batch up.
 	dialTimeout  = time.Second
 	writeTimeout = time.Second
+	// maxSamples bounds the samples a histogram keeps between two flushes
+	// (64 KiB each): at a second's flush interval, every sample up to
+	// 8192 calls/s per histogram, and a uniform sample beyond.
+	maxSamples = 8192
 )
 
 // Sink is a statsd push sink. Its tally.CachedStatsReporter methods are for
@@ -57,9 +65,11 @@ type Sink struct {
 	// constant is the config's constant_tags, joined: added to every
 	// line's DogStatsD tags.
 	constant string
-	// histType is a histogram line's type: ms for plain statsd, d
-	// (distribution) or h (histogram) for DogStatsD.
-	histType  string
+	// histType is a histogram line's type: ms, or for DogStatsD also h
+	// (histogram) or d (distribution).
+	histType string
+	// samples sends every histogram sample rather than bucket counts.
+	samples   bool
 	emitZeros bool
 	log       zerolog.Logger
 	name      string           // in its own stats
@@ -85,6 +95,7 @@ func New(cfg config.StatsdSink, o stats.SinkOptions) (*Sink, error) {
 		address:   cfg.Address,
 		prefix:    cfg.Prefix,
 		emitZeros: o.EmitZeros,
+		histType:  cmp.Or(cfg.HistogramType, "ms"),
 		log:       o.Log.With().Str("sink", "statsd").Str("address", cfg.Address).Logger(),
 		name:      cmp.Or(o.Name, "statsd"),
 		values:    bucketValues(),
@@ -99,13 +110,18 @@ func New(cfg config.StatsdSink, o stats.SinkOptions) (*Sink, error) {
 	}
 	switch cfg.Tags {
 	case "none":
-		s.histType = "ms"
 	case "dogstatsd":
 		s.dogstatsd = true
 		s.constant = strings.Join(cfg.ConstantTags, ",")
-		s.histType = cmp.Or(cfg.HistogramType, "d")
 	default:
 		return nil, fmt.Errorf("statsd: tags %q: want none or dogstatsd", cfg.Tags)
+	}
+	switch cfg.Histograms {
+	case "", "samples":
+		s.samples = true
+	case "buckets":
+	default:
+		return nil, fmt.Errorf("statsd: histograms %q: want samples or buckets", cfg.Histograms)
 	}
 	return s, nil
 }
@@ -136,6 +152,9 @@ type series struct {
 	gauge    float64
 	gaugeSet bool
 	buckets  []pendingBucket
+	// recorded holds the samples since the last batch, with histograms:
+	// samples; nil otherwise.
+	recorded *sampleBuffer
 }
 
 type pendingBucket struct{ n int64 }
@@ -201,9 +220,15 @@ func (s *Sink) AllocateGauge(name string, tags map[string]string) tally.CachedGa
 	return s.add(name, tags)
 }
 
-// AllocateHistogram implements tally.CachedStatsReporter.
+// AllocateHistogram implements tally.CachedStatsReporter. With histograms:
+// samples the histogram takes every sample (stats.SampleRecorder) and no
+// bucket counts.
 func (s *Sink) AllocateHistogram(name string, tags map[string]string, b tally.Buckets) tally.CachedHistogram {
 	x := s.add(name, tags)
+	if s.samples {
+		x.recorded = &sampleBuffer{}
+		return x.recorded
+	}
 	x.buckets = make([]pendingBucket, b.Len()+1)
 	return x
 }
@@ -291,13 +316,31 @@ func (s *Sink) lines(p *packer, x *series) {
 		p.value = strconv.AppendFloat(p.value[:0], x.gauge, 'f', -1, 64)
 		p.line(x, p.value, "g", 1)
 	case stats.KindHistogram:
-		typ := s.histType
+		if x.recorded != nil {
+			s.sampleLines(p, x)
+			return
+		}
 		for i := range x.buckets {
 			if n := x.buckets[i].n; n > 0 {
-				p.line(x, s.values[i], typ, n)
+				p.line(x, s.values[i], s.histType, 1/float64(n))
 				x.buckets[i].n = 0
 			}
 		}
+	}
+}
+
+// sampleLines writes one line per sample kept since the last batch, in
+// milliseconds to the microsecond, with the rate that scales the kept
+// samples to all those recorded when there were more than maxSamples.
+func (s *Sink) sampleLines(p *packer, x *series) {
+	kept, seen := x.recorded.take()
+	rate := 1.0
+	if seen > uint64(len(kept)) {
+		rate = float64(len(kept)) / float64(seen)
+	}
+	for _, d := range kept {
+		p.value = strconv.AppendFloat(p.value[:0], float64(d.Microseconds())/1000, 'f', -1, 64)
+		p.line(x, p.value, s.histType, rate)
 	}
 }
 
@@ -312,17 +355,18 @@ type packer struct {
 	buf   []byte
 }
 
-// line adds "name:value|typ[|@rate][|#tags]\n". The rate is 1/samples in
-// full precision: the agent multiplies the line back into samples.
-func (p *packer) line(x *series, value []byte, typ string, samples int64) {
+// line adds "name:value|typ[|@rate][|#tags]\n", the rate in full
+// precision (a rate of 1 is left out): the agent multiplies the line back
+// into 1/rate samples.
+func (p *packer) line(x *series, value []byte, typ string, rate float64) {
 	l := append(p.buf[:0], x.name...)
 	l = append(l, ':')
 	l = append(l, value...)
 	l = append(l, '|')
 	l = append(l, typ...)
-	if samples > 1 {
+	if rate < 1 {
 		l = append(l, "|@"...)
-		l = strconv.AppendFloat(l, 1/float64(samples), 'g', -1, 64)
+		l = strconv.AppendFloat(l, rate, 'g', -1, 64)
 	}
 	l = append(l, x.tags...)
 	l = append(l, '\n')

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -136,65 +137,85 @@ func newStore(t *testing.T, sc config.StatsdSink, emitZeros bool) (*stats.Store,
 }
 
 func TestSend(t *testing.T) {
+	const (
+		flat   = "sightline.cluster.api.example.com.upstream_rq_time"
+		tagged = "sightline.cluster.upstream_rq_time"
+		tag    = "|#cluster_name:api.example.com"
+	)
 	tests := []struct {
-		network   string
-		tags      string
-		constant  []string // constant_tags
-		histType  string   // histogram_type
-		wantTotal string   // the counter's name on the wire
-		wantGauge string   // a whole gauge line
-		wantHist  string   // a whole histogram line: 2 samples in (0.5 ms, 1 ms]
+		network    string
+		tags       string
+		constant   []string // constant_tags
+		histType   string   // histogram_type
+		histograms string   // histograms
+		wantTotal  string   // the counter's name on the wire
+		wantGauge  string   // a whole gauge line
+		wantHist   []string // whole histogram lines: samples of 0.6 and 0.9 ms
 	}{
 		{
 			network:   "udp",
 			tags:      "none",
 			wantTotal: "sightline.cluster.api.example.com.upstream_rq_total",
 			wantGauge: "sightline.cluster.api.example.com.upstream_rq_active:1|g",
-			wantHist:  "sightline.cluster.api.example.com.upstream_rq_time:0.75|ms|@0.5",
+			wantHist:  []string{flat + ":0.6|ms", flat + ":0.9|ms"},
 		},
 		{
 			network:   "tcp",
 			tags:      "none",
 			wantTotal: "sightline.cluster.api.example.com.upstream_rq_total",
 			wantGauge: "sightline.cluster.api.example.com.upstream_rq_active:1|g",
-			wantHist:  "sightline.cluster.api.example.com.upstream_rq_time:0.75|ms|@0.5",
+			wantHist:  []string{flat + ":0.6|ms", flat + ":0.9|ms"},
+		},
+		{
+			network:    "udp",
+			tags:       "none",
+			histograms: "buckets", // both in (0.5 ms, 1 ms]
+			wantTotal:  "sightline.cluster.api.example.com.upstream_rq_total",
+			wantGauge:  "sightline.cluster.api.example.com.upstream_rq_active:1|g",
+			wantHist:   []string{flat + ":0.75|ms|@0.5"},
 		},
 		{
 			network:   "udp",
 			tags:      "dogstatsd",
 			wantTotal: "sightline.cluster.upstream_rq_total",
-			wantGauge: "sightline.cluster.upstream_rq_active:1|g|#cluster_name:api.example.com",
-			wantHist:  "sightline.cluster.upstream_rq_time:0.75|d|@0.5|#cluster_name:api.example.com",
+			wantGauge: "sightline.cluster.upstream_rq_active:1|g" + tag,
+			wantHist:  []string{tagged + ":0.6|ms" + tag, tagged + ":0.9|ms" + tag},
 		},
 		{
 			network:   "tcp",
 			tags:      "dogstatsd",
+			histType:  "d",
 			wantTotal: "sightline.cluster.upstream_rq_total",
-			wantGauge: "sightline.cluster.upstream_rq_active:1|g|#cluster_name:api.example.com",
-			wantHist:  "sightline.cluster.upstream_rq_time:0.75|d|@0.5|#cluster_name:api.example.com",
+			wantGauge: "sightline.cluster.upstream_rq_active:1|g" + tag,
+			wantHist:  []string{tagged + ":0.6|d" + tag, tagged + ":0.9|d" + tag},
 		},
 		{
 			network:   "udp",
 			tags:      "dogstatsd",
 			constant:  []string{"env:prod", "zone:us-east-1a"},
-			wantTotal: "sightline.cluster.upstream_rq_total",
-			wantGauge: "sightline.cluster.upstream_rq_active:1|g|#cluster_name:api.example.com,env:prod,zone:us-east-1a",
-			wantHist:  "sightline.cluster.upstream_rq_time:0.75|d|@0.5|#cluster_name:api.example.com,env:prod,zone:us-east-1a",
-		},
-		{
-			network:   "udp",
-			tags:      "dogstatsd",
 			histType:  "h",
 			wantTotal: "sightline.cluster.upstream_rq_total",
-			wantGauge: "sightline.cluster.upstream_rq_active:1|g|#cluster_name:api.example.com",
-			wantHist:  "sightline.cluster.upstream_rq_time:0.75|h|@0.5|#cluster_name:api.example.com",
+			wantGauge: "sightline.cluster.upstream_rq_active:1|g" + tag + ",env:prod,zone:us-east-1a",
+			wantHist: []string{
+				tagged + ":0.6|h" + tag + ",env:prod,zone:us-east-1a",
+				tagged + ":0.9|h" + tag + ",env:prod,zone:us-east-1a",
+			},
+		},
+		{
+			network:    "udp",
+			tags:       "dogstatsd",
+			histType:   "d",
+			histograms: "buckets",
+			wantTotal:  "sightline.cluster.upstream_rq_total",
+			wantGauge:  "sightline.cluster.upstream_rq_active:1|g" + tag,
+			wantHist:   []string{tagged + ":0.75|d|@0.5" + tag},
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.network+"/"+tt.tags+"/"+strings.Join(tt.constant, ",")+"/"+tt.histType, func(t *testing.T) {
+		t.Run(tt.network+"/"+tt.tags+"/"+strings.Join(tt.constant, ",")+"/"+tt.histType+"/"+tt.histograms, func(t *testing.T) {
 			a := newAgent(t, tt.network)
 			s, _ := newStore(t, config.StatsdSink{Address: a.addr, Prefix: "sightline", Protocol: tt.network, Tags: tt.tags,
-				ConstantTags: tt.constant, HistogramType: tt.histType}, false)
+				ConstantTags: tt.constant, HistogramType: tt.histType, Histograms: tt.histograms}, false)
 			up := s.Cluster("api.example.com").Upstream()
 			up.RqActive.Inc()
 			up.RqTime.RecordDuration(600 * time.Microsecond)
@@ -219,10 +240,18 @@ func TestSend(t *testing.T) {
 				t.Errorf("counter deltas sum to %d, want 1000", n)
 			}
 			all := strings.Join(got, "\n")
-			for _, want := range []string{tt.wantGauge, tt.wantHist} {
-				if !strings.Contains(all, want+"\n") && !strings.HasSuffix(all, want) {
-					t.Errorf("no line %q in:\n%s", want, all)
+			if !slices.Contains(got, tt.wantGauge) {
+				t.Errorf("no line %q in:\n%s", tt.wantGauge, all)
+			}
+			var hist []string
+			for _, l := range got {
+				if strings.Contains(l, "upstream_rq_time:") {
+					hist = append(hist, l)
 				}
+			}
+			slices.Sort(hist)
+			if !slices.Equal(hist, tt.wantHist) {
+				t.Errorf("histogram lines:\n%s\nwant:\n%s", strings.Join(hist, "\n"), strings.Join(tt.wantHist, "\n"))
 			}
 			if strings.Contains(all, "upstream_rq_retry") {
 				t.Errorf("a counter never touched was sent:\n%s", all)
