@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math"
 	"net"
 	"runtime"
 	"slices"
@@ -517,4 +518,109 @@ func TestSinkStats(t *testing.T) {
 	if got := own.BatchesDropped.Value(); got != 3 {
 		t.Errorf("batches_dropped = %d after the agent came back, want 3", got)
 	}
+}
+
+// histLines parses the lines of histogram name into the samples they stand
+// for: each line's value, counted 1/rate times.
+func histLines(t *testing.T, lines []string, name string) (n, sum float64) {
+	t.Helper()
+	for _, l := range lines {
+		v, ok := strings.CutPrefix(l, name+":")
+		if !ok {
+			continue
+		}
+		fields := strings.Split(v, "|")
+		x, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		weight := 1.0
+		if len(fields) > 2 {
+			r, err := strconv.ParseFloat(strings.TrimPrefix(fields[2], "@"), 64)
+			if err != nil {
+				t.Fatalf("line %q: %v", l, err)
+			}
+			weight = 1 / r
+		}
+		n += weight
+		sum += weight * x
+	}
+	return n, sum
+}
+
+// TestSamplesMean: with histograms: samples the agent gets every sample, so
+// the count and mean it computes are the recorded ones; with buckets the
+// mean is the buckets' midpoints'.
+func TestSamplesMean(t *testing.T) {
+	// Latencies near the low end of their buckets, as real ones are.
+	give := []time.Duration{1100 * time.Microsecond, 1200 * time.Microsecond, 2600 * time.Microsecond,
+		5300 * time.Microsecond, 11 * time.Millisecond, 27 * time.Millisecond}
+	var total time.Duration
+	for _, d := range give {
+		total += d
+	}
+	wantMean := stats.Millis(total) / float64(len(give))
+	for _, tt := range []struct {
+		histograms string
+		exact      bool
+	}{{"samples", true}, {"buckets", false}} {
+		t.Run(tt.histograms, func(t *testing.T) {
+			a := newAgent(t, "tcp")
+			s, _ := newStore(t, config.StatsdSink{Address: a.addr, Protocol: "tcp", Tags: "none", Histograms: tt.histograms}, false)
+			h := s.Cluster("primary").Upstream().RqTime
+			for _, d := range give {
+				h.RecordDuration(d)
+			}
+			s.Flush()
+			const name = "cluster.primary.upstream_rq_time"
+			got := a.collect(t, func(got []string) bool {
+				n, _ := histLines(t, got, name)
+				return n >= float64(len(give))
+			})
+			n, sum := histLines(t, got, name)
+			if n != float64(len(give)) {
+				t.Fatalf("the lines stand for %v samples, want %d:\n%s", n, len(give), strings.Join(got, "\n"))
+			}
+			mean := sum / n
+			if exact := math.Abs(mean-wantMean) < 1e-9; exact != tt.exact {
+				t.Errorf("mean %.4f ms, recorded %.4f ms (exact: %v, want %v)", mean, wantMean, exact, tt.exact)
+			}
+		})
+	}
+}
+
+// TestSamplesBounded: past maxSamples in one interval a histogram sends
+// maxSamples lines whose rate counts every sample recorded, and the next
+// interval starts afresh.
+func TestSamplesBounded(t *testing.T) {
+	a := newAgent(t, "tcp")
+	s, _ := newStore(t, config.StatsdSink{Address: a.addr, Protocol: "tcp", Tags: "none"}, false)
+	h := s.Cluster("primary").Upstream().RqTime
+	const recorded = 3 * maxSamples
+	for i := range recorded {
+		h.RecordDuration(time.Duration(1+i%2) * time.Millisecond) // 1 ms and 2 ms alike
+	}
+	s.Flush()
+	const name = "cluster.primary.upstream_rq_time"
+	isHist := func(l string) bool { return strings.HasPrefix(l, name+":") }
+	got := a.collect(t, func(got []string) bool { return len(got) >= maxSamples })
+	wantRate := "|@" + strconv.FormatFloat(float64(maxSamples)/recorded, 'g', -1, 64)
+	for _, l := range got {
+		if isHist(l) && !strings.HasSuffix(l, wantRate) {
+			t.Fatalf("line %q lacks the rate %s", l, wantRate)
+		}
+	}
+	n, sum := histLines(t, got, name)
+	if math.Abs(n-recorded) > 1e-6*recorded {
+		t.Errorf("the lines stand for %v samples, want %d", n, recorded)
+	}
+	// A uniform sample of half 1 ms and half 2 ms: its mean is 1.5 ms
+	// within a few standard errors (0.5/sqrt(8192) = 0.0055 ms).
+	if mean := sum / n; math.Abs(mean-1.5) > 0.03 {
+		t.Errorf("mean %.4f ms, want 1.5", mean)
+	}
+	// The next interval has its one sample, at rate 1.
+	h.RecordDuration(3 * time.Millisecond)
+	s.Flush()
+	a.collect(t, func(got []string) bool { return slices.Contains(got, name+":3|ms") })
 }
