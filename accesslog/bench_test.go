@@ -84,3 +84,23 @@ func BenchmarkLogText(b *testing.B) {
 		l.Log(e)
 	}
 }
+
+// BenchmarkLogJSONFormat is the request path with a json_format.
+func BenchmarkLogJSONFormat(b *testing.B) {
+	l, err := newLogger(config.AccessLog{Path: "discard", FlushInterval: config.Duration(time.Second), BufferBytes: 64 << 10,
+		JSONFormat: map[string]string{
+			"start": "%START_TIME%", "method": "%REQ(:METHOD)%", "path": "%REQ(:PATH)%", "code": "%RESPONSE_CODE%",
+			"flags": "%RESPONSE_FLAGS%", "duration": "%DURATION%", "ua": "%REQ(USER-AGENT)%", "upstream": "%UPSTREAM_HOST%",
+			"line": "%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%",
+		}},
+		nil, zerolog.Nop(), func() (io.WriteCloser, error) { return discard{}, nil }, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = l.Close(b.Context()) })
+	e := fullEntry()
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Log(e)
+	}
+}

@@ -28,12 +28,17 @@ type Logger struct {
 	w      *batchWriter
 	enc    zerolog.Logger // writes each event into w as one line
 	text   []envoyfmt.Op  // format: a text format; nil for the JSON line
+	json   []jsonKey      // json_format; nil for the JSON line
 	filter filter
 	st     *stats.AccessLog
 }
 
-// textBufs hold text lines while they are rendered.
-var textBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+// lineBuf holds a text or json_format line while it is rendered, and a
+// json_format value while it is escaped.
+type lineBuf struct{ line, scratch []byte }
+
+// lineBufs keep the request path from allocating line buffers.
+var lineBufs = sync.Pool{New: func() any { return &lineBuf{line: make([]byte, 0, 512), scratch: make([]byte, 0, 128)} }}
 
 // filter is config.AccessLogFilter resolved for the request path.
 type filter struct {
@@ -63,13 +68,9 @@ func newLogger(cfg config.AccessLog, st *stats.AccessLog, log zerolog.Logger, op
 	if p := cfg.Filter.SamplePercent; p != nil {
 		sample = min(max(*p, 0), 100)
 	}
-	var text []envoyfmt.Op
-	if cfg.Format != "" && cfg.Format != "json" {
-		ops, err := envoyfmt.Parse(cfg.Format)
-		if err != nil {
-			return nil, fmt.Errorf("accesslog: format: %w", err)
-		}
-		text = ops
+	text, jsonKeys, err := compileFormat(cfg)
+	if err != nil {
+		return nil, err
 	}
 	w, err := newBatchWriter(cfg.Path, cfg.FlushInterval.D(), cfg.BufferBytes, st, log, open, reopens)
 	if err != nil {
@@ -79,6 +80,7 @@ func newLogger(cfg config.AccessLog, st *stats.AccessLog, log zerolog.Logger, op
 		w:    w,
 		enc:  zerolog.New(w),
 		text: text,
+		json: jsonKeys,
 		filter: filter{
 			statusMin:      cfg.Filter.StatusMin,
 			durationMin:    int64(cfg.Filter.DurationMin),
@@ -89,6 +91,26 @@ func newLogger(cfg config.AccessLog, st *stats.AccessLog, log zerolog.Logger, op
 	}, nil
 }
 
+// compileFormat parses cfg's format or json_format: the operators of a
+// text format, or the keys of a json_format; neither for the JSON line.
+func compileFormat(cfg config.AccessLog) ([]envoyfmt.Op, []jsonKey, error) {
+	if len(cfg.JSONFormat) > 0 {
+		fields, err := envoyfmt.JSON(cfg.JSONFormat)
+		if err != nil {
+			return nil, nil, fmt.Errorf("accesslog: json_format: %w", err)
+		}
+		return nil, compileJSON(fields), nil
+	}
+	if cfg.Format == "" || cfg.Format == "json" {
+		return nil, nil, nil
+	}
+	ops, err := envoyfmt.Text(cfg.Format)
+	if err != nil {
+		return nil, nil, fmt.Errorf("accesslog: format: %w", err)
+	}
+	return ops, nil, nil
+}
+
 // Log writes e if the filter passes it. It is called on the request path from
 // any goroutine: it never blocks on I/O and allocates nothing. It does not
 // keep e.
@@ -96,11 +118,15 @@ func (l *Logger) Log(e *Entry) {
 	if !l.filter.pass(e) {
 		return
 	}
-	if l.text != nil {
-		bp := textBufs.Get().(*[]byte)
-		*bp = appendText((*bp)[:0], l.text, e)
-		_, _ = l.w.Write(*bp)
-		textBufs.Put(bp)
+	if l.text != nil || l.json != nil {
+		lb := lineBufs.Get().(*lineBuf)
+		if l.text != nil {
+			lb.line = appendText(lb.line[:0], l.text, e)
+		} else {
+			lb.line, lb.scratch = appendJSON(lb.line[:0], lb.scratch, l.json, e)
+		}
+		_, _ = l.w.Write(lb.line)
+		lineBufs.Put(lb)
 		return
 	}
 	ev := l.enc.Log()

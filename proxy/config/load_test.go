@@ -479,6 +479,33 @@ tracing:
 				"(json, envoy, or Envoy's format language, e.g. \"%START_TIME% %REQ(:PATH)% %RESPONSE_CODE%\")",
 		},
 		{
+			name: "access log json_format",
+			give: `listeners:
+  - name: a
+    address: 127.0.0.1:1
+    access_log:
+      - path: '-'
+        json_format:
+          code: "%RESPONSE_CODE%"
+          when: "%START_TIME(%Q)%"
+          nested: {a: b}
+          flags: "%RESPONSE_FLAG%"
+      - path: '-'
+        format: envoy
+        json_format: {code: "%RESPONSE_CODE%"}
+      - path: '-'
+        format: "%DURATION"
+    virtual_hosts: [{domains: ['*'], routes: [{match: {prefix: /}, cluster: c}]}]
+` + clusterC,
+			wantErr: "main.yaml:8:17: listeners[0].access_log[0].json_format.when: operator %START_TIME(%Q)%: unknown time specifier %Q " +
+				"(known: %Y %m %d %H %M %S %z %s %f %3f %E3S and strftime's others) (Envoy's format language, e.g. \"%START_TIME% %REQ(:PATH)% %RESPONSE_CODE%\")\n" +
+				"main.yaml:9:19: listeners[0].access_log[0].json_format.nested: must be a string, got a mapping\n" +
+				"main.yaml:10:18: listeners[0].access_log[0].json_format.flags: unknown operator %RESPONSE_FLAG% (Envoy's format language, e.g. \"%START_TIME% %REQ(:PATH)% %RESPONSE_CODE%\")\n" +
+				"main.yaml:12:17: listeners[0].access_log[1].format: format and json_format are both set (keep one of them)\n" +
+				"main.yaml:15:17: listeners[0].access_log[2].format: unterminated operator \"%DURATION\": an operator is %NAME% (write %% for a literal %) " +
+				"(json, envoy, or Envoy's format language, e.g. \"%START_TIME% %REQ(:PATH)% %RESPONSE_CODE%\")",
+		},
+		{
 			name: "otlp temporality",
 			give: `stats:
   sinks:

@@ -219,10 +219,14 @@ type AccessLog struct {
 	// Format is json (the default: the JSON line of the contract), envoy
 	// (Envoy's default text line) or a text format in Envoy's format
 	// language (%START_TIME%, %REQ(:PATH)%, %RESPONSE_FLAGS%, ...).
-	Format        string          `yaml:"format,omitempty" json:"format,omitempty"`
-	FlushInterval Duration        `yaml:"flush_interval" json:"flush_interval"`
-	BufferBytes   int             `yaml:"buffer_bytes" json:"buffer_bytes"`
-	Filter        AccessLogFilter `yaml:"filter" json:"filter"`
+	Format string `yaml:"format,omitempty" json:"format,omitempty"`
+	// JSONFormat is Envoy's json_format: each key's value in Envoy's
+	// format language, one JSON object a line, keys sorted. It replaces
+	// format.
+	JSONFormat    map[string]string `yaml:"json_format,omitempty" json:"json_format,omitempty"`
+	FlushInterval Duration          `yaml:"flush_interval" json:"flush_interval"`
+	BufferBytes   int               `yaml:"buffer_bytes" json:"buffer_bytes"`
+	Filter        AccessLogFilter   `yaml:"filter" json:"filter"`
 }
 
 // AccessLogFilter decides which requests are logged.

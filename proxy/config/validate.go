@@ -356,9 +356,30 @@ func (v *validator) accessLog(a *AccessLog, p string) {
 	if a.Filter.SamplePercent != nil {
 		v.percent(p+".filter.sample_percent", *a.Filter.SamplePercent)
 	}
+	v.accessLogFormat(a, p)
+}
+
+// formatHint is the hint for a bad access-log format or json_format value.
+const formatHint = `Envoy's format language, e.g. "%START_TIME% %REQ(:PATH)% %RESPONSE_CODE%"`
+
+// accessLogFormat checks an access log's format, or its json_format: each
+// value parsed as the logger will parse it, so a bad operator is refused at
+// load with its position.
+func (v *validator) accessLogFormat(a *AccessLog, p string) {
+	if len(a.JSONFormat) > 0 {
+		if a.Format != "" {
+			v.report(p+".format", "keep one of them", "format and json_format are both set")
+		}
+		for k, f := range a.JSONFormat {
+			if _, err := envoyfmt.Parse(f); err != nil {
+				v.report(p+".json_format."+k, formatHint, "%v", err)
+			}
+		}
+		return
+	}
 	if a.Format != "" && a.Format != "json" {
-		if _, err := envoyfmt.Parse(a.Format); err != nil {
-			v.report(p+".format", `json, envoy, or Envoy's format language, e.g. "%START_TIME% %REQ(:PATH)% %RESPONSE_CODE%"`, "%v", err)
+		if _, err := envoyfmt.Text(a.Format); err != nil {
+			v.report(p+".format", "json, envoy, or "+formatHint, "%v", err)
 		}
 	}
 }

@@ -84,6 +84,14 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) bool {
 		if !alias {
 			w.mapping(n, t, path)
 		}
+	case t.Kind() == reflect.Map:
+		if v.Kind != yaml.MappingNode {
+			w.fail(n, path, "must be a mapping, got "+describeNode(v), "")
+			return false
+		}
+		if !alias {
+			w.dictionary(v, t.Elem(), path)
+		}
 	case t.Kind() == reflect.Slice:
 		if v.Kind != yaml.SequenceNode {
 			w.fail(n, path, "must be "+describeType(t)+", got "+describeNode(v), "")
@@ -130,6 +138,29 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) {
 		default:
 			seen[k.Value] = k
 			if w.walk(v, fields[f].typ, joinPath(path, k.Value)) {
+				kept = append(kept, k, v)
+			}
+		}
+	}
+	n.Content = kept
+}
+
+// dictionary checks a mapping decoded into a Go map (json_format): keys
+// are the user's own names, each value of type et is recorded at
+// path.key so that problems with it are given its position.
+func (w *walker) dictionary(n *yaml.Node, et reflect.Type, path string) {
+	kept := n.Content[:0]
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch {
+		case k.Kind != yaml.ScalarNode || isMergeKey(k):
+			w.report(k, path, "keys must be plain names, got "+describeNode(k), "")
+		case seen[k.Value] != nil:
+			w.report(k, path, fmt.Sprintf("duplicate key %q", k.Value), "first at "+w.at(seen[k.Value]).String())
+		default:
+			seen[k.Value] = k
+			if w.walk(v, et, joinPath(path, k.Value)) {
 				kept = append(kept, k, v)
 			}
 		}
