@@ -396,36 +396,43 @@ func (s *Sink) send() {
 	// A failing agent is logged once, and its recovery once. A UDP send
 	// that succeeds proves only that the datagram left: to a closed port,
 	// the refusal comes back as the next send's error, so every other
-	// send fails. Over UDP, recovery takes two good batches in a row.
+	// send fails. Over UDP, recovery takes two good batches in a row, and
+	// a batch that seemed to go out while failing is counted as dropped
+	// when the next send fails with its refusal.
 	confirm := 1
 	if s.network == "udp" {
 		confirm = 2
 	}
-	failing, good := false, 0
+	failing, unconfirmed := false, 0
 	for pkts := range s.batches {
 		var err error
 		conn, err = s.write(conn, pkts)
 		switch {
 		case err != nil:
-			if s.st != nil {
-				s.st.BatchesDropped.Inc(1)
-			}
+			s.countDropped(1 + unconfirmed)
 			if !failing {
 				s.log.Warn().Err(err).Msg("sending stats failed; trying again every flush")
 			}
-			failing, good = true, 0
+			failing, unconfirmed = true, 0
 		case failing:
-			if good++; good >= confirm {
+			if unconfirmed++; unconfirmed >= confirm {
 				s.log.Info().Msg("sending stats again")
 				if s.st != nil {
 					s.st.Reconnects.Inc(1)
 				}
-				failing = false
+				failing, unconfirmed = false, 0
 			}
 		}
 	}
 	if conn != nil {
 		_ = conn.Close()
+	}
+}
+
+// countDropped adds n batches to sink.<name>.batches_dropped.
+func (s *Sink) countDropped(n int) {
+	if s.st != nil {
+		s.st.BatchesDropped.Inc(int64(n))
 	}
 }
 

@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"io"
 	"math"
 	"net"
-	"runtime"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +19,7 @@ import (
 	"github.com/uber-go/tally/v4"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/sinks/prometheus"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
@@ -32,12 +33,24 @@ type agent struct {
 
 func newAgent(t *testing.T, network string) *agent {
 	t.Helper()
+	a := newAgentAt(t, network, "127.0.0.1:0")
+	if a == nil {
+		t.Fatalf("no %s port for the agent", network)
+	}
+	return a
+}
+
+// newAgentAt starts an agent on addr, or returns nil if it cannot listen
+// there.
+func newAgentAt(t *testing.T, network, addr string) *agent {
+	t.Helper()
 	a := &agent{lines: make(chan string, 100_000), packets: make(chan []byte, 10_000)}
 	switch network {
 	case "udp":
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {
-			t.Fatal(err)
+			t.Log(err)
+			return nil
 		}
 		t.Cleanup(func() { _ = pc.Close() })
 		a.addr = pc.LocalAddr().String()
@@ -56,9 +69,10 @@ func newAgent(t *testing.T, network string) *agent {
 			}
 		}()
 	case "tcp":
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			t.Fatal(err)
+			t.Log(err)
+			return nil
 		}
 		t.Cleanup(func() { _ = ln.Close() })
 		a.addr = ln.Addr().String()
@@ -375,59 +389,171 @@ func TestDeadAgent(t *testing.T) {
 	}
 }
 
-// TestLogsOnce checks that a failing agent is logged when it starts failing,
-// not at every flush: over TCP every send fails; over UDP to a closed port
-// the kernel reports the refusal on every other write (the ICMP error of
-// one datagram fails the next send), which must not read as a recovery.
-func TestLogsOnce(t *testing.T) {
-	for _, network := range []string{"tcp", "udp"} {
-		t.Run(network, func(t *testing.T) {
-			var addr string
-			if network == "tcp" {
-				closed, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				addr = closed.Addr().String()
-				closed.Close()
-			} else {
-				closed, err := net.ListenPacket("udp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				addr = closed.LocalAddr().String()
-				closed.Close()
-			}
+// TestAgentDownAndBack: while the agent is down every flush is counted in
+// sink.statsd.batches_dropped (shown by /stats and Prometheus like any
+// stat) and the failure is logged once, not per flush; when the agent
+// comes back on its address the lines flow again, and the recovery is
+// logged once and counted in sink.statsd.reconnects.
+func TestAgentDownAndBack(t *testing.T) {
+	const down = 6 // flushes while the agent is down
+	for _, tt := range []struct {
+		network string
+		// minDropped is the least batches_dropped after the down flushes:
+		// over UDP the first datagram to a closed port seems to go out, its
+		// refusal failing the next send, and the last one's refusal may not
+		// have come back yet.
+		minDropped int64
+	}{
+		{"tcp", down},
+		{"udp", down - 2},
+	} {
+		t.Run(tt.network, func(t *testing.T) {
+			addr := closedPort(t, tt.network)
 			var log syncBuffer
-			sink, err := New(config.StatsdSink{Address: addr, Protocol: network, Tags: "none"}, stats.SinkOptions{Log: zerolog.New(&log)})
+			sink, err := New(config.StatsdSink{Address: addr, Protocol: tt.network, Tags: "none"},
+				stats.SinkOptions{Name: "statsd", Log: zerolog.New(&log)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+			prom := prometheus.New(config.Prometheus{Namespace: "sightline"})
+			s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{},
+				stats.Options{Sinks: []tally.CachedStatsReporter{sink, prom}})
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { _ = s.Close(context.Background()) })
+			own := s.SinkStats("statsd")
 			total := s.Cluster("primary").Upstream().RqTotal
-			for range 8 {
+			flush := func() {
+				t.Helper()
 				total.Inc(1)
 				s.Flush()
-				// Wait for the sender to take the batch, so that every flush sends.
-				for deadline := time.Now().Add(5 * time.Second); len(sink.batches) > 0 && time.Now().Before(deadline); {
-					runtime.Gosched()
-				}
+				// The sender takes the batch before the next flush, so that
+				// every flush sends one.
+				waitFor(t, "the sender to take the batch", func() bool { return len(sink.batches) == 0 })
+			}
+
+			for range down {
+				flush()
+			}
+			waitFor(t, "batches_dropped to count the flushes", func() bool { return own.BatchesDropped.Value() >= tt.minDropped })
+			if n := own.BatchesDropped.Value(); n > down {
+				t.Errorf("batches_dropped = %d after %d flushes", n, down)
+			}
+			if n := strings.Count(log.String(), "sending stats failed"); n != 1 {
+				t.Errorf("the failure was logged %d times in %d flushes, want once:\n%s", n, down, log.String())
+			}
+			if strings.Contains(log.String(), "sending stats again") || own.Reconnects.Value() != 0 {
+				t.Errorf("a recovery while the agent stayed down (reconnects %d):\n%s", own.Reconnects.Value(), log.String())
+			}
+			// The count is shown like any stat; a batch still in flight may
+			// add to it while it is read.
+			checkShown(t, "/stats", s.Handler(), "sink.statsd.batches_dropped: ", own.BatchesDropped)
+			checkShown(t, "/stats/prometheus", flushed{s, prom}, `sightline_sink_batches_dropped_total{sink_name="statsd"} `, own.BatchesDropped)
+
+			a := reopenAgent(t, tt.network, addr)
+			waitFor(t, "the recovery", func() bool {
+				flush()
+				return strings.Contains(log.String(), "sending stats again")
+			})
+			a.collect(t, func(got []string) bool { return sum(got, "cluster.primary.upstream_rq_total") > 0 })
+			for range 3 {
+				flush()
 			}
 			if err := s.Close(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			out := log.String()
+			if n := strings.Count(out, "sending stats again"); n != 1 {
+				t.Errorf("the recovery was logged %d times, want once:\n%s", n, out)
+			}
 			if n := strings.Count(out, "sending stats failed"); n != 1 {
 				t.Errorf("the failure was logged %d times, want once:\n%s", n, out)
 			}
-			if strings.Contains(out, "sending stats again") {
-				t.Errorf("a recovery was logged while the agent stayed down:\n%s", out)
+			if n := own.Reconnects.Value(); n != 1 {
+				t.Errorf("reconnects = %d, want 1", n)
 			}
 		})
 	}
+}
+
+// closedPort returns an address on 127.0.0.1 where nothing listens.
+func closedPort(t *testing.T, network string) string {
+	t.Helper()
+	if network == "tcp" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().String()
+}
+
+// reopenAgent starts an agent on addr, which was closed: the agent coming
+// back. The test is skipped if another process took the port meanwhile.
+func reopenAgent(t *testing.T, network, addr string) *agent {
+	t.Helper()
+	a := newAgentAt(t, network, addr)
+	if a == nil {
+		t.Skipf("%s port %s was taken meanwhile", network, addr)
+	}
+	return a
+}
+
+// waitFor polls cond until it holds, failing the test after five seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// checkShown checks that h serves a line prefix+N with N the value of c,
+// read before and after the request.
+func checkShown(t *testing.T, what string, h http.Handler, prefix string, c *stats.Counter) {
+	t.Helper()
+	before := c.Value()
+	body := get(t, h)
+	after := c.Value()
+	_, rest, ok := strings.Cut(body, "\n"+prefix)
+	v, _, _ := strings.Cut(rest, "\n")
+	n, err := strconv.ParseInt(v, 10, 64)
+	if !ok || err != nil || n < before || n > after {
+		t.Errorf("%s: want a line %s%d (up to %d), got:\n%s", what, prefix, before, after, body)
+	}
+}
+
+// flushed serves the Prometheus sink after a flush of the Store, since it
+// shows the values of the last flush.
+type flushed struct {
+	s    *stats.Store
+	prom *prometheus.Sink
+}
+
+func (f flushed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.s.Flush()
+	f.prom.ServeHTTP(w, r)
+}
+
+// get returns the body h serves to GET /.
+func get(t *testing.T, h http.Handler) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	return rec.Body.String()
 }
 
 // syncBuffer is a bytes.Buffer safe for the sender and the test at once.
@@ -456,67 +582,6 @@ func TestNewErrors(t *testing.T) {
 		if _, err := New(cfg, stats.SinkOptions{}); err == nil {
 			t.Errorf("New(%+v) succeeded", cfg)
 		}
-	}
-}
-
-// TestSinkStats: a push sink counts the flushes it could not deliver in
-// sink.<name>.batches_dropped and its agent's return in
-// sink.<name>.reconnects, visible like any other stat.
-func TestSinkStats(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // the agent is down
-	sink, err := New(config.StatsdSink{Address: addr, Protocol: "tcp", Tags: "none"}, stats.SinkOptions{Name: "statsd"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	own := s.SinkStats("statsd")
-	total := s.Cluster("primary").Upstream().RqTotal
-	waitValue := func(what string, c *stats.Counter, want int64) {
-		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); c.Value() != want; {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s = %d, want %d", what, c.Value(), want)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-	for i := range 3 {
-		total.Inc(1)
-		s.Flush()
-		waitValue("batches_dropped", own.BatchesDropped, int64(i+1))
-	}
-	if own.Reconnects.Value() != 0 {
-		t.Fatalf("reconnects = %d while the agent is down", own.Reconnects.Value())
-	}
-	// The agent comes back on the same address.
-	agent, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("the port was taken meanwhile: %v", err)
-	}
-	t.Cleanup(func() { agent.Close() })
-	go func() {
-		for {
-			c, err := agent.Accept()
-			if err != nil {
-				return
-			}
-			go io.Copy(io.Discard, c)
-		}
-	}()
-	total.Inc(1)
-	s.Flush()
-	waitValue("reconnects", own.Reconnects, 1)
-	if got := own.BatchesDropped.Value(); got != 3 {
-		t.Errorf("batches_dropped = %d after the agent came back, want 3", got)
 	}
 }
 
