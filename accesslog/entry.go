@@ -16,10 +16,13 @@ import (
 // Counts and sizes that are really zero (bytes, attempts, duration) are 0.
 // Use Reset to get an Entry with the "not known" sentinels set.
 type Entry struct {
-	StartTime               time.Time
-	Method                  string
-	Authority               string
-	Path                    string
+	StartTime time.Time
+	Method    string
+	Authority string
+	Path      string // without the query: the JSON line's path
+	// PathQuery is the request target as the client sent it, query
+	// included: Envoy's :path, what %REQ(:PATH)% prints. Empty means Path.
+	PathQuery               string
 	Protocol                string // HTTP/1.1, HTTP/2
 	ResponseCode            int    // 0: none sent
 	GRPCStatus              int    // -1: none

@@ -76,6 +76,9 @@ func appendField(b []byte, op *envoyfmt.Op, f envoyfmt.Field, e *Entry) ([]byte,
 	case envoyfmt.Method:
 		return appendStr(b, e.Method)
 	case envoyfmt.Path:
+		if e.PathQuery != "" {
+			return appendStr(b, e.PathQuery)
+		}
 		return appendStr(b, e.Path)
 	case envoyfmt.Authority:
 		return appendStr(b, e.Authority)

@@ -39,7 +39,7 @@ func TestTextFormat(t *testing.T) {
 		{"counts known as 0", "%RESPONSE_CODE% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %UPSTREAM_REQUEST_ATTEMPT_COUNT%", none, "0 0 0 0 0\n"},
 		{"upstream service time", "%UPSTREAM_SERVICE_TIME% %RESP(X-SIGHTLINE-UPSTREAM-SERVICE-TIME)% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%", fullEntry(), "10 10 10\n"},
 		{"v6 address without port", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", &Entry{DownstreamRemoteAddress: "[::1]:4000", GRPCStatus: -1}, "::1\n"},
-		{"path with its query", "%REQ(:PATH)%", &Entry{Path: "/search?q=a%20b&x=1", GRPCStatus: -1}, "/search?q=a%20b&x=1\n"},
+		{"path with its query", "%REQ(:PATH)%", &Entry{Path: "/search", PathQuery: "/search?q=a%20b&x=1", GRPCStatus: -1}, "/search?q=a%20b&x=1\n"},
 		{"fallback header", "%REQ(X-FORWARDED-FOR?X-REQUEST-ID)%", &Entry{RequestID: "id-1", GRPCStatus: -1}, "id-1\n"},
 		{"first header wins", "%REQ(X-FORWARDED-FOR?X-REQUEST-ID)%", fullEntry(), "203.0.113.9\n"},
 		{"start time layout", "%START_TIME(%Y/%m/%d %H:%M:%S %s.%3f)%", fullEntry(), "2026/11/23 20:30:05 1795465805.123\n"},

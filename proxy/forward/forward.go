@@ -203,6 +203,7 @@ func (h *Handler) observeEnd(r *http.Request, rec *record, srvSpan tracing.Span,
 	e.Method = r.Method
 	e.Authority = r.Host
 	e.Path = r.URL.Path
+	e.PathQuery = r.RequestURI
 	e.Protocol = r.Proto
 	e.ResponseCode = status
 	e.GRPCStatus = rec.grpcStatus

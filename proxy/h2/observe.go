@@ -90,6 +90,7 @@ func (cl *call) observeEnd(obs *observe.Observer, sent int, elapsed time.Duratio
 	e.Method = cl.method
 	e.Authority = cl.authority
 	e.Path = cl.path
+	e.PathQuery = cl.fullPath
 	e.Protocol = "HTTP/2"
 	e.ResponseCode = sent
 	e.ResponseFlags = f.String()
