@@ -458,18 +458,21 @@ tracing:
 			name: "statsd constant tags",
 			give: `stats:
   sinks:
-    - statsd: {address: 127.0.0.1:8125, constant_tags: [env:prod]}
-    - statsd: {address: 127.0.0.1:8125, tags: dogstatsd, constant_tags: [env, 'a:b|c']}
+    - statsd: {address: 127.0.0.1:8125, constant_tags: {env: prod}}
+    - statsd: {address: 127.0.0.1:8125, tags: dogstatsd, constant_tags: {'a:b': x, env: '', zone: 'us east'}}
     - statsd: {address: 127.0.0.1:8125, histogram_type: h}
     - statsd: {address: 127.0.0.1:8125, tags: dogstatsd, histogram_type: timer}
     - statsd: {address: 127.0.0.1:8125, histograms: sample}
+    - statsd: {address: 127.0.0.1:8125, tags: dogstatsd, constant_tags: ['env:prod']}
 `,
 			wantErr: "main.yaml:3:56: stats.sinks[0].statsd.constant_tags: need tags: dogstatsd (plain statsd has no tags) (set tags: dogstatsd, or leave them out)\n" +
-				"main.yaml:4:74: stats.sinks[1].statsd.constant_tags[0]: must be key:value, got \"env\" (e.g. env:prod)\n" +
-				"main.yaml:4:79: stats.sinks[1].statsd.constant_tags[1]: must not contain |, #, a comma or white space, got \"a:b|c\"\n" +
+				"main.yaml:4:81: stats.sinks[1].statsd.constant_tags.a:b: tag name \"a:b\" must not contain :, |, #, a comma or white space\n" +
+				"main.yaml:4:89: stats.sinks[1].statsd.constant_tags.env: tag \"env\" needs a value (e.g. env: prod)\n" +
+				"main.yaml:4:99: stats.sinks[1].statsd.constant_tags.zone: tag value \"us east\" must not contain |, #, a comma or white space\n" +
 				"main.yaml:5:57: stats.sinks[2].statsd.histogram_type: must be ms for plain statsd (h and d are DogStatsD types), got \"h\" (set tags: dogstatsd, or leave it out)\n" +
 				"main.yaml:6:74: stats.sinks[3].statsd.histogram_type: must be one of ms, h, d, got \"timer\"\n" +
-				"main.yaml:7:53: stats.sinks[4].statsd.histograms: must be one of samples, buckets, got \"sample\" (did you mean \"samples\"?)",
+				"main.yaml:7:53: stats.sinks[4].statsd.histograms: must be one of samples, buckets, got \"sample\" (did you mean \"samples\"?)\n" +
+				"main.yaml:8:73: stats.sinks[5].statsd.constant_tags: must be a mapping, got a list",
 		},
 		{
 			name: "access log format",

@@ -108,9 +108,10 @@ type StatsdSink struct {
 	Prefix   string `yaml:"prefix" json:"prefix"`
 	Protocol string `yaml:"protocol" json:"protocol"` // udp | tcp
 	Tags     string `yaml:"tags" json:"tags"`         // none | dogstatsd
-	// ConstantTags are added to every metric, "key:value" as Datadog
-	// writes them (env:prod, zone:us-east-1a); with tags: dogstatsd only.
-	ConstantTags []string `yaml:"constant_tags,omitempty" json:"constant_tags,omitempty"`
+	// ConstantTags are added to every metric as DogStatsD tags, key:value
+	// in key order ({env: prod, zone: us-east-1a} is
+	// |#…,env:prod,zone:us-east-1a); with tags: dogstatsd only.
+	ConstantTags map[string]string `yaml:"constant_tags,omitempty" json:"constant_tags,omitempty"`
 	// HistogramType is the type of histogram lines: ms (a timer, the
 	// default, as Envoy's statsd and DogStatsD sinks send), or with tags:
 	// dogstatsd h (a histogram, aggregated by each agent) or d (a

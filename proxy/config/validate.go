@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
@@ -233,8 +234,8 @@ var (
 )
 
 // constantTags checks a statsd sink's DogStatsD keys: histogram_type, and
-// constant_tags, key:value pairs with nothing the line protocol uses as a
-// separator.
+// constant_tags, whose keys and values must hold nothing the line protocol
+// uses as a separator (nor a colon in a key: the first one splits).
 func (v *validator) constantTags(p string, sd *StatsdSink) {
 	v.oneOf(p+".histograms", sd.Histograms, statsdHistograms)
 	switch {
@@ -247,16 +248,24 @@ func (v *validator) constantTags(p string, sd *StatsdSink) {
 		v.report(p+".constant_tags", "set tags: dogstatsd, or leave them out", "need tags: dogstatsd (plain statsd has no tags)")
 		return
 	}
-	for i, t := range sd.ConstantTags {
-		k, _, ok := strings.Cut(t, ":")
+	for _, k := range slices.Sorted(maps.Keys(sd.ConstantTags)) {
+		val := sd.ConstantTags[k]
+		at := p + ".constant_tags." + k
 		switch {
-		case !ok || k == "":
-			v.report(fmt.Sprintf("%s.constant_tags[%d]", p, i), "e.g. env:prod", "must be key:value, got %q", t)
-		case strings.ContainsAny(t, "|#, \t\n"):
-			v.report(fmt.Sprintf("%s.constant_tags[%d]", p, i), "", "must not contain |, #, a comma or white space, got %q", t)
+		case k == "":
+			v.report(at, "e.g. env: prod", "a tag needs a name")
+		case strings.ContainsAny(k, tagSeparators+":"):
+			v.report(at, "", "tag name %q must not contain :, |, #, a comma or white space", k)
+		case val == "":
+			v.report(at, "e.g. env: prod", "tag %q needs a value", k)
+		case strings.ContainsAny(val, tagSeparators):
+			v.report(at, "", "tag value %q must not contain |, #, a comma or white space", val)
 		}
 	}
 }
+
+// tagSeparators are what the DogStatsD line protocol splits tags on.
+const tagSeparators = "|#, \t\r\n"
 
 func (v *validator) tracing(t *Tracing) {
 	v.percent("tracing.sampling", t.Sampling)

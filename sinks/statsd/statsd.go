@@ -27,7 +27,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,8 +64,8 @@ type Sink struct {
 	address   string
 	prefix    string
 	dogstatsd bool
-	// constant is the config's constant_tags, joined: added to every
-	// line's DogStatsD tags.
+	// constant is the config's constant_tags, joined (constantTags):
+	// added to every line's DogStatsD tags.
 	constant string
 	// histType is a histogram line's type: ms, or for DogStatsD also h
 	// (histogram) or d (distribution).
@@ -112,7 +114,7 @@ func New(cfg config.StatsdSink, o stats.SinkOptions) (*Sink, error) {
 	case "none":
 	case "dogstatsd":
 		s.dogstatsd = true
-		s.constant = strings.Join(cfg.ConstantTags, ",")
+		s.constant = constantTags(cfg.ConstantTags)
 	default:
 		return nil, fmt.Errorf("statsd: tags %q: want none or dogstatsd", cfg.Tags)
 	}
@@ -124,6 +126,19 @@ func New(cfg config.StatsdSink, o stats.SinkOptions) (*Sink, error) {
 		return nil, fmt.Errorf("statsd: histograms %q: want samples or buckets", cfg.Histograms)
 	}
 	return s, nil
+}
+
+// constantTags joins the config's constant_tags as DogStatsD tags, in key
+// order so that every line carries them alike: "env:prod,zone:us-east-1a".
+func constantTags(tags map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k + ":" + tags[k])
+	}
+	return b.String()
 }
 
 // bucketValues returns, per histogram bucket, the value its samples are

@@ -3,6 +3,7 @@ package statsd
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"math"
 	"net"
@@ -160,12 +161,15 @@ func TestSend(t *testing.T) {
 	tests := []struct {
 		network    string
 		tags       string
-		constant   []string // constant_tags
-		histType   string   // histogram_type
-		histograms string   // histograms
-		wantTotal  string   // the counter's name on the wire
-		wantGauge  string   // a whole gauge line
-		wantHist   []string // whole histogram lines: samples of 0.6 and 0.9 ms
+		constant   map[string]string // constant_tags
+		histType   string            // histogram_type
+		histograms string            // histograms
+		wantTotal  string            // the counter's name on the wire
+		wantGauge  string            // a whole gauge line
+		wantHist   []string          // whole histogram lines: samples of 0.6 and 0.9 ms
+		// wantUntagged is the whole line of a stat without tags of its own;
+		// with DogStatsD it still carries the constant tags.
+		wantUntagged string
 	}{
 		{
 			network:   "udp",
@@ -207,14 +211,15 @@ func TestSend(t *testing.T) {
 		{
 			network:   "udp",
 			tags:      "dogstatsd",
-			constant:  []string{"env:prod", "zone:us-east-1a"},
+			constant:  map[string]string{"zone": "us-east-1a", "env": "prod", "node": "a"},
 			histType:  "h",
 			wantTotal: "sightline.cluster.upstream_rq_total",
-			wantGauge: "sightline.cluster.upstream_rq_active:1|g" + tag + ",env:prod,zone:us-east-1a",
+			wantGauge: "sightline.cluster.upstream_rq_active:1|g" + tag + ",env:prod,node:a,zone:us-east-1a",
 			wantHist: []string{
-				tagged + ":0.6|h" + tag + ",env:prod,zone:us-east-1a",
-				tagged + ":0.9|h" + tag + ",env:prod,zone:us-east-1a",
+				tagged + ":0.6|h" + tag + ",env:prod,node:a,zone:us-east-1a",
+				tagged + ":0.9|h" + tag + ",env:prod,node:a,zone:us-east-1a",
 			},
+			wantUntagged: "sightline.overload.reset_high_memory_stream.count:1|c|#env:prod,node:a,zone:us-east-1a",
 		},
 		{
 			network:    "udp",
@@ -227,12 +232,13 @@ func TestSend(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.network+"/"+tt.tags+"/"+strings.Join(tt.constant, ",")+"/"+tt.histType+"/"+tt.histograms, func(t *testing.T) {
+		t.Run(tt.network+"/"+tt.tags+"/"+constantTags(tt.constant)+"/"+tt.histType+"/"+tt.histograms, func(t *testing.T) {
 			a := newAgent(t, tt.network)
 			s, _ := newStore(t, config.StatsdSink{Address: a.addr, Prefix: "sightline", Protocol: tt.network, Tags: tt.tags,
 				ConstantTags: tt.constant, HistogramType: tt.histType, Histograms: tt.histograms}, false)
 			up := s.Cluster("api.example.com").Upstream()
 			up.RqActive.Inc()
+			s.Overload().ResetStreams.Inc(1)
 			up.RqTime.RecordDuration(600 * time.Microsecond)
 			up.RqTime.RecordDuration(900 * time.Microsecond)
 			for range 4 {
@@ -255,8 +261,11 @@ func TestSend(t *testing.T) {
 				t.Errorf("counter deltas sum to %d, want 1000", n)
 			}
 			all := strings.Join(got, "\n")
-			if !slices.Contains(got, tt.wantGauge) {
-				t.Errorf("no line %q in:\n%s", tt.wantGauge, all)
+			untagged := cmp.Or(tt.wantUntagged, "sightline.overload.reset_high_memory_stream.count:1|c")
+			for _, want := range []string{tt.wantGauge, untagged} {
+				if !slices.Contains(got, want) {
+					t.Errorf("no line %q in:\n%s", want, all)
+				}
 			}
 			var hist []string
 			for _, l := range got {
