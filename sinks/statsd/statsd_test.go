@@ -698,3 +698,30 @@ func TestSamplesBounded(t *testing.T) {
 	s.Flush()
 	a.collect(t, func(got []string) bool { return slices.Contains(got, name+":3|ms") })
 }
+
+// TestRecordSampleAllocs: with histograms: samples, the request path
+// allocates nothing for a sample once a histogram's buffers have grown to
+// their bound, within it and past it, and neither does the flush's take.
+func TestRecordSampleAllocs(t *testing.T) {
+	s, sink := newStore(t, config.StatsdSink{Address: "127.0.0.1:8125", Protocol: "udp", Tags: "none"}, false)
+	h := s.Cluster("primary").Upstream().RqTime
+	var buf *sampleBuffer
+	for _, x := range sink.series {
+		if strings.HasSuffix(string(x.name), "upstream_rq_time") {
+			buf = x.recorded
+		}
+	}
+	// One whole interval per run, taken as a flush does (without sending,
+	// so that no other goroutine allocates meanwhile); the warm-up run and
+	// the first one grow both of the buffer's slices.
+	interval := func() {
+		for range 2 * maxSamples {
+			h.RecordDuration(time.Millisecond)
+		}
+		buf.take()
+	}
+	interval()
+	if n := testing.AllocsPerRun(3, interval); n != 0 {
+		t.Errorf("%v allocations per interval of %d samples, want 0", n, 2*maxSamples)
+	}
+}
