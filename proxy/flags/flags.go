@@ -31,6 +31,11 @@ const (
 
 var letters = [count]string{"UH", "UF", "UO", "NR", "NC", "URX", "UT", "UC", "DC", "UR", "LR", "RL", "OM", "SI"}
 
+// envoyOrder is the order Envoy joins its flags in (its ResponseFlag bit
+// order: UH UT LR UR UF UC UO NR RL DC URX SI NC OM), by index in letters,
+// so that a line with several flags reads as Envoy's would.
+var envoyOrder = [count]uint8{0, 6, 10, 9, 1, 7, 2, 3, 11, 8, 5, 13, 4, 12}
+
 // String joins the letters with commas in Envoy's order, or returns "" when
 // no flag is set. A single flag, by far the common case, costs no
 // allocation.
@@ -46,14 +51,14 @@ func (f Flags) String() string {
 		}
 	}
 	var b strings.Builder
-	for i, l := range letters {
+	for _, i := range envoyOrder {
 		if f&(1<<i) == 0 {
 			continue
 		}
 		if b.Len() > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(l)
+		b.WriteString(letters[i])
 	}
 	return b.String()
 }

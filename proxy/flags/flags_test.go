@@ -23,7 +23,10 @@ func TestString(t *testing.T) {
 		{OverloadManager, "OM"},
 		{StreamIdleTimeout, "SI"},
 		{UpstreamConnectFailure | UpstreamRetryLimit, "UF,URX"},
-		{UpstreamRetryLimit | UpstreamRemoteReset | NoHealthyUpstream, "UH,URX,UR"},
+		{UpstreamRetryLimit | UpstreamRemoteReset | NoHealthyUpstream, "UH,UR,URX"},
+		{UpstreamRetryLimit | UpstreamRequestTimeout | UpstreamConnectionTerm, "UT,UC,URX"},
+		{OverloadManager | NoClusterFound | DownstreamConnectionTerm | LocalReset | RateLimited | StreamIdleTimeout, "LR,RL,DC,SI,NC,OM"},
+		{^Flags(0) >> (16 - count), "UH,UT,LR,UR,UF,UC,UO,NR,RL,DC,URX,SI,NC,OM"},
 	}
 	for _, tt := range tests {
 		if got := tt.f.String(); got != tt.want {
