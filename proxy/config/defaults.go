@@ -187,6 +187,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Stats.FlushInterval, defaultStatsFlushInterval)
 	setDefault(&c.Stats.MaxGRPCMethodsPerCluster, defaultMaxGRPCMethods)
 	setDefault(&c.Stats.Prometheus.Namespace, defaultPrometheusNamespace)
+	setDefault(&c.Stats.Prometheus.Naming, PrometheusNamingSightline)
 	for i := range c.Stats.Sinks {
 		if s := c.Stats.Sinks[i].Statsd; s != nil {
 			setDefault(&s.Protocol, defaultStatsdProtocol)

@@ -455,6 +455,20 @@ tracing:
 				"main.yaml:15:20: tracing.otlp.endpoint: must not be empty (use host:port, e.g. 127.0.0.1:4317)",
 		},
 		{
+			name: "prometheus naming",
+			give: `stats:
+  prometheus: {naming: envoi}
+`,
+			wantErr: "main.yaml:2:24: stats.prometheus.naming: must be one of sightline, envoy, got \"envoi\" (did you mean \"envoy\"?)",
+		},
+		{
+			name: "prometheus namespace beside naming envoy",
+			give: `stats:
+  prometheus: {naming: envoy, namespace: edge}
+`,
+			wantErr: "main.yaml:2:42: stats.prometheus.namespace: has no effect with naming: envoy (every family is envoy_…, as Envoy names them) (leave namespace out, or use naming: sightline)",
+		},
+		{
 			name: "statsd constant tags",
 			give: `stats:
   sinks:
@@ -909,7 +923,7 @@ clusters:
 		Server: Server{DrainTime: Duration(5e9), DrainTimeout: Duration(10e9)},
 		Overload: Overload{MaxBufferedBytes: 64 << 20, RefreshInterval: Duration(100e6),
 			Actions: OverloadActions{ResetHighMemoryStream: 0.8, StopAcceptingRequests: 0.95, StopAcceptingConnections: 0.95}},
-		Stats: Stats{FlushInterval: Duration(1e9), MaxGRPCMethodsPerCluster: 1000, Prometheus: Prometheus{Namespace: "sightline"}},
+		Stats: Stats{FlushInterval: Duration(1e9), MaxGRPCMethodsPerCluster: 1000, Prometheus: Prometheus{Namespace: "sightline", Naming: PrometheusNamingSightline}},
 		// No exporter: sampling stays 0.
 		Tracing: Tracing{Propagation: []string{"tracecontext", "baggage"}, ServiceName: "sightline"},
 		Listeners: []Listener{

@@ -140,7 +140,18 @@ type OTLP struct {
 // Prometheus configures the /stats/prometheus exposition.
 type Prometheus struct {
 	Namespace string `yaml:"namespace" json:"namespace"`
+	// Naming is sightline (the default: <namespace>_ families with
+	// labels named as the stats catalog's tag keys) or envoy (Envoy's admin
+	// exposition, envoy_ families named by Envoy's tag extraction, so that
+	// dashboards written for Envoy work unchanged; namespace is then unused).
+	Naming string `yaml:"naming" json:"naming"`
 }
+
+// The values of Prometheus.Naming.
+const (
+	PrometheusNamingSightline = "sightline"
+	PrometheusNamingEnvoy     = "envoy"
+)
 
 // Tracing configures spans and propagation.
 type Tracing struct {

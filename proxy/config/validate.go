@@ -224,6 +224,21 @@ func (v *validator) stats(s *Stats) {
 		v.report("stats.prometheus.namespace", "letters, digits and underscores, not starting with a digit",
 			"must be a valid Prometheus metric name prefix, got %q", ns)
 	}
+	v.prometheusNaming(s.Prometheus)
+}
+
+// prometheusNamings are the allowed values of stats.prometheus.naming.
+var prometheusNamings = []string{PrometheusNamingSightline, PrometheusNamingEnvoy}
+
+// prometheusNaming checks stats.prometheus.naming, and that a namespace is
+// not written beside naming: envoy, whose families are always envoy_ as
+// Envoy's.
+func (v *validator) prometheusNaming(p Prometheus) {
+	v.oneOf("stats.prometheus.naming", p.Naming, prometheusNamings)
+	if p.Naming == PrometheusNamingEnvoy && v.has("stats.prometheus.namespace") {
+		v.report("stats.prometheus.namespace", "leave namespace out, or use naming: sightline",
+			"has no effect with naming: envoy (every family is envoy_…, as Envoy names them)")
+	}
 }
 
 // statsdHistograms and statsdHistogramTypes are the allowed values of a

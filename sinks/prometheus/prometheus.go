@@ -34,12 +34,20 @@ type Sink struct {
 	*cumulative.Set[[]*dto.LabelPair]
 	namespace string
 	bounds    []float64 // histogram bucket bounds in ms, shared by every scrape
+
+	// envoy is set for naming: envoy; ServeHTTP then writes Envoy's
+	// exposition instead (envoy.go).
+	envoy *envoyView
 }
 
 // New returns a Sink that names families under cfg.Namespace. Pass it to
 // stats.New among Options.Sinks and mount it at GET /stats/prometheus.
 func New(cfg config.Prometheus) *Sink {
-	return &Sink{Set: cumulative.New(labelPairs), namespace: cfg.Namespace, bounds: stats.BoundsMillis()}
+	s := &Sink{Set: cumulative.New(labelPairs), namespace: cfg.Namespace, bounds: stats.BoundsMillis()}
+	if cfg.Naming == config.PrometheusNamingEnvoy {
+		s.envoy = newEnvoyView()
+	}
+	return s
 }
 
 // labelPairs builds a series' labels once, pointing into the Def's keys and
@@ -57,6 +65,10 @@ func labelPairs(d *stats.Def, values []string) []*dto.LabelPair {
 // families that print a name the expression matches (for a histogram, its
 // _bucket, _sum or _count name counts too).
 func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.envoy != nil {
+		s.envoy.serve(w, r, s.Series())
+		return
+	}
 	var filter *regexp.Regexp
 	if f := r.URL.Query().Get("filter"); f != "" {
 		re, err := regexp.Compile(f)
