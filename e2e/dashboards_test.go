@@ -533,32 +533,14 @@ func TestDashboardsStatic(t *testing.T) {
 func TestDashboardsLive(t *testing.T) {
 	promBin := testtool.Look(t, "prometheus")
 	dashboards := loadDashboards(t)
-	env := startObservedEnv(t)
+	env := startObservedEnv(t, "")
 	if code, out, errOut := runCLI(t, "validate", "-c", env.p.cfgPath); code != 0 {
 		t.Fatalf("sightline validate: exit %d\n%s%s", code, out, errOut)
 	}
 	prom := startPrometheus(t, promBin, env.p.admin)
 
 	// A few scrapes, with traffic of every kind in each interval.
-	if err := eventually(60*time.Second, func() error {
-		n, _, err := prom.query(`count_over_time(up{job="sightline"}[1m])`)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return errors.New("no scrape yet")
-		}
-		v, err := prom.scalar(`sum(count_over_time(up{job="sightline"}[1m]))`)
-		if err != nil || v < 6 {
-			return fmt.Errorf("%v scrapes so far (%v)", v, err)
-		}
-		if up, err := prom.scalar(`min(up{job="sightline"})`); err != nil || up != 1 {
-			return fmt.Errorf("up = %v (%v)", up, err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("Prometheus did not scrape the proxy: %v\nPrometheus output:\n%s", err, tail(prom.output.String(), 3000))
-	}
+	prom.waitScrapes(t, 6)
 	env.traffic.check(t)
 
 	present := map[string]bool{} // metric name → has series in Prometheus
@@ -682,8 +664,9 @@ type observedEnv struct {
 }
 
 // startObservedEnv starts the backends and sinks, the proxy, and the
-// traffic loop.
-func startObservedEnv(t *testing.T) *observedEnv {
+// traffic loop. prometheus is the stats.prometheus mapping in YAML, or ""
+// for the defaults.
+func startObservedEnv(t *testing.T, prometheus string) *observedEnv {
 	t.Helper()
 	dir := t.TempDir()
 	e := &observedEnv{dead: closedAddr(t)}
@@ -706,6 +689,7 @@ server: {drain_time: 1ms, drain_timeout: 3s}
 stats:
   flush_interval: 250ms
   emit_zeros: true
+  prometheus: {%[13]s}
   sinks:
     - statsd: {address: %[1]q, prefix: sightline, protocol: udp, tags: none}
     - otlp: {endpoint: %[2]q, protocol: http, insecure: true}
@@ -776,7 +760,7 @@ clusters:
     endpoints: [{address: %[12]q, zone: zone-a}]
 `, statsd, otlp, filepath.Join(dir, "access.log"),
 		e.backends[0].Addr, e.backends[1].Addr, e.backends[2].Addr, e.backends[3].Addr, e.dead,
-		filepath.Join(dir, "healthcheck.log"), e.canary.Addr, e.shadow.Addr, e.web)
+		filepath.Join(dir, "healthcheck.log"), e.canary.Addr, e.shadow.Addr, e.web, prometheus)
 	e.p = startProxy(t, cfg)
 	e.traffic = startTraffic(t, e.p.listener("ingress"), e.p.listener("edge"))
 	return e
@@ -1070,6 +1054,31 @@ scrape_configs:
 	}
 	t.Fatalf("prometheus could not bind a port after 3 attempts:\n%s", tail(last, 3000))
 	return nil
+}
+
+// waitScrapes waits until Prometheus has scraped the proxy n times in the
+// last minute, every scrape up.
+func (p *promServer) waitScrapes(t *testing.T, n float64) {
+	t.Helper()
+	if err := eventually(60*time.Second, func() error {
+		count, _, err := p.query(`count_over_time(up{job="sightline"}[1m])`)
+		if err != nil {
+			return err
+		}
+		if count == 0 {
+			return errors.New("no scrape yet")
+		}
+		v, err := p.scalar(`sum(count_over_time(up{job="sightline"}[1m]))`)
+		if err != nil || v < n {
+			return fmt.Errorf("%v scrapes so far (%v)", v, err)
+		}
+		if up, err := p.scalar(`min(up{job="sightline"})`); err != nil || up != 1 {
+			return fmt.Errorf("up = %v (%v)", up, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("Prometheus did not scrape the proxy: %v\nPrometheus output:\n%s", err, tail(p.output.String(), 3000))
+	}
 }
 
 // promAPIResponse is the envelope of Prometheus' HTTP API.

@@ -49,7 +49,7 @@ type statusJSON struct {
 // then takes a 1280×900 screenshot.
 func TestStatusPage(t *testing.T) {
 	chromium := testtool.Look(t, "chromium")
-	env := startObservedEnv(t)
+	env := startObservedEnv(t, "")
 
 	// Wait for a few seconds of history, so that rates and sparklines
 	// have something to show; for the README's picture, for more.
