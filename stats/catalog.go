@@ -33,7 +33,8 @@ const (
 	KindCounter Kind = iota + 1
 	// KindGauge is a current value.
 	KindGauge
-	// KindHistogram is a distribution of durations in milliseconds.
+	// KindHistogram is a distribution of durations; each sink shows it in
+	// its unit (seconds in Prometheus and OTLP, milliseconds in statsd).
 	KindHistogram
 )
 
@@ -66,6 +67,10 @@ type Def struct {
 	// contract's rule would fail promtool's lint: a gauge ending in _total,
 	// or a unit abbreviation in the name.
 	prom string
+	// promBase is prom with its unit in Prometheus' base unit and named
+	// at the end, as Prometheus' conventions ask: histograms in seconds
+	// (_seconds), sizes in _bytes.
+	promBase string
 
 	tags   []string // tag keys in pattern order
 	pieces []piece
@@ -99,12 +104,36 @@ func (d *Def) Name() string { return d.name }
 func (d *Def) TagKeys() []string { return d.tags }
 
 // PrometheusName returns the family name under namespace: the tagged name
-// with dots as underscores, counters ending in _total.
+// with dots as underscores, the unit in Prometheus' base unit at the end
+// (_seconds, _bytes), counters ending in _total. Histograms of such a
+// family are shown in seconds.
 func (d *Def) PrometheusName(namespace string) string {
-	if namespace == "" {
-		return d.prom
+	return prefixed(namespace, d.promBase)
+}
+
+// PrometheusMsName returns the family name as it is with units: ms: no
+// unit suffix, histograms in milliseconds.
+func (d *Def) PrometheusMsName(namespace string) string {
+	return prefixed(namespace, d.prom)
+}
+
+// PrometheusUnit returns the base unit PrometheusName ends in ("seconds",
+// "bytes"), or "" for a count: OpenMetrics' UNIT.
+func (d *Def) PrometheusUnit() string {
+	switch d.unit {
+	case "ms", "s":
+		return "seconds"
+	case "By":
+		return "bytes"
 	}
-	return namespace + "_" + d.prom
+	return ""
+}
+
+func prefixed(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "_" + name
 }
 
 // FlatName renders the flat name for tag values given in TagKeys order.
@@ -137,7 +166,7 @@ func define(d Def) *Def {
 		panic(fmt.Sprintf("stats: catalog entry %q: tagged name %q declared twice", d.flat, d.name))
 	}
 	for _, o := range catalog {
-		if o.prom == d.prom {
+		if o.prom == d.prom || o.promBase == d.promBase {
 			panic(fmt.Sprintf("stats: catalog entries %q and %q share Prometheus family %q", o.flat, d.flat, d.prom))
 		}
 	}
@@ -194,6 +223,16 @@ func (d *Def) compile() error {
 			d.prom += "_total"
 		}
 	}
+	d.promBase = d.prom
+	if u := d.PrometheusUnit(); u != "" {
+		stem, total := strings.CutSuffix(d.prom, "_total")
+		if !strings.HasSuffix(stem, "_"+u) {
+			d.promBase = stem + "_" + u
+			if total {
+				d.promBase += "_total"
+			}
+		}
+	}
 	return nil
 }
 
@@ -226,7 +265,7 @@ var (
 	upstreamRqClass = define(Def{flat: "cluster.{cluster_name}.upstream_rq_{response_code_class}xx", kind: KindCounter,
 		help: "Upstream attempts completed, by response status class (2 for 2xx), counted when the status is known."})
 	upstreamRqTime = define(Def{flat: "cluster.{cluster_name}.upstream_rq_time", kind: KindHistogram, unit: "ms",
-		help: "Upstream attempt duration in milliseconds, from sending the request to the end of the response."})
+		help: "Upstream attempt duration, from sending the request to the end of the response."})
 	upstreamRqActive = define(Def{flat: "cluster.{cluster_name}.upstream_rq_active", kind: KindGauge,
 		help: "Upstream requests in flight."})
 	upstreamRqPendingActive = define(Def{flat: "cluster.{cluster_name}.upstream_rq_pending_active", kind: KindGauge,
@@ -291,10 +330,10 @@ var (
 		help: "Upstream connections retired after max_requests_per_connection streams."})
 	upstreamCxConnectMs = define(Def{flat: "cluster.{cluster_name}.upstream_cx_connect_ms", kind: KindHistogram, unit: "ms",
 		prom: "cluster_upstream_cx_connect_time",
-		help: "Upstream connection set-up time in milliseconds (TCP, TLS and the peer's SETTINGS)."})
+		help: "Upstream connection set-up time (TCP, TLS and the peer's SETTINGS)."})
 	upstreamCxLengthMs = define(Def{flat: "cluster.{cluster_name}.upstream_cx_length_ms", kind: KindHistogram, unit: "ms",
 		prom: "cluster_upstream_cx_length_time",
-		help: "Upstream connection lifetime in milliseconds."})
+		help: "Upstream connection lifetime."})
 
 	// Cluster: membership.
 	membershipTotal = define(Def{flat: "cluster.{cluster_name}.membership_total", kind: KindGauge,
@@ -356,7 +395,7 @@ var (
 	zoneRqClass = define(Def{flat: "cluster.{cluster_name}.zone.{from_zone}.{to_zone}.upstream_rq_{response_code_class}xx", kind: KindCounter,
 		help: "Upstream attempts from this proxy's zone to hosts in to_zone, by response status class."})
 	zoneRqTime = define(Def{flat: "cluster.{cluster_name}.zone.{from_zone}.{to_zone}.upstream_rq_time", kind: KindHistogram, unit: "ms",
-		help: "Upstream attempt duration in milliseconds, from this proxy's zone to hosts in to_zone."})
+		help: "Upstream attempt duration, from this proxy's zone to hosts in to_zone."})
 
 	// Cluster: per gRPC method.
 	grpcTotal = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.total", kind: KindCounter,
@@ -373,7 +412,7 @@ var (
 	grpcResponseMessages = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.response_message_count", kind: KindCounter,
 		help: "gRPC response messages sent to the client."})
 	grpcRqTime = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.upstream_rq_time", kind: KindHistogram, unit: "ms",
-		help: "gRPC call duration in milliseconds, from the request to the trailers."})
+		help: "gRPC call duration, from the request to the trailers."})
 
 	// HTTP connection manager, by listener stat_prefix.
 	httpRqTotal = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_total", kind: KindCounter,
@@ -381,7 +420,7 @@ var (
 	httpRqClass = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_{response_code_class}xx", kind: KindCounter,
 		help: "Downstream responses by status class (2 for 2xx), counted when the response headers are sent."})
 	httpRqTime = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_time", kind: KindHistogram, unit: "ms",
-		help: "Downstream request duration in milliseconds, from the request headers to the end of the response."})
+		help: "Downstream request duration, from the request headers to the end of the response."})
 	httpRqActive = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_rq_active", kind: KindGauge,
 		help: "Downstream requests in flight."})
 	httpCxTotal = define(Def{flat: "http.{http_conn_manager_prefix}.downstream_cx_total", kind: KindCounter,
@@ -477,7 +516,7 @@ var (
 		help: "Changed certificate or key files that did not load (unparsable, key mismatch); the previous pair keeps serving."})
 	serverGCPause = define(Def{flat: "server.go.gc_pause_ms", kind: KindHistogram, unit: "ms",
 		prom: "server_go_gc_pause_time",
-		help: "Stop-the-world pauses of the Go garbage collector in milliseconds."})
+		help: "Stop-the-world pauses of the Go garbage collector."})
 	serverGoroutines = define(Def{flat: "server.go.goroutines", kind: KindGauge,
 		help: "Live goroutines."})
 

@@ -19,7 +19,7 @@ func defByFlat(t *testing.T, flat string) *Def {
 
 // TestContractStats checks every stat of the contract's table: it exists
 // with that flat name and kind, and where the table names the Prometheus
-// family, with that family and label set.
+// family, with that family (as units: ms names it) and label set.
 func TestContractStats(t *testing.T) {
 	const (
 		c = "cluster.{cluster_name}."
@@ -109,8 +109,8 @@ func TestContractStats(t *testing.T) {
 			if d.Kind() != tt.kind {
 				t.Errorf("kind = %v, want %v", d.Kind(), tt.kind)
 			}
-			if tt.wantProm != "" && d.PrometheusName("sightline") != tt.wantProm {
-				t.Errorf("Prometheus family = %q, want %q", d.PrometheusName("sightline"), tt.wantProm)
+			if tt.wantProm != "" && d.PrometheusMsName("sightline") != tt.wantProm {
+				t.Errorf("Prometheus family = %q, want %q", d.PrometheusMsName("sightline"), tt.wantProm)
 			}
 			if tt.wantTags != nil && !slices.Equal(d.TagKeys(), tt.wantTags) {
 				t.Errorf("tags = %v, want %v", d.TagKeys(), tt.wantTags)
@@ -131,6 +131,9 @@ func TestPrometheusRule(t *testing.T) {
 		if isTotal := strings.HasSuffix(name, "_total"); isTotal != (d.Kind() == KindCounter) {
 			t.Errorf("%s: %v family %q: only counters end in _total", d.Flat(), d.Kind(), name)
 		}
+		if u := d.PrometheusUnit(); u != "" && !strings.HasSuffix(strings.TrimSuffix(name, "_total"), "_"+u) {
+			t.Errorf("%s: family %q does not end in its unit %q", d.Flat(), name, u)
+		}
 		if strings.HasSuffix(name, "_ms") {
 			t.Errorf("%s: family %q has a unit abbreviation", d.Flat(), name)
 		}
@@ -140,6 +143,36 @@ func TestPrometheusRule(t *testing.T) {
 		if (d.Kind() == KindHistogram) != (d.Unit() == "ms") {
 			t.Errorf("%s: %v with unit %q: histograms and only histograms are in ms", d.Flat(), d.Kind(), d.Unit())
 		}
+	}
+}
+
+// TestPrometheusBaseUnits checks the default families: durations in
+// seconds and sizes in bytes, named at the end, before _total.
+func TestPrometheusBaseUnits(t *testing.T) {
+	tests := []struct {
+		flat, want, wantMs, wantUnit string
+	}{
+		{"cluster.{cluster_name}.upstream_rq_time", "sightline_cluster_upstream_rq_time_seconds", "sightline_cluster_upstream_rq_time", "seconds"},
+		{"cluster.{cluster_name}.upstream_cx_connect_ms", "sightline_cluster_upstream_cx_connect_time_seconds", "sightline_cluster_upstream_cx_connect_time", "seconds"},
+		{"server.go.gc_pause_ms", "sightline_server_go_gc_pause_time_seconds", "sightline_server_go_gc_pause_time", "seconds"},
+		{"server.uptime", "sightline_server_uptime_seconds", "sightline_server_uptime", "seconds"},
+		{"server.memory_allocated", "sightline_server_memory_allocated_bytes", "sightline_server_memory_allocated", "bytes"},
+		{"http.{http_conn_manager_prefix}.downstream_cx_rx_bytes_total", "sightline_http_downstream_cx_rx_bytes_total", "sightline_http_downstream_cx_rx_bytes_total", "bytes"},
+		{"cluster.{cluster_name}.upstream_rq_total", "sightline_cluster_upstream_rq_total", "sightline_cluster_upstream_rq_total", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.flat, func(t *testing.T) {
+			d := defByFlat(t, tt.flat)
+			if got := d.PrometheusName("sightline"); got != tt.want {
+				t.Errorf("PrometheusName = %q, want %q", got, tt.want)
+			}
+			if got := d.PrometheusMsName("sightline"); got != tt.wantMs {
+				t.Errorf("PrometheusMsName = %q, want %q", got, tt.wantMs)
+			}
+			if got := d.PrometheusUnit(); got != tt.wantUnit {
+				t.Errorf("PrometheusUnit = %q, want %q", got, tt.wantUnit)
+			}
+		})
 	}
 }
 

@@ -23,7 +23,7 @@ import (
 // TestEveryStatIsWritten checks that every stat of the catalog is written
 // on some path: each exported *Counter, *Gauge, *Histogram and Responses
 // field of the handle structs in handles.go must be written (Inc, Dec, Add,
-// Set, RecordDuration, RqCompleted, or GRPCMethod.Completed for the fields
+// Set, RecordDuration, RecordTraced, RqCompleted, or GRPCMethod.Completed for the fields
 // it writes) by the module's non-test code outside this package, or by the
 // Store itself for the runtime stats it sets at each flush.
 //
@@ -312,7 +312,7 @@ func (m *module) writtenFields(stats *types.Package) map[types.Object]bool {
 	for typ, methods := range map[string][]string{
 		"Counter":    {"Inc"},
 		"Gauge":      {"Inc", "Dec", "Add", "Set"},
-		"Histogram":  {"RecordDuration", "record"},
+		"Histogram":  {"RecordDuration", "RecordTraced", "record"},
 		"Responses":  {"RqCompleted"},
 		"GRPCMethod": {"Completed"},
 	} {

@@ -188,6 +188,8 @@ type Histogram struct {
 	// samples are the sinks that take every sample (SampleRecorder);
 	// usually none, and then recording costs nothing more.
 	samples []SampleRecorder
+	// exemplars are the sinks that keep exemplars (ExemplarRecorder).
+	exemplars []ExemplarRecorder
 }
 
 // RecordDuration adds one sample. Negative durations (a clock stepping
@@ -195,6 +197,22 @@ type Histogram struct {
 func (h *Histogram) RecordDuration(d time.Duration) {
 	if h != nil {
 		h.record(max(d, 0), 1)
+	}
+}
+
+// RecordTraced adds one sample of a call and, when trace is not zero (the
+// call's trace is sampled), hands the trace to the sinks that keep
+// exemplars. With a zero trace it is RecordDuration.
+func (h *Histogram) RecordTraced(d time.Duration, trace TraceID) {
+	if h == nil {
+		return
+	}
+	d = max(d, 0)
+	h.record(d, 1)
+	if trace != (TraceID{}) {
+		for _, r := range h.exemplars {
+			r.RecordExemplar(d, trace)
+		}
 	}
 }
 

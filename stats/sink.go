@@ -48,6 +48,19 @@ type SampleRecorder interface {
 	RecordSample(d time.Duration)
 }
 
+// TraceID is the W3C trace id of a sampled call, as OTLP and traceparent
+// carry it.
+type TraceID [16]byte
+
+// ExemplarRecorder is implemented by a sink's tally.CachedHistogram that
+// keeps exemplars: the trace of a sampled call beside the bucket its
+// duration fell in, so a latency spike on a dashboard links to a trace.
+// RecordExemplar is called on the request path, from any goroutine, once
+// per sampled call, after the sample is counted.
+type ExemplarRecorder interface {
+	RecordExemplar(d time.Duration, trace TraceID)
+}
+
 // Discard drops whatever it is reported. It is the timer and the value
 // bucket the tally interface makes sinks return, which Sightline never
 // reports to.

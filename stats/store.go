@@ -412,6 +412,9 @@ func (sc scope) histogram(d *Def) *Histogram {
 		if r, ok := ch.(SampleRecorder); ok {
 			h.samples = append(h.samples, r)
 		}
+		if r, ok := ch.(ExemplarRecorder); ok {
+			h.exemplars = append(h.exemplars, r)
+		}
 	}
 	sc.s.histograms = append(sc.s.histograms, h)
 	return h

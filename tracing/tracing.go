@@ -391,6 +391,19 @@ func (s Span) TraceID() string {
 	return sc.TraceID().String()
 }
 
+// Sampled returns the span's trace id when its trace is sampled (exported),
+// else the zero id: the trace a latency histogram keeps as an exemplar.
+func (s Span) Sampled() trace.TraceID {
+	if s.s == nil {
+		return trace.TraceID{}
+	}
+	sc := s.s.SpanContext()
+	if !sc.IsSampled() {
+		return trace.TraceID{}
+	}
+	return sc.TraceID()
+}
+
 // End records the outcome and ends the span. A gRPC status other than OK, an
 // HTTP 5xx or a transport error marks the span as an error; anything else
 // leaves the status unset, as the semantic conventions ask.

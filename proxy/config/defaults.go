@@ -188,6 +188,10 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Stats.MaxGRPCMethodsPerCluster, defaultMaxGRPCMethods)
 	setDefault(&c.Stats.Prometheus.Namespace, defaultPrometheusNamespace)
 	setDefault(&c.Stats.Prometheus.Naming, PrometheusNamingSightline)
+	if c.Stats.Prometheus.Naming == PrometheusNamingEnvoy {
+		setDefault(&c.Stats.Prometheus.Units, PrometheusUnitsMs)
+	}
+	setDefault(&c.Stats.Prometheus.Units, PrometheusUnitsBase)
 	for i := range c.Stats.Sinks {
 		if s := c.Stats.Sinks[i].Statsd; s != nil {
 			setDefault(&s.Protocol, defaultStatsdProtocol)

@@ -462,6 +462,20 @@ tracing:
 			wantErr: "main.yaml:2:24: stats.prometheus.naming: must be one of sightline, envoy, got \"envoi\" (did you mean \"envoy\"?)",
 		},
 		{
+			name: "prometheus units",
+			give: `stats:
+  prometheus: {units: seconds}
+`,
+			wantErr: "main.yaml:2:23: stats.prometheus.units: must be one of base, ms, got \"seconds\"",
+		},
+		{
+			name: "prometheus units base beside naming envoy",
+			give: `stats:
+  prometheus: {naming: envoy, units: base}
+`,
+			wantErr: "main.yaml:2:38: stats.prometheus.units: must be ms with naming: envoy (Envoy's histograms are in milliseconds) (leave units out, or use naming: sightline)",
+		},
+		{
 			name: "prometheus namespace beside naming envoy",
 			give: `stats:
   prometheus: {naming: envoy, namespace: edge}
@@ -923,7 +937,7 @@ clusters:
 		Server: Server{DrainTime: Duration(5e9), DrainTimeout: Duration(10e9)},
 		Overload: Overload{MaxBufferedBytes: 64 << 20, RefreshInterval: Duration(100e6),
 			Actions: OverloadActions{ResetHighMemoryStream: 0.8, StopAcceptingRequests: 0.95, StopAcceptingConnections: 0.95}},
-		Stats: Stats{FlushInterval: Duration(1e9), MaxGRPCMethodsPerCluster: 1000, Prometheus: Prometheus{Namespace: "sightline", Naming: PrometheusNamingSightline}},
+		Stats: Stats{FlushInterval: Duration(1e9), MaxGRPCMethodsPerCluster: 1000, Prometheus: Prometheus{Namespace: "sightline", Naming: PrometheusNamingSightline, Units: PrometheusUnitsBase}},
 		// No exporter: sampling stays 0.
 		Tracing: Tracing{Propagation: []string{"tracecontext", "baggage"}, ServiceName: "sightline"},
 		Listeners: []Listener{

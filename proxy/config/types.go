@@ -145,7 +145,25 @@ type Prometheus struct {
 	// exposition, envoy_ families named by Envoy's tag extraction, so that
 	// dashboards written for Envoy work unchanged; namespace is then unused).
 	Naming string `yaml:"naming" json:"naming"`
+	// Units is base (the default with naming: sightline: durations in
+	// seconds and sizes in bytes, each family ending in its unit as
+	// Prometheus' conventions ask: _seconds, _bytes) or ms (histograms in
+	// milliseconds and no unit suffix, as Sightline 1.x named them).
+	// naming: envoy is always Envoy's milliseconds.
+	Units string `yaml:"units" json:"units"`
+	// Created adds to OpenMetrics scrapes a _created sample per counter
+	// and histogram: when the stat came to be. On by default; Prometheus
+	// stores them as series of their own unless its
+	// created-timestamp-zero-ingestion feature is on, so a user who pays
+	// per series may turn them off.
+	Created *bool `yaml:"created,omitempty" json:"created,omitempty"`
 }
+
+// The values of Prometheus.Units.
+const (
+	PrometheusUnitsBase = "base"
+	PrometheusUnitsMs   = "ms"
+)
 
 // The values of Prometheus.Naming.
 const (

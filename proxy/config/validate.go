@@ -227,8 +227,12 @@ func (v *validator) stats(s *Stats) {
 	v.prometheusNaming(s.Prometheus)
 }
 
-// prometheusNamings are the allowed values of stats.prometheus.naming.
-var prometheusNamings = []string{PrometheusNamingSightline, PrometheusNamingEnvoy}
+// prometheusNamings and prometheusUnits are the allowed values of
+// stats.prometheus.naming and units.
+var (
+	prometheusNamings = []string{PrometheusNamingSightline, PrometheusNamingEnvoy}
+	prometheusUnits   = []string{PrometheusUnitsBase, PrometheusUnitsMs}
+)
 
 // prometheusNaming checks stats.prometheus.naming, and that a namespace is
 // not written beside naming: envoy, whose families are always envoy_ as
@@ -238,6 +242,11 @@ func (v *validator) prometheusNaming(p Prometheus) {
 	if p.Naming == PrometheusNamingEnvoy && v.has("stats.prometheus.namespace") {
 		v.report("stats.prometheus.namespace", "leave namespace out, or use naming: sightline",
 			"has no effect with naming: envoy (every family is envoy_…, as Envoy names them)")
+	}
+	v.oneOf("stats.prometheus.units", p.Units, prometheusUnits)
+	if p.Naming == PrometheusNamingEnvoy && p.Units == PrometheusUnitsBase {
+		v.report("stats.prometheus.units", "leave units out, or use naming: sightline",
+			"must be ms with naming: envoy (Envoy's histograms are in milliseconds)")
 	}
 }
 

@@ -160,12 +160,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			st.DownstreamRqCompleted.Inc(1)
 		}
 		rec.call.RequestMessages, rec.call.ResponseMessages = rec.reqMsgs.Load(), rec.respMsgs
+		rec.call.Trace = stats.TraceID(srvSpan.Sampled())
 		rec.call.Finish(&rec.outcome)
 		st.DownstreamRqActive.Dec()
 		if !rec.flags.Has(flags.DownstreamConnectionTerm) {
 			st.RqCompleted(status)
 		}
-		st.DownstreamRqTime.RecordDuration(elapsed)
+		st.DownstreamRqTime.RecordTraced(elapsed, rec.call.Trace)
 		if h.Observer != nil {
 			h.observeEnd(r, rec, srvSpan, start, status, elapsed)
 		}

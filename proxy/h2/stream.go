@@ -13,6 +13,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/overload"
 	"github.com/sightline-proxy/sightline/proxy/router"
+	"github.com/sightline-proxy/sightline/stats"
 	"github.com/sightline-proxy/sightline/tracing"
 )
 
@@ -415,7 +416,8 @@ func (cl *call) finish() {
 	}
 	st.DownstreamRqActive.Dec()
 	elapsed := time.Since(cl.start)
-	st.DownstreamRqTime.RecordDuration(elapsed)
+	cl.rc.Trace = stats.TraceID(cl.srvSpan.Sampled())
+	st.DownstreamRqTime.RecordTraced(elapsed, cl.rc.Trace)
 	if obs := cl.sc.srv.obs; obs != nil {
 		cl.observeEnd(obs, sent, elapsed) // before Finish: it ends the open attempt's span
 	}

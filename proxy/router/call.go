@@ -109,6 +109,9 @@ type Call struct {
 	// client sent and got (grpcproto.MessageCounter), set by the codec
 	// before Finish; counted once per call, however many attempts.
 	RequestMessages, ResponseMessages int64
+	// Trace is the call's trace id when it is sampled, set by the codec
+	// before Finish: the latency histograms keep it as an exemplar.
+	Trace stats.TraceID
 
 	open      bool // Begin not yet matched by an end
 	rqSlot    bool // a max_requests slot is held
@@ -261,13 +264,13 @@ func (c *Call) Finish(o *Outcome) {
 	up.RqFinished.Inc(1)
 	responded := o.Status > 0
 	if responded {
-		up.RqTime.RecordDuration(o.Elapsed)
+		up.RqTime.RecordTraced(o.Elapsed, c.Trace)
 	}
 	if h := c.Host; h != nil {
 		zu := h.ZoneStats.Upstream()
 		zu.RqCompleted(code)
 		if responded {
-			zu.RqTime.RecordDuration(o.Elapsed)
+			zu.RqTime.RecordTraced(o.Elapsed, c.Trace)
 		}
 	}
 	if m != nil {
@@ -277,7 +280,7 @@ func (c *Call) Finish(o *Outcome) {
 		}
 		m.Completed(status)
 		if responded {
-			m.RqTime.RecordDuration(o.Elapsed)
+			m.RqTime.RecordTraced(o.Elapsed, c.Trace)
 		}
 	}
 	if c.Tries > 1 && responded && o.End != EndCancelled && !c.Plan.Retry.Retriable(o.retryOutcome(false)) {

@@ -12,13 +12,17 @@ package prometheus
 
 import (
 	"cmp"
+	"encoding/hex"
 	"fmt"
+	"math"
 	"net/http"
 	"regexp"
 	"slices"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/sinks/internal/cumulative"
@@ -33,7 +37,9 @@ var accepted = []expfmt.Format{expfmt.FmtText, expfmt.FmtOpenMetrics_1_0_0, expf
 type Sink struct {
 	*cumulative.Set[[]*dto.LabelPair]
 	namespace string
-	bounds    []float64 // histogram bucket bounds in ms, shared by every scrape
+	ms        bool      // units: ms
+	bounds    []float64 // histogram bucket bounds in the unit shown, shared by every scrape
+	created   bool      // _created lines in OpenMetrics
 
 	// envoy is set for naming: envoy; ServeHTTP then writes Envoy's
 	// exposition instead (envoy.go).
@@ -43,11 +49,36 @@ type Sink struct {
 // New returns a Sink that names families under cfg.Namespace. Pass it to
 // stats.New among Options.Sinks and mount it at GET /stats/prometheus.
 func New(cfg config.Prometheus) *Sink {
-	s := &Sink{Set: cumulative.New(labelPairs), namespace: cfg.Namespace, bounds: stats.BoundsMillis()}
+	s := &Sink{Set: cumulative.New(labelPairs), namespace: cfg.Namespace, ms: cfg.Units == config.PrometheusUnitsMs,
+		created: cfg.Created == nil || *cfg.Created}
+	s.bounds = stats.BoundsMillis()
+	if !s.ms {
+		for i := range s.bounds {
+			s.bounds[i] /= 1e3
+		}
+	}
 	if cfg.Naming == config.PrometheusNamingEnvoy {
 		s.envoy = newEnvoyView()
+	} else {
+		s.KeepExemplars()
 	}
 	return s
+}
+
+// name is the family name of d in the Sink's units.
+func (s *Sink) name(d *stats.Def) string {
+	if s.ms {
+		return d.PrometheusMsName(s.namespace)
+	}
+	return d.PrometheusName(s.namespace)
+}
+
+// value converts a histogram's duration to the unit shown.
+func (s *Sink) value(d time.Duration) float64 {
+	if s.ms {
+		return stats.Millis(d)
+	}
+	return d.Seconds()
 }
 
 // labelPairs builds a series' labels once, pointing into the Def's keys and
@@ -80,8 +111,13 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	format := expfmt.NegotiateAccept(r.Header, accepted...)
 	w.Header().Set("Content-Type", string(format))
-	enc := expfmt.NewEncoder(w, format)
-	for _, mf := range s.families(filter) {
+	var opts []expfmt.EncoderOption
+	if s.created {
+		opts = append(opts, expfmt.WithCreatedLines())
+	}
+	enc := expfmt.NewEncoder(w, format, opts...)
+	om := format.FormatType() == expfmt.TypeOpenMetrics
+	for _, mf := range s.families(filter, om) {
 		if enc.Encode(mf) != nil {
 			return // the scraper went away
 		}
@@ -99,13 +135,13 @@ type family struct {
 
 // families groups the series by Def, one family each, sorted by name, the
 // series of a family sorted by label values.
-func (s *Sink) families(filter *regexp.Regexp) []*dto.MetricFamily {
+func (s *Sink) families(filter *regexp.Regexp, om bool) []*dto.MetricFamily {
 	byDef := map[*stats.Def]*family{} // nil for a family the filter drops
 	var fams []*family
 	for _, x := range s.Series() {
 		f, seen := byDef[x.Def]
 		if !seen {
-			name := x.Def.PrometheusName(s.namespace)
+			name := s.name(x.Def)
 			if filter == nil || printsMatch(filter, name, x.Def.Kind()) {
 				f = &family{name: name, def: x.Def}
 				fams = append(fams, f)
@@ -122,7 +158,7 @@ func (s *Sink) families(filter *regexp.Regexp) []*dto.MetricFamily {
 		slices.SortFunc(f.series, func(a, b *cumulative.Series[[]*dto.LabelPair]) int {
 			return slices.Compare(a.Values, b.Values)
 		})
-		out[i] = s.family(f)
+		out[i] = s.family(f, om)
 	}
 	return out
 }
@@ -143,9 +179,15 @@ func printsMatch(filter *regexp.Regexp, name string, kind stats.Kind) bool {
 	return false
 }
 
-func (s *Sink) family(f *family) *dto.MetricFamily {
+// family renders one family. om is an OpenMetrics scrape: the family gets
+// its UNIT, and counters and histograms their exemplars and creation time,
+// which the text format has no place for.
+func (s *Sink) family(f *family, om bool) *dto.MetricFamily {
 	help := f.def.Help()
 	mf := &dto.MetricFamily{Name: &f.name, Help: &help, Metric: make([]*dto.Metric, len(f.series))}
+	if u := f.def.PrometheusUnit(); om && !s.ms && u != "" {
+		mf.Unit = &u
+	}
 	switch f.def.Kind() {
 	case stats.KindCounter:
 		mf.Type = dto.MetricType_COUNTER.Enum()
@@ -156,6 +198,9 @@ func (s *Sink) family(f *family) *dto.MetricFamily {
 				v float64
 			}{v: float64(x.Counter())}
 			c.c.Value, c.m.Counter, c.m.Label = &c.v, &c.c, x.Ext
+			if om && s.created {
+				c.c.CreatedTimestamp = timestamppb.New(x.Created)
+			}
 			mf.Metric[i] = &c.m
 		}
 	case stats.KindGauge:
@@ -172,15 +217,16 @@ func (s *Sink) family(f *family) *dto.MetricFamily {
 	case stats.KindHistogram:
 		mf.Type = dto.MetricType_HISTOGRAM.Enum()
 		for i, x := range f.series {
-			mf.Metric[i] = s.histogram(x)
+			mf.Metric[i] = s.histogram(x, om)
 		}
 	}
 	return mf
 }
 
 // histogram renders one histogram series: cumulative counts for each
-// finite bound (+Inf is the sample count), the sum in milliseconds.
-func (s *Sink) histogram(x *cumulative.Series[[]*dto.LabelPair]) *dto.Metric {
+// finite bound (+Inf is the sample count), the sum in the unit shown; in
+// OpenMetrics, each bucket's exemplar and the creation time.
+func (s *Sink) histogram(x *cumulative.Series[[]*dto.LabelPair], om bool) *dto.Metric {
 	counts, count, sum := x.Histogram()
 	h := &struct {
 		m        dto.Metric
@@ -190,7 +236,7 @@ func (s *Sink) histogram(x *cumulative.Series[[]*dto.LabelPair]) *dto.Metric {
 		buckets  []dto.Bucket
 		pointers []*dto.Bucket
 		cum      []uint64
-	}{count: count, sum: stats.Millis(sum)}
+	}{count: count, sum: s.value(sum)}
 	h.buckets = make([]dto.Bucket, len(s.bounds))
 	h.pointers = make([]*dto.Bucket, len(s.bounds))
 	h.cum = make([]uint64, len(s.bounds))
@@ -199,9 +245,43 @@ func (s *Sink) histogram(x *cumulative.Series[[]*dto.LabelPair]) *dto.Metric {
 		below += counts[i]
 		h.cum[i] = below
 		h.buckets[i].CumulativeCount, h.buckets[i].UpperBound = &h.cum[i], &s.bounds[i]
+		if om {
+			h.buckets[i].Exemplar = s.exemplar(x.Exemplar(i))
+		}
 		h.pointers[i] = &h.buckets[i]
 	}
 	h.h.SampleCount, h.h.SampleSum, h.h.Bucket = &h.count, &h.sum, h.pointers
+	if om {
+		// The encoder writes the +Inf bucket itself, without an exemplar,
+		// unless it is given one.
+		if e := s.exemplar(x.Exemplar(len(s.bounds))); e != nil {
+			h.h.Bucket = append(h.h.Bucket, &dto.Bucket{CumulativeCount: &h.count, UpperBound: &posInf, Exemplar: e})
+		}
+		if s.created {
+			h.h.CreatedTimestamp = timestamppb.New(x.Created)
+		}
+	}
 	h.m.Histogram, h.m.Label = &h.h, x.Ext
 	return &h.m
+}
+
+var posInf = math.Inf(1)
+
+// traceIDLabel is the exemplar label Grafana's Prometheus data source
+// links to a trace by default.
+var traceIDLabel = "trace_id"
+
+// exemplar renders e as OpenMetrics wants it: the trace id in hex, the
+// duration in the unit shown, when the call ended. nil gives nil.
+func (s *Sink) exemplar(e *cumulative.Exemplar) *dto.Exemplar {
+	if e == nil {
+		return nil
+	}
+	id := hex.EncodeToString(e.Trace[:])
+	v := s.value(e.Value)
+	return &dto.Exemplar{
+		Label:     []*dto.LabelPair{{Name: &traceIDLabel, Value: &id}},
+		Value:     &v,
+		Timestamp: timestamppb.New(e.At),
+	}
 }

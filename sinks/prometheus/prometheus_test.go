@@ -3,6 +3,8 @@ package prometheus
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,17 +18,26 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/textparse"
 	"github.com/uber-go/tally/v4"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
-// newStore returns a Store flushing into a Prometheus sink, with every
-// family of stats used at least once.
+// newStore returns a Store flushing into a Prometheus sink with the default
+// units.
 func newStore(t testing.TB, cfg config.Stats) (*stats.Store, *Sink) {
+	return newStoreUnits(t, cfg, config.PrometheusUnitsBase)
+}
+
+// newStoreUnits returns a Store flushing into a Prometheus sink showing
+// units.
+func newStoreUnits(t testing.TB, cfg config.Stats, units string) (*stats.Store, *Sink) {
 	t.Helper()
-	sink := New(config.Prometheus{Namespace: "sightline"})
+	sink := New(config.Prometheus{Namespace: "sightline", Units: units})
 	cfg.FlushInterval = config.Duration(time.Hour)
 	s, err := stats.New(cfg, config.Node{ID: "edge-1", Zone: "zone-a"}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
 	if err != nil {
@@ -94,7 +105,39 @@ func parse(t *testing.T, body []byte) map[string]*dto.MetricFamily {
 }
 
 func TestExposition(t *testing.T) {
-	s, sink := newStore(t, config.Stats{})
+	for _, tt := range []struct {
+		units string
+		// the upstream_rq_time family, the 1.2 ms sample's sum and the
+		// first bound at or above it, in the unit shown
+		family   string
+		sum, le  float64
+		uptime   string
+		memory   string
+		connTime string
+	}{
+		{config.PrometheusUnitsBase, "sightline_cluster_upstream_rq_time_seconds", 0.0012, 0.0025,
+			"sightline_server_uptime_seconds", "sightline_server_memory_allocated_bytes", "sightline_cluster_upstream_cx_connect_time_seconds"},
+		{config.PrometheusUnitsMs, "sightline_cluster_upstream_rq_time", 1.2, 2.5,
+			"sightline_server_uptime", "sightline_server_memory_allocated", "sightline_cluster_upstream_cx_connect_time"},
+	} {
+		t.Run(tt.units, func(t *testing.T) {
+			s, sink := newStoreUnits(t, config.Stats{}, tt.units)
+			testExposition(t, s, sink, tt.family, tt.sum, tt.le)
+			body, _ := scrape(t, sink, "/stats/prometheus", "")
+			fams := parse(t, body)
+			for _, name := range []string{tt.uptime, tt.memory, tt.connTime} {
+				if fams[name] == nil {
+					t.Errorf("%s missing", name)
+				}
+			}
+		})
+	}
+}
+
+func testExposition(t *testing.T, s *stats.Store, sink *Sink, rqTime string, wantSum, wantLe float64) {
+	s.Server().Uptime.Set(7)
+	s.Server().MemoryAllocated.Set(1 << 20)
+	s.Cluster("primary").Connections().CxConnectMs.RecordDuration(time.Millisecond)
 	useEverything(s, "api.example.com")
 	useEverything(s, "primary")
 	s.Flush()
@@ -135,17 +178,17 @@ func TestExposition(t *testing.T) {
 		}
 	}
 
-	h := fams["sightline_cluster_upstream_rq_time"]
-	if h.GetType() != dto.MetricType_HISTOGRAM {
-		t.Fatalf("upstream_rq_time is %v", h.GetType())
+	h := fams[rqTime]
+	if h == nil || h.GetType() != dto.MetricType_HISTOGRAM {
+		t.Fatalf("%s: %v", rqTime, h)
 	}
 	for _, m := range h.Metric {
 		hist := m.GetHistogram()
-		if hist.GetSampleCount() != 1 || hist.GetSampleSum() != 1.2 {
-			t.Errorf("upstream_rq_time count %d sum %v, want 1 and 1.2 (ms)", hist.GetSampleCount(), hist.GetSampleSum())
+		if hist.GetSampleCount() != 1 || hist.GetSampleSum() != wantSum {
+			t.Errorf("upstream_rq_time count %d sum %v, want 1 and %v", hist.GetSampleCount(), hist.GetSampleSum(), wantSum)
 		}
 		for _, b := range hist.Bucket {
-			if want := uint64(0); b.GetUpperBound() >= 2.5 {
+			if want := uint64(0); b.GetUpperBound() >= wantLe {
 				want = 1
 				if b.GetCumulativeCount() != want {
 					t.Errorf("bucket le %v = %d, want %d", b.GetUpperBound(), b.GetCumulativeCount(), want)
@@ -207,6 +250,12 @@ func promtool(t *testing.T, exposition []byte) {
 func TestOpenMetrics(t *testing.T) {
 	s, sink := newStore(t, config.Stats{})
 	useEverything(s, "primary")
+	trace := stats.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36}
+	before := time.Now()
+	up := s.Cluster("primary").Upstream()
+	up.RqTime.RecordTraced(7*time.Millisecond, trace)
+	up.RqTime.RecordTraced(8*time.Millisecond, stats.TraceID{}) // not sampled: no exemplar
+	up.RqTime.RecordTraced(90*time.Second, trace)               // past the last bound: +Inf
 	s.Flush()
 	body, ct := scrape(t, sink, "/stats/prometheus", "application/openmetrics-text; version=1.0.0; charset=utf-8")
 	if !strings.HasPrefix(ct, "application/openmetrics-text; version=1.0.0") {
@@ -220,6 +269,80 @@ func TestOpenMetrics(t *testing.T) {
 		!bytes.Contains(body, []byte(`sightline_cluster_upstream_rq_total{cluster_name="primary"} 3.0`)) {
 		t.Errorf("OpenMetrics counter not as expected:\n%s", body)
 	}
+
+	got := parseOpenMetrics(t, body)
+	const fam = "sightline_cluster_upstream_rq_time_seconds"
+	if got.units[fam] != "seconds" || got.units["sightline_server_memory_allocated_bytes"] != "bytes" {
+		t.Errorf("UNIT of %s = %q, of memory_allocated_bytes = %q", fam, got.units[fam], got.units["sightline_server_memory_allocated_bytes"])
+	}
+	if _, ok := got.units["sightline_cluster_upstream_rq"]; ok {
+		t.Error("a count has a UNIT")
+	}
+	for _, series := range []string{
+		`sightline_cluster_upstream_rq_total{cluster_name="primary"}`,
+		fam + `_count{cluster_name="primary"}`,
+	} {
+		st, ok := got.created[series]
+		if !ok || st < before.Add(-time.Minute).UnixMilli() || st > time.Now().UnixMilli() {
+			t.Errorf("%s: created %d (found %v), want about now", series, st, ok)
+		}
+	}
+	wantTrace := "4bf92f3577b34da6a3ce929d0e0e4736"
+	for _, tt := range []struct {
+		le    string
+		value float64
+	}{{"0.01", 0.007}, {"+Inf", 90}} {
+		series := fam + `_bucket{cluster_name="primary",le="` + tt.le + `"}`
+		e, ok := got.exemplars[series]
+		if !ok {
+			t.Errorf("%s: no exemplar", series)
+			continue
+		}
+		if e.Labels.Get("trace_id") != wantTrace || e.Value != tt.value || !e.HasTs || e.Ts < before.UnixMilli() {
+			t.Errorf("%s: exemplar %v, want trace_id %s value %v at about now", series, e, wantTrace, tt.value)
+		}
+	}
+	if len(got.exemplars) != 2 {
+		t.Errorf("%d exemplars, want 2 (an unsampled call has none): %v", len(got.exemplars), got.exemplars)
+	}
+}
+
+// openMetrics is what Prometheus' own OpenMetrics parser found.
+type openMetrics struct {
+	units     map[string]string            // family → UNIT
+	created   map[string]int64             // series → created, ms since the epoch
+	exemplars map[string]exemplar.Exemplar // series → its exemplar
+}
+
+// parseOpenMetrics parses an exposition as a Prometheus server does when it
+// scrapes, with created timestamps taken from _created lines.
+func parseOpenMetrics(t *testing.T, body []byte) openMetrics {
+	t.Helper()
+	out := openMetrics{units: map[string]string{}, created: map[string]int64{}, exemplars: map[string]exemplar.Exemplar{}}
+	p := textparse.NewOpenMetricsParser(body, labels.NewSymbolTable(), textparse.WithOMParserSTSeriesSkipped())
+	for {
+		entry, err := p.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("Prometheus' OpenMetrics parser: %v\n%s", err, body)
+		}
+		switch entry {
+		case textparse.EntryUnit:
+			name, unit := p.Unit()
+			out.units[string(name)] = string(unit)
+		case textparse.EntrySeries:
+			series, _, _ := p.Series()
+			if st := p.StartTimestamp(); st != 0 {
+				out.created[string(series)] = st
+			}
+			var e exemplar.Exemplar
+			if p.Exemplar(&e) {
+				out.exemplars[string(series)] = e
+			}
+		}
+	}
 }
 
 func TestFilter(t *testing.T) {
@@ -231,8 +354,8 @@ func TestFilter(t *testing.T) {
 		want []string
 	}{
 		{"^sightline_cluster_upstream_rq_total$", []string{"sightline_cluster_upstream_rq_total"}},
-		{"^sightline_cluster_upstream_rq_time_bucket$", []string{"sightline_cluster_upstream_rq_time"}},
-		{"upstream_rq_time_count", []string{"sightline_cluster_grpc_upstream_rq_time", "sightline_cluster_upstream_rq_time", "sightline_cluster_zone_upstream_rq_time"}},
+		{"^sightline_cluster_upstream_rq_time_seconds_bucket$", []string{"sightline_cluster_upstream_rq_time_seconds"}},
+		{"upstream_rq_time_seconds_count", []string{"sightline_cluster_grpc_upstream_rq_time_seconds", "sightline_cluster_upstream_rq_time_seconds", "sightline_cluster_zone_upstream_rq_time_seconds"}},
 		{"grpc_(total|completed_total)$", []string{"sightline_cluster_grpc_completed_total", "sightline_cluster_grpc_total"}},
 	} {
 		body, _ := scrape(t, sink, "/stats/prometheus?filter="+tt.give, "")
@@ -294,3 +417,23 @@ type discard struct{}
 func (discard) Header() http.Header         { return http.Header{} }
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func (discard) WriteHeader(int)             {}
+
+// TestCreatedOff checks created: false: OpenMetrics without _created.
+func TestCreatedOff(t *testing.T) {
+	off := false
+	sink := New(config.Prometheus{Namespace: "sightline", Units: config.PrometheusUnitsBase, Created: &off})
+	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	useEverything(s, "primary")
+	s.Flush()
+	body, _ := scrape(t, sink, "/stats/prometheus", "application/openmetrics-text; version=1.0.0")
+	if bytes.Contains(body, []byte("_created")) {
+		t.Errorf("created: false, yet the exposition has _created lines:\n%s", body)
+	}
+	if !bytes.Contains(body, []byte(`sightline_cluster_upstream_rq_total{cluster_name="primary"} 3.0`)) {
+		t.Errorf("counter missing:\n%s", body)
+	}
+}

@@ -21,7 +21,8 @@ import (
 // value whole, as of the last flush or the one in progress. T is what the
 // sink keeps beside each series, built once when the stat is allocated.
 type Set[T any] struct {
-	ext func(d *stats.Def, values []string) T
+	ext       func(d *stats.Def, values []string) T
+	exemplars bool
 
 	mu     sync.Mutex
 	series []*Series[T]
@@ -32,18 +33,33 @@ func New[T any](ext func(d *stats.Def, values []string) T) *Set[T] {
 	return &Set[T]{ext: ext}
 }
 
+// KeepExemplars makes the Set's histograms keep, in each bucket, the last
+// sampled call recorded there (stats.ExemplarRecorder). Call it before the
+// Set is given to the Store.
+func (c *Set[T]) KeepExemplars() { c.exemplars = true }
+
+// Exemplar is a sampled call kept beside a histogram bucket.
+type Exemplar struct {
+	Trace stats.TraceID
+	Value time.Duration
+	At    time.Time
+}
+
 // Series is one stat: a Def and its tag values.
 type Series[T any] struct {
 	Def *stats.Def
 	// Values are the tag values, in Def.TagKeys order.
 	Values []string
 	Ext    T
+	// Created is when the stat came to be (OpenMetrics' _created).
+	Created time.Time
 
-	count   atomic.Int64  // counter
-	gauge   atomic.Uint64 // gauge, float64 bits
-	touched atomic.Bool   // gauge reported at least once
-	buckets []bucket      // histogram, one per stats.Buckets pair
-	sum     atomic.Int64  // histogram, nanoseconds
+	count   atomic.Int64               // counter
+	gauge   atomic.Uint64              // gauge, float64 bits
+	touched atomic.Bool                // gauge reported at least once
+	buckets []bucket                   // histogram, one per stats.Buckets pair
+	sum     atomic.Int64               // histogram, nanoseconds
+	ex      []atomic.Pointer[Exemplar] // histogram with exemplars, one per bucket
 }
 
 type bucket struct{ n atomic.Uint64 }
@@ -66,7 +82,7 @@ func (c *Set[T]) add(name string, tags map[string]string) *Series[T] {
 		// some other tally scope is misused.
 		panic(err)
 	}
-	s := &Series[T]{Def: d, Values: values, Ext: c.ext(d, values)}
+	s := &Series[T]{Def: d, Values: values, Ext: c.ext(d, values), Created: time.Now()}
 	c.mu.Lock()
 	c.series = append(c.series, s)
 	c.mu.Unlock()
@@ -87,7 +103,21 @@ func (c *Set[T]) AllocateGauge(name string, tags map[string]string) tally.Cached
 func (c *Set[T]) AllocateHistogram(name string, tags map[string]string, b tally.Buckets) tally.CachedHistogram {
 	s := c.add(name, tags)
 	s.buckets = make([]bucket, b.Len()+1)
-	return s
+	if !c.exemplars {
+		return s
+	}
+	s.ex = make([]atomic.Pointer[Exemplar], len(s.buckets))
+	return exemplarSeries[T]{s}
+}
+
+// exemplarSeries is a histogram of a Set that keeps exemplars: the Store
+// finds RecordExemplar on it, and on no other Set's histograms.
+type exemplarSeries[T any] struct{ *Series[T] }
+
+// RecordExemplar implements stats.ExemplarRecorder: the call replaces the
+// last one kept in its bucket.
+func (s exemplarSeries[T]) RecordExemplar(d time.Duration, trace stats.TraceID) {
+	s.ex[stats.BucketIndex(d)].Store(&Exemplar{Trace: trace, Value: d, At: time.Now()})
 }
 
 // AllocateTimer implements tally.CachedStatsReporter; the Store has no
@@ -143,6 +173,14 @@ func (s *Series[T]) Histogram() (buckets []uint64, count uint64, sum time.Durati
 		count += buckets[i]
 	}
 	return buckets, count, time.Duration(s.sum.Load())
+}
+
+// Exemplar returns the last exemplar kept in bucket i, or nil.
+func (s *Series[T]) Exemplar(i int) *Exemplar {
+	if s.ex == nil {
+		return nil
+	}
+	return s.ex[i].Load()
 }
 
 // Touched reports whether the stat has been reported anything: push sinks
