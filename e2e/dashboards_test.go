@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -99,6 +101,11 @@ type (
 				Unit string `json:"unit"`
 			} `json:"defaults"`
 		} `json:"fieldConfig"`
+		Options struct {
+			YAxis *struct {
+				Unit string `json:"unit"`
+			} `json:"yAxis"` // a heatmap's
+		} `json:"options"`
 		Targets []grafanaTarget `json:"targets"`
 		Panels  []grafanaPanel  `json:"panels"` // a collapsed row's
 	}
@@ -108,6 +115,7 @@ type (
 		LegendFormat string             `json:"legendFormat"`
 		Format       string             `json:"format"`
 		RefID        string             `json:"refId"`
+		Exemplar     bool               `json:"exemplar"`
 	}
 	grafanaVariable struct {
 		Name       string             `json:"name"`
@@ -184,6 +192,7 @@ type promFamily struct {
 	kind   stats.Kind
 	sample string // "", "bucket", "sum" or "count" for a histogram's series
 	labels []string
+	unit   string // Prometheus' base unit the family is in: "seconds", "bytes" or ""
 }
 
 // emittedFamilies returns every Prometheus metric name Sightline can emit,
@@ -192,13 +201,13 @@ func emittedFamilies() map[string]promFamily {
 	out := map[string]promFamily{}
 	for _, d := range stats.Catalog() {
 		name := d.PrometheusName(promNamespace)
-		lbls := d.TagKeys()
+		lbls, unit := d.TagKeys(), d.PrometheusUnit()
 		if d.Kind() != stats.KindHistogram {
-			out[name] = promFamily{kind: d.Kind(), labels: lbls}
+			out[name] = promFamily{kind: d.Kind(), labels: lbls, unit: unit}
 			continue
 		}
-		out[name+"_bucket"] = promFamily{kind: d.Kind(), sample: "bucket", labels: append(slices.Clone(lbls), "le")}
-		out[name+"_sum"] = promFamily{kind: d.Kind(), sample: "sum", labels: lbls}
+		out[name+"_bucket"] = promFamily{kind: d.Kind(), sample: "bucket", labels: append(slices.Clone(lbls), "le"), unit: unit}
+		out[name+"_sum"] = promFamily{kind: d.Kind(), sample: "sum", labels: lbls, unit: unit}
 		out[name+"_count"] = promFamily{kind: d.Kind(), sample: "count", labels: lbls}
 	}
 	return out
@@ -520,10 +529,41 @@ func TestDashboardsStatic(t *testing.T) {
 					if p.Type == "heatmap" && (tg.Format != "heatmap" || !strings.Contains(tg.Expr, "_bucket")) {
 						t.Errorf("%s: a heatmap target wants format heatmap over _bucket series", where)
 					}
+					for _, pr := range checkUnits(p, tg, facts.families, fams) {
+						t.Errorf("%s: %s", where, pr)
+					}
 				}
 			}
 		})
 	}
+}
+
+// grafanaUnits are the Grafana units of Prometheus' base units.
+var grafanaUnits = map[string]string{"seconds": "s", "bytes": "bytes"}
+
+// checkUnits holds a panel's unit against the families its target reads: a
+// latency or a gauge in seconds is shown in s, one in bytes in bytes, on
+// the panel and on a heatmap's y axis; a query of latency buckets asks
+// Grafana for exemplars, so a dot on the panel opens a call's trace.
+func checkUnits(p grafanaPanel, tg grafanaTarget, read []string, fams map[string]promFamily) []string {
+	var problems []string
+	for _, name := range read {
+		f := fams[name]
+		want, ok := grafanaUnits[f.unit]
+		if !ok || f.kind == stats.KindCounter || f.sample == "sum" {
+			continue // a rate of a count or a sum has a unit of its own
+		}
+		if p.FieldConfig.Defaults.Unit != want {
+			problems = append(problems, fmt.Sprintf("reads %s (in %s): unit %q, want %q", name, f.unit, p.FieldConfig.Defaults.Unit, want))
+		}
+		if y := p.Options.YAxis; y != nil && y.Unit != want {
+			problems = append(problems, fmt.Sprintf("reads %s (in %s): y axis unit %q, want %q", name, f.unit, y.Unit, want))
+		}
+		if f.sample == "bucket" && !tg.Exemplar {
+			problems = append(problems, fmt.Sprintf("reads %s without exemplar: true", name))
+		}
+	}
+	return problems
 }
 
 // TestDashboardsLive runs every dashboard query against a real Prometheus
@@ -648,19 +688,98 @@ func TestDashboardsLive(t *testing.T) {
 	if len(empty) > 0 {
 		t.Errorf("%d queries returned no series:\n%s", len(empty), strings.Join(empty, "\n"))
 	}
+	// The ingress listener's calls, which its access log has.
+	for _, sel := range []string{`sightline_cluster_upstream_rq_time_seconds_bucket{cluster_name="primary"}`,
+		`sightline_http_downstream_rq_time_seconds_bucket{http_conn_manager_prefix="ingress_http"}`} {
+		checkExemplars(t, prom, sel, env.accessLog)
+	}
+}
+
+// checkExemplars wants Prometheus to hold exemplars on the latency buckets
+// selected, each in its bucket and naming the trace of a call the proxy
+// logged: what a Grafana latency panel links to a trace with.
+func checkExemplars(t *testing.T, prom *promServer, sel, accessLog string) {
+	t.Helper()
+	now := time.Now()
+	data, err := prom.get("/api/v1/query_exemplars", url.Values{"query": {sel},
+		"start": {strconv.FormatInt(now.Add(-10*time.Minute).Unix(), 10)}, "end": {strconv.FormatInt(now.Unix(), 10)}})
+	if err != nil {
+		t.Errorf("exemplars of %s: %v", sel, err)
+		return
+	}
+	var series []struct {
+		SeriesLabels map[string]string `json:"seriesLabels"`
+		Exemplars    []struct {
+			Labels map[string]string `json:"labels"`
+			Value  string            `json:"value"`
+		} `json:"exemplars"`
+	}
+	if err := json.Unmarshal(data, &series); err != nil {
+		t.Fatalf("exemplars of %s: %v\n%s", sel, err, data)
+	}
+	var ids []string
+	for _, s := range series {
+		le, _ := strconv.ParseFloat(s.SeriesLabels["le"], 64)
+		for _, e := range s.Exemplars {
+			ids = append(ids, e.Labels["trace_id"])
+			if v, _ := strconv.ParseFloat(e.Value, 64); v > le || v <= 0 {
+				t.Errorf("%s exemplar %v s in the bucket le=%s", sel, v, s.SeriesLabels["le"])
+			}
+		}
+	}
+	if len(ids) == 0 {
+		t.Errorf("Prometheus holds no exemplar of %s: %s", sel, data)
+		return
+	}
+	// The access log is written every 200ms: a call Prometheus scraped
+	// the exemplar of a moment ago may not be in it yet.
+	err = eventually(5*time.Second, func() error {
+		logged := loggedTraceIDs(t, accessLog)
+		for _, id := range ids {
+			if !logged[id] {
+				return fmt.Errorf("%s exemplar trace_id %q: no call in the access log has that trace", sel, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	t.Logf("%s: %d exemplars, each the trace of a logged call", sel, len(ids))
+}
+
+// loggedTraceIDs returns the trace ids of the access log's lines.
+func loggedTraceIDs(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		var e struct {
+			TraceID string `json:"trace_id"`
+		}
+		if json.Unmarshal(line, &e) == nil && e.TraceID != "" {
+			ids[e.TraceID] = true
+		}
+	}
+	return ids
 }
 
 // observedEnv is a proxy configured with every feature there is config
 // for, its backends, and traffic of every kind running through it until
 // the test ends.
 type observedEnv struct {
-	p        *proxy
-	backends []*backend.Backend // primary's, zone-a then zone-b
-	dead     string             // a primary endpoint nothing listens on
-	canary   *backend.Backend
-	shadow   *backend.Backend
-	web      string // the HTTP/1.1 backend
-	traffic  *trafficLoop
+	p         *proxy
+	backends  []*backend.Backend // primary's, zone-a then zone-b
+	dead      string             // a primary endpoint nothing listens on
+	canary    *backend.Backend
+	shadow    *backend.Backend
+	web       string // the HTTP/1.1 backend
+	accessLog string // the ingress listener's access log
+	traffic   *trafficLoop
 }
 
 // startObservedEnv starts the backends and sinks, the proxy, and the
@@ -669,7 +788,7 @@ type observedEnv struct {
 func startObservedEnv(t *testing.T, prometheus string) *observedEnv {
 	t.Helper()
 	dir := t.TempDir()
-	e := &observedEnv{dead: closedAddr(t)}
+	e := &observedEnv{dead: closedAddr(t), accessLog: filepath.Join(dir, "access.log")}
 	for i, z := range []string{"zone-a", "zone-a", "zone-b", "zone-b"} {
 		b, err := backend.Start("127.0.0.1:0", fmt.Sprintf("primary-%d", i+1), z)
 		if err != nil {
@@ -758,7 +877,7 @@ clusters:
   - name: web
     protocol: http1
     endpoints: [{address: %[12]q, zone: zone-a}]
-`, statsd, otlp, filepath.Join(dir, "access.log"),
+`, statsd, otlp, e.accessLog,
 		e.backends[0].Addr, e.backends[1].Addr, e.backends[2].Addr, e.backends[3].Addr, e.dead,
 		filepath.Join(dir, "healthcheck.log"), e.canary.Addr, e.shadow.Addr, e.web, prometheus)
 	e.p = startProxy(t, cfg)
@@ -1008,7 +1127,7 @@ scrape_configs:
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		out := &lockedBuffer{}
 		cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, fmt.Sprintf("data-%d", attempt)),
-			"--web.listen-address="+addr, "--log.level=warn")
+			"--web.listen-address="+addr, "--log.level=warn", "--enable-feature=exemplar-storage")
 		cmd.Stdout, cmd.Stderr = out, out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {

@@ -170,19 +170,19 @@ func TestStatsSinksAgree(t *testing.T) {
 	statsWaitAll(t, "zone-a→zone-b upstream_rq_2xx after a flush", zoneB, func() map[string]int64 { return e.zoneClass(t, "zone-b", true) })
 
 	// A histogram's count and exact sum are the same in Prometheus and in
-	// OTLP at the same flush (statsd carries bucket samples, not sums);
-	// OTLP's in seconds, Prometheus's in milliseconds.
+	// OTLP at the same flush (statsd carries bucket samples, not sums),
+	// both in seconds.
 	for to, want := range map[string]int64{"zone-a": zoneA, "zone-b": zoneB} {
 		tags := statsTags("from_zone", "zone-a", "to_zone", to)
 		err := eventually(statsFlushTimeout, func() error {
 			fams, _ := statsPromScrape(t, e.p, "")
-			pc, ps, ok := statsPromHist(fams, "sightline_cluster_zone_upstream_rq_time", tags)
+			pc, ps, ok := statsPromHist(fams, "sightline_cluster_zone_upstream_rq_time_seconds", tags)
 			if !ok || pc != uint64(want) {
-				return fmt.Errorf("Prometheus sightline_cluster_zone_upstream_rq_time%v: count %d (present %v), want %d", tags, pc, ok, want)
+				return fmt.Errorf("Prometheus sightline_cluster_zone_upstream_rq_time_seconds%v: count %d (present %v), want %d", tags, pc, ok, want)
 			}
 			for name, r := range map[string]*otlpReceiver{"otlp grpc": e.otlpGRPC, "otlp http": e.otlpHTTP} {
 				p, ok := r.point("cluster.zone.upstream_rq_time", tags)
-				if !ok || p.count != pc || math.Abs(p.sum*1000-ps) > 1e-9*max(1, ps) || !p.cumulative {
+				if !ok || p.count != pc || math.Abs(p.sum-ps) > 1e-12*max(1, ps) || !p.cumulative {
 					return fmt.Errorf("%s cluster.zone.upstream_rq_time%v: count %d sum %v cumulative %v (present %v), want count %d sum %v as Prometheus shows", name, tags, p.count, p.sum, p.cumulative, ok, pc, ps)
 				}
 			}
@@ -258,12 +258,12 @@ func TestStatsSinksAgree(t *testing.T) {
 	}
 
 	fams, _ := statsPromScrape(t, e.p, "")
-	for _, fam := range []string{"sightline_cluster_upstream_rq_time", "sightline_http_downstream_rq_time"} {
+	for _, fam := range []string{"sightline_cluster_upstream_rq_time_seconds", "sightline_http_downstream_rq_time_seconds"} {
 		if _, ok := fams[fam]; ok {
 			t.Errorf("/stats/prometheus has family %s, whose every stat stats.exclude excludes", fam)
 		}
 	}
-	for _, fam := range []string{"sightline_cluster_zone_upstream_rq_time", "sightline_cluster_grpc_upstream_rq_time", "sightline_http_downstream_rq_total"} {
+	for _, fam := range []string{"sightline_cluster_zone_upstream_rq_time_seconds", "sightline_cluster_grpc_upstream_rq_time_seconds", "sightline_http_downstream_rq_total"} {
 		if _, ok := fams[fam]; !ok {
 			t.Errorf("/stats/prometheus has no family %s (it is not excluded)", fam)
 		}
@@ -757,7 +757,7 @@ func TestStatsAdminEndpoints(t *testing.T) {
 			{expr: `^sightline_cluster_upstream_rq_total$`, want: []string{"sightline_cluster_upstream_rq_total"}},
 			{expr: `^sightline_cluster_(zone_)?upstream_rq_xx_total$`, want: []string{"sightline_cluster_upstream_rq_xx_total", "sightline_cluster_zone_upstream_rq_xx_total"}},
 			// A histogram family is kept when one of its printed names matches.
-			{expr: `upstream_rq_time_bucket$`, want: []string{"sightline_cluster_zone_upstream_rq_time", "sightline_cluster_grpc_upstream_rq_time"}},
+			{expr: `upstream_rq_time_seconds_bucket$`, want: []string{"sightline_cluster_zone_upstream_rq_time_seconds", "sightline_cluster_grpc_upstream_rq_time_seconds"}},
 			// Flat names are not Prometheus names.
 			{expr: `^cluster\.api\.example\.com\.`, wantEmpty: true},
 		} {
