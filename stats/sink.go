@@ -17,7 +17,8 @@ import (
 //     DurationBucket per bucket) once per stat, when the stat is created:
 //     from any goroutine, under the Store's creation lock, possibly while a
 //     flush runs. name is the Def's tagged name (Resolve gives the Def) and
-//     tags hold every tag key of the Def; the map is the sink's to keep.
+//     tags hold every tag key of the Def. The map is shared by every stat
+//     with those labels, in every sink: read it, never modify it.
 //   - at each flush, on the flush goroutine: ReportCount with the increase
 //     since the last flush, ReportGauge with a changed value, ReportSamples
 //     with a bucket's new samples, ReportSum (see SumReporter), then Flush.

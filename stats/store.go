@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"regexp"
 	"slices"
 	"sync"
@@ -329,6 +328,7 @@ func getOrCreate[V any](s *Store, m map[string]*V, key string, build func() *V) 
 type labels struct {
 	keys   []string
 	values []string
+	tags   map[string]string // keys to values, built on first use for the sinks
 }
 
 func (l *labels) with(key, value string) *labels {
@@ -356,14 +356,17 @@ func (sc scope) admit(d *Def) (map[string]string, bool) {
 	if !slices.Equal(sc.labels.keys, d.tags) {
 		panic(fmt.Sprintf("stats: %s created with tags %v", d.flat, sc.labels.keys))
 	}
-	if !sc.s.allowed(d.FlatName(sc.labels.values)) {
+	if (len(sc.s.exclude) != 0 || len(sc.s.include) != 0) && !sc.s.allowed(d.FlatName(sc.labels.values)) {
 		return nil, false
 	}
-	tags := make(map[string]string, len(d.tags))
-	for i, k := range d.tags {
-		tags[k] = sc.labels.values[i]
+	l := sc.labels
+	if l.tags == nil {
+		l.tags = make(map[string]string, len(l.keys))
+		for i, k := range l.keys {
+			l.tags[k] = l.values[i]
+		}
 	}
-	return tags, true
+	return l.tags, true
 }
 
 func (sc scope) counter(d *Def) *Counter {
@@ -373,7 +376,7 @@ func (sc scope) counter(d *Def) *Counter {
 	}
 	c := &Counter{def: d, labels: sc.labels, out: make([]tally.CachedCount, len(sc.s.sinks))}
 	for i, k := range sc.s.sinks {
-		c.out[i] = k.AllocateCounter(d.name, maps.Clone(tags))
+		c.out[i] = k.AllocateCounter(d.name, tags)
 	}
 	sc.s.counters = append(sc.s.counters, c)
 	return c
@@ -386,7 +389,7 @@ func (sc scope) gauge(d *Def) *Gauge {
 	}
 	g := &Gauge{def: d, labels: sc.labels, out: make([]tally.CachedGauge, len(sc.s.sinks))}
 	for i, k := range sc.s.sinks {
-		g.out[i] = k.AllocateGauge(d.name, maps.Clone(tags))
+		g.out[i] = k.AllocateGauge(d.name, tags)
 	}
 	sc.s.gauges = append(sc.s.gauges, g)
 	return g
@@ -404,7 +407,7 @@ func (sc scope) histogram(d *Def) *Histogram {
 		sums:   make([]SumReporter, len(sc.s.sinks)),
 	}
 	for i, k := range sc.s.sinks {
-		ch := k.AllocateHistogram(d.name, maps.Clone(tags), Buckets)
+		ch := k.AllocateHistogram(d.name, tags, Buckets)
 		for _, p := range bucketPairs {
 			h.out = append(h.out, ch.DurationBucket(p.LowerBoundDuration(), p.UpperBoundDuration()))
 		}

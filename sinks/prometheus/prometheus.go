@@ -199,7 +199,7 @@ func (s *Sink) family(f *family, om bool) *dto.MetricFamily {
 			}{v: float64(x.Counter())}
 			c.c.Value, c.m.Counter, c.m.Label = &c.v, &c.c, x.Ext
 			if om && s.created {
-				c.c.CreatedTimestamp = timestamppb.New(x.Created)
+				c.c.CreatedTimestamp = timestamppb.New(s.Started)
 			}
 			mf.Metric[i] = &c.m
 		}
@@ -258,7 +258,7 @@ func (s *Sink) histogram(x *cumulative.Series[[]*dto.LabelPair], om bool) *dto.M
 			h.h.Bucket = append(h.h.Bucket, &dto.Bucket{CumulativeCount: &h.count, UpperBound: &posInf, Exemplar: e})
 		}
 		if s.created {
-			h.h.CreatedTimestamp = timestamppb.New(x.Created)
+			h.h.CreatedTimestamp = timestamppb.New(s.Started)
 		}
 	}
 	h.m.Histogram, h.m.Label = &h.h, x.Ext

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -436,4 +437,29 @@ func TestCreatedOff(t *testing.T) {
 	if !bytes.Contains(body, []byte(`sightline_cluster_upstream_rq_total{cluster_name="primary"} 3.0`)) {
 		t.Errorf("counter missing:\n%s", body)
 	}
+}
+
+// BenchmarkClusterStatsMemory measures the heap one cluster's stats hold in
+// the Store and this sink when the cluster is built (connection, request,
+// breaker, membership and load-balancer families) and has served nothing:
+// b.N clusters, reported per cluster.
+func BenchmarkClusterStatsMemory(b *testing.B) {
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	s, _ := newStore(b, config.Stats{})
+	for i := range b.N {
+		c := s.Cluster("cluster-" + strconv.Itoa(i))
+		c.Connections()
+		c.Upstream()
+		c.CircuitBreakers()
+		c.Membership().Total.Set(2)
+		c.LoadBalancer()
+	}
+	b.ReportMetric(float64(heap()-before)/float64(b.N), "B/cluster")
+	runtime.KeepAlive(s)
 }

@@ -19,18 +19,28 @@ import (
 // (counters), last value (gauges) or bucket counts and sum (histograms).
 // Values are atomics: a reader on another goroutine (a scrape) sees each
 // value whole, as of the last flush or the one in progress. T is what the
-// sink keeps beside each series, built once when the stat is allocated.
+// sink keeps beside each label set (its rendered labels, say), built once
+// and shared by every stat with those labels.
+//
+// A series is a few words: a proxy with thousands of clusters has tens of
+// them per cluster in every sink, so the labels are shared and a
+// histogram's buckets are kept apart from the counters and gauges.
 type Set[T any] struct {
 	ext       func(d *stats.Def, values []string) T
 	exemplars bool
+	// Started is when the Set was built: every stat was 0 then, which
+	// makes it each stat's creation time (OpenMetrics' _created).
+	Started time.Time
 
 	mu     sync.Mutex
 	series []*Series[T]
+	last   *Labels[T] // the label set of the last series added
 }
 
-// New returns an empty Set; ext builds a series' extra (its labels, say).
+// New returns an empty Set; ext builds a label set's extra (its rendered
+// labels, say).
 func New[T any](ext func(d *stats.Def, values []string) T) *Set[T] {
-	return &Set[T]{ext: ext}
+	return &Set[T]{ext: ext, Started: time.Now()}
 }
 
 // KeepExemplars makes the Set's histograms keep, in each bucket, the last
@@ -45,21 +55,29 @@ type Exemplar struct {
 	At    time.Time
 }
 
-// Series is one stat: a Def and its tag values.
-type Series[T any] struct {
-	Def *stats.Def
-	// Values are the tag values, in Def.TagKeys order.
+// Labels are the tag values of a group of series, in their Defs' TagKeys
+// order, and what the sink built from them. Shared; never modified.
+type Labels[T any] struct {
+	keys   []string
 	Values []string
 	Ext    T
-	// Created is when the stat came to be (OpenMetrics' _created).
-	Created time.Time
+}
 
-	count   atomic.Int64               // counter
-	gauge   atomic.Uint64              // gauge, float64 bits
-	touched atomic.Bool                // gauge reported at least once
-	buckets []bucket                   // histogram, one per stats.Buckets pair
-	sum     atomic.Int64               // histogram, nanoseconds
-	ex      []atomic.Pointer[Exemplar] // histogram with exemplars, one per bucket
+// Series is one stat: a Def and its labels.
+type Series[T any] struct {
+	Def *stats.Def
+	*Labels[T]
+
+	v       atomic.Uint64 // counter: int64 total; gauge: float64 bits
+	touched atomic.Bool   // gauge reported at least once
+	hist    *histogram    // histograms only
+}
+
+// histogram is a histogram series' state.
+type histogram struct {
+	buckets []bucket                   // one per stats.Buckets pair
+	sum     atomic.Int64               // nanoseconds
+	ex      []atomic.Pointer[Exemplar] // with exemplars: one per bucket
 }
 
 type bucket struct{ n atomic.Uint64 }
@@ -82,10 +100,17 @@ func (c *Set[T]) add(name string, tags map[string]string) *Series[T] {
 		// some other tally scope is misused.
 		panic(err)
 	}
-	s := &Series[T]{Def: d, Values: values, Ext: c.ext(d, values), Created: time.Now()}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	// The Store creates a family's stats one after the other with the
+	// same labels: sharing the last label set shares almost all of them.
+	l := c.last
+	if l == nil || !slices.Equal(l.Values, values) || !slices.Equal(l.keys, d.TagKeys()) {
+		l = &Labels[T]{keys: d.TagKeys(), Values: values, Ext: c.ext(d, values)}
+		c.last = l
+	}
+	s := &Series[T]{Def: d, Labels: l}
 	c.series = append(c.series, s)
-	c.mu.Unlock()
 	return s
 }
 
@@ -102,11 +127,11 @@ func (c *Set[T]) AllocateGauge(name string, tags map[string]string) tally.Cached
 // AllocateHistogram implements tally.CachedStatsReporter.
 func (c *Set[T]) AllocateHistogram(name string, tags map[string]string, b tally.Buckets) tally.CachedHistogram {
 	s := c.add(name, tags)
-	s.buckets = make([]bucket, b.Len()+1)
+	s.hist = &histogram{buckets: make([]bucket, b.Len()+1)}
 	if !c.exemplars {
 		return s
 	}
-	s.ex = make([]atomic.Pointer[Exemplar], len(s.buckets))
+	s.hist.ex = make([]atomic.Pointer[Exemplar], len(s.hist.buckets))
 	return exemplarSeries[T]{s}
 }
 
@@ -117,7 +142,7 @@ type exemplarSeries[T any] struct{ *Series[T] }
 // RecordExemplar implements stats.ExemplarRecorder: the call replaces the
 // last one kept in its bucket.
 func (s exemplarSeries[T]) RecordExemplar(d time.Duration, trace stats.TraceID) {
-	s.ex[stats.BucketIndex(d)].Store(&Exemplar{Trace: trace, Value: d, At: time.Now()})
+	s.hist.ex[stats.BucketIndex(d)].Store(&Exemplar{Trace: trace, Value: d, At: time.Now()})
 }
 
 // AllocateTimer implements tally.CachedStatsReporter; the Store has no
@@ -136,20 +161,20 @@ func (capabilities) Reporting() bool { return true }
 func (capabilities) Tagging() bool   { return true }
 
 // ReportCount adds a counter's increase.
-func (s *Series[T]) ReportCount(delta int64) { s.count.Add(delta) }
+func (s *Series[T]) ReportCount(delta int64) { s.v.Add(uint64(delta)) }
 
 // ReportGauge sets a gauge.
 func (s *Series[T]) ReportGauge(v float64) {
-	s.gauge.Store(math.Float64bits(v))
+	s.v.Store(math.Float64bits(v))
 	s.touched.Store(true)
 }
 
 // ReportSum adds to a histogram's sum.
-func (s *Series[T]) ReportSum(delta time.Duration) { s.sum.Add(int64(delta)) }
+func (s *Series[T]) ReportSum(delta time.Duration) { s.hist.sum.Add(int64(delta)) }
 
 // DurationBucket returns the bucket whose upper bound is upper.
 func (s *Series[T]) DurationBucket(_, upper time.Duration) tally.CachedHistogramBucket {
-	return &s.buckets[stats.BucketIndex(upper)]
+	return &s.hist.buckets[stats.BucketIndex(upper)]
 }
 
 // ValueBucket implements tally.CachedHistogram; the Store's histograms are
@@ -159,28 +184,28 @@ func (s *Series[T]) ValueBucket(float64, float64) tally.CachedHistogramBucket {
 }
 
 // Counter returns a counter's total.
-func (s *Series[T]) Counter() int64 { return s.count.Load() }
+func (s *Series[T]) Counter() int64 { return int64(s.v.Load()) }
 
 // Gauge returns a gauge's last value.
-func (s *Series[T]) Gauge() float64 { return math.Float64frombits(s.gauge.Load()) }
+func (s *Series[T]) Gauge() float64 { return math.Float64frombits(s.v.Load()) }
 
 // Histogram returns a histogram's count per bucket (the last is +Inf), the
 // total count and the sum of its samples.
 func (s *Series[T]) Histogram() (buckets []uint64, count uint64, sum time.Duration) {
-	buckets = make([]uint64, len(s.buckets))
-	for i := range s.buckets {
-		buckets[i] = s.buckets[i].n.Load()
+	buckets = make([]uint64, len(s.hist.buckets))
+	for i := range s.hist.buckets {
+		buckets[i] = s.hist.buckets[i].n.Load()
 		count += buckets[i]
 	}
-	return buckets, count, time.Duration(s.sum.Load())
+	return buckets, count, time.Duration(s.hist.sum.Load())
 }
 
 // Exemplar returns the last exemplar kept in bucket i, or nil.
 func (s *Series[T]) Exemplar(i int) *Exemplar {
-	if s.ex == nil {
+	if s.hist.ex == nil {
 		return nil
 	}
-	return s.ex[i].Load()
+	return s.hist.ex[i].Load()
 }
 
 // Touched reports whether the stat has been reported anything: push sinks
@@ -188,12 +213,12 @@ func (s *Series[T]) Exemplar(i int) *Exemplar {
 func (s *Series[T]) Touched() bool {
 	switch s.Def.Kind() {
 	case stats.KindCounter:
-		return s.count.Load() != 0
+		return s.v.Load() != 0
 	case stats.KindGauge:
 		return s.touched.Load()
 	}
-	for i := range s.buckets {
-		if s.buckets[i].n.Load() != 0 {
+	for i := range s.hist.buckets {
+		if s.hist.buckets[i].n.Load() != 0 {
 			return true
 		}
 	}
