@@ -59,7 +59,7 @@ func BucketIndex(d time.Duration) int {
 // Counter counts events. The request path calls Inc: one atomic add. A nil
 // *Counter is an excluded stat and does nothing, so callers never branch.
 type Counter struct {
-	v       atomic.Int64
+	v       striped
 	flushed int64 // v at the last flush; only the flush touches it
 	def     *Def
 	labels  *labels
@@ -69,7 +69,7 @@ type Counter struct {
 // Inc adds n (n ≥ 0) to the counter.
 func (c *Counter) Inc(n int64) {
 	if c != nil {
-		c.v.Add(n)
+		c.v.add(n)
 	}
 }
 
@@ -78,14 +78,14 @@ func (c *Counter) Value() int64 {
 	if c == nil {
 		return 0
 	}
-	return c.v.Load()
+	return c.v.load()
 }
 
 // flush hands the increase since the last flush to every sink. Counters that
 // did not move are not reported, as tally does, so push sinks send nothing
 // for them.
 func (c *Counter) flush() {
-	v := c.v.Load()
+	v := c.v.load()
 	d := v - c.flushed
 	if d == 0 {
 		return
@@ -103,7 +103,7 @@ func (c *Counter) flush() {
 // Gauges hold integers: every gauge Sightline has counts something, and an
 // integer add is what lets Inc and Dec race freely.
 type Gauge struct {
-	v    atomic.Int64
+	v    striped
 	used atomic.Bool
 	// flushed is the value last reported and reported whether there was
 	// one; only the flush touches them.
@@ -123,7 +123,7 @@ func (g *Gauge) Dec() { g.Add(-1) }
 // Add adds n, which may be negative.
 func (g *Gauge) Add(n int64) {
 	if g != nil {
-		g.v.Add(n)
+		g.v.add(n)
 		g.touch()
 	}
 }
@@ -131,7 +131,7 @@ func (g *Gauge) Add(n int64) {
 // Set replaces the value.
 func (g *Gauge) Set(v int64) {
 	if g != nil {
-		g.v.Store(v)
+		g.v.store(v)
 		g.touch()
 	}
 }
@@ -149,7 +149,7 @@ func (g *Gauge) Value() int64 {
 	if g == nil {
 		return 0
 	}
-	return g.v.Load()
+	return g.v.load()
 }
 
 // flush reports the value to every sink when it changed since the last
@@ -159,7 +159,7 @@ func (g *Gauge) flush() {
 	if !g.used.Load() {
 		return
 	}
-	v := g.v.Load()
+	v := g.v.load()
 	if g.reported && v == g.flushed {
 		return
 	}
@@ -173,8 +173,9 @@ func (g *Gauge) flush() {
 // RecordDuration is a binary search over 18 bounds and two atomic adds. A
 // nil *Histogram is excluded and does nothing.
 type Histogram struct {
-	counts [nBuckets]atomic.Uint64
-	sum    atomic.Int64 // nanoseconds
+	counts  [nBuckets]atomic.Uint64
+	sum     atomic.Int64              // nanoseconds
+	stripes atomic.Pointer[histCells] // nil until contended (stripe.go)
 
 	flushed    [nBuckets]uint64 // counts at the last flush
 	flushedSum int64
@@ -219,8 +220,14 @@ func (h *Histogram) RecordTraced(d time.Duration, trace TraceID) {
 // record adds n samples of d, and hands them to the sinks that take every
 // sample.
 func (h *Histogram) record(d time.Duration, n uint64) {
-	h.counts[BucketIndex(d)].Add(n)
-	h.sum.Add(int64(d) * int64(n))
+	i, add := BucketIndex(d), int64(d)*int64(n)
+	if hs := h.stripes.Load(); hs != nil {
+		hs.record(i, n, add)
+	} else if sum := h.sum.Load(); h.sum.CompareAndSwap(sum, sum+add) {
+		h.counts[i].Add(n)
+	} else {
+		h.grow().record(i, n, add)
+	}
 	for _, r := range h.samples {
 		for range n {
 			r.RecordSample(d)
@@ -228,21 +235,60 @@ func (h *Histogram) record(d time.Duration, n uint64) {
 	}
 }
 
-// snapshot returns the bucket counts and the sum since the Store was built.
-func (h *Histogram) snapshot() (counts [nBuckets]uint64, sum time.Duration) {
+// grow gives h its stripes (stripe.go), or returns those another goroutine
+// gave it.
+func (h *Histogram) grow() *histCells {
+	hs := make(histCells, newStripeCount())
+	if h.stripes.CompareAndSwap(nil, &hs) {
+		return &hs
+	}
+	return h.stripes.Load()
+}
+
+// record adds n samples to bucket i and add to the sum, in the calling
+// P's stripe.
+func (hs histCells) record(i int, n uint64, add int64) {
+	p := procPin()
+	c := &hs[p&(len(hs)-1)]
+	c.counts[i].Add(n)
+	c.sum.Add(add)
+	procUnpin()
+}
+
+// load returns the bucket counts and the sum since the Store was built,
+// the base and every stripe. The sum is read after the buckets.
+func (h *Histogram) load() (counts [nBuckets]uint64, sum int64) {
+	hs := h.stripes.Load()
 	for i := range h.counts {
 		counts[i] = h.counts[i].Load()
+		if hs != nil {
+			for k := range *hs {
+				counts[i] += (*hs)[k].counts[i].Load()
+			}
+		}
 	}
-	return counts, time.Duration(h.sum.Load())
+	sum = h.sum.Load()
+	if hs != nil {
+		for k := range *hs {
+			sum += (*hs)[k].sum.Load()
+		}
+	}
+	return counts, sum
+}
+
+// snapshot returns the bucket counts and the sum since the Store was built.
+func (h *Histogram) snapshot() (counts [nBuckets]uint64, sum time.Duration) {
+	counts, ns := h.load()
+	return counts, time.Duration(ns)
 }
 
 // flush hands each bucket's new samples and the sum of their durations to
 // every sink. The sum is read after the buckets: a sample recorded between
 // the two reads is in this flush's sum and the next flush's count.
 func (h *Histogram) flush() {
+	counts, sum := h.load()
 	moved := false
-	for i := range h.counts {
-		n := h.counts[i].Load()
+	for i, n := range counts {
 		d := n - h.flushed[i]
 		if d == 0 {
 			continue
@@ -253,7 +299,6 @@ func (h *Histogram) flush() {
 			h.out[k].ReportSamples(int64(d))
 		}
 	}
-	sum := h.sum.Load()
 	if !moved && sum == h.flushedSum {
 		return
 	}
