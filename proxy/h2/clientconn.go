@@ -268,7 +268,7 @@ func (cc *clientConn) run() {
 		{ID: http2.SettingEnablePush, Val: 0},
 		{ID: http2.SettingInitialWindowSize, Val: initialStreamWindow},
 		{ID: http2.SettingMaxHeaderListSize, Val: upstreamHeaderList},
-	})
+	}, true)
 	if err != nil {
 		p.log.Debug().Err(err).Msg("writing the connection preface upstream failed")
 		cc.nc.Close()

@@ -380,8 +380,10 @@ func (c *conn) initIO() {
 // writePreface writes prefix (the client preface, or nothing), our
 // SETTINGS and the connection WINDOW_UPDATE that raises the connection
 // window to initialConnWindow, before the writer starts (so it runs on the
-// goroutine that owns the framer then).
-func (c *conn) writePreface(prefix string, settings []http2.Setting) error {
+// goroutine that owns the framer then). With flush unset the frames stay
+// in the write buffer for the writer's first write (see
+// serverConn.serve).
+func (c *conn) writePreface(prefix string, settings []http2.Setting, flush bool) error {
 	c.takeWriter()
 	defer c.releaseWriter()
 	if _, err := c.bw.WriteString(prefix); err != nil {
@@ -395,6 +397,9 @@ func (c *conn) writePreface(prefix string, settings []http2.Setting) error {
 		return err
 	}
 	c.inConn = initialConnWindow
+	if !flush {
+		return nil
+	}
 	return c.bw.Flush()
 }
 

@@ -26,6 +26,13 @@ import (
 func (c *conn) readLoop() error {
 	for {
 		if c.br.buffered() == 0 {
+			if !c.started && c.server {
+				// About to wait for the peer's SETTINGS: what we wrote
+				// before them goes now, alone.
+				c.mu.Lock()
+				c.kickLocked()
+				c.unlock()
+			}
 			if c.br.big != nil {
 				// About to wait for the peer: an idle connection gives
 				// back its large read buffer.

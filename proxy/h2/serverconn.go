@@ -113,12 +113,17 @@ func (sc *serverConn) serve() {
 		sc.ended()
 		return
 	}
+	// Our preface waits in the write buffer: the client's SETTINGS
+	// usually came with its preface, and the writer, started by the ACK
+	// they call for, sends the two in one write; the reader starts the
+	// writer before waiting for the client (read.go), so the preface never
+	// waits on it.
 	err := sc.writePreface("", []http2.Setting{
 		{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
 		{ID: http2.SettingMaxConcurrentStreams, Val: sc.srv.mcs},
 		{ID: http2.SettingInitialWindowSize, Val: initialStreamWindow},
 		{ID: http2.SettingMaxHeaderListSize, Val: sc.maxHeaderList},
-	})
+	}, false)
 	if err != nil {
 		sc.nc.Close()
 		sc.ended()
@@ -129,8 +134,8 @@ func (sc *serverConn) serve() {
 	if d := sc.idleLimitLocked(); d > 0 {
 		sc.idleTimer = time.AfterFunc(d, sc.onIdle)
 	}
+	sc.writerUp = true // started by the first frame queued, or by the reader
 	sc.mu.Unlock()
-	sc.startWriter()
 	sc.read()
 }
 
