@@ -10,12 +10,12 @@ package accesslog
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/sdk/resource"
 
 	"github.com/sightline-proxy/sightline/accesslog/envoyfmt"
 	"github.com/sightline-proxy/sightline/proxy/config"
@@ -48,16 +48,38 @@ type filter struct {
 	sample         float64 // percent, 0..100
 }
 
-// New opens cfg.Path ("-" is stdout) and starts its writer. st receives the
-// written, dropped and flushes counts; it may be nil. log is the proxy's own
-// log, for write errors. Zero flush_interval and buffer_bytes take the
-// defaults; an unset sample_percent means 100.
-func New(cfg config.AccessLog, st *stats.AccessLog, log zerolog.Logger) (*Logger, error) {
-	if cfg.Path == "" {
-		return nil, errors.New(`accesslog: empty path (use "-" for stdout)`)
+// New opens cfg.Path ("-" is stdout), or connects to cfg.OTLP's collector,
+// and starts its writer. st receives the written, dropped and flushes
+// counts; it may be nil. log is the proxy's own log, for write errors. Zero
+// flush_interval and buffer_bytes take the defaults; an unset
+// sample_percent means 100.
+func New(cfg config.AccessLog, st *stats.AccessLog, log zerolog.Logger, opts ...Option) (*Logger, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	switch {
+	case cfg.OTLP != nil:
+		jsonLines := len(cfg.JSONFormat) > 0 || cfg.Format == "" || cfg.Format == "json"
+		return newLogger(cfg, st, log, otlpOpener(cfg.OTLP, jsonLines, o.resource), false)
+	case cfg.Path == "":
+		return nil, errNoDestination
 	}
 	open, reopens := pathOpener(cfg.Path)
 	return newLogger(cfg, st, log, open, reopens)
+}
+
+// Option is an optional setting of New.
+type Option func(*options)
+
+type options struct {
+	resource *resource.Resource
+}
+
+// WithResource names the proxy on an OTLP access log's records: the
+// resource its spans and metrics carry.
+func WithResource(r *resource.Resource) Option {
+	return func(o *options) { o.resource = r }
 }
 
 func newLogger(cfg config.AccessLog, st *stats.AccessLog, log zerolog.Logger, open opener, reopens bool) (*Logger, error) {
@@ -72,7 +94,7 @@ func newLogger(cfg config.AccessLog, st *stats.AccessLog, log zerolog.Logger, op
 	if err != nil {
 		return nil, err
 	}
-	w, err := newBatchWriter(cfg.Path, cfg.FlushInterval.D(), cfg.BufferBytes, st, log, open, reopens)
+	w, err := newBatchWriter(describe(cfg), cfg.FlushInterval.D(), cfg.BufferBytes, st, log, open, reopens)
 	if err != nil {
 		return nil, err
 	}

@@ -76,6 +76,7 @@ type batchWriter struct {
 	out        io.WriteCloser
 	lastErrLog time.Time
 	suppressed int
+	failing    bool // the last write failed
 }
 
 // newBatchWriter opens the destination and starts the writer goroutine. An
@@ -238,6 +239,10 @@ func (w *batchWriter) flush() bool {
 		written = min(bytes.Count(buf[:n], newline), lines)
 		w.writeFailed(err, lines-written)
 	}
+	if err == nil && w.failing {
+		w.failing = false
+		w.log.Info().Str("path", w.path).Msg("access log writes recovered")
+	}
 	w.st.Written.Inc(int64(written))
 	w.st.Dropped.Inc(int64(lines - written))
 	w.st.Flushes.Inc(1)
@@ -263,6 +268,7 @@ var newline = []byte{'\n'}
 // reports it held back, and keeps going: the next batch may well succeed
 // (space freed, file fixed), and an access log must not take the proxy down.
 func (w *batchWriter) writeFailed(err error, lost int) {
+	w.failing = true
 	now := time.Now()
 	if !w.lastErrLog.IsZero() && now.Sub(w.lastErrLog) < errLogEvery {
 		w.suppressed++

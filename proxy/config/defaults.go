@@ -33,6 +33,10 @@ const (
 	// more methods than real services have, yet a client inventing method
 	// names cannot grow memory without end.
 	defaultMaxGRPCMethods = 1000
+	// defaultAccessLogOTLPTimeout bounds one export of access-log lines to
+	// a collector, as the OpenTelemetry exporters' default does.
+	defaultAccessLogOTLPTimeout = Duration(10 * time.Second)
+
 	// defaultPrometheusNamespace prefixes every Prometheus family, as the
 	// contract's family names (sightline_cluster_…) show.
 	defaultPrometheusNamespace = "sightline"
@@ -247,6 +251,10 @@ func (l *Listener) applyDefaults() {
 		a := &l.AccessLog[i]
 		setDefault(&a.FlushInterval, defaultAccessLogFlushInterval)
 		setDefault(&a.BufferBytes, defaultAccessLogBufferBytes)
+		if o := a.OTLP; o != nil {
+			setDefault(&o.Protocol, "grpc")
+			setDefault(&o.Timeout, defaultAccessLogOTLPTimeout)
+		}
 		if a.Filter.SamplePercent == nil {
 			a.Filter.SamplePercent = ptr(defaultAccessLogSamplePercent)
 		}

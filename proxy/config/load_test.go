@@ -462,6 +462,28 @@ tracing:
 			wantErr: "main.yaml:2:24: stats.prometheus.naming: must be one of sightline, envoy, got \"envoi\" (did you mean \"envoy\"?)",
 		},
 		{
+			name: "access log with path and otlp",
+			give: `listeners:
+  - name: in
+    address: 127.0.0.1:0
+    access_log:
+      - {path: a.log, otlp: {endpoint: 127.0.0.1:4317}}
+`,
+			wantErr: "main.yaml:5:29: listeners[0].access_log[0].otlp: path and otlp are both set (keep one of them: an access log goes to a file or to a collector)",
+		},
+		{
+			name: "access log otlp",
+			give: `listeners:
+  - name: in
+    address: 127.0.0.1:0
+    access_log:
+      - {otlp: {endpoint: collector, protocol: grcp, timeout: -1s}}
+`,
+			wantErr: "main.yaml:5:27: listeners[0].access_log[0].otlp.endpoint: invalid address \"collector\": missing port in address (use host:port, e.g. 127.0.0.1:4317)\n" +
+				"main.yaml:5:48: listeners[0].access_log[0].otlp.protocol: must be one of grpc, http, got \"grcp\"\n" +
+				"main.yaml:5:63: listeners[0].access_log[0].otlp.timeout: must not be negative, got -1s",
+		},
+		{
 			name: "prometheus units",
 			give: `stats:
   prometheus: {units: seconds}
@@ -556,7 +578,7 @@ tracing:
       - {path: '', buffer_bytes: -1, filter: {status_min: 700, sample_percent: 200}}
     limits: {max_concurrent_streams: -1, max_header_bytes: -1, max_requests_per_connection: -1}
 `,
-			wantErr: "main.yaml:5:16: listeners[0].access_log[0].path: must not be empty (use \"-\" for stdout)\n" +
+			wantErr: "main.yaml:5:16: listeners[0].access_log[0].path: must not be empty (use \"-\" for stdout, or otlp: {endpoint: host:port} for a collector)\n" +
 				"main.yaml:5:34: listeners[0].access_log[0].buffer_bytes: must not be negative, got -1\n" +
 				"main.yaml:5:59: listeners[0].access_log[0].filter.status_min: must be from 0 to 599, got 700\n" +
 				"main.yaml:5:80: listeners[0].access_log[0].filter.sample_percent: must be from 0 to 100, got 200\n" +

@@ -77,10 +77,9 @@ func (c *Config) JSON() ([]byte, error) {
 const redactedValue = "[redacted]"
 
 // redact blanks, in place, every non-empty string field of v tagged
-// `redact:"true"`, at any depth. Nothing in the schema is tagged today (TLS
-// key_file is a path, not a key, and is worth seeing); a future secret,
-// such as a statsd password or an OTLP auth header, gets the tag and stays
-// out of /config_dump.
+// `redact:"true"`, and every value of such a map of strings, at any depth
+// (TLS key_file is a path, not a key, and is worth seeing; an OTLP access
+// log's headers may hold an API key).
 func redact(v reflect.Value) {
 	switch v.Kind() {
 	case reflect.Pointer:
@@ -99,6 +98,12 @@ func redact(v reflect.Value) {
 			case f.Tag.Get("redact") == "true" && fv.Kind() == reflect.String:
 				if fv.String() != "" {
 					fv.SetString(redactedValue)
+				}
+			case f.Tag.Get("redact") == "true" && fv.Kind() == reflect.Map && fv.Type().Elem().Kind() == reflect.String:
+				// Header values (an OTLP collector's API key): the names
+				// stay, to show what is sent.
+				for _, k := range fv.MapKeys() {
+					fv.SetMapIndex(k, reflect.ValueOf(redactedValue))
 				}
 			default:
 				redact(fv)

@@ -54,8 +54,9 @@ func TestJSON(t *testing.T) {
 func TestRedact(t *testing.T) {
 	type sink struct {
 		Address  string
-		Password string `redact:"true"`
-		Unset    string `redact:"true"`
+		Password string            `redact:"true"`
+		Unset    string            `redact:"true"`
+		Headers  map[string]string `redact:"true"`
 	}
 	type root struct {
 		Sinks []sink
@@ -63,11 +64,11 @@ func TestRedact(t *testing.T) {
 	}
 	give := root{
 		Sinks: []sink{{Address: "a:1", Password: "hunter2"}},
-		Main:  &sink{Address: "b:2", Password: "s3cret"},
+		Main:  &sink{Address: "b:2", Password: "s3cret", Headers: map[string]string{"api-key": "k3y"}},
 	}
 	want := root{
 		Sinks: []sink{{Address: "a:1", Password: "[redacted]"}},
-		Main:  &sink{Address: "b:2", Password: "[redacted]"},
+		Main:  &sink{Address: "b:2", Password: "[redacted]", Headers: map[string]string{"api-key": "[redacted]"}},
 	}
 	redact(reflect.ValueOf(&give).Elem())
 	if !reflect.DeepEqual(give, want) {

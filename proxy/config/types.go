@@ -245,7 +245,10 @@ type RequestID struct {
 
 // AccessLog is one access-log destination of a listener.
 type AccessLog struct {
-	Path string `yaml:"path" json:"path"`
+	// Path is the file ("-": stdout); OTLP sends the lines to an
+	// OpenTelemetry collector instead. Exactly one of them is set.
+	Path string         `yaml:"path,omitempty" json:"path,omitempty"`
+	OTLP *AccessLogOTLP `yaml:"otlp,omitempty" json:"otlp,omitempty"`
 	// Format is json (the default: the JSON line of the contract), envoy
 	// (Envoy's default text line) or a text format in Envoy's format
 	// language (%START_TIME%, %REQ(:PATH)%, %RESPONSE_FLAGS%, ...).
@@ -257,6 +260,17 @@ type AccessLog struct {
 	FlushInterval Duration          `yaml:"flush_interval" json:"flush_interval"`
 	BufferBytes   int               `yaml:"buffer_bytes" json:"buffer_bytes"`
 	Filter        AccessLogFilter   `yaml:"filter" json:"filter"`
+}
+
+// AccessLogOTLP sends an access log to an OpenTelemetry collector as OTLP
+// logs (Envoy's envoy.access_loggers.open_telemetry).
+type AccessLogOTLP struct {
+	Endpoint string            `yaml:"endpoint" json:"endpoint"`
+	Protocol string            `yaml:"protocol" json:"protocol"` // grpc | http
+	Insecure bool              `yaml:"insecure" json:"insecure"`
+	Headers  map[string]string `yaml:"headers,omitempty" json:"headers,omitempty" redact:"true"`
+	// Timeout bounds one export; a batch not taken in time is dropped.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
 }
 
 // AccessLogFilter decides which requests are logged.

@@ -379,8 +379,14 @@ func (v *validator) listener(l *Listener, p string, names, addresses map[string]
 }
 
 func (v *validator) accessLog(a *AccessLog, p string) {
-	if a.Path == "" {
-		v.report(p+".path", `use "-" for stdout`, "must not be empty")
+	switch {
+	case a.Path == "" && a.OTLP == nil:
+		v.report(p+".path", `use "-" for stdout, or otlp: {endpoint: host:port} for a collector`, "must not be empty")
+	case a.Path != "" && a.OTLP != nil:
+		v.report(p+".otlp", "keep one of them: an access log goes to a file or to a collector", "path and otlp are both set")
+	case a.OTLP != nil:
+		v.upstreamAddress(p+".otlp.endpoint", a.OTLP.Endpoint, true, "127.0.0.1:4317")
+		v.oneOf(p+".otlp.protocol", a.OTLP.Protocol, otlpProtocols)
 	}
 	v.nonNegative(p+".buffer_bytes", a.BufferBytes)
 	if s := a.Filter.StatusMin; s < 0 || s > 599 {

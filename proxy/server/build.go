@@ -164,7 +164,11 @@ func (s *Server) accessLogs(lc config.Listener, lg zerolog.Logger) ([]*accesslog
 		if i > 0 {
 			name = fmt.Sprintf("%s_%d", lc.Name, i)
 		}
-		l, err := accesslog.New(ac, s.stats.AccessLog(name), lg.With().Str("access_log", ac.Path).Logger())
+		dest := ac.Path
+		if ac.OTLP != nil {
+			dest = "otlp " + ac.OTLP.Endpoint
+		}
+		l, err := accesslog.New(ac, s.stats.AccessLog(name), lg.With().Str("access_log", dest).Logger(), accesslog.WithResource(s.res))
 		if err != nil {
 			closeLoggers(logs)
 			return nil, fmt.Errorf("listener %s: access_log[%d]: %w", lc.Name, i, err)

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/sdk/resource"
 
 	"github.com/sightline-proxy/sightline/accesslog"
+	"github.com/sightline-proxy/sightline/internal/otelres"
 	"github.com/sightline-proxy/sightline/internal/version"
 	"github.com/sightline-proxy/sightline/proxy/admin"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
@@ -40,6 +42,9 @@ type Server struct {
 	stats  *stats.Store
 	sinks  *sinks.Set
 	tracer *tracing.Tracer
+	// res names the proxy on what it exports (OTLP access logs here; the
+	// tracer and the OTLP metrics sink build the same one).
+	res *resource.Resource
 
 	cur      atomic.Pointer[state] // the running generation
 	loaded   atomic.Pointer[loadInfo]
@@ -132,6 +137,9 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 		tracing.WithDropHook(func(n uint64) { dropped.Inc(int64(n)) }),
 		tracing.WithLog(lg.With().Str("component", "tracing").Logger()))
 	if err != nil {
+		return nil, err
+	}
+	if s.res, err = otelres.New(cfg.Tracing.ServiceName, cfg.Node); err != nil {
 		return nil, err
 	}
 	gen := &state{cfg: cfg, byName: make(map[string]*cluster.Cluster, len(cfg.Clusters))}
