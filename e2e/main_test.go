@@ -190,6 +190,10 @@ func startProxy(t *testing.T, body string, extraArgs ...string) *proxy {
 	for attempt := 0; attempt < 3; attempt++ {
 		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		cfg := fmt.Sprintf("admin: {address: %q}\n%s", admin, body)
+		if rest, ok := strings.CutPrefix(body, "admin: {"); ok {
+			// The body sets admin keys of its own: the address joins them.
+			cfg = fmt.Sprintf("admin: {address: %q, %s", admin, rest)
+		}
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -60,6 +60,7 @@ func New(addr string, src Source, lg zerolog.Logger) *Server {
 	s.mux.HandleFunc("GET /clusters", s.clusters)
 	s.mux.HandleFunc("GET /config_dump", s.configDump)
 	s.mux.HandleFunc("GET /server_info", s.serverInfo)
+	s.mux.HandleFunc("GET /memory", s.memory)
 	s.mux.HandleFunc("POST /healthcheck/fail", func(w http.ResponseWriter, _ *http.Request) {
 		s.src.SetHealthcheckFailed(true)
 		fmt.Fprintln(w, "OK")
@@ -142,6 +143,8 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
   /clusters               hosts with zone, weight, health and request counts (?format=json)
   /config_dump            the running config as JSON
   /server_info            version, uptime, node, state
+  /memory                 heap, stacks, goroutines and RSS (Envoy's /memory fields)
+  /debug/pprof/           Go's profiles (CPU, heap, goroutines; admin.pprof: false turns them off)
   POST /healthcheck/fail  make /ready fail
   POST /healthcheck/ok    make /ready pass again
   POST /reopen_logs       reopen the access and health-check event logs (log rotation)

@@ -635,7 +635,7 @@ admin: {adress: x, bogus: 1}
 `,
 			wantErr: "main.yaml:1:1: unknown key \"listners\" (did you mean \"listeners\"?)\n" +
 				"main.yaml:2:9: admin: unknown key \"adress\" (did you mean \"address\"?)\n" +
-				"main.yaml:2:20: admin: unknown key \"bogus\" (known keys: address)",
+				"main.yaml:2:20: admin: unknown key \"bogus\" (known keys: address, pprof)",
 		},
 		{
 			name: "duplicate key",

@@ -44,6 +44,9 @@ type Node struct {
 // Admin is the admin server.
 type Admin struct {
 	Address string `yaml:"address" json:"address"`
+	// Pprof serves Go's profiles at /debug/pprof/ on the admin address;
+	// on by default (the admin address is loopback by default).
+	Pprof *bool `yaml:"pprof,omitempty" json:"pprof,omitempty"`
 }
 
 // Server holds process-wide settings.
