@@ -72,8 +72,21 @@ type Upstream struct {
 	Retried Responses
 }
 
-// Upstream returns the cluster's request stats, creating them on first use.
+// noUpstream and noConnections are a nil Cluster's families: nil handles
+// that count nothing.
+var (
+	noUpstream    Upstream
+	noConnections Connections
+)
+
+// Upstream returns the cluster's request stats, creating them on first use;
+// a nil Cluster's count nothing. Hold the Cluster, not the family, where
+// the family may never be used: a cluster that serves nothing then has
+// none of its request stats.
 func (c *Cluster) Upstream() *Upstream {
+	if c == nil {
+		return &noUpstream
+	}
 	return c.upstream.get(c.sc.s, func() *Upstream {
 		sc := c.sc
 		return &Upstream{
@@ -122,8 +135,11 @@ type Connections struct {
 }
 
 // Connections returns the cluster's connection stats, creating them on
-// first use.
+// first use; a nil Cluster's count nothing.
 func (c *Cluster) Connections() *Connections {
+	if c == nil {
+		return &noConnections
+	}
 	return c.conns.get(c.sc.s, func() *Connections {
 		sc := c.sc
 		return &Connections{

@@ -39,11 +39,54 @@ type ListenerSource interface {
 // last historySlots intervals. Slot s.cur is the newest; the ones before it
 // wrap around. Only the last valid() slots are meaningful: a history
 // created since the sampler started has fewer.
+//
+// The slots are made when something happens and dropped once a whole
+// window has gone by without anything: with thousands of idle hosts, the
+// status page costs nothing for those that serve nothing.
 type history struct {
 	since  uint64 // the sampler's tick when the history was created
+	active uint64 // the last tick with something in it
+	*slots        // nil: nothing in the window
+}
+
+// slots are a history's intervals.
+type slots struct {
 	total  [historySlots]uint32
 	errors [historySlots]uint32
 	hist   [historySlots][host.LatencyBuckets]uint32
+}
+
+// add adds an interval's figures to slot cur at tick, making the slots
+// if they are the first in the window.
+func (h *history) add(tick uint64, cur int, total, errors uint32, hist *[host.LatencyBuckets]uint32) {
+	if total == 0 && errors == 0 && (hist == nil || *hist == [host.LatencyBuckets]uint32{}) {
+		return
+	}
+	if h.slots == nil {
+		h.slots = &slots{}
+	}
+	h.active = tick
+	h.total[cur] = sat32(uint64(h.total[cur]) + uint64(total))
+	h.errors[cur] = sat32(uint64(h.errors[cur]) + uint64(errors))
+	if hist != nil {
+		for i, d := range hist {
+			h.hist[cur][i] = sat32(uint64(h.hist[cur][i]) + uint64(d))
+		}
+	}
+}
+
+// turn empties slot cur for a new interval at tick, and drops the slots
+// once the window holds nothing.
+func (h *history) turn(tick uint64, cur int) {
+	if h.slots == nil {
+		return
+	}
+	if tick-h.active >= historySlots {
+		h.slots = nil
+		return
+	}
+	h.total[cur], h.errors[cur] = 0, 0
+	h.hist[cur] = [host.LatencyBuckets]uint32{}
 }
 
 // hostHistory is a host's history and its counters at the last sample.
@@ -156,8 +199,7 @@ func (s *sampler) sample(now time.Time) {
 			s.clusters[c.Name] = ch
 		}
 		seenClusters[c.Name] = true
-		ch.total[cur], ch.errors[cur] = 0, 0
-		ch.hist[cur] = [host.LatencyBuckets]uint32{}
+		ch.turn(s.ticks, cur)
 		for _, h := range c.Hosts() {
 			hh := s.hosts[h]
 			total, errs := h.RqTotal.Load(), h.RqError.Load()
@@ -166,15 +208,14 @@ func (s *sampler) sample(now time.Time) {
 				hh = &hostHistory{history: history{since: s.ticks}}
 				s.hosts[h] = hh
 			} else {
+				hh.turn(s.ticks, cur)
 				dt, de := delta(total, hh.lastTotal), delta(errs, hh.lastError)
-				hh.total[cur], hh.errors[cur] = dt, de
-				ch.total[cur] = sat32(uint64(ch.total[cur]) + uint64(dt))
-				ch.errors[cur] = sat32(uint64(ch.errors[cur]) + uint64(de))
+				var d [host.LatencyBuckets]uint32
 				for i := range s.scratch {
-					d := delta(s.scratch[i], hh.lastHist[i])
-					hh.hist[cur][i] = d
-					ch.hist[cur][i] = sat32(uint64(ch.hist[cur][i]) + uint64(d))
+					d[i] = delta(s.scratch[i], hh.lastHist[i])
 				}
+				hh.add(s.ticks, cur, dt, de, &d)
+				ch.add(s.ticks, cur, dt, de, &d)
 			}
 			hh.seen = s.ticks
 			hh.lastTotal, hh.lastError, hh.lastHist = total, errs, s.scratch
@@ -201,7 +242,8 @@ func (s *sampler) sample(now time.Time) {
 			lh = &listenerHistory{history: history{since: s.ticks}}
 			s.listeners[l.Name] = lh
 		} else {
-			lh.total[cur] = delta(total, lh.lastTotal)
+			lh.turn(s.ticks, cur)
+			lh.add(s.ticks, cur, delta(total, lh.lastTotal), 0, nil)
 		}
 		lh.seen = s.ticks
 		lh.lastTotal = total
@@ -248,6 +290,9 @@ func (s *sampler) windowLocked(h *history) window {
 		i := (s.cur - k + historySlots) % historySlots
 		span := s.span[i].Seconds()
 		w.seconds += span
+		if h.slots == nil {
+			continue
+		}
 		w.total += uint64(h.total[i])
 		w.errors += uint64(h.errors[i])
 		for b := range h.hist[i] {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -401,5 +402,76 @@ func TestStartShutdown(t *testing.T) {
 	s2 := New("127.0.0.1:0", src, zerolog.Nop())
 	if err := s2.Shutdown(ctx); err != nil {
 		t.Errorf("Shutdown before Start: %v", err)
+	}
+}
+
+// TestIdleHostsKeepNoHistory: the sampler keeps slots only for hosts,
+// clusters and listeners that served something in the last minute, and
+// drops them a minute after their last request; the page's figures are
+// the same either way.
+func TestIdleHostsKeepNoHistory(t *testing.T) {
+	src := newFakeSource(t)
+	s := New("127.0.0.1:0", src, zerolog.Nop())
+	api := src.clusters[0]
+	a, b := hostOf(t, api, "127.0.0.1:5001"), hostOf(t, api, "127.0.0.1:5002")
+	t0 := time.Unix(1_700_000_000, 0)
+	tick := 0
+	next := func() {
+		tick++
+		s.sampler.sample(t0.Add(time.Duration(tick) * time.Second))
+	}
+	s.sampler.sample(t0)
+	next()
+	slotsOf := func(h *host.Host) bool { return s.sampler.hosts[h].slots != nil }
+	if slotsOf(a) || slotsOf(b) || s.sampler.clusters["api"].slots != nil {
+		t.Fatal("idle hosts and their cluster have history slots")
+	}
+	serve(a, 10, 1, 2*time.Millisecond)
+	next()
+	if !slotsOf(a) || slotsOf(b) || s.sampler.clusters["api"].slots == nil {
+		t.Fatalf("after a's requests: slots a %v b %v cluster %v; want a and the cluster only",
+			slotsOf(a), slotsOf(b), s.sampler.clusters["api"].slots != nil)
+	}
+	if _, h, _ := findHost(s.status(), a.Address); h.RqPerSec == 0 || h.ErrorRate == nil {
+		t.Errorf("a's window: %+v, want its requests", h)
+	}
+	for range historySlots - 1 {
+		next()
+	}
+	if !slotsOf(a) {
+		t.Fatal("a's slots dropped while its requests are still in the window")
+	}
+	next()
+	if slotsOf(a) || s.sampler.clusters["api"].slots != nil {
+		t.Error("a's slots kept a minute after its last request")
+	}
+	if _, h, _ := findHost(s.status(), a.Address); h.RqPerSec != 0 || h.ErrorRate != nil {
+		t.Errorf("a's window a minute later: %+v, want nothing", h)
+	}
+}
+
+// BenchmarkSamplerIdleHosts is the sampler's memory for 10,000 idle hosts.
+func BenchmarkSamplerIdleHosts(b *testing.B) {
+	eps := make([]config.Endpoint, 10_000)
+	for i := range eps {
+		eps[i] = config.Endpoint{Address: fmt.Sprintf("127.0.0.%d:%d", 1+i/50000, 1024+i), Weight: 1}
+	}
+	c, err := cluster.New(config.Cluster{Name: "big", LBPolicy: "round_robin", Protocol: "http2", Endpoints: eps}, cluster.Options{Log: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := &fakeSource{clusters: []*cluster.Cluster{c}}
+	var m0, m1 runtime.MemStats
+	for b.Loop() {
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		s := newSampler(src)
+		for i := range 5 {
+			s.sample(time.Unix(int64(i), 0))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/10_000, "B/host")
+		runtime.KeepAlive(s)
 	}
 }

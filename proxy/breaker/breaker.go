@@ -42,9 +42,7 @@ type Breakers struct {
 	retry   limit
 	pools   limit
 
-	pendingOverflow *stats.Counter
-	retryOverflow   *stats.Counter
-	shareOverflow   *stats.Counter
+	cs *stats.Cluster // its request stats count the overflows
 
 	// holders counts the downstream connections holding requests of the
 	// cluster (see Share); on its own cache line, like the limits.
@@ -53,17 +51,14 @@ type Breakers struct {
 }
 
 // New builds the breakers from the cluster's circuit_breakers config. st
-// gets the *_open gauges and up the overflow counters; either may be nil
-// to count nothing. A zero limit takes Envoy's default; a negative one
-// refuses everything.
-func New(cfg config.CircuitBreakers, st *stats.CircuitBreakers, up *stats.Upstream) *Breakers {
+// gets the *_open gauges and cs's request stats the overflow counters,
+// made on the first overflow; either may be nil to count nothing. A zero
+// limit takes Envoy's default; a negative one refuses everything.
+func New(cfg config.CircuitBreakers, st *stats.CircuitBreakers, cs *stats.Cluster) *Breakers {
 	if st == nil {
 		st = &stats.CircuitBreakers{} // nil handles count nothing
 	}
-	if up == nil {
-		up = &stats.Upstream{}
-	}
-	b := &Breakers{pendingOverflow: up.RqPendingOverflow, retryOverflow: up.RqRetryOverflow, shareOverflow: up.RqShareOverflow}
+	b := &Breakers{cs: cs}
 	b.cx.init(cfg.MaxConnections, defaultMaxConnections, st.CxOpen)
 	b.pending.init(cfg.MaxPendingRequests, defaultMaxPendingRequests, st.RqPendingOpen)
 	b.rq.init(cfg.MaxRequests, defaultMaxRequests, st.RqOpen)
@@ -81,7 +76,7 @@ func (b *Breakers) TryRequest() bool {
 	if b == nil || b.rq.try() {
 		return true
 	}
-	b.pendingOverflow.Inc(1)
+	b.cs.Upstream().RqPendingOverflow.Inc(1)
 	return false
 }
 
@@ -101,7 +96,7 @@ func (b *Breakers) TryPending() bool {
 	if b == nil || b.pending.try() {
 		return true
 	}
-	b.pendingOverflow.Inc(1)
+	b.cs.Upstream().RqPendingOverflow.Inc(1)
 	return false
 }
 
@@ -120,7 +115,7 @@ func (b *Breakers) TryRetry() bool {
 	if b == nil || b.retry.try() {
 		return true
 	}
-	b.retryOverflow.Inc(1)
+	b.cs.Upstream().RqRetryOverflow.Inc(1)
 	return false
 }
 
@@ -229,7 +224,7 @@ func (s *Share) Try() bool {
 	if held := s.n.Load(); held >= minShare && b.rq.max >= minShareBudget {
 		used, limit := b.rq.n.Load(), b.rq.max
 		if used*8 >= limit*7 || used*2 >= limit && held >= limit/(b.holders.Load()+1) {
-			b.shareOverflow.Inc(1)
+			b.cs.Upstream().RqShareOverflow.Inc(1)
 			return false
 		}
 	}

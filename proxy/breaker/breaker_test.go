@@ -26,7 +26,7 @@ func newFixture(t testing.TB, cfg config.CircuitBreakers) *fixture {
 	}
 	c := s.Cluster("c")
 	f := &fixture{st: c.CircuitBreakers(), up: c.Upstream()}
-	f.b = New(cfg, f.st, f.up)
+	f.b = New(cfg, f.st, c)
 	return f
 }
 
@@ -458,8 +458,7 @@ func TestConnectionPoolsUnlimited(t *testing.T) {
 // slots: twelve connections trying to hold 100 requests each under
 // max_requests 1024 leave room for others.
 func TestShare(t *testing.T) {
-	up := &stats.Upstream{}
-	b := New(config.CircuitBreakers{MaxRequests: 1024}, nil, up)
+	b := New(config.CircuitBreakers{MaxRequests: 1024}, nil, nil)
 	var hogs []*Share
 	held := 0
 	for range 12 {

@@ -201,7 +201,7 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 	if c.Stats == nil {
 		c.Stats = stats.Nop().Cluster(cfg.Name)
 	}
-	c.Breakers = breaker.New(cfg.CircuitBreakers, c.Stats.CircuitBreakers(), c.Stats.Upstream())
+	c.Breakers = breaker.New(cfg.CircuitBreakers, c.Stats.CircuitBreakers(), c.Stats)
 	if od := cfg.OutlierDetection; od != nil {
 		c.od = outlier.New(*od, outlier.Options{Cluster: cfg.Name, Stats: c.Stats.OutlierDetection(), OnChange: c.Refresh, Log: opts.Log, // it names the cluster itself
 			Events: outlierEvents(opts.OutlierEvents)})

@@ -114,7 +114,7 @@ func (cc *clientConn) waitLocked(h *half) {
 	h.listed = listWaiting
 	cc.waiting.push(h)
 	cc.nWaiting++
-	rq := cc.pool.rq
+	rq := cc.pool.rq()
 	rq.RqPendingTotal.Inc(1)
 	rq.RqPendingActive.Inc()
 }
@@ -126,7 +126,7 @@ func (cc *clientConn) popWaitingLocked() *half {
 	if h != nil {
 		cc.nWaiting--
 		h.listed = listNone
-		cc.pool.rq.RqPendingActive.Dec()
+		cc.pool.rq().RqPendingActive.Dec()
 	}
 	return h
 }
@@ -157,7 +157,7 @@ func (cc *clientConn) activateLocked(h *half) {
 		// max_requests_per_connection: the same, counted as Envoy
 		// does in upstream_cx_max_requests.
 		cc.draining = true
-		cc.pool.cx.CxMaxRequests.Inc(1)
+		cc.pool.cx().CxMaxRequests.Inc(1)
 		go cc.pool.retire(cc)
 	}
 }
@@ -186,7 +186,7 @@ func (cc *clientConn) unlistWaitingLocked(h *half) {
 	cc.waiting.remove(h)
 	cc.nWaiting--
 	h.listed = listNone
-	cc.pool.rq.RqPendingActive.Dec()
+	cc.pool.rq().RqPendingActive.Dec()
 }
 
 // moveWaitingLocked sends every waiting half elsewhere.
@@ -247,7 +247,7 @@ func (cc *clientConn) run() {
 	if cc.counted {
 		defer p.opts.Breakers.DoneConnection()
 	}
-	p.cx.Opened(true)
+	p.cx().Opened(true)
 	deadline := cc.start.Add(p.opts.ConnectTimeout)
 	nc, err := cc.dial(deadline)
 	if err != nil {
@@ -298,7 +298,7 @@ func (cc *clientConn) run() {
 }
 
 // countEnd counts the end of the connection (stats.Connections.Ended).
-func (cc *clientConn) countEnd(e stats.ConnEnd) { cc.pool.cx.Ended(e, cc.start) }
+func (cc *clientConn) countEnd(e stats.ConnEnd) { cc.pool.cx().Ended(e, cc.start) }
 
 // isTimeout reports whether err is a deadline passing: the connect
 // timeout, or a read deadline the connection set.
@@ -359,7 +359,7 @@ func (cc *clientConn) teardown(err error) {
 	if errors.As(err, &ce) {
 		// The host broke the protocol (or flooded us): the connection
 		// ends with GOAWAY, counted as Envoy does.
-		cc.pool.cx.CxProtocolError.Inc(1)
+		cc.pool.cx().CxProtocolError.Inc(1)
 		cc.log.Debug().Str("code", ce.code.String()).Str("reason", ce.reason).Msg("upstream connection error")
 		cc.mu.Lock()
 		cc.queueCtrlLocked(ctrlFrame{kind: ctrlGoAway, val: uint32(ce.code)})
@@ -469,7 +469,7 @@ func (cc *clientConn) applySettingLocked(s http2.Setting) error {
 // time from the dial to here, and the keepalive starts.
 func (cc *clientConn) settingsAppliedLocked() {
 	if !cc.peerReady {
-		cc.pool.cx.CxConnectMs.RecordDuration(time.Since(cc.start))
+		cc.pool.cx().CxConnectMs.RecordDuration(time.Since(cc.start))
 		cc.startKeepaliveLocked()
 	}
 	cc.peerReady = true

@@ -34,7 +34,7 @@ func startMirrorProxy(t testing.TB, primaryAddr, shadowAddr string, cb config.Ci
 		Primary: primaryAddr, Shadow: shadowAddr, ShadowBreakers: cb, Timeout: timeout,
 		NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
 			o := PoolOptions{ConnectTimeout: time.Second, Breakers: c.Breakers,
-				ConnStats: c.Stats.Connections(), RequestStats: c.Stats.Upstream()}
+				Stats: c.Stats}
 			return NewUpstream(h.Address, o, upstream.New(h.Address, upstream.Options{ConnectTimeout: time.Second, Breakers: c.Breakers}))
 		},
 	})

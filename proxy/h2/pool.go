@@ -69,16 +69,15 @@ type PoolOptions struct {
 	// many streams (Envoy's max_requests_per_connection, counted in
 	// upstream_cx_max_requests); it closes when they finish. 0: no cap.
 	MaxRequestsPerConn uint32
-	// ConnStats counts the pool's connections in the cluster's
-	// upstream_cx_* stats, as Envoy does: every connection attempt in
+	// Stats is the cluster's: the pool counts its connections in
+	// upstream_cx_*, as Envoy does (every connection attempt in
 	// upstream_cx_total and upstream_cx_http2_total, every failed one once
-	// in upstream_cx_connect_fail, and every end in upstream_cx_destroy
-	// and its _local or _remote. nil counts nothing.
-	ConnStats *stats.Connections
-	// RequestStats receives upstream_rq_pending_total and
-	// upstream_rq_pending_active: requests queued for a connection or a
-	// stream slot. nil counts nothing.
-	RequestStats *stats.Upstream
+	// in upstream_cx_connect_fail, every end in upstream_cx_destroy and
+	// its _local or _remote), and requests queued for a connection or a
+	// stream slot in upstream_rq_pending_total and _active. The families
+	// are made when first counted in, so an idle host's pool makes none.
+	// nil counts nothing.
+	Stats *stats.Cluster
 	// Breakers are the cluster's circuit breakers, for max_connections
 	// (shared by the pools of every host of the cluster) and
 	// max_connection_pools (the pool claims one while it holds a
@@ -100,8 +99,7 @@ type Pool struct {
 	tls         *tls.Config
 	maxStreamID uint32
 	log         zerolog.Logger
-	cx          *stats.Connections // never nil
-	rq          *stats.Upstream    // never nil
+	cs          *stats.Cluster // may be nil: see cx and rq
 
 	// conns are the connections taking new streams (connecting ones
 	// included); the slice is replaced, never modified.
@@ -128,13 +126,7 @@ func NewPool(addr string, opts PoolOptions) *Pool {
 	if p.opts.PingTimeout <= 0 {
 		p.opts.PingTimeout = defaultPingTimeout
 	}
-	p.cx, p.rq = opts.ConnStats, opts.RequestStats
-	if p.cx == nil {
-		p.cx = &stats.Connections{} // nil handles count nothing
-	}
-	if p.rq == nil {
-		p.rq = &stats.Upstream{}
-	}
+	p.cs = opts.Stats
 	if opts.TLS != nil {
 		p.scheme = "https"
 		p.tls = opts.TLS.Clone()
@@ -346,3 +338,9 @@ func (u *Upstream) Close() error {
 	}
 	return err
 }
+
+// cx returns the cluster's connection stats, made on first use.
+func (p *Pool) cx() *stats.Connections { return p.cs.Connections() }
+
+// rq returns the cluster's request stats, made on first use.
+func (p *Pool) rq() *stats.Upstream { return p.cs.Upstream() }

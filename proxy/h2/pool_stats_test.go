@@ -49,8 +49,7 @@ func startCountingProxy(t *testing.T, addrs []string, cb config.CircuitBreakers,
 		NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
 			o := po
 			o.Breakers = c.Breakers
-			o.ConnStats = c.Stats.Connections()
-			o.RequestStats = c.Stats.Upstream()
+			o.Stats = c.Stats
 			u := NewUpstream(h.Address, o, nil)
 			p.mu.Lock()
 			p.pools[h.Address] = u.H2

@@ -87,13 +87,11 @@ func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.C
 		// engine's pool also takes max_pending_requests and counts its
 		// pending requests.
 		NewUpstream: func(c *cluster.Cluster, h *host.Host) host.Upstream {
-			cx := c.Stats.Connections()
 			po := h2opts
 			po.Breakers = c.Breakers
-			po.ConnStats = cx
-			po.RequestStats = c.Stats.Upstream()
+			po.Stats = c.Stats
 			uo := opts
-			uo.ConnStats = cx
+			uo.Stats = c.Stats
 			uo.Breakers = c.Breakers
 			return h2.NewUpstream(h.Address, po, upstream.New(h.Address, uo))
 		},

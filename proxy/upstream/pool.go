@@ -35,9 +35,9 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// TLS, when set, makes connections TLS with ALPN http/1.1.
 	TLS *tls.Config
-	// ConnStats counts the pool's connections in the cluster's
-	// upstream_cx_* stats; nil counts nothing.
-	ConnStats *stats.Connections
+	// Stats is the cluster's: the pool counts its connections in its
+	// upstream_cx_* stats, made when first counted in; nil counts nothing.
+	Stats *stats.Cluster
 	// Breakers are the cluster's circuit breakers, for max_connections
 	// and max_connection_pools (see poolClaim). nil: no limit.
 	Breakers *breaker.Breakers
@@ -57,7 +57,7 @@ var ErrOverflow = errors.New("circuit breaker open")
 // Pool is the connection pool of one host. It is safe for concurrent use.
 type Pool struct {
 	addr    string
-	cx      *stats.Connections // never nil
+	cs      *stats.Cluster // may be nil: see cx
 	timeout time.Duration
 	dialer  net.Dialer
 	h1      *http.Transport
@@ -66,10 +66,7 @@ type Pool struct {
 
 // New returns a pool for addr ("ip:port"). It does no I/O.
 func New(addr string, opts Options) *Pool {
-	p := &Pool{addr: addr, cx: opts.ConnStats, timeout: opts.ConnectTimeout}
-	if p.cx == nil {
-		p.cx = &stats.Connections{} // nil handles count nothing
-	}
+	p := &Pool{addr: addr, cs: opts.Stats, timeout: opts.ConnectTimeout}
 	if p.timeout <= 0 {
 		p.timeout = defaultConnectTimeout
 	}
@@ -192,7 +189,7 @@ func (p *Pool) dialFunc(tlsConf *tls.Config) func(ctx context.Context, network, 
 			return nil, fmt.Errorf("%w: %w: no connection to %s", ErrConnect, err, addr)
 		}
 		start := time.Now()
-		p.cx.Opened(false)
+		p.cx().Opened(false)
 		deadline := start.Add(p.timeout)
 		dctx, cancel := context.WithDeadline(ctx, deadline)
 		defer cancel()
@@ -201,7 +198,7 @@ func (p *Pool) dialFunc(tlsConf *tls.Config) func(ctx context.Context, network, 
 			// Refused or reset: the peer. A deadline or a caller that
 			// went away: the proxy.
 			local := isTimeout(err) || errors.Is(err, context.Canceled)
-			p.cx.Ended(stats.ConnEnd{ConnectFail: true, Timeout: isTimeout(err), Local: local}, start)
+			p.cx().Ended(stats.ConnEnd{ConnectFail: true, Timeout: isTimeout(err), Local: local}, start)
 			p.claim.release()
 			return nil, fmt.Errorf("%w: dialing %s: %w", ErrConnect, addr, err)
 		}
@@ -248,7 +245,7 @@ func (c *countedConn) becomeReady() {
 	}
 	c.ready = true
 	_ = c.Conn.SetDeadline(time.Time{})
-	c.p.cx.CxConnectMs.RecordDuration(time.Since(c.start))
+	c.p.cx().CxConnectMs.RecordDuration(time.Since(c.start))
 }
 
 func (c *countedConn) Read(b []byte) (int, error) {
@@ -301,7 +298,7 @@ func (c *countedConn) Close() error {
 		Local:       c.timedOut || !c.remote,
 	}
 	c.mu.Unlock()
-	c.p.cx.Ended(e, c.start)
+	c.p.cx().Ended(e, c.start)
 	c.p.claim.release()
 	return err
 }
@@ -313,3 +310,6 @@ func (c *countedConn) CloseWrite() error {
 	}
 	return errors.ErrUnsupported
 }
+
+// cx returns the cluster's connection stats, made on first use.
+func (p *Pool) cx() *stats.Connections { return p.cs.Connections() }

@@ -37,7 +37,7 @@ func newCounted(t testing.TB) *counted {
 // pool returns a pool for addr counting in c's stats, closed when the
 // test ends.
 func (c *counted) pool(t testing.TB, addr string, opts Options) *Pool {
-	opts.ConnStats = c.cs.Connections()
+	opts.Stats = c.cs
 	p := New(addr, opts)
 	t.Cleanup(func() { p.Close() })
 	return p
