@@ -51,6 +51,7 @@ type Server struct {
 	// from Start to Shutdown.
 	sampler *sampler
 	started atomic.Bool
+	pprof   atomic.Bool // see SetPprof
 }
 
 // New prepares the admin server on addr. It does no I/O.
@@ -61,6 +62,7 @@ func New(addr string, src Source, lg zerolog.Logger) *Server {
 	s.mux.HandleFunc("GET /config_dump", s.configDump)
 	s.mux.HandleFunc("GET /server_info", s.serverInfo)
 	s.mux.HandleFunc("GET /memory", s.memory)
+	s.mountPprof()
 	s.mux.HandleFunc("POST /healthcheck/fail", func(w http.ResponseWriter, _ *http.Request) {
 		s.src.SetHealthcheckFailed(true)
 		fmt.Fprintln(w, "OK")

@@ -106,16 +106,29 @@ func (s *Server) memory(w http.ResponseWriter, _ *http.Request) {
 	_ = enc.Encode(readMemory())
 }
 
-// MountPprof serves Go's profiles under /debug/pprof/ (index, profile,
-// heap, goroutine, allocs, block, mutex, trace, cmdline, symbol). Call it
-// before Start. They show the program's internals and a CPU profile costs
-// CPU while it runs: keep the admin address on loopback, or turn them off
-// with admin.pprof: false.
-func (s *Server) MountPprof() {
-	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	s.mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
-	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+// mountPprof serves Go's profiles under /debug/pprof/ (index, profile,
+// heap, goroutine, allocs, block, mutex, trace, cmdline, symbol) while
+// SetPprof has them on. They show the program's internals and a CPU
+// profile costs CPU while it runs: keep the admin address on loopback, or
+// turn them off with admin.pprof: false.
+func (s *Server) mountPprof() {
+	on := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if !s.pprof.Load() {
+				http.NotFound(w, r)
+				return
+			}
+			h(w, r)
+		}
+	}
+	s.mux.HandleFunc("GET /debug/pprof/", on(pprof.Index))
+	s.mux.HandleFunc("GET /debug/pprof/cmdline", on(pprof.Cmdline))
+	s.mux.HandleFunc("GET /debug/pprof/profile", on(pprof.Profile))
+	s.mux.HandleFunc("GET /debug/pprof/symbol", on(pprof.Symbol))
+	s.mux.HandleFunc("POST /debug/pprof/symbol", on(pprof.Symbol))
+	s.mux.HandleFunc("GET /debug/pprof/trace", on(pprof.Trace))
 }
+
+// SetPprof turns the profiles at /debug/pprof/ on or off (admin.pprof);
+// a reload may change it. A profile already running finishes.
+func (s *Server) SetPprof(on bool) { s.pprof.Store(on) }

@@ -49,6 +49,9 @@ type Admin struct {
 	Pprof *bool `yaml:"pprof,omitempty" json:"pprof,omitempty"`
 }
 
+// PprofOn reports whether admin.pprof is on (the default).
+func (a Admin) PprofOn() bool { return a.Pprof == nil || *a.Pprof }
+
 // Server holds process-wide settings.
 type Server struct {
 	DrainTime    Duration `yaml:"drain_time" json:"drain_time"`
@@ -193,7 +196,15 @@ type Listener struct {
 	TrustRequestHeaders bool          `yaml:"trust_request_headers" json:"trust_request_headers"`
 	AccessLog           []AccessLog   `yaml:"access_log,omitempty" json:"access_log,omitempty"`
 	Limits              Limits        `yaml:"limits" json:"limits"`
-	VirtualHosts        []VirtualHost `yaml:"virtual_hosts" json:"virtual_hosts"`
+	// LocalRateLimit applies to every request on the listener whose
+	// virtual host and route have none of their own (Envoy's
+	// local_ratelimit filter config, which per-route config overrides).
+	LocalRateLimit *LocalRateLimit `yaml:"local_rate_limit,omitempty" json:"local_rate_limit,omitempty"`
+	// RateLimit is the global rate limit service the listener's routes
+	// ask (Envoy's envoy.filters.http.ratelimit); the descriptors come
+	// from the routes' (or virtual hosts') rate_limits.
+	RateLimit    *RateLimitService `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	VirtualHosts []VirtualHost     `yaml:"virtual_hosts" json:"virtual_hosts"`
 
 	// Upgrades lists the HTTP/1.1 upgrades (Upgrade: websocket, …) the
 	// listener's routes accept, as Envoy's upgrade_configs on the HTTP
@@ -289,6 +300,12 @@ type VirtualHost struct {
 	Name    string   `yaml:"name" json:"name"`
 	Domains []string `yaml:"domains" json:"domains"`
 	Routes  []Route  `yaml:"routes" json:"routes"`
+	// LocalRateLimit applies to the virtual host's routes that have none
+	// of their own; it overrides the listener's.
+	LocalRateLimit *LocalRateLimit `yaml:"local_rate_limit,omitempty" json:"local_rate_limit,omitempty"`
+	// RateLimits make the descriptors of the virtual host's routes that
+	// have no rate_limits of their own.
+	RateLimits []RateLimitPolicy `yaml:"rate_limits,omitempty" json:"rate_limits,omitempty"`
 }
 
 // Route matches requests and names where they go.
@@ -327,6 +344,13 @@ type Route struct {
 	// holds the listener's entries too, for the types the route does not
 	// name: it is the route's whole answer.
 	Upgrades []Upgrade `yaml:"upgrades,omitempty" json:"upgrades,omitempty"`
+	// LocalRateLimit is the route's own local rate limit; it overrides
+	// its virtual host's and its listener's.
+	LocalRateLimit *LocalRateLimit `yaml:"local_rate_limit,omitempty" json:"local_rate_limit,omitempty"`
+	// RateLimits make the request's descriptors (Envoy's route
+	// rate_limits), for the global rate limit service and for the
+	// descriptors of local rate limits.
+	RateLimits []RateLimitPolicy `yaml:"rate_limits,omitempty" json:"rate_limits,omitempty"`
 }
 
 // Upgrade returns whether the route accepts the upgrade type typ
@@ -360,6 +384,152 @@ type HeaderMatcher struct {
 	Regex   string `yaml:"regex,omitempty" json:"regex,omitempty"`
 	// Invert turns the match around: the header must not match.
 	Invert bool `yaml:"invert,omitempty" json:"invert,omitempty"`
+}
+
+// Limits of rate limit descriptors: a request's descriptors are built in
+// fixed arrays, so that building them allocates nothing.
+const (
+	// MaxRateLimitActions is the most actions (descriptor entries) of one
+	// rate_limits entry, and the most entries of a local descriptor.
+	MaxRateLimitActions = 8
+	// MaxRateLimits is the most rate_limits entries of a route or a
+	// virtual host.
+	MaxRateLimits = 8
+	// MinFillInterval is the shortest fill_interval of a token bucket, as
+	// in Envoy.
+	MinFillInterval = 50 * time.Millisecond
+)
+
+// X-RateLimit header versions (Envoy's XRateLimitHeadersRFCVersion).
+const (
+	XRateLimitOff     = "OFF"
+	XRateLimitDraft03 = "DRAFT_VERSION_03"
+)
+
+// LocalRateLimit is a token-bucket rate limit kept in the proxy (Envoy's
+// local_ratelimit filter config): a listener's, a virtual host's or a
+// route's, the most specific applying.
+type LocalRateLimit struct {
+	// StatPrefix names the stats: <stat_prefix>.http_local_rate_limit.*;
+	// the listener's stat_prefix by default.
+	StatPrefix string `yaml:"stat_prefix" json:"stat_prefix"`
+	// TokenBucket is the default bucket: every request takes a token
+	// from it (unless a descriptor matched and
+	// always_consume_default_token_bucket is false).
+	TokenBucket *TokenBucket `yaml:"token_bucket,omitempty" json:"token_bucket,omitempty"`
+	// Descriptors give buckets of their own to requests whose
+	// descriptors (made by rate_limits) match.
+	Descriptors                     []LocalRateLimitDescriptor `yaml:"descriptors,omitempty" json:"descriptors,omitempty"`
+	AlwaysConsumeDefaultTokenBucket *bool                      `yaml:"always_consume_default_token_bucket,omitempty" json:"always_consume_default_token_bucket,omitempty"`
+	// FilterEnabled is the percent of requests checked, FilterEnforced the
+	// percent of those over the limit that are refused (the others are
+	// only counted). Both 100 by default.
+	FilterEnabled  *float64 `yaml:"filter_enabled,omitempty" json:"filter_enabled,omitempty"`
+	FilterEnforced *float64 `yaml:"filter_enforced,omitempty" json:"filter_enforced,omitempty"`
+	// Status is the HTTP status of a refusal; 429 by default.
+	Status int `yaml:"status" json:"status"`
+	// RateLimitedAsResourceExhausted answers gRPC clients
+	// RESOURCE_EXHAUSTED (8), the default, or UNAVAILABLE (14) when false.
+	RateLimitedAsResourceExhausted *bool `yaml:"rate_limited_as_resource_exhausted,omitempty" json:"rate_limited_as_resource_exhausted,omitempty"`
+	// EnableXRateLimitHeaders adds x-ratelimit-limit, -remaining and
+	// -reset to the responses of checked requests: OFF (the default) or
+	// DRAFT_VERSION_03.
+	EnableXRateLimitHeaders string `yaml:"enable_x_ratelimit_headers" json:"enable_x_ratelimit_headers"`
+	// MaxDynamicDescriptors bounds the buckets of each descriptor with an
+	// entry of any value (no value); 1024 by default.
+	MaxDynamicDescriptors int `yaml:"max_dynamic_descriptors" json:"max_dynamic_descriptors"`
+}
+
+// TokenBucket is Envoy's token_bucket: it starts full, and gains
+// tokens_per_fill tokens every fill_interval, up to max_tokens.
+type TokenBucket struct {
+	MaxTokens     uint32   `yaml:"max_tokens" json:"max_tokens"`
+	TokensPerFill uint32   `yaml:"tokens_per_fill" json:"tokens_per_fill"` // 1 by default
+	FillInterval  Duration `yaml:"fill_interval" json:"fill_interval"`
+}
+
+// LocalRateLimitDescriptor is a bucket for the requests with a
+// descriptor whose entries match these, in number and order. An entry with
+// no value matches any value, and each value gets a bucket of its own.
+type LocalRateLimitDescriptor struct {
+	Entries     []RateLimitEntry `yaml:"entries" json:"entries"`
+	TokenBucket TokenBucket      `yaml:"token_bucket" json:"token_bucket"`
+}
+
+// RateLimitEntry is one entry of a descriptor.
+type RateLimitEntry struct {
+	Key   string `yaml:"key" json:"key"`
+	Value string `yaml:"value,omitempty" json:"value,omitempty"`
+}
+
+// RateLimitService is a listener's global rate limit: Envoy's rate limit
+// service protocol (envoy.service.ratelimit.v3.RateLimitService), asked
+// over gRPC on a cluster.
+type RateLimitService struct {
+	// Domain is the rate limit service's domain for these requests.
+	Domain string `yaml:"domain" json:"domain"`
+	// Cluster runs the rate limit service (gRPC: protocol http2).
+	Cluster string `yaml:"cluster" json:"cluster"`
+	// Timeout bounds each check; 20ms by default, as in Envoy.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// FailureModeDeny refuses requests when the service cannot answer;
+	// by default they are let through and counted.
+	FailureModeDeny bool `yaml:"failure_mode_deny" json:"failure_mode_deny"`
+	// Status, RateLimitedAsResourceExhausted and EnableXRateLimitHeaders
+	// are as for local rate limits.
+	Status                         int    `yaml:"status" json:"status"`
+	RateLimitedAsResourceExhausted *bool  `yaml:"rate_limited_as_resource_exhausted,omitempty" json:"rate_limited_as_resource_exhausted,omitempty"`
+	EnableXRateLimitHeaders        string `yaml:"enable_x_ratelimit_headers" json:"enable_x_ratelimit_headers"`
+}
+
+// RateLimitPolicy is one rate_limits entry: its actions make one
+// descriptor, one entry each, in order. When an action cannot make its
+// entry (a header that is absent), the request gets no descriptor from
+// this entry, as in Envoy.
+type RateLimitPolicy struct {
+	Actions []RateLimitAction `yaml:"actions" json:"actions"`
+}
+
+// RateLimitAction makes one descriptor entry; exactly one of its fields is
+// set.
+type RateLimitAction struct {
+	RequestHeaders   *RequestHeadersAction   `yaml:"request_headers,omitempty" json:"request_headers,omitempty"`
+	RemoteAddress    *RemoteAddressAction    `yaml:"remote_address,omitempty" json:"remote_address,omitempty"`
+	GenericKey       *GenericKeyAction       `yaml:"generic_key,omitempty" json:"generic_key,omitempty"`
+	HeaderValueMatch *HeaderValueMatchAction `yaml:"header_value_match,omitempty" json:"header_value_match,omitempty"`
+}
+
+// RequestHeadersAction makes the entry (descriptor_key, the header's
+// value). The pseudo-headers :path (without the query), :authority and
+// :method are accepted too; for gRPC, :path is /package.Service/Method.
+type RequestHeadersAction struct {
+	HeaderName    string `yaml:"header_name" json:"header_name"`
+	DescriptorKey string `yaml:"descriptor_key" json:"descriptor_key"`
+	// SkipIfAbsent leaves the entry out, instead of the whole descriptor,
+	// when the header is absent.
+	SkipIfAbsent bool `yaml:"skip_if_absent" json:"skip_if_absent"`
+}
+
+// RemoteAddressAction makes the entry ("remote_address", the client's IP
+// address).
+type RemoteAddressAction struct{}
+
+// GenericKeyAction makes the entry (descriptor_key, descriptor_value);
+// descriptor_key is "generic_key" by default.
+type GenericKeyAction struct {
+	DescriptorKey   string `yaml:"descriptor_key" json:"descriptor_key"`
+	DescriptorValue string `yaml:"descriptor_value" json:"descriptor_value"`
+}
+
+// HeaderValueMatchAction makes the entry (descriptor_key,
+// descriptor_value) when the request's headers match (or, with
+// expect_match false, do not match) every matcher; descriptor_key is
+// "header_match" by default.
+type HeaderValueMatchAction struct {
+	DescriptorKey   string          `yaml:"descriptor_key" json:"descriptor_key"`
+	DescriptorValue string          `yaml:"descriptor_value" json:"descriptor_value"`
+	ExpectMatch     *bool           `yaml:"expect_match,omitempty" json:"expect_match,omitempty"`
+	Headers         []HeaderMatcher `yaml:"headers" json:"headers"`
 }
 
 // DirectResponse is a route's fixed answer: a status and a body.

@@ -79,8 +79,12 @@ func (s *Server) Reload(cfg *config.Config) error {
 		s.stats.Server().ConfigReloadFailed.Inc(1)
 		return err
 	}
+	keep := make(map[string]bool, len(plan.Clusters.Kept))
+	for _, name := range plan.Clusters.Kept {
+		keep[name] = true
+	}
 	for _, cc := range cfg.Clusters {
-		if c, ok := old.byName[cc.Name]; ok && slices.Contains(plan.Clusters.Kept, cc.Name) {
+		if c, ok := old.byName[cc.Name]; ok && keep[cc.Name] {
 			gen.clusters = append(gen.clusters, c)
 			gen.byName[cc.Name] = c
 			continue
@@ -168,6 +172,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 	s.setLoaded(cfg)
 	s.global.SetMax(cfg.Server.MaxConnections)
 	s.overload.Reconfigure(overloadConfig(cfg.Overload))
+	s.admin.SetPprof(cfg.Admin.PprofOn())
 	limits := make(map[string]*listener.ConnLimit, len(gen.listeners))
 	for _, r := range gen.listeners {
 		r.conns.SetMax(r.cfg.Limits.MaxConnections)
@@ -251,7 +256,7 @@ func (s *Server) retireCluster(c *cluster.Cluster) {
 func keepProcessWide(cfg, old *config.Config, changed diff.Part) string {
 	var kept diff.Part
 	if changed.Has(diff.AdminAddress) {
-		cfg.Admin = old.Admin
+		cfg.Admin.Address = old.Admin.Address
 		kept |= diff.AdminAddress
 	}
 	if changed.Has(diff.Node) {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -98,5 +100,40 @@ func TestReloadRefusedKeepsServing(t *testing.T) {
 	}
 	if n := s.stats.Server().ConfigReloadFailed.Value(); n != 1 {
 		t.Fatalf("config_reload_failed = %d, want 1", n)
+	}
+}
+
+// TestReloadPprof: admin.pprof is applied by a reload, both ways, with
+// the admin server and the rest of the config as they were.
+func TestReloadPprof(t *testing.T) {
+	s := started(t, load(t, twoClusters(1, "")))
+	get := func() int {
+		t.Helper()
+		resp, err := http.Get("http://" + s.AdminAddr() + "/debug/pprof/cmdline")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(); code != 200 {
+		t.Fatalf("/debug/pprof/cmdline by default: %d, want 200", code)
+	}
+	off := strings.Replace(twoClusters(1, ""), "admin: {address: 127.0.0.1:0}", "admin: {address: 127.0.0.1:0, pprof: false}", 1)
+	before := s.cur.Load()
+	if err := s.Reload(load(t, off)); err != nil {
+		t.Fatal(err)
+	}
+	if code := get(); code != 404 {
+		t.Errorf("after a reload with admin.pprof: false: %d, want 404", code)
+	}
+	if after := s.cur.Load(); after.byName["a"] != before.byName["a"] || after.listeners[0] != before.listeners[0] {
+		t.Error("turning the profiles off rebuilt a cluster or a listener")
+	}
+	if err := s.Reload(load(t, twoClusters(1, ""))); err != nil {
+		t.Fatal(err)
+	}
+	if code := get(); code != 200 {
+		t.Errorf("after a reload back to the default: %d, want 200", code)
 	}
 }

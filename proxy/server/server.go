@@ -167,9 +167,7 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 	}
 	s.setLoaded(cfg)
 	s.admin = admin.New(cfg.Admin.Address, s, lg)
-	if p := cfg.Admin.Pprof; p == nil || *p {
-		s.admin.MountPprof()
-	}
+	s.admin.SetPprof(cfg.Admin.PprofOn())
 	s.admin.Handle("GET /stats", statsHandler(st.Handler(), set.Prometheus))
 	s.admin.Handle("GET /stats/prometheus", set.Prometheus)
 	s.admin.Handle("POST /reopen_logs", http.HandlerFunc(s.reopenLogs))

@@ -128,9 +128,12 @@ const (
 	// thresholds apply at its next reading (its refresh interval stays
 	// until the process restarts); nothing is rebuilt.
 	Overload
+	// Pprof is admin.pprof: the profiles at /debug/pprof/ turn on or off
+	// with the reload; the admin server stays as it is.
+	Pprof
 )
 
-var partNames = []string{"admin_address", "node", "stats_sinks", "stats_filter", "tracing", "drain", "watch", "max_connections", "overload"}
+var partNames = []string{"admin_address", "node", "stats_sinks", "stats_filter", "tracing", "drain", "watch", "max_connections", "overload", "pprof"}
 
 // Has reports whether every part of q is in p.
 func (p Part) Has(q Part) bool { return p&q == q }
@@ -160,6 +163,7 @@ func (p Part) String() string {
 // hold.
 var processParts = map[string]Part{
 	"admin.address":                      AdminAddress,
+	"admin.pprof":                        Pprof,
 	"node.id":                            Node,
 	"node.zone":                          Node,
 	"server.drain_time":                  Drain,
@@ -302,8 +306,9 @@ func (p *Plan) clusters(from, to *config.Config) {
 			rebuilt[nc.Name] = true
 		}
 	}
+	now := byName(to.Clusters, func(c *config.Cluster) string { return c.Name })
 	for i := range from.Clusters {
-		if name := from.Clusters[i].Name; !slices.ContainsFunc(to.Clusters, func(c config.Cluster) bool { return c.Name == name }) {
+		if name := from.Clusters[i].Name; now[name] == nil {
 			c.Removed = append(c.Removed, name)
 			rebuilt[name] = true
 		}
@@ -419,8 +424,9 @@ func (p *Plan) listeners(from, to *config.Config) {
 			}
 		}
 	}
+	now := byName(to.Listeners, func(l *config.Listener) string { return l.Name })
 	for i := range from.Listeners {
-		if name := from.Listeners[i].Name; !slices.ContainsFunc(to.Listeners, func(l config.Listener) bool { return l.Name == name }) {
+		if name := from.Listeners[i].Name; now[name] == nil {
 			l.Removed = append(l.Removed, name)
 		}
 	}

@@ -86,7 +86,8 @@ func TestPartString(t *testing.T) {
 		{Node | Watch, "node|watch"},
 		{StatsSinks | StatsFilter | Tracing | Drain, "stats_sinks|stats_filter|tracing|drain"},
 		{Overload, "overload"},
-		{Overload << 1, "0x200"},
+		{Pprof, "pprof"},
+		{Pprof << 1, "0x400"},
 	}
 	for _, tt := range tests {
 		if got := tt.give.String(); got != tt.want {
