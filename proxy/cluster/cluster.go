@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/accesslog"
+	"github.com/sightline-proxy/sightline/internal/logfield"
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/balancer/policies"
 	"github.com/sightline-proxy/sightline/proxy/balancer/zoneaware"
@@ -59,7 +60,8 @@ func ParseProtocol(s string) (Protocol, error) {
 	return 0, fmt.Errorf("unknown protocol %q", s)
 }
 
-// UpstreamFactory makes the connection pool of a new host.
+// UpstreamFactory makes the connection pool of a host, the first time a
+// request needs it.
 type UpstreamFactory func(c *Cluster, h *host.Host) host.Upstream
 
 // Resolver looks up the addresses of a name, as net.Resolver does.
@@ -80,7 +82,7 @@ type Cluster struct {
 	build       balancer.Builder
 	localZone   string
 	localShares map[string]float64
-	newUpstream UpstreamFactory
+	newUpstream func(*host.Host) host.Upstream // nil: hosts have no pool
 	resolver    Resolver
 	log         zerolog.Logger
 
@@ -183,9 +185,8 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 		build:       build,
 		localZone:   opts.LocalZone,
 		localShares: opts.LocalShares,
-		newUpstream: opts.NewUpstream,
 		resolver:    opts.Resolver,
-		log:         opts.Log.With().Str("cluster", cfg.Name).Logger(),
+		log:         logfield.With(opts.Log, "cluster", cfg.Name),
 		hosts:       map[string]*host.Host{},
 		origin:      map[string]string{},
 		gone:        map[string]bool{},
@@ -194,6 +195,9 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 	}
 	if cfg.ZoneAware.Enabled && cfg.ZoneAware.LocalCluster != "" {
 		c.localSig = make(chan struct{}, 1)
+	}
+	if opts.NewUpstream != nil {
+		c.newUpstream = func(h *host.Host) host.Upstream { return opts.NewUpstream(c, h) }
 	}
 	if c.resolver == nil {
 		c.resolver = net.DefaultResolver
@@ -348,10 +352,9 @@ func (c *Cluster) setMembership(eps []endpoint) {
 		} else if ok {
 			c.closeHost(h) // same address, new zone or weight: a new Host
 		}
-		h := &host.Host{Address: ep.addr, Zone: ep.zone, Weight: w, ZoneStats: c.Stats.Zone(ep.zone)}
-		c.origin[ep.addr] = ep.from
-		if c.newUpstream != nil {
-			h.Upstream = c.newUpstream(c, h)
+		h := &host.Host{Address: ep.addr, Zone: ep.zone, Weight: w, ZoneStats: c.Stats.Zone(ep.zone), NewUpstream: c.newUpstream}
+		if ep.from != "" {
+			c.origin[ep.addr] = ep.from
 		}
 		c.hosts[ep.addr] = h
 		changed = true
@@ -431,11 +434,7 @@ func (c *Cluster) WaitHealthChecked(ctx context.Context) error {
 	return c.hc.WaitFirst(ctx)
 }
 
-func (c *Cluster) closeHost(h *host.Host) {
-	if h.Upstream != nil {
-		_ = h.Upstream.Close()
-	}
-}
+func (c *Cluster) closeHost(h *host.Host) { _ = h.CloseUpstream() }
 
 // Refresh rebuilds the picker after a host's health changed.
 func (c *Cluster) Refresh() {

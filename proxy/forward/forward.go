@@ -502,7 +502,7 @@ func (h *Handler) attempt(ctx context.Context, out, r *http.Request, rec *record
 		})
 	}
 	sent = time.Now()
-	if u, ok := hst.Upstream.(router.RoundTripper); ok {
+	if u, ok := hst.Upstream().(router.RoundTripper); ok {
 		resp, err = u.RoundTrip(req, http1Upstream(c, r))
 	} else {
 		err = fmt.Errorf("%w: %s has no connection pool", upstream.ErrConnect, hst.Address)

@@ -114,7 +114,7 @@ func (b *bridge) run(pool *upstream.Pool, req *http.Request) {
 	try := func(hst *host.Host) router.Outcome {
 		if tries > 0 {
 			// A retry: the kept request, to the host the router picked.
-			u, _ := hst.Upstream.(*Upstream)
+			u, _ := hst.Upstream().(*Upstream)
 			if u == nil || u.HTTP == nil {
 				return router.Outcome{GRPCStatus: -1, End: router.EndConnectFailure}
 			}

@@ -99,6 +99,15 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A host's pools are made on its first use; make them now, in
+		// config order, so that tests can reach them as p.pools[i].
+		for _, a := range tc.addrs {
+			for _, h := range c.Hosts() {
+				if h.Address == a {
+					h.Upstream()
+				}
+			}
+		}
 		p.clusters[tc.name] = c
 		t.Cleanup(c.Close)
 	}

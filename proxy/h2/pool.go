@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/internal/logfield"
 	"github.com/sightline-proxy/sightline/proxy/breaker"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 	"github.com/sightline-proxy/sightline/stats"
@@ -116,7 +117,7 @@ type Pool struct {
 // NewPool returns a pool for addr ("host:port"). It does no I/O.
 func NewPool(addr string, opts PoolOptions) *Pool {
 	p := &Pool{addr: addr, scheme: "http", opts: opts, maxStreamID: maxClientStreamID,
-		all: make(map[*clientConn]struct{}), log: opts.Log.With().Str("upstream", addr).Logger()}
+		all: make(map[*clientConn]struct{}), log: logfield.With(opts.Log, "upstream", addr)}
 	if p.opts.ConnectTimeout <= 0 {
 		p.opts.ConnectTimeout = defaultConnectTimeout
 	}

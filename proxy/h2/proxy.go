@@ -80,7 +80,7 @@ func (sc *serverConn) proxy(cl *call) {
 		return
 	}
 	rc.Begin(hst)
-	u, _ := hst.Upstream.(*Upstream)
+	u, _ := hst.Upstream().(*Upstream)
 	if u == nil {
 		cl.localError(router.ReplyConnectFailure)
 		return

@@ -214,7 +214,7 @@ func (cl *call) startRetry() {
 	hst := cl.rc.Pick()
 	var u *Upstream
 	if hst != nil {
-		u, _ = hst.Upstream.(*Upstream)
+		u, _ = hst.Upstream().(*Upstream)
 	}
 	if u == nil {
 		h.cn.Store(nil)

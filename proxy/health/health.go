@@ -39,6 +39,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/accesslog"
+	"github.com/sightline-proxy/sightline/internal/logfield"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/stats"
@@ -249,7 +250,7 @@ func New(o Options) (*Checker, error) {
 	if c.stats == nil {
 		c.stats = &stats.HealthCheck{} // nil handles count nothing
 	}
-	c.log = o.Log.With().Str("cluster", o.Cluster).Str("health_checker", c.kind).Logger()
+	c.log = logfield.With(logfield.With(o.Log, "cluster", o.Cluster), "health_checker", c.kind)
 	return c, nil
 }
 

@@ -7,6 +7,7 @@
 package host
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/sightline-proxy/sightline/stats"
@@ -42,9 +43,15 @@ type Host struct {
 
 	health atomic.Uint32
 
-	// Upstream is the host's connection pool, set by the cluster that owns
-	// the host before the host is published to any balancer.
-	Upstream Upstream
+	// NewUpstream makes the host's connection pool, on the first call of
+	// Upstream: a host that is never picked costs no pool. The cluster
+	// that owns the host sets it (one function for all its hosts) before
+	// the host is published to any balancer; nil: the host has no pool.
+	NewUpstream func(*Host) Upstream
+
+	up     atomic.Pointer[Upstream]
+	upMu   sync.Mutex // serializes making and closing the pool
+	closed bool       // CloseUpstream was called (guarded by upMu)
 
 	// ZoneStats are the stats of requests from this proxy's zone to the
 	// host's zone (cluster.<c>.zone.<from>.<to>.*), shared by the hosts of
@@ -58,6 +65,48 @@ type Host struct {
 type Upstream interface {
 	// Close releases the pool's connections once their streams finish.
 	Close() error
+}
+
+// Upstream returns the host's connection pool, made on first use; nil
+// when the host has no NewUpstream. After CloseUpstream it returns a
+// closed pool, whose requests fail as on any closed pool.
+func (h *Host) Upstream() Upstream {
+	if u := h.up.Load(); u != nil {
+		return *u
+	}
+	return h.makeUpstream()
+}
+
+func (h *Host) makeUpstream() Upstream {
+	h.upMu.Lock()
+	defer h.upMu.Unlock()
+	if u := h.up.Load(); u != nil {
+		return *u
+	}
+	if h.NewUpstream == nil {
+		return nil
+	}
+	u := h.NewUpstream(h)
+	if h.closed {
+		_ = u.Close()
+	}
+	h.up.Store(&u)
+	return u
+}
+
+// CloseUpstream closes the host's pool if it was made (its streams finish
+// first); a pool made after it is closed at once.
+func (h *Host) CloseUpstream() error {
+	h.upMu.Lock()
+	defer h.upMu.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	if u := h.up.Load(); u != nil {
+		return (*u).Close()
+	}
+	return nil
 }
 
 // Healthy reports whether no health flag is set.

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sightline-proxy/sightline/accesslog"
+	"github.com/sightline-proxy/sightline/internal/logfield"
 
 	"github.com/rs/zerolog"
 
@@ -120,7 +121,7 @@ func New(cfg config.OutlierDetection, opts Options) *Detector {
 		onChange:      opts.OnChange,
 		events:        opts.Events,
 		cluster:       opts.Cluster,
-		log:           opts.Log.With().Str("component", "outlier_detection").Str("cluster", opts.Cluster).Logger(),
+		log:           logfield.With(logfield.With(opts.Log, "component", "outlier_detection"), "cluster", opts.Cluster),
 		now:           opts.Now,
 		members:       map[*host.Host]struct{}{},
 		stop:          make(chan struct{}),

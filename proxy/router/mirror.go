@@ -114,7 +114,7 @@ func (m *Mirror) Send() {
 		c.Finish(&o)
 		return
 	}
-	rt, _ := hst.Upstream.(RoundTripper)
+	rt, _ := hst.Upstream().(RoundTripper)
 	ctx, cancel := context.WithTimeout(context.Background(), mirrorLifetime(m.Timeout))
 	defer cancel()
 	u := "http://" + hst.Address + m.PathQuery

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/accesslog"
+	"github.com/sightline-proxy/sightline/internal/logfield"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/forward"
@@ -69,7 +70,7 @@ func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.C
 		ConnectTimeout: opts.ConnectTimeout, TLS: opts.TLS,
 		MaxConcurrentStreams: cc.MaxConcurrentStreams, MaxRequestsPerConn: cc.MaxRequestsPerConnection,
 		PingTimeout: cc.KeepaliveTimeout.D(),
-		Log:         s.log.With().Str("cluster", cc.Name).Logger(),
+		Log:         logfield.With(s.log, "cluster", cc.Name),
 	}
 	if ka := cc.KeepaliveInterval; ka != nil {
 		h2opts.SendPingTimeout = ka.D()
