@@ -21,6 +21,9 @@ const (
 	TagListener      = "listener_address"
 	TagAccessLog     = "accesslog_name"
 	TagSink          = "sink_name"
+	// TagLocalRateLimit is a local rate limit's stat_prefix, named as
+	// Envoy's tag extractor names it (envoy.local_http_ratelimit_prefix).
+	TagLocalRateLimit = "local_http_ratelimit_prefix"
 )
 
 // Kind is what a stat measures.
@@ -465,6 +468,17 @@ var (
 		help: "Requests whose route names a cluster that does not exist."})
 	httpRqDirectResponse = define(Def{flat: "http.{http_conn_manager_prefix}.rq_direct_response", kind: KindCounter,
 		help: "Requests the proxy answered itself."})
+
+	// Local rate limits, by their stat_prefix (Envoy's
+	// <stat_prefix>.http_local_rate_limit.*).
+	localRateLimitEnabled = define(Def{flat: "{local_http_ratelimit_prefix}.http_local_rate_limit.enabled", kind: KindCounter,
+		help: "Requests a local rate limit checked (its filter_enabled share)."})
+	localRateLimitOK = define(Def{flat: "{local_http_ratelimit_prefix}.http_local_rate_limit.ok", kind: KindCounter,
+		help: "Requests a local rate limit checked and found under the limit."})
+	localRateLimitLimited = define(Def{flat: "{local_http_ratelimit_prefix}.http_local_rate_limit.rate_limited", kind: KindCounter,
+		help: "Requests a local rate limit found over the limit, refused or not (filter_enforced)."})
+	localRateLimitEnforced = define(Def{flat: "{local_http_ratelimit_prefix}.http_local_rate_limit.enforced", kind: KindCounter,
+		help: "Requests a local rate limit refused: 429, or RESOURCE_EXHAUSTED for gRPC, with response flag RL."})
 
 	// Listener, by address.
 	listenerCxTotal = define(Def{flat: "listener.{listener_address}.downstream_cx_total", kind: KindCounter,

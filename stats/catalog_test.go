@@ -225,6 +225,7 @@ func TestRoundTripCatalog(t *testing.T) {
 		TagResponseCode: "404", TagResponseClass: "4", TagGRPCService: "grpc.testing.TestService",
 		TagGRPCMethod: "StreamingCall", TagGRPCStatus: "16", TagHTTPPrefix: "ingress.http",
 		TagListener: "[::1]:10000", TagAccessLog: "ingress.0", TagSink: "statsd_1",
+		TagLocalRateLimit: "edge.per_client",
 	}
 	for _, d := range Catalog() {
 		values := make([]string, len(d.TagKeys()))

@@ -656,6 +656,17 @@ func (sc scope) newHTTP() *HTTP {
 	}
 }
 
+// LocalRateLimit holds the stats of the local rate limits that share a
+// stat_prefix: <stat_prefix>.http_local_rate_limit.{enabled, ok,
+// rate_limited, enforced}, as Envoy names them. Get it from
+// Store.LocalRateLimit when the config is built.
+type LocalRateLimit struct {
+	Enabled     *Counter
+	OK          *Counter
+	RateLimited *Counter
+	Enforced    *Counter
+}
+
 // Listener holds the connection stats of one listener.
 type Listener struct {
 	DownstreamCxTotal  *Counter

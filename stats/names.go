@@ -20,6 +20,8 @@ var tagValues = map[string]func(string) bool{
 	TagListener:    nonEmpty,
 	TagAccessLog:   nonEmpty,
 	TagSink:        nonEmpty,
+	// A stat_prefix of the config; it leads the flat name.
+	TagLocalRateLimit: nonEmpty,
 	// One segment each.
 	TagFromZone:   segment,
 	TagToZone:     segment,

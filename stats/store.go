@@ -61,6 +61,7 @@ type Store struct {
 	listeners  map[string]*Listener
 	accessLogs map[string]*AccessLog
 	sinkStats  map[string]*SinkStats
+	localRL    map[string]*LocalRateLimit
 
 	// flushMu makes flushes one at a time and guards what only a flush
 	// touches.
@@ -102,6 +103,7 @@ func New(cfg config.Stats, node config.Node, opts Options) (*Store, error) {
 		started:    time.Now(),
 		clusters:   map[string]*Cluster{},
 		https:      map[string]*HTTP{},
+		localRL:    map[string]*LocalRateLimit{},
 		listeners:  map[string]*Listener{},
 		accessLogs: map[string]*AccessLog{},
 		sinkStats:  map[string]*SinkStats{},
@@ -283,6 +285,20 @@ func (s *Store) Cluster(name string) *Cluster {
 func (s *Store) HTTP(statPrefix string) *HTTP {
 	return getOrCreate(s, s.https, statPrefix, func() *HTTP {
 		return scope{s: s, labels: (&labels{}).with(TagHTTPPrefix, statPrefix)}.newHTTP()
+	})
+}
+
+// LocalRateLimit returns the stats of the local rate limits with this
+// stat_prefix. Call it when the config is built.
+func (s *Store) LocalRateLimit(statPrefix string) *LocalRateLimit {
+	return getOrCreate(s, s.localRL, statPrefix, func() *LocalRateLimit {
+		sc := scope{s: s, labels: (&labels{}).with(TagLocalRateLimit, statPrefix)}
+		return &LocalRateLimit{
+			Enabled:     sc.counter(localRateLimitEnabled),
+			OK:          sc.counter(localRateLimitOK),
+			RateLimited: sc.counter(localRateLimitLimited),
+			Enforced:    sc.counter(localRateLimitEnforced),
+		}
 	})
 }
 

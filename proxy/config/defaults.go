@@ -264,9 +264,18 @@ func (l *Listener) applyDefaults() {
 			l.Upgrades[i].Enabled = ptr(true)
 		}
 	}
+	if rl := l.RateLimit; rl != nil {
+		rl.applyDefaults()
+	}
+	l.LocalRateLimit.applyDefaults(l.StatPrefix)
 	for i := range l.VirtualHosts {
+		vh := &l.VirtualHosts[i]
+		vh.LocalRateLimit.applyDefaults(l.StatPrefix)
+		rateLimitDefaults(vh.RateLimits)
 		for j := range l.VirtualHosts[i].Routes {
 			r := &l.VirtualHosts[i].Routes[j]
+			r.LocalRateLimit.applyDefaults(l.StatPrefix)
+			rateLimitDefaults(r.RateLimits)
 			if rp := r.RetryPolicy; rp != nil {
 				setDefault(&rp.NumRetries, 1) // Envoy's default
 				setDefault(&rp.BackoffBase, defaultBackoffBase)
@@ -278,6 +287,73 @@ func (l *Listener) applyDefaults() {
 			r.Upgrades = inheritUpgrades(r.Upgrades, l.Upgrades)
 			if r.IdleTimeout == nil {
 				r.IdleTimeout = ptr(*l.Limits.StreamIdleTimeout)
+			}
+		}
+	}
+}
+
+// Rate limit defaults: Envoy's, except that a local rate limit is enabled
+// and enforced for every request unless told otherwise (Envoy leaves it
+// off without filter_enabled), and gRPC clients get RESOURCE_EXHAUSTED.
+const (
+	defaultRateLimitStatus       = 429
+	defaultRateLimitTimeout      = Duration(20 * time.Millisecond)
+	defaultMaxDynamicDescriptors = 1024
+)
+
+// applyDefaults fills a local rate limit's unset fields; statPrefix is its
+// listener's. A nil limit stays nil.
+func (rl *LocalRateLimit) applyDefaults(statPrefix string) {
+	if rl == nil {
+		return
+	}
+	setDefault(&rl.StatPrefix, statPrefix)
+	if tb := rl.TokenBucket; tb != nil {
+		setDefault(&tb.TokensPerFill, 1)
+	}
+	for i := range rl.Descriptors {
+		setDefault(&rl.Descriptors[i].TokenBucket.TokensPerFill, 1)
+	}
+	if rl.AlwaysConsumeDefaultTokenBucket == nil {
+		rl.AlwaysConsumeDefaultTokenBucket = ptr(true)
+	}
+	if rl.FilterEnabled == nil {
+		rl.FilterEnabled = ptr(100.0)
+	}
+	if rl.FilterEnforced == nil {
+		rl.FilterEnforced = ptr(100.0)
+	}
+	setDefault(&rl.Status, defaultRateLimitStatus)
+	if rl.RateLimitedAsResourceExhausted == nil {
+		rl.RateLimitedAsResourceExhausted = ptr(true)
+	}
+	setDefault(&rl.EnableXRateLimitHeaders, XRateLimitOff)
+	setDefault(&rl.MaxDynamicDescriptors, defaultMaxDynamicDescriptors)
+}
+
+func (rl *RateLimitService) applyDefaults() {
+	setDefault(&rl.Timeout, defaultRateLimitTimeout)
+	setDefault(&rl.Status, defaultRateLimitStatus)
+	if rl.RateLimitedAsResourceExhausted == nil {
+		rl.RateLimitedAsResourceExhausted = ptr(true)
+	}
+	setDefault(&rl.EnableXRateLimitHeaders, XRateLimitOff)
+}
+
+// rateLimitDefaults fills the actions' default descriptor keys, as Envoy
+// names them.
+func rateLimitDefaults(policies []RateLimitPolicy) {
+	for i := range policies {
+		for j := range policies[i].Actions {
+			a := &policies[i].Actions[j]
+			if g := a.GenericKey; g != nil {
+				setDefault(&g.DescriptorKey, "generic_key")
+			}
+			if h := a.HeaderValueMatch; h != nil {
+				setDefault(&h.DescriptorKey, "header_match")
+				if h.ExpectMatch == nil {
+					h.ExpectMatch = ptr(true)
+				}
 			}
 		}
 	}

@@ -370,6 +370,10 @@ func (v *validator) listener(l *Listener, p string, names, addresses map[string]
 	}
 
 	v.upgrades(p+".upgrades", l.Upgrades)
+	v.localRateLimit(l.LocalRateLimit, p+".local_rate_limit")
+	if rl := l.RateLimit; rl != nil {
+		v.rateLimitService(rl, p+".rate_limit")
+	}
 
 	vhosts := map[string]string{}
 	domains := map[string]string{}
@@ -445,6 +449,8 @@ func (v *validator) virtualHost(vh *VirtualHost, p string, names, domains map[st
 		}
 		domains[strings.ToLower(d)] = dp
 	}
+	v.localRateLimit(vh.LocalRateLimit, p+".local_rate_limit")
+	v.rateLimits(vh.RateLimits, p+".rate_limits")
 	for i := range vh.Routes {
 		v.route(&vh.Routes[i], fmt.Sprintf("%s.routes[%d]", p, i))
 	}
@@ -494,6 +500,8 @@ func headerName(s string) bool {
 }
 
 func (v *validator) route(r *Route, p string) {
+	v.localRateLimit(r.LocalRateLimit, p+".local_rate_limit")
+	v.rateLimits(r.RateLimits, p+".rate_limits")
 	if d := r.IdleTimeout; d != nil && *d < 0 {
 		v.report(p+".idle_timeout", "0s turns it off", "must not be negative, got %s", *d)
 	}
@@ -648,6 +656,151 @@ func (v *validator) headerMatcher(h *HeaderMatcher, p string) {
 		v.regex(p+".regex", h.Regex)
 	}
 }
+
+// xRateLimitVersions are the values of enable_x_ratelimit_headers.
+var xRateLimitVersions = []string{XRateLimitOff, XRateLimitDraft03}
+
+// localRateLimit checks a local rate limit (nil: none).
+func (v *validator) localRateLimit(rl *LocalRateLimit, p string) {
+	if rl == nil {
+		return
+	}
+	if rl.TokenBucket == nil && len(rl.Descriptors) == 0 {
+		v.report(p, "e.g. token_bucket: {max_tokens: 100, tokens_per_fill: 100, fill_interval: 1s}",
+			"must set token_bucket or descriptors")
+	}
+	if rl.TokenBucket != nil {
+		v.tokenBucket(rl.TokenBucket, p+".token_bucket")
+	}
+	for i := range rl.Descriptors {
+		d := &rl.Descriptors[i]
+		dp := fmt.Sprintf("%s.descriptors[%d]", p, i)
+		switch {
+		case len(d.Entries) == 0:
+			v.report(dp+".entries", "e.g. entries: [{key: remote_address}]: a bucket per client address", "must list at least one entry")
+		case len(d.Entries) > MaxRateLimitActions:
+			v.report(dp+".entries", "", "must list at most %d entries, got %d", MaxRateLimitActions, len(d.Entries))
+		}
+		for j, e := range d.Entries {
+			if e.Key == "" {
+				v.report(fmt.Sprintf("%s.entries[%d].key", dp, j), "the descriptor_key of a rate_limits action, or remote_address, generic_key, header_match", "must not be empty")
+			}
+		}
+		v.tokenBucket(&d.TokenBucket, dp+".token_bucket")
+	}
+	for _, f := range []struct {
+		name string
+		p    *float64
+	}{{"filter_enabled", rl.FilterEnabled}, {"filter_enforced", rl.FilterEnforced}} {
+		if f.p != nil {
+			v.percent(p+"."+f.name, *f.p)
+		}
+	}
+	v.rateLimitStatus(p+".status", rl.Status)
+	v.oneOf(p+".enable_x_ratelimit_headers", rl.EnableXRateLimitHeaders, xRateLimitVersions)
+	v.nonNegative(p+".max_dynamic_descriptors", rl.MaxDynamicDescriptors)
+}
+
+// rateLimitStatus checks the status of a refusal: 0 is the default, 429.
+func (v *validator) rateLimitStatus(path string, status int) {
+	if status != 0 && (status < 400 || status > 599) {
+		v.report(path, "429 (Too Many Requests) is the default", "must be from 400 to 599, got %d", status)
+	}
+}
+
+func (v *validator) tokenBucket(tb *TokenBucket, p string) {
+	if tb.MaxTokens == 0 {
+		v.report(p+".max_tokens", "e.g. max_tokens: 100", "must be greater than 0")
+	}
+	if v.has(p+".tokens_per_fill") && tb.TokensPerFill == 0 {
+		v.report(p+".tokens_per_fill", "1 by default", "must be greater than 0")
+	}
+	switch {
+	case !v.has(p + ".fill_interval"):
+		v.report(p+".fill_interval", "e.g. fill_interval: 1s", "must be set")
+	case tb.FillInterval.D() < MinFillInterval:
+		v.report(p+".fill_interval", "Envoy's minimum too; e.g. fill_interval: 1s", "must be at least %s, got %s", MinFillInterval, tb.FillInterval)
+	}
+}
+
+func (v *validator) rateLimitService(rl *RateLimitService, p string) {
+	if rl.Domain == "" {
+		v.report(p+".domain", "the domain of the rate limit service's config, e.g. domain: edge", "must not be empty")
+	}
+	v.clusterRef(p+".cluster", rl.Cluster)
+	if v.has(p+".timeout") && rl.Timeout <= 0 {
+		v.report(p+".timeout", "20ms by default", "must be greater than 0, got %s", rl.Timeout)
+	}
+	v.rateLimitStatus(p+".status", rl.Status)
+	v.oneOf(p+".enable_x_ratelimit_headers", rl.EnableXRateLimitHeaders, xRateLimitVersions)
+}
+
+// rateLimitActionKinds are the keys of a rate_limits action.
+var rateLimitActionKinds = []string{"request_headers", "remote_address", "generic_key", "header_value_match"}
+
+func (v *validator) rateLimits(rls []RateLimitPolicy, p string) {
+	if len(rls) > MaxRateLimits {
+		v.report(p, "", "must list at most %d entries, got %d", MaxRateLimits, len(rls))
+	}
+	for i := range rls {
+		rp := fmt.Sprintf("%s[%d]", p, i)
+		acts := rls[i].Actions
+		switch {
+		case len(acts) == 0:
+			v.report(rp+".actions", "e.g. actions: [{remote_address: {}}]", "must list at least one action")
+		case len(acts) > MaxRateLimitActions:
+			v.report(rp+".actions", "", "must list at most %d actions, got %d", MaxRateLimitActions, len(acts))
+		}
+		for j := range acts {
+			v.rateLimitAction(&acts[j], fmt.Sprintf("%s.actions[%d]", rp, j))
+		}
+	}
+}
+
+func (v *validator) rateLimitAction(a *RateLimitAction, p string) {
+	kinds := chosen(rateLimitActionKinds,
+		v.set(p+".request_headers", a.RequestHeaders != nil), v.set(p+".remote_address", a.RemoteAddress != nil),
+		v.set(p+".generic_key", a.GenericKey != nil), v.set(p+".header_value_match", a.HeaderValueMatch != nil))
+	switch len(kinds) {
+	case 0:
+		v.report(p, "one of "+strings.Join(rateLimitActionKinds, ", "), "must set one action")
+		return
+	case 1:
+	default:
+		v.report(p, "put each action in an entry of its own", "must set only one action, got %s", strings.Join(kinds, " and "))
+	}
+	if h := a.RequestHeaders; h != nil {
+		hp := p + ".request_headers"
+		switch {
+		case h.HeaderName == "":
+			v.report(hp+".header_name", "e.g. header_name: x-user-id", "must not be empty")
+		case !headerName(h.HeaderName) && !slices.Contains(rateLimitPseudoHeaders, h.HeaderName):
+			v.report(hp+".header_name", "a header name, or one of "+strings.Join(rateLimitPseudoHeaders, ", "), "%q is not a header name", h.HeaderName)
+		}
+		if h.DescriptorKey == "" {
+			v.report(hp+".descriptor_key", "the key the rate limit service's config (or a local descriptor) names", "must not be empty")
+		}
+	}
+	if g := a.GenericKey; g != nil && g.DescriptorValue == "" {
+		v.report(p+".generic_key.descriptor_value", "", "must not be empty")
+	}
+	if h := a.HeaderValueMatch; h != nil {
+		hp := p + ".header_value_match"
+		if h.DescriptorValue == "" {
+			v.report(hp+".descriptor_value", "", "must not be empty")
+		}
+		if len(h.Headers) == 0 {
+			v.report(hp+".headers", "e.g. headers: [{name: x-tier, exact: free}]", "must list at least one header matcher")
+		}
+		for i := range h.Headers {
+			v.headerMatcher(&h.Headers[i], fmt.Sprintf("%s.headers[%d]", hp, i))
+		}
+	}
+}
+
+// rateLimitPseudoHeaders are the pseudo-headers a request_headers action
+// may name.
+var rateLimitPseudoHeaders = []string{":path", ":authority", ":method"}
 
 func (v *validator) retryPolicy(rp *RetryPolicy, p string) {
 	if strings.TrimSpace(rp.RetryOn) == "" {

@@ -266,7 +266,8 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 		h.Stats.DownstreamRqOverloadClose.Inc(1)
 		return h.reply(w, r, rec, router.ReplyOverloaded)
 	}
-	req := router.Request{Authority: r.Host, Path: r.URL.Path, Headers: route.HTTPHeaders(r.Header), GRPC: grpc, Trust: h.TrustRequestHeaders}
+	req := router.Request{Authority: r.Host, Path: r.URL.Path, Headers: route.HTTPHeaders(r.Header), GRPC: grpc, Trust: h.TrustRequestHeaders,
+		Method: r.Method, RemoteAddr: r.RemoteAddr}
 	if rp, ok := router.Decide(h.routes(), &req, &c.Plan); !ok {
 		router.CountReply(h.Stats, rp)
 		return h.reply(w, r, rec, rp)
@@ -422,6 +423,7 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 	}
 	announceTrailers(dst, resp)
 	dst[headerUpstreamServiceTime] = []string{strconv.FormatInt(rec.upTime.Milliseconds(), 10)}
+	setRateLimitHeaders(dst, &c.Plan.RateLimit)
 	if rec.requestID != "" && h.Observer.SetInResponse() {
 		dst["X-Request-Id"] = []string{rec.requestID}
 	}
@@ -618,6 +620,11 @@ func (h *Handler) outbound(r *http.Request, rec *record) *http.Request {
 // status sent.
 func (h *Handler) reply(w http.ResponseWriter, r *http.Request, rec *record, rp router.Reply) int {
 	rec.flags |= rp.Flag
+	if rp.RateLimit.Set {
+		setRateLimitHeaders(w.Header(), &rp.RateLimit)
+	} else {
+		setRateLimitHeaders(w.Header(), &rec.call.Plan.RateLimit)
+	}
 	if rp.Direct {
 		rec.tx = int64(len(rp.Message))
 		hdr := w.Header()
@@ -643,6 +650,18 @@ func (h *Handler) reply(w http.ResponseWriter, r *http.Request, rec *record, rp 
 	w.WriteHeader(rp.Status)
 	io.WriteString(w, body)
 	return rp.Status
+}
+
+// setRateLimitHeaders adds the x-ratelimit-* headers a rate limit asked
+// for, when it did.
+func setRateLimitHeaders(dst http.Header, rl *router.RateLimitHeaders) {
+	if !rl.Set {
+		return
+	}
+	limit, remaining, reset := rl.Values()
+	dst[router.HeaderRateLimitLimit] = []string{limit}
+	dst[router.HeaderRateLimitRemaining] = []string{remaining}
+	dst[router.HeaderRateLimitReset] = []string{reset}
 }
 
 // streamBody copies the response body, flushing after every read so that

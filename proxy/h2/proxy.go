@@ -52,7 +52,8 @@ func (sc *serverConn) proxy(cl *call) {
 	sc.view.fields = fields
 	rc := &cl.rc
 	rc.GRPC, rc.Path = cl.grpc, path
-	req := router.Request{Authority: authority, Path: path, Headers: &sc.view, GRPC: cl.grpc, Trust: sc.srv.trust}
+	req := router.Request{Authority: authority, Path: path, Headers: &sc.view, GRPC: cl.grpc, Trust: sc.srv.trust,
+		Method: hb.method, RemoteAddr: sc.remoteAddr}
 	if rp, ok := router.Decide(sc.srv.routes.Load(), &req, &rc.Plan); !ok {
 		router.CountReply(sc.srv.stats, rp)
 		cl.localError(rp)
@@ -327,6 +328,9 @@ func (cl *call) forwardTrailers(fields []hpack.HeaderField) {
 // gRPC-shaped for gRPC clients (the router's table says what), unless a
 // response has begun. A reply that ends an attempt in flight records why.
 func (cl *call) localError(rp router.Reply) {
+	if rp.RateLimit.Set {
+		cl.rc.Plan.RateLimit = rp.RateLimit
+	}
 	if !rp.Direct {
 		cl.failed.Store(true)
 	}
@@ -367,6 +371,7 @@ func (cl *call) grpcErrorLocked(c *conn, code int, msg string, f flag) {
 	if f != 0 {
 		fields = append(fields, hpack.HeaderField{Name: headerResponseFlags, Value: f.String()})
 	}
+	fields = appendRateLimit(fields, &cl.rc.Plan.RateLimit)
 	fields = cl.appendRequestID(fields)
 	h := &cl.down
 	h.hdrs, h.hdrsPending, h.endPending = fields, true, true
@@ -386,6 +391,7 @@ func (cl *call) localReplyLocked(c *conn, status int, body string, f flag) {
 	if f != 0 {
 		fields = append(fields, hpack.HeaderField{Name: headerResponseFlags, Value: f.String()})
 	}
+	fields = appendRateLimit(fields, &cl.rc.Plan.RateLimit)
 	fields = cl.appendRequestID(fields)
 	h := &cl.down
 	h.hdrs, h.hdrsPending = fields, true
@@ -401,6 +407,19 @@ func (cl *call) localReplyLocked(c *conn, status int, body string, f flag) {
 	if !c.enqueueDataLocked(h, d, true) {
 		putBuf(d)
 	}
+}
+
+// appendRateLimit adds the x-ratelimit-* headers a rate limit asked for,
+// when it did.
+func appendRateLimit(fields []hpack.HeaderField, rl *router.RateLimitHeaders) []hpack.HeaderField {
+	if !rl.Set {
+		return fields
+	}
+	limit, remaining, reset := rl.Values()
+	return append(fields,
+		hpack.HeaderField{Name: router.LowerRateLimitLimit, Value: limit},
+		hpack.HeaderField{Name: router.LowerRateLimitRemaining, Value: remaining},
+		hpack.HeaderField{Name: router.LowerRateLimitReset, Value: reset})
 }
 
 // appendRequestID adds x-request-id to a response the proxy makes itself,
@@ -438,6 +457,7 @@ func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.Header
 	upTime := time.Since(cl.sent)
 	cl.upTime.Store(int64(max(upTime, 1)))
 	f = append(f, hpack.HeaderField{Name: headerUpstreamServiceTime, Value: itoa(upTime.Milliseconds())})
+	f = appendRateLimit(f, &cl.rc.Plan.RateLimit)
 	if setID {
 		f = append(f, cl.requestIDField())
 	}

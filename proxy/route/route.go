@@ -59,6 +59,12 @@ type Route struct {
 	// Config is the route as configured. It points into the config given
 	// to New.
 	Config *config.Route
+	// Local is the local rate limit of the route's requests: the route's
+	// own, else its virtual host's, else its listener's; nil: none.
+	Local *LocalLimit
+	// RateLimits make the descriptors of the route's requests: its own
+	// rate_limits, else its virtual host's; nil: none.
+	RateLimits *RateLimits
 
 	kind    pathKind
 	path    string         // the prefix, the exact path, or the regex's literal prefix

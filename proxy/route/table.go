@@ -52,6 +52,9 @@ type Table struct {
 	suffixes []wildcards // "*.example.com", longest first
 	prefixes []wildcards // "my-service:*", longest first
 	any      *virtualHost
+	// Local is the listener's local rate limit (WithListener), for the
+	// requests that match no route; nil: none.
+	Local *LocalLimit
 }
 
 // wildcards holds the wildcard domains whose fixed part is n bytes long, keyed
@@ -75,18 +78,51 @@ type virtualHost struct {
 // panics, on what would make a route unusable: an unknown cluster, a bad
 // regex, a route without a target, a domain listed twice (Envoy refuses
 // those too), or a "*" inside a domain.
-func New(vhosts []config.VirtualHost, clusters map[string]*cluster.Cluster) (*Table, error) {
+//
+// The options give the listener (its local rate limit) and the stats
+// store the rate limits count in; without them a table has only the
+// virtual hosts' and routes' own rate limits, counting nothing.
+func New(vhosts []config.VirtualHost, clusters map[string]*cluster.Cluster, opts ...Option) (*Table, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	t := &Table{exact: make(map[string]*virtualHost)}
+	if o.listener != nil {
+		t.Local = o.newLocal(o.listener.LocalRateLimit)
+	}
 	suffixes := make(map[int]map[string]*virtualHost)
 	prefixes := make(map[int]map[string]*virtualHost)
 	owner := make(map[string]string) // lower-cased domain → the virtual host that has it
 	for i := range vhosts {
 		cfg := &vhosts[i]
 		vh := &virtualHost{routes: make([]Route, len(cfg.Routes))}
+		vhLocal := t.Local
+		if cfg.LocalRateLimit != nil {
+			vhLocal = o.newLocal(cfg.LocalRateLimit)
+		}
+		vhLimits, err := newRateLimits(cfg.RateLimits)
+		if err != nil {
+			return nil, fmt.Errorf("virtual_hosts[%d].%w", i, err)
+		}
 		for j := range cfg.Routes {
-			r, err := newRoute(&cfg.Routes[j], cfg.Name, clusters)
+			rc := &cfg.Routes[j]
+			r, err := newRoute(rc, cfg.Name, clusters)
 			if err != nil {
 				return nil, fmt.Errorf("virtual_hosts[%d].routes[%d].%w", i, j, err)
+			}
+			// The most specific local rate limit applies, and the
+			// route's rate_limits replace its virtual host's, as
+			// Envoy's per-route config does.
+			r.Local = vhLocal
+			if rc.LocalRateLimit != nil {
+				r.Local = o.newLocal(rc.LocalRateLimit)
+			}
+			r.RateLimits = vhLimits
+			if len(rc.RateLimits) > 0 {
+				if r.RateLimits, err = newRateLimits(rc.RateLimits); err != nil {
+					return nil, fmt.Errorf("virtual_hosts[%d].routes[%d].%w", i, j, err)
+				}
 			}
 			vh.routes[j] = r
 		}

@@ -33,6 +33,10 @@ type Request struct {
 	GRPC    bool
 	// Trust: the listener honours x-sightline-* override headers.
 	Trust bool
+	// Method and RemoteAddr (the client's "ip:port") are read by rate
+	// limit actions (:method, remote_address).
+	Method     string
+	RemoteAddr string
 }
 
 // Plan is what routing decided for one request. It is a value the codec
@@ -54,18 +58,37 @@ type Plan struct {
 	// Mirror is the route's mirror cluster when this request was drawn
 	// to be copied to it; nil otherwise.
 	Mirror *cluster.Cluster
+	// RateLimit is what the codec adds to the response as x-ratelimit-*
+	// headers; unset when no limit asked for them.
+	RateLimit RateLimitHeaders
 }
 
 // Decide routes req on t into p. When the request is not sent upstream
 // it returns ok false and the reply the codec answers with (no route, a
 // cluster_header naming no cluster, a direct_response); CountReply counts
 // it on the listener.
+//
+// A request over a local rate limit (the route's, its virtual host's or
+// its listener's) gets the limit's refusal (429 or RESOURCE_EXHAUSTED,
+// flag RL) before anything else: the rate limit filters run before
+// Envoy's router, direct responses included.
 func Decide(t *route.Table, req *Request, p *Plan) (rp Reply, ok bool) {
 	rt := t.MatchHeaders(req.Authority, req.Path, req.Headers)
+	p.RateLimit = RateLimitHeaders{}
 	if rt == nil {
+		if t.Local != nil {
+			if rp, limited := checkLocal(t.Local, nil, req, p); limited {
+				return rp, false
+			}
+		}
 		return ReplyNoRoute, false
 	}
 	p.Route = rt
+	if rt.Local != nil {
+		if rp, limited := checkLocal(rt.Local, rt.RateLimits, req, p); limited {
+			return rp, false
+		}
+	}
 	switch {
 	case rt.Direct != nil:
 		return Reply{Status: rt.Direct.Status, Message: rt.Direct.Body, Direct: true}, false

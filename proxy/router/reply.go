@@ -16,6 +16,9 @@ type Reply struct {
 	// Direct: a route's direct_response, sent as configured (Status and
 	// Message as the body) to every client, gRPC or not, with no flag.
 	Direct bool
+	// RateLimit, when set, goes on the reply as x-ratelimit-* headers
+	// (a rate limit's refusal).
+	RateLimit RateLimitHeaders
 }
 
 // Messages of the proxy's own errors, Envoy's words.

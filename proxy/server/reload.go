@@ -105,7 +105,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 	}
 	tables := make(map[*running]*route.Table)
 	for _, lc := range cfg.Listeners {
-		table, err := route.New(lc.VirtualHosts, gen.byName)
+		table, err := s.routeTable(&lc, gen.byName)
 		if err != nil {
 			return fail(fmt.Errorf("listener %s: %w", lc.Name, err))
 		}

@@ -154,7 +154,7 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 	}
 	cluster.LinkLocal(gen.byName)
 	for _, lc := range cfg.Listeners {
-		table, err := route.New(lc.VirtualHosts, gen.byName)
+		table, err := s.routeTable(&lc, gen.byName)
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
@@ -173,6 +173,12 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 	s.admin.Handle("POST /reopen_logs", http.HandlerFunc(s.reopenLogs))
 	s.admin.Handle("POST /drain_listeners", http.HandlerFunc(s.drainListeners))
 	return s, nil
+}
+
+// routeTable compiles a listener's routes with its rate limits, whose
+// stats go to the server's store. New and reload both build with it.
+func (s *Server) routeTable(lc *config.Listener, clusters map[string]*cluster.Cluster) (*route.Table, error) {
+	return route.New(lc.VirtualHosts, clusters, route.WithListener(lc), route.WithStats(s.stats))
 }
 
 func (s *Server) setLoaded(cfg *config.Config) {
