@@ -187,15 +187,15 @@ type Tracing struct {
 
 // Listener is one downstream socket and what it serves.
 type Listener struct {
-	Name                string        `yaml:"name" json:"name"`
-	Address             string        `yaml:"address" json:"address"`
-	StatPrefix          string        `yaml:"stat_prefix" json:"stat_prefix"`
-	Protocols           []string      `yaml:"protocols,omitempty" json:"protocols,omitempty"` // h2c, http1; with tls: h2, http1
-	TLS                 *ListenerTLS  `yaml:"tls,omitempty" json:"tls,omitempty"`
-	RequestID           RequestID     `yaml:"request_id" json:"request_id"`
-	TrustRequestHeaders bool          `yaml:"trust_request_headers" json:"trust_request_headers"`
-	AccessLog           []AccessLog   `yaml:"access_log,omitempty" json:"access_log,omitempty"`
-	Limits              Limits        `yaml:"limits" json:"limits"`
+	Name                string       `yaml:"name" json:"name"`
+	Address             string       `yaml:"address" json:"address"`
+	StatPrefix          string       `yaml:"stat_prefix" json:"stat_prefix"`
+	Protocols           []string     `yaml:"protocols,omitempty" json:"protocols,omitempty"` // h2c, http1; with tls: h2, http1
+	TLS                 *ListenerTLS `yaml:"tls,omitempty" json:"tls,omitempty"`
+	RequestID           RequestID    `yaml:"request_id" json:"request_id"`
+	TrustRequestHeaders bool         `yaml:"trust_request_headers" json:"trust_request_headers"`
+	AccessLog           []AccessLog  `yaml:"access_log,omitempty" json:"access_log,omitempty"`
+	Limits              Limits       `yaml:"limits" json:"limits"`
 	// LocalRateLimit applies to every request on the listener whose
 	// virtual host and route have none of their own (Envoy's
 	// local_ratelimit filter config, which per-route config overrides).
