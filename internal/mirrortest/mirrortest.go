@@ -139,6 +139,13 @@ func Post(client *http.Client, url string, header http.Header) func(body io.Read
 func CheckCopies(t *testing.T, shadow *cluster.Cluster, requests int64, markers ...string) {
 	t.Helper()
 	up := shadow.Stats.Upstream()
+	// A copy is sent or refused on its own goroutine, after the primary
+	// call it copies may have been answered: wait until every copy was
+	// one or the other (or the deadline, and fail below).
+	deadline := time.Now().Add(10 * time.Second)
+	for up.RqTotal.Value()+up.RqPendingOverflow.Value() < requests && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	admitted := up.RqTotal.Value()
 	t.Logf("%d copies sent, %d refused", admitted, up.RqPendingOverflow.Value())
 	if admitted == 0 || admitted > requests {

@@ -109,12 +109,15 @@ type listenerHistory struct {
 type sampler struct {
 	src Source
 
-	mu        sync.Mutex
-	ticks     uint64                      // samples taken after the first
-	last      time.Time                   // when the last sample was taken; zero before the first
-	cur       int                         // the newest slot
-	span      [historySlots]time.Duration // how long each slot covers
-	hosts     map[*host.Host]*hostHistory
+	mu    sync.Mutex
+	ticks uint64                      // samples taken after the first
+	last  time.Time                   // when the last sample was taken; zero before the first
+	cur   int                         // the newest slot
+	span  [historySlots]time.Duration // how long each slot covers
+	hosts map[*host.Host]*hostHistory
+	// idle holds the hosts whose counters were all zero when last seen
+	// (the tick they were seen at), which have no hostHistory.
+	idle      map[*host.Host]uint64
 	clusters  map[string]*history
 	listeners map[string]*listenerHistory
 	scratch   [host.LatencyBuckets]uint64
@@ -129,6 +132,7 @@ func newSampler(src Source) *sampler {
 		src:       src,
 		cur:       historySlots - 1,
 		hosts:     map[*host.Host]*hostHistory{},
+		idle:      map[*host.Host]uint64{},
 		clusters:  map[string]*history{},
 		listeners: map[string]*listenerHistory{},
 		stop:      make(chan struct{}),
@@ -205,9 +209,23 @@ func (s *sampler) sample(now time.Time) {
 			total, errs := h.RqTotal.Load(), h.RqError.Load()
 			h.Latency.Load(&s.scratch)
 			if hh == nil {
+				_, wasIdle := s.idle[h]
+				if total == 0 && errs == 0 && s.scratch == ([host.LatencyBuckets]uint64{}) {
+					// Never used: its baseline is all zeros, and
+					// an entry would cost a history per idle host.
+					s.idle[h] = s.ticks
+					continue
+				}
 				hh = &hostHistory{history: history{since: s.ticks}}
 				s.hosts[h] = hh
-			} else {
+				if wasIdle {
+					// All zeros at the last sample: this interval
+					// is measured from them.
+					delete(s.idle, h)
+					hh.since = s.ticks - 1
+				}
+			}
+			if hh.since < s.ticks {
 				hh.turn(s.ticks, cur)
 				dt, de := delta(total, hh.lastTotal), delta(errs, hh.lastError)
 				var d [host.LatencyBuckets]uint32
@@ -224,6 +242,11 @@ func (s *sampler) sample(now time.Time) {
 	for h, hh := range s.hosts {
 		if hh.seen != s.ticks {
 			delete(s.hosts, h)
+		}
+	}
+	for h, seen := range s.idle {
+		if seen != s.ticks {
+			delete(s.idle, h)
 		}
 	}
 	for name := range s.clusters {

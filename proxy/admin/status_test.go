@@ -242,10 +242,10 @@ func TestWindowMembership(t *testing.T) {
 	src.clusters = src.clusters[:1]
 	s.sampler.sample(t0.Add(6 * time.Second))
 	s.sampler.mu.Lock()
-	nh, nc := len(s.sampler.hosts), len(s.sampler.clusters)
+	nh, ni, nc := len(s.sampler.hosts), len(s.sampler.idle), len(s.sampler.clusters)
 	s.sampler.mu.Unlock()
-	if nh != 2 || nc != 1 {
-		t.Errorf("after a cluster went: the sampler keeps %d hosts and %d clusters, want 2 and 1", nh, nc)
+	if nh != 0 || ni != 2 || nc != 1 {
+		t.Errorf("after a cluster went: the sampler keeps %d hosts with history, %d idle hosts and %d clusters, want 0, 2 and 1 (api's idle hosts)", nh, ni, nc)
 	}
 }
 
@@ -422,9 +422,15 @@ func TestIdleHostsKeepNoHistory(t *testing.T) {
 	}
 	s.sampler.sample(t0)
 	next()
-	slotsOf := func(h *host.Host) bool { return s.sampler.hosts[h].slots != nil }
+	slotsOf := func(h *host.Host) bool { hh := s.sampler.hosts[h]; return hh != nil && hh.slots != nil }
 	if slotsOf(a) || slotsOf(b) || s.sampler.clusters["api"].slots != nil {
 		t.Fatal("idle hosts and their cluster have history slots")
+	}
+	if s.sampler.hosts[a] != nil || s.sampler.hosts[b] != nil {
+		t.Fatal("hosts that never served anything have a baseline entry")
+	}
+	if _, h, _ := findHost(s.status(), b.Address); h.RqPerSec != 0 || h.ErrorRate != nil {
+		t.Errorf("an idle host's window: %+v, want nothing", h)
 	}
 	serve(a, 10, 1, 2*time.Millisecond)
 	next()
@@ -432,8 +438,9 @@ func TestIdleHostsKeepNoHistory(t *testing.T) {
 		t.Fatalf("after a's requests: slots a %v b %v cluster %v; want a and the cluster only",
 			slotsOf(a), slotsOf(b), s.sampler.clusters["api"].slots != nil)
 	}
-	if _, h, _ := findHost(s.status(), a.Address); h.RqPerSec == 0 || h.ErrorRate == nil {
-		t.Errorf("a's window: %+v, want its requests", h)
+	// a's first requests are measured from zero, not taken as its baseline.
+	if _, h, _ := findHost(s.status(), a.Address); h.RqPerSec != 10 || h.ErrorRate == nil || *h.ErrorRate != 0.1 {
+		t.Errorf("a's window: %+v, want its 10 requests in the last second, 1 failed", h)
 	}
 	for range historySlots - 1 {
 		next()

@@ -50,21 +50,55 @@ type Breakers struct {
 	_       [64 - 8]byte
 }
 
-// New builds the breakers from the cluster's circuit_breakers config. st
-// gets the *_open gauges and cs's request stats the overflow counters,
-// made on the first overflow; either may be nil to count nothing. A zero
-// limit takes Envoy's default; a negative one refuses everything.
-func New(cfg config.CircuitBreakers, st *stats.CircuitBreakers, cs *stats.Cluster) *Breakers {
-	if st == nil {
-		st = &stats.CircuitBreakers{} // nil handles count nothing
-	}
+// New builds the breakers from the cluster's circuit_breakers config. cs's
+// circuit_breakers.*_open gauges and request stats count the breakers'
+// state and overflows, both made on first use: the gauges when a limit is
+// first reached, so that a cluster never near its limits has none (Envoy's
+// idle clusters hold theirs). cs may be nil to count nothing. A zero limit
+// takes Envoy's default; a negative one refuses everything.
+func New(cfg config.CircuitBreakers, cs *stats.Cluster) *Breakers {
 	b := &Breakers{cs: cs}
-	b.cx.init(cfg.MaxConnections, defaultMaxConnections, st.CxOpen)
-	b.pending.init(cfg.MaxPendingRequests, defaultMaxPendingRequests, st.RqPendingOpen)
-	b.rq.init(cfg.MaxRequests, defaultMaxRequests, st.RqOpen)
-	b.retry.init(cfg.MaxRetries, defaultMaxRetries, st.RqRetryOpen)
-	b.pools.init(cfg.MaxConnectionPools, unlimited, st.CxPoolOpen)
+	b.cx.init(cfg.MaxConnections, defaultMaxConnections, openGauge{cs, cxOpen})
+	b.pending.init(cfg.MaxPendingRequests, defaultMaxPendingRequests, openGauge{cs, rqPendingOpen})
+	b.rq.init(cfg.MaxRequests, defaultMaxRequests, openGauge{cs, rqOpen})
+	b.retry.init(cfg.MaxRetries, defaultMaxRetries, openGauge{cs, rqRetryOpen})
+	b.pools.init(cfg.MaxConnectionPools, unlimited, openGauge{cs, cxPoolOpen})
 	return b
+}
+
+// openGauge is one of a cluster's circuit_breakers.*_open gauges, found
+// when it is first set.
+type openGauge struct {
+	cs   *stats.Cluster
+	kind uint8
+}
+
+// The gauges of openGauge.kind.
+const (
+	cxOpen uint8 = iota
+	rqPendingOpen
+	rqOpen
+	rqRetryOpen
+	cxPoolOpen
+)
+
+func (g openGauge) Set(v int64) {
+	if g.cs == nil {
+		return
+	}
+	st := g.cs.CircuitBreakers()
+	switch g.kind {
+	case cxOpen:
+		st.CxOpen.Set(v)
+	case rqPendingOpen:
+		st.RqPendingOpen.Set(v)
+	case rqOpen:
+		st.RqOpen.Set(v)
+	case rqRetryOpen:
+		st.RqRetryOpen.Set(v)
+	case cxPoolOpen:
+		st.CxPoolOpen.Set(v)
+	}
 }
 
 // TryRequest claims one of max_requests for a request about to be sent
@@ -293,7 +327,7 @@ type limit struct {
 // tests one that lets them stage the race publish must win.
 type gauge interface{ Set(v int64) }
 
-func (l *limit) init(v, def int, open *stats.Gauge) {
+func (l *limit) init(v, def int, open gauge) {
 	switch {
 	case v == 0:
 		v = def

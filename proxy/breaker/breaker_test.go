@@ -26,7 +26,7 @@ func newFixture(t testing.TB, cfg config.CircuitBreakers) *fixture {
 	}
 	c := s.Cluster("c")
 	f := &fixture{st: c.CircuitBreakers(), up: c.Upstream()}
-	f.b = New(cfg, f.st, c)
+	f.b = New(cfg, c)
 	return f
 }
 
@@ -156,7 +156,7 @@ func TestLimitsFromConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := New(tt.give, nil, nil).Snapshot(); got != tt.want {
+			if got := New(tt.give, nil).Snapshot(); got != tt.want {
 				t.Errorf("Snapshot() = %+v, want %+v", got, tt.want)
 			}
 		})
@@ -192,7 +192,7 @@ func TestNilBreakers(t *testing.T) {
 }
 
 func TestNilStats(t *testing.T) {
-	b := New(limits(1), nil, nil)
+	b := New(limits(1), nil)
 	for _, k := range kinds {
 		if !k.try(b) || k.try(b) {
 			t.Errorf("%s: want one success then a refusal", k.name)
@@ -458,7 +458,7 @@ func TestConnectionPoolsUnlimited(t *testing.T) {
 // slots: twelve connections trying to hold 100 requests each under
 // max_requests 1024 leave room for others.
 func TestShare(t *testing.T) {
-	b := New(config.CircuitBreakers{MaxRequests: 1024}, nil, nil)
+	b := New(config.CircuitBreakers{MaxRequests: 1024}, nil)
 	var hogs []*Share
 	held := 0
 	for range 12 {
@@ -487,7 +487,7 @@ func TestShare(t *testing.T) {
 		}
 	}
 	// A small budget is exact, for one connection as for many.
-	small := New(config.CircuitBreakers{MaxRequests: 10}, nil, nil)
+	small := New(config.CircuitBreakers{MaxRequests: 10}, nil)
 	one := small.NewShare()
 	for i := range 10 {
 		if !one.Try() || !small.TryRequest() {
@@ -495,7 +495,7 @@ func TestShare(t *testing.T) {
 		}
 	}
 	// Below half of max_requests nothing is refused, however heavy.
-	b2 := New(config.CircuitBreakers{MaxRequests: 1024}, nil, nil)
+	b2 := New(config.CircuitBreakers{MaxRequests: 1024}, nil)
 	s := b2.NewShare()
 	for i := range 500 {
 		if !s.Try() || !b2.TryRequest() {

@@ -118,10 +118,11 @@ type Cluster struct {
 
 	mu     sync.Mutex
 	hosts  map[string]*host.Host // by address; owned by the cluster
-	origin map[string]string     // strict_dns: address → the configured name it resolved from
+	origin map[string]string     // strict_dns: address → the configured name it resolved from; nil until one
 	// gone holds hosts discovery no longer lists that still pass their
 	// health checks: health has primacy over discovery (Envoy's eventually
-	// consistent discovery), so they stay until a check fails.
+	// consistent discovery), so they stay until a check fails. nil until
+	// one.
 	gone map[string]bool
 
 	closeOnce sync.Once
@@ -135,12 +136,10 @@ type snapshot struct {
 	picker balancer.Picker
 	panic  bool // too few healthy hosts: balancing over all of them
 	zone   zoneaware.State
-	// healthy is the number of healthy hosts, zoneHealthy their number
-	// per zone and zoneHosts that of all hosts: what a cluster naming
-	// this one its local cluster reads.
-	healthy     int
-	zoneHealthy map[string]float64
-	zoneHosts   map[string]float64
+	// healthy are the healthy hosts (hosts itself while all are), whose
+	// number per zone, against that of all hosts, a cluster naming this
+	// one its local cluster reads.
+	healthy []*host.Host
 }
 
 // Options are the cluster's collaborators.
@@ -188,16 +187,14 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 		resolver:    opts.Resolver,
 		log:         logfield.With(opts.Log, "cluster", cfg.Name),
 		hosts:       map[string]*host.Host{},
-		origin:      map[string]string{},
-		gone:        map[string]bool{},
 		done:        make(chan struct{}),
 		traffic:     make(chan struct{}),
 	}
 	if cfg.ZoneAware.Enabled && cfg.ZoneAware.LocalCluster != "" {
 		c.localSig = make(chan struct{}, 1)
 	}
-	if opts.NewUpstream != nil {
-		c.newUpstream = func(h *host.Host) host.Upstream { return opts.NewUpstream(c, h) }
+	if nu := opts.NewUpstream; nu != nil {
+		c.newUpstream = func(h *host.Host) host.Upstream { return nu(c, h) }
 	}
 	if c.resolver == nil {
 		c.resolver = net.DefaultResolver
@@ -205,7 +202,7 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 	if c.Stats == nil {
 		c.Stats = stats.Nop().Cluster(cfg.Name)
 	}
-	c.Breakers = breaker.New(cfg.CircuitBreakers, c.Stats.CircuitBreakers(), c.Stats)
+	c.Breakers = breaker.New(cfg.CircuitBreakers, c.Stats)
 	if od := cfg.OutlierDetection; od != nil {
 		c.od = outlier.New(*od, outlier.Options{Cluster: cfg.Name, Stats: c.Stats.OutlierDetection(), OnChange: c.Refresh, Log: opts.Log, // it names the cluster itself
 			Events: outlierEvents(opts.OutlierEvents)})
@@ -242,6 +239,10 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 // returning (so the first requests find hosts) and then every
 // dns_refresh_rate until Close.
 func (c *Cluster) Start(ctx context.Context) {
+	if c.od == nil && c.localSig == nil && c.Config.Type != "strict_dns" {
+		close(c.done) // nothing runs in the background
+		return
+	}
 	ctx, c.stop = context.WithCancel(ctx)
 	if c.od != nil {
 		c.od.Start(ctx)
@@ -354,6 +355,9 @@ func (c *Cluster) setMembership(eps []endpoint) {
 		}
 		h := &host.Host{Address: ep.addr, Zone: ep.zone, Weight: w, ZoneStats: c.Stats.Zone(ep.zone), NewUpstream: c.newUpstream}
 		if ep.from != "" {
+			if c.origin == nil {
+				c.origin = map[string]string{}
+			}
 			c.origin[ep.addr] = ep.from
 		}
 		c.hosts[ep.addr] = h
@@ -366,6 +370,9 @@ func (c *Cluster) setMembership(eps []endpoint) {
 		case c.hc != nil && h.Flags()&host.FailedActiveHC == 0:
 			// Still passing its checks: kept until one fails.
 			if !c.gone[addr] {
+				if c.gone == nil {
+					c.gone = map[string]bool{}
+				}
 				c.gone[addr] = true
 				c.log.Info().Str("host", addr).Msg("host left discovery but passes its health checks: kept until a check fails")
 			}
@@ -455,10 +462,16 @@ func (c *Cluster) publishLocked() {
 		all = append(all, h)
 	}
 	slices.SortFunc(all, func(a, b *host.Host) int { return compareAddr(a.Address, b.Address) })
-	healthy := make([]*host.Host, 0, len(all))
-	for _, h := range all {
-		if h.Healthy() {
-			healthy = append(healthy, h)
+	healthy := all // no copy while every host is healthy
+	for i, h := range all {
+		if !h.Healthy() {
+			healthy = slices.Clone(all[:i])
+			for _, h := range all[i+1:] {
+				if h.Healthy() {
+					healthy = append(healthy, h)
+				}
+			}
+			break
 		}
 	}
 	m := c.Stats.Membership()
@@ -469,11 +482,10 @@ func (c *Cluster) publishLocked() {
 	if c.Config.PanicThreshold != nil {
 		threshold = *c.Config.PanicThreshold
 	}
-	lb := c.Stats.LoadBalancer()
 	switch {
 	case len(all) > 0 && float64(len(healthy))*100 < threshold*float64(len(all)):
 		s.panic = true
-		s.picker = panicPicker{Picker: c.build(all), count: lb.HealthyPanic}
+		s.picker = panicPicker{Picker: c.build(all), cs: c.Stats}
 		s.zone = zoneaware.State{Reason: fmt.Sprintf("panic (%d of %d hosts healthy, below %g%%)", len(healthy), len(all), threshold)}
 	case c.Config.ZoneAware.Enabled:
 		shares, localPanic := c.localShares, false
@@ -482,9 +494,9 @@ func (c *Cluster) publishLocked() {
 			// Envoy's: the local cluster's healthy hosts per zone, and
 			// its panic judged by this cluster's threshold.
 			ls := c.local.snap.Load()
-			shares, localAll = ls.zoneHealthy, ls.zoneHosts
+			shares, localAll = zoneCounts(ls.healthy), zoneCounts(ls.hosts)
 			n := len(ls.hosts)
-			localPanic = n == 0 && threshold > 0 || float64(ls.healthy)*100 < threshold*float64(n)
+			localPanic = n == 0 && threshold > 0 || float64(len(ls.healthy))*100 < threshold*float64(n)
 		}
 		s.picker, s.zone = zoneaware.New(c.build, healthy, zoneaware.Options{
 			LocalZone:      c.localZone,
@@ -493,7 +505,7 @@ func (c *Cluster) publishLocked() {
 			LocalAll:       localAll,
 			LocalPanic:     localPanic,
 			All:            all,
-			Stats:          lb,
+			Stats:          c.Stats.LoadBalancer(),
 		})
 	default:
 		s.picker = c.build(healthy)
@@ -510,19 +522,21 @@ func (c *Cluster) publishLocked() {
 	if c.Config.ZoneAware.Enabled && (prev == nil || !prev.zone.Equal(s.zone)) {
 		c.log.Info().Str("zone_routing", s.zone.String()).Int("hosts", len(all)).Int("healthy", len(healthy)).Msg("zone routing state")
 	}
-	s.healthy = len(healthy)
-	s.zoneHealthy, s.zoneHosts = map[string]float64{}, map[string]float64{}
-	for _, h := range all {
-		s.zoneHosts[h.Zone]++
-	}
-	for _, h := range healthy {
-		s.zoneHealthy[h.Zone]++
-	}
+	s.healthy = healthy
 	c.snap.Store(s)
-	if prev == nil || prev.healthy != s.healthy || !maps.Equal(prev.zoneHosts, s.zoneHosts) ||
-		!maps.Equal(prev.zoneHealthy, s.zoneHealthy) {
+	if c.watched() && (prev == nil || len(prev.healthy) != len(healthy) ||
+		!maps.Equal(zoneCounts(prev.hosts), zoneCounts(all)) || !maps.Equal(zoneCounts(prev.healthy), zoneCounts(healthy))) {
 		c.notifyWatchers()
 	}
+}
+
+// zoneCounts is the number of hosts per zone.
+func zoneCounts(hosts []*host.Host) map[string]float64 {
+	n := map[string]float64{}
+	for _, h := range hosts {
+		n[h.Zone]++
+	}
+	return n
 }
 
 // LinkLocal gives each zone-aware cluster of clusters (by name) the cluster
@@ -568,6 +582,13 @@ func (c *Cluster) watch(w *Cluster) {
 	c.watchers[w] = struct{}{}
 }
 
+// watched reports whether a cluster reads c's health.
+func (c *Cluster) watched() bool {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	return len(c.watchers) > 0
+}
+
 func (c *Cluster) unwatch(w *Cluster) {
 	c.watchMu.Lock()
 	defer c.watchMu.Unlock()
@@ -588,13 +609,15 @@ func (c *Cluster) notifyWatchers() {
 }
 
 // panicPicker counts lb_healthy_panic for every request balanced in panic.
+// It finds the counter on each pick: the balancer stats are made on first
+// use, so that a cluster in panic with no traffic has none.
 type panicPicker struct {
 	balancer.Picker
-	count *stats.Counter
+	cs *stats.Cluster
 }
 
 func (p panicPicker) Pick(r *balancer.Request) *host.Host {
-	p.count.Inc(1)
+	p.cs.LoadBalancer().HealthyPanic.Inc(1)
 	return p.Picker.Pick(r)
 }
 

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/host"
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // fakeResolver answers from a table the test changes; an entry of nil
@@ -241,5 +245,51 @@ func TestPickRetryAvoidsTriedHosts(t *testing.T) {
 	tried = append(tried, c.PickRetry(r, tried))
 	if got := c.PickRetry(r, tried); got == nil {
 		t.Fatal("with every host tried, a retry must still get one")
+	}
+}
+
+// TestIdleClusterStats: a cluster that serves nothing has its membership
+// gauges and no other stat, in the store and so in every sink; its
+// breakers' gauges appear when a limit is first reached.
+func TestIdleClusterStats(t *testing.T) {
+	st, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Cluster{Name: "idle", LBPolicy: "round_robin", PanicThreshold: new(100.0),
+		CircuitBreakers: config.CircuitBreakers{MaxRequests: 1},
+		Endpoints:       []config.Endpoint{{Address: "127.0.0.1:1"}, {Address: "127.0.0.1:2"}}}
+	c, err := New(cfg, Options{Log: zerolog.Nop(), Stats: st.Cluster("idle")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.hosts["127.0.0.1:1"].SetFlag(host.FailedActiveHC, true)
+	c.Refresh() // in panic: half the hosts healthy, below 100 %
+	names := func() []string {
+		rec := httptest.NewRecorder()
+		st.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/stats?filter=^cluster\\.idle\\.", nil))
+		var out []string
+		for _, line := range strings.Split(strings.TrimSpace(rec.Body.String()), "\n") {
+			name, _, _ := strings.Cut(line, ":")
+			out = append(out, name)
+		}
+		return out
+	}
+	if got, want := names(), []string{"cluster.idle.membership_healthy", "cluster.idle.membership_total"}; !equal(got, want) {
+		t.Fatalf("an idle cluster's stats: %v, want %v", got, want)
+	}
+	if !c.Breakers.TryRequest() {
+		t.Fatal("the first request was refused")
+	}
+	c.Pick(&balancer.Request{})
+	got := strings.Join(names(), " ")
+	for _, want := range []string{"cluster.idle.circuit_breakers.default.rq_open", "cluster.idle.lb_healthy_panic"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("after max_requests was reached and a pick in panic: no %s in %s", want, got)
+		}
+	}
+	if strings.Contains(got, "upstream_rq_total") {
+		t.Errorf("request stats made without a request: %s", got)
 	}
 }

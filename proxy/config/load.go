@@ -67,7 +67,7 @@ func Load(path string) (*Config, error) {
 		return nil, l.problems
 	}
 	l.cfg.Files = l.files
-	l.cfg.at = l.at
+	l.cfg.at = runtimePositions(l.at)
 	if len(l.cfg.Listeners) == 0 {
 		// An admin-only proxy is legitimate (Envoy runs with no listener
 		// too), so this is no error; but a config that lost its listeners
@@ -103,6 +103,33 @@ func (c *Config) Locate(path string) Problem {
 			return pr
 		}
 	}
+}
+
+// runtimePositions keeps, of the positions Load read, those that a
+// problem found after loading can need: the top-level sections, each
+// listener and its address (a bind fails at start or reload), and
+// admin.address. Locate places any other path at the nearest of these. A
+// config of 10,000 clusters writes some 100,000 paths; keeping them all
+// would cost about 1.5 KB per cluster for as long as the config runs.
+func runtimePositions(at map[string]position) map[string]position {
+	keep := make(map[string]position)
+	for p, pos := range at {
+		if !strings.ContainsAny(p, ".[") || p == "admin.address" || isListenerAddress(p) {
+			keep[p] = pos
+		}
+	}
+	return keep
+}
+
+// isListenerAddress reports whether p is "listeners[i]" or
+// "listeners[i].address".
+func isListenerAddress(p string) bool {
+	rest, ok := strings.CutPrefix(p, "listeners[")
+	if !ok {
+		return false
+	}
+	_, rest, ok = strings.Cut(rest, "]")
+	return ok && (rest == "" || rest == ".address")
 }
 
 // loader is the state of one Load call.

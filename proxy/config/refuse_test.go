@@ -213,6 +213,9 @@ func TestLocate(t *testing.T) {
 		{"listeners[1].address", filepath.Join("conf.d", "b.yaml") + ":3:14: listeners[1].address: m"},
 		{"listeners[1].limits.max_connections", filepath.Join("conf.d", "b.yaml") + ":2:5: listeners[1].limits.max_connections: m"},
 		{"server.max_connections", "main.yaml:1:1: server.max_connections: m"},
+		// Only what can fail after loading keeps its own position: a
+		// cluster's fields are placed at the clusters section.
+		{"clusters[0].endpoints[0].address", filepath.Join("conf.d", "b.yaml") + ":5:11: clusters[0].endpoints[0].address: m"},
 	} {
 		p := cfg.Locate(tt.give)
 		p.Message = "m"

@@ -30,8 +30,8 @@ type Config struct {
 	// binary prints them on validate and logs them on run and reload.
 	Warnings []Problem `yaml:"-" json:"-"`
 
-	// at maps the field paths of the config to where they were written,
-	// for Locate.
+	// at maps field paths of the config to where they were written, for
+	// Locate: those that runtimePositions keeps.
 	at map[string]position
 }
 

@@ -20,18 +20,33 @@ const (
 )
 
 // Latency is a histogram of a host's request durations: a fixed array of
-// atomic counters, one per log-scale bucket. Record takes no lock and
-// allocates nothing; readers copy the counters with Load and work on the
-// copies (the admin server keeps a minute of them to show percentiles).
-// The zero value is ready to use.
+// atomic counters, one per log-scale bucket, made on the first Record (a
+// host that serves nothing, as most of a large config's do, costs a
+// pointer rather than 384 bytes). Record takes no lock and allocates
+// nothing after the first; readers copy the counters with Load and work on
+// the copies (the admin server keeps a minute of them to show
+// percentiles). The zero value is ready to use.
 type Latency struct {
-	buckets [LatencyBuckets]atomic.Uint64
+	b atomic.Pointer[[LatencyBuckets]atomic.Uint64]
 }
 
 // Record counts one request that took d. It is safe for concurrent use and
 // is called on the request path, once per completed upstream request.
 func (l *Latency) Record(d time.Duration) {
-	l.buckets[latencyIndex(d)].Add(1)
+	b := l.b.Load()
+	if b == nil {
+		b = l.make()
+	}
+	b[latencyIndex(d)].Add(1)
+}
+
+// make installs the buckets, or returns those a concurrent Record did.
+func (l *Latency) make() *[LatencyBuckets]atomic.Uint64 {
+	b := new([LatencyBuckets]atomic.Uint64)
+	if l.b.CompareAndSwap(nil, b) {
+		return b
+	}
+	return l.b.Load()
 }
 
 // Load copies the counts of every bucket into dst. The copy is not one
@@ -39,8 +54,13 @@ func (l *Latency) Record(d time.Duration) {
 // and not in others, which a reader comparing copies a second apart never
 // notices.
 func (l *Latency) Load(dst *[LatencyBuckets]uint64) {
-	for i := range l.buckets {
-		dst[i] = l.buckets[i].Load()
+	b := l.b.Load()
+	if b == nil {
+		*dst = [LatencyBuckets]uint64{}
+		return
+	}
+	for i := range b {
+		dst[i] = b[i].Load()
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 // ErrOverflow (UO) instead of dialling.
 func TestPoolMaxConnections(t *testing.T) {
 	c := newCounted(t)
-	b := breaker.New(config.CircuitBreakers{MaxConnections: 1}, c.cs.CircuitBreakers(), nil)
+	b := breaker.New(config.CircuitBreakers{MaxConnections: 1}, c.cs)
 	release := make(chan struct{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -191,7 +191,7 @@ func TestPoolTLSConnectionStats(t *testing.T) {
 // attempt, and cx_pool_open is 1 until the first pool's connection closes.
 func TestPoolMaxConnectionPools(t *testing.T) {
 	c := newCounted(t)
-	b := breaker.New(config.CircuitBreakers{MaxConnectionPools: 1}, c.cs.CircuitBreakers(), nil)
+	b := breaker.New(config.CircuitBreakers{MaxConnectionPools: 1}, c.cs)
 	addrA, _ := startBackend(t)
 	addrB, _ := startBackend(t)
 	pa := c.pool(t, addrA, Options{Breakers: b})
