@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v4"
@@ -109,11 +110,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) bool {
 // mapping checks the keys of a mapping decoded into struct type t, and
 // removes those the decoder must not see.
 func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) {
-	fields := yamlFields(t)
-	names := make([]string, len(fields))
-	for i, f := range fields {
-		names[i] = f.name
-	}
+	fields, names := schemaOf(t)
 	kept := n.Content[:0]
 	seen := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -173,7 +170,7 @@ func (w *walker) dictionary(n *yaml.Node, et reflect.Type, path string) {
 func (w *walker) sequence(n *yaml.Node, et reflect.Type, path string) {
 	base := w.offsets[path]
 	for i, e := range n.Content {
-		child := fmt.Sprintf("%s[%d]", path, base+i)
+		child := path + "[" + strconv.Itoa(base+i) + "]"
 		if isNull(resolveAlias(e)) {
 			w.fail(e, child, "empty list entry", "remove the lone \"-\" or give it a value")
 			n.Content[i] = zeroNode(et, e)
@@ -247,6 +244,28 @@ func yamlFields(t reflect.Type) []yamlField {
 		}
 	}
 	return fields
+}
+
+// schemas caches schemaOf: a config of 10,000 clusters has some 100,000
+// mappings of a dozen types.
+var schemas sync.Map // reflect.Type → *schema
+
+type schema struct {
+	fields []yamlField
+	names  []string
+}
+
+// schemaOf is yamlFields(t) and their names, computed once per type.
+func schemaOf(t reflect.Type) ([]yamlField, []string) {
+	if sc, ok := schemas.Load(t); ok {
+		return sc.(*schema).fields, sc.(*schema).names
+	}
+	sc := &schema{fields: yamlFields(t)}
+	for _, f := range sc.fields {
+		sc.names = append(sc.names, f.name)
+	}
+	schemas.Store(t, sc)
+	return sc.fields, sc.names
 }
 
 // yamlName is the key of field f, or "" when f is not in YAML.
