@@ -599,6 +599,21 @@ type Cluster struct {
 	// connection_keepalive.timeout); 0 means 15s.
 	KeepaliveInterval *Duration `yaml:"keepalive_interval,omitempty" json:"keepalive_interval,omitempty"`
 	KeepaliveTimeout  Duration  `yaml:"keepalive_timeout" json:"keepalive_timeout"`
+	// IdleTimeout closes an upstream connection that has carried no
+	// request for this long (Envoy's
+	// common_http_protocol_options.idle_timeout, counted in
+	// upstream_cx_destroy_local); unset means 1h, 0s never closes one.
+	// A cluster that served a burst and went quiet gives its connections
+	// back.
+	IdleTimeout *Duration `yaml:"idle_timeout,omitempty" json:"idle_timeout,omitempty"`
+}
+
+// UpstreamIdleTimeout is idle_timeout with its default; 0: never.
+func (c *Cluster) UpstreamIdleTimeout() time.Duration {
+	if c.IdleTimeout == nil {
+		return time.Hour
+	}
+	return c.IdleTimeout.D()
 }
 
 // Endpoint is one configured upstream address. For strict_dns clusters the

@@ -45,6 +45,11 @@ type clientConn struct {
 	pingSent  bool
 	pingSeq   uint64
 	kaStopped bool
+	// Idle timeout (see markIdleLocked): idleSince is when the last
+	// stream ended; idleTimer is armed while the connection may be idle.
+	idleSince time.Time
+	idleTimer *time.Timer
+	idleArmed bool
 }
 
 func newClientConn(p *Pool) *clientConn {
@@ -283,6 +288,9 @@ func (cc *clientConn) run() {
 	err = cc.readLoop()
 	cc.mu.Lock()
 	cc.stopKeepaliveLocked()
+	if cc.idleTimer != nil {
+		cc.idleTimer.Stop()
+	}
 	var ce connErr
 	end := stats.ConnEnd{
 		ConnectFail: !cc.peerReady,
@@ -468,12 +476,16 @@ func (cc *clientConn) applySettingLocked(s http2.Setting) error {
 // first SETTINGS make the connection ready: upstream_cx_connect_ms is the
 // time from the dial to here, and the keepalive starts.
 func (cc *clientConn) settingsAppliedLocked() {
-	if !cc.peerReady {
+	first := !cc.peerReady
+	if first {
 		cc.pool.cx().CxConnectMs.RecordDuration(time.Since(cc.start))
 		cc.startKeepaliveLocked()
 	}
 	cc.peerReady = true
 	cc.activateWaitingLocked()
+	if first && cc.nActive == 0 {
+		cc.markIdleLocked()
+	}
 	if int64(cc.nActive) >= int64(cc.maxStreams) {
 		cc.moveWaitingLocked()
 	}
@@ -855,4 +867,49 @@ func (cc *clientConn) resetStream(id uint32, code http2.ErrCode) {
 func (cc *clientConn) streamClosedLocked(*half) {
 	cc.activateWaitingLocked()
 	cc.closeIfDoneLocked()
+	if cc.nActive == 0 {
+		cc.markIdleLocked()
+	}
+}
+
+// markIdleLocked notes that cc has no stream from now. A connection idle
+// for the pool's IdleTimeout drains. The timer is armed once per idle
+// period, not per stream: when it fires on a connection that was busy
+// meanwhile, it waits again from the last stream's end, or disarms while
+// a stream is in flight (the stream's end arms it again).
+func (cc *clientConn) markIdleLocked() {
+	d := cc.pool.opts.IdleTimeout
+	if d <= 0 || cc.draining || cc.failed {
+		return
+	}
+	cc.idleSince = time.Now()
+	if cc.idleArmed {
+		return
+	}
+	cc.idleArmed = true
+	if cc.idleTimer == nil {
+		cc.idleTimer = time.AfterFunc(d, cc.idleCheck)
+	} else {
+		cc.idleTimer.Reset(d)
+	}
+}
+
+// idleCheck runs on the idle timer.
+func (cc *clientConn) idleCheck() {
+	cc.mu.Lock()
+	cc.idleArmed = false
+	if cc.failed || cc.draining || cc.nActive > 0 || cc.waiting.head != nil {
+		cc.mu.Unlock()
+		return
+	}
+	if left := cc.pool.opts.IdleTimeout - time.Since(cc.idleSince); left > 0 {
+		cc.idleArmed = true
+		cc.idleTimer.Reset(left)
+		cc.mu.Unlock()
+		return
+	}
+	cc.mu.Unlock()
+	cc.log.Debug().Dur("idle_timeout", cc.pool.opts.IdleTimeout).Msg("upstream connection idle: closing it")
+	cc.pool.retire(cc)
+	cc.drain()
 }

@@ -2,6 +2,7 @@ package h2
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,5 +241,56 @@ func waitCounter(t *testing.T, read func() int64, want int64, name string) {
 			t.Fatalf("%s = %d, want %d", name, read(), want)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPoolIdleTimeout: a connection that carried no stream for
+// idle_timeout is closed by the proxy (upstream_cx_destroy_local); one
+// with a stream in flight longer than that is not; the next request after
+// the close opens a new connection.
+func TestPoolIdleTimeout(t *testing.T) {
+	var slow atomic.Bool
+	release := make(chan struct{})
+	fu := startFakeUpstream(t, &fakeUpstream{onRequest: func(fc *fakeConn, id uint32) {
+		if !slow.Load() {
+			fc.respond(id, "fine")
+			return
+		}
+		go func() {
+			<-release
+			fc.respond(id, "fine")
+		}()
+	}})
+	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{IdleTimeout: 50 * time.Millisecond})
+	c := h2cClient()
+
+	slow.Store(true)
+	done := make(chan int, 1)
+	go func() { code, _ := get(t, c, p.addr, "/"); done <- code }()
+	time.Sleep(300 * time.Millisecond) // six idle timeouts with the stream in flight
+	close(release)
+	if code := waitSignal(t, done, "the slow call"); code != 200 {
+		t.Fatalf("a call longer than idle_timeout: %d, want 200", code)
+	}
+	if n := p.cs.Connections().CxDestroyLocal.Value(); n != 0 {
+		t.Fatalf("upstream_cx_destroy_local = %d while a stream was in flight, want 0", n)
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for p.pools[fu.addr].Stats().Conns != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("an idle connection was kept past idle_timeout")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := p.cs.Connections().CxDestroyLocal.Value(); n != 1 {
+		t.Errorf("upstream_cx_destroy_local = %d after the idle close, want 1", n)
+	}
+	slow.Store(false)
+	if code, body := get(t, c, p.addr, "/"); code != 200 || body != "fine" {
+		t.Fatalf("after the idle close: %d %q", code, body)
+	}
+	if n := fu.conns.Load(); n != 2 {
+		t.Errorf("upstream saw %d connections, want 2 (the idle one closed, then a new one)", n)
 	}
 }

@@ -70,6 +70,9 @@ type PoolOptions struct {
 	// many streams (Envoy's max_requests_per_connection, counted in
 	// upstream_cx_max_requests); it closes when they finish. 0: no cap.
 	MaxRequestsPerConn uint32
+	// IdleTimeout closes a connection that has had no stream for this
+	// long (Envoy's idle_timeout); 0: never.
+	IdleTimeout time.Duration
 	// Stats is the cluster's: the pool counts its connections in
 	// upstream_cx_*, as Envoy does (every connection attempt in
 	// upstream_cx_total and upstream_cx_http2_total, every failed one once

@@ -70,6 +70,7 @@ func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.C
 		ConnectTimeout: opts.ConnectTimeout, TLS: opts.TLS,
 		MaxConcurrentStreams: cc.MaxConcurrentStreams, MaxRequestsPerConn: cc.MaxRequestsPerConnection,
 		PingTimeout: cc.KeepaliveTimeout.D(),
+		IdleTimeout: cc.UpstreamIdleTimeout(),
 		Log:         logfield.With(s.log, "cluster", cc.Name),
 	}
 	if ka := cc.KeepaliveInterval; ka != nil {
@@ -255,7 +256,7 @@ func localShares(cfg *config.Config, localCluster string) map[string]float64 {
 // A client certificate is presented through the certificate manager, so
 // that new connections present a renewed one.
 func (s *Server) upstreamOptions(cc config.Cluster) (upstream.Options, error) {
-	opts := upstream.Options{ConnectTimeout: cc.ConnectTimeout.D()}
+	opts := upstream.Options{ConnectTimeout: cc.ConnectTimeout.D(), IdleTimeout: cc.UpstreamIdleTimeout()}
 	if cc.TLS == nil {
 		return opts, nil
 	}

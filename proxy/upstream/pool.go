@@ -41,6 +41,9 @@ type Options struct {
 	// Breakers are the cluster's circuit breakers, for max_connections
 	// and max_connection_pools (see poolClaim). nil: no limit.
 	Breakers *breaker.Breakers
+	// IdleTimeout closes a kept-alive connection unused this long
+	// (idle_timeout); 0: never.
+	IdleTimeout time.Duration
 }
 
 // ErrConnect wraps a failure to open a connection: nothing was sent, so the
@@ -78,7 +81,7 @@ func New(addr string, opts Options) *Pool {
 		Protocols:           h1proto,
 		DisableCompression:  true, // forward bytes as they are; never add Accept-Encoding
 		MaxIdleConnsPerHost: 1024,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     opts.IdleTimeout,
 	}
 	// The pool dials, and for TLS handshakes, itself, so that a failed
 	// handshake is a connect failure and connect_ms includes it.
