@@ -400,6 +400,17 @@ var (
 	zoneRqTime = define(Def{flat: "cluster.{cluster_name}.zone.{from_zone}.{to_zone}.upstream_rq_time", kind: KindHistogram, unit: "ms",
 		help: "Upstream attempt duration, from this proxy's zone to hosts in to_zone."})
 
+	// Cluster: the global rate limit service's answers for the calls
+	// routed to it (Envoy's cluster.<route target cluster>.ratelimit.*).
+	rateLimitOK = define(Def{flat: "cluster.{cluster_name}.ratelimit.ok", kind: KindCounter,
+		help: "Calls the rate limit service found under the limit."})
+	rateLimitOverLimit = define(Def{flat: "cluster.{cluster_name}.ratelimit.over_limit", kind: KindCounter,
+		help: "Calls the rate limit service found over the limit: refused with 429, or RESOURCE_EXHAUSTED for gRPC, flag RL."})
+	rateLimitError = define(Def{flat: "cluster.{cluster_name}.ratelimit.error", kind: KindCounter,
+		help: "Calls whose rate limit check failed: the service did not answer in time, could not be reached, or answered with an error."})
+	rateLimitFailureModeAllowed = define(Def{flat: "cluster.{cluster_name}.ratelimit.failure_mode_allowed", kind: KindCounter,
+		help: "Calls let through after a failed rate limit check, as failure_mode_deny false (the default) asks."})
+
 	// Cluster: per gRPC method.
 	grpcTotal = define(Def{flat: "cluster.{cluster_name}.grpc.{grpc_service}.{grpc_method}.total", kind: KindCounter,
 		help: "gRPC calls completed, counted when the status is known."})

@@ -35,6 +35,7 @@ type Cluster struct {
 	breakers   lazy[CircuitBreakers]
 	lb         lazy[LoadBalancer]
 	grpc       lazy[grpcMethods]
+	rateLimit  lazy[RateLimit]
 	zones      map[string]*ZonePair // by to-zone; guarded by the Store's lock
 }
 
@@ -665,6 +666,34 @@ type LocalRateLimit struct {
 	OK          *Counter
 	RateLimited *Counter
 	Enforced    *Counter
+}
+
+// RateLimit is a cluster's global rate limit stats
+// (cluster.<name>.ratelimit.*): the rate limit service's answers for the
+// calls routed to the cluster.
+type RateLimit struct {
+	OK                 *Counter
+	OverLimit          *Counter
+	Error              *Counter
+	FailureModeAllowed *Counter
+}
+
+// RateLimit returns the cluster's global rate limit stats, creating them
+// on first use; a nil Cluster's count nothing. Call it when the config is
+// built.
+func (c *Cluster) RateLimit() *RateLimit {
+	if c == nil {
+		return &RateLimit{}
+	}
+	return c.rateLimit.get(c.sc.s, func() *RateLimit {
+		sc := c.sc
+		return &RateLimit{
+			OK:                 sc.counter(rateLimitOK),
+			OverLimit:          sc.counter(rateLimitOverLimit),
+			Error:              sc.counter(rateLimitError),
+			FailureModeAllowed: sc.counter(rateLimitFailureModeAllowed),
+		}
+	})
 }
 
 // Listener holds the connection stats of one listener.

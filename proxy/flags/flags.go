@@ -26,15 +26,16 @@ const (
 	RateLimited                                // RL
 	OverloadManager                            // OM: refused or reset by the overload manager
 	StreamIdleTimeout                          // SI: no activity either way for the stream idle timeout
+	RateLimitServiceError                      // RLSE: refused because the rate limit service failed (failure_mode_deny)
 	count                    = iota
 )
 
-var letters = [count]string{"UH", "UF", "UO", "NR", "NC", "URX", "UT", "UC", "DC", "UR", "LR", "RL", "OM", "SI"}
+var letters = [count]string{"UH", "UF", "UO", "NR", "NC", "URX", "UT", "UC", "DC", "UR", "LR", "RL", "OM", "SI", "RLSE"}
 
 // envoyOrder is the order Envoy joins its flags in (its ResponseFlag bit
-// order: UH UT LR UR UF UC UO NR RL DC URX SI NC OM), by index in letters,
+// order: UH UT LR UR UF UC UO NR RL RLSE DC URX SI NC OM), by index in letters,
 // so that a line with several flags reads as Envoy's would.
-var envoyOrder = [count]uint8{0, 6, 10, 9, 1, 7, 2, 3, 11, 8, 5, 13, 4, 12}
+var envoyOrder = [count]uint8{0, 6, 10, 9, 1, 7, 2, 3, 11, 14, 8, 5, 13, 4, 12}
 
 // String joins the letters with commas in Envoy's order, or returns "" when
 // no flag is set. A single flag, by far the common case, costs no

@@ -22,11 +22,13 @@ func TestString(t *testing.T) {
 		{RateLimited, "RL"},
 		{OverloadManager, "OM"},
 		{StreamIdleTimeout, "SI"},
+		{RateLimitServiceError, "RLSE"},
+		{RateLimitServiceError | DownstreamConnectionTerm | RateLimited, "RL,RLSE,DC"},
 		{UpstreamConnectFailure | UpstreamRetryLimit, "UF,URX"},
 		{UpstreamRetryLimit | UpstreamRemoteReset | NoHealthyUpstream, "UH,UR,URX"},
 		{UpstreamRetryLimit | UpstreamRequestTimeout | UpstreamConnectionTerm, "UT,UC,URX"},
 		{OverloadManager | NoClusterFound | DownstreamConnectionTerm | LocalReset | RateLimited | StreamIdleTimeout, "LR,RL,DC,SI,NC,OM"},
-		{^Flags(0) >> (16 - count), "UH,UT,LR,UR,UF,UC,UO,NR,RL,DC,URX,SI,NC,OM"},
+		{^Flags(0) >> (16 - count), "UH,UT,LR,UR,UF,UC,UO,NR,RL,RLSE,DC,URX,SI,NC,OM"},
 	}
 	for _, tt := range tests {
 		if got := tt.f.String(); got != tt.want {

@@ -33,6 +33,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/proxy/observe"
 	"github.com/sightline-proxy/sightline/proxy/overload"
+	"github.com/sightline-proxy/sightline/proxy/ratelimit"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/router"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
@@ -272,6 +273,12 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 		router.CountReply(h.Stats, rp)
 		return h.reply(w, r, rec, rp)
 	}
+	// The global rate limit: this goroutine may wait for the service.
+	if gc := router.NewGlobalCheck(&req, &c.Plan); gc != nil {
+		if rp, refused := gc.Do(r.Context(), &c.Plan); refused {
+			return h.reply(w, r, rec, rp)
+		}
+	}
 	if up, ok := r.Header["Upgrade"]; ok && r.ProtoAtLeast(1, 1) {
 		if rec.upgrade = router.UpgradeType(up, r.Header["Connection"]); rec.upgrade != "" {
 			if status, msg := refuseUpgrade(c, r, rec.upgrade); status != 0 {
@@ -424,6 +431,7 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 	announceTrailers(dst, resp)
 	dst[headerUpstreamServiceTime] = []string{strconv.FormatInt(rec.upTime.Milliseconds(), 10)}
 	setRateLimitHeaders(dst, &c.Plan.RateLimit)
+	addHeaders(dst, c.Plan.ResponseHeaders)
 	if rec.requestID != "" && h.Observer.SetInResponse() {
 		dst["X-Request-Id"] = []string{rec.requestID}
 	}
@@ -625,6 +633,11 @@ func (h *Handler) reply(w http.ResponseWriter, r *http.Request, rec *record, rp 
 	} else {
 		setRateLimitHeaders(w.Header(), &rec.call.Plan.RateLimit)
 	}
+	if rp.Headers != nil {
+		addHeaders(w.Header(), *rp.Headers)
+	} else {
+		addHeaders(w.Header(), rec.call.Plan.ResponseHeaders)
+	}
 	if rp.Direct {
 		rec.tx = int64(len(rp.Message))
 		hdr := w.Header()
@@ -662,6 +675,13 @@ func setRateLimitHeaders(dst http.Header, rl *router.RateLimitHeaders) {
 	dst[router.HeaderRateLimitLimit] = []string{limit}
 	dst[router.HeaderRateLimitRemaining] = []string{remaining}
 	dst[router.HeaderRateLimitReset] = []string{reset}
+}
+
+// addHeaders adds headers a rate limit service asked for.
+func addHeaders(dst http.Header, list []ratelimit.Entry) {
+	for _, e := range list {
+		dst.Add(e.Key, e.Value)
+	}
 }
 
 // streamBody copies the response body, flushing after every read so that

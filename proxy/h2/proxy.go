@@ -59,6 +59,10 @@ func (sc *serverConn) proxy(cl *call) {
 		cl.localError(rp)
 		return
 	}
+	if gc := router.NewGlobalCheck(&req, &rc.Plan); gc != nil {
+		sc.proxyGated(cl, gc, authority)
+		return
+	}
 	cls := rc.Cluster
 	timeout := rc.Timeout
 	if rc.IdleTimeout > 0 {
@@ -267,6 +271,9 @@ func (cl *call) forwardData(d *dbuf, end bool) (behind bool) {
 			cl.reqMsgs.Add(int64(n))
 		}
 	}
+	if g := cl.gate; g != nil && g.hold(cl, d, end) {
+		return false // the rate limit check is still running
+	}
 	if cl.keep {
 		var p []byte
 		if d != nil {
@@ -304,6 +311,9 @@ func (cl *call) forwardTrailers(fields []hpack.HeaderField) {
 		}
 	}
 	cl.reqTrailers = t
+	if g := cl.gate; g != nil && g.holdTrailers() {
+		return // the rate limit check is still running
+	}
 	if cl.keep {
 		cl.hadTrailers = true
 		cl.keepBody(nil, true)
@@ -328,9 +338,6 @@ func (cl *call) forwardTrailers(fields []hpack.HeaderField) {
 // gRPC-shaped for gRPC clients (the router's table says what), unless a
 // response has begun. A reply that ends an attempt in flight records why.
 func (cl *call) localError(rp router.Reply) {
-	if rp.RateLimit.Set {
-		cl.rc.Plan.RateLimit = rp.RateLimit
-	}
 	if !rp.Direct {
 		cl.failed.Store(true)
 	}
@@ -341,6 +348,14 @@ func (cl *call) localError(rp router.Reply) {
 		cl.grpcStatus.Store(int32(rp.GRPC))
 	}
 	c := cl.down.lock()
+	// Under the lock: a rate limit check may answer on its own
+	// goroutine while a timer answers on another.
+	if rp.RateLimit.Set {
+		cl.rc.Plan.RateLimit = rp.RateLimit
+	}
+	if rp.Headers != nil {
+		cl.rc.Plan.ResponseHeaders = *rp.Headers
+	}
 	if !cl.respStarted && !cl.respEnded && cl.down.attached {
 		switch {
 		case rp.Direct:
@@ -372,6 +387,7 @@ func (cl *call) grpcErrorLocked(c *conn, code int, msg string, f flag) {
 		fields = append(fields, hpack.HeaderField{Name: headerResponseFlags, Value: f.String()})
 	}
 	fields = appendRateLimit(fields, &cl.rc.Plan.RateLimit)
+	fields = appendResponseHeaders(fields, cl.rc.Plan.ResponseHeaders)
 	fields = cl.appendRequestID(fields)
 	h := &cl.down
 	h.hdrs, h.hdrsPending, h.endPending = fields, true, true
@@ -392,6 +408,7 @@ func (cl *call) localReplyLocked(c *conn, status int, body string, f flag) {
 		fields = append(fields, hpack.HeaderField{Name: headerResponseFlags, Value: f.String()})
 	}
 	fields = appendRateLimit(fields, &cl.rc.Plan.RateLimit)
+	fields = appendResponseHeaders(fields, cl.rc.Plan.ResponseHeaders)
 	fields = cl.appendRequestID(fields)
 	h := &cl.down
 	h.hdrs, h.hdrsPending = fields, true
@@ -458,6 +475,7 @@ func (cl *call) onResponseHeaders(status string, end bool, fields []hpack.Header
 	cl.upTime.Store(int64(max(upTime, 1)))
 	f = append(f, hpack.HeaderField{Name: headerUpstreamServiceTime, Value: itoa(upTime.Milliseconds())})
 	f = appendRateLimit(f, &cl.rc.Plan.RateLimit)
+	f = appendResponseHeaders(f, cl.rc.Plan.ResponseHeaders)
 	if setID {
 		f = append(f, cl.requestIDField())
 	}

@@ -203,6 +203,10 @@ type call struct {
 	// attempts. The downstream reader fills it in proxy; whoever starts
 	// or ends an attempt (a reader, a timer) updates it, one at a time.
 	rc router.Call
+	// gate holds the request body while a global rate limit check runs
+	// (proxyGated); nil for the requests of routes without one. Set on
+	// the reader before the check starts.
+	gate *gate
 	// share is the downstream connection's share of the cluster's
 	// max_requests the call holds until it finishes; nil: none.
 	share *breaker.Share

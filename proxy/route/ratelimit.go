@@ -5,6 +5,7 @@ import (
 	"net/textproto"
 	"strings"
 
+	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
 	"github.com/sightline-proxy/sightline/proxy/ratelimit"
@@ -18,6 +19,7 @@ type options struct {
 	listener *config.Listener
 	stats    *stats.Store
 	clock    ratelimit.Clock
+	services *ratelimit.Services
 }
 
 // WithListener gives New the listener the table is for: its local rate
@@ -31,6 +33,31 @@ func WithStats(st *stats.Store) Option { return func(o *options) { o.stats = st 
 // WithClock gives the local rate limits a clock (tests); the monotonic
 // clock by default.
 func WithClock(c ratelimit.Clock) Option { return func(o *options) { o.clock = c } }
+
+// WithServices gives New the rate limit service clients, shared across
+// reloads; without it the listener's rate_limit is not applied.
+func WithServices(s *ratelimit.Services) Option { return func(o *options) { o.services = s } }
+
+// newGlobal compiles the listener's rate_limit (nil: none).
+func (o *options) newGlobal(clusters map[string]*cluster.Cluster) (*ratelimit.Global, error) {
+	if o.listener == nil || o.listener.RateLimit == nil || o.services == nil {
+		return nil, nil
+	}
+	cfg := o.listener.RateLimit
+	c := clusters[cfg.Cluster]
+	if c == nil {
+		return nil, fmt.Errorf("rate_limit.cluster: unknown cluster %q", cfg.Cluster)
+	}
+	svc, err := o.services.Get(&c.Config)
+	if err != nil {
+		return nil, fmt.Errorf("rate_limit: %w", err)
+	}
+	return &ratelimit.Global{
+		Service: svc, Domain: cfg.Domain, Timeout: cfg.Timeout.D(), FailureModeDeny: cfg.FailureModeDeny,
+		Status: cmpOr(cfg.Status, 429), GRPCStatus: rateLimitedGRPC(cfg.RateLimitedAsResourceExhausted),
+		Headers: cfg.EnableXRateLimitHeaders == config.XRateLimitDraft03,
+	}, nil
+}
 
 // LocalLimit is a compiled local rate limit and how a refusal is answered.
 // One is built per configured local_rate_limit and shared by every route

@@ -14,6 +14,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/proxy/ratelimit"
 	"github.com/sightline-proxy/sightline/proxy/retry"
 )
 
@@ -65,6 +66,9 @@ type Route struct {
 	// RateLimits make the descriptors of the route's requests: its own
 	// rate_limits, else its virtual host's; nil: none.
 	RateLimits *RateLimits
+	// Global is the listener's rate limit service, for a route with
+	// RateLimits; nil otherwise.
+	Global *ratelimit.Global
 
 	kind    pathKind
 	path    string         // the prefix, the exact path, or the regex's literal prefix

@@ -91,6 +91,10 @@ func New(vhosts []config.VirtualHost, clusters map[string]*cluster.Cluster, opts
 	if o.listener != nil {
 		t.Local = o.newLocal(o.listener.LocalRateLimit)
 	}
+	global, err := o.newGlobal(clusters)
+	if err != nil {
+		return nil, err
+	}
 	suffixes := make(map[int]map[string]*virtualHost)
 	prefixes := make(map[int]map[string]*virtualHost)
 	owner := make(map[string]string) // lower-cased domain → the virtual host that has it
@@ -123,6 +127,9 @@ func New(vhosts []config.VirtualHost, clusters map[string]*cluster.Cluster, opts
 				if r.RateLimits, err = newRateLimits(rc.RateLimits); err != nil {
 					return nil, fmt.Errorf("virtual_hosts[%d].routes[%d].%w", i, j, err)
 				}
+			}
+			if r.RateLimits != nil {
+				r.Global = global
 			}
 			vh.routes[j] = r
 		}

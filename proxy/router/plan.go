@@ -11,6 +11,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/flags"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/proxy/ratelimit"
 	"github.com/sightline-proxy/sightline/proxy/retry"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/stats"
@@ -61,6 +62,9 @@ type Plan struct {
 	// RateLimit is what the codec adds to the response as x-ratelimit-*
 	// headers; unset when no limit asked for them.
 	RateLimit RateLimitHeaders
+	// ResponseHeaders are added to the response as they are: the rate
+	// limit service's response_headers_to_add.
+	ResponseHeaders []ratelimit.Entry
 }
 
 // Decide routes req on t into p. When the request is not sent upstream
@@ -74,7 +78,7 @@ type Plan struct {
 // Envoy's router, direct responses included.
 func Decide(t *route.Table, req *Request, p *Plan) (rp Reply, ok bool) {
 	rt := t.MatchHeaders(req.Authority, req.Path, req.Headers)
-	p.RateLimit = RateLimitHeaders{}
+	p.RateLimit, p.ResponseHeaders = RateLimitHeaders{}, nil
 	if rt == nil {
 		if t.Local != nil {
 			if rp, limited := checkLocal(t.Local, nil, req, p); limited {

@@ -3,6 +3,7 @@ package router
 import (
 	"github.com/sightline-proxy/sightline/proxy/flags"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
+	"github.com/sightline-proxy/sightline/proxy/ratelimit"
 )
 
 // Reply is an answer the proxy makes itself: what an HTTP client gets, what
@@ -19,7 +20,14 @@ type Reply struct {
 	// RateLimit, when set, goes on the reply as x-ratelimit-* headers
 	// (a rate limit's refusal).
 	RateLimit RateLimitHeaders
+	// Headers, when set, go on the reply as they are (the rate limit
+	// service's response_headers_to_add). A pointer keeps Reply
+	// comparable.
+	Headers *HeaderList
 }
+
+// HeaderList is a list of response headers to add, names as given.
+type HeaderList []ratelimit.Entry
 
 // Messages of the proxy's own errors, Envoy's words.
 const (

@@ -28,6 +28,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/listener"
 	"github.com/sightline-proxy/sightline/proxy/overload"
+	"github.com/sightline-proxy/sightline/proxy/ratelimit"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/server/certs"
 	"github.com/sightline-proxy/sightline/sinks"
@@ -64,6 +65,9 @@ type Server struct {
 	// overload is the process's overload manager: its budget and
 	// thresholds are read at start (a reload does not change them).
 	overload *overload.Manager
+	// rateLimits are the clients of the rate limit services the
+	// listeners' rate_limit name, kept across reloads.
+	rateLimits *ratelimit.Services
 	// certs holds the key pairs of the listeners and the upstream client
 	// certificates, and swaps in new ones when their files change.
 	certs *certs.Manager
@@ -106,7 +110,7 @@ func (li *loadInfo) hash() string {
 // New builds every component of cfg. It does no network I/O; it opens the
 // access-log files.
 func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
-	s := &Server{log: lg, quit: make(chan struct{}), drainReq: make(chan struct{})}
+	s := &Server{log: lg, quit: make(chan struct{}), drainReq: make(chan struct{}), rateLimits: ratelimit.NewServices()}
 	defer func() {
 		if err != nil {
 			if gen := s.cur.Load(); gen != nil {
@@ -118,6 +122,7 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 			if s.certs != nil {
 				s.certs.Close()
 			}
+			s.rateLimits.Close()
 		}
 	}()
 	set, err := sinks.Build(cfg.Stats, stats.SinkOptions{
@@ -191,7 +196,7 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 // routeTable compiles a listener's routes with its rate limits, whose
 // stats go to the server's store. New and reload both build with it.
 func (s *Server) routeTable(lc *config.Listener, clusters map[string]*cluster.Cluster) (*route.Table, error) {
-	return route.New(lc.VirtualHosts, clusters, route.WithListener(lc), route.WithStats(s.stats))
+	return route.New(lc.VirtualHosts, clusters, route.WithListener(lc), route.WithStats(s.stats), route.WithServices(s.rateLimits))
 }
 
 func (s *Server) setLoaded(cfg *config.Config) {
@@ -264,6 +269,7 @@ func (s *Server) closeAll() {
 	s.stats.Close(ctx)
 	s.certs.Close()
 	s.overload.Stop()
+	s.rateLimits.Close()
 	if s.stop != nil {
 		s.stop()
 	}
@@ -327,6 +333,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// last interval the push sinks, before the process ends.
 		s.certs.Close()
 		s.overload.Stop()
+		s.rateLimits.Close()
 		errs = append(errs, s.closeLogs(actx), s.stats.Close(actx), s.admin.Shutdown(actx))
 		if s.stop != nil {
 			s.stop()
