@@ -231,3 +231,86 @@ func TestLocalRateLimit(t *testing.T) {
 		t.Errorf("access log lines with RL by route: %v, want %v", refused, want)
 	}
 }
+
+// TestLoadSheddingConcurrencyBudget: with overload.max_active_requests 2
+// and two calls held open, the next request is refused at once on
+// either protocol (503, or UNAVAILABLE for gRPC, flag OM) and counted;
+// once a call ends there is room again.
+func TestLoadSheddingConcurrencyBudget(t *testing.T) {
+	b := startBackends(t, 1)[0]
+	web := startEchoBackend(t)
+	// stop_accepting_connections above 1: never, so that the budget's
+	// pressure does not close the HTTP/1.1 client's new connection.
+	p := startProxy(t, fmt.Sprintf(`node: {id: e2e, zone: zone-a}
+overload: {max_active_requests: 2, actions: {stop_accepting_connections: 2}}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    stat_prefix: ingress
+    virtual_hosts:
+      - name: all
+        domains: ['*']
+        routes:
+          - {match: {prefix: /grpc.testing.TestService/, grpc: true}, cluster: grpc}
+          - {match: {prefix: /}, cluster: web}
+clusters:
+  - {name: grpc, endpoints: [{address: %s}]}
+  - {name: web, protocol: auto, endpoints: [{address: %s}]}
+`, b.Addr, web))
+	addr := p.listener("ingress")
+	client := testClient(t, addr)
+
+	// Two bidi calls held open, each proven through with a ping-pong.
+	var held []testgrpc.TestService_FullDuplexCallClient
+	for i := range 2 {
+		s, err := client.FullDuplexCall(callCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1}}}); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		if _, err := s.Recv(); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		held = append(held, s)
+	}
+
+	var hdr, trl metadata.MD
+	_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}, grpc.Header(&hdr), grpc.Trailer(&trl))
+	if status.Code(err) != codes.Unavailable || mdValue(hdr, trl, headerFlags) != "OM" {
+		t.Errorf("gRPC past the budget: %v, flags %q; want UNAVAILABLE, OM", err, mdValue(hdr, trl, headerFlags))
+	}
+	resp, err := h1Client().Get("http://" + addr + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(headerFlags) != "OM" {
+		t.Errorf("HTTP/1.1 past the budget: %d, flags %q; want 503, OM", resp.StatusCode, resp.Header.Get(headerFlags))
+	}
+	if n := b.MethodCalls(testgrpc.TestService_UnaryCall_FullMethodName); n != 0 {
+		t.Errorf("the backend served %d refused calls", n)
+	}
+
+	// One call ends: there is room again (once the proxy has finished
+	// it, and the monitor has read the pressure back down).
+	held[0].CloseSend()
+	if _, err := held[0].Recv(); err != io.EOF {
+		t.Fatalf("closing a held call: %v", err)
+	}
+	if err := eventually(10*time.Second, func() error {
+		_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+		return err
+	}); err != nil {
+		t.Errorf("after a held call ended: %v", err)
+	}
+	held[1].CloseSend()
+	held[1].Recv()
+
+	m, _ := statsText(t, p, "")
+	if n, _ := statsInt(t, m, "http.ingress.downstream_rq_overload_close"); n < 2 {
+		t.Errorf("http.ingress.downstream_rq_overload_close = %d, want at least the 2 refusals", n)
+	}
+}

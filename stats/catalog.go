@@ -509,6 +509,8 @@ var (
 		help: "Bytes held in flight for peers (DATA queued for slow receivers), in percent of overload.max_buffered_bytes."})
 	overloadHeapPressure = define(Def{flat: "overload.heap.pressure", kind: KindGauge,
 		help: "Go heap in use, in percent of overload.max_heap_bytes (0 when no heap limit is set)."})
+	overloadActiveRequestsPressure = define(Def{flat: "overload.active_requests.pressure", kind: KindGauge,
+		help: "Downstream requests in flight, in percent of overload.max_active_requests (0 when no budget is set)."})
 	overloadResetStreamsActive = define(Def{flat: "overload.reset_high_memory_stream.active", kind: KindGauge,
 		help: "1 while the reset_high_memory_stream action is on: the calls holding the most buffered bytes are reset."})
 	overloadResetStreams = define(Def{flat: "overload.reset_high_memory_stream.count", kind: KindCounter,

@@ -741,20 +741,23 @@ type SinkStats struct {
 // Overload is the overload manager's stats (proxy/overload).
 type Overload struct {
 	BufferPressure, HeapPressure *Gauge
-	ResetStreamsActive           *Gauge
-	ResetStreams                 *Counter
-	StopRequestsActive           *Gauge
-	StopConnectionsActive        *Gauge
+	// ActiveRequestsPressure is the concurrency budget's pressure.
+	ActiveRequestsPressure *Gauge
+	ResetStreamsActive     *Gauge
+	ResetStreams           *Counter
+	StopRequestsActive     *Gauge
+	StopConnectionsActive  *Gauge
 }
 
 func (sc scope) newOverload() *Overload {
 	return &Overload{
-		BufferPressure:        sc.gauge(overloadBufferPressure),
-		HeapPressure:          sc.gauge(overloadHeapPressure),
-		ResetStreamsActive:    sc.gauge(overloadResetStreamsActive),
-		ResetStreams:          sc.counter(overloadResetStreams),
-		StopRequestsActive:    sc.gauge(overloadStopRequestsActive),
-		StopConnectionsActive: sc.gauge(overloadStopConnectionsActive),
+		BufferPressure:         sc.gauge(overloadBufferPressure),
+		HeapPressure:           sc.gauge(overloadHeapPressure),
+		ActiveRequestsPressure: sc.gauge(overloadActiveRequestsPressure),
+		ResetStreamsActive:     sc.gauge(overloadResetStreamsActive),
+		ResetStreams:           sc.counter(overloadResetStreams),
+		StopRequestsActive:     sc.gauge(overloadStopRequestsActive),
+		StopConnectionsActive:  sc.gauge(overloadStopConnectionsActive),
 	}
 }
 

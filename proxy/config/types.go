@@ -75,9 +75,16 @@ type Overload struct {
 	MaxBufferedBytes int `yaml:"max_buffered_bytes" json:"max_buffered_bytes"`
 	// MaxHeapBytes, when set, makes the Go heap a second monitor (Envoy's
 	// fixed_heap); 0, the default, watches buffers only.
-	MaxHeapBytes    int             `yaml:"max_heap_bytes" json:"max_heap_bytes"`
-	RefreshInterval Duration        `yaml:"refresh_interval" json:"refresh_interval"`
-	Actions         OverloadActions `yaml:"actions" json:"actions"`
+	MaxHeapBytes int `yaml:"max_heap_bytes" json:"max_heap_bytes"`
+	// MaxActiveRequests, when set, is the concurrency budget: downstream
+	// requests in flight in the whole process. A request past it is
+	// refused at once (503 or gRPC UNAVAILABLE, flag OM), and the
+	// budget's pressure turns stop_accepting_requests and
+	// stop_accepting_connections on at their thresholds. 0, the
+	// default: no budget.
+	MaxActiveRequests int             `yaml:"max_active_requests" json:"max_active_requests"`
+	RefreshInterval   Duration        `yaml:"refresh_interval" json:"refresh_interval"`
+	Actions           OverloadActions `yaml:"actions" json:"actions"`
 }
 
 // OverloadActions are the thresholds of the overload actions; each is a

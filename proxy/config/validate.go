@@ -175,6 +175,7 @@ func (v *validator) config(c *Config) {
 func (v *validator) overload(o *Overload) {
 	v.nonNegative("overload.max_buffered_bytes", o.MaxBufferedBytes)
 	v.nonNegative("overload.max_heap_bytes", o.MaxHeapBytes)
+	v.nonNegative("overload.max_active_requests", o.MaxActiveRequests)
 	if o.RefreshInterval < 0 {
 		v.report("overload.refresh_interval", "", "must not be negative, got %s", o.RefreshInterval)
 	}

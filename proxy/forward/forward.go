@@ -263,9 +263,10 @@ func (h *Handler) serve(w http.ResponseWriter, rc *http.ResponseController, r *h
 	grpc := grpcproto.IsGRPC(r.Header.Get("Content-Type"))
 	c := &rec.call
 	c.GRPC, c.Path = grpc, r.URL.Path
-	if h.Overload.Active(overload.StopRequests) {
-		h.Stats.DownstreamRqOverloadClose.Inc(1)
-		return h.reply(w, r, rec, router.ReplyOverloaded)
+	if shed, ok, held := router.Admit(h.Overload, h.Stats); !ok {
+		return h.reply(w, r, rec, shed)
+	} else if held {
+		defer h.Overload.Release()
 	}
 	req := router.Request{Authority: r.Host, Path: r.URL.Path, Headers: route.HTTPHeaders(r.Header), GRPC: grpc, Trust: h.TrustRequestHeaders,
 		Method: r.Method, RemoteAddr: r.RemoteAddr}

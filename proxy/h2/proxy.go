@@ -10,7 +10,6 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/breaker"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
 	"github.com/sightline-proxy/sightline/proxy/grpcproto"
-	"github.com/sightline-proxy/sightline/proxy/overload"
 	"github.com/sightline-proxy/sightline/proxy/router"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 	"github.com/sightline-proxy/sightline/tracing"
@@ -34,11 +33,12 @@ func (sc *serverConn) proxy(cl *call) {
 	if sc.srv.obs != nil {
 		sc.observeStart(cl)
 	}
-	if sc.srv.overload.Active(overload.StopRequests) {
-		sc.srv.stats.DownstreamRqOverloadClose.Inc(1)
-		cl.localError(router.ReplyOverloaded)
+	rp, ok, held := router.Admit(sc.srv.overload, sc.srv.stats)
+	if !ok {
+		cl.localError(rp)
 		return
 	}
+	cl.shedHeld = held
 	if hb.method == "CONNECT" {
 		cl.localError(router.Reply{Status: 501, GRPC: grpcUnimplemented, Message: "CONNECT is not supported"})
 		return

@@ -207,6 +207,9 @@ type call struct {
 	// (proxyGated); nil for the requests of routes without one. Set on
 	// the reader before the check starts.
 	gate *gate
+	// shedHeld: the call counts against the overload manager's
+	// concurrency budget until it finishes (router.Admit).
+	shedHeld bool
 	// share is the downstream connection's share of the cluster's
 	// max_requests the call holds until it finishes; nil: none.
 	share *breaker.Share
@@ -393,6 +396,9 @@ func (cl *call) finish() {
 		cl.release()
 	}
 	cl.share.Done()
+	if cl.shedHeld {
+		cl.sc.srv.overload.Release()
+	}
 	if cl.rtp != nil {
 		return // the caller counts a RoundTrip
 	}

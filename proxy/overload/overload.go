@@ -3,12 +3,13 @@
 // monitors give a pressure between 0 and 1, and each action turns on once
 // the pressure passes its threshold and off again once it falls below.
 //
-// Two monitors: the bytes the proxy holds in flight for its peers (DATA
+// Three monitors: the bytes the proxy holds in flight for its peers (DATA
 // queued for a slow receiver; always on, because it is what a peer that
 // does not read or a backend that stalls makes grow), and, when a limit is
 // set, the Go heap (off by default: the heap holds the config too, and a
-// large config must not make the proxy refuse traffic). Three actions, each
-// counted:
+// large config must not make the proxy refuse traffic) and the downstream
+// requests in flight (the concurrency budget, max_active_requests). Three
+// actions, each counted:
 //
 //   - reset_high_memory_stream: the calls holding the most buffered bytes
 //     are reset until the buffer pressure is back under the threshold
@@ -22,7 +23,11 @@
 //
 // The request path reads one atomic word to learn what is active; a
 // monitor goroutine recomputes it every refresh interval (100 ms by
-// default: flow control bounds what can pile up in between).
+// default: flow control bounds what can pile up in between). The
+// concurrency budget is also enforced exactly, at admission (Admit): a
+// request past max_active_requests is refused at once, not after the next
+// reading, and the budget's pressure feeds the two refusing actions (not
+// the stream resets, which free memory, not requests).
 package overload
 
 import (
@@ -61,7 +66,10 @@ const (
 type Config struct {
 	MaxBufferedBytes int64
 	MaxHeapBytes     int64
-	RefreshInterval  time.Duration
+	// MaxActiveRequests is the concurrency budget: downstream requests in
+	// flight in the whole process; 0 turns the monitor off.
+	MaxActiveRequests int64
+	RefreshInterval   time.Duration
 	// Thresholds: the pressure (0 to 1] at which each action turns on.
 	ResetStreams, StopRequests, StopConnections float64
 }
@@ -86,10 +94,14 @@ type Manager struct {
 	eng   Engine
 	st    *stats.Overload
 	state atomic.Uint32
-	stop  chan struct{}
-	done  chan struct{}
-	once  sync.Once
-	heap  [1]metrics.Sample
+	// maxActive mirrors cfg.MaxActiveRequests for Admit; active counts
+	// the requests Admit let in while it was set.
+	maxActive atomic.Int64
+	active    atomic.Int64
+	stop      chan struct{}
+	done      chan struct{}
+	once      sync.Once
+	heap      [1]metrics.Sample
 }
 
 // New returns a Manager watching eng; Start runs it.
@@ -126,6 +138,7 @@ func (m *Manager) Reconfigure(cfg Config) {
 		cfg.RefreshInterval = old.RefreshInterval
 	}
 	m.cfg.Store(&cfg)
+	m.maxActive.Store(max(cfg.MaxActiveRequests, 0))
 	if m.eng.Budget != nil {
 		m.eng.Budget(cfg.MaxBufferedBytes)
 	}
@@ -150,6 +163,42 @@ func (m *Manager) Stop() {
 // Active reports whether every action of a is on.
 func (m *Manager) Active(a Actions) bool {
 	return m != nil && Actions(m.state.Load())&a == a
+}
+
+// Admit decides whether a new downstream request is served: not while
+// stop_accepting_requests is on, nor when the process already has
+// max_active_requests in flight. held says that the request counts
+// against the budget: the caller then calls Release, once, when it ends.
+// With no budget set, Admit is one atomic load more than Active and
+// counts nothing, so that requests do not contend on a shared counter.
+// A nil Manager admits everything.
+func (m *Manager) Admit() (ok, held bool) {
+	if m == nil {
+		return true, false
+	}
+	if Actions(m.state.Load())&StopRequests != 0 {
+		return false, false
+	}
+	limit := m.maxActive.Load()
+	if limit == 0 {
+		return true, false
+	}
+	if m.active.Add(1) > limit {
+		m.active.Add(-1)
+		return false, false
+	}
+	return true, true
+}
+
+// Release ends a request Admit held.
+func (m *Manager) Release() { m.active.Add(-1) }
+
+// ActiveRequests is the number of requests held against the budget.
+func (m *Manager) ActiveRequests() int64 {
+	if m == nil {
+		return 0
+	}
+	return m.active.Load()
 }
 
 func (m *Manager) run() {
@@ -196,6 +245,13 @@ func (m *Manager) update() {
 	var a Actions
 	if p >= cfg.ResetStreams {
 		a |= ResetStreams
+	}
+	// The concurrency budget's pressure turns the refusing actions on,
+	// not the resets: those free buffers, not requests.
+	if cfg.MaxActiveRequests > 0 {
+		rq := float64(m.active.Load()) / float64(cfg.MaxActiveRequests)
+		m.st.ActiveRequestsPressure.Set(int64(rq * 100))
+		p = max(p, rq)
 	}
 	if p >= cfg.StopRequests {
 		a |= StopRequests

@@ -68,3 +68,71 @@ func TestReconfigure(t *testing.T) {
 		t.Errorf("over the new budget: refusing %v, engine told %d", m.Active(StopRequests), told)
 	}
 }
+
+// TestAdmitConcurrencyBudget: past max_active_requests a request is
+// refused at once, whatever the monitor last read; a released request
+// makes room; no budget counts nothing.
+func TestAdmitConcurrencyBudget(t *testing.T) {
+	type step struct {
+		release  bool // release one held request instead of admitting
+		wantOK   bool
+		wantHeld bool
+	}
+	admit := func(ok bool) step { return step{wantOK: ok, wantHeld: ok} }
+	tests := []struct {
+		name  string
+		max   int64
+		steps []step
+	}{
+		{"no budget: everything, nothing held", 0, []step{{wantOK: true}, {wantOK: true}, {wantOK: true}}},
+		{"a budget of two", 2, []step{admit(true), admit(true), admit(false), admit(false), {release: true}, admit(true), admit(false)}},
+		{"a budget of one", 1, []step{admit(true), admit(false), {release: true}, {release: false, wantOK: true, wantHeld: true}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New(Config{MaxActiveRequests: tt.max, RefreshInterval: time.Hour}, Engine{}, nil)
+			for i, s := range tt.steps {
+				if s.release {
+					m.Release()
+					continue
+				}
+				ok, held := m.Admit()
+				if ok != s.wantOK || held != s.wantHeld {
+					t.Errorf("step %d: Admit = %v, %v; want %v, %v", i, ok, held, s.wantOK, s.wantHeld)
+				}
+			}
+		})
+	}
+}
+
+// TestConcurrencyPressure: the budget's pressure turns the refusing
+// actions on at their thresholds, and never the stream resets.
+func TestConcurrencyPressure(t *testing.T) {
+	m := New(Config{MaxActiveRequests: 20, RefreshInterval: time.Hour}, Engine{}, nil)
+	for range 18 {
+		m.Admit()
+	}
+	m.update()
+	if m.Active(StopRequests) || m.Active(ResetStreams) {
+		t.Fatalf("at 90%%: refusing %v, resetting %v", m.Active(StopRequests), m.Active(ResetStreams))
+	}
+	m.Admit()
+	m.update()
+	if !m.Active(StopRequests) || !m.Active(StopConnections) || m.Active(ResetStreams) {
+		t.Errorf("at 95%%: refusing %v, closing %v, resetting %v; want true, true, false",
+			m.Active(StopRequests), m.Active(StopConnections), m.Active(ResetStreams))
+	}
+	if ok, _ := m.Admit(); ok {
+		t.Error("admitted while stop_accepting_requests is on")
+	}
+	m.Release()
+	m.update()
+	if m.Active(StopRequests) {
+		t.Error("still refusing at 90%")
+	}
+	// A reload's budget applies at once to admission.
+	m.Reconfigure(Config{MaxActiveRequests: 10})
+	if ok, _ := m.Admit(); ok {
+		t.Error("admitted past a lowered budget")
+	}
+}

@@ -495,12 +495,13 @@ func newOverload(cfg config.Overload, st *stats.Overload) *overload.Manager {
 // overloadConfig is the manager's config from the proxy's.
 func overloadConfig(cfg config.Overload) overload.Config {
 	return overload.Config{
-		MaxBufferedBytes: int64(cfg.MaxBufferedBytes),
-		MaxHeapBytes:     int64(cfg.MaxHeapBytes),
-		RefreshInterval:  cfg.RefreshInterval.D(),
-		ResetStreams:     cfg.Actions.ResetHighMemoryStream,
-		StopRequests:     cfg.Actions.StopAcceptingRequests,
-		StopConnections:  cfg.Actions.StopAcceptingConnections,
+		MaxBufferedBytes:  int64(cfg.MaxBufferedBytes),
+		MaxHeapBytes:      int64(cfg.MaxHeapBytes),
+		MaxActiveRequests: int64(cfg.MaxActiveRequests),
+		RefreshInterval:   cfg.RefreshInterval.D(),
+		ResetStreams:      cfg.Actions.ResetHighMemoryStream,
+		StopRequests:      cfg.Actions.StopAcceptingRequests,
+		StopConnections:   cfg.Actions.StopAcceptingConnections,
 	}
 }
 

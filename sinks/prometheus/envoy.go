@@ -102,6 +102,9 @@ var (
 	envoyUnprefixed = []tagExtractor{
 		extractor("envoy.response_code", "_rq_", `_rq(_(\d{3}))$`),
 		extractor("envoy.response_code_class", "_rq_", `_rq_((\d))xx$`),
+		// Envoy's "$.http_local_rate_limit.**": a local rate limit's
+		// stat_prefix leads its stats.
+		extractor("envoy.local_http_ratelimit_prefix", ".http_local_rate_limit.", `^((`+envoyWord+`)\.)http_local_rate_limit\.`),
 	}
 	envoyPrefixed = map[string][]tagExtractor{
 		"cluster": {

@@ -44,6 +44,8 @@ func TestEnvoyNames(t *testing.T) {
 		{"cluster.primary.upstream_rq_200", "envoy_cluster_upstream_rq", `envoy_response_code="200",envoy_cluster_name="primary"`},
 		{"cluster.primary.upstream_rq_5xx", "envoy_cluster_upstream_rq_xx", `envoy_response_code_class="5",envoy_cluster_name="primary"`},
 		{"cluster.primary.upstream_rq_completed", "envoy_cluster_upstream_rq_completed", `envoy_cluster_name="primary"`},
+		{"per_client.http_local_rate_limit.rate_limited", "envoy_http_local_rate_limit_rate_limited", `envoy_local_http_ratelimit_prefix="per_client"`},
+		{"cluster.primary.ratelimit.over_limit", "envoy_cluster_ratelimit_over_limit", `envoy_cluster_name="primary"`},
 		{"cluster.primary.upstream_rq_time", "envoy_cluster_upstream_rq_time", `envoy_cluster_name="primary"`},
 		{"cluster.primary.retry.upstream_rq_503", "envoy_cluster_retry_upstream_rq", `envoy_response_code="503",envoy_cluster_name="primary"`},
 		{"cluster.primary.membership_healthy", "envoy_cluster_membership_healthy", `envoy_cluster_name="primary"`},
@@ -103,6 +105,7 @@ func TestEnvoyNamesLoseNothing(t *testing.T) {
 		stats.TagResponseCode: "503", stats.TagResponseClass: "5", stats.TagGRPCService: "Greeter",
 		stats.TagGRPCMethod: "SayHello", stats.TagGRPCStatus: "14", stats.TagHTTPPrefix: "ingress_http",
 		stats.TagListener: "127.0.0.1:10000", stats.TagAccessLog: "main", stats.TagSink: "otlp",
+		stats.TagLocalRateLimit: "per_client",
 	}
 	envoyValue := map[string]string{stats.TagListener: "127.0.0.1_10000", stats.TagFromZone: "zone_a", stats.TagToZone: "zone_b"}
 	validName := regexp.MustCompile(`^envoy_[a-zA-Z0-9_]+$`)
