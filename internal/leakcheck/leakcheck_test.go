@@ -109,13 +109,15 @@ func TestDefaultTransportClosed(t *testing.T) {
 // recording TB, and checks that it is blamed.
 func TestCheck(t *testing.T) {
 	rec := &recorder{TB: t}
-	stop := make(chan struct{})
+	var stop func()
 	t.Run("leaky", func(t *testing.T) {
 		rec.TB = t
 		Check(rec, 50*time.Millisecond)
-		go parked(stop)
+		// Started and in parked before the test ends: on a busy machine a
+		// goroutine not yet scheduled shows only as its go statement.
+		stop = startParked(t)
 	})
-	close(stop)
+	stop()
 	if !strings.Contains(rec.errs.String(), "leakcheck.parked(") {
 		t.Errorf("Check did not blame the leaky test; it said %q", rec.errs.String())
 	}

@@ -53,8 +53,9 @@ type Breakers struct {
 // New builds the breakers from the cluster's circuit_breakers config. cs's
 // circuit_breakers.*_open gauges and request stats count the breakers'
 // state and overflows, both made on first use: the gauges when a limit is
-// first reached, so that a cluster never near its limits has none (Envoy's
-// idle clusters hold theirs). cs may be nil to count nothing. A zero limit
+// first reached, or when the cluster takes its first request, so that an
+// idle cluster has none (Envoy's idle clusters hold theirs). cs may be nil
+// to count nothing. A zero limit
 // takes Envoy's default; a negative one refuses everything.
 func New(cfg config.CircuitBreakers, cs *stats.Cluster) *Breakers {
 	b := &Breakers{cs: cs}

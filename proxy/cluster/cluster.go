@@ -224,15 +224,33 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 		}
 	}
 	if cfg.Type != "strict_dns" {
-		eps := make([]endpoint, 0, len(cfg.Endpoints))
-		for _, ep := range cfg.Endpoints {
-			eps = append(eps, endpoint{addr: ep.Address, zone: ep.Zone, weight: ep.Weight})
-		}
-		c.setMembership(eps)
+		c.setMembership(staticEndpoints(cfg.Endpoints))
 	} else {
 		c.publishLocked()
 	}
 	return c, nil
+}
+
+func staticEndpoints(eps []config.Endpoint) []endpoint {
+	out := make([]endpoint, 0, len(eps))
+	for _, ep := range eps {
+		out = append(out, endpoint{addr: ep.Address, zone: ep.Zone, weight: ep.Weight})
+	}
+	return out
+}
+
+// SetEndpoints makes eps the hosts of a static cluster whose other
+// settings stay as they are, as an EDS update does in Envoy: a host whose
+// address, zone and weight stay keeps its pool, counters, health and
+// outlier state; the others are added (health-checked before they take
+// traffic, when the cluster checks health) or removed. A reload that
+// changes only a static cluster's endpoints calls it instead of building
+// the cluster again, so that its cost is that of the change.
+func (c *Cluster) SetEndpoints(eps []config.Endpoint) {
+	c.mu.Lock()
+	c.Config.Endpoints = eps // read by strict_dns clusters only
+	c.mu.Unlock()
+	c.setMembership(staticEndpoints(eps))
 }
 
 // Start begins discovery. For strict_dns clusters it resolves once before
@@ -651,10 +669,14 @@ func (c *Cluster) Pick(r *balancer.Request) *host.Host {
 	return c.snap.Load().picker.Pick(r)
 }
 
-// markUsed records the cluster's first request.
+// markUsed records the cluster's first request. From then on the
+// cluster has its circuit_breakers.*_open gauges, at 0 until a limit is
+// reached, as dashboards and alerts expect of a cluster in use; an idle
+// cluster has none.
 func (c *Cluster) markUsed() {
 	if c.used.CompareAndSwap(false, true) {
 		close(c.traffic)
+		c.Stats.CircuitBreakers()
 	}
 }
 

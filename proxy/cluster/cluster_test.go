@@ -250,15 +250,14 @@ func TestPickRetryAvoidsTriedHosts(t *testing.T) {
 
 // TestIdleClusterStats: a cluster that serves nothing has its membership
 // gauges and no other stat, in the store and so in every sink; its
-// breakers' gauges appear when a limit is first reached.
+// breakers' gauges appear with its first request.
 func TestIdleClusterStats(t *testing.T) {
 	st, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := config.Cluster{Name: "idle", LBPolicy: "round_robin", PanicThreshold: new(100.0),
-		CircuitBreakers: config.CircuitBreakers{MaxRequests: 1},
-		Endpoints:       []config.Endpoint{{Address: "127.0.0.1:1"}, {Address: "127.0.0.1:2"}}}
+		Endpoints: []config.Endpoint{{Address: "127.0.0.1:1"}, {Address: "127.0.0.1:2"}}}
 	c, err := New(cfg, Options{Log: zerolog.Nop(), Stats: st.Cluster("idle")})
 	if err != nil {
 		t.Fatal(err)
@@ -279,14 +278,11 @@ func TestIdleClusterStats(t *testing.T) {
 	if got, want := names(), []string{"cluster.idle.membership_healthy", "cluster.idle.membership_total"}; !equal(got, want) {
 		t.Fatalf("an idle cluster's stats: %v, want %v", got, want)
 	}
-	if !c.Breakers.TryRequest() {
-		t.Fatal("the first request was refused")
-	}
-	c.Pick(&balancer.Request{})
+	c.Pick(&balancer.Request{}) // the first request: no limit reached
 	got := strings.Join(names(), " ")
-	for _, want := range []string{"cluster.idle.circuit_breakers.default.rq_open", "cluster.idle.lb_healthy_panic"} {
+	for _, want := range []string{"cluster.idle.circuit_breakers.default.rq_open", "cluster.idle.circuit_breakers.default.cx_open", "cluster.idle.lb_healthy_panic"} {
 		if !strings.Contains(got, want) {
-			t.Errorf("after max_requests was reached and a pick in panic: no %s in %s", want, got)
+			t.Errorf("after a first pick, in panic: no %s in %s", want, got)
 		}
 	}
 	if strings.Contains(got, "upstream_rq_total") {

@@ -310,7 +310,12 @@ func TestCircuitBreakerPendingAndConnections(t *testing.T) {
 	}
 	protos := new(http.Protocols)
 	protos.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: blockingHandler(release), Protocols: protos, HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1}}
+	arrived := make(chan struct{}, 2)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		blockingHandler(release).ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: handler, Protocols: protos, HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1}}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	p := startProxy(t, []testCluster{{name: "c", addrs: []string{ln.Addr().String()},
@@ -320,21 +325,29 @@ func TestCircuitBreakerPendingAndConnections(t *testing.T) {
 	br := p.clusters["c"].Breakers
 	var wg sync.WaitGroup
 	codes := make(chan int, 2)
-	for want := range []int64{1, 1} {
+	for call := range 2 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			st, _ := get(t, c, p.addr, "/")
 			codes <- st
 		}()
+		if call == 0 {
+			// The first call holds the connection's one stream once the
+			// backend has it; until then it may itself be pending (the
+			// connection still opening), and the next call must not
+			// count on it.
+			waitSignal(t, arrived, "the first call at the backend")
+			continue
+		}
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			snap := br.Snapshot()
-			if want == 0 && snap.Connections.Active == 1 || want == 1 && snap.PendingRequests.Active == 1 {
+			if snap.PendingRequests.Active == 1 {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("call %d never got where it should (%+v)", want+1, snap)
+				t.Fatalf("the second call never waited for the slot (%+v)", snap)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}

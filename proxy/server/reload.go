@@ -24,7 +24,9 @@ var ErrShuttingDown = errors.New("server is shutting down")
 
 // Reload applies cfg in place, as Envoy applies a new config without a
 // restart: unchanged clusters keep their pools, health and outlier state;
-// changed and added clusters are built and started, and health-checked
+// static clusters whose endpoints alone changed update their hosts in
+// place (cluster.SetEndpoints); other changed and added clusters are built
+// and started, and health-checked
 // before any traffic goes to them; every listener's route table is swapped
 // atomically; listeners whose own settings changed are rebuilt on the same
 // socket; removed listeners drain and removed or replaced clusters close
@@ -83,10 +85,20 @@ func (s *Server) Reload(cfg *config.Config) error {
 	for _, name := range plan.Clusters.Kept {
 		keep[name] = true
 	}
+	// Static clusters whose endpoints alone changed are updated in place
+	// once nothing can fail, as an EDS update would be.
+	var setEndpoints []func()
 	for _, cc := range cfg.Clusters {
-		if c, ok := old.byName[cc.Name]; ok && keep[cc.Name] {
+		c, ok := old.byName[cc.Name]
+		if ok && keep[cc.Name] {
 			gen.clusters = append(gen.clusters, c)
 			gen.byName[cc.Name] = c
+			continue
+		}
+		if ok && endpointsOnly(plan.Clusters.Why[cc.Name]) && cc.Type != "strict_dns" {
+			gen.clusters = append(gen.clusters, c)
+			gen.byName[cc.Name] = c
+			setEndpoints = append(setEndpoints, func() { c.SetEndpoints(cc.Endpoints) })
 			continue
 		}
 		c, err := s.buildCluster(cfg, cc)
@@ -152,6 +164,9 @@ func (s *Server) Reload(cfg *config.Config) error {
 	}
 	// Past this point nothing fails. Rebuilt listeners take over their
 	// predecessors' sockets, so no connection is refused in between.
+	for _, set := range setEndpoints {
+		set()
+	}
 	for _, r := range built {
 		if from, ok := plan.Listeners.Handoffs[r.cfg.Name]; ok {
 			if prev := oldListeners[from]; prev != nil {
@@ -204,6 +219,10 @@ func (s *Server) Reload(cfg *config.Config) error {
 	s.log.Info().Str("changes", plan.String()).Msg("config reloaded")
 	return nil
 }
+
+// endpointsOnly reports whether a cluster's changed keys are its
+// endpoints alone.
+func endpointsOnly(why []string) bool { return len(why) == 1 && why[0] == "endpoints" }
 
 // ReloadRefused counts a reload whose config did not load
 // (server.config_reload_failed); the caller logs the problems.

@@ -29,6 +29,10 @@ func load(t *testing.T, body string) *config.Config {
 }
 
 func twoClusters(weightB int, extraListener string) string {
+	return twoClustersLB(weightB, "round_robin", extraListener)
+}
+
+func twoClustersLB(weightB int, lbB, extraListener string) string {
 	return fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 server: {drain_time: 10ms}
 listeners:
@@ -37,8 +41,8 @@ listeners:
     virtual_hosts: [{name: all, domains: ['*'], routes: [{match: {prefix: /a}, cluster: a}, {match: {prefix: /}, cluster: b}]}]
 %sclusters:
   - {name: a, endpoints: [{address: 127.0.0.1:1}]}
-  - {name: b, endpoints: [{address: 127.0.0.1:2, weight: %d}]}
-`, extraListener, weightB)
+  - {name: b, lb_policy: %s, endpoints: [{address: 127.0.0.1:2, weight: %d}, {address: 127.0.0.1:3}]}
+`, extraListener, lbB, weightB)
 }
 
 func started(t *testing.T, cfg *config.Config) *Server {
@@ -60,7 +64,7 @@ func TestReloadKeepsWhatDidNotChange(t *testing.T) {
 	s := started(t, load(t, twoClusters(1, "")))
 	before := s.cur.Load()
 	addr := s.ListenerAddr("in")
-	if err := s.Reload(load(t, twoClusters(5, ""))); err != nil {
+	if err := s.Reload(load(t, twoClustersLB(1, "least_request", ""))); err != nil {
 		t.Fatal(err)
 	}
 	after := s.cur.Load()
@@ -72,6 +76,40 @@ func TestReloadKeepsWhatDidNotChange(t *testing.T) {
 	}
 	if after.listeners[0] != before.listeners[0] || s.ListenerAddr("in") != addr {
 		t.Error("the listener whose routes only point at a rebuilt cluster lost its socket")
+	}
+	if n := s.stats.Server().ConfigReload.Value(); n != 1 {
+		t.Errorf("config_reload = %d, want 1", n)
+	}
+}
+
+// TestReloadEndpointsInPlace: a reload that changes only a static
+// cluster's endpoints updates its hosts in place: the cluster is the same,
+// an unchanged host keeps its Host (its pool, counters and health), a
+// host whose weight changed is a new one with that weight, and an added
+// host appears.
+func TestReloadEndpointsInPlace(t *testing.T) {
+	s := started(t, load(t, twoClusters(1, "")))
+	b := s.cur.Load().byName["b"]
+	hostsBefore := b.Hosts()
+	cfg := load(t, strings.Replace(twoClusters(5, ""), "{address: 127.0.0.1:3}]", "{address: 127.0.0.1:3}, {address: 127.0.0.1:4}]", 1))
+	if err := s.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if s.cur.Load().byName["b"] != b {
+		t.Fatal("a cluster whose endpoints alone changed was rebuilt")
+	}
+	got := b.Hosts()
+	if len(got) != 3 {
+		t.Fatalf("%d hosts after the reload, want 3", len(got))
+	}
+	if got[0] == hostsBefore[0] || got[0].Weight != 5 {
+		t.Errorf("127.0.0.1:2 (weight 1 → 5): same Host %v, weight %d; want a new Host of weight 5", got[0] == hostsBefore[0], got[0].Weight)
+	}
+	if got[1] != hostsBefore[1] {
+		t.Error("127.0.0.1:3, unchanged, is a new Host: its pool and counters were lost")
+	}
+	if got[2].Address != "127.0.0.1:4" {
+		t.Errorf("third host %s, want the added 127.0.0.1:4", got[2].Address)
 	}
 	if n := s.stats.Server().ConfigReload.Value(); n != 1 {
 		t.Errorf("config_reload = %d, want 1", n)
@@ -97,6 +135,9 @@ func TestReloadRefusedKeepsServing(t *testing.T) {
 	}
 	if s.cur.Load() != before {
 		t.Fatal("a refused reload changed the running generation")
+	}
+	if w := before.byName["b"].Hosts()[0].Weight; w != 1 {
+		t.Fatalf("a refused reload set b's endpoints anyway: weight %d, want 1", w)
 	}
 	if n := s.stats.Server().ConfigReloadFailed.Value(); n != 1 {
 		t.Fatalf("config_reload_failed = %d, want 1", n)
