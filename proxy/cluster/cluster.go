@@ -118,6 +118,12 @@ type Cluster struct {
 
 	mu     sync.Mutex
 	hosts  map[string]*host.Host // by address; owned by the cluster
+	// sorted holds the hosts ordered by address (compareAddr) as of the
+	// last membership change, and added those made since: resortLocked
+	// merges them, so that a change of a few hosts of 100,000 costs no
+	// sort of them all. A published sorted slice is never modified.
+	sorted []*host.Host
+	added  []*host.Host
 	origin map[string]string     // strict_dns: address → the configured name it resolved from; nil until one
 	// gone holds hosts discovery no longer lists that still pass their
 	// health checks: health has primacy over discovery (Envoy's eventually
@@ -379,6 +385,7 @@ func (c *Cluster) setMembership(eps []endpoint) {
 			c.origin[ep.addr] = ep.from
 		}
 		c.hosts[ep.addr] = h
+		c.added = append(c.added, h)
 		changed = true
 	}
 	for addr, h := range c.hosts {
@@ -416,20 +423,44 @@ func (c *Cluster) removeLocked(h *host.Host) {
 // membersChangedLocked tells the health checker and the outlier detector
 // the new membership and publishes a new picker.
 func (c *Cluster) membersChangedLocked() {
-	if c.hc != nil || c.od != nil {
-		hosts := make([]*host.Host, 0, len(c.hosts))
-		for _, h := range c.hosts {
-			hosts = append(hosts, h)
-		}
-		if c.hc != nil {
-			c.hc.Set(hosts)
-		}
-		if c.od != nil {
-			c.od.Set(hosts)
-		}
+	c.resortLocked()
+	if c.hc != nil {
+		c.hc.Set(c.sorted)
+	}
+	if c.od != nil {
+		c.od.Set(c.sorted)
 	}
 	c.publishLocked()
 }
+
+// resortLocked brings sorted up to date with hosts: the hosts it held
+// that are still members keep their order, and those added since are
+// sorted and merged in.
+func (c *Cluster) resortLocked() {
+	var added []*host.Host
+	for _, h := range c.added {
+		if c.hosts[h.Address] == h {
+			added = append(added, h)
+		}
+	}
+	c.added = nil
+	slices.SortFunc(added, byAddr)
+	out := make([]*host.Host, 0, len(c.hosts))
+	i := 0
+	for _, h := range c.sorted {
+		if c.hosts[h.Address] != h {
+			continue // removed, or replaced by a new Host
+		}
+		for i < len(added) && byAddr(added[i], h) < 0 {
+			out = append(out, added[i])
+			i++
+		}
+		out = append(out, h)
+	}
+	c.sorted = append(out, added[i:]...)
+}
+
+func byAddr(a, b *host.Host) int { return compareAddr(a.Address, b.Address) }
 
 // onHealthChange runs when active health checking changed a host's state:
 // a host that discovery dropped leaves once it fails; otherwise the
@@ -475,11 +506,7 @@ func (c *Cluster) Refresh() {
 // the healthy hosts; each change of its state is logged, since why traffic
 // does or does not stay in the zone is otherwise hard to see.
 func (c *Cluster) publishLocked() {
-	all := make([]*host.Host, 0, len(c.hosts))
-	for _, h := range c.hosts {
-		all = append(all, h)
-	}
-	slices.SortFunc(all, func(a, b *host.Host) int { return compareAddr(a.Address, b.Address) })
+	all := c.sorted
 	healthy := all // no copy while every host is healthy
 	for i, h := range all {
 		if !h.Healthy() {
