@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -28,6 +29,9 @@ import (
 type rateLimitServer struct {
 	rlsv3.UnimplementedRateLimitServiceServer
 	limit uint32
+	// hold, when set, keeps requests with a descriptor entry user=hold
+	// waiting until it is closed.
+	hold chan struct{}
 
 	mu    sync.Mutex
 	hits  map[string]uint32
@@ -45,6 +49,9 @@ func (s *rateLimitServer) ShouldRateLimit(_ context.Context, req *rlsv3.RateLimi
 		b.WriteString(" [" + strings.Join(kv, ",") + "]")
 	}
 	key := b.String()
+	if s.hold != nil && strings.Contains(key, "user=hold") {
+		<-s.hold
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.asked = append(s.asked, key)
@@ -83,7 +90,7 @@ func startRateLimitServer(t *testing.T, limit uint32) (*rateLimitServer, string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &rateLimitServer{limit: limit, hits: map[string]uint32{}}
+	s := &rateLimitServer{limit: limit, hits: map[string]uint32{}, hold: make(chan struct{})}
 	srv := grpc.NewServer()
 	rlsv3.RegisterRateLimitServiceServer(srv, s)
 	go srv.Serve(ln)
@@ -97,6 +104,10 @@ func startRateLimitServer(t *testing.T, limit uint32) (*rateLimitServer, string)
 func globalRateLimitConfig(grpcAddr, webAddr, rlsAddr, downAddr string) string {
 	routes := `
         routes:
+          - match: {path: /grpc.testing.TestService/EmptyCall, grpc: true}
+            cluster: grpc
+            timeout: 1s
+            rate_limits: [{actions: [{request_headers: {header_name: x-user, descriptor_key: user}}]}]
           - match: {prefix: /grpc.testing.TestService/, grpc: true}
             cluster: grpc
             rate_limits:
@@ -298,13 +309,44 @@ func TestGlobalRateLimit(t *testing.T) {
 		}
 	})
 
+	t.Run("grpc: the route's timeout ends a call whose check is slow; it never goes upstream", func(t *testing.T) {
+		client := testClient(t, addr)
+		ctx := metadata.AppendToOutgoingContext(callCtx(t), "x-user", "hold")
+		var hdr, trl metadata.MD
+		_, err := client.EmptyCall(ctx, &testgrpc.Empty{}, grpc.Header(&hdr), grpc.Trailer(&trl))
+		if status.Code(err) != codes.DeadlineExceeded || mdValue(hdr, trl, headerFlags) != "UT" {
+			t.Errorf("EmptyCall: %v, flags %q; want DEADLINE_EXCEEDED, UT", err, mdValue(hdr, trl, headerFlags))
+		}
+		// The service answers OK after the client has its answer: the
+		// proxy counts it and sends nothing upstream.
+		okBefore := p.counter("cluster.grpc.ratelimit.ok")
+		close(rls.hold)
+		if err := eventually(10*time.Second, func() error {
+			if n := p.counter("cluster.grpc.ratelimit.ok"); n != okBefore+1 {
+				return fmt.Errorf("cluster.grpc.ratelimit.ok = %d, want %d", n, okBefore+1)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// A call allowed at once goes through; by the time it is back, a
+		// wrongly sent first call would have reached the backend too.
+		ctx = metadata.AppendToOutgoingContext(callCtx(t), "x-user", "prompt")
+		if _, err := client.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
+			t.Fatalf("EmptyCall allowed at once: %v", err)
+		}
+		if n := b.MethodCalls(testgrpc.TestService_EmptyCall_FullMethodName); n != 1 {
+			t.Errorf("the backend served %d EmptyCalls, want 1 (the one allowed at once)", n)
+		}
+	})
+
 	t.Run("stats", func(t *testing.T) {
 		m, _ := statsText(t, p, "")
 		for _, c := range []struct {
 			name string
 			want int64
 		}{
-			{"cluster.grpc.ratelimit.ok", 3 + 2}, // three unary calls, two streams
+			{"cluster.grpc.ratelimit.ok", 3 + 2 + 2}, // three unary calls, two streams, the slow check, the prompt one
 			{"cluster.grpc.ratelimit.over_limit", 2},
 			{"cluster.web.ratelimit.ok", 3},
 			{"cluster.web.ratelimit.over_limit", 1},

@@ -138,9 +138,11 @@ func (cl *call) checkGlobal(gc *router.GlobalCheck, g *gate) {
 		return
 	}
 
+	// The gate stays locked until the request is upstream with what it
+	// held: the reader's next DATA waits, then follows it. It opens only
+	// then; a refusal below closes it, so later DATA is credited back.
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.open = true
 	cl.keep = rc.Retry.On != 0 || rc.Mirror != nil
 	if !rc.TryRequest() {
 		g.closeLocked(cl)
@@ -180,6 +182,7 @@ func (cl *call) checkGlobal(gc *router.GlobalCheck, g *gate) {
 	}
 	held, ended := g.head, g.ended
 	g.head, g.tail = nil, nil
+	g.open = true
 	if rc.Cluster.Protocol == cluster.HTTP1 {
 		cl.sent = time.Now()
 		startBridge(cl, u.HTTP, ended && held == nil)

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"cmp"
 	"fmt"
 	"net/textproto"
 	"strings"
@@ -54,7 +55,7 @@ func (o *options) newGlobal(clusters map[string]*cluster.Cluster) (*ratelimit.Gl
 	}
 	return &ratelimit.Global{
 		Service: svc, Domain: cfg.Domain, Timeout: cfg.Timeout.D(), FailureModeDeny: cfg.FailureModeDeny,
-		Status: cmpOr(cfg.Status, 429), GRPCStatus: rateLimitedGRPC(cfg.RateLimitedAsResourceExhausted),
+		Status: cmp.Or(cfg.Status, 429), GRPCStatus: rateLimitedGRPC(cfg.RateLimitedAsResourceExhausted),
 		Headers: cfg.EnableXRateLimitHeaders == config.XRateLimitDraft03,
 	}, nil
 }
@@ -103,7 +104,7 @@ func (o *options) newLocal(cfg *config.LocalRateLimit) *LocalLimit {
 	}
 	return &LocalLimit{
 		Local:      ratelimit.NewLocal(c, st, o.clock),
-		Status:     cmpOr(cfg.Status, 429),
+		Status:     cmp.Or(cfg.Status, 429),
 		GRPCStatus: rateLimitedGRPC(cfg.RateLimitedAsResourceExhausted),
 		Headers:    cfg.EnableXRateLimitHeaders == config.XRateLimitDraft03,
 	}
@@ -116,13 +117,6 @@ func rateLimitedGRPC(asResourceExhausted *bool) int {
 		return grpcproto.Unavailable
 	}
 	return grpcproto.ResourceExhausted
-}
-
-func cmpOr(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 func tokenBucket(tb *config.TokenBucket) ratelimit.TokenBucket {
@@ -190,10 +184,10 @@ func newRateLimits(cfg []config.RateLimitPolicy) (*RateLimits, error) {
 			case a.RemoteAddress != nil:
 				act = action{kind: actionRemoteAddress, key: "remote_address"}
 			case a.GenericKey != nil:
-				act = action{kind: actionGenericKey, key: cmpOrString(a.GenericKey.DescriptorKey, "generic_key"), value: a.GenericKey.DescriptorValue}
+				act = action{kind: actionGenericKey, key: cmp.Or(a.GenericKey.DescriptorKey, "generic_key"), value: a.GenericKey.DescriptorValue}
 			case a.HeaderValueMatch != nil:
 				h := a.HeaderValueMatch
-				act = action{kind: actionHeaderValueMatch, key: cmpOrString(h.DescriptorKey, "header_match"), value: h.DescriptorValue,
+				act = action{kind: actionHeaderValueMatch, key: cmp.Or(h.DescriptorKey, "header_match"), value: h.DescriptorValue,
 					expectMatch: h.ExpectMatch == nil || *h.ExpectMatch}
 				for k := range h.Headers {
 					m, err := newHeaderMatcher(&h.Headers[k])
@@ -210,13 +204,6 @@ func newRateLimits(cfg []config.RateLimitPolicy) (*RateLimits, error) {
 		rl.policies = append(rl.policies, acts)
 	}
 	return rl, nil
-}
-
-func cmpOrString(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 // RequestInfo is what the actions read of a request besides its headers.
