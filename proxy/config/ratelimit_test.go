@@ -87,6 +87,25 @@ clusters:
 				"main.yaml:4:58: listeners[0].rate_limit.status: must be from 400 to 599, got 200 (429 (Too Many Requests) is the default)",
 		},
 		{
+			name: "a rate limit service on an HTTP/1.1 cluster, or with tls",
+			give: `listeners:
+  - name: a
+    address: 127.0.0.1:1
+    rate_limit: {domain: d, cluster: rl1}
+    virtual_hosts: [{domains: ['*'], routes: [{match: {prefix: /}, cluster: c}]}]
+  - name: b
+    address: 127.0.0.1:2
+    rate_limit: {domain: d, cluster: rltls}
+    virtual_hosts: [{domains: ['*'], routes: [{match: {prefix: /}, cluster: c}]}]
+clusters:
+  - {name: c, endpoints: [{address: 127.0.0.1:1}]}
+  - {name: rl1, protocol: http1, endpoints: [{address: 127.0.0.1:2}]}
+  - {name: rltls, tls: {sni: rls}, endpoints: [{address: 127.0.0.1:3}]}
+`,
+			wantErr: "main.yaml:4:38: listeners[0].rate_limit.cluster: cluster \"rl1\" has protocol http1; the rate limit service speaks gRPC (give the rate limit service a cluster of its own with protocol http2)\n" +
+				"main.yaml:8:38: listeners[1].rate_limit.cluster: cluster \"rltls\" has tls, which the rate limit client does not use (the rate limit service is reached in plaintext (h2c))",
+		},
+		{
 			name: "a descriptor without entries or bucket",
 			give: `listeners:
   - name: a

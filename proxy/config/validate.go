@@ -105,6 +105,9 @@ type validator struct {
 	// order for hints; hints caches clusterHint, since aliases can repeat
 	// one unknown name many times.
 	clusters map[string]bool
+	// rateLimitClusters holds the clusters a listener's rate_limit may
+	// name, for the checks of their protocol.
+	rateLimitClusters map[string]*Cluster
 	names    []string
 	hints    map[string]string
 	issues   []issue
@@ -140,6 +143,10 @@ func (v *validator) unique(seen map[string]string, key, path, what string) {
 }
 
 func (v *validator) config(c *Config) {
+	v.rateLimitClusters = make(map[string]*Cluster, len(c.Clusters))
+	for i := range c.Clusters {
+		v.rateLimitClusters[c.Clusters[i].Name] = &c.Clusters[i]
+	}
 	for _, cl := range c.Clusters {
 		if cl.Name != "" && !v.clusters[cl.Name] {
 			v.clusters[cl.Name] = true
@@ -729,6 +736,17 @@ func (v *validator) rateLimitService(rl *RateLimitService, p string) {
 		v.report(p+".domain", "the domain of the rate limit service's config, e.g. domain: edge", "must not be empty")
 	}
 	v.clusterRef(p+".cluster", rl.Cluster)
+	if c := v.rateLimitClusters[rl.Cluster]; c != nil {
+		// The service speaks gRPC, in plaintext (h2c).
+		if c.Protocol == "http1" {
+			v.report(p+".cluster", "give the rate limit service a cluster of its own with protocol http2",
+				"cluster %q has protocol http1; the rate limit service speaks gRPC", rl.Cluster)
+		}
+		if c.TLS != nil {
+			v.report(p+".cluster", "the rate limit service is reached in plaintext (h2c)",
+				"cluster %q has tls, which the rate limit client does not use", rl.Cluster)
+		}
+	}
 	if v.has(p+".timeout") && rl.Timeout <= 0 {
 		v.report(p+".timeout", "20ms by default", "must be greater than 0, got %s", rl.Timeout)
 	}
