@@ -105,15 +105,15 @@ type validator struct {
 	// order for hints; hints caches clusterHint, since aliases can repeat
 	// one unknown name many times.
 	clusters map[string]bool
-	// rateLimitClusters holds the clusters a listener's rate_limit may
-	// name, for the checks of their protocol.
-	rateLimitClusters map[string]*Cluster
 	names    []string
 	hints    map[string]string
 	issues   []issue
 	// eventLogs maps each event log path to its kind (see eventLog) and
 	// the config path of the first cluster that names it.
 	eventLogs map[string][2]string
+	// rateLimitClusters holds the clusters a listener's rate_limit may
+	// name, for the checks of their protocol.
+	rateLimitClusters map[string]*Cluster
 }
 
 // report notes a problem at path; the message is formatted as fmt.Sprintf.
