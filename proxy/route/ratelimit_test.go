@@ -29,8 +29,8 @@ func TestRateLimitDescriptors(t *testing.T) {
 		want    string // descriptors as [k=v,k=v] [k=v]
 	}{
 		{
-			name: "each entry makes one descriptor, actions in order",
-			give: []config.RateLimitPolicy{{Actions: []config.RateLimitAction{generic, remote}}, {Actions: []config.RateLimitAction{reqHeader("x-user", "user", false)}}},
+			name:    "each entry makes one descriptor, actions in order",
+			give:    []config.RateLimitPolicy{{Actions: []config.RateLimitAction{generic, remote}}, {Actions: []config.RateLimitAction{reqHeader("x-user", "user", false)}}},
 			headers: http.Header{"X-User": {"ann"}},
 			want:    "[generic_key=api,remote_address=10.1.2.3] [user=ann]",
 		},
