@@ -79,7 +79,7 @@ func (gc *GlobalCheck) Do(ctx context.Context, p *Plan) (Reply, bool) {
 }
 
 // Run asks the service, waiting at most the rate limit's timeout (or
-// until ctx ends), and counts the outcome in
+// until ctx, the request's, ends), and counts the outcome in
 // cluster.<route's cluster>.ratelimit.*: ok, over_limit, error and, when
 // a failed check lets the request through, failure_mode_allowed. A
 // refusal is 429 or RESOURCE_EXHAUSTED with flag RL; with
@@ -89,6 +89,12 @@ func (gc *GlobalCheck) Do(ctx context.Context, p *Plan) (Reply, bool) {
 func (gc *GlobalCheck) Run(ctx context.Context) GlobalResult {
 	g := gc.g
 	dec, err := g.Check(ctx, gc.ds.All())
+	if err != nil && ctx.Err() != nil {
+		// The client went away during the check (ctx is the request's):
+		// nothing to count, as Envoy cancels the check then; the request
+		// ends as a cancelled one.
+		return GlobalResult{}
+	}
 	if err != nil {
 		gc.st.Error.Inc(1)
 		if g.FailureModeDeny {
