@@ -116,7 +116,7 @@ func TestGlobalCheck(t *testing.T) {
 		{name: "ok", tbl: allow, path: "/limited", user: "ann", code: rlsv3.RateLimitResponse_OK, wantCheck: true,
 			want: GlobalResult{RateLimit: limitHeaders}, wantDelta: [4]int64{1, 0, 0, 0}},
 		{name: "over limit", tbl: allow, path: "/limited", user: "ann", code: rlsv3.RateLimitResponse_OVER_LIMIT, wantCheck: true,
-			want: GlobalResult{Refused: true, Reply: Reply{Flag: flags.RateLimited, Status: 429, GRPC: grpcproto.ResourceExhausted, Message: "rate_limited", RateLimit: limitHeaders}},
+			want:      GlobalResult{Refused: true, Reply: Reply{Flag: flags.RateLimited, Status: 429, GRPC: grpcproto.ResourceExhausted, Message: "rate_limited", RateLimit: limitHeaders}},
 			wantDelta: [4]int64{0, 1, 0, 0}},
 		{name: "service error, failure mode allow", tbl: allow, path: "/limited", user: "ann", err: status.Error(codes.Internal, "x"), wantCheck: true,
 			wantDelta: [4]int64{0, 0, 1, 1}},
