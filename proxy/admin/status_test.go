@@ -482,3 +482,35 @@ func BenchmarkSamplerIdleHosts(b *testing.B) {
 		runtime.KeepAlive(s)
 	}
 }
+
+// TestWindowPercentilesExpire: latencies count in the window's
+// percentiles for about a minute (the histograms are kept per ten
+// seconds), then no more.
+func TestWindowPercentilesExpire(t *testing.T) {
+	src := newFakeSource(t)
+	s := New("127.0.0.1:0", src, zerolog.Nop())
+	a := hostOf(t, src.clusters[0], "127.0.0.1:5001")
+	t0 := time.Unix(1_700_000_000, 0)
+	s.sampler.sample(t0)
+	p99 := func() float64 {
+		_, h, _ := findHost(s.status(), a.Address)
+		if h.P99 == nil {
+			return 0
+		}
+		return *h.P99
+	}
+	for tick := 1; tick <= 75; tick++ {
+		d := time.Millisecond
+		if tick == 2 {
+			d = 500 * time.Millisecond
+		}
+		serve(a, 100, 0, d)
+		s.sampler.sample(t0.Add(time.Duration(tick) * time.Second))
+		switch got := p99(); {
+		case tick >= 2 && tick <= 50 && got < 300:
+			t.Fatalf("tick %d: p99 %v ms, want the 500 ms calls of tick 2 in it", tick, got)
+		case tick >= 72 && got > 10:
+			t.Fatalf("tick %d: p99 %v ms, want the 500 ms calls of tick 2 gone", tick, got)
+		}
+	}
+}
