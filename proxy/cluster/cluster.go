@@ -116,15 +116,15 @@ type Cluster struct {
 	watchMu  sync.Mutex
 	watchers map[*Cluster]struct{}
 
-	mu     sync.Mutex
-	hosts  map[string]*host.Host // by address; owned by the cluster
+	mu    sync.Mutex
+	hosts map[string]*host.Host // by address; owned by the cluster
 	// sorted holds the hosts ordered by address (compareAddr) as of the
 	// last membership change, and added those made since: resortLocked
 	// merges them, so that a change of a few hosts of 100,000 costs no
 	// sort of them all. A published sorted slice is never modified.
 	sorted []*host.Host
 	added  []*host.Host
-	origin map[string]string     // strict_dns: address → the configured name it resolved from; nil until one
+	origin map[string]string // strict_dns: address → the configured name it resolved from; nil until one
 	// gone holds hosts discovery no longer lists that still pass their
 	// health checks: health has primacy over discovery (Envoy's eventually
 	// consistent discovery), so they stay until a check fails. nil until
