@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need, then runs vet, staticcheck,
+# The test command: installs what the tests need, then checks gofmt, runs vet, staticcheck,
 # every test under the race detector, and the fuzz targets for a short while.
 # Usage: scripts/test.sh            (from anywhere in the repo)
 set -euo pipefail
@@ -70,6 +70,13 @@ fi
 echo "== npm ci (e2e/node)"
 (cd e2e/node && npm ci --ignore-scripts --no-audit --no-fund)
 
+echo "== gofmt"
+unformatted=$(gofmt -l .)
+if [ -n "$unformatted" ]; then
+  echo "not gofmt-formatted (run gofmt -w on them):" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
 echo "== go vet"
 go vet ./...
 echo "== staticcheck"
