@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -159,6 +160,7 @@ func serve(cfgPath string, cfg *config.Config, watchFlag bool, lg zerolog.Logger
 		return 1
 	}
 	lg.Info().Str("admin", srv.AdminAddr()).Msg("sightline started")
+	go releaseLoadGarbage()
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -238,7 +240,16 @@ func (r *reloader) reload() {
 		return
 	}
 	r.watch(cfg)
+	go releaseLoadGarbage()
 }
+
+// releaseLoadGarbage gives the memory that loading a config left free
+// back to the system at once. Parsing a large config makes several times
+// its own size in garbage (a 100,000-host file: about 200 MB, for 30 MB
+// kept), which Go's background scavenger returns over minutes; until
+// then the RSS shows the parse, not the config. A forced collection costs
+// a few milliseconds per 10 MB live, once per start or reload.
+func releaseLoadGarbage() { debug.FreeOSMemory() }
 
 // watch starts, updates or stops the file watcher for cfg.
 func (r *reloader) watch(cfg *config.Config) {
