@@ -5,22 +5,36 @@
 # moves). Static clusters, no health checks, no traffic; every host is an
 # address nothing listens on (a pool is only made when a host is picked).
 #
-#   bench/scale.sh                       # 1, 1,000 and 10,000 clusters of 2 hosts; 1 cluster of 10,000 and 100,000 hosts
-#   CASES="c10000 h100000" bench/scale.sh
+#   bench/scale.sh                       # 1, 1,000 and 10,000 clusters of 2 hosts; 1 cluster of 10,000 and 100,000 hosts; the burst
+#   CASES="c10000 h100000" BURST= bench/scale.sh
 #   SIGHTLINE_BIN=/path/to/sightline bench/scale.sh
 #
 # Prints a markdown table. Each case is capped at CAP_SECS (default 60)
 # to become ready; a case that does not is printed as a timeout.
+#
+# Then the burst (BURST clusters, default 10000; empty: none): clusters of
+# 2 hosts that are real backends (two `abuse backend` processes), a route
+# /c<i>/ to each, and idle_timeout IDLE_SECS (default 10). It reads the
+# RSS and the live heap (after a forced GC) when idle, right after one
+# gRPC call to every cluster (`abuse burst`), and again once the upstream
+# connections have been idle for idle_timeout.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
-CASES=${CASES:-"c1 c1000 c10000 h10000 h100000"}
+CASES=${CASES-"c1 c1000 c10000 h10000 h100000"}
 CAP_SECS=${CAP_SECS:-60}
+BURST=${BURST-10000}
+IDLE_SECS=${IDLE_SECS:-10}
 SETTLE_SECS=${SETTLE_SECS:-10}
 ADMIN=127.0.0.1:19901
 work=$(mktemp -d "${TMPDIR:-/tmp}/scale.XXXXXX")
 pid=
-cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$work"; }
+backends=()
+cleanup() {
+  [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+  for b in "${backends[@]}"; do kill -TERM "$b" 2>/dev/null; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 bin=${SIGHTLINE_BIN:-}
@@ -95,3 +109,53 @@ for c in $CASES; do
   echo "| $c | $nc | $(( nc * nh )) | $(fmt "$ready") | $(( rss / 1024 )) | $per_c | $per_h | $(fmt "$reload") |"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null; pid=
 done
+
+[ -z "$BURST" ] && exit 0
+(cd "$repo" && go build -o "$work/abuse" ./bench/abuse) || exit 1
+B1=127.0.0.1:18191 B2=127.0.0.1:18192
+for a in $B1 $B2; do
+  "$work/abuse" backend -addr "$a" 2>/dev/null & backends+=($!)
+done
+# burst_config N_CLUSTERS -> stdout
+burst_config() {
+  local nc=$1 c
+  printf 'admin: {address: %s}\nserver: {drain_time: 1ms, drain_timeout: 1s}\n' "$ADMIN"
+  printf 'listeners:\n  - name: in\n    address: 127.0.0.1:18180\n    virtual_hosts:\n      - name: all\n        domains: ["*"]\n        routes:\n'
+  for (( c=0; c<nc; c++ )); do
+    printf '          - {match: {prefix: /c%d/}, cluster: c%d}\n' "$c" "$c"
+  done
+  printf 'clusters:\n'
+  for (( c=0; c<nc; c++ )); do
+    printf '  - {name: c%d, idle_timeout: %ds, endpoints: [{address: %s}, {address: %s}]}\n' "$c" "$IDLE_SECS" "$B1" "$B2"
+  done
+}
+# live_mib: the heap after a forced GC, in MiB
+live_mib() {
+  curl -fsS -o /dev/null "http://$ADMIN/debug/pprof/heap?gc=1"
+  curl -fsS "http://$ADMIN/memory" | awk -F'"' '/"allocated"/{printf "%.0f", $4/1048576}'
+}
+burst_config "$BURST" >"$work/burst.yaml"
+GOMAXPROCS=2 "$bin" -c "$work/burst.yaml" --log-level warn >"$work/log" 2>&1 &
+pid=$!
+t0=$(ms_now)
+until curl -fsS -o /dev/null "http://$ADMIN/ready" 2>/dev/null; do
+  if (( $(ms_now) - t0 > CAP_SECS * 1000 )) || ! kill -0 "$pid" 2>/dev/null; then echo "burst: the proxy did not become ready" >&2; exit 1; fi
+  sleep 0.05
+done
+sleep "$SETTLE_SECS"
+rss0=$(( $(rss_kib "$pid") / 1024 )); live0=$(live_mib)
+out=$("$work/abuse" burst -addr 127.0.0.1:18180 -clusters "$BURST")
+rss1=$(( $(rss_kib "$pid") / 1024 )); live1=$(live_mib)
+conns=$(curl -gfsS "http://$ADMIN/stats?filter=^cluster\.c[0-9]*\.upstream_cx_active\$" | awk -F': ' '{n+=$2} END{print n+0}')
+sleep $(( IDLE_SECS + SETTLE_SECS ))
+rss2=$(( $(rss_kib "$pid") / 1024 )); live2=$(live_mib)
+left=$(curl -gfsS "http://$ADMIN/stats?filter=^cluster\.c[0-9]*\.upstream_cx_active\$" | awk -F': ' '{n+=$2} END{print n+0}')
+echo
+echo "Burst: $BURST clusters, $out"
+echo
+echo "| when | RSS MiB | live heap MiB | upstream connections open |"
+echo "|---|---:|---:|---:|"
+echo "| idle, before | $rss0 | $live0 | 0 |"
+echo "| after one call to every cluster | $rss1 | $live1 | $conns |"
+echo "| ${IDLE_SECS} s idle_timeout later | $rss2 | $live2 | $left |"
+kill -TERM "$pid"; wait "$pid" 2>/dev/null; pid=

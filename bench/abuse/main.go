@@ -6,6 +6,7 @@
 //	abuse attack  -name zero-window -addr 127.0.0.1:18100 -pid PID -d 20s -out a.json
 //	abuse victim  -addr 127.0.0.1:18100 -rate 100 -d 20s -out v.json
 //	abuse report  -dir RUNDIR
+//	abuse burst   -addr 127.0.0.1:18180 -clusters 10000   (bench/scale.sh)
 //
 // Everything talks to 127.0.0.1 only. It is a benchmark, not a test: it has
 // no _test files, so `go test ./...` only vets it.
@@ -23,6 +24,7 @@ var commands = map[string]func(args []string) error{
 	"victim":  runVictim,
 	"report":  runReport,
 	"list":    runList,
+	"burst":   runBurst,
 }
 
 func main() {
