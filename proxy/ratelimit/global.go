@@ -11,6 +11,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	commonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
@@ -180,7 +181,12 @@ func (g *Global) Check(ctx context.Context, ds []Descriptor) (Decision, error) {
 		return Decision{}, fmt.Errorf("rate limit service answered %s", resp.GetOverallCode())
 	}
 	for _, h := range resp.GetResponseHeadersToAdd() {
-		dec.ResponseHeaders = append(dec.ResponseHeaders, Entry{Key: h.GetKey(), Value: headerValue(h)})
+		// A name or value that is not valid HTTP (or a pseudo-header)
+		// would make the client's response malformed: left out.
+		k, v := h.GetKey(), headerValue(h)
+		if httpguts.ValidHeaderFieldName(k) && httpguts.ValidHeaderFieldValue(v) {
+			dec.ResponseHeaders = append(dec.ResponseHeaders, Entry{Key: k, Value: v})
+		}
 	}
 	for _, st := range resp.GetStatuses() {
 		lim := st.GetCurrentLimit()

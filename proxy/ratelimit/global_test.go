@@ -90,9 +90,10 @@ func TestGlobalCheck(t *testing.T) {
 			want: Decision{HasLimit: true, Limit: 10, Remaining: 2, Reset: 3 * time.Second},
 		},
 		{
-			name: "over limit, with the service's headers",
+			name: "over limit, with the service's valid headers",
 			resp: &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OVER_LIMIT,
-				ResponseHeadersToAdd: []*corev3.HeaderValue{{Key: "x-a", Value: "1"}, {Key: "x-b", RawValue: []byte("raw")}}},
+				ResponseHeadersToAdd: []*corev3.HeaderValue{{Key: "x-a", Value: "1"}, {Key: "x-b", RawValue: []byte("raw")},
+					{Key: ":status", Value: "200"}, {Key: "x c", Value: "1"}, {Key: "x-d", Value: "a\nb"}}},
 			want: Decision{OverLimit: true, ResponseHeaders: []Entry{{"x-a", "1"}, {"x-b", "raw"}}},
 		},
 		{
