@@ -130,6 +130,8 @@ type Cluster struct {
 	// consistent discovery), so they stay until a check fails. nil until
 	// one.
 	gone map[string]bool
+	// retiring are hosts that left, whose pools close after hostGrace.
+	retiring map[*host.Host]*time.Timer
 
 	closeOnce sync.Once
 	stop      context.CancelFunc
@@ -375,7 +377,7 @@ func (c *Cluster) setMembership(eps []endpoint) {
 		if h, ok := c.hosts[ep.addr]; ok && h.Zone == ep.zone && h.Weight == w {
 			continue
 		} else if ok {
-			c.closeHost(h) // same address, new zone or weight: a new Host
+			c.retireHostLocked(h) // same address, new zone or weight: a new Host
 		}
 		h := &host.Host{Address: ep.addr, Zone: ep.zone, Weight: w, ZoneStats: c.Stats.Zone(ep.zone), NewUpstream: c.newUpstream}
 		if ep.from != "" {
@@ -414,7 +416,7 @@ func (c *Cluster) setMembership(eps []endpoint) {
 
 // removeLocked drops a host from the cluster and closes its pool.
 func (c *Cluster) removeLocked(h *host.Host) {
-	c.closeHost(h)
+	c.retireHostLocked(h)
 	delete(c.hosts, h.Address)
 	delete(c.origin, h.Address)
 	delete(c.gone, h.Address)
@@ -490,7 +492,24 @@ func (c *Cluster) WaitHealthChecked(ctx context.Context) error {
 	return c.hc.WaitFirst(ctx)
 }
 
-func (c *Cluster) closeHost(h *host.Host) { _ = h.CloseUpstream() }
+// hostGrace is how long the pool of a host that left the cluster stays
+// open: a request that picked the host from the snapshot before it left
+// still finds its pool. Streams in flight on it finish whatever the grace.
+const hostGrace = 2 * time.Second
+
+// retireHostLocked closes h's pool after hostGrace, or when the cluster
+// closes if that comes first.
+func (c *Cluster) retireHostLocked(h *host.Host) {
+	if c.retiring == nil {
+		c.retiring = map[*host.Host]*time.Timer{}
+	}
+	c.retiring[h] = time.AfterFunc(hostGrace, func() {
+		c.mu.Lock()
+		delete(c.retiring, h)
+		c.mu.Unlock()
+		_ = h.CloseUpstream()
+	})
+}
 
 // Refresh rebuilds the picker after a host's health changed.
 func (c *Cluster) Refresh() {
@@ -768,8 +787,13 @@ func (c *Cluster) Close() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for addr, h := range c.hosts {
-			c.closeHost(h)
+			_ = h.CloseUpstream()
 			delete(c.hosts, addr)
+		}
+		for h, t := range c.retiring {
+			t.Stop()
+			_ = h.CloseUpstream()
+			delete(c.retiring, h)
 		}
 	})
 }

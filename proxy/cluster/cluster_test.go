@@ -164,7 +164,7 @@ func TestStrictDNS(t *testing.T) {
 	}
 	c.Close()
 	if closed != 2 {
-		t.Errorf("closed %d pools, want 2 (10.0.0.2 on removal, 10.0.0.1 on Close; 10.0.0.3 was never used and has none)", closed)
+		t.Errorf("closed %d pools, want 2 (10.0.0.2, removed, and 10.0.0.1 on Close; 10.0.0.3 was never used and has none)", closed)
 	}
 }
 
@@ -287,5 +287,34 @@ func TestIdleClusterStats(t *testing.T) {
 	}
 	if strings.Contains(got, "upstream_rq_total") {
 		t.Errorf("request stats made without a request: %s", got)
+	}
+}
+
+// TestRemovedHostKeepsItsPool: the pool of a host that leaves the cluster
+// is not closed at once (a request may have picked the host just before),
+// but after a grace or when the cluster closes.
+func TestRemovedHostKeepsItsPool(t *testing.T) {
+	closed := 0
+	cfg := config.Cluster{Name: "c", LBPolicy: "round_robin",
+		Endpoints: []config.Endpoint{{Address: "127.0.0.1:1"}, {Address: "127.0.0.1:2"}}}
+	c, err := New(cfg, Options{Log: zerolog.Nop(), NewUpstream: func(*Cluster, *host.Host) host.Upstream { return closeCounter{&closed} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start(context.Background())
+	leaving := c.Hosts()[1]
+	for _, h := range c.Hosts() {
+		h.Upstream()
+	}
+	c.SetEndpoints(cfg.Endpoints[:1])
+	if n := len(c.Hosts()); n != 1 {
+		t.Fatalf("%d hosts after the removal, want 1", n)
+	}
+	if closed != 0 || leaving.Upstream() == nil {
+		t.Fatalf("the removed host's pool was closed at once (%d closes)", closed)
+	}
+	c.Close()
+	if closed != 2 {
+		t.Errorf("after Close: %d pools closed, want 2 (the removed host's too)", closed)
 	}
 }
