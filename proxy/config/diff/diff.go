@@ -185,7 +185,7 @@ var processParts = map[string]Part{
 // table alone. Every other listener key is baked into how the listener
 // serves its connections (the HTTP/1.1 and HTTP/2 servers, their stats and
 // limits, the TLS config), so a change to it rebuilds the listener.
-var routeKeys = map[string]bool{"virtual_hosts": true}
+var routeKeys = map[string]bool{"virtual_hosts": true, "local_rate_limit": true, "rate_limit": true}
 
 // Compute returns what a reload from the running config from to the new
 // config to must do. Both are taken as Load returns them: validated, with

@@ -272,6 +272,17 @@ listeners.routes_changed: internal (virtual_hosts)
 `,
 		},
 		{
+			name: "a listener's rate limits swap the route table only",
+			to: func(c *config.Config) {
+				c.Listeners[1].LocalRateLimit = &config.LocalRateLimit{Status: 429}
+				c.Listeners[1].RateLimit = &config.RateLimitService{}
+			},
+			want: `clusters.kept: primary readonly shadow fleet spare
+listeners.kept: ingress
+listeners.routes_changed: internal (local_rate_limit, rate_limit)
+`,
+		},
+		{
 			name: "a new address rebuilds the listener on a new socket",
 			to:   func(c *config.Config) { c.Listeners[0].Address = "127.0.0.1:10002" },
 			want: `clusters.kept: primary readonly shadow fleet spare

@@ -87,8 +87,8 @@ func TestEveryClusterKeyRebuilds(t *testing.T) {
 	}
 }
 
-// TestEveryListenerKey changes each key of a listener in turn: only
-// virtual_hosts keeps the socket.
+// TestEveryListenerKey changes each key of a listener in turn: only the
+// route keys (virtual_hosts and the rate limits) keep the socket.
 func TestEveryListenerKey(t *testing.T) {
 	keys := 0
 	fields(t, &config.Listener{}, func(key string, _ reflect.Value) {
@@ -106,7 +106,7 @@ func TestEveryListenerKey(t *testing.T) {
 			p := Compute(base(), to)
 			l := p.Listeners
 			got := l.Changed
-			if key == "virtual_hosts" {
+			if routeKeys[key] {
 				got = l.RoutesChanged
 			}
 			if !slices.Equal(got, []string{"internal"}) || !slices.Equal(l.Why["internal"], []string{key}) {
