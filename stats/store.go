@@ -344,7 +344,6 @@ func getOrCreate[V any](s *Store, m map[string]*V, key string, build func() *V) 
 type labels struct {
 	keys   []string
 	values []string
-	tags   map[string]string // keys to values, built on first use for the sinks
 }
 
 func (l *labels) with(key, value string) *labels {
@@ -375,14 +374,14 @@ func (sc scope) admit(d *Def) (map[string]string, bool) {
 	if (len(sc.s.exclude) != 0 || len(sc.s.include) != 0) && !sc.s.allowed(d.FlatName(sc.labels.values)) {
 		return nil, false
 	}
-	l := sc.labels
-	if l.tags == nil {
-		l.tags = make(map[string]string, len(l.keys))
-		for i, k := range l.keys {
-			l.tags[k] = l.values[i]
-		}
+	// Made for each stat and dropped: no sink keeps the map (each turns
+	// it into its own label values), and keeping one per label set cost
+	// 300 bytes a cluster.
+	tags := make(map[string]string, len(sc.labels.keys))
+	for i, k := range sc.labels.keys {
+		tags[k] = sc.labels.values[i]
 	}
-	return l.tags, true
+	return tags, true
 }
 
 func (sc scope) counter(d *Def) *Counter {
