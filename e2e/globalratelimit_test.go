@@ -354,6 +354,9 @@ func TestGlobalRateLimit(t *testing.T) {
 			{"cluster.web.ratelimit.error", 3},
 			{"cluster.web.ratelimit.failure_mode_allowed", 2},
 			{"cluster.grpc.ratelimit.error", 1},
+			// Refusals are charged to the cluster's answers, as Envoy does.
+			{"cluster.grpc.upstream_rq_429", 2},
+			{"cluster.web.upstream_rq_429", 1},
 		} {
 			if got, _ := statsInt(t, m, c.name); got != c.want {
 				t.Errorf("%s = %d, want %d", c.name, got, c.want)

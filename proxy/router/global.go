@@ -25,6 +25,7 @@ const (
 type GlobalCheck struct {
 	g  *ratelimit.Global
 	st *stats.RateLimit
+	cs *stats.Cluster
 	ds ratelimit.Descriptors
 }
 
@@ -45,7 +46,7 @@ func NewGlobalCheck(req *Request, p *Plan) *GlobalCheck {
 	if gc.ds.N == 0 {
 		return nil
 	}
-	gc.st = p.Cluster.Stats.RateLimit()
+	gc.st, gc.cs = p.Cluster.Stats.RateLimit(), p.Cluster.Stats
 	return gc
 }
 
@@ -82,7 +83,8 @@ func (gc *GlobalCheck) Do(ctx context.Context, p *Plan) (Reply, bool) {
 // until ctx, the request's, ends), and counts the outcome in
 // cluster.<route's cluster>.ratelimit.*: ok, over_limit, error and, when
 // a failed check lets the request through, failure_mode_allowed. A
-// refusal is 429 or RESOURCE_EXHAUSTED with flag RL; with
+// refusal is 429 or RESOURCE_EXHAUSTED with flag RL, charged to the
+// cluster's upstream_rq_<status> as Envoy charges it; with
 // failure_mode_deny, a failed check is 500 or UNAVAILABLE with flag RLSE.
 // An allowed request's response carries the service's
 // response_headers_to_add, and the x-ratelimit-* headers when asked.
@@ -109,6 +111,12 @@ func (gc *GlobalCheck) Run(ctx context.Context) GlobalResult {
 	}
 	if dec.OverLimit {
 		gc.st.OverLimit.Inc(1)
+		// As Envoy's filter does, the refusal's status goes to the
+		// cluster's response stats (upstream_rq_429, _4xx and
+		// _completed), where dashboards of the cluster's answers see it.
+		up := gc.cs.Upstream()
+		up.RqCompleted(g.Status)
+		up.RqFinished.Inc(1)
 		rp := Reply{Flag: flags.RateLimited, Status: g.Status, GRPC: g.GRPCStatus, Message: msgRateLimited, RateLimit: h}
 		if len(dec.ResponseHeaders) > 0 {
 			hl := HeaderList(dec.ResponseHeaders)

@@ -92,9 +92,9 @@ func TestGlobalCheck(t *testing.T) {
 		return tbl
 	}
 	allow, deny := table(false), table(true)
-	rl := st.Cluster("c").RateLimit()
-	counts := func() [4]int64 {
-		return [4]int64{rl.OK.Value(), rl.OverLimit.Value(), rl.Error.Value(), rl.FailureModeAllowed.Value()}
+	rl, up := st.Cluster("c").RateLimit(), st.Cluster("c").Upstream()
+	counts := func() [5]int64 {
+		return [5]int64{rl.OK.Value(), rl.OverLimit.Value(), rl.Error.Value(), rl.FailureModeAllowed.Value(), up.RqFinished.Value()}
 	}
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -109,20 +109,20 @@ func TestGlobalCheck(t *testing.T) {
 		err       error
 		wantCheck bool
 		want      GlobalResult
-		wantDelta [4]int64 // ok, over_limit, error, failure_mode_allowed
+		wantDelta [5]int64 // ok, over_limit, error, failure_mode_allowed, upstream_rq_completed
 	}{
 		{name: "a route without rate_limits: no check", tbl: allow, path: "/other", user: "ann"},
 		{name: "no descriptor made: no check", tbl: allow, path: "/limited"},
 		{name: "ok", tbl: allow, path: "/limited", user: "ann", code: rlsv3.RateLimitResponse_OK, wantCheck: true,
-			want: GlobalResult{RateLimit: limitHeaders}, wantDelta: [4]int64{1, 0, 0, 0}},
+			want: GlobalResult{RateLimit: limitHeaders}, wantDelta: [5]int64{1, 0, 0, 0, 0}},
 		{name: "over limit", tbl: allow, path: "/limited", user: "ann", code: rlsv3.RateLimitResponse_OVER_LIMIT, wantCheck: true,
 			want:      GlobalResult{Refused: true, Reply: Reply{Flag: flags.RateLimited, Status: 429, GRPC: grpcproto.ResourceExhausted, Message: "rate_limited", RateLimit: limitHeaders}},
-			wantDelta: [4]int64{0, 1, 0, 0}},
+			wantDelta: [5]int64{0, 1, 0, 0, 1}},
 		{name: "service error, failure mode allow", tbl: allow, path: "/limited", user: "ann", err: status.Error(codes.Internal, "x"), wantCheck: true,
-			wantDelta: [4]int64{0, 0, 1, 1}},
+			wantDelta: [5]int64{0, 0, 1, 1, 0}},
 		{name: "service error, failure_mode_deny", tbl: deny, path: "/limited", user: "ann", err: status.Error(codes.Internal, "x"), wantCheck: true,
 			want:      GlobalResult{Refused: true, Reply: Reply{Flag: flags.RateLimitServiceError, Status: 500, GRPC: grpcproto.Unavailable, Message: "rate limit service error"}},
-			wantDelta: [4]int64{0, 0, 1, 0}},
+			wantDelta: [5]int64{0, 0, 1, 0, 0}},
 		{name: "the client went away: nothing counted", tbl: deny, path: "/limited", user: "ann", ctx: cancelled, code: rlsv3.RateLimitResponse_OK, wantCheck: true},
 	}
 	for _, tt := range tests {
@@ -156,7 +156,7 @@ func TestGlobalCheck(t *testing.T) {
 			after := counts()
 			for i := range after {
 				if d := after[i] - before[i]; d != tt.wantDelta[i] {
-					t.Errorf("stat %d (ok, over_limit, error, failure_mode_allowed) moved by %d, want %d", i, d, tt.wantDelta[i])
+					t.Errorf("stat %d (ok, over_limit, error, failure_mode_allowed, upstream_rq_completed) moved by %d, want %d", i, d, tt.wantDelta[i])
 				}
 			}
 		})
