@@ -331,6 +331,8 @@ var (
 		help: "Upstream connections closed for a protocol error of the host (flow-control violations, reset floods, malformed frames)."})
 	upstreamCxMaxRequests = define(Def{flat: "cluster.{cluster_name}.upstream_cx_max_requests", kind: KindCounter,
 		help: "Upstream connections retired after max_requests_per_connection streams."})
+	upstreamCxIdleTimeout = define(Def{flat: "cluster.{cluster_name}.upstream_cx_idle_timeout", kind: KindCounter,
+		help: "Upstream connections closed after idle_timeout without a request."})
 	upstreamCxConnectMs = define(Def{flat: "cluster.{cluster_name}.upstream_cx_connect_ms", kind: KindHistogram, unit: "ms",
 		prom: "cluster_upstream_cx_connect_time",
 		help: "Upstream connection set-up time (TCP, TLS and the peer's SETTINGS)."})

@@ -129,10 +129,11 @@ type Connections struct {
 	CxConnectMs      *Histogram
 	CxLengthMs       *Histogram
 	// CxProtocolError counts connections closed for the host's protocol
-	// errors, CxMaxRequests those retired at max_requests_per_connection
-	// (HTTP/2 pool only).
+	// errors, CxMaxRequests those retired at max_requests_per_connection,
+	// CxIdleTimeout those closed at idle_timeout (HTTP/2 pool only).
 	CxProtocolError *Counter
 	CxMaxRequests   *Counter
+	CxIdleTimeout   *Counter
 }
 
 // Connections returns the cluster's connection stats, creating them on
@@ -157,6 +158,7 @@ func (c *Cluster) Connections() *Connections {
 			CxLengthMs:       sc.histogram(upstreamCxLengthMs),
 			CxProtocolError:  sc.counter(upstreamCxProtocolError),
 			CxMaxRequests:    sc.counter(upstreamCxMaxRequests),
+			CxIdleTimeout:    sc.counter(upstreamCxIdleTimeout),
 		}
 	})
 }

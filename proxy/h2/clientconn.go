@@ -909,6 +909,7 @@ func (cc *clientConn) idleCheck() {
 		return
 	}
 	cc.mu.Unlock()
+	cc.pool.cx().CxIdleTimeout.Inc(1)
 	cc.log.Debug().Dur("idle_timeout", cc.pool.opts.IdleTimeout).Msg("upstream connection idle: closing it")
 	cc.pool.retire(cc)
 	cc.drain()

@@ -286,6 +286,9 @@ func TestPoolIdleTimeout(t *testing.T) {
 	if n := p.cs.Connections().CxDestroyLocal.Value(); n != 1 {
 		t.Errorf("upstream_cx_destroy_local = %d after the idle close, want 1", n)
 	}
+	if n := p.cs.Connections().CxIdleTimeout.Value(); n != 1 {
+		t.Errorf("upstream_cx_idle_timeout = %d after the idle close, want 1", n)
+	}
 	slow.Store(false)
 	if code, body := get(t, c, p.addr, "/"); code != 200 || body != "fine" {
 		t.Fatalf("after the idle close: %d %q", code, body)
