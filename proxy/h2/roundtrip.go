@@ -153,9 +153,13 @@ type rtStream struct {
 	ended      bool  // the response is complete (or failed: err)
 	closed     bool  // the body was closed or the call ended
 	gotHeaders bool
-	wake       chan struct{}
-	room       chan struct{}
-	finished   bool
+	// trailers wait here until the body's reader reaches their end:
+	// resp.Trailer is the handler's, which reads its announced keys
+	// while the body streams, so the upstream reader never writes it.
+	trailers []hpack.HeaderField
+	wake     chan struct{}
+	room     chan struct{}
+	finished bool
 	// inFlight is the request bytes queued upstream and not yet written;
 	// atomic, since the writer credits it holding its connection's lock.
 	inFlight atomic.Int64
@@ -226,10 +230,7 @@ func (s *rtStream) onData(d *dbuf, end bool) bool {
 func (s *rtStream) onTrailers(fields []hpack.HeaderField) {
 	s.mu.Lock()
 	if s.resp != nil && !s.ended {
-		for _, f := range fields {
-			k := http.CanonicalHeaderKey(f.Name)
-			s.resp.Trailer[k] = append(s.resp.Trailer[k], f.Value)
-		}
+		s.trailers = append(s.trailers, fields...)
 		s.ended = true
 	}
 	s.mu.Unlock()
@@ -380,6 +381,10 @@ func (b *rtBody) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		ended, err, closed := s.ended, s.err, s.closed
+		tr := s.trailers
+		if ended && err == nil && !closed {
+			s.trailers = nil
+		}
 		s.mu.Unlock()
 		switch {
 		case err != nil:
@@ -387,6 +392,12 @@ func (b *rtBody) Read(p []byte) (int, error) {
 		case closed:
 			return 0, errors.New("read on a closed body")
 		case ended:
+			// On the reader's goroutine, as net/http's client fills
+			// resp.Trailer at the body's end.
+			for _, f := range tr {
+				k := http.CanonicalHeaderKey(f.Name)
+				s.resp.Trailer[k] = append(s.resp.Trailer[k], f.Value)
+			}
 			return 0, io.EOF
 		}
 		<-s.wake
