@@ -22,6 +22,10 @@ type deadlineServer struct {
 	testgrpc.UnimplementedTestServiceServer
 	seen      chan time.Duration
 	hangFirst atomic.Bool
+	// stallFirst makes the first call answer nothing, its deadline
+	// passed or not, until the proxy resets it (or the test ends).
+	stallFirst atomic.Bool
+	stop       chan struct{}
 }
 
 func (s *deadlineServer) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
@@ -34,6 +38,10 @@ func (s *deadlineServer) UnaryCall(ctx context.Context, _ *testgrpc.SimpleReques
 		<-ctx.Done()
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+	if s.stallFirst.CompareAndSwap(true, false) {
+		<-s.stop
+		return nil, status.Error(codes.Unavailable, "stalled")
+	}
 	return &testgrpc.SimpleResponse{}, nil
 }
 
@@ -43,11 +51,12 @@ func startDeadlineServer(t *testing.T) (*deadlineServer, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds := &deadlineServer{seen: make(chan time.Duration, 4)}
+	ds := &deadlineServer{seen: make(chan time.Duration, 4), stop: make(chan struct{})}
 	srv := grpc.NewServer()
 	testgrpc.RegisterTestServiceServer(srv, ds)
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
+	t.Cleanup(func() { close(ds.stop) })
 	return ds, ln.Addr().String()
 }
 
@@ -57,7 +66,11 @@ func startDeadlineServer(t *testing.T) (*deadlineServer, string) {
 func TestGRPCTimeoutPerAttempt(t *testing.T) {
 	const perTry = 300 * time.Millisecond
 	ds, addr := startDeadlineServer(t)
-	ds.hangFirst.Store(true)
+	// The first attempt gets no answer, so that the proxy's per-try
+	// timeout ends it. (An upstream that honours the grpc-timeout it was
+	// given answers DEADLINE_EXCEEDED at the same moment, a response
+	// that retry_on 5xx does not retry, as in Envoy.)
+	ds.stallFirst.Store(true)
 	p := startProxy(t, []testCluster{{name: "g", addrs: []string{addr}}},
 		[]testRoute{{prefix: "/", cluster: "g", retry: &config.RetryPolicy{RetryOn: "5xx", NumRetries: 1, PerTryTimeout: config.Duration(perTry)}}}, proxyOpts{})
 	c := dialProxy(t, p.addr)
