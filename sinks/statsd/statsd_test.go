@@ -380,10 +380,13 @@ func TestDeadAgent(t *testing.T) {
 				if len(sink.batches) == cap(sink.batches) {
 					busy++
 				}
+				// A flush hands its batch to the sender and never waits
+				// for the network: one that waited here would wait for
+				// ever. The bound only tells that from a busy machine.
 				start := time.Now()
 				s.Flush()
-				if d := time.Since(start); d > 500*time.Millisecond {
-					t.Fatalf("a flush took %v", d)
+				if d := time.Since(start); d > 5*time.Second {
+					t.Fatalf("a flush took %v: it waited for the agent", d)
 				}
 			}
 			t.Logf("the sender was busy at %d of 200 flushes", busy)
@@ -391,8 +394,8 @@ func TestDeadAgent(t *testing.T) {
 			defer cancel()
 			start := time.Now()
 			_ = s.Close(ctx) // may or may not have delivered: the agent is dead
-			if d := time.Since(start); d > time.Second {
-				t.Errorf("Close took %v with a 100ms context", d)
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Close took %v with a 100ms context: it waited for the agent", d)
 			}
 		})
 	}
