@@ -140,6 +140,7 @@ func NewPool(addr string, opts PoolOptions) *Pool {
 				p.tls.ServerName = host
 			}
 		}
+		p.tls.ClientSessionCache = upstream.NewSessionCache()
 	}
 	empty := []*clientConn{}
 	p.conns.Store(&empty)

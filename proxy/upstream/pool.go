@@ -103,8 +103,17 @@ func tlsFor(base *tls.Config, addr, proto string) *tls.Config {
 			c.ServerName = host
 		}
 	}
+	c.ClientSessionCache = NewSessionCache()
 	return c
 }
+
+// NewSessionCache is the TLS session cache of one host's pool: new
+// connections to the host resume its session (TLS 1.3 tickets), skipping
+// the certificate exchange and its signatures, as Envoy's upstream
+// connections do. One per host, not per cluster: crypto/tls keys sessions
+// by server name, which the hosts of a cluster share (its sni), and a
+// ticket is good only at the host that issued it.
+func NewSessionCache() tls.ClientSessionCache { return tls.NewLRUClientSessionCache(4) }
 
 // RoundTripH1 sends req over HTTP/1.1 on a kept-alive connection.
 func (p *Pool) RoundTripH1(req *http.Request) (*http.Response, error) {
