@@ -254,6 +254,23 @@ func BenchmarkProxyObserved(b *testing.B) {
 	}
 }
 
+// BenchmarkProxyUnarySerial sends one call at a time on one client
+// connection: light load, where nothing batches and each call pays its
+// own wake-ups (run with -cpu 1 for the cost on one core).
+func BenchmarkProxyUnarySerial(b *testing.B) {
+	bc := dialBenchClient(b, benchProxy(b, nil).addr)
+	for range 1000 {
+		bc.send(true)
+		<-bc.done
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		bc.send(true)
+		<-bc.done
+	}
+}
+
 // benchPipelined pipelines calls through p on one client connection, 100
 // in flight.
 func benchPipelined(b *testing.B, p *testProxy) {

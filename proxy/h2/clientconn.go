@@ -574,6 +574,10 @@ func (c *readClock) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Unwrap is the socket: a readClock holds no bytes, so the engine may
+// write to the socket without it (inline.go).
+func (c *readClock) Unwrap() net.Conn { return c.Conn }
+
 // idle is how long ago the socket last read something.
 func (c *readClock) idle() time.Duration {
 	return time.Since(c.start) - time.Duration(c.last.Load())

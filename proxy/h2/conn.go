@@ -304,6 +304,21 @@ type conn struct {
 	writerDone chan struct{} // closed when the writer stopped for good
 	wtimer     *time.Timer   // writer-owned: writerLinger
 
+	// Inline writes (inline.go). sock is nil when every write goes
+	// through a writer goroutine. fq is the reader's flush queue, open
+	// (non-nil) while the reader handles frames; nextFlush links the
+	// queue a connection whose writer role was given to it is on.
+	// inlining and over are writer-owned: a pass is being written
+	// without waiting, and the bytes the socket did not take.
+	sock      *rawSock
+	fq        atomic.Pointer[conn]
+	nextFlush *conn
+	inlining  bool
+	over      []byte
+	// reading is reader-owned: the read loop runs, and its reads flush
+	// and open the queue.
+	reading bool
+
 	mu sync.Mutex
 	// Guarded by mu.
 	ctrl         []ctrlFrame
@@ -372,7 +387,8 @@ func (c *conn) headerBlockLimit() int {
 // write buffer is taken when there is something to write (connio.go).
 func (c *conn) initIO() {
 	c.park.fd = -1
-	c.br.init(c.nc)
+	c.br.init(readSrc{c})
+	c.sock = newRawSock(c.nc)
 	c.fr = http2.NewFramer(connWriter{c}, &c.br)
 	c.fr.SetMaxReadFrameSize(maxFrameSize)
 }
@@ -445,13 +461,22 @@ func (c *conn) unlock() {
 
 // kickLocked wakes the writer if it is waiting for work, or starts one if
 // the last exited idle.
-func (c *conn) kickLocked() {
+func (c *conn) kickLocked() { c.kickViaLocked(nil) }
+
+// kickViaLocked is kickLocked for a frame of a stream whose other half is
+// on via (nil if none): when no writer runs, the connection's own reader
+// or via's, if handling frames, writes it inline (inline.go) instead of a
+// new writer goroutine.
+func (c *conn) kickViaLocked(via *conn) {
 	switch {
 	case c.writerIdle:
 		c.writerIdle = false
 		c.wake <- struct{}{}
 	case c.writerUp && !c.writerOn:
 		c.writerOn = true
+		if c.sock != nil && (c.deferFlush(c) || via != nil && via.deferFlush(c)) {
+			return
+		}
 		go c.writeLoop()
 	}
 }
@@ -511,7 +536,13 @@ func (c *conn) scheduleLocked(h *half) {
 	default:
 		return
 	}
-	c.kickLocked()
+	var via *conn
+	if h.peer != nil {
+		if p := h.peer.cn.Load(); p != &transit {
+			via = p
+		}
+	}
+	c.kickViaLocked(via)
 }
 
 // enqueueDataLocked appends d (which may be nil) to h's output and, with
@@ -635,6 +666,11 @@ func (c *conn) failLocked(err error) {
 // for writerLinger (kickLocked starts another), and for good, closing
 // writerDone, once stopped or failed.
 func (c *conn) writeLoop() {
+	if err := c.drainOver(); err != nil {
+		c.writeFailed(err)
+		c.writerStopped()
+		return
+	}
 	yielded := false
 	for {
 		c.mu.Lock()
@@ -699,11 +735,13 @@ func (c *conn) writeLoop() {
 // waitWork waits for a kick, or exits the writer after writerLinger
 // without one: it reports false when the writer is to return.
 //
-// A server connection whose client has opened no stream yet does not
-// linger: its handshake's frames are all it writes until a request comes,
+// A connection that readers write for (inline.go) never lingers: a
+// writer goroutine runs there only for what a reader could not write. A
+// server connection whose client has opened no stream yet does not
+// linger either: its handshake's frames are all it writes until a request comes,
 // and a client that connects and waits should cost no goroutine.
 func (c *conn) waitWork() bool {
-	if !c.server || c.opened.Load() > 0 {
+	if c.sock == nil && (!c.server || c.opened.Load() > 0) {
 		if c.wtimer == nil {
 			c.wtimer = time.NewTimer(writerLinger)
 		} else {

@@ -39,7 +39,7 @@ func (w connWriter) Write(p []byte) (int, error) { return w.c.bw.Write(p) }
 func (c *conn) takeWriter() {
 	if c.bw == nil {
 		c.bw = writeBufs.Get().(*bufio.Writer)
-		c.bw.Reset(c.nc)
+		c.bw.Reset(sink{c})
 	}
 }
 

@@ -68,6 +68,10 @@ type parkState struct {
 	parked  bool
 	closing bool  // the socket is being closed: never park again
 	id      int32 // the poller's name for it while parked
+	// registered: the poller's epoll holds the socket, armed or not
+	// (one-shot: a registration that fired stays, disarmed, until the
+	// socket closes), so the next park re-arms it rather than adds it.
+	registered bool
 }
 
 // socketFD returns the descriptor of the TCP socket under nc, when every
@@ -132,6 +136,10 @@ func (c *conn) waitReadable() error {
 		// nothing: park at once. A client that sends its first request
 		// with its preface never waits here; one that connects ahead
 		// of its calls (grpc-go) is woken once by its first.
+		//
+		// What the reader's frames queued is written before the
+		// connection can be woken with a new reader.
+		c.endReading()
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if !p.closing && drained(c.nc) && parker.add(c) == nil {
@@ -139,6 +147,7 @@ func (c *conn) waitReadable() error {
 			p.parked = true
 			return errParked
 		}
+		c.resumeReadingLocal()
 		return nil
 	}
 	p.woken = false
@@ -150,6 +159,9 @@ func (c *conn) waitReadable() error {
 		return nil
 	}
 	// The sweep set a read deadline in the past; it did so holding p.mu.
+	if n == 0 && isTimeout(err) {
+		c.endReading() // as above, before a new reader can run
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if n > 0 || !isTimeout(err) || p.closing {
@@ -160,11 +172,14 @@ func (c *conn) waitReadable() error {
 		}
 		if n > 0 || !isTimeout(err) {
 			c.br.keep(err)
+		} else {
+			c.resumeReadingLocal()
 		}
 		return nil
 	}
 	if err := parker.add(c); err != nil {
 		_ = c.nc.SetReadDeadline(time.Time{})
+		c.resumeReadingLocal()
 		return nil
 	}
 	c.br.release()
@@ -274,19 +289,22 @@ func (p *poller) add(c *conn) error {
 	id := p.next
 	p.conns[id] = c
 	p.mu.Unlock()
-	if err := p.os.add(c.park.fd, id); err != nil {
+	if err := p.os.add(c.park.fd, id, c.park.registered); err != nil {
 		p.mu.Lock()
 		delete(p.conns, id)
 		p.mu.Unlock()
 		return err
 	}
-	c.park.id = id
+	c.park.id, c.park.registered = id, true
 	return nil
 }
 
-// remove forgets c's socket. Under c.park.mu.
+// remove forgets c's socket. Under c.park.mu. The registration stays: one
+// that fired is disarmed, one that did not (the proxy is closing the
+// connection) can only fire for an id nobody answers to any more, and the
+// socket's close takes it out of the epoll set. A system call saved per
+// wake-up, where 19,000 idle clients each cost a handful.
 func (p *poller) remove(c *conn) {
-	p.os.remove(c.park.fd)
 	p.mu.Lock()
 	delete(p.conns, c.park.id)
 	p.mu.Unlock()

@@ -22,16 +22,18 @@ func (p *pollerOS) init(wake func(id int32), fail func(error)) error {
 	return nil
 }
 
-func (p *pollerOS) add(fd int, id int32) error {
+// add arms a one-shot registration of fd under id: a new one, or with
+// rearm the socket's earlier one, which fired or was left armed.
+func (p *pollerOS) add(fd int, id int32, rearm bool) error {
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: id}
-	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		return fmt.Errorf("epoll_ctl add: %w", err)
+	op, name := syscall.EPOLL_CTL_ADD, "add"
+	if rearm {
+		op, name = syscall.EPOLL_CTL_MOD, "mod"
+	}
+	if err := syscall.EpollCtl(p.epfd, op, fd, &ev); err != nil {
+		return fmt.Errorf("epoll_ctl %s: %w", name, err)
 	}
 	return nil
-}
-
-func (p *pollerOS) remove(fd int) {
-	_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
 }
 
 // wait runs until epoll fails, which it should never do: the goroutine

@@ -9,5 +9,4 @@ import "errors"
 type pollerOS struct{}
 
 func (*pollerOS) init(func(int32), func(error)) error { return errors.New("h2: parking is Linux-only") }
-func (*pollerOS) add(int, int32) error                { return errors.New("h2: parking is Linux-only") }
-func (*pollerOS) remove(int)                          {}
+func (*pollerOS) add(int, int32, bool) error          { return errors.New("h2: parking is Linux-only") }

@@ -24,6 +24,19 @@ import (
 // A parkable connection's loop also ends with errParked when it parks
 // (park.go); resumeReading runs it again.
 func (c *conn) readLoop() error {
+	c.reading = true
+	c.openFlushQueue()
+	err := c.readFrames()
+	if err != errParked {
+		// A parked connection's reader ended reading before it parked:
+		// the next may already be running.
+		c.endReading()
+	}
+	return err
+}
+
+// readFrames is the read loop proper.
+func (c *conn) readFrames() error {
 	for {
 		if c.br.buffered() == 0 {
 			if !c.started && c.server {

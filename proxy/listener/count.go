@@ -56,10 +56,16 @@ func (c *countConn) Read(p []byte) (int, error) {
 
 func (c *countConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
+	c.CountWritten(n)
+	return n, err
+}
+
+// CountWritten counts n bytes written to the socket, through Write or by
+// the HTTP/2 engine on the socket itself (h2.WriteCounter).
+func (c *countConn) CountWritten(n int) {
 	if n > 0 && (c.tx.Add(int64(n)) >= flushBytes || c.closed.Load()) {
 		c.m.tx.Inc(c.tx.Swap(0))
 	}
-	return n, err
 }
 
 // CloseWrite half-closes the socket, so that the layers above (PeekConn,

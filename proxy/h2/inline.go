@@ -1,0 +1,228 @@
+package h2
+
+import (
+	"net"
+)
+
+// Inline writes. A frame that a reader's work queues on a connection
+// whose writer is not running is written by that reader itself, just
+// before it next reads from its socket, instead of by a writer goroutine
+// started for it: the reader of a request's downstream connection writes
+// the request to the upstream socket, the upstream reader writes the
+// response back, and a call at light load costs no goroutine hand-off
+// (each is a futex wake and a trip through the scheduler, more than the
+// write itself). What a reader's burst of frames queued on one connection
+// goes out in one write, as HAProxy's event loop does: read what is there,
+// handle it, write, wait.
+//
+// An inline write never waits: it is one non-blocking write(2) on the
+// socket, and what the socket does not take is kept (conn.over) for a
+// writer goroutine, started then, which waits for the socket as usual. A
+// pass with much DATA queued, a stopping or failed connection, and a kick
+// from any goroutine that is not a reader at work (timers, the HTTP/1.1
+// bridge, a mirror) also go to a writer goroutine, so a reader is held up
+// by a write for a few microseconds at most. Only plain TCP sockets (h2c
+// downstream, cleartext upstream) are written inline: crypto/tls has no
+// write that does not wait.
+//
+// The handoff: kickViaLocked, under the connection's mutex, gives the
+// writer role (writerOn) to a reader's flush queue instead of a new
+// goroutine, when the connection's own reader or the reader of the peer
+// half's connection is handling frames (its queue is open). The reader
+// closes its queue and flushes every connection on it before each read of
+// its socket, and when its read loop ends; a flush that kicks further
+// connections (the flow-control credit a written DATA frame returns to its
+// source) puts them on the queue it is draining.
+
+// WriteCounter is a connection wrapper that counts the bytes written
+// through it (a listener's byte meter): writes the engine makes on the
+// socket below it are reported to it.
+type WriteCounter interface {
+	CountWritten(n int)
+}
+
+// inlineMaxQueued is the most DATA a connection may have queued for a
+// pass to be written inline; more goes to a writer goroutine, which keeps
+// big transfers off the readers and in parallel with them.
+const inlineMaxQueued = 64 << 10
+
+// fqOpen ends the list of an open flush queue; a nil head is a closed one.
+var fqOpen conn
+
+// openFlushQueue opens the reader's flush queue, if closed: the reader is
+// about to handle what it read.
+func (c *conn) openFlushQueue() { c.fq.CompareAndSwap(nil, &fqOpen) }
+
+// deferFlush puts w on c's flush queue, if c's reader is handling frames,
+// and reports whether it did. w's writer role is the caller's to give.
+func (c *conn) deferFlush(w *conn) bool {
+	for {
+		head := c.fq.Load()
+		if head == nil {
+			return false
+		}
+		w.nextFlush = head
+		if c.fq.CompareAndSwap(head, w) {
+			return true
+		}
+	}
+}
+
+// flushDeferred writes for every connection on the reader's flush queue
+// and leaves the queue closed. Reader only.
+func (c *conn) flushDeferred() {
+	for {
+		// Take the list but leave the queue open: the flushes below may
+		// kick connections (this one included) that go on it.
+		w := c.fq.Swap(&fqOpen)
+		if w == &fqOpen || w == nil {
+			if c.fq.CompareAndSwap(&fqOpen, nil) {
+				return
+			}
+			continue
+		}
+		for w != &fqOpen {
+			next := w.nextFlush
+			w.nextFlush = nil
+			w.flushInline()
+			w = next
+		}
+	}
+}
+
+// flushInline runs writer passes for c on the caller's goroutine, which
+// holds c's writer role, until nothing is left to write; then it gives the
+// role back. Anything it should not do without waiting goes on to a
+// writer goroutine, with the role.
+func (c *conn) flushInline() {
+	for {
+		c.mu.Lock()
+		if c.stopWriter || c.failed || c.queued > inlineMaxQueued {
+			c.mu.Unlock()
+			go c.writeLoop()
+			return
+		}
+		if len(c.ctrl) == 0 && (c.ready.head == nil || c.ctrlOnly) {
+			if c.bw == nil || c.bw.Buffered() == 0 {
+				c.releaseWriter()
+				c.writerOn = false
+				c.mu.Unlock()
+				return
+			}
+		}
+		ctrl := c.ctrl
+		c.ctrl = c.ctrlW[:0]
+		items := c.items[:0]
+		if !c.ctrlOnly {
+			items = c.pickLocked(items)
+		}
+		c.mu.Unlock()
+
+		c.takeWriter()
+		c.inlining = true
+		err := c.writeBatch(ctrl, items)
+		if err == nil {
+			err = c.bw.Flush()
+		}
+		c.inlining = false
+		clear(ctrl)
+		c.ctrlW = ctrl[:0]
+		c.finishItems(items)
+		c.items = items[:0]
+		if err != nil {
+			c.writeFailed(err)
+			c.writerStopped()
+			return
+		}
+		if len(c.over) > 0 {
+			// The socket is full: a writer goroutine waits for it.
+			go c.writeLoop()
+			return
+		}
+	}
+}
+
+// endReading: the read loop ends; what its frames queued is written.
+func (c *conn) endReading() {
+	c.reading = false
+	c.flushDeferred()
+}
+
+// resumeReadingLocal undoes endReading for a reader that did not park
+// after all.
+func (c *conn) resumeReadingLocal() {
+	c.reading = true
+	c.openFlushQueue()
+}
+
+// readSrc is what a connection's read buffer reads from. In the read loop
+// a read that may wait on the socket first writes what the frames read so
+// far queued, and the reader is handling frames again once it returns.
+type readSrc struct{ c *conn }
+
+func (r readSrc) Read(p []byte) (int, error) {
+	c := r.c
+	if !c.reading {
+		return c.nc.Read(p)
+	}
+	if pc, ok := c.nc.(*PeekConn); !ok || pc.r == nil || pc.r.Buffered() == 0 {
+		c.flushDeferred()
+	}
+	n, err := c.nc.Read(p)
+	c.openFlushQueue()
+	return n, err
+}
+
+// sink is what a connection's write buffer flushes to: the socket, through
+// its wrappers, or during an inline pass the socket itself without waiting.
+type sink struct{ c *conn }
+
+func (s sink) Write(p []byte) (int, error) {
+	c := s.c
+	if !c.inlining {
+		return c.nc.Write(p)
+	}
+	total := len(p)
+	if len(c.over) == 0 {
+		n, err := c.sock.write(p)
+		if err != nil {
+			return n, err
+		}
+		p = p[n:]
+	}
+	c.over = append(c.over, p...)
+	return total, nil
+}
+
+// drainOver writes what an inline pass left over, waiting for the
+// socket. Writer goroutine only.
+func (c *conn) drainOver() error {
+	if len(c.over) == 0 {
+		return nil
+	}
+	_, err := c.nc.Write(c.over)
+	c.over = nil
+	return err
+}
+
+// findSocket walks nc's wrappers down to a plain TCP socket, as socketFD
+// does, and returns it with the first wrapper that counts written bytes;
+// nil when a layer (TLS) holds bytes of its own.
+func findSocket(nc net.Conn) (*net.TCPConn, WriteCounter) {
+	var wc WriteCounter
+	for {
+		if w, ok := nc.(WriteCounter); ok && wc == nil {
+			wc = w
+		}
+		switch c := nc.(type) {
+		case *PeekConn:
+			nc = c.Conn
+		case *net.TCPConn:
+			return c, wc
+		case Unwrapper:
+			nc = c.Unwrap()
+		default:
+			return nil, nil
+		}
+	}
+}

@@ -1,0 +1,13 @@
+//go:build !unix
+
+package h2
+
+import "net"
+
+// rawSock: inline writes need a non-blocking write on the socket, which
+// only Unix sockets give here; elsewhere writer goroutines write.
+type rawSock struct{}
+
+func newRawSock(net.Conn) *rawSock { return nil }
+
+func (*rawSock) write([]byte) (int, error) { panic("h2: inline write without a socket") }

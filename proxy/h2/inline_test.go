@@ -1,0 +1,111 @@
+package h2
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// writerGoroutines counts the goroutines running a connection's writer.
+func writerGoroutines() int {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "(*conn).writeLoop(")
+}
+
+// TestLightLoadWritesInline: at light load the readers write what they
+// forward, on both sides, so calls one at a time run no writer goroutine
+// at all (each would be a hand-off per frame), over h2c downstream and a
+// cleartext HTTP/2 upstream. A TLS client is still served, by writer
+// goroutines.
+func TestLightLoadWritesInline(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("inline writes need a Unix socket")
+	}
+	p := okProxy(t, okHandler, proxyOpts{})
+	c := dialRaw(t, p.addr, true)
+	for i := range 50 {
+		id := uint32(2*i + 1)
+		c.request(id, true)
+		if status, _, body := c.response(id); status != "200" || string(body) != "ok from the backend\n" {
+			t.Fatalf("call %d: status %s body %q", i, status, body)
+		}
+		// The writer goroutines of x/net's upstream test server are not
+		// ours: only the engine's writeLoop is counted.
+		if n := writerGoroutines(); n != 0 {
+			t.Fatalf("call %d: %d writer goroutines running between calls at light load, want 0", i, n)
+		}
+	}
+
+	tp := okProxy(t, okHandler, proxyOpts{tls: true})
+	conn, err := tls.Dial("tcp", tp.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := newRawPeer(t, conn)
+	tc.write([]byte(http2.ClientPreface))
+	if err := tc.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	tc.request(1, true)
+	if status, _, _ := tc.response(1); status != "200" {
+		t.Fatalf("TLS client: status %s", status)
+	}
+}
+
+// TestInlineWriteOverflow: 6 MB of responses that a client with a large
+// window does not read fill the sockets, in the middle of an inline write
+// or of a writer goroutine's; what an inline write leaves goes to a
+// writer goroutine, which waits for the socket, and every byte of every
+// body arrives in order once the client reads.
+func TestInlineWriteOverflow(t *testing.T) {
+	const (
+		calls = 100
+		size  = 60 << 10 // under inlineMaxQueued: each response alone is written inline
+	)
+	body := func(i int) []byte {
+		return bytes.Repeat([]byte(fmt.Sprintf("%02d-", i)), size/3)
+	}
+	p := okProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var i int
+		fmt.Sscanf(r.URL.Path, "/%d", &i)
+		w.Write(body(i))
+	}), proxyOpts{})
+	nc, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.(*net.TCPConn).SetReadBuffer(32 << 10); err != nil {
+		t.Fatal(err)
+	}
+	c := newRawPeer(t, nc)
+	c.write([]byte(http2.ClientPreface))
+	if err := c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 24}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.fr.WriteWindowUpdate(0, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	for i := range calls {
+		block := c.block(":method", "GET", ":scheme", "http", ":authority", "example.com", ":path", fmt.Sprintf("/%d", i))
+		if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: block, EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Read nothing while the responses come: they fill both sockets.
+	time.Sleep(300 * time.Millisecond)
+	for i := range calls {
+		status, _, got := c.response(uint32(2*i + 1))
+		if status != "200" || !bytes.Equal(got, body(i)) {
+			t.Fatalf("call %d: status %s, %d bytes, want 200 and %d bytes of its own body", i, status, len(got), size)
+		}
+	}
+}
