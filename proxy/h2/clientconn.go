@@ -568,10 +568,16 @@ type readClock struct {
 
 func (c *readClock) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
+	c.CountRead(n)
+	return n, err
+}
+
+// CountRead notes a read of n bytes, through Read or by the engine on the
+// socket itself (ReadCounter).
+func (c *readClock) CountRead(n int) {
 	if n > 0 {
 		c.last.Store(int64(time.Since(c.start)))
 	}
-	return n, err
 }
 
 // Unwrap is the socket: a readClock holds no bytes, so the engine may

@@ -388,7 +388,7 @@ func (c *conn) headerBlockLimit() int {
 func (c *conn) initIO() {
 	c.park.fd = -1
 	c.br.init(readSrc{c})
-	c.sock = newRawSock(c.nc)
+	c.sock = newRawSock(c.nc, c.closeIdleQueue, c.flushDeferred)
 	c.fr = http2.NewFramer(connWriter{c}, &c.br)
 	c.fr.SetMaxReadFrameSize(maxFrameSize)
 }

@@ -86,11 +86,17 @@ func waitIdle(t testing.TB, p *testProxy) {
 			up += u.H2.Stats().Streams
 		}
 		p.mu.Unlock()
-		if st.Streams == 0 && up == 0 && p.bufferedBytes() == 0 {
+		// A call is finished, and its access-log entry written, a moment
+		// after its last frame: its cluster's request slot goes last.
+		calls := int64(0)
+		for _, c := range p.clusters {
+			calls += c.Breakers.Snapshot().Requests.Active
+		}
+		if st.Streams == 0 && up == 0 && p.bufferedBytes() == 0 && calls == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("proxy not idle: downstream %+v, upstream streams %d, buffered %d", st, up, p.bufferedBytes())
+			t.Fatalf("proxy not idle: downstream %+v, upstream streams %d, buffered %d, calls %d", st, up, p.bufferedBytes(), calls)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -41,6 +41,32 @@ type WriteCounter interface {
 	CountWritten(n int)
 }
 
+// ReadCounter is a connection wrapper that notes the bytes read through
+// it (a listener's byte meter, an upstream's read clock): reads the engine
+// makes on the socket below it are reported to it.
+type ReadCounter interface {
+	CountRead(n int)
+}
+
+// counters are the wrappers a socket's own reads and writes are reported
+// to; either may be nil.
+type counters struct {
+	r ReadCounter
+	w WriteCounter
+}
+
+func (cs counters) read(n int) {
+	if cs.r != nil {
+		cs.r.CountRead(n)
+	}
+}
+
+func (cs counters) written(n int) {
+	if cs.w != nil {
+		cs.w.CountWritten(n)
+	}
+}
+
 // inlineMaxQueued is the most DATA a connection may have queued for a
 // pass to be written inline; more goes to a writer goroutine, which keeps
 // big transfers off the readers and in parallel with them.
@@ -50,8 +76,13 @@ const inlineMaxQueued = 64 << 10
 var fqOpen conn
 
 // openFlushQueue opens the reader's flush queue, if closed: the reader is
-// about to handle what it read.
-func (c *conn) openFlushQueue() { c.fq.CompareAndSwap(nil, &fqOpen) }
+// about to handle what it read. A TLS connection's reader keeps it closed:
+// it reads through crypto/tls, and cannot tell when its socket is empty.
+func (c *conn) openFlushQueue() {
+	if c.sock != nil {
+		c.fq.CompareAndSwap(nil, &fqOpen)
+	}
+}
 
 // deferFlush puts w on c's flush queue, if c's reader is handling frames,
 // and reports whether it did. w's writer role is the caller's to give.
@@ -66,6 +97,12 @@ func (c *conn) deferFlush(w *conn) bool {
 			return true
 		}
 	}
+}
+
+// closeIdleQueue closes the reader's flush queue if nothing is on it, and
+// reports whether it did: the reader may then wait for its socket.
+func (c *conn) closeIdleQueue() bool {
+	return c.fq.CompareAndSwap(&fqOpen, nil) || c.fq.Load() == nil
 }
 
 // flushDeferred writes for every connection on the reader's flush queue
@@ -156,19 +193,26 @@ func (c *conn) resumeReadingLocal() {
 }
 
 // readSrc is what a connection's read buffer reads from. In the read loop
-// a read that may wait on the socket first writes what the frames read so
-// far queued, and the reader is handling frames again once it returns.
+// of a plain TCP socket the reader reads the socket itself: when it finds
+// it empty it writes what the frames it read queued before it waits, and
+// it is handling frames again once the read returns. Bytes that arrive in
+// several segments are handled before anything is written, so a request's
+// HEADERS, DATA and END_STREAM, or a response's HEADERS, DATA and
+// trailers, go on in one write.
 type readSrc struct{ c *conn }
 
 func (r readSrc) Read(p []byte) (int, error) {
 	c := r.c
-	if !c.reading {
+	if !c.reading || c.sock == nil {
 		return c.nc.Read(p)
 	}
-	if pc, ok := c.nc.(*PeekConn); !ok || pc.r == nil || pc.r.Buffered() == 0 {
-		c.flushDeferred()
+	if pc, ok := c.nc.(*PeekConn); ok && pc.r != nil {
+		if pc.r.Buffered() > 0 {
+			return pc.r.Read(p)
+		}
+		pc.release()
 	}
-	n, err := c.nc.Read(p)
+	n, err := c.sock.read(p)
 	c.openFlushQueue()
 	return n, err
 }
@@ -206,23 +250,26 @@ func (c *conn) drainOver() error {
 }
 
 // findSocket walks nc's wrappers down to a plain TCP socket, as socketFD
-// does, and returns it with the first wrapper that counts written bytes;
-// nil when a layer (TLS) holds bytes of its own.
-func findSocket(nc net.Conn) (*net.TCPConn, WriteCounter) {
-	var wc WriteCounter
+// does, and returns it with the first wrappers that count read and
+// written bytes; nil when a layer (TLS) holds bytes of its own.
+func findSocket(nc net.Conn) (*net.TCPConn, counters) {
+	var cs counters
 	for {
-		if w, ok := nc.(WriteCounter); ok && wc == nil {
-			wc = w
+		if r, ok := nc.(ReadCounter); ok && cs.r == nil {
+			cs.r = r
+		}
+		if w, ok := nc.(WriteCounter); ok && cs.w == nil {
+			cs.w = w
 		}
 		switch c := nc.(type) {
 		case *PeekConn:
 			nc = c.Conn
 		case *net.TCPConn:
-			return c, wc
+			return c, cs
 		case Unwrapper:
 			nc = c.Unwrap()
 		default:
-			return nil, nil
+			return nil, counters{}
 		}
 	}
 }

@@ -8,6 +8,7 @@ import "net"
 // only Unix sockets give here; elsewhere writer goroutines write.
 type rawSock struct{}
 
-func newRawSock(net.Conn) *rawSock { return nil }
+func newRawSock(net.Conn, func() bool, func()) *rawSock { return nil }
 
 func (*rawSock) write([]byte) (int, error) { panic("h2: inline write without a socket") }
+func (*rawSock) read([]byte) (int, error)  { panic("h2: inline read without a socket") }

@@ -3,26 +3,44 @@
 package h2
 
 import (
+	"io"
 	"net"
+	"os"
 	"syscall"
 )
 
-// rawSock writes to a socket without waiting for it (inline.go).
+// rawSock reads and writes a socket itself, so that the reader writes what
+// it queued only when its socket has nothing more to read, and writes
+// without waiting (inline.go).
 type rawSock struct {
 	rc     syscall.RawConn
-	count  WriteCounter
+	counts counters
 	write1 func(fd uintptr) bool // rawSock.once, made once
+	read1  func(fd uintptr) bool // rawSock.readOnce, made once
+	// idle runs when a read finds the socket empty: it closes the
+	// reader's flush queue and reports true if nothing is queued to
+	// write, and the reader waits; otherwise flush runs, outside the
+	// read, and the reader reads again.
+	idle  func() bool
+	flush func()
 
-	// The write in progress: its bytes, and what once did with them.
-	p   []byte
-	n   int
-	err error
+	// The write in progress: its bytes, and what was done. A read's own
+	// (rp, rn, rerr, and its mode): a read that finds the socket empty
+	// flushes, which may write to this very socket.
+	p     []byte
+	n     int
+	err   error
+	rp    []byte
+	rn    int
+	rerr  error
+	rmode uint8
 }
 
-// newRawSock returns nc's socket for inline writes, or nil when nc is
-// not a plain TCP socket under wrappers that hold no bytes.
-func newRawSock(nc net.Conn) *rawSock {
-	tc, wc := findSocket(nc)
+// newRawSock returns nc's socket, or nil when nc is not a plain TCP
+// socket under wrappers that hold no bytes. idle and flush are the
+// reader's (rawSock.idle).
+func newRawSock(nc net.Conn, idle func() bool, flush func()) *rawSock {
+	tc, cs := findSocket(nc)
 	if tc == nil {
 		return nil
 	}
@@ -30,9 +48,67 @@ func newRawSock(nc net.Conn) *rawSock {
 	if err != nil {
 		return nil
 	}
-	s := &rawSock{rc: rc, count: wc}
-	s.write1 = s.once
+	s := &rawSock{rc: rc, counts: cs, idle: idle, flush: flush}
+	s.write1, s.read1 = s.once, s.readOnce
 	return s
+}
+
+// read reads into p, waiting for the socket as net.Conn's Read does; when
+// the socket is empty and the reader has frames to write, it writes them
+// first. The flush runs outside RawConn's callback, which holds a
+// reference to the descriptor (a flush that fails closes connections, and
+// a close waits for every reference to go); the read after it reads
+// before it waits, since RawConn forgets, as each read starts, a
+// readiness the poller reported meanwhile.
+func (s *rawSock) read(p []byte) (int, error) {
+	s.rp, s.rmode = p, readTry
+	err := s.rc.Read(s.read1)
+	if err == nil && s.rmode == readEmpty {
+		s.flush()
+		s.rmode = readWait
+		err = s.rc.Read(s.read1)
+	}
+	n := s.rn
+	if err == nil {
+		err = s.rerr
+	}
+	s.rp, s.rn, s.rerr = nil, 0, nil
+	if n > 0 {
+		s.counts.read(n)
+	}
+	return n, err
+}
+
+// Read modes (rawSock.rmode).
+const (
+	readTry   uint8 = iota // an empty socket with frames to write ends the read
+	readEmpty              // it did: flush, then read again
+	readWait               // an empty socket is waited for
+)
+
+// readOnce is one read under the descriptor's lock; false asks RawConn
+// to wait for the socket and call again.
+func (s *rawSock) readOnce(fd uintptr) bool {
+	for {
+		n, err := syscall.Read(int(fd), s.rp)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			if s.rmode == readTry && !s.idle() {
+				s.rmode = readEmpty
+				return true
+			}
+			return false
+		case err != nil:
+			s.rerr = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
+		case n == 0 && len(s.rp) > 0:
+			s.rerr = io.EOF
+		default:
+			s.rn = n
+		}
+		return true
+	}
 }
 
 // write makes one non-blocking write of p and returns how much the socket
@@ -45,8 +121,8 @@ func (s *rawSock) write(p []byte) (int, error) {
 		err = s.err
 	}
 	s.p, s.n, s.err = nil, 0, nil
-	if n > 0 && s.count != nil {
-		s.count.CountWritten(n)
+	if n > 0 {
+		s.counts.written(n)
 	}
 	return n, err
 }

@@ -53,6 +53,13 @@ func TestIdleConnectionsPark(t *testing.T) {
 	}
 	waitParked(t, p, n)
 	if r := serverReaders(); r != 0 {
+		buf := make([]byte, 8<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "(*serverConn).read(") {
+				t.Log(g)
+			}
+		}
 		t.Errorf("%d reader goroutines for %d parked connections", r, n)
 	}
 

@@ -224,8 +224,16 @@ func TestCircuitBreakerMaxRequests(t *testing.T) {
 			t.Fatalf("a request under the limit got %d", st)
 		}
 	}
-	if got := p.clusters["c"].Breakers.Snapshot().Requests.Active; got != 0 {
-		t.Fatalf("%d requests still counted after all finished", got)
+	// A call's slot is given back as its last frame is written, which the
+	// client may read first.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		got := p.clusters["c"].Breakers.Snapshot().Requests.Active
+		if got == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests still counted after all finished", got)
+		}
 	}
 }
 
@@ -368,7 +376,15 @@ func TestCircuitBreakerPendingAndConnections(t *testing.T) {
 			t.Fatalf("a call within the limits got %d", st)
 		}
 	}
-	if snap := br.Snapshot(); snap.PendingRequests.Active != 0 || snap.Requests.Active != 0 {
-		t.Fatalf("breaker counts left after every call ended: %+v", snap)
+	// A call's slot is given back as its last frame is written, which the
+	// client may read first.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		snap := br.Snapshot()
+		if snap.PendingRequests.Active == 0 && snap.Requests.Active == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("breaker counts left after every call ended: %+v", snap)
+		}
 	}
 }

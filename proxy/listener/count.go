@@ -48,10 +48,16 @@ func (c *countConn) Unwrap() net.Conn { return c.Conn }
 
 func (c *countConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	c.CountRead(n)
+	return n, err
+}
+
+// CountRead counts n bytes read from the socket, through Read or by the
+// HTTP/2 engine on the socket itself (h2.ReadCounter).
+func (c *countConn) CountRead(n int) {
 	if n > 0 && (c.rx.Add(int64(n)) >= flushBytes || c.closed.Load()) {
 		c.m.rx.Inc(c.rx.Swap(0))
 	}
-	return n, err
 }
 
 func (c *countConn) Write(p []byte) (int, error) {
