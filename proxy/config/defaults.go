@@ -100,6 +100,17 @@ const (
 	defaultBackoffBase = Duration(25 * time.Millisecond)
 	defaultBackoffMax  = Duration(250 * time.Millisecond)
 
+	// defaultInitialFetchTimeout is Envoy's initial_fetch_timeout: a
+	// control plane that has not sent the first full set of resources in
+	// 15s does not hold the proxy's readiness back any longer.
+	defaultInitialFetchTimeout = Duration(15 * time.Second)
+	// defaultADSBackOffBase and defaultADSBackOffMax are Envoy's xDS
+	// reconnect back-off: 500ms, doubling up to 30s, fully jittered, so
+	// that a fleet whose control plane restarts does not reconnect all at
+	// once.
+	defaultADSBackOffBase = Duration(500 * time.Millisecond)
+	defaultADSBackOffMax  = Duration(30 * time.Second)
+
 	// defaultClusterType is static: endpoints are IP addresses, resolved
 	// once, the simplest and most common case.
 	defaultClusterType = "static"
@@ -224,6 +235,21 @@ func (c *Config) applyDefaults() {
 	for i := range c.Clusters {
 		c.Clusters[i].applyDefaults()
 	}
+	if d := c.Dynamic; d != nil {
+		d.applyDefaults()
+	}
+}
+
+func (d *Dynamic) applyDefaults() {
+	if len(d.Resources) == 0 {
+		d.Resources = []string{DynamicListeners, DynamicClusters}
+	}
+	if d.ADS.InitialFetchTimeout == nil {
+		d.ADS.InitialFetchTimeout = ptr(defaultInitialFetchTimeout)
+	}
+	b := &d.ADS.RetryBackOff
+	setDefault(&b.BaseInterval, defaultADSBackOffBase)
+	setDefault(&b.MaxInterval, max(defaultADSBackOffMax, b.BaseInterval))
 }
 
 func (l *Listener) applyDefaults() {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v4"
@@ -44,6 +45,31 @@ var extensions = []string{".yaml", ".yml", ".json"}
 // Load does no I/O beyond reading the config files and checking that TLS
 // files can be opened; it is safe to call from any goroutine.
 func Load(path string) (*Config, error) {
+	return LoadWith(path)
+}
+
+// Source is a config document that is not a file of its own, such as the
+// listeners and clusters a control plane sent, translated: LoadWith reads
+// it as if the config file had included it.
+type Source struct {
+	// Name stands for the document in problems and warnings, where a file
+	// name would be ("xds"); it names no file.
+	Name string
+	// Data is the document, YAML or JSON; it may hold only listeners and
+	// clusters.
+	Data []byte
+}
+
+// LoadWith is Load, with the listeners and clusters of each extra source
+// appended, in order, after those of the file and its includes, as an
+// include would append them: every check runs on the whole (a source's
+// route may name a cluster of the file, and a name used twice is a
+// duplicate wherever each was written). A problem in a source is placed
+// in it by its Name, line and column, and its path names listeners and
+// clusters by name rather than by index ("clusters[backend].lb_policy"),
+// since the index in the merged config means nothing to whoever wrote the
+// source. Files holds the files only, not the sources.
+func LoadWith(path string, extra ...Source) (*Config, error) {
 	if err := checkExtension(path); err != nil {
 		return nil, fmt.Errorf("loading config %s: %w", path, err)
 	}
@@ -58,17 +84,24 @@ func Load(path string) (*Config, error) {
 		at:     map[string]position{},
 		failed: map[string]bool{},
 	}
-	l.load(data, []frame{{abs: absPath(path), name: path}})
+	main := frame{abs: absPath(path), name: path}
+	l.load(data, []frame{main})
+	for _, src := range extra {
+		l.loadSource(src, main)
+	}
 	if !l.broken {
 		l.check()
 	}
 	if len(l.problems) > 0 {
+		l.nameSourcePaths(extra)
 		l.problems.sort()
 		return nil, l.problems
 	}
 	l.cfg.Files = l.files
 	l.cfg.at = runtimePositions(l.at)
-	if len(l.cfg.Listeners) == 0 {
+	// Defaults are not applied yet: no resources means both.
+	dynamicListeners := l.cfg.Dynamic != nil && (len(l.cfg.Dynamic.Resources) == 0 || l.cfg.Dynamic.Wants(DynamicListeners))
+	if len(l.cfg.Listeners) == 0 && !dynamicListeners {
 		// An admin-only proxy is legitimate (Envoy runs with no listener
 		// too), so this is no error; but a config that lost its listeners
 		// to a wrong include or a typo must not start silently deaf.
@@ -176,6 +209,13 @@ func (l *loader) load(data []byte, stack []frame) {
 	if doc == nil || len(doc.Content) == 0 {
 		return
 	}
+	l.loadDoc(doc, stack)
+}
+
+// loadDoc reads one parsed document into the merged config, then its
+// includes. stack is as for load.
+func (l *loader) loadDoc(doc *yaml.Node, stack []frame) {
+	file := stack[len(stack)-1].name
 	root := doc.Content[0]
 	w := &walker{
 		l:        l,
@@ -200,6 +240,78 @@ func (l *loader) load(data []byte, stack []frame) {
 		*l.cfg = fc
 	}
 	l.includes(file, root, fc.Include, stack)
+}
+
+// loadSource reads an extra source as a file that main included. It may
+// hold listeners and clusters only: an include in it would be read
+// relative to no directory.
+func (l *loader) loadSource(src Source, main frame) {
+	stack := []frame{main, {abs: "\x00source:" + src.Name, name: src.Name}}
+	doc := l.parse(src.Name, src.Data)
+	if doc == nil || len(doc.Content) == 0 {
+		return
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if k := root.Content[i]; k.Value == "include" {
+				l.problems = append(l.problems, Problem{File: src.Name, Line: k.Line, Column: k.Column, Path: "include",
+					Message: `"include" is not allowed in a generated document`, Hint: "it may hold listeners and clusters only"})
+				root.Content = append(root.Content[:i:i], root.Content[i+2:]...)
+				break
+			}
+		}
+	}
+	l.loadDoc(doc, stack)
+}
+
+// nameSourcePaths rewrites the paths of the problems found in the extra
+// sources so that they name listeners and clusters ("listeners[ingress]")
+// rather than index them in the merged config.
+func (l *loader) nameSourcePaths(extra []Source) {
+	sources := map[string]bool{}
+	for _, src := range extra {
+		sources[src.Name] = true
+	}
+	for i := range l.problems {
+		p := &l.problems[i]
+		if !sources[p.File] {
+			continue
+		}
+		p.Path = namedPath(p.Path, "listeners", func(n int) string {
+			if n < len(l.cfg.Listeners) {
+				return l.cfg.Listeners[n].Name
+			}
+			return ""
+		})
+		p.Path = namedPath(p.Path, "clusters", func(n int) string {
+			if n < len(l.cfg.Clusters) {
+				return l.cfg.Clusters[n].Name
+			}
+			return ""
+		})
+	}
+}
+
+// namedPath turns a path starting with section[N] into one starting with
+// section[NAME], when name knows the name of the Nth entry.
+func namedPath(path, section string, name func(int) string) string {
+	rest, ok := strings.CutPrefix(path, section+"[")
+	if !ok {
+		return path
+	}
+	idx, rest, ok := strings.Cut(rest, "]")
+	if !ok {
+		return path
+	}
+	n, err := strconv.Atoi(idx)
+	if err != nil {
+		return path
+	}
+	if nm := name(n); nm != "" {
+		return section + "[" + nm + "]" + rest
+	}
+	return path
 }
 
 // parse parses data into a document node, or reports why it cannot and

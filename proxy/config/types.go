@@ -7,6 +7,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -22,6 +23,10 @@ type Config struct {
 	Tracing   Tracing    `yaml:"tracing" json:"tracing"`
 	Listeners []Listener `yaml:"listeners" json:"listeners"`
 	Clusters  []Cluster  `yaml:"clusters" json:"clusters"`
+	// Dynamic, when set, has a control plane send listeners and clusters
+	// over Envoy's xDS API (see Dynamic); nil: the file is the whole
+	// config.
+	Dynamic *Dynamic `yaml:"dynamic,omitempty" json:"dynamic,omitempty"`
 
 	// Files lists every file the config was read from, the main file first.
 	Files []string `yaml:"-" json:"files,omitempty"`
@@ -35,10 +40,74 @@ type Config struct {
 	at map[string]position
 }
 
-// Node describes the proxy itself.
+// Node describes the proxy itself. A control plane (see Dynamic) is
+// told all three, as Envoy's node id, cluster and locality.zone.
 type Node struct {
-	ID   string `yaml:"id" json:"id"`
-	Zone string `yaml:"zone" json:"zone"`
+	ID string `yaml:"id" json:"id"`
+	// Cluster is Envoy's service cluster (node.cluster): the group of
+	// proxies the node belongs to, which a control plane may serve as one.
+	Cluster string `yaml:"cluster,omitempty" json:"cluster,omitempty"`
+	Zone    string `yaml:"zone" json:"zone"`
+}
+
+// Dynamic is Envoy's dynamic_resources with an ads_config: one gRPC
+// stream to a control plane (the aggregated discovery service,
+// state-of-the-world) carries the listeners, routes, clusters, endpoints
+// and secrets named by Resources. They are added to the file's own
+// listeners and clusters, and checked as if the file had included them.
+type Dynamic struct {
+	ADS ADS `yaml:"ads" json:"ads"`
+	// Resources are the kinds the control plane sends: listeners (LDS,
+	// with their route configurations by RDS) and clusters (CDS, with
+	// their endpoints by EDS); secrets (SDS) follow from the TLS contexts
+	// of either. Both by default.
+	Resources []string `yaml:"resources,omitempty" json:"resources,omitempty"`
+}
+
+// Kinds of dynamic resources.
+const (
+	DynamicListeners = "listeners"
+	DynamicClusters  = "clusters"
+)
+
+// Wants reports whether the control plane sends the kind of resources
+// (DynamicListeners or DynamicClusters), as Resources, defaulted, says.
+func (d *Dynamic) Wants(kind string) bool {
+	return d != nil && slices.Contains(d.Resources, kind)
+}
+
+// ADS is the control plane's address and how the stream to it is kept.
+type ADS struct {
+	// Address is the control plane's gRPC endpoint, host:port (a DNS name
+	// is resolved on each connection).
+	Address string `yaml:"address" json:"address"`
+	// TLS makes the stream TLS, as a cluster's tls does; plaintext
+	// HTTP/2 when unset.
+	TLS *UpstreamTLS `yaml:"tls,omitempty" json:"tls,omitempty"`
+	// InitialFetchTimeout (Envoy's initial_fetch_timeout) is how long the
+	// proxy waits for the first full set of resources before it reports
+	// ready anyway, with what it has; 15s by default, 0s waits for ever.
+	InitialFetchTimeout *Duration `yaml:"initial_fetch_timeout,omitempty" json:"initial_fetch_timeout,omitempty"`
+	// RetryBackOff is how long the proxy waits before it connects again
+	// after the stream failed: Envoy's retry_back_off, exponential from
+	// base_interval (500ms) up to max_interval (30s), each wait drawn at
+	// random up to its bound (full jitter). A stream that got a response
+	// starts again from base_interval.
+	RetryBackOff BackOff `yaml:"retry_back_off" json:"retry_back_off"`
+}
+
+// BackOff is Envoy's BackoffStrategy.
+type BackOff struct {
+	BaseInterval Duration `yaml:"base_interval" json:"base_interval"`
+	MaxInterval  Duration `yaml:"max_interval" json:"max_interval"`
+}
+
+// InitialFetch is initial_fetch_timeout (defaulted when loaded); 0: none.
+func (a *ADS) InitialFetch() time.Duration {
+	if a.InitialFetchTimeout == nil {
+		return time.Duration(defaultInitialFetchTimeout)
+	}
+	return a.InitialFetchTimeout.D()
 }
 
 // Admin is the admin server.
@@ -231,9 +300,14 @@ type Upgrade struct {
 }
 
 // ListenerTLS terminates TLS on a listener; ALPN picks h2 or http/1.1.
+// The key pair is in files (cert_file, key_file), or inline as PEM
+// (cert_pem, key_pem: what a control plane's secrets give, never written
+// to disk, logged or shown in /config_dump); one or the other.
 type ListenerTLS struct {
 	CertFile string `yaml:"cert_file" json:"cert_file"`
 	KeyFile  string `yaml:"key_file" json:"key_file"`
+	CertPEM  string `yaml:"cert_pem,omitempty" json:"cert_pem,omitempty" redact:"true"`
+	KeyPEM   string `yaml:"key_pem,omitempty" json:"key_pem,omitempty" redact:"true"`
 }
 
 // Limits are the listener's server limits. Zero values are replaced by
@@ -727,6 +801,12 @@ type UpstreamTLS struct {
 	// when the upstream asks for one (mutual TLS); both or neither.
 	CertFile string `yaml:"cert_file,omitempty" json:"cert_file,omitempty"`
 	KeyFile  string `yaml:"key_file,omitempty" json:"key_file,omitempty"`
+	// CAPEM, CertPEM and KeyPEM are ca_file, cert_file and key_file
+	// inline, as PEM (what a control plane's secrets give): one of each
+	// pair, never both; never logged or shown in /config_dump.
+	CAPEM   string `yaml:"ca_pem,omitempty" json:"ca_pem,omitempty" redact:"true"`
+	CertPEM string `yaml:"cert_pem,omitempty" json:"cert_pem,omitempty" redact:"true"`
+	KeyPEM  string `yaml:"key_pem,omitempty" json:"key_pem,omitempty" redact:"true"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("500ms").

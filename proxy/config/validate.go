@@ -2,6 +2,8 @@ package config
 
 import (
 	"cmp"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -166,6 +168,9 @@ func (v *validator) config(c *Config) {
 	}
 	v.nonNegative("server.max_connections", c.Server.MaxConnections)
 	v.overload(&c.Overload)
+	if c.Dynamic != nil {
+		v.dynamic(c.Dynamic)
+	}
 	v.stats(&c.Stats)
 	v.tracing(&c.Tracing)
 
@@ -360,8 +365,8 @@ func (v *validator) listener(l *Listener, p string, names, addresses map[string]
 		v.unique(seen, proto, pp, "protocol")
 	}
 
-	if l.TLS != nil {
-		v.keyPair(p+".tls", l.TLS.CertFile, l.TLS.KeyFile)
+	if t := l.TLS; t != nil {
+		v.serverKeyPair(p+".tls", t.CertFile, t.KeyFile, t.CertPEM, t.KeyPEM)
 	}
 
 	for i := range l.AccessLog {
@@ -903,18 +908,104 @@ func (v *validator) cluster(c *Cluster, p string, names map[string]string) {
 	if c.KeepaliveTimeout > 0 && c.KeepaliveTimeout < oneMillisecond {
 		v.report(p+".keepalive_timeout", "", "must be at least 1ms, got %s", c.KeepaliveTimeout)
 	}
-	if c.TLS != nil && c.TLS.CAFile != "" {
-		v.readableFile(p+".tls.ca_file", c.TLS.CAFile)
+	if c.TLS != nil {
+		v.upstreamTLS(c.TLS, p+".tls")
 	}
-	if t := c.TLS; t != nil && (t.CertFile != "" || t.KeyFile != "") {
-		switch {
-		case t.CertFile == "":
-			v.report(p+".tls.cert_file", "a client certificate needs both cert_file and key_file", "must not be empty when key_file is set")
-		case t.KeyFile == "":
-			v.report(p+".tls.key_file", "a client certificate needs both cert_file and key_file", "must not be empty when cert_file is set")
-		default:
-			v.keyPair(p+".tls", t.CertFile, t.KeyFile)
+}
+
+// upstreamTLS checks the TLS of connections the proxy makes (a cluster's,
+// the control plane's): a CA and a client certificate, each from files or
+// inline PEM.
+func (v *validator) upstreamTLS(t *UpstreamTLS, p string) {
+	switch {
+	case t.CAFile != "" && t.CAPEM != "":
+		v.report(p+".ca_pem", "keep one of them", "must not be set with ca_file")
+	case t.CAFile != "":
+		v.readableFile(p+".ca_file", t.CAFile)
+	case t.CAPEM != "":
+		if !x509.NewCertPool().AppendCertsFromPEM([]byte(t.CAPEM)) {
+			v.report(p+".ca_pem", "the PEM text of one or more CA certificates, -----BEGIN CERTIFICATE----- …",
+				"holds no PEM certificate")
 		}
+	}
+	if t.CertFile == "" && t.KeyFile == "" && t.CertPEM == "" && t.KeyPEM == "" {
+		return
+	}
+	if hasCert, hasKey := t.CertFile != "" || t.CertPEM != "", t.KeyFile != "" || t.KeyPEM != ""; hasCert != hasKey {
+		missing, set := "cert", "key"
+		if hasCert {
+			missing, set = "key", "cert"
+		}
+		form := "_file"
+		if t.CertPEM != "" || t.KeyPEM != "" {
+			form = "_pem"
+		}
+		v.report(p+"."+missing+form, "a client certificate needs both cert"+form+" and key"+form,
+			"must not be empty when %s is set", set+form)
+		return
+	}
+	v.serverKeyPair(p, t.CertFile, t.KeyFile, t.CertPEM, t.KeyPEM)
+}
+
+// serverKeyPair checks a key pair under p given as files or inline PEM:
+// the files readable, or the PEM a certificate and its key. Inline PEM is
+// parsed here, since nothing reads it later that could tell the user
+// where it was written.
+func (v *validator) serverKeyPair(p, certFile, keyFile, certPEM, keyPEM string) {
+	const hint = "give the pair as cert_file and key_file, or as cert_pem and key_pem"
+	switch {
+	case certFile != "" && certPEM != "":
+		v.report(p+".cert_pem", hint, "must not be set with cert_file")
+	case keyFile != "" && keyPEM != "":
+		v.report(p+".key_pem", hint, "must not be set with key_file")
+	case certPEM == "" && keyPEM == "":
+		v.keyPair(p, certFile, keyFile)
+	case certPEM == "" || keyPEM == "":
+		missing := "cert_pem"
+		if keyPEM == "" {
+			missing = "key_pem"
+		}
+		v.report(p+"."+missing, hint, "must not be empty when the other half of the pair is PEM")
+	default:
+		if _, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM)); err != nil {
+			v.report(p+".cert_pem", "cert_pem is the PEM certificate chain, key_pem its private key",
+				"is not a key pair with key_pem: %v", err)
+		}
+	}
+}
+
+// dynamicResources are the kinds dynamic.resources may name.
+var dynamicResources = []string{DynamicListeners, DynamicClusters}
+
+// dynamic checks the control plane's section.
+func (v *validator) dynamic(d *Dynamic) {
+	a := &d.ADS
+	v.upstreamAddress("dynamic.ads.address", a.Address, true, "127.0.0.1:18000")
+	if a.TLS != nil {
+		v.upstreamTLS(a.TLS, "dynamic.ads.tls")
+	}
+	if t := a.InitialFetchTimeout; t != nil && *t < 0 {
+		v.report("dynamic.ads.initial_fetch_timeout", "0s waits for ever", "must not be negative, got %s", *t)
+	}
+	b, bp := a.RetryBackOff, "dynamic.ads.retry_back_off"
+	const oneMillisecond = Duration(1_000_000)
+	if b.BaseInterval < 0 || b.BaseInterval > 0 && b.BaseInterval < oneMillisecond || b.BaseInterval == 0 && v.has(bp+".base_interval") {
+		v.report(bp+".base_interval", "leave it out for the default, 500ms", "must be at least 1ms, got %s", b.BaseInterval)
+	}
+	if b.MaxInterval != 0 && b.MaxInterval < b.BaseInterval || b.MaxInterval < 0 || b.MaxInterval == 0 && v.has(bp+".max_interval") {
+		v.report(bp+".max_interval", "", "must be at least base_interval (%s), got %s", b.BaseInterval, b.MaxInterval)
+	}
+	seen := map[string]string{}
+	for i, r := range d.Resources {
+		rp := fmt.Sprintf("dynamic.resources[%d]", i)
+		if !slices.Contains(dynamicResources, r) {
+			v.report(rp, suggest(r, dynamicResources, ""), "must be one of %s, got %q", strings.Join(dynamicResources, ", "), r)
+			continue
+		}
+		v.unique(seen, r, rp, "resource kind")
+	}
+	if len(d.Resources) == 0 && v.has("dynamic.resources") {
+		v.report("dynamic.resources", "leave it out for both: [listeners, clusters]", "must name at least one of %s", strings.Join(dynamicResources, ", "))
 	}
 }
 

@@ -25,6 +25,13 @@ type Plan struct {
 	Listeners Listeners
 	// Process holds the process-wide parts of the config that differ.
 	Process Part
+	// Certificates names the listeners and clusters ("listener NAME",
+	// "cluster NAME") whose inline key pair (tls.cert_pem and key_pem) is
+	// new while the rest of their TLS is not, as when a control plane
+	// rotates a secret: the pair is swapped in for new handshakes, and the
+	// listener or cluster is not rebuilt for it, so no connection is
+	// touched. Any other change under tls still rebuilds.
+	Certificates []string
 	// Warnings are changes the reload does not apply, one sentence each,
 	// for the log. They do not make the reload fail: the rest of the new
 	// config is applied (see AdminAddress).
@@ -131,9 +138,14 @@ const (
 	// Pprof is admin.pprof: the profiles at /debug/pprof/ turn on or off
 	// with the reload; the admin server stays as it is.
 	Pprof
+	// Dynamic is the dynamic section (the control plane's address, TLS,
+	// timeouts, the kinds of resources it sends): the stream to the
+	// control plane is opened anew with it. What the control plane sent
+	// keeps serving until the new stream brings its own.
+	Dynamic
 )
 
-var partNames = []string{"admin_address", "node", "stats_sinks", "stats_filter", "tracing", "drain", "watch", "max_connections", "overload", "pprof"}
+var partNames = []string{"admin_address", "node", "stats_sinks", "stats_filter", "tracing", "drain", "watch", "max_connections", "overload", "pprof", "dynamic"}
 
 // Has reports whether every part of q is in p.
 func (p Part) Has(q Part) bool { return p&q == q }
@@ -165,6 +177,7 @@ var processParts = map[string]Part{
 	"admin.address":                      AdminAddress,
 	"admin.pprof":                        Pprof,
 	"node.id":                            Node,
+	"node.cluster":                       Node,
 	"node.zone":                          Node,
 	"server.drain_time":                  Drain,
 	"server.drain_timeout":               Drain,
@@ -179,6 +192,7 @@ var processParts = map[string]Part{
 	"stats.max_grpc_methods_per_cluster": StatsFilter,
 	"tracing":                            Tracing,
 	"overload":                           Overload,
+	"dynamic":                            Dynamic,
 }
 
 // routeKeys are the listener keys a reload applies by swapping the route
@@ -217,7 +231,7 @@ func Compute(from, to *config.Config) Plan {
 // server may then skip the reload.
 func (p *Plan) Unchanged() bool {
 	c, l := &p.Clusters, &p.Listeners
-	return p.Process == 0 && len(p.Warnings) == 0 &&
+	return p.Process == 0 && len(p.Warnings) == 0 && len(p.Certificates) == 0 &&
 		len(c.Changed)+len(c.Added)+len(c.Removed) == 0 &&
 		len(l.RoutesChanged)+len(l.Changed)+len(l.Added)+len(l.Removed) == 0
 }
@@ -245,6 +259,9 @@ func (p *Plan) String() string {
 	c, l := &p.Clusters, &p.Listeners
 	add("clusters", "changed", c.Changed, "added", c.Added, "removed", c.Removed)
 	add("listeners", "routes changed", l.RoutesChanged, "changed", l.Changed, "added", l.Added, "removed", l.Removed)
+	if len(p.Certificates) > 0 {
+		parts = append(parts, "certificates: ["+strings.Join(p.Certificates, ", ")+"]")
+	}
 	if p.Process != 0 {
 		parts = append(parts, "process: "+p.Process.String())
 	}
@@ -298,6 +315,10 @@ func (p *Plan) clusters(from, to *config.Config) {
 			continue
 		}
 		why := changedKeys(oc, nc)
+		if i := slices.Index(why, "tls"); i >= 0 && oc.TLS != nil && nc.TLS != nil && pairOnly(*oc.TLS, *nc.TLS) {
+			why = slices.Delete(why, i, i+1)
+			p.Certificates = append(p.Certificates, "cluster "+nc.Name)
+		}
 		if zoneChanged {
 			why = append(why, "node.zone")
 		}
@@ -392,6 +413,10 @@ func (p *Plan) listeners(from, to *config.Config) {
 			start = true
 		default:
 			keys := changedKeys(ol, nl)
+			if i := slices.Index(keys, "tls"); i >= 0 && ol.TLS != nil && nl.TLS != nil && pairOnly(*ol.TLS, *nl.TLS) {
+				keys = slices.Delete(keys, i, i+1)
+				p.Certificates = append(p.Certificates, "listener "+nl.Name)
+			}
 			why := slices.Clone(keys)
 			for _, name := range stale {
 				why = append(why, "cluster "+name)
@@ -455,4 +480,21 @@ func addressKey(addr string) string {
 		host = ip.String()
 	}
 	return net.JoinHostPort(strings.ToLower(host), port)
+}
+
+// pairOnly reports whether two TLS configs (config.ListenerTLS or
+// config.UpstreamTLS) differ in their inline key pair alone: the same
+// with cert_pem and key_pem taken out. A pair in files is swapped in by
+// the certificate manager when the files change, with the config the
+// same.
+func pairOnly[T config.ListenerTLS | config.UpstreamTLS](a, b T) bool {
+	for _, t := range []*T{&a, &b} {
+		switch t := any(t).(type) {
+		case *config.ListenerTLS:
+			t.CertPEM, t.KeyPEM = "", ""
+		case *config.UpstreamTLS:
+			t.CertPEM, t.KeyPEM = "", ""
+		}
+	}
+	return len(changedKeys(&a, &b)) == 0
 }

@@ -87,7 +87,8 @@ func TestPartString(t *testing.T) {
 		{StatsSinks | StatsFilter | Tracing | Drain, "stats_sinks|stats_filter|tracing|drain"},
 		{Overload, "overload"},
 		{Pprof, "pprof"},
-		{Pprof << 1, "0x400"},
+		{Dynamic, "dynamic"},
+		{Dynamic << 1, "0x800"},
 	}
 	for _, tt := range tests {
 		if got := tt.give.String(); got != tt.want {
