@@ -130,7 +130,13 @@ func New(cfg config.Listener, h1 http.Handler, h2srv *h2.Server, st Stats, lg ze
 	if cfg.TLS != nil {
 		getCert := opts.Certificate
 		if getCert == nil {
-			cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			var cert tls.Certificate
+			var err error
+			if cfg.TLS.CertPEM != "" {
+				cert, err = tls.X509KeyPair([]byte(cfg.TLS.CertPEM), []byte(cfg.TLS.KeyPEM))
+			} else {
+				cert, err = tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("listener %s: loading TLS key pair: %w", cfg.Name, err)
 			}

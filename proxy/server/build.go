@@ -115,7 +115,7 @@ func (s *Server) buildListener(lc config.Listener, table *route.Table, conns *li
 	llog := s.log.With().Str("listener", lc.Name).Logger()
 	lopts := listener.Options{Conns: conns, Global: s.global, Overload: s.overload}
 	if lc.TLS != nil {
-		pair, err := s.certs.Pair(lc.TLS.CertFile, lc.TLS.KeyFile)
+		pair, err := s.listenerPair(lc)
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: tls: %w", lc.Name, err)
 		}
@@ -261,7 +261,8 @@ func (s *Server) upstreamOptions(cc config.Cluster) (upstream.Options, error) {
 		return opts, nil
 	}
 	tc := &tls.Config{ServerName: cc.TLS.SNI, InsecureSkipVerify: cc.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if cc.TLS.CAFile != "" {
+	switch {
+	case cc.TLS.CAFile != "":
 		pem, err := os.ReadFile(cc.TLS.CAFile)
 		if err != nil {
 			return opts, fmt.Errorf("cluster %s: reading ca_file: %w", cc.Name, err)
@@ -271,9 +272,15 @@ func (s *Server) upstreamOptions(cc config.Cluster) (upstream.Options, error) {
 			return opts, fmt.Errorf("cluster %s: ca_file %s holds no PEM certificate", cc.Name, cc.TLS.CAFile)
 		}
 		tc.RootCAs = pool
+	case cc.TLS.CAPEM != "":
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(cc.TLS.CAPEM)) {
+			return opts, fmt.Errorf("cluster %s: ca_pem holds no PEM certificate", cc.Name)
+		}
+		tc.RootCAs = pool
 	}
-	if cc.TLS.CertFile != "" {
-		pair, err := s.certs.Pair(cc.TLS.CertFile, cc.TLS.KeyFile)
+	if cc.TLS.CertFile != "" || cc.TLS.CertPEM != "" {
+		pair, err := s.clusterPair(cc)
 		if err != nil {
 			return opts, fmt.Errorf("cluster %s: tls client certificate: %w", cc.Name, err)
 		}
@@ -283,24 +290,60 @@ func (s *Server) upstreamOptions(cc config.Cluster) (upstream.Options, error) {
 	return opts, nil
 }
 
+// listenerPair is the key pair a TLS listener serves: from its files, or
+// inline, held under the listener's name so that a new inline pair is
+// swapped into the running listener (see swapInlinePairs).
+func (s *Server) listenerPair(lc config.Listener) (*certs.Pair, error) {
+	if t := lc.TLS; t.CertPEM != "" {
+		return s.certs.Inline("listener "+lc.Name, t.CertPEM, t.KeyPEM)
+	}
+	return s.certs.Pair(lc.TLS.CertFile, lc.TLS.KeyFile)
+}
+
+// clusterPair is the client certificate a TLS cluster presents, as
+// listenerPair.
+func (s *Server) clusterPair(cc config.Cluster) (*certs.Pair, error) {
+	if t := cc.TLS; t.CertPEM != "" {
+		return s.certs.Inline("cluster "+cc.Name, t.CertPEM, t.KeyPEM)
+	}
+	return s.certs.Pair(cc.TLS.CertFile, cc.TLS.KeyFile)
+}
+
+// swapInlinePairs swaps the inline key pairs of cfg into the pairs its
+// listeners and clusters hold, when they changed: new handshakes get the
+// new pair, no listener or cluster is rebuilt and no connection is
+// touched. Reload calls it once nothing can fail.
+func (s *Server) swapInlinePairs(cfg *config.Config) {
+	for _, lc := range cfg.Listeners {
+		if t := lc.TLS; t != nil && t.CertPEM != "" {
+			s.certs.SetInline("listener "+lc.Name, t.CertPEM, t.KeyPEM)
+		}
+	}
+	for _, cc := range cfg.Clusters {
+		if t := cc.TLS; t != nil && t.CertPEM != "" {
+			s.certs.SetInline("cluster "+cc.Name, t.CertPEM, t.KeyPEM)
+		}
+	}
+}
+
 // retainCerts keeps the key pairs cfg names held and watched, and drops
 // the others.
 func (s *Server) retainCerts(cfg *config.Config) {
 	var keep []*certs.Pair
-	add := func(cert, key string) {
+	add := func(p *certs.Pair, err error) {
 		// Held already, by the build of cfg: no I/O.
-		if p, err := s.certs.Pair(cert, key); err == nil {
+		if err == nil {
 			keep = append(keep, p)
 		}
 	}
 	for _, lc := range cfg.Listeners {
 		if lc.TLS != nil {
-			add(lc.TLS.CertFile, lc.TLS.KeyFile)
+			add(s.listenerPair(lc))
 		}
 	}
 	for _, cc := range cfg.Clusters {
-		if cc.TLS != nil && cc.TLS.CertFile != "" {
-			add(cc.TLS.CertFile, cc.TLS.KeyFile)
+		if cc.TLS != nil && (cc.TLS.CertFile != "" || cc.TLS.CertPEM != "") {
+			add(s.clusterPair(cc))
 		}
 	}
 	s.certs.Retain(keep)

@@ -167,6 +167,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 	for _, set := range setEndpoints {
 		set()
 	}
+	s.swapInlinePairs(cfg)
 	for _, r := range built {
 		if from, ok := plan.Listeners.Handoffs[r.cfg.Name]; ok {
 			if prev := oldListeners[from]; prev != nil {

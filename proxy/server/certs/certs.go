@@ -82,7 +82,8 @@ type Manager struct {
 	timer   *time.Timer // sets the expiry gauge when its value changes next
 }
 
-type pairKey struct{ cert, key string }
+// pairKey identifies a pair: its files, or the id of an inline one.
+type pairKey struct{ cert, key, inline string }
 
 // New returns a Manager holding no pair. It does no I/O and starts nothing.
 func New(opts Options) *Manager {
@@ -97,9 +98,10 @@ func New(opts Options) *Manager {
 }
 
 // Pair is one certificate and key, loaded from their files and swapped for
-// a new load when their content changes.
+// a new load when their content changes, or given inline (see Inline).
 type Pair struct {
 	certFile, keyFile string
+	inline            string // the id of an inline pair, "" for files
 	cur               atomic.Pointer[tls.Certificate]
 
 	// Guarded by the Manager's mu.
@@ -133,7 +135,7 @@ func (p *Pair) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certifica
 func (m *Manager) Pair(certFile, keyFile string) (*Pair, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k := pairKey{certFile, keyFile}
+	k := pairKey{cert: certFile, key: keyFile}
 	if p, ok := m.pairs[k]; ok {
 		return p, nil
 	}
@@ -147,6 +149,58 @@ func (m *Manager) Pair(certFile, keyFile string) (*Pair, error) {
 	m.pairs[k] = p
 	m.changedLocked()
 	return p, nil
+}
+
+// Inline returns the pair held under id (such as "listener ingress"),
+// made of certPEM and keyPEM the first time it is asked for. A pair
+// already held under id is returned as it serves, new content or not:
+// SetInline swaps the content in once the config that brings it is
+// sure to run, so that a reload that fails half way leaves the old pair
+// serving. The new content must parse all the same, or Inline fails.
+// The pair is held until Retain drops it; nothing watches it.
+func (m *Manager) Inline(id, certPEM, keyPEM string) (*Pair, error) {
+	cert, notAfter, err := parse([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := pairKey{inline: id}
+	if p, ok := m.pairs[k]; ok {
+		return p, nil
+	}
+	p := &Pair{inline: id, sum: digest([]byte(certPEM), []byte(keyPEM)), notAfter: notAfter}
+	p.cur.Store(cert)
+	m.pairs[k] = p
+	m.changedLocked()
+	return p, nil
+}
+
+// SetInline swaps certPEM and keyPEM in for the pair held under id, when
+// they are not what it serves already: new handshakes get the new pair,
+// established connections keep theirs. It counts server.cert_update, or
+// server.cert_update_rejected (and logs why) when they do not parse,
+// leaving the old pair serving. An id not held is ignored.
+func (m *Manager) SetInline(id, certPEM, keyPEM string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.pairs[pairKey{inline: id}]
+	sum := digest([]byte(certPEM), []byte(keyPEM))
+	if !ok || sum == p.sum {
+		return
+	}
+	p.sum = sum
+	cert, notAfter, err := parse([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		m.st.Rejected.Inc(1)
+		m.log.Error().Err(err).Str("pair", id).Msg("new certificate refused; the previous one keeps serving")
+		return
+	}
+	p.notAfter = notAfter
+	p.cur.Store(cert)
+	m.st.Updated.Inc(1)
+	m.log.Info().Str("pair", id).Time("not_after", notAfter).Msg("certificate swapped in")
+	m.changedLocked()
 }
 
 // Retain drops every pair but those in keep, as after a reload that no
@@ -172,6 +226,9 @@ func (m *Manager) Refresh() (updated, rejected int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, p := range m.pairs {
+		if p.inline != "" {
+			continue // no file to read again: SetInline swaps it
+		}
 		certPEM, keyPEM, err := read(p.certFile, p.keyFile)
 		// What was seen: the content, or the failure to read it, so that
 		// one failure is refused (and counted) once, until it changes.
@@ -250,7 +307,9 @@ func (m *Manager) changedLocked() {
 func (m *Manager) watchLocked() {
 	var files []string
 	for _, p := range m.pairs {
-		files = append(files, p.certFile, p.keyFile)
+		if p.inline == "" {
+			files = append(files, p.certFile, p.keyFile)
+		}
 	}
 	slices.Sort(files)
 	files = slices.Compact(files)
