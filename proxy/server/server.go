@@ -5,9 +5,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -78,7 +80,13 @@ type Server struct {
 	connLimits map[string]*listener.ConnLimit
 
 	serving   atomic.Bool // every listener is bound: /ready may pass
-	hcFailed  atomic.Bool
+	// readyGate, when set, holds /ready at INITIALIZING until it is
+	// closed: the control plane's first resources (see HoldReady).
+	readyGate atomic.Pointer[<-chan struct{}]
+	// dynamicDump, when set, gives /config_dump what the control plane
+	// sent (see SetDynamicDump).
+	dynamicDump atomic.Pointer[func() json.Marshaler]
+	hcFailed    atomic.Bool
 	draining  atomic.Bool
 	drainOnce sync.Once
 	drainReq  chan struct{} // closed by POST /drain_listeners
@@ -421,8 +429,42 @@ func (s *Server) Config() *config.Config { return s.cur.Load().cfg }
 // Clusters implements admin.Source.
 func (s *Server) Clusters() []*cluster.Cluster { return s.cur.Load().clusters }
 
-// ConfigJSON implements admin.Source.
-func (s *Server) ConfigJSON() ([]byte, error) { return s.cur.Load().cfg.JSON() }
+// ConfigJSON implements admin.Source: the running config, and under
+// "xds" what the control plane sent, when there is one.
+func (s *Server) ConfigJSON() ([]byte, error) {
+	b, err := s.cur.Load().cfg.JSON()
+	f := s.dynamicDump.Load()
+	if err != nil || f == nil {
+		return b, err
+	}
+	dyn, err := json.MarshalIndent((*f)(), "  ", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding the control plane's resources: %w", err)
+	}
+	// The config is an indented object ending in "\n}": the key goes
+	// last, keeping the config's keys in schema order.
+	end := bytes.LastIndexByte(b, '}')
+	if end < 0 {
+		return nil, errors.New("encoding config: not an object")
+	}
+	out := make([]byte, 0, len(b)+len(dyn)+16)
+	out = append(out, bytes.TrimRight(b[:end], "\n")...)
+	out = append(out, ",\n  \"xds\": "...)
+	out = append(out, dyn...)
+	return append(out, "\n}"...), nil
+}
+
+// SetDynamicDump makes /config_dump show, under "xds", what dump returns:
+// the resources a control plane sent, with their versions. Safe from any
+// goroutine.
+func (s *Server) SetDynamicDump(dump func() json.Marshaler) { s.dynamicDump.Store(&dump) }
+
+// HoldReady makes /ready answer INITIALIZING, once the listeners are
+// bound too, until ready is closed: a proxy whose listeners and clusters
+// come from a control plane is not ready before the first of them run
+// (or the initial fetch timeout gave up on them), as Envoy's init manager
+// holds it.
+func (s *Server) HoldReady(ready <-chan struct{}) { s.readyGate.Store(&ready) }
 
 // State implements admin.Source.
 func (s *Server) State() string {
@@ -431,10 +473,26 @@ func (s *Server) State() string {
 		return "DRAINING"
 	case !s.serving.Load():
 		return "INITIALIZING" // the admin server starts before the listeners
+	case !s.gateOpen():
+		return "INITIALIZING" // waiting for the control plane's first resources
 	case s.hcFailed.Load():
 		return "FAILED"
 	}
 	return "LIVE"
+}
+
+// gateOpen reports whether HoldReady's channel, if any, is closed.
+func (s *Server) gateOpen() bool {
+	g := s.readyGate.Load()
+	if g == nil {
+		return true
+	}
+	select {
+	case <-*g:
+		return true
+	default:
+		return false
+	}
 }
 
 // SetHealthcheckFailed implements admin.Source.
