@@ -706,12 +706,7 @@ func (c *conn) writeLoop() {
 			c.mu.Lock()
 		}
 		yielded = false
-		ctrl := c.ctrl
-		c.ctrl = c.ctrlW[:0]
-		items := c.items[:0]
-		if !c.ctrlOnly {
-			items = c.pickLocked(items)
-		}
+		ctrl, items := c.takeBatchLocked()
 		failed := c.failed
 		c.mu.Unlock()
 
@@ -720,16 +715,34 @@ func (c *conn) writeLoop() {
 			c.takeWriter()
 			err = c.writeBatch(ctrl, items)
 		}
-		clear(ctrl)
-		c.ctrlW = ctrl[:0]
-		c.finishItems(items)
-		c.items = items[:0]
+		c.endBatch(ctrl, items)
 		if err != nil {
 			c.writeFailed(err)
 			c.writerStopped()
 			return
 		}
 	}
+}
+
+// takeBatchLocked takes what one writer pass writes: the queued control
+// frames and a batch of stream frames. Under c.mu.
+func (c *conn) takeBatchLocked() ([]ctrlFrame, []writeItem) {
+	ctrl := c.ctrl
+	c.ctrl = c.ctrlW[:0]
+	items := c.items[:0]
+	if !c.ctrlOnly {
+		items = c.pickLocked(items)
+	}
+	return ctrl, items
+}
+
+// endBatch ends a writer pass: it releases what the items held and keeps
+// the slices for the next pass.
+func (c *conn) endBatch(ctrl []ctrlFrame, items []writeItem) {
+	clear(ctrl)
+	c.ctrlW = ctrl[:0]
+	c.finishItems(items)
+	c.items = items[:0]
 }
 
 // waitWork waits for a kick, or exits the writer after writerLinger

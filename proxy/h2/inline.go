@@ -147,12 +147,7 @@ func (c *conn) flushInline() {
 				return
 			}
 		}
-		ctrl := c.ctrl
-		c.ctrl = c.ctrlW[:0]
-		items := c.items[:0]
-		if !c.ctrlOnly {
-			items = c.pickLocked(items)
-		}
+		ctrl, items := c.takeBatchLocked()
 		c.mu.Unlock()
 
 		c.takeWriter()
@@ -162,10 +157,7 @@ func (c *conn) flushInline() {
 			err = c.bw.Flush()
 		}
 		c.inlining = false
-		clear(ctrl)
-		c.ctrlW = ctrl[:0]
-		c.finishItems(items)
-		c.items = items[:0]
+		c.endBatch(ctrl, items)
 		if err != nil {
 			c.writeFailed(err)
 			c.writerStopped()

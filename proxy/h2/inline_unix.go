@@ -15,7 +15,7 @@ import (
 type rawSock struct {
 	rc     syscall.RawConn
 	counts counters
-	write1 func(fd uintptr) bool // rawSock.once, made once
+	write1 func(fd uintptr) bool // rawSock.writeOnce, made once
 	read1  func(fd uintptr) bool // rawSock.readOnce, made once
 	// idle runs when a read finds the socket empty: it closes the
 	// reader's flush queue and reports true if nothing is queued to
@@ -49,7 +49,7 @@ func newRawSock(nc net.Conn, idle func() bool, flush func()) *rawSock {
 		return nil
 	}
 	s := &rawSock{rc: rc, counts: cs, idle: idle, flush: flush}
-	s.write1, s.read1 = s.once, s.readOnce
+	s.write1, s.read1 = s.writeOnce, s.readOnce
 	return s
 }
 
@@ -127,10 +127,10 @@ func (s *rawSock) write(p []byte) (int, error) {
 	return n, err
 }
 
-// once is the write under the descriptor's lock; it never asks RawConn to
+// writeOnce is the write under the descriptor's lock; it never asks RawConn to
 // wait for the socket. A short write means the socket is full: trying
 // again would only find it so.
-func (s *rawSock) once(fd uintptr) bool {
+func (s *rawSock) writeOnce(fd uintptr) bool {
 	for {
 		n, err := syscall.Write(int(fd), s.p)
 		if err == syscall.EINTR {
