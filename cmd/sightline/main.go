@@ -155,16 +155,32 @@ func serve(cfgPath string, cfg *config.Config, watchFlag bool, lg zerolog.Logger
 		lg.Error().Err(err).Msg("building the proxy")
 		return 1
 	}
+	r := &reloader{path: cfgPath, srv: srv, flag: watchFlag, log: lg, changed: make(chan struct{}, 1)}
+	// A proxy following a control plane is not ready before the first
+	// resources run.
+	gate := make(chan struct{})
+	if cfg.Dynamic != nil {
+		if r.dyn, err = newDynamic(cfgPath, srv, lg); err != nil {
+			lg.Error().Err(err).Msg("building the proxy")
+			return 1
+		}
+		srv.HoldReady(gate)
+	}
 	if err := srv.Start(context.Background()); err != nil {
 		lg.Error().Err(err).Msg("starting the proxy")
 		return 1
 	}
 	lg.Info().Str("admin", srv.AdminAddr()).Msg("sightline started")
 	go releaseLoadGarbage()
+	stopped, stopGate := context.WithCancel(context.Background())
+	defer stopGate()
+	if r.dyn != nil {
+		r.dyn.follow(cfg, cfg.Node)
+		r.dyn.holdReady(stopped, gate)
+	}
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	r := &reloader{path: cfgPath, srv: srv, flag: watchFlag, log: lg, changed: make(chan struct{}, 1)}
 	r.watch(cfg)
 	defer r.stopWatching()
 	var sig os.Signal
@@ -191,6 +207,11 @@ wait:
 		lg.Info().Msg("POST /drain_listeners: draining")
 	}
 	r.stopWatching()
+	stopGate()
+	if r.dyn != nil {
+		// No update from the control plane while draining.
+		r.dyn.stop()
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Shutdown(context.Background()) }()
 	for {
@@ -220,13 +241,35 @@ type reloader struct {
 	log     zerolog.Logger
 	changed chan struct{}
 	w       *watch.Watcher
+	// dyn follows the control plane, when the config has a dynamic
+	// section (or had one since the start).
+	dyn *dynamic
 }
 
-// reload loads and applies the config. A config that does not load is
-// refused, every problem logged with its file:line:column, and the running
-// config keeps serving.
+// reload loads and applies the config: with the resources the control
+// plane sent, when it has a dynamic section. A config that does not load
+// is refused, every problem logged with its file:line:column, and the
+// running config keeps serving.
 func (r *reloader) reload() {
-	cfg, err := config.Load(r.path)
+	var ran *config.Config
+	run := func(cfg *config.Config) error {
+		logWarnings(r.log, cfg)
+		if err := r.srv.Reload(cfg); err != nil {
+			r.log.Error().Err(err).Msg("config reload failed; the running config keeps serving")
+			return nil
+		}
+		ran = cfg
+		return nil
+	}
+	var err error
+	if r.dyn != nil {
+		err = r.dyn.applier.ReloadFile(run)
+	} else {
+		var cfg *config.Config
+		if cfg, err = config.Load(r.path); err == nil {
+			err = run(cfg)
+		}
+	}
 	if err != nil {
 		for _, line := range strings.Split(strings.TrimSpace(err.Error()), "\n") {
 			r.log.Error().Str("problem", line).Msg("config reload refused; the running config keeps serving")
@@ -234,13 +277,32 @@ func (r *reloader) reload() {
 		r.srv.ReloadRefused()
 		return
 	}
-	logWarnings(r.log, cfg)
-	if err := r.srv.Reload(cfg); err != nil {
-		r.log.Error().Err(err).Msg("config reload failed; the running config keeps serving")
+	if ran == nil {
 		return
 	}
-	r.watch(cfg)
+	r.watch(ran)
+	// After ReloadFile returned: restarting the client waits for an
+	// update it may be applying, which waits for ReloadFile.
+	r.follow(ran)
 	go releaseLoadGarbage()
+}
+
+// follow starts, restarts or stops following a control plane as the
+// reloaded config's dynamic section says.
+func (r *reloader) follow(cfg *config.Config) {
+	if r.dyn == nil {
+		if cfg.Dynamic == nil {
+			return
+		}
+		d, err := newDynamic(r.path, r.srv, r.log)
+		if err != nil {
+			r.log.Error().Err(err).Msg("not following the control plane")
+			return
+		}
+		r.dyn = d
+	}
+	// The node is the running one: a reload does not change it.
+	r.dyn.follow(cfg, r.srv.Config().Node)
 }
 
 // releaseLoadGarbage gives the memory that loading a config left free

@@ -79,7 +79,7 @@ type Server struct {
 	global     *listener.ConnLimit
 	connLimits map[string]*listener.ConnLimit
 
-	serving   atomic.Bool // every listener is bound: /ready may pass
+	serving atomic.Bool // every listener is bound: /ready may pass
 	// readyGate, when set, holds /ready at INITIALIZING until it is
 	// closed: the control plane's first resources (see HoldReady).
 	readyGate atomic.Pointer[<-chan struct{}]
@@ -87,10 +87,10 @@ type Server struct {
 	// sent (see SetDynamicDump).
 	dynamicDump atomic.Pointer[func() json.Marshaler]
 	hcFailed    atomic.Bool
-	draining  atomic.Bool
-	drainOnce sync.Once
-	drainReq  chan struct{} // closed by POST /drain_listeners
-	stop      context.CancelFunc
+	draining    atomic.Bool
+	drainOnce   sync.Once
+	drainReq    chan struct{} // closed by POST /drain_listeners
+	stop        context.CancelFunc
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -422,6 +422,10 @@ func (s *Server) ListenerAddr(name string) string {
 
 // AdminAddr returns the admin server's bound address.
 func (s *Server) AdminAddr() string { return s.admin.Addr() }
+
+// Stats returns the proxy's stats store, for components the binary runs
+// beside the server (the control plane's client).
+func (s *Server) Stats() *stats.Store { return s.stats }
 
 // Config returns the running config.
 func (s *Server) Config() *config.Config { return s.cur.Load().cfg }

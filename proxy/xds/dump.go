@@ -71,6 +71,9 @@ const (
 // accepted (last_updated). The last response of a kind refused since
 // the last one accepted is in its error_state.
 func (d *Dump) MarshalJSON() ([]byte, error) {
+	if d == nil {
+		d = &Dump{} // no client yet: every list empty
+	}
 	type obj = map[string]any
 	section := func(k kind, typ, list string, item func(e dumpEntry) obj) obj {
 		dk := &d.kinds[k]
