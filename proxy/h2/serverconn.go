@@ -440,6 +440,13 @@ func (sc *serverConn) requestTrailersLocked(h *half) error {
 	hb := &sc.hb
 	id := hb.streamID
 	switch {
+	case h.recvDone && h.sendDone:
+		// Our END_STREAM is written or on its way: the stream is closed
+		// for the peer, which sends frames after its own END_STREAM
+		// (RFC 9113 §5.1, closed). It leaves the map only after the
+		// write, which a fast peer can outrun.
+		sc.mu.Unlock()
+		return connError(http2.ErrCodeStreamClosed, "HEADERS on a closed stream")
 	case h.recvDone:
 		sc.mu.Unlock()
 		return streamError(id, http2.ErrCodeStreamClosed, "HEADERS on a half-closed stream")
