@@ -144,6 +144,115 @@ func TestSinksAgree(t *testing.T) {
 	}
 }
 
+// promCounter scrapes the Prometheus sink and returns the counter's value
+// for the cluster.
+func promCounter(t *testing.T, set *sinks.Set, family, cluster string) float64 {
+	t.Helper()
+	w := httptest.NewRecorder()
+	set.Prometheus.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/stats/prometheus", nil))
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(w.Body.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range fams[family].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "cluster_name" && l.GetValue() == cluster {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return -1
+}
+
+// TestSinksAgreeAcrossCompaction counts on a cluster, lets its stats be
+// compacted (compact_after), counts again, and checks that Prometheus, the
+// statsd deltas, OTLP and /stats agree on the totals all along, and that
+// the Prometheus counter never goes back.
+func TestSinksAgreeAcrossCompaction(t *testing.T) {
+	statsdAddr, lines := statsdAgent(t)
+	collector := otlptest.GRPC(t)
+	compact := config.Duration(time.Nanosecond)
+	cfg := config.Stats{
+		FlushInterval: config.Duration(time.Hour), // flushed by hand
+		CompactAfter:  &compact,
+		Sinks: []config.Sink{
+			{Statsd: &config.StatsdSink{Address: statsdAddr, Prefix: "sightline", Protocol: "udp", Tags: "none"}},
+			{OTLP: &config.OTLP{Endpoint: collector.Endpoint, Protocol: "grpc", Insecure: true}},
+		},
+		Prometheus: config.Prometheus{Namespace: "sightline"},
+	}
+	node := config.Node{ID: "edge-1", Zone: "zone-a"}
+	set, err := sinks.Build(cfg, stats.SinkOptions{Node: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := stats.New(cfg, node, stats.Options{Sinks: set.All})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := st.Cluster("api.example.com")
+	const family = "sightline_cluster_upstream_rq_total"
+	last := 0.0
+	flush := func(want float64) {
+		t.Helper()
+		st.Flush()
+		got := promCounter(t, set, family, "api.example.com")
+		if got < last {
+			t.Fatalf("Prometheus %s went back from %v to %v", family, last, got)
+		}
+		if got != want {
+			t.Errorf("Prometheus %s = %v, want %v", family, got, want)
+		}
+		last = got
+	}
+	cs.Upstream().RqTotal.Inc(100)
+	cs.GRPC("/grpc.testing.TestService/UnaryCall").Completed(0)
+	for range 4 { // the family goes quiet, and is compacted
+		flush(100)
+	}
+	cs.Upstream().RqTotal.Inc(50) // made again, from 100
+	flush(150)
+	flush(150)
+	if err := st.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	var sum int64
+	deadline := time.After(5 * time.Second)
+	for sum < 150 {
+		select {
+		case l := <-lines:
+			if v, ok := strings.CutPrefix(l, "sightline.cluster.api.example.com.upstream_rq_total:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSuffix(v, "|c"), 10, 64)
+				sum += n
+			}
+		case <-deadline:
+			t.Fatalf("statsd deltas sum to %d, want 150", sum)
+		}
+	}
+	if sum != 150 {
+		t.Errorf("statsd deltas sum to %d, want 150", sum)
+	}
+	req := collector.Last(t)
+	if got := otlptest.Metric(req, "cluster.upstream_rq_total").GetSum().GetDataPoints()[0].GetAsInt(); got != 150 {
+		t.Errorf("OTLP: %d, want 150", got)
+	}
+	if otlptest.Metric(req, "cluster.grpc.total") == nil {
+		t.Error("OTLP lost the compacted gRPC method's stats")
+	}
+	w := httptest.NewRecorder()
+	st.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/stats?filter=api", nil))
+	for _, want := range []string{
+		"cluster.api.example.com.upstream_rq_total: 150\n",
+		"cluster.api.example.com.grpc.grpc.testing.TestService.UnaryCall.success: 1\n",
+	} {
+		if !strings.Contains(w.Body.String(), want) {
+			t.Errorf("/stats lacks %q:\n%s", want, w.Body.String())
+		}
+	}
+}
+
 func TestBuildErrors(t *testing.T) {
 	for _, tt := range []struct {
 		name string

@@ -61,32 +61,22 @@ func (s *Store) serveStats(w http.ResponseWriter, r *http.Request) {
 
 // entries reads every stat the filters let through, sorted by name.
 func (s *Store) entries(filter *regexp.Regexp, usedOnly bool) []entry {
-	counters, gauges, histograms := s.instruments()
-	out := make([]entry, 0, len(counters)+len(gauges)+len(histograms))
-	keep := func(name string, used bool) bool {
-		return (!usedOnly || used) && (filter == nil || filter.MatchString(name))
-	}
-	for _, c := range counters {
-		v := c.Value()
-		if name := c.def.FlatName(c.labels.values); keep(name, v != 0) {
-			out = append(out, entry{name: name, kind: KindCounter, value: v})
+	var out []entry
+	s.walk(true, func(p *Point) {
+		if usedOnly && !p.Used {
+			return
 		}
-	}
-	for _, g := range gauges {
-		if name := g.def.FlatName(g.labels.values); keep(name, g.used.Load()) {
-			out = append(out, entry{name: name, kind: KindGauge, value: g.Value()})
+		name := p.Def.FlatName(p.Values)
+		if filter != nil && !filter.MatchString(name) {
+			return
 		}
-	}
-	for _, h := range histograms {
-		e := entry{name: h.def.FlatName(h.labels.values), kind: KindHistogram}
-		e.counts, e.sum = h.snapshot()
-		for _, n := range e.counts {
-			e.count += n
+		e := entry{name: name, kind: p.Def.kind, value: p.Value}
+		if p.Buckets != nil {
+			copy(e.counts[:], p.Buckets)
+			e.count, e.sum = p.Count(), p.Sum
 		}
-		if keep(e.name, e.count != 0) {
-			out = append(out, e)
-		}
-	}
+		out = append(out, e)
+	})
 	slices.SortFunc(out, func(a, b entry) int { return cmp.Compare(a.name, b.name) })
 	return out
 }

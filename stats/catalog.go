@@ -77,6 +77,7 @@ type Def struct {
 
 	tags   []string // tag keys in pattern order
 	pieces []piece
+	idx    int // index in catalog: how compacted stats name it
 }
 
 // piece is a literal run of a pattern, or a tag placeholder when tag >= 0.
@@ -174,6 +175,7 @@ func define(d Def) *Def {
 		}
 	}
 	p := &d
+	p.idx = len(catalog)
 	catalog = append(catalog, p)
 	byName[d.name] = p
 	return p

@@ -24,7 +24,11 @@ const (
 // Cluster holds the stats of one upstream cluster. Get it from
 // Store.Cluster when the cluster is built. Each family (Upstream,
 // Connections, …) is created on its first use: a cluster that never sees a
-// request has none of its request stats, in memory or in any sink.
+// request has none of its request stats, in memory or in any sink. A
+// family left unchanged for stats.compact_after is compacted (compact.go)
+// and made again, with its values, on its next use: hold the Cluster, or
+// the ZonePair, and ask for the family each time it is used, never keep
+// the family itself.
 type Cluster struct {
 	sc         scope
 	upstream   lazy[Upstream]
@@ -36,7 +40,14 @@ type Cluster struct {
 	lb         lazy[LoadBalancer]
 	grpc       lazy[grpcMethods]
 	rateLimit  lazy[RateLimit]
-	zones      map[string]*ZonePair // by to-zone; guarded by the Store's lock
+	zones      []*ZonePair // guarded by the Store's lock; a cluster's hosts are in a few zones
+
+	// hot are the compactable families made, cold the compacted ones,
+	// retired those compacted lately (compact.go); all guarded by the
+	// Store's lock. hot and retired are copied on write.
+	hot     []*group
+	cold    []byte
+	retired []*retired
 }
 
 // Upstream is a cluster's request stats (cluster.<name>.upstream_rq_*).
@@ -88,31 +99,35 @@ func (c *Cluster) Upstream() *Upstream {
 	if c == nil {
 		return &noUpstream
 	}
-	return c.upstream.get(c.sc.s, func() *Upstream {
-		sc := c.sc
-		return &Upstream{
-			RqTotal:              sc.counter(upstreamRqTotal),
-			RqTime:               sc.histogram(upstreamRqTime),
-			RqActive:             sc.gauge(upstreamRqActive),
-			RqPendingActive:      sc.gauge(upstreamRqPendingActive),
-			RqRetry:              sc.counter(upstreamRqRetry),
-			RqRetrySuccess:       sc.counter(upstreamRqRetrySuccess),
-			RqRetryOverflow:      sc.counter(upstreamRqRetryOverflow),
-			RqTimeout:            sc.counter(upstreamRqTimeout),
-			RqPerTryTimeout:      sc.counter(upstreamRqPerTryTimeout),
-			RqPendingOverflow:    sc.counter(upstreamRqPendingOverflow),
-			RqShareOverflow:      sc.counter(upstreamRqShareOverflow),
-			RqRxReset:            sc.counter(upstreamRqRxReset),
-			RqTxReset:            sc.counter(upstreamRqTxReset),
-			RqCancelled:          sc.counter(upstreamRqCancelled),
-			RqRetryLimitExceeded: sc.counter(upstreamRqRetryLimitExceeded),
-			RqPendingTotal:       sc.counter(upstreamRqPendingTotal),
-			RqFinished:           sc.counter(upstreamRqFinished),
-			CxNoneHealthy:        sc.counter(upstreamCxNoneHealthy),
-			Responses:            Responses{codes: sc.keyed(upstreamRqCode, TagResponseCode), classes: sc.keyed(upstreamRqClass, TagResponseClass)},
-			Retried:              Responses{codes: sc.keyed(retryRqCode, TagResponseCode), classes: sc.keyed(retryRqClass, TagResponseClass)},
-		}
-	})
+	if v := c.upstream.p.Load(); v != nil {
+		return v
+	}
+	return thaw(c, &c.upstream, famUpstream, "", c.sc, buildUpstream)
+}
+
+func buildUpstream(sc scope) *Upstream {
+	return &Upstream{
+		RqTotal:              sc.counter(upstreamRqTotal),
+		RqTime:               sc.histogram(upstreamRqTime),
+		RqActive:             sc.gauge(upstreamRqActive),
+		RqPendingActive:      sc.gauge(upstreamRqPendingActive),
+		RqRetry:              sc.counter(upstreamRqRetry),
+		RqRetrySuccess:       sc.counter(upstreamRqRetrySuccess),
+		RqRetryOverflow:      sc.counter(upstreamRqRetryOverflow),
+		RqTimeout:            sc.counter(upstreamRqTimeout),
+		RqPerTryTimeout:      sc.counter(upstreamRqPerTryTimeout),
+		RqPendingOverflow:    sc.counter(upstreamRqPendingOverflow),
+		RqShareOverflow:      sc.counter(upstreamRqShareOverflow),
+		RqRxReset:            sc.counter(upstreamRqRxReset),
+		RqTxReset:            sc.counter(upstreamRqTxReset),
+		RqCancelled:          sc.counter(upstreamRqCancelled),
+		RqRetryLimitExceeded: sc.counter(upstreamRqRetryLimitExceeded),
+		RqPendingTotal:       sc.counter(upstreamRqPendingTotal),
+		RqFinished:           sc.counter(upstreamRqFinished),
+		CxNoneHealthy:        sc.counter(upstreamCxNoneHealthy),
+		Responses:            Responses{codes: sc.keyed(upstreamRqCode, TagResponseCode), classes: sc.keyed(upstreamRqClass, TagResponseClass)},
+		Retried:              Responses{codes: sc.keyed(retryRqCode, TagResponseCode), classes: sc.keyed(retryRqClass, TagResponseClass)},
+	}
 }
 
 // Connections is a cluster's connection stats (upstream_cx_*).
@@ -142,25 +157,29 @@ func (c *Cluster) Connections() *Connections {
 	if c == nil {
 		return &noConnections
 	}
-	return c.conns.get(c.sc.s, func() *Connections {
-		sc := c.sc
-		return &Connections{
-			CxTotal:          sc.counter(upstreamCxTotal),
-			CxConnectFail:    sc.counter(upstreamCxConnectFail),
-			CxConnectTimeout: sc.counter(upstreamCxConnectTimeout),
-			CxDestroy:        sc.counter(upstreamCxDestroy),
-			CxDestroyLocal:   sc.counter(upstreamCxDestroyLocal),
-			CxDestroyRemote:  sc.counter(upstreamCxDestroyRemote),
-			CxActive:         sc.gauge(upstreamCxActive),
-			CxHTTP1Total:     sc.counter(upstreamCxHTTP1Total),
-			CxHTTP2Total:     sc.counter(upstreamCxHTTP2Total),
-			CxConnectMs:      sc.histogram(upstreamCxConnectMs),
-			CxLengthMs:       sc.histogram(upstreamCxLengthMs),
-			CxProtocolError:  sc.counter(upstreamCxProtocolError),
-			CxMaxRequests:    sc.counter(upstreamCxMaxRequests),
-			CxIdleTimeout:    sc.counter(upstreamCxIdleTimeout),
-		}
-	})
+	if v := c.conns.p.Load(); v != nil {
+		return v
+	}
+	return thaw(c, &c.conns, famConnections, "", c.sc, buildConnections)
+}
+
+func buildConnections(sc scope) *Connections {
+	return &Connections{
+		CxTotal:          sc.counter(upstreamCxTotal),
+		CxConnectFail:    sc.counter(upstreamCxConnectFail),
+		CxConnectTimeout: sc.counter(upstreamCxConnectTimeout),
+		CxDestroy:        sc.counter(upstreamCxDestroy),
+		CxDestroyLocal:   sc.counter(upstreamCxDestroyLocal),
+		CxDestroyRemote:  sc.counter(upstreamCxDestroyRemote),
+		CxActive:         sc.gauge(upstreamCxActive),
+		CxHTTP1Total:     sc.counter(upstreamCxHTTP1Total),
+		CxHTTP2Total:     sc.counter(upstreamCxHTTP2Total),
+		CxConnectMs:      sc.histogram(upstreamCxConnectMs),
+		CxLengthMs:       sc.histogram(upstreamCxLengthMs),
+		CxProtocolError:  sc.counter(upstreamCxProtocolError),
+		CxMaxRequests:    sc.counter(upstreamCxMaxRequests),
+		CxIdleTimeout:    sc.counter(upstreamCxIdleTimeout),
+	}
 }
 
 // Opened counts a connection attempt as it begins, as Envoy does:
@@ -214,9 +233,14 @@ type Membership struct {
 // Membership returns the cluster's membership gauges, creating them on
 // first use.
 func (c *Cluster) Membership() *Membership {
-	return c.membership.get(c.sc.s, func() *Membership {
-		return &Membership{Total: c.sc.gauge(membershipTotal), Healthy: c.sc.gauge(membershipHealthy)}
-	})
+	if v := c.membership.p.Load(); v != nil {
+		return v
+	}
+	return thaw(c, &c.membership, famMembership, "", c.sc, buildMembership)
+}
+
+func buildMembership(sc scope) *Membership {
+	return &Membership{Total: sc.gauge(membershipTotal), Healthy: sc.gauge(membershipHealthy)}
 }
 
 // HealthCheck is a cluster's active health checking stats.
@@ -274,16 +298,20 @@ type CircuitBreakers struct {
 // CircuitBreakers returns the cluster's circuit breaker gauges, creating
 // them on first use.
 func (c *Cluster) CircuitBreakers() *CircuitBreakers {
-	return c.breakers.get(c.sc.s, func() *CircuitBreakers {
-		sc := c.sc
-		return &CircuitBreakers{
-			RqOpen:        sc.gauge(breakerRqOpen),
-			CxOpen:        sc.gauge(breakerCxOpen),
-			RqPendingOpen: sc.gauge(breakerRqPendingOpen),
-			RqRetryOpen:   sc.gauge(breakerRqRetryOpen),
-			CxPoolOpen:    sc.gauge(breakerCxPoolOpen),
-		}
-	})
+	if v := c.breakers.p.Load(); v != nil {
+		return v
+	}
+	return thaw(c, &c.breakers, famBreakers, "", c.sc, buildBreakers)
+}
+
+func buildBreakers(sc scope) *CircuitBreakers {
+	return &CircuitBreakers{
+		RqOpen:        sc.gauge(breakerRqOpen),
+		CxOpen:        sc.gauge(breakerCxOpen),
+		RqPendingOpen: sc.gauge(breakerRqPendingOpen),
+		RqRetryOpen:   sc.gauge(breakerRqRetryOpen),
+		CxPoolOpen:    sc.gauge(breakerCxPoolOpen),
+	}
 }
 
 // LoadBalancer counts the balancer's zone routing and panic decisions.
@@ -317,7 +345,8 @@ func (c *Cluster) LoadBalancer() *LoadBalancer {
 // ZonePair holds the stats of requests from this proxy's zone (node.zone)
 // to a cluster's hosts in one zone.
 type ZonePair struct {
-	sc scope
+	c  *Cluster
+	to string
 	rq lazy[ZoneUpstream]
 }
 
@@ -348,26 +377,33 @@ func (c *Cluster) Zone(to string) *ZonePair {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if z, ok := c.zones[to]; ok {
-		return z
+	for _, z := range c.zones {
+		if z.to == to {
+			return z
+		}
 	}
-	if c.zones == nil {
-		c.zones = map[string]*ZonePair{}
-	}
-	z := &ZonePair{sc: c.sc.with(TagFromZone, s.fromZone).with(TagToZone, to)}
-	c.zones[to] = z
+	z := &ZonePair{c: c, to: to}
+	c.zones = append(c.zones, z)
 	return z
 }
 
 // Upstream returns the zone pair's request stats, creating them on first
 // use.
 func (z *ZonePair) Upstream() *ZoneUpstream {
-	return z.rq.get(z.sc.s, func() *ZoneUpstream {
-		return &ZoneUpstream{
-			RqTime:    z.sc.histogram(zoneRqTime),
-			Responses: Responses{codes: z.sc.keyed(zoneRqCode, TagResponseCode), classes: z.sc.keyed(zoneRqClass, TagResponseClass)},
-		}
-	})
+	if v := z.rq.p.Load(); v != nil {
+		return v
+	}
+	// The pair's labels are made with its stats: a pair that serves
+	// nothing, or is compacted, holds none.
+	sc := z.c.sc.with(TagFromZone, z.c.sc.s.fromZone).with(TagToZone, z.to)
+	return thaw(z.c, &z.rq, famZone, z.to, sc, buildZoneUpstream)
+}
+
+func buildZoneUpstream(sc scope) *ZoneUpstream {
+	return &ZoneUpstream{
+		RqTime:    sc.histogram(zoneRqTime),
+		Responses: Responses{codes: sc.keyed(zoneRqCode, TagResponseCode), classes: sc.keyed(zoneRqClass, TagResponseClass)},
+	}
 }
 
 // Responses counts completed requests by status code and status class.
@@ -407,7 +443,11 @@ type keyedCounter struct {
 }
 
 func (sc scope) keyed(d *Def, key string) *keyed {
-	return &keyed{sc: sc, def: d, key: key}
+	t := &keyed{sc: sc, def: d, key: key}
+	if sc.g != nil {
+		sc.g.keyed = append(sc.g.keyed, t)
+	}
+	return t
 }
 
 // get returns the counter for value k; nil (a no-op) when t is.
@@ -429,6 +469,11 @@ func (t *keyed) add(k int) *Counter {
 	s := t.sc.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return t.addLocked(k)
+}
+
+// addLocked is add with the Store's lock held.
+func (t *keyed) addLocked(k int) *Counter {
 	var old []keyedCounter
 	if p := t.p.Load(); p != nil {
 		old = *p
@@ -488,19 +533,18 @@ func (sc scope) newGRPCMethod(service, method string) *GRPCMethod {
 // grpcMethods is a cluster's per-method stats, by request path.
 type grpcMethods struct {
 	// byPath is copy-on-write: readers load it without a lock, a new
-	// method replaces it under the Store's lock.
-	byPath atomic.Pointer[map[string]*GRPCMethod]
+	// method replaces it under the Store's lock. Each method's stats are
+	// a compactable family in their slot; a compacted method keeps its
+	// slot, so that it still counts against the cap.
+	byPath atomic.Pointer[map[string]*lazy[GRPCMethod]]
 	// full is set once the cluster has the maximum number of methods, so
 	// refused calls take no lock.
 	full  atomic.Bool
-	other lazy[GRPCMethod]
+	other *lazy[GRPCMethod]
 }
 
-func newGRPCMethods() *grpcMethods {
-	t := &grpcMethods{}
-	t.byPath.Store(&map[string]*GRPCMethod{})
-	return t
-}
+// noMethods is the method table of a cluster with none yet.
+var noMethods = map[string]*lazy[GRPCMethod]{}
 
 // maxGRPCName bounds a service or method name that gets its own stats.
 const maxGRPCName = 256
@@ -516,11 +560,49 @@ const maxGRPCName = 256
 // not allow) counts under grpc.other.other too, without an overflow: stat
 // names never carry arbitrary request bytes.
 func (c *Cluster) GRPC(path string) *GRPCMethod {
-	t := c.grpc.get(c.sc.s, newGRPCMethods)
-	if m, ok := (*t.byPath.Load())[path]; ok {
-		return m
+	t := c.grpc.get(c.sc.s, func() *grpcMethods { return c.newGRPCMethodsLocked() })
+	if sl, ok := (*t.byPath.Load())[path]; ok {
+		if m := sl.p.Load(); m != nil {
+			return m
+		}
+		return thaw(c, sl, famGRPC, path, c.sc, func(sc scope) *GRPCMethod {
+			service, method, _ := splitGRPCPath(path)
+			return sc.newGRPCMethod(service, method)
+		})
 	}
 	return c.addGRPC(t, path)
+}
+
+// newGRPCMethodsLocked makes the cluster's method table: the first time,
+// or again after every method was compacted (compact.go), with a slot for
+// each method the cluster has, compacted or not. The Store's lock is held.
+func (c *Cluster) newGRPCMethodsLocked() *grpcMethods {
+	t := &grpcMethods{other: &lazy[GRPCMethod]{}}
+	paths := c.coldPathsLocked()
+	var hot []*group
+	for _, g := range c.hot {
+		switch g.id {
+		case famGRPC:
+			hot = append(hot, g)
+		case famGRPCOther:
+			// Made on a table since compacted: the slot it is in
+			// stays the one.
+			t.other = g.slot.(*lazy[GRPCMethod])
+		}
+	}
+	if len(paths)+len(hot) == 0 {
+		t.byPath.Store(&noMethods)
+		return t
+	}
+	m := make(map[string]*lazy[GRPCMethod], len(paths)+len(hot))
+	for _, p := range paths {
+		m[p] = &lazy[GRPCMethod]{}
+	}
+	for _, g := range hot {
+		m[g.key] = g.slot.(*lazy[GRPCMethod])
+	}
+	t.byPath.Store(&m)
+	return t
 }
 
 func (c *Cluster) addGRPC(t *grpcMethods, path string) *GRPCMethod {
@@ -532,8 +614,13 @@ func (c *Cluster) addGRPC(t *grpcMethods, path string) *GRPCMethod {
 		}
 		s.overflow.Inc(1)
 	}
-	return t.other.get(s, func() *GRPCMethod { return c.sc.newGRPCMethod("other", "other") })
+	if m := t.other.p.Load(); m != nil {
+		return m
+	}
+	return thaw(c, t.other, famGRPCOther, "", c.sc, buildOther)
 }
+
+func buildOther(sc scope) *GRPCMethod { return sc.newGRPCMethod("other", "other") }
 
 // addMethod creates a method's stats, or returns nil when the cluster has
 // the maximum number of methods already.
@@ -543,20 +630,22 @@ func (c *Cluster) addMethod(t *grpcMethods, path, service, method string) *GRPCM
 	}
 	s := c.sc.s
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	old := *t.byPath.Load()
-	if m, ok := old[path]; ok {
-		return m
+	if _, ok := old[path]; ok {
+		s.mu.Unlock()
+		return c.GRPC(path)
 	}
 	if len(old) >= s.maxMethods {
 		t.full.Store(true)
+		s.mu.Unlock()
 		return nil
 	}
-	m := c.sc.newGRPCMethod(service, method)
+	sl := &lazy[GRPCMethod]{}
 	next := maps.Clone(old)
-	next[path] = m
+	next[path] = sl
 	t.byPath.Store(&next)
-	return m
+	s.mu.Unlock()
+	return thaw(c, sl, famGRPC, path, c.sc, func(sc scope) *GRPCMethod { return sc.newGRPCMethod(service, method) })
 }
 
 // splitGRPCPath splits "/pkg.Service/Method" into its service and method.

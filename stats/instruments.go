@@ -59,11 +59,13 @@ func BucketIndex(d time.Duration) int {
 // Counter counts events. The request path calls Inc: one atomic add. A nil
 // *Counter is an excluded stat and does nothing, so callers never branch.
 type Counter struct {
-	v       striped
-	flushed int64 // v at the last flush; only the flush touches it
+	v striped
+	// flushed is v as of the last flush: what pull sinks show. Only the
+	// flush writes it.
+	flushed atomic.Int64
 	def     *Def
 	labels  *labels
-	out     []tally.CachedCount // one per sink
+	out     []tally.CachedCount // one per push sink
 }
 
 // Inc adds n (n ≥ 0) to the counter.
@@ -81,20 +83,24 @@ func (c *Counter) Value() int64 {
 	return c.v.load()
 }
 
-// flush hands the increase since the last flush to every sink. Counters that
-// did not move are not reported, as tally does, so push sinks send nothing
-// for them.
-func (c *Counter) flush() {
+// flush hands the increase since the last flush to every push sink and
+// reports whether there was one. Counters that did not move are not
+// reported, as tally does, so push sinks send nothing for them.
+func (c *Counter) flush() bool {
 	v := c.v.load()
-	d := v - c.flushed
+	d := v - c.flushed.Load()
 	if d == 0 {
-		return
+		return false
 	}
-	c.flushed = v
+	c.flushed.Store(v)
 	for _, o := range c.out {
 		o.ReportCount(d)
 	}
+	return true
 }
+
+// settled reports whether the counter holds what the last flush read.
+func (c *Counter) settled() bool { return c.v.load() == c.flushed.Load() }
 
 // Gauge is a current value: requests in flight, hosts healthy, bytes in
 // use. Inc and Dec are one atomic add each. A nil *Gauge is excluded and
@@ -105,13 +111,17 @@ func (c *Counter) flush() {
 type Gauge struct {
 	v    striped
 	used atomic.Bool
-	// flushed is the value last reported and reported whether there was
-	// one; only the flush touches them.
-	flushed  int64
-	reported bool
-	def      *Def
-	labels   *labels
-	out      []tally.CachedGauge
+	// reported says the gauge was set by the last flush, and flushed is
+	// the value it read then: what pull sinks show. Only the flush writes
+	// them.
+	reported atomic.Bool
+	// resend has the next flush report the value to the push sinks even
+	// though it did not change: they were given new handles (compact.go).
+	resend  atomic.Bool
+	flushed atomic.Int64
+	def     *Def
+	labels  *labels
+	out     []tally.CachedGauge // one per push sink
 }
 
 // Inc adds one.
@@ -152,21 +162,29 @@ func (g *Gauge) Value() int64 {
 	return g.v.load()
 }
 
-// flush reports the value to every sink when it changed since the last
-// flush, as tally reports only updated gauges; sinks keep the last value.
-// A gauge never set is never reported.
-func (g *Gauge) flush() {
+// flush reports the value to every push sink when it changed since the
+// last flush, as tally reports only updated gauges (sinks keep the last
+// value), and reports whether it did. A gauge never set is never reported.
+func (g *Gauge) flush() bool {
 	if !g.used.Load() {
-		return
+		return false
 	}
 	v := g.v.load()
-	if g.reported && v == g.flushed {
-		return
+	if g.reported.Load() && v == g.flushed.Load() && !g.resend.Load() {
+		return false
 	}
-	g.flushed, g.reported = v, true
+	g.flushed.Store(v)
+	g.reported.Store(true)
+	g.resend.Store(false)
 	for _, o := range g.out {
 		o.ReportGauge(float64(v))
 	}
+	return true
+}
+
+// settled reports whether the gauge holds what the last flush read.
+func (g *Gauge) settled() bool {
+	return g.used.Load() == g.reported.Load() && g.v.load() == g.flushed.Load()
 }
 
 // Histogram is a distribution of durations, shown in milliseconds.
@@ -177,20 +195,43 @@ type Histogram struct {
 	sum     atomic.Int64              // nanoseconds
 	stripes atomic.Pointer[histCells] // nil until contended (stripe.go)
 
-	flushed    [nBuckets]uint64 // counts at the last flush
-	flushedSum int64
+	// flushed and flushedSum are the counts and the sum as of the last
+	// flush: what pull sinks show. Only the flush writes them.
+	flushed    [nBuckets]atomic.Uint64
+	flushedSum atomic.Int64
 	def        *Def
 	labels     *labels
+	// ex holds the last sampled call of each bucket, made on the first
+	// one, when a sink keeps exemplars (keepEx).
+	ex     atomic.Pointer[exemplars]
+	keepEx bool
+	// push is what the push sinks take; nil without push sinks.
+	push *histPush
+}
+
+// exemplars are a histogram's exemplars, one per bucket.
+type exemplars [nBuckets]atomic.Pointer[Exemplar]
+
+// Exemplar is a sampled call kept beside the histogram bucket its duration
+// fell in, so that a latency spike on a dashboard links to a trace.
+type Exemplar struct {
+	Trace TraceID
+	Value time.Duration
+	At    time.Time
+}
+
+// histPush is a histogram's handles in the push sinks.
+type histPush struct {
+	// handles holds, per push sink, what AllocateHistogram returned.
+	handles []tally.CachedHistogram
 	// out holds the sinks' buckets, sink after sink: out[k*nBuckets+i] is
-	// sink k's bucket i. sums holds, per sink, where the sum goes, nil for a
-	// sink that does not take sums.
+	// sink k's bucket i. sums holds, per sink, where the sum goes, nil for
+	// a sink that does not take sums.
 	out  []tally.CachedHistogramBucket
 	sums []SumReporter
 	// samples are the sinks that take every sample (SampleRecorder);
 	// usually none, and then recording costs nothing more.
 	samples []SampleRecorder
-	// exemplars are the sinks that keep exemplars (ExemplarRecorder).
-	exemplars []ExemplarRecorder
 }
 
 // RecordDuration adds one sample. Negative durations (a clock stepping
@@ -202,36 +243,55 @@ func (h *Histogram) RecordDuration(d time.Duration) {
 }
 
 // RecordTraced adds one sample of a call and, when trace is not zero (the
-// call's trace is sampled), hands the trace to the sinks that keep
-// exemplars. With a zero trace it is RecordDuration.
+// call's trace is sampled) and a sink keeps exemplars, keeps the call as
+// its bucket's exemplar. With a zero trace it is RecordDuration.
 func (h *Histogram) RecordTraced(d time.Duration, trace TraceID) {
 	if h == nil {
 		return
 	}
 	d = max(d, 0)
 	h.record(d, 1)
-	if trace != (TraceID{}) {
-		for _, r := range h.exemplars {
-			r.RecordExemplar(d, trace)
+	if trace != (TraceID{}) && h.keepEx {
+		ex := h.ex.Load()
+		if ex == nil {
+			ex = h.makeExemplars()
 		}
+		ex[BucketIndex(d)].Store(&Exemplar{Trace: trace, Value: d, At: time.Now()})
 	}
+}
+
+// makeExemplars gives h its exemplars, or returns those another goroutine
+// gave it.
+func (h *Histogram) makeExemplars() *exemplars {
+	ex := new(exemplars)
+	if h.ex.CompareAndSwap(nil, ex) {
+		return ex
+	}
+	return h.ex.Load()
 }
 
 // record adds n samples of d, and hands them to the sinks that take every
 // sample.
 func (h *Histogram) record(d time.Duration, n uint64) {
 	i, add := BucketIndex(d), int64(d)*int64(n)
+	h.add(i, n, add)
+	if p := h.push; p != nil {
+		for _, r := range p.samples {
+			for range n {
+				r.RecordSample(d)
+			}
+		}
+	}
+}
+
+// add adds n samples to bucket i and add to the sum.
+func (h *Histogram) add(i int, n uint64, add int64) {
 	if hs := h.stripes.Load(); hs != nil {
 		hs.record(i, n, add)
 	} else if sum := h.sum.Load(); h.sum.CompareAndSwap(sum, sum+add) {
 		h.counts[i].Add(n)
 	} else {
 		h.grow().record(i, n, add)
-	}
-	for _, r := range h.samples {
-		for range n {
-			r.RecordSample(d)
-		}
 	}
 }
 
@@ -276,37 +336,52 @@ func (h *Histogram) load() (counts [nBuckets]uint64, sum int64) {
 	return counts, sum
 }
 
-// snapshot returns the bucket counts and the sum since the Store was built.
-func (h *Histogram) snapshot() (counts [nBuckets]uint64, sum time.Duration) {
-	counts, ns := h.load()
-	return counts, time.Duration(ns)
+// loadFlushed returns the counts and the sum as of the last flush.
+func (h *Histogram) loadFlushed() (counts [nBuckets]uint64, sum int64) {
+	for i := range h.flushed {
+		counts[i] = h.flushed[i].Load()
+	}
+	return counts, h.flushedSum.Load()
 }
 
 // flush hands each bucket's new samples and the sum of their durations to
-// every sink. The sum is read after the buckets: a sample recorded between
-// the two reads is in this flush's sum and the next flush's count.
-func (h *Histogram) flush() {
+// every push sink, and reports whether there were any. The sum is read
+// after the buckets: a sample recorded between the two reads is in this
+// flush's sum and the next flush's count.
+func (h *Histogram) flush() bool {
 	counts, sum := h.load()
 	moved := false
 	for i, n := range counts {
-		d := n - h.flushed[i]
+		d := n - h.flushed[i].Load()
 		if d == 0 {
 			continue
 		}
-		h.flushed[i] = n
+		h.flushed[i].Store(n)
 		moved = true
-		for k := i; k < len(h.out); k += nBuckets {
-			h.out[k].ReportSamples(int64(d))
+		if p := h.push; p != nil {
+			for k := i; k < len(p.out); k += nBuckets {
+				p.out[k].ReportSamples(int64(d))
+			}
 		}
 	}
-	if !moved && sum == h.flushedSum {
-		return
+	flushedSum := h.flushedSum.Load()
+	if !moved && sum == flushedSum {
+		return false
 	}
-	d := time.Duration(sum - h.flushedSum)
-	h.flushedSum = sum
-	for _, s := range h.sums {
-		if s != nil {
-			s.ReportSum(d)
+	h.flushedSum.Store(sum)
+	if p := h.push; p != nil {
+		for _, s := range p.sums {
+			if s != nil {
+				s.ReportSum(time.Duration(sum - flushedSum))
+			}
 		}
 	}
+	return true
+}
+
+// settled reports whether the histogram holds what the last flush read.
+func (h *Histogram) settled() bool {
+	counts, sum := h.load()
+	flushed, flushedSum := h.loadFlushed()
+	return counts == flushed && sum == flushedSum
 }

@@ -35,6 +35,11 @@ type recorded struct {
 	gauges  int // ReportGauge calls
 	buckets map[time.Duration]int64
 	sum     time.Duration
+	// released: the Store handed the series back (a compacted family);
+	// allocating it again takes up where it left off, as a statsd agent
+	// adds a new series' deltas to the old.
+	released  bool
+	allocated int // times allocated
 }
 
 func newRecorder() *recorder {
@@ -53,12 +58,28 @@ func (r *recorder) add(name string, tags map[string]string, kind Kind) *recorded
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := seriesKey(name, tags)
-	if _, dup := r.series[k]; dup {
-		panic("allocated twice: " + k)
+	if rec, dup := r.series[k]; dup {
+		if !rec.released {
+			panic("allocated twice: " + k)
+		}
+		rec.released = false
+		rec.allocated++
+		return rec
 	}
-	rec := &recorded{mu: &r.mu, kind: kind, buckets: map[time.Duration]int64{}}
+	rec := &recorded{mu: &r.mu, kind: kind, buckets: map[time.Duration]int64{}, allocated: 1}
 	r.series[k] = rec
 	return rec
+}
+
+// Release implements Releaser.
+func (r *recorder) Release(h any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec := h.(*recorded)
+	if rec.released {
+		panic("released twice")
+	}
+	rec.released = true
 }
 
 // get returns a copy of the series, nil when it was never allocated.

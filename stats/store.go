@@ -21,10 +21,15 @@ import (
 // inventing method names cannot grow memory without bound.
 const DefaultMaxGRPCMethods = 1000
 
+// DefaultCompactAfter is how long a family of a cluster's stats stays
+// unchanged before the Store compacts it, when stats.compact_after is not
+// set.
+const DefaultCompactAfter = 5 * time.Second
+
 // Options are the Store's settings that are not in config.Stats.
 type Options struct {
-	// Sinks get every stat and every flush: the Prometheus exposition and
-	// the push sinks (see package sinks, which builds them from config).
+	// Sinks get every flush: the Prometheus exposition and the push sinks
+	// (see package sinks, which builds them from config).
 	Sinks []Sink
 	// MaxGRPCMethods caps per-method gRPC stats per cluster; 0 means
 	// DefaultMaxGRPCMethods.
@@ -46,28 +51,42 @@ type Store struct {
 	exclude    []*regexp.Regexp
 	maxMethods int
 	sinks      []Sink
-	started    time.Time
-	server     *Server
-	overload   *Overload
-	overflow   *Counter
+	// push are the sinks that are Reporters, in the order of every stat's
+	// out handles; releasers holds, for each, its Releaser or nil.
+	push      []Reporter
+	releasers []Releaser
+	exemplars bool // a sink keeps exemplars
+	// compactAfter is stats.compact_after; 0: never compact. retireGrace
+	// is retireGrace but in tests.
+	compactAfter time.Duration
+	retireGrace  time.Duration
+	started      time.Time
+	server       *Server
+	overload     *Overload
+	overflow     *Counter
 
-	// mu serializes creating stats and guards the registry and the maps.
+	// mu serializes creating stats and guards the registry and the maps,
+	// and the hot, cold and retired families of every cluster.
 	mu         sync.Mutex
 	counters   []*Counter
 	gauges     []*Gauge
 	histograms []*Histogram
 	clusters   map[string]*Cluster
-	https      map[string]*HTTP
-	listeners  map[string]*Listener
-	accessLogs map[string]*AccessLog
-	sinkStats  map[string]*SinkStats
-	localRL    map[string]*LocalRateLimit
+	// clusterList holds every cluster in the order made; appended to only.
+	clusterList []*Cluster
+	https       map[string]*HTTP
+	listeners   map[string]*Listener
+	accessLogs  map[string]*AccessLog
+	sinkStats   map[string]*SinkStats
+	localRL     map[string]*LocalRateLimit
 
 	// flushMu makes flushes one at a time and guards what only a flush
 	// touches.
 	flushMu     sync.Mutex
 	runtime     runtimeSampler
 	sinksClosed bool
+	flushes     uint64 // flushes done
+	scratch     []byte // a section being compacted (compact.go)
 
 	// life guards running, closed and err.
 	life    sync.Mutex
@@ -93,6 +112,10 @@ func New(cfg config.Stats, node config.Node, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	compact := DefaultCompactAfter
+	if cfg.CompactAfter != nil {
+		compact = cfg.CompactAfter.D()
+	}
 	s := &Store{
 		interval:   cfg.FlushInterval.D(),
 		fromZone:   node.Zone,
@@ -111,6 +134,17 @@ func New(cfg config.Stats, node config.Node, opts Options) (*Store, error) {
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
+	s.compactAfter, s.retireGrace = max(compact, 0), retireGrace
+	for _, sk := range s.sinks {
+		if r, ok := sk.(Reporter); ok {
+			rl, _ := sk.(Releaser)
+			s.push = append(s.push, r)
+			s.releasers = append(s.releasers, rl)
+		}
+		if k, ok := sk.(ExemplarKeeper); ok && k.KeepsExemplars() {
+			s.exemplars = true
+		}
+	}
 	s.mu.Lock()
 	root := scope{s: s, labels: &labels{}}
 	s.server = root.newServer()
@@ -125,8 +159,8 @@ func New(cfg config.Stats, node config.Node, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// statsBinder is a sink that counts its own failures in the Store it
-// reports to: the Store hands itself over once built.
+// statsBinder is a sink that reads the Store (a pull sink), or counts its
+// own failures in it: the Store hands itself over once built.
 type statsBinder interface {
 	BindStats(*Store)
 }
@@ -240,6 +274,8 @@ func (s *Store) Flush() {
 
 // flush is Flush with flushMu held.
 func (s *Store) flush() {
+	s.flushes++
+	now := time.Now()
 	s.runtime.sample(s.server, s.started)
 	counters, gauges, histograms := s.instruments()
 	for _, c := range counters {
@@ -251,17 +287,28 @@ func (s *Store) flush() {
 	for _, h := range histograms {
 		h.flush()
 	}
+	for _, c := range s.clusterSnapshot() {
+		s.flushCluster(c, now)
+	}
 	for _, k := range s.sinks {
 		k.Flush()
 	}
 }
 
-// instruments returns every stat created so far. Creating appends only, so
-// the slices stay valid after the lock is released.
+// instruments returns every stat created outside a compactable family so
+// far. Creating appends only, so the slices stay valid after the lock is
+// released.
 func (s *Store) instruments() ([]*Counter, []*Gauge, []*Histogram) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.counters, s.gauges, s.histograms
+}
+
+// clusterSnapshot returns every cluster made so far.
+func (s *Store) clusterSnapshot() []*Cluster {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clusterList
 }
 
 // Server returns the process-wide stats.
@@ -272,11 +319,14 @@ func (s *Store) Overload() *Overload { return s.overload }
 
 // Cluster returns the stats of the named cluster. Call it when the cluster
 // is built, not per request: it takes the Store's lock. Its stats are
-// created family by family on first use, so an idle cluster costs a few
-// hundred bytes.
+// created family by family on first use, and families left unchanged for
+// stats.compact_after are compacted (compact.go), so an idle cluster costs
+// a few hundred bytes.
 func (s *Store) Cluster(name string) *Cluster {
 	return getOrCreate(s, s.clusters, name, func() *Cluster {
-		return &Cluster{sc: scope{s: s, labels: (&labels{}).with(TagCluster, name)}}
+		c := &Cluster{sc: scope{s: s, labels: clusterLabels(name)}}
+		s.clusterList = append(s.clusterList, c)
+		return c
 	})
 }
 
@@ -353,20 +403,36 @@ func (l *labels) with(key, value string) *labels {
 	}
 }
 
-// scope creates stats under one set of labels. Its methods run with the
-// Store's lock held.
+// clusterKeys are the tag keys of a cluster's own stats, shared by every
+// cluster.
+var clusterKeys = []string{TagCluster}
+
+func clusterLabels(name string) *labels {
+	return &labels{keys: clusterKeys, values: []string{name}}
+}
+
+// scope creates stats under one set of labels: into a compactable family
+// (g) or the Store's own registry. Its methods run with the Store's lock
+// held.
 type scope struct {
 	s      *Store
 	labels *labels
+	g      *group // nil: the Store's registry
 }
 
 func (sc scope) with(key, value string) scope {
-	return scope{s: sc.s, labels: sc.labels.with(key, value)}
+	return scope{s: sc.s, labels: sc.labels.with(key, value), g: sc.g}
+}
+
+// in returns sc creating into g.
+func (sc scope) in(g *group) scope {
+	sc.g = g
+	return sc
 }
 
 // admit decides whether the stat d with sc's labels exists, and returns the
-// tags its sinks are given. It panics when the labels are not d's tag keys:
-// that is a mistake in this package, which the tests exercise.
+// tags its push sinks are given. It panics when the labels are not d's tag
+// keys: that is a mistake in this package, which the tests exercise.
 func (sc scope) admit(d *Def) (map[string]string, bool) {
 	if !slices.Equal(sc.labels.keys, d.tags) {
 		panic(fmt.Sprintf("stats: %s created with tags %v", d.flat, sc.labels.keys))
@@ -374,14 +440,21 @@ func (sc scope) admit(d *Def) (map[string]string, bool) {
 	if (len(sc.s.exclude) != 0 || len(sc.s.include) != 0) && !sc.s.allowed(d.FlatName(sc.labels.values)) {
 		return nil, false
 	}
-	// Made for each stat and dropped: no sink keeps the map (each turns
-	// it into its own label values), and keeping one per label set cost
-	// 300 bytes a cluster.
-	tags := make(map[string]string, len(sc.labels.keys))
-	for i, k := range sc.labels.keys {
-		tags[k] = sc.labels.values[i]
+	if len(sc.s.push) == 0 {
+		return nil, true
 	}
-	return tags, true
+	// Made for each stat and dropped: no sink keeps the map (each turns
+	// it into its own label values).
+	return sc.labels.tags(), true
+}
+
+// tags returns the labels as a tally tag map.
+func (l *labels) tags() map[string]string {
+	tags := make(map[string]string, len(l.keys))
+	for i, k := range l.keys {
+		tags[k] = l.values[i]
+	}
+	return tags
 }
 
 func (sc scope) counter(d *Def) *Counter {
@@ -389,12 +462,25 @@ func (sc scope) counter(d *Def) *Counter {
 	if !ok {
 		return nil
 	}
-	c := &Counter{def: d, labels: sc.labels, out: make([]tally.CachedCount, len(sc.s.sinks))}
-	for i, k := range sc.s.sinks {
-		c.out[i] = k.AllocateCounter(d.name, tags)
+	c := &Counter{def: d, labels: sc.labels}
+	c.allocate(sc.s.push, tags)
+	if sc.g != nil {
+		sc.g.addCounter(c)
+	} else {
+		sc.s.counters = append(sc.s.counters, c)
 	}
-	sc.s.counters = append(sc.s.counters, c)
 	return c
+}
+
+// allocate gives c its handle in every push sink.
+func (c *Counter) allocate(push []Reporter, tags map[string]string) {
+	if len(push) == 0 {
+		return
+	}
+	c.out = make([]tally.CachedCount, len(push))
+	for i, k := range push {
+		c.out[i] = k.AllocateCounter(c.def.name, tags)
+	}
 }
 
 func (sc scope) gauge(d *Def) *Gauge {
@@ -402,12 +488,25 @@ func (sc scope) gauge(d *Def) *Gauge {
 	if !ok {
 		return nil
 	}
-	g := &Gauge{def: d, labels: sc.labels, out: make([]tally.CachedGauge, len(sc.s.sinks))}
-	for i, k := range sc.s.sinks {
-		g.out[i] = k.AllocateGauge(d.name, tags)
+	g := &Gauge{def: d, labels: sc.labels}
+	g.allocate(sc.s.push, tags)
+	if sc.g != nil {
+		sc.g.addGauge(g)
+	} else {
+		sc.s.gauges = append(sc.s.gauges, g)
 	}
-	sc.s.gauges = append(sc.s.gauges, g)
 	return g
+}
+
+// allocate gives g its handle in every push sink.
+func (g *Gauge) allocate(push []Reporter, tags map[string]string) {
+	if len(push) == 0 {
+		return
+	}
+	g.out = make([]tally.CachedGauge, len(push))
+	for i, k := range push {
+		g.out[i] = k.AllocateGauge(g.def.name, tags)
+	}
 }
 
 func (sc scope) histogram(d *Def) *Histogram {
@@ -415,27 +514,38 @@ func (sc scope) histogram(d *Def) *Histogram {
 	if !ok {
 		return nil
 	}
-	h := &Histogram{
-		def:    d,
-		labels: sc.labels,
-		out:    make([]tally.CachedHistogramBucket, 0, len(sc.s.sinks)*nBuckets),
-		sums:   make([]SumReporter, len(sc.s.sinks)),
+	h := &Histogram{def: d, labels: sc.labels, keepEx: sc.s.exemplars}
+	h.allocate(sc.s.push, tags)
+	if sc.g != nil {
+		sc.g.addHistogram(h)
+	} else {
+		sc.s.histograms = append(sc.s.histograms, h)
 	}
-	for i, k := range sc.s.sinks {
-		ch := k.AllocateHistogram(d.name, tags, Buckets)
-		for _, p := range bucketPairs {
-			h.out = append(h.out, ch.DurationBucket(p.LowerBoundDuration(), p.UpperBoundDuration()))
-		}
-		h.sums[i], _ = ch.(SumReporter)
-		if r, ok := ch.(SampleRecorder); ok {
-			h.samples = append(h.samples, r)
-		}
-		if r, ok := ch.(ExemplarRecorder); ok {
-			h.exemplars = append(h.exemplars, r)
-		}
-	}
-	sc.s.histograms = append(sc.s.histograms, h)
 	return h
+}
+
+// allocate gives h its handles in every push sink.
+func (h *Histogram) allocate(push []Reporter, tags map[string]string) {
+	if len(push) == 0 {
+		return
+	}
+	p := &histPush{
+		handles: make([]tally.CachedHistogram, len(push)),
+		out:     make([]tally.CachedHistogramBucket, 0, len(push)*nBuckets),
+		sums:    make([]SumReporter, len(push)),
+	}
+	for i, k := range push {
+		ch := k.AllocateHistogram(h.def.name, tags, Buckets)
+		p.handles[i] = ch
+		for _, b := range bucketPairs {
+			p.out = append(p.out, ch.DurationBucket(b.LowerBoundDuration(), b.UpperBoundDuration()))
+		}
+		p.sums[i], _ = ch.(SumReporter)
+		if r, ok := ch.(SampleRecorder); ok {
+			p.samples = append(p.samples, r)
+		}
+	}
+	h.push = p
 }
 
 // lazy holds a family of stats created on first use. The fast path is one
@@ -459,6 +569,10 @@ func (l *lazy[T]) create(s *Store, build func() *T) *T {
 	l.p.Store(v)
 	return v
 }
+
+// unpublish empties the slot of a family compacted (compact.go): its next
+// use makes it again.
+func (l *lazy[T]) unpublish(string) { l.p.Store(nil) }
 
 // Nop returns a Store that keeps nothing: it excludes every stat, so
 // every handle it gives is a no-op. It is for components built without a

@@ -33,6 +33,12 @@ const (
 	// more methods than real services have, yet a client inventing method
 	// names cannot grow memory without end.
 	defaultMaxGRPCMethods = 1000
+	// defaultStatsCompactAfter compacts a cluster's stats families five
+	// flushes (at the default interval) after their last change: a
+	// cluster that went quiet gives back its stats' memory within
+	// seconds, and one that keeps serving, even one call every few
+	// seconds, is never compacted.
+	defaultStatsCompactAfter = Duration(5 * time.Second)
 	// defaultAccessLogOTLPTimeout bounds one export of access-log lines to
 	// a collector, as the OpenTelemetry exporters' default does.
 	defaultAccessLogOTLPTimeout = Duration(10 * time.Second)
@@ -200,6 +206,9 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Overload.Actions.StopAcceptingConnections, 0.95)
 
 	setDefault(&c.Stats.FlushInterval, defaultStatsFlushInterval)
+	if c.Stats.CompactAfter == nil {
+		c.Stats.CompactAfter = ptr(defaultStatsCompactAfter)
+	}
 	setDefault(&c.Stats.MaxGRPCMethodsPerCluster, defaultMaxGRPCMethods)
 	setDefault(&c.Stats.Prometheus.Namespace, defaultPrometheusNamespace)
 	setDefault(&c.Stats.Prometheus.Naming, PrometheusNamingSightline)

@@ -73,6 +73,7 @@ func TestLoadErrors(t *testing.T) {
   drain_timeout: soon
 stats:
   flush_interval: -1s
+  compact_after: -5s
 listeners:
   - name: a
     address: 127.0.0.1:1
@@ -81,8 +82,9 @@ listeners:
 			wantErr: "main.yaml:2:15: server.drain_time: duration 15 has no unit (durations need a unit, e.g. 15s)\n" +
 				"main.yaml:3:18: server.drain_timeout: invalid duration \"soon\" (use a Go duration such as 500ms, 15s or 2m)\n" +
 				"main.yaml:5:19: stats.flush_interval: must not be negative, got -1s\n" +
-				"main.yaml:9:28: listeners[0].limits.idle_timeout: must be a duration such as 15s, got a mapping\n" +
-				"main.yaml:9:57: listeners[0].limits.header_read_timeout: duration 1.5 has no unit (durations need a unit, e.g. 1.5s)",
+				"main.yaml:6:18: stats.compact_after: must not be negative, got -5s\n" +
+				"main.yaml:10:28: listeners[0].limits.idle_timeout: must be a duration such as 15s, got a mapping\n" +
+				"main.yaml:10:57: listeners[0].limits.header_read_timeout: duration 1.5 has no unit (durations need a unit, e.g. 1.5s)",
 		},
 		{
 			name: "tls files that cannot be read",
@@ -959,7 +961,8 @@ clusters:
 		Server: Server{DrainTime: Duration(5e9), DrainTimeout: Duration(10e9)},
 		Overload: Overload{MaxBufferedBytes: 64 << 20, RefreshInterval: Duration(100e6),
 			Actions: OverloadActions{ResetHighMemoryStream: 0.8, StopAcceptingRequests: 0.95, StopAcceptingConnections: 0.95}},
-		Stats: Stats{FlushInterval: Duration(1e9), MaxGRPCMethodsPerCluster: 1000, Prometheus: Prometheus{Namespace: "sightline", Naming: PrometheusNamingSightline, Units: PrometheusUnitsBase}},
+		Stats: Stats{FlushInterval: Duration(1e9), MaxGRPCMethodsPerCluster: 1000, CompactAfter: ptr(Duration(5e9)),
+			Prometheus: Prometheus{Namespace: "sightline", Naming: PrometheusNamingSightline, Units: PrometheusUnitsBase}},
 		// No exporter: sampling stays 0.
 		Tracing: Tracing{Propagation: []string{"tracecontext", "baggage"}, ServiceName: "sightline"},
 		Listeners: []Listener{

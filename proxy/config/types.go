@@ -173,9 +173,16 @@ type Stats struct {
 	EmitZeros     bool     `yaml:"emit_zeros" json:"emit_zeros"`
 	// MaxGRPCMethodsPerCluster caps the gRPC methods that get stats of
 	// their own in each cluster; calls past it count under grpc.other.other.
-	MaxGRPCMethodsPerCluster int        `yaml:"max_grpc_methods_per_cluster" json:"max_grpc_methods_per_cluster"`
-	Sinks                    []Sink     `yaml:"sinks,omitempty" json:"sinks,omitempty"`
-	Prometheus               Prometheus `yaml:"prometheus" json:"prometheus"`
+	MaxGRPCMethodsPerCluster int `yaml:"max_grpc_methods_per_cluster" json:"max_grpc_methods_per_cluster"`
+	// CompactAfter is how long a family of a cluster's stats (its
+	// request, connection, membership, circuit breaker, zone pair or gRPC
+	// method stats) stays unchanged before it is compacted: its values
+	// kept in a few bytes a stat, its objects freed, until its next use
+	// makes it again. Every sink shows the same values throughout. 5s by
+	// default; 0s turns it off.
+	CompactAfter *Duration  `yaml:"compact_after,omitempty" json:"compact_after,omitempty"`
+	Sinks        []Sink     `yaml:"sinks,omitempty" json:"sinks,omitempty"`
+	Prometheus   Prometheus `yaml:"prometheus" json:"prometheus"`
 }
 
 // Sink is one push sink; exactly one field is set.

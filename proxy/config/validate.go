@@ -208,6 +208,9 @@ func (v *validator) overload(o *Overload) {
 
 func (v *validator) stats(s *Stats) {
 	v.nonNegative("stats.max_grpc_methods_per_cluster", s.MaxGRPCMethodsPerCluster)
+	if d := s.CompactAfter; d != nil && *d < 0 {
+		v.report("stats.compact_after", "0s turns compaction off", "must not be negative, got %s", *d)
+	}
 	for i, re := range s.Exclude {
 		v.regex(fmt.Sprintf("stats.exclude[%d]", i), re)
 	}

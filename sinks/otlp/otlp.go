@@ -9,10 +9,12 @@
 // service.instance.id (the node id) and cloud.availability_zone (the node
 // zone).
 //
-// The sink builds the export itself from the Store's aggregates and hands
-// it to the exporter (otlpmetricgrpc or otlpmetrichttp) directly, rather
-// than feeding OpenTelemetry SDK instruments: those take one sample at a
-// time, and replaying bucket counts into them would lose the exact sums.
+// The sink is a pull sink: at each flush it reads every stat from the Store
+// (stats.Store.Collect), keeping nothing per stat, builds the export itself
+// and hands it to the exporter (otlpmetricgrpc or otlpmetrichttp)
+// directly, rather than feeding OpenTelemetry SDK instruments: those take
+// one sample at a time, and replaying bucket counts into them would lose
+// the exact sums.
 // Exports run on a goroutine of the sink's own; when one is still running
 // at the next flush, the newer totals replace the waiting ones.
 package otlp
@@ -38,7 +40,6 @@ import (
 
 	"github.com/sightline-proxy/sightline/internal/otelres"
 	"github.com/sightline-proxy/sightline/proxy/config"
-	"github.com/sightline-proxy/sightline/sinks/internal/cumulative"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
@@ -50,10 +51,10 @@ const (
 	scopeName = "github.com/sightline-proxy/sightline/stats"
 )
 
-// Sink is an OTLP push sink. Its tally.CachedStatsReporter methods are for
-// the stats Store.
+// Sink is an OTLP push sink. Pass it to stats.New among Options.Sinks: the
+// Store binds itself to it and calls Flush.
 type Sink struct {
-	*cumulative.Set[attribute.Set]
+	store     *stats.Store // set once by BindStats, before the first flush
 	exp       sdkmetric.Exporter
 	res       *resource.Resource
 	start     time.Time
@@ -100,7 +101,6 @@ func New(cfg config.OTLP, o stats.SinkOptions) (*Sink, error) {
 	}
 	return &Sink{
 		deltas:    d,
-		Set:       cumulative.New(attributes),
 		exp:       exp,
 		res:       res,
 		start:     start,
@@ -154,7 +154,8 @@ func newExporter(cfg config.OTLP) (sdkmetric.Exporter, error) {
 	return nil, fmt.Errorf("protocol %q: want grpc or http", cfg.Protocol)
 }
 
-// attributes builds a series' attribute set once, when it is allocated.
+// attributes builds a series' attribute set, at each export: the sink keeps
+// nothing per stat.
 func attributes(d *stats.Def, values []string) attribute.Set {
 	kvs := make([]attribute.KeyValue, len(values))
 	for i, k := range d.TagKeys() {
@@ -165,8 +166,12 @@ func attributes(d *stats.Def, values []string) attribute.Set {
 
 // Flush builds an export of every series touched since start (every series
 // with emit_zeros) and hands it to the sender, replacing an export still
-// waiting: it carries older totals of the same series.
+// waiting: it carries older totals of the same series. The Store calls it
+// at the end of each of its flushes.
 func (s *Sink) Flush() {
+	if s.store == nil {
+		return
+	}
 	rm := s.collect(time.Now())
 	if len(rm.ScopeMetrics[0].Metrics) == 0 {
 		return
@@ -199,9 +204,9 @@ type points struct {
 func (s *Sink) collect(now time.Time) *metricdata.ResourceMetrics {
 	byDef := map[*stats.Def]*points{}
 	var order []*points
-	for _, x := range s.Series() {
-		if !s.emitZeros && !x.Touched() {
-			continue
+	s.store.Collect(func(x *stats.Point) {
+		if !s.emitZeros && !x.Used {
+			return
 		}
 		p := byDef[x.Def]
 		if p == nil {
@@ -209,19 +214,19 @@ func (s *Sink) collect(now time.Time) *metricdata.ResourceMetrics {
 			byDef[x.Def] = p
 			order = append(order, p)
 		}
+		attrs := attributes(x.Def, x.Values)
 		switch x.Def.Kind() {
 		case stats.KindCounter:
-			p.sums = append(p.sums, metricdata.DataPoint[int64]{Attributes: x.Ext, StartTime: s.start, Time: now, Value: x.Counter()})
+			p.sums = append(p.sums, metricdata.DataPoint[int64]{Attributes: attrs, StartTime: s.start, Time: now, Value: x.Value})
 		case stats.KindGauge:
-			p.gauges = append(p.gauges, metricdata.DataPoint[int64]{Attributes: x.Ext, Time: now, Value: int64(x.Gauge())})
+			p.gauges = append(p.gauges, metricdata.DataPoint[int64]{Attributes: attrs, Time: now, Value: x.Value})
 		case stats.KindHistogram:
-			counts, count, sum := x.Histogram()
 			p.hists = append(p.hists, metricdata.HistogramDataPoint[float64]{
-				Attributes: x.Ext, StartTime: s.start, Time: now,
-				Count: count, Bounds: s.bounds, BucketCounts: counts, Sum: sum.Seconds(),
+				Attributes: attrs, StartTime: s.start, Time: now,
+				Count: x.Count(), Bounds: s.bounds, BucketCounts: x.Buckets, Sum: x.Sum.Seconds(),
 			})
 		}
-	}
+	})
 	metrics := make([]metricdata.Metrics, len(order))
 	for i, p := range order {
 		m := metricdata.Metrics{Name: p.def.Name(), Description: p.def.Help(), Unit: unit(p.def)}
@@ -241,9 +246,12 @@ func (s *Sink) collect(now time.Time) *metricdata.ResourceMetrics {
 	}
 }
 
-// BindStats takes the sink's own stats from the Store it reports to; the
+// BindStats takes the Store the sink reads, and its own stats there; the
 // Store calls it once, before the first flush.
-func (s *Sink) BindStats(st *stats.Store) { s.st = st.SinkStats(s.name) }
+func (s *Sink) BindStats(st *stats.Store) {
+	s.store = st
+	s.st = st.SinkStats(s.name)
+}
 
 // send exports until Close.
 func (s *Sink) send() {

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uber-go/tally/v4"
 	collectormetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
 
@@ -26,7 +25,7 @@ func newStore(t *testing.T, cfg config.OTLP, emitZeros bool) (*stats.Store, *Sin
 		t.Fatal(err)
 	}
 	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour), Exclude: []string{`^server\.`}}, node,
-		stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+		stats.Options{Sinks: []stats.Sink{sink}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +242,7 @@ func TestSinkStatsCountFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []stats.Sink{sink}})
 	if err != nil {
 		t.Fatal(err)
 	}

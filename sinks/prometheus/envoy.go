@@ -17,8 +17,9 @@ package prometheus
 // labels; histograms in milliseconds with Envoy's default buckets, the sum
 // as C's %.32g prints it; a blank line after each family.
 //
-// Series are named once, at their first scrape, and the names kept: a
-// scrape sorts and writes, it does not match regexes.
+// Series are named at each scrape: the Sink keeps nothing per stat, so a
+// scrape runs the extractors' regexes on every stat (a few microseconds
+// each).
 
 import (
 	"bufio"
@@ -29,16 +30,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
-	dto "github.com/prometheus/client_model/go"
-
-	"github.com/sightline-proxy/sightline/sinks/internal/cumulative"
 	"github.com/sightline-proxy/sightline/stats"
 )
-
-// series is one of the Sink's series.
-type series = cumulative.Series[[]*dto.LabelPair]
 
 // envoyBounds are Envoy's default histogram bucket bounds, in milliseconds
 // (Envoy's HistogramSettingsImpl::defaultBuckets).
@@ -188,25 +182,6 @@ func nameEnvoy(d *stats.Def, values []string) *envoyName {
 	}
 }
 
-// envoyView keeps each series' Envoy name, built at its first scrape.
-type envoyView struct {
-	mu    sync.Mutex
-	names map[*series]*envoyName
-}
-
-func newEnvoyView() *envoyView { return &envoyView{names: map[*series]*envoyName{}} }
-
-func (v *envoyView) name(x *series) *envoyName {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	n, ok := v.names[x]
-	if !ok {
-		n = nameEnvoy(x.Def, x.Values)
-		v.names[x] = n
-	}
-	return n
-}
-
 // envoyFamily is the series of one family, as they are written.
 type envoyFamily struct {
 	*envoyName // the first series': family and keyParts are the family's
@@ -215,7 +190,7 @@ type envoyFamily struct {
 
 type envoySeries struct {
 	*envoyName
-	x *series
+	x *stats.Point
 }
 
 // envoyKinds are the sections of Envoy's exposition, in its order, with the
@@ -225,10 +200,10 @@ var envoyKinds = []struct {
 	typ  string
 }{{stats.KindCounter, "counter"}, {stats.KindGauge, "gauge"}, {stats.KindHistogram, "histogram"}}
 
-// serve writes all series as Envoy's admin does. filter=REGEX keeps the
+// serveEnvoy writes all stats as Envoy's admin does. filter=REGEX keeps the
 // stats whose Envoy stat name it matches and usedonly those that were ever
-// reported to, as Envoy's parameters of the same names do.
-func (v *envoyView) serve(w http.ResponseWriter, r *http.Request, all []*series) {
+// touched, as Envoy's parameters of the same names do.
+func serveEnvoy(w http.ResponseWriter, r *http.Request, all []stats.Point) {
 	q := r.URL.Query()
 	var filter *regexp.Regexp
 	if f := q.Get("filter"); f != "" {
@@ -243,7 +218,7 @@ func (v *envoyView) serve(w http.ResponseWriter, r *http.Request, all []*series)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	bw := bufio.NewWriterSize(w, 32<<10)
 	for _, k := range envoyKinds {
-		for _, f := range v.families(all, k.kind, filter, usedOnly) {
+		for _, f := range envoyFamilies(all, k.kind, filter, usedOnly) {
 			writeEnvoyFamily(bw, f, k.typ)
 		}
 	}
@@ -253,14 +228,15 @@ func (v *envoyView) serve(w http.ResponseWriter, r *http.Request, all []*series)
 // families groups the series of one kind by family, families sorted by
 // tag-extracted name and series by stat name, segment by segment, as
 // Envoy's symbol table orders them.
-func (v *envoyView) families(all []*series, kind stats.Kind, filter *regexp.Regexp, usedOnly bool) []*envoyFamily {
+func envoyFamilies(all []stats.Point, kind stats.Kind, filter *regexp.Regexp, usedOnly bool) []*envoyFamily {
 	byFamily := map[string]*envoyFamily{}
 	var out []*envoyFamily
-	for _, x := range all {
-		if x.Def.Kind() != kind || (usedOnly && !x.Touched()) {
+	for i := range all {
+		x := &all[i]
+		if x.Def.Kind() != kind || (usedOnly && !x.Used) {
 			continue
 		}
-		n := v.name(x)
+		n := nameEnvoy(x.Def, x.Values)
 		if filter != nil && !filter.MatchString(n.stat) {
 			continue
 		}
@@ -286,9 +262,9 @@ func writeEnvoyFamily(w *bufio.Writer, f *envoyFamily, typ string) {
 	for _, s := range f.series {
 		switch s.x.Def.Kind() {
 		case stats.KindCounter:
-			writeEnvoySample(w, f.family, "", s.labels, "", strconv.FormatInt(s.x.Counter(), 10))
+			writeEnvoySample(w, f.family, "", s.labels, "", strconv.FormatInt(s.x.Value, 10))
 		case stats.KindGauge:
-			writeEnvoySample(w, f.family, "", s.labels, "", strconv.FormatFloat(s.x.Gauge(), 'f', -1, 64))
+			writeEnvoySample(w, f.family, "", s.labels, "", strconv.FormatInt(s.x.Value, 10))
 		case stats.KindHistogram:
 			writeEnvoyHistogram(w, f.family, s)
 		}
@@ -300,7 +276,7 @@ func writeEnvoyFamily(w *bufio.Writer, f *envoyFamily, typ string) {
 // PrometheusStatsRender does: a cumulative count for each of Envoy's
 // bounds, +Inf, the sum in milliseconds and the count.
 func writeEnvoyHistogram(w *bufio.Writer, family string, s envoySeries) {
-	counts, count, sum := s.x.Histogram()
+	counts, count, sum := s.x.Buckets, s.x.Count(), s.x.Sum
 	var below uint64
 	next := 0 // the first of the stats' buckets not yet in below
 	for i, le := range envoyLE {

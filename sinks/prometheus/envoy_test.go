@@ -9,7 +9,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/uber-go/tally/v4"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/stats"
@@ -22,7 +21,7 @@ func newEnvoyStore(t testing.TB) (s *stats.Store, envoy, sightline *Sink) {
 	envoy = New(config.Prometheus{Naming: config.PrometheusNamingEnvoy})
 	sightline = New(config.Prometheus{Namespace: "sightline", Naming: config.PrometheusNamingSightline})
 	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{ID: "edge-1", Zone: "zone-a"},
-		stats.Options{Sinks: []tally.CachedStatsReporter{envoy, sightline}})
+		stats.Options{Sinks: []stats.Sink{envoy, sightline}})
 	if err != nil {
 		t.Fatal(err)
 	}

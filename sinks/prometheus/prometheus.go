@@ -1,10 +1,10 @@
 // Package prometheus serves Sightline's stats in the Prometheus exposition
 // format at the admin server's /stats/prometheus.
 //
-// The Sink is a tally reporter like the push sinks: it is given the same
-// deltas at the same flush and keeps their totals, so a scrape shows what
-// statsd and OTLP were sent at the last flush (at most stats.flush_interval
-// ago). Families are rendered by prometheus/common/expfmt: text 0.0.4 by
+// The Sink is a pull sink: a scrape reads every stat from the Store as of
+// the last flush (stats.Store.Collect), so it shows what statsd and OTLP
+// were sent then (at most stats.flush_interval ago), and the Sink keeps
+// nothing per stat. Families are rendered by prometheus/common/expfmt: text 0.0.4 by
 // default, OpenMetrics 1.0 when the scraper's Accept header asks for it.
 // Every family has HELP and TYPE and one label set, counters end in _total,
 // histograms are in milliseconds (_bucket, _sum, _count).
@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -25,44 +26,68 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
-	"github.com/sightline-proxy/sightline/sinks/internal/cumulative"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
 // accepted are the formats served, the first the default.
 var accepted = []expfmt.Format{expfmt.FmtText, expfmt.FmtOpenMetrics_1_0_0, expfmt.FmtOpenMetrics_0_0_1}
 
-// Sink keeps the stats' totals and serves them to Prometheus. Its
-// tally.CachedStatsReporter methods are for the stats Store.
+// Sink serves the stats of the Store it is given to Prometheus. Pass it to
+// stats.New among Options.Sinks: the Store binds itself to it.
 type Sink struct {
-	*cumulative.Set[[]*dto.LabelPair]
+	store     atomic.Pointer[stats.Store]
 	namespace string
 	ms        bool      // units: ms
 	bounds    []float64 // histogram bucket bounds in the unit shown, shared by every scrape
 	created   bool      // _created lines in OpenMetrics
-
 	// envoy is set for naming: envoy; ServeHTTP then writes Envoy's
 	// exposition instead (envoy.go).
-	envoy *envoyView
+	envoy bool
 }
 
 // New returns a Sink that names families under cfg.Namespace. Pass it to
 // stats.New among Options.Sinks and mount it at GET /stats/prometheus.
 func New(cfg config.Prometheus) *Sink {
-	s := &Sink{Set: cumulative.New(labelPairs), namespace: cfg.Namespace, ms: cfg.Units == config.PrometheusUnitsMs,
-		created: cfg.Created == nil || *cfg.Created}
+	s := &Sink{namespace: cfg.Namespace, ms: cfg.Units == config.PrometheusUnitsMs,
+		created: cfg.Created == nil || *cfg.Created, envoy: cfg.Naming == config.PrometheusNamingEnvoy}
 	s.bounds = stats.BoundsMillis()
 	if !s.ms {
 		for i := range s.bounds {
 			s.bounds[i] /= 1e3
 		}
 	}
-	if cfg.Naming == config.PrometheusNamingEnvoy {
-		s.envoy = newEnvoyView()
-	} else {
-		s.KeepExemplars()
-	}
 	return s
+}
+
+// BindStats implements the Store's binding: the Sink reads that Store.
+func (s *Sink) BindStats(st *stats.Store) { s.store.Store(st) }
+
+// Flush implements stats.Sink: a scrape reads the Store itself.
+func (s *Sink) Flush() {}
+
+// KeepsExemplars implements stats.ExemplarKeeper: OpenMetrics scrapes show
+// them, except with Envoy's naming, which has none.
+func (s *Sink) KeepsExemplars() bool { return !s.envoy }
+
+// points returns every stat as of the last flush; none before the Sink is
+// bound.
+func (s *Sink) points() []stats.Point {
+	st := s.store.Load()
+	if st == nil {
+		return nil
+	}
+	var pts []stats.Point
+	st.Collect(func(p *stats.Point) { pts = append(pts, *p) })
+	return pts
+}
+
+// started is when every stat was 0: each one's creation time
+// (OpenMetrics' _created).
+func (s *Sink) started() time.Time {
+	if st := s.store.Load(); st != nil {
+		return st.Started()
+	}
+	return time.Time{}
 }
 
 // name is the family name of d in the Sink's units.
@@ -81,8 +106,8 @@ func (s *Sink) value(d time.Duration) float64 {
 	return d.Seconds()
 }
 
-// labelPairs builds a series' labels once, pointing into the Def's keys and
-// the series' values, which never change.
+// labelPairs builds a series' labels, pointing into the Def's keys and the
+// series' values, which never change.
 func labelPairs(d *stats.Def, values []string) []*dto.LabelPair {
 	keys := d.TagKeys()
 	pairs := make([]*dto.LabelPair, len(values))
@@ -96,8 +121,8 @@ func labelPairs(d *stats.Def, values []string) []*dto.LabelPair {
 // families that print a name the expression matches (for a histogram, its
 // _bucket, _sum or _count name counts too).
 func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.envoy != nil {
-		s.envoy.serve(w, r, s.Series())
+	if s.envoy {
+		serveEnvoy(w, r, s.points())
 		return
 	}
 	var filter *regexp.Regexp
@@ -130,15 +155,17 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type family struct {
 	name   string
 	def    *stats.Def
-	series []*cumulative.Series[[]*dto.LabelPair]
+	series []*stats.Point
 }
 
-// families groups the series by Def, one family each, sorted by name, the
+// families groups the stats by Def, one family each, sorted by name, the
 // series of a family sorted by label values.
 func (s *Sink) families(filter *regexp.Regexp, om bool) []*dto.MetricFamily {
 	byDef := map[*stats.Def]*family{} // nil for a family the filter drops
 	var fams []*family
-	for _, x := range s.Series() {
+	pts := s.points()
+	for i := range pts {
+		x := &pts[i]
 		f, seen := byDef[x.Def]
 		if !seen {
 			name := s.name(x.Def)
@@ -155,7 +182,7 @@ func (s *Sink) families(filter *regexp.Regexp, om bool) []*dto.MetricFamily {
 	slices.SortFunc(fams, func(a, b *family) int { return cmp.Compare(a.name, b.name) })
 	out := make([]*dto.MetricFamily, len(fams))
 	for i, f := range fams {
-		slices.SortFunc(f.series, func(a, b *cumulative.Series[[]*dto.LabelPair]) int {
+		slices.SortFunc(f.series, func(a, b *stats.Point) int {
 			return slices.Compare(a.Values, b.Values)
 		})
 		out[i] = s.family(f, om)
@@ -196,10 +223,10 @@ func (s *Sink) family(f *family, om bool) *dto.MetricFamily {
 				m dto.Metric
 				c dto.Counter
 				v float64
-			}{v: float64(x.Counter())}
-			c.c.Value, c.m.Counter, c.m.Label = &c.v, &c.c, x.Ext
+			}{v: float64(x.Value)}
+			c.c.Value, c.m.Counter, c.m.Label = &c.v, &c.c, labelPairs(x.Def, x.Values)
 			if om && s.created {
-				c.c.CreatedTimestamp = timestamppb.New(s.Started)
+				c.c.CreatedTimestamp = timestamppb.New(s.started())
 			}
 			mf.Metric[i] = &c.m
 		}
@@ -210,8 +237,8 @@ func (s *Sink) family(f *family, om bool) *dto.MetricFamily {
 				m dto.Metric
 				g dto.Gauge
 				v float64
-			}{v: x.Gauge()}
-			g.g.Value, g.m.Gauge, g.m.Label = &g.v, &g.g, x.Ext
+			}{v: float64(x.Value)}
+			g.g.Value, g.m.Gauge, g.m.Label = &g.v, &g.g, labelPairs(x.Def, x.Values)
 			mf.Metric[i] = &g.m
 		}
 	case stats.KindHistogram:
@@ -226,8 +253,8 @@ func (s *Sink) family(f *family, om bool) *dto.MetricFamily {
 // histogram renders one histogram series: cumulative counts for each
 // finite bound (+Inf is the sample count), the sum in the unit shown; in
 // OpenMetrics, each bucket's exemplar and the creation time.
-func (s *Sink) histogram(x *cumulative.Series[[]*dto.LabelPair], om bool) *dto.Metric {
-	counts, count, sum := x.Histogram()
+func (s *Sink) histogram(x *stats.Point, om bool) *dto.Metric {
+	counts, count, sum := x.Buckets, x.Count(), x.Sum
 	h := &struct {
 		m        dto.Metric
 		h        dto.Histogram
@@ -258,10 +285,10 @@ func (s *Sink) histogram(x *cumulative.Series[[]*dto.LabelPair], om bool) *dto.M
 			h.h.Bucket = append(h.h.Bucket, &dto.Bucket{CumulativeCount: &h.count, UpperBound: &posInf, Exemplar: e})
 		}
 		if s.created {
-			h.h.CreatedTimestamp = timestamppb.New(s.Started)
+			h.h.CreatedTimestamp = timestamppb.New(s.started())
 		}
 	}
-	h.m.Histogram, h.m.Label = &h.h, x.Ext
+	h.m.Histogram, h.m.Label = &h.h, labelPairs(x.Def, x.Values)
 	return &h.m
 }
 
@@ -273,7 +300,7 @@ var traceIDLabel = "trace_id"
 
 // exemplar renders e as OpenMetrics wants it: the trace id in hex, the
 // duration in the unit shown, when the call ended. nil gives nil.
-func (s *Sink) exemplar(e *cumulative.Exemplar) *dto.Exemplar {
+func (s *Sink) exemplar(e *stats.Exemplar) *dto.Exemplar {
 	if e == nil {
 		return nil
 	}

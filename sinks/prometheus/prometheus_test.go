@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
-	"github.com/uber-go/tally/v4"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/stats"
@@ -40,7 +39,7 @@ func newStoreUnits(t testing.TB, cfg config.Stats, units string) (*stats.Store, 
 	t.Helper()
 	sink := New(config.Prometheus{Namespace: "sightline", Units: units})
 	cfg.FlushInterval = config.Duration(time.Hour)
-	s, err := stats.New(cfg, config.Node{ID: "edge-1", Zone: "zone-a"}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+	s, err := stats.New(cfg, config.Node{ID: "edge-1", Zone: "zone-a"}, stats.Options{Sinks: []stats.Sink{sink}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +422,7 @@ func (discard) WriteHeader(int)             {}
 func TestCreatedOff(t *testing.T) {
 	off := false
 	sink := New(config.Prometheus{Namespace: "sightline", Units: config.PrometheusUnitsBase, Created: &off})
-	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{Sinks: []stats.Sink{sink}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,9 +20,10 @@ import (
 // lines then carry the rate kept/seen, from which the agent counts all of
 // them.
 type sampleBuffer struct {
-	mu   sync.Mutex
-	kept []time.Duration
-	seen uint64 // samples recorded since the last take, kept or not
+	series *series // the series it belongs to
+	mu     sync.Mutex
+	kept   []time.Duration
+	seen   uint64 // samples recorded since the last take, kept or not
 	// spare is the slice the last take returned, reused by the next
 	// interval so that steady state allocates nothing; only take and the
 	// flush that uses its result touch it.

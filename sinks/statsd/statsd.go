@@ -170,6 +170,9 @@ type series struct {
 	// recorded holds the samples since the last batch, with histograms:
 	// samples; nil otherwise.
 	recorded *sampleBuffer
+	// released is set when the Store handed the series back (Release):
+	// the next batch sends what it holds and drops it.
+	released atomic.Bool
 }
 
 type pendingBucket struct{ n int64 }
@@ -241,11 +244,24 @@ func (s *Sink) AllocateGauge(name string, tags map[string]string) tally.CachedGa
 func (s *Sink) AllocateHistogram(name string, tags map[string]string, b tally.Buckets) tally.CachedHistogram {
 	x := s.add(name, tags)
 	if s.samples {
-		x.recorded = &sampleBuffer{}
+		x.recorded = &sampleBuffer{series: x}
 		return x.recorded
 	}
 	x.buckets = make([]pendingBucket, b.Len()+1)
 	return x
+}
+
+// Release implements stats.Releaser: the series goes with the next batch,
+// once it has sent what it holds. A gauge released is no longer sent every
+// flush: the Store releases a gauge only once it has stayed the same for
+// stats.compact_after, and the agent keeps its last value.
+func (s *Sink) Release(h any) {
+	switch x := h.(type) {
+	case *series:
+		x.released.Store(true)
+	case *sampleBuffer:
+		x.series.released.Store(true)
+	}
 }
 
 // AllocateTimer implements tally.CachedStatsReporter; the Store has no
@@ -297,8 +313,15 @@ func (s *Sink) pack() [][]byte {
 	s.mu.Unlock()
 
 	p := packer{mtu: MTU}
+	released := false
 	for _, x := range all {
 		s.lines(&p, x)
+		released = released || x.released.Load()
+	}
+	if released {
+		s.mu.Lock()
+		s.series = slices.DeleteFunc(s.series, func(x *series) bool { return x.released.Load() })
+		s.mu.Unlock()
 	}
 	pkts := p.packets()
 	if len(pkts) > 0 {

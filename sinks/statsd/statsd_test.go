@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/uber-go/tally/v4"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/sinks/prometheus"
@@ -134,7 +133,7 @@ func newStore(t *testing.T, sc config.StatsdSink, emitZeros bool) (*stats.Store,
 		t.Fatal(err)
 	}
 	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour), Exclude: []string{`^server\.`}},
-		config.Node{ID: "edge-1", Zone: "zone-a"}, stats.Options{Sinks: []tally.CachedStatsReporter{sink}})
+		config.Node{ID: "edge-1", Zone: "zone-a"}, stats.Options{Sinks: []stats.Sink{sink}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +428,7 @@ func TestAgentDownAndBack(t *testing.T) {
 			}
 			prom := prometheus.New(config.Prometheus{Namespace: "sightline"})
 			s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{},
-				stats.Options{Sinks: []tally.CachedStatsReporter{sink, prom}})
+				stats.Options{Sinks: []stats.Sink{sink, prom}})
 			if err != nil {
 				t.Fatal(err)
 			}
