@@ -2,6 +2,7 @@ package admin
 
 import (
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,18 +37,44 @@ type ListenerSource interface {
 }
 
 // history is what changed in one host, cluster or listener in each of the
-// last historySlots intervals. Slot s.cur is the newest; the ones before it
-// wrap around. Only the last valid() slots are meaningful: a history
-// created since the sampler started has fewer.
+// last historySlots intervals. Only the last valid() intervals are
+// meaningful: a history created since the sampler started has fewer.
 //
-// The slots are made when something happens and dropped once a whole
-// window has gone by without anything: with thousands of idle hosts, the
-// status page costs nothing for those that serve nothing.
+// Most histories hold little: thousands of hosts that serve nothing, or
+// that served a burst and went quiet. So a history starts with nothing,
+// holds the few intervals that had something as a short list (few), and
+// only once more than maxFew of the window's intervals had something
+// switches to slots, a fixed array per interval (1.6 KB). Either is
+// dropped once a whole window has gone by without anything. A host that
+// served a call keeps about 200 bytes for that minute (its events and its
+// baseline), then 150 (its counters' baseline, which the next interval is
+// measured from); one that never served, nothing.
 type history struct {
 	since  uint64 // the sampler's tick when the history was created
 	active uint64 // the last tick with something in it
-	*slots        // nil: nothing in the window
+	few    []event
+	*slots // nil unless busy
 }
+
+// event is what one interval (tick) of a history had, while the history
+// holds few of them: its requests, errors and latencies (non-zero buckets
+// only).
+type event struct {
+	tick          uint64
+	total, errors uint32
+	lat           []latCount
+}
+
+// latCount is one latency bucket's count.
+type latCount struct {
+	b uint8
+	n uint32
+}
+
+// maxFew is how many intervals a history keeps as events before it
+// switches to slots: a few calls now and then stay a short list, steady
+// traffic gets the array.
+const maxFew = 6
 
 // slots are a history's intervals.
 type slots struct {
@@ -61,33 +88,95 @@ type slots struct {
 // histogram per slot cost 11 KB for each host and cluster with traffic:
 // 250 MB once 10,000 clusters had served a call. A group is emptied when
 // its first slot begins, so the percentiles cover the last 50 to 60
-// seconds.
+// seconds (the last 60 while a history holds few intervals).
 const histGroup = 10
 
-// add adds an interval's figures to slot cur at tick, making the slots
-// if they are the first in the window.
+// add adds an interval's figures at tick, whose slot is cur, making the
+// history's event or slots if they are the first in the window.
 func (h *history) add(tick uint64, cur int, total, errors uint32, hist *[host.LatencyBuckets]uint32) {
 	if total == 0 && errors == 0 && (hist == nil || *hist == [host.LatencyBuckets]uint32{}) {
 		return
 	}
-	if h.slots == nil {
-		h.slots = &slots{}
-	}
 	h.active = tick
+	if h.slots == nil {
+		if n := len(h.few); n > 0 && h.few[n-1].tick == tick {
+			h.few[n-1].merge(total, errors, hist)
+			return
+		}
+		if len(h.few) < maxFew {
+			var e event
+			e.tick = tick
+			e.merge(total, errors, hist)
+			h.few = append(h.few, e)
+			return
+		}
+		h.dense(tick, cur)
+	}
 	h.total[cur] = sat32(uint64(h.total[cur]) + uint64(total))
 	h.errors[cur] = sat32(uint64(h.errors[cur]) + uint64(errors))
 	if hist != nil {
+		g := cur / histGroup
 		for i, d := range hist {
-			g := cur / histGroup
 			h.hist[g][i] = sat32(uint64(h.hist[g][i]) + uint64(d))
 		}
 	}
 }
 
-// turn empties slot cur for a new interval at tick, and drops the slots
-// once the window holds nothing.
+// merge adds figures to the event.
+func (e *event) merge(total, errors uint32, hist *[host.LatencyBuckets]uint32) {
+	e.total = sat32(uint64(e.total) + uint64(total))
+	e.errors = sat32(uint64(e.errors) + uint64(errors))
+	if hist == nil {
+		return
+	}
+next:
+	for b, n := range hist {
+		if n == 0 {
+			continue
+		}
+		for i := range e.lat {
+			if e.lat[i].b == uint8(b) {
+				e.lat[i].n = sat32(uint64(e.lat[i].n) + uint64(n))
+				continue next
+			}
+		}
+		e.lat = append(e.lat, latCount{b: uint8(b), n: n})
+	}
+}
+
+// dense moves the history's events into slots; cur is tick's slot.
+func (h *history) dense(tick uint64, cur int) {
+	h.slots = &slots{}
+	for _, e := range h.few {
+		i := slotOf(cur, tick-e.tick)
+		h.total[i] = sat32(uint64(h.total[i]) + uint64(e.total))
+		h.errors[i] = sat32(uint64(h.errors[i]) + uint64(e.errors))
+		if tick-e.tick >= uint64(historySlots-i%histGroup) {
+			continue // its group began again since: its latencies are gone, as in slots
+		}
+		for _, l := range e.lat {
+			g := i / histGroup
+			h.hist[g][l.b] = sat32(uint64(h.hist[g][l.b]) + uint64(l.n))
+		}
+	}
+	h.few = nil
+}
+
+// slotOf returns the slot k intervals before cur.
+func slotOf(cur int, k uint64) int {
+	return (cur - int(k%historySlots) + historySlots) % historySlots
+}
+
+// turn empties slot cur for a new interval at tick, drops the events that
+// left the window, and drops everything once the window holds nothing.
 func (h *history) turn(tick uint64, cur int) {
 	if h.slots == nil {
+		for len(h.few) > 0 && tick-h.few[0].tick >= historySlots {
+			h.few = h.few[1:]
+		}
+		if len(h.few) == 0 {
+			h.few = nil
+		}
 		return
 	}
 	if tick-h.active >= historySlots {
@@ -100,13 +189,60 @@ func (h *history) turn(tick uint64, cur int) {
 	}
 }
 
+// empty reports whether the history holds nothing.
+func (h *history) empty() bool { return h.slots == nil && h.few == nil }
+
 // hostHistory is a host's history and its counters at the last sample.
+// While the host is busy (its history has slots) the latency baseline is
+// the whole array (lastHist); otherwise only its non-zero buckets (quiet),
+// made again when they change.
 type hostHistory struct {
 	history
 	seen      uint64 // the tick the host was last seen at
 	lastTotal uint64
 	lastError uint64
-	lastHist  [host.LatencyBuckets]uint64
+	lastHist  *[host.LatencyBuckets]uint64
+	quiet     []latBase
+}
+
+// latBase is one latency bucket's count in a quiet host's baseline.
+type latBase struct {
+	b uint8
+	n uint64
+}
+
+// baseline returns the latency counts at the last sample.
+func (hh *hostHistory) baseline() (b [host.LatencyBuckets]uint64) {
+	if hh.lastHist != nil {
+		return *hh.lastHist
+	}
+	for _, q := range hh.quiet {
+		b[q.b] = q.n
+	}
+	return b
+}
+
+// keep makes counts the latency baseline: the whole array while the host
+// is busy, its non-zero buckets otherwise.
+func (hh *hostHistory) keep(counts *[host.LatencyBuckets]uint64) {
+	if hh.slots != nil {
+		if hh.lastHist == nil {
+			hh.lastHist = new([host.LatencyBuckets]uint64)
+		}
+		*hh.lastHist, hh.quiet = *counts, nil
+		return
+	}
+	if hh.lastHist == nil && hh.baseline() == *counts {
+		return
+	}
+	hh.lastHist = nil
+	var q []latBase
+	for b, n := range counts {
+		if n != 0 {
+			q = append(q, latBase{b: uint8(b), n: n})
+		}
+	}
+	hh.quiet = slices.Clip(q)
 }
 
 type listenerHistory struct {
@@ -125,10 +261,10 @@ type sampler struct {
 	last  time.Time                   // when the last sample was taken; zero before the first
 	cur   int                         // the newest slot
 	span  [historySlots]time.Duration // how long each slot covers
-	hosts map[*host.Host]*hostHistory
-	// idle holds the hosts whose counters were all zero when last seen
-	// (the tick they were seen at), which have no hostHistory.
-	idle      map[*host.Host]uint64
+	// hosts holds the hosts that served something; the others, whose
+	// counters are all zero, are not kept (a host's counters start at
+	// zero, so the first interval it serves in is measured from zero).
+	hosts     map[*host.Host]*hostHistory
 	clusters  map[string]*history
 	listeners map[string]*listenerHistory
 	scratch   [host.LatencyBuckets]uint64
@@ -143,7 +279,6 @@ func newSampler(src Source) *sampler {
 		src:       src,
 		cur:       historySlots - 1,
 		hosts:     map[*host.Host]*hostHistory{},
-		idle:      map[*host.Host]uint64{},
 		clusters:  map[string]*history{},
 		listeners: map[string]*listenerHistory{},
 		stop:      make(chan struct{}),
@@ -209,6 +344,10 @@ func (s *sampler) sample(now time.Time) {
 	seenClusters := make(map[string]bool, len(clusters))
 	for _, c := range clusters {
 		ch := s.clusters[c.Name]
+		// A cluster seen for the first time (and the first sample) gives
+		// its hosts their baselines; a host of a cluster seen before
+		// that has no history had all zeros at the last sample.
+		first := ch == nil || s.last.IsZero()
 		if ch == nil {
 			ch = &history{since: s.ticks}
 			s.clusters[c.Name] = ch
@@ -220,44 +359,34 @@ func (s *sampler) sample(now time.Time) {
 			total, errs := h.RqTotal.Load(), h.RqError.Load()
 			h.Latency.Load(&s.scratch)
 			if hh == nil {
-				_, wasIdle := s.idle[h]
 				if total == 0 && errs == 0 && s.scratch == ([host.LatencyBuckets]uint64{}) {
-					// Never used: its baseline is all zeros, and
-					// an entry would cost a history per idle host.
-					s.idle[h] = s.ticks
-					continue
+					continue // never used: no entry
 				}
 				hh = &hostHistory{history: history{since: s.ticks}}
 				s.hosts[h] = hh
-				if wasIdle {
-					// All zeros at the last sample: this interval
-					// is measured from them.
-					delete(s.idle, h)
-					hh.since = s.ticks - 1
+				if !first {
+					hh.since = s.ticks - 1 // measured from zero
 				}
 			}
 			if hh.since < s.ticks {
 				hh.turn(s.ticks, cur)
 				dt, de := delta(total, hh.lastTotal), delta(errs, hh.lastError)
+				base := hh.baseline()
 				var d [host.LatencyBuckets]uint32
 				for i := range s.scratch {
-					d[i] = delta(s.scratch[i], hh.lastHist[i])
+					d[i] = delta(s.scratch[i], base[i])
 				}
 				hh.add(s.ticks, cur, dt, de, &d)
 				ch.add(s.ticks, cur, dt, de, &d)
 			}
 			hh.seen = s.ticks
-			hh.lastTotal, hh.lastError, hh.lastHist = total, errs, s.scratch
+			hh.lastTotal, hh.lastError = total, errs
+			hh.keep(&s.scratch)
 		}
 	}
 	for h, hh := range s.hosts {
 		if hh.seen != s.ticks {
 			delete(s.hosts, h)
-		}
-	}
-	for h, seen := range s.idle {
-		if seen != s.ticks {
-			delete(s.idle, h)
 		}
 	}
 	for name := range s.clusters {
@@ -315,14 +444,14 @@ type window struct {
 	perSecond []float64
 }
 
-// windowLocked sums h's last valid slots. s.mu must be held.
+// windowLocked sums h's last valid intervals. s.mu must be held.
 func (s *sampler) windowLocked(h *history) window {
 	var w window
 	n := s.valid(h)
 	w.perSecond = make([]float64, n)
 	var summed [historySlots / histGroup]bool
 	for k := 0; k < n; k++ {
-		i := (s.cur - k + historySlots) % historySlots
+		i := slotOf(s.cur, uint64(k))
 		span := s.span[i].Seconds()
 		w.seconds += span
 		if h.slots == nil {
@@ -338,6 +467,20 @@ func (s *sampler) windowLocked(h *history) window {
 		}
 		if span > 0 {
 			w.perSecond[n-1-k] = float64(h.total[i]) / span
+		}
+	}
+	for _, e := range h.few {
+		k := s.ticks - e.tick
+		if k >= uint64(n) {
+			continue
+		}
+		w.total += uint64(e.total)
+		w.errors += uint64(e.errors)
+		for _, l := range e.lat {
+			w.hist[l.b] += uint64(l.n)
+		}
+		if span := s.span[slotOf(s.cur, k)].Seconds(); span > 0 {
+			w.perSecond[uint64(n)-1-k] = float64(e.total) / span
 		}
 	}
 	return w

@@ -242,10 +242,10 @@ func TestWindowMembership(t *testing.T) {
 	src.clusters = src.clusters[:1]
 	s.sampler.sample(t0.Add(6 * time.Second))
 	s.sampler.mu.Lock()
-	nh, ni, nc := len(s.sampler.hosts), len(s.sampler.idle), len(s.sampler.clusters)
+	nh, nc := len(s.sampler.hosts), len(s.sampler.clusters)
 	s.sampler.mu.Unlock()
-	if nh != 0 || ni != 2 || nc != 1 {
-		t.Errorf("after a cluster went: the sampler keeps %d hosts with history, %d idle hosts and %d clusters, want 0, 2 and 1 (api's idle hosts)", nh, ni, nc)
+	if nh != 0 || nc != 1 {
+		t.Errorf("after a cluster went: the sampler keeps %d hosts with history and %d clusters, want 0 and 1 (api, whose hosts are idle)", nh, nc)
 	}
 }
 
@@ -422,8 +422,8 @@ func TestIdleHostsKeepNoHistory(t *testing.T) {
 	}
 	s.sampler.sample(t0)
 	next()
-	slotsOf := func(h *host.Host) bool { hh := s.sampler.hosts[h]; return hh != nil && hh.slots != nil }
-	if slotsOf(a) || slotsOf(b) || s.sampler.clusters["api"].slots != nil {
+	slotsOf := func(h *host.Host) bool { hh := s.sampler.hosts[h]; return hh != nil && !hh.empty() }
+	if slotsOf(a) || slotsOf(b) || !s.sampler.clusters["api"].empty() {
 		t.Fatal("idle hosts and their cluster have history slots")
 	}
 	if s.sampler.hosts[a] != nil || s.sampler.hosts[b] != nil {
@@ -434,9 +434,9 @@ func TestIdleHostsKeepNoHistory(t *testing.T) {
 	}
 	serve(a, 10, 1, 2*time.Millisecond)
 	next()
-	if !slotsOf(a) || slotsOf(b) || s.sampler.clusters["api"].slots == nil {
-		t.Fatalf("after a's requests: slots a %v b %v cluster %v; want a and the cluster only",
-			slotsOf(a), slotsOf(b), s.sampler.clusters["api"].slots != nil)
+	if !slotsOf(a) || slotsOf(b) || s.sampler.clusters["api"].empty() {
+		t.Fatalf("after a's requests: history a %v b %v cluster %v; want a and the cluster only",
+			slotsOf(a), slotsOf(b), !s.sampler.clusters["api"].empty())
 	}
 	// a's first requests are measured from zero, not taken as its baseline.
 	if _, h, _ := findHost(s.status(), a.Address); h.RqPerSec != 10 || h.ErrorRate == nil || *h.ErrorRate != 0.1 {
@@ -449,8 +449,8 @@ func TestIdleHostsKeepNoHistory(t *testing.T) {
 		t.Fatal("a's slots dropped while its requests are still in the window")
 	}
 	next()
-	if slotsOf(a) || s.sampler.clusters["api"].slots != nil {
-		t.Error("a's slots kept a minute after its last request")
+	if slotsOf(a) || !s.sampler.clusters["api"].empty() {
+		t.Error("a's history kept a minute after its last request")
 	}
 	if _, h, _ := findHost(s.status(), a.Address); h.RqPerSec != 0 || h.ErrorRate != nil {
 		t.Errorf("a's window a minute later: %+v, want nothing", h)
@@ -478,7 +478,7 @@ func BenchmarkSamplerIdleHosts(b *testing.B) {
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&m1)
-		b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/10_000, "B/host")
+		b.ReportMetric(float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc))/10_000, "B/host")
 		runtime.KeepAlive(s)
 	}
 }
@@ -512,5 +512,112 @@ func TestWindowPercentilesExpire(t *testing.T) {
 		case tick >= 72 && got > 10:
 			t.Fatalf("tick %d: p99 %v ms, want the 500 ms calls of tick 2 gone", tick, got)
 		}
+	}
+}
+
+// TestWindowFewCalls: a host that serves a call now and then keeps those
+// intervals as a short list, not a minute of slots, and the page's figures
+// are those of the calls; once it serves steadily it gets the slots, with
+// the same figures; a minute after its last call it holds only its
+// latency buckets' baseline, and a call then is measured from it.
+func TestWindowFewCalls(t *testing.T) {
+	src := newFakeSource(t)
+	s := New("127.0.0.1:0", src, zerolog.Nop())
+	a := hostOf(t, src.clusters[0], "127.0.0.1:5001")
+	t0 := time.Unix(1_700_000_000, 0)
+	tick := 0
+	next := func() {
+		tick++
+		s.sampler.sample(t0.Add(time.Duration(tick) * time.Second))
+	}
+	s.sampler.sample(t0)
+	for range 59 {
+		next()
+	}
+	window := func() HostWindow {
+		_, h, _ := findHost(s.status(), a.Address)
+		return h
+	}
+	serve(a, 3, 1, 4*time.Millisecond)
+	next()
+	serve(a, 3, 0, 300*time.Millisecond)
+	next()
+	hh := s.sampler.hosts[a]
+	if hh.slots != nil || len(hh.few) != 2 {
+		t.Fatalf("two intervals with calls: slots %v, %d events; want 2 events and no slots", hh.slots != nil, len(hh.few))
+	}
+	h := window()
+	// The host's window begins with its first interval with calls.
+	if h.RqPerSec != 3 || h.ErrorRate == nil || !near(*h.ErrorRate, 1.0/6, 1e-6) || h.P50 == nil || !near(*h.P50, 4, 1.5) || h.P99 == nil || !near(*h.P99, 300, 100) {
+		t.Errorf("6 calls in 2 s: rq/s %v, error rate %s, p50 %s, p99 %s; want 3, 1/6, about 4 and 300",
+			h.RqPerSec, ptr(h.ErrorRate), ptr(h.P50), ptr(h.P99))
+	}
+	if c, _, _ := findHost(s.status(), a.Address); c.History[58] != 3 || c.History[59] != 3 || c.History[57] != 0 {
+		t.Errorf("cluster history ends %v, want ..., 0, 3, 3", c.History[55:])
+	}
+
+	// Steady traffic: slots, the same figures.
+	for range maxFew {
+		serve(a, 10, 0, 4*time.Millisecond)
+		next()
+	}
+	if hh.slots == nil || hh.few != nil {
+		t.Fatalf("%d intervals with calls: slots %v, %d events; want slots", 2+maxFew, hh.slots != nil, len(hh.few))
+	}
+	if h := window(); !near(h.RqPerSec, float64(6+10*maxFew)/float64(2+maxFew), 1e-3) || h.ErrorRate == nil || !near(*h.ErrorRate, 1.0/float64(6+10*maxFew), 1e-6) {
+		t.Errorf("after the switch: rq/s %v, error rate %s; want every call of the window", h.RqPerSec, ptr(h.ErrorRate))
+	}
+
+	// A minute quiet: nothing but the baseline, its non-zero buckets.
+	for range historySlots {
+		next()
+	}
+	if !hh.empty() || hh.lastHist != nil || len(hh.quiet) != 2 {
+		t.Fatalf("a minute after the last call: empty %v, whole baseline %v, %d quiet buckets; want empty, none, 2", hh.empty(), hh.lastHist != nil, len(hh.quiet))
+	}
+	serve(a, 2, 0, 300*time.Millisecond)
+	next()
+	if h := window(); !near(h.RqPerSec, 2.0/60, 1e-3) || h.P50 == nil || !near(*h.P50, 300, 100) {
+		t.Errorf("a call after a quiet minute: rq/s %v, p50 %s; want 2/60 and about 300", h.RqPerSec, ptr(h.P50))
+	}
+}
+
+// BenchmarkSamplerBurst is the sampler's memory for 10,000 hosts that
+// served a call each, right after and a minute later.
+func BenchmarkSamplerBurst(b *testing.B) {
+	eps := make([]config.Endpoint, 10_000)
+	for i := range eps {
+		eps[i] = config.Endpoint{Address: fmt.Sprintf("127.0.0.%d:%d", 1+i/50000, 1024+i), Weight: 1}
+	}
+	c, err := cluster.New(config.Cluster{Name: "big", LBPolicy: "round_robin", Protocol: "http2", Endpoints: eps}, cluster.Options{Log: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := &fakeSource{clusters: []*cluster.Cluster{c}}
+	heap := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, h := range c.Hosts() {
+		serve(h, 1, 0, time.Millisecond) // the hosts' own latency buckets: not the sampler's
+	}
+	for b.Loop() {
+		before := heap()
+		s := newSampler(src)
+		s.sample(time.Unix(0, 0))
+		for _, h := range c.Hosts() {
+			serve(h, 1, 0, time.Millisecond)
+		}
+		s.sample(time.Unix(1, 0))
+		after := heap()
+		for i := range historySlots {
+			s.sample(time.Unix(int64(2+i), 0))
+		}
+		quiet := heap()
+		b.ReportMetric(float64(int64(after)-int64(before))/10_000, "B/host")
+		b.ReportMetric(float64(int64(quiet)-int64(before))/10_000, "B/quiet-host")
+		runtime.KeepAlive(s)
 	}
 }
