@@ -83,8 +83,10 @@ type Cluster struct {
 	localZone   string
 	localShares map[string]float64
 	newUpstream func(*host.Host) host.Upstream // nil: hosts have no pool
-	resolver    Resolver
-	log         zerolog.Logger
+	// upstreamIdle says a pool has no connection (Options.UpstreamIdle).
+	upstreamIdle func(host.Upstream) bool
+	resolver     Resolver
+	log          zerolog.Logger
 
 	// Breakers are the cluster's circuit breakers; the request paths take
 	// and return their counts.
@@ -97,7 +99,8 @@ type Cluster struct {
 
 	// used is set, and traffic closed, by the first Pick: until then the
 	// health checker runs at no_traffic_interval, as Envoy's does for a
-	// cluster that has never been used.
+	// cluster that has never been used. traffic is nil without health
+	// checking.
 	used    atomic.Bool
 	traffic chan struct{}
 
@@ -117,7 +120,7 @@ type Cluster struct {
 	watchers map[*Cluster]struct{}
 
 	mu    sync.Mutex
-	hosts map[string]*host.Host // by address; owned by the cluster
+	hosts hostIndex // by address; owned by the cluster
 	// sorted holds the hosts ordered by address (compareAddr) as of the
 	// last membership change, and added those made since: resortLocked
 	// merges them, so that a change of a few hosts of 100,000 costs no
@@ -135,7 +138,12 @@ type Cluster struct {
 
 	closeOnce sync.Once
 	stop      context.CancelFunc
-	done      chan struct{}
+	done      chan struct{} // closed when strict_dns discovery ended; nil for other types
+
+	// sweep is the state of ReleaseIdlePools; nil while no host has a
+	// pool it watches. closed is set by Close. Both guarded by mu.
+	sweep  *poolSweep
+	closed bool
 }
 
 // snapshot is one immutable generation of the cluster's membership.
@@ -153,9 +161,13 @@ type snapshot struct {
 // Options are the cluster's collaborators.
 type Options struct {
 	NewUpstream UpstreamFactory
-	Resolver    Resolver       // nil: net.DefaultResolver
-	Stats       *stats.Cluster // nil: no stats
-	Log         zerolog.Logger
+	// UpstreamIdle reports whether a pool NewUpstream made has no
+	// connection, open or opening: ReleaseIdlePools drops such pools.
+	// nil: pools are kept as long as their host.
+	UpstreamIdle func(host.Upstream) bool
+	Resolver     Resolver       // nil: net.DefaultResolver
+	Stats        *stats.Cluster // nil: no stats
+	Log          zerolog.Logger
 	// LocalZone is this proxy's zone (node.zone), for zone-aware routing.
 	LocalZone string
 	// LocalShares is the share of traffic each zone originates (see
@@ -185,18 +197,19 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
 	}
 	c := &Cluster{
-		Name:        cfg.Name,
-		Config:      cfg,
-		Protocol:    proto,
-		Stats:       opts.Stats,
-		build:       build,
-		localZone:   opts.LocalZone,
-		localShares: opts.LocalShares,
-		resolver:    opts.Resolver,
-		log:         logfield.With(opts.Log, "cluster", cfg.Name),
-		hosts:       map[string]*host.Host{},
-		done:        make(chan struct{}),
-		traffic:     make(chan struct{}),
+		Name:         cfg.Name,
+		Config:       cfg,
+		Protocol:     proto,
+		Stats:        opts.Stats,
+		build:        build,
+		localZone:    opts.LocalZone,
+		localShares:  opts.LocalShares,
+		resolver:     opts.Resolver,
+		upstreamIdle: opts.UpstreamIdle,
+		log:          logfield.With(opts.Log, "cluster", cfg.Name),
+	}
+	if cfg.HealthCheck != nil {
+		c.traffic = make(chan struct{})
 	}
 	if cfg.ZoneAware.Enabled && cfg.ZoneAware.LocalCluster != "" {
 		c.localSig = make(chan struct{}, 1)
@@ -266,8 +279,7 @@ func (c *Cluster) SetEndpoints(eps []config.Endpoint) {
 // dns_refresh_rate until Close.
 func (c *Cluster) Start(ctx context.Context) {
 	if c.od == nil && c.localSig == nil && c.Config.Type != "strict_dns" {
-		close(c.done) // nothing runs in the background
-		return
+		return // nothing runs in the background
 	}
 	ctx, c.stop = context.WithCancel(ctx)
 	if c.od != nil {
@@ -288,9 +300,9 @@ func (c *Cluster) Start(ctx context.Context) {
 		}()
 	}
 	if c.Config.Type != "strict_dns" {
-		close(c.done)
 		return
 	}
+	c.done = make(chan struct{})
 	c.resolve(ctx)
 	go func() {
 		defer close(c.done)
@@ -343,8 +355,8 @@ func (c *Cluster) lastGood(ep config.Endpoint) []endpoint {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []endpoint
-	for addr, h := range c.hosts {
-		if c.origin[addr] == ep.Address {
+	for h := range c.hosts.all() {
+		if c.origin[h.Address] == ep.Address {
 			out = append(out, endpoint{addr: h.Address, zone: h.Zone, weight: h.Weight, from: ep.Address})
 		}
 	}
@@ -374,7 +386,7 @@ func (c *Cluster) setMembership(eps []endpoint) {
 		if w == 0 {
 			w = 1
 		}
-		if h, ok := c.hosts[ep.addr]; ok && h.Zone == ep.zone && h.Weight == w {
+		if h, ok := c.hosts.get(ep.addr); ok && h.Zone == ep.zone && h.Weight == w {
 			continue
 		} else if ok {
 			c.retireHostLocked(h) // same address, new zone or weight: a new Host
@@ -386,11 +398,12 @@ func (c *Cluster) setMembership(eps []endpoint) {
 			}
 			c.origin[ep.addr] = ep.from
 		}
-		c.hosts[ep.addr] = h
+		c.hosts.set(h)
 		c.added = append(c.added, h)
 		changed = true
 	}
-	for addr, h := range c.hosts {
+	for h := range c.hosts.all() {
+		addr := h.Address
 		switch {
 		case seen[addr]:
 			delete(c.gone, addr)
@@ -409,7 +422,7 @@ func (c *Cluster) setMembership(eps []endpoint) {
 		}
 	}
 	if changed || c.snap.Load() == nil {
-		c.log.Debug().Int("hosts", len(c.hosts)).Msg("membership changed")
+		c.log.Debug().Int("hosts", c.hosts.len()).Msg("membership changed")
 		c.membersChangedLocked()
 	}
 }
@@ -417,7 +430,7 @@ func (c *Cluster) setMembership(eps []endpoint) {
 // removeLocked drops a host from the cluster and closes its pool.
 func (c *Cluster) removeLocked(h *host.Host) {
 	c.retireHostLocked(h)
-	delete(c.hosts, h.Address)
+	c.hosts.del(h.Address)
 	delete(c.origin, h.Address)
 	delete(c.gone, h.Address)
 }
@@ -441,16 +454,16 @@ func (c *Cluster) membersChangedLocked() {
 func (c *Cluster) resortLocked() {
 	var added []*host.Host
 	for _, h := range c.added {
-		if c.hosts[h.Address] == h {
+		if cur, _ := c.hosts.get(h.Address); cur == h {
 			added = append(added, h)
 		}
 	}
 	c.added = nil
 	slices.SortFunc(added, byAddr)
-	out := make([]*host.Host, 0, len(c.hosts))
+	out := make([]*host.Host, 0, c.hosts.len())
 	i := 0
 	for _, h := range c.sorted {
-		if c.hosts[h.Address] != h {
+		if cur, _ := c.hosts.get(h.Address); cur != h {
 			continue // removed, or replaced by a new Host
 		}
 		for i < len(added) && byAddr(added[i], h) < 0 {
@@ -470,7 +483,7 @@ func byAddr(a, b *host.Host) int { return compareAddr(a.Address, b.Address) }
 func (c *Cluster) onHealthChange(h *host.Host, healthy bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.hosts[h.Address] != h {
+	if cur, _ := c.hosts.get(h.Address); cur != h {
 		return // removed meanwhile
 	}
 	if !healthy && c.gone[h.Address] {
@@ -721,7 +734,9 @@ func (c *Cluster) Pick(r *balancer.Request) *host.Host {
 // cluster has none.
 func (c *Cluster) markUsed() {
 	if c.used.CompareAndSwap(false, true) {
-		close(c.traffic)
+		if c.traffic != nil {
+			close(c.traffic)
+		}
 		c.Stats.CircuitBreakers()
 	}
 }
@@ -766,7 +781,9 @@ func (c *Cluster) Close() {
 	c.closeOnce.Do(func() {
 		if c.stop != nil {
 			c.stop()
-			<-c.done
+			if c.done != nil {
+				<-c.done
+			}
 			if c.localDone != nil {
 				<-c.localDone
 			}
@@ -786,15 +803,21 @@ func (c *Cluster) Close() {
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		for addr, h := range c.hosts {
+		for h := range c.hosts.all() {
 			_ = h.CloseUpstream()
-			delete(c.hosts, addr)
+			c.hosts.del(h.Address)
 		}
 		for h, t := range c.retiring {
 			t.Stop()
 			_ = h.CloseUpstream()
 			delete(c.retiring, h)
 		}
+		if c.sweep != nil {
+			for _, u := range c.sweep.dropped {
+				_ = u.Close()
+			}
+		}
+		c.sweep, c.closed = nil, true
 	})
 }
 

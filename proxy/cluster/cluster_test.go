@@ -263,7 +263,8 @@ func TestIdleClusterStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.hosts["127.0.0.1:1"].SetFlag(host.FailedActiveHC, true)
+	h1, _ := c.hosts.get("127.0.0.1:1")
+	h1.SetFlag(host.FailedActiveHC, true)
 	c.Refresh() // in panic: half the hosts healthy, below 100 %
 	names := func() []string {
 		rec := httptest.NewRecorder()

@@ -114,13 +114,26 @@ func TestPassingHealthCheckEndsOutlierEjection(t *testing.T) {
 }
 
 // TestFirstPickMarksTraffic: the health checker's traffic signal is
-// closed by the first Pick, and only then.
+// closed by the first Pick, and only then; a cluster without health
+// checking has none.
 func TestFirstPickMarksTraffic(t *testing.T) {
-	c, err := New(config.Cluster{Name: "c", LBPolicy: "random", Endpoints: []config.Endpoint{{Address: "127.0.0.1:1"}}},
+	unchecked, err := New(config.Cluster{Name: "u", LBPolicy: "random", Endpoints: []config.Endpoint{{Address: "127.0.0.1:1"}}},
 		Options{Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	unchecked.Pick(&balancer.Request{})
+	if unchecked.traffic != nil {
+		t.Error("a cluster without health checking made a traffic signal")
+	}
+	c, err := New(config.Cluster{Name: "c", LBPolicy: "random", Endpoints: []config.Endpoint{{Address: "127.0.0.1:1"}},
+		HealthCheck: &config.HealthCheck{TCP: &config.TCPHealthCheck{}, Interval: config.Duration(time.Hour), Timeout: config.Duration(time.Second),
+			HealthyThreshold: 1, UnhealthyThreshold: 1}},
+		Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
 	select {
 	case <-c.traffic:
 		t.Fatal("traffic signalled before any request")

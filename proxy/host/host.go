@@ -94,6 +94,31 @@ func (h *Host) makeUpstream() Upstream {
 	return u
 }
 
+// MadeUpstream returns the host's pool if it was made, else nil; it never
+// makes one.
+func (h *Host) MadeUpstream() Upstream {
+	if u := h.up.Load(); u != nil {
+		return *u
+	}
+	return nil
+}
+
+// DropUpstream forgets u if it is the host's pool, so that the next
+// Upstream makes a new one, and reports whether it was. It is for pools
+// that have been idle a while (see cluster.ReleaseIdlePools), as Envoy
+// deletes a connection pool once it is idle: a host that served a burst
+// and went quiet gives its pool's memory back. The caller closes u, once
+// a call that loaded it just before can no longer be starting on it.
+func (h *Host) DropUpstream(u Upstream) bool {
+	h.upMu.Lock()
+	defer h.upMu.Unlock()
+	if cur := h.up.Load(); h.closed || cur == nil || *cur != u {
+		return false
+	}
+	h.up.Store(nil)
+	return true
+}
+
 // CloseUpstream closes the host's pool if it was made (its streams finish
 // first); a pool made after it is closed at once.
 func (h *Host) CloseUpstream() error {

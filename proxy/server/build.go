@@ -97,6 +97,7 @@ func (s *Server) buildCluster(cfg *config.Config, cc config.Cluster) (*cluster.C
 			uo.Breakers = c.Breakers
 			return h2.NewUpstream(h.Address, po, upstream.New(h.Address, uo))
 		},
+		UpstreamIdle:  upstreamIdle,
 		Stats:         cs,
 		Log:           s.log,
 		LocalZone:     cfg.Node.Zone,

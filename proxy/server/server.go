@@ -224,6 +224,8 @@ func (s *Server) Start(ctx context.Context) error {
 	for _, c := range gen.clusters {
 		c.Start(s.ctx)
 	}
+	s.bg.Add(1)
+	go s.sweepPools()
 	s.waitHealthChecked(gen.cfg, gen.clusters)
 	if err := s.admin.Start(); err != nil {
 		s.closeAll()

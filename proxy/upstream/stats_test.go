@@ -159,7 +159,7 @@ func TestPoolConnectionStats(t *testing.T) {
 			// its response: close it once it is there.
 			c.wait(t, want, func() {
 				if tt.byProxy {
-					p.h1.CloseIdleConnections()
+					p.transport().CloseIdleConnections()
 				}
 			})
 		})
@@ -205,7 +205,7 @@ func TestPoolMaxConnectionPools(t *testing.T) {
 	}
 	c.wait(t, cxCounts{Total: 1, HTTP1: 1, Active: 1, ConnectMs: 1, PoolsOpen: 1}, nil)
 	pa.Close()
-	c.wait(t, cxCounts{Total: 1, HTTP1: 1, Destroy: 1, DestroyLocal: 1, ConnectMs: 1, LengthMs: 1}, pa.h1.CloseIdleConnections)
+	c.wait(t, cxCounts{Total: 1, HTTP1: 1, Destroy: 1, DestroyLocal: 1, ConnectMs: 1, LengthMs: 1}, pa.transport().CloseIdleConnections)
 	if _, err := roundTrip(pb, "http", addrB); err != nil {
 		t.Errorf("second pool once the first has no connection: %v", err)
 	}

@@ -1,0 +1,75 @@
+package cluster
+
+import (
+	"slices"
+
+	"github.com/sightline-proxy/sightline/proxy/host"
+)
+
+// poolSweep is what ReleaseIdlePools remembers between two calls.
+type poolSweep struct {
+	// seen holds each host with a pool and its request count at the
+	// last sweep.
+	seen []poolSeen
+	// dropped are the pools the last sweep took from their hosts, closed
+	// by this one.
+	dropped []host.Upstream
+}
+
+type poolSeen struct {
+	h  *host.Host
+	rq uint64
+}
+
+// ReleaseIdlePools drops the connection pool of every host that sent no
+// request since the last call and whose pool has no connection (idle
+// says so; nil: the cluster's, from Options.UpstreamIdle), as Envoy
+// deletes a connection pool once it is idle: a cluster that served a
+// burst and went quiet (its connections closed by idle_timeout) gives the
+// pools' memory back, a kilobyte or two a host. The host's next request
+// makes a new pool. A dropped pool is closed by the next call: a call that
+// loaded it just before it was dropped still finds it open. The server
+// calls it every few seconds.
+func (c *Cluster) ReleaseIdlePools() {
+	idle := c.upstreamIdle
+	if idle == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	sw := c.sweep
+	if sw == nil {
+		sw = &poolSweep{}
+	}
+	for _, u := range sw.dropped {
+		_ = u.Close()
+	}
+	sw.dropped = nil
+	// Both the hosts and what the last sweep saw are in address order.
+	var next []poolSeen
+	j := 0
+	for _, h := range c.sorted {
+		u := h.MadeUpstream()
+		if u == nil {
+			continue
+		}
+		for j < len(sw.seen) && compareAddr(sw.seen[j].h.Address, h.Address) < 0 {
+			j++
+		}
+		rq := h.RqTotal.Load()
+		quiet := j < len(sw.seen) && sw.seen[j].h == h && sw.seen[j].rq == rq
+		if quiet && h.Active.Load() == 0 && idle(u) && h.DropUpstream(u) {
+			sw.dropped = append(sw.dropped, u)
+			continue
+		}
+		next = append(next, poolSeen{h: h, rq: rq})
+	}
+	sw.seen = slices.Clip(next)
+	if len(sw.seen) == 0 && len(sw.dropped) == 0 {
+		sw = nil
+	}
+	c.sweep = sw
+}
