@@ -36,13 +36,20 @@ const (
 // Every Try that returns true must be followed by exactly one matching
 // Done, on any goroutine; a Try that returns false must not be.
 type Breakers struct {
+	cs  *stats.Cluster // its request stats count the overflows
+	max [nLimits]int64 // the limits, by kind (cxOpen, …)
+	// live holds the counters, made on first use: each on a cache line of
+	// its own, 400 bytes that a cluster that never serves does without.
+	live atomic.Pointer[counters]
+}
+
+// counters are the breakers' counts.
+type counters struct {
 	cx      limit
 	pending limit
 	rq      limit
 	retry   limit
 	pools   limit
-
-	cs *stats.Cluster // its request stats count the overflows
 
 	// holders counts the downstream connections holding requests of the
 	// cluster (see Share); on its own cache line, like the limits.
@@ -59,12 +66,47 @@ type Breakers struct {
 // takes Envoy's default; a negative one refuses everything.
 func New(cfg config.CircuitBreakers, cs *stats.Cluster) *Breakers {
 	b := &Breakers{cs: cs}
-	b.cx.init(cfg.MaxConnections, defaultMaxConnections, openGauge{cs, cxOpen})
-	b.pending.init(cfg.MaxPendingRequests, defaultMaxPendingRequests, openGauge{cs, rqPendingOpen})
-	b.rq.init(cfg.MaxRequests, defaultMaxRequests, openGauge{cs, rqOpen})
-	b.retry.init(cfg.MaxRetries, defaultMaxRetries, openGauge{cs, rqRetryOpen})
-	b.pools.init(cfg.MaxConnectionPools, unlimited, openGauge{cs, cxPoolOpen})
+	for kind, l := range []struct{ v, def int }{
+		cxOpen:        {cfg.MaxConnections, defaultMaxConnections},
+		rqPendingOpen: {cfg.MaxPendingRequests, defaultMaxPendingRequests},
+		rqOpen:        {cfg.MaxRequests, defaultMaxRequests},
+		rqRetryOpen:   {cfg.MaxRetries, defaultMaxRetries},
+		cxPoolOpen:    {cfg.MaxConnectionPools, unlimited},
+	} {
+		switch v := l.v; {
+		case v == 0:
+			b.max[kind] = int64(l.def)
+		case v < 0:
+			b.max[kind] = 0
+		default:
+			b.max[kind] = int64(v)
+		}
+		if b.max[kind] == 0 {
+			b.counts() // refuses everything from the start: its gauge says so now
+		}
+	}
 	return b
+}
+
+// counts returns the counters, made on first use.
+func (b *Breakers) counts() *counters {
+	if c := b.live.Load(); c != nil {
+		return c
+	}
+	return b.makeCounts()
+}
+
+func (b *Breakers) makeCounts() *counters {
+	c := &counters{}
+	c.cx.init(b.max[cxOpen], openGauge{b.cs, cxOpen})
+	c.pending.init(b.max[rqPendingOpen], openGauge{b.cs, rqPendingOpen})
+	c.rq.init(b.max[rqOpen], openGauge{b.cs, rqOpen})
+	c.retry.init(b.max[rqRetryOpen], openGauge{b.cs, rqRetryOpen})
+	c.pools.init(b.max[cxPoolOpen], openGauge{b.cs, cxPoolOpen})
+	if b.live.CompareAndSwap(nil, c) {
+		return c
+	}
+	return b.live.Load()
 }
 
 // openGauge is one of a cluster's circuit_breakers.*_open gauges, found
@@ -81,6 +123,7 @@ const (
 	rqOpen
 	rqRetryOpen
 	cxPoolOpen
+	nLimits
 )
 
 func (g openGauge) Set(v int64) {
@@ -108,7 +151,7 @@ func (g openGauge) Set(v int64) {
 // counts upstream_rq_pending_overflow, as Envoy does for this breaker, and
 // the request is answered 503 with the UO response flag.
 func (b *Breakers) TryRequest() bool {
-	if b == nil || b.rq.try() {
+	if b == nil || b.counts().rq.try() {
 		return true
 	}
 	b.cs.Upstream().RqPendingOverflow.Inc(1)
@@ -118,7 +161,7 @@ func (b *Breakers) TryRequest() bool {
 // DoneRequest gives back what a successful TryRequest claimed.
 func (b *Breakers) DoneRequest() {
 	if b != nil {
-		b.rq.done()
+		b.counts().rq.done()
 	}
 }
 
@@ -128,7 +171,7 @@ func (b *Breakers) DoneRequest() {
 // leaves the queue, with a stream or without. When the breaker is open it
 // counts upstream_rq_pending_overflow.
 func (b *Breakers) TryPending() bool {
-	if b == nil || b.pending.try() {
+	if b == nil || b.counts().pending.try() {
 		return true
 	}
 	b.cs.Upstream().RqPendingOverflow.Inc(1)
@@ -138,7 +181,7 @@ func (b *Breakers) TryPending() bool {
 // DonePending gives back what a successful TryPending claimed.
 func (b *Breakers) DonePending() {
 	if b != nil {
-		b.pending.done()
+		b.counts().pending.done()
 	}
 }
 
@@ -147,7 +190,7 @@ func (b *Breakers) DonePending() {
 // when that retry attempt ends. When the breaker is open it counts
 // upstream_rq_retry_overflow and the previous attempt's response is final.
 func (b *Breakers) TryRetry() bool {
-	if b == nil || b.retry.try() {
+	if b == nil || b.counts().retry.try() {
 		return true
 	}
 	b.cs.Upstream().RqRetryOverflow.Inc(1)
@@ -157,7 +200,7 @@ func (b *Breakers) TryRetry() bool {
 // DoneRetry gives back what a successful TryRetry claimed.
 func (b *Breakers) DoneRetry() {
 	if b != nil {
-		b.retry.done()
+		b.counts().retry.done()
 	}
 }
 
@@ -166,7 +209,7 @@ func (b *Breakers) DoneRetry() {
 // the dial fails. A refusal counts nothing yet: the stats catalog has no
 // upstream_cx_overflow.
 func (b *Breakers) TryConnection() bool {
-	return b == nil || b.cx.try()
+	return b == nil || b.counts().cx.try()
 }
 
 // ForceConnection counts a connection past max_connections. Envoy lets a
@@ -175,14 +218,14 @@ func (b *Breakers) TryConnection() bool {
 // this instead of TryConnection in that case, and DoneConnection as usual.
 func (b *Breakers) ForceConnection() {
 	if b != nil {
-		b.cx.force()
+		b.counts().cx.force()
 	}
 }
 
 // DoneConnection gives back what TryConnection or ForceConnection claimed.
 func (b *Breakers) DoneConnection() {
 	if b != nil {
-		b.cx.done()
+		b.counts().cx.done()
 	}
 }
 
@@ -195,13 +238,13 @@ func (b *Breakers) DoneConnection() {
 // UO). A refusal counts nothing: the stats catalog has no
 // upstream_cx_pool_overflow.
 func (b *Breakers) TryConnectionPool() bool {
-	return b == nil || b.pools.try()
+	return b == nil || b.counts().pools.try()
 }
 
 // DoneConnectionPool gives back what TryConnectionPool claimed.
 func (b *Breakers) DoneConnectionPool() {
 	if b != nil {
-		b.pools.done()
+		b.counts().pools.done()
 	}
 }
 
@@ -237,6 +280,7 @@ const minShareBudget = 8 * minShare
 // goroutine.
 type Share struct {
 	b *Breakers
+	c *counters
 	n atomic.Int64
 }
 
@@ -246,7 +290,7 @@ func (b *Breakers) NewShare() *Share {
 	if b == nil {
 		return nil
 	}
-	return &Share{b: b}
+	return &Share{b: b, c: b.counts()}
 }
 
 // Try claims one more request for the connection, or reports false, and
@@ -255,16 +299,16 @@ func (s *Share) Try() bool {
 	if s == nil {
 		return true
 	}
-	b := s.b
-	if held := s.n.Load(); held >= minShare && b.rq.max >= minShareBudget {
-		used, limit := b.rq.n.Load(), b.rq.max
-		if used*8 >= limit*7 || used*2 >= limit && held >= limit/(b.holders.Load()+1) {
-			b.cs.Upstream().RqShareOverflow.Inc(1)
+	c := s.c
+	if held := s.n.Load(); held >= minShare && c.rq.max >= minShareBudget {
+		used, limit := c.rq.n.Load(), c.rq.max
+		if used*8 >= limit*7 || used*2 >= limit && held >= limit/(c.holders.Load()+1) {
+			s.b.cs.Upstream().RqShareOverflow.Inc(1)
 			return false
 		}
 	}
 	if s.n.Add(1) == 1 {
-		b.holders.Add(1)
+		c.holders.Add(1)
 	}
 	return true
 }
@@ -272,7 +316,7 @@ func (s *Share) Try() bool {
 // Done gives back what Try claimed.
 func (s *Share) Done() {
 	if s != nil && s.n.Add(-1) == 0 {
-		s.b.holders.Add(-1)
+		s.c.holders.Add(-1)
 	}
 }
 
@@ -305,12 +349,18 @@ func (b *Breakers) Snapshot() Snapshot {
 	if b == nil {
 		return Snapshot{}
 	}
+	c := b.live.Load()
+	if c == nil {
+		// Never used: nothing claimed.
+		u := func(kind uint8) Usage { return Usage{Max: b.max[kind]} }
+		return Snapshot{u(cxOpen), u(rqPendingOpen), u(rqOpen), u(rqRetryOpen), u(cxPoolOpen)}
+	}
 	return Snapshot{
-		Connections:     b.cx.usage(),
-		PendingRequests: b.pending.usage(),
-		Requests:        b.rq.usage(),
-		Retries:         b.retry.usage(),
-		ConnectionPools: b.pools.usage(),
+		Connections:     c.cx.usage(),
+		PendingRequests: c.pending.usage(),
+		Requests:        c.rq.usage(),
+		Retries:         c.retry.usage(),
+		ConnectionPools: c.pools.usage(),
 	}
 }
 
@@ -328,14 +378,8 @@ type limit struct {
 // tests one that lets them stage the race publish must win.
 type gauge interface{ Set(v int64) }
 
-func (l *limit) init(v, def int, open gauge) {
-	switch {
-	case v == 0:
-		v = def
-	case v < 0:
-		v = 0
-	}
-	l.max, l.open = int64(v), open
+func (l *limit) init(max int64, open gauge) {
+	l.max, l.open = max, open
 	if l.max == 0 {
 		l.open.Set(1) // refuses everything from the start
 	}

@@ -507,7 +507,35 @@ func TestShare(t *testing.T) {
 			s.Done()
 		}
 	}
-	if n := b.holders.Load(); n != 16 {
+	if n := b.counts().holders.Load(); n != 16 {
 		t.Errorf("holders = %d after the heavy ones left, want the 16 light ones", n)
+	}
+}
+
+// TestCountersOnFirstUse: breakers that have claimed nothing hold no
+// counters, and their snapshot shows the limits with nothing claimed; the
+// first claim makes them. A limit that refuses everything has its open
+// gauge from the start.
+func TestCountersOnFirstUse(t *testing.T) {
+	b := New(config.CircuitBreakers{MaxRequests: 5}, nil)
+	if b.live.Load() != nil {
+		t.Fatal("new breakers made their counters")
+	}
+	if s := b.Snapshot(); s.Requests != (Usage{Max: 5}) || s.Connections != (Usage{Max: defaultMaxConnections}) || s.ConnectionPools.Max != unlimited {
+		t.Errorf("snapshot before any claim: %+v", s)
+	}
+	if !b.TryRequest() || b.live.Load() == nil || b.Snapshot().Requests != (Usage{Active: 1, Max: 5}) {
+		t.Errorf("after a claim: counters made %v, requests %+v", b.live.Load() != nil, b.Snapshot().Requests)
+	}
+	b.DoneRequest()
+
+	s, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := s.Cluster("c")
+	New(config.CircuitBreakers{MaxRetries: -1}, cs)
+	if got := cs.CircuitBreakers().RqRetryOpen.Value(); got != 1 {
+		t.Errorf("max_retries refusing everything: rq_retry_open %d, want 1 from the start", got)
 	}
 }
