@@ -723,3 +723,36 @@ func (c *Cluster) warm(id famID, key string) *group {
 	}
 	return nil
 }
+
+// setColdMembership writes the membership gauges into the cold bytes, and
+// reports whether it could: not once the family has been made again.
+func (c *Cluster) setColdMembership(total, healthy int64) bool {
+	s := c.sc.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.membership.p.Load() != nil {
+		return false
+	}
+	c.takeColdLocked(famMembership, "")
+	b := binary.AppendUvarint(nil, uint64(famMembership))
+	b = binary.AppendUvarint(b, 0) // counters
+	var gauges []byte
+	n := 0
+	for _, g := range []struct {
+		def *Def
+		v   int64
+	}{{membershipTotal, total}, {membershipHealthy, healthy}} {
+		if (len(s.exclude) != 0 || len(s.include) != 0) && !s.allowed(g.def.FlatName(c.sc.labels.values)) {
+			continue
+		}
+		gauges = binary.AppendUvarint(gauges, uint64(g.def.idx))
+		gauges = append(gauges, 1) // used
+		gauges = binary.AppendVarint(gauges, g.v)
+		n++
+	}
+	b = binary.AppendUvarint(b, uint64(n))
+	b = append(b, gauges...)
+	b = binary.AppendUvarint(b, 0) // histograms
+	c.cold = slices.Concat(c.cold, b)
+	return true
+}

@@ -311,3 +311,39 @@ func BenchmarkCompactedMemory(b *testing.B) {
 		runtime.KeepAlive(zs)
 	}
 }
+
+// TestSetMembershipCold: without push sinks a cluster's membership goes
+// straight into its cold bytes, never made as objects, and every reader
+// sees it at once; with a push sink, or once the family is made, the
+// gauges are set as any.
+func TestSetMembershipCold(t *testing.T) {
+	s, err := New(config.Stats{FlushInterval: config.Duration(time.Hour), Exclude: []string{`^cluster\.c\.membership_healthy$`}}, config.Node{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.Cluster("c")
+	c.SetMembership(2, 1)
+	c.SetMembership(3, 3)
+	if hot, _, cold := c.state(); hot != 0 || cold == 0 {
+		t.Fatalf("%d hot families, %d cold bytes; want the membership cold", hot, cold)
+	}
+	got := collected(s)
+	if got["cluster.c.membership_total"] != "3 used=true" || len(got) != 1 {
+		t.Errorf("Collect: %v, want membership_total 3 and nothing else (healthy is excluded)", got)
+	}
+	if m := c.Membership(); m.Total.Value() != 3 || m.Healthy != nil {
+		t.Errorf("made from the cold bytes: total %d, healthy %v; want 3 and excluded", m.Total.Value(), m.Healthy)
+	}
+	c.SetMembership(4, 4)
+	if got := c.Membership().Total.Value(); got != 4 {
+		t.Errorf("once made, membership_total = %d, want 4", got)
+	}
+
+	ps, rec := newStore(t, config.Stats{}, Options{})
+	pc := ps.Cluster("p")
+	pc.SetMembership(2, 2)
+	ps.Flush()
+	if r := rec.get("cluster.membership_total{cluster_name=p}"); r == nil || r.gauge != 2 {
+		t.Errorf("with a push sink: membership_total %v, want 2 reported", r)
+	}
+}

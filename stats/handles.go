@@ -239,6 +239,28 @@ func (c *Cluster) Membership() *Membership {
 	return thaw(c, &c.membership, famMembership, "", c.sc, buildMembership)
 }
 
+// SetMembership sets membership_total and membership_healthy. A cluster
+// sets them whenever its hosts or their health change, which for most is
+// once, when it is built: so while the family is compacted, or not made
+// yet, and no push sink needs to be told of the change, the values are
+// written into its cold bytes (compact.go) instead of making the family,
+// and an idle cluster never holds its gauges as objects. Pull sinks read
+// them from there; they show the new values from that moment, where a
+// family's gauges show them from the next flush.
+func (c *Cluster) SetMembership(total, healthy int64) {
+	if m := c.membership.p.Load(); m != nil {
+		m.Total.Set(total)
+		m.Healthy.Set(healthy)
+		return
+	}
+	if s := c.sc.s; len(s.push) == 0 && s.compactAfter > 0 && c.setColdMembership(total, healthy) {
+		return
+	}
+	m := c.Membership()
+	m.Total.Set(total)
+	m.Healthy.Set(healthy)
+}
+
 func buildMembership(sc scope) *Membership {
 	return &Membership{Total: sc.gauge(membershipTotal), Healthy: sc.gauge(membershipHealthy)}
 }
@@ -869,6 +891,11 @@ type Server struct {
 	DaysUntilFirstCertExpiring *Gauge
 	CertUpdate                 *Counter
 	CertUpdateRejected         *Counter
+
+	// HotRestartEpoch and HotRestartGeneration are the binary upgrades
+	// since the first process; the binary sets them once at start.
+	HotRestartEpoch      *Gauge
+	HotRestartGeneration *Gauge
 }
 
 func (sc scope) newServer() *Server {
@@ -886,5 +913,8 @@ func (sc scope) newServer() *Server {
 		DaysUntilFirstCertExpiring: sc.gauge(serverDaysUntilCertExpiring),
 		CertUpdate:                 sc.counter(serverCertUpdate),
 		CertUpdateRejected:         sc.counter(serverCertUpdateRejected),
+
+		HotRestartEpoch:      sc.gauge(serverHotRestartEpoch),
+		HotRestartGeneration: sc.gauge(serverHotRestartGeneration),
 	}
 }

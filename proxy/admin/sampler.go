@@ -52,6 +52,7 @@ type ListenerSource interface {
 type history struct {
 	since  uint64 // the sampler's tick when the history was created
 	active uint64 // the last tick with something in it
+	seen   uint64 // a cluster's: the tick it was last seen at
 	few    []event
 	*slots // nil unless busy
 }
@@ -341,7 +342,6 @@ func (s *sampler) sample(now time.Time) {
 	s.last = now
 	cur := s.cur
 
-	seenClusters := make(map[string]bool, len(clusters))
 	for _, c := range clusters {
 		ch := s.clusters[c.Name]
 		// A cluster seen for the first time (and the first sample) gives
@@ -352,7 +352,7 @@ func (s *sampler) sample(now time.Time) {
 			ch = &history{since: s.ticks}
 			s.clusters[c.Name] = ch
 		}
-		seenClusters[c.Name] = true
+		ch.seen = s.ticks
 		ch.turn(s.ticks, cur)
 		for _, h := range c.Hosts() {
 			hh := s.hosts[h]
@@ -389,8 +389,8 @@ func (s *sampler) sample(now time.Time) {
 			delete(s.hosts, h)
 		}
 	}
-	for name := range s.clusters {
-		if !seenClusters[name] {
+	for name, ch := range s.clusters {
+		if ch.seen != s.ticks {
 			delete(s.clusters, name)
 		}
 	}

@@ -86,7 +86,8 @@ type Cluster struct {
 	// upstreamIdle says a pool has no connection (Options.UpstreamIdle).
 	upstreamIdle func(host.Upstream) bool
 	resolver     Resolver
-	log          zerolog.Logger
+	// baseLog is the logger the cluster's own (log) adds its name to.
+	baseLog zerolog.Logger
 
 	// Breakers are the cluster's circuit breakers; the request paths take
 	// and return their counts.
@@ -206,7 +207,7 @@ func New(cfg config.Cluster, opts Options) (*Cluster, error) {
 		localShares:  opts.LocalShares,
 		resolver:     opts.Resolver,
 		upstreamIdle: opts.UpstreamIdle,
-		log:          logfield.With(opts.Log, "cluster", cfg.Name),
+		baseLog:      opts.Log,
 	}
 	if cfg.HealthCheck != nil {
 		c.traffic = make(chan struct{})
@@ -339,7 +340,7 @@ func (c *Cluster) resolve(ctx context.Context) {
 			if err == nil {
 				err = errors.New("no addresses")
 			}
-			c.log.Warn().Err(err).Str("name", name).Msg("dns lookup failed; keeping the last good hosts")
+			c.log().Warn().Err(err).Str("name", name).Msg("dns lookup failed; keeping the last good hosts")
 			eps = append(eps, c.lastGood(ep)...)
 			continue
 		}
@@ -414,7 +415,7 @@ func (c *Cluster) setMembership(eps []endpoint) {
 					c.gone = map[string]bool{}
 				}
 				c.gone[addr] = true
-				c.log.Info().Str("host", addr).Msg("host left discovery but passes its health checks: kept until a check fails")
+				c.log().Info().Str("host", addr).Msg("host left discovery but passes its health checks: kept until a check fails")
 			}
 		default:
 			c.removeLocked(h)
@@ -422,7 +423,7 @@ func (c *Cluster) setMembership(eps []endpoint) {
 		}
 	}
 	if changed || c.snap.Load() == nil {
-		c.log.Debug().Int("hosts", c.hosts.len()).Msg("membership changed")
+		c.log().Debug().Int("hosts", c.hosts.len()).Msg("membership changed")
 		c.membersChangedLocked()
 	}
 }
@@ -487,7 +488,7 @@ func (c *Cluster) onHealthChange(h *host.Host, healthy bool) {
 		return // removed meanwhile
 	}
 	if !healthy && c.gone[h.Address] {
-		c.log.Info().Str("host", h.Address).Msg("host left discovery and failed its health check: removed")
+		c.log().Info().Str("host", h.Address).Msg("host left discovery and failed its health check: removed")
 		c.removeLocked(h)
 		c.membersChangedLocked()
 		return
@@ -551,9 +552,7 @@ func (c *Cluster) publishLocked() {
 			break
 		}
 	}
-	m := c.Stats.Membership()
-	m.Total.Set(int64(len(all)))
-	m.Healthy.Set(int64(len(healthy)))
+	c.Stats.SetMembership(int64(len(all)), int64(len(healthy)))
 	s := &snapshot{hosts: all}
 	threshold := 50.0
 	if c.Config.PanicThreshold != nil {
@@ -591,13 +590,13 @@ func (c *Cluster) publishLocked() {
 	prev := c.snap.Load()
 	if prev != nil && prev.panic != s.panic {
 		if s.panic {
-			c.log.Warn().Int("hosts", len(all)).Int("healthy", len(healthy)).Float64("panic_threshold", threshold).Msg("too few healthy hosts: balancing over all of them (panic)")
+			c.log().Warn().Int("hosts", len(all)).Int("healthy", len(healthy)).Float64("panic_threshold", threshold).Msg("too few healthy hosts: balancing over all of them (panic)")
 		} else {
-			c.log.Info().Int("hosts", len(all)).Int("healthy", len(healthy)).Msg("enough healthy hosts again: panic over")
+			c.log().Info().Int("hosts", len(all)).Int("healthy", len(healthy)).Msg("enough healthy hosts again: panic over")
 		}
 	}
 	if c.Config.ZoneAware.Enabled && (prev == nil || !prev.zone.Equal(s.zone)) {
-		c.log.Info().Str("zone_routing", s.zone.String()).Int("hosts", len(all)).Int("healthy", len(healthy)).Msg("zone routing state")
+		c.log().Info().Str("zone_routing", s.zone.String()).Int("hosts", len(all)).Int("healthy", len(healthy)).Msg("zone routing state")
 	}
 	s.healthy = healthy
 	c.snap.Store(s)
@@ -819,6 +818,13 @@ func (c *Cluster) Close() {
 		}
 		c.sweep, c.closed = nil, true
 	})
+}
+
+// log returns the cluster's logger. It is made at each use rather than
+// kept: it costs a hundred bytes, and most of 10,000 clusters never log.
+func (c *Cluster) log() *zerolog.Logger {
+	l := logfield.With(c.baseLog, "cluster", c.Name)
+	return &l
 }
 
 // outlierEvents keeps a nil log a nil interface: the detector tests its
