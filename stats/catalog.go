@@ -533,6 +533,10 @@ var (
 		help: "GOMAXPROCS: how many threads run Go code at once."})
 	serverLive = define(Def{flat: "server.live", kind: KindGauge,
 		help: "1 while the proxy serves, 0 while it drains."})
+	serverHotRestartEpoch = define(Def{flat: "server.hot_restart_epoch", kind: KindGauge,
+		help: "Binary upgrades (POST /upgrade, SIGUSR2) since the first process: 0 for a process started afresh. Envoy's hot restart epoch, counted by the proxy rather than passed on the command line."})
+	serverHotRestartGeneration = define(Def{flat: "server.hot_restart_generation", kind: KindGauge,
+		help: "Binary upgrades since the first process, each new process one more than the process it replaced (Envoy's hot restart generation); equal to server.hot_restart_epoch."})
 	serverConfigReload = define(Def{flat: "server.config_reload", kind: KindCounter,
 		help: "Config reloads applied."})
 	serverConfigReloadFailed = define(Def{flat: "server.config_reload_failed", kind: KindCounter,
