@@ -158,6 +158,10 @@ func New(cfg *config.Config, lg zerolog.Logger) (_ *Server, err error) {
 	s.global = listener.NewConnLimit(cfg.Server.MaxConnections)
 	s.overload = newOverload(cfg.Overload, st.Overload())
 	s.connLimits = make(map[string]*listener.ConnLimit, len(cfg.Listeners))
+	// A first process is generation 0; a process started by an upgrade
+	// is told its generation before it starts.
+	st.Server().HotRestartEpoch.Set(0)
+	st.Server().HotRestartGeneration.Set(0)
 	dropped := st.Server().SpansDropped
 	s.tracer, err = tracing.New(cfg.Tracing, cfg.Node,
 		tracing.WithDropHook(func(n uint64) { dropped.Inc(int64(n)) }),

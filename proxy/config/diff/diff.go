@@ -116,8 +116,8 @@ const (
 	// StatsSinks is stats.sinks, flush_interval, emit_zeros or prometheus:
 	// how stats leave the proxy. The sinks are rebuilt; stat handles stay.
 	StatsSinks
-	// StatsFilter is stats.include, exclude or
-	// max_grpc_methods_per_cluster: which stats exist. Every handle the
+	// StatsFilter is stats.include, exclude, max_grpc_methods_per_cluster
+	// or compact_after: which stats exist and how they are kept. Every handle the
 	// kept components hold must be bound again.
 	StatsFilter
 	// Tracing is any tracing setting: the tracer provider is rebuilt.
@@ -190,6 +190,7 @@ var processParts = map[string]Part{
 	"stats.exclude":                      StatsFilter,
 	"stats.include":                      StatsFilter,
 	"stats.max_grpc_methods_per_cluster": StatsFilter,
+	"stats.compact_after":                StatsFilter,
 	"tracing":                            Tracing,
 	"overload":                           Overload,
 	"dynamic":                            Dynamic,
