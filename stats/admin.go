@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strconv"
 	"time"
@@ -62,7 +63,7 @@ func (s *Store) serveStats(w http.ResponseWriter, r *http.Request) {
 // entries reads every stat the filters let through, sorted by name.
 func (s *Store) entries(filter *regexp.Regexp, usedOnly bool) []entry {
 	var out []entry
-	s.walk(true, func(p *Point) {
+	s.walk(true, anchoredPrefix(filter), func(p *Point) {
 		if usedOnly && !p.Used {
 			return
 		}
@@ -170,4 +171,24 @@ func roundMillis(ms float64) float64 { return math.Round(ms*1000) / 1000 }
 
 func formatMillis(ms float64) string {
 	return strconv.FormatFloat(roundMillis(ms), 'f', -1, 64)
+}
+
+// anchoredPrefix returns what every name filter matches begins with, when
+// filter is anchored at the start ("^server\\.config_reload$": "server.config_reload"),
+// so that /stats reads only the clusters such names can be of; "" when it
+// cannot tell.
+func anchoredPrefix(filter *regexp.Regexp) string {
+	if filter == nil {
+		return ""
+	}
+	re, err := syntax.Parse(filter.String(), syntax.Perl)
+	if err != nil {
+		return ""
+	}
+	re = re.Simplify()
+	if re.Op != syntax.OpConcat || len(re.Sub) == 0 || re.Sub[0].Op != syntax.OpBeginText {
+		return ""
+	}
+	prefix, _ := filter.LiteralPrefix()
+	return prefix
 }

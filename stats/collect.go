@@ -2,6 +2,7 @@ package stats
 
 import (
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -49,10 +50,12 @@ func (p *Point) Exemplar(i int) *Exemplar {
 // flushes may run; it must not call the Store. Compacted families cost a
 // decoding, which allocates: Collect is for scrapes and exports, not the
 // request path.
-func (s *Store) Collect(fn func(*Point)) { s.walk(false, fn) }
+func (s *Store) Collect(fn func(*Point)) { s.walk(false, "", fn) }
 
 // walk calls fn with every stat: as of the last flush, or live (/stats).
-func (s *Store) walk(live bool, fn func(*Point)) {
+// A cluster's stats are left out when no flat name that begins with
+// prefix can be one of them, without reading them.
+func (s *Store) walk(live bool, prefix string, fn func(*Point)) {
 	counters, gauges, histograms := s.instruments()
 	var p Point
 	for _, c := range counters {
@@ -68,6 +71,12 @@ func (s *Store) walk(live bool, fn func(*Point)) {
 		fn(&p)
 	}
 	for _, c := range s.clusterSnapshot() {
+		if prefix != "" {
+			own := "cluster." + c.sc.labels.values[0] + "."
+			if !strings.HasPrefix(prefix, own) && !strings.HasPrefix(own, prefix) {
+				continue
+			}
+		}
 		s.mu.Lock()
 		hot, cold := c.hot, c.cold
 		s.mu.Unlock()

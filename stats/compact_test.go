@@ -5,7 +5,9 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -345,5 +347,45 @@ func TestSetMembershipCold(t *testing.T) {
 	ps.Flush()
 	if r := rec.get("cluster.membership_total{cluster_name=p}"); r == nil || r.gauge != 2 {
 		t.Errorf("with a push sink: membership_total %v, want 2 reported", r)
+	}
+}
+
+// TestStatsAnchoredFilter: a filter anchored at the start reads only the
+// clusters its names can be of, and shows what the same filter shows
+// unanchored ones would.
+func TestStatsAnchoredFilter(t *testing.T) {
+	s, _ := newStore(t, config.Stats{}, Options{})
+	s.Cluster("api").Upstream().RqTotal.Inc(2)
+	s.Cluster("api.example.com").Upstream().RqTotal.Inc(3)
+	s.Cluster("web").SetMembership(2, 2)
+	s.Server().ConfigReload.Inc(1)
+	for _, tt := range []struct {
+		filter string
+		want   []string
+		prefix string
+	}{
+		{`^server\.config_reload$`, []string{"server.config_reload: 1"}, "server.config_reload"},
+		{`^cluster\.api\.upstream_rq_total$`, []string{"cluster.api.upstream_rq_total: 2"}, "cluster.api.upstream_rq_total"},
+		{`^cluster\.api\.`, nil, "cluster.api."}, // api's and api.example.com's
+		{`upstream_rq_total$`, []string{"cluster.api.example.com.upstream_rq_total: 3", "cluster.api.upstream_rq_total: 2"}, ""},
+		{`^cluster\.web\.membership_total|^server\.live$`, []string{"cluster.web.membership_total: 2", "server.live: 0"}, ""},
+	} {
+		re := regexp.MustCompile(tt.filter)
+		if got := anchoredPrefix(re); got != tt.prefix {
+			t.Errorf("%s: prefix %q, want %q", tt.filter, got, tt.prefix)
+		}
+		var lines []string
+		for _, e := range s.entries(re, false) {
+			lines = append(lines, fmt.Sprintf("%s: %d", e.name, e.value))
+		}
+		if tt.want == nil {
+			if !slices.Contains(lines, "cluster.api.upstream_rq_total: 2") || !slices.Contains(lines, "cluster.api.example.com.upstream_rq_total: 3") {
+				t.Errorf("%s: %v, want both clusters' stats", tt.filter, lines)
+			}
+			continue
+		}
+		if !slices.Equal(lines, tt.want) {
+			t.Errorf("%s: %v, want %v", tt.filter, lines, tt.want)
+		}
 	}
 }

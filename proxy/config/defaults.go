@@ -1,7 +1,6 @@
 package config
 
 import (
-	"cmp"
 	"strings"
 	"time"
 )
@@ -461,9 +460,14 @@ func (c *Cluster) applyDefaults() {
 	}
 }
 
-// setDefault sets *p to def when *p is the zero value.
+// setDefault sets *p to def when *p is the zero value. It writes nothing
+// otherwise: a reload reuses clusters already defaulted, which the running
+// config shares (see reuse.go).
 func setDefault[T comparable](p *T, def T) {
-	*p = cmp.Or(*p, def)
+	var zero T
+	if *p == zero {
+		*p = def
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

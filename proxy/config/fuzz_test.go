@@ -4,7 +4,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
+
+	"go.yaml.in/yaml/v4"
 )
 
 // FuzzLoad checks that Load never panics and always returns a config or at
@@ -71,5 +74,28 @@ func fuzzLoad(name string) func(t *testing.T, data []byte) {
 		case err != nil && (!errors.As(err, &problems) || len(problems) == 0):
 			t.Fatalf("Load error is not a non-empty Errors: %#v", err)
 		}
+		decodesAsYAML(t, name, data)
+		splitsAsWhole(t, data, 1)
+	}
+}
+
+// decodesAsYAML checks that the walker decodes a document the way yaml v4
+// decodes the tree it leaves, where it found nothing to refuse.
+func decodesAsYAML(t *testing.T, name string, data []byte) {
+	l := &loader{cfg: &Config{}, main: name, loaded: map[string]bool{}, failed: map[string]bool{}}
+	doc := l.parse(name, data)
+	if doc == nil || len(doc.Content) == 0 {
+		return
+	}
+	w := &walker{l: l, file: name, offsets: map[string]int{}}
+	var walked, decoded Config
+	if !w.walk(doc.Content[0], reflect.ValueOf(&walked).Elem(), nil) || len(l.problems) > 0 {
+		return
+	}
+	if err := doc.Load(&decoded, yaml.WithKnownFields()); err != nil {
+		t.Fatalf("the walker took what yaml v4 refuses: %v", err)
+	}
+	if !reflect.DeepEqual(walked, decoded) {
+		t.Fatalf("the walker decoded\n%+v\nwhere yaml v4 decodes\n%+v", walked, decoded)
 	}
 }

@@ -81,7 +81,6 @@ func LoadWith(path string, extra ...Source) (*Config, error) {
 		cfg:    &Config{},
 		main:   path,
 		loaded: map[string]bool{},
-		at:     map[string]position{},
 		failed: map[string]bool{},
 	}
 	main := frame{abs: absPath(path), name: path}
@@ -98,7 +97,7 @@ func LoadWith(path string, extra ...Source) (*Config, error) {
 		return nil, l.problems
 	}
 	l.cfg.Files = l.files
-	l.cfg.at = runtimePositions(l.at)
+	l.cfg.at = l.runtimePositions()
 	// Defaults are not applied yet: no resources means both.
 	dynamicListeners := l.cfg.Dynamic != nil && (len(l.cfg.Dynamic.Resources) == 0 || l.cfg.Dynamic.Wants(DynamicListeners))
 	if len(l.cfg.Listeners) == 0 && !dynamicListeners {
@@ -113,6 +112,7 @@ func LoadWith(path string, extra ...Source) (*Config, error) {
 	l.warnings.sort()
 	l.cfg.Warnings = l.warnings
 	l.cfg.applyDefaults()
+	remember(l.cfg, l.lists)
 	return l.cfg, nil
 }
 
@@ -144,25 +144,32 @@ func (c *Config) Locate(path string) Problem {
 // admin.address. Locate places any other path at the nearest of these. A
 // config of 10,000 clusters writes some 100,000 paths; keeping them all
 // would cost about 1.5 KB per cluster for as long as the config runs.
-func runtimePositions(at map[string]position) map[string]position {
+func (l *loader) runtimePositions() map[string]position {
 	keep := make(map[string]position)
-	for p, pos := range at {
-		if !strings.ContainsAny(p, ".[") || p == "admin.address" || isListenerAddress(p) {
-			keep[p] = pos
+	add := func(path string) {
+		if _, ok := keep[path]; !ok {
+			if p, ok := l.find(path); ok {
+				keep[path] = p
+			}
 		}
 	}
-	return keep
-}
-
-// isListenerAddress reports whether p is "listeners[i]" or
-// "listeners[i].address".
-func isListenerAddress(p string) bool {
-	rest, ok := strings.CutPrefix(p, "listeners[")
-	if !ok {
-		return false
+	add("")
+	for _, d := range l.docs {
+		if d.root.Kind != yaml.MappingNode {
+			continue
+		}
+		for i := 0; i+1 < len(d.root.Content); i += 2 {
+			if k := d.root.Content[i]; k.Kind == yaml.ScalarNode && !isMergeKey(k) {
+				add(k.Value)
+			}
+		}
 	}
-	_, rest, ok = strings.Cut(rest, "]")
-	return ok && (rest == "" || rest == ".address")
+	add("admin.address")
+	for i := range l.cfg.Listeners {
+		add("listeners[" + strconv.Itoa(i) + "]")
+		add("listeners[" + strconv.Itoa(i) + "].address")
+	}
+	return keep
 }
 
 // loader is the state of one Load call.
@@ -171,9 +178,12 @@ type loader struct {
 	main   string  // the path given to Load
 	files  []string
 	loaded map[string]bool // absolute paths of the files read so far
-	// at maps field paths of the merged config to where they were
-	// written; the first file to write a path keeps it.
-	at map[string]position
+	// docs are the documents read, in order, each walked and decoded:
+	// where a field path was written is found in them (find).
+	docs []walkedDoc
+	// lists are the files' clusters: lists to remember once the config
+	// is loaded (reuse.go).
+	lists []*listEntries
 	// failed holds the paths of values reported as unusable while
 	// reading, whose zero values semantic checks must not complain about.
 	failed   map[string]bool
@@ -184,11 +194,91 @@ type loader struct {
 	broken bool
 }
 
-// record notes that path was written at p, unless it already was.
-func (l *loader) record(path string, p position) {
-	if _, ok := l.at[path]; !ok {
-		l.at[path] = p
+// walkedDoc is one document the loader read: its file, its node tree as
+// the walker left it, and the merged indexes of its first listener and
+// cluster.
+type walkedDoc struct {
+	file    string
+	root    *yaml.Node
+	offsets map[string]int
+	// places are the entries reused rather than parsed (reuse.go),
+	// parsed when a path leads into them.
+	places map[*yaml.Node]placeholder
+}
+
+// find returns where path was written: in the first document that wrote
+// it, which is what a problem about it points at.
+func (l *loader) find(path string) (position, bool) {
+	for i := range l.docs {
+		d := &l.docs[i]
+		if n := d.find(path); n != nil {
+			return position{file: d.file, line: n.Line, column: n.Column}, true
+		}
 	}
+	return position{}, false
+}
+
+// find returns the node path was written at in d, or nil: a key the
+// walker refused, or one under an alias or a merged mapping, which the
+// walker does not descend into (a problem there is placed at the nearest
+// parent written). A key may hold dots (json_format's): the longest key
+// the path goes on from is taken.
+func (d *walkedDoc) find(path string) *yaml.Node {
+	n, rest, section := d.root, path, ""
+	for first := true; rest != ""; first = false {
+		if n.Kind == yaml.AliasNode {
+			return nil
+		}
+		if rest[0] == '[' {
+			end := strings.IndexByte(rest, ']')
+			i, err := strconv.Atoi(rest[1:max(end, 1)])
+			if end < 0 || err != nil || n.Kind != yaml.SequenceNode {
+				return nil
+			}
+			i -= d.offsets[section] // merged index, in this document's list
+			if i < 0 || i >= len(n.Content) {
+				return nil
+			}
+			if ph, ok := d.places[n.Content[i]]; ok {
+				if e := parseEntry(ph.text, ph.line); e != nil {
+					delete(d.places, n.Content[i])
+					n.Content[i] = e
+				}
+			}
+			n, rest, section = n.Content[i], rest[end+1:], ""
+			continue
+		}
+		if !first {
+			if rest[0] != '.' {
+				return nil
+			}
+			rest = rest[1:]
+		}
+		if n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		key := ""
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if k.Kind != yaml.ScalarNode || isMergeKey(k) || len(k.Value) <= len(key) || !strings.HasPrefix(rest, k.Value) {
+				continue
+			}
+			if after := rest[len(k.Value):]; after == "" || after[0] == '.' || after[0] == '[' {
+				if next == nil || len(k.Value) > len(key) {
+					next, key = n.Content[i+1], k.Value
+				}
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		if first {
+			section = key
+		}
+		n, rest = next, rest[len(key):]
+	}
+	return n
 }
 
 // frame is one file on the include stack: its absolute path, to recognise
@@ -205,16 +295,29 @@ func (l *loader) load(data []byte, stack []frame) {
 	l.files = append(l.files, file)
 	l.loaded[stack[len(stack)-1].abs] = true
 
-	doc := l.parse(file, data)
+	var doc *yaml.Node
+	var places map[*yaml.Node]placeholder
+	var list *listEntries
+	if !strings.EqualFold(filepath.Ext(file), ".json") {
+		doc, places, list = parseReusing(stack[len(stack)-1].abs, data)
+	}
+	if doc == nil {
+		doc = l.parse(file, data)
+	}
 	if doc == nil || len(doc.Content) == 0 {
 		return
 	}
-	l.loadDoc(doc, stack)
+	offset := len(l.cfg.Clusters)
+	l.loadDoc(doc, stack, places)
+	if list != nil && aligned(doc.Content[0], list, data) {
+		list.offset = offset
+		l.lists = append(l.lists, list)
+	}
 }
 
 // loadDoc reads one parsed document into the merged config, then its
 // includes. stack is as for load.
-func (l *loader) loadDoc(doc *yaml.Node, stack []frame) {
+func (l *loader) loadDoc(doc *yaml.Node, stack []frame, places map[*yaml.Node]placeholder) {
 	file := stack[len(stack)-1].name
 	root := doc.Content[0]
 	w := &walker{
@@ -222,16 +325,12 @@ func (l *loader) loadDoc(doc *yaml.Node, stack []frame) {
 		file:     file,
 		included: len(stack) > 1,
 		offsets:  map[string]int{"listeners": len(l.cfg.Listeners), "clusters": len(l.cfg.Clusters)},
+		reused:   places,
 	}
-	if !w.walk(root, reflect.TypeFor[Config](), "") {
-		return
-	}
-
+	l.docs = append(l.docs, walkedDoc{file: file, root: root, offsets: w.offsets, places: places})
 	var fc Config
-	if err := doc.Load(&fc, yaml.WithKnownFields()); err != nil {
-		// The walker leaves the decoder nothing to refuse, except inside
-		// merged ("<<") mappings, which it does not look into.
-		l.yamlProblems(file, nil, err)
+	if !w.walk(root, reflect.ValueOf(&fc).Elem(), nil) {
+		return
 	}
 	if w.included {
 		l.cfg.Listeners = append(l.cfg.Listeners, fc.Listeners...)
@@ -262,7 +361,7 @@ func (l *loader) loadSource(src Source, main frame) {
 			}
 		}
 	}
-	l.loadDoc(doc, stack)
+	l.loadDoc(doc, stack, nil)
 }
 
 // nameSourcePaths rewrites the paths of the problems found in the extra
@@ -326,6 +425,9 @@ func (l *loader) parse(file string, data []byte) *yaml.Node {
 			l.broken = true
 			return nil
 		}
+	}
+	if doc, ok := splitParse(data); ok {
+		return doc
 	}
 	var docs []yaml.Node
 	if err := yaml.Load(data, &docs, yaml.WithAllDocuments()); err != nil {

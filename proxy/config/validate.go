@@ -43,7 +43,7 @@ const domainHint = "use an exact host (api.example.com), a suffix (*.example.com
 // Problems about values the walker already refused are left out: a refused
 // value decodes to zero, and "must not be empty" about it would be noise.
 func (l *loader) check() {
-	v := &validator{locate: l.locate, written: l.at, clusters: map[string]bool{}, hints: map[string]string{}}
+	v := &validator{locate: l.locate, written: func(path string) bool { _, ok := l.find(path); return ok }, clusters: map[string]bool{}, hints: map[string]string{}}
 	v.config(l.cfg)
 	// A problem at a path is fallout of a refused value when the path is
 	// (under) a refused one, or when a refused value is one of its direct
@@ -81,7 +81,7 @@ func (l *loader) underFailed(path string) bool {
 // (a missing key is reported at the mapping that lacks it).
 func (l *loader) locate(path string) position {
 	for {
-		if p, ok := l.at[path]; ok {
+		if p, ok := l.find(path); ok {
 			return p
 		}
 		if path == "" {
@@ -102,7 +102,7 @@ type validator struct {
 	locate func(path string) position
 	// written holds the paths written in the files: it tells an explicit
 	// zero ("weight: 0") from an absent key.
-	written map[string]position
+	written func(path string) bool
 	// clusters holds the defined cluster names, and names lists them in
 	// order for hints; hints caches clusterHint, since aliases can repeat
 	// one unknown name many times.
@@ -125,8 +125,7 @@ func (v *validator) report(path, hint, format string, args ...any) {
 
 // has reports whether path was written, even as an empty or zero value.
 func (v *validator) has(path string) bool {
-	_, ok := v.written[path]
-	return ok
+	return v.written(path)
 }
 
 // firstAt is the hint for a duplicate: where the first one is.

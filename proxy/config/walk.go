@@ -29,18 +29,22 @@ func (p position) String() string {
 }
 
 // walker checks one file's node tree against the schema (the Go types in
-// types.go) before yaml v4 decodes it, for three reasons:
+// types.go) and decodes it, in one pass:
 //
-//   - it records where every field path was written, so that problems found
-//     later on the typed structs can be given a line and column;
 //   - it finds shape problems (unknown keys, a mapping where a list is due,
 //     a bad scalar) with the field path and in our words instead of Go type
 //     names;
-//   - it keeps list indexes true: yaml v4 silently drops a list entry it
-//     cannot decode (or an empty "-"), which would shift every later index
-//     and point later problems at the wrong entry. The walker replaces such
-//     entries with a zero value instead, and removes bad mapping entries, so
-//     the decoder has nothing left to drop.
+//   - it keeps list indexes true: an entry that cannot be decoded (or an
+//     empty "-") becomes a zero value in place, so that later entries, and
+//     the problems found on them, keep the index they were written at;
+//   - it leaves the node tree, where the loader finds where each field
+//     path was written (loader.find), for problems found later on the
+//     typed structs.
+//
+// It removes the mapping entries it refused, and replaces the list entries
+// it refused with zero values, so that yaml v4, which decodes what the
+// walker does not (aliases and merged "<<" mappings), finds nothing to
+// refuse either.
 type walker struct {
 	l    *loader
 	file string
@@ -48,106 +52,159 @@ type walker struct {
 	// hold include, listeners and clusters.
 	included bool
 	// offsets are the merged indexes of this file's first listener and
-	// cluster, so that recorded paths index into the merged config.
+	// cluster, so that paths index into the merged config.
 	offsets map[string]int
+	// reused are the list entries taken as they were decoded before,
+	// rather than parsed (reuse.go).
+	reused map[*yaml.Node]placeholder
 }
 
 // includedKeys are the top-level keys an included file may hold.
 var includedKeys = []string{"include", "listeners", "clusters"}
 
-// walk checks n against type t at path and reports whether n may stay in
-// its parent. It may rewrite n's subtree (see walker).
-func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) bool {
-	w.l.record(path, w.at(n))
-	// An alias is checked for its shape where it is used, but not
-	// descended into: the anchor was checked where it was written, and not
-	// descending keeps the walk linear in the file size whatever the
-	// aliases expand to.
+// fieldPath is a field path ("clusters[3].endpoints[0].address") as the
+// walker descends, made into a string only when a problem names it: a
+// config of 10,000 clusters has some 100,000 of them.
+type fieldPath struct {
+	parent *fieldPath
+	key    string // a key, or "" for an index
+	index  int
+}
+
+// String formats p; nil is the root, "".
+func (p *fieldPath) String() string {
+	if p == nil {
+		return ""
+	}
+	if p.key == "" {
+		return p.parent.String() + "[" + strconv.Itoa(p.index) + "]"
+	}
+	return joinPath(p.parent.String(), p.key)
+}
+
+// walk checks n against the type of dst at path, decodes it into dst, and
+// reports whether n may stay in its parent; when it may not, dst is left
+// zero. It may rewrite n's subtree (see walker).
+func (w *walker) walk(n *yaml.Node, dst reflect.Value, path *fieldPath) bool {
+	t := dst.Type()
+	// An alias is checked for its shape where it is used, and decoded by
+	// yaml v4, but not descended into: the anchor was checked where it was
+	// written, and not descending keeps the walk linear in the file size
+	// whatever the aliases expand to.
 	alias, v := n.Kind == yaml.AliasNode, resolveAlias(n)
 	if isNull(v) {
 		if !alias && t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct {
 			// "tcp:" or "retry_policy:" with nothing after it asks for the
 			// feature with its defaults, as "{}" does; decoding null would
-			// leave the pointer nil and the key silently ignored.
+			// leave the pointer nil and the key silently ignored. The node
+			// becomes the mapping it stands for, for yaml v4 too.
 			n.Kind, n.Tag, n.Value = yaml.MappingNode, "!!map", ""
+			dst.Set(reflect.New(t.Elem()))
 		}
 		return true
 	}
-	if t.Kind() == reflect.Pointer {
-		t = t.Elem()
+	et := t
+	if et.Kind() == reflect.Pointer {
+		et = et.Elem()
 	}
-	switch {
-	case t.Kind() == reflect.Struct:
-		if v.Kind != yaml.MappingNode {
-			w.fail(n, path, "must be "+describeType(t)+", got "+describeNode(v), "")
+	switch et.Kind() {
+	case reflect.Struct, reflect.Map, reflect.Slice:
+		want, what := yaml.MappingNode, "must be "+describeType(et)
+		if et.Kind() == reflect.Slice {
+			want = yaml.SequenceNode
+		} else if et.Kind() == reflect.Map {
+			what = "must be a mapping"
+		}
+		if v.Kind != want {
+			w.fail(n, path, what+", got "+describeNode(v), "")
 			return false
-		}
-		if !alias {
-			w.mapping(n, t, path)
-		}
-	case t.Kind() == reflect.Map:
-		if v.Kind != yaml.MappingNode {
-			w.fail(n, path, "must be a mapping, got "+describeNode(v), "")
-			return false
-		}
-		if !alias {
-			w.dictionary(v, t.Elem(), path)
-		}
-	case t.Kind() == reflect.Slice:
-		if v.Kind != yaml.SequenceNode {
-			w.fail(n, path, "must be "+describeType(t)+", got "+describeNode(v), "")
-			return false
-		}
-		if !alias {
-			w.sequence(n, t.Elem(), path)
 		}
 	default:
-		return w.scalar(n, v, t, path)
+		return w.scalar(n, v, dst, path)
+	}
+	target := dst
+	if t.Kind() == reflect.Pointer {
+		target = reflect.New(et).Elem()
+	}
+	switch {
+	case alias:
+		w.decodeYAML(n, target)
+	case et.Kind() == reflect.Struct:
+		w.mapping(n, target, path)
+	case et.Kind() == reflect.Map:
+		w.dictionary(v, target, path)
+	default:
+		w.sequence(n, target, path)
+	}
+	if t.Kind() == reflect.Pointer {
+		dst.Set(target.Addr())
 	}
 	return true
 }
 
-// mapping checks the keys of a mapping decoded into struct type t, and
-// removes those the decoder must not see.
-func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) {
-	fields, names := schemaOf(t)
+// decodeYAML decodes n into dst with yaml v4, for what the walker does not
+// descend into; what it refuses is reported as its errors.
+func (w *walker) decodeYAML(n *yaml.Node, dst reflect.Value) {
+	if err := n.Load(dst.Addr().Interface(), yaml.WithKnownFields()); err != nil {
+		w.l.yamlProblems(w.file, nil, err)
+	}
+}
+
+// mapping checks the keys of a mapping decoded into struct dst, decodes
+// their values, and removes the entries it refused.
+func (w *walker) mapping(n *yaml.Node, dst reflect.Value, path *fieldPath) {
+	fields, names := schemaOf(dst.Type())
 	kept := n.Content[:0]
-	seen := map[string]*yaml.Node{}
+	var seen []*yaml.Node // by field
+	merged := false
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if isMergeKey(k) {
-			// Merged mappings are checked by the decoder alone (unknown
-			// keys included); their fields get the parent's position.
+			// Merged mappings are decoded by yaml v4 alone (unknown keys
+			// checked there); their fields get the parent's position.
 			kept = append(kept, k, v)
+			merged = true
 			continue
 		}
-		f := slices.Index(names, k.Value)
+		f := -1
+		if k.Kind == yaml.ScalarNode {
+			f = slices.Index(names, k.Value)
+		}
 		switch {
 		case k.Kind != yaml.ScalarNode:
 			w.report(k, path, "keys must be plain names, got "+describeNode(k), "")
 		case f < 0:
 			w.report(k, path, fmt.Sprintf("unknown key %q", k.Value), suggest(k.Value, names, "known keys"))
-		case seen[k.Value] != nil:
-			w.report(k, path, fmt.Sprintf("duplicate key %q", k.Value), "first at "+w.at(seen[k.Value]).String())
-		case path == "" && w.included && !slices.Contains(includedKeys, k.Value):
+		case seen != nil && seen[f] != nil:
+			w.report(k, path, fmt.Sprintf("duplicate key %q", k.Value), "first at "+w.at(seen[f]).String())
+		case path == nil && w.included && !slices.Contains(includedKeys, k.Value):
 			w.report(k, path, fmt.Sprintf("%q is not allowed in an included file", k.Value),
 				"an included file may only hold "+strings.Join(includedKeys, ", "))
 		default:
-			seen[k.Value] = k
-			if w.walk(v, fields[f].typ, joinPath(path, k.Value)) {
+			if seen == nil {
+				seen = make([]*yaml.Node, len(fields))
+			}
+			seen[f] = k
+			fv := dst.Field(fields[f].index)
+			if w.walk(v, fv, &fieldPath{parent: path, key: k.Value}) {
 				kept = append(kept, k, v)
+			} else {
+				fv.SetZero()
 			}
 		}
 	}
 	n.Content = kept
+	if merged {
+		w.decodeYAML(n, dst)
+	}
 }
 
-// dictionary checks a mapping decoded into a Go map (json_format): keys
-// are the user's own names, each value of type et is recorded at
-// path.key so that problems with it are given its position.
-func (w *walker) dictionary(n *yaml.Node, et reflect.Type, path string) {
+// dictionary checks a mapping decoded into Go map dst (json_format): keys
+// are the user's own names.
+func (w *walker) dictionary(n *yaml.Node, dst reflect.Value, path *fieldPath) {
 	kept := n.Content[:0]
 	seen := map[string]*yaml.Node{}
+	m := reflect.MakeMapWithSize(dst.Type(), len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		switch {
@@ -157,46 +214,75 @@ func (w *walker) dictionary(n *yaml.Node, et reflect.Type, path string) {
 			w.report(k, path, fmt.Sprintf("duplicate key %q", k.Value), "first at "+w.at(seen[k.Value]).String())
 		default:
 			seen[k.Value] = k
-			if w.walk(v, et, joinPath(path, k.Value)) {
+			ev := reflect.New(dst.Type().Elem()).Elem()
+			if w.walk(v, ev, &fieldPath{parent: path, key: k.Value}) {
 				kept = append(kept, k, v)
+				m.SetMapIndex(reflect.ValueOf(k.Value).Convert(dst.Type().Key()), ev)
 			}
 		}
 	}
 	n.Content = kept
+	dst.Set(m)
 }
 
-// sequence checks the entries of a list of et, replacing those yaml v4
-// would drop with a zero value so that indexes stay as written.
-func (w *walker) sequence(n *yaml.Node, et reflect.Type, path string) {
-	base := w.offsets[path]
+// sequence checks and decodes the entries of a list into slice dst,
+// replacing those it refuses with zero values so that indexes stay as
+// written.
+func (w *walker) sequence(n *yaml.Node, dst reflect.Value, path *fieldPath) {
+	base := 0
+	if path != nil && path.parent == nil {
+		base = w.offsets[path.key]
+	}
+	et := dst.Type().Elem()
+	list := reflect.MakeSlice(dst.Type(), len(n.Content), len(n.Content))
 	for i, e := range n.Content {
-		child := path + "[" + strconv.Itoa(base+i) + "]"
+		if ph, ok := w.reused[e]; ok {
+			list.Index(i).Set(reflect.ValueOf(ph.value).Elem())
+			continue
+		}
+		child := &fieldPath{parent: path, index: base + i}
 		if isNull(resolveAlias(e)) {
 			w.fail(e, child, "empty list entry", "remove the lone \"-\" or give it a value")
 			n.Content[i] = zeroNode(et, e)
 			continue
 		}
-		if !w.walk(e, et, child) {
+		if !w.walk(e, list.Index(i), child) {
 			n.Content[i] = zeroNode(et, e)
 		}
 	}
+	dst.Set(list)
 }
 
 // scalar checks that v, written as n (itself, or an alias to it), decodes
-// into t by decoding it, so that the checks are exactly yaml v4's.
-func (w *walker) scalar(n, v *yaml.Node, t reflect.Type, path string) bool {
+// into dst, and decodes it: the plain cases itself, the others with yaml
+// v4, so that the checks are exactly yaml v4's.
+func (w *walker) scalar(n, v *yaml.Node, dst reflect.Value, path *fieldPath) bool {
+	t := dst.Type()
 	if v.Kind != yaml.ScalarNode {
 		w.fail(n, path, "must be "+describeType(t)+", got "+describeNode(v), "")
 		return false
 	}
-	err := v.Load(reflect.New(t).Interface())
+	if t.Kind() == reflect.Pointer {
+		p := reflect.New(t.Elem())
+		if !w.scalar(n, v, p.Elem(), path) {
+			return false
+		}
+		dst.Set(p)
+		return true
+	}
+	if decodePlain(v, dst) {
+		return true
+	}
+	target := reflect.New(t)
+	err := v.Load(target.Interface())
 	if err == nil {
+		dst.Set(target.Elem())
 		return true
 	}
 	// *yaml.LoadErrors does not unwrap to its causes: look at each.
 	var list *yaml.LoadErrors
 	var de *durationError
-	if errors.As(err, &list) && len(list.Errors) > 0 && errors.As(list.Errors[0], &de) {
+	if errors.As(err, &de) || errors.As(err, &list) && len(list.Errors) > 0 && errors.As(list.Errors[0], &de) {
 		w.fail(n, path, de.msg, de.hint)
 		return false
 	}
@@ -209,6 +295,81 @@ func (w *walker) scalar(n, v *yaml.Node, t reflect.Type, path string) bool {
 	return false
 }
 
+// decodePlain decodes the common scalars into dst without yaml v4's
+// decoder, which costs a dozen allocations a call: a string written as
+// one, a decimal integer or number, true or false, and a duration (what
+// yaml v4 would do: call its UnmarshalYAML). It reports false, having
+// written nothing, for anything else.
+func decodePlain(v *yaml.Node, dst reflect.Value) bool {
+	if dst.Type() == durationType {
+		var d Duration
+		if d.UnmarshalYAML(v) != nil {
+			return false
+		}
+		dst.SetInt(int64(d))
+		return true
+	}
+	switch dst.Kind() {
+	case reflect.String:
+		if v.ShortTag() != "!!str" {
+			return false
+		}
+		dst.SetString(v.Value)
+		return true
+	case reflect.Bool:
+		if v.ShortTag() != "!!bool" || v.Value != "true" && v.Value != "false" {
+			return false
+		}
+		dst.SetBool(v.Value == "true")
+		return true
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		if v.ShortTag() != "!!int" || !decimal(v.Value) {
+			return false
+		}
+		i, err := strconv.ParseInt(v.Value, 10, 64)
+		if err != nil || dst.OverflowInt(i) {
+			return false
+		}
+		dst.SetInt(i)
+		return true
+	case reflect.Uint32, reflect.Uint64, reflect.Uint:
+		if v.ShortTag() != "!!int" || !decimal(v.Value) || v.Value[0] == '-' {
+			return false
+		}
+		u, err := strconv.ParseUint(v.Value, 10, 64)
+		if err != nil || dst.OverflowUint(u) {
+			return false
+		}
+		dst.SetUint(u)
+		return true
+	case reflect.Float64:
+		if tag := v.ShortTag(); tag != "!!int" && tag != "!!float" || !decimal(strings.Replace(v.Value, ".", "", 1)) {
+			return false
+		}
+		f, err := strconv.ParseFloat(v.Value, 64)
+		if err != nil {
+			return false
+		}
+		dst.SetFloat(f)
+		return true
+	}
+	return false
+}
+
+// decimal reports whether s is an optional minus and decimal digits.
+func decimal(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // at is where n was written.
 func (w *walker) at(n *yaml.Node) position {
 	return position{file: w.file, line: n.Line, column: n.Column}
@@ -216,22 +377,25 @@ func (w *walker) at(n *yaml.Node) position {
 
 // fail reports a problem at n that leaves the value at path unusable, so
 // that checks on the typed config stay quiet about it.
-func (w *walker) fail(n *yaml.Node, path, msg, hint string) {
+func (w *walker) fail(n *yaml.Node, path *fieldPath, msg, hint string) {
+	p := path.String()
 	w.report(n, path, msg, hint)
-	w.l.failed[path] = true
+	w.l.failed[p] = true
 }
 
 // report reports a problem at n.
-func (w *walker) report(n *yaml.Node, path, msg, hint string) {
+func (w *walker) report(n *yaml.Node, path *fieldPath, msg, hint string) {
 	w.l.problems = append(w.l.problems, Problem{
-		File: w.file, Line: n.Line, Column: n.Column, Path: path, Message: msg, Hint: hint,
+		File: w.file, Line: n.Line, Column: n.Column, Path: path.String(), Message: msg, Hint: hint,
 	})
 }
 
-// yamlField is one key of a struct type.
+// yamlField is one key of a struct type: its name, its type and the index
+// of its field.
 type yamlField struct {
-	name string
-	typ  reflect.Type
+	name  string
+	typ   reflect.Type
+	index int
 }
 
 // yamlFields lists the YAML keys of struct type t in declaration order, so
@@ -240,7 +404,7 @@ func yamlFields(t reflect.Type) []yamlField {
 	fields := make([]yamlField, 0, t.NumField())
 	for i := range t.NumField() {
 		if name := yamlName(t.Field(i)); name != "" {
-			fields = append(fields, yamlField{name: name, typ: t.Field(i).Type})
+			fields = append(fields, yamlField{name: name, typ: t.Field(i).Type, index: i})
 		}
 	}
 	return fields
