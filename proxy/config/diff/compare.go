@@ -3,6 +3,7 @@ package diff
 import (
 	"reflect"
 	"strings"
+	"sync"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
 )
@@ -25,17 +26,20 @@ func changedPaths(a, b *config.Config, expand ...string) []string {
 	return changedFields(reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem(), "", set)
 }
 
+// componentKeys are the sections the plan compares entry by entry: the
+// whole-config comparison leaves them out (for 10,000 clusters it would
+// compare them all once more for nothing).
+var componentKeys = map[string]bool{"listeners": true, "clusters": true, "include": true}
+
 func changedFields(a, b reflect.Value, prefix string, expand map[string]bool) []string {
 	var keys []string
 	t := a.Type()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		key := yamlKey(f)
-		if key == "" {
+	for i, key := range keysOf(t) {
+		if key == "" || prefix == "" && expand != nil && componentKeys[key] {
 			continue
 		}
 		fa, fb := a.Field(i), b.Field(i)
-		if expand[key] && f.Type.Kind() == reflect.Struct {
+		if expand[key] && t.Field(i).Type.Kind() == reflect.Struct {
 			keys = append(keys, changedFields(fa, fb, prefix+key+".", nil)...)
 			continue
 		}
@@ -43,6 +47,24 @@ func changedFields(a, b reflect.Value, prefix string, expand map[string]bool) []
 			keys = append(keys, prefix+key)
 		}
 	}
+	return keys
+}
+
+// fieldKeys caches keysOf: a reload of 10,000 clusters compares each
+// cluster field by field, and reading the struct tags each time was most
+// of that.
+var fieldKeys sync.Map // reflect.Type → []string
+
+// keysOf returns the config key of each field of struct type t (yamlKey).
+func keysOf(t reflect.Type) []string {
+	if k, ok := fieldKeys.Load(t); ok {
+		return k.([]string)
+	}
+	keys := make([]string, t.NumField())
+	for i := range keys {
+		keys[i] = yamlKey(t.Field(i))
+	}
+	fieldKeys.Store(t, keys)
 	return keys
 }
 
@@ -72,10 +94,18 @@ func equal(a, b reflect.Value) bool {
 		if a.IsNil() || b.IsNil() {
 			return a.IsNil() == b.IsNil()
 		}
+		// A cluster a reload reuses shares what it points to with the
+		// one it replaces (see config's reuse.go): the same is equal.
+		if a.Pointer() == b.Pointer() {
+			return true
+		}
 		return equal(a.Elem(), b.Elem())
 	case reflect.Slice, reflect.Array:
 		if a.Len() != b.Len() {
 			return false
+		}
+		if a.Kind() == reflect.Slice && a.Len() > 0 && a.Pointer() == b.Pointer() {
+			return true
 		}
 		for i := range a.Len() {
 			if !equal(a.Index(i), b.Index(i)) {

@@ -278,11 +278,11 @@ func (p *Plan) String() string {
 
 // process compares everything outside listeners and clusters.
 func (p *Plan) process(from, to *config.Config) {
+	// Listeners and clusters are compared one by one below, and include
+	// not at all: changedPaths leaves them out.
 	for _, key := range changedPaths(from, to, "node", "admin", "server", "stats") {
 		part, ok := processParts[key]
 		switch {
-		case strings.HasPrefix(key, "listeners"), strings.HasPrefix(key, "clusters"), key == "include":
-			// Compared component by component below.
 		case !ok:
 			// A key this package does not know yet: say so rather than
 			// claim to have applied it.
