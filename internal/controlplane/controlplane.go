@@ -361,6 +361,11 @@ func LoadFile(path string) ([]types.Resource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the resources: %w", err)
 	}
+	return parse(path, data)
+}
+
+// parse reads the resources of a file's data; path names it in errors.
+func parse(path string, data []byte) ([]types.Resource, error) {
 	var doc struct {
 		Resources []any `yaml:"resources"`
 	}

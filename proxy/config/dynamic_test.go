@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -264,5 +265,51 @@ func TestNamedPath(t *testing.T) {
 		if got := namedPath(tt.give, "clusters", name); got != tt.want {
 			t.Errorf("namedPath(%q) = %q, want %q", tt.give, got, tt.want)
 		}
+	}
+}
+
+// FuzzLoadWith checks that a generated document, whatever it holds, is
+// loaded with the bootstrap or refused with problems placed in it, and
+// never panics.
+func FuzzLoadWith(f *testing.F) {
+	for _, seed := range []string{
+		"",
+		"clusters: [{name: backend, endpoints: [{address: 127.0.0.1:2}]}]\n",
+		"listeners: [{name: in, address: 127.0.0.1:0, virtual_hosts: [{domains: ['*'], routes: [{match: {prefix: /}, cluster: nope}]}]}]\n",
+		"include: ['*.yaml']\n",
+		"clusters: [{name: local, endpoints: []}]\n",
+		"clusters:\n  -\n  - 5\n",
+		"admin: [\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	dir := f.TempDir()
+	main := dir + "/main.yaml"
+	if err := os.WriteFile(main, []byte(adsBootstrap+"clusters: [{name: local, endpoints: [{address: 127.0.0.1:1}]}]\n"), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := LoadWith(main, Source{Name: "xds", Data: data})
+		if err == nil {
+			if cfg == nil || len(cfg.Clusters) == 0 || cfg.Clusters[0].Name != "local" {
+				t.Fatalf("loaded without the bootstrap's cluster: %+v", cfg)
+			}
+			return
+		}
+		var problems Errors
+		if !errors.As(err, &problems) || len(problems) == 0 {
+			t.Fatalf("LoadWith = %v, want Errors", err)
+		}
+	})
+}
+
+func TestSummaryNamesTheControlPlane(t *testing.T) {
+	inDir(t, map[string]string{"main.yaml": adsBootstrap})
+	cfg, err := Load("main.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "dynamic: listeners and clusters from the control plane at 127.0.0.1:18000 (ADS)\n"; !strings.Contains(cfg.Summary(), want) {
+		t.Errorf("summary:\n%s\nwant a line %q", cfg.Summary(), want)
 	}
 }

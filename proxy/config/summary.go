@@ -24,6 +24,10 @@ func (c *Config) Summary() string {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "listeners: %d, routes: %d, clusters: %d, hosts: %d\n", len(c.Listeners), routes, len(c.Clusters), hosts)
+	if d := c.Dynamic; d != nil {
+		// What the file holds is only part of it.
+		fmt.Fprintf(&b, "dynamic: %s from the control plane at %s (ADS)\n", strings.Join(d.Resources, " and "), d.ADS.Address)
+	}
 	// Writes to a strings.Builder cannot fail, so neither can the
 	// tabwriter's flushes.
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
