@@ -43,7 +43,8 @@ const domainHint = "use an exact host (api.example.com), a suffix (*.example.com
 // Problems about values the walker already refused are left out: a refused
 // value decodes to zero, and "must not be empty" about it would be noise.
 func (l *loader) check() {
-	v := &validator{locate: l.locate, written: func(path string) bool { _, ok := l.find(path); return ok }, clusters: map[string]bool{}, hints: map[string]string{}}
+	v := &validator{locate: l.locate, written: func(path string) bool { _, ok := l.find(path); return ok },
+		clusters: make(map[string]bool, len(l.cfg.Clusters)), hints: map[string]string{}}
 	v.config(l.cfg)
 	// A problem at a path is fallout of a refused value when the path is
 	// (under) a refused one, or when a refused value is one of its direct
@@ -177,9 +178,9 @@ func (v *validator) config(c *Config) {
 	for i := range c.Listeners {
 		v.listener(&c.Listeners[i], fmt.Sprintf("listeners[%d]", i), names, addresses)
 	}
-	names = map[string]string{}
+	names = make(map[string]string, len(c.Clusters))
 	for i := range c.Clusters {
-		v.cluster(&c.Clusters[i], fmt.Sprintf("clusters[%d]", i), names)
+		v.cluster(&c.Clusters[i], "clusters["+strconv.Itoa(i)+"]", names)
 	}
 }
 
@@ -863,9 +864,9 @@ func (v *validator) cluster(c *Cluster, p string, names map[string]string) {
 		v.report(p+".endpoints", "", "must list at least one endpoint")
 	}
 	dns := cmp.Or(c.Type, defaultClusterType) == "strict_dns"
-	seen := map[string]string{}
+	seen := make(map[string]string, len(c.Endpoints))
 	for i, e := range c.Endpoints {
-		ep := fmt.Sprintf("%s.endpoints[%d]", p, i)
+		ep := p + ".endpoints[" + strconv.Itoa(i) + "]"
 		if v.upstreamAddress(ep+".address", e.Address, dns, "127.0.0.1:5100") {
 			v.unique(seen, normalizeAddress(e.Address), ep+".address", "endpoint")
 		}
