@@ -207,17 +207,23 @@ func TestXDS(t *testing.T) {
 
 	t.Run("endpoint and route changes under load", func(t *testing.T) {
 		load := startSteadyLoad(t, client, 500)
+		time.Sleep(time.Second) // load before the change
 		cx := p.counter("cluster.a.upstream_cx_total")
 		c.write("endpoints.yaml", xdsEndpoints("a", bs[0], bs[1])+xdsEndpoints("b", bs[2]))
 		c.push()
-		waitCalls(t, bs[1], "the endpoint the update added")
+		waitCalls(t, client, bs[1], "the endpoint the update added")
+		time.Sleep(time.Second) // load across and after the change
 		if got := p.counter("cluster.a.upstream_cx_total"); got != cx+1 {
 			t.Errorf("cluster.a.upstream_cx_total %d → %d: an endpoints update must keep the cluster and its connections, and open one to the new host", cx, got)
 		}
 		c.write("routes.yaml", xdsRoutes("b"))
 		c.push()
-		waitCalls(t, bs[2], "cluster b, which the new route names")
+		waitCalls(t, client, bs[2], "cluster b, which the new route names")
+		time.Sleep(time.Second)
 		load.finish(t)
+		if n := load.calls.Load(); n < 1000 {
+			t.Errorf("only %d calls were sent across the changes", n)
+		}
 	})
 
 	t.Run("an invalid resource is refused", func(t *testing.T) {
@@ -276,17 +282,21 @@ func TestXDS(t *testing.T) {
 		}
 		c.write("endpoints.yaml", xdsEndpoints("a", bs[0], bs[1])+xdsEndpoints("b", bs[3]))
 		c.start()
-		waitCalls(t, bs[3], "the endpoint of the newer resources")
+		waitCalls(t, client, bs[3], "the endpoint of the newer resources")
 		if n := p.gauge("control_plane.connected_state"); n != 1 {
 			t.Errorf("control_plane.connected_state = %d after reconnecting, want 1", n)
 		}
 	})
 }
 
-// waitCalls sends calls until b has served some, for 20 s at most.
-func waitCalls(t *testing.T, b *backend.Backend, what string) {
+// waitCalls sends calls through client until b has served some, for 20 s
+// at most.
+func waitCalls(t *testing.T, client testgrpc.TestServiceClient, b *backend.Backend, what string) {
 	t.Helper()
 	if err := eventually(20*time.Second, func() error {
+		if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+			return err
+		}
 		if b.Calls() == 0 {
 			return fmt.Errorf("%s got no call", what)
 		}

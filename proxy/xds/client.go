@@ -85,6 +85,7 @@ func New(opts Options) *Client {
 	want[clusters] = opts.Dynamic.Wants(config.DynamicClusters)
 	want[listeners] = opts.Dynamic.Wants(config.DynamicListeners)
 	c.m = newMachine(nodeOf(opts.Node), want, opts.Apply, st, time.Now)
+	c.m.repeatBase, c.m.repeatMax = c.backOff.base, c.backOff.max
 	c.dump.Store(&Dump{})
 	return c
 }
@@ -232,13 +233,30 @@ func (c *Client) stream(ctx context.Context, initial *<-chan time.Time) (got boo
 		}
 	}()
 	c.m.streamStarted()
-	var wait *time.Timer
-	var waitC <-chan time.Time
+	var wait, held *time.Timer
+	var waitC, heldC <-chan time.Time
 	defer func() {
 		if wait != nil {
 			wait.Stop()
 		}
+		if held != nil {
+			held.Stop()
+		}
 	}()
+	// armHeld sets the timer of the NACKs held for repeated responses.
+	armHeld := func() {
+		at := c.m.heldUntil()
+		if at.IsZero() {
+			heldC = nil
+			return
+		}
+		if held == nil {
+			held = time.NewTimer(time.Until(at))
+		} else {
+			held.Reset(time.Until(at))
+		}
+		heldC = held.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -246,6 +264,10 @@ func (c *Client) stream(ctx context.Context, initial *<-chan time.Time) (got boo
 		case <-*initial:
 			*initial = nil
 			c.initialTimeout()
+		case <-heldC:
+			heldC = nil
+			c.m.sendHeld(time.Now())
+			armHeld()
 		case <-waitC:
 			// The responses waited long enough for what they name.
 			waitC = nil
@@ -258,6 +280,7 @@ func (c *Client) stream(ctx context.Context, initial *<-chan time.Time) (got boo
 			got = true
 			c.m.receive(r.resp)
 			c.publish()
+			armHeld()
 			if c.m.applied {
 				c.markReady()
 			}

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"hash/fnv"
 	"maps"
@@ -55,6 +56,7 @@ type entry struct {
 type response struct {
 	version, nonce string
 	entries        map[string]*entry
+	sum            [sha256.Size]byte // see responseSum
 }
 
 // typeState is what the client knows of one kind of resource.
@@ -85,6 +87,23 @@ type machine struct {
 	applied bool // a set was accepted once
 	// rejected holds the last refusal of each kind, for /config_dump.
 	rejected [numKinds]*Rejection
+	// repeat tells a response the control plane sends again after a NACK
+	// (a control plane answers a NACK's old version with its current
+	// one, the very response refused) from a new one, so that the proxy
+	// does not refuse the same response in a tight loop: the NACK of a
+	// repeat is held, longer each time, from repeatBase up to repeatMax.
+	repeat     [numKinds]repeatState
+	repeatBase time.Duration
+	repeatMax  time.Duration
+}
+
+// repeatState is what the machine knows of a kind's last refusal.
+type repeatState struct {
+	sum    [sha256.Size]byte // of the refused response's version and resources
+	detail string            // its error_detail
+	n      int               // repeats since
+	held   bool              // a NACK waits for heldUntil
+	until  time.Time
 }
 
 // Rejection is a response refused, for /config_dump.
@@ -112,6 +131,7 @@ func (m *machine) streamStarted() {
 		t := &m.types[k]
 		t.nonce, t.requested, t.names = "", false, nil
 		t.pending = nil // its nonce was for the old stream
+		m.repeat[k].held = false
 	}
 	for k := range numKinds {
 		if kinds[k].wildcard && m.want[k] {
@@ -151,18 +171,64 @@ func (m *machine) receive(resp *discoveryv3.DiscoveryResponse) {
 		return
 	}
 	t := &m.types[k]
-	m.stats[k].UpdateAttempt.Inc(1)
 	t.nonce = resp.GetNonce()
+	sum := responseSum(resp)
+	if r := &m.repeat[k]; r.detail != "" && r.sum == sum {
+		// The response just refused, again: refuse it again, later.
+		r.n++
+		r.held = true
+		r.until = m.now().Add(min(m.repeatBase<<min(r.n-1, 30), m.repeatMax))
+		t.pending = nil
+		return
+	}
+	m.repeat[k] = repeatState{}
+	m.stats[k].UpdateAttempt.Inc(1)
 	entries, err := decode(k, resp.GetResources())
 	if err != nil {
 		m.reject(k, resp.GetVersionInfo(), err.Error())
+		m.repeat[k].sum = sum
 		m.subscribe(m.candidate())
 		return
 	}
 	// A newer response of a kind replaces one still waiting: only the
 	// latest nonce is answered.
-	t.pending = &response{version: resp.GetVersionInfo(), nonce: resp.GetNonce(), entries: entries}
+	t.pending = &response{version: resp.GetVersionInfo(), nonce: resp.GetNonce(), entries: entries, sum: sum}
 	m.decide(false)
+}
+
+// responseSum identifies a response by its version and resources.
+func responseSum(resp *discoveryv3.DiscoveryResponse) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write([]byte(resp.GetVersionInfo()))
+	for _, a := range resp.GetResources() {
+		h.Write([]byte{0})
+		h.Write([]byte(a.GetTypeUrl()))
+		h.Write(a.GetValue())
+	}
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// heldUntil is when the earliest held NACK is due; zero when none is.
+func (m *machine) heldUntil() time.Time {
+	var at time.Time
+	for k := range m.repeat {
+		if r := &m.repeat[k]; r.held && (at.IsZero() || r.until.Before(at)) {
+			at = r.until
+		}
+	}
+	return at
+}
+
+// sendHeld sends the held NACKs that are due at now.
+func (m *machine) sendHeld(now time.Time) {
+	for k := range numKinds {
+		if r := &m.repeat[k]; r.held && !r.until.After(now) {
+			r.held = false
+			m.request(k, r.detail)
+		}
+	}
 }
 
 // decode unpacks the resources of a response of kind k, by name; a
@@ -312,6 +378,7 @@ func (m *machine) decide(force bool) {
 			if p := m.types[k].pending; p != nil {
 				m.types[k].pending = nil
 				m.reject(k, p.version, detail)
+				m.repeat[k].sum = p.sum
 			}
 		}
 		m.subscribe(m.candidate())
@@ -346,6 +413,7 @@ func (m *machine) decide(force bool) {
 		}
 		t.pending, t.version, t.received = nil, p.version, true
 		m.rejected[k] = nil
+		m.repeat[k] = repeatState{}
 		st := m.stats[k]
 		st.UpdateSuccess.Inc(1)
 		st.UpdateTime.Set(now.UnixMilli())
@@ -365,6 +433,7 @@ func (m *machine) decide(force bool) {
 // reject NACKs the response of kind k with version, keeping what was
 // accepted.
 func (m *machine) reject(k kind, version, detail string) {
+	m.repeat[k] = repeatState{detail: detail}
 	m.stats[k].UpdateRejected.Inc(1)
 	m.rejected[k] = &Rejection{Version: version, Detail: detail, At: m.now()}
 	m.request(k, detail)

@@ -95,6 +95,7 @@ func newHarness(t *testing.T, resources ...string) *harness {
 		return h.fail
 	}), h.st, func() time.Time { clock = clock.Add(time.Second); return clock })
 	h.m.send = func(r *discoveryv3.DiscoveryRequest) { h.sent = append(h.sent, r) }
+	h.m.repeatBase, h.m.repeatMax = time.Second, 4*time.Second
 	h.m.streamStarted()
 	return h
 }
@@ -323,4 +324,43 @@ func TestMachineSubscribesOnlyKindsAskedFor(t *testing.T) {
 	if len(h.applied) != 1 {
 		t.Errorf("applied %d, want 1: no listeners are waited for", len(h.applied))
 	}
+}
+
+// TestMachineHoldsRepeatedNACK: a control plane answers a NACK by sending
+// the refused response again; the proxy refuses the repeat without
+// applying it or counting it, and holds that NACK, longer each time,
+// instead of refusing it in a tight loop. A new response is decided at
+// once.
+func TestMachineHoldsRepeatedNACK(t *testing.T) {
+	h := newHarness(t, "clusters")
+	h.takeSent()
+	h.fail = errors.New("no")
+	static := &clusterv3.Cluster{Name: "a", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}}
+	n := h.respond(ClusterType, "1", static)
+	h.wantSent("cds v= nonce=" + n + " NACK: no")
+	applied := len(h.applied)
+	var bounds []time.Duration
+	for range 4 {
+		before := h.m.now()
+		n = h.respond(ClusterType, "1", static)
+		h.wantSent()
+		at := h.m.heldUntil()
+		if at.IsZero() {
+			t.Fatal("no NACK held for a repeat")
+		}
+		bounds = append(bounds, at.Sub(before).Round(time.Second))
+		h.m.sendHeld(at)
+		h.wantSent("cds v= nonce=" + n + " NACK: no")
+	}
+	if want := []time.Duration{2 * time.Second, 3 * time.Second, 5 * time.Second, 5 * time.Second}; !slices.Equal(bounds, want) {
+		// The clock of the harness ticks a second per reading.
+		t.Errorf("held for %v, want %v", bounds, want)
+	}
+	if len(h.applied) != applied || h.st.CDS.UpdateRejected.Value() != 1 || h.st.CDS.UpdateAttempt.Value() != 1 {
+		t.Errorf("repeats applied %d, rejected %d, attempts %d; want none counted", len(h.applied)-applied,
+			h.st.CDS.UpdateRejected.Value(), h.st.CDS.UpdateAttempt.Value())
+	}
+	h.fail = nil
+	n = h.respond(ClusterType, "2", static)
+	h.wantSent("cds v=2 nonce=" + n)
 }
