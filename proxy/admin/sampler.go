@@ -2,7 +2,6 @@ package admin
 
 import (
 	"math"
-	"slices"
 	"sync"
 	"time"
 
@@ -46,8 +45,8 @@ type ListenerSource interface {
 // only once more than maxFew of the window's intervals had something
 // switches to slots, a fixed array per interval (1.6 KB). Either is
 // dropped once a whole window has gone by without anything. A host that
-// served a call keeps about 200 bytes for that minute (its events and its
-// baseline), then 150 (its counters' baseline, which the next interval is
+// served a call keeps about 150 bytes for that minute (its events and its
+// counters' baseline), then 100 (the baseline, which the next interval is
 // measured from); one that never served, nothing.
 type history struct {
 	since  uint64 // the sampler's tick when the history was created
@@ -194,56 +193,13 @@ func (h *history) turn(tick uint64, cur int) {
 func (h *history) empty() bool { return h.slots == nil && h.few == nil }
 
 // hostHistory is a host's history and its counters at the last sample.
-// While the host is busy (its history has slots) the latency baseline is
-// the whole array (lastHist); otherwise only its non-zero buckets (quiet),
-// made again when they change.
+// Its latencies need no baseline: the sampler takes them from the host
+// (host.Host.TakeLatency).
 type hostHistory struct {
 	history
 	seen      uint64 // the tick the host was last seen at
 	lastTotal uint64
 	lastError uint64
-	lastHist  *[host.LatencyBuckets]uint64
-	quiet     []latBase
-}
-
-// latBase is one latency bucket's count in a quiet host's baseline.
-type latBase struct {
-	b uint8
-	n uint64
-}
-
-// baseline returns the latency counts at the last sample.
-func (hh *hostHistory) baseline() (b [host.LatencyBuckets]uint64) {
-	if hh.lastHist != nil {
-		return *hh.lastHist
-	}
-	for _, q := range hh.quiet {
-		b[q.b] = q.n
-	}
-	return b
-}
-
-// keep makes counts the latency baseline: the whole array while the host
-// is busy, its non-zero buckets otherwise.
-func (hh *hostHistory) keep(counts *[host.LatencyBuckets]uint64) {
-	if hh.slots != nil {
-		if hh.lastHist == nil {
-			hh.lastHist = new([host.LatencyBuckets]uint64)
-		}
-		*hh.lastHist, hh.quiet = *counts, nil
-		return
-	}
-	if hh.lastHist == nil && hh.baseline() == *counts {
-		return
-	}
-	hh.lastHist = nil
-	var q []latBase
-	for b, n := range counts {
-		if n != 0 {
-			q = append(q, latBase{b: uint8(b), n: n})
-		}
-	}
-	hh.quiet = slices.Clip(q)
 }
 
 type listenerHistory struct {
@@ -268,7 +224,7 @@ type sampler struct {
 	hosts     map[*host.Host]*hostHistory
 	clusters  map[string]*history
 	listeners map[string]*listenerHistory
-	scratch   [host.LatencyBuckets]uint64
+	scratch   [host.LatencyBuckets]uint64 // latencies taken from a host
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -344,10 +300,11 @@ func (s *sampler) sample(now time.Time) {
 
 	for _, c := range clusters {
 		ch := s.clusters[c.Name]
-		// A cluster seen for the first time (and the first sample) gives
-		// its hosts their baselines; a host of a cluster seen before
-		// that has no history had all zeros at the last sample.
-		first := ch == nil || s.last.IsZero()
+		// A cluster seen for the first time (at the first sample, every
+		// cluster) gives its hosts their baselines; a host of a cluster
+		// seen before that has no history had all zeros at the last
+		// sample.
+		first := ch == nil
 		if ch == nil {
 			ch = &history{since: s.ticks}
 			s.clusters[c.Name] = ch
@@ -357,9 +314,9 @@ func (s *sampler) sample(now time.Time) {
 		for _, h := range c.Hosts() {
 			hh := s.hosts[h]
 			total, errs := h.RqTotal.Load(), h.RqError.Load()
-			h.Latency.Load(&s.scratch)
+			took := h.TakeLatency(&s.scratch)
 			if hh == nil {
-				if total == 0 && errs == 0 && s.scratch == ([host.LatencyBuckets]uint64{}) {
+				if total == 0 && errs == 0 && !took {
 					continue // never used: no entry
 				}
 				hh = &hostHistory{history: history{since: s.ticks}}
@@ -371,17 +328,15 @@ func (s *sampler) sample(now time.Time) {
 			if hh.since < s.ticks {
 				hh.turn(s.ticks, cur)
 				dt, de := delta(total, hh.lastTotal), delta(errs, hh.lastError)
-				base := hh.baseline()
 				var d [host.LatencyBuckets]uint32
-				for i := range s.scratch {
-					d[i] = delta(s.scratch[i], base[i])
+				for i, n := range s.scratch {
+					d[i] = sat32(n)
 				}
 				hh.add(s.ticks, cur, dt, de, &d)
 				ch.add(s.ticks, cur, dt, de, &d)
 			}
 			hh.seen = s.ticks
 			hh.lastTotal, hh.lastError = total, errs
-			hh.keep(&s.scratch)
 		}
 	}
 	for h, hh := range s.hosts {

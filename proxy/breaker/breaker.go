@@ -43,19 +43,23 @@ type Breakers struct {
 	live atomic.Pointer[counters]
 }
 
-// counters are the breakers' counts.
+// counters are the breakers' counts. max_requests is claimed by every
+// call, and holders (the downstream connections holding requests of the
+// cluster, see Share) by calls of connections that held none: they share
+// a cache line of their own. The other limits are claimed per connection,
+// per queued request or per retry, far less often, and share the next two.
 type counters struct {
+	rq      limit
+	holders atomic.Int64
+	_       [64 - limitSize - 8]byte
 	cx      limit
 	pending limit
-	rq      limit
 	retry   limit
 	pools   limit
-
-	// holders counts the downstream connections holding requests of the
-	// cluster (see Share); on its own cache line, like the limits.
-	holders atomic.Int64
-	_       [64 - 8]byte
 }
+
+// limitSize is the size of a limit.
+const limitSize = 32
 
 // New builds the breakers from the cluster's circuit_breakers config. cs's
 // circuit_breakers.*_open gauges and request stats count the breakers'
@@ -364,14 +368,11 @@ func (b *Breakers) Snapshot() Snapshot {
 	}
 }
 
-// limit is one breaker. Its counter sits on a cache line of its own: each
-// breaker is hit by different calls on every request, and sharing a line
-// would make them contend for nothing.
+// limit is one breaker (limitSize bytes).
 type limit struct {
 	n    atomic.Int64
 	max  int64
 	open gauge
-	_    [64 - 32]byte
 }
 
 // gauge is what a limit needs of its open gauge: a *stats.Gauge, or in

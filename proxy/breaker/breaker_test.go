@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/stats"
@@ -537,5 +538,17 @@ func TestCountersOnFirstUse(t *testing.T) {
 	New(config.CircuitBreakers{MaxRetries: -1}, cs)
 	if got := cs.CircuitBreakers().RqRetryOpen.Value(); got != 1 {
 		t.Errorf("max_retries refusing everything: rq_retry_open %d, want 1 from the start", got)
+	}
+}
+
+// TestCountersLayout: max_requests, claimed by every call, and the
+// connection holders sit on a cache line of their own.
+func TestCountersLayout(t *testing.T) {
+	var c counters
+	if got := unsafe.Sizeof(limit{}); got != limitSize {
+		t.Errorf("a limit is %d bytes, want limitSize %d", got, limitSize)
+	}
+	if off := unsafe.Offsetof(c.cx); off != 64 {
+		t.Errorf("the first of the other limits is at %d, want 64", off)
 	}
 }

@@ -39,13 +39,16 @@ func (c *Cluster) Begin(h *host.Host) {
 // error count and latency, the cluster's upstream_rq_active, and the
 // outlier detector, which hears of every attempt, retried or not.
 func (c *Cluster) EndAttempt(h *host.Host, a *Attempt) {
-	h.Active.Add(-1)
 	c.Stats.Upstream().RqActive.Dec()
+	if a.Status > 0 {
+		// Before the attempt leaves Active: the status page's sampler
+		// drops a quiet host's latency array only with none in flight
+		// (host.TakeLatency).
+		h.Latency.Record(a.Elapsed)
+	}
+	h.Active.Add(-1)
 	if a.Cancelled && a.Status == 0 {
 		return
-	}
-	if a.Status > 0 {
-		h.Latency.Record(a.Elapsed)
 	}
 	failed := a.Status >= 500 || a.Status == 0 || a.GRPCStatus > 0
 	if failed {

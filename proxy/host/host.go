@@ -134,6 +134,14 @@ func (h *Host) CloseUpstream() error {
 	return nil
 }
 
+// TakeLatency moves the latencies recorded since the last call into dst,
+// and reports whether there were any (see Latency). Only one goroutine
+// may call it: the admin server's status page sampler. It relies on every
+// Record being made within an attempt, before Active counts it ended.
+func (h *Host) TakeLatency(dst *[LatencyBuckets]uint64) bool {
+	return h.Latency.take(dst, func() bool { return h.Active.Load() == 0 })
+}
+
 // Healthy reports whether no health flag is set.
 func (h *Host) Healthy() bool { return h.health.Load() == 0 }
 

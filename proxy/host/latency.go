@@ -19,49 +19,109 @@ const (
 	LatencyBuckets = 2*latencyOctaves + 2
 )
 
-// Latency is a histogram of a host's request durations: a fixed array of
-// atomic counters, one per log-scale bucket, made on the first Record (a
-// host that serves nothing, as most of a large config's do, costs a
-// pointer rather than 384 bytes). Record takes no lock and allocates
-// nothing after the first; readers copy the counters with Load and work on
-// the copies (the admin server keeps a minute of them to show
-// percentiles). The zero value is ready to use.
+// Latency is a histogram of a host's request durations since its reader
+// last took them: a fixed array of atomic counters, one per log-scale
+// bucket. Record takes no lock and allocates nothing while the host is in
+// use; the one reader, the admin server's status page sampler, takes the
+// counts every second (Host.TakeLatency), each time swapping in a second
+// array. A host that served nothing since the last take, and has no
+// attempt in flight, holds no array at all: a host that served a burst
+// gives its 768 bytes back a second or two after it, and one that never
+// served never had any. The zero value is ready to
+// use.
 type Latency struct {
-	b atomic.Pointer[[LatencyBuckets]atomic.Uint64]
+	cur atomic.Pointer[latencyCounts]
+	// spare is the array Take swaps in next; only Take touches it.
+	spare *latencyCounts
 }
+
+type latencyCounts [LatencyBuckets]atomic.Uint64
 
 // Record counts one request that took d. It is safe for concurrent use and
 // is called on the request path, once per completed upstream request.
 func (l *Latency) Record(d time.Duration) {
-	b := l.b.Load()
+	b := l.cur.Load()
 	if b == nil {
 		b = l.make()
 	}
 	b[latencyIndex(d)].Add(1)
 }
 
-// make installs the buckets, or returns those a concurrent Record did.
-func (l *Latency) make() *[LatencyBuckets]atomic.Uint64 {
-	b := new([LatencyBuckets]atomic.Uint64)
-	if l.b.CompareAndSwap(nil, b) {
+// make installs an array, or returns the one a concurrent Record did.
+func (l *Latency) make() *latencyCounts {
+	b := new(latencyCounts)
+	if l.cur.CompareAndSwap(nil, b) {
 		return b
 	}
-	return l.b.Load()
+	return l.cur.Load()
 }
 
-// Load copies the counts of every bucket into dst. The copy is not one
-// atomic snapshot: requests recorded while it runs may be in some buckets
-// and not in others, which a reader comparing copies a second apart never
-// notices.
-func (l *Latency) Load(dst *[LatencyBuckets]uint64) {
-	b := l.b.Load()
+// take moves the counts recorded since the last take into dst, and
+// reports whether there were any. Only one goroutine may call it. idle
+// reports whether no Record can be under way (Host.TakeLatency: the host
+// has no attempt in flight, and an attempt records before it ends). A
+// Record that loaded the array just before take swapped it out lands in
+// it after, and is taken when it is swapped back in. An array a take
+// finds empty while the host is idle is dropped, with the spare: a host
+// that serves nothing holds none.
+func (l *Latency) take(dst *[LatencyBuckets]uint64, idle func() bool) bool {
+	*dst = [LatencyBuckets]uint64{}
+	b := l.cur.Load()
 	if b == nil {
-		*dst = [LatencyBuckets]uint64{}
-		return
+		if l.spare != nil && idle() {
+			drain(l.spare, dst)
+			l.spare = nil
+		}
+		return *dst != [LatencyBuckets]uint64{}
 	}
+	empty := true
 	for i := range b {
-		dst[i] = b[i].Load()
+		if b[i].Load() != 0 {
+			empty = false
+			break
+		}
 	}
+	if empty {
+		if idle() && l.cur.CompareAndSwap(b, nil) {
+			if idle() {
+				// No Record was under way when b left: none can
+				// land in it, nor in the spare.
+				some := drain(b, dst)
+				if l.spare != nil {
+					some = drain(l.spare, dst) || some
+				}
+				l.spare = nil
+				return some
+			}
+			// An attempt began meanwhile: b stays, as the array or as
+			// the spare.
+			if !l.cur.CompareAndSwap(nil, b) && l.spare == nil {
+				l.spare = b
+			}
+		}
+		return false
+	}
+	next := l.spare
+	if next == nil {
+		next = new(latencyCounts)
+	}
+	l.cur.Store(next)
+	drain(b, dst)
+	l.spare = b
+	return true
+}
+
+// drain adds b's counts to dst, leaving b's at zero, and reports whether
+// there were any.
+func drain(b *latencyCounts, dst *[LatencyBuckets]uint64) bool {
+	some := false
+	for i := range b {
+		if n := b[i].Swap(0); n != 0 {
+			dst[i] += n
+			some = true
+		}
+	}
+	return some
 }
 
 // latencyIndex returns the bucket d falls in.

@@ -2,6 +2,7 @@ package host
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -87,7 +88,7 @@ func TestLatencyQuantile(t *testing.T) {
 		l.Record(300 * time.Millisecond)
 	}
 	var c [LatencyBuckets]uint64
-	l.Load(&c)
+	l.take(&c, func() bool { return true })
 	p50, _ := LatencyQuantile(&c, 0.5)
 	p99, _ := LatencyQuantile(&c, 0.99)
 	if p50 < 130*time.Microsecond || p50 > 270*time.Microsecond {
@@ -118,7 +119,7 @@ func TestLatencyRecordConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	var c [LatencyBuckets]uint64
-	l.Load(&c)
+	l.take(&c, func() bool { return true })
 	var total uint64
 	for _, n := range c {
 		total += n
@@ -144,4 +145,55 @@ func BenchmarkLatencyRecord(b *testing.B) {
 			l.Record(d)
 		}
 	})
+}
+
+// TestLatencyTake: what take gives, taken while requests are recorded from
+// other goroutines, adds up to every request; a take that finds nothing
+// while no request is recorded leaves the host no array, and the next
+// Record makes one.
+func TestLatencyTake(t *testing.T) {
+	var l Latency
+	var wg sync.WaitGroup
+	var writing atomic.Int64 // as a host's Active: up while a Record may run
+	idle := func() bool { return writing.Load() == 0 }
+	stop := make(chan struct{})
+	for range 4 {
+		writing.Add(1)
+		wg.Go(func() {
+			defer writing.Add(-1)
+			for i := 0; i < 20000; i++ {
+				l.Record(time.Duration(i) * time.Microsecond)
+			}
+		})
+	}
+	var taken uint64
+	var c [LatencyBuckets]uint64
+	go func() { wg.Wait(); close(stop) }()
+	for done := false; !done; {
+		select {
+		case <-stop:
+			done = true
+		default:
+		}
+		l.take(&c, idle)
+		for _, n := range c {
+			taken += n
+		}
+	}
+	for range 2 { // the last counts, then none: the arrays go
+		l.take(&c, idle)
+		for _, n := range c {
+			taken += n
+		}
+	}
+	if taken != 4*20000 {
+		t.Errorf("took %d requests, want %d", taken, 4*20000)
+	}
+	if l.cur.Load() != nil || l.spare != nil {
+		t.Error("a Take that found nothing left the arrays")
+	}
+	l.Record(time.Millisecond)
+	if !l.take(&c, idle) || c[latencyIndex(time.Millisecond)] != 1 {
+		t.Errorf("after a new request: %v", c)
+	}
 }
