@@ -40,6 +40,7 @@ func runVictim(args []string) error {
 	timeout := fs.Duration("timeout", time.Second, "deadline of each call")
 	label := fs.String("label", "", "name of the run, for the report")
 	out := fs.String("out", "", "write the result (JSON) here; default stdout")
+	trace := fs.String("trace", "", "also write one line per successful call here: its start in seconds from the run's start, and its latency in ms")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,6 +58,7 @@ func runVictim(args []string) error {
 	var (
 		mu   sync.Mutex
 		lat  []time.Duration
+		at   []time.Duration // when each call of lat started
 		res  = victimResult{Label: *label, Failures: map[string]int{}}
 		wg   sync.WaitGroup
 		tick = time.NewTicker(time.Second / time.Duration(*rate))
@@ -85,6 +87,7 @@ func runVictim(args []string) error {
 				return
 			}
 			lat = append(lat, el)
+			at = append(at, t0.Sub(start))
 		}()
 	}
 	wg.Wait()
@@ -92,6 +95,11 @@ func runVictim(args []string) error {
 	res.OK = len(lat)
 	if len(res.Failures) == 0 {
 		res.Failures = nil
+	}
+	if *trace != "" {
+		if err := writeTrace(*trace, at, lat); err != nil {
+			return err
+		}
 	}
 	if len(lat) > 0 {
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
@@ -111,4 +119,14 @@ func runVictim(args []string) error {
 		return err
 	}
 	return os.WriteFile(*out, b, 0o644)
+}
+
+// writeTrace writes each call's start and latency, to see when in a run
+// the slow calls were.
+func writeTrace(path string, at, lat []time.Duration) error {
+	var b []byte
+	for i := range lat {
+		b = fmt.Appendf(b, "%.3f %.3f\n", at[i].Seconds(), float64(lat[i].Microseconds())/1000)
+	}
+	return os.WriteFile(path, b, 0o644)
 }

@@ -12,3 +12,4 @@ func newRawSock(net.Conn, func() bool, func()) *rawSock { return nil }
 
 func (*rawSock) write([]byte) (int, error) { panic("h2: inline write without a socket") }
 func (*rawSock) read([]byte) (int, error)  { panic("h2: inline read without a socket") }
+func (*rawSock) discard(int) bool          { panic("h2: inline read without a socket") }

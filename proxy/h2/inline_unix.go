@@ -145,3 +145,32 @@ func (s *rawSock) writeOnce(fd uintptr) bool {
 		return true
 	}
 }
+
+// discard reads and drops what the socket holds, without waiting, up to
+// limit bytes, and reports whether the connection is done with: the peer
+// closed or the socket failed, or it sent more than limit.
+func (s *rawSock) discard(limit int) (done bool) {
+	var buf [512]byte
+	total := 0
+	err := s.rc.Read(func(fd uintptr) bool {
+		for total < limit {
+			n, err := syscall.Read(int(fd), buf[:])
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+				return true
+			case err != nil || n == 0:
+				done = true
+				return true
+			}
+			total += n
+		}
+		done = true
+		return true
+	})
+	if total > 0 {
+		s.counts.read(total)
+	}
+	return done || err != nil
+}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // Parking. A downstream connection whose client has sent nothing for a
@@ -72,6 +74,12 @@ type parkState struct {
 	// (one-shot: a registration that fired stays, disarmed, until the
 	// socket closes), so the next park re-arms it rather than adds it.
 	registered bool
+	// lingering: the connection was closed while parked (closeParked)
+	// and the poller drains its peer; lingerUntil (set with it, read by
+	// the sweep without mu) is when it is closed anyway, in Unix
+	// nanoseconds.
+	lingering   bool
+	lingerUntil atomic.Int64
 }
 
 // socketFD returns the descriptor of the TCP socket under nc, when every
@@ -203,6 +211,10 @@ func (c *conn) unparkLocked() bool {
 // readable or hung up.
 func (c *conn) woken() {
 	c.park.mu.Lock()
+	if c.park.lingering {
+		c.lingerWokenLocked()
+		return
+	}
 	resume := c.unparkLocked()
 	c.park.mu.Unlock()
 	if resume {
@@ -230,9 +242,17 @@ func (c *conn) closing() {
 // returns a timeout at once.
 var pastDeadline = time.Unix(1, 0)
 
-// sweep asks the readers that have waited since the last pass to park.
-func (c *conn) sweepPark() {
+// sweep asks the readers that have waited since the last pass to park,
+// and closes the lingering connections whose time is up.
+func (c *conn) sweepPark(now int64) {
 	p := &c.park
+	if until := p.lingerUntil.Load(); until != 0 {
+		if now >= until {
+			p.mu.Lock()
+			c.endLingerLocked()
+		}
+		return
+	}
 	seq := p.seq.Load()
 	if seq == p.seen && p.state.Load() == readerWaiting {
 		p.mu.Lock()
@@ -340,7 +360,8 @@ func (p *poller) fail(err error) {
 // connection.
 func (p *poller) sweep() {
 	var conns []*serverConn
-	for range time.Tick(parkAfter) {
+	for t := range time.Tick(parkAfter) {
+		now := t.UnixNano()
 		live.mu.Lock()
 		for sc := range live.conns {
 			if sc.park.fd >= 0 {
@@ -349,9 +370,112 @@ func (p *poller) sweep() {
 		}
 		live.mu.Unlock()
 		for i, sc := range conns {
-			sc.sweepPark()
+			sc.sweepPark(now)
 			conns[i] = nil
 		}
 		conns = conns[:0]
 	}
+}
+
+// Closing a parked connection. A client that connected and asked for
+// nothing is sent its GOAWAY when the header read timeout passes; when
+// 19,000 of them time out together, giving each a reader to find the
+// close, a writer to write the GOAWAY and their buffers, as any other
+// close does, made the process's peak memory and a burst of goroutines
+// that delayed every other client. A parked connection that has nothing
+// queued is closed where its timer fires instead: the GOAWAY goes out in
+// one non-blocking write, the socket is half-closed, and the poller
+// drains the peer until it closes or closeLinger passes (closing with
+// unread bytes would send a TCP RST, which may destroy the GOAWAY before
+// the peer reads it), then the socket closes.
+
+// goAwayNoError is GOAWAY(last stream 0, NO_ERROR): a frame header with
+// an eight-byte payload.
+var goAwayNoError = [9 + 8]byte{2: 8, 3: byte(http2.FrameGoAway)}
+
+// closeParkedLocked closes a parked connection that never opened a stream
+// as the section above says, and reports whether it did; false when the
+// connection is not parked, has frames queued, or its socket would not
+// take the GOAWAY at once, and the caller closes it the usual way. Under
+// sc.mu.
+func (sc *serverConn) closeParkedLocked() bool {
+	if sc.sock == nil || sc.writerOn || len(sc.ctrl) > 0 || sc.failed || sc.nActive > 0 {
+		return false
+	}
+	p := &sc.park
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.parked || p.closing {
+		return false
+	}
+	n, err := sc.sock.write(goAwayNoError[:])
+	if n == 0 && err == nil {
+		return false // the socket is full: the writer waits for it
+	}
+	sc.goAway, sc.goAwayID = goAwayFinal, 0
+	sc.failed, sc.failErr = true, errIdleClosed
+	sc.writerUp = false
+	p.parked, p.closing, p.lingering = false, true, true
+	p.lingerUntil.Store(time.Now().Add(closeLinger).UnixNano())
+	if n < len(goAwayNoError) {
+		// The socket failed, or took part of the frame: nothing more
+		// can be said on it. The sweep closes it.
+		p.lingerUntil.Store(1)
+		return true
+	}
+	if cw, ok := sc.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	// The sweep's past deadline, or the header timeout's, would fail
+	// the drain's reads.
+	_ = sc.nc.SetReadDeadline(time.Time{})
+	// The registration is the parked one, under the same id: re-arm it
+	// for the peer's bytes or its close.
+	if parker.os.add(p.fd, p.id, true) != nil {
+		p.lingerUntil.Store(1)
+	}
+	return true
+}
+
+// errIdleClosed is the failure of a connection closed, parked, at its
+// idle limit.
+var errIdleClosed = errors.New("h2: closed idle")
+
+// lingerWokenLocked drains a lingering connection's peer: it closes the
+// connection when the peer has closed its side, failed, or sent more
+// than a peer with a request in flight would, and otherwise re-arms the
+// registration. Called under c.park.mu; it unlocks it.
+func (c *conn) lingerWokenLocked() {
+	p := &c.park
+	if !p.lingering {
+		p.mu.Unlock()
+		return
+	}
+	if c.sock.discard(1<<20) || parker.os.add(p.fd, p.id, true) != nil {
+		c.endLingerLocked()
+		return
+	}
+	p.mu.Unlock()
+}
+
+// endLingerLocked closes a lingering connection, once, and ends it as a
+// reader's teardown would. Called under c.park.mu; it unlocks it.
+func (c *conn) endLingerLocked() {
+	p := &c.park
+	if !p.lingering {
+		p.mu.Unlock()
+		return
+	}
+	p.lingering = false
+	p.lingerUntil.Store(0)
+	parker.remove(c)
+	p.mu.Unlock()
+	c.nc.Close()
+	sc := c.h.(*serverConn)
+	sc.mu.Lock()
+	if sc.idleTimer != nil {
+		sc.idleTimer.Stop()
+	}
+	sc.unlock()
+	sc.ended()
 }

@@ -2,6 +2,7 @@ package h2
 
 import (
 	"bytes"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -116,6 +117,99 @@ func TestParkedConnectionTimesOut(t *testing.T) {
 	}
 	if f := c.next(); f != nil {
 		t.Fatalf("after the GOAWAY: %v, want the connection closed", f.Header())
+	}
+}
+
+// TestParkedConnectionsCloseWithoutReaders: parked connections that time
+// out before asking for anything are closed without a reader goroutine
+// each; the proxy drains what a client sends after the GOAWAY, closes as
+// soon as the client does, and closes a client that never does after the
+// linger.
+func TestParkedConnectionsCloseWithoutReaders(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	timeout := 2*parkAfter + 500*time.Millisecond
+	p := okProxy(t, okHandler, proxyOpts{limits: config.Limits{HeaderReadTimeout: config.Duration(timeout), IdleTimeout: config.Duration(time.Hour)}})
+	const n = 20
+	peers := make([]*rawPeer, n)
+	for i := range peers {
+		// The handshake is finished, as a real client's is: an ACK of
+		// our SETTINGS sent later would wake the connection.
+		c := dialRaw(t, p.addr, true)
+		if f, err := c.fr.ReadFrame(); err != nil || f.Header().Type != http2.FrameSettings {
+			t.Fatalf("connection %d: first frame %v, %v; want SETTINGS", i, f, err)
+		}
+		if err := c.fr.WriteSettingsAck(); err != nil {
+			t.Fatal(err)
+		}
+		peers[i] = c
+	}
+	waitParked(t, p, n)
+	readers := serverReaders() // other tests' connections
+	for i, c := range peers {
+		c.c.SetReadDeadline(time.Now().Add(timeout + 5*time.Second))
+		for {
+			f := c.next()
+			if f == nil {
+				t.Fatalf("connection %d closed without a GOAWAY", i)
+			}
+			if _, ok := f.(*http2.GoAwayFrame); ok {
+				break
+			}
+		}
+		if f := c.next(); f != nil {
+			t.Fatalf("connection %d after the GOAWAY: %v, want EOF", i, f.Header())
+		}
+	}
+	// Every client has its GOAWAY and EOF and keeps its side open: the
+	// proxy lingers on each, in the poller, with no reader.
+	lingering := 0
+	p.srv.mu.Lock()
+	for sc := range p.srv.conns {
+		sc.park.mu.Lock()
+		if sc.park.lingering {
+			lingering++
+		}
+		sc.park.mu.Unlock()
+	}
+	p.srv.mu.Unlock()
+	if lingering != n {
+		t.Errorf("%d of %d connections closed while parked linger in the poller", lingering, n)
+	}
+	if r := serverReaders(); r > readers {
+		t.Errorf("%d reader goroutines for %d connections closed while parked", r-readers, n)
+	}
+	if st := p.srv.Stats(); st.Conns != n {
+		t.Errorf("%d connections open while their clients keep their side open, want %d (lingering)", st.Conns, n)
+	}
+	// A request that crossed the GOAWAY is drained, not answered with a
+	// reset; the first half of the clients then close, the rest never do.
+	for i, c := range peers {
+		if err := c.fr.WritePing(false, [8]byte{1}); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if i < n/2 {
+			c.c.Close()
+		}
+	}
+	waitConns := func(want int, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for p.srv.Stats().Conns != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d connections open, want %d", p.srv.Stats().Conns, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitConns(n/2, closeLinger/2)
+	waitConns(0, closeLinger+2*parkAfter+time.Second)
+	for i, c := range peers[n/2:] {
+		var b [1]byte
+		if _, err := c.c.Read(b[:]); err != io.EOF {
+			t.Errorf("connection %d after the linger: %v, want EOF (no reset)", n/2+i, err)
+		}
 	}
 }
 

@@ -233,7 +233,11 @@ func (sc *serverConn) onIdle() {
 			if sc.requests == 0 {
 				// It never opened a stream: nothing can be in flight,
 				// so the final GOAWAY goes at once, without the PING
-				// that a graceful shutdown waits for.
+				// that a graceful shutdown waits for; a parked one is
+				// closed right here (park.go).
+				if sc.closeParkedLocked() {
+					return
+				}
 				sc.goAway, sc.goAwayID = goAwayFinal, 0
 				sc.queueCtrlLocked(ctrlFrame{kind: ctrlGoAway, id: 0, val: uint32(http2.ErrCodeNo)})
 				sc.closeIfDoneLocked()
