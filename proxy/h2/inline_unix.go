@@ -34,6 +34,7 @@ type rawSock struct {
 	rn    int
 	rerr  error
 	rmode uint8
+	short bool // the last read took less than it asked for
 }
 
 // newRawSock returns nc's socket, or nil when nc is not a plain TCP
@@ -60,8 +61,17 @@ func newRawSock(nc net.Conn, idle func() bool, flush func()) *rawSock {
 // a close waits for every reference to go); the read after it reads
 // before it waits, since RawConn forgets, as each read starts, a
 // readiness the poller reported meanwhile.
+//
+// A read that took less than it asked for emptied the socket, most
+// likely: the next read writes first, rather than find the socket empty
+// with one more system call (a call through the proxy is a handful of
+// passes, each of them a read, a write and the read that waits).
 func (s *rawSock) read(p []byte) (int, error) {
 	s.rp, s.rmode = p, readTry
+	if s.short && !s.idle() {
+		s.flush()
+		s.rmode = readWait
+	}
 	err := s.rc.Read(s.read1)
 	if err == nil && s.rmode == readEmpty {
 		s.flush()
@@ -72,6 +82,7 @@ func (s *rawSock) read(p []byte) (int, error) {
 	if err == nil {
 		err = s.rerr
 	}
+	s.short = err == nil && n < len(p)
 	s.rp, s.rn, s.rerr = nil, 0, nil
 	if n > 0 {
 		s.counts.read(n)

@@ -429,11 +429,9 @@ func (sc *serverConn) closeParkedLocked() bool {
 	// The sweep's past deadline, or the header timeout's, would fail
 	// the drain's reads.
 	_ = sc.nc.SetReadDeadline(time.Time{})
-	// The registration is the parked one, under the same id: re-arm it
-	// for the peer's bytes or its close.
-	if parker.os.add(p.fd, p.id, true) != nil {
-		p.lingerUntil.Store(1)
-	}
+	// The parked registration, under the same id, is still armed for
+	// the peer's bytes or its close: one that fired has its wake on the
+	// way, which waits for p.mu and then finds the connection lingering.
 	return true
 }
 
