@@ -67,10 +67,18 @@ const (
 	maxSettingsPerFrame = 100
 	// glitchLimit is how many protocol glitches (empty frames, resets of
 	// closed streams, …) a connection may cause before it is sent
-	// GOAWAY(ENHANCE_YOUR_CALM); the count halves every glitchDecay frames
-	// so that a long-lived connection is judged on its recent behaviour.
-	glitchLimit = 1000
-	glitchDecay = 1 << 16
+	// GOAWAY(ENHANCE_YOUR_CALM): glitchBase, and glitchPerStream more for
+	// each stream it carried, up to glitchLimit, as glitches are judged
+	// against the work done. The count halves every glitchDecay frames so
+	// that a long-lived connection is judged on its recent behaviour.
+	// A peer that floods a new connection is cut off after glitchBase
+	// frames: an upstream that resets every call and then floods resets
+	// on a fresh connection each time cost the proxy 1,000 frames read per
+	// call.
+	glitchBase      = 100
+	glitchPerStream = 10
+	glitchLimit     = 1000
+	glitchDecay     = 1 << 16
 	// Control frames are allowed in proportion to the work they serve, by
 	// Envoy's formulas (http2_protocol_options): PRIORITY frames up to
 	// maxPriorityPerStream × (1 + streams opened), and WINDOW_UPDATE frames
@@ -233,8 +241,10 @@ type handler interface {
 	settingsAppliedLocked()
 	// streamClosedLocked runs as a half leaves the connection (under c.mu).
 	streamClosedLocked(h *half)
-	// sentEndLocked runs once our END_STREAM on h is written while the
-	// peer is still sending (under c.mu).
+	// sentEndLocked runs once our END_STREAM on h is taken to be written
+	// while the peer is still sending (under c.mu): before the write, so
+	// that what the peer sends once it has read the end is never taken
+	// for more of the stream.
 	sentEndLocked(h *half)
 	// unlistWaitingLocked takes a cancelled half off the waiting list
 	// (upstream connections only; under c.mu).
@@ -961,6 +971,9 @@ func (c *conn) pickLocked(items []writeItem) []writeItem {
 		}
 		if it.end {
 			h.sendDone = true
+			if !h.recvDone {
+				c.h.sentEndLocked(h)
+			}
 		}
 		h.inFlight++
 		items = append(items, it)
@@ -988,9 +1001,6 @@ func (c *conn) finishItems(items []writeItem) {
 	c.mu.Lock()
 	for i := range items {
 		h := items[i].h
-		if items[i].end && !h.recvDone {
-			c.h.sentEndLocked(h)
-		}
 		h.inFlight--
 		c.maybeCloseLocked(h)
 		items[i] = writeItem{}
@@ -1068,7 +1078,7 @@ func (c *conn) crossedLocked(id uint32) bool {
 // peer has caused too many.
 func (c *conn) glitch() error {
 	c.glitches++
-	if c.glitches > glitchLimit {
+	if c.glitches > glitchBase && int64(c.glitches) > min(glitchLimit, glitchBase+glitchPerStream*c.opened.Load()) {
 		return connError(http2.ErrCodeEnhanceYourCalm, "too many protocol glitches")
 	}
 	return nil

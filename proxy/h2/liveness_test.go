@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,8 +205,9 @@ func TestPoolUpstreamFlowControlViolation(t *testing.T) {
 }
 
 // TestPoolUpstreamResetFlood: an upstream that keeps resetting streams
-// already closed runs into the glitch limit: GOAWAY(ENHANCE_YOUR_CALM),
-// counted in upstream_cx_protocol_error.
+// already closed runs into the glitch limit of a connection that carried
+// one stream: GOAWAY(ENHANCE_YOUR_CALM), counted in
+// upstream_cx_protocol_error.
 func TestPoolUpstreamResetFlood(t *testing.T) {
 	ended := make(chan int32, 2)
 	fu := startFakeUpstream(t, &fakeUpstream{
@@ -215,7 +217,7 @@ func TestPoolUpstreamResetFlood(t *testing.T) {
 			fc.write(func(fr *http2.Framer) {
 				// The first reset after the stream closed crossed it on the
 				// wire: normal; the rest are glitches.
-				for range glitchLimit + 3 {
+				for range glitchBase + glitchPerStream + 3 {
 					if fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 						return
 					}
@@ -295,5 +297,33 @@ func TestPoolIdleTimeout(t *testing.T) {
 	}
 	if n := fu.conns.Load(); n != 2 {
 		t.Errorf("upstream saw %d connections, want 2 (the idle one closed, then a new one)", n)
+	}
+}
+
+// TestGlitchLimit: a connection's glitches are judged against the streams
+// it carried: glitchBase on a connection that carried none, glitchPerStream
+// more per stream, never more than glitchLimit.
+func TestGlitchLimit(t *testing.T) {
+	tests := []struct {
+		opened  int64
+		allowed int
+	}{
+		{0, glitchBase},
+		{1, glitchBase + glitchPerStream},
+		{50, glitchBase + 50*glitchPerStream},
+		{1000, glitchLimit},
+	}
+	for _, tt := range tests {
+		var c conn
+		c.opened.Store(tt.opened)
+		for i := range tt.allowed {
+			if err := c.glitch(); err != nil {
+				t.Fatalf("%d streams: glitch %d refused (%v), want %d allowed", tt.opened, i+1, err, tt.allowed)
+			}
+		}
+		var ce connErr
+		if err := c.glitch(); !errors.As(err, &ce) || ce.code != http2.ErrCodeEnhanceYourCalm {
+			t.Errorf("%d streams: glitch %d: %v, want ENHANCE_YOUR_CALM", tt.opened, tt.allowed+1, err)
+		}
 	}
 }
