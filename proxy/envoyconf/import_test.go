@@ -1,0 +1,95 @@
+package envoyconf
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestImportErrors checks that what cannot be imported is an error that
+// names the Envoy field, and its line when the bootstrap is YAML.
+func TestImportErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		give    string
+		isJSON  bool
+		wantErr []string
+	}{
+		{
+			name:    "unknown field",
+			give:    "static_resources:\n  clusters:\n  - name: a\n    bogus_key: 1\n",
+			wantErr: []string{"line 4:", `unknown field "bogus_key"`},
+		},
+		{
+			name:    "unknown field in JSON",
+			give:    `{"static_resources": {"clusters": [{"name": "a", "bogus_key": 1}]}}`,
+			isJSON:  true,
+			wantErr: []string{`unknown field "bogus_key"`},
+		},
+		{
+			name: "auth filter",
+			give: `static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: 1}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: x
+          http_filters:
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              failure_mode_allow: false
+          - name: envoy.filters.http.router
+          route_config:
+            virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: c}}]}]
+`,
+			wantErr: []string{"http_filters[envoy.filters.http.ext_authz].typed_config", "Sightline has no HTTP filter envoy.extensions.filters.http.ext_authz.v3.ExtAuthz", "--skip-unsupported"},
+		},
+		{
+			name: "named-only unknown filter",
+			give: `static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: 1}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: x
+          http_filters:
+          - name: envoy.filters.http.jwt_authn
+          - name: envoy.filters.http.router
+          route_config:
+            virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: c}}]}]
+`,
+			wantErr: []string{"http_filters[envoy.filters.http.jwt_authn]", "Sightline has no HTTP filter envoy.filters.http.jwt_authn"},
+		},
+		{
+			name:    "missing route configuration",
+			give:    "static_resources:\n  listeners:\n  - name: l\n    address: {socket_address: {address: 127.0.0.1, port_value: 1}}\n    filter_chains:\n    - filters:\n      - name: hcm\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n          stat_prefix: x\n          rds: {route_config_name: missing, config_source: {ads: {}}}\n",
+			wantErr: []string{`rds.route_config_name: no route configuration named "missing"`},
+		},
+		{
+			name:    "EDS cluster without endpoints",
+			give:    "static_resources:\n  clusters:\n  - name: a\n    type: EDS\n    eds_cluster_config: {eds_config: {ads: {}}}\n",
+			wantErr: []string{`clusters[a].eds_cluster_config: no cluster load assignment named "a"`},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Import([]byte(tc.give), tc.isJSON)
+			if err == nil {
+				t.Fatal("Import succeeded, want an error")
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
