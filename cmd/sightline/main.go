@@ -4,6 +4,8 @@
 //	sightline -c sightline.yaml           run the proxy (also: sightline run -c …);
 //	                                      SIGHUP (or a changed file with --watch) reloads it
 //	sightline validate -c sightline.yaml  check a config and print a summary
+//	sightline import envoy.yaml           translate an Envoy v3 bootstrap into a Sightline config
+//	                                      (run and validate also take one, with --envoy or detected)
 //	sightline demo                        proxy + sample backends + traffic
 //	sightline version                     version, commit, Go version
 package main
@@ -28,12 +30,14 @@ import (
 	"github.com/sightline-proxy/sightline/internal/version"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/config/watch"
+	"github.com/sightline-proxy/sightline/proxy/envoyconf"
 	"github.com/sightline-proxy/sightline/proxy/server"
 )
 
 const usage = `Usage:
-  sightline [run] -c FILE [--watch] [--log-level LEVEL] [--log-format json|console]
-  sightline validate -c FILE
+  sightline [run] -c FILE [--envoy] [--skip-unsupported] [--watch] [--log-level LEVEL] [--log-format json|console]
+  sightline validate -c FILE [--envoy] [--skip-unsupported]
+  sightline import [-o FILE] [--skip-unsupported] ENVOY_BOOTSTRAP
   sightline demo [--listen ADDR] [--admin ADDR]
   sightline version
 
@@ -50,6 +54,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
+	if cmd == "import" {
+		return importCmd(args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("sightline "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -63,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		listen    = fs.String("listen", "127.0.0.1:10000", "demo: the proxy listener's address")
 		adminAddr = fs.String("admin", "127.0.0.1:9901", "demo: the admin server's address")
 		watchFlag = fs.Bool("watch", false, "reload when the config file or an included file changes (also server.watch in the config)")
+		envoyFlag = fs.Bool("envoy", false, "run, validate: the config file is an Envoy v3 bootstrap, translated as sightline import does (detected without the flag when its top level has static_resources or dynamic_resources)")
+		skipFlag  = fs.Bool("skip-unsupported", false, "run, validate: with an Envoy bootstrap, drop the fields whose loss changes what the proxy does to traffic instead of refusing them (see sightline import)")
 	)
 	fs.StringVar(&cfgPath, "c", "", "config file (.yaml, .yml or .json)")
 	fs.StringVar(&cfgPath, "config", "", "config file (same as -c)")
@@ -76,6 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sightline %s: unexpected argument %q\n", cmd, fs.Arg(0))
 		return 2
 	}
+	envoyMode.force, envoyMode.opts = *envoyFlag, envoyconf.Options{SkipUnsupported: *skipFlag}
 	lg, err := newLogger(*logLevel, *logFormat, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "sightline: %v\n", err)
@@ -92,11 +102,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stderr, noConfig(cmd))
 			return 2
 		}
-		cfg, err := config.Load(cfgPath)
+		cfg, skipped, err := loadConfig(cfgPath)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		printSkipped(stderr, cfgPath, skipped)
 		if cfg.Dynamic != nil && translate == nil {
 			fmt.Fprintf(stderr, "%s: %v\n", cfgPath, errNoTranslation)
 			return 1
@@ -111,11 +122,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stderr, noConfig(cmd))
 			return 2
 		}
-		cfg, err := config.Load(cfgPath)
+		cfg, skipped, err := loadConfig(cfgPath)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		logSkipped(lg, cfgPath, skipped)
 		logWarnings(lg, cfg)
 		return serve(cfgPath, cfg, *watchFlag, lg)
 	case "demo":
@@ -270,7 +282,9 @@ func (r *reloader) reload() {
 		err = r.dyn.applier.ReloadFile(run)
 	} else {
 		var cfg *config.Config
-		if cfg, err = config.Load(r.path); err == nil {
+		var skipped []envoyconf.Skipped
+		if cfg, skipped, err = loadConfig(r.path); err == nil {
+			logSkipped(r.log, r.path, skipped)
 			err = run(cfg)
 		}
 	}

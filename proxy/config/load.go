@@ -77,6 +77,19 @@ func LoadWith(path string, extra ...Source) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading config: %w", err)
 	}
+	return loadData(path, data, extra)
+}
+
+// LoadData is Load of data, a document standing for the file at path
+// (the translation of an Envoy bootstrap, which run --envoy reads):
+// problems name path, relative paths and includes resolve from its
+// directory, and Files holds path, so that watching it follows the file.
+func LoadData(path string, data []byte) (*Config, error) {
+	return loadData(path, data, nil)
+}
+
+// loadData is LoadWith after reading the file.
+func loadData(path string, data []byte, extra []Source) (*Config, error) {
 	l := &loader{
 		cfg:    &Config{},
 		main:   path,
