@@ -192,14 +192,13 @@ func (h *history) turn(tick uint64, cur int) {
 // empty reports whether the history holds nothing.
 func (h *history) empty() bool { return h.slots == nil && h.few == nil }
 
-// hostHistory is a host's history and its counters at the last sample.
-// Its latencies need no baseline: the sampler takes them from the host
-// (host.Host.TakeLatency).
+// hostHistory is the history of a host that served in the last window.
+// It needs no baseline: the sampler takes the host's counts and latencies
+// since its last sample from the host (host.Host.TakeCounts,
+// TakeLatency).
 type hostHistory struct {
 	history
-	seen      uint64 // the tick the host was last seen at
-	lastTotal uint64
-	lastError uint64
+	seen uint64 // the tick the host was last seen at
 }
 
 type listenerHistory struct {
@@ -313,30 +312,39 @@ func (s *sampler) sample(now time.Time) {
 		ch.turn(s.ticks, cur)
 		for _, h := range c.Hosts() {
 			hh := s.hosts[h]
-			total, errs := h.RqTotal.Load(), h.RqError.Load()
+			dt, de := h.TakeCounts()
 			took := h.TakeLatency(&s.scratch)
 			if hh == nil {
-				if total == 0 && errs == 0 && !took {
-					continue // never used: no entry
+				if first || dt == 0 && de == 0 && !took {
+					// A host of a cluster seen for the first time has
+					// had its baseline taken; one without traffic needs
+					// no entry: its baseline is the host's own.
+					continue
 				}
-				hh = &hostHistory{history: history{since: s.ticks}}
+				// A host's window begins with its first interval
+				// with calls; one that served before the window, quiet
+				// since, is measured, at zero, as long as its cluster.
+				since := s.ticks - 1
+				if h.RqTotal.Load() > uint64(dt) || h.RqError.Load() > uint64(de) {
+					since = ch.since
+				}
+				hh = &hostHistory{history: history{since: since}}
 				s.hosts[h] = hh
-				if !first {
-					hh.since = s.ticks - 1 // measured from zero
-				}
 			}
-			if hh.since < s.ticks {
-				hh.turn(s.ticks, cur)
-				dt, de := delta(total, hh.lastTotal), delta(errs, hh.lastError)
-				var d [host.LatencyBuckets]uint32
-				for i, n := range s.scratch {
-					d[i] = sat32(n)
-				}
-				hh.add(s.ticks, cur, dt, de, &d)
-				ch.add(s.ticks, cur, dt, de, &d)
+			hh.turn(s.ticks, cur)
+			var d [host.LatencyBuckets]uint32
+			for i, n := range s.scratch {
+				d[i] = sat32(n)
+			}
+			hh.add(s.ticks, cur, dt, de, &d)
+			ch.add(s.ticks, cur, dt, de, &d)
+			if hh.empty() {
+				// Quiet for the whole window: forgotten until its next
+				// request.
+				delete(s.hosts, h)
+				continue
 			}
 			hh.seen = s.ticks
-			hh.lastTotal, hh.lastError = total, errs
 		}
 	}
 	for h, hh := range s.hosts {

@@ -452,8 +452,18 @@ func TestIdleHostsKeepNoHistory(t *testing.T) {
 	if slotsOf(a) || !s.sampler.clusters["api"].empty() {
 		t.Error("a's history kept a minute after its last request")
 	}
+	if s.sampler.hosts[a] != nil {
+		t.Error("a's entry kept a minute after its last request")
+	}
 	if _, h, _ := findHost(s.status(), a.Address); h.RqPerSec != 0 || h.ErrorRate != nil {
 		t.Errorf("a's window a minute later: %+v, want nothing", h)
+	}
+	// Its next requests are measured from its last sample, as long as
+	// the cluster: a's window is the whole minute.
+	serve(a, 6, 0, 2*time.Millisecond)
+	next()
+	if _, h, _ := findHost(s.status(), a.Address); !near(h.RqPerSec, 6.0/historySlots, 1e-9) {
+		t.Errorf("a's window after a quiet minute: %v rq/s, want its 6 requests over the minute", h.RqPerSec)
 	}
 }
 

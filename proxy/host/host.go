@@ -30,6 +30,11 @@ type Host struct {
 	Zone string
 	// Weight is at least 1.
 	Weight uint32
+	// sampledTotal and sampledError are the low 32 bits of RqTotal and
+	// RqError at the status page sampler's last TakeCounts: its baseline,
+	// kept here, in padding the struct has anyway, rather than in a map
+	// entry per host that ever served.
+	sampledTotal uint32
 
 	// Active is the number of requests in flight to the host.
 	Active atomic.Int64
@@ -41,7 +46,8 @@ type Host struct {
 	Latency Latency
 	Outlier OutlierState // outlier detection's counters, owned by package outlier
 
-	health atomic.Uint32
+	health       atomic.Uint32
+	sampledError uint32
 
 	// NewUpstream makes the host's connection pool, on the first call of
 	// Upstream: a host that is never picked costs no pool. The cluster
@@ -140,6 +146,17 @@ func (h *Host) CloseUpstream() error {
 // Record being made within an attempt, before Active counts it ended.
 func (h *Host) TakeLatency(dst *[LatencyBuckets]uint64) bool {
 	return h.Latency.take(dst, func() bool { return h.Active.Load() == 0 })
+}
+
+// TakeCounts returns the requests and the failed requests since its last
+// call (or the host's creation). Only one goroutine may call it: the admin
+// server's status page sampler. Fewer than 2^32 requests between two
+// calls are counted exactly.
+func (h *Host) TakeCounts() (total, errors uint32) {
+	t, e := uint32(h.RqTotal.Load()), uint32(h.RqError.Load())
+	total, errors = t-h.sampledTotal, e-h.sampledError
+	h.sampledTotal, h.sampledError = t, e
+	return total, errors
 }
 
 // Healthy reports whether no health flag is set.
