@@ -2,7 +2,10 @@
 // call on its own and emits the same stats, traces and logs at every hop.
 //
 //	sightline -c sightline.yaml           run the proxy (also: sightline run -c …);
-//	                                      SIGHUP (or a changed file with --watch) reloads it
+//	                                      SIGHUP (or a changed file with --watch) reloads it;
+//	                                      SIGUSR2 upgrades it (see sightline upgrade)
+//	sightline upgrade -c sightline.yaml   start the binary at the same path in place of
+//	                                      the running one, which hands over its sockets
 //	sightline validate -c sightline.yaml  check a config and print a summary
 //	sightline import envoy.yaml           translate an Envoy v3 bootstrap into a Sightline config
 //	                                      (run and validate also take one, with --envoy or detected)
@@ -27,6 +30,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sightline-proxy/sightline/internal/demo"
+	"github.com/sightline-proxy/sightline/internal/upgrade"
 	"github.com/sightline-proxy/sightline/internal/version"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/config/watch"
@@ -35,7 +39,8 @@ import (
 )
 
 const usage = `Usage:
-  sightline [run] -c FILE [--envoy] [--skip-unsupported] [--watch] [--log-level LEVEL] [--log-format json|console]
+  sightline [run] -c FILE [--envoy] [--skip-unsupported] [--watch] [--pid-file FILE] [--log-level LEVEL] [--log-format json|console]
+  sightline upgrade (-c FILE | --admin ADDR) [--timeout 1m]
   sightline validate -c FILE [--envoy] [--skip-unsupported]
   sightline import [-o FILE] [--skip-unsupported] ENVOY_BOOTSTRAP
   sightline demo [--listen ADDR] [--admin ADDR]
@@ -68,7 +73,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logLevel  = fs.String("log-level", "info", "the proxy's own log level: trace, debug, info, warn, error")
 		logFormat = fs.String("log-format", "json", "json (to stderr) or console (for people)")
 		listen    = fs.String("listen", "127.0.0.1:10000", "demo: the proxy listener's address")
-		adminAddr = fs.String("admin", "127.0.0.1:9901", "demo: the admin server's address")
+		adminAddr = fs.String("admin", "127.0.0.1:9901", "demo: the admin server's address; upgrade: the admin server of the process to upgrade (default: the config's)")
+		pidFile   = fs.String("pid-file", "", "run: write the pid of the process serving the listeners here (rewritten by an upgrade)")
+		timeout   = fs.Duration("timeout", upgrade.DefaultTimeout, "upgrade: how long the new process has to be ready")
 		watchFlag = fs.Bool("watch", false, "reload when the config file or an included file changes (also server.watch in the config)")
 		envoyFlag = fs.Bool("envoy", false, "run, validate: the config file is an Envoy v3 bootstrap, translated as sightline import does (detected without the flag when its top level has static_resources or dynamic_resources)")
 		skipFlag  = fs.Bool("skip-unsupported", false, "run, validate: with an Envoy bootstrap, drop the fields whose loss changes what the proxy does to traffic instead of refusing them (see sightline import)")
@@ -122,14 +129,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stderr, noConfig(cmd))
 			return 2
 		}
+		up, err := newUpgrades(*pidFile, lg)
+		if err != nil {
+			lg.Error().Err(err).Msg("starting")
+			return 1
+		}
+		defer up.exit()
 		cfg, skipped, err := loadConfig(cfgPath)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
+			up.fail(err)
 			return 1
 		}
 		logSkipped(lg, cfgPath, skipped)
 		logWarnings(lg, cfg)
-		return serve(cfgPath, cfg, *watchFlag, lg)
+		return serve(cfgPath, cfg, *watchFlag, lg, up)
+	case "upgrade":
+		adminSet := false
+		fs.Visit(func(f *flag.Flag) { adminSet = adminSet || f.Name == "admin" })
+		return requestUpgrade(cfgPath, *adminAddr, adminSet, *timeout, stdout, stderr)
 	case "demo":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
@@ -165,12 +183,16 @@ func logWarnings(lg zerolog.Logger, cfg *config.Config) {
 // serve runs the proxy until SIGTERM, SIGINT or POST /drain_listeners,
 // then drains; a second signal exits at once. SIGHUP, and a change of the
 // config or an included file when watching, reload the config in place.
-func serve(cfgPath string, cfg *config.Config, watchFlag bool, lg zerolog.Logger) int {
+// SIGUSR2 and POST /upgrade hand the sockets to a new process, then
+// retire this one.
+func serve(cfgPath string, cfg *config.Config, watchFlag bool, lg zerolog.Logger, up *upgrades) int {
 	srv, err := server.New(cfg, lg)
 	if err != nil {
 		lg.Error().Err(err).Msg("building the proxy")
+		up.fail(err)
 		return 1
 	}
+	up.attach(srv)
 	r := &reloader{path: cfgPath, srv: srv, flag: watchFlag, log: lg, changed: make(chan struct{}, 1)}
 	// A proxy following a control plane is not ready before the first
 	// resources run.
@@ -178,12 +200,14 @@ func serve(cfgPath string, cfg *config.Config, watchFlag bool, lg zerolog.Logger
 	if cfg.Dynamic != nil {
 		if r.dyn, err = newDynamic(cfgPath, srv, lg); err != nil {
 			lg.Error().Err(err).Msg("building the proxy")
+			up.fail(err)
 			return 1
 		}
 		srv.HoldReady(gate)
 	}
 	if err := srv.Start(context.Background()); err != nil {
 		lg.Error().Err(err).Msg("starting the proxy")
+		up.fail(err)
 		return 1
 	}
 	lg.Info().Str("admin", srv.AdminAddr()).Msg("sightline started")
@@ -193,10 +217,13 @@ func serve(cfgPath string, cfg *config.Config, watchFlag bool, lg zerolog.Logger
 	if r.dyn != nil {
 		r.dyn.follow(cfg, cfg.Node)
 		r.dyn.holdReady(stopped, gate)
+	} else {
+		close(gate) // ready now
 	}
+	ready := (<-chan struct{})(gate)
 
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
 	r.watch(cfg)
 	defer r.stopWatching()
 	var sig os.Signal
@@ -204,12 +231,33 @@ wait:
 	for {
 		select {
 		case sig = <-sigs:
+			if sig == syscall.SIGUSR2 {
+				up.start(upgrade.Trigger{From: "SIGUSR2"})
+				continue
+			}
 			if sig != syscall.SIGHUP {
 				break wait
 			}
+			if up.run != nil {
+				lg.Warn().Msg("SIGHUP while upgrading: not reloaded; the new process loads the file as it is")
+				continue
+			}
 			lg.Info().Msg("SIGHUP: reloading the config")
 			r.reload()
+		case <-ready:
+			ready = nil
+			up.serving()
+		case t := <-up.triggers:
+			up.start(t)
+		case d := <-up.done():
+			if up.finish(d) {
+				break wait
+			}
 		case <-r.changed:
+			if up.run != nil {
+				lg.Warn().Msg("config file changed while upgrading: not reloaded; the new process loads the file as it is")
+				continue
+			}
 			lg.Info().Msg("config file changed: reloading")
 			r.reload()
 		case <-srv.DrainRequested():
@@ -217,11 +265,14 @@ wait:
 			break wait
 		}
 	}
-	if sig != nil {
+	switch {
+	case up.handedOver:
+	case sig != nil:
 		lg.Info().Str("signal", sig.String()).Msg("draining")
-	} else {
+	default:
 		lg.Info().Msg("POST /drain_listeners: draining")
 	}
+	up.stop()
 	r.stopWatching()
 	stopGate()
 	if r.dyn != nil {
@@ -229,7 +280,13 @@ wait:
 		r.dyn.stop()
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Shutdown(context.Background()) }()
+	go func() {
+		if up.handedOver {
+			done <- srv.Retire(context.Background())
+			return
+		}
+		done <- srv.Shutdown(context.Background())
+	}()
 	for {
 		select {
 		case err := <-done:
@@ -239,8 +296,8 @@ wait:
 			lg.Info().Msg("stopped")
 			return 0
 		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				continue // no reload while draining
+			if sig == syscall.SIGHUP || sig == syscall.SIGUSR2 {
+				continue // no reload or upgrade while draining
 			}
 			lg.Warn().Str("signal", sig.String()).Msg("second signal: exiting now")
 			return 1

@@ -94,6 +94,13 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
+	s.StartOn(ln)
+	return nil
+}
+
+// StartOn is Start on a socket already bound: the one a process being
+// upgraded passed to its successor.
+func (s *Server) StartOn(ln net.Listener) {
 	s.ln = ln
 	s.started.Store(true)
 	s.sampler.start()
@@ -104,8 +111,11 @@ func (s *Server) Start() error {
 		}
 	}()
 	s.log.Info().Str("address", ln.Addr().String()).Msg("admin listening")
-	return nil
 }
+
+// Listener returns the socket the server accepts on, nil before Start:
+// an upgrade passes it to the new process.
+func (s *Server) Listener() net.Listener { return s.ln }
 
 // Addr returns the bound address.
 func (s *Server) Addr() string {
@@ -150,6 +160,7 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
   POST /healthcheck/fail  make /ready fail
   POST /healthcheck/ok    make /ready pass again
   POST /reopen_logs       reopen the access and health-check event logs (log rotation)
+  POST /upgrade           start the binary at the same path with the same arguments, hand it the sockets, drain (?timeout=1m)
 `)
 }
 

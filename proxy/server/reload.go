@@ -43,6 +43,9 @@ func (s *Server) Reload(cfg *config.Config) error {
 		return ErrShuttingDown
 	default:
 	}
+	if s.handedOff.Load() {
+		return ErrShuttingDown
+	}
 	// New certificates at unchanged paths: the config does not show
 	// them, their files do. A pair that does not load keeps the old one
 	// serving (logged, counted) and does not hold the reload back.
@@ -152,7 +155,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 		if from, ok := plan.Listeners.Handoffs[r.cfg.Name]; ok && oldListeners[from] != nil {
 			continue
 		}
-		if err := r.l.Start(); err != nil {
+		if err := s.startListener(r); err != nil {
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
 			for _, sr := range started {
@@ -232,7 +235,7 @@ func (s *Server) ReloadRefused() { s.stats.Server().ConfigReloadFailed.Inc(1) }
 // startLate binds a rebuilt listener whose predecessor's socket could not
 // be handed over, once that socket is closed.
 func (s *Server) startLate(r *running) {
-	if err := r.l.Start(); err != nil {
+	if err := s.startListener(r); err != nil {
 		s.log.Error().Err(err).Str("listener", r.cfg.Name).Msg("rebuilt listener could not bind")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/accesslog"
 	"github.com/sightline-proxy/sightline/internal/otelres"
+	"github.com/sightline-proxy/sightline/internal/upgrade"
 	"github.com/sightline-proxy/sightline/internal/version"
 	"github.com/sightline-proxy/sightline/proxy/admin"
 	"github.com/sightline-proxy/sightline/proxy/cluster"
@@ -94,6 +96,21 @@ type Server struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	// sockets gives the listening sockets a process being upgraded
+	// passed to this one (see SetSockets); nil: every socket is bound.
+	sockets SocketSource
+	// handedOff is set once Handoff's successor is ready: no reload may
+	// change the listeners any more.
+	handedOff atomic.Bool
+}
+
+// SocketSource gives a starting process the sockets its predecessor
+// passed (upgrade.Inherited implements it): the socket of the listener
+// name of kind kind ("admin" or "listener") at the config address addr,
+// or false.
+type SocketSource interface {
+	Take(kind, name, addr string) (net.Listener, bool)
 }
 
 // loadInfo says which config runs, for /server_info. The hash is taken
@@ -231,17 +248,77 @@ func (s *Server) Start(ctx context.Context) error {
 	s.bg.Add(1)
 	go s.sweepPools()
 	s.waitHealthChecked(gen.cfg, gen.clusters)
-	if err := s.admin.Start(); err != nil {
+	ln, err := s.listen(upgrade.KindAdmin, "admin", gen.cfg.Admin.Address, func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) })
+	if err != nil {
 		s.closeAll()
 		return bindError(gen.cfg, "admin.address", "the admin server", gen.cfg.Admin.Address, err)
 	}
+	s.admin.StartOn(ln)
 	for _, r := range gen.listeners {
-		if err := r.l.Start(); err != nil {
+		if err := s.startListener(r); err != nil {
 			s.closeAll()
 			return bindError(gen.cfg, listenerPath(gen.cfg, r.cfg.Name), "listener "+r.cfg.Name, r.cfg.Address, err)
 		}
 	}
 	s.serving.Store(true)
+	return nil
+}
+
+// SetSockets makes Start, and reloads, take the sockets src holds
+// before binding any: those an upgraded process passed. Call it before
+// Start.
+func (s *Server) SetSockets(src SocketSource) { s.sockets = src }
+
+// listen returns the inherited socket for the listener name at addr, or
+// binds one with bind.
+func (s *Server) listen(kind, name, addr string, bind func(string) (net.Listener, error)) (net.Listener, error) {
+	if s.sockets != nil {
+		if ln, ok := s.sockets.Take(kind, name, addr); ok {
+			return ln, nil
+		}
+	}
+	return bind(addr)
+}
+
+// startListener binds (or inherits) a listener's socket and serves on
+// it.
+func (s *Server) startListener(r *running) error {
+	ln, err := s.listen(upgrade.KindListener, r.cfg.Name, r.cfg.Address, listener.Listen)
+	if err != nil {
+		return fmt.Errorf("listener %s: %w", r.cfg.Name, err)
+	}
+	r.l.StartOn(ln)
+	return nil
+}
+
+// Handoff lists every listening socket (the admin server's first, then
+// each listener's) and calls pass with them, with reloads held until it
+// returns, so that the list stays whole: pass starts the new process and
+// waits until it is ready. When pass succeeds no reload changes the
+// listeners any more, and the caller calls Retire. pass must not keep
+// the listeners: they are still this process's.
+func (s *Server) Handoff(pass func([]upgrade.Socket) error) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	select {
+	case <-s.quit:
+		return ErrShuttingDown
+	default:
+	}
+	gen := s.cur.Load()
+	socks := make([]upgrade.Socket, 0, len(gen.listeners)+1)
+	if ln := s.admin.Listener(); ln != nil {
+		socks = append(socks, upgrade.Socket{Kind: upgrade.KindAdmin, Name: "admin", Address: gen.cfg.Admin.Address, Listener: ln})
+	}
+	for _, r := range gen.listeners {
+		if ln := r.l.Socket(); ln != nil {
+			socks = append(socks, upgrade.Socket{Kind: upgrade.KindListener, Name: r.cfg.Name, Address: r.cfg.Address, Listener: ln})
+		}
+	}
+	if err := pass(socks); err != nil {
+		return err
+	}
+	s.handedOff.Store(true)
 	return nil
 }
 
@@ -303,7 +380,19 @@ func (s *Server) drainListeners(w http.ResponseWriter, _ *http.Request) {
 // for drain_time; then they stop accepting and send GOAWAY, in-flight
 // requests get until drain_timeout (or ctx) to finish, and upstream pools,
 // logs, spans, stats and the admin server close. It is idempotent.
-func (s *Server) Shutdown(ctx context.Context) error {
+func (s *Server) Shutdown(ctx context.Context) error { return s.shutdown(ctx, false) }
+
+// Retire is Shutdown once Handoff's new process serves on the same
+// sockets: the admin server and every listener stop accepting at once,
+// with no drain_time (the new process accepts what comes, and answers
+// the admin address), then HTTP/2 connections get GOAWAY and HTTP/1.1
+// ones "Connection: close", in-flight requests get until drain_timeout
+// (or ctx) to finish, and every access-log and event-log line is written
+// before it returns. Closing this process's descriptors leaves the
+// sockets open in the new one: no connection is refused.
+func (s *Server) Retire(ctx context.Context) error { return s.shutdown(ctx, true) }
+
+func (s *Server) shutdown(ctx context.Context, retire bool) error {
 	s.shutdownOnce.Do(func() {
 		s.draining.Store(true)
 		s.stats.Server().Live.Set(0)
@@ -311,9 +400,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.reloadMu.Lock() // no reload from here on
 		defer s.reloadMu.Unlock()
 		gen := s.cur.Load()
+		if retire {
+			actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+			s.admin.Shutdown(actx)
+			acancel()
+		}
 		// Keep serving for drain_time with /ready failing, so that an outer
 		// balancer sees the proxy leave before its connections do.
-		if d := gen.cfg.Server.DrainTime.D(); d > 0 {
+		if d := gen.cfg.Server.DrainTime.D(); d > 0 && !retire {
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
@@ -425,6 +519,10 @@ func (s *Server) ListenerAddr(name string) string {
 	}
 	return ""
 }
+
+// HandleAdmin adds an endpoint to the admin server, for what the binary
+// runs beside the server (POST /upgrade).
+func (s *Server) HandleAdmin(pattern string, h http.Handler) { s.admin.Handle(pattern, h) }
 
 // AdminAddr returns the admin server's bound address.
 func (s *Server) AdminAddr() string { return s.admin.Addr() }
