@@ -22,6 +22,7 @@ var goldenCases = []struct {
 	wantErr string
 }{
 	{name: "front-proxy"},
+	{name: "chef-fleet"},
 	{name: "envoyproxy_io_proxy", opts: Options{SkipUnsupported: true},
 		wantErr: "route.host_rewrite_literal: Sightline does not rewrite the host header"},
 }
@@ -80,6 +81,8 @@ func golden(t *testing.T, name string, got []byte) {
 // loads checks that doc loads with Sightline's config loader.
 func loads(t *testing.T, doc []byte) *config.Config {
 	t.Helper()
+	// The inputs name their certificate files relative to the working
+	// directory, as Envoy and Sightline read them: testdata/certs/...
 	path := filepath.Join(t.TempDir(), "sightline.yaml")
 	if err := os.WriteFile(path, doc, 0o600); err != nil {
 		t.Fatal(err)

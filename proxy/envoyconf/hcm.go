@@ -157,7 +157,10 @@ func http2Skips(s *scope) {
 	s.skip("allow_metadata", "Sightline drops METADATA frames")
 	s.skip("stream_error_on_invalid_http_messaging", "Sightline resets the stream on an invalid message")
 	s.skip("override_stream_error_on_invalid_http_message", "Sightline resets the stream on an invalid message")
-	s.skip("connection_keepalive", "Sightline's downstream HTTP/2 connections send no keepalive PING; limits.idle_timeout closes idle ones")
+	if !s.seen["connection_keepalive"] {
+		// A listener's: a cluster's is carried as its keepalive_interval.
+		s.skip("connection_keepalive", "Sightline's downstream HTTP/2 connections send no keepalive PING; limits.idle_timeout closes idle ones")
+	}
 }
 
 // downstreamProtocolOptions translates an HTTP connection manager's

@@ -38,6 +38,19 @@ func ImportWith(data []byte, isJSON bool, opts Options) (doc []byte, skipped []S
 	if err != nil {
 		return nil, nil, err
 	}
+	t, root := importBootstrap(b, opts)
+	if err := t.err(); err != nil {
+		return nil, nil, locate(err, data, isJSON)
+	}
+	doc, err = render(root)
+	if err != nil {
+		return nil, nil, err
+	}
+	return doc, t.skipped, nil
+}
+
+// importBootstrap translates a bootstrap into the document's root.
+func importBootstrap(b *bootstrapv3.Bootstrap, opts Options) (*translator, *obj) {
 	sr := b.GetStaticResources()
 	r := &Resources{Listeners: sr.GetListeners(), Clusters: sr.GetClusters(), Secrets: sr.GetSecrets()}
 	t := newTranslator(r, opts)
@@ -53,14 +66,7 @@ func ImportWith(data []byte, isJSON bool, opts Options) (doc []byte, skipped []S
 	}
 	root.notes = append(root.notes, res.notes...)
 	bs.done()
-	if err := t.err(); err != nil {
-		return nil, nil, locate(err, data, isJSON)
-	}
-	doc, err = render(root)
-	if err != nil {
-		return nil, nil, err
-	}
-	return doc, t.skipped, nil
+	return t, root
 }
 
 // ParseBootstrap reads an Envoy v3 bootstrap, YAML or JSON, strictly:

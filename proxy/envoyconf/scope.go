@@ -202,11 +202,16 @@ func (s *scope) unsafeAll(why string) {
 }
 
 // rel is field f's path for a note: from the last list element of the
-// scope's path on, which the note sits under.
+// path on ("http_filters[envoy.filters.http.grpc_stats].typed_config"),
+// enough to find it near where the note sits.
 func (s *scope) rel(f string) string {
 	p := s.at(f)
-	if i := strings.LastIndex(p, "]."); i >= 0 {
-		return p[i+2:]
+	i := strings.LastIndex(p, "[")
+	if i < 0 {
+		return p
+	}
+	if j := strings.LastIndex(p[:i], "."); j >= 0 {
+		return p[j+1:]
 	}
 	return p
 }
