@@ -223,7 +223,10 @@ func (u *upgradable) cleanup() {
 
 // upgradeConfig has a gRPC listener and an HTTP/1.1 one, both writing
 // one access log, and a health-checked cluster, so that the new process
-// is ready only after its first round of checks.
+// is ready only after its first round of checks. The breakers are wide:
+// a race-built proxy on a busy machine can stall for seconds, and 250
+// calls/s then pile up past the default 1024 requests, which is not what
+// this test is about.
 func upgradeConfig(grpcAddrs []string, webAddr, accessLog string) string {
 	return fmt.Sprintf(`node: {id: e2e, zone: zone-a}
 server: {drain_time: 1s, drain_timeout: 10s}
@@ -251,8 +254,10 @@ clusters:
   - name: upstream
     endpoints: %[2]s
     health_check: {interval: 1s, timeout: 1s, grpc: {}}
+    circuit_breakers: {max_pending_requests: 100000, max_requests: 100000}
   - name: web
     protocol: http1
+    circuit_breakers: {max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}
     endpoints: [{address: %[3]q}]
 `, accessLog, endpoints(grpcAddrs...), webAddr)
 }

@@ -88,6 +88,11 @@ type Listener struct {
 	acceptDone chan struct{}  // closed when the accept loop returns
 	accepted   sync.WaitGroup // the accept loop and the h1 server
 	conns      sync.WaitGroup // connections being sniffed or served by h2
+	// handing counts the connections accepted and not yet handed to the
+	// HTTP/1.1 or HTTP/2 server (sniffing, TLS handshake): Shutdown
+	// waits for them before it shuts the servers down, so that a
+	// connection accepted just before the socket closed is served.
+	handing sync.WaitGroup
 }
 
 // New prepares a listener; Start binds it. It does no I/O beyond reading
@@ -259,6 +264,7 @@ func (l *Listener) acceptLoop() {
 			continue
 		}
 		l.conns.Add(1)
+		l.handing.Add(1)
 		go l.serve(c)
 	}
 }
@@ -314,6 +320,8 @@ func (l *Listener) serve(raw net.Conn) {
 // handOver does serve's work; it reports whether the HTTP/2 engine took
 // the connection (it then calls l.conns.Done itself, once closed).
 func (l *Listener) handOver(raw net.Conn) bool {
+	handed := sync.OnceFunc(l.handing.Done)
+	defer handed()
 	cc := l.bytes.wrap(raw)
 	cc.onClose = func() {
 		l.opts.Conns.release()
@@ -369,6 +377,7 @@ func (l *Listener) handOver(raw net.Conn) bool {
 	l.countOpen()
 	l.st.HTTP.DownstreamCxHTTP2Total.Inc(1)
 	l.st.HTTP.DownstreamCxHTTP2Active.Inc()
+	handed() // before Serve, which reads the connection until it parks
 	l.h2.Serve(c, func() {
 		l.st.HTTP.DownstreamCxHTTP2Active.Dec()
 		l.countClose()
@@ -423,6 +432,22 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	if !l.released {
 		l.ln.Close()
 	}
+	// A connection the accept loop took before the socket closed is
+	// handed to its server before the servers shut down: it then gets
+	// its first request answered (with Connection: close, or after a
+	// GOAWAY), not a close before any byte. It matters most when the
+	// socket lives on in another process (an upgrade) or listener (a
+	// reload): the client's connect succeeded, so it expects an answer.
+	<-l.acceptDone
+	handed := make(chan struct{})
+	go func() {
+		l.handing.Wait()
+		close(handed)
+	}()
+	select {
+	case <-handed:
+	case <-ctx.Done():
+	}
 	var wg sync.WaitGroup
 	var err1, err2 error
 	wg.Add(2)
@@ -439,6 +464,7 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	l.accepted.Wait()
 	l.conns.Wait()
+	<-handed // at once: every connection counted in handing was in conns
 	l.bytes.stopSweeping()
 	return errors.Join(err1, err2)
 }
