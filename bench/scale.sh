@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scale.sh — what idle clusters and hosts cost: for each case, the time
-# from start to /ready, the RSS 10 s after (VmRSS), and the time a reload
+# from start to /ready, the RSS 10 s after (VmRSS) and the live heap then
+# (after a forced GC, read after the RSS), and the time a reload
 # that changes one cluster takes to apply (SIGHUP until server.config_reload
 # moves). Static clusters, no health checks, no traffic; every host is an
 # address nothing listens on (a pool is only made when a host is picked).
@@ -16,8 +17,15 @@
 # 2 hosts that are real backends (two `abuse backend` processes), a route
 # /c<i>/ to each, and idle_timeout IDLE_SECS (default 10). It reads the
 # RSS and the live heap (after a forced GC) when idle, right after one
-# gRPC call to every cluster (`abuse burst`), and again once the upstream
-# connections have been idle for idle_timeout.
+# gRPC call to every cluster (`abuse burst`), again once the upstream
+# connections have been idle for idle_timeout (and SETTLE_SECS), and again
+# WINDOW_SECS (default 60; 0: not) after that, once the status page's
+# minute of history is over.
+#
+# PROFILES=DIR keeps heap profiles (after a forced GC) in DIR: one per
+# case where its RSS is read (c10000.pb.gz, …) and one at each step of the
+# burst (idle.pb.gz, burst.pb.gz, after.pb.gz, later.pb.gz). Read them with
+# go tool pprof -sample_index=inuse_space.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -25,7 +33,9 @@ CASES=${CASES-"c1 c1000 c10000 h10000 h100000"}
 CAP_SECS=${CAP_SECS:-60}
 BURST=${BURST-10000}
 IDLE_SECS=${IDLE_SECS:-10}
+PROFILES=${PROFILES:-}
 SETTLE_SECS=${SETTLE_SECS:-10}
+WINDOW_SECS=${WINDOW_SECS-60}
 ADMIN=127.0.0.1:19901
 work=$(mktemp -d "${TMPDIR:-/tmp}/scale.XXXXXX")
 pid=
@@ -64,9 +74,17 @@ if curl -fsS -o /dev/null "http://$ADMIN/ready" 2>/dev/null; then
 fi
 reloads() { curl -fsS "http://$ADMIN/stats?filter=^server.config_reload\$" 2>/dev/null | awk -F': ' '{print $2}'; }
 rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+# live_mib STEP: the heap after a forced GC, in MiB; with PROFILES, the
+# heap profile kept as STEP.pb.gz
+live_mib() {
+  local out=/dev/null
+  [ -n "$PROFILES" ] && mkdir -p "$PROFILES" && out=$PROFILES/$1.pb.gz
+  curl -fsS -o "$out" "http://$ADMIN/debug/pprof/heap?gc=1"
+  curl -fsS "http://$ADMIN/memory" | awk -F'"' '/"allocated"/{printf "%.0f", $4/1048576}'
+}
 
-echo "| case | clusters | hosts | ready s | RSS MiB | per cluster KB | per host KB | one-cluster reload s |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| case | clusters | hosts | ready s | RSS MiB | live heap MiB | per cluster KB | per host KB | one-cluster reload s |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 base_rss=
 for c in $CASES; do
   case $c in
@@ -84,11 +102,12 @@ for c in $CASES; do
     sleep 0.02
   done
   if [ "$ready" = timeout ]; then
-    echo "| $c | $nc | $(( nc * nh )) | timeout | | | | |"
+    echo "| $c | $nc | $(( nc * nh )) | timeout | | | | | |"
     kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=; continue
   fi
   sleep "$SETTLE_SECS"
   rss=$(rss_kib "$pid")
+  live=$(live_mib "$c")
   [ -z "$base_rss" ] && [ "$c" = c1 ] && base_rss=$rss
   per_c=; per_h=
   if [ -n "$base_rss" ] && [ "$c" != c1 ]; then
@@ -103,10 +122,9 @@ for c in $CASES; do
   while (( $(ms_now) - t1 < CAP_SECS * 1000 )); do
     now=$(reloads)
     if [ -n "$now" ] && [ "$now" != "$before" ]; then reload=$(( $(ms_now) - t1 )); break; fi
-    sleep 0.01
   done
   fmt() { [ "$1" = timeout ] && echo timeout || awk -v m="$1" 'BEGIN{printf "%.2f", m/1000}'; }
-  echo "| $c | $nc | $(( nc * nh )) | $(fmt "$ready") | $(( rss / 1024 )) | $per_c | $per_h | $(fmt "$reload") |"
+  echo "| $c | $nc | $(( nc * nh )) | $(fmt "$ready") | $(( rss / 1024 )) | $live | $per_c | $per_h | $(fmt "$reload") |"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null; pid=
 done
 
@@ -129,11 +147,6 @@ burst_config() {
     printf '  - {name: c%d, idle_timeout: %ds, endpoints: [{address: %s}, {address: %s}]}\n' "$c" "$IDLE_SECS" "$B1" "$B2"
   done
 }
-# live_mib: the heap after a forced GC, in MiB
-live_mib() {
-  curl -fsS -o /dev/null "http://$ADMIN/debug/pprof/heap?gc=1"
-  curl -fsS "http://$ADMIN/memory" | awk -F'"' '/"allocated"/{printf "%.0f", $4/1048576}'
-}
 burst_config "$BURST" >"$work/burst.yaml"
 GOMAXPROCS=2 "$bin" -c "$work/burst.yaml" --log-level warn >"$work/log" 2>&1 &
 pid=$!
@@ -143,13 +156,17 @@ until curl -fsS -o /dev/null "http://$ADMIN/ready" 2>/dev/null; do
   sleep 0.05
 done
 sleep "$SETTLE_SECS"
-rss0=$(( $(rss_kib "$pid") / 1024 )); live0=$(live_mib)
+rss0=$(( $(rss_kib "$pid") / 1024 )); live0=$(live_mib idle)
 out=$("$work/abuse" burst -addr 127.0.0.1:18180 -clusters "$BURST")
-rss1=$(( $(rss_kib "$pid") / 1024 )); live1=$(live_mib)
+rss1=$(( $(rss_kib "$pid") / 1024 )); live1=$(live_mib burst)
 conns=$(curl -gfsS "http://$ADMIN/stats?filter=^cluster\.c[0-9]*\.upstream_cx_active\$" | awk -F': ' '{n+=$2} END{print n+0}')
 sleep $(( IDLE_SECS + SETTLE_SECS ))
-rss2=$(( $(rss_kib "$pid") / 1024 )); live2=$(live_mib)
+rss2=$(( $(rss_kib "$pid") / 1024 )); live2=$(live_mib after)
 left=$(curl -gfsS "http://$ADMIN/stats?filter=^cluster\.c[0-9]*\.upstream_cx_active\$" | awk -F': ' '{n+=$2} END{print n+0}')
+if [ "$WINDOW_SECS" -gt 0 ]; then
+  sleep "$WINDOW_SECS"
+  rss3=$(( $(rss_kib "$pid") / 1024 )); live3=$(live_mib later)
+fi
 echo
 echo "Burst: $BURST clusters, $out"
 echo
@@ -158,4 +175,5 @@ echo "|---|---:|---:|---:|"
 echo "| idle, before | $rss0 | $live0 | 0 |"
 echo "| after one call to every cluster | $rss1 | $live1 | $conns |"
 echo "| ${IDLE_SECS} s idle_timeout later | $rss2 | $live2 | $left |"
+[ "$WINDOW_SECS" -gt 0 ] && echo "| ${WINDOW_SECS} s after that (the status page's minute over) | $rss3 | $live3 | 0 |"
 kill -TERM "$pid"; wait "$pid" 2>/dev/null; pid=
