@@ -21,16 +21,19 @@ import (
 // a file and sends gRPC calls, retried on unavailable, to an HTTP/2
 // cluster of the backends, with a gRPC health check, breakers and
 // outlier detection; and a runtime layer, which Sightline does not carry.
-// filters adds HTTP filters before the router.
+// filters adds HTTP filters before the router; admin 0 leaves the admin
+// section out.
 func envoyBootstrap(admin int, accessLog, filters string, bs ...*backend.Backend) string {
 	var eps []string
 	for _, b := range bs {
 		host, port, _ := net.SplitHostPort(b.Addr)
 		eps = append(eps, fmt.Sprintf("{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}}", host, port))
 	}
-	return fmt.Sprintf(`admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-static_resources:
+	adminSection := ""
+	if admin != 0 {
+		adminSection = fmt.Sprintf("admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n", admin)
+	}
+	return fmt.Sprintf(`%sstatic_resources:
   listeners:
   - name: ingress
     address: {socket_address: {address: 127.0.0.1, port_value: 0}}
@@ -82,7 +85,7 @@ static_resources:
       endpoints: [{lb_endpoints: [%s]}]
 layered_runtime:
   layers: [{name: static, static_layer: {health_check: {min_interval: 10}}}]
-`, admin, accessLog, filters, strings.Join(eps, ", "))
+`, adminSection, accessLog, filters, strings.Join(eps, ", "))
 }
 
 // sightlineCmd runs the binary to its end and returns its exit code,
@@ -164,6 +167,29 @@ func TestEnvoyImport(t *testing.T) {
 		code, stdout, stderr = sightlineCmd(t, "validate", "-c", out)
 		if code != 0 || !strings.Contains(stdout, "clusters: 1") {
 			t.Fatalf("sightline validate of the import: exit %d\n%s%s", code, stdout, stderr)
+		}
+	})
+
+	t.Run("run the import", func(t *testing.T) {
+		// Without an admin section, so that startProxy adds its own.
+		path := filepath.Join(dir, "noadmin.yaml")
+		if err := os.WriteFile(path, []byte(envoyBootstrap(0, accessLog, "", bs...)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, doc, stderr := sightlineCmd(t, "import", path)
+		if code != 0 {
+			t.Fatalf("sightline import: exit %d\n%s", code, stderr)
+		}
+		before := callCounts(bs)
+		p := startProxy(t, doc)
+		client := testClient(t, p.listener("ingress"))
+		for i := range 10 {
+			if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+				t.Fatalf("call %d through the imported config: %v", i, err)
+			}
+		}
+		if d := deltas(before, callCounts(bs)); d[0]+d[1] != 10 {
+			t.Errorf("backend calls %v, want the 10 calls", d)
 		}
 	})
 

@@ -93,3 +93,28 @@ func loads(t *testing.T, doc []byte) *config.Config {
 	}
 	return cfg
 }
+
+// TestExampleEnvoyConfigs imports the Envoy bootstraps among the example
+// configs: each must translate with nothing refused, and load.
+func TestExampleEnvoyConfigs(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "configs", "envoy", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no Envoy example configs in configs/envoy")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			in, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			doc, _, err := Import(in, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			loads(t, doc)
+		})
+	}
+}
