@@ -22,6 +22,7 @@ var goldenCases = []struct {
 	wantErr string
 }{
 	{name: "front-proxy"},
+	{name: "grpc-bridge"},
 	{name: "chef-fleet"},
 	{name: "envoyproxy_io_proxy", opts: Options{SkipUnsupported: true},
 		wantErr: "route.host_rewrite_literal: Sightline does not rewrite the host header"},
