@@ -27,6 +27,11 @@ import (
 // a few seconds on a busy machine.
 const upgradeTimeout = 60 * time.Second
 
+// upgradeCallTimeout bounds one call of the load: generous, since the
+// test asks that every call be answered, and a busy machine running
+// three race-built processes and this one can stall them for seconds.
+const upgradeCallTimeout = 30 * time.Second
+
 // upgradable is a sightline process started with a pid file, and the
 // processes that replace it. Their output goes to a file, not a pipe: a
 // new process inherits the old one's stdout and stderr, and exec's Wait
@@ -253,7 +258,7 @@ listeners:
 clusters:
   - name: upstream
     endpoints: %[2]s
-    health_check: {interval: 1s, timeout: 1s, grpc: {}}
+    health_check: {interval: 1s, timeout: 5s, grpc: {}}
     circuit_breakers: {max_pending_requests: 100000, max_requests: 100000}
   - name: web
     protocol: http1
@@ -299,7 +304,7 @@ func (l *callLoad) pace(ctx context.Context, kind string, rate int, call func(co
 			go func() {
 				defer l.wg.Done()
 				// Not ctx: a call sent is waited for to its end.
-				cctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+				cctx, cancel := context.WithTimeout(context.Background(), upgradeCallTimeout)
 				defer cancel()
 				if err := call(cctx); err != nil {
 					l.fail(kind, err)

@@ -93,6 +93,10 @@ type Listener struct {
 	// waits for them before it shuts the servers down, so that a
 	// connection accepted just before the socket closed is served.
 	handing sync.WaitGroup
+	// h1Open counts the HTTP/1.1 connections handed to net/http and not
+	// closed, for Shutdown's wait; counted before the hand-over, since
+	// net/http reports a new connection only after it took it.
+	h1Open atomic.Int64
 }
 
 // New prepares a listener; Start binds it. It does no I/O beyond reading
@@ -236,6 +240,23 @@ func (l *Listener) Release() net.Listener {
 	return ln
 }
 
+// waitH1 waits until no HTTP/1.1 connection is open, or ctx ends. It
+// polls, as net/http's Shutdown does: from 1ms, doubling up to 100ms.
+func (l *Listener) waitH1(ctx context.Context) {
+	wait := time.Millisecond
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for l.h1Open.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+		t.Reset(wait)
+	}
+}
+
 // acceptLoop accepts until the socket closes, backing off on temporary
 // errors (out of file descriptors) as net/http does.
 func (l *Listener) acceptLoop() {
@@ -369,7 +390,9 @@ func (l *Listener) handOver(raw net.Conn) bool {
 	l.bytes.track(cc)
 	if !h2conn {
 		// countH1 counts it once net/http takes it.
+		l.h1Open.Add(1)
 		if !l.h1ln.push(c) {
+			l.h1Open.Add(-1)
 			reject()
 		}
 		return false
@@ -407,6 +430,7 @@ func (l *Listener) countH1(_ net.Conn, cs http.ConnState) {
 		l.st.HTTP.DownstreamCxHTTP1Total.Inc(1)
 		l.st.HTTP.DownstreamCxHTTP1Active.Inc()
 	case http.StateClosed, http.StateHijacked:
+		l.h1Open.Add(-1)
 		l.st.HTTP.DownstreamCxHTTP1Active.Dec()
 		l.countClose()
 	}
@@ -432,6 +456,9 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	if !l.released {
 		l.ln.Close()
 	}
+	// HTTP/1.1 connections answer their next request with Connection:
+	// close and then close; idle ones close now.
+	l.h1.SetKeepAlivesEnabled(false)
 	// A connection the accept loop took before the socket closed is
 	// handed to its server before the servers shut down: it then gets
 	// its first request answered (with Connection: close, or after a
@@ -453,6 +480,10 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
+		// net/http's Shutdown drops a request it reads once it has
+		// started, so it comes last: once every connection has closed
+		// after its last answer, or ctx ended.
+		l.waitH1(ctx)
 		if err1 = l.h1.Shutdown(ctx); err1 != nil {
 			l.h1.Close()
 		}
