@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -116,30 +117,29 @@ func jsonable(v any) any {
 	return v
 }
 
-// quoted finds the names an error quotes ("field", or a path's last
-// part) to place it.
-var quoted = regexp.MustCompile(`"([A-Za-z_@][A-Za-z0-9_.@]*)"|([a-z_0-9]+)(?:\[[^\]]*\])?:`)
-
-// locate adds the line of the YAML key an error names, when the document
-// is YAML and the key occurs in it: "line 12: ...".
+// locate adds the line of the YAML field an error names, when the
+// document is YAML: "line 12: ...". A translation error starts with the
+// field's path, which is followed through the document; a parse error
+// quotes the field's name, whose first key in the document is taken.
 func locate(err error, data []byte, isJSON bool) error {
 	if isJSON || err == nil {
+		return err
+	}
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil {
 		return err
 	}
 	var out []error
 	for _, e := range unjoin(err) {
 		msg := e.Error()
 		line := 0
-		for _, m := range quoted.FindAllStringSubmatch(msg, -1) {
-			name := m[1]
-			if name == "" {
-				name = m[2]
-			}
-			if i := strings.LastIndex(name, "."); i >= 0 {
-				name = name[i+1:]
-			}
-			if l := keyLine(data, name); l > 0 {
-				line = l
+		if path, _, ok := strings.Cut(msg, ": "); ok && !strings.Contains(path, " ") {
+			line = pathLine(&root, path)
+		} else {
+			for _, m := range quoted.FindAllStringSubmatch(msg, -1) {
+				if l := keyLine(data, m[1]); l > 0 {
+					line = l
+				}
 			}
 		}
 		if line > 0 {
@@ -149,6 +149,102 @@ func locate(err error, data []byte, isJSON bool) error {
 		}
 	}
 	return errors.Join(out...)
+}
+
+// quoted finds the field names a parse error quotes.
+var quoted = regexp.MustCompile(`"([A-Za-z_@][A-Za-z0-9_@]*)"`)
+
+// pathLine follows a translation path ("clusters[a].lb_policy") through
+// the bootstrap's YAML and returns the line of the deepest node it
+// reaches: a list element is named by its name key, or its index.
+func pathLine(root *yaml.Node, path string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	if first, _, _ := strings.Cut(path, "["); first == "listeners" || first == "clusters" || first == "secrets" {
+		if sr := mapValue(n, "static_resources"); sr != nil {
+			n = sr
+		}
+	}
+	line := 0
+	for _, part := range splitPath(path) {
+		key, elem, hasElem := strings.Cut(part, "[")
+		k, v := mapEntry(n, key)
+		if v == nil {
+			return line
+		}
+		n, line = v, k.Line
+		if !hasElem {
+			continue
+		}
+		elem = strings.TrimSuffix(elem, "]")
+		e := seqElem(n, elem)
+		if e == nil {
+			return line
+		}
+		n, line = e, e.Line
+	}
+	return line
+}
+
+// splitPath splits a path at the dots outside brackets: element names
+// hold dots ("filters[envoy.filters.network.http_connection_manager]").
+func splitPath(path string) []string {
+	var parts []string
+	depth, start := 0, 0
+	for i := 0; i < len(path); i++ {
+		switch path[i] {
+		case '[':
+			depth++
+		case ']':
+			depth--
+		case '.':
+			if depth == 0 {
+				parts = append(parts, path[start:i])
+				start = i + 1
+			}
+		}
+	}
+	return append(parts, path[start:])
+}
+
+// mapValue is the value of key in mapping n, or nil.
+func mapValue(n *yaml.Node, key string) *yaml.Node {
+	_, v := mapEntry(n, key)
+	return v
+}
+
+// mapEntry is the key node and the value of key in mapping n, or nils.
+func mapEntry(n *yaml.Node, key string) (*yaml.Node, *yaml.Node) {
+	if n.Kind != yaml.MappingNode {
+		return nil, nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i], n.Content[i+1]
+		}
+	}
+	return nil, nil
+}
+
+// seqElem is the element of n named elem (by its name key), or at index
+// elem; for a mapping (typed_extension_protocol_options[k]), its key.
+func seqElem(n *yaml.Node, elem string) *yaml.Node {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return mapValue(n, elem)
+	case yaml.SequenceNode:
+		for _, e := range n.Content {
+			if v := mapValue(e, "name"); v != nil && v.Value == elem {
+				return e
+			}
+		}
+		if i, err := strconv.Atoi(elem); err == nil && i >= 0 && i < len(n.Content) {
+			return n.Content[i]
+		}
+	}
+	return nil
 }
 
 // unjoin splits an errors.Join.
@@ -166,9 +262,19 @@ func keyLine(data []byte, name string) int {
 		return 0
 	}
 	for i, l := range strings.Split(string(data), "\n") {
-		l = strings.TrimLeft(l, " -")
-		if strings.HasPrefix(l, name+":") || strings.HasPrefix(l, `"`+name+`":`) {
-			return i + 1
+		for _, k := range []string{name + ":", `"` + name + `":`, `'` + name + `':`} {
+			// A key starts its line (block style) or follows {, a comma or
+			// a space (flow style).
+			for j := strings.Index(l, k); j >= 0; {
+				if j == 0 || strings.ContainsRune(" \t{,-", rune(l[j-1])) {
+					return i + 1
+				}
+				next := strings.Index(l[j+1:], k)
+				if next < 0 {
+					break
+				}
+				j += 1 + next
+			}
 		}
 	}
 	return 0

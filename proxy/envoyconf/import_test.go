@@ -46,7 +46,7 @@ func TestImportErrors(t *testing.T) {
           route_config:
             virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: c}}]}]
 `,
-			wantErr: []string{"http_filters[envoy.filters.http.ext_authz].typed_config", "Sightline has no HTTP filter envoy.extensions.filters.http.ext_authz.v3.ExtAuthz", "--skip-unsupported"},
+			wantErr: []string{"line 13: ", "http_filters[envoy.filters.http.ext_authz].typed_config", "Sightline has no HTTP filter envoy.extensions.filters.http.ext_authz.v3.ExtAuthz", "--skip-unsupported"},
 		},
 		{
 			name: "named-only unknown filter",
@@ -76,7 +76,7 @@ func TestImportErrors(t *testing.T) {
 		{
 			name:    "EDS cluster without endpoints",
 			give:    "static_resources:\n  clusters:\n  - name: a\n    type: EDS\n    eds_cluster_config: {eds_config: {ads: {}}}\n",
-			wantErr: []string{`clusters[a].eds_cluster_config: no cluster load assignment named "a"`},
+			wantErr: []string{"line 5: ", `clusters[a].eds_cluster_config: no cluster load assignment named "a"`},
 		},
 	}
 	for _, tc := range tests {
