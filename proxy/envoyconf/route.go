@@ -7,7 +7,6 @@ import (
 	"time"
 
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -98,8 +97,8 @@ func (t *translator) virtualHost(s *scope, vh *routev3.VirtualHost, v *obj, rcRL
 			routes = append(routes, ro)
 		}
 	}
-	if vhs.retryScope != nil {
-		vhs.retryScope.done()
+	if vhs.retryScope != nil && !vhs.retryDone {
+		vhs.retryScope.skipAll("every route of this virtual host has its own retry_policy, which replaces it, as in Envoy")
 	}
 	if len(routes) == 0 {
 		s.fail("routes", "a virtual host needs at least one route Sightline can carry")
@@ -111,6 +110,8 @@ func (t *translator) virtualHost(s *scope, vh *routev3.VirtualHost, v *obj, rcRL
 type vhostDefaults struct {
 	retry       *routev3.RetryPolicy
 	retryScope  *scope
+	retryObj    *obj // the policy translated, once retryDone
+	retryDone   bool
 	mirrors     []*routev3.RouteAction_RequestMirrorPolicy
 	mirrorScope *scope
 	rateLimits  []*routev3.RateLimit
@@ -407,16 +408,14 @@ func (t *translator) routeAction(s *scope, ra *routev3.RouteAction, ro *obj, vhd
 			ro.set("retry_policy", rp)
 		}
 	case vhd.retry != nil:
-		// The first route to use the virtual host's policy accounts for
-		// its fields; the others copy the result.
-		rp := t.retryPolicy(vhd.retryScope, vhd.retry)
-		vhd.retryScope = t.open(vhd.retryScope.path, vhd.retry, vhd.retryScope.out)
-		vhd.retryScope.m.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
-			vhd.retryScope.seen[string(fd.Name())] = true
-			return true
-		})
-		if rp != nil {
-			ro.set("retry_policy", rp)
+		// The first route to use the virtual host's policy translates it,
+		// accounting for its fields; the others reuse the result.
+		if !vhd.retryDone {
+			vhd.retryObj = t.retryPolicy(vhd.retryScope, vhd.retry)
+			vhd.retryDone = true
+		}
+		if vhd.retryObj != nil {
+			ro.set("retry_policy", vhd.retryObj)
 		}
 	}
 
