@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,7 +132,8 @@ func startEnvoyProxy(t *testing.T, path string, admin int, args ...string) *prox
 // writes a config that validates, reporting the runtime layer it cannot
 // carry; the bootstrap runs directly (detected as Envoy's, and with
 // --envoy), proxying real gRPC calls over both backends and logging them
-// in the file the bootstrap names; an auth filter is refused, naming the
+// in the file the bootstrap names, and SIGHUP reloads its translation;
+// the imported config runs too; an auth filter is refused, naming the
 // field, unless --skip-unsupported.
 func TestEnvoyImport(t *testing.T) {
 	bs := startBackends(t, 2)
@@ -223,6 +225,35 @@ func TestEnvoyImport(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("reload", func(t *testing.T) {
+		path := filepath.Join(dir, "reload.yaml")
+		if err := os.WriteFile(path, []byte(envoyBootstrap(admin, accessLog, "", bs...)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p := startEnvoyProxy(t, path, admin)
+		client := testClient(t, p.listener("ingress"))
+		// The bootstrap now logs to another file; SIGHUP reloads its
+		// translation, and the calls after it are logged there.
+		reloaded := filepath.Join(dir, "reloaded.log")
+		if err := os.WriteFile(path, []byte(envoyBootstrap(admin, reloaded, "", bs...)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if err := eventually(10*time.Second, func() error {
+			if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+				return err
+			}
+			if b, _ := os.ReadFile(reloaded); !strings.Contains(string(b), "/grpc.testing.TestService/UnaryCall OK grpc_backend") {
+				return fmt.Errorf("the access log the reloaded bootstrap names has %q", b)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	t.Run("an auth filter is refused", func(t *testing.T) {
 		authz := `
