@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
 )
 
 // upgradeTimeout bounds one upgrade, from the request to the old
@@ -48,10 +50,10 @@ type upgradable struct {
 }
 
 // startUpgradable writes body with an admin address on a free port, runs
-// `sightline run -c FILE --pid-file FILE` and waits until /ready answers
-// 200 and the pid file names the process. Whatever process serves when
-// the test ends is stopped with SIGTERM and must exit.
-func startUpgradable(t *testing.T, body string) *upgradable {
+// `bin run -c FILE --pid-file FILE` and waits until /ready answers 200
+// and the pid file names the process. Whatever process serves when the
+// test ends is stopped with SIGTERM and must exit.
+func startUpgradable(t *testing.T, bin, body string) *upgradable {
 	t.Helper()
 	dir := t.TempDir()
 	u := &upgradable{t: t, cfgPath: filepath.Join(dir, "sightline.yaml"), pidFile: filepath.Join(dir, "sightline.pid"), outPath: filepath.Join(dir, "sightline.out")}
@@ -64,7 +66,7 @@ func startUpgradable(t *testing.T, body string) *upgradable {
 		if err != nil {
 			t.Fatal(err)
 		}
-		u.first = exec.Command(binPath, "run", "-c", u.cfgPath, "--pid-file", u.pidFile)
+		u.first = exec.Command(bin, "run", "-c", u.cfgPath, "--pid-file", u.pidFile)
 		u.first.Env = procEnv()
 		u.first.Stdout, u.first.Stderr = out, out
 		err = u.first.Start()
@@ -155,6 +157,18 @@ func (u *upgradable) upgrade(args ...string) (int, string, string) {
 		u.t.Fatalf("running sightline upgrade: %v", err)
 	}
 	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+// copyFile copies src to dst with mode perm.
+func copyFile(t *testing.T, src, dst string, perm os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, perm); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // alive reports whether pid runs: a process that is gone, or a zombie
@@ -273,6 +287,7 @@ type callLoad struct {
 	sent, ok atomic.Int64
 	mu       sync.Mutex
 	failures []string
+	answered []string // the x-request-id of every call that succeeded
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -286,14 +301,16 @@ func (l *callLoad) fail(kind string, err error) {
 }
 
 // pace runs call rate times a second until ctx ends, each call in its
-// own goroutine so that a slow one does not hold the next back.
-func (l *callLoad) pace(ctx context.Context, kind string, rate int, call func(context.Context) error) {
+// own goroutine so that a slow one does not hold the next back. Each
+// call gets its own x-request-id, "kind-n", which the access log
+// records: a call logged twice or not at all can be named.
+func (l *callLoad) pace(ctx context.Context, kind string, rate int, call func(ctx context.Context, id string) error) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		tick := time.NewTicker(time.Second / time.Duration(rate))
 		defer tick.Stop()
-		for {
+		for n := 1; ; n++ {
 			select {
 			case <-ctx.Done():
 				return
@@ -301,15 +318,19 @@ func (l *callLoad) pace(ctx context.Context, kind string, rate int, call func(co
 			}
 			l.sent.Add(1)
 			l.wg.Add(1)
+			id := strings.ReplaceAll(kind, " ", "-") + "-" + strconv.Itoa(n)
 			go func() {
 				defer l.wg.Done()
 				// Not ctx: a call sent is waited for to its end.
 				cctx, cancel := context.WithTimeout(context.Background(), upgradeCallTimeout)
 				defer cancel()
-				if err := call(cctx); err != nil {
-					l.fail(kind, err)
+				if err := call(cctx, id); err != nil {
+					l.fail(id, err)
 					return
 				}
+				l.mu.Lock()
+				l.answered = append(l.answered, id)
+				l.mu.Unlock()
 				l.ok.Add(1)
 			}()
 		}
@@ -326,11 +347,13 @@ func startCallLoad(t *testing.T, grpcAddr, webAddr string) *callLoad {
 	l := &callLoad{stop: cancel}
 	conn, _ := dialGRPC(t, grpcAddr)
 	long := testgrpc.NewTestServiceClient(conn)
-	l.pace(ctx, "grpc long-lived", 250, func(ctx context.Context) error {
+	l.pace(ctx, "grpc long-lived", 250, func(ctx context.Context, id string) error {
+		ctx = metadata.AppendToOutgoingContext(ctx, "x-request-id", id)
 		_, err := long.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: 32, Payload: payload(32)})
 		return err
 	})
-	l.pace(ctx, "grpc new connection", 25, func(ctx context.Context) error {
+	l.pace(ctx, "grpc new connection", 25, func(ctx context.Context, id string) error {
+		ctx = metadata.AppendToOutgoingContext(ctx, "x-request-id", id)
 		c, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return err
@@ -348,8 +371,22 @@ func startCallLoad(t *testing.T, grpcAddr, webAddr string) *callLoad {
 		tr   *http.Transport
 	}{{"http1 kept-alive", 200, kept}, {"http1 new connection", 25, fresh}} {
 		client := &http.Client{Transport: c.tr}
-		l.pace(ctx, c.kind, c.rate, func(ctx context.Context) error {
-			return httpGet(ctx, client, "http://"+webAddr+"/web/ok", http.StatusOK)
+		l.pace(ctx, c.kind, c.rate, func(ctx context.Context, id string) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+webAddr+"/web/ok", nil)
+			if err != nil {
+				return err
+			}
+			req.Header.Set("x-request-id", id)
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("status %d, body %q (%v)", resp.StatusCode, tail(string(body), 200), err)
+			}
+			return nil
 		})
 	}
 	t.Cleanup(l.finish)
@@ -387,7 +424,7 @@ func TestBinaryUpgradeUnderLoad(t *testing.T) {
 	bs := startBackends(t, 2)
 	web := startWebBackend(t)
 	accessLog := filepath.Join(t.TempDir(), "access.log")
-	u := startUpgradable(t, upgradeConfig(addrsOf(bs), web, accessLog))
+	u := startUpgradable(t, binPath, upgradeConfig(addrsOf(bs), web, accessLog))
 	p := u.proxy()
 	grpcAddr, webAddr := p.listener("ingress"), p.listener("edge")
 	load := startCallLoad(t, grpcAddr, webAddr)
@@ -438,24 +475,72 @@ func TestBinaryUpgradeUnderLoad(t *testing.T) {
 		t.Errorf("%d calls sent, %d succeeded; failures: %s", sent, ok, strings.Join(load.failures, "\n"))
 	}
 	lines := readAccessLog(t, accessLog) // fails on a line that is not whole JSON
-	if int64(len(lines)) != sent {
-		t.Errorf("the access log has %d lines for %d calls", len(lines), sent)
+	retried := checkAccessLog(t, lines, load.answered)
+	if int64(len(lines)-retried) != sent {
+		t.Errorf("the access log has %d lines (%d of them attempts the client retried) for %d calls", len(lines), retried, sent)
 	}
 	// One line per upgrade in each process.
 	if n := strings.Count(u.output(), `"event":"upgrade"`); n != 4 {
 		t.Errorf("%d upgrade log lines, want 4 (one in each process for each upgrade)", n)
 	}
-	t.Logf("%d calls, %d access-log lines, 2 upgrades", sent, len(lines))
+	t.Logf("%d calls, %d access-log lines (%d attempts the client retried), 2 upgrades", sent, len(lines), retried)
+}
+
+// checkAccessLog checks that every call answered has exactly one
+// answered line (response code 200) under its x-request-id, and that
+// every other line is an attempt the client retried: an HTTP/1.1 request
+// that arrived on a kept-alive connection as the old process closed it
+// (Connection: close came too late for it), logged with no response
+// code and the flag DC (the downstream connection ended), which the
+// client sent again, as HTTP/1.1 clients do with an idempotent request
+// on a reused connection closed before any answer. It returns how many
+// such lines there are.
+func checkAccessLog(t *testing.T, lines []map[string]any, answered []string) (retried int) {
+	t.Helper()
+	got := map[string]int{}
+	var again []string
+	bad := 0
+	for _, l := range lines {
+		id, _ := l["request_id"].(string)
+		code, hasCode := l["response_code"].(float64)
+		switch {
+		case hasCode && code == 200:
+			got[id]++
+		case !hasCode && fmt.Sprint(l["response_flags"]) == "DC":
+			again = append(again, id)
+		default:
+			if bad++; bad <= 10 {
+				t.Errorf("access log: a line for a call that did not succeed: %v", l)
+			}
+		}
+	}
+	for _, id := range answered {
+		if got[id] != 1 {
+			if bad++; bad <= 10 {
+				t.Errorf("access log: %d answered lines for call %s, want 1", got[id], id)
+			}
+		}
+	}
+	for _, id := range again {
+		if got[id] != 1 {
+			t.Errorf("access log: an attempt of call %q cut short (DC), but no answered line for it", id)
+		}
+	}
+	return len(again)
 }
 
 // TestBinaryUpgradeRefused: an upgrade to a config that does not load
 // fails with the config's problem; the old process keeps serving, on the
-// same pid, and a later upgrade once the config is fixed works.
+// same pid. Once the config is fixed and a new binary installed at the
+// running one's path, the upgrade runs the new binary.
 func TestBinaryUpgradeRefused(t *testing.T) {
 	bs := startBackends(t, 1)
 	web := startWebBackend(t)
 	good := upgradeConfig(addrsOf(bs), web, filepath.Join(t.TempDir(), "access.log"))
-	u := startUpgradable(t, good)
+	// The binary at a path of the test's own, so that it can be replaced.
+	bin := filepath.Join(t.TempDir(), "sightline")
+	copyFile(t, binPath, bin, 0o755)
+	u := startUpgradable(t, bin, good)
 	pid := u.first.Process.Pid
 	client := testClient(t, u.proxy().listener("ingress"))
 
@@ -496,12 +581,29 @@ func TestBinaryUpgradeRefused(t *testing.T) {
 		t.Errorf("the old process did not log why the upgrade failed")
 	}
 
-	// Fixed: the upgrade goes through.
+	// Fixed, and a new binary installed as install(1) does (a new file
+	// renamed over the old): the upgrade runs it. The "new version" is
+	// a script that leaves a mark and runs the real binary.
 	u.writeConfig(good)
+	mark := filepath.Join(t.TempDir(), "new-binary-ran")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$$\" > %q\nexec %q \"$@\"\n", mark, binPath)
+	if err := os.WriteFile(bin+".new", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(bin+".new", bin); err != nil {
+		t.Fatal(err)
+	}
 	if code, stdout, stderr := u.upgrade("-c", u.cfgPath); code != 0 {
 		t.Fatalf("sightline upgrade after the fix exited %d: %s%s", code, stdout, stderr)
 	}
 	u.waitExit(pid)
+	ran, err := os.ReadFile(mark)
+	if err != nil {
+		t.Fatalf("the binary installed at the running one's path did not run: %v", err)
+	}
+	if got, want := strings.TrimSpace(string(ran)), strconv.Itoa(u.readPID()); got != want {
+		t.Errorf("the new binary ran as pid %s, but the pid file names %s", got, want)
+	}
 	if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
 		t.Errorf("a call after the upgrade: %v", err)
 	}
