@@ -1,6 +1,7 @@
 package envoyconf
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -91,5 +92,43 @@ func TestImportErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHeaderRemovalOfEnvoyHeaders checks that removing Envoy's own
+// response headers is dropped with a note (Sightline never sends them),
+// while removing any other header is refused.
+func TestHeaderRemovalOfEnvoyHeaders(t *testing.T) {
+	const tmpl = `static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: 1}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: x
+          http_filters: [{name: envoy.filters.http.router}]
+          route_config:
+            response_headers_to_remove: [%s]
+            virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: c}}]}]
+  clusters:
+  - name: c
+    load_assignment: {cluster_name: c, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 2}}}}]}]}
+`
+	_, skipped, err := Import([]byte(fmt.Sprintf(tmpl, "x-envoy-upstream-service-time, X-Envoy-Decorator-Operation")), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, s := range skipped {
+		found = found || strings.HasSuffix(s.Path, "route_config.response_headers_to_remove")
+	}
+	if !found {
+		t.Errorf("skipped %v, want route_config.response_headers_to_remove", skipped)
+	}
+	if _, _, err := Import([]byte(fmt.Sprintf(tmpl, "x-envoy-upstream-service-time, server")), false); err == nil || !strings.Contains(err.Error(), "response_headers_to_remove: Sightline has no header mutations") {
+		t.Errorf("removing server: %v, want it refused", err)
 	}
 }

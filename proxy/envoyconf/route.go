@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -46,10 +48,34 @@ func (t *translator) routeConfiguration(s *scope, rc *routev3.RouteConfiguration
 // a route configuration, virtual host, route or weighted cluster:
 // Sightline has none, and a header the upstream or client no longer gets
 // (or still gets) can change what either does.
+//
+// Removing only Envoy's own x-envoy-* headers from responses is safe to
+// drop: Sightline never sends them.
 func headerMutations(s *scope) {
-	for _, f := range []string{"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"} {
+	for _, f := range []string{"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add"} {
 		s.unsafe(f, "Sightline has no header mutations")
 	}
+	if envoyHeadersOnly(s, "response_headers_to_remove") {
+		s.skip("response_headers_to_remove", "Sightline sends no x-envoy-* headers to remove")
+	} else {
+		s.unsafe("response_headers_to_remove", "Sightline has no header mutations")
+	}
+}
+
+// envoyHeadersOnly reports whether the list of header names in field f
+// holds only x-envoy-* names.
+func envoyHeadersOnly(s *scope, f string) bool {
+	fd := s.m.Descriptor().Fields().ByName(protoreflect.Name(f))
+	if fd == nil || !s.m.Has(fd) {
+		return false
+	}
+	l := s.m.Get(fd).List()
+	for i := range l.Len() {
+		if !strings.HasPrefix(strings.ToLower(l.Get(i).String()), "x-envoy-") {
+			return false
+		}
+	}
+	return true
 }
 
 // virtualHost translates a virtual host into v. rcRL is the local rate
