@@ -246,6 +246,7 @@ func (t *translator) hcmTracing(s *scope, m *hcmv3.HttpConnectionManager, _ *obj
 // refused otherwise.
 func (t *translator) httpFilters(s *scope, filters []*hcmv3.HttpFilter, o *obj) {
 	s.seen["http_filters"] = true
+	t.localRLFilter = false
 	for j, f := range filters {
 		fs := s.elem("http_filters", j, f, nil)
 		// is_optional lets Envoy start without a filter it does not know;
@@ -288,6 +289,7 @@ func (t *translator) httpFilters(s *scope, filters []*hcmv3.HttpFilter, o *obj) 
 			routerSkips(rs)
 			rs.done()
 		case *localrlv3.LocalRateLimit:
+			t.localRLFilter = true
 			if m.GetTokenBucket() != nil || len(m.GetDescriptors()) > 0 {
 				if rl := t.localRateLimit(fs.sub("typed_config", m, nil), m); rl != nil {
 					o.set("local_rate_limit", rl)

@@ -132,3 +132,66 @@ func TestHeaderRemovalOfEnvoyHeaders(t *testing.T) {
 		t.Errorf("removing server: %v, want it refused", err)
 	}
 }
+
+// TestPerRouteLocalRateLimit checks that a route's local rate limit is
+// carried when its HTTP connection manager has the local_ratelimit filter
+// (with Envoy's enabled and enforced percentages written out), and
+// skipped when it has not, since Envoy would not apply it either.
+func TestPerRouteLocalRateLimit(t *testing.T) {
+	const tmpl = `static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: 1}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: x
+          http_filters:%s
+          - name: envoy.filters.http.router
+          route_config:
+            virtual_hosts:
+            - name: v
+              domains: ["*"]
+              routes:
+              - match: {prefix: /}
+                route: {cluster: c}
+                typed_per_filter_config:
+                  envoy.filters.http.local_ratelimit:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+                    stat_prefix: route_rl
+                    token_bucket: {max_tokens: 10, fill_interval: 1s}
+                    filter_enabled: {default_value: {numerator: 100}}
+  clusters:
+  - name: c
+    load_assignment: {cluster_name: c, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 2}}}}]}]}
+`
+	filter := `
+          - name: envoy.filters.http.local_ratelimit
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl}`
+	doc, _, err := Import([]byte(fmt.Sprintf(tmpl, filter)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := loads(t, doc)
+	rl := cfg.Listeners[0].VirtualHosts[0].Routes[0].LocalRateLimit
+	if rl == nil || rl.TokenBucket == nil || rl.TokenBucket.MaxTokens != 10 || rl.FilterEnabled == nil || *rl.FilterEnabled != 100 ||
+		rl.FilterEnforced == nil || *rl.FilterEnforced != 0 {
+		t.Errorf("route local_rate_limit %+v, want 10 tokens, enabled 100%%, enforced 0%% (Envoy's default)", rl)
+	}
+	if cfg.Listeners[0].LocalRateLimit != nil {
+		t.Errorf("listener local_rate_limit %+v, want none: the filter has no bucket of its own", cfg.Listeners[0].LocalRateLimit)
+	}
+
+	doc, skipped, err := Import([]byte(fmt.Sprintf(tmpl, "")), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := loads(t, doc); cfg.Listeners[0].VirtualHosts[0].Routes[0].LocalRateLimit != nil {
+		t.Error("a per-route local rate limit without the filter was carried")
+	}
+	if len(skipped) != 1 || !strings.Contains(skipped[0].Why, "no local_ratelimit filter") {
+		t.Errorf("skipped %v, want the per-route config", skipped)
+	}
+}

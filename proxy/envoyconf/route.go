@@ -666,6 +666,12 @@ func (t *translator) perFilterLocalRL(s *scope, cfgs map[string]*anypb.Any) *obj
 		path := s.at("typed_per_filter_config") + "[" + k + "]"
 		msg, err := unpackPerFilter(a)
 		if lr, ok := msg.(*localrlv3.LocalRateLimit); ok && err == nil {
+			if !t.localRLFilter {
+				// Envoy reads a per-route config only in a filter chain
+				// that has the filter.
+				t.skip(path, s.rel("typed_per_filter_config")+"["+k+"]", "the HTTP connection manager has no local_ratelimit filter, so this limit applies to no request, in Envoy either", s.out)
+				continue
+			}
 			ls := t.open(path, lr, s.out)
 			out = t.localRateLimit(ls, lr)
 			continue

@@ -34,6 +34,10 @@ type translator struct {
 	// outlierLog is the bootstrap's outlier event log, carried onto each
 	// cluster with outlier detection; "" for resources alone.
 	outlierLog string
+	// localRLFilter is set while the routes of an HTTP connection manager
+	// with a local_ratelimit filter are translated: their per-route
+	// local rate limits apply only then.
+	localRLFilter bool
 
 	skipped []Skipped
 	errs    []error
