@@ -124,10 +124,15 @@ func (o *obj) node() (*yaml.Node, []string) {
 	return n, nil
 }
 
-// flat reports whether n holds only scalars and flow collections: short
-// enough for one line.
+// flat reports whether n holds only scalars and flow collections, short
+// enough for one line (the encoder folds longer flow mappings).
 func flat(n *yaml.Node) bool {
+	width := 0
 	for _, c := range n.Content {
+		width += len(c.Value) + 2
+		if c.Kind != yaml.ScalarNode {
+			width += 40 // a nested flow collection: rarely short
+		}
 		if c.Kind != yaml.ScalarNode && c.Style != yaml.FlowStyle || c.Style == yaml.LiteralStyle {
 			return false
 		}
@@ -135,7 +140,7 @@ func flat(n *yaml.Node) bool {
 			return false
 		}
 	}
-	return true
+	return width <= 64
 }
 
 // value renders one value; nil for an empty mapping or list, with the
