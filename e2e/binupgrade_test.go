@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -537,7 +538,9 @@ func checkAccessLog(t *testing.T, lines []map[string]any, answered []string) (re
 // TestBinaryUpgradeRefused: an upgrade to a config that does not load
 // fails with the config's problem; the old process keeps serving, on the
 // same pid. Once the config is fixed and a new binary installed at the
-// running one's path, the upgrade runs the new binary.
+// running one's path, the upgrade runs the new binary, with the
+// listeners of the new config: one kept (its socket and port
+// inherited), one dropped (its socket closed), one added (bound).
 func TestBinaryUpgradeRefused(t *testing.T) {
 	bs := startBackends(t, 1)
 	web := startWebBackend(t)
@@ -547,7 +550,9 @@ func TestBinaryUpgradeRefused(t *testing.T) {
 	copyFile(t, binPath, bin, 0o755)
 	u := startUpgradable(t, bin, good)
 	pid := u.first.Process.Pid
-	client := testClient(t, u.proxy().listener("ingress"))
+	p0 := u.proxy()
+	ingress, edge := p0.listener("ingress"), p0.listener("edge")
+	client := testClient(t, ingress)
 
 	u.writeConfig(good + "  - {name: broken, connect_timeout: 15, endpoints: [{address: 127.0.0.1:1}]}\n")
 	// Through the admin server: the new process refuses the config.
@@ -589,7 +594,12 @@ func TestBinaryUpgradeRefused(t *testing.T) {
 	// Fixed, and a new binary installed as install(1) does (a new file
 	// renamed over the old): the upgrade runs it. The "new version" is
 	// a script that leaves a mark and runs the real binary.
-	u.writeConfig(good)
+	start, end := strings.Index(good, "  - name: edge\n"), strings.Index(good, "clusters:\n")
+	extra := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	u.writeConfig(good[:start] + fmt.Sprintf(`  - name: extra
+    address: %s
+    virtual_hosts: [{name: all, domains: ['*'], routes: [{match: {prefix: /}, cluster: upstream}]}]
+`, extra) + good[end:])
 	mark := filepath.Join(t.TempDir(), "new-binary-ran")
 	script := fmt.Sprintf("#!/bin/sh\necho \"$$\" > %q\nexec %q \"$@\"\n", mark, binPath)
 	if err := os.WriteFile(bin+".new", []byte(script), 0o755); err != nil {
@@ -610,7 +620,24 @@ func TestBinaryUpgradeRefused(t *testing.T) {
 		t.Errorf("the new binary ran as pid %s, but the pid file names %s", got, want)
 	}
 	if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
-		t.Errorf("a call after the upgrade: %v", err)
+		t.Errorf("a call after the upgrade through the inherited listener: %v", err)
+	}
+	if _, err := testClient(t, extra).UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+		t.Errorf("a call after the upgrade through the added listener: %v", err)
+	}
+	p1 := u.proxy()
+	if got := p1.listener("ingress"); got != ingress {
+		t.Errorf("ingress moved from %s to %s", ingress, got)
+	}
+	// The dropped listener's socket is closed in both processes: its
+	// port refuses.
+	if c, err := net.DialTimeout("tcp", edge, 5*time.Second); err == nil {
+		c.Close()
+		t.Errorf("the dropped listener's address %s still accepts", edge)
+	}
+	want := fmt.Sprintf(`"inherited":["admin admin %s","listener ingress 127.0.0.1:0"],"bound":["listener extra %s"],"closed":["listener edge 127.0.0.1:0"]`, u.admin, extra)
+	if !strings.Contains(u.output(), want) {
+		t.Errorf("the new process's upgrade line lacks %s", want)
 	}
 	u.stop()
 }
