@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -484,7 +485,13 @@ func TestBinaryUpgradeUnderLoad(t *testing.T) {
 	if n := strings.Count(u.output(), `"event":"upgrade"`); n != 4 {
 		t.Errorf("%d upgrade log lines, want 4 (one in each process for each upgrade)", n)
 	}
-	t.Logf("%d calls, %d access-log lines (%d attempts the client retried), 2 upgrades", sent, len(lines), retried)
+	// How long each upgrade took, from the trigger to the new process
+	// ready (the old process's "took", in ms).
+	var took []string
+	for _, m := range regexp.MustCompile(`"took":([0-9.]+)`).FindAllStringSubmatch(u.output(), -1) {
+		took = append(took, m[1]+"ms")
+	}
+	t.Logf("%d calls, %d access-log lines (%d attempts the client retried), 2 upgrades taking %s", sent, len(lines), retried, strings.Join(took, " and "))
 }
 
 // checkAccessLog checks that every call answered has its line: one line

@@ -136,12 +136,24 @@ func (s *Server) ServeConn(c net.Conn) {
 // as soon as the connection can do without it: when it parks, idle (see
 // park.go), or ends. done runs once, when the connection has closed and
 // left the server, on whichever goroutine ends it.
-func (s *Server) Serve(c net.Conn, done func()) {
+func (s *Server) Serve(c net.Conn, done func()) { s.ServeCounted(c, nil, done) }
+
+// ServeCounted is Serve that calls counted, when not nil, once the
+// server counts c among the connections a Shutdown drains (or, if it was
+// shutting down already, once it closed c), before it reads c. A
+// listener that holds its own shutdown until counted has run gives a
+// connection it accepted just before closing its socket a GOAWAY after
+// the server preface, which a client retries from, rather than a close
+// before any byte.
+func (s *Server) ServeCounted(c net.Conn, counted, done func()) {
 	sc := newServerConn(s, c)
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
 		c.Close()
+		if counted != nil {
+			counted()
+		}
 		done()
 		return
 	}
@@ -152,6 +164,9 @@ func (s *Server) Serve(c net.Conn, done func()) {
 	}
 	sc.done = done
 	addLive(sc)
+	if counted != nil {
+		counted()
+	}
 	sc.serve()
 }
 

@@ -400,8 +400,9 @@ func (l *Listener) handOver(raw net.Conn) bool {
 	l.countOpen()
 	l.st.HTTP.DownstreamCxHTTP2Total.Inc(1)
 	l.st.HTTP.DownstreamCxHTTP2Active.Inc()
-	handed() // before Serve, which reads the connection until it parks
-	l.h2.Serve(c, func() {
+	// handed once the engine counts the connection: a Shutdown from then
+	// on drains it with GOAWAY (ServeCounted reads it until it parks).
+	l.h2.ServeCounted(c, handed, func() {
 		l.st.HTTP.DownstreamCxHTTP2Active.Dec()
 		l.countClose()
 		l.conns.Done()
