@@ -23,7 +23,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -60,6 +59,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
+	"github.com/sightline-proxy/sightline/internal/yamljson"
 	"github.com/sightline-proxy/sightline/proxy/config/watch"
 )
 
@@ -374,7 +374,7 @@ func parse(path string, data []byte) ([]types.Resource, error) {
 	}
 	out := make([]types.Resource, 0, len(doc.Resources))
 	for i, r := range doc.Resources {
-		js, err := json.Marshal(jsonable(r))
+		js, err := yamljson.Marshal(r)
 		if err != nil {
 			return nil, fmt.Errorf("%s: resources[%d]: %w", path, i, err)
 		}
@@ -400,30 +400,6 @@ func parse(path string, data []byte) ([]types.Resource, error) {
 // typeURL is the type URL of a resource.
 func typeURL(r types.Resource) string {
 	return "type.googleapis.com/" + string(r.ProtoReflect().Descriptor().FullName())
-}
-
-// jsonable turns what YAML decodes into what encoding/json encodes: maps
-// with keys of any type become maps with string keys.
-func jsonable(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		for k, e := range v {
-			v[k] = jsonable(e)
-		}
-		return v
-	case map[any]any:
-		m := make(map[string]any, len(v))
-		for k, e := range v {
-			m[fmt.Sprint(k)] = jsonable(e)
-		}
-		return m
-	case []any:
-		for i, e := range v {
-			v[i] = jsonable(e)
-		}
-		return v
-	}
-	return v
 }
 
 // cacheLog sends go-control-plane's log to zerolog, its chatter at debug.

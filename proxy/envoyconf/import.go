@@ -1,7 +1,6 @@
 package envoyconf
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -15,6 +14,8 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"go.yaml.in/yaml/v4"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/sightline-proxy/sightline/internal/yamljson"
 )
 
 // envoyStatsFlushInterval is Envoy's stats_flush_interval when none is
@@ -80,7 +81,7 @@ func ParseBootstrap(data []byte, isJSON bool) (*bootstrapv3.Bootstrap, error) {
 		if err := yaml.Unmarshal(data, &v); err != nil {
 			return nil, fmt.Errorf("reading the Envoy bootstrap: %w", err)
 		}
-		j, err := json.Marshal(jsonable(v))
+		j, err := yamljson.Marshal(v)
 		if err != nil {
 			return nil, fmt.Errorf("reading the Envoy bootstrap: %w", err)
 		}
@@ -91,30 +92,6 @@ func ParseBootstrap(data []byte, isJSON bool) (*bootstrapv3.Bootstrap, error) {
 		return nil, locate(fmt.Errorf("reading the Envoy bootstrap: %w", err), data, isJSON)
 	}
 	return b, nil
-}
-
-// jsonable turns what YAML decoding gives into what encoding/json takes:
-// maps with non-string keys become maps with string keys.
-func jsonable(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		for k, e := range v {
-			v[k] = jsonable(e)
-		}
-		return v
-	case map[any]any:
-		m := make(map[string]any, len(v))
-		for k, e := range v {
-			m[fmt.Sprint(k)] = jsonable(e)
-		}
-		return m
-	case []any:
-		for i, e := range v {
-			v[i] = jsonable(e)
-		}
-		return v
-	}
-	return v
 }
 
 // locate adds the line of the YAML field an error names, when the

@@ -20,26 +20,12 @@ const (
 // not ask for client certificates), so it is unsafe to drop.
 func (t *translator) downstreamTLS(s *scope, ts *corev3.TransportSocket, o *obj) {
 	defer s.done()
-	s.carry("name")
-	name := typeName(ts.GetTypedConfig(), ts.GetName())
-	if name == rawBufferType || name == "envoy.transport_sockets.raw_buffer" {
-		s.carry("typed_config")
-		return
-	}
-	if name != downstreamTLSType {
-		s.fail("typed_config", "Sightline's listeners speak TLS or plaintext only, not %s", name)
-		return
-	}
 	ctx := &tlsv3.DownstreamTlsContext{}
-	if err := ts.GetTypedConfig().UnmarshalTo(ctx); err != nil {
-		s.fail("typed_config", "cannot read the TLS context: %v", err)
+	cs, tls := tlsContext(s, ts, downstreamTLSType, "listeners", ctx, o)
+	if cs == nil {
 		return
 	}
-	cs := s.sub("typed_config", ctx, nil)
 	defer cs.done()
-	tls := o.child("tls")
-	tls.flow = true
-	tls.keep = true
 	if ctx.GetRequireClientCertificate().GetValue() {
 		cs.unsafe("require_client_certificate", "Sightline's listeners do not ask for client certificates: every client would be let in")
 	} else {
@@ -204,26 +190,12 @@ func (t *translator) dataSource(s *scope, f string, d *corev3.DataSource, out *o
 // which is what Envoy does.
 func (t *translator) upstreamTLS(s *scope, ts *corev3.TransportSocket, o *obj) {
 	defer s.done()
-	s.carry("name")
-	name := typeName(ts.GetTypedConfig(), ts.GetName())
-	if name == rawBufferType || name == "envoy.transport_sockets.raw_buffer" {
-		s.carry("typed_config")
-		return
-	}
-	if name != upstreamTLSType {
-		s.fail("typed_config", "Sightline's clusters speak TLS or plaintext only, not %s", name)
-		return
-	}
 	ctx := &tlsv3.UpstreamTlsContext{}
-	if err := ts.GetTypedConfig().UnmarshalTo(ctx); err != nil {
-		s.fail("typed_config", "cannot read the TLS context: %v", err)
+	cs, tls := tlsContext(s, ts, upstreamTLSType, "clusters", ctx, o)
+	if cs == nil {
 		return
 	}
-	cs := s.sub("typed_config", ctx, nil)
 	defer cs.done()
-	tls := o.child("tls")
-	tls.flow = true
-	tls.keep = true
 	if ctx.GetSni() != "" {
 		tls.set("sni", ctx.GetSni())
 	}
@@ -305,4 +277,31 @@ func (t *translator) validationContext(s *scope, vc *tlsv3.CertificateValidation
 	s.skip("max_verify_depth", "Sightline verifies chains of any depth")
 	s.skip("watched_directory", "Sightline reads the CA again on reload")
 	s.skip("suppress_client_ca_list", "Sightline's listeners ask for no client certificate")
+}
+
+// tlsContext reads a transport socket that is plaintext or the TLS
+// context of type want into ctx, and returns the scope of its typed
+// config and o's tls object, which the caller fills; nil when there is
+// no TLS to translate (plaintext, or an error reported on s). what names
+// the side, in the error for any other transport.
+func tlsContext(s *scope, ts *corev3.TransportSocket, want, what string, ctx proto.Message, o *obj) (*scope, *obj) {
+	s.carry("name")
+	name := typeName(ts.GetTypedConfig(), ts.GetName())
+	if name == rawBufferType || name == "envoy.transport_sockets.raw_buffer" {
+		s.carry("typed_config")
+		return nil, nil
+	}
+	if name != want {
+		s.fail("typed_config", "Sightline's %s speak TLS or plaintext only, not %s", what, name)
+		return nil, nil
+	}
+	if err := ts.GetTypedConfig().UnmarshalTo(ctx); err != nil {
+		s.fail("typed_config", "cannot read the TLS context: %v", err)
+		return nil, nil
+	}
+	cs := s.sub("typed_config", ctx, nil)
+	tls := o.child("tls")
+	tls.flow = true
+	tls.keep = true
+	return cs, tls
 }

@@ -1,7 +1,6 @@
 package envoyconf
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"go.yaml.in/yaml/v4"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sightline-proxy/sightline/internal/yamljson"
 )
 
 // xdsBootstrap holds, as static resources, what a control plane sends
@@ -132,7 +133,7 @@ func parseYAML(t *testing.T, s string, m proto.Message) {
 	if err := yaml.Unmarshal([]byte(s), &v); err != nil {
 		t.Fatal(err)
 	}
-	js, err := json.Marshal(jsonable(v))
+	js, err := yamljson.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
