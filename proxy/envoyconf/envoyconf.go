@@ -128,37 +128,25 @@ func (t *translator) resources() *obj {
 // or cluster named: they have no effect in Envoy either, but whoever wrote
 // them may expect them to.
 func (t *translator) unused(root *obj) {
+	for _, name := range unusedNames(t.routes, t.usedRoutes) {
+		t.top("routes", name, t.routes[name], root).skipAll("no listener names this route configuration (rds.route_config_name)")
+	}
+	for _, name := range unusedNames(t.endpoints, t.usedEndpoints) {
+		t.top("endpoints", name, t.endpoints[name], root).skipAll("no EDS cluster names this load assignment")
+	}
+	for _, name := range unusedNames(t.secrets, t.usedSecrets) {
+		t.top("secrets", name, t.secrets[name], root).skipAll("no TLS context names this secret (sds_config)")
+	}
+}
+
+// unusedNames returns the names of all that are not in used, sorted.
+func unusedNames[T any](all map[string]T, used map[string]bool) []string {
 	var names []string
-	for name := range t.routes {
-		if !t.usedRoutes[name] {
+	for name := range all {
+		if !used[name] {
 			names = append(names, name)
 		}
 	}
 	sort.Strings(names)
-	for _, name := range names {
-		s := t.top("routes", name, t.routes[name], root)
-		s.skipAll("no listener names this route configuration (rds.route_config_name)")
-	}
-	names = names[:0]
-	for name := range t.endpoints {
-		if !t.usedEndpoints[name] {
-			names = append(names, name)
-		}
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		s := t.top("endpoints", name, t.endpoints[name], root)
-		s.skipAll("no EDS cluster names this load assignment")
-	}
-	names = names[:0]
-	for name := range t.secrets {
-		if !t.usedSecrets[name] {
-			names = append(names, name)
-		}
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		s := t.top("secrets", name, t.secrets[name], root)
-		s.skipAll("no TLS context names this secret (sds_config)")
-	}
+	return names
 }
