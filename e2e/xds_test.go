@@ -337,3 +337,52 @@ func checkDump(t *testing.T, p *proxy, c *controlPlane) {
 		}
 	}
 }
+
+// TestXDSEnvoyBootstrap: an Envoy bootstrap with ADS dynamic_resources
+// runs as it is, with no Sightline file: the proxy follows the control
+// plane its ads_config names, serves what it sends, and takes its
+// changes, each loaded with the bootstrap's translation.
+func TestXDSEnvoyBootstrap(t *testing.T) {
+	bs := startBackends(t, 2)
+	c := startControlPlane(t)
+	c.write("clusters.yaml", xdsCluster("a"))
+	c.write("endpoints.yaml", xdsEndpoints("a", bs[0]))
+	c.write("routes.yaml", xdsRoutes("a"))
+	c.start()
+	host, port, err := net.SplitHostPort(c.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := freePort(t)
+	path := filepath.Join(t.TempDir(), "envoy.yaml")
+	boot := fmt.Sprintf(`node: {id: edge-1, cluster: fleet}
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+static_resources:
+  clusters:
+  - name: xds
+    type: STATIC
+    load_assignment:
+      cluster_name: xds
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}}]}]
+dynamic_resources:
+  lds_config: {ads: {}, resource_api_version: V3}
+  cds_config: {ads: {}, resource_api_version: V3}
+  ads_config: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds}}]}
+`, admin, host, port)
+	if err := os.WriteFile(path, []byte(boot), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startEnvoyProxy(t, path, admin)
+
+	client := testClient(t, p.listener("ingress"))
+	if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("a call through the listener the control plane sent: %v", err)
+	}
+	if bs[0].Calls() != 1 {
+		t.Fatalf("backend calls %v, want the one call on a's endpoint", callCounts(bs))
+	}
+	c.write("endpoints.yaml", xdsEndpoints("a", bs[1]))
+	c.push()
+	waitCalls(t, client, bs[1], "the endpoint the update moved cluster a to")
+}

@@ -44,6 +44,14 @@ func newDynamic(path string, srv *server.Server, lg zerolog.Logger) (*dynamic, e
 	}
 	d := &dynamic{srv: srv, log: lg}
 	d.applier = apply.New(path, translate, srv, lg)
+	if isEnvoy(path) {
+		// An Envoy bootstrap with ADS: the control plane's resources
+		// are loaded with its translation.
+		d.applier.ReadWith(func(p string) ([]byte, error) {
+			doc, _, err := envoyDocument(p)
+			return doc, err
+		})
+	}
 	d.srv.SetDynamicDump(func() json.Marshaler {
 		if c := d.client.Load(); c != nil {
 			return c.Dump()

@@ -39,10 +39,6 @@ var envoyMode struct {
 	opts  envoyconf.Options
 }
 
-// errEnvoyDynamic refuses to run an Envoy bootstrap with ADS directly:
-// the xDS client reloads its bootstrap by path, as a Sightline file.
-var errEnvoyDynamic = errors.New("an Envoy bootstrap with dynamic_resources cannot be run directly: write its translation with sightline import -o FILE, and run that file")
-
 // importCmd is sightline import.
 func importCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sightline import", flag.ContinueOnError)
@@ -117,15 +113,33 @@ func printSkipped(w io.Writer, path string, skipped []envoyconf.Skipped) {
 // translated and its translation loaded in its place; skipped holds the
 // Envoy fields not carried then.
 func loadConfig(path string) (cfg *config.Config, skipped []envoyconf.Skipped, err error) {
-	if !envoyMode.force && !envoyFile(path) {
+	if !isEnvoy(path) {
 		cfg, err = config.Load(path)
 		return cfg, nil, err
 	}
+	doc, skipped, err := envoyDocument(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err = config.LoadData(path, doc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: its translation (sightline import %s shows it) does not load:\n%w", path, path, err)
+	}
+	return cfg, skipped, nil
+}
+
+// isEnvoy reports whether the config file at path is read as an Envoy
+// bootstrap.
+func isEnvoy(path string) bool { return envoyMode.force || envoyFile(path) }
+
+// envoyDocument reads the Envoy bootstrap at path and returns its
+// translation, the document loaded in its place.
+func envoyDocument(path string) (doc []byte, skipped []envoyconf.Skipped, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading config: %w", err)
 	}
-	doc, skipped, err := envoyconf.ImportWith(data, isJSONPath(path), envoyMode.opts)
+	doc, skipped, err = envoyconf.ImportWith(data, isJSONPath(path), envoyMode.opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: translating the Envoy bootstrap:\n%w", path, err)
 	}
@@ -134,14 +148,7 @@ func loadConfig(path string) (cfg *config.Config, skipped []envoyconf.Skipped, e
 			return nil, nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	cfg, err = config.LoadData(path, doc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: its translation (sightline import %s shows it) does not load:\n%w", path, path, err)
-	}
-	if cfg.Dynamic != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, errEnvoyDynamic)
-	}
-	return cfg, skipped, nil
+	return doc, skipped, nil
 }
 
 // logSkipped logs the Envoy fields a load did not carry.

@@ -80,12 +80,12 @@ func LoadWith(path string, extra ...Source) (*Config, error) {
 	return loadData(path, data, extra)
 }
 
-// LoadData is Load of data, a document standing for the file at path
+// LoadData is LoadWith of data, a document standing for the file at path
 // (the translation of an Envoy bootstrap, which run --envoy reads):
 // problems name path, relative paths and includes resolve from its
 // directory, and Files holds path, so that watching it follows the file.
-func LoadData(path string, data []byte) (*Config, error) {
-	return loadData(path, data, nil)
+func LoadData(path string, data []byte, extra ...Source) (*Config, error) {
+	return loadData(path, data, extra)
 }
 
 // loadData is LoadWith after reading the file.

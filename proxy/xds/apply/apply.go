@@ -50,6 +50,10 @@ type Applier struct {
 	srv       Reloader
 	log       zerolog.Logger
 
+	// read gives the bootstrap's document (ReadWith); nil: the file at
+	// path is one.
+	read func(path string) ([]byte, error)
+
 	mu  sync.Mutex
 	doc []byte // the document of the last set that ran; nil before one did
 	// skipped is what the last set that ran did not carry, to log only
@@ -62,6 +66,23 @@ func New(path string, translate Translator, srv Reloader, lg zerolog.Logger) *Ap
 	return &Applier{path: path, translate: translate, srv: srv, log: lg.With().Str("component", "xds").Logger()}
 }
 
+// ReadWith makes the Applier load the document read gives for the
+// bootstrap file instead of the file itself: the translation of an Envoy
+// bootstrap. Call it before the first Apply.
+func (a *Applier) ReadWith(read func(path string) ([]byte, error)) { a.read = read }
+
+// load loads the bootstrap with extra, as if it included them.
+func (a *Applier) load(extra ...config.Source) (*config.Config, error) {
+	if a.read == nil {
+		return config.LoadWith(a.path, extra...)
+	}
+	data, err := a.read(a.path)
+	if err != nil {
+		return nil, err
+	}
+	return config.LoadData(a.path, data, extra...)
+}
+
 // Apply implements xds.Applier: translate, load with the bootstrap, run.
 // On error nothing changes and the error says why, as the control plane
 // will read it: the resource and field at fault.
@@ -72,7 +93,7 @@ func (a *Applier) Apply(s *xds.Snapshot) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	cfg, err := config.LoadWith(a.path, config.Source{Name: SourceName, Data: doc})
+	cfg, err := a.load(config.Source{Name: SourceName, Data: doc})
 	if err != nil {
 		return refusal(err)
 	}
@@ -102,12 +123,12 @@ func (a *Applier) ReloadFile(run func(*config.Config) error) error {
 	if a.doc != nil {
 		extra = append(extra, config.Source{Name: SourceName, Data: a.doc})
 	}
-	cfg, err := config.LoadWith(a.path, extra...)
+	cfg, err := a.load(extra...)
 	drop := false
 	if err == nil && cfg.Dynamic == nil && extra != nil {
 		// The file no longer follows a control plane: its own listeners
 		// and clusters are the whole config.
-		cfg, err = config.Load(a.path)
+		cfg, err = a.load()
 		drop = true
 	}
 	if err != nil {
