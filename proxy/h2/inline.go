@@ -216,6 +216,9 @@ type sink struct{ c *conn }
 func (s sink) Write(p []byte) (int, error) {
 	c := s.c
 	if !c.inlining {
+		if c.sock != nil {
+			return c.sock.writeAll(p)
+		}
 		return c.nc.Write(p)
 	}
 	total := len(p)
@@ -236,7 +239,7 @@ func (c *conn) drainOver() error {
 	if len(c.over) == 0 {
 		return nil
 	}
-	_, err := c.nc.Write(c.over)
+	_, err := sink{c}.Write(c.over)
 	c.over = nil
 	return err
 }

@@ -10,6 +10,9 @@ type rawSock struct{}
 
 func newRawSock(net.Conn, func() bool, func()) *rawSock { return nil }
 
-func (*rawSock) write([]byte) (int, error) { panic("h2: inline write without a socket") }
-func (*rawSock) read([]byte) (int, error)  { panic("h2: inline read without a socket") }
-func (*rawSock) discard(int) bool          { panic("h2: inline read without a socket") }
+func (*rawSock) write([]byte) (int, error)    { panic(errNoSock) }
+func (*rawSock) writeAll([]byte) (int, error) { panic(errNoSock) }
+func (*rawSock) read([]byte) (int, error)     { panic(errNoSock) }
+func (*rawSock) discard(int) bool             { panic(errNoSock) }
+
+const errNoSock = "h2: inline read or write without a socket"

@@ -16,6 +16,7 @@ type rawSock struct {
 	rc     syscall.RawConn
 	counts counters
 	write1 func(fd uintptr) bool // rawSock.writeOnce, made once
+	writeN func(fd uintptr) bool // rawSock.writeSome, made once
 	read1  func(fd uintptr) bool // rawSock.readOnce, made once
 	// idle runs when a read finds the socket empty: it closes the
 	// reader's flush queue and reports true if nothing is queued to
@@ -50,7 +51,7 @@ func newRawSock(nc net.Conn, idle func() bool, flush func()) *rawSock {
 		return nil
 	}
 	s := &rawSock{rc: rc, counts: cs, idle: idle, flush: flush}
-	s.write1, s.read1 = s.writeOnce, s.readOnce
+	s.write1, s.writeN, s.read1 = s.writeOnce, s.writeSome, s.readOnce
 	return s
 }
 
@@ -101,7 +102,7 @@ const (
 // to wait for the socket and call again.
 func (s *rawSock) readOnce(fd uintptr) bool {
 	for {
-		n, err := syscall.Read(int(fd), s.rp)
+		n, err := sysRead(fd, s.rp)
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -143,7 +144,7 @@ func (s *rawSock) write(p []byte) (int, error) {
 // again would only find it so.
 func (s *rawSock) writeOnce(fd uintptr) bool {
 	for {
-		n, err := syscall.Write(int(fd), s.p)
+		n, err := sysWrite(fd, s.p)
 		if err == syscall.EINTR {
 			continue
 		}
@@ -157,6 +158,42 @@ func (s *rawSock) writeOnce(fd uintptr) bool {
 	}
 }
 
+// writeAll writes all of p, waiting for the socket when it is full, as
+// net.Conn's Write does and under its write deadline: a writer
+// goroutine's write.
+func (s *rawSock) writeAll(p []byte) (int, error) {
+	s.p = p
+	err := s.rc.Write(s.writeN)
+	n := s.n
+	if err == nil && s.err != nil {
+		err = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", s.err)}
+	}
+	s.p, s.n, s.err = nil, 0, nil
+	if n > 0 {
+		s.counts.written(n)
+	}
+	return n, err
+}
+
+// writeSome writes what is left of writeAll's bytes until the socket is
+// full (false: RawConn waits for it and calls again) or all are written.
+func (s *rawSock) writeSome(fd uintptr) bool {
+	for s.n < len(s.p) {
+		n, err := sysWrite(fd, s.p[s.n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			s.err = err
+			return true
+		}
+		s.n += n
+	}
+	return true
+}
+
 // discard reads and drops what the socket holds, without waiting, up to
 // limit bytes, and reports whether the connection is done with: the peer
 // closed or the socket failed, or it sent more than limit.
@@ -165,7 +202,7 @@ func (s *rawSock) discard(limit int) (done bool) {
 	total := 0
 	err := s.rc.Read(func(fd uintptr) bool {
 		for total < limit {
-			n, err := syscall.Read(int(fd), buf[:])
+			n, err := sysRead(fd, buf[:])
 			switch {
 			case err == syscall.EINTR:
 				continue

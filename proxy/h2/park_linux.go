@@ -3,6 +3,7 @@ package h2
 import (
 	"fmt"
 	"syscall"
+	"unsafe"
 )
 
 // pollerOS is an epoll instance of its own, level-triggered and one-shot
@@ -30,8 +31,10 @@ func (p *pollerOS) add(fd int, id int32, rearm bool) error {
 	if rearm {
 		op, name = syscall.EPOLL_CTL_MOD, "mod"
 	}
-	if err := syscall.EpollCtl(p.epfd, op, fd, &ev); err != nil {
-		return fmt.Errorf("epoll_ctl %s: %w", name, err)
+	// Made as sysRead is (sysio_linux.go): epoll_ctl never sleeps.
+	_, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(p.epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
+	if e != 0 {
+		return fmt.Errorf("epoll_ctl %s: %w", name, e)
 	}
 	return nil
 }
