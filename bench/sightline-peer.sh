@@ -6,16 +6,20 @@
 #   sightline-peer.sh PORT BACKENDS RUNDIR [SIGHTLINE_BINARY]
 #
 # It writes RUNDIR/sightline.yaml and execs the proxy, so the process the
-# benchmark measures is the proxy itself.
+# benchmark measures is the proxy itself. With BENCH_TLS_DIR set (compare.sh
+# TLS=1) the listener serves TLS (ALPN h2) with its server.pem and server.key,
+# and the cluster speaks TLS to the backends, verifying them with its ca.pem.
 set -euo pipefail
 port=$1 backends=$2 rundir=$3
 bin=${4:-${SIGHTLINE:-sightline}}
+tls=${BENCH_TLS_DIR:-}
 mkdir -p "$rundir"
 {
   echo "admin: {address: 127.0.0.1:0}"
   echo "listeners:"
   echo "  - name: bench"
   echo "    address: 127.0.0.1:$port"
+  [ -n "$tls" ] && echo "    tls: {cert_file: $tls/server.pem, key_file: $tls/server.key}"
   echo "    virtual_hosts:"
   echo "      - name: all"
   echo "        domains: ['*']"
@@ -25,6 +29,7 @@ mkdir -p "$rundir"
   echo "clusters:"
   echo "  - name: backends"
   echo "    lb_policy: round_robin"
+  [ -n "$tls" ] && echo "    tls: {sni: localhost, ca_file: $tls/ca.pem}"
   echo "    endpoints:"
   IFS=, read -ra eps <<<"$backends"
   for ep in "${eps[@]}"; do echo "      - {address: $ep}"; done
