@@ -5,7 +5,7 @@
 #   bench/setup.sh     # once: installs the peers, h2load, ghz, the backends
 #   bench/run.sh       # builds sightline from this tree, runs compare.sh
 #
-# Knobs are compare.sh's (REPS, N, LOADS, GHZ_RPS, …); the report is printed
+# Knobs are compare.sh's (REPS, N, LOADS, L3_RATES, CORES, TLS, …); the report is printed
 # at the end and kept in $SCRATCH/run-*/report.md.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -4,7 +4,7 @@
 # run installs nothing. Quiet unless something fails; prints one line of versions.
 #
 #   apt:  nginx haproxy nghttp2-client (h2load, nghttp) jq iproute2 (ss) util-linux
-#         (taskset, lscpu) bsdextrautils (column) procps (ps) python3
+#         (taskset, lscpu) bsdextrautils (column) procps (ps) python3 openssl (TLS=1 certificates)
 #   go:   $HOME/go/bin/server  google.golang.org/grpc/interop/server   @ $GRPC_VERSION
 #         $HOME/go/bin/ghz     github.com/bojand/ghz/cmd/ghz            @ $GHZ_VERSION
 #         $HOME/go/bin/caddy   github.com/caddyserver/caddy/v2/cmd/caddy @ $CADDY_VERSION
@@ -17,7 +17,7 @@ GRPC_VERSION=${GRPC_VERSION:-v1.85.0}
 GHZ_VERSION=${GHZ_VERSION:-v0.120.0}      # `ghz --version` prints "dev" for go-installed builds
 CADDY_VERSION=${CADDY_VERSION:-v2.11.9}
 GOBIN_DIR=$HOME/go/bin                   # where compare.sh looks (SERVER, CADDY, GHZ)
-APT_PKGS=(nginx haproxy nghttp2-client jq iproute2 util-linux bsdextrautils procps python3)
+APT_PKGS=(nginx haproxy nghttp2-client jq iproute2 util-linux bsdextrautils procps python3 openssl)
 BENCH_PORTS=(50051 50052 50053 50054 18081 18082 18083)
 
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/bench-setup.XXXXXX")
@@ -105,7 +105,7 @@ go_tool ghz github.com/bojand/ghz/cmd/ghz github.com/bojand/ghz "$GHZ_VERSION"
 go_tool caddy github.com/caddyserver/caddy/v2/cmd/caddy github.com/caddyserver/caddy/v2 "$CADDY_VERSION"
 
 # ------------------------------------------------------------------ summary
-for t in nginx haproxy h2load nghttp jq taskset ss column ps /usr/bin/python3; do
+for t in nginx haproxy h2load nghttp jq taskset ss column ps /usr/bin/python3 openssl; do
   command -v "$t" >/dev/null || die "$t still missing after install"
 done
 echo "bench setup ok:" \
