@@ -15,7 +15,8 @@
 #             (GOMAXPROCS=1 for Go peers)
 #   loads     l1  h2load -c 1  -m 100 -n $N   EmptyCall (raw gRPC frame)
 #             l2  h2load -c 32 -m 10  -n $N   EmptyCall
-#             l3-R  ghz --connections 1 -c 16 --rps R -z $GHZ_DUR
+#             l3-R  ghz --connections 1 -c W --rps R -z $GHZ_DUR (W = 16, or R/250
+#                 above 4,000 calls/s: enough workers for 4 ms per call)
 #                 UnaryCall, 1 KiB request payload + 1 KiB response; p50, p99 and
 #                 p99.9 (nearest rank over every call) added over direct's in the
 #                 same rep; "l3-rates" is l3-R for every R in $L3_RATES, and
@@ -181,6 +182,13 @@ trap 'log "interrupted"; exit 130' INT TERM
 # ---------------------------------------------------------------- preflight
 for p in "${BACKEND_PORTS[@]}" 18081 18082 18083; do
   if listening "$p"; then echo "port $p already in use; stop whatever holds it first" >&2; exit 1; fi
+done
+# 50051-50054 lie in Linux's ephemeral range: a client socket of any program
+# may hold one as its local port (TIME-WAIT for a minute), and the backend's
+# bind then fails. Wait for such sockets to go.
+for p in "${BACKEND_PORTS[@]}"; do
+  for i in $(seq 1 75); do ss -Htan "sport = :$p" 2>/dev/null | grep -q . || break
+    [ "$i" = 1 ] && echo "port $p is some connection's local port; waiting up to 75 s for it to close" >&2; sleep 1; done
 done
 for t in "$SERVER" "$CADDY" "$GHZ"; do [ -x "$t" ] || { echo "missing $t" >&2; exit 1; }; done
 for t in "$H2LOAD" "$NGHTTP" nginx haproxy taskset ss "$PY" jq $([ "$TLS" = 1 ] && echo openssl); do command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }; done
@@ -425,6 +433,11 @@ h2load_row() {  # h2load output -> rps mean max p50 p90 p99 ok bad errinfo (TSV)
 h2load_data() {  # h2load output -> bytes of DATA received ("traffic: ... , 1.00GB (N) data")
   sed -n 's/^traffic:.*(\([0-9]*\)) data$/\1/p' "$1"
 }
+l3_workers() {  # rate -> ghz workers: 16 as always up to 4,000 calls/s, then enough
+  # for 4 ms per call (Little's law), so that a slower peer is not held under
+  # the rate by busy workers instead of showing its latency
+  local w=$(( $1 / 250 )); [ "$w" -lt 16 ] && w=16; echo "$w"
+}
 measure() {  # load rep peer -> one TSV row
   local load=$1 rep=$2 name=$3 port=${PORT[$3]} pid=${PID[$3]}
   local out=$RUN/raw/$load-${CUR_CORES}c-$name-$rep
@@ -438,7 +451,7 @@ measure() {  # load rep peer -> one TSV row
       ;;
     l3|l3-*)
       local rate=$GHZ_RPS; [ "$load" = l3 ] || rate=${load#l3-}
-      run_ghz "$port" UnaryCall "$UNARY_1K" "$out.json" --connections 1 -c 16 --rps "$rate" -z "$GHZ_DUR" --duration-stop=wait
+      run_ghz "$port" UnaryCall "$UNARY_1K" "$out.json" --connections 1 -c "$(l3_workers "$rate")" --rps "$rate" -z "$GHZ_DUR" --duration-stop=wait
       read -r rps p50 p90 p99 avg mx ok bad info p999 < <(ghz_summary "$out.json")
       row=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$rps" "$avg" "$mx" "$p50" "$p90" "$p99" "$ok" "$bad" "$info")
       ;;
@@ -570,7 +583,7 @@ def title(load):
         return f"{load} — `h2load -c {c} -m {m} -n {n} -d empty.grpc {url}EmptyCall`"
     if load.startswith("l3"):
         rate = ghz_rps if load == "l3" else load[3:]
-        return f"{load} — `ghz {ghz_tls} --connections 1 -c 16 --rps {rate} -z {ghz_dur} --call grpc.testing.TestService.UnaryCall -D unary-1k.json`, 1 KiB each way"
+        return f"{load} — `ghz {ghz_tls} --connections 1 -c {max(16, int(rate) // 250)} --rps {rate} -z {ghz_dur} --call grpc.testing.TestService.UnaryCall -D unary-1k.json`, 1 KiB each way"
     if load == "big-unary":
         return f"big-unary — `h2load -c 1 -m 4 -n {big_n} -d big-unary.grpc {url}UnaryCall`, 1 MiB request and 1 MiB response"
     if load == "big-stream":
