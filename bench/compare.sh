@@ -649,14 +649,21 @@ if len(cores) > 1:
     a, b = cores[0], cores[-1]
     P(f"### From {a} to {b} proxy cores (medians)\n")
     P(f"Calls per proxy-CPU-second that fall from {a} to {b} cores mean the second core costs more than it brings; throughput × says whether it scales.\n")
-    P(f"| load | peer | calls/s {a}c | calls/s {b}c | throughput × | calls per proxy-CPU-s {a}c | {b}c | per-CPU-s × |")
-    P("|---|---|---:|---:|---:|---:|---:|---:|")
+    P(f"| load | unit | peer | per s {a}c | per s {b}c | throughput × | per proxy-CPU-s {a}c | {b}c | per-CPU-s × |")
+    P("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    def rate(load, p, c):  # calls (handshakes, MB for the big loads) per second
+        if load.startswith("big"):
+            return med([f(r["bytes"]) / 1e6 / f(r["wall_s"]) for r in sel(load, p, c) if f(r["bytes"]) is not None and f(r["wall_s"])])
+        return med(col(load, p, "rps", c))
     for load in present:
+        big = load.startswith("big")
         for p in peers:
-            r1 = med(col(load, p, "rps", a)); r2 = med(col(load, p, "rps", b))
+            r1 = rate(load, p, a); r2 = rate(load, p, b)
             if r1 is None and r2 is None: continue
-            e1 = per_cpu(load, p, a); e2 = per_cpu(load, p, b)
-            P(f"| {load} | {p} | {fmt(r1)} | {fmt(r2)} | {fmt(r2/r1,2) if r1 and r2 else 'n/a'} | {fmt(e1) if e1 else '—'} | {fmt(e2) if e2 else '—'} | {fmt(e2/e1,2) if e1 and e2 else '—'} |")
+            e1 = per_cpu(load, p, a, "bytes" if big else "ok"); e2 = per_cpu(load, p, b, "bytes" if big else "ok")
+            if big: e1, e2 = (e1 / 1e6 if e1 else None), (e2 / 1e6 if e2 else None)
+            unit = "MB" if big else ("handshakes" if load == "hs" else "calls")
+            P(f"| {load} | {unit} | {p} | {fmt(r1)} | {fmt(r2)} | {fmt(r2/r1,2) if r1 and r2 else 'n/a'} | {fmt(e1) if e1 else '—'} | {fmt(e2) if e2 else '—'} | {fmt(e2/e1,2) if e1 and e2 else '—'} |")
     P("")
 for c in cores:
     P(f"### Memory (RSS of the proxy process tree, MiB) — {c} proxy core{'s' if c != '1' else ''}\n")
