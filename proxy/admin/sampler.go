@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sightline-proxy/sightline/internal/shrink"
+
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/stats"
 )
@@ -221,6 +223,7 @@ type sampler struct {
 	// counters are all zero, are not kept (a host's counters start at
 	// zero, so the first interval it serves in is measured from zero).
 	hosts     map[*host.Host]*hostHistory
+	hostsPeak int // shrink.Map's: a burst to every host leaves none
 	clusters  map[string]*history
 	listeners map[string]*listenerHistory
 	scratch   [host.LatencyBuckets]uint64 // latencies taken from a host
@@ -330,6 +333,7 @@ func (s *sampler) sample(now time.Time) {
 				}
 				hh = &hostHistory{history: history{since: since}}
 				s.hosts[h] = hh
+				shrink.Grew(s.hosts, &s.hostsPeak)
 			}
 			hh.turn(s.ticks, cur)
 			var d [host.LatencyBuckets]uint32
@@ -352,6 +356,7 @@ func (s *sampler) sample(now time.Time) {
 			delete(s.hosts, h)
 		}
 	}
+	s.hosts = shrink.Map(s.hosts, &s.hostsPeak)
 	for name, ch := range s.clusters {
 		if ch.seen != s.ticks {
 			delete(s.clusters, name)

@@ -285,7 +285,18 @@ func (cc *clientConn) run() {
 	cc.mu.Lock()
 	cc.closeIfDoneLocked() // the pool may have closed while we dialled
 	cc.unlock()
-	err = cc.readLoop()
+	parker.addClient(cc)
+	cc.read()
+}
+
+// read runs the read loop until the connection parks (park.go) or ends,
+// and then ends it.
+func (cc *clientConn) read() {
+	err := cc.readLoop()
+	if err == errParked {
+		return
+	}
+	parker.removeClient(cc)
 	cc.mu.Lock()
 	cc.stopKeepaliveLocked()
 	if cc.idleTimer != nil {
@@ -303,6 +314,12 @@ func (cc *clientConn) run() {
 	cc.mu.Unlock()
 	cc.countEnd(end)
 	cc.teardown(err)
+}
+
+// resumeReading is a parked connection's new reader.
+func (cc *clientConn) resumeReading() {
+	cc.park.woken = true
+	cc.read()
 }
 
 // countEnd counts the end of the connection (stats.Connections.Ended).
@@ -433,10 +450,10 @@ func (cc *clientConn) drain() {
 			cc.mu.Lock()
 			cc.localClose = true
 			cc.failLocked(errConnClosed)
-			nc := cc.nc
+			connected := cc.connected
 			cc.unlock()
-			if nc != nil {
-				nc.Close()
+			if connected {
+				cc.closeSocket()
 			}
 		})
 	}
@@ -528,7 +545,7 @@ func (cc *clientConn) keepalive() {
 		cc.failLocked(errPingTimeout)
 		cc.unlock()
 		cc.log.Debug().Dur("ping_timeout", opts.PingTimeout).Msg("upstream did not answer PING; closing the connection")
-		cc.nc.Close() // the reader tears the connection down
+		cc.closeSocket() // the reader tears the connection down
 		return
 	}
 	if idle := cc.clock.idle(); idle < opts.SendPingTimeout {

@@ -249,6 +249,9 @@ type handler interface {
 	// unlistWaitingLocked takes a cancelled half off the waiting list
 	// (upstream connections only; under c.mu).
 	unlistWaitingLocked(h *half)
+	// resumeReading is a parked connection's new reader (park.go): it
+	// runs the read loop on a goroutine of its own.
+	resumeReading()
 }
 
 // conn is the frame-level core that the downstream server connection and

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/sightline-proxy/sightline/internal/shrink"
 	"github.com/sightline-proxy/sightline/proxy/overload"
 )
 
@@ -25,6 +26,7 @@ func Engine() overload.Engine {
 var live struct {
 	mu    sync.Mutex
 	conns map[*serverConn]struct{}
+	peak  int // shrink.Map's
 }
 
 func addLive(sc *serverConn) {
@@ -33,12 +35,14 @@ func addLive(sc *serverConn) {
 		live.conns = make(map[*serverConn]struct{})
 	}
 	live.conns[sc] = struct{}{}
+	shrink.Grew(live.conns, &live.peak)
 	live.mu.Unlock()
 }
 
 func removeLive(sc *serverConn) {
 	live.mu.Lock()
 	delete(live.conns, sc)
+	live.conns = shrink.Map(live.conns, &live.peak)
 	live.mu.Unlock()
 }
 

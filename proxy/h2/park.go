@@ -8,15 +8,21 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/sightline-proxy/sightline/internal/shrink"
 )
 
-// Parking. A downstream connection whose client has sent nothing for a
-// while gives up its reader goroutine, whose stack (4 KiB or more once it
-// has handled frames) is most of what an idle connection costs, and its
-// read buffer: the socket is handed to one poller for the whole process
-// (epoll on Linux), and the first readable byte, a hang-up or a close by
-// the proxy starts a fresh reader where the last one stopped. 19,000 idle
-// clients then cost their connection state, not 19,000 goroutines.
+// Parking. A connection whose peer has sent nothing for a while gives up
+// its reader goroutine, whose stack (4 KiB or more once it has handled
+// frames) is most of what an idle connection costs, and its read buffer:
+// the socket is handed to one poller for the whole process (epoll on
+// Linux), and the first readable byte, a hang-up or a close by the proxy
+// starts a fresh reader where the last one stopped. 19,000 idle clients
+// then cost their connection state, not 19,000 goroutines; so do the
+// upstream connections of 10,000 clusters that each served a call and
+// wait for their idle timeout (the goroutines a process once ran stay
+// allocated for good in Go's runtime: a reader per upstream connection
+// left their descriptors behind after every burst).
 //
 // Nothing on the request path pays for it. The reader only says, with two
 // atomic stores, that it is waiting for the next frame with nothing
@@ -25,9 +31,11 @@ import (
 // a read deadline in the past. The reader wakes with a timeout at a frame
 // boundary (no byte of a frame has been taken), registers the socket and
 // returns. A connection is parked after one to two parkAfter periods of
-// silence; a busy one never is. A connection whose client has opened no
-// stream yet parks as soon as its handshake is read, and its writer does
-// not linger: a client that connects and waits costs no goroutine.
+// silence; a busy one never is. A downstream connection whose client has
+// opened no stream yet parks as soon as its handshake is read, and its
+// writer does not linger: a client that connects and waits costs no
+// goroutine. An upstream connection only parks by the sweep: a new one is
+// dialled for a stream about to be sent.
 //
 // Only plain TCP sockets park (h2c, reached through wrappers that buffer
 // nothing, see Unwrapper): a TLS connection may hold decrypted bytes the
@@ -137,7 +145,7 @@ func drained(nc net.Conn) bool {
 // is left in the buffer for the frame reader to find.
 func (c *conn) waitReadable() error {
 	p := &c.park
-	if c.opened.Load() == 0 && c.unacked == 0 && !p.woken {
+	if c.server && c.opened.Load() == 0 && c.unacked == 0 && !p.woken {
 		// The handshake is done (our SETTINGS are acknowledged: a
 		// client's ACK comes a moment after its preface, and would
 		// only wake the connection) and the client has asked for
@@ -219,7 +227,7 @@ func (c *conn) woken() {
 	c.park.mu.Unlock()
 	if resume {
 		c.br.reacquire()
-		go c.h.(*serverConn).resumeReading()
+		go c.h.resumeReading()
 	}
 }
 
@@ -234,16 +242,29 @@ func (c *conn) closing() {
 	c.park.mu.Unlock()
 	if resume {
 		c.br.reacquire()
-		go c.h.(*serverConn).resumeReading()
+		go c.h.resumeReading()
 	}
+}
+
+// closeSocket closes the socket from outside the reader: a parked
+// connection gets its reader back to find the close.
+func (c *conn) closeSocket() {
+	c.closing()
+	c.nc.Close()
 }
 
 // pastDeadline is a read deadline that has passed: a read waiting under it
 // returns a timeout at once.
 var pastDeadline = time.Unix(1, 0)
 
-// sweep asks the readers that have waited since the last pass to park,
-// and closes the lingering connections whose time is up.
+// sweepPark asks a reader that has waited since the last pass to park,
+// and closes a lingering connection whose time is up. An upstream
+// connection that carries no stream parks the first time the sweep finds
+// its reader waiting: it has had its answers, and a burst of calls to
+// thousands of hosts would otherwise keep a reader per host for one to
+// two passes (a goroutine more at the burst's peak is a descriptor the
+// runtime keeps for good). A busy connection is woken at most once a
+// pass for it.
 func (c *conn) sweepPark(now int64) {
 	p := &c.park
 	if until := p.lingerUntil.Load(); until != 0 {
@@ -254,7 +275,7 @@ func (c *conn) sweepPark(now int64) {
 		return
 	}
 	seq := p.seq.Load()
-	if seq == p.seen && p.state.Load() == readerWaiting {
+	if p.state.Load() == readerWaiting && (seq == p.seen || !c.server && c.streamless()) {
 		p.mu.Lock()
 		if !p.closing && p.state.CompareAndSwap(readerWaiting, readerToPark) {
 			_ = c.nc.SetReadDeadline(pastDeadline)
@@ -262,6 +283,13 @@ func (c *conn) sweepPark(now int64) {
 		p.mu.Unlock()
 	}
 	p.seen = seq
+}
+
+// streamless reports whether c carries no stream.
+func (c *conn) streamless() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nActive == 0
 }
 
 // parker is the process's poller and its sweep.
@@ -277,6 +305,11 @@ type poller struct {
 	mu    sync.Mutex
 	conns map[int32]*conn
 	next  int32
+	// clients are the parkable upstream connections, for the sweep (the
+	// downstream ones are the live set, overload.go). Guarded by mu.
+	clients map[*clientConn]struct{}
+	// The most each map held since it was made (shrink.Map).
+	connsPeak, clientsPeak int
 }
 
 // enable starts the poller and the sweep the first time a parkable
@@ -284,6 +317,7 @@ type poller struct {
 func (p *poller) enable() bool {
 	p.once.Do(func() {
 		p.conns = make(map[int32]*conn)
+		p.clients = make(map[*clientConn]struct{})
 		if p.err = p.os.init(p.wake, p.fail); p.err == nil {
 			go p.sweep()
 		}
@@ -308,6 +342,7 @@ func (p *poller) add(c *conn) error {
 	}
 	id := p.next
 	p.conns[id] = c
+	shrink.Grew(p.conns, &p.connsPeak)
 	p.mu.Unlock()
 	if err := p.os.add(c.park.fd, id, c.park.registered); err != nil {
 		p.mu.Lock()
@@ -319,6 +354,31 @@ func (p *poller) add(c *conn) error {
 	return nil
 }
 
+// addClient makes an upstream connection parkable, when parking works
+// here.
+func (p *poller) addClient(cc *clientConn) {
+	if !p.enable() {
+		return
+	}
+	if fd := socketFD(cc.nc); fd >= 0 {
+		cc.park.fd = fd
+		p.mu.Lock()
+		p.clients[cc] = struct{}{}
+		shrink.Grew(p.clients, &p.clientsPeak)
+		p.mu.Unlock()
+	}
+}
+
+// removeClient forgets an upstream connection whose reader has ended.
+func (p *poller) removeClient(cc *clientConn) {
+	if cc.park.fd >= 0 {
+		p.mu.Lock()
+		delete(p.clients, cc)
+		p.clients = shrink.Map(p.clients, &p.clientsPeak)
+		p.mu.Unlock()
+	}
+}
+
 // remove forgets c's socket. Under c.park.mu. The registration stays: one
 // that fired is disarmed, one that did not (the proxy is closing the
 // connection) can only fire for an id nobody answers to any more, and the
@@ -327,6 +387,7 @@ func (p *poller) add(c *conn) error {
 func (p *poller) remove(c *conn) {
 	p.mu.Lock()
 	delete(p.conns, c.park.id)
+	p.conns = shrink.Map(p.conns, &p.connsPeak)
 	p.mu.Unlock()
 }
 
@@ -356,24 +417,32 @@ func (p *poller) fail(err error) {
 	}
 }
 
-// sweep runs forever, every parkAfter, over every parkable downstream
-// connection.
+// sweep runs forever, every parkAfter, over every parkable connection.
 func (p *poller) sweep() {
-	var conns []*serverConn
+	var conns []*conn
 	for t := range time.Tick(parkAfter) {
 		now := t.UnixNano()
 		live.mu.Lock()
 		for sc := range live.conns {
 			if sc.park.fd >= 0 {
-				conns = append(conns, sc)
+				conns = append(conns, &sc.conn)
 			}
 		}
 		live.mu.Unlock()
-		for i, sc := range conns {
-			sc.sweepPark(now)
+		p.mu.Lock()
+		for cc := range p.clients {
+			conns = append(conns, &cc.conn)
+		}
+		p.mu.Unlock()
+		for i, c := range conns {
+			c.sweepPark(now)
 			conns[i] = nil
 		}
-		conns = conns[:0]
+		if cap(conns) >= shrink.At && len(conns) <= cap(conns)/4 {
+			conns = nil
+		} else {
+			conns = conns[:0]
+		}
 	}
 }
 

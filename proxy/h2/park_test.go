@@ -302,3 +302,105 @@ func TestParkKeepsPeekedBytes(t *testing.T) {
 		}
 	}
 }
+
+// waitPool waits until the pool's numbers pass ok.
+func waitPool(t *testing.T, p *Pool, what string, ok func(PoolStats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(4*parkAfter + 5*time.Second)
+	for !ok(p.Stats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: pool %+v", what, p.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// clientReaders counts the goroutines reading upstream connections.
+func clientReaders() int {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "(*clientConn).read(")
+}
+
+// TestUpstreamConnectionsPark: an upstream connection whose host has gone
+// quiet gives up its reader goroutine and carries the next call on the
+// same connection; a parked connection still ends as an awake one does:
+// the host closing it, its idle timeout, an unanswered keepalive PING.
+func TestUpstreamConnectionsPark(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	// Not in parallel: it counts the process's upstream readers.
+	t.Run("reused then closed by the host", func(t *testing.T) {
+		conns := make(chan *fakeConn, 2)
+		fu := startFakeUpstream(t, &fakeUpstream{onRequest: func(fc *fakeConn, id uint32) {
+			fc.respond(id, "fine")
+			conns <- fc
+		}})
+		p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
+		c := h2cClient()
+		if code, body := get(t, c, p.addr, "/"); code != 200 || body != "fine" {
+			t.Fatalf("first call: %d %q", code, body)
+		}
+		pool := p.pool(fu.addr)
+		waitPool(t, pool, "the connection to park", func(s PoolStats) bool { return s.Parked == 1 })
+		// Connections of earlier tests may still be closing.
+		for deadline := time.Now().Add(5 * time.Second); clientReaders() != 0; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d upstream reader goroutines with the only connection parked", clientReaders())
+			}
+		}
+		if code, body := get(t, c, p.addr, "/"); code != 200 || body != "fine" {
+			t.Fatalf("call on the parked connection: %d %q", code, body)
+		}
+		if n := fu.conns.Load(); n != 1 {
+			t.Fatalf("upstream saw %d connections, want the parked one reused", n)
+		}
+		waitPool(t, pool, "the connection to park again", func(s PoolStats) bool { return s.Parked == 1 })
+		<-conns
+		(<-conns).c.Close()
+		waitPool(t, pool, "the closed connection to be forgotten", func(s PoolStats) bool { return s.Conns == 0 })
+		cx := p.cs.Connections()
+		if remote, local := cx.CxDestroyRemote.Value(), cx.CxDestroyLocal.Value(); remote != 1 || local != 0 {
+			t.Errorf("upstream_cx_destroy_remote %d, _local %d; want 1 and 0", remote, local)
+		}
+		if code, _ := get(t, c, p.addr, "/"); code != 200 {
+			t.Fatalf("after the host closed the parked connection: %d", code)
+		}
+	})
+	t.Run("idle timeout", func(t *testing.T) {
+		t.Parallel()
+		fu := startFakeUpstream(t, &fakeUpstream{})
+		// Long enough for the connection to park first (the sweep
+		// takes up to two periods), which the test checks.
+		p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{IdleTimeout: 3*parkAfter + time.Second})
+		if code, _ := get(t, h2cClient(), p.addr, "/"); code != 200 {
+			t.Fatalf("call: %d", code)
+		}
+		pool := p.pool(fu.addr)
+		waitPool(t, pool, "the connection to park", func(s PoolStats) bool { return s.Parked == 1 })
+		waitPool(t, pool, "the idle timeout to close it", func(s PoolStats) bool { return s.Conns == 0 })
+		cx := p.cs.Connections()
+		if idle, local := cx.CxIdleTimeout.Value(), cx.CxDestroyLocal.Value(); idle != 1 || local != 1 {
+			t.Errorf("upstream_cx_idle_timeout %d, _destroy_local %d; want 1 and 1", idle, local)
+		}
+	})
+	t.Run("keepalive unanswered", func(t *testing.T) {
+		t.Parallel()
+		fu := startFakeUpstream(t, &fakeUpstream{}) // ignores PINGs
+		p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{},
+			PoolOptions{SendPingTimeout: 3*parkAfter + time.Second, PingTimeout: 200 * time.Millisecond})
+		if code, _ := get(t, h2cClient(), p.addr, "/"); code != 200 {
+			t.Fatalf("call: %d", code)
+		}
+		pool := p.pool(fu.addr)
+		waitPool(t, pool, "the connection to park", func(s PoolStats) bool { return s.Parked == 1 })
+		waitPool(t, pool, "the PING timeout to close it", func(s PoolStats) bool { return s.Conns == 0 })
+		if n := fu.pings.Load(); n != 1 {
+			t.Errorf("upstream got %d PINGs, want 1", n)
+		}
+		if n := p.cs.Connections().CxDestroyLocal.Value(); n != 1 {
+			t.Errorf("upstream_cx_destroy_local = %d, want 1", n)
+		}
+	})
+}

@@ -295,8 +295,9 @@ func (p *Pool) Close() error {
 // PoolStats are a pool's live numbers.
 type PoolStats struct {
 	// Conns are the open (or connecting) connections, Streams their
-	// active streams.
-	Conns, Streams int
+	// active streams; Parked counts the connections waiting for their
+	// host without a goroutine (park.go).
+	Conns, Streams, Parked int
 	// BufferedBytes is request DATA held for the host, waiting for its
 	// flow-control windows; bounded by the client stream window per stream.
 	BufferedBytes int64
@@ -309,6 +310,11 @@ func (p *Pool) Stats() PoolStats {
 	defer p.mu.Unlock()
 	st := PoolStats{Conns: len(p.all)}
 	for cc := range p.all {
+		cc.park.mu.Lock()
+		if cc.park.parked {
+			st.Parked++
+		}
+		cc.park.mu.Unlock()
 		cc.mu.Lock()
 		st.Streams += cc.nActive
 		st.BufferedBytes += cc.queued

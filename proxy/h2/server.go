@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/internal/shrink"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/observe"
 	"github.com/sightline-proxy/sightline/proxy/overload"
@@ -77,9 +78,10 @@ type Server struct {
 	obs           *observe.Observer
 	overload      *overload.Manager
 
-	mu       sync.Mutex
-	conns    map[*serverConn]struct{}
-	shutdown bool
+	mu        sync.Mutex
+	conns     map[*serverConn]struct{}
+	connsPeak int // shrink.Map's
+	shutdown  bool
 }
 
 // NewServer returns a Server. It does no I/O.
@@ -158,6 +160,7 @@ func (s *Server) ServeCounted(c net.Conn, counted, done func()) {
 		return
 	}
 	s.conns[sc] = struct{}{}
+	shrink.Grew(s.conns, &s.connsPeak)
 	s.mu.Unlock()
 	if parker.enable() {
 		sc.park.fd = socketFD(c)
@@ -176,6 +179,7 @@ func (sc *serverConn) ended() {
 	s := sc.srv
 	s.mu.Lock()
 	delete(s.conns, sc)
+	s.conns = shrink.Map(s.conns, &s.connsPeak)
 	s.mu.Unlock()
 	sc.done()
 }
