@@ -119,8 +119,9 @@ mkdir -p "$RUN/raw"
 TSV=$RUN/results.tsv
 CHECKS=$RUN/checks.tsv
 MEM=$RUN/mem.tsv
+WINDOWS=$RUN/windows.tsv   # load rep peer cores t0 t1 of every measured run and check
 LOG=$RUN/run.log
-: >"$CHECKS"; : >"$MEM"
+: >"$CHECKS"; : >"$MEM"; : >"$WINDOWS"
 printf 'load\trep\tpeer\trps\tmean_ms\tmax_ms\tp50_ms\tp90_ms\tp99_ms\tok\tbad\terrinfo\twall_s\tpx_cpu_s\tcpu0_pct\tcpu1_pct\tbe_split\trss_kb\thwm_kb\tcores\tp999_ms\tbytes\n' >"$TSV"
 
 log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
@@ -284,6 +285,20 @@ for p in "${BACKEND_PORTS[@]}"; do
 done
 for p in "${BACKEND_PORTS[@]}"; do wait_listen "$p" || { log "backend $p did not start"; exit 1; }; done
 log "backends up: ${BACKEND_PIDS[*]}"
+# TLS=1: every TLS hello to and from the backends, to count the handshakes each
+# peer makes upstream and how many of them resume a session (tlsobserve.py)
+HELLOS=$RUN/tls-hellos.txt
+if [ "$TLS" = 1 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    "$PY" "$BENCH/tlsobserve.py" "${BACKEND_PORTS[0]}" "${BACKEND_PORTS[3]}" >"$HELLOS" 2>"$RUN/raw/tlsobserve.log" &
+    STARTED+=($!)
+    for i in $(seq 1 50); do grep -q READY "$HELLOS" && break; sleep 0.1; done
+    grep -q READY "$HELLOS" || log "tlsobserve.py did not start (see raw/tlsobserve.log): no upstream handshake counts"
+  else
+    log "not root: upstream TLS handshakes are not counted"
+  fi
+fi
+BASE_PIDS=("${STARTED[@]}")   # backends and the observer live through every round
 
 set_cores() {  # cores: pinning for the round, backends moved, peer configs written
   local c=$1 d=$RUN/conf-${1}c sfx="" p
@@ -480,6 +495,7 @@ measure() {  # load rep peer -> one TSV row
       ;;
   esac
   t1=$(date +%s.%N); c1=$(cpustat); b1=$(be_ticks)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$load" "$rep" "$name" "$CUR_CORES" "$t0" "$t1" >>"$WINDOWS"
   p1=$( [ "${KIND[$name]}" = direct ] && echo 0 || tree_ticks "$pid")
   pxcpu=$( [ "${KIND[$name]}" = direct ] && echo NA || awk -v d=$((p1-p0)) -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", d/hz}')
   if [ "${KIND[$name]}" = direct ]; then r=NA; h=NA; else read -r r h < <(tree_mem "$pid"); fi
@@ -515,7 +531,10 @@ for cores in $CORES; do
     [ "${KIND[$name]}" = direct ] && continue
     read -r r h < <(tree_mem "${PID[$name]}"); printf '%s\tidle\t%s\t%s\t%s\n' "$name" "$r" "$h" "$cores" >>"$MEM"
   done
-  for name in $ACTIVE; do log "checking $name"; check_peer "$name"; done
+  for name in $ACTIVE; do
+    log "checking $name"; t0=$(date +%s.%N); check_peer "$name"
+    printf 'checks\t1\t%s\t%s\t%s\t%s\n' "$name" "$cores" "$t0" "$(date +%s.%N)" >>"$WINDOWS"
+  done
   for load in $LOADS; do
     log "load $load ($cores core(s)): warm-up"
     for name in $ACTIVE; do warmup "$load" "$name"; done
@@ -537,7 +556,7 @@ for cores in $CORES; do
   done
   # stop this round's proxies (newest first) and forget their PIDs
   for (( i=${#ROUND[@]}-1; i>=0; i-- )); do stop_pid "${ROUND[i]}"; done
-  STARTED=("${BACKEND_PIDS[@]}")
+  STARTED=("${BASE_PIDS[@]}")
 done
 column -t -s $'\t' "$CHECKS" >&2
 
@@ -673,6 +692,24 @@ for c in cores:
         if p == "direct": continue
         i = mem.get((p, "idle", c)); a_ = mem.get((p, "after-l2", c)); u = mem.get((p, "upstream-conns-after-l2", c))
         P(f"| {p} | {fmt(i[0]/1024,1) if i else 'n/a'} | {fmt(a_[0]/1024,1) if a_ else 'n/a'} | {fmt(a_[1]/1024,1) if a_ else 'n/a'} | {u[0] if u else 'n/a'} |")
+    P("")
+hellos = os.path.join(run, "tls-hellos.txt")
+if tls and os.path.exists(hellos):
+    hs_ = [l.split() for l in open(hellos) if l.split()[1:2] in (["CH"], ["SH"])]
+    wins = [l.rstrip("\n").split("\t") for l in open(os.path.join(run, "windows.tsv"))]
+    P("### Upstream TLS handshakes (hellos seen on the backend ports, every repetition summed)\n")
+    P("Counted by `tlsobserve.py` from the plaintext hellos: a ClientHello offers resumption with a pre_shared_key (or TLS 1.2 ticket), a ServerHello with pre_shared_key resumed. For direct these are the load generator's own handshakes.\n")
+    P("| cores | peer | load | handshakes | offered resumption | resumed |")
+    P("|---|---|---|---:|---:|---:|")
+    for c in cores:
+        for p in peers:
+            for load in ["checks"] + present:
+                w = [(float(x[4]), float(x[5])) for x in wins if x[0] == load and x[2] == p and x[3] == c]
+                if not w: continue
+                inw = lambda t: any(a <= t <= b for a, b in w)
+                ch = [h for h in hs_ if h[1] == "CH" and inw(float(h[0]))]
+                sh = [h for h in hs_ if h[1] == "SH" and inw(float(h[0]))]
+                P(f"| {c} | {p} | {load} | {len(ch)} | {sum(h[4] == '1' for h in ch)} | {sum(h[4] == '1' for h in sh)} |")
     P("")
 c = cores[0]
 l3 = "l3" if "l3" in present else f"l3-{ghz_rps}"
