@@ -37,7 +37,9 @@
 # TLS=1: the backends serve TLS (a CA and a certificate for localhost and
 # 127.0.0.1 made with openssl in $RUN/tls), every proxy terminates TLS with
 # ALPN h2 on its listener (peers/*-tls* configs) and speaks TLS h2 to the
-# backends, verifying them against the CA; the clients speak TLS too.
+# backends, verifying them against the CA; the clients speak TLS too. Run as
+# root, it also starts tlsobserve.py to count each peer's upstream handshakes
+# and how many of them resumed a session.
 #
 # Adding a peer (run.sh adds Sightline this way):
 #   PEER_SIGHTLINE='/path/to/sightline --config {RUNDIR}/sightline.yaml' \
