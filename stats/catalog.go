@@ -519,6 +519,8 @@ var (
 		help: "1 while the reset_high_memory_stream action is on: the calls holding the most buffered bytes are reset."})
 	overloadResetStreams = define(Def{flat: "overload.reset_high_memory_stream.count", kind: KindCounter,
 		help: "Calls reset by the reset_high_memory_stream action."})
+	overloadShrinkHeap = define(Def{flat: "overload.shrink_heap.shrink_count", kind: KindCounter,
+		help: "Times the shrink_heap action gave the heap's free pages back to the system."})
 	overloadStopRequestsActive = define(Def{flat: "overload.stop_accepting_requests.active", kind: KindGauge,
 		help: "1 while the stop_accepting_requests action is on: new requests are refused."})
 	overloadStopConnectionsActive = define(Def{flat: "overload.stop_accepting_connections.active", kind: KindGauge,

@@ -858,6 +858,7 @@ type Overload struct {
 	ActiveRequestsPressure *Gauge
 	ResetStreamsActive     *Gauge
 	ResetStreams           *Counter
+	ShrinkHeap             *Counter
 	StopRequestsActive     *Gauge
 	StopConnectionsActive  *Gauge
 }
@@ -869,6 +870,7 @@ func (sc scope) newOverload() *Overload {
 		ActiveRequestsPressure: sc.gauge(overloadActiveRequestsPressure),
 		ResetStreamsActive:     sc.gauge(overloadResetStreamsActive),
 		ResetStreams:           sc.counter(overloadResetStreams),
+		ShrinkHeap:             sc.counter(overloadShrinkHeap),
 		StopRequestsActive:     sc.gauge(overloadStopRequestsActive),
 		StopConnectionsActive:  sc.gauge(overloadStopConnectionsActive),
 	}

@@ -21,6 +21,18 @@
 //   - stop_accepting_connections: new connections are closed at once and
 //     counted in the listener's downstream_cx_overload_reject.
 //
+// A fourth action, shrink_heap, gives free memory back to the system: the
+// Go runtime returns the pages a burst left free slowly, a little at a
+// time, so that after 10,000 upstream connections opened and closed the
+// process held 100 to 160 MiB for minutes where its live heap was 37.
+// Every shrinkInterval the manager looks at the heap's free pages, and
+// when they are more than shrinkMinFree and more than the live objects,
+// has the runtime collect and return them (debug.FreeOSMemory), counted
+// in overload.shrink_heap.shrink_count. Envoy's shrink_heap does the same
+// for tcmalloc, every 10 s while its trigger is on; here it is always on
+// and needs no trigger: free pages that outweigh the live heap are what a
+// burst that ended leaves, and returning them costs one collection.
+//
 // The request path reads one atomic word to learn what is active; a
 // monitor goroutine recomputes it every refresh interval (100 ms by
 // default: flow control bounds what can pile up in between). The
@@ -31,6 +43,7 @@
 package overload
 
 import (
+	"runtime/debug"
 	"runtime/metrics"
 	"sync"
 	"sync/atomic"
@@ -59,6 +72,11 @@ const (
 	DefaultStopRequests     = 0.95
 	DefaultStopConnections  = 0.95
 	DefaultRefreshInterval  = 100 * time.Millisecond
+
+	// shrinkInterval is how often shrink_heap looks at the free pages,
+	// shrinkMinFree the least it returns.
+	shrinkInterval = 10 * time.Second
+	shrinkMinFree  = 64 << 20
 )
 
 // Config configures a Manager. Zero fields take the defaults; a zero
@@ -102,6 +120,9 @@ type Manager struct {
 	done      chan struct{}
 	once      sync.Once
 	heap      [1]metrics.Sample
+	// shrink_heap's reading: the heap's live objects and its free pages,
+	// not yet returned.
+	pages [2]metrics.Sample
 }
 
 // New returns a Manager watching eng; Start runs it.
@@ -111,6 +132,8 @@ func New(cfg Config, eng Engine, st *stats.Overload) *Manager {
 	}
 	m := &Manager{eng: eng, st: st, stop: make(chan struct{}), done: make(chan struct{})}
 	m.heap[0].Name = "/memory/classes/heap/objects:bytes"
+	m.pages[0].Name = "/memory/classes/heap/objects:bytes"
+	m.pages[1].Name = "/memory/classes/heap/free:bytes"
 	m.Reconfigure(cfg)
 	return m
 }
@@ -205,6 +228,8 @@ func (m *Manager) run() {
 	defer close(m.done)
 	t := time.NewTicker(m.cfg.Load().RefreshInterval)
 	defer t.Stop()
+	shrink := time.NewTicker(shrinkInterval)
+	defer shrink.Stop()
 	for {
 		select {
 		case <-m.stop:
@@ -212,8 +237,24 @@ func (m *Manager) run() {
 			return
 		case <-t.C:
 			m.update()
+		case <-shrink.C:
+			m.shrinkHeap()
 		}
 	}
+}
+
+// shrinkHeap is the shrink_heap action: the heap's free pages are given
+// back to the system when they outweigh the live heap and shrinkMinFree.
+// It reports whether it did.
+func (m *Manager) shrinkHeap() bool {
+	metrics.Read(m.pages[:])
+	live, free := m.pages[0].Value.Uint64(), m.pages[1].Value.Uint64()
+	if free < shrinkMinFree || free <= live {
+		return false
+	}
+	debug.FreeOSMemory()
+	m.st.ShrinkHeap.Inc(1)
+	return true
 }
 
 // update reads the monitors, sets the actions, and resets the largest

@@ -1,8 +1,13 @@
 package overload
 
 import (
+	"runtime"
+	"runtime/metrics"
 	"testing"
 	"time"
+
+	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/stats"
 )
 
 // TestActions: each action is on exactly while the pressure is at or over
@@ -134,5 +139,46 @@ func TestConcurrencyPressure(t *testing.T) {
 	m.Reconfigure(Config{MaxActiveRequests: 10})
 	if ok, _ := m.Admit(); ok {
 		t.Error("admitted past a lowered budget")
+	}
+}
+
+// TestShrinkHeap: the free pages a burst of allocations leaves behind are
+// given back to the system and counted; a heap with little free is left
+// alone.
+func TestShrinkHeap(t *testing.T) {
+	store, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.Overload()
+	m := New(Config{RefreshInterval: time.Hour}, Engine{}, st)
+	freePages := func() uint64 {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	// A burst: 256 MiB in 1 MiB objects, then garbage.
+	burst := make([][]byte, 256)
+	for i := range burst {
+		burst[i] = make([]byte, 1<<20)
+		burst[i][0] = 1
+	}
+	runtime.KeepAlive(burst)
+	burst = nil
+	runtime.GC()
+	if f := freePages(); f < shrinkMinFree {
+		t.Skipf("the runtime returned the burst's pages itself (%d bytes free left)", f)
+	}
+	if !m.shrinkHeap() {
+		t.Fatalf("%d bytes of free pages after the burst not given back", freePages())
+	}
+	if n := st.ShrinkHeap.Value(); n != 1 {
+		t.Errorf("overload.shrink_heap.shrink_count = %d, want 1", n)
+	}
+	if f := freePages(); f >= shrinkMinFree {
+		t.Errorf("%d bytes of free pages left after shrink_heap", f)
+	}
+	if m.shrinkHeap() {
+		t.Error("shrink_heap ran again with nothing to give back")
 	}
 }
