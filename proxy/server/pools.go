@@ -20,25 +20,23 @@ func upstreamIdle(u host.Upstream) bool {
 	return ok && x.H2.Stats().Conns == 0 && (x.HTTP == nil || x.HTTP.Idle())
 }
 
-// sweepPools releases idle pools every poolSweepEvery, and the memory the
-// heap no longer uses when there is much of it (memory.go), until the
-// server stops.
+// sweepPools releases idle pools every poolSweepEvery until the server
+// stops. (The heap memory they held goes back to the system by the
+// overload manager's shrink_heap.)
 func (s *Server) sweepPools() {
 	defer s.bg.Done()
 	t := time.NewTicker(poolSweepEvery)
 	defer t.Stop()
-	mem := newMemoryReleaser()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-s.quit:
 			return
-		case now := <-t.C:
+		case <-t.C:
 			for _, c := range s.cur.Load().clusters {
 				c.ReleaseIdlePools()
 			}
-			mem.check(now)
 		}
 	}
 }
