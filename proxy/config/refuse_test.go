@@ -229,3 +229,25 @@ func TestLocate(t *testing.T) {
 		t.Errorf("Locate on a config not loaded = %+v", p)
 	}
 }
+
+// TestLoadRefusesLeadingZero: an integer written with a leading zero is
+// refused with both readings, instead of taken as YAML's octal (024 is 20
+// to yaml v4) or as the decimal its writer likely meant; 0 itself is a
+// number like any other.
+func TestLoadRefusesLeadingZero(t *testing.T) {
+	const cluster = "clusters:\n  - name: c\n    endpoints: [{address: 127.0.0.1:2}]\n    circuit_breakers: "
+	inDir(t, map[string]string{"main.yaml": listenerA + cluster + "{max_connections: 024}\n"})
+	want := "main.yaml:5:41: clusters[0].circuit_breakers.max_connections: must be an integer, got 024, a number with a leading zero, which YAML reads as octal " +
+		"(write 24 for the decimal number, or 0o24 for octal)"
+	if got := loadProblems(t, "main.yaml"); got != want {
+		t.Errorf("problems:\n%s\nwant:\n%s", got, want)
+	}
+	inDir(t, map[string]string{"main.yaml": listenerA + cluster + "{max_retries: 0, max_connections: 0o24}\n"})
+	cfg, err := Load("main.yaml")
+	if err != nil {
+		t.Fatalf("0 and 0o24: %v", err)
+	}
+	if n := cfg.Clusters[0].CircuitBreakers.MaxConnections; n != 20 {
+		t.Errorf("max_connections: 0o24 loaded as %d, want 20", n)
+	}
+}

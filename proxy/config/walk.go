@@ -270,6 +270,18 @@ func (w *walker) scalar(n, v *yaml.Node, dst reflect.Value, path *fieldPath) boo
 		dst.Set(p)
 		return true
 	}
+	if k := t.Kind(); k >= reflect.Int && k <= reflect.Uint64 && leadingZero(v) {
+		// yaml v4 reads 024 as octal 20, where whoever wrote it most
+		// likely meant 24: neither reading is taken silently.
+		sign, digits := "", strings.TrimPrefix(v.Value, "-")
+		if len(digits) < len(v.Value) {
+			sign = "-"
+		}
+		digits = strings.TrimLeft(digits, "0")
+		w.fail(n, path, "must be "+describeType(t)+", got "+v.Value+", a number with a leading zero, which YAML reads as octal",
+			"write "+sign+digits+" for the decimal number, or "+sign+"0o"+digits+" for octal")
+		return false
+	}
 	if decodePlain(v, dst) {
 		return true
 	}
@@ -354,6 +366,14 @@ func decodePlain(v *yaml.Node, dst reflect.Value) bool {
 		return true
 	}
 	return false
+}
+
+// leadingZero reports whether v is a plain integer written with a leading
+// zero, as 024 or -007.
+func leadingZero(v *yaml.Node) bool {
+	s := strings.TrimPrefix(v.Value, "-")
+	return v.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 &&
+		v.ShortTag() == "!!int" && len(s) > 1 && s[0] == '0' && decimal(s)
 }
 
 // decimal reports whether s is an optional minus and decimal digits.
