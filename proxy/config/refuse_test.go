@@ -242,7 +242,15 @@ func TestLoadRefusesLeadingZero(t *testing.T) {
 	if got := loadProblems(t, "main.yaml"); got != want {
 		t.Errorf("problems:\n%s\nwant:\n%s", got, want)
 	}
-	inDir(t, map[string]string{"main.yaml": listenerA + cluster + "{max_retries: 0, max_connections: 0o24}\n"})
+	// A number field as well (yaml v4 reads it as 20.0 too); a duration
+	// says durations need a unit, as for any bare number.
+	inDir(t, map[string]string{"main.yaml": "tracing: {sampling: 024}\n" + listenerA + clusterC})
+	want = "main.yaml:1:21: tracing.sampling: must be a number, got 024, a number with a leading zero, which YAML reads as octal " +
+		"(write 24 for the decimal number, or 0o24 for octal)"
+	if got := loadProblems(t, "main.yaml"); got != want {
+		t.Errorf("problems:\n%s\nwant:\n%s", got, want)
+	}
+	inDir(t, map[string]string{"main.yaml": listenerA + cluster + "{max_retries: 0, max_connections: 0o24}\n    connect_timeout: 00\n"})
 	cfg, err := Load("main.yaml")
 	if err != nil {
 		t.Fatalf("0 and 0o24: %v", err)

@@ -270,7 +270,7 @@ func (w *walker) scalar(n, v *yaml.Node, dst reflect.Value, path *fieldPath) boo
 		dst.Set(p)
 		return true
 	}
-	if k := t.Kind(); k >= reflect.Int && k <= reflect.Uint64 && leadingZero(v) {
+	if k := t.Kind(); k >= reflect.Int && k <= reflect.Float64 && t != durationType && leadingZero(v) {
 		// yaml v4 reads 024 as octal 20, where whoever wrote it most
 		// likely meant 24: neither reading is taken silently.
 		sign, digits := "", strings.TrimPrefix(v.Value, "-")
