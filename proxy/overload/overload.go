@@ -34,6 +34,18 @@
 // and needs no trigger: free pages that outweigh the live heap are what a
 // burst that ended leaves, and returning them costs one collection.
 //
+// It also runs once a process goes quiet: the collector lets the heap
+// grow to twice what was live at its last pass before it runs again, and
+// an idle process may not allocate that much for hours, so the garbage
+// and free pages of its last busy minute stay resident (after a burst to
+// 10,000 clusters, 99 to 134 MB of RSS against 65 to 72 before it). When
+// the process allocated less than an eighth of its live heap since the
+// last look, and what a collection would give back (dead objects and free
+// pages) is more than an eighth of the live heap and shrinkMinQuiet, the
+// same collection runs. A busy process never meets the first condition,
+// and after one such collection an idle one does not meet the second
+// until it has made new garbage.
+//
 // The request path reads one atomic word to learn what is active; a
 // monitor goroutine recomputes it every refresh interval (100 ms by
 // default: flow control bounds what can pile up in between). The
@@ -78,6 +90,7 @@ const (
 	// shrinkMinFree the least it returns.
 	shrinkInterval = 10 * time.Second
 	shrinkMinFree  = 64 << 20
+	shrinkMinQuiet = 4 << 20
 )
 
 // Config configures a Manager. Zero fields take the defaults; a zero
@@ -121,10 +134,20 @@ type Manager struct {
 	done      chan struct{}
 	once      sync.Once
 	heap      [1]metrics.Sample
-	// shrink_heap's reading: the heap's live objects and its free pages,
-	// not yet returned.
-	pages [2]metrics.Sample
+	// shrink_heap's reading (see the shrink* indexes), and the bytes
+	// allocated as of the last one.
+	pages  [shrinkSamples]metrics.Sample
+	allocs uint64
 }
+
+// Indexes of Manager.pages.
+const (
+	shrinkObjects = iota // live and not yet swept dead objects
+	shrinkFree           // free pages, not yet returned
+	shrinkLive           // the live heap at the last collection
+	shrinkAllocs         // bytes allocated since the process started
+	shrinkSamples
+)
 
 // New returns a Manager watching eng; Start runs it.
 func New(cfg Config, eng Engine, st *stats.Overload) *Manager {
@@ -133,8 +156,10 @@ func New(cfg Config, eng Engine, st *stats.Overload) *Manager {
 	}
 	m := &Manager{eng: eng, st: st, stop: make(chan struct{}), done: make(chan struct{})}
 	m.heap[0].Name = "/memory/classes/heap/objects:bytes"
-	m.pages[0].Name = "/memory/classes/heap/objects:bytes"
-	m.pages[1].Name = "/memory/classes/heap/free:bytes"
+	m.pages[shrinkObjects].Name = "/memory/classes/heap/objects:bytes"
+	m.pages[shrinkFree].Name = "/memory/classes/heap/free:bytes"
+	m.pages[shrinkLive].Name = "/gc/heap/live:bytes"
+	m.pages[shrinkAllocs].Name = "/gc/heap/allocs:bytes"
 	m.Reconfigure(cfg)
 	return m
 }
@@ -245,16 +270,26 @@ func (m *Manager) run() {
 }
 
 // shrinkHeap is the shrink_heap action: the heap's free pages are given
-// back to the system when they outweigh the live heap and shrinkMinFree.
-// It reports whether it did.
+// back to the system when they outweigh the live heap and shrinkMinFree
+// (a burst ended), or when the process has gone quiet with garbage or
+// free pages left from when it was busy. It reports whether it did.
 func (m *Manager) shrinkHeap() bool {
 	metrics.Read(m.pages[:])
-	live, free := m.pages[0].Value.Uint64(), m.pages[1].Value.Uint64()
-	if free < shrinkMinFree || free <= live {
+	objects, free := m.pages[shrinkObjects].Value.Uint64(), m.pages[shrinkFree].Value.Uint64()
+	live, allocs := m.pages[shrinkLive].Value.Uint64(), m.pages[shrinkAllocs].Value.Uint64()
+	since := allocs - m.allocs
+	first := m.allocs == 0
+	m.allocs = allocs
+	burstEnded := free >= shrinkMinFree && free > objects
+	quiet := !first && since < live/8
+	reclaimable := free + objects - min(objects, live)
+	if !burstEnded && !(quiet && reclaimable > max(live/8, shrinkMinQuiet)) {
 		return false
 	}
 	debug.FreeOSMemory()
 	m.st.ShrinkHeap.Inc(1)
+	metrics.Read(m.pages[shrinkAllocs:])
+	m.allocs = m.pages[shrinkAllocs].Value.Uint64()
 	return true
 }
 

@@ -182,3 +182,49 @@ func TestShrinkHeap(t *testing.T) {
 		t.Error("shrink_heap ran again with nothing to give back")
 	}
 }
+
+// TestShrinkHeapQuiet: a process that goes quiet with garbage from when it
+// was busy gives it back once, and not while it allocates.
+func TestShrinkHeapQuiet(t *testing.T) {
+	store, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.Overload()
+	m := New(Config{RefreshInterval: time.Hour}, Engine{}, st)
+	// A live heap of 16 MiB lets the collector wait for as much garbage
+	// again before it runs.
+	live := make([][]byte, 256)
+	for i := range live {
+		live[i] = make([]byte, 64<<10)
+	}
+	runtime.GC()
+	m.shrinkHeap() // the first look only notes the allocations so far
+	before := st.ShrinkHeap.Value()
+
+	// Busy: 12 MiB of short-lived buffers, under shrinkMinFree, so the
+	// burst rule does not apply.
+	var sink []byte
+	for range 192 {
+		sink = make([]byte, 64<<10)
+		sink[0] = 1
+	}
+	runtime.KeepAlive(sink)
+	sink = nil
+	if m.shrinkHeap() {
+		t.Fatal("shrink_heap ran while the process was allocating")
+	}
+	// Quiet since the last look: what the busy time left is given back.
+	if !m.shrinkHeap() {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/live:bytes"}}
+		metrics.Read(s)
+		t.Fatalf("quiet process kept %d bytes of free pages for a live heap of %d", s[0].Value.Uint64(), s[1].Value.Uint64())
+	}
+	if n := st.ShrinkHeap.Value() - before; n != 1 {
+		t.Errorf("overload.shrink_heap.shrink_count grew by %d, want 1", n)
+	}
+	if m.shrinkHeap() {
+		t.Error("shrink_heap ran again in a quiet process with nothing new to give back")
+	}
+	runtime.KeepAlive(live)
+}
