@@ -56,6 +56,17 @@ func (s *Store) Collect(fn func(*Point)) { s.walk(false, "", fn) }
 // A cluster's stats are left out when no flat name that begins with
 // prefix can be one of them, without reading them.
 func (s *Store) walk(live bool, prefix string, fn func(*Point)) {
+	s.walkGlobal(live, fn)
+	for _, c := range s.clusterSnapshot() {
+		if c.excluded(prefix) {
+			continue
+		}
+		s.walkCluster(c, live, fn)
+	}
+}
+
+// walkGlobal calls fn with every stat that belongs to no cluster.
+func (s *Store) walkGlobal(live bool, fn func(*Point)) {
 	counters, gauges, histograms := s.instruments()
 	var p Point
 	for _, c := range counters {
@@ -70,34 +81,44 @@ func (s *Store) walk(live bool, prefix string, fn func(*Point)) {
 		h.point(live, &p)
 		fn(&p)
 	}
-	for _, c := range s.clusterSnapshot() {
-		if prefix != "" {
-			own := "cluster." + c.sc.labels.values[0] + "."
-			if !strings.HasPrefix(prefix, own) && !strings.HasPrefix(own, prefix) {
-				continue
-			}
+}
+
+// flatPrefix is what the flat name of each of c's stats begins with.
+func (c *Cluster) flatPrefix() string { return "cluster." + c.sc.labels.values[0] + "." }
+
+// excluded reports whether no flat name that begins with prefix can be
+// one of c's stats.
+func (c *Cluster) excluded(prefix string) bool {
+	if prefix == "" {
+		return false
+	}
+	own := c.flatPrefix()
+	return !strings.HasPrefix(prefix, own) && !strings.HasPrefix(own, prefix)
+}
+
+// walkCluster calls fn with every stat of c.
+func (s *Store) walkCluster(c *Cluster, live bool, fn func(*Point)) {
+	var p Point
+	s.mu.Lock()
+	hot, cold := c.hot, c.cold
+	s.mu.Unlock()
+	for _, g := range hot {
+		m := g.m.Load()
+		for _, c := range m.counters {
+			c.point(live, &p)
+			fn(&p)
 		}
-		s.mu.Lock()
-		hot, cold := c.hot, c.cold
-		s.mu.Unlock()
-		for _, g := range hot {
-			m := g.m.Load()
-			for _, c := range m.counters {
-				c.point(live, &p)
-				fn(&p)
-			}
-			for _, g := range m.gauges {
-				g.point(live, &p)
-				fn(&p)
-			}
-			for _, h := range m.histograms {
-				h.point(live, &p)
-				fn(&p)
-			}
+		for _, g := range m.gauges {
+			g.point(live, &p)
+			fn(&p)
 		}
-		if len(cold) > 0 {
-			c.coldPoints(cold, fn)
+		for _, h := range m.histograms {
+			h.point(live, &p)
+			fn(&p)
 		}
+	}
+	if len(cold) > 0 {
+		c.coldPoints(cold, fn)
 	}
 }
 

@@ -375,7 +375,9 @@ func TestStatsAnchoredFilter(t *testing.T) {
 			t.Errorf("%s: prefix %q, want %q", tt.filter, got, tt.prefix)
 		}
 		var lines []string
-		for _, e := range s.entries(re, false) {
+		var entries []entry
+		s.sortedSections(re, false, func(es []entry) { entries = append(entries, es...) })
+		for _, e := range entries {
 			lines = append(lines, fmt.Sprintf("%s: %d", e.name, e.value))
 		}
 		if tt.want == nil {

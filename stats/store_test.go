@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -415,6 +416,65 @@ func TestStatsHandler(t *testing.T) {
 	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/stats?filter=(", nil))
 	if w.Code != http.StatusBadRequest {
 		t.Errorf("bad filter: %d, want 400", w.Code)
+	}
+}
+
+// TestStatsHandlerSorted: /stats writes a cluster at a time, and the
+// whole is still one sort of every name: process-wide stats that sort
+// before, between and after the clusters' ("cluster_manager." after
+// "cluster.z."), and clusters whose names extend another's past a dot.
+func TestStatsHandlerSorted(t *testing.T) {
+	s, _ := newStore(t, config.Stats{}, Options{})
+	for _, name := range []string{"web", "api.example.com", "api", "a-b", "api.example", "z", "apiary"} {
+		c := s.Cluster(name)
+		c.Upstream().RqTotal.Inc(1)
+		c.Upstream().RqTime.RecordDuration(time.Millisecond)
+		c.SetMembership(1, 1)
+	}
+	s.HTTP("ingress").DownstreamRqTotal.Inc(1)
+	s.Server().ConfigReload.Inc(1)
+
+	var names []string
+	for _, line := range strings.Split(strings.TrimSuffix(get(t, s.Handler(), "/stats"), "\n"), "\n") {
+		name, _, ok := strings.Cut(line, ": ")
+		if !ok {
+			t.Fatalf("/stats line %q", line)
+		}
+		names = append(names, name)
+	}
+	want := map[string]bool{}
+	s.walk(true, "", func(p *Point) { want[p.Def.FlatName(p.Values)] = true })
+	if len(names) != len(want) {
+		t.Errorf("/stats has %d lines, want one per stat: %d", len(names), len(want))
+	}
+	if !slices.IsSorted(names) {
+		for i := 1; i < len(names); i++ {
+			if names[i-1] > names[i] {
+				t.Errorf("/stats: %q before %q", names[i-1], names[i])
+			}
+		}
+	}
+	for _, n := range []string{"cluster.api.example.com.upstream_rq_total", "cluster.apiary.upstream_rq_total", "server.config_reload", "http.ingress.downstream_rq_total"} {
+		if !want[n] || !slices.Contains(names, n) {
+			t.Errorf("/stats has no %s", n)
+		}
+	}
+
+	var doc struct {
+		Stats []struct {
+			Name string `json:"name"`
+		} `json:"stats"`
+	}
+	body := get(t, s.Handler(), "/stats?format=json")
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatalf("/stats?format=json: %v", err)
+	}
+	var jsonNames []string
+	for _, st := range doc.Stats {
+		jsonNames = append(jsonNames, st.Name)
+	}
+	if !slices.Equal(jsonNames, names) {
+		t.Errorf("/stats?format=json names differ from /stats:\n%v\n%v", jsonNames, names)
 	}
 }
 

@@ -203,7 +203,7 @@ var envoyKinds = []struct {
 // serveEnvoy writes all stats as Envoy's admin does. filter=REGEX keeps the
 // stats whose Envoy stat name it matches and usedonly those that were ever
 // touched, as Envoy's parameters of the same names do.
-func serveEnvoy(w http.ResponseWriter, r *http.Request, all []stats.Point) {
+func serveEnvoy(w http.ResponseWriter, r *http.Request, all pointSet) {
 	q := r.URL.Query()
 	var filter *regexp.Regexp
 	if f := q.Get("filter"); f != "" {
@@ -228,17 +228,16 @@ func serveEnvoy(w http.ResponseWriter, r *http.Request, all []stats.Point) {
 // families groups the series of one kind by family, families sorted by
 // tag-extracted name and series by stat name, segment by segment, as
 // Envoy's symbol table orders them.
-func envoyFamilies(all []stats.Point, kind stats.Kind, filter *regexp.Regexp, usedOnly bool) []*envoyFamily {
+func envoyFamilies(all pointSet, kind stats.Kind, filter *regexp.Regexp, usedOnly bool) []*envoyFamily {
 	byFamily := map[string]*envoyFamily{}
 	var out []*envoyFamily
-	for i := range all {
-		x := &all[i]
+	all.each(func(x *stats.Point) {
 		if x.Def.Kind() != kind || (usedOnly && !x.Used) {
-			continue
+			return
 		}
 		n := nameEnvoy(x.Def, x.Values)
 		if filter != nil && !filter.MatchString(n.stat) {
-			continue
+			return
 		}
 		f, ok := byFamily[n.family]
 		if !ok {
@@ -247,7 +246,7 @@ func envoyFamilies(all []stats.Point, kind stats.Kind, filter *regexp.Regexp, us
 			out = append(out, f)
 		}
 		f.series = append(f.series, envoySeries{envoyName: n, x: x})
-	}
+	})
 	slices.SortFunc(out, func(a, b *envoyFamily) int {
 		return cmp.Or(slices.Compare(a.keyParts, b.keyParts), cmp.Compare(a.family, b.family))
 	})

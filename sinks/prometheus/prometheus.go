@@ -69,16 +69,38 @@ func (s *Sink) Flush() {}
 // them, except with Envoy's naming, which has none.
 func (s *Sink) KeepsExemplars() bool { return !s.envoy }
 
+// pointSet holds the stats of one scrape in chunks: with 10,000 clusters
+// (480,000 stats) one slice that grew a quarter at a time allocated five
+// times what it kept, 200 MB per scrape.
+type pointSet [][]stats.Point
+
+const pointChunk = 1024
+
+// each calls fn with every point, in the order collected.
+func (ps pointSet) each(fn func(*stats.Point)) {
+	for _, c := range ps {
+		for i := range c {
+			fn(&c[i])
+		}
+	}
+}
+
 // points returns every stat as of the last flush; none before the Sink is
 // bound.
-func (s *Sink) points() []stats.Point {
+func (s *Sink) points() pointSet {
 	st := s.store.Load()
 	if st == nil {
 		return nil
 	}
-	var pts []stats.Point
-	st.Collect(func(p *stats.Point) { pts = append(pts, *p) })
-	return pts
+	var ps pointSet
+	st.Collect(func(p *stats.Point) {
+		if n := len(ps); n == 0 || len(ps[n-1]) == pointChunk {
+			ps = append(ps, make([]stats.Point, 0, pointChunk))
+		}
+		last := &ps[len(ps)-1]
+		*last = append(*last, *p)
+	})
+	return ps
 }
 
 // started is when every stat was 0: each one's creation time
@@ -142,8 +164,10 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	enc := expfmt.NewEncoder(w, format, opts...)
 	om := format.FormatType() == expfmt.TypeOpenMetrics
-	for _, mf := range s.families(filter, om) {
-		if enc.Encode(mf) != nil {
+	// One family's protobuf form at a time: with 10,000 clusters that
+	// served traffic, building them all first held some 200 MB per scrape.
+	for _, f := range s.families(filter) {
+		if enc.Encode(s.family(f, om)) != nil {
 			return // the scraper went away
 		}
 	}
@@ -160,12 +184,10 @@ type family struct {
 
 // families groups the stats by Def, one family each, sorted by name, the
 // series of a family sorted by label values.
-func (s *Sink) families(filter *regexp.Regexp, om bool) []*dto.MetricFamily {
+func (s *Sink) families(filter *regexp.Regexp) []*family {
 	byDef := map[*stats.Def]*family{} // nil for a family the filter drops
 	var fams []*family
-	pts := s.points()
-	for i := range pts {
-		x := &pts[i]
+	s.points().each(func(x *stats.Point) {
 		f, seen := byDef[x.Def]
 		if !seen {
 			name := s.name(x.Def)
@@ -178,16 +200,14 @@ func (s *Sink) families(filter *regexp.Regexp, om bool) []*dto.MetricFamily {
 		if f != nil {
 			f.series = append(f.series, x)
 		}
-	}
+	})
 	slices.SortFunc(fams, func(a, b *family) int { return cmp.Compare(a.name, b.name) })
-	out := make([]*dto.MetricFamily, len(fams))
-	for i, f := range fams {
+	for _, f := range fams {
 		slices.SortFunc(f.series, func(a, b *stats.Point) int {
 			return slices.Compare(a.Values, b.Values)
 		})
-		out[i] = s.family(f, om)
 	}
-	return out
+	return fams
 }
 
 // printsMatch reports whether filter matches a name the family prints.
