@@ -23,10 +23,16 @@
 #
 # Knobs (env): ATTACKS (default: all, `abuse list` names them)
 #   PROXIES="sightline haproxy"  ATTACK_SECS=20  IDLE_SECS=5  VICTIM_RATE=100
+#   (PROXIES may name "direct": no proxy, the victim and the attacker call
+#   the backend itself, for the attacks on the downstream side. It shows
+#   what the attack costs the backend and its victim with nothing between;
+#   its RSS and CPU columns are the backend's.)
 #   CAP_MB=4096  IDLE_CONNS=19000  LG_CPU=0  PX_CPU=1
 #   SIGHTLINE_REF=<commit> builds Sightline from that commit (git archive)
 #   instead of the working tree; SIGHTLINE_BIN=<binary> uses a prebuilt one
-#   KEEP=1 keeps the scratch directory (raw JSON and logs) after the run.
+#   KEEP=1 keeps the scratch directory (raw JSON and logs) after the run,
+#   with each attack's victim trace (NAME.PROXY.victim.trace: every call's
+#   start in seconds from the attack's start, and its latency in ms).
 #
 # Only processes this script started are stopped, by PID.
 set -uo pipefail
@@ -193,9 +199,10 @@ start_proxy() {  # name logfile -> sets PX_PID
       GOMAXPROCS=1 taskset -c "$PX_CPU" "$sightline" -c "$work/sightline.yaml" --log-level warn >"$2" 2>&1 & ;;
     haproxy)
       taskset -c "$PX_CPU" haproxy -db -f "$work/haproxy.cfg" >"$2" 2>&1 & ;;
+    direct) PX_PID=$be_pid; TARGET_PORT=$BACKEND_PORT; return 0 ;;
     *) die "unknown proxy $1" ;;
   esac
-  PX_PID=$!; STARTED+=("$PX_PID")
+  PX_PID=$!; STARTED+=("$PX_PID"); TARGET_PORT=$PROXY_PORT
   wait_listen "$PROXY_PORT"
 }
 
@@ -207,6 +214,7 @@ for a in $ATTACKS; do
   evil=127.0.0.1:$EVIL_WINDOW_PORT
   [ "$a" = upstream-rst ] && evil=127.0.0.1:$EVIL_RST_PORT
   for px in $PROXIES; do
+    case $a/$px in upstream-*/direct) continue ;; esac # nothing between to attack from behind
     base=$work/$a.$px
     GOMAXPROCS=1 taskset -c "$LG_CPU" "$abuse" backend -addr "127.0.0.1:$BACKEND_PORT" >"$base.backend.log" 2>&1 &
     be_pid=$!; STARTED+=("$be_pid")
@@ -214,16 +222,16 @@ for a in $ATTACKS; do
     if ! start_proxy "$px" "$base.proxy.log"; then
       log "$a/$px: proxy did not listen on $PROXY_PORT; see below"; tail -n 5 "$base.proxy.log" >&2; stop_all; continue
     fi
-    taskset -c "$LG_CPU" "$abuse" victim -addr "127.0.0.1:$PROXY_PORT" -rate "$VICTIM_RATE" -d "${IDLE_SECS}s" \
+    taskset -c "$LG_CPU" "$abuse" victim -addr "127.0.0.1:$TARGET_PORT" -rate "$VICTIM_RATE" -d "${IDLE_SECS}s" \
       -label "$a/$px idle" -out "$base.idle.json" 2>>"$base.victim.log"
     # The attacker runs at a lower priority than the victim and the backend,
     # so that its own CPU use delays the victim less than the proxy does.
     taskset -c "$LG_CPU" nice -n 10 timeout -k 5 $(( ATTACK_SECS + 60 )) "$abuse" attack -name "$a" -proxy "$px" \
-      -addr "127.0.0.1:$PROXY_PORT" -evil-addr "$evil" -pid "$PX_PID" -backend-pid "$be_pid" -d "${ATTACK_SECS}s" \
+      -addr "127.0.0.1:$TARGET_PORT" -evil-addr "$evil" -pid "$PX_PID" -backend-pid "$be_pid" -d "${ATTACK_SECS}s" \
       -cap-mb "$CAP_MB" -idle-conns "$IDLE_CONNS" -out "$base.attack.json" 2>"$base.attack.log" &
     attacker=$!; STARTED+=("$attacker")
-    taskset -c "$LG_CPU" "$abuse" victim -addr "127.0.0.1:$PROXY_PORT" -rate "$VICTIM_RATE" -d "${ATTACK_SECS}s" \
-      -label "$a/$px attack" -out "$base.victim.json" 2>>"$base.victim.log"
+    taskset -c "$LG_CPU" "$abuse" victim -addr "127.0.0.1:$TARGET_PORT" -rate "$VICTIM_RATE" -d "${ATTACK_SECS}s" \
+      -label "$a/$px attack" -out "$base.victim.json" -trace "$base.victim.trace" 2>>"$base.victim.log"
     wait "$attacker" || log "$a/$px: the attack exited with $?; see $base.attack.log"
     stop_all
     if [ -s "$base.attack.json" ]; then

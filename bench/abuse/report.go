@@ -36,8 +36,15 @@ func writeReport(w io.Writer, dir string, names, proxies []string) error {
 	fmt.Fprintln(w, "| attack | proxy | peak RSS MiB (before → peak) | proxy CPU s | cut off? (upstream-*: the malicious upstream) | victim p99 ms idle / attack | victim failures | what the attacker saw |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---|---:|---|---|")
 	listed := map[string]bool{}
+	upstream := map[string]bool{}
+	for _, a := range attacks {
+		upstream[a.name] = a.upstream
+	}
 	for _, name := range names {
 		for _, px := range proxies {
+			if px == "direct" && upstream[name] {
+				continue // nothing between to attack from behind
+			}
 			base := filepath.Join(dir, name+"."+px)
 			var r result
 			if err := readJSON(base+".attack.json", &r); err != nil {
@@ -63,8 +70,12 @@ func writeReport(w io.Writer, dir string, names, proxies []string) error {
 			if r.Upstream {
 				s = r.Evil
 			}
+			label := px
+			if px == "direct" {
+				label = "direct (no proxy; RSS and CPU: the backend's)"
+			}
 			fmt.Fprintf(w, "| %s | %s | %.0f → %s | %.1f | %s | %s | %s | %s |\n",
-				name, px,
+				name, label,
 				float64(r.Proc.RSSStartKB)/1024, peak(r.Proc),
 				r.Proc.CPUSeconds, cell(cutOff(r, s)), p99, cell(fails), cell(saw(r)))
 		}
