@@ -142,16 +142,23 @@ func TestConcurrencyPressure(t *testing.T) {
 	}
 }
 
-// TestShrinkHeap: the free pages a burst of allocations leaves behind are
-// given back to the system and counted; a heap with little free is left
-// alone.
-func TestShrinkHeap(t *testing.T) {
+// newShrinkManager returns a Manager that is not started, for calling
+// shrinkHeap by hand, and its stats.
+func newShrinkManager(t *testing.T) (*Manager, *stats.Overload) {
+	t.Helper()
 	store, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := store.Overload()
-	m := New(Config{RefreshInterval: time.Hour}, Engine{}, st)
+	return New(Config{RefreshInterval: time.Hour}, Engine{}, st), st
+}
+
+// TestShrinkHeap: the free pages a burst of allocations leaves behind are
+// given back to the system and counted; a heap with little free is left
+// alone.
+func TestShrinkHeap(t *testing.T) {
+	m, st := newShrinkManager(t)
 	freePages := func() uint64 {
 		s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
 		metrics.Read(s)
@@ -186,12 +193,7 @@ func TestShrinkHeap(t *testing.T) {
 // TestShrinkHeapQuiet: a process that goes quiet with garbage from when it
 // was busy gives it back once, and not while it allocates.
 func TestShrinkHeapQuiet(t *testing.T) {
-	store, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := store.Overload()
-	m := New(Config{RefreshInterval: time.Hour}, Engine{}, st)
+	m, st := newShrinkManager(t)
 	// A live heap of 16 MiB lets the collector wait for as much garbage
 	// again before it runs.
 	live := make([][]byte, 256)
