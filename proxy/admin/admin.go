@@ -151,7 +151,7 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
   /status.json            what the status page shows: hosts, clusters, listeners over the last minute
   /ready                  200 LIVE when serving; 503 while starting, draining or failed
   /stats                  every stat, flat names (?filter=REGEX, ?format=json, ?usedonly; ?format=prometheus as /stats/prometheus)
-  /stats/prometheus       every stat in the Prometheus text format
+  /stats/prometheus       every stat in the Prometheus text format (?filter=REGEX, ?usedonly)
   /clusters               hosts with zone, weight, health and request counts (?format=json)
   /config_dump            the running config as JSON
   /server_info            version, uptime, node, state

@@ -244,6 +244,24 @@ func TestEnvoyExpositionAgrees(t *testing.T) {
 	if len(used) >= len(envoyBody) {
 		t.Errorf("?usedonly is %d bytes, the whole scrape %d: want fewer", len(used), len(envoyBody))
 	}
+
+	// The default naming takes usedonly too, and keeps every used series.
+	if !strings.Contains(string(sightlineBody), `sightline_cluster_upstream_rq_timeout_total{`) {
+		t.Fatal("the whole scrape has no upstream_rq_timeout to leave out")
+	}
+	usedOurs, _ := scrape(t, sightline, "/stats/prometheus?usedonly", "")
+	if !strings.Contains(string(usedOurs), `sightline_cluster_upstream_rq_total{cluster_name="primary"} 3`) ||
+		strings.Contains(string(usedOurs), `sightline_cluster_upstream_rq_timeout_total{`) {
+		t.Errorf("?usedonly: want upstream_rq_total and no upstream_rq_timeout (never reported to):\n%s", usedOurs)
+	}
+	if len(usedOurs) >= len(sightlineBody) {
+		t.Errorf("?usedonly is %d bytes, the whole scrape %d: want fewer", len(usedOurs), len(sightlineBody))
+	}
+	for name, f := range parse(t, usedOurs) {
+		if all := ours[name]; all == nil || f.GetType() == dto.MetricType_COUNTER && sum(f) != sum(all) {
+			t.Errorf("?usedonly: %s differs from the whole scrape", name)
+		}
+	}
 }
 
 // sum adds the values of a counter or gauge family's series.

@@ -141,7 +141,8 @@ func labelPairs(d *stats.Def, values []string) []*dto.LabelPair {
 
 // ServeHTTP writes every family, sorted by name. filter=REGEX keeps the
 // families that print a name the expression matches (for a histogram, its
-// _bucket, _sum or _count name counts too).
+// _bucket, _sum or _count name counts too); usedonly keeps the series
+// that were ever touched, as Envoy's /stats/prometheus?usedonly does.
 func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.envoy {
 		serveEnvoy(w, r, s.points())
@@ -166,7 +167,7 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	om := format.FormatType() == expfmt.TypeOpenMetrics
 	// One family's protobuf form at a time: with 10,000 clusters that
 	// served traffic, building them all first held some 200 MB per scrape.
-	for _, f := range s.families(filter) {
+	for _, f := range s.families(filter, r.URL.Query().Has("usedonly")) {
 		if enc.Encode(s.family(f, om)) != nil {
 			return // the scraper went away
 		}
@@ -184,10 +185,13 @@ type family struct {
 
 // families groups the stats by Def, one family each, sorted by name, the
 // series of a family sorted by label values.
-func (s *Sink) families(filter *regexp.Regexp) []*family {
+func (s *Sink) families(filter *regexp.Regexp, usedOnly bool) []*family {
 	byDef := map[*stats.Def]*family{} // nil for a family the filter drops
 	var fams []*family
 	s.points().each(func(x *stats.Point) {
+		if usedOnly && !x.Used {
+			return
+		}
 		f, seen := byDef[x.Def]
 		if !seen {
 			name := s.name(x.Def)
