@@ -128,17 +128,6 @@ func (s *Sink) value(d time.Duration) float64 {
 	return d.Seconds()
 }
 
-// labelPairs builds a series' labels, pointing into the Def's keys and the
-// series' values, which never change.
-func labelPairs(d *stats.Def, values []string) []*dto.LabelPair {
-	keys := d.TagKeys()
-	pairs := make([]*dto.LabelPair, len(values))
-	for i := range values {
-		pairs[i] = &dto.LabelPair{Name: &keys[i], Value: &values[i]}
-	}
-	return pairs
-}
-
 // ServeHTTP writes every family, sorted by name. filter=REGEX keeps the
 // families that print a name the expression matches (for a histogram, its
 // _bucket, _sum or _count name counts too); usedonly keeps the series
@@ -165,10 +154,16 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	enc := expfmt.NewEncoder(w, format, opts...)
 	om := format.FormatType() == expfmt.TypeOpenMetrics
-	// One family's protobuf form at a time: with 10,000 clusters that
-	// served traffic, building them all first held some 200 MB per scrape.
+	// One family's protobuf form at a time, in objects reused family after
+	// family: with 10,000 clusters that served traffic, building them all
+	// first held some 200 MB per scrape, and a new object per series still
+	// allocated as much.
+	sc := &scratch{om: om}
+	if om && s.created {
+		sc.created = timestamppb.New(s.started())
+	}
 	for _, f := range s.families(filter, r.URL.Query().Has("usedonly")) {
-		if enc.Encode(s.family(f, om)) != nil {
+		if enc.Encode(s.family(f, sc)) != nil {
 			return // the scraper went away
 		}
 	}
@@ -233,87 +228,149 @@ func printsMatch(filter *regexp.Regexp, name string, kind stats.Kind) bool {
 // family renders one family. om is an OpenMetrics scrape: the family gets
 // its UNIT, and counters and histograms their exemplars and creation time,
 // which the text format has no place for.
-func (s *Sink) family(f *family, om bool) *dto.MetricFamily {
-	help := f.def.Help()
-	mf := &dto.MetricFamily{Name: &f.name, Help: &help, Metric: make([]*dto.Metric, len(f.series))}
-	if u := f.def.PrometheusUnit(); om && !s.ms && u != "" {
-		mf.Unit = &u
+func (s *Sink) family(f *family, sc *scratch) *dto.MetricFamily {
+	sc.reset(f, len(s.bounds))
+	mf := &sc.mf
+	*mf = dto.MetricFamily{Name: &f.name, Help: &sc.help, Metric: sc.metrics}
+	sc.help = f.def.Help()
+	if u := f.def.PrometheusUnit(); sc.om && !s.ms && u != "" {
+		sc.unit = u
+		mf.Unit = &sc.unit
 	}
 	switch f.def.Kind() {
 	case stats.KindCounter:
 		mf.Type = dto.MetricType_COUNTER.Enum()
 		for i, x := range f.series {
-			c := &struct {
-				m dto.Metric
-				c dto.Counter
-				v float64
-			}{v: float64(x.Value)}
-			c.c.Value, c.m.Counter, c.m.Label = &c.v, &c.c, labelPairs(x.Def, x.Values)
-			if om && s.created {
-				c.c.CreatedTimestamp = timestamppb.New(s.started())
-			}
+			c := &sc.counters[i]
+			c.v = float64(x.Value)
+			c.c.Value, c.c.CreatedTimestamp = &c.v, sc.created
+			c.m.Counter, c.m.Label = &c.c, sc.labels(i, x)
 			mf.Metric[i] = &c.m
 		}
 	case stats.KindGauge:
 		mf.Type = dto.MetricType_GAUGE.Enum()
 		for i, x := range f.series {
-			g := &struct {
-				m dto.Metric
-				g dto.Gauge
-				v float64
-			}{v: float64(x.Value)}
-			g.g.Value, g.m.Gauge, g.m.Label = &g.v, &g.g, labelPairs(x.Def, x.Values)
+			g := &sc.gauges[i]
+			g.v = float64(x.Value)
+			g.g.Value = &g.v
+			g.m.Gauge, g.m.Label = &g.g, sc.labels(i, x)
 			mf.Metric[i] = &g.m
 		}
 	case stats.KindHistogram:
 		mf.Type = dto.MetricType_HISTOGRAM.Enum()
 		for i, x := range f.series {
-			mf.Metric[i] = s.histogram(x, om)
+			mf.Metric[i] = s.histogram(i, x, sc)
 		}
 	}
 	return mf
 }
 
-// histogram renders one histogram series: cumulative counts for each
-// finite bound (+Inf is the sample count), the sum in the unit shown; in
-// OpenMetrics, each bucket's exemplar and the creation time.
-func (s *Sink) histogram(x *stats.Point, om bool) *dto.Metric {
-	counts, count, sum := x.Buckets, x.Count(), x.Sum
-	h := &struct {
-		m        dto.Metric
-		h        dto.Histogram
-		count    uint64
-		sum      float64
-		buckets  []dto.Bucket
-		pointers []*dto.Bucket
-		cum      []uint64
-	}{count: count, sum: s.value(sum)}
-	h.buckets = make([]dto.Bucket, len(s.bounds))
-	h.pointers = make([]*dto.Bucket, len(s.bounds))
-	h.cum = make([]uint64, len(s.bounds))
+func (s *Sink) histogram(i int, x *stats.Point, sc *scratch) *dto.Metric {
+	counts, n := x.Buckets, len(s.bounds)
+	h := &sc.hists[i]
+	h.count, h.sum = x.Count(), s.value(x.Sum)
+	buckets := sc.buckets[i*n : (i+1)*n]
+	ptrs := sc.bucketPtrs[i*(n+1) : i*(n+1)+n : (i+1)*(n+1)]
+	cum := sc.cums[i*n : (i+1)*n]
 	var below uint64
-	for i := range s.bounds {
-		below += counts[i]
-		h.cum[i] = below
-		h.buckets[i].CumulativeCount, h.buckets[i].UpperBound = &h.cum[i], &s.bounds[i]
-		if om {
-			h.buckets[i].Exemplar = s.exemplar(x.Exemplar(i))
+	for b := range s.bounds {
+		below += counts[b]
+		cum[b] = below
+		buckets[b].CumulativeCount, buckets[b].UpperBound = &cum[b], &s.bounds[b]
+		if sc.om {
+			buckets[b].Exemplar = s.exemplar(x.Exemplar(b))
 		}
-		h.pointers[i] = &h.buckets[i]
+		ptrs[b] = &buckets[b]
 	}
-	h.h.SampleCount, h.h.SampleSum, h.h.Bucket = &h.count, &h.sum, h.pointers
-	if om {
+	h.h.SampleCount, h.h.SampleSum, h.h.Bucket = &h.count, &h.sum, ptrs
+	if sc.om {
 		// The encoder writes the +Inf bucket itself, without an exemplar,
 		// unless it is given one.
-		if e := s.exemplar(x.Exemplar(len(s.bounds))); e != nil {
+		if e := s.exemplar(x.Exemplar(n)); e != nil {
 			h.h.Bucket = append(h.h.Bucket, &dto.Bucket{CumulativeCount: &h.count, UpperBound: &posInf, Exemplar: e})
 		}
-		if s.created {
-			h.h.CreatedTimestamp = timestamppb.New(s.started())
-		}
+		h.h.CreatedTimestamp = sc.created
 	}
-	h.m.Histogram, h.m.Label = &h.h, labelPairs(x.Def, x.Values)
+	h.m.Histogram, h.m.Label = &h.h, sc.labels(i, x)
 	return &h.m
+}
+
+// scratch holds the protobuf form of one family during a scrape, reused
+// for the next family once the encoder has written it. Every series'
+// objects live in slices sized for the largest family so far; reset
+// zeroes what the family about to be built uses.
+type scratch struct {
+	om      bool
+	created *timestamppb.Timestamp // every series' creation, when shown
+
+	mf         dto.MetricFamily
+	help, unit string
+	metrics    []*dto.Metric
+	counters   []struct {
+		m dto.Metric
+		c dto.Counter
+		v float64
+	}
+	gauges []struct {
+		m dto.Metric
+		g dto.Gauge
+		v float64
+	}
+	hists []struct {
+		m     dto.Metric
+		h     dto.Histogram
+		count uint64
+		sum   float64
+	}
+	buckets    []dto.Bucket
+	bucketPtrs []*dto.Bucket // a series' room has one more, for an exemplar's +Inf bucket
+	cums       []uint64
+	pairs      []dto.LabelPair
+	pairPtrs   []*dto.LabelPair
+	nLabels    int
+}
+
+// grown returns buf with room for n elements, zeroed: buf itself when it
+// has the room, a new slice otherwise (never a copy, which protobuf
+// messages forbid).
+func grown[T any](buf []T, n int) []T {
+	if cap(buf) < n {
+		return make([]T, n)
+	}
+	buf = buf[:n]
+	clear(buf)
+	return buf
+}
+
+func (sc *scratch) reset(f *family, nBounds int) {
+	n := len(f.series)
+	sc.metrics = grown(sc.metrics, n)
+	switch f.def.Kind() {
+	case stats.KindCounter:
+		sc.counters = grown(sc.counters, n)
+	case stats.KindGauge:
+		sc.gauges = grown(sc.gauges, n)
+	case stats.KindHistogram:
+		sc.hists = grown(sc.hists, n)
+		sc.buckets = grown(sc.buckets, n*nBounds)
+		sc.bucketPtrs = grown(sc.bucketPtrs, n*(nBounds+1))
+		sc.cums = grown(sc.cums, n*nBounds)
+	}
+	sc.nLabels = len(f.def.TagKeys())
+	sc.pairs = grown(sc.pairs, n*sc.nLabels)
+	sc.pairPtrs = grown(sc.pairPtrs, n*sc.nLabels)
+}
+
+// labels returns series i's label pairs, pointing into the Def's keys and
+// the series' values, which never change.
+func (sc *scratch) labels(i int, x *stats.Point) []*dto.LabelPair {
+	keys, k := x.Def.TagKeys(), sc.nLabels
+	pairs, ptrs := sc.pairs[i*k:(i+1)*k], sc.pairPtrs[i*k:(i+1)*k:(i+1)*k]
+	for j := range x.Values {
+		pairs[j].Name, pairs[j].Value = &keys[j], &x.Values[j]
+		ptrs[j] = &pairs[j]
+	}
+	return ptrs[:len(x.Values)]
 }
 
 var posInf = math.Inf(1)
