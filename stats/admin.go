@@ -2,6 +2,7 @@ package stats
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
@@ -62,7 +63,7 @@ func (s *Store) serveStats(w http.ResponseWriter, r *http.Request) {
 	var out statsWriter = textWriter{bw}
 	if q.Get("format") == "json" {
 		w.Header().Set("Content-Type", "application/json")
-		out = &jsonWriter{w: bw}
+		out = newJSONWriter(bw)
 	} else {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	}
@@ -183,10 +184,22 @@ type jsonHistogram struct {
 	Quantiles map[string]float64 `json:"quantiles,omitempty"`
 }
 
-// jsonWriter writes {"stats": [...]}, one element at a time.
+// jsonWriter writes {"stats": [...]}, one element at a time, through one
+// encoder and one value of each kind, so that an element costs no
+// allocation of its own.
 type jsonWriter struct {
 	w    *bufio.Writer
 	next bool // an element was written: the next one needs a comma
+	buf  bytes.Buffer
+	enc  *json.Encoder
+	v    jsonValue
+	h    jsonHistogram
+}
+
+func newJSONWriter(w *bufio.Writer) *jsonWriter {
+	j := &jsonWriter{w: w}
+	j.enc = json.NewEncoder(&j.buf)
+	return j
 }
 
 func (j *jsonWriter) begin() { _, _ = j.w.WriteString(`{"stats":[`) }
@@ -194,18 +207,26 @@ func (j *jsonWriter) end()   { _, _ = j.w.WriteString("]}\n") }
 
 func (j *jsonWriter) write(entries []entry) {
 	for _, e := range entries {
-		var v any = jsonValue{Name: e.name, Type: e.kind.String(), Value: e.value}
-		if h := e.hist; h != nil {
-			jh := jsonHistogram{Name: e.name, Type: e.kind.String(), Count: h.count, Sum: roundMillis(Millis(h.sum))}
+		j.buf.Reset()
+		var err error
+		if h := e.hist; h == nil {
+			j.v = jsonValue{Name: e.name, Type: e.kind.String(), Value: e.value}
+			err = j.enc.Encode(&j.v)
+		} else {
+			q := j.h.Quantiles
+			j.h = jsonHistogram{Name: e.name, Type: e.kind.String(), Count: h.count, Sum: roundMillis(Millis(h.sum))}
 			if h.count > 0 {
-				jh.Quantiles = make(map[string]float64, len(quantiles))
-				for _, q := range quantiles {
-					jh.Quantiles[q.name] = roundMillis(quantile(&h.counts, h.count, q.q))
+				if q == nil {
+					q = make(map[string]float64, len(quantiles))
 				}
+				for _, qt := range quantiles {
+					q[qt.name] = roundMillis(quantile(&h.counts, h.count, qt.q))
+				}
+				j.h.Quantiles = q
 			}
-			v = jh
+			err = j.enc.Encode(&j.h)
+			j.h.Quantiles = q
 		}
-		b, err := json.Marshal(v)
 		if err != nil {
 			continue // cannot happen: strings, numbers and a map of them
 		}
@@ -213,7 +234,7 @@ func (j *jsonWriter) write(entries []entry) {
 			_ = j.w.WriteByte(',')
 		}
 		j.next = true
-		_, _ = j.w.Write(b)
+		_, _ = j.w.Write(bytes.TrimSuffix(j.buf.Bytes(), []byte("\n")))
 	}
 }
 
