@@ -203,6 +203,7 @@ func (r readSrc) Read(p []byte) (int, error) {
 			return pc.r.Read(p)
 		}
 		pc.release()
+		c.sock.emptied()
 	}
 	n, err := c.sock.read(p)
 	c.openFlushQueue()

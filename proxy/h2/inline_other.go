@@ -14,5 +14,6 @@ func (*rawSock) write([]byte) (int, error)    { panic(errNoSock) }
 func (*rawSock) writeAll([]byte) (int, error) { panic(errNoSock) }
 func (*rawSock) read([]byte) (int, error)     { panic(errNoSock) }
 func (*rawSock) discard(int) bool             { panic(errNoSock) }
+func (*rawSock) emptied()                     { panic(errNoSock) }
 
 const errNoSock = "h2: inline read or write without a socket"

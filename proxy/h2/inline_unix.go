@@ -91,6 +91,13 @@ func (s *rawSock) read(p []byte) (int, error) {
 	return n, err
 }
 
+// emptied says the socket was most likely emptied by a read made around
+// it: the sniffing read of the listener took what the client had sent.
+// The next read then writes what the reader queued (our SETTINGS) first,
+// as after a short read of its own, rather than find the socket empty
+// with one more system call.
+func (s *rawSock) emptied() { s.short = true }
+
 // Read modes (rawSock.rmode).
 const (
 	readTry   uint8 = iota // an empty socket with frames to write ends the read
