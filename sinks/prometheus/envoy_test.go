@@ -1,6 +1,7 @@
 package prometheus
 
 import (
+	"bytes"
 	"context"
 	"net/url"
 	"regexp"
@@ -236,32 +237,32 @@ func TestEnvoyExpositionAgrees(t *testing.T) {
 		}
 	}
 
-	used, _ := scrape(t, envoy, "/stats/prometheus?usedonly", "")
-	if !strings.Contains(string(used), `envoy_cluster_upstream_rq_total{envoy_cluster_name="primary"} 3`) ||
-		strings.Contains(string(used), `envoy_cluster_upstream_rq_timeout{`) {
-		t.Errorf("?usedonly: want upstream_rq_total and no upstream_rq_timeout (never reported to):\n%s", used)
-	}
-	if len(used) >= len(envoyBody) {
-		t.Errorf("?usedonly is %d bytes, the whole scrape %d: want fewer", len(used), len(envoyBody))
-	}
-
+	checkUsedOnly(t, envoy, envoyBody, `envoy_cluster_upstream_rq_total{envoy_cluster_name="primary"} 3`, `envoy_cluster_upstream_rq_timeout{`)
 	// The default naming takes usedonly too, and keeps every used series.
-	if !strings.Contains(string(sightlineBody), `sightline_cluster_upstream_rq_timeout_total{`) {
-		t.Fatal("the whole scrape has no upstream_rq_timeout to leave out")
-	}
-	usedOurs, _ := scrape(t, sightline, "/stats/prometheus?usedonly", "")
-	if !strings.Contains(string(usedOurs), `sightline_cluster_upstream_rq_total{cluster_name="primary"} 3`) ||
-		strings.Contains(string(usedOurs), `sightline_cluster_upstream_rq_timeout_total{`) {
-		t.Errorf("?usedonly: want upstream_rq_total and no upstream_rq_timeout (never reported to):\n%s", usedOurs)
-	}
-	if len(usedOurs) >= len(sightlineBody) {
-		t.Errorf("?usedonly is %d bytes, the whole scrape %d: want fewer", len(usedOurs), len(sightlineBody))
-	}
+	usedOurs := checkUsedOnly(t, sightline, sightlineBody, `sightline_cluster_upstream_rq_total{cluster_name="primary"} 3`, `sightline_cluster_upstream_rq_timeout_total{`)
 	for name, f := range parse(t, usedOurs) {
 		if all := ours[name]; all == nil || f.GetType() == dto.MetricType_COUNTER && sum(f) != sum(all) {
 			t.Errorf("?usedonly: %s differs from the whole scrape", name)
 		}
 	}
+}
+
+// checkUsedOnly scrapes sink with ?usedonly: the series used (a line
+// that has used) stays, the one never reported to (whose name begins
+// unused, which the whole scrape has) goes, and the scrape is smaller.
+func checkUsedOnly(t *testing.T, sink *Sink, whole []byte, used, unused string) []byte {
+	t.Helper()
+	if !bytes.Contains(whole, []byte(unused)) {
+		t.Fatalf("the whole scrape has no %s to leave out", unused)
+	}
+	body, _ := scrape(t, sink, "/stats/prometheus?usedonly", "")
+	if !bytes.Contains(body, []byte(used)) || bytes.Contains(body, []byte(unused)) {
+		t.Errorf("?usedonly: want %s and no %s (never reported to):\n%s", used, unused, body)
+	}
+	if len(body) >= len(whole) {
+		t.Errorf("?usedonly is %d bytes, the whole scrape %d: want fewer", len(body), len(whole))
+	}
+	return body
 }
 
 // sum adds the values of a counter or gauge family's series.
