@@ -6,6 +6,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -256,4 +257,36 @@ func TestFreshProcess(t *testing.T) {
 		t.Errorf("Ready = %+v, %v", rep, err)
 	}
 	in.Fail(errors.New("nothing to tell")) // no pipe: a no-op
+}
+
+// TestSocketFileLeavesListenerNonBlocking: passing a listener to a new
+// process (os/exec calls the file's Fd) leaves it non-blocking. A
+// blocking one makes the listener's Accept wait in the kernel, where
+// closing the listener cannot end it.
+func TestSocketFileLeavesListenerNonBlocking(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := SocketFile(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_ = f.Fd() // what os/exec and net.FileListener do with it
+
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flags uintptr
+	if err := rc.Control(func(fd uintptr) {
+		flags, _, _ = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if flags&syscall.O_NONBLOCK == 0 {
+		t.Error("the listener's socket is in blocking mode after SocketFile")
+	}
+	ln.Close()
 }

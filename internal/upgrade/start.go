@@ -68,7 +68,7 @@ func Start(ctx context.Context, o Options) (Child, error) {
 		}
 	}()
 	for _, s := range o.Sockets {
-		f, err := socketFile(s.Listener)
+		f, err := SocketFile(s.Listener)
 		if err != nil {
 			return Child{}, fmt.Errorf("passing %s: %w", s, err)
 		}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -78,7 +77,7 @@ func TestHandoffAndRetire(t *testing.T) {
 	err = old.Handoff(func(socks []upgrade.Socket) error {
 		for _, s := range socks {
 			listed = append(listed, fmt.Sprintf("%s/%s %s", s.Kind, s.Name, s.Address))
-			f, err := s.Listener.(interface{ File() (*os.File, error) }).File()
+			f, err := upgrade.SocketFile(s.Listener)
 			if err != nil {
 				return err
 			}
