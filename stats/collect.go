@@ -96,11 +96,11 @@ func (c *Cluster) excluded(prefix string) bool {
 	return !strings.HasPrefix(prefix, own) && !strings.HasPrefix(own, prefix)
 }
 
-// walkCluster calls fn with every stat of c.
-func (s *Store) walkCluster(c *Cluster, live bool, fn func(*Point)) {
+// walkCluster calls fn with every stat of cl.
+func (s *Store) walkCluster(cl *Cluster, live bool, fn func(*Point)) {
 	var p Point
 	s.mu.Lock()
-	hot, cold := c.hot, c.cold
+	hot, cold := cl.hot, cl.cold
 	s.mu.Unlock()
 	for _, g := range hot {
 		m := g.m.Load()
@@ -118,7 +118,7 @@ func (s *Store) walkCluster(c *Cluster, live bool, fn func(*Point)) {
 		}
 	}
 	if len(cold) > 0 {
-		c.coldPoints(cold, fn)
+		cl.coldPoints(cold, fn)
 	}
 }
 

@@ -225,9 +225,10 @@ func printsMatch(filter *regexp.Regexp, name string, kind stats.Kind) bool {
 	return false
 }
 
-// family renders one family. om is an OpenMetrics scrape: the family gets
-// its UNIT, and counters and histograms their exemplars and creation time,
-// which the text format has no place for.
+// family renders one family in sc's objects, valid until the next call.
+// In an OpenMetrics scrape (sc.om) the family gets its UNIT, and counters
+// and histograms their exemplars and creation time, which the text format
+// has no place for.
 func (s *Sink) family(f *family, sc *scratch) *dto.MetricFamily {
 	sc.reset(f, len(s.bounds))
 	mf := &sc.mf
@@ -265,6 +266,9 @@ func (s *Sink) family(f *family, sc *scratch) *dto.MetricFamily {
 	return mf
 }
 
+// histogram renders series i of a histogram family: cumulative counts for
+// each finite bound (+Inf is the sample count), the sum in the unit shown;
+// in OpenMetrics, each bucket's exemplar and the creation time.
 func (s *Sink) histogram(i int, x *stats.Point, sc *scratch) *dto.Metric {
 	counts, n := x.Buckets, len(s.bounds)
 	h := &sc.hists[i]
@@ -342,6 +346,7 @@ func grown[T any](buf []T, n int) []T {
 	return buf
 }
 
+// reset makes room for f's series, zeroed, histograms of nBounds buckets.
 func (sc *scratch) reset(f *family, nBounds int) {
 	n := len(f.series)
 	sc.metrics = grown(sc.metrics, n)
