@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v4"
 
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/config/watch"
 	"github.com/sightline-proxy/sightline/proxy/envoyconf"
 )
 
@@ -117,7 +118,11 @@ func loadConfig(path string) (cfg *config.Config, skipped []envoyconf.Skipped, e
 		cfg, err = config.Load(path)
 		return cfg, nil, err
 	}
-	doc, skipped, err := envoyDocument(path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading config: %w", err)
+	}
+	doc, skipped, err := translateEnvoy(path, data)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -125,6 +130,8 @@ func loadConfig(path string) (cfg *config.Config, skipped []envoyconf.Skipped, e
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: its translation (sightline import %s shows it) does not load:\n%w", path, path, err)
 	}
+	// What a watcher compares is the bootstrap, not its translation.
+	cfg.FileHashes[path] = watch.Hash(data)
 	return cfg, skipped, nil
 }
 
@@ -139,6 +146,11 @@ func envoyDocument(path string) (doc []byte, skipped []envoyconf.Skipped, err er
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading config: %w", err)
 	}
+	return translateEnvoy(path, data)
+}
+
+// translateEnvoy is envoyDocument of data, the content of the file at path.
+func translateEnvoy(path string, data []byte) (doc []byte, skipped []envoyconf.Skipped, err error) {
 	doc, skipped, err = envoyconf.ImportWith(data, isJSONPath(path), envoyMode.opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: translating the Envoy bootstrap:\n%w", path, err)

@@ -396,7 +396,7 @@ func (r *reloader) watch(cfg *config.Config) {
 	}
 	files := watchFiles(cfg)
 	if r.w != nil {
-		r.w.SetFiles(files)
+		r.w.SetFiles(files, cfg.FileHashes)
 		return
 	}
 	w, err := watch.New(files, func() {
@@ -404,7 +404,7 @@ func (r *reloader) watch(cfg *config.Config) {
 		case r.changed <- struct{}{}:
 		default:
 		}
-	}, watch.Options{Log: r.log})
+	}, watch.Options{Log: r.log, Seen: cfg.FileHashes})
 	if err != nil {
 		r.log.Error().Err(err).Msg("watching the config files")
 		return

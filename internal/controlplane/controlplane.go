@@ -171,7 +171,7 @@ func (s *Server) Reload() (bool, error) {
 	}
 	s.files = files
 	if s.w != nil {
-		s.w.SetFiles(files)
+		s.w.SetFiles(files, nil)
 	}
 
 	changed := false

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -77,7 +78,11 @@ func LoadWith(path string, extra ...Source) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading config: %w", err)
 	}
-	return loadData(path, data, extra)
+	cfg, err := loadData(path, data, extra)
+	if err == nil {
+		cfg.FileHashes[path] = sha256.Sum256(data)
+	}
+	return cfg, err
 }
 
 // LoadData is LoadWith of data, a document standing for the file at path
@@ -92,6 +97,7 @@ func LoadData(path string, data []byte, extra ...Source) (*Config, error) {
 func loadData(path string, data []byte, extra []Source) (*Config, error) {
 	l := &loader{
 		cfg:    &Config{},
+		hashes: map[string][sha256.Size]byte{},
 		main:   path,
 		loaded: map[string]bool{},
 		failed: map[string]bool{},
@@ -109,7 +115,7 @@ func loadData(path string, data []byte, extra []Source) (*Config, error) {
 		l.problems.sort()
 		return nil, l.problems
 	}
-	l.cfg.Files = l.files
+	l.cfg.Files, l.cfg.FileHashes = l.files, l.hashes
 	l.cfg.at = l.runtimePositions()
 	// Defaults are not applied yet: no resources means both.
 	dynamicListeners := l.cfg.Dynamic != nil && (len(l.cfg.Dynamic.Resources) == 0 || l.cfg.Dynamic.Wants(DynamicListeners))
@@ -190,7 +196,8 @@ type loader struct {
 	cfg    *Config // the merged config
 	main   string  // the path given to Load
 	files  []string
-	loaded map[string]bool // absolute paths of the files read so far
+	hashes map[string][sha256.Size]byte // of the included files, by name
+	loaded map[string]bool              // absolute paths of the files read so far
 	// docs are the documents read, in order, each walked and decoded:
 	// where a field path was written is found in them (find).
 	docs []walkedDoc
@@ -554,6 +561,7 @@ func (l *loader) include(at Problem, m string, stack []frame) {
 		l.broken = true
 		return
 	}
+	l.hashes[m] = sha256.Sum256(data)
 	l.load(data, append(slices.Clone(stack), frame{abs: abs, name: m}))
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/sha256"
 	"errors"
 	"io/fs"
 	"os"
@@ -912,7 +913,7 @@ clusters:
 	if err != nil {
 		t.Fatal(err)
 	}
-	fromJSON.Files = fromYAML.Files
+	fromJSON.Files, fromJSON.FileHashes = fromYAML.Files, fromYAML.FileHashes
 	fromJSON.at, fromYAML.at = nil, nil // positions name their own files
 	if !reflect.DeepEqual(fromJSON, fromYAML) {
 		t.Errorf("JSON config\n%+v\ndiffers from YAML config\n%+v", fromJSON, fromYAML)
@@ -1039,7 +1040,8 @@ clusters:
 		}},
 		Files: []string{"main.yaml"},
 	}
-	cfg.at = nil // where things were written is not what this test is about
+	// Where things were written, and what, is not what this test is about.
+	cfg.at, cfg.FileHashes = nil, nil
 	if !reflect.DeepEqual(cfg, want) {
 		got, _ := cfg.JSON()
 		wantJSON, _ := want.JSON()
@@ -1221,6 +1223,10 @@ func TestLoadContractExample(t *testing.T) {
 		got, want any
 	}{
 		{"files", cfg.Files, []string{"sightline.yaml", "conf.d/extra.yaml"}},
+		{"file hashes", cfg.FileHashes, map[string][sha256.Size]byte{
+			"sightline.yaml":    sha256.Sum256([]byte(contractExample)),
+			"conf.d/extra.yaml": sha256.Sum256([]byte(contractIncluded)),
+		}},
 		{"route timeout", r.Timeout, Duration(15e9)},
 		{"per-try timeout", r.RetryPolicy.PerTryTimeout, Duration(1e9)},
 		{"connect timeout", cfg.Clusters[0].ConnectTimeout, Duration(500e6)},

@@ -88,6 +88,7 @@ func TestReuseGivesWhatALoadGives(t *testing.T) {
 				t.Error("a cluster with an anchor was reused")
 			}
 			reused.Files, fresh.Files = nil, nil
+			reused.FileHashes, fresh.FileHashes = nil, nil
 			reused.at, fresh.at = nil, nil
 			if !reflect.DeepEqual(reused, fresh) {
 				t.Errorf("loaded again, the config differs from a first load of the same text")

@@ -7,6 +7,7 @@
 package config
 
 import (
+	"crypto/sha256"
 	"slices"
 	"strings"
 	"time"
@@ -30,6 +31,11 @@ type Config struct {
 
 	// Files lists every file the config was read from, the main file first.
 	Files []string `yaml:"-" json:"files,omitempty"`
+	// FileHashes holds the SHA-256 of each file's content as it was read,
+	// by its name in Files, for a watcher to compare later content with
+	// what the config was built from (watch.Seen). A document given to
+	// LoadData stands for its file and has none.
+	FileHashes map[string][sha256.Size]byte `yaml:"-" json:"-"`
 	// Warnings are what Load found doubtful but not wrong (no listener, an
 	// include glob that matches no file), placed as problems are; the
 	// binary prints them on validate and logs them on run and reload.

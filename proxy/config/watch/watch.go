@@ -62,7 +62,20 @@ type Options struct {
 	// Log receives what the watcher cannot do (a directory it cannot
 	// watch, a fall back to polling). The zero value logs nothing.
 	Log zerolog.Logger
+	// Seen holds the content the caller read of the files given to New,
+	// as Hash computes it, by path as given: see Seen.
+	Seen Seen
 }
+
+// Seen is the content a caller read of some files, by path as given
+// (config.Config.FileHashes is one). A watcher compares a file in it with
+// that content, not with what it reads itself when told of the file: a
+// change made between the caller's read and New or SetFiles is then seen
+// as the change it is, rather than taken as the content already loaded.
+type Seen map[string][sha256.Size]byte
+
+// Hash is the hash a Seen holds for a file whose content is data.
+func Hash(data []byte) [sha256.Size]byte { return sha256.Sum256(data) }
 
 // Watcher calls a function when the content of a set of files changes.
 // Its methods are safe to call from any goroutine.
@@ -85,6 +98,7 @@ type Watcher struct {
 	created   map[string]bool // config files created since the last comparison
 
 	poll    chan time.Duration // asks the event loop to poll at that interval
+	look    chan struct{}      // cap 1: asks the event loop for a comparison
 	compare chan struct{}      // cap 1: the loop asks the checker to compare
 	done    chan struct{}
 	wg      sync.WaitGroup
@@ -105,9 +119,9 @@ var newFSWatcher = func() (*fsnotify.Watcher, error) { return fsnotify.NewBuffer
 // should reload the config and give the watcher the new list of files with
 // SetFiles; a long reload only delays the next call.
 //
-// New reads every file once, to know their content. Call it right after
-// loading the config they hold: a change in between is seen only when
-// the file changes again.
+// New reads every file that opts.Seen does not hold, to know its content:
+// for those, a change made after the caller read them and before New is
+// seen only when the file changes again.
 func New(files []string, onChange func(), opts Options) (*Watcher, error) {
 	if onChange == nil {
 		return nil, errors.New("watching config files: onChange is nil")
@@ -119,6 +133,7 @@ func New(files []string, onChange func(), opts Options) (*Watcher, error) {
 		sums:     map[string]fingerprint{},
 		created:  map[string]bool{},
 		poll:     make(chan time.Duration, 1),
+		look:     make(chan struct{}, 1),
 		compare:  make(chan struct{}, 1),
 		done:     make(chan struct{}),
 	}
@@ -140,7 +155,7 @@ func New(files []string, onChange func(), opts Options) (*Watcher, error) {
 	if opts.PollInterval > 0 {
 		w.poll <- opts.PollInterval
 	}
-	w.SetFiles(files)
+	w.SetFiles(files, opts.Seen)
 	w.wg.Add(2)
 	go w.loop()
 	go w.checker()
@@ -148,10 +163,12 @@ func New(files []string, onChange func(), opts Options) (*Watcher, error) {
 }
 
 // SetFiles replaces the watched files, as after a reload that read other
-// files (an include added or removed). A file watched before keeps the
-// content last seen, so that a change made while the reload was reading it
-// is not lost; a new one is read now. After Close it does nothing.
-func (w *Watcher) SetFiles(files []string) {
+// files (an include added or removed). A file in seen is compared with
+// the content seen holds, the content the reload read. Any other keeps
+// the content last seen if it was watched before, so that a change made
+// while the reload was reading it is not lost, or is read now if it is
+// new. After Close it does nothing.
+func (w *Watcher) SetFiles(files []string, seen Seen) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -172,7 +189,9 @@ func (w *Watcher) SetFiles(files []string) {
 			continue
 		}
 		w.files = append(w.files, abs)
-		if s, ok := w.sums[abs]; ok {
+		if h, ok := seen[f]; ok {
+			sums[abs] = fingerprint{hash: h}
+		} else if s, ok := w.sums[abs]; ok {
 			sums[abs] = s
 		} else {
 			sums[abs] = sum(abs)
@@ -180,6 +199,16 @@ func (w *Watcher) SetFiles(files []string) {
 	}
 	w.sums = sums
 	w.syncLocked()
+	if len(seen) > 0 {
+		// The events of a change made before the directories were
+		// watched are lost: only a comparison finds it. It waits for
+		// the debounce, as for an event: the change may be a save
+		// still being written.
+		select {
+		case w.look <- struct{}{}:
+		default: // a look is already asked for
+		}
+	}
 }
 
 // Files returns the watched files and directories, made absolute.
@@ -273,6 +302,8 @@ func (w *Watcher) loop() {
 				tick = ticker.C
 			}
 		case <-tick:
+			arm()
+		case <-w.look:
 			arm()
 		case <-timer.C:
 			pending = false
@@ -462,5 +493,5 @@ func sum(path string) fingerprint {
 		}
 		return fingerprint{err: err.Error()}
 	}
-	return fingerprint{hash: sha256.Sum256(data)}
+	return fingerprint{hash: Hash(data)}
 }

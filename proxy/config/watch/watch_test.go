@@ -295,7 +295,7 @@ func TestSetFiles(t *testing.T) {
 	write(t, added, "a: 1\n")
 	w, calls := start(t, []string{main, old}, Options{})
 
-	w.SetFiles([]string{main, added})
+	w.SetFiles([]string{main, added}, nil)
 	if got, want := w.Files(), []string{main, added}; !slices.Equal(got, want) {
 		t.Fatalf("Files() = %v, want %v", got, want)
 	}
@@ -314,8 +314,35 @@ func TestSetFilesKeepsLastSeen(t *testing.T) {
 	write(t, main, "a: 1\n")
 	w, calls := start(t, []string{main}, Options{Debounce: 1 * time.Second})
 	write(t, main, "a: 2\n")
-	w.SetFiles([]string{main}) // well before the debounce ends
+	w.SetFiles([]string{main}, nil) // well before the debounce ends
 	wantCalls(t, calls, 1)
+}
+
+// TestSeen changes files after the caller read them and before the
+// watcher is told of them: no event of that change reaches the watcher,
+// and the content it reads then is not what the caller loaded. With Seen,
+// the change is found anyway, once; content equal to Seen is no change.
+func TestSeen(t *testing.T) {
+	dir := t.TempDir()
+	main := filepath.Join(dir, "sightline.yaml")
+	added := filepath.Join(dir, "conf.d", "added.yaml")
+	write(t, main, "a: 1\n")
+	write(t, added, "b: 1\n")
+	loaded := Seen{main: Hash([]byte("a: 1\n")), added: Hash([]byte("b: 1\n"))}
+
+	write(t, main, "a: 2\n")
+	w, calls := start(t, []string{main}, Options{Seen: Seen{main: loaded[main]}})
+	wantCalls(t, calls, 1)
+
+	// The reload read main's new content and a new include; the include
+	// changes before SetFiles.
+	write(t, added, "b: 2\n")
+	w.SetFiles([]string{main, added}, Seen{main: Hash([]byte("a: 2\n")), added: loaded[added]})
+	wantCalls(t, calls, 1)
+
+	// Seen equal to the files: nothing to do.
+	w.SetFiles([]string{main, added}, Seen{main: Hash([]byte("a: 2\n")), added: Hash([]byte("b: 2\n"))})
+	wantCalls(t, calls, 0)
 }
 
 // TestChangeDuringCallback makes changes while onChange runs: they must
@@ -381,8 +408,8 @@ func TestClose(t *testing.T) {
 	}
 	write(t, main, "a: 4\n")
 	wantCalls(t, calls, 0)
-	must(t, w.Close())     // idempotent
-	w.SetFiles([]string{}) // a no-op once closed
+	must(t, w.Close())          // idempotent
+	w.SetFiles([]string{}, nil) // a no-op once closed
 	if leaked := leakcheck.Wait(callTimeout, watcherGoroutines...); leaked != "" {
 		t.Fatalf("goroutines left after Close:\n%s", leaked)
 	}

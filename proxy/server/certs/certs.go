@@ -31,6 +31,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -107,6 +108,10 @@ type Pair struct {
 	// Guarded by the Manager's mu.
 	sum      [sha256.Size]byte // of the content last loaded or refused
 	notAfter time.Time         // the soonest expiry of the current chain
+	// seen is the files' content last read, for the watch to compare
+	// with: a change made after the read is then seen even if it came
+	// before the watch began.
+	seen watch.Seen
 }
 
 // CertFile and KeyFile are the files the pair is read from.
@@ -140,11 +145,16 @@ func (m *Manager) Pair(certFile, keyFile string) (*Pair, error) {
 		return p, nil
 	}
 	p := &Pair{certFile: certFile, keyFile: keyFile}
-	sum, cert, notAfter, err := load(certFile, keyFile)
+	certPEM, keyPEM, err := read(certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
-	p.sum, p.notAfter = sum, notAfter
+	cert, notAfter, err := parse(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	p.sum, p.notAfter = digest(certPEM, keyPEM), notAfter
+	p.seen = seenOf(p, certPEM, keyPEM)
 	p.cur.Store(cert)
 	m.pairs[k] = p
 	m.changedLocked()
@@ -235,8 +245,10 @@ func (m *Manager) Refresh() (updated, rejected int) {
 		var sum [sha256.Size]byte
 		if err != nil {
 			sum = sha256.Sum256([]byte(err.Error()))
+			p.seen = nil
 		} else {
 			sum = digest(certPEM, keyPEM)
+			p.seen = seenOf(p, certPEM, keyPEM)
 		}
 		if sum == p.sum {
 			continue
@@ -306,21 +318,25 @@ func (m *Manager) changedLocked() {
 // watchLocked makes the watch cover the files of the held pairs.
 func (m *Manager) watchLocked() {
 	var files []string
+	seen := watch.Seen{}
 	for _, p := range m.pairs {
 		if p.inline == "" {
 			files = append(files, p.certFile, p.keyFile)
+			maps.Copy(seen, p.seen)
 		}
 	}
 	slices.Sort(files)
 	files = slices.Compact(files)
 	if m.w != nil {
-		m.w.SetFiles(files)
+		m.w.SetFiles(files, seen)
 		return
 	}
 	if len(files) == 0 {
 		return
 	}
-	w, err := watch.New(files, func() { m.Refresh() }, m.wo)
+	wo := m.wo
+	wo.Seen = seen
+	w, err := watch.New(files, func() { m.Refresh() }, wo)
 	if err != nil {
 		m.log.Error().Err(err).Msg("cannot watch certificate files; a reload still picks up new ones")
 		return
@@ -370,14 +386,10 @@ func DaysUntil(notAfter, now time.Time) (days int64, next time.Duration) {
 	return days, left - time.Duration(days)*day + time.Nanosecond
 }
 
-// load reads and parses a pair.
-func load(certFile, keyFile string) (sum [sha256.Size]byte, cert *tls.Certificate, notAfter time.Time, err error) {
-	certPEM, keyPEM, err := read(certFile, keyFile)
-	if err != nil {
-		return sum, nil, notAfter, err
-	}
-	cert, notAfter, err = parse(certPEM, keyPEM)
-	return digest(certPEM, keyPEM), cert, notAfter, err
+// seenOf is what the watch of p's files compares with once they were
+// read as certPEM and keyPEM.
+func seenOf(p *Pair, certPEM, keyPEM []byte) watch.Seen {
+	return watch.Seen{p.certFile: watch.Hash(certPEM), p.keyFile: watch.Hash(keyPEM)}
 }
 
 func read(certFile, keyFile string) (certPEM, keyPEM []byte, err error) {

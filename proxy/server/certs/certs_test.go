@@ -167,6 +167,21 @@ func TestWatchSwapsWithoutReload(t *testing.T) {
 	}
 }
 
+// TestWatchSeesRenewalBeforeStart: a pair renewed after it was loaded
+// and before the watch began is swapped in by the watch, though no file
+// event of the renewal reached it.
+func TestWatchSeesRenewalBeforeStart(t *testing.T) {
+	m, st := testManager(t, nil)
+	dir := t.TempDir()
+	p, _, _ := heldPair(t, m, dir)
+	testnet.NewKeyPair(t, 2, time.Now().Add(48*time.Hour)).Write(t, dir)
+	m.Start()
+	waitFor(t, "the renewed certificate to serve", func() bool { return serving(t, p) == 2 })
+	if n := st.CertUpdate.Value(); n != 1 {
+		t.Errorf("cert_update = %d, want 1", n)
+	}
+}
+
 // waitFor polls cond until it holds, failing the test after a deadline
 // far beyond what a slow machine needs.
 func waitFor(t *testing.T, what string, cond func() bool) {
