@@ -13,7 +13,7 @@ import (
 // quiet, so that an idle connection holds a few hundred bytes of buffer
 // rather than 64 KiB: the write buffer from the writer's first frame to the
 // flush that empties it, the large read buffer while the peer keeps
-// sending, and the header-fragment buffer for one frame.
+// sending (until it parks), and the header-fragment buffer for one frame.
 
 // Buffer sizes. A write buffer holds a writer's whole batch, so that it
 // costs one syscall; a large read buffer takes a burst of frames in one.
@@ -77,8 +77,9 @@ func (c *conn) writeFrame(t http2.FrameType, flags http2.Flags, id uint32, p []b
 // rbuf is a connection's buffered reader, as a bufio.Reader but with two
 // sizes: a small pooled buffer, in which a quiet connection waits for the
 // peer's next bytes (a small request fits whole), and a large pooled one
-// taken once a read fills the small one, and given back (shrink) when the
-// connection goes idle. A parked connection holds neither (release).
+// taken once a read fills the small one, and given back when the
+// connection parks (release) or, for one that never parks, goes idle
+// (shrink). A parked connection holds neither.
 type rbuf struct {
 	src   io.Reader
 	buf   []byte

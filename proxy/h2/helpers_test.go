@@ -67,6 +67,9 @@ type proxyOpts struct {
 	obs    *observe.Observer
 	// overload is the overload manager the server honours; nil: none.
 	overload *overload.Manager
+	// wrap, when set, wraps each accepted plaintext connection, as a
+	// listener's byte counters do.
+	wrap func(net.Conn) net.Conn
 }
 
 // startProxy builds clusters (with h2 pools as their upstream factory), a
@@ -131,7 +134,7 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 		t.Fatal(err)
 	}
 	p.srv = NewServer(ServerOptions{Routes: table, TLS: o.tls, Limits: o.limits, TrustRequestHeaders: o.trust, Observer: o.obs, Overload: o.overload, Log: zerolog.Nop()})
-	p.addr = serve(t, p.srv, o.tls)
+	p.addr = serveWrapped(t, p.srv, o.tls, o.wrap)
 	return p
 }
 
@@ -140,6 +143,13 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 // served with Serve, TLS ones (ALPN h2) go to ServeConn as the handshake
 // left them.
 func serve(t testing.TB, srv *Server, useTLS bool) string {
+	t.Helper()
+	return serveWrapped(t, srv, useTLS, nil)
+}
+
+// serveWrapped is serve, with wrap, when not nil, applied to each
+// plaintext connection before it is sniffed.
+func serveWrapped(t testing.TB, srv *Server, useTLS bool, wrap func(net.Conn) net.Conn) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -166,6 +176,9 @@ func serve(t testing.TB, srv *Server, useTLS bool) string {
 					}
 					srv.ServeConn(tc)
 					return
+				}
+				if wrap != nil {
+					c = wrap(c)
 				}
 				pc := NewPeekConn(c)
 				if proto, _ := pc.Sniff(); proto != ProtoH2 {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,67 @@ func TestLightLoadWritesInline(t *testing.T) {
 	tc.request(1, true)
 	if status, _, _ := tc.response(1); status != "200" {
 		t.Fatalf("TLS client: status %s", status)
+	}
+}
+
+// readCounter is a connection wrapper that counts the socket reads that
+// brought bytes, as a listener's byte counter is told of them.
+type readCounter struct {
+	net.Conn
+	reads *atomic.Int64
+}
+
+func (c *readCounter) Unwrap() net.Conn { return c.Conn }
+func (c *readCounter) CountRead(int)    { c.reads.Add(1) }
+
+// TestRequestsLargerThanSmallBufferReadWhole: a connection that took a
+// request larger than its small read buffer keeps the large one while it
+// is in use, so each next such request (HEADERS and 2 KiB of DATA, sent
+// in one write) is one read of the socket, not a small read and then one
+// for the rest. After each response the client sends a PING, as grpc-go
+// does to measure the connection: the proxy reads it with no stream open.
+func TestRequestsLargerThanSmallBufferReadWhole(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("inline reads need a Unix socket")
+	}
+	var reads atomic.Int64
+	p := okProxy(t, okHandler, proxyOpts{wrap: func(c net.Conn) net.Conn { return &readCounter{Conn: c, reads: &reads} }})
+	c := dialRaw(t, p.addr, true)
+	body := bytes.Repeat([]byte("x"), 2048)
+	call := func(id uint32) {
+		t.Helper()
+		var buf bytes.Buffer
+		fr := http2.NewFramer(&buf, nil)
+		block := c.block(":method", "POST", ":scheme", "http", ":authority", "example.com", ":path", "/", "content-length", "2048")
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := fr.WriteData(id, true, body); err != nil {
+			t.Fatal(err)
+		}
+		c.write(buf.Bytes())
+		if status, _, _ := c.response(id); status != "200" {
+			t.Fatalf("stream %d: status %s", id, status)
+		}
+		if err := c.fr.WritePing(false, [8]byte{byte(id)}); err != nil {
+			t.Fatal(err)
+		}
+		if f := c.next(http2.FramePing); f == nil || !f.(*http2.PingFrame).IsAck() {
+			t.Fatalf("stream %d: got %v, want the PING's ACK", id, f)
+		}
+	}
+	// The first calls also carry the handshake's frames.
+	call(1)
+	call(3)
+	const calls = 20
+	before := reads.Load()
+	for i := range calls {
+		call(uint32(5 + 2*i))
+	}
+	// A connection silent for a second parks and gives its buffers back;
+	// on a slow machine that may happen between two calls, once or twice.
+	if n := reads.Load() - before; n > 2*calls+2 {
+		t.Errorf("%d requests and PINGs took %d reads with bytes, want about one each", 2*calls, n)
 	}
 }
 

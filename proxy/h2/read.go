@@ -46,9 +46,13 @@ func (c *conn) readFrames() error {
 				c.kickLocked()
 				c.unlock()
 			}
-			if c.br.big != nil {
-				// About to wait for the peer: an idle connection gives
-				// back its large read buffer.
+			if c.br.big != nil && c.park.fd < 0 {
+				// About to wait for the peer: an idle connection that
+				// never parks gives back its large read buffer. One that
+				// parks keeps it until it does (a second or two of
+				// silence): its next bytes are most likely a request or
+				// a response as large as the last, which the small
+				// buffer would take in two reads.
 				c.mu.Lock()
 				idle := c.nActive == 0
 				c.mu.Unlock()
