@@ -402,6 +402,9 @@ func (c *conn) initIO() {
 	c.park.fd = -1
 	c.br.init(readSrc{c})
 	c.sock = newRawSock(c.nc, c.closeIdleQueue, c.flushDeferred)
+	if c.sock != nil {
+		c.sock.grow = c.br.grow
+	}
 	c.fr = http2.NewFramer(connWriter{c}, &c.br)
 	c.fr.SetMaxReadFrameSize(maxFrameSize)
 }

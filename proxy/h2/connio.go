@@ -76,10 +76,10 @@ func (c *conn) writeFrame(t http2.FrameType, flags http2.Flags, id uint32, p []b
 
 // rbuf is a connection's buffered reader, as a bufio.Reader but with two
 // sizes: a small pooled buffer, in which a quiet connection waits for the
-// peer's next bytes (a small request fits whole), and a large pooled one
-// taken once a read fills the small one, and given back when the
-// connection parks (release) or, for one that never parks, goes idle
-// (shrink). A parked connection holds neither.
+// peer's next bytes, and a large pooled one, taken once the socket is
+// readable (grow) or a read fills the small one, and given back (shrink)
+// when the connection goes idle. A parked connection holds neither
+// (release).
 type rbuf struct {
 	src   io.Reader
 	buf   []byte
@@ -87,6 +87,9 @@ type rbuf struct {
 	big   *[]byte
 	r, w  int
 	err   error
+	// filling is set while fill reads the source, the one read that
+	// grow may move to the large buffer.
+	filling bool
 }
 
 var smallReadBufs = sync.Pool{New: func() any { return new([smallReadBuffer]byte) }}
@@ -131,9 +134,26 @@ func (b *rbuf) fill() (int, error) {
 		b.buf = *b.big
 	}
 	b.r, b.w = 0, 0
+	b.filling = true
 	n, err := b.src.Read(b.buf)
+	b.filling = false
 	b.w = n
 	return n, err
+}
+
+// grow takes the large buffer for the fill in progress, which reads into
+// the small one, and returns it to read into instead; nil: read into the
+// buffer given. The socket's read calls it once the socket is readable
+// after a wait, so that a connection waits for its peer holding only the
+// small buffer and still takes a request or response larger than it in
+// one read.
+func (b *rbuf) grow() []byte {
+	if !b.filling || b.big != nil {
+		return nil
+	}
+	b.big = readBufs.Get().(*[]byte)
+	b.buf = *b.big
+	return b.buf
 }
 
 // keep stores the error of a fill, for Read to return once the bytes it

@@ -6,7 +6,7 @@ import "net"
 
 // rawSock: inline writes need a non-blocking write on the socket, which
 // only Unix sockets give here; elsewhere writer goroutines write.
-type rawSock struct{}
+type rawSock struct{ grow func() []byte }
 
 func newRawSock(net.Conn, func() bool, func()) *rawSock { return nil }
 

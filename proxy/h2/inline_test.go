@@ -72,12 +72,13 @@ type readCounter struct {
 func (c *readCounter) Unwrap() net.Conn { return c.Conn }
 func (c *readCounter) CountRead(int)    { c.reads.Add(1) }
 
-// TestRequestsLargerThanSmallBufferReadWhole: a connection that took a
-// request larger than its small read buffer keeps the large one while it
-// is in use, so each next such request (HEADERS and 2 KiB of DATA, sent
-// in one write) is one read of the socket, not a small read and then one
-// for the rest. After each response the client sends a PING, as grpc-go
-// does to measure the connection: the proxy reads it with no stream open.
+// TestRequestsLargerThanSmallBufferReadWhole: a connection waits for its
+// peer with only its small read buffer, and takes the large one once the
+// socket is readable, so a request larger than the small buffer (HEADERS
+// and 2 KiB of DATA, sent in one write) is one read of the socket, not a
+// small read and then one for the rest. After each response the client
+// sends a PING, as grpc-go does to measure the connection: the proxy
+// reads it with no stream open, and gives the large buffer back.
 func TestRequestsLargerThanSmallBufferReadWhole(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("inline reads need a Unix socket")

@@ -24,6 +24,9 @@ type rawSock struct {
 	// read, and the reader reads again.
 	idle  func() bool
 	flush func()
+	// grow, when set, is asked for a larger buffer to read into once the
+	// socket is readable after a wait (rbuf.grow).
+	grow func() []byte
 
 	// The write in progress: its bytes, and what was done. A read's own
 	// (rp, rn, rerr, and its mode): a read that finds the socket empty
@@ -36,6 +39,9 @@ type rawSock struct {
 	rerr  error
 	rmode uint8
 	short bool // the last read took less than it asked for
+	// waited is set when readOnce asks RawConn to wait: its next call
+	// finds the socket readable.
+	waited bool
 }
 
 // newRawSock returns nc's socket, or nil when nc is not a plain TCP
@@ -68,7 +74,7 @@ func newRawSock(nc net.Conn, idle func() bool, flush func()) *rawSock {
 // with one more system call (a call through the proxy is a handful of
 // passes, each of them a read, a write and the read that waits).
 func (s *rawSock) read(p []byte) (int, error) {
-	s.rp, s.rmode = p, readTry
+	s.rp, s.rmode, s.waited = p, readTry, false
 	if s.short && !s.idle() {
 		s.flush()
 		s.rmode = readWait
@@ -83,7 +89,7 @@ func (s *rawSock) read(p []byte) (int, error) {
 	if err == nil {
 		err = s.rerr
 	}
-	s.short = err == nil && n < len(p)
+	s.short = err == nil && n < len(s.rp) // s.rp: p, or what grow gave
 	s.rp, s.rn, s.rerr = nil, 0, nil
 	if n > 0 {
 		s.counts.read(n)
@@ -108,6 +114,14 @@ const (
 // readOnce is one read under the descriptor's lock; false asks RawConn
 // to wait for the socket and call again.
 func (s *rawSock) readOnce(fd uintptr) bool {
+	if s.waited {
+		s.waited = false
+		if s.grow != nil {
+			if p := s.grow(); p != nil {
+				s.rp = p
+			}
+		}
+	}
 	for {
 		n, err := sysRead(fd, s.rp)
 		switch {
@@ -118,6 +132,7 @@ func (s *rawSock) readOnce(fd uintptr) bool {
 				s.rmode = readEmpty
 				return true
 			}
+			s.waited = true
 			return false
 		case err != nil:
 			s.rerr = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}

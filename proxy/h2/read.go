@@ -46,17 +46,20 @@ func (c *conn) readFrames() error {
 				c.kickLocked()
 				c.unlock()
 			}
-			if c.br.big != nil && c.park.fd < 0 {
-				// About to wait for the peer: an idle connection that
-				// never parks gives back its large read buffer. One that
-				// parks keeps it until it does (a second or two of
-				// silence): its next bytes are most likely a request or
-				// a response as large as the last, which the small
-				// buffer would take in two reads.
-				c.mu.Lock()
-				idle := c.nActive == 0
-				c.mu.Unlock()
-				if idle {
+			if c.br.big != nil {
+				// About to wait for the peer: the large read buffer is
+				// given back, unless streams are open and the last read
+				// needed it. A socket read after a wait takes it again
+				// (rbuf.grow): an idle connection holds none, and a
+				// request or response larger than the small buffer is
+				// still one read.
+				keep := c.br.w > smallReadBuffer
+				if keep {
+					c.mu.Lock()
+					keep = c.nActive > 0
+					c.mu.Unlock()
+				}
+				if !keep {
 					c.br.shrink()
 				}
 			}
