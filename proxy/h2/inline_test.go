@@ -108,6 +108,10 @@ func TestRequestsLargerThanSmallBufferReadWhole(t *testing.T) {
 		if f := c.next(http2.FramePing); f == nil || !f.(*http2.PingFrame).IsAck() {
 			t.Fatalf("stream %d: got %v, want the PING's ACK", id, f)
 		}
+		// A client between calls: the proxy's reader waits for the next
+		// request, rather than find it already there as it reads again
+		// right after writing the ACK (into the small buffer, then).
+		time.Sleep(5 * time.Millisecond)
 	}
 	// The first calls also carry the handshake's frames.
 	call(1)
@@ -117,9 +121,10 @@ func TestRequestsLargerThanSmallBufferReadWhole(t *testing.T) {
 	for i := range calls {
 		call(uint32(5 + 2*i))
 	}
-	// A connection silent for a second parks and gives its buffers back;
-	// on a slow machine that may happen between two calls, once or twice.
-	if n := reads.Load() - before; n > 2*calls+2 {
+	// On a slow machine a request may still come before the reader
+	// waits, or a pause of a second park the connection (which gives its
+	// buffers back): now and then a request takes two reads.
+	if n := reads.Load() - before; n > 2*calls+calls/4 {
 		t.Errorf("%d requests and PINGs took %d reads with bytes, want about one each", 2*calls, n)
 	}
 }
