@@ -138,6 +138,17 @@ type Server struct {
 	// its listener's downstream_global_cx_overflow. 0, the default, is no
 	// cap.
 	MaxConnections int `yaml:"max_connections" json:"max_connections"`
+	// AdaptiveConcurrency runs the proxy on one thread while its load
+	// needs no more, and on all it may use (GOMAXPROCS: the CPUs of the
+	// machine and its cgroup limit) as soon as it does: Go's idle threads
+	// cost CPU at light load (package procs). On by default.
+	AdaptiveConcurrency *bool `yaml:"adaptive_concurrency,omitempty" json:"adaptive_concurrency,omitempty"`
+}
+
+// AdaptiveConcurrencyOn reports whether server.adaptive_concurrency is on
+// (the default).
+func (s Server) AdaptiveConcurrencyOn() bool {
+	return s.AdaptiveConcurrency == nil || *s.AdaptiveConcurrency
 }
 
 // Overload is the overload manager (Envoy's, with fixed monitors): a

@@ -11,6 +11,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/config/diff"
 	"github.com/sightline-proxy/sightline/proxy/listener"
+	"github.com/sightline-proxy/sightline/proxy/procs"
 	"github.com/sightline-proxy/sightline/proxy/route"
 )
 
@@ -192,6 +193,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 	s.global.SetMax(cfg.Server.MaxConnections)
 	s.overload.Reconfigure(overloadConfig(cfg.Overload))
 	s.admin.SetPprof(cfg.Admin.PprofOn())
+	procs.Process().SetEnabled(cfg.Server.AdaptiveConcurrencyOn())
 	limits := make(map[string]*listener.ConnLimit, len(gen.listeners))
 	for _, r := range gen.listeners {
 		r.conns.SetMax(r.cfg.Limits.MaxConnections)

@@ -32,6 +32,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/listener"
 	"github.com/sightline-proxy/sightline/proxy/overload"
+	"github.com/sightline-proxy/sightline/proxy/procs"
 	"github.com/sightline-proxy/sightline/proxy/ratelimit"
 	"github.com/sightline-proxy/sightline/proxy/route"
 	"github.com/sightline-proxy/sightline/proxy/server/certs"
@@ -242,6 +243,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.certs.Start()
 	s.overload.Start()
 	gen := s.cur.Load()
+	procs.Process().SetEnabled(gen.cfg.Server.AdaptiveConcurrencyOn())
 	for _, c := range gen.clusters {
 		c.Start(s.ctx)
 	}
@@ -360,6 +362,7 @@ func (s *Server) closeAll() {
 	s.stats.Close(ctx)
 	s.certs.Close()
 	s.overload.Stop()
+	procs.Process().SetEnabled(false)
 	s.rateLimits.Close()
 	if s.stop != nil {
 		s.stop()
@@ -441,6 +444,7 @@ func (s *Server) shutdown(ctx context.Context, retire bool) error {
 		// last interval the push sinks, before the process ends.
 		s.certs.Close()
 		s.overload.Stop()
+		procs.Process().SetEnabled(false)
 		s.rateLimits.Close()
 		errs = append(errs, s.closeLogs(actx), s.stats.Close(actx), s.admin.Shutdown(actx))
 		if s.stop != nil {

@@ -143,9 +143,12 @@ const (
 	// control plane is opened anew with it. What the control plane sent
 	// keeps serving until the new stream brings its own.
 	Dynamic
+	// Concurrency is server.adaptive_concurrency: adapting the threads to
+	// the load starts or stops with the reload.
+	Concurrency
 )
 
-var partNames = []string{"admin_address", "node", "stats_sinks", "stats_filter", "tracing", "drain", "watch", "max_connections", "overload", "pprof", "dynamic"}
+var partNames = []string{"admin_address", "node", "stats_sinks", "stats_filter", "tracing", "drain", "watch", "max_connections", "overload", "pprof", "dynamic", "concurrency"}
 
 // Has reports whether every part of q is in p.
 func (p Part) Has(q Part) bool { return p&q == q }
@@ -183,6 +186,7 @@ var processParts = map[string]Part{
 	"server.drain_timeout":               Drain,
 	"server.watch":                       Watch,
 	"server.max_connections":             MaxConnections,
+	"server.adaptive_concurrency":        Concurrency,
 	"stats.flush_interval":               StatsSinks,
 	"stats.emit_zeros":                   StatsSinks,
 	"stats.sinks":                        StatsSinks,

@@ -88,7 +88,8 @@ func TestPartString(t *testing.T) {
 		{Overload, "overload"},
 		{Pprof, "pprof"},
 		{Dynamic, "dynamic"},
-		{Dynamic << 1, "0x800"},
+		{Concurrency, "concurrency"},
+		{Concurrency << 1, "0x1000"},
 	}
 	for _, tt := range tests {
 		if got := tt.give.String(); got != tt.want {
