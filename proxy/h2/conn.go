@@ -308,7 +308,8 @@ type conn struct {
 	// Writer-owned.
 	enc       *hpack.Encoder
 	encBuf    bytes.Buffer
-	fhdr      [9]byte // a frame header being written
+	freshSeen freshNames // fresh names already in enc's dynamic table
+	fhdr      [9]byte    // a frame header being written
 	wMaxFrame uint32
 	items     []writeItem
 	ctrlW     []ctrlFrame
@@ -874,13 +875,10 @@ func (c *conn) writeCtrl(f *ctrlFrame) error {
 // (RFC 9113 §6.10). Encoding here, on the writer, keeps the encoder's
 // dynamic table in wire order.
 func (c *conn) writeHeaders(id uint32, fields []hpack.HeaderField, end bool) error {
-	c.encBuf.Reset()
-	for i := range fields {
-		if err := c.enc.WriteField(fields[i]); err != nil {
-			return fmt.Errorf("encoding headers: %w", err)
-		}
+	block, err := c.encode(fields)
+	if err != nil {
+		return err
 	}
-	block := c.encBuf.Bytes()
 	max := int(c.wMaxFrame)
 	n := min(len(block), max)
 	var flags http2.Flags
@@ -890,7 +888,7 @@ func (c *conn) writeHeaders(id uint32, fields []hpack.HeaderField, end bool) err
 	if n == len(block) {
 		flags |= http2.FlagHeadersEndHeaders
 	}
-	err := c.writeFrame(http2.FrameHeaders, flags, id, block[:n])
+	err = c.writeFrame(http2.FrameHeaders, flags, id, block[:n])
 	block = block[n:]
 	for err == nil && len(block) > 0 {
 		n = min(len(block), max)

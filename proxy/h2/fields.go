@@ -1,9 +1,12 @@
 package h2
 
 import (
+	"fmt"
 	"strings"
 
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/sightline-proxy/sightline/tracing"
 )
 
 // Pseudo-header bits of headerBlock.pseudo.
@@ -113,6 +116,59 @@ func sensitive(name string) bool {
 		return true
 	}
 	return false
+}
+
+// freshNames is a set of the fields whose value is, as a rule, new on
+// every request (fresh): one bit each.
+type freshNames uint8
+
+// fresh returns the bit of a field whose value is new on every request: a
+// request ID, a trace's span, a deadline counted down. 0 for any other.
+func fresh(name string) freshNames {
+	switch name {
+	case tracing.RequestIDHeader:
+		return 1 << 0
+	case "grpc-timeout":
+		return 1 << 1
+	case "traceparent":
+		return 1 << 2
+	case "b3":
+		return 1 << 3
+	case "x-b3-traceid":
+		return 1 << 4
+	case "x-b3-spanid":
+		return 1 << 5
+	case "x-b3-parentspanid":
+		return 1 << 6
+	}
+	return 0
+}
+
+// encode HPACK-encodes fields into the connection's encoding buffer and
+// returns the block. A fresh field (see fresh) is added to the dynamic
+// table the first time its name is sent, and never after: each value
+// would be used once, and pushing the next out of the 4 KiB table every
+// few calls would push out the fields that repeat on every call too
+// (content-type, user-agent, :authority), which would then go out as
+// literals and be added again, churning the table on every call. From
+// then on the field is sent as a literal that is never indexed (the one
+// form of literal x/net's encoder offers that is not added), naming the
+// table's entry while it is there: two bytes of name and the value.
+func (c *conn) encode(fields []hpack.HeaderField) ([]byte, error) {
+	c.encBuf.Reset()
+	for _, f := range fields {
+		if bit := fresh(f.Name); bit != 0 && !f.Sensitive {
+			if c.freshSeen&bit != 0 {
+				f.Sensitive = true
+			} else {
+				c.freshSeen |= bit
+			}
+		}
+		if err := c.enc.WriteField(f); err != nil {
+			return nil, fmt.Errorf("encoding headers: %w", err)
+		}
+	}
+	return c.encBuf.Bytes(), nil
 }
 
 // parseContentLength parses a content-length value: digits only, no sign,
