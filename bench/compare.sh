@@ -58,7 +58,7 @@
 #
 # Knobs (env): PEERS="direct nginx haproxy caddy"  REPS=3  N=200000
 #   LOADS="l1 l2 l3-rates"  L3_RATES="500 2000 10000"  GHZ_RPS=2000  GHZ_DUR=10s
-#   CORES=1 (or "1 2")  TLS=0  BIG_N=200  STREAM_MIB=1024  HS_CONNS=200  HS_ROUNDS=10
+#   CORES=1 (or "1 2")  TLS=0  OBS=0  BIG_N=200  STREAM_MIB=1024  HS_CONNS=200  HS_ROUNDS=10
 #   LG_CPU=0  PX_CPU=1  SCRATCH=/tmp/bench  RESULTS_MD=<path>  (default: $RUN/report.md only)
 #
 # Output: $RUN/results.tsv (one row per run), $RUN/raw/* (tool output),
@@ -82,6 +82,12 @@ GHZ_RPS=${GHZ_RPS:-2000}
 GHZ_DUR=${GHZ_DUR:-10s}
 CORES=${CORES:-1}
 TLS=${TLS:-0}
+# OBS=1: every proxy logs every call, and Sightline also pushes its stats to
+# statsd and samples 1 % of traces for OTLP (sightline-peer.sh); HAProxy
+# logs an httplog line per call to its output, nginx its access log to a
+# file. Caddy is left as it is.
+OBS=${OBS:-0}
+export BENCH_OBS=$OBS
 BIG_N=${BIG_N:-200}
 STREAM_MIB=${STREAM_MIB:-1024}
 HS_CONNS=${HS_CONNS:-200}
@@ -229,6 +235,7 @@ done
   echo "- pinning: 1 core: load generator + backends on cpu$LG_CPU, proxy on cpu$PX_CPU, one worker; 2 cores: proxy on cpu0,1 with two workers, load generator and backends on cpu0,1"
   echo "- params: REPS=$REPS N=$N LOADS=\"$LOADS\" CORES=\"$CORES\" TLS=$TLS GHZ_DUR=$GHZ_DUR BIG_N=$BIG_N STREAM_MIB=$STREAM_MIB HS_CONNS=$HS_CONNS HS_ROUNDS=$HS_ROUNDS"
   [ "$TLS" = 1 ] && echo "- TLS: $(openssl version); ECDSA P-256 certificates; every hop TLS (ALPN h2), backends verified against the run's CA"
+  [ "$OBS" = 1 ] && echo "- observability on (OBS=1): Sightline's JSON access log to a file, stats to statsd every second, 1 % of traces sampled for OTLP; HAProxy's httplog line per call to its output; nginx's access log to a file; Caddy as it is"
 } >"$RUN/machine.md"
 cat "$RUN/machine.md" >&2
 
@@ -300,6 +307,17 @@ if [ "$TLS" = 1 ]; then
     log "not root: upstream TLS handshakes are not counted"
   fi
 fi
+if [ "$OBS" = 1 ]; then
+  # A statsd server that takes the datagrams and drops them, so that the
+  # sink sends as it would to a real one (with nothing there, each send
+  # fails with connection refused).
+  taskset -c "$LG_CPU" "$PY" -c 'import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 8125))
+while True:
+    s.recv(65536)' >"$RUN/raw/statsd.log" 2>&1 &
+  STARTED+=($!)
+fi
 BASE_PIDS=("${STARTED[@]}")   # backends and the observer live through every round
 
 set_cores() {  # cores: pinning for the round, backends moved, peer configs written
@@ -314,8 +332,12 @@ set_cores() {  # cores: pinning for the round, backends moved, peer configs writ
     { log "peer configs lack the worker line"; exit 1; }
   for p in "nginx$sfx.conf nginx.conf" "haproxy$sfx.cfg haproxy.cfg" "Caddyfile$sfx Caddyfile"; do
     set -- $p
+    local obs=()
+    [ "$OBS" = 1 ] && obs=(-e 's/^\( *\)# no "log" line: logging off$/\1log stdout format raw local0/'
+      -e 's/^\( *\)mode http$/\1mode http\n\1log global\n\1option httplog/'
+      -e "s#^\\( *\\)access_log off;#\\1access_log $RUN/nginx/access.log;#")
     sed -e "s/^worker_processes 1;/worker_processes $c;/" -e "s/^\( *\)nbthread 1$/\1nbthread $c/" \
-      -e "s#{TLS_DIR}#$TLS_DIR#g" "$PEERS_DIR/$1" >"$d/$2"
+      -e "s#{TLS_DIR}#$TLS_DIR#g" "${obs[@]}" "$PEERS_DIR/$1" >"$d/$2"
   done
   CONF=$d
 }
