@@ -13,7 +13,7 @@ import (
 // quiet, so that an idle connection holds a few hundred bytes of buffer
 // rather than 64 KiB: the write buffer from the writer's first frame to the
 // flush that empties it, the large read buffer while the peer keeps
-// sending (until it parks), and the header-fragment buffer for one frame.
+// sending, and the header-fragment buffer for one frame.
 
 // Buffer sizes. A write buffer holds a writer's whole batch, so that it
 // costs one syscall; a large read buffer takes a burst of frames in one.
