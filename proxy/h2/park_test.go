@@ -3,8 +3,10 @@ package h2
 import (
 	"bytes"
 	"io"
+	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -403,4 +405,79 @@ func TestUpstreamConnectionsPark(t *testing.T) {
 			t.Errorf("upstream_cx_destroy_local = %d, want 1", n)
 		}
 	})
+}
+
+// TestPacerLetsNetworkGoroutinesRun runs a long loop on the only P, as the
+// sweep does when thousands of connections close at once, and checks that
+// a goroutine whose socket became readable ran early in it. Without the
+// pauses it runs only once the runtime's monitor polls the network and
+// preempts the loop, 10 ms or more in.
+func TestPacerLetsNetworkGoroutinesRun(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const items, per = 400, 50 * time.Microsecond // 20 ms of work
+	var done atomic.Int64
+	ranAt := make(chan int64, 1)
+	go func() {
+		var buf [1]byte
+		if _, err := b.Read(buf[:]); err != nil {
+			t.Error(err)
+		}
+		ranAt <- done.Load()
+	}()
+	time.Sleep(10 * time.Millisecond) // the reader waits in the poller
+	if _, err := a.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	pace := pacer{start: time.Now()}
+	for range items {
+		for end := time.Now().Add(per); time.Now().Before(end); {
+		}
+		done.Add(1)
+		pace.step()
+	}
+	if at := <-ranAt; at > items/4 {
+		t.Errorf("the reader ran after %d of %d items, want within the first %d (%v of work)", at, items, items/4, items/4*per)
+	}
+}
+
+// TestPollerWaitsInNetpoller checks that the parking poller's goroutine
+// waits as network goroutines do. One blocked in epoll_wait held the P
+// it entered the system call with, and the goroutines its last wake-up
+// readied waited until the runtime's monitor took the P back: up to
+// 20 ms, seen by another client of the proxy.
+func TestPollerWaitsInNetpoller(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	p := okProxy(t, okHandler, proxyOpts{})
+	dialRaw(t, p.addr, true)
+	waitParked(t, p, 1)
+	buf := make([]byte, 8<<20)
+	state := "not found"
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if header, _, _ := strings.Cut(g, "\n"); strings.Contains(g, "(*pollerOS).wait") {
+				state = header
+			}
+		}
+		if strings.Contains(state, "[IO wait") {
+			return
+		}
+	}
+	t.Fatalf("the poller's goroutine is %s, want it waiting in the netpoller ([IO wait])", state)
 }
