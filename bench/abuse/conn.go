@@ -6,10 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -50,11 +52,46 @@ type clientConn struct {
 	dead      chan struct{} // closed when readLoop returns
 }
 
+// sources are the loopback addresses the attacker's connections come
+// from, taken in turn: eight of 127.0.0.0/8, chosen per run, each bound
+// with IP_BIND_ADDRESS_NO_PORT so that the port is chosen at connect,
+// for the pair of addresses. From 127.0.0.1 alone, idle-conns' 19,000
+// connections and the 19,000 that the run before left in TIME_WAIT (the
+// proxy closes first) filled the 28,000 ephemeral ports: the kernel then
+// searched the range on every connect (the attacker spent 10 CPU-s in
+// the kernel, on the core it shares with the victim and the backend),
+// and some runs took 20 s to open what others opened in 7, with dials
+// timing out, whichever proxy ran.
+var sources = func() []*net.TCPAddr {
+	a := make([]*net.TCPAddr, 8)
+	b, c := byte(1+rand.IntN(254)), byte(rand.IntN(256))
+	for i := range a {
+		a[i] = &net.TCPAddr{IP: net.IPv4(127, b, c, byte(1+i))}
+	}
+	return a
+}()
+
+var nextSource atomic.Uint32
+
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT.
+const ipBindAddressNoPort = 24
+
+func bindNoPort(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
 // dialH2 connects, sends the preface and settings, waits for the proxy's
 // SETTINGS and acknowledges them. The connection does not read after
 // that until readLoop runs.
 func dialH2(ctx context.Context, addr string, rec *recorder, settings ...http2.Setting) (*clientConn, error) {
-	d := net.Dialer{Timeout: handshakeTimeout}
+	d := net.Dialer{Timeout: handshakeTimeout, Control: bindNoPort,
+		LocalAddr: sources[nextSource.Add(1)%uint32(len(sources))]}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
