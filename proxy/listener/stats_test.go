@@ -48,6 +48,13 @@ func startListener(t *testing.T, tlsOn bool, protocols ...string) *testListener 
 // startListenerWith is startListener with options.
 func startListenerWith(t *testing.T, tlsOn bool, opts Options, protocols ...string) *testListener {
 	t.Helper()
+	return startListenerOn(t, nil, tlsOn, opts, protocols...)
+}
+
+// startListenerOn is startListenerWith on a socket already bound (StartOn),
+// or on its own when ln is nil.
+func startListenerOn(t *testing.T, ln net.Listener, tlsOn bool, opts Options, protocols ...string) *testListener {
+	t.Helper()
 	store, err := stats.New(config.Stats{FlushInterval: config.Duration(time.Hour)}, config.Node{}, stats.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +79,9 @@ func startListenerWith(t *testing.T, tlsOn bool, opts Options, protocols ...stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tl.l.Start(); err != nil {
+	if ln != nil {
+		tl.l.StartOn(ln)
+	} else if err := tl.l.Start(); err != nil {
 		t.Fatal(err)
 	}
 	tl.addr = tl.l.Addr()
