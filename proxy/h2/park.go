@@ -10,6 +10,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/sightline-proxy/sightline/internal/shrink"
+	"github.com/sightline-proxy/sightline/internal/yield"
 )
 
 // Parking. A connection whose peer has sent nothing for a while gives up
@@ -420,6 +421,7 @@ func (p *poller) fail(err error) {
 // sweep runs forever, every parkAfter, over every parkable connection.
 func (p *poller) sweep() {
 	var conns []*conn
+	pace := newPacer()
 	for t := range time.Tick(parkAfter) {
 		now := t.UnixNano()
 		live.mu.Lock()
@@ -434,7 +436,7 @@ func (p *poller) sweep() {
 			conns = append(conns, &cc.conn)
 		}
 		p.mu.Unlock()
-		pace := pacer{start: time.Now()}
+		pace.start = time.Now()
 		for i, c := range conns {
 			c.sweepPark(now)
 			conns[i] = nil
@@ -449,31 +451,25 @@ func (p *poller) sweep() {
 }
 
 // A pacer keeps a loop over thousands of connections from holding the
-// process's only P (GOMAXPROCS=1, or every P busy) for long. The runtime
-// asks the network poller for ready sockets when no goroutine is
-// runnable, and otherwise only from its monitor thread, every 10 ms; a
-// goroutine that runs on does not let it. When 2,500 connections' linger
-// ended in one sweep, closing them took 50 ms in one run of the sweep,
-// and every other client's bytes waited for it (a victim's p99 went from
-// 2 to 20 ms). After paceSlice of work, step sleeps: the goroutines the
-// poller readies run, then the loop goes on.
+// process's only P (GOMAXPROCS=1, or every P busy) for long: when 2,500
+// connections' linger ended in one sweep, closing them took 50 ms in one
+// run of the sweep, and every other client's bytes waited for it (a
+// victim's p99 went from 2 to 20 ms). After paceSlice of work, step
+// gives way to the network (package yield), then the loop goes on.
 type pacer struct {
+	y     *yield.Yielder
 	start time.Time
 	n     int
 }
 
-// paceSlice is how long a paced loop runs before it sleeps as long
-// again. The pause must be long: a goroutine whose sleep ends is run
-// next, ahead of every goroutine already waiting for the P, and one that
-// has ended before the scheduler polls the network (a sleep of a
-// microsecond) resumes the loop as Gosched would, with the network
-// unpolled. Sleeping as long as it ran, the loop takes at most half of
-// a P; with nothing else to run, the P waits in the poller for the
-// pause, rounded up to a millisecond.
-const paceSlice = 500 * time.Microsecond
+// paceSlice is how long a paced loop runs before it gives way.
+const paceSlice = 250 * time.Microsecond
+
+// newPacer makes the pacer of one loop, which uses it from one goroutine.
+func newPacer() *pacer { return &pacer{y: yield.New()} }
 
 // step counts one item of work and, past paceSlice since start (set
-// when a loop begins) or the last sleep, sleeps. The clock is read every
+// when a loop begins) or the last yield, yields. The clock is read every
 // 8 items.
 func (p *pacer) step() {
 	if p.n++; p.n%8 != 0 {
@@ -482,7 +478,7 @@ func (p *pacer) step() {
 	if time.Since(p.start) < paceSlice {
 		return
 	}
-	time.Sleep(paceSlice)
+	p.y.Yield()
 	p.start = time.Now()
 }
 

@@ -69,7 +69,7 @@ func (p *pollerOS) add(fd int, id int32, rearm bool) error {
 // waits again, so none is missed.
 func (p *pollerOS) wait(rc syscall.RawConn, wake func(id int32), fail func(error)) {
 	events := make([]syscall.EpollEvent, 256)
-	var pace pacer // a mass close wakes thousands at once
+	pace := newPacer() // a mass close wakes thousands at once
 	for {
 		var n int
 		var werr error

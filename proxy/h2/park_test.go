@@ -410,7 +410,7 @@ func TestUpstreamConnectionsPark(t *testing.T) {
 // TestPacerLetsNetworkGoroutinesRun runs a long loop on the only P, as the
 // sweep does when thousands of connections close at once, and checks that
 // a goroutine whose socket became readable ran early in it. Without the
-// pauses it runs only once the runtime's monitor polls the network and
+// pacer it runs only once the runtime's monitor polls the network and
 // preempts the loop, 10 ms or more in.
 func TestPacerLetsNetworkGoroutinesRun(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
@@ -443,7 +443,9 @@ func TestPacerLetsNetworkGoroutinesRun(t *testing.T) {
 	if _, err := a.Write([]byte{1}); err != nil {
 		t.Fatal(err)
 	}
-	pace := pacer{start: time.Now()}
+	pace := newPacer()
+	defer pace.y.Close()
+	pace.start = time.Now()
 	for range items {
 		for end := time.Now().Add(per); time.Now().Before(end); {
 		}

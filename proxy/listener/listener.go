@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/internal/yield"
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/overload"
@@ -261,18 +262,13 @@ func (l *Listener) waitH1(ctx context.Context) {
 // errors (out of file descriptors) as net/http does.
 func (l *Listener) acceptLoop() {
 	var delay time.Duration
-	turn := time.Now()
-	for n := 0; ; {
-		if n == acceptBatch {
-			// A turn is over: see acceptBatch.
-			time.Sleep(acceptRest * time.Since(turn))
-			n, turn = 0, time.Now()
+	y := yield.New()
+	defer y.Close()
+	for n := 1; ; n++ {
+		if n%acceptBatch == 0 {
+			y.Yield() // a turn is over: see acceptBatch
 		}
 		c, err := l.ln.Accept()
-		if now := time.Now(); now.Sub(turn) > acceptWaited*time.Duration(n+1) {
-			n, turn = 0, now // it waited for this one: a new turn
-		}
-		n++
 		if err != nil {
 			if l.closing.Load() {
 				return
@@ -297,26 +293,17 @@ func (l *Listener) acceptLoop() {
 }
 
 // acceptBatch is how many connections the accept loop takes in a turn
-// before it lets the rest of the process run. Under a storm of new
-// connections the accept loop never waits in Accept, and the Go
+// before it gives way to the network (package yield). Under a storm of
+// new connections the accept loop never waits in Accept, and the Go
 // scheduler polls the network only when nothing else is runnable (or
 // every 10 ms): the clients already connected waited behind every
-// connection in the backlog. After a turn the loop sleeps acceptRest
-// times as long as the turn took, so that the connections it took
-// finish their handshakes and the network is polled before it takes
-// more; accepting takes at most a third of a P. A shorter sleep does
-// not do it: a goroutine whose sleep has ended runs next, ahead of
-// those already waiting, and before the network is polled. A turn
-// counts only connections taken back to back: when an Accept waited
-// (longer than acceptWaited a connection on average), a new turn begins
-// with it. In the idle-conns attack (bench/abuse.sh: 19,000 connections
-// opened as fast as the attacker can), a victim's calls during the storm
-// stopped waiting behind it; HAProxy's tune.maxaccept is the same idea.
-const (
-	acceptBatch  = 32
-	acceptRest   = 2
-	acceptWaited = 200 * time.Microsecond
-)
+// connection in the backlog, with the process on one P 400 of them. A
+// sleep between turns did not do it: a goroutine whose sleep has ended
+// runs next, before the network is polled. After each turn the loop
+// now waits for the poller's next pass, and the connections it took and
+// the clients the network readied run first; with nothing else to run
+// that pass is at once. HAProxy's tune.maxaccept is the same idea.
+const acceptBatch = 32
 
 // admit counts a new connection against the listener's cap, then the
 // process's, as Envoy checks them; a connection past either is closed at

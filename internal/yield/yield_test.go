@@ -1,0 +1,71 @@
+package yield
+
+import (
+	"net"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestYieldRunsNetworkGoroutines runs a long loop on the only P that
+// yields every few items, and checks that a goroutine whose socket
+// became readable ran at the first yield. With runtime.Gosched in
+// place of Yield it runs only once the runtime's monitor polls the
+// network and preempts the loop, 10 ms or more in.
+func TestYieldRunsNetworkGoroutines(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	y := New()
+	defer y.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	const items, per, every = 400, 50 * time.Microsecond, 10 // 20 ms of work
+	var done atomic.Int64
+	ranAt := make(chan int64, 1)
+	go func() {
+		var buf [1]byte
+		if _, err := b.Read(buf[:]); err != nil {
+			t.Error(err)
+		}
+		ranAt <- done.Load()
+	}()
+	time.Sleep(10 * time.Millisecond) // the reader waits in the poller
+	if _, err := a.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range items {
+		for end := time.Now().Add(per); time.Now().Before(end); {
+		}
+		done.Add(1)
+		if i%every == every-1 {
+			y.Yield()
+		}
+	}
+	if at := <-ranAt; at > every {
+		t.Errorf("the reader ran after %d of %d items, want at the first yield, after %d", at, items, every)
+	}
+}
+
+// TestYieldAlone checks that Yield returns when nothing else runs, many
+// times over: the pipe is drained each time and never fills.
+func TestYieldAlone(t *testing.T) {
+	y := New()
+	defer y.Close()
+	for range 100_000 {
+		y.Yield()
+	}
+}
