@@ -1,7 +1,7 @@
 // Package testnet has the loopback peers the tests of several packages
 // need: a port nothing listens on, a listener that accepts and never says
 // a word, one whose accept queue is full, one that hands each connection
-// to the test, net/http backends (HTTP/1.1, h2c or both) and the handlers
+// to the test, a client goroutine for tests of fairness, net/http backends (HTTP/1.1, h2c or both) and the handlers
 // several tests serve (a WebSocket echo among them), and self-signed
 // certificates for 127.0.0.1.
 package testnet
@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // ClosedPort is a loopback address nothing listens on: a dial gets
@@ -96,4 +97,40 @@ func ServeConns(t testing.TB, handle func(net.Conn)) string {
 		wg.Wait()
 	})
 	return ln.Addr().String()
+}
+
+// ReadableWhileBusy is for tests of fairness: it starts a goroutine that
+// waits in the network poller on a loopback socket, as a proxy's client
+// connection does, then makes the socket readable. When the goroutine
+// runs, it sends what progress returns then (how far the busy loop under
+// test had got) on the channel.
+func ReadableWhileBusy(t testing.TB, progress func() int64) <-chan int64 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	ln.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	ran := make(chan int64, 1)
+	go func() {
+		var buf [1]byte
+		if _, err := b.Read(buf[:]); err != nil {
+			t.Error(err)
+		}
+		ran <- progress()
+	}()
+	time.Sleep(10 * time.Millisecond) // the reader waits in the poller
+	if _, err := a.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	return ran
 }

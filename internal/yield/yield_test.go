@@ -1,11 +1,12 @@
 package yield
 
 import (
-	"net"
 	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // TestYieldRunsNetworkGoroutines runs a long loop on the only P that
@@ -17,36 +18,9 @@ func TestYieldRunsNetworkGoroutines(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	y := New()
 	defer y.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-
 	const items, per, every = 400, 50 * time.Microsecond, 10 // 20 ms of work
 	var done atomic.Int64
-	ranAt := make(chan int64, 1)
-	go func() {
-		var buf [1]byte
-		if _, err := b.Read(buf[:]); err != nil {
-			t.Error(err)
-		}
-		ranAt <- done.Load()
-	}()
-	time.Sleep(10 * time.Millisecond) // the reader waits in the poller
-	if _, err := a.Write([]byte{1}); err != nil {
-		t.Fatal(err)
-	}
+	ranAt := testnet.ReadableWhileBusy(t, done.Load)
 	for i := range items {
 		for end := time.Now().Add(per); time.Now().Before(end); {
 		}

@@ -3,7 +3,6 @@ package h2
 import (
 	"bytes"
 	"io"
-	"net"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
 )
 
@@ -414,35 +414,9 @@ func TestUpstreamConnectionsPark(t *testing.T) {
 // preempts the loop, 10 ms or more in.
 func TestPacerLetsNetworkGoroutinesRun(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	const items, per = 400, 50 * time.Microsecond // 20 ms of work
 	var done atomic.Int64
-	ranAt := make(chan int64, 1)
-	go func() {
-		var buf [1]byte
-		if _, err := b.Read(buf[:]); err != nil {
-			t.Error(err)
-		}
-		ranAt <- done.Load()
-	}()
-	time.Sleep(10 * time.Millisecond) // the reader waits in the poller
-	if _, err := a.Write([]byte{1}); err != nil {
-		t.Fatal(err)
-	}
+	ranAt := testnet.ReadableWhileBusy(t, done.Load)
 	pace := newPacer()
 	defer pace.y.Close()
 	pace.start = time.Now()

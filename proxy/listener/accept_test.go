@@ -5,7 +5,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // countingListener counts the connections accepted from it.
@@ -50,36 +51,9 @@ func TestAcceptStormLetsOthersRun(t *testing.T) {
 		clients = append(clients, c)
 	}
 
-	// Another client, already connected to something else, whose bytes
-	// arrive as the storm is accepted.
-	other, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	a, err := net.Dial("tcp", other.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := other.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ranAt := make(chan int64, 1)
-	go func() {
-		var buf [1]byte
-		if _, err := b.Read(buf[:]); err != nil {
-			t.Error(err)
-		}
-		ranAt <- ln.n.Load()
-	}()
-	time.Sleep(10 * time.Millisecond) // the reader waits in the poller
-	if _, err := a.Write([]byte{1}); err != nil {
-		t.Fatal(err)
-	}
-
+	// Another client, already connected, whose bytes arrive as the storm
+	// is accepted.
+	ranAt := testnet.ReadableWhileBusy(t, ln.n.Load)
 	startListenerOn(t, ln, false, Options{}, "h1", "h2")
 	if at := <-ranAt; at > storm/2 {
 		t.Errorf("the other client's goroutine ran after %d of %d connections were accepted, want within the first %d", at, storm, storm/2)
