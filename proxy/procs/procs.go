@@ -170,9 +170,6 @@ func (c *Controller) SetEnabled(on bool) {
 	}
 }
 
-// Close stops adapting and gives GOMAXPROCS back to the runtime.
-func (c *Controller) Close() { c.SetEnabled(false) }
-
 func (c *Controller) run(stop, done chan struct{}) {
 	defer close(done)
 	cur := c.set(0)

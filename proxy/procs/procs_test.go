@@ -138,7 +138,7 @@ func TestController(t *testing.T) {
 	f := &fakeProcess{at: time.Now(), procs: 2, max: 2}
 	c := f.controller()
 	c.SetEnabled(true)
-	t.Cleanup(c.Close)
+	t.Cleanup(func() { c.SetEnabled(false) })
 	waitProcs(t, f, 1, 10*ShrinkAfter)
 	f.setBusy(0.95)
 	waitProcs(t, f, 2, 50*Interval)
@@ -163,7 +163,7 @@ func TestController(t *testing.T) {
 	if got := f.current(); got != 3 {
 		t.Errorf("GOMAXPROCS %d under load after the runtime set 3, want 3", got)
 	}
-	c.Close()
+	c.SetEnabled(false)
 }
 
 // TestControllerOneProcessor: on a process limited to one processor, an
@@ -176,7 +176,7 @@ func TestControllerOneProcessor(t *testing.T) {
 	time.Sleep(3 * Interval)
 	one.setBusy(1)
 	time.Sleep(3 * Interval)
-	c.Close()
+	c.SetEnabled(false)
 	if want := []int{1}; !slices.Equal(one.sets, want) {
 		t.Errorf("GOMAXPROCS set to %v, want %v (the reset when stopping)", one.sets, want)
 	}
