@@ -2,7 +2,6 @@ package h2
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -351,7 +350,7 @@ func (cc *clientConn) dial(deadline time.Time) (net.Conn, error) {
 	if p.tls == nil {
 		return nc, nil
 	}
-	tc := tls.Client(nc, p.tls)
+	tc := tlsClient(nc, p.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("TLS handshake with %s: %w", p.addr, err)

@@ -319,12 +319,14 @@ type conn struct {
 	wtimer     *time.Timer   // writer-owned: writerLinger
 
 	// Inline writes (inline.go). sock is nil when every write goes
-	// through a writer goroutine. fq is the reader's flush queue, open
-	// (non-nil) while the reader handles frames; nextFlush links the
-	// queue a connection whose writer role was given to it is on.
-	// inlining and over are writer-owned: a pass is being written
-	// without waiting, and the bytes the socket did not take.
+	// through a writer goroutine; tlsb is set when it is under TLS
+	// (tlsbase.go). fq is the reader's flush queue, open (non-nil) while
+	// the reader handles frames; nextFlush links the queue a connection
+	// whose writer role was given to it is on. inlining and over are
+	// writer-owned: a pass is being written without waiting, and the
+	// bytes the socket did not take (under TLS, tlsb keeps them).
 	sock      *rawSock
+	tlsb      *tlsBase
 	fq        atomic.Pointer[conn]
 	nextFlush *conn
 	inlining  bool
@@ -402,8 +404,12 @@ func (c *conn) headerBlockLimit() int {
 func (c *conn) initIO() {
 	c.park.fd = -1
 	c.br.init(readSrc{c})
-	c.sock = newRawSock(c.nc, c.closeIdleQueue, c.flushDeferred)
-	if c.sock != nil {
+	c.sock, c.tlsb = newRawSock(c.nc, c.closeIdleQueue, c.flushDeferred)
+	switch {
+	case c.tlsb != nil:
+		// crypto/tls reads into buffers of its own.
+		c.tlsb.c = c
+	case c.sock != nil:
 		c.sock.grow = c.br.grow
 	}
 	c.fr = http2.NewFramer(connWriter{c}, &c.br)

@@ -169,7 +169,7 @@ func serveWrapped(t testing.TB, srv *Server, useTLS bool, wrap func(net.Conn) ne
 			}
 			go func() {
 				if tlsConf != nil {
-					tc := tls.Server(c, tlsConf)
+					tc := TLSServer(c, tlsConf)
 					if err := tc.Handshake(); err != nil {
 						c.Close()
 						return

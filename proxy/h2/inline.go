@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"crypto/tls"
 	"net"
 )
 
@@ -21,9 +22,9 @@ import (
 // pass with much DATA queued, a stopping or failed connection, and a kick
 // from any goroutine that is not a reader at work (timers, the HTTP/1.1
 // bridge, a mirror) also go to a writer goroutine, so a reader is held up
-// by a write for a few microseconds at most. Only plain TCP sockets (h2c
-// downstream, cleartext upstream) are written inline: crypto/tls has no
-// write that does not wait.
+// by a write for a few microseconds at most. TCP sockets are written
+// inline, cleartext or under TLS (through the TLS layer's base, see
+// tlsbase.go).
 //
 // The handoff: kickViaLocked, under the connection's mutex, gives the
 // writer role (writerOn) to a reader's flush queue instead of a new
@@ -76,8 +77,8 @@ const inlineMaxQueued = 64 << 10
 var fqOpen conn
 
 // openFlushQueue opens the reader's flush queue, if closed: the reader is
-// about to handle what it read. A TLS connection's reader keeps it closed:
-// it reads through crypto/tls, and cannot tell when its socket is empty.
+// about to handle what it read. A reader that cannot tell when its socket
+// is empty (no rawSock) keeps it closed.
 func (c *conn) openFlushQueue() {
 	if c.sock != nil {
 		c.fq.CompareAndSwap(nil, &fqOpen)
@@ -163,7 +164,7 @@ func (c *conn) flushInline() {
 			c.writerStopped()
 			return
 		}
-		if len(c.over) > 0 {
+		if c.leftOver() {
 			// The socket is full: a writer goroutine waits for it.
 			go c.writeLoop()
 			return
@@ -198,6 +199,13 @@ func (r readSrc) Read(p []byte) (int, error) {
 	if !c.reading || c.sock == nil {
 		return c.nc.Read(p)
 	}
+	if c.tlsb != nil {
+		// crypto/tls reads the socket through the base, with the
+		// reader's read.
+		n, err := c.nc.Read(p)
+		c.openFlushQueue()
+		return n, err
+	}
 	if pc, ok := c.nc.(*PeekConn); ok && pc.r != nil {
 		if pc.r.Buffered() > 0 {
 			return pc.r.Read(p)
@@ -216,6 +224,15 @@ type sink struct{ c *conn }
 
 func (s sink) Write(p []byte) (int, error) {
 	c := s.c
+	if c.tlsb != nil {
+		// crypto/tls encrypts; its base writes without waiting, and a
+		// writer goroutine waits for what it kept.
+		n, err := c.nc.Write(p)
+		if err == nil && !c.inlining {
+			err = c.tlsb.drain()
+		}
+		return n, err
+	}
 	if !c.inlining {
 		if c.sock != nil {
 			return c.sock.writeAll(p)
@@ -234,9 +251,21 @@ func (s sink) Write(p []byte) (int, error) {
 	return total, nil
 }
 
+// leftOver reports whether an inline pass left bytes the socket did not
+// take. Writer role only.
+func (c *conn) leftOver() bool {
+	if c.tlsb != nil {
+		return c.tlsb.left()
+	}
+	return len(c.over) > 0
+}
+
 // drainOver writes what an inline pass left over, waiting for the
 // socket. Writer goroutine only.
 func (c *conn) drainOver() error {
+	if c.tlsb != nil {
+		return c.tlsb.drain()
+	}
 	if len(c.over) == 0 {
 		return nil
 	}
@@ -247,9 +276,13 @@ func (c *conn) drainOver() error {
 
 // findSocket walks nc's wrappers down to a plain TCP socket, as socketFD
 // does, and returns it with the first wrappers that count read and
-// written bytes; nil when a layer (TLS) holds bytes of its own.
-func findSocket(nc net.Conn) (*net.TCPConn, counters) {
+// written bytes, and the base of the TLS layer on the way (tlsbase.go);
+// nil when a layer holds bytes of its own that the engine cannot see
+// past. Above a TLS layer, wrappers count what crypto/tls reads and
+// writes through them; the counters returned are the socket's, below it.
+func findSocket(nc net.Conn) (*net.TCPConn, counters, *tlsBase) {
 	var cs counters
+	var tb *tlsBase
 	for {
 		if r, ok := nc.(ReadCounter); ok && cs.r == nil {
 			cs.r = r
@@ -261,11 +294,17 @@ func findSocket(nc net.Conn) (*net.TCPConn, counters) {
 		case *PeekConn:
 			nc = c.Conn
 		case *net.TCPConn:
-			return c, cs
+			return c, cs, tb
+		case *tls.Conn:
+			b, ok := c.NetConn().(*tlsBase)
+			if !ok || tb != nil {
+				return nil, counters{}, nil
+			}
+			tb, cs, nc = b, counters{}, b.Conn
 		case Unwrapper:
 			nc = c.Unwrap()
 		default:
-			return nil, counters{}
+			return nil, counters{}, nil
 		}
 	}
 }

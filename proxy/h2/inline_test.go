@@ -24,42 +24,43 @@ func writerGoroutines() int {
 
 // TestLightLoadWritesInline: at light load the readers write what they
 // forward, on both sides, so calls one at a time run no writer goroutine
-// at all (each would be a hand-off per frame), over h2c downstream and a
-// cleartext HTTP/2 upstream. A TLS client is still served, by writer
-// goroutines.
+// at all (each would be a hand-off per frame): over h2c downstream and a
+// cleartext HTTP/2 upstream, and over TLS on both sides.
 func TestLightLoadWritesInline(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("inline writes need a Unix socket")
 	}
-	p := okProxy(t, okHandler, proxyOpts{})
-	c := dialRaw(t, p.addr, true)
-	for i := range 50 {
-		id := uint32(2*i + 1)
-		c.request(id, true)
-		if status, _, body := c.response(id); status != "200" || string(body) != "ok from the backend\n" {
-			t.Fatalf("call %d: status %s body %q", i, status, body)
+	calls := func(t *testing.T, c *rawPeer) {
+		for i := range 50 {
+			id := uint32(2*i + 1)
+			c.request(id, true)
+			if status, _, body := c.response(id); status != "200" || string(body) != "ok from the backend\n" {
+				t.Fatalf("call %d: status %s body %q", i, status, body)
+			}
+			// The writer goroutines of net/http's upstream test servers
+			// are not ours: only the engine's writeLoop is counted.
+			if n := writerGoroutines(); n != 0 {
+				t.Fatalf("call %d: %d writer goroutines running between calls at light load, want 0", i, n)
+			}
 		}
-		// The writer goroutines of x/net's upstream test server are not
-		// ours: only the engine's writeLoop is counted.
-		if n := writerGoroutines(); n != 0 {
-			t.Fatalf("call %d: %d writer goroutines running between calls at light load, want 0", i, n)
+	}
+	t.Run("h2c", func(t *testing.T) {
+		p := okProxy(t, okHandler, proxyOpts{})
+		calls(t, dialRaw(t, p.addr, true))
+	})
+	t.Run("tls", func(t *testing.T) {
+		p := tlsProxy(t, okHandler)
+		conn, err := tls.Dial("tcp", p.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-
-	tp := okProxy(t, okHandler, proxyOpts{tls: true})
-	conn, err := tls.Dial("tcp", tp.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := newRawPeer(t, conn)
-	tc.write([]byte(http2.ClientPreface))
-	if err := tc.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	tc.request(1, true)
-	if status, _, _ := tc.response(1); status != "200" {
-		t.Fatalf("TLS client: status %s", status)
-	}
+		c := newRawPeer(t, conn)
+		c.write([]byte(http2.ClientPreface))
+		if err := c.fr.WriteSettings(); err != nil {
+			t.Fatal(err)
+		}
+		calls(t, c)
+	})
 }
 
 // readCounter is a connection wrapper that counts the socket reads that
@@ -129,11 +130,26 @@ func TestRequestsLargerThanSmallBufferReadWhole(t *testing.T) {
 	}
 }
 
+// tlsProxy is a proxy with a TLS listener in front of h served over TLS
+// (ALPN h2).
+func tlsProxy(t *testing.T, h http.Handler) *testProxy {
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return startProxy(t, []testCluster{{name: "ok", addrs: []string{ln.Addr().String()}, tls: &tls.Config{InsecureSkipVerify: true}}},
+		[]testRoute{{prefix: "/", cluster: "ok"}}, proxyOpts{tls: true})
+}
+
 // TestInlineWriteOverflow: 6 MB of responses that a client with a large
 // window does not read fill the sockets, in the middle of an inline write
 // or of a writer goroutine's; what an inline write leaves goes to a
 // writer goroutine, which waits for the socket, and every byte of every
-// body arrives in order once the client reads.
+// body arrives in order once the client reads. Over h2c, and over TLS on
+// both sides, where what is left is encrypted records.
 func TestInlineWriteOverflow(t *testing.T) {
 	const (
 		calls = 100
@@ -142,38 +158,56 @@ func TestInlineWriteOverflow(t *testing.T) {
 	body := func(i int) []byte {
 		return bytes.Repeat([]byte(fmt.Sprintf("%02d-", i)), size/3)
 	}
-	p := okProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var i int
 		fmt.Sscanf(r.URL.Path, "/%d", &i)
 		w.Write(body(i))
-	}), proxyOpts{})
-	nc, err := net.Dial("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.(*net.TCPConn).SetReadBuffer(32 << 10); err != nil {
-		t.Fatal(err)
-	}
-	c := newRawPeer(t, nc)
-	c.write([]byte(http2.ClientPreface))
-	if err := c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 24}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.fr.WriteWindowUpdate(0, 1<<30); err != nil {
-		t.Fatal(err)
-	}
-	for i := range calls {
-		block := c.block(":method", "GET", ":scheme", "http", ":authority", "example.com", ":path", fmt.Sprintf("/%d", i))
-		if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: block, EndStream: true, EndHeaders: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Read nothing while the responses come: they fill both sockets.
-	time.Sleep(300 * time.Millisecond)
-	for i := range calls {
-		status, _, got := c.response(uint32(2*i + 1))
-		if status != "200" || !bytes.Equal(got, body(i)) {
-			t.Fatalf("call %d: status %s, %d bytes, want 200 and %d bytes of its own body", i, status, len(got), size)
-		}
+	})
+	for _, useTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "h2c", true: "tls"}[useTLS], func(t *testing.T) {
+			var p *testProxy
+			if useTLS {
+				p = tlsProxy(t, h)
+			} else {
+				p = okProxy(t, h, proxyOpts{})
+			}
+			nc, err := net.Dial("tcp", p.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.(*net.TCPConn).SetReadBuffer(32 << 10); err != nil {
+				t.Fatal(err)
+			}
+			if useTLS {
+				tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+				if err := tc.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				nc = tc
+			}
+			c := newRawPeer(t, nc)
+			c.write([]byte(http2.ClientPreface))
+			if err := c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 24}); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.fr.WriteWindowUpdate(0, 1<<30); err != nil {
+				t.Fatal(err)
+			}
+			scheme := map[bool]string{false: "http", true: "https"}[useTLS]
+			for i := range calls {
+				block := c.block(":method", "GET", ":scheme", scheme, ":authority", "example.com", ":path", fmt.Sprintf("/%d", i))
+				if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: block, EndStream: true, EndHeaders: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Read nothing while the responses come: they fill both sockets.
+			time.Sleep(300 * time.Millisecond)
+			for i := range calls {
+				status, _, got := c.response(uint32(2*i + 1))
+				if status != "200" || !bytes.Equal(got, body(i)) {
+					t.Fatalf("call %d: status %s, %d bytes, want 200 and %d bytes of its own body", i, status, len(got), size)
+				}
+			}
+		})
 	}
 }

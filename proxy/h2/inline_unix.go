@@ -44,21 +44,22 @@ type rawSock struct {
 	waited bool
 }
 
-// newRawSock returns nc's socket, or nil when nc is not a plain TCP
-// socket under wrappers that hold no bytes. idle and flush are the
-// reader's (rawSock.idle).
-func newRawSock(nc net.Conn, idle func() bool, flush func()) *rawSock {
-	tc, cs := findSocket(nc)
+// newRawSock returns nc's socket, or nil when nc is not a TCP socket
+// under wrappers that hold no bytes, or a TLS layer on a base of the
+// engine's, which it returns too. idle and flush are the reader's
+// (rawSock.idle).
+func newRawSock(nc net.Conn, idle func() bool, flush func()) (*rawSock, *tlsBase) {
+	tc, cs, tb := findSocket(nc)
 	if tc == nil {
-		return nil
+		return nil, nil
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	s := &rawSock{rc: rc, counts: cs, idle: idle, flush: flush}
 	s.write1, s.writeN, s.read1 = s.writeOnce, s.writeSome, s.readOnce
-	return s
+	return s, tb
 }
 
 // read reads into p, waiting for the socket as net.Conn's Read does; when

@@ -362,7 +362,7 @@ func (l *Listener) handOver(raw net.Conn) bool {
 	c.SetDeadline(time.Now().Add(timeout))
 	h2conn := false
 	if l.tls != nil {
-		tc := tls.Server(c, l.tls)
+		tc := h2.TLSServer(c, l.tls)
 		if err := tc.Handshake(); err != nil {
 			l.log.Debug().Err(err).Str("remote", c.RemoteAddr().String()).Msg("TLS handshake failed")
 			reject()
