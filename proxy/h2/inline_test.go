@@ -211,3 +211,53 @@ func TestInlineWriteOverflow(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSBadRecordEndsOnlyItsConnection: a record that fails to decrypt,
+// read by the reader through the base, is answered with crypto/tls's
+// alert and ends that connection, which the client sees as an error, not
+// a hang; the proxy goes on serving another TLS connection, and the
+// established one's calls before it were answered.
+func TestTLSBadRecordEndsOnlyItsConnection(t *testing.T) {
+	p := tlsProxy(t, okHandler)
+	raw, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	c := newRawPeer(t, tc)
+	c.write([]byte(http2.ClientPreface))
+	if err := c.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	c.request(1, true)
+	if status, _, _ := c.response(1); status != "200" {
+		t.Fatalf("before the bad record: status %s", status)
+	}
+	// An application-data record of 32 bytes that no key produced.
+	bad := append([]byte{23, 3, 3, 0, 32}, bytes.Repeat([]byte{0x5a}, 32)...)
+	if _, err := raw.Write(bad); err != nil {
+		t.Fatal(err)
+	}
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var buf [4096]byte
+	for {
+		_, err := tc.Read(buf[:])
+		if err == nil {
+			continue // frames written before the record was read
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("the connection that sent a bad record is still open after 5 s")
+		}
+		break
+	}
+
+	other := dialRawTLS(t, p.addr)
+	other.write([]byte(http2.ClientPreface))
+	if err := other.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	other.request(1, true)
+	if status, _, _ := other.response(1); status != "200" {
+		t.Fatalf("another connection after the bad record: status %s", status)
+	}
+}
