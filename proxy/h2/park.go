@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -38,9 +39,13 @@ import (
 // goroutine. An upstream connection only parks by the sweep: a new one is
 // dialled for a stream about to be sent.
 //
-// Only plain TCP sockets park (h2c, reached through wrappers that buffer
-// nothing, see Unwrapper): a TLS connection may hold decrypted bytes the
-// socket no longer shows, so its reader always waits in Read.
+// TCP sockets park, reached through wrappers that buffer nothing (see
+// Unwrapper), cleartext or under a crypto/tls connection on the engine's
+// base (tlsbase.go). crypto/tls may hold a record the socket no longer
+// shows, so a TLS connection parks only by a read through it under a past
+// deadline: what it holds is read, and the deadline is met only in a
+// read of the socket, when it holds no whole record. Its own buffers stay
+// with it; the goroutine and the engine's read buffer go.
 
 // parkAfter is the sweep's period.
 const parkAfter = time.Second
@@ -110,6 +115,12 @@ func socketFD(nc net.Conn) int {
 				return -1
 			}
 			return fd
+		case *tls.Conn:
+			b, ok := c.NetConn().(*tlsBase)
+			if !ok {
+				return -1
+			}
+			nc = b.Conn
 		case Unwrapper:
 			nc = c.Unwrap()
 		default:
@@ -146,7 +157,18 @@ func drained(nc net.Conn) bool {
 // is left in the buffer for the frame reader to find.
 func (c *conn) waitReadable() error {
 	p := &c.park
-	if c.server && c.opened.Load() == 0 && c.unacked == 0 && !p.woken {
+	state := readerWaiting
+	if c.server && c.opened.Load() == 0 && c.unacked == 0 && !p.woken && c.tlsb != nil {
+		// As below, but crypto/tls may hold what the client sent
+		// next: read through it under a past deadline, as the sweep
+		// asks a reader to park, which finds what it holds, or parks.
+		p.mu.Lock()
+		if !p.closing {
+			_ = c.nc.SetReadDeadline(pastDeadline)
+			state = readerToPark
+		}
+		p.mu.Unlock()
+	} else if c.server && c.opened.Load() == 0 && c.unacked == 0 && !p.woken {
 		// The handshake is done (our SETTINGS are acknowledged: a
 		// client's ACK comes a moment after its preface, and would
 		// only wake the connection) and the client has asked for
@@ -169,7 +191,7 @@ func (c *conn) waitReadable() error {
 	}
 	p.woken = false
 	p.seq.Add(1)
-	p.state.Store(readerWaiting)
+	p.state.Store(state)
 	n, err := c.br.fill()
 	if p.state.Swap(readerBusy) != readerToPark {
 		c.br.keep(err)
@@ -504,8 +526,8 @@ var goAwayNoError = [9 + 8]byte{2: 8, 3: byte(http2.FrameGoAway)}
 // take the GOAWAY at once, and the caller closes it the usual way. Under
 // sc.mu.
 func (sc *serverConn) closeParkedLocked() bool {
-	if sc.sock == nil || sc.writerOn || len(sc.ctrl) > 0 || sc.failed || sc.nActive > 0 {
-		return false
+	if sc.sock == nil || sc.tlsb != nil || sc.writerOn || len(sc.ctrl) > 0 || sc.failed || sc.nActive > 0 {
+		return false // under TLS, the GOAWAY is a record crypto/tls writes
 	}
 	p := &sc.park
 	p.mu.Lock()

@@ -2,7 +2,9 @@ package h2
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
+	"net"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -34,19 +36,44 @@ func serverReaders() int {
 	return strings.Count(string(buf), "(*serverConn).read(")
 }
 
-// TestIdleConnectionsPark: h2c connections whose clients go quiet, before
-// or after requests, give up their reader goroutines; each is served
-// again as soon as its client speaks, and a client that hangs up on a
-// parked connection has it closed and counted.
+// dialHandshake is dialRaw with the handshake, over TLS (ALPN h2) or
+// not.
+func dialHandshake(t testing.TB, addr string, useTLS bool) *rawPeer {
+	t.Helper()
+	if !useTLS {
+		return dialRaw(t, addr, true)
+	}
+	c := dialRawTLS(t, addr)
+	c.write([]byte(http2.ClientPreface))
+	if err := c.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// forBoth runs f over h2c and over TLS.
+func forBoth(t *testing.T, f func(t *testing.T, useTLS bool)) {
+	t.Run("h2c", func(t *testing.T) { f(t, false) })
+	t.Run("tls", func(t *testing.T) { f(t, true) })
+}
+
+// TestIdleConnectionsPark: connections whose clients go quiet, before or
+// after requests, give up their reader goroutines; each is served again
+// as soon as its client speaks, and a client that hangs up on a parked
+// connection has it closed and counted. Over h2c and over TLS.
 func TestIdleConnectionsPark(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("parking is Linux-only")
 	}
-	p := okProxy(t, okHandler, proxyOpts{})
+	forBoth(t, testIdleConnectionsPark)
+}
+
+func testIdleConnectionsPark(t *testing.T, useTLS bool) {
+	p := okProxy(t, okHandler, proxyOpts{tls: useTLS})
 	const n = 40
 	peers := make([]*rawPeer, n)
 	for i := range peers {
-		peers[i] = dialRaw(t, p.addr, true)
+		peers[i] = dialHandshake(t, p.addr, useTLS)
 		if i%2 == 0 { // half of them make a request first
 			peers[i].request(1, true)
 			if status, _, _ := peers[i].response(1); status != "200" {
@@ -95,14 +122,19 @@ func TestIdleConnectionsPark(t *testing.T) {
 }
 
 // TestParkedConnectionTimesOut: a parked connection that never sent a
-// request still gets its GOAWAY and close at the header read timeout.
+// request still gets its GOAWAY and close at the header read timeout,
+// over h2c and over TLS.
 func TestParkedConnectionTimesOut(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("parking is Linux-only")
 	}
+	forBoth(t, testParkedConnectionTimesOut)
+}
+
+func testParkedConnectionTimesOut(t *testing.T, useTLS bool) {
 	timeout := 3*parkAfter + 500*time.Millisecond
-	p := okProxy(t, okHandler, proxyOpts{limits: config.Limits{HeaderReadTimeout: config.Duration(timeout), IdleTimeout: config.Duration(time.Hour)}})
-	c := dialRaw(t, p.addr, true)
+	p := okProxy(t, okHandler, proxyOpts{tls: useTLS, limits: config.Limits{HeaderReadTimeout: config.Duration(timeout), IdleTimeout: config.Duration(time.Hour)}})
+	c := dialHandshake(t, p.addr, useTLS)
 	waitParked(t, p, 1)
 	c.c.SetReadDeadline(time.Now().Add(timeout + 5*time.Second))
 	for {
@@ -215,24 +247,87 @@ func TestParkedConnectionsCloseWithoutReaders(t *testing.T) {
 	}
 }
 
-// TestTLSConnectionsDoNotPark: a TLS connection may hold decrypted bytes
-// its socket no longer shows, so it keeps its reader.
-func TestTLSConnectionsDoNotPark(t *testing.T) {
-	p := okProxy(t, okHandler, proxyOpts{tls: true})
-	c := dialRawTLS(t, p.addr)
-	c.write([]byte(http2.ClientPreface))
-	c.fr.WriteSettings()
-	c.request(1, true)
-	if status, _, _ := c.response(1); status != "200" {
-		t.Fatalf("status %s", status)
+// holdConn holds what is written to it while hold is set, so that two
+// TLS records go to the peer in one write.
+type holdConn struct {
+	net.Conn
+	hold bool
+	buf  []byte
+}
+
+func (c *holdConn) Write(p []byte) (int, error) {
+	if c.hold {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
 	}
-	time.Sleep(3 * parkAfter)
-	if st := p.srv.Stats(); st.Parked != 0 || st.Conns != 1 {
-		t.Fatalf("%d of %d TLS connections parked", st.Parked, st.Conns)
+	return c.Conn.Write(p)
+}
+
+func (c *holdConn) flush() error {
+	c.hold = false
+	_, err := c.Conn.Write(c.buf)
+	c.buf = nil
+	return err
+}
+
+// TestTLSParkKeepsBufferedRecords: crypto/tls may read two records in one
+// read of the socket and hand over the first; a connection whose client
+// sent its handshake (with an ACK of the proxy's SETTINGS, so that it
+// parks as soon as it has nothing buffered) in one record and its
+// request in the next, in one write, is served: it does not park while
+// the request sits in crypto/tls. Then it parks, gives up its reader, and
+// is served when its client speaks again.
+func TestTLSParkKeepsBufferedRecords(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	p := okProxy(t, okHandler, proxyOpts{tls: true})
+	raw, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &holdConn{Conn: raw}
+	tc := tls.Client(hc, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	c := newRawPeer(t, tc)
+	var flight bytes.Buffer
+	fr := http2.NewFramer(&flight, nil)
+	flight.WriteString(http2.ClientPreface)
+	fr.WriteSettings()
+	fr.WriteSettingsAck()
+	hc.hold = true
+	c.write(flight.Bytes())
+	flight.Reset()
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndStream: true, EndHeaders: true,
+		BlockFragment: c.block(":method", "GET", ":scheme", "https", ":authority", "example.com", ":path", "/")})
+	c.write(flight.Bytes())
+	if err := hc.flush(); err != nil {
+		t.Fatal(err)
+	}
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no response to the request in the second record: %v", err)
+		}
+		if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamID == 1 {
+			if status := h.PseudoValue("status"); status != "200" {
+				t.Fatalf("status %s", status)
+			}
+			break
+		}
+	}
+	tc.SetReadDeadline(time.Time{})
+
+	waitParked(t, p, 1)
+	if r := serverReaders(); r != 0 {
+		t.Errorf("%d reader goroutines for a parked TLS connection", r)
 	}
 	c.request(3, true)
-	if status, _, _ := c.response(3); status != "200" {
-		t.Fatalf("status %s", status)
+	if status, _, body := c.response(3); status != "200" || string(body) != "ok from the backend\n" {
+		t.Fatalf("after parking: status %s, body %q", status, body)
 	}
 }
 
@@ -368,6 +463,21 @@ func TestUpstreamConnectionsPark(t *testing.T) {
 		}
 		if code, _ := get(t, c, p.addr, "/"); code != 200 {
 			t.Fatalf("after the host closed the parked connection: %d", code)
+		}
+	})
+	t.Run("over TLS", func(t *testing.T) {
+		p := tlsProxy(t, okHandler)
+		c := dialHandshake(t, p.addr, true)
+		for i, id := range []uint32{1, 3} {
+			c.request(id, true)
+			if status, _, body := c.response(id); status != "200" || string(body) != "ok from the backend\n" {
+				t.Fatalf("call %d: status %s, body %q", i, status, body)
+			}
+			pool := p.pools[0].H2
+			waitPool(t, pool, "the TLS connection to park", func(s PoolStats) bool { return s.Parked == 1 && s.Conns == 1 })
+		}
+		if n := p.pools[0].H2.Stats().Conns; n != 1 {
+			t.Fatalf("%d upstream connections, want the parked one reused", n)
 		}
 	})
 	t.Run("idle timeout", func(t *testing.T) {
