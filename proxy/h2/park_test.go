@@ -332,13 +332,17 @@ func TestTLSParkKeepsBufferedRecords(t *testing.T) {
 }
 
 // TestServerCloseClosesParked: Close ends parked connections too, and
-// their ends are reported (ServeConn returns).
+// their ends are reported (ServeConn returns); over h2c and over TLS.
 func TestServerCloseClosesParked(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("parking is Linux-only")
 	}
-	p := okProxy(t, okHandler, proxyOpts{})
-	c := dialRaw(t, p.addr, true)
+	forBoth(t, testServerCloseClosesParked)
+}
+
+func testServerCloseClosesParked(t *testing.T, useTLS bool) {
+	p := okProxy(t, okHandler, proxyOpts{tls: useTLS})
+	c := dialHandshake(t, p.addr, useTLS)
 	waitParked(t, p, 1)
 	p.srv.Close()
 	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
