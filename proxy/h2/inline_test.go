@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -259,5 +260,85 @@ func TestTLSBadRecordEndsOnlyItsConnection(t *testing.T) {
 	other.request(1, true)
 	if status, _, _ := other.response(1); status != "200" {
 		t.Fatalf("another connection after the bad record: status %s", status)
+	}
+}
+
+// stallConn stops reading its socket for a while once it has read a
+// little: a backend whose reader is held up, with a large window granted.
+type stallConn struct {
+	net.Conn
+	read  int
+	until time.Time
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	if c.read > 16<<10 && time.Now().Before(c.until) {
+		time.Sleep(time.Until(c.until))
+	}
+	n, err := c.Conn.Read(p)
+	c.read += n
+	return n, err
+}
+
+type stallListener struct{ net.Listener }
+
+func (l stallListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &stallConn{Conn: c, until: time.Now().Add(500 * time.Millisecond)}, nil
+}
+
+// TestTLSUploadsArriveWhole: uploads larger than the sockets hold, over
+// TLS on both sides to a backend that grants a large window and stops
+// reading its socket for a while, leave records the upstream socket does
+// not take at once (kept by the base, written by a writer goroutine);
+// every byte of every body reaches the backend in order, as its echo
+// shows.
+func TestTLSUploadsArriveWhole(t *testing.T) {
+	const (
+		calls = 8
+		size  = 2 << 20
+	)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) }),
+		HTTP2:   &http.HTTP2Config{MaxReceiveBufferPerStream: 4 << 20, MaxReceiveBufferPerConnection: 64 << 20},
+	}
+	tlsLn := tls.NewListener(stallListener{ln}, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}})
+	go srv.Serve(tlsLn)
+	t.Cleanup(func() { srv.Close() })
+	p := startProxy(t, []testCluster{{name: "ok", addrs: []string{ln.Addr().String()}, tls: &tls.Config{InsecureSkipVerify: true}}},
+		[]testRoute{{prefix: "/", cluster: "ok"}}, proxyOpts{tls: true})
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+	errs := make(chan error, calls)
+	for i := range calls {
+		go func() {
+			body := bytes.Repeat([]byte(fmt.Sprintf("%07d:", i)), size/8)
+			resp, err := client.Post("https://"+p.addr+"/", "application/octet-stream", bytes.NewReader(body))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			got, err := io.ReadAll(resp.Body)
+			switch {
+			case err != nil:
+				errs <- fmt.Errorf("call %d: reading the echo: %w", i, err)
+			case resp.StatusCode != 200 || !bytes.Equal(got, body):
+				errs <- fmt.Errorf("call %d: status %d, %d bytes back, want 200 and its own %d", i, resp.StatusCode, len(got), len(body))
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
