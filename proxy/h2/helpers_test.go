@@ -139,9 +139,9 @@ func startProxy(t testing.TB, clusters []testCluster, routes []testRoute, o prox
 }
 
 // serve serves srv on its own loopback socket until the test ends, and
-// returns the address: plaintext connections are sniffed (h2c only) and
-// served with Serve, TLS ones (ALPN h2) go to ServeConn as the handshake
-// left them.
+// returns the address: plaintext connections are sniffed (h2c only), TLS
+// ones (ALPN h2) are served as the handshake left them, both with Serve,
+// as the listener does.
 func serve(t testing.TB, srv *Server, useTLS bool) string {
 	t.Helper()
 	return serveWrapped(t, srv, useTLS, nil)
@@ -174,7 +174,7 @@ func serveWrapped(t testing.TB, srv *Server, useTLS bool, wrap func(net.Conn) ne
 						c.Close()
 						return
 					}
-					srv.ServeConn(tc)
+					srv.Serve(tc, func() {})
 					return
 				}
 				if wrap != nil {

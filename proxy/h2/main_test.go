@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -11,5 +12,9 @@ import (
 // them: every server, pool, bridge and timer callback is shut down, so
 // nothing but the runtime's and the testing package's own may be left.
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(idleClientsEnv); addr != "" {
+		idleTLSClients(addr)
+		return
+	}
 	leakcheck.MainAll(m, 10*time.Second)
 }
