@@ -239,15 +239,22 @@ func (s sink) Write(p []byte) (int, error) {
 		}
 		return c.nc.Write(p)
 	}
+	return writeOrKeep(c.sock, p, &c.over, len(c.over) == 0)
+}
+
+// writeOrKeep writes p to s without waiting when now is set (nothing is
+// kept ahead of it), and appends to kept what the socket did not take; it
+// reports all of p written. An inline write's, and the TLS base's.
+func writeOrKeep(s *rawSock, p []byte, kept *[]byte, now bool) (int, error) {
 	total := len(p)
-	if len(c.over) == 0 {
-		n, err := c.sock.write(p)
+	if now {
+		n, err := s.write(p)
 		if err != nil {
 			return n, err
 		}
 		p = p[n:]
 	}
-	c.over = append(c.over, p...)
+	*kept = append(*kept, p...)
 	return total, nil
 }
 

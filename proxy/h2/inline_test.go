@@ -50,17 +50,7 @@ func TestLightLoadWritesInline(t *testing.T) {
 		calls(t, dialRaw(t, p.addr, true))
 	})
 	t.Run("tls", func(t *testing.T) {
-		p := tlsProxy(t, okHandler)
-		conn, err := tls.Dial("tcp", p.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := newRawPeer(t, conn)
-		c.write([]byte(http2.ClientPreface))
-		if err := c.fr.WriteSettings(); err != nil {
-			t.Fatal(err)
-		}
-		calls(t, c)
+		calls(t, dialHandshake(t, tlsProxy(t, okHandler).addr, true))
 	})
 }
 
@@ -226,10 +216,7 @@ func TestTLSBadRecordEndsOnlyItsConnection(t *testing.T) {
 	}
 	tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 	c := newRawPeer(t, tc)
-	c.write([]byte(http2.ClientPreface))
-	if err := c.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	c.handshake()
 	c.request(1, true)
 	if status, _, _ := c.response(1); status != "200" {
 		t.Fatalf("before the bad record: status %s", status)
@@ -252,11 +239,7 @@ func TestTLSBadRecordEndsOnlyItsConnection(t *testing.T) {
 		break
 	}
 
-	other := dialRawTLS(t, p.addr)
-	other.write([]byte(http2.ClientPreface))
-	if err := other.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	other := dialHandshake(t, p.addr, true)
 	other.request(1, true)
 	if status, _, _ := other.response(1); status != "200" {
 		t.Fatalf("another connection after the bad record: status %s", status)

@@ -44,10 +44,7 @@ func dialHandshake(t testing.TB, addr string, useTLS bool) *rawPeer {
 		return dialRaw(t, addr, true)
 	}
 	c := dialRawTLS(t, addr)
-	c.write([]byte(http2.ClientPreface))
-	if err := c.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	c.handshake()
 	return c
 }
 
@@ -307,17 +304,8 @@ func TestTLSParkKeepsBufferedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		f, err := c.fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("no response to the request in the second record: %v", err)
-		}
-		if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamID == 1 {
-			if status := h.PseudoValue("status"); status != "200" {
-				t.Fatalf("status %s", status)
-			}
-			break
-		}
+	if status := c.awaitStatus(1, "the request in the second record"); status != "200" {
+		t.Fatalf("status %s", status)
 	}
 	tc.SetReadDeadline(time.Time{})
 
@@ -390,17 +378,8 @@ func TestParkKeepsPeekedBytes(t *testing.T) {
 	// The client writes nothing more (not even a SETTINGS ACK, which
 	// would wake a parked connection) until its response comes.
 	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		f, err := c.fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("no response to the request in the first flight: %v", err)
-		}
-		if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamID == 1 {
-			if status := h.PseudoValue("status"); status != "200" {
-				t.Fatalf("status %s", status)
-			}
-			return
-		}
+	if status := c.awaitStatus(1, "the request in the first flight"); status != "200" {
+		t.Fatalf("status %s", status)
 	}
 }
 

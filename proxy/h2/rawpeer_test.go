@@ -53,12 +53,33 @@ func dialRaw(t testing.TB, addr string, handshake bool) *rawPeer {
 	}
 	p := newRawPeer(t, c)
 	if handshake {
-		p.write([]byte(http2.ClientPreface))
-		if err := p.fr.WriteSettings(); err != nil {
-			t.Fatal(err)
-		}
+		p.handshake()
 	}
 	return p
+}
+
+// handshake sends the client preface and an empty SETTINGS frame.
+func (p *rawPeer) handshake() {
+	p.t.Helper()
+	p.write([]byte(http2.ClientPreface))
+	if err := p.fr.WriteSettings(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// awaitStatus reads frames until the response HEADERS of stream id, and
+// returns its :status; what names what the stream was, for the failure.
+func (p *rawPeer) awaitStatus(id uint32, what string) string {
+	p.t.Helper()
+	for {
+		f, err := p.fr.ReadFrame()
+		if err != nil {
+			p.t.Fatalf("no response to %s: %v", what, err)
+		}
+		if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamID == id {
+			return h.PseudoValue("status")
+		}
+	}
 }
 
 func (p *rawPeer) write(b []byte) {

@@ -71,16 +71,7 @@ func (b *tlsBase) Write(p []byte) (int, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	total := len(p)
-	if len(b.pending) == 0 && !b.draining {
-		n, err := c.sock.write(p)
-		if err != nil {
-			return n, err
-		}
-		p = p[n:]
-	}
-	b.pending = append(b.pending, p...)
-	return total, nil
+	return writeOrKeep(c.sock, p, &b.pending, len(b.pending) == 0 && !b.draining)
 }
 
 // left reports whether encrypted bytes wait for the socket.
