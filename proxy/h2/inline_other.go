@@ -6,7 +6,10 @@ import "net"
 
 // rawSock: inline writes need a non-blocking write on the socket, which
 // only Unix sockets give here; elsewhere writer goroutines write.
-type rawSock struct{ grow func() []byte }
+type rawSock struct {
+	grow     func() []byte
+	readable bool
+}
 
 func newRawSock(net.Conn, func() bool, func()) (*rawSock, *tlsBase) { return nil, nil }
 

@@ -40,8 +40,11 @@ type rawSock struct {
 	rmode uint8
 	short bool // the last read took less than it asked for
 	// waited is set when readOnce asks RawConn to wait: its next call
-	// finds the socket readable.
-	waited bool
+	// finds the socket readable. readable says the same of the first
+	// read of a reader started for a parked connection the poller found
+	// readable (woken): it is set before that reader starts.
+	waited   bool
+	readable bool
 }
 
 // newRawSock returns nc's socket, or nil when nc is not a TCP socket
@@ -75,7 +78,7 @@ func newRawSock(nc net.Conn, idle func() bool, flush func()) (*rawSock, *tlsBase
 // with one more system call (a call through the proxy is a handful of
 // passes, each of them a read, a write and the read that waits).
 func (s *rawSock) read(p []byte) (int, error) {
-	s.rp, s.rmode, s.waited = p, readTry, false
+	s.rp, s.rmode, s.waited, s.readable = p, readTry, s.readable, false
 	if s.short && !s.idle() {
 		s.flush()
 		s.rmode = readWait

@@ -250,6 +250,9 @@ func (c *conn) woken() {
 	c.park.mu.Unlock()
 	if resume {
 		c.br.reacquire()
+		// The socket is readable: the first read takes the large
+		// buffer, so that a request over the small one is one read.
+		c.sock.readable = true
 		go c.h.resumeReading()
 	}
 }

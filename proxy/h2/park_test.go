@@ -550,3 +550,39 @@ func TestPollerWaitsInNetpoller(t *testing.T) {
 	}
 	t.Fatalf("the poller's goroutine is %s, want it waiting in the netpoller ([IO wait])", state)
 }
+
+// TestWokenConnectionReadsWhole: a parked connection's new reader finds
+// its socket readable, and takes the large read buffer for its first
+// read, so that a request over the small buffer (HEADERS and 2 KiB of
+// DATA in one write) is one read of the socket, not a small read and
+// then one for the rest.
+func TestWokenConnectionReadsWhole(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	var reads atomic.Int64
+	p := okProxy(t, okHandler, proxyOpts{wrap: func(c net.Conn) net.Conn { return &readCounter{Conn: c, reads: &reads} }})
+	c := dialRaw(t, p.addr, true)
+	body := bytes.Repeat([]byte("x"), 2048)
+	for i := range 3 {
+		id := uint32(2*i + 1)
+		waitParked(t, p, 1)
+		var buf bytes.Buffer
+		fr := http2.NewFramer(&buf, nil)
+		block := c.block(":method", "POST", ":scheme", "http", ":authority", "example.com", ":path", "/", "content-length", "2048")
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := fr.WriteData(id, true, body); err != nil {
+			t.Fatal(err)
+		}
+		before := reads.Load()
+		c.write(buf.Bytes())
+		if status, _, _ := c.response(id); status != "200" {
+			t.Fatalf("stream %d: status %s", id, status)
+		}
+		if n := reads.Load() - before; n != 1 {
+			t.Errorf("a request of %d bytes to a parked connection took %d reads with bytes, want 1", buf.Len(), n)
+		}
+	}
+}
