@@ -389,6 +389,13 @@ func (sc *serverConn) endHeaders() error {
 	if h != nil {
 		return sc.requestTrailersLocked(h)
 	}
+	if id <= sc.maxClientID {
+		// It was open when its HEADERS began (beginHeaders), and left the
+		// table since: the writer that sent our END_STREAM let go of it
+		// while the block was read. Closed, as for a fast peer above.
+		sc.mu.Unlock()
+		return connError(http2.ErrCodeStreamClosed, "HEADERS on a closed stream")
+	}
 	sc.maxClientID = id
 	sc.opened.Add(1)
 	refuse := sc.goAway == goAwayFinal || int64(sc.nActive) >= int64(sc.srv.mcs) || sc.failed

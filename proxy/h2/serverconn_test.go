@@ -3,6 +3,7 @@ package h2
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/net/http2"
 
 	"github.com/sightline-proxy/sightline/internal/testnet"
@@ -467,5 +469,24 @@ func TestLocalReplies(t *testing.T) {
 				t.Errorf("got %s %s %q, want %s %s %q", status, field(fields, "x-sightline-response-flags"), body, tt.status, tt.flags, tt.body)
 			}
 		})
+	}
+}
+
+// TestHeadersOnStreamThatClosedWhileRead: a header block on a stream that
+// was open when the block began and left the server's table before it
+// ended (the writer that sent our END_STREAM let go of it meanwhile, a
+// race that a busy machine shows now and then, as h2spec's "closed: Sends
+// a HEADERS frame" did) is a connection error of type STREAM_CLOSED, not
+// a new request on a used stream ID.
+func TestHeadersOnStreamThatClosedWhileRead(t *testing.T) {
+	srv := NewServer(ServerOptions{Log: zerolog.Nop()})
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	sc := newServerConn(srv, a)
+	sc.maxClientID = 3
+	sc.hb.streamID, sc.hb.endStream = 3, true
+	var ce connErr
+	if err := sc.endHeaders(); !errors.As(err, &ce) || ce.code != http2.ErrCodeStreamClosed {
+		t.Fatalf("endHeaders on a stream that closed while its block was read: %v, want a connection error STREAM_CLOSED", err)
 	}
 }
