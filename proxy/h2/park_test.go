@@ -563,9 +563,15 @@ func TestWokenConnectionReadsWhole(t *testing.T) {
 	var reads atomic.Int64
 	p := okProxy(t, okHandler, proxyOpts{wrap: func(c net.Conn) net.Conn { return &readCounter{Conn: c, reads: &reads} }})
 	c := dialRaw(t, p.addr, true)
+	// A first call reads the proxy's SETTINGS, whose ACK the client
+	// sends: no byte but the requests' comes after it.
+	c.request(1, true)
+	if status, _, _ := c.response(1); status != "200" {
+		t.Fatalf("first call: status %s", status)
+	}
 	body := bytes.Repeat([]byte("x"), 2048)
 	for i := range 3 {
-		id := uint32(2*i + 1)
+		id := uint32(2*i + 3)
 		waitParked(t, p, 1)
 		var buf bytes.Buffer
 		fr := http2.NewFramer(&buf, nil)
