@@ -81,16 +81,7 @@ func TestRequestsLargerThanSmallBufferReadWhole(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 2048)
 	call := func(id uint32) {
 		t.Helper()
-		var buf bytes.Buffer
-		fr := http2.NewFramer(&buf, nil)
-		block := c.block(":method", "POST", ":scheme", "http", ":authority", "example.com", ":path", "/", "content-length", "2048")
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}); err != nil {
-			t.Fatal(err)
-		}
-		if err := fr.WriteData(id, true, body); err != nil {
-			t.Fatal(err)
-		}
-		c.write(buf.Bytes())
+		c.postWhole(id, body)
 		if status, _, _ := c.response(id); status != "200" {
 			t.Fatalf("stream %d: status %s", id, status)
 		}

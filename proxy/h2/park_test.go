@@ -573,22 +573,13 @@ func TestWokenConnectionReadsWhole(t *testing.T) {
 	for i := range 3 {
 		id := uint32(2*i + 3)
 		waitParked(t, p, 1)
-		var buf bytes.Buffer
-		fr := http2.NewFramer(&buf, nil)
-		block := c.block(":method", "POST", ":scheme", "http", ":authority", "example.com", ":path", "/", "content-length", "2048")
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}); err != nil {
-			t.Fatal(err)
-		}
-		if err := fr.WriteData(id, true, body); err != nil {
-			t.Fatal(err)
-		}
 		before := reads.Load()
-		c.write(buf.Bytes())
+		size := c.postWhole(id, body)
 		if status, _, _ := c.response(id); status != "200" {
 			t.Fatalf("stream %d: status %s", id, status)
 		}
 		if n := reads.Load() - before; n != 1 {
-			t.Errorf("a request of %d bytes to a parked connection took %d reads with bytes, want 1", buf.Len(), n)
+			t.Errorf("a request of %d bytes to a parked connection took %d reads with bytes, want 1", size, n)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -65,6 +66,24 @@ func (p *rawPeer) handshake() {
 	if err := p.fr.WriteSettings(); err != nil {
 		p.t.Fatal(err)
 	}
+}
+
+// postWhole writes a POST of body on stream id, its HEADERS (with
+// content-length) and one DATA frame that ends the stream, in one write;
+// it returns the bytes written.
+func (p *rawPeer) postWhole(id uint32, body []byte) int {
+	p.t.Helper()
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	block := p.block(":method", "POST", ":scheme", "http", ":authority", "example.com", ":path", "/", "content-length", strconv.Itoa(len(body)))
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}); err != nil {
+		p.t.Fatal(err)
+	}
+	if err := fr.WriteData(id, true, body); err != nil {
+		p.t.Fatal(err)
+	}
+	p.write(buf.Bytes())
+	return buf.Len()
 }
 
 // awaitStatus reads frames until the response HEADERS of stream id, and
