@@ -1,9 +1,10 @@
 // Package testnet has the loopback peers the tests of several packages
 // need: a port nothing listens on, a listener that accepts and never says
 // a word, one whose accept queue is full, one that hands each connection
-// to the test, a client goroutine for tests of fairness, net/http backends (HTTP/1.1, h2c or both) and the handlers
-// several tests serve (a WebSocket echo among them), and self-signed
-// certificates for 127.0.0.1.
+// to the test, a client goroutine for tests of fairness, net/http
+// backends (HTTP/1.1, h2c or both) and the handlers several tests serve
+// (a WebSocket echo among them), and self-signed certificates for
+// 127.0.0.1.
 package testnet
 
 import (

@@ -158,36 +158,37 @@ func drained(nc net.Conn) bool {
 func (c *conn) waitReadable() error {
 	p := &c.park
 	state := readerWaiting
-	if c.server && c.opened.Load() == 0 && c.unacked == 0 && !p.woken && c.tlsb != nil {
-		// As below, but crypto/tls may hold what the client sent
-		// next: read through it under a past deadline, as the sweep
-		// asks a reader to park, which finds what it holds, or parks.
-		p.mu.Lock()
-		if !p.closing {
-			_ = c.nc.SetReadDeadline(pastDeadline)
-			state = readerToPark
-		}
-		p.mu.Unlock()
-	} else if c.server && c.opened.Load() == 0 && c.unacked == 0 && !p.woken {
+	if c.server && c.opened.Load() == 0 && c.unacked == 0 && !p.woken {
 		// The handshake is done (our SETTINGS are acknowledged: a
 		// client's ACK comes a moment after its preface, and would
 		// only wake the connection) and the client has asked for
 		// nothing: park at once. A client that sends its first request
 		// with its preface never waits here; one that connects ahead
 		// of its calls (grpc-go) is woken once by its first.
-		//
-		// What the reader's frames queued is written before the
-		// connection can be woken with a new reader.
-		c.endReading()
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if !p.closing && drained(c.nc) && parker.add(c) == nil {
-			c.br.release()
-			p.parked = true
-			return errParked
+		if c.tlsb != nil {
+			// crypto/tls may hold what the client sent next: read
+			// through it under a past deadline, as the sweep asks a
+			// reader to park, which finds what it holds, or parks.
+			p.mu.Lock()
+			if !p.closing {
+				_ = c.nc.SetReadDeadline(pastDeadline)
+				state = readerToPark
+			}
+			p.mu.Unlock()
+		} else {
+			// What the reader's frames queued is written before the
+			// connection can be woken with a new reader.
+			c.endReading()
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if !p.closing && drained(c.nc) && parker.add(c) == nil {
+				c.br.release()
+				p.parked = true
+				return errParked
+			}
+			c.resumeReadingLocal()
+			return nil
 		}
-		c.resumeReadingLocal()
-		return nil
 	}
 	p.woken = false
 	p.seq.Add(1)
