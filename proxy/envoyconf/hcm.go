@@ -146,7 +146,7 @@ func (t *translator) hcm(s *scope, m *hcmv3.HttpConnectionManager, o *obj) {
 
 // http2Skips notes the HTTP/2 tuning Sightline does its own way.
 func http2Skips(s *scope) {
-	s.skip("initial_stream_window_size", "Sightline starts a stream's window at 64 KiB and grows it, up to 1 MiB, for peers that read fast")
+	s.skip("initial_stream_window_size", "Sightline starts a stream's window at 64 KiB from a client and 16 KiB from an upstream, and grows it, up to 1 MiB, for peers whose bytes are read fast")
 	s.skip("initial_connection_window_size", "Sightline sizes the connection's window from its streams' windows")
 	s.skip("hpack_table_size", "Sightline uses HTTP/2's default HPACK table (4 KiB)")
 	for _, f := range []string{"max_outbound_frames", "max_outbound_control_frames", "max_consecutive_inbound_frames_with_empty_payload",

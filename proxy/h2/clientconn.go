@@ -147,8 +147,8 @@ func (cc *clientConn) activateLocked(h *half) {
 	cc.nActive++
 	cc.streams[h.id] = h
 	h.sendWin = cc.peerInitWin
-	h.inWin.Store(initialStreamWindow)
-	h.win.Store(initialStreamWindow)
+	h.inWin.Store(upstreamStreamWindow)
+	h.win.Store(upstreamStreamWindow)
 	cc.scheduleLocked(h)
 	cc.started++
 	if cc.nextID > cc.pool.maxStreamID && !cc.draining {
@@ -270,7 +270,7 @@ func (cc *clientConn) run() {
 	_ = cc.nc.SetReadDeadline(deadline) // cleared when the peer's SETTINGS arrive
 	err = cc.writePreface(http2.ClientPreface, []http2.Setting{
 		{ID: http2.SettingEnablePush, Val: 0},
-		{ID: http2.SettingInitialWindowSize, Val: initialStreamWindow},
+		{ID: http2.SettingInitialWindowSize, Val: upstreamStreamWindow},
 		{ID: http2.SettingMaxHeaderListSize, Val: upstreamHeaderList},
 	}, true)
 	if err != nil {

@@ -17,20 +17,34 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// Protocol constants. A stream's receive window starts at 64 KiB, which is
-// what a peer can make the proxy hold for a stream that is not read on the
-// far side, and grows, doubling at each WINDOW_UPDATE, to maxStreamWindow
-// for a stream whose bytes the far side keeps taking (1 MiB covers 80
-// Mbit/s at 100 ms RTT), while the process's buffers are under a quarter
-// of their budget. The connection window is a few stream windows so that a
-// handful of busy streams do not starve the others.
+// Protocol constants. A stream's receive window starts at 64 KiB from a
+// client and 16 KiB from an upstream (upstreamStreamWindow), which is what
+// a peer can make the proxy hold for a stream that is not read on the far
+// side, and grows, doubling at each WINDOW_UPDATE, to maxStreamWindow for a
+// stream whose bytes the far side keeps taking (1 MiB covers 80 Mbit/s at
+// 100 ms RTT), while the process's buffers are under a quarter of their
+// budget. The connection window is a few stream windows so that a handful
+// of busy streams do not starve the others.
 const (
 	maxFrameSize        = 16 << 10 // advertised and enforced on read (RFC 9113 §4.2)
 	defaultWindow       = 65535    // RFC 9113 §6.9.2
 	maxWindow           = 1<<31 - 1
 	initialStreamWindow = 64 << 10
-	maxStreamWindow     = 1 << 20
-	initialConnWindow   = 4 << 20
+	// upstreamStreamWindow is where an upstream stream's window starts:
+	// one full frame, so a response of up to 16 KiB needs no
+	// WINDOW_UPDATE. It is small because the upstream connection is
+	// shared: whatever an upstream may send for a client that does not
+	// read is read by the proxy ahead of the other clients' responses on
+	// that connection, and a client's connection window does not bound
+	// it, as it does when the client calls the server itself. A client
+	// with 8 unread streams of empty gRPC messages made the proxy read
+	// 105,000 5-byte frames (8 × 64 KiB) before the next response, a
+	// stall of 100-200 ms for every other caller of that upstream; at 16
+	// KiB it reads a quarter as many, and streams whose client keeps
+	// reading grow as before.
+	upstreamStreamWindow = 16 << 10
+	maxStreamWindow      = 1 << 20
+	initialConnWindow    = 4 << 20
 	// Credit is returned once a quarter of the window is owed, as grpc-go
 	// does, so that small messages cost no WINDOW_UPDATE at all.
 	connRefresh = initialConnWindow / 4

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -99,13 +100,13 @@ func respondThenReset(body []byte, code http2.ErrCode, sent chan<- struct{}, fie
 // http2 server does) has its whole body delivered to a slow client, then
 // END_STREAM; never a reset after dropped bytes.
 func TestUpstreamNoErrorResetEndsBody(t *testing.T) {
-	body := bytes.Repeat([]byte("0123456789abcdef"), 3<<10) // 48 KiB: within the stream window
+	body := bytes.Repeat([]byte("0123456789abcdef"), upstreamStreamWindow/16) // the whole stream window
 	tests := []struct {
 		name   string
 		fields []string
 	}{
 		{"no content-length", nil},
-		{"content-length matches", []string{"content-length", "49152"}},
+		{"content-length matches", []string{"content-length", strconv.Itoa(len(body))}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

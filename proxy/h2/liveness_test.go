@@ -190,7 +190,7 @@ func TestPoolUpstreamFlowControlViolation(t *testing.T) {
 				// One frame more than the stream window holds; the
 				// client's window is 0, so nothing is written to it and
 				// nothing refunded.
-				for range initialStreamWindow/maxFrameSize + 1 {
+				for range upstreamStreamWindow/maxFrameSize + 1 {
 					if fr.WriteData(id, false, chunk) != nil {
 						return
 					}

@@ -67,18 +67,18 @@ func openStalled(t *testing.T, addr string, n int) *rawPeer {
 }
 
 // TestZeroWindowReaderBounded: a client that opens streams and never
-// reads makes the proxy hold no more than each stream's initial window,
-// because the window the upstream gets grows only while the client takes
-// the bytes (before: 1 MiB per stream).
+// reads makes the proxy hold no more than each upstream stream's initial
+// window, 16 KiB, because the window the upstream gets grows only while
+// the client takes the bytes (before: 1 MiB per stream, then 64 KiB).
 func TestZeroWindowReaderBounded(t *testing.T) {
 	p := fakeProxy(t, windowFiller())
 	base := BufferedBytes()
 	const streams = 20
 	openStalled(t, p.addr, streams)
-	waitBuffered(t, base, streams*initialStreamWindow)
+	waitBuffered(t, base, streams*upstreamStreamWindow)
 	time.Sleep(50 * time.Millisecond) // anything more would arrive now
 	got := BufferedBytes() - base
-	if limit := int64(streams * 80 << 10); got > limit {
+	if limit := int64(streams * 2 * upstreamStreamWindow); got > limit {
 		t.Errorf("buffers hold %d bytes for %d stalled streams, want at most %d", got, streams, limit)
 	}
 }
@@ -153,7 +153,7 @@ func (p *testProxy) waitQueued(t *testing.T, want int64) {
 func TestOverloadResetsLargestStreams(t *testing.T) {
 	st := realStore(t)
 	const streams = 16
-	budget := int64(streams * initialStreamWindow) // the stalled streams fill it
+	budget := int64(streams * upstreamStreamWindow) // the stalled streams fill it
 	m := overload.New(overload.Config{MaxBufferedBytes: budget, StopRequests: 10, StopConnections: 10,
 		RefreshInterval: 5 * time.Millisecond}, Engine(), st.Overload())
 	defer growLimit.Store(overload.DefaultMaxBufferedBytes / 4)

@@ -46,9 +46,11 @@ func removeLive(sc *serverConn) {
 	live.mu.Unlock()
 }
 
-// minResetBytes: a call holding less than this is never reset for memory;
-// what a well-behaved call holds is a few frames.
-const minResetBytes = 32 << 10
+// minResetBytes: a call holding less than this is never reset for memory.
+// A response stalled by a client that does not read holds the upstream
+// stream's first window, 16 KiB, and is the kind of call to reset; a
+// well-behaved call holds less, for a moment.
+const minResetBytes = upstreamStreamWindow
 
 // resetLargest resets the calls holding the most buffered bytes, each way
 // (the response queued for the client and the request queued for the
