@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,6 +81,51 @@ func TestZeroWindowReaderBounded(t *testing.T) {
 	got := BufferedBytes() - base
 	if limit := int64(streams * 2 * upstreamStreamWindow); got > limit {
 		t.Errorf("buffers hold %d bytes for %d stalled streams, want at most %d", got, streams, limit)
+	}
+}
+
+// TestUpstreamWindowGrowsForReader: an upstream stream starts with 16 KiB
+// of window, and once a client that reads has taken them, the window
+// grows at once to a client's starting window (64 KiB), so a large
+// response waits for one WINDOW_UPDATE, not a ramp of them.
+func TestUpstreamWindowGrowsForReader(t *testing.T) {
+	body := bytes.Repeat([]byte("r"), upstreamStreamWindow)
+	var settings atomic.Uint32
+	grants := make(chan uint32, 16)
+	fu := &fakeUpstream{
+		onRequest: func(fc *fakeConn, id uint32) {
+			settings.Store(fc.window.Load())
+			fc.write(func(fr *http2.Framer) {
+				fc.encBuf.Reset()
+				fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+				fr.WriteData(id, false, body) // the whole first window
+			})
+		},
+		onWindowUpdate: func(fc *fakeConn, id, inc uint32) {
+			if id == 0 {
+				return
+			}
+			grants <- inc
+			fc.write(func(fr *http2.Framer) { fr.WriteData(id, true, []byte("end")) })
+		},
+	}
+	p := fakeProxy(t, fu)
+	if code, got := get(t, h2cClient(), p.addr, "/"); code != 200 || got != string(body)+"end" {
+		t.Fatalf("got %d and %d bytes, want 200 and %d", code, len(got), len(body)+3)
+	}
+	if w := settings.Load(); w != upstreamStreamWindow {
+		t.Errorf("the upstream was given SETTINGS_INITIAL_WINDOW_SIZE %d, want %d", w, upstreamStreamWindow)
+	}
+	select {
+	case inc := <-grants:
+		// The 16 KiB taken are credited, and the window grows to 64 KiB.
+		if inc != initialStreamWindow {
+			t.Errorf("the first WINDOW_UPDATE gave %d bytes, want %d (a window of %d after %d taken)",
+				inc, initialStreamWindow, initialStreamWindow, upstreamStreamWindow)
+		}
+	default:
+		t.Fatal("no WINDOW_UPDATE for the stream")
 	}
 }
 

@@ -33,6 +33,9 @@ type fakeUpstream struct {
 	// ackPings makes the upstream answer PINGs; by default it ignores
 	// them, as a peer that stopped processing frames would.
 	ackPings bool
+	// onWindowUpdate, when set, is called with each WINDOW_UPDATE the
+	// proxy sends, on the connection's reading goroutine.
+	onWindowUpdate func(fc *fakeConn, id, inc uint32)
 
 	conns   atomic.Int32
 	streams atomic.Int32
@@ -106,6 +109,10 @@ func (fu *fakeUpstream) serve(c net.Conn) {
 			fu.pings.Add(1)
 			if fu.ackPings {
 				fc.write(func(fr *http2.Framer) { fr.WritePing(true, f.Data) })
+			}
+		case *http2.WindowUpdateFrame:
+			if fu.onWindowUpdate != nil {
+				fu.onWindowUpdate(fc, f.StreamID, f.Increment)
 			}
 		case *http2.MetaHeadersFrame:
 			fu.streams.Add(1)

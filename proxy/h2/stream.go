@@ -127,9 +127,13 @@ func (h *half) credit(n int32, room int64) {
 	}
 	if h.attached && !h.recvDone && h.id != 0 {
 		// The far side took a quarter of the window: the stream may
-		// grow, unless the process already holds much in flight.
+		// grow, unless the process already holds much in flight. An
+		// upstream stream's first growth takes it to a client's
+		// starting window (16 to 64 KiB) at once: its small start is
+		// for clients that read nothing, not a ramp for those that
+		// read.
 		if win < maxStreamWindow && room >= int64(win) && bufMem.Load() < growLimit.Load() {
-			grow := min(win, maxStreamWindow-win)
+			grow := min(max(win, initialStreamWindow-win), maxStreamWindow-win)
 			h.win.Store(win + grow)
 			v += grow
 		}
