@@ -101,9 +101,10 @@ func (h *half) donePending() {
 // proxy never buffers more than the window per stream (RFC 9113 §5.2).
 // Credit is batched to a quarter of the window. room is what the far side
 // can still take at once (the send window left there after the write that
-// freed these bytes): the window grows only when room is at least the
-// window, so that a far side that stopped taking bytes (an upstream that
-// does not read) does not make the proxy hold more for it.
+// freed these bytes): the window grows only by as much as room, so that a
+// far side that stopped taking bytes (an upstream that does not read, a
+// client whose connection window is spent) does not make the proxy hold
+// more for it.
 func (h *half) credit(n int32, room int64) {
 	if b := h.call.br; b != nil && h == &h.call.up {
 		b.credited(n)
@@ -127,15 +128,21 @@ func (h *half) credit(n int32, room int64) {
 	}
 	if h.attached && !h.recvDone && h.id != 0 {
 		// The far side took a quarter of the window: the stream may
-		// grow, unless the process already holds much in flight. An
-		// upstream stream's first growth takes it to a client's
-		// starting window (16 to 64 KiB) at once: its small start is
-		// for clients that read nothing, not a ramp for those that
-		// read.
-		if win < maxStreamWindow && room >= int64(win) && bufMem.Load() < growLimit.Load() {
+		// grow by what the far side can take at once, unless the
+		// process already holds much in flight. An upstream stream's
+		// first growth takes it to a client's starting window (16 to
+		// 64 KiB) at once when the client has room for that: its small
+		// start is for clients that read nothing, not a ramp for those
+		// that read. Otherwise the window doubles.
+		if win < maxStreamWindow && bufMem.Load() < growLimit.Load() {
 			grow := min(max(win, initialStreamWindow-win), maxStreamWindow-win)
-			h.win.Store(win + grow)
-			v += grow
+			if room < int64(grow) {
+				grow = min(win, maxStreamWindow-win)
+			}
+			if room >= int64(grow) {
+				h.win.Store(win + grow)
+				v += grow
+			}
 		}
 		h.inWin.Add(v)
 		c.queueCtrlLocked(ctrlFrame{kind: ctrlWindowUpdate, id: h.id, val: uint32(v)})
