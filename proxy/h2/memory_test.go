@@ -85,47 +85,89 @@ func TestZeroWindowReaderBounded(t *testing.T) {
 }
 
 // TestUpstreamWindowGrowsForReader: an upstream stream starts with 16 KiB
-// of window, and once a client that reads has taken them, the window
-// grows at once to a client's starting window (64 KiB), so a large
-// response waits for one WINDOW_UPDATE, not a ramp of them.
+// of window. Once a client that reads has taken them, the window grows at
+// once to a client's starting window (64 KiB) if the client can take the
+// 48 KiB more, so a large response waits for one WINDOW_UPDATE, not a
+// ramp of them; if it cannot (its connection window is nearly spent), the
+// window only doubles.
 func TestUpstreamWindowGrowsForReader(t *testing.T) {
 	body := bytes.Repeat([]byte("r"), upstreamStreamWindow)
-	var settings atomic.Uint32
-	grants := make(chan uint32, 16)
-	fu := &fakeUpstream{
-		onRequest: func(fc *fakeConn, id uint32) {
-			settings.Store(fc.window.Load())
-			fc.write(func(fr *http2.Framer) {
-				fc.encBuf.Reset()
-				fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
-				fr.WriteData(id, false, body) // the whole first window
-			})
-		},
-		onWindowUpdate: func(fc *fakeConn, id, inc uint32) {
-			if id == 0 {
-				return
+	tests := []struct {
+		name string
+		// call makes a request through the proxy and reads the whole
+		// response, body then "end".
+		call func(t *testing.T, addr string) string
+		want uint32 // the first WINDOW_UPDATE's increment
+	}{
+		{"a client with room", func(t *testing.T, addr string) string {
+			code, got := get(t, h2cClient(), addr, "/") // windows of 4 MiB and more
+			if code != 200 {
+				t.Errorf("status %d", code)
 			}
-			grants <- inc
-			fc.write(func(fr *http2.Framer) { fr.WriteData(id, true, []byte("end")) })
-		},
+			return got
+		}, initialStreamWindow},
+		{"a client with 48 KiB of room less a byte", func(t *testing.T, addr string) string {
+			// A stream window of 1 MiB, the connection's left at 65,535
+			// and never credited: 49,151 bytes of room once 16 KiB are
+			// written.
+			c := slowReader(t, addr, 1<<20)
+			c.request(1, true)
+			var got []byte
+			for {
+				switch f := c.next().(type) {
+				case nil:
+					t.Fatal("connection closed")
+				case *http2.DataFrame:
+					got = append(got, f.Data()...)
+					if f.StreamEnded() {
+						return string(got)
+					}
+				case *http2.RSTStreamFrame:
+					t.Fatalf("RST_STREAM %v", f.ErrCode)
+				}
+			}
+		}, 2 * upstreamStreamWindow},
 	}
-	p := fakeProxy(t, fu)
-	if code, got := get(t, h2cClient(), p.addr, "/"); code != 200 || got != string(body)+"end" {
-		t.Fatalf("got %d and %d bytes, want 200 and %d", code, len(got), len(body)+3)
-	}
-	if w := settings.Load(); w != upstreamStreamWindow {
-		t.Errorf("the upstream was given SETTINGS_INITIAL_WINDOW_SIZE %d, want %d", w, upstreamStreamWindow)
-	}
-	select {
-	case inc := <-grants:
-		// The 16 KiB taken are credited, and the window grows to 64 KiB.
-		if inc != initialStreamWindow {
-			t.Errorf("the first WINDOW_UPDATE gave %d bytes, want %d (a window of %d after %d taken)",
-				inc, initialStreamWindow, initialStreamWindow, upstreamStreamWindow)
-		}
-	default:
-		t.Fatal("no WINDOW_UPDATE for the stream")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var settings atomic.Uint32
+			grants := make(chan uint32, 16)
+			fu := &fakeUpstream{
+				onRequest: func(fc *fakeConn, id uint32) {
+					settings.Store(fc.window.Load())
+					fc.write(func(fr *http2.Framer) {
+						fc.encBuf.Reset()
+						fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+						fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+						fr.WriteData(id, false, body) // the whole first window
+					})
+				},
+				onWindowUpdate: func(fc *fakeConn, id, inc uint32) {
+					if id == 0 {
+						return
+					}
+					grants <- inc
+					fc.write(func(fr *http2.Framer) { fr.WriteData(id, true, []byte("end")) })
+				},
+			}
+			p := fakeProxy(t, fu)
+			if got := tt.call(t, p.addr); got != string(body)+"end" {
+				t.Fatalf("got %d bytes, want %d", len(got), len(body)+3)
+			}
+			if w := settings.Load(); w != upstreamStreamWindow {
+				t.Errorf("the upstream was given SETTINGS_INITIAL_WINDOW_SIZE %d, want %d", w, upstreamStreamWindow)
+			}
+			select {
+			case inc := <-grants:
+				// The 16 KiB taken are credited, and the window grows.
+				if inc != tt.want {
+					t.Errorf("the first WINDOW_UPDATE gave %d bytes, want %d (a window of %d after %d taken)",
+						inc, tt.want, tt.want, upstreamStreamWindow)
+				}
+			default:
+				t.Fatal("no WINDOW_UPDATE for the stream")
+			}
+		})
 	}
 }
 
