@@ -86,10 +86,10 @@ func TestZeroWindowReaderBounded(t *testing.T) {
 
 // TestUpstreamWindowGrowsForReader: an upstream stream starts with 16 KiB
 // of window. Once a client that reads has taken them, the window grows at
-// once to a client's starting window (64 KiB) if the client can take the
-// 48 KiB more, so a large response waits for one WINDOW_UPDATE, not a
-// ramp of them; if it cannot (its connection window is nearly spent), the
-// window only doubles.
+// once to HTTP/2's default window (65,535 bytes) if the client can take
+// that much more at once, so a large response waits for one
+// WINDOW_UPDATE, not a ramp of them; if it cannot, the window only
+// doubles.
 func TestUpstreamWindowGrowsForReader(t *testing.T) {
 	body := bytes.Repeat([]byte("r"), upstreamStreamWindow)
 	tests := []struct {
@@ -105,27 +105,14 @@ func TestUpstreamWindowGrowsForReader(t *testing.T) {
 				t.Errorf("status %d", code)
 			}
 			return got
-		}, initialStreamWindow},
-		{"a client with 48 KiB of room less a byte", func(t *testing.T, addr string) string {
-			// A stream window of 1 MiB, the connection's left at 65,535
-			// and never credited: 49,151 bytes of room once 16 KiB are
-			// written.
-			c := slowReader(t, addr, 1<<20)
-			c.request(1, true)
-			var got []byte
-			for {
-				switch f := c.next().(type) {
-				case nil:
-					t.Fatal("connection closed")
-				case *http2.DataFrame:
-					got = append(got, f.Data()...)
-					if f.StreamEnded() {
-						return string(got)
-					}
-				case *http2.RSTStreamFrame:
-					t.Fatalf("RST_STREAM %v", f.ErrCode)
-				}
-			}
+		}, defaultWindow},
+		{"a client with the default windows", func(t *testing.T, addr string) string {
+			return readRaw(t, addr, defaultWindow)
+		}, defaultWindow},
+		{"a client a byte short", func(t *testing.T, addr string) string {
+			// 49,150 bytes of room once 16 KiB are written, where the
+			// jump takes 49,151.
+			return readRaw(t, addr, defaultWindow-1)
 		}, 2 * upstreamStreamWindow},
 	}
 	for _, tt := range tests {
@@ -168,6 +155,29 @@ func TestUpstreamWindowGrowsForReader(t *testing.T) {
 				t.Fatal("no WINDOW_UPDATE for the stream")
 			}
 		})
+	}
+}
+
+// readRaw makes a GET through the proxy at addr from a raw client with
+// the given stream window and the default connection window, and reads
+// the response body to its end without crediting either window.
+func readRaw(t *testing.T, addr string, window uint32) string {
+	t.Helper()
+	c := slowReader(t, addr, window)
+	c.request(1, true)
+	var got []byte
+	for {
+		switch f := c.next().(type) {
+		case nil:
+			t.Fatal("connection closed")
+		case *http2.DataFrame:
+			got = append(got, f.Data()...)
+			if f.StreamEnded() {
+				return string(got)
+			}
+		case *http2.RSTStreamFrame:
+			t.Fatalf("RST_STREAM %v", f.ErrCode)
+		}
 	}
 }
 

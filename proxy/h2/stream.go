@@ -130,12 +130,14 @@ func (h *half) credit(n int32, room int64) {
 		// The far side took a quarter of the window: the stream may
 		// grow by what the far side can take at once, unless the
 		// process already holds much in flight. An upstream stream's
-		// first growth takes it to a client's starting window (16 to
-		// 64 KiB) at once when the client has room for that: its small
-		// start is for clients that read nothing, not a ramp for those
-		// that read. Otherwise the window doubles.
+		// first growth takes it to HTTP/2's default window (16 KiB to
+		// 65,535 bytes) at once when the client has room for that,
+		// which a client on a new connection with the default windows
+		// has once the first 16 KiB are written: the small start is
+		// for clients that read nothing, not a ramp for those that
+		// read. Otherwise the window doubles.
 		if win < maxStreamWindow && bufMem.Load() < growLimit.Load() {
-			grow := min(max(win, initialStreamWindow-win), maxStreamWindow-win)
+			grow := min(max(win, defaultWindow-win), maxStreamWindow-win)
 			if room < int64(grow) {
 				grow = min(win, maxStreamWindow-win)
 			}
