@@ -54,7 +54,7 @@ type clientConn struct {
 func newClientConn(p *Pool) *clientConn {
 	cc := &clientConn{pool: p, start: time.Now(), maxStreams: p.streamCap(), nextID: 1}
 	cc.h = cc
-	cc.log = p.log
+	cc.log = &p.log
 	cc.headerTimeout = defaultHeaderReadTimeout
 	cc.initState(upstreamHeaderList)
 	return cc

@@ -283,7 +283,9 @@ type conn struct {
 	fr     *http2.Framer
 	server bool
 	h      handler
-	log    zerolog.Logger
+	// log is the server's or the pool's, which outlive the connection:
+	// a copy here would cost every connection the logger's size.
+	log *zerolog.Logger
 
 	// maxHeaderList is our advertised SETTINGS_MAX_HEADER_LIST_SIZE.
 	maxHeaderList uint32

@@ -85,7 +85,7 @@ type serverConn struct {
 func newServerConn(s *Server, nc net.Conn) *serverConn {
 	sc := &serverConn{srv: s}
 	sc.nc, sc.server, sc.h = nc, true, sc
-	sc.log = s.log
+	sc.log = &s.log
 	sc.headerTimeout = s.headerTimeout
 	sc.initState(s.maxHeaderList)
 	sc.initIO()
