@@ -89,6 +89,17 @@ func testIdleConnectionsPark(t *testing.T, useTLS bool) {
 		}
 		t.Errorf("%d reader goroutines for %d parked connections", r, n)
 	}
+	// A parked connection keeps no ring of closed streams, those that
+	// served a request included.
+	p.srv.mu.Lock()
+	for sc := range p.srv.conns {
+		sc.mu.Lock()
+		if sc.closedIDs != nil {
+			t.Error("a parked connection keeps its ring of closed streams")
+		}
+		sc.mu.Unlock()
+	}
+	p.srv.mu.Unlock()
 
 	// Every one answers its next request.
 	for i, c := range peers {
