@@ -20,10 +20,11 @@ import (
 // Protocol constants. A stream's receive window starts at 64 KiB from a
 // client and 16 KiB from an upstream (upstreamStreamWindow), which is what
 // a peer can make the proxy hold for a stream that is not read on the far
-// side, and grows, doubling at each WINDOW_UPDATE, to maxStreamWindow for a
-// stream whose bytes the far side keeps taking (1 MiB covers 80 Mbit/s at
-// 100 ms RTT), while the process's buffers are under a quarter of their
-// budget. The connection window is a few stream windows so that a handful
+// side, and grows at each WINDOW_UPDATE by what the far side can take at
+// once (doubling; an upstream stream's first growth goes to 65,535 bytes,
+// see half.credit) to maxStreamWindow for a stream whose bytes the far
+// side keeps taking (1 MiB covers 80 Mbit/s at 100 ms RTT), while the
+// process's buffers are under a quarter of their budget. The connection window is a few stream windows so that a handful
 // of busy streams do not starve the others.
 const (
 	maxFrameSize        = 16 << 10 // advertised and enforced on read (RFC 9113 §4.2)
