@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/sightline-proxy/sightline/internal/roster"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -278,12 +279,13 @@ type handler interface {
 // (writeLoop) owns the HPACK encoder and the bufio.Writer. Other
 // connections' goroutines touch a conn only through methods that take mu.
 type conn struct {
-	nc     net.Conn
-	br     rbuf          // reader-owned
-	bw     *bufio.Writer // writer-owned; nil while the writer is idle
-	fr     *http2.Framer
-	server bool
-	h      handler
+	roster.Slot // in the live set (serverConn) or the poller's clients (clientConn)
+	nc          net.Conn
+	br          rbuf          // reader-owned
+	bw          *bufio.Writer // writer-owned; nil while the writer is idle
+	fr          *http2.Framer
+	server      bool
+	h           handler
 	// log is the server's or the pool's, which outlive the connection:
 	// a copy here would cost every connection the logger's size.
 	log *zerolog.Logger

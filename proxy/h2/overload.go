@@ -6,7 +6,7 @@ import (
 
 	"golang.org/x/net/http2"
 
-	"github.com/sightline-proxy/sightline/internal/shrink"
+	"github.com/sightline-proxy/sightline/internal/roster"
 	"github.com/sightline-proxy/sightline/proxy/overload"
 )
 
@@ -22,27 +22,22 @@ func Engine() overload.Engine {
 }
 
 // live is every downstream connection being served, of every Server: the
-// overload manager's reset looks through their streams.
+// overload manager's reset looks through their streams, and the park
+// sweep through the connections, a chunk at a time.
 var live struct {
 	mu    sync.Mutex
-	conns map[*serverConn]struct{}
-	peak  int // shrink.Map's
+	conns roster.Roster[*serverConn]
 }
 
 func addLive(sc *serverConn) {
 	live.mu.Lock()
-	if live.conns == nil {
-		live.conns = make(map[*serverConn]struct{})
-	}
-	live.conns[sc] = struct{}{}
-	shrink.Grew(live.conns, &live.peak)
+	live.conns.Add(sc)
 	live.mu.Unlock()
 }
 
 func removeLive(sc *serverConn) {
 	live.mu.Lock()
-	delete(live.conns, sc)
-	live.conns = shrink.Map(live.conns, &live.peak)
+	live.conns.Remove(sc)
 	live.mu.Unlock()
 }
 
@@ -59,10 +54,7 @@ const minResetBytes = upstreamStreamWindow
 // connection's lock at a time.
 func resetLargest(free int64) int {
 	live.mu.Lock()
-	conns := make([]*serverConn, 0, len(live.conns))
-	for sc := range live.conns {
-		conns = append(conns, sc)
-	}
+	conns := live.conns.Chunk(make([]*serverConn, 0, live.conns.Len()), 0, live.conns.Len())
 	live.mu.Unlock()
 	type candidate struct {
 		cl *call

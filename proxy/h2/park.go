@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/sightline-proxy/sightline/internal/roster"
 	"github.com/sightline-proxy/sightline/internal/shrink"
 	"github.com/sightline-proxy/sightline/internal/yield"
 )
@@ -346,9 +347,9 @@ type poller struct {
 	next  int32
 	// clients are the parkable upstream connections, for the sweep (the
 	// downstream ones are the live set, overload.go). Guarded by mu.
-	clients map[*clientConn]struct{}
-	// The most each map held since it was made (shrink.Map).
-	connsPeak, clientsPeak int
+	clients roster.Roster[*clientConn]
+	// The most conns held since it was made (shrink.Map).
+	connsPeak int
 }
 
 // enable starts the poller and the sweep the first time a parkable
@@ -356,7 +357,6 @@ type poller struct {
 func (p *poller) enable() bool {
 	p.once.Do(func() {
 		p.conns = make(map[int32]*conn)
-		p.clients = make(map[*clientConn]struct{})
 		if p.err = p.os.init(p.wake, p.fail); p.err == nil {
 			go p.sweep()
 		}
@@ -402,8 +402,7 @@ func (p *poller) addClient(cc *clientConn) {
 	if fd := socketFD(cc.nc); fd >= 0 {
 		cc.park.fd = fd
 		p.mu.Lock()
-		p.clients[cc] = struct{}{}
-		shrink.Grew(p.clients, &p.clientsPeak)
+		p.clients.Add(cc)
 		p.mu.Unlock()
 	}
 }
@@ -412,8 +411,7 @@ func (p *poller) addClient(cc *clientConn) {
 func (p *poller) removeClient(cc *clientConn) {
 	if cc.park.fd >= 0 {
 		p.mu.Lock()
-		delete(p.clients, cc)
-		p.clients = shrink.Map(p.clients, &p.clientsPeak)
+		p.clients.Remove(cc)
 		p.mu.Unlock()
 	}
 }
@@ -456,35 +454,46 @@ func (p *poller) fail(err error) {
 	}
 }
 
-// sweep runs forever, every parkAfter, over every parkable connection.
+// sweep runs forever, every parkAfter, over every parkable connection:
+// the live set's downstream ones, then the upstream ones.
 func (p *poller) sweep() {
-	var conns []*conn
+	var (
+		downs []*serverConn
+		ups   []*clientConn
+	)
 	pace := newPacer()
 	for t := range time.Tick(parkAfter) {
 		now := t.UnixNano()
-		live.mu.Lock()
-		for sc := range live.conns {
-			if sc.park.fd >= 0 {
-				conns = append(conns, &sc.conn)
-			}
-		}
-		live.mu.Unlock()
-		p.mu.Lock()
-		for cc := range p.clients {
-			conns = append(conns, &cc.conn)
-		}
-		p.mu.Unlock()
 		pace.start = time.Now()
-		for i, c := range conns {
-			c.sweepPark(now)
-			conns[i] = nil
+		downs = walk(&live.mu, &live.conns, downs, pace, func(sc *serverConn) {
+			if sc.park.fd >= 0 {
+				sc.sweepPark(now)
+			}
+		})
+		ups = walk(&p.mu, &p.clients, ups, pace, func(cc *clientConn) { cc.sweepPark(now) })
+	}
+}
+
+// sweepChunk is how many connections a sweep copies from a roster under
+// its lock at a time: a few microseconds of holding it.
+const sweepChunk = 256
+
+// walk calls each for every member of r, copied a chunk at a time into
+// buf under mu, pacing the work; it returns buf, emptied, for the next
+// walk.
+func walk[T roster.Member](mu *sync.Mutex, r *roster.Roster[T], buf []T, pace *pacer, each func(T)) []T {
+	for from := 0; ; from += len(buf) {
+		mu.Lock()
+		buf = r.Chunk(buf[:0], from, sweepChunk)
+		mu.Unlock()
+		if len(buf) == 0 {
+			return buf
+		}
+		for _, x := range buf {
+			each(x)
 			pace.step()
 		}
-		if cap(conns) >= shrink.At && len(conns) <= cap(conns)/4 {
-			conns = nil
-		} else {
-			conns = conns[:0]
-		}
+		clear(buf) // hold no connection until the next walk
 	}
 }
 
