@@ -145,7 +145,7 @@ func (cc *clientConn) activateLocked(h *half) {
 	cc.opened.Add(1)
 	h.active = true
 	cc.nActive++
-	cc.streams[h.id] = h
+	cc.addStreamLocked(h)
 	h.sendWin = cc.peerInitWin
 	h.inWin.Store(upstreamStreamWindow)
 	h.win.Store(upstreamStreamWindow)

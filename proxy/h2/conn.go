@@ -296,7 +296,7 @@ type conn struct {
 	// peer cannot hold the connection mid-block (slowloris).
 	headerTimeout time.Duration
 
-	// Reader-owned.
+	// Reader-owned. dec is made with the first header block (decoder).
 	dec          *hpack.Decoder
 	hb           headerBlock
 	fields       []hpack.HeaderField
@@ -324,7 +324,8 @@ type conn struct {
 	abort       atomic.Uint32
 	abortReason string
 
-	// Writer-owned.
+	// Writer-owned. enc is made with the first header block sent, or the
+	// peer's first change to its table's size (encoder).
 	enc       *hpack.Encoder
 	encBuf    bytes.Buffer
 	freshSeen freshNames // fresh names already in enc's dynamic table
@@ -355,7 +356,7 @@ type conn struct {
 	reading bool
 
 	mu sync.Mutex
-	// Guarded by mu.
+	// Guarded by mu. streams is made for the first stream (addStreamLocked).
 	ctrl         []ctrlFrame
 	ready        halfList // halves with a frame the writer can send now
 	blocked      halfList // halves with DATA waiting for connection window
@@ -393,21 +394,49 @@ type conn struct {
 // initState sets up the state both sides share; it does no I/O.
 func (c *conn) initState(maxHeaderList uint32) {
 	c.maxHeaderList = maxHeaderList
-	c.dec = hpack.NewDecoder(headerTableSize, c.onField)
-	// A string longer than the list limit still has to be decoded (to
-	// keep the table in sync) before the request is refused with 431;
-	// the encoded-block cap in headerFragment bounds it.
-	c.dec.SetMaxStringLength(c.headerBlockLimit())
-	c.enc = hpack.NewEncoder(&c.encBuf)
-	c.enc.SetMaxDynamicTableSizeLimit(headerTableSize)
 	c.wMaxFrame = maxFrameSize
 	c.inConn = defaultWindow
-	c.streams = make(map[uint32]*half)
 	c.sendConn = defaultWindow
 	c.peerInitWin = defaultWindow
 	c.peerMaxFrame = maxFrameSize
 	c.wake = make(chan struct{}, 1)
 	c.writerDone = make(chan struct{})
+}
+
+// The HPACK decoder and encoder and the stream map are made on first use:
+// a connection that never carries a request (a client that connects
+// ahead of its calls, or 19,000 that connect and say nothing) holds none
+// of them, about 700 bytes and eight allocations fewer. HPACK's dynamic
+// tables live as long as the connection once made: the peer's encoder
+// and decoder count on them.
+
+// decoder returns the connection's HPACK decoder. Reader-owned.
+func (c *conn) decoder() *hpack.Decoder {
+	if c.dec == nil {
+		c.dec = hpack.NewDecoder(headerTableSize, c.onField)
+		// A string longer than the list limit still has to be decoded
+		// (to keep the table in sync) before the request is refused
+		// with 431; the encoded-block cap in headerFragment bounds it.
+		c.dec.SetMaxStringLength(c.headerBlockLimit())
+	}
+	return c.dec
+}
+
+// encoder returns the connection's HPACK encoder. Writer-owned.
+func (c *conn) encoder() *hpack.Encoder {
+	if c.enc == nil {
+		c.enc = hpack.NewEncoder(&c.encBuf)
+		c.enc.SetMaxDynamicTableSizeLimit(headerTableSize)
+	}
+	return c.enc
+}
+
+// addStreamLocked puts h, whose id is set, in the stream map.
+func (c *conn) addStreamLocked(h *half) {
+	if c.streams == nil {
+		c.streams = make(map[uint32]*half)
+	}
+	c.streams[h.id] = h
 }
 
 // headerBlockLimit is the largest encoded header block the connection
@@ -875,7 +904,7 @@ func (c *conn) writeCtrl(f *ctrlFrame) error {
 	switch f.kind {
 	case ctrlSettingsAck:
 		if f.setTable {
-			c.enc.SetMaxDynamicTableSize(f.tableSize)
+			c.encoder().SetMaxDynamicTableSize(f.tableSize)
 		}
 		if f.setFrame {
 			c.wMaxFrame = f.frameSize

@@ -164,7 +164,7 @@ func (c *conn) encode(fields []hpack.HeaderField) ([]byte, error) {
 				c.freshSeen |= bit
 			}
 		}
-		if err := c.enc.WriteField(f); err != nil {
+		if err := c.encoder().WriteField(f); err != nil {
 			return nil, fmt.Errorf("encoding headers: %w", err)
 		}
 	}

@@ -233,10 +233,15 @@ func (c *conn) waitReadable() error {
 // connection is about to park: its reader waited a sweep's pass without a
 // byte, so a reset crossing one of their ends has come or will count as
 // a glitch, one, and a parked connection that served requests keeps 512
-// bytes fewer. The next stream to close takes the ring again.
+// bytes fewer. The next stream to close takes the ring again. An empty
+// stream map goes too: a Go map keeps the room of the most streams it
+// held, and the next stream makes a new one.
 func (c *conn) forgetClosed() {
 	c.mu.Lock()
 	c.closedIDs, c.closedPos = nil, 0
+	if len(c.streams) == 0 {
+		c.streams = nil
+	}
 	c.mu.Unlock()
 }
 

@@ -89,17 +89,31 @@ func testIdleConnectionsPark(t *testing.T, useTLS bool) {
 		}
 		t.Errorf("%d reader goroutines for %d parked connections", r, n)
 	}
-	// A parked connection keeps no ring of closed streams, those that
-	// served a request included.
+	// A parked connection keeps no ring of closed streams and no stream
+	// map, those that served a request included; one that never carried a
+	// request has no HPACK tables either.
 	p.srv.mu.Lock()
+	served := 0
 	for sc := range p.srv.conns {
 		sc.mu.Lock()
 		if sc.closedIDs != nil {
 			t.Error("a parked connection keeps its ring of closed streams")
 		}
+		if sc.streams != nil {
+			t.Error("a parked connection keeps its stream map")
+		}
+		if sc.requests == 0 && (sc.dec != nil || sc.enc != nil) {
+			t.Error("a connection that carried no request has HPACK tables")
+		}
+		if sc.requests > 0 {
+			served++
+		}
 		sc.mu.Unlock()
 	}
 	p.srv.mu.Unlock()
+	if served != n/2 {
+		t.Errorf("%d connections served a request, want %d", served, n/2)
+	}
 
 	// Every one answers its next request.
 	for i, c := range peers {

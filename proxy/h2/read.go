@@ -222,7 +222,7 @@ func (c *conn) readHeaders(fh http2.FrameHeader) error {
 	c.hb.reset(fh.StreamID, end, trailers)
 	c.hb.selfDep = selfDep
 	c.fields = c.fields[:0]
-	c.dec.SetEmitEnabled(true)
+	c.decoder().SetEmitEnabled(true)
 	return c.headerFragment(p, fh.Flags.Has(http2.FlagHeadersEndHeaders))
 }
 

@@ -428,7 +428,7 @@ func (sc *serverConn) endHeaders() error {
 	h.attached, h.active = true, true
 	h.recvDone = hb.endStream
 	h.sendWin = sc.peerInitWin
-	sc.streams[id] = h
+	sc.addStreamLocked(h)
 	sc.nActive++
 	sc.requests++
 	if sc.srv.maxRequests > 0 && sc.requests >= sc.srv.maxRequests {
