@@ -51,7 +51,8 @@ type serverConn struct {
 	conn
 	srv      *Server
 	remoteIP string
-	// remoteAddr is the client's ip:port, for the access log.
+	// remoteAddr is the client's ip:port, for the access log; set with
+	// remoteIP by addrs.
 	remoteAddr string
 	// done is Serve's callback, run once the connection has ended.
 	done func()
@@ -89,11 +90,21 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 	sc.headerTimeout = s.headerTimeout
 	sc.initState(s.maxHeaderList)
 	sc.initIO()
-	sc.remoteAddr = nc.RemoteAddr().String()
+	return sc
+}
+
+// addrs sets remoteAddr and remoteIP from the socket, the first time.
+// Reader-owned: a connection formats them for its first request or a
+// log line, so the many that never send one (clients that connect ahead
+// of their calls, a storm of idle connections) never do.
+func (sc *serverConn) addrs() {
+	if sc.remoteAddr != "" {
+		return
+	}
+	sc.remoteAddr = sc.nc.RemoteAddr().String()
 	if host, _, err := net.SplitHostPort(sc.remoteAddr); err == nil {
 		sc.remoteIP = host
 	}
-	return sc
 }
 
 // serve runs the connection: preface, then the read loop on this goroutine
@@ -166,6 +177,7 @@ func (sc *serverConn) teardown(err error) {
 			sc.srv.stats.DownstreamCxProtocolError.Inc(1)
 		}
 		if sc.log.Debug().Enabled() {
+			sc.addrs()
 			sc.log.Debug().Str("remote", sc.remoteIP).Str("code", ce.code.String()).Str("reason", ce.reason).Msg("connection error")
 		}
 		sc.mu.Lock()
@@ -346,6 +358,7 @@ func (sc *serverConn) handlePingAck(data [8]byte) {
 
 func (sc *serverConn) handleGoAway(f *http2.GoAwayFrame) error {
 	if f.ErrCode != http2.ErrCodeNo && sc.log.Debug().Enabled() {
+		sc.addrs()
 		sc.log.Debug().Str("remote", sc.remoteIP).Str("code", f.ErrCode.String()).Msg("client sent GOAWAY")
 	}
 	return nil // the client opens no more streams; ours finish as usual
@@ -431,6 +444,7 @@ func (sc *serverConn) endHeaders() error {
 	sc.addStreamLocked(h)
 	sc.nActive++
 	sc.requests++
+	sc.addrs()
 	if sc.srv.maxRequests > 0 && sc.requests >= sc.srv.maxRequests {
 		sc.startShutdownLocked()
 	}
