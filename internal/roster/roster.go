@@ -36,21 +36,30 @@ type Roster[T Member] struct {
 	s []T
 }
 
-// Add puts x in the roster; x must be in none.
+// Add puts x in the roster, unless it is there; x must be in no other.
 func (r *Roster[T]) Add(x T) {
+	if r.has(x) {
+		return
+	}
 	r.s = append(r.s, x)
 	x.slot().at = int32(len(r.s))
+}
+
+// has reports whether x is in the roster.
+func (r *Roster[T]) has(x T) bool {
+	i := int(x.slot().at) - 1
+	return i >= 0 && i < len(r.s) && r.s[i] == x
 }
 
 // Remove takes x out of the roster; it does nothing when x is not in it.
 // A roster down to a quarter of a large capacity is copied into a slice
 // of its size, so that one burst does not keep its memory for good.
 func (r *Roster[T]) Remove(x T) {
-	sl := x.slot()
-	i := int(sl.at) - 1
-	if i < 0 || i >= len(r.s) || r.s[i] != x {
+	if !r.has(x) {
 		return
 	}
+	sl := x.slot()
+	i := int(sl.at) - 1
 	last := len(r.s) - 1
 	if i != last {
 		r.s[i] = r.s[last]

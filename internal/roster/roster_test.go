@@ -36,8 +36,8 @@ func fill(n int) (*Roster[*item], []*item) {
 }
 
 // TestRoster: members added and removed in any order are each walked once,
-// in chunks of any size; removing a member twice, or one never added,
-// changes nothing.
+// in chunks of any size; adding a member twice, removing one twice, or
+// one never added, changes nothing.
 func TestRoster(t *testing.T) {
 	r, items := fill(10)
 	for _, i := range []int{0, 9, 4, 4} { // first, last, middle, again
@@ -56,6 +56,8 @@ func TestRoster(t *testing.T) {
 		t.Errorf("Len() = %d, want %d", r.Len(), len(want))
 	}
 	r.Add(items[4]) // a removed member may join again
+	r.Add(items[4]) // once
+	r.Add(items[1])
 	if got := walk(r, 2); len(got) != len(want)+1 {
 		t.Errorf("after adding back: walked %v", got)
 	}
