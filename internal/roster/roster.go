@@ -69,7 +69,7 @@ func (r *Roster[T]) Remove(x T) {
 	r.s[last] = zero
 	r.s = r.s[:last]
 	sl.at = 0
-	if cap(r.s) >= shrink.At && len(r.s) <= cap(r.s)/4 {
+	if shrink.Slack(r.s) {
 		r.s = append(make([]T, 0, 2*len(r.s)), r.s...)
 	}
 }

@@ -48,3 +48,21 @@ func TestMap(t *testing.T) {
 		})
 	}
 }
+
+// TestSlack: only a large array with three quarters of it unused is
+// worth letting go.
+func TestSlack(t *testing.T) {
+	for _, tc := range []struct {
+		len, cap int
+		slack    bool
+	}{
+		{0, At - 1, false}, // small: never
+		{At / 4, At, true}, // a quarter left
+		{At/4 + 1, At, false},
+		{0, 4 * At, true},
+	} {
+		if got := Slack(make([]int, tc.len, tc.cap)); got != tc.slack {
+			t.Errorf("Slack(len %d, cap %d) = %v, want %v", tc.len, tc.cap, got, tc.slack)
+		}
+	}
+}

@@ -25,8 +25,9 @@ import (
 // once (doubling; an upstream stream's first growth goes to 65,535 bytes,
 // see half.credit) to maxStreamWindow for a stream whose bytes the far
 // side keeps taking (1 MiB covers 80 Mbit/s at 100 ms RTT), while the
-// process's buffers are under a quarter of their budget. The connection window is a few stream windows so that a handful
-// of busy streams do not starve the others.
+// process's buffers are under a quarter of their budget. The connection
+// window is a few stream windows so that a handful of busy streams do not
+// starve the others.
 const (
 	maxFrameSize        = 16 << 10 // advertised and enforced on read (RFC 9113 §4.2)
 	defaultWindow       = 65535    // RFC 9113 §6.9.2

@@ -206,7 +206,7 @@ func (m *byteMeter) sweep() {
 		c.flush()
 		m.flushing[i] = nil
 	}
-	if cap(m.flushing) >= shrink.At && len(m.flushing) <= cap(m.flushing)/4 {
+	if shrink.Slack(m.flushing) {
 		m.flushing = nil
 	} else {
 		m.flushing = m.flushing[:0]
