@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need, then checks gofmt, runs vet, staticcheck,
+# The test command: installs what the tests need, then checks gofmt, runs vet, builds for
+# Windows and macOS, runs staticcheck,
 # every test under the race detector, and the fuzz targets for a short while.
 # Usage: scripts/test.sh            (from anywhere in the repo)
 set -euo pipefail
@@ -79,6 +80,13 @@ if [ -n "$unformatted" ]; then
 fi
 echo "== go vet"
 go vet ./...
+echo "== build for Windows and macOS"
+# Linux is where the proxy parks idle connections on epoll and hands its
+# sockets over on upgrade; elsewhere it must still build, with those
+# features off or refused with a reason (README: Upgrading the binary).
+for goos in windows darwin; do
+	GOOS=$goos GOARCH=amd64 go build ./...
+done
 echo "== staticcheck"
 staticcheck ./...
 echo "== go test -race"

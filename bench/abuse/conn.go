@@ -11,7 +11,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -72,19 +71,6 @@ var sources = func() []*net.TCPAddr {
 }()
 
 var nextSource atomic.Uint32
-
-// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT.
-const ipBindAddressNoPort = 24
-
-func bindNoPort(_, _ string, rc syscall.RawConn) error {
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
 
 // dialH2 connects, sends the preface and settings, waits for the proxy's
 // SETTINGS and acknowledges them. The connection does not read after

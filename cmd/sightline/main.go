@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -223,7 +224,7 @@ func serve(cfgPath string, cfg *config.Config, watchFlag bool, lg zerolog.Logger
 	ready := (<-chan struct{})(gate)
 
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}, upgradeSignals...)...)
 	r.watch(cfg)
 	defer r.stopWatching()
 	var sig os.Signal
@@ -231,7 +232,7 @@ wait:
 	for {
 		select {
 		case sig = <-sigs:
-			if sig == syscall.SIGUSR2 {
+			if slices.Contains(upgradeSignals, sig) {
 				up.start(upgrade.Trigger{From: "SIGUSR2"})
 				continue
 			}
@@ -296,7 +297,7 @@ wait:
 			lg.Info().Msg("stopped")
 			return 0
 		case sig := <-sigs:
-			if sig == syscall.SIGHUP || sig == syscall.SIGUSR2 {
+			if sig == syscall.SIGHUP || slices.Contains(upgradeSignals, sig) {
 				continue // no reload or upgrade while draining
 			}
 			lg.Warn().Str("signal", sig.String()).Msg("second signal: exiting now")

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -194,7 +193,7 @@ func (u *upgrades) stop() {
 	d := <-run.done
 	if d.err == nil {
 		u.log.Warn().Int("new_pid", d.child.PID).Msg("stopping while upgrading: the new process is stopped too")
-		syscall.Kill(d.child.PID, syscall.SIGTERM)
+		stopProcess(d.child.PID)
 		d.err = upgrade.ErrStopping
 	}
 	u.log.Warn().Err(d.err).Str("from", run.trig.From).Msg("upgrade called off: the process is stopping")

@@ -16,19 +16,18 @@
 // config problems) reaches the caller of the upgrade, sockets are
 // matched by listener name and address rather than by the address
 // string alone (two listeners on port 0, a renamed listener), and the
-// generation is counted. Linux and other Unix systems only.
+// generation is counted. Linux and other Unix systems only: elsewhere an
+// upgrade fails at once and says why (fd_other.go), and the running
+// process keeps serving.
 package upgrade
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -172,40 +171,4 @@ func resolvesTo(host string, ip net.IP) bool {
 		}
 	}
 	return false
-}
-
-// errNoFile is a listener that cannot give its descriptor.
-var errNoFile = errors.New("listener has no file descriptor")
-
-// SocketFile returns a duplicate of ln's descriptor, for a new process,
-// and leaves the socket non-blocking. The duplicate shares the socket's
-// open file, flags included, and the *os.File a listener's own File
-// method returns is made so that its Fd, which os/exec and
-// net.FileListener call, puts the descriptor in blocking mode: ln's own
-// Accept then waited in the kernel, where closing ln cannot interrupt it,
-// and an idle listener (the admin server's) kept the old process's
-// Retire from returning until a client happened to connect.
-func SocketFile(ln net.Listener) (*os.File, error) {
-	sc, ok := ln.(syscall.Conn)
-	if !ok {
-		return nil, errNoFile
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var (
-		nfd   uintptr
-		errno syscall.Errno
-	)
-	if err := rc.Control(func(fd uintptr) {
-		nfd, _, errno = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return nil, err
-	}
-	if errno != 0 {
-		return nil, fmt.Errorf("duplicating the socket of %s: %w", ln.Addr(), errno)
-	}
-	// Already non-blocking, so Fd leaves it so.
-	return os.NewFile(nfd, "socket "+ln.Addr().String()), nil
 }

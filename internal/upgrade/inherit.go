@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 )
 
 // Inherited is what a process received from the one it replaces: the
@@ -56,7 +55,7 @@ func Inherit() (*Inherited, error) {
 	}
 	// Not for this process's own successor, which gets a new one.
 	os.Unsetenv(envVar)
-	syscall.CloseOnExec(statusFD)
+	closeOnExec(statusFD)
 	in := &Inherited{status: os.NewFile(statusFD, "upgrade status")}
 	d, err := decode(v)
 	if err != nil {
@@ -66,9 +65,7 @@ func Inherit() (*Inherited, error) {
 	in.generation, in.parent = d.Generation, d.Parent
 	for i, p := range d.Sockets {
 		fd := firstSocketFD + i
-		// Not for this process's own children: a successor gets the
-		// sockets it is given, not every descriptor left open.
-		syscall.CloseOnExec(fd)
+		closeOnExec(fd)
 		f := os.NewFile(uintptr(fd), p.Kind+" "+p.Name)
 		ln, err := net.FileListener(f)
 		f.Close() // FileListener holds a duplicate
