@@ -26,7 +26,12 @@
 #   (PROXIES may name "direct": no proxy, the victim and the attacker call
 #   the backend itself, for the attacks on the downstream side. It shows
 #   what the attack costs the backend and its victim with nothing between;
-#   its RSS and CPU columns are the backend's.)
+#   its RSS and CPU columns are the backend's. And "floor", for idle-conns
+#   only: `abuse floor` in the proxy's place, a Go server that does the
+#   least any Go server must for a client that connects and asks nothing,
+#   a goroutine each on Go's poller; it proxies nothing, so its victim
+#   fails every call: read its CPU, the floor a proxy built on net and
+#   goroutines starts from.)
 #   CAP_MB=4096  IDLE_CONNS=19000  LG_CPU=0  PX_CPU=1
 #   SIGHTLINE_REF=<commit> builds Sightline from that commit (git archive)
 #   instead of the working tree; SIGHTLINE_BIN=<binary> uses a prebuilt one
@@ -200,6 +205,8 @@ start_proxy() {  # name logfile -> sets PX_PID
     haproxy)
       taskset -c "$PX_CPU" haproxy -db -f "$work/haproxy.cfg" >"$2" 2>&1 & ;;
     direct) PX_PID=$be_pid; TARGET_PORT=$BACKEND_PORT; return 0 ;;
+    floor)
+      GOMAXPROCS=1 taskset -c "$PX_CPU" "$abuse" floor -addr "127.0.0.1:$PROXY_PORT" >"$2" 2>&1 & ;;
     *) die "unknown proxy $1" ;;
   esac
   PX_PID=$!; STARTED+=("$PX_PID"); TARGET_PORT=$PROXY_PORT
@@ -214,7 +221,11 @@ for a in $ATTACKS; do
   evil=127.0.0.1:$EVIL_WINDOW_PORT
   [ "$a" = upstream-rst ] && evil=127.0.0.1:$EVIL_RST_PORT
   for px in $PROXIES; do
-    case $a/$px in upstream-*/direct) continue ;; esac # nothing between to attack from behind
+    case $a/$px in
+      upstream-*/direct) continue ;; # nothing between to attack from behind
+      idle-conns/floor) ;;
+      */floor) continue ;; # a floor for idle-conns only
+    esac
     base=$work/$a.$px
     GOMAXPROCS=1 taskset -c "$LG_CPU" "$abuse" backend -addr "127.0.0.1:$BACKEND_PORT" >"$base.backend.log" 2>&1 &
     be_pid=$!; STARTED+=("$be_pid")
