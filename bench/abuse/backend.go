@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -90,12 +88,7 @@ func abuseHandler(_ any, ss grpc.ServerStream) error {
 }
 
 func runBackend(args []string) error {
-	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:50061", "listen address (h2c gRPC)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := listenOn("backend", "127.0.0.1:50061", "listen address (h2c gRPC)", args)
 	if err != nil {
 		return err
 	}

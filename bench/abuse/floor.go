@@ -14,12 +14,7 @@ import (
 // a proxy built on net and goroutines starts from (bench/README.md,
 // Abuse).
 func runFloor(args []string) error {
-	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:18100", "address to listen on")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := listenOn("floor", "127.0.0.1:18100", "listen address", args)
 	if err != nil {
 		return err
 	}
@@ -48,4 +43,15 @@ func runFloor(args []string) error {
 			}
 		}()
 	}
+}
+
+// listenOn parses the flags of a command whose only flag is -addr (def
+// by default) and listens there.
+func listenOn(name, def, usage string, args []string) (net.Listener, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	addr := fs.String("addr", def, usage)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return net.Listen("tcp", *addr)
 }
