@@ -9,18 +9,23 @@ import (
 // connects and asks for nothing, and no more: accept, read what the
 // client sent first (its preface and SETTINGS, one write from the attack's
 // clients), answer an empty SETTINGS and the ACK of the client's, then
-// hold the connection with a goroutine waiting in Read, on Go's own
-// poller. Run in the proxy's place under idle-conns, its CPU is the floor
-// a proxy built on net and goroutines starts from (bench/README.md,
-// Abuse).
+// hold the connection. By default each connection has a goroutine waiting
+// in Read, on Go's own poller: run in the proxy's place under idle-conns,
+// its CPU is the floor a proxy built on net and goroutines starts from.
+// With -loop one goroutine does it all on an epoll set of its own, with
+// raw accept4, reads and writes, as an event-loop server does (Linux):
+// what a proxy that left Go's poller for its accept and handshake could
+// reach (bench/README.md, Abuse).
 func runFloor(args []string) error {
-	ln, err := listenOn("floor", "127.0.0.1:18100", "listen address", args)
+	var loop bool
+	ln, err := listenOn("floor", "127.0.0.1:18100", "listen address", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&loop, "loop", false, "one goroutine on an epoll set of its own instead of a goroutine a connection")
+	})
 	if err != nil {
 		return err
 	}
-	answer := []byte{
-		0, 0, 0, 4, 0, 0, 0, 0, 0, // SETTINGS, empty
-		0, 0, 0, 4, 1, 0, 0, 0, 0, // SETTINGS ACK
+	if loop {
+		return floorLoop(ln)
 	}
 	for {
 		c, err := ln.Accept()
@@ -33,7 +38,7 @@ func runFloor(args []string) error {
 			if _, err := c.Read(buf); err != nil {
 				return
 			}
-			if _, err := c.Write(answer); err != nil {
+			if _, err := c.Write(floorAnswer); err != nil {
 				return
 			}
 			for {
@@ -45,11 +50,20 @@ func runFloor(args []string) error {
 	}
 }
 
-// listenOn parses the flags of a command whose only flag is -addr (def
-// by default) and listens there.
-func listenOn(name, def, usage string, args []string) (net.Listener, error) {
+// floorAnswer is the floor's whole side of the handshake.
+var floorAnswer = []byte{
+	0, 0, 0, 4, 0, 0, 0, 0, 0, // SETTINGS, empty
+	0, 0, 0, 4, 1, 0, 0, 0, 0, // SETTINGS ACK
+}
+
+// listenOn parses the flags of a command whose flags are -addr (def by
+// default) and what more adds, and listens there.
+func listenOn(name, def, usage string, args []string, more ...func(*flag.FlagSet)) (net.Listener, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	addr := fs.String("addr", def, usage)
+	for _, m := range more {
+		m(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
