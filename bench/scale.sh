@@ -17,11 +17,11 @@
 # Then the burst (BURST clusters, default 10000; empty: none): clusters of
 # 2 hosts that are real backends (two `abuse backend` processes), a route
 # /c<i>/ to each, and idle_timeout IDLE_SECS (default 10). It reads the
-# RSS and the live heap (after a forced GC) when idle, right after one
-# gRPC call to every cluster (`abuse burst`), again once the upstream
-# connections have been idle for idle_timeout (and SETTLE_SECS), and again
-# WINDOW_SECS (default 60; 0: not) after that, once the status page's
-# minute of history is over.
+# RSS, the live heap (after a forced GC) and the RSS a second after that
+# collection when idle, right after one gRPC call to every cluster
+# (`abuse burst`), again once the upstream connections have been idle for
+# idle_timeout (and SETTLE_SECS), and again WINDOW_SECS (default 60; 0:
+# not) after that, once the status page's minute of history is over.
 #
 # PROFILES=DIR keeps heap profiles (after a forced GC) in DIR: one per
 # case where its RSS is read (c10000.pb.gz, …) and one at each step of the
@@ -77,13 +77,17 @@ fi
 # PATTERN, in Unix nanoseconds
 log_ns() { date -d "$(grep "$1" "$work/log" | tail -1 | sed 's/.*"time":"\([^"]*\)".*/\1/')" +%s%N; }
 rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-# live_mib STEP: the heap after a forced GC, in MiB; with PROFILES, the
-# heap profile kept as STEP.pb.gz
+# live_mib STEP: "LIVE RSS": the heap after a forced GC and the RSS a
+# second later, once the runtime has given back what the collection freed,
+# both in MiB; with PROFILES, the heap profile kept as STEP.pb.gz. An RSS
+# read at any moment also holds the garbage made since the last collection
+# (up to the live heap again, GOGC=100), so the two readings bound it.
 live_mib() {
   local out=/dev/null
   [ -n "$PROFILES" ] && mkdir -p "$PROFILES" && out=$PROFILES/$1.pb.gz
   curl -fsS -o "$out" "http://$ADMIN/debug/pprof/heap?gc=1"
-  curl -fsS "http://$ADMIN/memory" | awk -F'"' '/"allocated"/{printf "%.0f", $4/1048576}'
+  sleep 1
+  curl -fsS "http://$ADMIN/memory" | awk -F'"' '/"allocated"/{a=$4} /"rss"/{r=$4} END{printf "%.0f %.0f", a/1048576, r/1048576}'
 }
 
 echo "| case | clusters | hosts | ready s | RSS MiB | live heap MiB | per cluster KB | per host KB | one-cluster reload s |"
@@ -110,7 +114,7 @@ for c in $CASES; do
   fi
   sleep "$SETTLE_SECS"
   rss=$(rss_kib "$pid")
-  live=$(live_mib "$c")
+  read -r live _ <<<"$(live_mib "$c")"
   [ -z "$base_rss" ] && [ "$c" = c1 ] && base_rss=$rss
   per_c=; per_h=
   if [ -n "$base_rss" ] && [ "$c" != c1 ]; then
@@ -166,24 +170,24 @@ until curl -fsS -o /dev/null "http://$ADMIN/ready" 2>/dev/null; do
   sleep 0.05
 done
 sleep "$SETTLE_SECS"
-rss0=$(( $(rss_kib "$pid") / 1024 )); live0=$(live_mib idle)
+rss0=$(( $(rss_kib "$pid") / 1024 )); read -r live0 gc0 <<<"$(live_mib idle)"
 out=$("$work/abuse" burst -addr 127.0.0.1:18180 -clusters "$BURST")
-rss1=$(( $(rss_kib "$pid") / 1024 )); live1=$(live_mib burst)
+rss1=$(( $(rss_kib "$pid") / 1024 )); read -r live1 gc1 <<<"$(live_mib burst)"
 conns=$(curl -gfsS "http://$ADMIN/stats?filter=^cluster\.c[0-9]*\.upstream_cx_active\$" | awk -F': ' '{n+=$2} END{print n+0}')
 sleep $(( IDLE_SECS + SETTLE_SECS ))
-rss2=$(( $(rss_kib "$pid") / 1024 )); live2=$(live_mib after)
+rss2=$(( $(rss_kib "$pid") / 1024 )); read -r live2 gc2 <<<"$(live_mib after)"
 left=$(curl -gfsS "http://$ADMIN/stats?filter=^cluster\.c[0-9]*\.upstream_cx_active\$" | awk -F': ' '{n+=$2} END{print n+0}')
 if [ "$WINDOW_SECS" -gt 0 ]; then
   sleep "$WINDOW_SECS"
-  rss3=$(( $(rss_kib "$pid") / 1024 )); live3=$(live_mib later)
+  rss3=$(( $(rss_kib "$pid") / 1024 )); read -r live3 gc3 <<<"$(live_mib later)"
 fi
 echo
 echo "Burst: $BURST clusters, $out"
 echo
-echo "| when | RSS MiB | live heap MiB | upstream connections open |"
-echo "|---|---:|---:|---:|"
-echo "| idle, before | $rss0 | $live0 | 0 |"
-echo "| after one call to every cluster | $rss1 | $live1 | $conns |"
-echo "| ${IDLE_SECS} s idle_timeout later | $rss2 | $live2 | $left |"
-[ "$WINDOW_SECS" -gt 0 ] && echo "| ${WINDOW_SECS} s after that (the status page's minute over) | $rss3 | $live3 | 0 |"
+echo "| when | RSS MiB | live heap MiB | RSS MiB after a collection | upstream connections open |"
+echo "|---|---:|---:|---:|---:|"
+echo "| idle, before | $rss0 | $live0 | $gc0 | 0 |"
+echo "| after one call to every cluster | $rss1 | $live1 | $gc1 | $conns |"
+echo "| ${IDLE_SECS} s idle_timeout later | $rss2 | $live2 | $gc2 | $left |"
+[ "$WINDOW_SECS" -gt 0 ] && echo "| ${WINDOW_SECS} s after that (the status page's minute over) | $rss3 | $live3 | $gc3 | 0 |"
 kill -TERM "$pid"; wait "$pid" 2>/dev/null; pid=
