@@ -31,7 +31,11 @@
 #   least any Go server must for a client that connects and asks nothing,
 #   a goroutine each on Go's poller; it proxies nothing, so its victim
 #   fails every call: read its CPU, the floor a proxy built on net and
-#   goroutines starts from.)
+#   goroutines starts from; "floor-loop" is `abuse floor -loop`, the same
+#   from one goroutine on an epoll set of its own.)
+#   VICTIM_RATE=0 runs no victim: the CPU column is then the attack's
+#   alone (ATTACKS=idle-conns ATTACK_SECS=7: the storm and the hold, before
+#   the 10 s header timeout).
 #   CAP_MB=4096  IDLE_CONNS=19000  LG_CPU=0  PX_CPU=1
 #   SIGHTLINE_REF=<commit> builds Sightline from that commit (git archive)
 #   instead of the working tree; SIGHTLINE_BIN=<binary> uses a prebuilt one
@@ -49,7 +53,7 @@ out_md=
 while [ $# -gt 0 ]; do
   case $1 in
     -o) out_md=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "abuse.sh: unknown argument $1 (only -o FILE)" >&2; exit 2 ;;
   esac
 done
@@ -207,6 +211,8 @@ start_proxy() {  # name logfile -> sets PX_PID
     direct) PX_PID=$be_pid; TARGET_PORT=$BACKEND_PORT; return 0 ;;
     floor)
       GOMAXPROCS=1 taskset -c "$PX_CPU" "$abuse" floor -addr "127.0.0.1:$PROXY_PORT" >"$2" 2>&1 & ;;
+    floor-loop)
+      GOMAXPROCS=1 taskset -c "$PX_CPU" "$abuse" floor -loop -addr "127.0.0.1:$PROXY_PORT" >"$2" 2>&1 & ;;
     *) die "unknown proxy $1" ;;
   esac
   PX_PID=$!; STARTED+=("$PX_PID"); TARGET_PORT=$PROXY_PORT
@@ -223,8 +229,8 @@ for a in $ATTACKS; do
   for px in $PROXIES; do
     case $a/$px in
       upstream-*/direct) continue ;; # nothing between to attack from behind
-      idle-conns/floor) ;;
-      */floor) continue ;; # a floor for idle-conns only
+      idle-conns/floor | idle-conns/floor-loop) ;;
+      */floor | */floor-loop) continue ;; # floors for idle-conns only
     esac
     base=$work/$a.$px
     GOMAXPROCS=1 taskset -c "$LG_CPU" "$abuse" backend -addr "127.0.0.1:$BACKEND_PORT" >"$base.backend.log" 2>&1 &
@@ -233,16 +239,20 @@ for a in $ATTACKS; do
     if ! start_proxy "$px" "$base.proxy.log"; then
       log "$a/$px: proxy did not listen on $PROXY_PORT; see below"; tail -n 5 "$base.proxy.log" >&2; stop_all; continue
     fi
-    taskset -c "$LG_CPU" "$abuse" victim -addr "127.0.0.1:$TARGET_PORT" -rate "$VICTIM_RATE" -d "${IDLE_SECS}s" \
-      -label "$a/$px idle" -out "$base.idle.json" 2>>"$base.victim.log"
+    if [ "$VICTIM_RATE" != 0 ]; then
+      taskset -c "$LG_CPU" "$abuse" victim -addr "127.0.0.1:$TARGET_PORT" -rate "$VICTIM_RATE" -d "${IDLE_SECS}s" \
+        -label "$a/$px idle" -out "$base.idle.json" 2>>"$base.victim.log"
+    fi
     # The attacker runs at a lower priority than the victim and the backend,
     # so that its own CPU use delays the victim less than the proxy does.
     taskset -c "$LG_CPU" nice -n 10 timeout -k 5 $(( ATTACK_SECS + 60 )) "$abuse" attack -name "$a" -proxy "$px" \
       -addr "127.0.0.1:$TARGET_PORT" -evil-addr "$evil" -pid "$PX_PID" -backend-pid "$be_pid" -d "${ATTACK_SECS}s" \
       -cap-mb "$CAP_MB" -idle-conns "$IDLE_CONNS" -out "$base.attack.json" 2>"$base.attack.log" &
     attacker=$!; STARTED+=("$attacker")
-    taskset -c "$LG_CPU" "$abuse" victim -addr "127.0.0.1:$TARGET_PORT" -rate "$VICTIM_RATE" -d "${ATTACK_SECS}s" \
-      -label "$a/$px attack" -out "$base.victim.json" -trace "$base.victim.trace" 2>>"$base.victim.log"
+    if [ "$VICTIM_RATE" != 0 ]; then
+      taskset -c "$LG_CPU" "$abuse" victim -addr "127.0.0.1:$TARGET_PORT" -rate "$VICTIM_RATE" -d "${ATTACK_SECS}s" \
+        -label "$a/$px attack" -out "$base.victim.json" -trace "$base.victim.trace" 2>>"$base.victim.log"
+    fi
     wait "$attacker" || log "$a/$px: the attack exited with $?; see $base.attack.log"
     stop_all
     if [ -s "$base.attack.json" ]; then
