@@ -7,7 +7,7 @@
 //	abuse victim  -addr 127.0.0.1:18100 -rate 100 -d 20s -out v.json
 //	abuse report  -dir RUNDIR
 //	abuse burst   -addr 127.0.0.1:18180 -clusters 10000   (bench/scale.sh)
-//	abuse floor   -addr 127.0.0.1:18100   (a Go server's least work for idle-conns)
+//	abuse floor   -addr 127.0.0.1:18100 [-loop]   (a Go server's least work for idle-conns)
 //
 // Everything talks to 127.0.0.1 only. It is a benchmark, not a test: it has
 // no _test files, so `go test ./...` only vets it.
