@@ -78,10 +78,11 @@ fi
 log_ns() { date -d "$(grep "$1" "$work/log" | tail -1 | sed 's/.*"time":"\([^"]*\)".*/\1/')" +%s%N; }
 rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 # live_mib STEP: "LIVE RSS": the heap after a forced GC and the RSS a
-# second later, once the runtime has given back what the collection freed,
-# both in MiB; with PROFILES, the heap profile kept as STEP.pb.gz. An RSS
-# read at any moment also holds the garbage made since the last collection
-# (up to the live heap again, GOGC=100), so the two readings bound it.
+# second later, both in MiB; with PROFILES, the heap profile kept as
+# STEP.pb.gz. An RSS read at any moment also holds the garbage made since
+# the last collection; the second reading holds none (but the runtime
+# returns freed pages at its own pace, so after a large burst not yet
+# all of them).
 live_mib() {
   local out=/dev/null
   [ -n "$PROFILES" ] && mkdir -p "$PROFILES" && out=$PROFILES/$1.pb.gz
