@@ -2,17 +2,12 @@
 
 package h2
 
-import (
-	"net"
-	"time"
-)
+import "net"
 
 // The lobby (lobby.go) waits on the parking poller, which is Linux's
 // only: elsewhere every connection is sniffed and served the usual way.
 
-type lobby struct {
-	linger time.Duration // as on Linux, for the tests
-}
+type lobby struct{}
 
 // Greet hands nc back to a at once, to be sniffed.
 func (s *Server) Greet(nc net.Conn, a Arrivals) { a.Sniff(nc, nil) }
