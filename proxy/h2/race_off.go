@@ -1,6 +1,0 @@
-//go:build !race
-
-package h2
-
-// raceEnabled: built with the race detector.
-const raceEnabled = false
