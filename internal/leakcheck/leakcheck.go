@@ -47,12 +47,14 @@ var ignored = []struct{ pattern, why string }{
 	{"runtime.runfinq", "the runtime's finalizer goroutine"},
 	{"runtime.runCleanups", "the runtime's cleanup goroutine"},
 	{"runtime.unique_runtime_registerUniqueMapCleanup", "the unique package's map cleanup, started once per process"},
-	// The HTTP/2 engine's poller for parked connections and its sweep,
-	// started at the first parkable connection (proxy/h2/park.go). A
+	// The HTTP/2 engine's poller for parked connections, its sweep and
+	// the lobby's reaper, started at the first parkable connection or
+	// lobby wait (proxy/h2/park.go, lobby.go). A
 	// parked connection left open has no goroutine to find: its server's
 	// Shutdown, which every test's cleanup runs, reports it instead.
 	{"proxy/h2.(*pollerOS).wait", "the HTTP/2 engine's poller, started once per process"},
 	{"proxy/h2.(*poller).sweep", "the HTTP/2 engine's parking sweep, started once per process"},
+	{"proxy/h2.(*lobbyReaper).run", "the HTTP/2 lobby's reaper, started once per process"},
 }
 
 // Main runs the tests, then waits up to d for the goroutines whose stacks

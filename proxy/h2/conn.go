@@ -119,11 +119,12 @@ const (
 	// carries a call now and then keeps its writer; an idle one costs no
 	// goroutine for it.
 	writerLinger = time.Second
-	// closeLinger is how long a connection keeps reading after its last
-	// frame (a GOAWAY) before it closes, so that the peer gets the GOAWAY
-	// and not a TCP RST (RFC 9113 §6.8).
-	closeLinger = time.Second
 )
+
+// closeLinger is how long a connection keeps reading after its last frame
+// (a GOAWAY) before it closes, so that the peer gets the GOAWAY and not a
+// TCP RST (RFC 9113 §6.8). A variable for the tests.
+var closeLinger = time.Second
 
 // errConnClosed reports a connection that closed without a protocol error.
 var errConnClosed = errors.New("h2: connection closed")
@@ -133,6 +134,9 @@ type ctrlKind uint8
 
 const (
 	ctrlSettingsAck ctrlKind = iota
+	// ctrlSettingsApply applies what a ctrlSettingsAck would and writes
+	// nothing: the lobby ACKed those SETTINGS already (lobby.go).
+	ctrlSettingsApply
 	ctrlPing
 	ctrlPingAck
 	ctrlWindowUpdate
@@ -311,6 +315,11 @@ type conn struct {
 	pingTokens   float64   // PING and SETTINGS frames allowed now
 	pingLast     time.Time // when pingTokens was last refilled
 	pingWork     int64     // streams opened plus DATA sent at the last one
+
+	// ackedEarly counts the peer's first SETTINGS frames that the lobby
+	// ACKed before the connection came to the engine: they are applied
+	// without another ACK. Reader-owned.
+	ackedEarly int
 
 	// opened counts the streams of the connection (the peer's on a
 	// server connection, ours on a client one) and dataSent the DATA
@@ -903,12 +912,15 @@ func (c *conn) writeBatch(ctrl []ctrlFrame, items []writeItem) error {
 
 func (c *conn) writeCtrl(f *ctrlFrame) error {
 	switch f.kind {
-	case ctrlSettingsAck:
+	case ctrlSettingsAck, ctrlSettingsApply:
 		if f.setTable {
 			c.encoder().SetMaxDynamicTableSize(f.tableSize)
 		}
 		if f.setFrame {
 			c.wMaxFrame = f.frameSize
+		}
+		if f.kind == ctrlSettingsApply {
+			return nil
 		}
 		return c.fr.WriteSettingsAck()
 	case ctrlPing:

@@ -180,14 +180,8 @@ func serveWrapped(t testing.TB, srv *Server, useTLS bool, wrap func(net.Conn) ne
 				if wrap != nil {
 					c = wrap(c)
 				}
-				pc := NewPeekConn(c)
-				if proto, _ := pc.Sniff(); proto != ProtoH2 {
-					c.Close()
-					return
-				}
-				// As the listener does: the goroutine is the reader
-				// until the connection parks.
-				srv.Serve(pc, func() {})
+				// As the listener does: the lobby first.
+				srv.Greet(c, testArrivals{srv})
 			}()
 		}
 	}()
@@ -202,6 +196,28 @@ func serveWrapped(t testing.TB, srv *Server, useTLS bool, wrap func(net.Conn) ne
 	})
 	return ln.Addr().String()
 }
+
+// testArrivals serves what the lobby hands back as the listener does,
+// h2c only, and counts nothing.
+type testArrivals struct{ srv *Server }
+
+func (a testArrivals) Sniff(nc net.Conn, pc *PeekConn) {
+	go func() {
+		if pc == nil {
+			pc = NewPeekConn(nc)
+		}
+		if proto, _ := pc.Sniff(); proto != ProtoH2 {
+			nc.Close()
+			return
+		}
+		// The goroutine is the reader until the connection parks.
+		a.srv.Serve(pc, func() {})
+	}()
+}
+
+func (testArrivals) Opened(net.Conn)     {}
+func (testArrivals) Closed(net.Conn)     {}
+func (testArrivals) Dropped(nc net.Conn) { nc.Close() }
 
 // bufferedBytes is what the proxy holds in DATA buffers, downstream and
 // upstream.

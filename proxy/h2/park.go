@@ -348,7 +348,7 @@ type poller struct {
 	os   pollerOS
 
 	mu    sync.Mutex
-	conns map[int32]*conn
+	conns map[int32]sleeper
 	next  int32
 	// clients are the parkable upstream connections, for the sweep (the
 	// downstream ones are the live set, overload.go). Guarded by mu.
@@ -361,7 +361,7 @@ type poller struct {
 // connection asks, and reports whether parking works here.
 func (p *poller) enable() bool {
 	p.once.Do(func() {
-		p.conns = make(map[int32]*conn)
+		p.conns = make(map[int32]sleeper)
 		if p.err = p.os.init(p.wake, p.fail); p.err == nil {
 			go p.sweep()
 		}
@@ -371,31 +371,54 @@ func (p *poller) enable() bool {
 	return p.err == nil
 }
 
+// A sleeper is what the poller wakes: a parked connection, or one in the
+// lobby (lobby.go).
+type sleeper interface {
+	woken()
+}
+
 // add registers c's socket. Under c.park.mu.
 func (p *poller) add(c *conn) error {
-	p.mu.Lock()
-	if p.err != nil {
-		p.mu.Unlock()
-		return p.err
-	}
-	for {
-		p.next++
-		if _, used := p.conns[p.next]; !used {
-			break
-		}
-	}
-	id := p.next
-	p.conns[id] = c
-	shrink.Grew(p.conns, &p.connsPeak)
-	p.mu.Unlock()
-	if err := p.os.add(c.park.fd, id, c.park.registered); err != nil {
-		p.mu.Lock()
-		delete(p.conns, id)
-		p.mu.Unlock()
+	id, err := p.register(c, c.park.fd, c.park.registered)
+	if err != nil {
 		return err
 	}
 	c.park.id, c.park.registered = id, true
 	return nil
+}
+
+// register arms a one-shot registration of fd for x under a new id, and
+// returns the id; rearm says fd has a registration already (see
+// pollerOS.add).
+func (p *poller) register(x sleeper, fd int, rearm bool) (int32, error) {
+	p.mu.Lock()
+	if p.err != nil {
+		p.mu.Unlock()
+		return 0, p.err
+	}
+	for {
+		p.next++
+		if _, used := p.conns[p.next]; !used && p.next != 0 {
+			break
+		}
+	}
+	id := p.next
+	p.conns[id] = x
+	shrink.Grew(p.conns, &p.connsPeak)
+	p.mu.Unlock()
+	if err := p.os.add(fd, id, rearm); err != nil {
+		p.forget(id)
+		return 0, err
+	}
+	return id, nil
+}
+
+// forget drops id: an event for it finds no one.
+func (p *poller) forget(id int32) {
+	p.mu.Lock()
+	delete(p.conns, id)
+	p.conns = shrink.Map(p.conns, &p.connsPeak)
+	p.mu.Unlock()
 }
 
 // addClient makes an upstream connection parkable, when parking works
@@ -426,12 +449,7 @@ func (p *poller) removeClient(cc *clientConn) {
 // connection) can only fire for an id nobody answers to any more, and the
 // socket's close takes it out of the epoll set. A system call saved per
 // wake-up, where 19,000 idle clients each cost a handful.
-func (p *poller) remove(c *conn) {
-	p.mu.Lock()
-	delete(p.conns, c.park.id)
-	p.conns = shrink.Map(p.conns, &p.connsPeak)
-	p.mu.Unlock()
-}
+func (p *poller) remove(c *conn) { p.forget(c.park.id) }
 
 // wake is the OS poller's callback for a registration that fired. A
 // stale one (the connection was unparked meanwhile, or the id reused)
@@ -449,7 +467,7 @@ func (p *poller) wake(id int32) {
 func (p *poller) fail(err error) {
 	p.mu.Lock()
 	p.err = err
-	conns := make([]*conn, 0, len(p.conns))
+	conns := make([]sleeper, 0, len(p.conns))
 	for _, c := range p.conns {
 		conns = append(conns, c)
 	}

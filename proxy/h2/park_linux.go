@@ -54,11 +54,26 @@ func (p *pollerOS) add(fd int, id int32, rearm bool) error {
 		op, name = syscall.EPOLL_CTL_MOD, "mod"
 	}
 	// Made as sysRead is (sysio_linux.go): epoll_ctl never sleeps.
-	_, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(p.epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
+	e := epollCtl(p.epfd, op, fd, &ev)
+	// A socket the lobby registered (lobby.go) may come to the engine
+	// through a path that does not say so: the other operation does it.
+	switch {
+	case e == syscall.EEXIST && op == syscall.EPOLL_CTL_ADD:
+		op, name = syscall.EPOLL_CTL_MOD, "mod"
+		e = epollCtl(p.epfd, op, fd, &ev)
+	case e == syscall.ENOENT && op == syscall.EPOLL_CTL_MOD:
+		op, name = syscall.EPOLL_CTL_ADD, "add"
+		e = epollCtl(p.epfd, op, fd, &ev)
+	}
 	if e != 0 {
 		return fmt.Errorf("epoll_ctl %s: %w", name, e)
 	}
 	return nil
+}
+
+func epollCtl(epfd, op, fd int, ev *syscall.EpollEvent) syscall.Errno {
+	_, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	return e
 }
 
 // wait runs until epoll fails, which it should never do. It takes the

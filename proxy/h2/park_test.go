@@ -186,6 +186,14 @@ func TestParkedConnectionsCloseWithoutReaders(t *testing.T) {
 		t.Skip("parking is Linux-only")
 	}
 	timeout := 2*parkAfter + 500*time.Millisecond
+	// Each connection's GOAWAY comes at its own header timeout, and its
+	// linger ends closeLinger later: longer than the connections take to
+	// open on a busy machine, so that all of them linger at once.
+	// (Restored after the proxy's cleanup, which waits for its
+	// connections.)
+	old := closeLinger
+	t.Cleanup(func() { closeLinger = old })
+	closeLinger = 3 * time.Second
 	p := okProxy(t, okHandler, proxyOpts{limits: config.Limits{HeaderReadTimeout: config.Duration(timeout), IdleTimeout: config.Duration(time.Hour)}})
 	const n = 20
 	peers := make([]*rawPeer, n)
@@ -219,9 +227,11 @@ func TestParkedConnectionsCloseWithoutReaders(t *testing.T) {
 		}
 	}
 	// Every client has its GOAWAY and EOF and keeps its side open: the
-	// proxy lingers on each, in the poller, with no reader.
+	// proxy lingers on each, in the poller, with no reader (those that
+	// never left the lobby, in the lobby).
 	lingering := 0
 	p.srv.mu.Lock()
+	lingering += lobbyLingeringLocked(p.srv)
 	for sc := range p.srv.conns {
 		sc.park.mu.Lock()
 		if sc.park.lingering {

@@ -339,6 +339,10 @@ func (c *conn) handleSettings(f *http2.SettingsFrame) error {
 		return connError(http2.ErrCodeEnhanceYourCalm, "too many settings in one frame")
 	}
 	ack := ctrlFrame{kind: ctrlSettingsAck}
+	if c.ackedEarly > 0 {
+		c.ackedEarly--
+		ack.kind = ctrlSettingsApply
+	}
 	c.mu.Lock()
 	defer c.unlock()
 	for i := range f.NumSettings() {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/net/http2"
 
 	"github.com/sightline-proxy/sightline/internal/shrink"
 	"github.com/sightline-proxy/sightline/proxy/config"
@@ -82,6 +83,26 @@ type Server struct {
 	conns     map[*serverConn]struct{}
 	connsPeak int // shrink.Map's
 	shutdown  bool
+	lobby     lobby // connections greeted, waiting for a request (lobby.go)
+}
+
+// Arrivals is what a listener does with the connections it hands to
+// Server.Greet, told on whichever goroutine decides. Each connection gets
+// Sniff; or Opened and, once it has closed, Closed; or Dropped.
+type Arrivals interface {
+	// Sniff serves nc as the listener serves a connection it reads
+	// itself, on a goroutine of its own: its first bytes were no client
+	// preface, or stopped short of one. pc, when not nil, wraps nc and
+	// reads them first.
+	Sniff(nc net.Conn, pc *PeekConn)
+	// Opened counts nc as an HTTP/2 connection the server has taken.
+	Opened(nc net.Conn)
+	// Closed says a connection Opened counted has closed.
+	Closed(nc net.Conn)
+	// Dropped closes nc, which the server gives up unserved (its client
+	// sent nothing before the header timeout, or hung up): its bytes do
+	// not count.
+	Dropped(nc net.Conn)
 }
 
 // NewServer returns a Server. It does no I/O.
@@ -118,6 +139,16 @@ func NewServer(opts ServerOptions) *Server {
 		s.headerTimeout = defaultHeaderReadTimeout
 	}
 	return s
+}
+
+// settings are the server's SETTINGS, its half of the connection preface.
+func (s *Server) settings() []http2.Setting {
+	return []http2.Setting{
+		{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
+		{ID: http2.SettingMaxConcurrentStreams, Val: s.mcs},
+		{ID: http2.SettingInitialWindowSize, Val: initialStreamWindow},
+		{ID: http2.SettingMaxHeaderListSize, Val: s.maxHeaderList},
+	}
 }
 
 // SetRoutes replaces the route table (a config reload); requests already
@@ -192,6 +223,9 @@ func (sc *serverConn) ended() {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
+	s.mu.Unlock()
+	s.lobbyShutdown()
+	s.mu.Lock()
 	for sc := range s.conns {
 		sc.startShutdown()
 	}
@@ -200,7 +234,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		s.mu.Lock()
-		n := len(s.conns)
+		n := len(s.conns) + s.lobbyLenLocked()
 		s.mu.Unlock()
 		if n == 0 {
 			return nil
@@ -218,6 +252,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() {
 	s.mu.Lock()
 	s.shutdown = true
+	s.mu.Unlock()
+	s.lobbyClose()
+	s.mu.Lock()
 	for sc := range s.conns {
 		sc.closing()
 		sc.nc.Close()
@@ -229,7 +266,7 @@ func (s *Server) Close() {
 type Stats struct {
 	// Conns and Streams are the open connections and streams; Parked
 	// counts the connections waiting for their clients without a
-	// goroutine (park.go).
+	// goroutine (park.go), those in the lobby (lobby.go) included.
 	Conns, Streams, Parked int
 	// BufferedBytes is the DATA the server holds for its clients, waiting
 	// for their flow-control windows. Flow control bounds it by the
@@ -243,7 +280,7 @@ type Stats struct {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Stats{Conns: len(s.conns)}
+	st := Stats{Conns: len(s.conns) + s.lobbyLenLocked(), Parked: s.lobbyLenLocked()}
 	for sc := range s.conns {
 		sc.park.mu.Lock()
 		if sc.park.parked {

@@ -56,6 +56,9 @@ type serverConn struct {
 	remoteAddr string
 	// done is Serve's callback, run once the connection has ended.
 	done func()
+	// greeted is when the connection came to the lobby, if it was
+	// greeted there (lobby.go); zero otherwise. Set before serve.
+	greeted time.Time
 
 	// sweepEvery is the stream idle sweep's period, 0 while it is
 	// stopped: set under mu, read without it.
@@ -124,24 +127,29 @@ func (sc *serverConn) serve() {
 		sc.ended()
 		return
 	}
-	// Our preface waits in the write buffer: the client's SETTINGS
-	// usually came with its preface, and the writer, started by the ACK
-	// they call for, sends the two in one write; the reader starts the
-	// writer before waiting for the client (read.go), so the preface never
-	// waits on it.
-	err := sc.writePreface("", []http2.Setting{
-		{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
-		{ID: http2.SettingMaxConcurrentStreams, Val: sc.srv.mcs},
-		{ID: http2.SettingInitialWindowSize, Val: initialStreamWindow},
-		{ID: http2.SettingMaxHeaderListSize, Val: sc.maxHeaderList},
-	}, false)
-	if err != nil {
-		sc.nc.Close()
-		sc.ended()
-		return
+	if sc.greeted.IsZero() {
+		// Our preface waits in the write buffer: the client's SETTINGS
+		// usually came with its preface, and the writer, started by the
+		// ACK they call for, sends the two in one write; the reader
+		// starts the writer before waiting for the client (read.go), so
+		// the preface never waits on it.
+		if err := sc.writePreface("", sc.srv.settings(), false); err != nil {
+			sc.nc.Close()
+			sc.ended()
+			return
+		}
+	} else {
+		// The lobby wrote our preface (lobby.go); unacked and
+		// ackedEarly say what it and the client ACKed.
+		sc.takeWriter()
+		sc.inConn = initialConnWindow
+		sc.releaseWriter()
 	}
 	sc.mu.Lock()
 	sc.idleSince = time.Now()
+	if !sc.greeted.IsZero() {
+		sc.idleSince = sc.greeted // the header timeout runs from the accept
+	}
 	if d := sc.idleLimitLocked(); d > 0 {
 		sc.idleTimer = time.AfterFunc(d, sc.onIdle)
 	}

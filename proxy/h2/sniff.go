@@ -3,6 +3,7 @@ package h2
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net"
 	"sync"
 
@@ -38,6 +39,16 @@ var peekBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxRe
 func NewPeekConn(c net.Conn) *PeekConn {
 	r := peekBufs.Get().(*bufio.Reader)
 	r.Reset(c)
+	return &PeekConn{Conn: c, r: r}
+}
+
+// newPeekConnHead wraps c, whose first bytes, head, were read already (by
+// the lobby): they are read first, and Sniff looks at them and on into c.
+// head fits the peek buffer.
+func newPeekConnHead(c net.Conn, head []byte) *PeekConn {
+	r := peekBufs.Get().(*bufio.Reader)
+	r.Reset(io.MultiReader(bytes.NewReader(head), c))
+	_, _ = r.Peek(len(head)) // one fill: head into the buffer, nothing of c
 	return &PeekConn{Conn: c, r: r}
 }
 

@@ -81,6 +81,9 @@ type Listener struct {
 	allowH1 bool
 	allowH2 bool
 	bytes   *byteMeter // downstream_cx_rx_bytes_total, _tx_bytes_total
+	// greet: new connections go to the HTTP/2 server's lobby first
+	// (h2.Server.Greet): a cleartext listener that serves HTTP/2.
+	greet bool
 
 	ln         net.Listener
 	addr       atomic.Value // the bound address, once Start bound it; read by the admin at any time
@@ -120,6 +123,7 @@ func New(cfg config.Listener, h1 http.Handler, h2srv *h2.Server, st Stats, lg ze
 			l.allowH2 = true
 		}
 	}
+	l.greet = cfg.TLS == nil && l.allowH2
 	lim := cfg.Limits
 	protos := new(http.Protocols)
 	protos.SetHTTP1(true)
@@ -288,7 +292,12 @@ func (l *Listener) acceptLoop() {
 		}
 		l.conns.Add(1)
 		l.handing.Add(1)
-		go l.serve(c)
+		cc := l.wrap(c)
+		if l.greet {
+			l.h2.Greet(cc, arrivals{l})
+			continue
+		}
+		go l.serve(cc, nil)
 	}
 }
 
@@ -331,25 +340,32 @@ func (l *Listener) admit(c net.Conn) bool {
 	return true
 }
 
-// serve finds out what a new connection speaks and hands it over. The
-// goroutine becomes the HTTP/2 connection's reader, until the connection
-// parks; the connection holds its place in l.conns until it closes.
-func (l *Listener) serve(raw net.Conn) {
-	if !l.handOver(raw) {
+// wrap counts an admitted connection's bytes; closing it gives its place
+// under the connection limits back.
+func (l *Listener) wrap(raw net.Conn) *countConn {
+	cc := l.bytes.wrap(raw)
+	cc.onClose = func() {
+		l.opts.Conns.release()
+		l.opts.Global.release()
+	}
+	return cc
+}
+
+// serve finds out what a new connection speaks and hands it over; pc,
+// when not nil, is cc with its first bytes read. The goroutine becomes
+// the HTTP/2 connection's reader, until the connection parks; the
+// connection holds its place in l.conns until it closes.
+func (l *Listener) serve(cc *countConn, pc *h2.PeekConn) {
+	if !l.handOver(cc, pc) {
 		l.conns.Done()
 	}
 }
 
 // handOver does serve's work; it reports whether the HTTP/2 engine took
 // the connection (it then calls l.conns.Done itself, once closed).
-func (l *Listener) handOver(raw net.Conn) bool {
+func (l *Listener) handOver(cc *countConn, pc *h2.PeekConn) bool {
 	handed := sync.OnceFunc(l.handing.Done)
 	defer handed()
-	cc := l.bytes.wrap(raw)
-	cc.onClose = func() {
-		l.opts.Conns.release()
-		l.opts.Global.release()
-	}
 	var c net.Conn = cc
 	reject := func() {
 		cc.discard()
@@ -371,7 +387,9 @@ func (l *Listener) handOver(raw net.Conn) bool {
 		c = tc
 		h2conn = tc.ConnectionState().NegotiatedProtocol == "h2"
 	} else {
-		pc := h2.NewPeekConn(c)
+		if pc == nil {
+			pc = h2.NewPeekConn(c)
+		}
 		proto, err := pc.Sniff()
 		switch {
 		case err != nil:
@@ -410,6 +428,36 @@ func (l *Listener) handOver(raw net.Conn) bool {
 		l.conns.Done()
 	})
 	return true
+}
+
+// arrivals is what the listener does with the connections it hands to
+// its HTTP/2 server's lobby (h2.Arrivals); their counts are as handOver's.
+type arrivals struct{ l *Listener }
+
+func (a arrivals) Sniff(nc net.Conn, pc *h2.PeekConn) { go a.l.serve(nc.(*countConn), pc) }
+
+func (a arrivals) Opened(nc net.Conn) {
+	l := a.l
+	l.bytes.track(nc.(*countConn))
+	l.countOpen()
+	l.st.HTTP.DownstreamCxHTTP2Total.Inc(1)
+	l.st.HTTP.DownstreamCxHTTP2Active.Inc()
+	l.handing.Done()
+}
+
+func (a arrivals) Closed(net.Conn) {
+	l := a.l
+	l.st.HTTP.DownstreamCxHTTP2Active.Dec()
+	l.countClose()
+	l.conns.Done()
+}
+
+func (a arrivals) Dropped(nc net.Conn) {
+	cc := nc.(*countConn)
+	cc.discard()
+	cc.Close()
+	a.l.handing.Done()
+	a.l.conns.Done()
 }
 
 func (l *Listener) countOpen() {
