@@ -183,7 +183,7 @@ func (lc *lobbyConn) woken() {
 	switch lc.state {
 	case lobbyGone:
 	case lobbyLingering:
-		lc.drainLocked()
+		lc.drainLocked(true)
 	default:
 		lc.readLocked()
 	}
@@ -197,7 +197,7 @@ func (lc *lobbyConn) readLocked() {
 	buf := lobbyBufs.Get().(*[lobbyRead]byte)
 	defer lobbyBufs.Put(buf)
 	for {
-		n, err := sysRead(uintptr(lc.fd), buf[:])
+		n, err := lobbySysRead(lc.fd, buf[:])
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -257,6 +257,25 @@ func (lc *lobbyConn) takeLocked(b []byte) {
 	lc.acks += uint8(settings)
 	lc.head = appendUnacked(lc.head, b)
 	lc.waitLocked()
+}
+
+// lobbySysRead and lobbySysWrite are sysRead and sysWrite, but for the
+// race detector: it learns that a write to a socket comes before the read
+// of its bytes at the other end only from syscall.Read and Write (as
+// net.Conn's reads and writes are made), and the lobby's read is the
+// first a connection gets.
+func lobbySysRead(fd int, p []byte) (int, error) {
+	if raceEnabled {
+		return syscall.Read(fd, p)
+	}
+	return sysRead(uintptr(fd), p)
+}
+
+func lobbySysWrite(fd int, p []byte) (int, error) {
+	if raceEnabled {
+		return syscall.Write(fd, p)
+	}
+	return sysWrite(uintptr(fd), p)
 }
 
 // prefaceBytes is the client preface.
@@ -343,7 +362,7 @@ func (lc *lobbyConn) writeLocked(pre []byte, acks int) bool {
 
 func (lc *lobbyConn) writeAllLocked(p []byte) bool {
 	for {
-		n, err := sysWrite(uintptr(lc.fd), p)
+		n, err := lobbySysWrite(lc.fd, p)
 		if err == syscall.EINTR {
 			continue
 		}
@@ -431,17 +450,18 @@ func (lc *lobbyConn) adoptLocked(b []byte) {
 
 // drainLocked reads and drops what a lingering connection's client sent,
 // and closes it once the client has closed, failed, or sent more than
-// one with a request in flight would.
-func (lc *lobbyConn) drainLocked() {
+// one with a request in flight would; otherwise, with rearm, it waits for
+// more.
+func (lc *lobbyConn) drainLocked(rearm bool) {
 	buf := lobbyBufs.Get().(*[lobbyRead]byte)
 	defer lobbyBufs.Put(buf)
 	for total := 0; total < 1<<20; {
-		n, err := sysRead(uintptr(lc.fd), buf[:])
+		n, err := lobbySysRead(lc.fd, buf[:])
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			if parker.os.add(lc.fd, lc.id, true) != nil {
+			if rearm && parker.os.add(lc.fd, lc.id, true) != nil {
 				lc.closeLocked()
 			}
 			return
@@ -459,7 +479,7 @@ func (lc *lobbyConn) drainLocked() {
 // one is sent its GOAWAY and lingers, the others close.
 func (lc *lobbyConn) expireLocked(now int64) {
 	if lc.state == lobbyLingering {
-		if lc.drainLocked(); lc.state == lobbyGone {
+		if lc.drainLocked(false); lc.state == lobbyGone {
 			return
 		}
 	}

@@ -1,0 +1,6 @@
+//go:build race
+
+package h2
+
+// raceEnabled: built with the race detector.
+const raceEnabled = true
