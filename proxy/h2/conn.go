@@ -119,12 +119,11 @@ const (
 	// carries a call now and then keeps its writer; an idle one costs no
 	// goroutine for it.
 	writerLinger = time.Second
+	// closeLinger is how long a connection keeps reading after its last
+	// frame (a GOAWAY) before it closes, so that the peer gets the GOAWAY
+	// and not a TCP RST (RFC 9113 §6.8).
+	closeLinger = time.Second
 )
-
-// closeLinger is how long a connection keeps reading after its last frame
-// (a GOAWAY) before it closes, so that the peer gets the GOAWAY and not a
-// TCP RST (RFC 9113 §6.8). A variable for the tests.
-var closeLinger = time.Second
 
 // errConnClosed reports a connection that closed without a protocol error.
 var errConnClosed = errors.New("h2: connection closed")

@@ -131,6 +131,9 @@ func (l *lobbyList) remove(lc *lobbyConn) {
 type lobby struct {
 	waiting, lingering lobbyList
 	reaped             bool // in the reaper's set
+	// linger replaces closeLinger for the lobby's connections when set
+	// (by tests, before the server serves).
+	linger time.Duration
 	// The server preface, made once.
 	greetOnce  sync.Once
 	greetBytes []byte
@@ -487,6 +490,19 @@ func (lc *lobbyConn) expireLocked(now int64) {
 		lc.closeLocked()
 		return
 	}
+	// Lingering before the client can see the GOAWAY: what it does next
+	// finds the connection so.
+	lc.state = lobbyLingering
+	s := lc.srv
+	s.mu.Lock()
+	lc.list.remove(lc)
+	linger := closeLinger
+	if s.lobby.linger > 0 {
+		linger = s.lobby.linger
+	}
+	lc.deadline = now + int64(linger)
+	s.lobby.lingering.push(lc)
+	s.mu.Unlock()
 	if !lc.writeAllLocked(goAwayNoError[:]) {
 		lc.closeLocked()
 		return
@@ -494,13 +510,6 @@ func (lc *lobbyConn) expireLocked(now int64) {
 	if cw, ok := lc.nc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	lc.state = lobbyLingering
-	s := lc.srv
-	s.mu.Lock()
-	lc.list.remove(lc)
-	lc.deadline = now + int64(closeLinger)
-	s.lobby.lingering.push(lc)
-	s.mu.Unlock()
 	// The registration is armed: the client's close, or its bytes, wake
 	// the connection.
 }

@@ -186,15 +186,13 @@ func TestParkedConnectionsCloseWithoutReaders(t *testing.T) {
 		t.Skip("parking is Linux-only")
 	}
 	timeout := 2*parkAfter + 500*time.Millisecond
-	// Each connection's GOAWAY comes at its own header timeout, and its
-	// linger ends closeLinger later: longer than the connections take to
-	// open on a busy machine, so that all of them linger at once.
-	// (Restored after the proxy's cleanup, which waits for its
-	// connections.)
-	old := closeLinger
-	t.Cleanup(func() { closeLinger = old })
-	closeLinger = 3 * time.Second
 	p := okProxy(t, okHandler, proxyOpts{limits: config.Limits{HeaderReadTimeout: config.Duration(timeout), IdleTimeout: config.Duration(time.Hour)}})
+	// Each connection's GOAWAY comes at its own header timeout, and its
+	// linger in the lobby ends that much later: longer than the
+	// connections take to open on a busy machine, so that all of them
+	// linger at once.
+	linger := 3 * closeLinger
+	p.srv.lobby.linger = linger
 	const n = 20
 	peers := make([]*rawPeer, n)
 	for i := range peers {
@@ -270,7 +268,7 @@ func TestParkedConnectionsCloseWithoutReaders(t *testing.T) {
 		}
 	}
 	waitConns(n/2, closeLinger/2)
-	waitConns(0, closeLinger+2*parkAfter+time.Second)
+	waitConns(0, linger+2*parkAfter+time.Second)
 	for i, c := range peers[n/2:] {
 		var b [1]byte
 		if _, err := c.c.Read(b[:]); err != io.EOF {
