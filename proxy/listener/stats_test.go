@@ -438,3 +438,53 @@ func TestH2ProtocolErrorCounted(t *testing.T) {
 	want := counts{total: 1, h2Total: 1, listenerTotal: 1}
 	waitFor(t, "the connection to be counted closed", func() bool { return tl.counts() == want })
 }
+
+// TestLobbyConnCounted: an h2c client that finishes its handshake and
+// asks nothing waits in the HTTP/2 server's lobby, and counts as an open
+// HTTP/2 connection all the same, its bytes included; one that sends
+// nothing before it hangs up counts nowhere.
+func TestLobbyConnCounted(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the lobby is Linux-only")
+	}
+	tl := startListener(t, false, "http1", "h2c")
+	silent, _ := dial(t, tl, "")
+	c, mc := dial(t, tl, "")
+	fr := http2.NewFramer(c, c)
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	// The server preface: SETTINGS, WINDOW_UPDATE, then the ACK.
+	for acked := false; !acked; {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sf, ok := f.(*http2.SettingsFrame)
+		acked = ok && sf.IsAck()
+	}
+	if err := fr.WriteSettingsAck(); err != nil {
+		t.Fatal(err)
+	}
+	// Both wait in the lobby; the silent one is not counted yet.
+	waitFor(t, "the connections to wait in the lobby", func() bool { return tl.h2.Stats().Parked == 2 })
+	open := counts{total: 1, active: 1, h2Total: 1, h2Active: 1, listenerTotal: 1, listenerActive: 1}
+	if got := tl.counts(); got != open {
+		t.Fatalf("while in the lobby: %+v, want %+v", got, open)
+	}
+	silent.Close()
+	closeAndDrain(t, c)
+	closed := open
+	closed.active, closed.h2Active, closed.listenerActive = 0, 0, 0
+	waitFor(t, "the connection to be counted closed", func() bool { return tl.counts() == closed })
+	st := tl.http
+	if got, want := st.DownstreamCxRxBytes.Value(), mc.written.Load(); got != want {
+		t.Errorf("downstream_cx_rx_bytes_total = %d, want %d (written by the client)", got, want)
+	}
+	if got, want := st.DownstreamCxTxBytes.Value(), mc.read.Load(); got != want {
+		t.Errorf("downstream_cx_tx_bytes_total = %d, want %d (read by the client)", got, want)
+	}
+}
