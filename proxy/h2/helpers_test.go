@@ -151,6 +151,13 @@ func serve(t testing.TB, srv *Server, useTLS bool) string {
 // plaintext connection before it is sniffed.
 func serveWrapped(t testing.TB, srv *Server, useTLS bool, wrap func(net.Conn) net.Conn) string {
 	t.Helper()
+	return serveWith(t, srv, useTLS, wrap, testArrivals{srv})
+}
+
+// serveWith is serveWrapped with a, the listener's part, told what the
+// lobby does with each plaintext connection.
+func serveWith(t testing.TB, srv *Server, useTLS bool, wrap func(net.Conn) net.Conn, a Arrivals) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +188,7 @@ func serveWrapped(t testing.TB, srv *Server, useTLS bool, wrap func(net.Conn) ne
 					c = wrap(c)
 				}
 				// As the listener does: the lobby first.
-				srv.Greet(c, testArrivals{srv})
+				srv.Greet(c, a)
 			}()
 		}
 	}()

@@ -209,28 +209,8 @@ func (a *arrivalsLog) waitFor(t *testing.T, want [4]int) {
 // cleartext listener does, and returns its address and the arrivals log.
 func greetOn(t *testing.T, srv *Server) (string, *arrivalsLog) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	a := &arrivalsLog{heads: make(chan string, 8)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			srv.Greet(c, a)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		srv.Close()
-	})
-	return ln.Addr().String(), a
+	return serveWith(t, srv, false, nil, a), a
 }
 
 // TestLobbyTimeoutAndHandBack: past the header timeout, a greeted client

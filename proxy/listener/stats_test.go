@@ -377,6 +377,13 @@ func TestParkedConnCounted(t *testing.T) {
 	}
 	exchange()
 	closeAndDrain(t, c)
+	wantClosed(t, tl, open, mc)
+}
+
+// wantClosed waits until open's connection is counted closed, and checks
+// that its bytes are counted as the client wrote and read them.
+func wantClosed(t *testing.T, tl *testListener, open counts, mc *meteredConn) {
+	t.Helper()
 	closed := open
 	closed.active, closed.h2Active, closed.listenerActive = 0, 0, 0
 	waitFor(t, "the connection to be counted closed", func() bool { return tl.counts() == closed })
@@ -477,14 +484,5 @@ func TestLobbyConnCounted(t *testing.T) {
 	}
 	silent.Close()
 	closeAndDrain(t, c)
-	closed := open
-	closed.active, closed.h2Active, closed.listenerActive = 0, 0, 0
-	waitFor(t, "the connection to be counted closed", func() bool { return tl.counts() == closed })
-	st := tl.http
-	if got, want := st.DownstreamCxRxBytes.Value(), mc.written.Load(); got != want {
-		t.Errorf("downstream_cx_rx_bytes_total = %d, want %d (written by the client)", got, want)
-	}
-	if got, want := st.DownstreamCxTxBytes.Value(), mc.read.Load(); got != want {
-		t.Errorf("downstream_cx_tx_bytes_total = %d, want %d (read by the client)", got, want)
-	}
+	wantClosed(t, tl, open, mc)
 }
