@@ -227,24 +227,29 @@ func (s *rawSock) discard(limit int) (done bool) {
 	var buf [512]byte
 	total := 0
 	err := s.rc.Read(func(fd uintptr) bool {
-		for total < limit {
-			n, err := sysRead(fd, buf[:])
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-				return true
-			case err != nil || n == 0:
-				done = true
-				return true
-			}
-			total += n
-		}
-		done = true
+		total, done = discardFD(fd, buf[:], limit)
 		return true
 	})
 	if total > 0 {
 		s.counts.read(total)
 	}
 	return done || err != nil
+}
+
+// discardFD is discard's work on socket fd, reading into buf: it returns
+// the bytes it dropped and whether the connection is done with.
+func discardFD(fd uintptr, buf []byte, limit int) (total int, done bool) {
+	for total < limit {
+		n, err := sysRead(fd, buf)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return total, false
+		case err != nil || n == 0:
+			return total, true
+		}
+		total += n
+	}
+	return total, true
 }

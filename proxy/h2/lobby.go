@@ -377,13 +377,13 @@ func (lc *lobbyConn) writeAllLocked(p []byte) bool {
 }
 
 // waitLocked waits for the client's next bytes: the connection joins the
-// lobby if it is new to it, and its registration is armed. It reports
-// false when it closed the connection instead (a shutdown, or the poller
-// failed).
-func (lc *lobbyConn) waitLocked() bool {
+// lobby if it is new to it, and its registration is armed. It closes the
+// connection instead when the server is shutting down or the poller
+// failed.
+func (lc *lobbyConn) waitLocked() {
 	if lc.list == nil && !lc.srv.joinLobby(lc) {
 		lc.closeLocked()
-		return false
+		return
 	}
 	var err error
 	if lc.id == 0 {
@@ -393,9 +393,7 @@ func (lc *lobbyConn) waitLocked() bool {
 	}
 	if err != nil {
 		lc.closeLocked()
-		return false
 	}
-	return true
 }
 
 // leaveLocked takes the connection out of the lobby for good.
@@ -457,25 +455,14 @@ func (lc *lobbyConn) adoptLocked(b []byte) {
 // more.
 func (lc *lobbyConn) drainLocked(rearm bool) {
 	buf := lobbyBufs.Get().(*[lobbyRead]byte)
-	defer lobbyBufs.Put(buf)
-	for total := 0; total < 1<<20; {
-		n, err := lobbySysRead(lc.fd, buf[:])
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			if rearm && parker.os.add(lc.fd, lc.id, true) != nil {
-				lc.closeLocked()
-			}
-			return
-		case err != nil || n == 0:
-			lc.closeLocked()
-			return
-		}
+	n, done := discardFD(uintptr(lc.fd), buf[:], 1<<20)
+	lobbyBufs.Put(buf)
+	if n > 0 {
 		lc.cs.read(n)
-		total += n
 	}
-	lc.closeLocked()
+	if done || rearm && parker.os.add(lc.fd, lc.id, true) != nil {
+		lc.closeLocked()
+	}
 }
 
 // expireLocked acts on a connection whose deadline has passed: a greeted
@@ -607,10 +594,6 @@ func (s *Server) emptyLobby(adopt bool) {
 		lc.mu.Unlock()
 	}
 }
-
-// lobbyLingeringLocked counts the lobby's lingering connections. Under
-// s.mu.
-func lobbyLingeringLocked(s *Server) int { return s.lobby.lingering.n }
 
 // lobbyLenLocked counts the connections in the lobby. Under s.mu.
 func (s *Server) lobbyLenLocked() int { return s.lobby.waiting.n + s.lobby.lingering.n }

@@ -20,5 +20,3 @@ func (s *Server) Greet(nc net.Conn, a Arrivals) { a.Sniff(nc, nil) }
 func (s *Server) lobbyShutdown()      {}
 func (s *Server) lobbyClose()         {}
 func (s *Server) lobbyLenLocked() int { return 0 }
-
-func lobbyLingeringLocked(*Server) int { return 0 }

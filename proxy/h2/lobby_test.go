@@ -44,6 +44,10 @@ func readGreeting(t *testing.T, c *rawPeer, acks int) {
 	}
 }
 
+// lobbyLingeringLocked counts the lobby's lingering connections. Under
+// s.mu.
+func lobbyLingeringLocked(s *Server) int { return s.lobby.lingering.n }
+
 // engineConns counts the connections the engine serves.
 func engineConns(s *Server) int {
 	s.mu.Lock()

@@ -417,17 +417,25 @@ func (l *Listener) handOver(cc *countConn, pc *h2.PeekConn) bool {
 		}
 		return false
 	}
+	l.openH2()
+	// handed once the engine counts the connection: a Shutdown from then
+	// on drains it with GOAWAY (ServeCounted reads it until it parks).
+	l.h2.ServeCounted(c, handed, l.closeH2)
+	return true
+}
+
+// openH2 counts a new HTTP/2 connection; closeH2 counts it closed and
+// gives its place in l.conns back.
+func (l *Listener) openH2() {
 	l.countOpen()
 	l.st.HTTP.DownstreamCxHTTP2Total.Inc(1)
 	l.st.HTTP.DownstreamCxHTTP2Active.Inc()
-	// handed once the engine counts the connection: a Shutdown from then
-	// on drains it with GOAWAY (ServeCounted reads it until it parks).
-	l.h2.ServeCounted(c, handed, func() {
-		l.st.HTTP.DownstreamCxHTTP2Active.Dec()
-		l.countClose()
-		l.conns.Done()
-	})
-	return true
+}
+
+func (l *Listener) closeH2() {
+	l.st.HTTP.DownstreamCxHTTP2Active.Dec()
+	l.countClose()
+	l.conns.Done()
 }
 
 // arrivals is what the listener does with the connections it hands to
@@ -437,20 +445,12 @@ type arrivals struct{ l *Listener }
 func (a arrivals) Sniff(nc net.Conn, pc *h2.PeekConn) { go a.l.serve(nc.(*countConn), pc) }
 
 func (a arrivals) Opened(nc net.Conn) {
-	l := a.l
-	l.bytes.track(nc.(*countConn))
-	l.countOpen()
-	l.st.HTTP.DownstreamCxHTTP2Total.Inc(1)
-	l.st.HTTP.DownstreamCxHTTP2Active.Inc()
-	l.handing.Done()
+	a.l.bytes.track(nc.(*countConn))
+	a.l.openH2()
+	a.l.handing.Done()
 }
 
-func (a arrivals) Closed(net.Conn) {
-	l := a.l
-	l.st.HTTP.DownstreamCxHTTP2Active.Dec()
-	l.countClose()
-	l.conns.Done()
-}
+func (a arrivals) Closed(net.Conn) { a.l.closeH2() }
 
 func (a arrivals) Dropped(nc net.Conn) {
 	cc := nc.(*countConn)
