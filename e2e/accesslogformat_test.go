@@ -93,14 +93,26 @@ clusters:
 		{2: "POST", 3: "/h1/post?y=%2F", 4: "HTTP/2", 5: "200", 6: "-", 7: "5", 12: "Go-http-client/2.0", 14: addr, 15: echo},
 		{2: "GET", 3: "/nowhere", 4: "HTTP/1.1", 5: "404", 6: "NR", 7: "0", 10: "-", 15: "-"},
 	}
+	// A line is written when its request ends, which may be after the
+	// client has its whole response and sent the next request: the
+	// lines are matched by path, not by order.
+	byPath := map[string][]string{}
 	for i, line := range lines {
 		m := envoyLine.FindStringSubmatch(line)
 		if m == nil {
 			t.Fatalf("line %d is not Envoy's default line: %q", i+1, line)
 		}
-		for f, v := range want[i] {
+		byPath[m[3]] = m
+	}
+	for _, w := range want {
+		m := byPath[w[3]]
+		if m == nil {
+			t.Errorf("no line for %s:\n%s", w[3], b)
+			continue
+		}
+		for f, v := range w {
 			if m[f] != v {
-				t.Errorf("line %d field %d = %q, want %q (%q)", i+1, f, m[f], v, line)
+				t.Errorf("line of %s: field %d = %q, want %q (%q)", w[3], f, m[f], v, m[0])
 			}
 		}
 	}
@@ -114,9 +126,13 @@ clusters:
 	if len(got) != len(wantJSON) {
 		t.Fatalf("the json_format log has %d lines, want %d: %v", len(got), len(wantJSON), got)
 	}
-	for i := range got {
-		if fmt.Sprint(got[i]) != fmt.Sprint(wantJSON[i]) {
-			t.Errorf("json line %d = %v, want %v", i+1, got[i], wantJSON[i])
+	gotByRequest := map[any]string{}
+	for _, g := range got {
+		gotByRequest[g["request"]] = fmt.Sprint(g)
+	}
+	for _, w := range wantJSON {
+		if g := gotByRequest[w["request"]]; g != fmt.Sprint(w) {
+			t.Errorf("json line of %v = %s, want %v", w["request"], g, w)
 		}
 	}
 }
