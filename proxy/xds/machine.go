@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"hash/fnv"
@@ -196,14 +197,25 @@ func (m *machine) receive(resp *discoveryv3.DiscoveryResponse) {
 	m.decide(false)
 }
 
-// responseSum identifies a response by its version and resources.
+// responseSum identifies a response by its version and resources, in
+// any order: control planes list a kind's resources in no set order
+// (go-control-plane builds each response from a map), and a repeat
+// listed otherwise must still be known as a repeat.
 func responseSum(resp *discoveryv3.DiscoveryResponse) [sha256.Size]byte {
+	res := resp.GetResources()
+	each := make([][sha256.Size]byte, len(res))
+	for i, a := range res {
+		h := sha256.New()
+		h.Write([]byte(a.GetTypeUrl()))
+		h.Write([]byte{0})
+		h.Write(a.GetValue())
+		h.Sum(each[i][:0])
+	}
+	slices.SortFunc(each, func(a, b [sha256.Size]byte) int { return bytes.Compare(a[:], b[:]) })
 	h := sha256.New()
 	h.Write([]byte(resp.GetVersionInfo()))
-	for _, a := range resp.GetResources() {
-		h.Write([]byte{0})
-		h.Write([]byte(a.GetTypeUrl()))
-		h.Write(a.GetValue())
+	for i := range each {
+		h.Write(each[i][:])
 	}
 	var out [sha256.Size]byte
 	h.Sum(out[:0])

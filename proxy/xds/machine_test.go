@@ -329,20 +329,26 @@ func TestMachineSubscribesOnlyKindsAskedFor(t *testing.T) {
 // TestMachineHoldsRepeatedNACK: a control plane answers a NACK by sending
 // the refused response again; the proxy refuses the repeat without
 // applying it or counting it, and holds that NACK, longer each time,
-// instead of refusing it in a tight loop. A new response is decided at
-// once.
+// instead of refusing it in a tight loop. A repeat may list the resources
+// in another order (go-control-plane builds responses from a map). A new
+// response is decided at once.
 func TestMachineHoldsRepeatedNACK(t *testing.T) {
 	h := newHarness(t, "clusters")
 	h.takeSent()
 	h.fail = errors.New("no")
 	static := &clusterv3.Cluster{Name: "a", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}}
-	n := h.respond(ClusterType, "1", static)
+	other := &clusterv3.Cluster{Name: "b", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}}
+	n := h.respond(ClusterType, "1", static, other)
 	h.wantSent("cds v= nonce=" + n + " NACK: no")
 	applied := len(h.applied)
 	var bounds []time.Duration
-	for range 4 {
+	for i := range 4 {
 		before := h.m.now()
-		n = h.respond(ClusterType, "1", static)
+		if i%2 == 0 {
+			n = h.respond(ClusterType, "1", other, static)
+		} else {
+			n = h.respond(ClusterType, "1", static, other)
+		}
 		h.wantSent()
 		at := h.m.heldUntil()
 		if at.IsZero() {
@@ -361,6 +367,6 @@ func TestMachineHoldsRepeatedNACK(t *testing.T) {
 			h.st.CDS.UpdateRejected.Value(), h.st.CDS.UpdateAttempt.Value())
 	}
 	h.fail = nil
-	n = h.respond(ClusterType, "2", static)
+	n = h.respond(ClusterType, "2", static, other)
 	h.wantSent("cds v=2 nonce=" + n)
 }
