@@ -152,7 +152,13 @@ type snapshot struct {
 	hosts  []*host.Host // every host, sorted by address
 	picker balancer.Picker
 	panic  bool // too few healthy hosts: balancing over all of them
-	zone   zoneaware.State
+	// told: the panic was logged. A cluster whose hosts wait for their
+	// first health check (as every one does while the proxy starts) is in
+	// panic for want of knowledge, not of healthy hosts: that panic is
+	// logged only if it outlasts the first checks, and its end only if
+	// it was.
+	told bool
+	zone zoneaware.State
 	// healthy are the healthy hosts (hosts itself while all are), whose
 	// number per zone, against that of all hosts, a cluster naming this
 	// one its local cluster reads.
@@ -588,12 +594,14 @@ func (c *Cluster) publishLocked() {
 		s.zone = zoneaware.State{Reason: "zone_aware not enabled"}
 	}
 	prev := c.snap.Load()
-	if prev != nil && prev.panic != s.panic {
-		if s.panic {
-			c.log().Warn().Int("hosts", len(all)).Int("healthy", len(healthy)).Float64("panic_threshold", threshold).Msg("too few healthy hosts: balancing over all of them (panic)")
-		} else {
-			c.log().Info().Int("hosts", len(all)).Int("healthy", len(healthy)).Msg("enough healthy hosts again: panic over")
-		}
+	switch {
+	case s.panic && prev != nil && prev.told:
+		s.told = true
+	case s.panic && !anyPending(all):
+		s.told = true
+		c.log().Warn().Int("hosts", len(all)).Int("healthy", len(healthy)).Float64("panic_threshold", threshold).Msg("too few healthy hosts: balancing over all of them (panic)")
+	case !s.panic && prev != nil && prev.told:
+		c.log().Info().Int("hosts", len(all)).Int("healthy", len(healthy)).Msg("enough healthy hosts again: panic over")
 	}
 	if c.Config.ZoneAware.Enabled && (prev == nil || !prev.zone.Equal(s.zone)) {
 		c.log().Info().Str("zone_routing", s.zone.String()).Int("hosts", len(all)).Int("healthy", len(healthy)).Msg("zone routing state")
@@ -604,6 +612,16 @@ func (c *Cluster) publishLocked() {
 		!maps.Equal(zoneCounts(prev.hosts), zoneCounts(all)) || !maps.Equal(zoneCounts(prev.healthy), zoneCounts(healthy))) {
 		c.notifyWatchers()
 	}
+}
+
+// anyPending reports whether a host waits for its first health check.
+func anyPending(hosts []*host.Host) bool {
+	for _, h := range hosts {
+		if h.Flags()&host.PendingActiveHC != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // zoneCounts is the number of hosts per zone.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -207,6 +208,58 @@ func TestPanicThreshold(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPanicLog: a cluster whose hosts wait for their first health check
+// is in panic for want of knowledge; it says nothing of it, nor of its
+// end when the checks pass. A panic that outlasts the first checks, or
+// comes later, is logged once, and so is its end.
+func TestPanicLog(t *testing.T) {
+	var logged bytes.Buffer
+	cfg := config.Cluster{Name: "c", LBPolicy: "round_robin"}
+	for _, a := range []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"} {
+		cfg.Endpoints = append(cfg.Endpoints, config.Endpoint{Address: a})
+	}
+	c, err := New(cfg, Options{Log: zerolog.New(&logged)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hosts := c.Hosts()
+	const (
+		pending = host.FailedActiveHC | host.PendingActiveHC
+		warned  = "too few healthy hosts"
+		over    = "panic over"
+	)
+	step := func(name string, flags [4]uint32, want string) {
+		t.Helper()
+		for i, h := range hosts {
+			h.SetFlags(pending|host.FailedOutlierCheck, flags[i])
+		}
+		logged.Reset()
+		c.Refresh()
+		got := ""
+		for _, s := range []string{warned, over} {
+			if n := strings.Count(logged.String(), s); n > 1 || n == 1 && got != "" {
+				t.Fatalf("%s: logged %q", name, logged.String())
+			} else if n == 1 {
+				got = s
+			}
+		}
+		if got != want {
+			t.Errorf("%s: logged %q, want a line saying %q", name, logged.String(), want)
+		}
+	}
+	f := host.FailedActiveHC
+	step("every host waits for its first check", [4]uint32{pending, pending, pending, pending}, "")
+	step("three first checks passed, one waits", [4]uint32{0, 0, 0, pending}, "")
+	step("all passed", [4]uint32{}, "")
+	step("three ejected", [4]uint32{f, f, 0, f}, warned)
+	step("still in panic", [4]uint32{f, f, 0, host.FailedOutlierCheck}, "")
+	step("back", [4]uint32{0, 0, 0, f}, over)
+	step("new hosts wait", [4]uint32{0, pending, pending, pending}, "")
+	step("their first checks failed", [4]uint32{0, f, f, f}, warned)
+	step("they pass", [4]uint32{}, over)
 }
 
 func TestPickWithNoHosts(t *testing.T) {

@@ -74,12 +74,13 @@ type Options struct {
 	// The Checker writes to it and never closes it.
 	Events *accesslog.HealthLog
 	// OnChange, when set, is called after a host's FailedActiveHC flag
-	// changed, with the host's new health. It is called on the host's
-	// checker goroutine with no lock held, so it may take the cluster's
-	// lock to rebuild the balancer; it should not block for long, since
-	// the host's next check waits for it. Calls for one host come in
-	// order; calls for different hosts may come concurrently. A call may
-	// arrive for a host that Set has just removed.
+	// changed, and after its first check whatever the result (which
+	// clears PendingActiveHC), with the host's health. It is called on
+	// the host's checker goroutine with no lock held, so it may take the
+	// cluster's lock to rebuild the balancer; it should not block for
+	// long, since the host's next check waits for it. Calls for one host
+	// come in order; calls for different hosts may come concurrently. A
+	// call may arrive for a host that Set has just removed.
 	OnChange func(h *host.Host, healthy bool)
 	// OnPass, when set, is called after every passing check (after
 	// OnChange when the pass also changed the host's health), on the
@@ -265,10 +266,11 @@ func countSet(bs ...bool) int {
 }
 
 // Set makes hosts the checked set. A host not checked yet gets the
-// FailedActiveHC flag before Set returns, and its first check starts at
-// once; a checked host no longer listed stops being checked (its check in
-// flight, if any, is abandoned and its result dropped). Hosts are told apart
-// by pointer, so the same *host.Host across DNS refreshes keeps its state.
+// FailedActiveHC and PendingActiveHC flags before Set returns, and its
+// first check starts at once; a checked host no longer listed stops being
+// checked (its check in flight, if any, is abandoned and its result
+// dropped). Hosts are told apart by pointer, so the same *host.Host across
+// DNS refreshes keeps its state.
 //
 // Set does not call OnChange for the flags it sets: the caller is changing
 // membership and rebuilds its balancer anyway, after Set returns, so that a
@@ -287,7 +289,7 @@ func (c *Checker) Set(hosts []*host.Host) {
 		if _, ok := c.sessions[h]; ok {
 			continue
 		}
-		h.SetFlag(host.FailedActiveHC, true)
+		h.SetFlags(0, host.FailedActiveHC|host.PendingActiveHC)
 		s := c.newSession(h)
 		ctx, cancel := context.WithCancel(context.Background())
 		s.cancel = cancel
@@ -482,8 +484,19 @@ func (c *Checker) apply(s *session, r result) transition {
 		return transition{}
 	}
 	tr := s.state.observe(r)
+	var off, on uint32
+	if tr.firstCheck {
+		off = host.PendingActiveHC
+	}
 	if tr.changed {
-		s.h.SetFlag(host.FailedActiveHC, !tr.healthy)
+		if tr.healthy {
+			off |= host.FailedActiveHC
+		} else {
+			on = host.FailedActiveHC
+		}
+	}
+	s.h.SetFlags(off, on)
+	if tr.changed {
 		if tr.healthy {
 			c.stats.Healthy.Inc()
 		} else {
@@ -505,7 +518,7 @@ func (c *Checker) apply(s *session, r result) transition {
 	if tr.event != 0 {
 		c.logEvent(s, tr)
 	}
-	if tr.changed && c.onChange != nil {
+	if (tr.changed || tr.firstCheck) && c.onChange != nil {
 		c.onChange(s.h, tr.healthy)
 	}
 	if r.pass && c.onPass != nil {

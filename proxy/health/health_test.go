@@ -166,8 +166,8 @@ func TestGRPCEjectAndReturn(t *testing.T) {
 	c = newChecker(t, Options{Config: hcConfig("grpc"), Stats: st, Events: events.log, OnChange: onChange})
 
 	c.Set([]*host.Host{h})
-	if h.Flags() != host.FailedActiveHC {
-		t.Fatalf("flags after Set = %s, want failed_active_hc", host.FlagString(h.Flags()))
+	if h.Flags() != host.FailedActiveHC|host.PendingActiveHC {
+		t.Fatalf("flags after Set = %s, want /failed_active_hc/pending_active_hc", host.FlagString(h.Flags()))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
@@ -234,8 +234,11 @@ func TestFirstCheckFailures(t *testing.T) {
 	if err := c.WaitFirst(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ch.expect(t, hosts[0], true)
-	// Each failing host gets a few more checks, which must add no lines.
+	// Every first check calls OnChange: the host is no longer pending,
+	// healthy or not.
+	ch.expectFirst(t, map[*host.Host]bool{hosts[0]: true, hosts[1]: false, hosts[2]: false, hosts[3]: false})
+	// Each failing host gets a few more checks, which must add no lines
+	// and no OnChange.
 	eventually(t, "more checks", func() bool { return bad.hits.Load() >= 4 && hang.hits.Load() >= 3 })
 	for _, h := range hosts[1:] {
 		if h.Healthy() {
@@ -381,8 +384,8 @@ func TestSetRemovesHost(t *testing.T) {
 	release := make(chan struct{})
 	holdB.Store(&release)
 	c.Set([]*host.Host{ha, hb})
-	if hb.Flags() != host.FailedActiveHC {
-		t.Errorf("re-added host flags = %s, want failed_active_hc until checked", host.FlagString(hb.Flags()))
+	if hb.Flags() != host.FailedActiveHC|host.PendingActiveHC {
+		t.Errorf("re-added host flags = %s, want /failed_active_hc/pending_active_hc until checked", host.FlagString(hb.Flags()))
 	}
 	close(release)
 	ch.expect(t, hb, true)

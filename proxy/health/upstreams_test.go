@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -109,6 +110,25 @@ func (c changes) expect(t *testing.T, h *host.Host, healthy bool) {
 	}
 	if got := h.Flags()&host.FailedActiveHC == 0; got != healthy {
 		t.Fatalf("host %s: OnChange said healthy=%v but the flag says %v", h.Address, healthy, got)
+	}
+}
+
+// expectFirst fails t unless the next calls are the first checks' of
+// hosts, in any order, each with its health as want says and no longer
+// pending.
+func (c changes) expectFirst(t *testing.T, want map[*host.Host]bool) {
+	t.Helper()
+	left := maps.Clone(want)
+	for len(left) > 0 {
+		got := c.next(t)
+		healthy, ok := left[got.h]
+		if !ok || got.healthy != healthy {
+			t.Fatalf("OnChange(%s, %v), want one of the first checks' %v", got.h.Address, got.healthy, left)
+		}
+		if f := got.h.Flags(); f&host.PendingActiveHC != 0 || (f&host.FailedActiveHC == 0) != healthy {
+			t.Fatalf("host %s after its first check: flags %s", got.h.Address, host.FlagString(f))
+		}
+		delete(left, got.h)
 	}
 }
 

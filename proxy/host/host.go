@@ -19,6 +19,11 @@ const (
 	FailedActiveHC uint32 = 1 << iota
 	// FailedOutlierCheck is set while outlier detection has ejected the host.
 	FailedOutlierCheck
+	// PendingActiveHC is set, with FailedActiveHC, from a host's addition
+	// to active health checking until its first check has a result
+	// (Envoy's PENDING_ACTIVE_HC): unhealthy because nothing is known yet,
+	// not because a check failed.
+	PendingActiveHC
 )
 
 // Host is one upstream endpoint of a cluster. Its counters are updated with
@@ -167,12 +172,19 @@ func (h *Host) Flags() uint32 { return h.health.Load() }
 
 // SetFlag sets or clears one health flag and reports whether it changed.
 func (h *Host) SetFlag(flag uint32, on bool) bool {
+	if on {
+		return h.SetFlags(0, flag)
+	}
+	return h.SetFlags(flag, 0)
+}
+
+// SetFlags clears the flags of off and sets those of on in one step, so
+// that no reader sees one change without the other, and reports whether
+// any flag changed.
+func (h *Host) SetFlags(off, on uint32) bool {
 	for {
 		old := h.health.Load()
-		nw := old &^ flag
-		if on {
-			nw = old | flag
-		}
+		nw := old&^off | on
 		if nw == old {
 			return false
 		}
@@ -193,6 +205,9 @@ func FlagString(flags uint32) string {
 	}
 	if flags&FailedOutlierCheck != 0 {
 		s += "/failed_outlier_check"
+	}
+	if flags&PendingActiveHC != 0 {
+		s += "/pending_active_hc"
 	}
 	return s
 }
