@@ -37,8 +37,9 @@ import (
 // silence; a busy one never is. A downstream connection whose client has
 // opened no stream yet parks as soon as its handshake is read, and its
 // writer does not linger: a client that connects and waits costs no
-// goroutine. An upstream connection only parks by the sweep: a new one is
-// dialled for a stream about to be sent.
+// goroutine. An upstream connection parks by the sweep (a new one is
+// dialled for a stream about to be sent), or, in cleartext, as soon as
+// its first stream has ended, when it has carried no other (parkAtOnce).
 //
 // TCP sockets park, reached through wrappers that buffer nothing (see
 // Unwrapper), cleartext or under a crypto/tls connection on the engine's
@@ -159,13 +160,7 @@ func drained(nc net.Conn) bool {
 func (c *conn) waitReadable() error {
 	p := &c.park
 	state := readerWaiting
-	if c.server && c.opened.Load() == 0 && c.unacked == 0 && !p.woken {
-		// The handshake is done (our SETTINGS are acknowledged: a
-		// client's ACK comes a moment after its preface, and would
-		// only wake the connection) and the client has asked for
-		// nothing: park at once. A client that sends its first request
-		// with its preface never waits here; one that connects ahead
-		// of its calls (grpc-go) is woken once by its first.
+	if !p.woken && c.parkAtOnce() {
 		if c.tlsb != nil {
 			// crypto/tls may hold what the client sent next: read
 			// through it under a past deadline, as the sweep asks a
@@ -227,6 +222,38 @@ func (c *conn) waitReadable() error {
 	c.br.release()
 	p.parked = true
 	return errParked
+}
+
+// parkAtOnce reports whether a reader about to wait for its peer parks
+// now rather than when the sweep finds it waiting, once its handshake is
+// done (our SETTINGS are acknowledged: the peer's ACK comes a moment
+// after its preface, and would only wake the connection):
+//   - a downstream connection whose client has asked for nothing: a
+//     client that sends its first request with its preface never waits
+//     here; one that connects ahead of its calls (grpc-go) is woken once
+//     by its first;
+//   - a cleartext upstream connection whose one stream so far has ended:
+//     one call to each of thousands of hosts, in a burst, would
+//     otherwise keep a reader goroutine per host until the sweep's next
+//     pass, and the runtime keeps the descriptor of every goroutine it
+//     ever ran at once. A connection that carries a second stream parks
+//     by the sweep, as a busy one should.
+//
+// Not for a reader started for a parked connection (park.woken): the
+// socket had something to read, and parking at once would only be woken
+// again.
+func (c *conn) parkAtOnce() bool {
+	if c.unacked != 0 {
+		return false
+	}
+	if c.server {
+		return c.opened.Load() == 0
+	}
+	// Over TLS an upstream connection parks by the sweep only: parking
+	// through crypto/tls (a read under a past deadline) can leave frames
+	// queued for a writer goroutine, where calls one at a time are
+	// written by the readers themselves.
+	return c.tlsb == nil && c.park.fd >= 0 && c.opened.Load() == 1 && c.streamless()
 }
 
 // forgetClosed drops the ring of the streams that closed last, as the
@@ -305,11 +332,9 @@ var pastDeadline = time.Unix(1, 0)
 // sweepPark asks a reader that has waited since the last pass to park,
 // and closes a lingering connection whose time is up. An upstream
 // connection that carries no stream parks the first time the sweep finds
-// its reader waiting: it has had its answers, and a burst of calls to
-// thousands of hosts would otherwise keep a reader per host for one to
-// two passes (a goroutine more at the burst's peak is a descriptor the
-// runtime keeps for good). A busy connection is woken at most once a
-// pass for it.
+// its reader waiting: it has had its answers (one that carried a single
+// stream has parked already, see parkAtOnce). A busy connection is woken
+// at most once a pass for it.
 func (c *conn) sweepPark(now int64) {
 	p := &c.park
 	if until := p.lingerUntil.Load(); until != 0 {

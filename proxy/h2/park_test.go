@@ -481,6 +481,61 @@ func TestUpstreamConnectionsPark(t *testing.T) {
 			t.Fatalf("after the host closed the parked connection: %d", code)
 		}
 	})
+	t.Run("after its one call, at once", func(t *testing.T) {
+		release := make(chan struct{})
+		fu := startFakeUpstream(t, &fakeUpstream{onRequest: func(fc *fakeConn, id uint32) {
+			<-release
+			fc.respond(id, "fine")
+		}})
+		p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
+		c := h2cClient()
+		type answer struct {
+			code int
+			err  error
+		}
+		call := func() <-chan answer {
+			ch := make(chan answer, 1)
+			go func() {
+				resp, err := c.Get("http://" + p.addr + "/")
+				if err == nil {
+					_, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+					ch <- answer{resp.StatusCode, err}
+					return
+				}
+				ch <- answer{0, err}
+			}()
+			return ch
+		}
+		first := call()
+		var pool *Pool
+		for deadline := time.Now().Add(5 * time.Second); pool == nil || pool.Stats().Streams != 1; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the call never reached the host")
+			}
+			pool = p.pool(fu.addr)
+		}
+		// Out of the sweep's sight: only parking at once can park it.
+		pool.mu.Lock()
+		for cc := range pool.all {
+			parker.removeClient(cc)
+		}
+		pool.mu.Unlock()
+		close(release)
+		if a := <-first; a.err != nil || a.code != 200 {
+			t.Fatalf("first call: %d, %v", a.code, a.err)
+		}
+		waitPool(t, pool, "the connection to park after its one stream", func(s PoolStats) bool { return s.Parked == 1 })
+		// A second stream wakes it, and it then waits as a busy one
+		// does, for the sweep (which does not see it here).
+		if a := <-call(); a.err != nil || a.code != 200 {
+			t.Fatalf("second call: %d, %v", a.code, a.err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if st := pool.Stats(); st.Parked != 0 || st.Conns != 1 {
+			t.Fatalf("after a second stream: pool %+v, want its one connection awake", st)
+		}
+	})
 	t.Run("over TLS", func(t *testing.T) {
 		p := tlsProxy(t, okHandler)
 		c := dialHandshake(t, p.addr, true)
