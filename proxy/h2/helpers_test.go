@@ -23,6 +23,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/observe"
 	"github.com/sightline-proxy/sightline/proxy/overload"
 	"github.com/sightline-proxy/sightline/proxy/route"
+	"github.com/sightline-proxy/sightline/proxy/sock"
 	"github.com/sightline-proxy/sightline/proxy/upstream"
 )
 
@@ -166,11 +167,17 @@ func serveWith(t testing.TB, srv *Server, useTLS bool, wrap func(net.Conn) net.C
 	if useTLS {
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}}
 	}
+	// As the listener accepts: with accept4 where it can (package sock).
+	accept, stop := ln.Accept, ln.Close
+	if raw, err := sock.Listen(ln); err == nil {
+		accept = raw.Accept
+		stop = func() error { raw.Close(); return ln.Close() }
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
-			c, err := ln.Accept()
+			c, err := accept()
 			if err != nil {
 				return
 			}
@@ -193,7 +200,7 @@ func serveWith(t testing.TB, srv *Server, useTLS bool, wrap func(net.Conn) net.C
 		}
 	}()
 	t.Cleanup(func() {
-		ln.Close()
+		stop()
 		<-done
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -3,6 +3,7 @@ package h2
 import (
 	"crypto/tls"
 	"net"
+	"syscall"
 )
 
 // Inline writes. A frame that a reader's work queues on a connection
@@ -281,13 +282,27 @@ func (c *conn) drainOver() error {
 	return err
 }
 
+// socket is a TCP socket the engine reads and writes itself.
+type socket interface {
+	net.Conn
+	syscall.Conn
+}
+
+// FDConn is a TCP socket that gives its descriptor without joining Go's
+// poller, as a connection accepted by package sock does: the lobby keeps
+// such a socket off the poller until the engine takes it.
+type FDConn interface {
+	socket
+	FD() int
+}
+
 // findSocket walks nc's wrappers down to a plain TCP socket, as socketFD
 // does, and returns it with the first wrappers that count read and
 // written bytes, and the base of the TLS layer on the way (tlsbase.go);
 // nil when a layer holds bytes of its own that the engine cannot see
 // past. Above a TLS layer, wrappers count what crypto/tls reads and
 // writes through them; the counters returned are the socket's, below it.
-func findSocket(nc net.Conn) (*net.TCPConn, counters, *tlsBase) {
+func findSocket(nc net.Conn) (socket, counters, *tlsBase) {
 	var cs counters
 	var tb *tlsBase
 	for {
@@ -301,6 +316,8 @@ func findSocket(nc net.Conn) (*net.TCPConn, counters, *tlsBase) {
 		case *PeekConn:
 			nc = c.Conn
 		case *net.TCPConn:
+			return c, cs, tb
+		case FDConn:
 			return c, cs, tb
 		case *tls.Conn:
 			b, ok := c.NetConn().(*tlsBase)

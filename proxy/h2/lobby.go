@@ -41,6 +41,13 @@ import (
 // (Arrivals.Sniff); a client that has sent nothing yet waits in the lobby
 // until it does.
 //
+// A connection the listener accepted itself (package sock, an FDConn)
+// is read and written by its descriptor and joins Go's network poller
+// only when the engine or the listener's sniff first uses it: a client
+// that asks for nothing never costs the poller's registration, its
+// removal at close, or a poll descriptor (memory the runtime keeps for
+// reuse and never returns).
+//
 // A connection stays in the lobby until the header timeout (or the idle
 // timeout, when shorter) from its accept, as a parked connection that never
 // opened a stream does: then one that was greeted is sent GOAWAY(0,

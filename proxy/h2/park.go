@@ -107,6 +107,8 @@ func socketFD(nc net.Conn) int {
 			// Its peeked bytes are read before the reader ever waits
 			// on the socket: a wait reads through it.
 			nc = c.Conn
+		case FDConn:
+			return c.FD()
 		case *net.TCPConn:
 			rc, err := c.SyscallConn()
 			if err != nil {

@@ -1,27 +1,14 @@
 package listener
 
 import (
+	"io"
 	"net"
+	"net/http"
 	"runtime"
-	"sync/atomic"
 	"testing"
 
 	"github.com/sightline-proxy/sightline/internal/testnet"
 )
-
-// countingListener counts the connections accepted from it.
-type countingListener struct {
-	net.Listener
-	n atomic.Int64
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
 
 // TestAcceptStormLetsOthersRun starts a listener on a socket whose
 // backlog holds hundreds of connections, with the process on one P, and
@@ -31,11 +18,13 @@ func (l *countingListener) Accept() (net.Conn, error) {
 // again before the network is polled, and took the whole backlog first.
 func TestAcceptStormLetsOthersRun(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	raw, err := Listen("127.0.0.1:0")
+	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := &countingListener{Listener: raw}
+	// Every connection the loop accepts holds its place under the cap
+	// until it closes.
+	accepted := NewConnLimit(0)
 	const storm = 400
 	clients := make([]net.Conn, 0, storm)
 	defer func() { // before the listener's shutdown, which waits for them
@@ -44,7 +33,7 @@ func TestAcceptStormLetsOthersRun(t *testing.T) {
 		}
 	}()
 	for range storm {
-		c, err := net.Dial("tcp", raw.Addr().String())
+		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,9 +42,35 @@ func TestAcceptStormLetsOthersRun(t *testing.T) {
 
 	// Another client, already connected, whose bytes arrive as the storm
 	// is accepted.
-	ranAt := testnet.ReadableWhileBusy(t, ln.n.Load)
-	startListenerOn(t, ln, false, Options{}, "h1", "h2")
+	ranAt := testnet.ReadableWhileBusy(t, func() int64 { return int64(accepted.Open()) })
+	startListenerOn(t, ln, false, Options{Conns: accepted}, "http1", "h2c")
 	if at := <-ranAt; at > storm/2 {
 		t.Errorf("the other client's goroutine ran after %d of %d connections were accepted, want within the first %d", at, storm, storm/2)
+	}
+}
+
+// wrappedListener is a net.Listener that is not a TCP socket's to the
+// listener: it accepts through it, not with accept4.
+type wrappedListener struct{ net.Listener }
+
+// TestAcceptThroughWrapper: a listener started on a net.Listener that is
+// no *net.TCPListener accepts through its Accept and serves as usual.
+func TestAcceptThroughWrapper(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := startListenerOn(t, wrappedListener{ln}, false, Options{}, "http1", "h2c")
+	if tl.l.raw != nil {
+		t.Fatal("the listener accepts with accept4 from a wrapped listener")
+	}
+	resp, err := http.Get("http://" + tl.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != h1Body {
+		t.Errorf("GET through a wrapped listener: %q, %v; want %q", body, err, h1Body)
 	}
 }

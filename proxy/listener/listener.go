@@ -23,6 +23,7 @@ import (
 	"github.com/sightline-proxy/sightline/proxy/config"
 	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/overload"
+	"github.com/sightline-proxy/sightline/proxy/sock"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
@@ -85,7 +86,11 @@ type Listener struct {
 	// (h2.Server.Greet): a cleartext listener that serves HTTP/2.
 	greet bool
 
-	ln         net.Listener
+	ln net.Listener
+	// raw accepts from ln's socket with accept4, connections that join
+	// Go's poller on first use (package sock); nil: ln.Accept, on
+	// platforms without it and for listeners that are no TCP socket's.
+	raw        *sock.Listener
 	addr       atomic.Value // the bound address, once Start bound it; read by the admin at any time
 	closing    atomic.Bool
 	released   bool           // the socket went to another listener (Release)
@@ -205,6 +210,9 @@ func (l *Listener) Socket() net.Listener { return l.ln }
 // waiting in the socket's backlog are served, not refused.
 func (l *Listener) StartOn(ln net.Listener) {
 	l.ln = ln
+	if raw, err := sock.Listen(ln); err == nil {
+		l.raw = raw
+	}
 	l.addr.Store(ln.Addr().String())
 	l.h1ln = newConnQueue(ln.Addr())
 	l.bytes.start()
@@ -234,6 +242,12 @@ func (l *Listener) Release() net.Listener {
 		return nil
 	}
 	l.closing.Store(true)
+	if l.raw != nil {
+		_ = l.raw.Close() // wakes the accept loop; the socket stays bound through ln
+		<-l.acceptDone
+		l.released = true
+		return ln
+	}
 	d, ok := ln.(interface{ SetDeadline(time.Time) error })
 	if !ok {
 		return nil
@@ -272,7 +286,7 @@ func (l *Listener) acceptLoop() {
 		if n%acceptBatch == 0 {
 			y.Yield() // a turn is over: see acceptBatch
 		}
-		c, err := l.ln.Accept()
+		c, err := l.accept()
 		if err != nil {
 			if l.closing.Load() {
 				return
@@ -299,6 +313,14 @@ func (l *Listener) acceptLoop() {
 		}
 		go l.serve(cc, nil)
 	}
+}
+
+// accept takes the next connection from the socket.
+func (l *Listener) accept() (net.Conn, error) {
+	if l.raw != nil {
+		return l.raw.Accept()
+	}
+	return l.ln.Accept()
 }
 
 // acceptBatch is how many connections the accept loop takes in a turn
@@ -505,6 +527,9 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	}
 	l.closing.Store(true)
 	if !l.released {
+		if l.raw != nil {
+			l.raw.Close()
+		}
 		l.ln.Close()
 	}
 	// HTTP/1.1 connections answer their next request with Connection:

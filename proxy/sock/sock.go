@@ -1,0 +1,317 @@
+//go:build linux
+
+// Package sock accepts TCP connections with accept4(2) and hands them on
+// as net.Conns that join Go's network poller only when first used as one.
+//
+// Go's TCPListener.Accept registers each new socket with the runtime's
+// poller, asks the kernel for the socket's local address and sets
+// TCP_NODELAY on it: three system calls as it arrives, and the poller's
+// removal as it closes, with a netFD, a poll descriptor and two addresses
+// in the heap. A client that connects and then asks for nothing until the
+// header timeout (19,000 of them in the abuse benchmark's idle-conns)
+// needs none of it: the HTTP/2 server's lobby reads and answers such a
+// client on its descriptor, through an epoll set of its own (package h2,
+// lobby.go), and closes it. A Conn is the descriptor and the client's
+// address; the first call that needs Go's poller (a read, a write, a
+// deadline, SyscallConn) makes the descriptor an *os.File on the poller,
+// which costs the F_GETFL and the registration os.NewFile makes. Accepted
+// sockets inherit TCP_NODELAY from the listening socket, where Listen
+// sets it once. A connection that is used thus costs what Accept's cost
+// it, less the local address (asked for only when wanted, and not at all
+// on a listener bound to one address); one that is not costs accept4 and
+// close.
+package sock
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Listener accepts connections from a TCP listener's socket.
+type Listener struct {
+	f      *os.File // a duplicate of the socket's descriptor, on Go's poller
+	rc     syscall.RawConn
+	addr   net.Addr
+	local  *net.TCPAddr // the bound address, when it is one; nil: asked per Conn
+	closed atomic.Bool
+}
+
+// Listen prepares to accept from ln's socket, which must be a
+// *net.TCPListener's. It works on a duplicate of the descriptor: a net
+// listener's own RawConn refuses reads, so Go's poller would not wait for
+// it. ln stays open and usable; closing the Listener closes the duplicate
+// only, and the socket stays bound until both are closed.
+func Listen(ln net.Listener) (*Listener, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("accepting from %s: not a TCP listener", ln.Addr())
+	}
+	f, err := Dup(tl)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	}); err != nil || serr != nil {
+		f.Close()
+		return nil, fmt.Errorf("setting TCP_NODELAY on %s: %w", ln.Addr(), errors.Join(err, serr))
+	}
+	l := &Listener{f: f, rc: rc, addr: ln.Addr()}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+		l.local = a
+	}
+	return l, nil
+}
+
+// Accept waits for the next connection and returns it. A connection the
+// client gave up on while it waited in the backlog (ECONNABORTED) is
+// skipped.
+func (l *Listener) Accept() (net.Conn, error) {
+	var (
+		fd   int
+		sa   syscall.Sockaddr
+		aerr error
+	)
+	err := l.rc.Read(func(s uintptr) bool {
+		for {
+			fd, sa, aerr = syscall.Accept4(int(s), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+			switch aerr {
+			case syscall.EINTR, syscall.ECONNABORTED:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			return true
+		}
+	})
+	if err == nil && aerr != nil {
+		err = os.NewSyscallError("accept4", aerr)
+	}
+	if err != nil {
+		// The file's raw reads report its close in words of their own.
+		if l.closed.Load() {
+			err = net.ErrClosed
+		}
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: err}
+	}
+	c := &Conn{fd: fd, local: l.local}
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		c.remote = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *syscall.SockaddrInet6:
+		c.remote = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return c, nil
+}
+
+// SetDeadline ends a waiting Accept, and those after it, at t with
+// os.ErrDeadlineExceeded; the zero t waits again without end.
+func (l *Listener) SetDeadline(t time.Time) error { return l.f.SetDeadline(t) }
+
+// Close closes the duplicate descriptor, which ends a waiting Accept with
+// net.ErrClosed; the socket itself is closed with the net listener.
+func (l *Listener) Close() error {
+	l.closed.Store(true)
+	return l.f.Close()
+}
+
+// Conn is an accepted TCP connection: a net.Conn whose descriptor joins
+// Go's poller on first use as one, and which its owner may read and write
+// by its descriptor (FD) until then.
+type Conn struct {
+	fd     int
+	remote netip.AddrPort
+	local  *net.TCPAddr // the listener's, when bound to one address
+
+	f            atomic.Pointer[os.File] // once on the poller
+	laddr, raddr atomic.Pointer[net.TCPAddr]
+	mu           sync.Mutex // f's making, and closing
+	closed       bool
+}
+
+// FD is the connection's descriptor, open until Close. Its owner may read
+// and write it directly, and register it with an epoll set of its own,
+// while no one uses the Conn as a net.Conn; a registration is dropped
+// when the descriptor closes.
+func (c *Conn) FD() int { return c.fd }
+
+// file returns the descriptor on Go's poller, putting it there first.
+func (c *Conn) file() (*os.File, error) {
+	if f := c.f.Load(); f != nil {
+		return f, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, net.ErrClosed
+	}
+	f := c.f.Load()
+	if f == nil {
+		f = os.NewFile(uintptr(c.fd), "tcp")
+		c.f.Store(f)
+	}
+	return f, nil
+}
+
+// Read reads as net.TCPConn's does.
+func (c *Conn) Read(p []byte) (int, error) {
+	f, err := c.file()
+	if err != nil {
+		return 0, c.opError("read", err)
+	}
+	n, err := f.Read(p)
+	return n, c.opError("read", err)
+}
+
+// Write writes as net.TCPConn's does.
+func (c *Conn) Write(p []byte) (int, error) {
+	f, err := c.file()
+	if err != nil {
+		return 0, c.opError("write", err)
+	}
+	n, err := f.Write(p)
+	return n, c.opError("write", err)
+}
+
+// Close closes the connection. A read or write waiting on the poller
+// returns net.ErrClosed.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return c.opError("close", net.ErrClosed)
+	}
+	c.closed = true
+	f := c.f.Load()
+	c.mu.Unlock()
+	if f != nil {
+		return c.opError("close", f.Close())
+	}
+	// As os and net close: close(2) is not retried, EINTR or not.
+	return c.opError("close", os.NewSyscallError("close", syscall.Close(c.fd)))
+}
+
+// CloseWrite shuts down the writing side of the connection.
+func (c *Conn) CloseWrite() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return c.opError("close", net.ErrClosed)
+	}
+	shut := func(fd uintptr) error {
+		return os.NewSyscallError("shutdown", syscall.Shutdown(int(fd), syscall.SHUT_WR))
+	}
+	f := c.f.Load()
+	if f == nil {
+		return c.opError("close", shut(uintptr(c.fd)))
+	}
+	rc, err := f.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { err = shut(fd) })
+	}
+	return c.opError("close", err)
+}
+
+// SyscallConn returns the descriptor's raw connection on Go's poller.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	f, err := c.file()
+	if err != nil {
+		return nil, err
+	}
+	return f.SyscallConn()
+}
+
+// SetDeadline sets the read and write deadlines, as net.TCPConn's does.
+func (c *Conn) SetDeadline(t time.Time) error {
+	return c.deadline("set deadline", t, (*os.File).SetDeadline)
+}
+
+// SetReadDeadline sets the read deadline.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	return c.deadline("set read deadline", t, (*os.File).SetReadDeadline)
+}
+
+// SetWriteDeadline sets the write deadline.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	return c.deadline("set write deadline", t, (*os.File).SetWriteDeadline)
+}
+
+func (c *Conn) deadline(op string, t time.Time, set func(*os.File, time.Time) error) error {
+	f, err := c.file()
+	if err == nil {
+		err = set(f, t)
+	}
+	return c.opError(op, err)
+}
+
+// RemoteAddr is the client's address, as accept4 gave it.
+func (c *Conn) RemoteAddr() net.Addr {
+	if a := c.raddr.Load(); a != nil {
+		return a
+	}
+	a := net.TCPAddrFromAddrPort(c.remote)
+	c.raddr.Store(a)
+	return a
+}
+
+// LocalAddr is the connection's local address: the listener's, when it
+// is bound to one; otherwise the kernel's answer, asked for once.
+func (c *Conn) LocalAddr() net.Addr {
+	if c.local != nil {
+		return c.local
+	}
+	if a := c.laddr.Load(); a != nil {
+		return a
+	}
+	a := new(net.TCPAddr)
+	c.mu.Lock()
+	if !c.closed {
+		if sa, err := syscall.Getsockname(c.fd); err == nil {
+			switch s := sa.(type) {
+			case *syscall.SockaddrInet4:
+				a = net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4(s.Addr), uint16(s.Port)))
+			case *syscall.SockaddrInet6:
+				a = net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom16(s.Addr), uint16(s.Port)))
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.laddr.Store(a)
+	return a
+}
+
+// opError makes err what net.TCPConn would return: a *net.OpError, with
+// net.ErrClosed for a closed connection; io.EOF and nil as they are.
+func (c *Conn) opError(op string, err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
+	if _, ok := err.(*net.OpError); ok {
+		return err
+	}
+	var pe *os.PathError
+	switch {
+	case errors.Is(err, os.ErrClosed), errors.Is(err, net.ErrClosed):
+		err = net.ErrClosed
+	case errors.As(err, &pe):
+		err = pe.Err
+		if en, ok := err.(syscall.Errno); ok {
+			err = os.NewSyscallError(op, en)
+		}
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
