@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // Listener accepts connections from a TCP listener's socket.
@@ -83,12 +84,12 @@ func Listen(ln net.Listener) (*Listener, error) {
 func (l *Listener) Accept() (net.Conn, error) {
 	var (
 		fd   int
-		sa   syscall.Sockaddr
-		aerr error
+		sa   syscall.RawSockaddrAny
+		aerr syscall.Errno
 	)
 	err := l.rc.Read(func(s uintptr) bool {
 		for {
-			fd, sa, aerr = syscall.Accept4(int(s), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+			fd, aerr = accept4(s, &sa)
 			switch aerr {
 			case syscall.EINTR, syscall.ECONNABORTED:
 				continue
@@ -98,7 +99,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return true
 		}
 	})
-	if err == nil && aerr != nil {
+	if err == nil && aerr != 0 {
 		err = os.NewSyscallError("accept4", aerr)
 	}
 	if err != nil {
@@ -108,14 +109,40 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: err}
 	}
-	c := &Conn{fd: fd, local: l.local}
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		c.remote = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *syscall.SockaddrInet6:
-		c.remote = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	return &Conn{fd: fd, remote: addrPort(&sa), local: l.local}, nil
+}
+
+// accept4 is accept4(2) on the non-blocking socket s, made without telling
+// the scheduler, as the HTTP/2 engine reads and writes (package h2,
+// sysio_linux.go): the call never sleeps, and one the scheduler knows of
+// lets the runtime's monitor hand the P to another thread when the call
+// is slow, which a storm of connections made it often enough to cost
+// thousands of thread switches a second on one core.
+func accept4(s uintptr, sa *syscall.RawSockaddrAny) (int, syscall.Errno) {
+	n := uint32(syscall.SizeofSockaddrAny)
+	fd, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, s, uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&n)),
+		syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+	return int(fd), e
+}
+
+// addrPort is the address of an AF_INET or AF_INET6 socket address; the
+// zero AddrPort for any other.
+func addrPort(sa *syscall.RawSockaddrAny) netip.AddrPort {
+	switch sa.Addr.Family {
+	case syscall.AF_INET:
+		a := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), port(a.Port))
+	case syscall.AF_INET6:
+		a := (*syscall.RawSockaddrInet6)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), port(a.Port))
 	}
-	return c, nil
+	return netip.AddrPort{}
+}
+
+// port is a port in network byte order, as a socket address holds it.
+func port(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
 }
 
 // SetDeadline ends a waiting Accept, and those after it, at t with
@@ -201,8 +228,9 @@ func (c *Conn) Close() error {
 	if f != nil {
 		return c.opError("close", f.Close())
 	}
-	// As os and net close: close(2) is not retried, EINTR or not.
-	return c.opError("close", os.NewSyscallError("close", syscall.Close(c.fd)))
+	// Off the poller, so made as accept4 is; as os and net close, close(2)
+	// is not retried, EINTR or not. Without SO_LINGER it never sleeps.
+	return c.opError("close", os.NewSyscallError("close", rawErr(syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(c.fd), 0, 0))))
 }
 
 // CloseWrite shuts down the writing side of the connection.
@@ -213,7 +241,7 @@ func (c *Conn) CloseWrite() error {
 		return c.opError("close", net.ErrClosed)
 	}
 	shut := func(fd uintptr) error {
-		return os.NewSyscallError("shutdown", syscall.Shutdown(int(fd), syscall.SHUT_WR))
+		return os.NewSyscallError("shutdown", rawErr(syscall.RawSyscall(syscall.SYS_SHUTDOWN, fd, syscall.SHUT_WR, 0)))
 	}
 	f := c.f.Load()
 	if f == nil {
@@ -314,4 +342,12 @@ func (c *Conn) opError(op string, err error) error {
 		}
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// rawErr is a raw system call's error, nil for none.
+func rawErr(_, _ uintptr, e syscall.Errno) error {
+	if e != 0 {
+		return e
+	}
+	return nil
 }

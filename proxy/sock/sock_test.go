@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/nettest"
 	"golang.org/x/sys/unix"
@@ -287,5 +288,33 @@ func TestListenNeedsTCP(t *testing.T) {
 	defer ln.Close()
 	if _, err := Listen(ln); err == nil {
 		t.Error("Listen took a Unix socket")
+	}
+}
+
+// TestAddrPort reads the client's address out of the socket addresses
+// accept4 fills in, ports in network byte order.
+func TestAddrPort(t *testing.T) {
+	in4 := syscall.RawSockaddrInet4{Family: syscall.AF_INET, Addr: [4]byte{10, 1, 2, 3}}
+	*(*[2]byte)(unsafe.Pointer(&in4.Port)) = [2]byte{0x1f, 0x90} // 8080
+	in6 := syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Addr: [16]byte{0: 0x20, 1: 0x01, 2: 0x0d, 3: 0xb8, 15: 1}}
+	*(*[2]byte)(unsafe.Pointer(&in6.Port)) = [2]byte{0xc3, 0x50} // 50000
+	unixAddr := syscall.RawSockaddrUnix{Family: syscall.AF_UNIX}
+	for _, tt := range []struct{ name, want string }{
+		{"IPv4", "10.1.2.3:8080"},
+		{"IPv6", "[2001:db8::1]:50000"},
+		{"other", "invalid AddrPort"},
+	} {
+		var any syscall.RawSockaddrAny
+		switch tt.name {
+		case "IPv4":
+			*(*syscall.RawSockaddrInet4)(unsafe.Pointer(&any)) = in4
+		case "IPv6":
+			*(*syscall.RawSockaddrInet6)(unsafe.Pointer(&any)) = in6
+		default:
+			*(*syscall.RawSockaddrUnix)(unsafe.Pointer(&any)) = unixAddr
+		}
+		if got := addrPort(&any).String(); got != tt.want {
+			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
+		}
 	}
 }
