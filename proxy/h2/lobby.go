@@ -497,7 +497,12 @@ func (lc *lobbyConn) expireLocked(now int64) {
 	lc.deadline = now + int64(linger)
 	s.lobby.lingering.push(lc)
 	s.mu.Unlock()
-	if !lc.writeAllLocked(goAwayNoError[:]) {
+	// MSG_MORE: the GOAWAY waits for the FIN, and both go in one segment.
+	n, err := sysSend(uintptr(lc.fd), goAwayNoError[:], syscall.MSG_MORE)
+	if n > 0 {
+		lc.cs.written(n)
+	}
+	if err != nil || n < len(goAwayNoError) {
 		lc.closeLocked()
 		return
 	}

@@ -28,3 +28,13 @@ func sysWrite(fd uintptr, p []byte) (int, error) {
 	}
 	return int(r), nil
 }
+
+// sysSend is send(2) with flags, made as sysWrite is; MSG_NOSIGNAL is
+// added, as a write's EPIPE is all the caller needs.
+func sysSend(fd uintptr, p []byte, flags int) (int, error) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), uintptr(flags|syscall.MSG_NOSIGNAL), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
