@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -316,5 +318,32 @@ func TestAddrPort(t *testing.T) {
 		if got := addrPort(&any).String(); got != tt.want {
 			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestFDTableGrown: once a Listener is made, the process's descriptor
+// table holds fdTableAhead descriptors (or RLIMIT_NOFILE's), so that no
+// accept waits for the kernel to grow it.
+func TestFDTableGrown(t *testing.T) {
+	listen(t)
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size uint64
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "FDSize:"); ok {
+			size, err = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if want := min(rl.Cur, fdTableAhead); size < want {
+		t.Errorf("FDSize = %d after Listen, want at least %d", size, want)
 	}
 }
