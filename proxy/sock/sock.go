@@ -180,10 +180,6 @@ func port(p uint16) uint16 {
 	return uint16(b[0])<<8 | uint16(b[1])
 }
 
-// SetDeadline ends a waiting Accept, and those after it, at t with
-// os.ErrDeadlineExceeded; the zero t waits again without end.
-func (l *Listener) SetDeadline(t time.Time) error { return l.f.SetDeadline(t) }
-
 // Close closes the duplicate descriptor, which ends a waiting Accept with
 // net.ErrClosed; the socket itself is closed with the net listener.
 func (l *Listener) Close() error {
@@ -343,13 +339,10 @@ func (c *Conn) LocalAddr() net.Addr {
 	a := new(net.TCPAddr)
 	c.mu.Lock()
 	if !c.closed {
-		if sa, err := syscall.Getsockname(c.fd); err == nil {
-			switch s := sa.(type) {
-			case *syscall.SockaddrInet4:
-				a = net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4(s.Addr), uint16(s.Port)))
-			case *syscall.SockaddrInet6:
-				a = net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom16(s.Addr), uint16(s.Port)))
-			}
+		var sa syscall.RawSockaddrAny
+		n := uint32(syscall.SizeofSockaddrAny)
+		if _, _, e := syscall.RawSyscall(syscall.SYS_GETSOCKNAME, uintptr(c.fd), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n))); e == 0 {
+			a = net.TCPAddrFromAddrPort(addrPort(&sa))
 		}
 	}
 	c.mu.Unlock()
@@ -361,9 +354,6 @@ func (c *Conn) LocalAddr() net.Addr {
 // net.ErrClosed for a closed connection; io.EOF and nil as they are.
 func (c *Conn) opError(op string, err error) error {
 	if err == nil || err == io.EOF {
-		return err
-	}
-	if _, ok := err.(*net.OpError); ok {
 		return err
 	}
 	var pe *os.PathError

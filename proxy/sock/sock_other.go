@@ -5,7 +5,6 @@ package sock
 import (
 	"errors"
 	"net"
-	"time"
 )
 
 // Listener is not available here: listeners accept with net's Accept.
@@ -14,7 +13,6 @@ type Listener struct{}
 // Listen fails: accept4 and the lobby's epoll set are Linux's.
 func Listen(net.Listener) (*Listener, error) { return nil, errors.ErrUnsupported }
 
-// Accept, SetDeadline and Close are never called: Listen fails.
-func (*Listener) Accept() (net.Conn, error)   { return nil, errors.ErrUnsupported }
-func (*Listener) SetDeadline(time.Time) error { return errors.ErrUnsupported }
-func (*Listener) Close() error                { return errors.ErrUnsupported }
+// Accept and Close are never called: Listen fails.
+func (*Listener) Accept() (net.Conn, error) { return nil, errors.ErrUnsupported }
+func (*Listener) Close() error              { return errors.ErrUnsupported }
