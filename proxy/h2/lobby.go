@@ -28,9 +28,10 @@ import (
 // sent, without waiting. When that is the client preface and nothing but
 // SETTINGS and connection WINDOW_UPDATE frames (a client connecting ahead
 // of its calls), the server preface and the ACKs go out in one write, and
-// the connection waits in the lobby: registered with the parking poller,
-// with the client's handshake bytes kept, and no goroutine. The poller
-// answers further SETTINGS, takes the client's ACK, and with the first
+// the connection waits in the lobby: registered with the parking poller
+// (in an epoll instance of the lobby's own, see poller), with the
+// client's handshake bytes kept, and no goroutine. The poller answers
+// further SETTINGS, takes the client's ACK, and with the first
 // other frame (a request, a PING) hands the connection to the engine,
 // which reads the kept bytes before the socket's: it applies the client's
 // SETTINGS as if it read them first, without ACKing again what the lobby
@@ -394,9 +395,9 @@ func (lc *lobbyConn) waitLocked() {
 	}
 	var err error
 	if lc.id == 0 {
-		lc.id, err = parker.register(lc, lc.fd, false)
+		lc.id, err = parker.register(&parker.lobbyOS, lc, lc.fd, false)
 	} else {
-		err = parker.os.add(lc.fd, lc.id, true)
+		err = parker.lobbyOS.add(lc.fd, lc.id, true)
 	}
 	if err != nil {
 		lc.closeLocked()
@@ -442,7 +443,6 @@ func (lc *lobbyConn) adoptLocked(b []byte) {
 		sc.unacked = 1
 	}
 	sc.park.fd = lc.fd
-	sc.park.registered = lc.id != 0
 	sc.done = func() { a.Closed(nc) }
 	s.mu.Lock()
 	s.conns[sc] = struct{}{}
@@ -467,7 +467,7 @@ func (lc *lobbyConn) drainLocked(rearm bool) {
 	if n > 0 {
 		lc.cs.read(n)
 	}
-	if done || rearm && parker.os.add(lc.fd, lc.id, true) != nil {
+	if done || rearm && parker.lobbyOS.add(lc.fd, lc.id, true) != nil {
 		lc.closeLocked()
 	}
 }

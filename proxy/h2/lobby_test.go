@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -299,4 +300,67 @@ func TestLobbyShutdownDrains(t *testing.T) {
 		t.Fatalf("shutdown: %v", err)
 	}
 	a.waitFor(t, [4]int{1, 1, 0, 0})
+}
+
+// TestParkedWakesWhileLobbyBusy: the lobby's connections and the parked
+// ones wake through pollers of their own, so a parked client is served
+// while the lobby's goroutine is held up: here on a lobby connection's
+// lock, in a storm of new connections by thousands of handshakes. With
+// one poller for both, the parked client's request waited behind every
+// lobby connection readied before it.
+func TestParkedWakesWhileLobbyBusy(t *testing.T) {
+	p := okProxy(t, okHandler, proxyOpts{})
+	served := dialRaw(t, p.addr, true)
+	served.request(1, true)
+	if status, _, _ := served.response(1); status != "200" {
+		t.Fatalf("first request: status %s", status)
+	}
+	waitParked(t, p, 1)
+
+	waiting := dialRaw(t, p.addr, false)
+	waiting.write([]byte(http2.ClientPreface))
+	if err := waiting.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	readGreeting(t, waiting, 1)
+	p.srv.mu.Lock()
+	lc := p.srv.lobby.waiting.back
+	p.srv.mu.Unlock()
+	if lc == nil {
+		t.Fatal("the greeted client is not in the lobby")
+	}
+	lc.mu.Lock()
+	held := true
+	defer func() {
+		if held {
+			lc.mu.Unlock()
+		}
+	}()
+	// The client's ACK wakes the lobby's poller, which then waits for
+	// the connection's lock.
+	if err := waiting.fr.WriteSettingsAck(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !stackHas("(*lobbyConn).woken("); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the lobby's poller did not wake for the client's ACK")
+		}
+	}
+
+	served.request(3, true)
+	if status, _, _ := served.response(3); status != "200" {
+		t.Fatalf("request to the parked connection: status %s", status)
+	}
+	lc.mu.Unlock()
+	held = false
+	waiting.request(1, true)
+	if status, _, _ := waiting.response(1); status != "200" {
+		t.Fatalf("request from the lobby once it is free: status %s", status)
+	}
+}
+
+// stackHas reports whether a goroutine's stack holds s.
+func stackHas(s string) bool {
+	buf := make([]byte, 8<<20)
+	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), s)
 }

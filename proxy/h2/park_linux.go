@@ -54,18 +54,7 @@ func (p *pollerOS) add(fd int, id int32, rearm bool) error {
 		op, name = syscall.EPOLL_CTL_MOD, "mod"
 	}
 	// Made as sysRead is (sysio_linux.go): epoll_ctl never sleeps.
-	e := epollCtl(p.epfd, op, fd, &ev)
-	// A socket the lobby registered (lobby.go) may come to the engine
-	// through a path that does not say so: the other operation does it.
-	switch {
-	case e == syscall.EEXIST && op == syscall.EPOLL_CTL_ADD:
-		op, name = syscall.EPOLL_CTL_MOD, "mod"
-		e = epollCtl(p.epfd, op, fd, &ev)
-	case e == syscall.ENOENT && op == syscall.EPOLL_CTL_MOD:
-		op, name = syscall.EPOLL_CTL_ADD, "add"
-		e = epollCtl(p.epfd, op, fd, &ev)
-	}
-	if e != 0 {
+	if e := epollCtl(p.epfd, op, fd, &ev); e != 0 {
 		return fmt.Errorf("epoll_ctl %s: %w", name, e)
 	}
 	return nil
