@@ -17,9 +17,16 @@
 # if the proxy's RSS passes CAP_MB, so a runaway proxy cannot take the
 # machine's memory.
 #
-# Pinning follows compare.sh: the proxy alone on core PX_CPU (Sightline with
-# GOMAXPROCS=1, HAProxy with nbthread 1); backend, attacker and victim on
-# core LG_CPU.
+# Pinning: the proxy on core PX_CPU (Sightline with GOMAXPROCS=1, HAProxy
+# with nbthread 1), with the backend and the victim (SV_CPU); the attacker
+# alone on core LG_CPU. The attacker is the outsider: what delays the
+# victim is then the proxy's work (and the kernel's for its sockets), never
+# the attacker's own. With the attacker beside the victim and the backend
+# (SV_CPU=0, the layout before 2026-12-07), idle-conns measured mostly the
+# attacker: in connect() and write() it held that core 1 to 5 ms at a
+# time, in the kernel, where this kernel (PREEMPT_NONE) does not preempt
+# it, while the victim and the backend waited for the core and the
+# proxy's sat idle (bench/README.md, Abuse, the run of 2026-12-07 01:53Z).
 #
 # Knobs (env): ATTACKS (default: all, `abuse list` names them)
 #   PROXIES="sightline haproxy"  ATTACK_SECS=20  IDLE_SECS=5  VICTIM_RATE=100
@@ -36,7 +43,7 @@
 #   VICTIM_RATE=0 runs no victim: the CPU column is then the attack's
 #   alone (ATTACKS=idle-conns ATTACK_SECS=7: the storm and the hold, before
 #   the 10 s header timeout).
-#   CAP_MB=4096  IDLE_CONNS=19000  LG_CPU=0  PX_CPU=1
+#   CAP_MB=4096  IDLE_CONNS=19000  LG_CPU=0  PX_CPU=1  SV_CPU=PX_CPU
 #   SIGHTLINE_REF=<commit> builds Sightline from that commit (git archive)
 #   instead of the working tree; SIGHTLINE_BIN=<binary> uses a prebuilt one
 #   KEEP=1 keeps the scratch directory (raw JSON and logs) after the run,
@@ -66,6 +73,7 @@ CAP_MB=${CAP_MB:-4096}
 IDLE_CONNS=${IDLE_CONNS:-19000}
 LG_CPU=${LG_CPU:-0}
 PX_CPU=${PX_CPU:-1}
+SV_CPU=${SV_CPU:-$PX_CPU}
 KEEP=${KEEP:-0}
 
 PROXY_PORT=18100
@@ -233,24 +241,24 @@ for a in $ATTACKS; do
       */floor | */floor-loop) continue ;; # floors for idle-conns only
     esac
     base=$work/$a.$px
-    GOMAXPROCS=1 taskset -c "$LG_CPU" "$abuse" backend -addr "127.0.0.1:$BACKEND_PORT" >"$base.backend.log" 2>&1 &
+    GOMAXPROCS=1 taskset -c "$SV_CPU" "$abuse" backend -addr "127.0.0.1:$BACKEND_PORT" >"$base.backend.log" 2>&1 &
     be_pid=$!; STARTED+=("$be_pid")
     if ! wait_listen "$BACKEND_PORT"; then log "$a/$px: backend did not start"; stop_all; continue; fi
     if ! start_proxy "$px" "$base.proxy.log"; then
       log "$a/$px: proxy did not listen on $PROXY_PORT; see below"; tail -n 5 "$base.proxy.log" >&2; stop_all; continue
     fi
     if [ "$VICTIM_RATE" != 0 ]; then
-      taskset -c "$LG_CPU" "$abuse" victim -addr "127.0.0.1:$TARGET_PORT" -rate "$VICTIM_RATE" -d "${IDLE_SECS}s" \
+      taskset -c "$SV_CPU" "$abuse" victim -addr "127.0.0.1:$TARGET_PORT" -rate "$VICTIM_RATE" -d "${IDLE_SECS}s" \
         -label "$a/$px idle" -out "$base.idle.json" 2>>"$base.victim.log"
     fi
     # The attacker runs at a lower priority than the victim and the backend,
-    # so that its own CPU use delays the victim less than the proxy does.
+    # for a layout that puts them on one core (SV_CPU=LG_CPU).
     taskset -c "$LG_CPU" nice -n 10 timeout -k 5 $(( ATTACK_SECS + 60 )) "$abuse" attack -name "$a" -proxy "$px" \
       -addr "127.0.0.1:$TARGET_PORT" -evil-addr "$evil" -pid "$PX_PID" -backend-pid "$be_pid" -d "${ATTACK_SECS}s" \
       -cap-mb "$CAP_MB" -idle-conns "$IDLE_CONNS" -out "$base.attack.json" 2>"$base.attack.log" &
     attacker=$!; STARTED+=("$attacker")
     if [ "$VICTIM_RATE" != 0 ]; then
-      taskset -c "$LG_CPU" "$abuse" victim -addr "127.0.0.1:$TARGET_PORT" -rate "$VICTIM_RATE" -d "${ATTACK_SECS}s" \
+      taskset -c "$SV_CPU" "$abuse" victim -addr "127.0.0.1:$TARGET_PORT" -rate "$VICTIM_RATE" -d "${ATTACK_SECS}s" \
         -label "$a/$px attack" -out "$base.victim.json" -trace "$base.victim.trace" 2>>"$base.victim.log"
     fi
     wait "$attacker" || log "$a/$px: the attack exited with $?; see $base.attack.log"
@@ -268,7 +276,7 @@ report=$work/report.md
     "$(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r);" \
     "HAProxy $(haproxy -v 2>&1 | head -1 | awk '{print $3}'), $(go version | awk '{print $3}')," \
     "Sightline built from $sightline_src."
-  echo "ATTACK_SECS=$ATTACK_SECS IDLE_SECS=$IDLE_SECS VICTIM_RATE=$VICTIM_RATE CAP_MB=$CAP_MB IDLE_CONNS=$IDLE_CONNS; proxy on cpu$PX_CPU, backend, attacker and victim on cpu$LG_CPU."
+  echo "ATTACK_SECS=$ATTACK_SECS IDLE_SECS=$IDLE_SECS VICTIM_RATE=$VICTIM_RATE CAP_MB=$CAP_MB IDLE_CONNS=$IDLE_CONNS; proxy on cpu$PX_CPU, backend and victim on cpu$SV_CPU, attacker on cpu$LG_CPU."
   echo
   "$abuse" report -dir "$work" -proxies "$PROXIES" -attacks "$ATTACKS"
 } >"$report"
