@@ -248,9 +248,6 @@ func (cc *clientConn) failLocked2(h *half, f flag, msg string) {
 // there.
 func (cc *clientConn) run() {
 	p := cc.pool
-	if cc.counted {
-		defer p.opts.Breakers.DoneConnection()
-	}
 	p.cx().Opened(true)
 	deadline := cc.start.Add(p.opts.ConnectTimeout)
 	nc, err := cc.dial(deadline)
@@ -259,6 +256,7 @@ func (cc *clientConn) run() {
 		var le localDialError
 		cc.countEnd(stats.ConnEnd{ConnectFail: true, Timeout: isTimeout(err), Local: isTimeout(err) || errors.As(err, &le)})
 		cc.connectFailed()
+		cc.giveBackSlot()
 		return
 	}
 	cc.clock = &readClock{Conn: nc, start: cc.start}
@@ -278,6 +276,7 @@ func (cc *clientConn) run() {
 		cc.nc.Close()
 		cc.countEnd(stats.ConnEnd{ConnectFail: true, Timeout: isTimeout(err), Local: isTimeout(err)})
 		cc.connectFailed()
+		cc.giveBackSlot()
 		return
 	}
 	cc.startWriter()
@@ -313,6 +312,17 @@ func (cc *clientConn) read() {
 	cc.mu.Unlock()
 	cc.countEnd(end)
 	cc.teardown(err)
+	cc.br.drop()
+	cc.giveBackSlot()
+}
+
+// giveBackSlot gives back the connection's max_connections slot once it
+// has closed: a parked connection is open and keeps its slot, as Envoy
+// counts every open connection.
+func (cc *clientConn) giveBackSlot() {
+	if cc.counted {
+		cc.pool.opts.Breakers.DoneConnection()
+	}
 }
 
 // resumeReading is a parked connection's new reader.

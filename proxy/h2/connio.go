@@ -187,6 +187,25 @@ func (b *rbuf) release() {
 	}
 }
 
+// drop gives back both buffers, whatever they hold, once the reader has
+// ended for good (and any linger after it read its last). release keeps
+// a buffer that holds unread bytes, and a connection that ends with bytes
+// unread (a flood cut off in the middle of a read) held its large buffer
+// until the collector took it: 16 KiB for every connection an upstream
+// that floods resets got, which under bench/abuse's upstream-rst (500
+// such connections a second) made a collection every third of a second.
+func (b *rbuf) drop() {
+	if b.big != nil {
+		readBufs.Put(b.big)
+		b.big = nil
+	}
+	if b.small != nil {
+		smallReadBufs.Put(b.small)
+		b.small = nil
+	}
+	b.buf, b.r, b.w = nil, 0, 0
+}
+
 // reacquire takes a small buffer for a reader that released its own.
 func (b *rbuf) reacquire() {
 	if b.small == nil {

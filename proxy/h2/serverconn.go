@@ -124,6 +124,7 @@ func (sc *serverConn) serve() {
 			sc.srv.stats.DownstreamCxProtocolError.Inc(1)
 		}
 		sc.linger()
+		sc.br.drop()
 		sc.ended()
 		return
 	}
@@ -165,6 +166,7 @@ func (sc *serverConn) read() {
 		return
 	}
 	sc.teardown(err)
+	sc.br.drop()
 	sc.ended()
 }
 
