@@ -334,14 +334,19 @@ type conn struct {
 	abortReason string
 
 	// Writer-owned. enc is made with the first header block sent, or the
-	// peer's first change to its table's size (encoder).
-	enc       *hpack.Encoder
-	encBuf    bytes.Buffer
-	freshSeen freshNames // fresh names already in enc's dynamic table
-	fhdr      [9]byte    // a frame header being written
-	wMaxFrame uint32
-	items     []writeItem
-	ctrlW     []ctrlFrame
+	// peer's first change to its table's size (encoder); an idle
+	// connection lets it go (dropEncoderLocked). encTable is the size of
+	// the peer's decoder's table, as enc was last told; encDropped says
+	// the next enc must empty that table first.
+	enc        *hpack.Encoder
+	encBuf     bytes.Buffer
+	encTable   uint32
+	encDropped bool
+	freshSeen  freshNames // fresh names already in enc's dynamic table
+	fhdr       [9]byte    // a frame header being written
+	wMaxFrame  uint32
+	items      []writeItem
+	ctrlW      []ctrlFrame
 
 	wake       chan struct{}
 	writerDone chan struct{} // closed when the writer stopped for good
@@ -408,6 +413,7 @@ func (c *conn) initState(maxHeaderList uint32) {
 	c.sendConn = defaultWindow
 	c.peerInitWin = defaultWindow
 	c.peerMaxFrame = maxFrameSize
+	c.encTable = headerTableSize
 	c.wake = make(chan struct{}, 1)
 	c.writerDone = make(chan struct{})
 }
@@ -436,8 +442,34 @@ func (c *conn) encoder() *hpack.Encoder {
 	if c.enc == nil {
 		c.enc = hpack.NewEncoder(&c.encBuf)
 		c.enc.SetMaxDynamicTableSizeLimit(headerTableSize)
+		if c.encDropped {
+			// The peer's decoder still holds what the dropped encoder
+			// added. The first block starts with two table size
+			// updates, to 0 (which empties it) and back to its size
+			// (RFC 7541 §4.2, §6.3), and the new encoder indexes
+			// afresh.
+			c.enc.SetMaxDynamicTableSize(0)
+			c.enc.SetMaxDynamicTableSize(c.encTable)
+			c.encDropped = false
+		}
 	}
 	return c.enc
+}
+
+// dropEncoderLocked lets an idle connection's HPACK encoder go, with its
+// dynamic table: about 2.5 KiB on a connection that has sent one header
+// block (x/net's encoder keeps two maps beside the table, to look fields
+// up), held for nothing by a parked connection, one of ten thousand
+// after a burst of calls to as many clusters. The peer's decoder keeps
+// its copy of the table until the next block empties it (encoder); that
+// block carries literals where it would have had indexes, once per time
+// the connection parks. Only while no goroutine holds the writer role,
+// which owns the encoder. Under c.mu.
+func (c *conn) dropEncoderLocked() {
+	if c.enc == nil || c.writerOn {
+		return
+	}
+	c.enc, c.encBuf, c.freshSeen, c.encDropped = nil, bytes.Buffer{}, 0, true
 }
 
 // addStreamLocked puts h, whose id is set, in the stream map.
@@ -914,6 +946,7 @@ func (c *conn) writeCtrl(f *ctrlFrame) error {
 	case ctrlSettingsAck, ctrlSettingsApply:
 		if f.setTable {
 			c.encoder().SetMaxDynamicTableSize(f.tableSize)
+			c.encTable = f.tableSize
 		}
 		if f.setFrame {
 			c.wMaxFrame = f.frameSize

@@ -177,6 +177,9 @@ func (c *conn) waitReadable() error {
 			// What the reader's frames queued is written before the
 			// connection can be woken with a new reader.
 			c.endReading()
+			c.mu.Lock()
+			c.dropEncoderLocked()
+			c.mu.Unlock()
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			if !p.closing && drained(c.nc) && parker.add(c) == nil {
@@ -264,13 +267,15 @@ func (c *conn) parkAtOnce() bool {
 // a glitch, one, and a parked connection that served requests keeps 512
 // bytes fewer. The next stream to close takes the ring again. An empty
 // stream map goes too: a Go map keeps the room of the most streams it
-// held, and the next stream makes a new one.
+// held, and the next stream makes a new one. So does the HPACK encoder
+// (dropEncoderLocked).
 func (c *conn) forgetClosed() {
 	c.mu.Lock()
 	c.closedIDs, c.closedPos = nil, 0
 	if len(c.streams) == 0 {
 		c.streams = nil
 	}
+	c.dropEncoderLocked()
 	c.mu.Unlock()
 }
 

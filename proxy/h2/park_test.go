@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
@@ -89,9 +91,9 @@ func testIdleConnectionsPark(t *testing.T, useTLS bool) {
 		}
 		t.Errorf("%d reader goroutines for %d parked connections", r, n)
 	}
-	// A parked connection keeps no ring of closed streams and no stream
-	// map, those that served a request included; one that never carried a
-	// request has no HPACK tables either.
+	// A parked connection keeps no ring of closed streams, no stream map
+	// and no HPACK encoder, those that served a request included; one
+	// that never carried a request has no HPACK decoder either.
 	p.srv.mu.Lock()
 	served := 0
 	for sc := range p.srv.conns {
@@ -102,8 +104,11 @@ func testIdleConnectionsPark(t *testing.T, useTLS bool) {
 		if sc.streams != nil {
 			t.Error("a parked connection keeps its stream map")
 		}
-		if sc.requests == 0 && (sc.dec != nil || sc.enc != nil) {
-			t.Error("a connection that carried no request has HPACK tables")
+		if sc.enc != nil {
+			t.Error("a parked connection keeps its HPACK encoder")
+		}
+		if sc.requests == 0 && sc.dec != nil {
+			t.Error("a connection that carried no request has an HPACK decoder")
 		}
 		if sc.requests > 0 {
 			served++
@@ -584,6 +589,129 @@ func TestUpstreamConnectionsPark(t *testing.T) {
 		}
 		if n := p.cs.Connections().CxDestroyLocal.Value(); n != 1 {
 			t.Errorf("upstream_cx_destroy_local = %d, want 1", n)
+		}
+	})
+}
+
+// emptiesTable is the start of the first header block after an encoder
+// was dropped: table size updates to 0 and to 4096 (RFC 7541 §6.3).
+var emptiesTable = []byte{0x20, 0x3f, 0xe1, 0x1f}
+
+// TestParkedConnectionsEmptyThePeersTable: a connection that parks lets
+// its HPACK encoder go, and its next header block empties the peer's
+// table and sets its size back before any field, which the peer, decoding
+// with its table in step, reads right; the blocks after it index again.
+// Upstream, after a connection's one call parks it at once; downstream,
+// after the sweep parks a connection that served a request.
+func TestParkedConnectionsEmptyThePeersTable(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	t.Run("upstream", func(t *testing.T) {
+		type seen struct {
+			block []byte
+			path  string
+			app   string
+		}
+		heads := make(chan seen, 3)
+		fu := startFakeUpstream(t, &fakeUpstream{onHeaders: func(_ *fakeConn, block []byte, fields []hpack.HeaderField) {
+			heads <- seen{block, field(fields, ":path"), field(fields, "x-app")}
+		}})
+		p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
+		c := h2cClient()
+		call := func(path string) seen {
+			t.Helper()
+			req, _ := http.NewRequest("GET", "http://"+p.addr+path, nil)
+			req.Header.Set("X-App", "the same on every call")
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("GET %s: %d", path, resp.StatusCode)
+			}
+			h := <-heads
+			if h.path != path || h.app != "the same on every call" {
+				t.Fatalf("upstream decoded :path %q, x-app %q; want %q and the header sent", h.path, h.app, path)
+			}
+			return h
+		}
+		first := call("/first")
+		pool := p.pool(fu.addr)
+		waitPool(t, pool, "the connection to park after its one call", func(s PoolStats) bool { return s.Parked == 1 })
+		pool.mu.Lock()
+		for cc := range pool.all {
+			cc.mu.Lock()
+			if cc.enc != nil {
+				t.Error("the parked connection keeps its HPACK encoder")
+			}
+			cc.mu.Unlock()
+			// Out of the sweep's sight, so that it stays awake after
+			// its second call.
+			parker.removeClient(cc)
+		}
+		pool.mu.Unlock()
+		if bytes.HasPrefix(first.block, emptiesTable[:1]) {
+			t.Errorf("the first block starts with a table size update: % x", first.block)
+		}
+		second := call("/second")
+		if !bytes.HasPrefix(second.block, emptiesTable) {
+			t.Fatalf("the block after parking starts % x, want % x", second.block[:min(len(second.block), 4)], emptiesTable)
+		}
+		third := call("/third")
+		if bytes.HasPrefix(third.block, emptiesTable[:1]) || len(third.block) >= len(second.block)-len(emptiesTable) {
+			t.Errorf("the block after that: % x, want no size update and fields indexed again (the one before: % x)", third.block, second.block)
+		}
+		if n := fu.conns.Load(); n != 1 {
+			t.Errorf("upstream saw %d connections, want the parked one reused", n)
+		}
+	})
+	t.Run("downstream", func(t *testing.T) {
+		p := okProxy(t, okHandler, proxyOpts{})
+		c := dialHandshake(t, p.addr, false)
+		// The blocks as sent, decoded here, in step with the proxy's
+		// encoder.
+		c.fr.ReadMetaHeaders = nil
+		dec := hpack.NewDecoder(4096, nil)
+		respond := func(id uint32) []byte {
+			t.Helper()
+			c.request(id, true, "x-app", "the same on every call")
+			var block []byte
+			for {
+				switch f := c.next().(type) {
+				case nil:
+					t.Fatalf("connection closed before the response on %d", id)
+				case *http2.HeadersFrame:
+					b := bytes.Clone(f.HeaderBlockFragment())
+					fields, err := dec.DecodeFull(b)
+					if err != nil || !f.HeadersEnded() {
+						t.Fatalf("stream %d: decoding % x (whole: %v): %v", id, b, f.HeadersEnded(), err)
+					}
+					if block == nil {
+						if st := field(fields, ":status"); st != "200" {
+							t.Fatalf("stream %d: status %q", id, st)
+						}
+						block = b
+					}
+				case *http2.DataFrame:
+					if f.StreamEnded() {
+						return block
+					}
+				case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+					t.Fatalf("stream %d: %v", id, f.Header())
+				}
+			}
+		}
+		respond(1)
+		waitParked(t, p, 1)
+		second := respond(3)
+		if !bytes.HasPrefix(second, emptiesTable) {
+			t.Fatalf("the response block after parking starts % x, want % x", second[:min(len(second), 4)], emptiesTable)
+		}
+		if third := respond(5); bytes.HasPrefix(third, emptiesTable[:1]) {
+			t.Errorf("the block after that starts with a table size update: % x", third)
 		}
 	})
 }

@@ -30,6 +30,10 @@ type fakeUpstream struct {
 	// is closed.
 	settingsGate <-chan struct{}
 	onRequest    func(fc *fakeConn, id uint32)
+	// onHeaders, when set, is called with each request's header block as
+	// sent and its fields, before onRequest; requests must then fit one
+	// HEADERS frame.
+	onHeaders func(fc *fakeConn, block []byte, fields []hpack.HeaderField)
 	// ackPings makes the upstream answer PINGs; by default it ignores
 	// them, as a peer that stopped processing frames would.
 	ackPings bool
@@ -75,7 +79,10 @@ func (fu *fakeUpstream) serve(c net.Conn) {
 		defer fu.onEnd(fc.n)
 	}
 	fc.enc = hpack.NewEncoder(&fc.encBuf)
-	fc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	dec := hpack.NewDecoder(4096, nil)
+	if fu.onHeaders == nil {
+		fc.fr.ReadMetaHeaders = dec
+	}
 	pre := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(c, pre); err != nil {
 		return
@@ -114,14 +121,28 @@ func (fu *fakeUpstream) serve(c net.Conn) {
 			if fu.onWindowUpdate != nil {
 				fu.onWindowUpdate(fc, f.StreamID, f.Increment)
 			}
-		case *http2.MetaHeadersFrame:
-			fu.streams.Add(1)
-			if fu.onRequest != nil {
-				fu.onRequest(fc, f.StreamID)
-			} else {
-				fc.respond(f.StreamID, "fine")
+		case *http2.HeadersFrame: // onHeaders: the block as sent
+			block := bytes.Clone(f.HeaderBlockFragment())
+			fields, err := dec.DecodeFull(block)
+			if err != nil || !f.HeadersEnded() {
+				fu.t.Errorf("upstream: decoding a request's block % x (whole: %v): %v", block, f.HeadersEnded(), err)
+				return
 			}
+			fu.onHeaders(fc, block, fields)
+			fu.request(fc, f.StreamID)
+		case *http2.MetaHeadersFrame:
+			fu.request(fc, f.StreamID)
 		}
+	}
+}
+
+// request answers the request on id: onRequest, or 200 "fine".
+func (fu *fakeUpstream) request(fc *fakeConn, id uint32) {
+	fu.streams.Add(1)
+	if fu.onRequest != nil {
+		fu.onRequest(fc, id)
+	} else {
+		fc.respond(id, "fine")
 	}
 }
 
