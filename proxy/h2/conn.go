@@ -393,8 +393,10 @@ type conn struct {
 	// RST_STREAM on one of them crossed our end of the stream on the
 	// wire, which is normal once per stream (a client resets a request
 	// whose response came before its body was sent; a server resets a
-	// request it answered early) and no glitch.
-	closedIDs *[128]uint32 // taken at the first close
+	// request it answered early) and no glitch. It grows with the streams
+	// that close, to closedRing: a connection that carried one call, one
+	// of thousands parked after a burst, keeps one entry, not 512 bytes.
+	closedIDs []uint32
 	closedPos int
 
 	// park is the connection's part in parking (park.go); server
@@ -740,11 +742,7 @@ func (c *conn) maybeCloseLocked(h *half) {
 	h.donePending()
 	if h.id != 0 && c.streams[h.id] == h {
 		delete(c.streams, h.id)
-		if c.closedIDs == nil {
-			c.closedIDs = new([128]uint32)
-		}
-		c.closedIDs[c.closedPos%len(c.closedIDs)] = h.id
-		c.closedPos++
+		c.rememberClosedLocked(h.id)
 	}
 	if h.active {
 		h.active = false
@@ -1161,13 +1159,24 @@ func (c *conn) linger() {
 	c.nc.Close()
 }
 
+// closedRing is how many of the streams that closed last a connection
+// remembers (closedIDs).
+const closedRing = 128
+
+// rememberClosedLocked puts id, a stream that just closed, in the ring.
+func (c *conn) rememberClosedLocked(id uint32) {
+	if len(c.closedIDs) < closedRing {
+		c.closedIDs = append(c.closedIDs, id)
+	} else {
+		c.closedIDs[c.closedPos%closedRing] = id
+	}
+	c.closedPos++
+}
+
 // crossedLocked reports whether id closed lately and has not had a
 // RST_STREAM since: the first one after its end is normal, a second, or
 // one on a stream long gone, a glitch.
 func (c *conn) crossedLocked(id uint32) bool {
-	if c.closedIDs == nil {
-		return false
-	}
 	for i := range c.closedIDs {
 		if c.closedIDs[i] == id {
 			c.closedIDs[i] = 0

@@ -269,3 +269,43 @@ func TestWindowUpdatesDuringLargeUpload(t *testing.T) {
 		t.Fatalf("status %d, the upstream got %d of %d bytes", resp.StatusCode, got.Load(), size)
 	}
 }
+
+// TestClosedStreamsRing: a connection remembers the streams that closed
+// last, up to closedRing, in as many entries as streams closed, and
+// takes a crossing RST_STREAM once per stream remembered.
+func TestClosedStreamsRing(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		closed    int // streams 1, 3, 5, … closed in order
+		entries   int
+		crossed   []uint32 // each asked twice: true, then false
+		forgotten []uint32
+	}{
+		{"one call", 1, 1, []uint32{1}, []uint32{3}},
+		{"a few", 5, 5, []uint32{1, 9}, []uint32{11}},
+		{"past the ring", 200, closedRing, []uint32{2*(200-closedRing) + 1, 399}, []uint32{1, 2*(200-closedRing) - 1}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &conn{}
+			for i := range tt.closed {
+				c.rememberClosedLocked(uint32(2*i + 1))
+			}
+			if len(c.closedIDs) != tt.entries {
+				t.Errorf("%d entries, want %d", len(c.closedIDs), tt.entries)
+			}
+			for _, id := range tt.crossed {
+				if !c.crossedLocked(id) {
+					t.Errorf("stream %d: not remembered", id)
+				}
+				if c.crossedLocked(id) {
+					t.Errorf("stream %d: a second RST_STREAM taken as crossing too", id)
+				}
+			}
+			for _, id := range tt.forgotten {
+				if c.crossedLocked(id) {
+					t.Errorf("stream %d: remembered, want it forgotten", id)
+				}
+			}
+		})
+	}
+}
