@@ -40,36 +40,43 @@ func (c *Cluster) ReleaseIdlePools() {
 	if c.closed {
 		return
 	}
+	// A cluster whose pools are all gone (most of them, after a burst
+	// to thousands) is swept without allocating.
 	sw := c.sweep
-	if sw == nil {
-		sw = &poolSweep{}
+	var seen []poolSeen
+	if sw != nil {
+		for _, u := range sw.dropped {
+			_ = u.Close()
+		}
+		seen = sw.seen
 	}
-	for _, u := range sw.dropped {
-		_ = u.Close()
-	}
-	sw.dropped = nil
 	// Both the hosts and what the last sweep saw are in address order.
 	var next []poolSeen
+	var dropped []host.Upstream
 	j := 0
 	for _, h := range c.sorted {
 		u := h.MadeUpstream()
 		if u == nil {
 			continue
 		}
-		for j < len(sw.seen) && compareAddr(sw.seen[j].h.Address, h.Address) < 0 {
+		for j < len(seen) && compareAddr(seen[j].h.Address, h.Address) < 0 {
 			j++
 		}
 		rq := h.RqTotal.Load()
-		quiet := j < len(sw.seen) && sw.seen[j].h == h && sw.seen[j].rq == rq
+		quiet := j < len(seen) && seen[j].h == h && seen[j].rq == rq
 		if quiet && h.Active.Load() == 0 && idle(u) && h.DropUpstream(u) {
-			sw.dropped = append(sw.dropped, u)
+			dropped = append(dropped, u)
 			continue
 		}
 		next = append(next, poolSeen{h: h, rq: rq})
 	}
-	sw.seen = slices.Clip(next)
-	if len(sw.seen) == 0 && len(sw.dropped) == 0 {
-		sw = nil
+	if len(next) == 0 && len(dropped) == 0 {
+		c.sweep = nil
+		return
 	}
-	c.sweep = sw
+	if sw == nil {
+		sw = &poolSweep{}
+		c.sweep = sw
+	}
+	sw.seen, sw.dropped = slices.Clip(next), dropped
 }

@@ -79,3 +79,36 @@ func TestReleaseIdlePools(t *testing.T) {
 	}
 	c.ReleaseIdlePools() // after Close: nothing
 }
+
+// TestReleaseIdlePoolsIdleClusterAllocates: sweeping a cluster none of
+// whose hosts has a pool, as most of 10,000 are once a burst to them is
+// over, allocates nothing; the sweeps run every few seconds over every
+// cluster, and their garbage kept an idle proxy's collector from
+// counting it quiet.
+func TestReleaseIdlePoolsIdleClusterAllocates(t *testing.T) {
+	c, err := New(config.Cluster{Name: "c", LBPolicy: "round_robin", Endpoints: []config.Endpoint{
+		{Address: "10.0.0.1:80"}, {Address: "10.0.0.2:80"},
+	}}, Options{
+		Log:          zerolog.Nop(),
+		NewUpstream:  func(*Cluster, *host.Host) host.Upstream { return &testPool{} },
+		UpstreamIdle: func(u host.Upstream) bool { return u.(*testPool).conns == 0 },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if n := testing.AllocsPerRun(100, c.ReleaseIdlePools); n != 0 {
+		t.Errorf("a cluster that never made a pool: %v allocations a sweep, want 0", n)
+	}
+	h := c.Hosts()[0]
+	h.Upstream()
+	for range 3 { // seen, dropped, closed
+		c.ReleaseIdlePools()
+	}
+	if h.MadeUpstream() != nil {
+		t.Fatal("the idle pool was not dropped")
+	}
+	if n := testing.AllocsPerRun(100, c.ReleaseIdlePools); n != 0 {
+		t.Errorf("a cluster whose pools were dropped: %v allocations a sweep, want 0", n)
+	}
+}
