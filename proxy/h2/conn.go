@@ -459,7 +459,7 @@ func (c *conn) encoder() *hpack.Encoder {
 }
 
 // dropEncoderLocked lets an idle connection's HPACK encoder go, with its
-// dynamic table: about 2.5 KiB on a connection that has sent one header
+// dynamic table: about 2.3 KiB on a connection that has sent one header
 // block (x/net's encoder keeps two maps beside the table, to look fields
 // up), held for nothing by a parked connection, one of ten thousand
 // after a burst of calls to as many clusters. The peer's decoder keeps
