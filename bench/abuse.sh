@@ -3,7 +3,7 @@
 # Sightline and against HAProxy 2.6, one proxy at a time, in front of the
 # same Go gRPC backend (h2c, everything on 127.0.0.1).
 #
-#   bench/abuse.sh                      # every attack, both proxies: about 13 minutes
+#   bench/abuse.sh                      # every attack, both proxies: about 20 minutes
 #   bench/abuse.sh -o abuse.md          # also write the report to abuse.md
 #   ATTACKS="zero-window flood-ping" PROXIES=sightline ATTACK_SECS=10 bench/abuse.sh
 #
@@ -29,7 +29,12 @@
 # proxy's sat idle (bench/README.md, Abuse, the run of 2026-12-07 01:53Z).
 #
 # Knobs (env): ATTACKS (default: all, `abuse list` names them)
-#   PROXIES="sightline haproxy"  ATTACK_SECS=20  IDLE_SECS=5  VICTIM_RATE=100
+#   PROXIES="sightline haproxy"  ATTACK_SECS=20  IDLE_SECS=ATTACK_SECS  VICTIM_RATE=100
+#   (The idle baseline runs as long as the attack, so that the two p99s are
+#   read the same way: over 2,000 calls each, the 20th slowest. Until
+#   2026-12-07 it ran 5 s: its p99 was the 5th slowest of 500 calls, and
+#   swung from 0.38 to 0.68 ms between rows of one run, which alone moved
+#   a row's ratio by almost 2x.)
 #   (PROXIES may name "direct": no proxy, the victim and the attacker call
 #   the backend itself, for the attacks on the downstream side. It shows
 #   what the attack costs the backend and its victim with nothing between;
@@ -67,7 +72,7 @@ done
 
 PROXIES=${PROXIES:-"sightline haproxy"}
 ATTACK_SECS=${ATTACK_SECS:-20}
-IDLE_SECS=${IDLE_SECS:-5}
+IDLE_SECS=${IDLE_SECS:-$ATTACK_SECS}
 VICTIM_RATE=${VICTIM_RATE:-100}
 CAP_MB=${CAP_MB:-4096}
 IDLE_CONNS=${IDLE_CONNS:-19000}
