@@ -552,3 +552,41 @@ func TestCountersLayout(t *testing.T) {
 		t.Errorf("the first of the other limits is at %d, want 64", off)
 	}
 }
+
+// TestCountersFromChunks: clusters' first calls make their counters a
+// chunk at a time, not one allocation each, and racing first calls of one
+// cluster all get the same counters.
+func TestCountersFromChunks(t *testing.T) {
+	const runs = 10 * countsPerChunk
+	bs := make([]*Breakers, runs+1) // AllocsPerRun runs f once more first
+	for i := range bs {
+		bs[i] = New(config.CircuitBreakers{}, nil)
+	}
+	i := 0
+	// About one allocation per countsPerChunk calls: the integral average
+	// is 0; one per call would be 1.
+	if got := testing.AllocsPerRun(runs, func() {
+		if !bs[i].TryRequest() {
+			t.Fatal("first request refused")
+		}
+		i++
+	}); got != 0 {
+		t.Errorf("first calls of %d clusters: %v allocations each, want 0 on average", runs, got)
+	}
+
+	b := New(config.CircuitBreakers{MaxRequests: 100}, nil)
+	var wg sync.WaitGroup
+	got := make([]*counters, 8)
+	for i := range got {
+		wg.Go(func() { got[i] = b.counts() })
+	}
+	wg.Wait()
+	for i, c := range got {
+		if c != got[0] {
+			t.Fatalf("goroutine %d got other counters than goroutine 0", i)
+		}
+	}
+	if c := got[0]; c.rq.max != 100 || c.cx.max != defaultMaxConnections {
+		t.Errorf("counters limits: requests %d, connections %d", c.rq.max, c.cx.max)
+	}
+}
