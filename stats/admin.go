@@ -80,15 +80,16 @@ func (s *Store) serveStats(w http.ResponseWriter, r *http.Request) {
 // and "a.b") interleave their names, so they make one section.
 func (s *Store) sortedSections(filter *regexp.Regexp, usedOnly bool, fn func([]entry)) {
 	var buf []entry
+	var name []byte
 	add := func(p *Point) {
 		if usedOnly && !p.Used {
 			return
 		}
-		name := p.Def.FlatName(p.Values)
-		if filter != nil && !filter.MatchString(name) {
+		name = p.Def.AppendFlatName(name[:0], p.Values)
+		if filter != nil && !filter.Match(name) {
 			return
 		}
-		e := entry{name: name, kind: p.Def.kind, value: p.Value}
+		e := entry{name: string(name), kind: p.Def.kind, value: p.Value}
 		if p.Def.kind == KindHistogram {
 			e.hist = &histEntry{count: p.Count(), sum: p.Sum}
 			copy(e.hist.counts[:], p.Buckets)

@@ -142,15 +142,22 @@ func prefixed(namespace, name string) string {
 
 // FlatName renders the flat name for tag values given in TagKeys order.
 func (d *Def) FlatName(values []string) string {
-	var b strings.Builder
+	var b [128]byte
+	return string(d.AppendFlatName(b[:0], values))
+}
+
+// AppendFlatName appends the flat name for tag values given in TagKeys
+// order to b: a reader that keeps few of the names it makes (a filter)
+// makes them all in one buffer.
+func (d *Def) AppendFlatName(b []byte, values []string) []byte {
 	for _, p := range d.pieces {
 		if p.tag >= 0 {
-			b.WriteString(values[p.tag])
+			b = append(b, values[p.tag]...)
 		} else {
-			b.WriteString(p.lit)
+			b = append(b, p.lit...)
 		}
 	}
-	return b.String()
+	return b
 }
 
 // catalog lists every Def in declaration order; byName indexes it by tagged

@@ -3,6 +3,7 @@ package stats
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -416,6 +417,34 @@ func TestStatsHandler(t *testing.T) {
 	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/stats?filter=(", nil))
 	if w.Code != http.StatusBadRequest {
 		t.Errorf("bad filter: %d, want 400", w.Code)
+	}
+}
+
+// TestStatsFilterAllocations: a filter that keeps one stat of each
+// cluster makes the names of the others in one buffer: what a request
+// allocates is about what it answers, not every stat of every cluster
+// (with 10,000 clusters that served, tens of megabytes a request, which
+// the heap kept until the next collection).
+func TestStatsFilterAllocations(t *testing.T) {
+	s, _ := newStore(t, config.Stats{}, Options{})
+	const clusters = 200
+	for i := range clusters {
+		up := s.Cluster(fmt.Sprintf("c%d", i)).Upstream()
+		up.RqTotal.Inc(1)
+		up.RqTime.RecordDuration(time.Millisecond)
+	}
+	req := httptest.NewRequest(http.MethodGet, `/stats?filter=^cluster\.c[0-9]*\.upstream_rq_total$`, nil)
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, req)
+	if n := strings.Count(w.Body.String(), "upstream_rq_total: 1\n"); n != clusters {
+		t.Fatalf("filter kept %d clusters' upstream_rq_total, want %d:\n%s", n, clusters, w.Body.String())
+	}
+	// Per cluster: the kept name and its entry, the walk's point, the
+	// histograms' buckets: about 6 (10 under -race). Making every
+	// stat's name, as before, was 23 here.
+	allocs := testing.AllocsPerRun(5, func() { s.Handler().ServeHTTP(nullWriter{}, req) })
+	if per := allocs / clusters; per > 12 {
+		t.Errorf("a filtered /stats allocates %.1f times per cluster, want at most 12", per)
 	}
 }
 
