@@ -236,9 +236,10 @@ func (c *Conn) poller() (*onPoller, error) {
 	on := c.on.Load()
 	if on == nil {
 		f := os.NewFile(uintptr(c.fd), "tcp")
-		// SyscallConn fails only for a nil *File. Dropping f on an
-		// error would let its cleanup close the Conn's descriptor.
-		rc, _ := f.SyscallConn()
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
 		on = &onPoller{f: f, rc: rc}
 		c.on.Store(on)
 	}
