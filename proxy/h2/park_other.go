@@ -2,10 +2,7 @@
 
 package h2
 
-import (
-	"errors"
-	"net"
-)
+import "errors"
 
 // pollerOS: parking needs a poller of its own, written for Linux only;
 // elsewhere every connection keeps its reader goroutine.
@@ -13,7 +10,3 @@ type pollerOS struct{}
 
 func (*pollerOS) init(func(int32), func(error)) error { return errors.New("h2: parking is Linux-only") }
 func (*pollerOS) add(int, int32, bool) error          { return errors.New("h2: parking is Linux-only") }
-func (*pollerOS) del(int)                             {}
-
-// offPoller: connections leave Go's poller only where they park.
-func offPoller(nc net.Conn) net.Conn { return nc }
