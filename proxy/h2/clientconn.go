@@ -365,7 +365,7 @@ func (cc *clientConn) dial(deadline time.Time) (net.Conn, error) {
 		return nil, fmt.Errorf("dialing %s: %w", p.addr, err)
 	}
 	if p.tls == nil {
-		return nc, nil
+		return offPoller(nc), nil
 	}
 	tc := tlsClient(nc, p.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {

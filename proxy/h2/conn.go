@@ -495,7 +495,7 @@ func (c *conn) headerBlockLimit() int {
 func (c *conn) initIO() {
 	c.park.fd = -1
 	c.br.init(readSrc{c})
-	c.sock, c.tlsb = newRawSock(c.nc, c.closeIdleQueue, c.flushDeferred)
+	c.sock, c.tlsb = newRawSock(c.nc, c.closeIdleQueue, c.flushDeferred, !c.server)
 	switch {
 	case c.tlsb != nil:
 		// crypto/tls reads into buffers of its own.

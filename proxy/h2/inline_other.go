@@ -9,9 +9,10 @@ import "net"
 type rawSock struct {
 	grow     func() []byte
 	readable bool
+	leaver   pollerLeaver
 }
 
-func newRawSock(net.Conn, func() bool, func()) (*rawSock, *tlsBase) { return nil, nil }
+func newRawSock(net.Conn, func() bool, func(), bool) (*rawSock, *tlsBase) { return nil, nil }
 
 func (*rawSock) write([]byte) (int, error)    { panic(errNoSock) }
 func (*rawSock) writeAll([]byte) (int, error) { panic(errNoSock) }

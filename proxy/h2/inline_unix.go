@@ -13,7 +13,11 @@ import (
 // it queued only when its socket has nothing more to read, and writes
 // without waiting (inline.go).
 type rawSock struct {
-	rc     syscall.RawConn
+	rc syscall.RawConn
+	// leaver is the socket when it can leave Go's poller while its
+	// connection is parked (conn.leavePollerLocked): its raw connection
+	// is asked for at each use, which puts it back on the poller.
+	leaver pollerLeaver
 	counts counters
 	write1 func(fd uintptr) bool // rawSock.writeOnce, made once
 	writeN func(fd uintptr) bool // rawSock.writeSome, made once
@@ -50,8 +54,9 @@ type rawSock struct {
 // newRawSock returns nc's socket, or nil when nc is not a TCP socket
 // under wrappers that hold no bytes, or a TLS layer on a base of the
 // engine's, which it returns too. idle and flush are the reader's
-// (rawSock.idle).
-func newRawSock(nc net.Conn, idle func() bool, flush func()) (*rawSock, *tlsBase) {
+// (rawSock.idle); mayLeave says the connection's socket may leave Go's
+// poller when it parks (conn.leavePollerLocked).
+func newRawSock(nc net.Conn, idle func() bool, flush func(), mayLeave bool) (*rawSock, *tlsBase) {
 	tc, cs, tb := findSocket(nc)
 	if tc == nil {
 		return nil, nil
@@ -61,6 +66,9 @@ func newRawSock(nc net.Conn, idle func() bool, flush func()) (*rawSock, *tlsBase
 		return nil, nil
 	}
 	s := &rawSock{rc: rc, counts: cs, idle: idle, flush: flush}
+	if l, ok := tc.(pollerLeaver); ok && mayLeave && tb == nil {
+		s.leaver = l
+	}
 	s.write1, s.writeN, s.read1 = s.writeOnce, s.writeSome, s.readOnce
 	return s, tb
 }
@@ -83,11 +91,11 @@ func (s *rawSock) read(p []byte) (int, error) {
 		s.flush()
 		s.rmode = readWait
 	}
-	err := s.rc.Read(s.read1)
+	err := s.rawRead(s.read1)
 	if err == nil && s.rmode == readEmpty {
 		s.flush()
 		s.rmode = readWait
-		err = s.rc.Read(s.read1)
+		err = s.rawRead(s.read1)
 	}
 	n := s.rn
 	if err == nil {
@@ -99,6 +107,30 @@ func (s *rawSock) read(p []byte) (int, error) {
 		s.counts.read(n)
 	}
 	return n, err
+}
+
+// rawRead and rawWrite are the socket's RawConn Read and Write, on the
+// raw connection of the moment for a socket that leaves the poller.
+func (s *rawSock) rawRead(f func(fd uintptr) bool) error {
+	if s.leaver == nil {
+		return s.rc.Read(f)
+	}
+	rc, err := s.leaver.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Read(f)
+}
+
+func (s *rawSock) rawWrite(f func(fd uintptr) bool) error {
+	if s.leaver == nil {
+		return s.rc.Write(f)
+	}
+	rc, err := s.leaver.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Write(f)
 }
 
 // emptied says the socket was most likely emptied by a read made around
@@ -153,7 +185,7 @@ func (s *rawSock) readOnce(fd uintptr) bool {
 // took; a full socket takes nothing and is no error.
 func (s *rawSock) write(p []byte) (int, error) {
 	s.p = p
-	err := s.rc.Write(s.write1)
+	err := s.rawWrite(s.write1)
 	n := s.n
 	if err == nil {
 		err = s.err
@@ -189,7 +221,7 @@ func (s *rawSock) writeOnce(fd uintptr) bool {
 // goroutine's write.
 func (s *rawSock) writeAll(p []byte) (int, error) {
 	s.p = p
-	err := s.rc.Write(s.writeN)
+	err := s.rawWrite(s.writeN)
 	n := s.n
 	if err == nil && s.err != nil {
 		err = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", s.err)}
@@ -226,7 +258,7 @@ func (s *rawSock) writeSome(fd uintptr) bool {
 func (s *rawSock) discard(limit int) (done bool) {
 	var buf [512]byte
 	total := 0
-	err := s.rc.Read(func(fd uintptr) bool {
+	err := s.rawRead(func(fd uintptr) bool {
 		total, done = discardFD(fd, buf[:], limit)
 		return true
 	})

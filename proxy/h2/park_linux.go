@@ -2,10 +2,13 @@ package h2
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/sightline-proxy/sightline/proxy/sock"
 )
 
 // pollerOS is an epoll instance of its own, level-triggered and one-shot
@@ -58,6 +61,28 @@ func (p *pollerOS) add(fd int, id int32, rearm bool) error {
 		return fmt.Errorf("epoll_ctl %s: %w", name, e)
 	}
 	return nil
+}
+
+// del removes fd's registration, before the descriptor is closed while
+// the socket stays open (sock.Conn.LeavePoller): the registration would
+// stay as long as the socket, out of reach.
+func (p *pollerOS) del(fd int) {
+	_ = epollCtl(p.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+}
+
+// offPoller makes a cleartext upstream connection that net dialled one
+// that can leave Go's poller when it parks (see conn.leavePollerLocked);
+// nc as it is when it cannot.
+func offPoller(nc net.Conn) net.Conn {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nc
+	}
+	c, err := sock.FromTCP(tc)
+	if err != nil {
+		return nc
+	}
+	return c
 }
 
 func epollCtl(epfd, op, fd int, ev *syscall.EpollEvent) syscall.Errno {

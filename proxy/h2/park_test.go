@@ -17,6 +17,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/proxy/config"
+	"github.com/sightline-proxy/sightline/proxy/sock"
 )
 
 // waitParked waits until the server has want parked connections.
@@ -475,6 +476,7 @@ func TestUpstreamConnectionsPark(t *testing.T) {
 			t.Fatalf("upstream saw %d connections, want the parked one reused", n)
 		}
 		waitPool(t, pool, "the connection to park again", func(s PoolStats) bool { return s.Parked == 1 })
+		wantOnPoller(t, pool, false)
 		<-conns
 		(<-conns).c.Close()
 		waitPool(t, pool, "the closed connection to be forgotten", func(s PoolStats) bool { return s.Conns == 0 })
@@ -531,6 +533,7 @@ func TestUpstreamConnectionsPark(t *testing.T) {
 			t.Fatalf("first call: %d, %v", a.code, a.err)
 		}
 		waitPool(t, pool, "the connection to park after its one stream", func(s PoolStats) bool { return s.Parked == 1 })
+		wantOnPoller(t, pool, false)
 		// A second stream wakes it, and it then waits as a busy one
 		// does, for the sweep (which does not see it here).
 		if a := <-call(); a.err != nil || a.code != 200 {
@@ -540,6 +543,7 @@ func TestUpstreamConnectionsPark(t *testing.T) {
 		if st := pool.Stats(); st.Parked != 0 || st.Conns != 1 {
 			t.Fatalf("after a second stream: pool %+v, want its one connection awake", st)
 		}
+		wantOnPoller(t, pool, true)
 	})
 	t.Run("over TLS", func(t *testing.T) {
 		p := tlsProxy(t, okHandler)
@@ -796,6 +800,26 @@ func TestWokenConnectionReadsWhole(t *testing.T) {
 		}
 		if n := reads.Load() - before; n != 1 {
 			t.Errorf("a request of %d bytes to a parked connection took %d reads with bytes, want 1", size, n)
+		}
+	}
+}
+
+// wantOnPoller checks whether the sockets of pool's connections are on
+// Go's poller: a parked cleartext connection's is not (the runtime keeps
+// a poll descriptor for every socket it ever watched at once), an awake
+// one's is.
+func wantOnPoller(t *testing.T, pool *Pool, want bool) {
+	t.Helper()
+	pool.mu.Lock()
+	defer pool.mu.Unlock()
+	for cc := range pool.all {
+		s, _, _ := findSocket(cc.nc)
+		sc, ok := s.(*sock.Conn)
+		if !ok {
+			t.Fatalf("upstream socket %T, want a *sock.Conn", s)
+		}
+		if got := sc.OnPoller(); got != want {
+			t.Errorf("upstream socket on Go's poller: %v, want %v", got, want)
 		}
 	}
 }

@@ -19,7 +19,9 @@
 // sets it once. A connection that is used thus costs what Accept's cost
 // it, less the local address (asked for only when wanted, and not at all
 // on a listener bound to one address); one that is not costs accept4 and
-// close.
+// close. A Conn can leave the poller again while its owner waits on it
+// by other means (LeavePoller), and a connection net dialled can be made
+// a Conn (FromTCP).
 package sock
 
 import (
@@ -191,38 +193,125 @@ func (l *Listener) Close() error {
 // Go's poller on first use as one, and which its owner may read and write
 // by its descriptor (FD) until then.
 type Conn struct {
-	fd     int
+	fd     int // guarded by mu: LeavePoller changes it
 	remote netip.AddrPort
 	local  *net.TCPAddr // the listener's, when bound to one address
 
-	f            atomic.Pointer[os.File] // once on the poller
+	on           atomic.Pointer[onPoller] // while on the poller
 	laddr, raddr atomic.Pointer[net.TCPAddr]
-	mu           sync.Mutex // f's making, and closing
+	mu           sync.Mutex // on's making and ending, fd, and closing
 	closed       bool
+}
+
+// onPoller is a Conn's descriptor on Go's poller, and its raw connection,
+// made once each time it joins.
+type onPoller struct {
+	f  *os.File
+	rc syscall.RawConn
 }
 
 // FD is the connection's descriptor, open until Close. Its owner may read
 // and write it directly, and register it with an epoll set of its own,
 // while no one uses the Conn as a net.Conn; a registration is dropped
 // when the descriptor closes.
-func (c *Conn) FD() int { return c.fd }
+func (c *Conn) FD() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fd
+}
 
 // file returns the descriptor on Go's poller, putting it there first.
 func (c *Conn) file() (*os.File, error) {
-	if f := c.f.Load(); f != nil {
-		return f, nil
+	on, err := c.poller()
+	if err != nil {
+		return nil, err
+	}
+	return on.f, nil
+}
+
+func (c *Conn) poller() (*onPoller, error) {
+	if on := c.on.Load(); on != nil {
+		return on, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, net.ErrClosed
 	}
-	f := c.f.Load()
-	if f == nil {
-		f = os.NewFile(uintptr(c.fd), "tcp")
-		c.f.Store(f)
+	on := c.on.Load()
+	if on == nil {
+		f := os.NewFile(uintptr(c.fd), "tcp")
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		on = &onPoller{f: f, rc: rc}
+		c.on.Store(on)
 	}
-	return f, nil
+	return on, nil
+}
+
+// LeavePoller takes the connection off Go's poller, if a use put it
+// there, and returns its descriptor: a new one, when it was on. The
+// runtime keeps a poll descriptor for every socket on its poller, and
+// never frees it, only reuses it: about 530 bytes, with what goes with
+// it, for each socket a process ever held there at once. A
+// connection that waits for its peer on an epoll set of its own (package
+// h2 parks idle ones) need not hold one. The descriptor is duplicated and
+// the poller's copy closed, which takes it off the poller; the next use as
+// a net.Conn puts it back. The caller makes sure that nothing reads,
+// writes or waits on the connection meanwhile, and that no epoll set of
+// its own holds the old descriptor (whose registration would stay, out
+// of reach, as long as the socket).
+func (c *Conn) LeavePoller() (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return -1, net.ErrClosed
+	}
+	on := c.on.Load()
+	if on == nil {
+		return c.fd, nil
+	}
+	nfd, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, uintptr(c.fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if e != 0 {
+		return c.fd, os.NewSyscallError("fcntl", e)
+	}
+	c.on.Store(nil)
+	c.fd = int(nfd)
+	_ = on.f.Close() // the duplicate keeps the socket open
+	return c.fd, nil
+}
+
+// OnPoller reports whether the connection is on Go's poller now.
+func (c *Conn) OnPoller() bool { return c.on.Load() != nil }
+
+// FromTCP makes a Conn of tc, a connected socket that net dialled: its
+// descriptor is duplicated and tc closed, so that the Conn starts off Go's
+// poller and may leave it again (LeavePoller).
+func FromTCP(tc *net.TCPConn) (*Conn, error) {
+	f, err := Dup(tc)
+	if err != nil {
+		return nil, err
+	}
+	// f is on the poller; the Conn takes it as its own.
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	var fd int
+	_ = rc.Control(func(s uintptr) { fd = int(s) })
+	c := &Conn{fd: fd}
+	c.on.Store(&onPoller{f: f, rc: rc})
+	if a, ok := tc.RemoteAddr().(*net.TCPAddr); ok {
+		c.remote = a.AddrPort()
+	}
+	if a, ok := tc.LocalAddr().(*net.TCPAddr); ok {
+		c.local = a
+	}
+	tc.Close()
+	return c, nil
 }
 
 // Read reads as net.TCPConn's does.
@@ -254,10 +343,10 @@ func (c *Conn) Close() error {
 		return c.opError("close", net.ErrClosed)
 	}
 	c.closed = true
-	f := c.f.Load()
+	on := c.on.Load()
 	c.mu.Unlock()
-	if f != nil {
-		return c.opError("close", f.Close())
+	if on != nil {
+		return c.opError("close", on.f.Close())
 	}
 	// Off the poller, so made as accept4 is; as os and net close, close(2)
 	// is not retried, EINTR or not. Without SO_LINGER it never sleeps.
@@ -274,24 +363,25 @@ func (c *Conn) CloseWrite() error {
 	shut := func(fd uintptr) error {
 		return os.NewSyscallError("shutdown", rawErr(syscall.RawSyscall(syscall.SYS_SHUTDOWN, fd, syscall.SHUT_WR, 0)))
 	}
-	f := c.f.Load()
-	if f == nil {
+	on := c.on.Load()
+	if on == nil {
 		return c.opError("close", shut(uintptr(c.fd)))
 	}
-	rc, err := f.SyscallConn()
-	if err == nil {
-		err = rc.Control(func(fd uintptr) { err = shut(fd) })
+	var err error
+	if cerr := on.rc.Control(func(fd uintptr) { err = shut(fd) }); cerr != nil {
+		err = cerr
 	}
 	return c.opError("close", err)
 }
 
-// SyscallConn returns the descriptor's raw connection on Go's poller.
+// SyscallConn returns the descriptor's raw connection on Go's poller,
+// the same one until the connection leaves it.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) {
-	f, err := c.file()
+	on, err := c.poller()
 	if err != nil {
 		return nil, err
 	}
-	return f.SyscallConn()
+	return on.rc, nil
 }
 
 // SetDeadline sets the read and write deadlines, as net.TCPConn's does.

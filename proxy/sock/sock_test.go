@@ -122,7 +122,7 @@ func TestAccepted(t *testing.T) {
 			t.Errorf("%s = %d on an accepted socket, want %d", o.name, got, o.want)
 		}
 	}
-	if c.f.Load() != nil {
+	if c.OnPoller() {
 		t.Fatal("the Conn joined Go's poller before any use")
 	}
 
@@ -157,7 +157,7 @@ func TestAccepted(t *testing.T) {
 	if _, err := io.ReadFull(c, buf[:5]); err != nil || string(buf[:5]) != "later" {
 		t.Fatalf("Conn read %q, %v; want later", buf[:5], err)
 	}
-	if c.f.Load() == nil {
+	if !c.OnPoller() {
 		t.Error("the Conn read without Go's poller")
 	}
 }
@@ -340,5 +340,126 @@ func TestFDTableGrown(t *testing.T) {
 	}
 	if want := min(rl.Cur, fdTableAhead); size < want {
 		t.Errorf("FDSize = %d after Listen, want at least %d", size, want)
+	}
+}
+
+// TestLeavePoller: a Conn that a read put on Go's poller leaves it for a
+// new descriptor of the same socket, which an epoll set of its own can
+// wait on; the next use as a net.Conn puts it back, and bytes flow both
+// ways throughout. A Conn that never joined keeps its descriptor.
+func TestLeavePoller(t *testing.T) {
+	ln, l := listen(t)
+	c, client := pair(t, ln, l)
+	defer c.Close()
+	defer client.Close()
+
+	fd0 := c.FD()
+	if fd, err := c.LeavePoller(); err != nil || fd != fd0 {
+		t.Fatalf("off the poller: LeavePoller = %d, %v; want its descriptor %d", fd, err, fd0)
+	}
+	buf := make([]byte, 16)
+	roundTrip := func(what string) {
+		t.Helper()
+		if _, err := client.Write([]byte(what)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, buf[:len(what)]); err != nil || string(buf[:len(what)]) != what {
+			t.Fatalf("Conn read %q, %v; want %q", buf[:len(what)], err, what)
+		}
+		if _, err := c.Write([]byte(what)); err != nil {
+			t.Fatal(err)
+		}
+		client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(client, buf[:len(what)]); err != nil || string(buf[:len(what)]) != what {
+			t.Fatalf("client read %q, %v; want %q", buf[:len(what)], err, what)
+		}
+	}
+	roundTrip("one")
+	if !c.OnPoller() {
+		t.Fatal("a read did not put the Conn on the poller")
+	}
+
+	fd1, err := c.LeavePoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OnPoller() || fd1 == fd0 || c.FD() != fd1 {
+		t.Fatalf("after LeavePoller: on the poller %v, descriptor %d (was %d), FD %d", c.OnPoller(), fd1, fd0, c.FD())
+	}
+	// The old descriptor is closed (nothing else in this test opens one
+	// that could take its number); the socket is not.
+	if _, err := unix.FcntlInt(uintptr(fd0), unix.F_GETFD, 0); err != unix.EBADF {
+		t.Errorf("descriptor %d: %v after LeavePoller, want EBADF", fd0, err)
+	}
+	// Off the poller, the new descriptor reports the peer's bytes to
+	// a poll of its own.
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd1), Events: unix.POLLIN}}, 5000); n != 1 || err != nil {
+		t.Fatalf("poll: %d, %v; want the socket readable", n, err)
+	}
+	if n, err := syscall.Read(fd1, buf); err != nil || string(buf[:n]) != "x" {
+		t.Fatalf("direct read: %q, %v; want x", buf[:n], err)
+	}
+	roundTrip("two")
+	if !c.OnPoller() {
+		t.Fatal("a read did not put the Conn back on the poller")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.LeavePoller(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("LeavePoller after Close: %v, want net.ErrClosed", err)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := client.Read(buf); err != io.EOF {
+		t.Errorf("client after Close: %d bytes, %v; want EOF", n, err)
+	}
+}
+
+// TestFromTCP: a dialled connection made a Conn keeps its addresses and
+// its bytes, and can leave the poller.
+func TestFromTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	local := nc.LocalAddr().String()
+	c, err := FromTCP(nc.(*net.TCPConn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.RemoteAddr().String() != ln.Addr().String() || c.LocalAddr().String() != local {
+		t.Errorf("addresses %s → %s, want %s → %s", c.LocalAddr(), c.RemoteAddr(), local, ln.Addr())
+	}
+	if _, err := c.LeavePoller(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(srv, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("server read %q, %v", buf, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := srv.Read(buf); err != io.EOF {
+		t.Errorf("server after Close: %d bytes, %v; want EOF: the dialled socket stayed open", n, err)
 	}
 }
