@@ -112,10 +112,7 @@ func (s *rawSock) read(p []byte) (int, error) {
 // rawRead and rawWrite are the socket's RawConn Read and Write, on the
 // raw connection of the moment for a socket that leaves the poller.
 func (s *rawSock) rawRead(f func(fd uintptr) bool) error {
-	if s.leaver == nil {
-		return s.rc.Read(f)
-	}
-	rc, err := s.leaver.SyscallConn()
+	rc, err := s.rawConn()
 	if err != nil {
 		return err
 	}
@@ -123,14 +120,18 @@ func (s *rawSock) rawRead(f func(fd uintptr) bool) error {
 }
 
 func (s *rawSock) rawWrite(f func(fd uintptr) bool) error {
-	if s.leaver == nil {
-		return s.rc.Write(f)
-	}
-	rc, err := s.leaver.SyscallConn()
+	rc, err := s.rawConn()
 	if err != nil {
 		return err
 	}
 	return rc.Write(f)
+}
+
+func (s *rawSock) rawConn() (syscall.RawConn, error) {
+	if s.leaver == nil {
+		return s.rc, nil
+	}
+	return s.leaver.SyscallConn()
 }
 
 // emptied says the socket was most likely emptied by a read made around

@@ -57,13 +57,8 @@ func Listen(ln net.Listener) (*Listener, error) {
 	if !ok {
 		return nil, fmt.Errorf("accepting from %s: not a TCP listener", ln.Addr())
 	}
-	f, err := Dup(tl)
+	f, rc, err := dupRaw(tl)
 	if err != nil {
-		return nil, err
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	var serr error
@@ -283,21 +278,29 @@ func (c *Conn) LeavePoller() (int, error) {
 	return c.fd, nil
 }
 
+// dupRaw is Dup with the duplicate's raw connection.
+func dupRaw(sc syscall.Conn) (*os.File, syscall.RawConn, error) {
+	f, err := Dup(sc)
+	if err != nil {
+		return nil, nil, err
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, rc, nil
+}
+
 // OnPoller reports whether the connection is on Go's poller now.
 func (c *Conn) OnPoller() bool { return c.on.Load() != nil }
 
 // FromTCP makes a Conn of tc, a connected socket that net dialled: its
-// descriptor is duplicated and tc closed, so that the Conn starts off Go's
-// poller and may leave it again (LeavePoller).
+// descriptor is duplicated and tc closed, so that the Conn, on Go's poller
+// as tc was, may leave it (LeavePoller).
 func FromTCP(tc *net.TCPConn) (*Conn, error) {
-	f, err := Dup(tc)
+	f, rc, err := dupRaw(tc)
 	if err != nil {
-		return nil, err
-	}
-	// f is on the poller; the Conn takes it as its own.
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	var fd int
