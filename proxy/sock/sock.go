@@ -236,10 +236,9 @@ func (c *Conn) poller() (*onPoller, error) {
 	on := c.on.Load()
 	if on == nil {
 		f := os.NewFile(uintptr(c.fd), "tcp")
-		rc, err := f.SyscallConn()
-		if err != nil {
-			return nil, err
-		}
+		// SyscallConn fails only for a nil *File. Dropping f on an
+		// error would let its cleanup close the Conn's descriptor.
+		rc, _ := f.SyscallConn()
 		on = &onPoller{f: f, rc: rc}
 		c.on.Store(on)
 	}
