@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -74,6 +75,109 @@ func TestControlFrameFloods(t *testing.T) {
 			wantCounts(t, st, 1, 0)
 		})
 	}
+}
+
+// TestResetsOfAStreamBeingWritten: a client that asks for an endless
+// response, stops reading it and resets its stream again and again is
+// sent GOAWAY(ENHANCE_YOUR_CALM). The writer, blocked on the full socket,
+// holds the stream's frames, so the stream stays known until it lets go;
+// only the first reset is free all the same (each cost a lock and a
+// cancel, and none was counted).
+func TestResetsOfAStreamBeingWritten(t *testing.T) {
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	p := okProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for r.Context().Err() == nil {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}), proxyOpts{})
+	st, addr := statsServer(t, p, proxyOpts{})
+	c := dialRaw(t, addr, false)
+	c.write([]byte(http2.ClientPreface))
+	const maxWindow = 1<<31 - 1
+	c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: maxWindow})
+	c.fr.WriteWindowUpdate(0, maxWindow-65535)
+	c.request(1, true)
+	sc := serverConnFor(t, c)
+	// Wait until the writer is stuck on the full socket in the middle of
+	// a batch of the stream's frames, which it then holds. Stuck between
+	// batches, it holds none: a few frames read let it go on to stop
+	// somewhere else.
+	deadline := time.Now().Add(10 * time.Second)
+	for stuck := 0; stuck < 3; {
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never stopped holding the stream's frames")
+		}
+		sent := sc.dataSent.Load()
+		time.Sleep(20 * time.Millisecond)
+		sc.mu.Lock()
+		h := sc.streams[1]
+		holding := h != nil && h.inFlight > 0
+		sc.mu.Unlock()
+		switch {
+		case sent != sc.dataSent.Load():
+			stuck = 0 // still writing
+		case holding:
+			stuck++
+		default:
+			stuck = 0
+			for range 16 {
+				c.next()
+			}
+		}
+	}
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	for range 2 * glitchBase {
+		fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	}
+	fr.WritePing(false, [8]byte{'a', 'f', 't', 'e', 'r'})
+	c.write(buf.Bytes())
+	// Read nothing until the proxy has handled it all and queued its
+	// answer, the PING's ACK or a GOAWAY: what is read lets the writer
+	// go, and the resets after that would find the stream gone.
+	for answered := false; !answered; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy did not answer the resets and the PING")
+		}
+		sc.mu.Lock()
+		answered = sc.ctrlOnly || slices.ContainsFunc(sc.ctrl, func(f ctrlFrame) bool { return f.kind == ctrlPingAck })
+		sc.mu.Unlock()
+	}
+	for {
+		switch f := c.next(http2.FramePing).(type) {
+		case nil:
+			t.Fatal("connection closed without GOAWAY")
+		case *http2.PingFrame:
+			if f.IsAck() {
+				t.Fatalf("the PING after %d resets of a stream was answered: want GOAWAY(%v)", 2*glitchBase, http2.ErrCodeEnhanceYourCalm)
+			}
+		case *http2.GoAwayFrame:
+			if f.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Fatalf("GOAWAY %v, want %v", f.ErrCode, http2.ErrCodeEnhanceYourCalm)
+			}
+			wantCounts(t, st, 1, 0)
+			return
+		}
+	}
+}
+
+// serverConnFor finds the proxy's side of a raw client's connection.
+func serverConnFor(t *testing.T, c *rawPeer) *serverConn {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		live.mu.Lock()
+		conns := live.conns.Chunk(nil, 0, live.conns.Len())
+		live.mu.Unlock()
+		for _, sc := range conns {
+			if sc.nc.RemoteAddr().String() == c.c.LocalAddr().String() {
+				return sc
+			}
+		}
+	}
+	t.Fatal("the proxy has no connection from the client")
+	return nil
 }
 
 // TestConnectionShare: a client holding many streams open on one

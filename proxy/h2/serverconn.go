@@ -598,9 +598,13 @@ const minDataFrame = 5
 func (sc *serverConn) handleRST(f *http2.RSTStreamFrame) error {
 	sc.mu.Lock()
 	h := sc.streams[f.StreamID]
-	if h == nil {
-		idle := sc.idleLocked(f.StreamID)
-		crossed := !idle && sc.crossedLocked(f.StreamID)
+	if h == nil || h.peerReset {
+		// A stream the client has reset stays in the map while the
+		// writer still holds its frames (on a socket the client does
+		// not read, for as long as it likes): its resets from then on
+		// are glitches, as on a stream long gone.
+		idle := h == nil && sc.idleLocked(f.StreamID)
+		crossed := h == nil && !idle && sc.crossedLocked(f.StreamID)
 		sc.mu.Unlock()
 		switch {
 		case idle:
