@@ -1,7 +1,9 @@
 package overload
 
 import (
+	"fmt"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"testing"
 	"time"
@@ -229,4 +231,59 @@ func TestShrinkHeapQuiet(t *testing.T) {
 		t.Error("shrink_heap ran again in a quiet process with nothing new to give back")
 	}
 	runtime.KeepAlive(live)
+}
+
+// TestShrinkHeapLetGo: what a quiet process lets go of without allocating
+// (connections closed at their idle timeout, a window's history) is given
+// back once it has stayed quiet for quietCollect looks with no collection;
+// a collection that finds nothing doubles the wait before the next.
+func TestShrinkHeapLetGo(t *testing.T) {
+	m, st := newShrinkManager(t)
+	held := make([][]byte, 256) // 16 MiB
+	for i := range held {
+		held[i] = make([]byte, 64<<10)
+		held[i][0] = 1
+	}
+	debug.FreeOSMemory() // no free pages for the other rules to find
+	m.shrinkHeap()       // the first look only notes the allocations so far
+	before := st.ShrinkHeap.Value()
+	runtime.KeepAlive(held)
+	held = nil // let go, allocating nothing
+	look := func(want bool, what string) {
+		t.Helper()
+		if got := m.shrinkHeap(); got != want {
+			t.Fatalf("%s: shrink_heap gave memory back: %v, want %v", what, got, want)
+		}
+	}
+	for i := range quietCollect - 1 {
+		look(false, fmt.Sprintf("quiet look %d", i+1))
+	}
+	look(true, "the quietCollect-th quiet look with no collection")
+	if n := st.ShrinkHeap.Value() - before; n != 1 {
+		t.Errorf("overload.shrink_heap.shrink_count grew by %d, want 1", n)
+	}
+	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	metrics.Read(s)
+	if f := s[0].Value.Uint64(); f >= quietMinGain {
+		t.Errorf("%d bytes of free pages left", f)
+	}
+	// Nothing more to give back: a collection after quietCollect looks
+	// returns nothing and is not counted, and the next waits twice as long.
+	for i := range quietCollect {
+		look(false, fmt.Sprintf("quiet look %d after the release", i+1))
+	}
+	for i := range 2*quietCollect - 1 {
+		look(false, fmt.Sprintf("quiet look %d after a collection that found nothing", i+1))
+	}
+	cycles := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(cycles)
+	look(false, "the look after twice the wait")
+	after := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(after)
+	if after[0].Value.Uint64() == cycles[0].Value.Uint64() {
+		t.Error("no collection after twice the wait")
+	}
+	if n := st.ShrinkHeap.Value() - before; n != 1 {
+		t.Errorf("overload.shrink_heap.shrink_count grew by %d, want 1: collections that gave nothing back were counted", n)
+	}
 }
