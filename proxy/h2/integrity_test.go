@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -249,6 +250,50 @@ func TestOversizedHeaderKeepsConnection(t *testing.T) {
 		if status, _, _ := c.response(tt.id); status != tt.want {
 			t.Errorf("stream %d: status %s, want %s", tt.id, status, tt.want)
 		}
+	}
+}
+
+// TestOversizedHeaderSkipped: a header block longer on the wire than the
+// header list limit is refused without decoding its long strings: 20
+// requests each with a 200 KB header (Huffman-coded, as clients send it)
+// cost the process a few KB each, not the 200 KB string and the 2 ms of
+// Huffman decoding each one took.
+func TestOversizedHeaderSkipped(t *testing.T) {
+	p := okProxy(t, okHandler, proxyOpts{limits: config.Limits{MaxHeaderBytes: 64 << 10}})
+	c := dialRaw(t, p.addr, true)
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	big := make([]byte, 200_000)
+	for i := range big {
+		big[i] = alphabet[(i*7919+i/62)%len(alphabet)]
+	}
+	block := c.block(":method", "GET", ":scheme", "http", ":authority", "example.com", ":path", "/", "x-big", string(big))
+	send := func(id uint32) {
+		t.Helper()
+		frag := block[:16<<10]
+		c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: true})
+		for rest := block[len(frag):]; len(rest) > 0; {
+			n := min(len(rest), 16<<10)
+			c.fr.WriteContinuation(id, n == len(rest), rest[:n])
+			rest = rest[n:]
+		}
+		if status, _, _ := c.response(id); status != "431" {
+			t.Fatalf("stream %d: status %s, want 431", id, status)
+		}
+	}
+	send(1) // the decoder's buffers grow once
+	const requests = 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range requests {
+		send(uint32(2*i + 3))
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / requests; per > 64<<10 {
+		t.Errorf("%d bytes allocated per oversized request, want under 64 KiB: its header was decoded", per)
+	}
+	c.request(2*requests+3, true)
+	if status, _, _ := c.response(2*requests + 3); status != "200" {
+		t.Errorf("the request after them: status %s, want 200", status)
 	}
 }
 
