@@ -343,6 +343,7 @@ type conn struct {
 	encTable   uint32
 	encDropped bool
 	freshSeen  freshNames // fresh names already in enc's dynamic table
+	memo       encMemo    // enc's indexes of the last blocks' fields
 	fhdr       [9]byte    // a frame header being written
 	wMaxFrame  uint32
 	items      []writeItem
@@ -458,6 +459,15 @@ func (c *conn) encoder() *hpack.Encoder {
 	return c.enc
 }
 
+// setEncoderTable applies the peer's new SETTINGS_HEADER_TABLE_SIZE: the
+// next block starts with the size update, which the memo must not skip.
+// Writer role only.
+func (c *conn) setEncoderTable(size uint32) {
+	c.encoder().SetMaxDynamicTableSize(size)
+	c.encTable = size
+	c.memo.clear()
+}
+
 // dropEncoderLocked lets an idle connection's HPACK encoder go, with its
 // dynamic table: about 2.3 KiB on a connection that has sent one header
 // block (x/net's encoder keeps two maps beside the table, to look fields
@@ -472,6 +482,7 @@ func (c *conn) dropEncoderLocked() {
 		return
 	}
 	c.enc, c.encBuf, c.freshSeen, c.encDropped = nil, bytes.Buffer{}, 0, true
+	c.memo = encMemo{}
 }
 
 // addStreamLocked puts h, whose id is set, in the stream map.
@@ -943,8 +954,7 @@ func (c *conn) writeCtrl(f *ctrlFrame) error {
 	switch f.kind {
 	case ctrlSettingsAck, ctrlSettingsApply:
 		if f.setTable {
-			c.encoder().SetMaxDynamicTableSize(f.tableSize)
-			c.encTable = f.tableSize
+			c.setEncoderTable(f.tableSize)
 		}
 		if f.setFrame {
 			c.wMaxFrame = f.frameSize

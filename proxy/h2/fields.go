@@ -154,9 +154,14 @@ func fresh(name string) freshNames {
 // then on the field is sent as a literal that is never indexed (the one
 // form of literal x/net's encoder offers that is not added), naming the
 // table's entry while it is there: two bytes of name and the value.
+//
+// A field sent as an index in the last block of its kind, at the same
+// place, is copied from the memo (encMemo) without asking the encoder.
 func (c *conn) encode(fields []hpack.HeaderField) ([]byte, error) {
 	c.encBuf.Reset()
-	for _, f := range fields {
+	enc := c.encoder()
+	memo := c.memo.kind(fields)
+	for i, f := range fields {
 		if bit := fresh(f.Name); bit != 0 && !f.Sensitive {
 			if c.freshSeen&bit != 0 {
 				f.Sensitive = true
@@ -164,11 +169,80 @@ func (c *conn) encode(fields []hpack.HeaderField) ([]byte, error) {
 				c.freshSeen |= bit
 			}
 		}
-		if err := c.encoder().WriteField(f); err != nil {
+		if i < len(*memo) {
+			if m := &(*memo)[i]; m.n > 0 && !f.Sensitive && m.name == f.Name && m.value == f.Value {
+				c.encBuf.Write(m.code[:m.n])
+				continue
+			}
+		}
+		start := c.encBuf.Len()
+		if err := enc.WriteField(f); err != nil {
 			return nil, fmt.Errorf("encoding headers: %w", err)
 		}
+		c.memo.note(memo, i, f, c.encBuf.Bytes()[start:])
 	}
 	return c.encBuf.Bytes(), nil
+}
+
+// encMemo remembers, by its place in the block, each field of the last
+// header blocks that the encoder sent as an index into its tables (one or
+// two bytes). A call's request, or its response and trailers, carries the
+// fields of the call before in the same order, and the encoder looks each
+// one up in four maps, hashing its name and value, in memory that a
+// connection at light load finds cold on every call; the memo compares
+// two strings, most often the same ones (a decoder hands out its table's
+// strings). An index into the dynamic table holds until the encoder adds
+// a field to it or its size changes, which shifts or drops entries: both
+// clear the memo. Writer-owned, as the encoder is.
+type encMemo struct {
+	// blocks holds header blocks, which start with a pseudo-header, and
+	// trailers apart: a connection that sends both alternates them.
+	blocks [2][]memoField
+}
+
+// memoField is a field and the index the encoder wrote for it; n == 0
+// for a field that was not an index.
+type memoField struct {
+	name, value string
+	code        [3]byte
+	n           uint8
+}
+
+// kind returns the memo of blocks like fields.
+func (m *encMemo) kind(fields []hpack.HeaderField) *[]memoField {
+	if len(fields) > 0 && strings.HasPrefix(fields[0].Name, ":") {
+		return &m.blocks[0]
+	}
+	return &m.blocks[1]
+}
+
+// note records what the encoder wrote for f, the i-th field of a block
+// of memo's kind: its index, or nothing. A field the encoder added to its
+// dynamic table, or a table size update ahead of it, clears the memo.
+func (m *encMemo) note(memo *[]memoField, i int, f hpack.HeaderField, out []byte) {
+	switch {
+	case len(out) == 0:
+		return
+	case out[0]&0xc0 == 0x40 || out[0]&0xe0 == 0x20:
+		// RFC 7541 §6.2.1 (literal with incremental indexing), §6.3.
+		m.clear()
+	}
+	for len(*memo) <= i {
+		*memo = append(*memo, memoField{})
+	}
+	e := memoField{}
+	if out[0]&0x80 != 0 && len(out) <= len(e.code) { // §6.1, indexed
+		e.name, e.value, e.n = f.Name, f.Value, uint8(copy(e.code[:], out))
+	}
+	(*memo)[i] = e
+}
+
+// clear forgets every index: the encoder's dynamic table changed.
+func (m *encMemo) clear() {
+	for k := range m.blocks {
+		clear(m.blocks[k])
+		m.blocks[k] = m.blocks[k][:0]
+	}
 }
 
 // parseContentLength parses a content-length value: digits only, no sign,

@@ -2,6 +2,7 @@ package h2
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"golang.org/x/net/http2/hpack"
@@ -52,6 +53,101 @@ func TestEncodeFreshFields(t *testing.T) {
 			size = len(block)
 		case i > 1 && len(block) > size+2:
 			t.Fatalf("call %d: block of %d bytes, call 1's was %d: the table churns", i, len(block), size)
+		}
+	}
+}
+
+// TestEncodeMemo: blocks drawn from a few fields, some repeating, some
+// new each time, some never indexed, with the peer's table resized now and
+// then and the encoder dropped as an idle connection's is, decode to what
+// was encoded: an index copied from the memo is the one the encoder would
+// write. A field of a block like the last comes from the memo.
+func TestEncodeMemo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	c := &conn{}
+	c.initState(4096)
+	var got []hpack.HeaderField
+	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) { got = append(got, f) })
+	head := []hpack.HeaderField{
+		{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/grpc"},
+		{Name: "server", Value: "backend"}, {Name: "x-shard", Value: "a"},
+	}
+	trailers := []hpack.HeaderField{{Name: "grpc-status", Value: "0"}, {Name: "grpc-message", Value: ""}}
+	hits, total := 0, 0
+	for i := range 5000 {
+		var fields []hpack.HeaderField
+		if i%2 == 0 {
+			fields = append(fields, head...)
+		} else {
+			fields = append(fields, trailers...)
+		}
+		switch rng.IntN(8) {
+		case 0: // a value seen before, or a new one: added to the table
+			fields[len(fields)-1].Value = fmt.Sprint(rng.IntN(40))
+		case 1: // a field in the middle, new each time
+			fields = append(fields[:1], append([]hpack.HeaderField{{Name: "x-new", Value: fmt.Sprint(i)}}, fields[1:]...)...)
+		case 2:
+			fields[len(fields)-1].Sensitive = true
+		case 3:
+			fields = append(fields, hpack.HeaderField{Name: "x-request-id", Value: fmt.Sprint(i)})
+		}
+		switch rng.IntN(200) {
+		case 0:
+			size := uint32(rng.IntN(4097))
+			c.setEncoderTable(size)
+			dec.SetAllowedMaxDynamicTableSize(4096)
+		case 1:
+			c.dropEncoderLocked()
+		}
+		memo := *c.memo.kind(fields)
+		for j, f := range fields {
+			if j < len(memo) && memo[j].n > 0 && memo[j].name == f.Name && memo[j].value == f.Value && !f.Sensitive {
+				hits++
+			}
+		}
+		total += len(fields)
+		block, err := c.encode(fields)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = got[:0]
+		if _, err := dec.Write(block); err != nil {
+			t.Fatalf("block %d: %v", i, err)
+		}
+		if err := dec.Close(); err != nil {
+			t.Fatalf("block %d: %v", i, err)
+		}
+		if len(got) != len(fields) {
+			t.Fatalf("block %d: decoded %d fields, want %d", i, len(got), len(fields))
+		}
+		for j, f := range got {
+			if f.Name != fields[j].Name || f.Value != fields[j].Value {
+				t.Fatalf("block %d: field %d decoded as %s: %q, want %s: %q", i, j, f.Name, f.Value, fields[j].Name, fields[j].Value)
+			}
+		}
+	}
+	if hits < total/3 {
+		t.Errorf("%d of %d fields copied from the memo, want a third or more", hits, total)
+	}
+}
+
+// BenchmarkEncode encodes a gRPC request's header block as an upstream
+// connection does on every call: the fields of the call before, a new
+// request ID and deadline.
+func BenchmarkEncode(b *testing.B) {
+	c := &conn{}
+	c.initState(4096)
+	fields := []hpack.HeaderField{
+		{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+		{Name: ":authority", Value: "backend:50051"}, {Name: ":path", Value: "/grpc.testing.TestService/UnaryCall"},
+		{Name: "content-type", Value: "application/grpc"}, {Name: "user-agent", Value: "grpc-go/1.70.0"},
+		{Name: "te", Value: "trailers"}, {Name: "grpc-timeout", Value: "19999000u"},
+		{Name: "x-request-id", Value: "0f8fad5b-d9cb-469f-a165-70867728950e"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.encode(fields); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
