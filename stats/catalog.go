@@ -338,6 +338,8 @@ var (
 		help: "Upstream connections the host closed (or lost)."})
 	upstreamCxProtocolError = define(Def{flat: "cluster.{cluster_name}.upstream_cx_protocol_error", kind: KindCounter,
 		help: "Upstream connections closed for a protocol error of the host (flow-control violations, reset floods, malformed frames)."})
+	upstreamCxBackoff = define(Def{flat: "cluster.{cluster_name}.upstream_cx_backoff", kind: KindCounter,
+		help: "Requests refused a new upstream connection while the host waits out its last protocol error."})
 	upstreamCxMaxRequests = define(Def{flat: "cluster.{cluster_name}.upstream_cx_max_requests", kind: KindCounter,
 		help: "Upstream connections retired after max_requests_per_connection streams."})
 	upstreamCxIdleTimeout = define(Def{flat: "cluster.{cluster_name}.upstream_cx_idle_timeout", kind: KindCounter,

@@ -145,10 +145,13 @@ type Connections struct {
 	CxLengthMs       *Histogram
 	// CxProtocolError counts connections closed for the host's protocol
 	// errors, CxMaxRequests those retired at max_requests_per_connection,
-	// CxIdleTimeout those closed at idle_timeout (HTTP/2 pool only).
+	// CxIdleTimeout those closed at idle_timeout, CxBackoff the calls
+	// refused a new connection while the pool waits after a protocol
+	// error (HTTP/2 pool only).
 	CxProtocolError *Counter
 	CxMaxRequests   *Counter
 	CxIdleTimeout   *Counter
+	CxBackoff       *Counter
 }
 
 // Connections returns the cluster's connection stats, creating them on
@@ -179,6 +182,7 @@ func buildConnections(sc scope) *Connections {
 		CxProtocolError:  sc.counter(upstreamCxProtocolError),
 		CxMaxRequests:    sc.counter(upstreamCxMaxRequests),
 		CxIdleTimeout:    sc.counter(upstreamCxIdleTimeout),
+		CxBackoff:        sc.counter(upstreamCxBackoff),
 	}
 }
 

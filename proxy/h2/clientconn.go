@@ -401,6 +401,7 @@ func (cc *clientConn) teardown(err error) {
 		// The host broke the protocol (or flooded us): the connection
 		// ends with GOAWAY, counted as Envoy does.
 		cc.pool.cx().CxProtocolError.Inc(1)
+		cc.pool.holdOff()
 		cc.log.Debug().Str("code", ce.code.String()).Str("reason", ce.reason).Msg("upstream connection error")
 		cc.mu.Lock()
 		cc.queueCtrlLocked(ctrlFrame{kind: ctrlGoAway, val: uint32(ce.code)})

@@ -205,6 +205,99 @@ func TestPoolUpstreamFlowControlViolation(t *testing.T) {
 	waitCounter(t, func() int64 { return p.cs.Connections().CxProtocolError.Value() }, 1, "upstream_cx_protocol_error")
 }
 
+// TestPoolHoldsOffAHostThatBrokeHTTP2: after closing a connection for the
+// host's flow-control violation the pool connects to it again only once
+// its hold-off has passed; a call meanwhile fails at once as a connect
+// failure (503), counted in upstream_cx_backoff. Each such end within the
+// longest hold-off of the last doubles the wait; after that it starts
+// over. The waits are made minutes long here so that no test is slower
+// than they are.
+func TestPoolHoldsOffAHostThatBrokeHTTP2(t *testing.T) {
+	ended := make(chan int32, 4)
+	var requests atomic.Int32
+	fu := startFakeUpstream(t, &fakeUpstream{
+		onEnd: func(n int32) { ended <- n },
+		onRequest: func(fc *fakeConn, id uint32) {
+			if requests.Add(1) == 1 {
+				fc.respond(id, "fine") // the pool is made
+				return
+			}
+			fc.write(func(fr *http2.Framer) {
+				fc.encBuf.Reset()
+				fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+				chunk := make([]byte, maxFrameSize)
+				for range upstreamStreamWindow/maxFrameSize + 1 {
+					if fr.WriteData(id, false, chunk) != nil {
+						return
+					}
+				}
+			})
+		},
+	})
+	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
+	if code, _ := get(t, h2cClient(), p.addr, "/"); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	p.mu.Lock()
+	pool := p.pools[fu.addr]
+	p.mu.Unlock()
+	pool.mu.Lock()
+	pool.holdBase, pool.holdMax = time.Minute, time.Hour
+	pool.mu.Unlock()
+	cx := p.cs.Connections()
+	// violate makes a call the host answers past its window, and waits
+	// for the pool to close the host's connection n for it; it returns
+	// the hold-off that follows.
+	violate := func(n int32) time.Duration {
+		t.Helper()
+		slowReader(t, p.addr, 0).request(1, true)
+		if got := waitSignal(t, ended, "the connection to close"); got != n {
+			t.Fatalf("connection %d closed, want %d", got, n)
+		}
+		waitCounter(t, cx.CxProtocolError.Value, int64(n), "upstream_cx_protocol_error")
+		pool.mu.Lock()
+		defer pool.mu.Unlock()
+		return pool.holdUntil.Sub(pool.struck)
+	}
+	// refused checks that a call fails at once, with no new connection.
+	refused := func(backoffs int64) {
+		t.Helper()
+		if code, _ := get(t, h2cClient(), p.addr, "/"); code != 503 {
+			t.Errorf("a call during the hold-off: status %d, want 503", code)
+		}
+		if n := fu.conns.Load(); n != int32(cx.CxProtocolError.Value()) {
+			t.Errorf("the host saw %d connections, want %d: one was made during the hold-off", n, cx.CxProtocolError.Value())
+		}
+		if n := cx.CxBackoff.Value(); n != backoffs {
+			t.Errorf("upstream_cx_backoff = %d, want %d", n, backoffs)
+		}
+	}
+	// elapse moves the pool's clock on: the hold-off is over, and with
+	// since, the last strike that long ago.
+	elapse := func(since time.Duration) {
+		pool.mu.Lock()
+		pool.holdUntil = time.Now()
+		pool.struck = time.Now().Add(-since)
+		pool.mu.Unlock()
+	}
+
+	if wait := violate(1); wait != time.Minute {
+		t.Errorf("first hold-off %v, want 1m", wait)
+	}
+	refused(1)
+	elapse(time.Minute)
+	if wait := violate(2); wait != 2*time.Minute {
+		t.Errorf("second hold-off within the longest of the first %v, want 2m", wait)
+	}
+	refused(2)
+	elapse(2 * time.Hour)
+	if wait := violate(3); wait != time.Minute {
+		t.Errorf("hold-off long after the last %v, want 1m", wait)
+	}
+	refused(3)
+}
+
 // TestPoolUpstreamResetFlood: an upstream that keeps resetting streams
 // already closed runs into the glitch limit of a connection that carried
 // one stream: GOAWAY(ENHANCE_YOUR_CALM), counted in

@@ -69,7 +69,7 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	cl.halves.Add(1)
 	cl.refs.Add(1)
 	cl.pool = p
-	switch p.dispatch(h) {
+	switch r := p.dispatch(h); r {
 	case dispatched:
 	case pendingOverflow:
 		cl.halves.Add(-1)
@@ -80,6 +80,9 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		cl.halves.Add(-1)
 		cl.refs.Add(-1)
 		s.done()
+		if r == poolHeldOff {
+			return nil, fmt.Errorf("%w: %s broke HTTP/2 on a connection just closed: no new one yet", upstream.ErrConnect, p.addr)
+		}
 		return nil, fmt.Errorf("%w: pool for %s is closed", upstream.ErrConnect, p.addr)
 	}
 	ctx := req.Context()
