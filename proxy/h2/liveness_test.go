@@ -181,28 +181,31 @@ func TestPoolEnhanceYourCalm(t *testing.T) {
 func TestPoolUpstreamFlowControlViolation(t *testing.T) {
 	ended := make(chan int32, 2)
 	fu := startFakeUpstream(t, &fakeUpstream{
-		onEnd: func(n int32) { ended <- n },
-		onRequest: func(fc *fakeConn, id uint32) {
-			fc.write(func(fr *http2.Framer) {
-				fc.encBuf.Reset()
-				fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
-				chunk := make([]byte, maxFrameSize)
-				// One frame more than the stream window holds; the
-				// client's window is 0, so nothing is written to it and
-				// nothing refunded.
-				for range upstreamStreamWindow/maxFrameSize + 1 {
-					if fr.WriteData(id, false, chunk) != nil {
-						return
-					}
-				}
-			})
-		},
+		onEnd:     func(n int32) { ended <- n },
+		onRequest: overrunWindow,
 	})
 	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
 	slowReader(t, p.addr, 0).request(1, true)
 	waitSignal(t, ended, "the connection to close")
 	waitCounter(t, func() int64 { return p.cs.Connections().CxProtocolError.Value() }, 1, "upstream_cx_protocol_error")
+}
+
+// overrunWindow answers request id with response headers and one DATA
+// frame more than the stream window the proxy gives an upstream stream
+// holds: a flow-control violation when the client's window is 0, so that
+// nothing is written to it and nothing refunded.
+func overrunWindow(fc *fakeConn, id uint32) {
+	fc.write(func(fr *http2.Framer) {
+		fc.encBuf.Reset()
+		fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+		chunk := make([]byte, maxFrameSize)
+		for range upstreamStreamWindow/maxFrameSize + 1 {
+			if fr.WriteData(id, false, chunk) != nil {
+				return
+			}
+		}
+	})
 }
 
 // TestPoolHoldsOffAHostThatBrokeHTTP2: after closing a connection for the
@@ -222,17 +225,7 @@ func TestPoolHoldsOffAHostThatBrokeHTTP2(t *testing.T) {
 				fc.respond(id, "fine") // the pool is made
 				return
 			}
-			fc.write(func(fr *http2.Framer) {
-				fc.encBuf.Reset()
-				fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
-				chunk := make([]byte, maxFrameSize)
-				for range upstreamStreamWindow/maxFrameSize + 1 {
-					if fr.WriteData(id, false, chunk) != nil {
-						return
-					}
-				}
-			})
+			overrunWindow(fc, id)
 		},
 	})
 	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
