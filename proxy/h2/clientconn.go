@@ -400,8 +400,8 @@ func (cc *clientConn) teardown(err error) {
 	if errors.As(err, &ce) {
 		// The host broke the protocol (or flooded us): the connection
 		// ends with GOAWAY, counted as Envoy does.
+		cc.pool.holdOff(time.Now())
 		cc.pool.cx().CxProtocolError.Inc(1)
-		cc.pool.holdOff()
 		cc.log.Debug().Str("code", ce.code.String()).Str("reason", ce.reason).Msg("upstream connection error")
 		cc.mu.Lock()
 		cc.queueCtrlLocked(ctrlFrame{kind: ctrlGoAway, val: uint32(ce.code)})

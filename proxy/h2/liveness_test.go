@@ -211,10 +211,8 @@ func overrunWindow(fc *fakeConn, id uint32) {
 // TestPoolHoldsOffAHostThatBrokeHTTP2: after closing a connection for the
 // host's flow-control violation the pool connects to it again only once
 // its hold-off has passed; a call meanwhile fails at once as a connect
-// failure (503), counted in upstream_cx_backoff. Each such end within the
-// longest hold-off of the last doubles the wait; after that it starts
-// over. The waits are made minutes long here so that no test is slower
-// than they are.
+// failure (503), counted in upstream_cx_backoff. The test holds the
+// hold-off open, or ends it, by setting its end.
 func TestPoolHoldsOffAHostThatBrokeHTTP2(t *testing.T) {
 	ended := make(chan int32, 4)
 	var requests atomic.Int32
@@ -235,60 +233,71 @@ func TestPoolHoldsOffAHostThatBrokeHTTP2(t *testing.T) {
 	p.mu.Lock()
 	pool := p.pools[fu.addr]
 	p.mu.Unlock()
-	pool.mu.Lock()
-	pool.holdBase, pool.holdMax = time.Minute, time.Hour
-	pool.mu.Unlock()
 	cx := p.cs.Connections()
-	// violate makes a call the host answers past its window, and waits
-	// for the pool to close the host's connection n for it; it returns
-	// the hold-off that follows.
-	violate := func(n int32) time.Duration {
-		t.Helper()
+	holdUntil := func(at time.Time) {
+		pool.mu.Lock()
+		pool.holdUntil = at
+		pool.mu.Unlock()
+	}
+	for n := int32(1); n <= 2; n++ {
+		before := time.Now()
 		slowReader(t, p.addr, 0).request(1, true)
 		if got := waitSignal(t, ended, "the connection to close"); got != n {
 			t.Fatalf("connection %d closed, want %d", got, n)
 		}
 		waitCounter(t, cx.CxProtocolError.Value, int64(n), "upstream_cx_protocol_error")
 		pool.mu.Lock()
-		defer pool.mu.Unlock()
-		return pool.holdUntil.Sub(pool.struck)
-	}
-	// refused checks that a call fails at once, with no new connection.
-	refused := func(backoffs int64) {
-		t.Helper()
+		until, strikes := pool.holdUntil, pool.strikes
+		pool.mu.Unlock()
+		if !until.After(before) || strikes != uint8(n) {
+			t.Fatalf("after the close of connection %d: held off until %v (the call began at %v), %d strikes", n, until, before, strikes)
+		}
+		holdUntil(time.Now().Add(time.Hour))
 		if code, _ := get(t, h2cClient(), p.addr, "/"); code != 503 {
 			t.Errorf("a call during the hold-off: status %d, want 503", code)
 		}
-		if n := fu.conns.Load(); n != int32(cx.CxProtocolError.Value()) {
-			t.Errorf("the host saw %d connections, want %d: one was made during the hold-off", n, cx.CxProtocolError.Value())
+		if got := fu.conns.Load(); got != n {
+			t.Errorf("the host saw %d connections, want %d: one was made during the hold-off", got, n)
 		}
-		if n := cx.CxBackoff.Value(); n != backoffs {
-			t.Errorf("upstream_cx_backoff = %d, want %d", n, backoffs)
+		if got := cx.CxBackoff.Value(); got != int64(n) {
+			t.Errorf("upstream_cx_backoff = %d, want %d", got, n)
 		}
+		holdUntil(time.Now()) // over: the next call connects
 	}
-	// elapse moves the pool's clock on: the hold-off is over, and with
-	// since, the last strike that long ago.
-	elapse := func(since time.Duration) {
-		pool.mu.Lock()
-		pool.holdUntil = time.Now()
-		pool.struck = time.Now().Add(-since)
-		pool.mu.Unlock()
-	}
+}
 
-	if wait := violate(1); wait != time.Minute {
-		t.Errorf("first hold-off %v, want 1m", wait)
+// TestHoldOffWaits: a host's hold-off doubles with each close for breaking
+// HTTP/2, up to 10 s, and starts over after a close more than 10 s after
+// the last hold-off ended.
+func TestHoldOffWaits(t *testing.T) {
+	p := NewPool("127.0.0.1:1", PoolOptions{})
+	t0 := time.Now()
+	for _, step := range []struct {
+		after time.Duration // since the hold-off before ended
+		want  time.Duration
+	}{
+		{0, 100 * time.Millisecond},
+		{0, 200 * time.Millisecond},
+		{time.Second, 400 * time.Millisecond},
+		{10 * time.Second, 800 * time.Millisecond},
+		{0, 1600 * time.Millisecond},
+		{0, 3200 * time.Millisecond},
+		{0, 6400 * time.Millisecond},
+		{0, 10 * time.Second},
+		{0, 10 * time.Second},
+		{0, 10 * time.Second},
+		{10*time.Second + time.Millisecond, 100 * time.Millisecond},
+		{0, 200 * time.Millisecond},
+	} {
+		now := t0
+		if !p.holdUntil.IsZero() {
+			now = p.holdUntil.Add(step.after)
+		}
+		p.holdOff(now)
+		if got := p.holdUntil.Sub(now); got != step.want {
+			t.Fatalf("a close %v after the last hold-off ended (strike %d): held off %v, want %v", step.after, p.strikes, got, step.want)
+		}
 	}
-	refused(1)
-	elapse(time.Minute)
-	if wait := violate(2); wait != 2*time.Minute {
-		t.Errorf("second hold-off within the longest of the first %v, want 2m", wait)
-	}
-	refused(2)
-	elapse(2 * time.Hour)
-	if wait := violate(3); wait != time.Minute {
-		t.Errorf("hold-off long after the last %v, want 1m", wait)
-	}
-	refused(3)
 }
 
 // TestPoolUpstreamResetFlood: an upstream that keeps resetting streams

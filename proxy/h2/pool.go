@@ -120,19 +120,16 @@ type Pool struct {
 	// open: the pool holds a max_connection_pools claim, from its first
 	// connection until its last one is forgotten.
 	open bool
-	// holdUntil is when the pool may connect to the host again after it
-	// broke HTTP/2 (holdOff); strikes counts those ends, the last at
-	// struck. holdBase and holdMax are holdOffBase and holdOffMax.
-	holdUntil, struck time.Time
-	strikes           int
-	holdBase, holdMax time.Duration
+	// strikes counts the host's connections closed for breaking HTTP/2
+	// in a row (holdOff); holdUntil is when the pool may connect again.
+	strikes   uint8
+	holdUntil time.Time
 }
 
 // NewPool returns a pool for addr ("host:port"). It does no I/O.
 func NewPool(addr string, opts PoolOptions) *Pool {
 	p := &Pool{addr: addr, scheme: "http", opts: opts, maxStreamID: maxClientStreamID,
-		all: make(map[*clientConn]struct{}), log: logfield.With(opts.Log, "upstream", addr),
-		holdBase: holdOffBase, holdMax: holdOffMax}
+		all: make(map[*clientConn]struct{}), log: logfield.With(opts.Log, "upstream", addr)}
 	if p.opts.ConnectTimeout <= 0 {
 		p.opts.ConnectTimeout = defaultConnectTimeout
 	}
@@ -265,30 +262,29 @@ const (
 )
 
 // holdOff makes the pool wait before it connects again to its host, which
-// broke HTTP/2 on a connection the pool just closed for it (a flood of
+// broke HTTP/2 on a connection the pool closed for it at now (a flood of
 // frames, a flow-control violation, a malformed frame): 100 ms, doubled
-// for each such end that follows within 10 s of the last, up to 10 s.
-// Meanwhile a call that needs a new connection fails at once as a
-// connect failure (UF), counted in upstream_cx_backoff, and a retry
-// policy may take it to another host; the host's open connections keep
-// their streams. A host that floods each connection it is given would
-// otherwise cost a connection, its set-up and its flood per call: 470 a
-// second and 12 of 20 CPU-seconds under bench/abuse's upstream-rst.
+// for each such close up to 10 s, until one comes more than 10 s after
+// the last wait ended. Meanwhile a call that needs a new connection fails
+// at once as a connect failure (UF), counted in upstream_cx_backoff, and
+// a retry policy may take it to another host; the host's open connections
+// keep their streams. A host that floods each connection it is given
+// would otherwise cost a connection, its set-up and its flood per call:
+// 470 a second and 12 of 20 CPU-seconds under bench/abuse's upstream-rst.
 // Envoy connects again at once; gRPC clients back off (1 s, growing to
 // 120 s) after connections that fail.
-func (p *Pool) holdOff() {
-	now := time.Now()
+func (p *Pool) holdOff(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if now.Sub(p.struck) > p.holdMax {
+	if now.Sub(p.holdUntil) > holdOffMax {
 		p.strikes = 0
 	}
-	wait := p.holdMax
+	wait := holdOffMax
 	if p.strikes < 8 {
-		wait = min(p.holdBase<<p.strikes, p.holdMax)
+		wait = min(holdOffBase<<p.strikes, holdOffMax)
 	}
-	p.strikes++
-	p.struck, p.holdUntil = now, now.Add(wait)
+	p.strikes = min(p.strikes+1, 8)
+	p.holdUntil = now.Add(wait)
 }
 
 // retire stops new streams from going to cc.
