@@ -28,21 +28,8 @@ func TestEncodeFreshFields(t *testing.T) {
 			{Name: "te", Value: "trailers"}, {Name: "grpc-timeout", Value: timeout},
 			{Name: "x-request-id", Value: id}, {Name: "authorization", Value: "Bearer x", Sensitive: true},
 		}
-		block, err := c.encode(fields)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = got[:0]
-		if _, err := dec.Write(block); err != nil {
-			t.Fatalf("call %d: %v", i, err)
-		}
-		if len(got) != len(fields) {
-			t.Fatalf("call %d: decoded %d fields, want %d", i, len(got), len(fields))
-		}
-		for j, f := range got {
-			if f.Name != fields[j].Name || f.Value != fields[j].Value {
-				t.Fatalf("call %d: decoded %s: %s, want %s: %s", i, f.Name, f.Value, fields[j].Name, fields[j].Value)
-			}
+		block := encodeDecoded(t, c, dec, &got, fields, fmt.Sprintf("call %d", i))
+		for _, f := range got {
 			if f.Sensitive != (f.Name == "authorization" || i > 0 && fresh(f.Name) != 0) {
 				t.Errorf("call %d: %s never indexed: %v", i, f.Name, f.Sensitive)
 			}
@@ -106,29 +93,38 @@ func TestEncodeMemo(t *testing.T) {
 			}
 		}
 		total += len(fields)
-		block, err := c.encode(fields)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = got[:0]
-		if _, err := dec.Write(block); err != nil {
-			t.Fatalf("block %d: %v", i, err)
-		}
-		if err := dec.Close(); err != nil {
-			t.Fatalf("block %d: %v", i, err)
-		}
-		if len(got) != len(fields) {
-			t.Fatalf("block %d: decoded %d fields, want %d", i, len(got), len(fields))
-		}
-		for j, f := range got {
-			if f.Name != fields[j].Name || f.Value != fields[j].Value {
-				t.Fatalf("block %d: field %d decoded as %s: %q, want %s: %q", i, j, f.Name, f.Value, fields[j].Name, fields[j].Value)
-			}
-		}
+		encodeDecoded(t, c, dec, &got, fields, fmt.Sprintf("block %d", i))
 	}
 	if hits < total/3 {
 		t.Errorf("%d of %d fields copied from the memo, want a third or more", hits, total)
 	}
+}
+
+// encodeDecoded encodes fields on c and decodes the block with dec, whose
+// emit function appends to *got, and fails the test unless every field
+// comes back with its name and value, in order; it returns the block.
+func encodeDecoded(t *testing.T, c *conn, dec *hpack.Decoder, got *[]hpack.HeaderField, fields []hpack.HeaderField, what string) []byte {
+	t.Helper()
+	block, err := c.encode(fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	*got = (*got)[:0]
+	if _, err := dec.Write(block); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if err := dec.Close(); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if len(*got) != len(fields) {
+		t.Fatalf("%s: decoded %d fields, want %d", what, len(*got), len(fields))
+	}
+	for j, f := range *got {
+		if f.Name != fields[j].Name || f.Value != fields[j].Value {
+			t.Fatalf("%s: field %d decoded as %s: %q, want %s: %q", what, j, f.Name, f.Value, fields[j].Name, fields[j].Value)
+		}
+	}
+	return block
 }
 
 // BenchmarkEncode encodes a gRPC request's header block as an upstream
