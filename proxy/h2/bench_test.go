@@ -44,6 +44,10 @@ type benchPeer struct {
 	buf    []byte
 	wmu    sync.Mutex
 	recv   int // DATA bytes not yet returned with a connection WINDOW_UPDATE
+	// pingData makes the peer answer each DATA frame as a grpc-go
+	// endpoint does: a connection WINDOW_UPDATE for it and a PING (the
+	// bandwidth estimator's, sent once its last PING is answered).
+	pingData bool
 }
 
 func newBenchPeer(c net.Conn) *benchPeer {
@@ -92,8 +96,13 @@ func (p *benchPeer) loop(onEnd func(id uint32)) {
 				onEnd(fh.StreamID)
 			}
 		case http2.FrameData:
-			p.recv += int(fh.Length)
-			if p.recv > 1<<20 {
+			if p.pingData && fh.Length > 0 {
+				p.wmu.Lock()
+				p.fr.WriteWindowUpdate(0, fh.Length)
+				p.fr.WritePing(false, [8]byte{1})
+				p.bw.Flush()
+				p.wmu.Unlock()
+			} else if p.recv += int(fh.Length); p.recv > 1<<20 {
 				p.wmu.Lock()
 				p.fr.WriteWindowUpdate(0, uint32(p.recv))
 				p.bw.Flush()
@@ -127,6 +136,12 @@ var grpcMessage = []byte{0, 0, 0, 0, 0} // an empty protobuf message
 
 // startBenchUpstream serves gRPC-shaped answers to every call.
 func startBenchUpstream(b *testing.B) string {
+	return startBenchUpstreamPinging(b, false)
+}
+
+// startBenchUpstreamPinging is startBenchUpstream whose connections answer
+// DATA as grpc-go does when pingData is set.
+func startBenchUpstreamPinging(b *testing.B, pingData bool) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -141,6 +156,7 @@ func startBenchUpstream(b *testing.B) string {
 			go func() {
 				defer c.Close()
 				p := newBenchPeer(c)
+				p.pingData = pingData
 				if _, err := io.ReadFull(p.br, make([]byte, len(http2.ClientPreface))); err != nil {
 					return
 				}
@@ -171,12 +187,19 @@ type benchClient struct {
 }
 
 func dialBenchClient(b *testing.B, addr string) *benchClient {
+	return dialBenchClientPinging(b, addr, false)
+}
+
+// dialBenchClientPinging is dialBenchClient whose connection answers DATA
+// as grpc-go does when pingData is set.
+func dialBenchClientPinging(b *testing.B, addr string, pingData bool) *benchClient {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
 	bc := &benchClient{benchPeer: newBenchPeer(c), next: 1, done: make(chan struct{}, 1024)}
+	bc.pingData = pingData
 	bc.bw.WriteString(http2.ClientPreface)
 	bc.settings()
 	go bc.loop(func(uint32) { bc.done <- struct{}{} })
@@ -259,6 +282,25 @@ func BenchmarkProxyObserved(b *testing.B) {
 // own wake-ups (run with -cpu 1 for the cost on one core).
 func BenchmarkProxyUnarySerial(b *testing.B) {
 	bc := dialBenchClient(b, benchProxy(b, nil).addr)
+	for range 1000 {
+		bc.send(true)
+		<-bc.done
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		bc.send(true)
+		<-bc.done
+	}
+}
+
+// BenchmarkProxyUnaryPinged is BenchmarkProxyUnarySerial with both
+// endpoints answering each DATA frame with a WINDOW_UPDATE and a PING, as
+// grpc-go's do: the control frames each call brings at light load.
+func BenchmarkProxyUnaryPinged(b *testing.B) {
+	up := startBenchUpstreamPinging(b, true)
+	p := startProxy(b, []testCluster{{name: "bench", addrs: []string{up}}}, []testRoute{{prefix: "/", cluster: "bench"}}, proxyOpts{})
+	bc := dialBenchClientPinging(b, p.addr, true)
 	for range 1000 {
 		bc.send(true)
 		<-bc.done

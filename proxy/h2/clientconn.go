@@ -813,15 +813,15 @@ func (cc *clientConn) stopRequestLocked(h *half) {
 
 // handleRST takes the upstream's RST_STREAM: REFUSED_STREAM is retried on
 // another connection when safe; otherwise the client is told.
-func (cc *clientConn) handleRST(f *http2.RSTStreamFrame) error {
+func (cc *clientConn) handleRST(id uint32, code http2.ErrCode) error {
 	cc.mu.Lock()
-	h := cc.streams[f.StreamID]
+	h := cc.streams[id]
 	if h == nil || h.rstDone {
-		idle := h == nil && cc.idleLocked(f.StreamID)
+		idle := h == nil && cc.idleLocked(id)
 		// A reset of a stream we just closed, or reset ourselves,
 		// crossed ours on the wire: normal once. Again, or on a stream
 		// long gone, it counts toward the glitch limit.
-		crossed := h == nil && cc.crossedLocked(f.StreamID) || h != nil && !h.peerReset
+		crossed := h == nil && cc.crossedLocked(id) || h != nil && !h.peerReset
 		if h != nil {
 			h.peerReset = true
 		}
@@ -836,9 +836,9 @@ func (cc *clientConn) handleRST(f *http2.RSTStreamFrame) error {
 	}
 	h.peerReset, h.rstDone = true, true
 	switch {
-	case f.ErrCode == http2.ErrCodeRefusedStream:
+	case code == http2.ErrCodeRefusedStream:
 		cc.moveLocked(h, true)
-	case f.ErrCode == http2.ErrCodeEnhanceYourCalm && !h.gotHeaders:
+	case code == http2.ErrCodeEnhanceYourCalm && !h.gotHeaders:
 		// The host is overloaded on this connection (Node's http2
 		// refuses new streams so past maxSessionMemory): the stream
 		// goes elsewhere as a refused one would, and the connection
@@ -848,7 +848,7 @@ func (cc *clientConn) handleRST(f *http2.RSTStreamFrame) error {
 		cc.unlock()
 		cc.pool.retire(cc)
 		return nil
-	case f.ErrCode == http2.ErrCodeNo && h.gotHeaders && !h.recvDone && (h.contentLen < 0 || h.recvLen == h.contentLen):
+	case code == http2.ErrCodeNo && h.gotHeaders && !h.recvDone && (h.contentLen < 0 || h.recvLen == h.contentLen):
 		// All of a response, then RST_STREAM(NO_ERROR) instead of
 		// END_STREAM (Node's http2 server ends most streams so). RFC
 		// 9113 §8.1 lets a server stop the request without error after
@@ -869,7 +869,7 @@ func (cc *clientConn) handleRST(f *http2.RSTStreamFrame) error {
 		// sending the request (RFC 9113 §8.1).
 		cc.resetLocked(h, 0, false)
 	default:
-		h.failCode = f.ErrCode
+		h.failCode = code
 		cc.failLocked2(h, flagUpstreamRemoteReset, router.ReplyRemoteReset.Message)
 	}
 	cc.unlock()

@@ -245,7 +245,8 @@ type handler interface {
 	// handleData takes d (ownership included) for stream fh.StreamID;
 	// fh.Length is the flow-controlled length, padding included.
 	handleData(fh http2.FrameHeader, d *dbuf) error
-	handleRST(f *http2.RSTStreamFrame) error
+	// handleRST takes the peer's RST_STREAM of stream id.
+	handleRST(id uint32, code http2.ErrCode) error
 	// resetStream handles a stream error found by the reader: RST_STREAM
 	// to the peer, and the other half of the call told.
 	resetStream(id uint32, code http2.ErrCode)

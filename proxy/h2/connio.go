@@ -167,6 +167,17 @@ func (b *rbuf) keep(err error) {
 // buffered is how many bytes can be read without reading the source.
 func (b *rbuf) buffered() int { return b.w - b.r }
 
+// next consumes and returns the next n buffered bytes, valid until the
+// next read; nil, consuming nothing, when fewer are buffered.
+func (b *rbuf) next(n int) []byte {
+	if b.w-b.r < n {
+		return nil
+	}
+	p := b.buf[b.r : b.r+n]
+	b.r += n
+	return p
+}
+
 // shrink gives back the large buffer when nothing is buffered.
 func (b *rbuf) shrink() {
 	if b.big != nil && b.r == b.w {

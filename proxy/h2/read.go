@@ -94,6 +94,8 @@ func (c *conn) readFrames() error {
 			err = c.readHeaders(fh)
 		case http2.FrameContinuation:
 			err = c.readContinuation(fh)
+		case http2.FrameWindowUpdate, http2.FramePing, http2.FrameRSTStream:
+			err = c.readControl(fh)
 		default:
 			var f http2.Frame
 			if f, err = c.fr.ReadFrameForHeader(fh); err == nil {
@@ -301,22 +303,6 @@ func (c *conn) handleFrame(f http2.Frame) error {
 			}
 		}
 		return c.handleSettings(f)
-	case *http2.PingFrame:
-		if f.IsAck() {
-			c.h.handlePingAck(f.Data)
-			return nil
-		}
-		if err := c.pingFrame(time.Now()); err != nil {
-			return err
-		}
-		return c.queueCtrl(ctrlFrame{kind: ctrlPingAck, data: f.Data})
-	case *http2.WindowUpdateFrame:
-		if err := c.windowUpdateFrame(); err != nil {
-			return err
-		}
-		return c.handleWindowUpdate(f)
-	case *http2.RSTStreamFrame:
-		return c.h.handleRST(f)
 	case *http2.GoAwayFrame:
 		return c.h.handleGoAway(f)
 	case *http2.PriorityFrame:
@@ -334,6 +320,63 @@ func (c *conn) handleFrame(f http2.Frame) error {
 		return connError(http2.ErrCodeProtocol, "PUSH_PROMISE")
 	}
 	return nil // unknown frame types are ignored (RFC 9113 §5.5)
+}
+
+// readControl reads the fixed-size frames that every call brings
+// (WINDOW_UPDATE and PING: a grpc-go endpoint sends one of each after the
+// DATA of each call) and RST_STREAM, and checks them as the Framer's
+// parser does (RFC 9113 §6.4, §6.7, §6.9), without its allocation of a
+// frame value for each.
+func (c *conn) readControl(fh http2.FrameHeader) error {
+	size := uint32(4)
+	if fh.Type == http2.FramePing {
+		size = 8
+	}
+	if fh.Length != size {
+		return connError(http2.ErrCodeFrameSize, fmt.Sprintf("%v frame of %d bytes, not %d", fh.Type, fh.Length, size))
+	}
+	var p [8]byte
+	if q := c.br.next(int(size)); q != nil {
+		copy(p[:], q)
+	} else {
+		q, buf, err := c.readPayload(size)
+		if err != nil {
+			return err
+		}
+		copy(p[:], q)
+		fragBufs.Put(buf)
+	}
+	v := binary.BigEndian.Uint32(p[:4])
+	switch fh.Type {
+	case http2.FramePing:
+		if fh.StreamID != 0 {
+			return connError(http2.ErrCodeProtocol, "PING on a stream")
+		}
+		if fh.Flags.Has(http2.FlagPingAck) {
+			c.h.handlePingAck(p)
+			return nil
+		}
+		if err := c.pingFrame(time.Now()); err != nil {
+			return err
+		}
+		return c.queueCtrl(ctrlFrame{kind: ctrlPingAck, data: p})
+	case http2.FrameWindowUpdate:
+		inc := v & 0x7fffffff // the reserved bit is ignored
+		if inc == 0 {
+			if fh.StreamID == 0 {
+				return connError(http2.ErrCodeProtocol, "connection WINDOW_UPDATE of 0")
+			}
+			return streamError(fh.StreamID, http2.ErrCodeProtocol, "WINDOW_UPDATE of 0")
+		}
+		if err := c.windowUpdateFrame(); err != nil {
+			return err
+		}
+		return c.handleWindowUpdate(fh.StreamID, inc)
+	}
+	if fh.StreamID == 0 {
+		return connError(http2.ErrCodeProtocol, "RST_STREAM on stream 0")
+	}
+	return c.h.handleRST(fh.StreamID, http2.ErrCode(v))
 }
 
 // handleSettings applies the peer's SETTINGS in wire order, the last value
@@ -410,11 +453,11 @@ func (c *conn) setInitialWindowLocked(v int64) error {
 }
 
 // handleWindowUpdate credits a send window (RFC 9113 §6.9.1).
-func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
-	inc := int64(f.Increment)
+func (c *conn) handleWindowUpdate(id uint32, increment uint32) error {
+	inc := int64(increment)
 	c.mu.Lock()
 	defer c.unlock()
-	if f.StreamID == 0 {
+	if id == 0 {
 		c.sendConn += inc
 		if c.sendConn > maxWindow {
 			return connError(http2.ErrCodeFlowControl, "connection send window overflow")
@@ -427,9 +470,9 @@ func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 		}
 		return nil
 	}
-	h := c.streams[f.StreamID]
+	h := c.streams[id]
 	if h == nil {
-		if c.h.idleLocked(f.StreamID) {
+		if c.h.idleLocked(id) {
 			return connError(http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream")
 		}
 		return nil // closed: allowed (RFC 9113 §6.9)
@@ -441,7 +484,7 @@ func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 	// not overflow (RFC 9113 §6.9.1).
 	h.sendWin += inc
 	if h.sendWin > maxWindow {
-		return streamError(f.StreamID, http2.ErrCodeFlowControl, "stream send window overflow")
+		return streamError(id, http2.ErrCodeFlowControl, "stream send window overflow")
 	}
 	c.scheduleLocked(h)
 	return nil

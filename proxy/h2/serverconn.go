@@ -595,16 +595,16 @@ func (sc *serverConn) handleData(fh http2.FrameHeader, d *dbuf) error {
 const minDataFrame = 5
 
 // handleRST takes the client's RST_STREAM: the call is cancelled upstream.
-func (sc *serverConn) handleRST(f *http2.RSTStreamFrame) error {
+func (sc *serverConn) handleRST(id uint32, _ http2.ErrCode) error {
 	sc.mu.Lock()
-	h := sc.streams[f.StreamID]
+	h := sc.streams[id]
 	if h == nil || h.peerReset {
 		// A stream the client has reset stays in the map while the
 		// writer still holds its frames (on a socket the client does
 		// not read, for as long as it likes): its resets from then on
 		// are glitches, as on a stream long gone.
-		idle := h == nil && sc.idleLocked(f.StreamID)
-		crossed := h == nil && !idle && sc.crossedLocked(f.StreamID)
+		idle := h == nil && sc.idleLocked(id)
+		crossed := h == nil && !idle && sc.crossedLocked(id)
 		sc.mu.Unlock()
 		switch {
 		case idle:

@@ -126,6 +126,15 @@ func TestConnectionErrors(t *testing.T) {
 		{"bad HPACK", func(c *rawPeer) {
 			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff, 0xff}, EndHeaders: true})
 		}, http2.ErrCodeCompression},
+		{"WINDOW_UPDATE of 0 on the connection", func(c *rawPeer) { c.fr.WriteWindowUpdate(0, 0) }, http2.ErrCodeProtocol},
+		{"WINDOW_UPDATE of 5 bytes", func(c *rawPeer) { c.fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 1, 0}) }, http2.ErrCodeFrameSize},
+		{"PING of 4 bytes", func(c *rawPeer) { c.fr.WriteRawFrame(http2.FramePing, 0, 0, []byte{1, 2, 3, 4}) }, http2.ErrCodeFrameSize},
+		{"PING on a stream", func(c *rawPeer) { c.fr.WriteRawFrame(http2.FramePing, 0, 1, make([]byte, 8)) }, http2.ErrCodeProtocol},
+		{"RST_STREAM on stream 0", func(c *rawPeer) { c.fr.WriteRSTStream(0, http2.ErrCodeCancel) }, http2.ErrCodeProtocol},
+		{"RST_STREAM of 8 bytes", func(c *rawPeer) {
+			c.post(1)
+			c.fr.WriteRawFrame(http2.FrameRSTStream, 0, 1, make([]byte, 8))
+		}, http2.ErrCodeFrameSize},
 		{"PUSH_PROMISE from a client", func(c *rawPeer) {
 			c.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: c.block(":method", "GET"), EndHeaders: true})
 		}, http2.ErrCodeProtocol},
@@ -184,6 +193,10 @@ func TestStreamErrors(t *testing.T) {
 		{"pseudo-header in trailers", func(c *rawPeer) {
 			c.post(1)
 			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.block(":path", "/"), EndStream: true, EndHeaders: true})
+		}, 1, http2.ErrCodeProtocol, 1},
+		{"WINDOW_UPDATE of 0 on a stream", func(c *rawPeer) {
+			c.post(1)
+			c.fr.WriteWindowUpdate(1, 0)
 		}, 1, http2.ErrCodeProtocol, 1},
 		{"stream window overflow", func(c *rawPeer) {
 			c.post(1)
