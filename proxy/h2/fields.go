@@ -170,9 +170,16 @@ func (c *conn) encode(fields []hpack.HeaderField) ([]byte, error) {
 			}
 		}
 		if i < len(*memo) {
-			if m := &(*memo)[i]; m.n > 0 && !f.Sensitive && m.name == f.Name && m.value == f.Value {
-				c.encBuf.Write(m.code[:m.n])
-				continue
+			if m := &(*memo)[i]; m.n > 0 && m.name == f.Name {
+				switch {
+				case m.literal && f.Sensitive:
+					b := append(c.encBuf.AvailableBuffer(), m.code[:m.n]...)
+					c.encBuf.Write(appendString(b, f.Value))
+					continue
+				case !m.literal && !f.Sensitive && m.value == f.Value:
+					c.encBuf.Write(m.code[:m.n])
+					continue
+				}
 			}
 		}
 		start := c.encBuf.Len()
@@ -186,26 +193,32 @@ func (c *conn) encode(fields []hpack.HeaderField) ([]byte, error) {
 
 // encMemo remembers, by its place in the block, each field of the last
 // header blocks that the encoder sent as an index into its tables (one or
-// two bytes). A call's request, or its response and trailers, carries the
-// fields of the call before in the same order, and the encoder looks each
-// one up in four maps, hashing its name and value, in memory that a
-// connection at light load finds cold on every call; the memo compares
-// two strings, most often the same ones (a decoder hands out its table's
-// strings). An index into the dynamic table holds until the encoder adds
-// a field to it or its size changes, which shifts or drops entries: both
-// clear the memo. Writer-owned, as the encoder is.
+// two bytes), and each never-indexed field whose name it sent as an index.
+// A call's request, or its response and trailers, carries the fields of
+// the call before in the same order, and the encoder looks each one up in
+// four maps, hashing its name and value, in memory that a connection at
+// light load finds cold on every call; the memo compares two strings,
+// most often the same ones (a decoder hands out its table's strings). A
+// field whose value is new on every call (a request ID, a deadline) is
+// sent never-indexed after its first time (fresh): the memo keeps its
+// name's index and the value is written after it. An index into the
+// dynamic table holds until the encoder adds a field to it or its size
+// changes, which shifts or drops entries: both clear the memo.
+// Writer-owned, as the encoder is.
 type encMemo struct {
 	// blocks holds header blocks, which start with a pseudo-header, and
 	// trailers apart: a connection that sends both alternates them.
 	blocks [2][]memoField
 }
 
-// memoField is a field and the index the encoder wrote for it; n == 0
-// for a field that was not an index.
+// memoField is a field and the index the encoder wrote for it, or for a
+// never-indexed field (literal) the representation's first bytes, with
+// its name's index (RFC 7541 §6.2.3); n == 0 for any other field.
 type memoField struct {
 	name, value string
 	code        [3]byte
 	n           uint8
+	literal     bool
 }
 
 // kind returns the memo of blocks like fields.
@@ -231,10 +244,59 @@ func (m *encMemo) note(memo *[]memoField, i int, f hpack.HeaderField, out []byte
 		*memo = append(*memo, memoField{})
 	}
 	e := memoField{}
-	if out[0]&0x80 != 0 && len(out) <= len(e.code) { // §6.1, indexed
+	switch {
+	case out[0]&0x80 != 0 && len(out) <= len(e.code): // §6.1, indexed
 		e.name, e.value, e.n = f.Name, f.Value, uint8(copy(e.code[:], out))
+	case out[0]&0xf0 == 0x10 && out[0]&0x0f != 0: // §6.2.3, an indexed name
+		if n := intLen(out, 4); n > 0 && n <= len(e.code) {
+			e.name, e.literal, e.n = f.Name, true, uint8(copy(e.code[:], out[:n]))
+		}
 	}
 	(*memo)[i] = e
+}
+
+// intLen is the length of the integer with an n-bit prefix at the start
+// of p (RFC 7541 §5.1), or 0 if p ends within it.
+func intLen(p []byte, n uint) int {
+	if p[0]&(1<<n-1) != 1<<n-1 {
+		return 1
+	}
+	for i := 1; i < len(p); i++ {
+		if p[i]&0x80 == 0 {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// appendString appends s as an HPACK string literal (RFC 7541 §5.2),
+// Huffman-coded when that is shorter, as x/net's encoder writes it.
+func appendString(dst []byte, s string) []byte {
+	n, huffman := uint64(len(s)), hpack.HuffmanEncodeLength(s) < uint64(len(s))
+	if huffman {
+		n = hpack.HuffmanEncodeLength(s)
+	}
+	first := len(dst)
+	dst = appendInt(dst, 7, n)
+	if !huffman {
+		return append(dst, s...)
+	}
+	dst[first] |= 0x80
+	return hpack.AppendHuffmanString(dst, s)
+}
+
+// appendInt appends v as an integer with an n-bit prefix (RFC 7541 §5.1),
+// the prefix's other bits zero.
+func appendInt(dst []byte, n uint, v uint64) []byte {
+	k := uint64(1<<n - 1)
+	if v < k {
+		return append(dst, byte(v))
+	}
+	dst = append(dst, byte(k))
+	for v -= k; v >= 128; v >>= 7 {
+		dst = append(dst, byte(0x80|v&0x7f))
+	}
+	return append(dst, byte(v))
 }
 
 // clear forgets every index: the encoder's dynamic table changed.

@@ -3,6 +3,7 @@ package h2
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"golang.org/x/net/http2/hpack"
@@ -77,6 +78,8 @@ func TestEncodeMemo(t *testing.T) {
 			fields[len(fields)-1].Sensitive = true
 		case 3:
 			fields = append(fields, hpack.HeaderField{Name: "x-request-id", Value: fmt.Sprint(i)})
+		case 4: // long enough for a length of two or three bytes
+			fields = append(fields, hpack.HeaderField{Name: "x-request-id", Value: strings.Repeat("aZ~", rng.IntN(9000))})
 		}
 		switch rng.IntN(200) {
 		case 0:
@@ -88,7 +91,7 @@ func TestEncodeMemo(t *testing.T) {
 		}
 		memo := *c.memo.kind(fields)
 		for j, f := range fields {
-			if j < len(memo) && memo[j].n > 0 && memo[j].name == f.Name && memo[j].value == f.Value && !f.Sensitive {
+			if j < len(memo) && memo[j].n > 0 && memo[j].name == f.Name && (memo[j].literal && f.Sensitive || !memo[j].literal && memo[j].value == f.Value && !f.Sensitive) {
 				hits++
 			}
 		}
@@ -122,6 +125,9 @@ func encodeDecoded(t *testing.T, c *conn, dec *hpack.Decoder, got *[]hpack.Heade
 	for j, f := range *got {
 		if f.Name != fields[j].Name || f.Value != fields[j].Value {
 			t.Fatalf("%s: field %d decoded as %s: %q, want %s: %q", what, j, f.Name, f.Value, fields[j].Name, fields[j].Value)
+		}
+		if fields[j].Sensitive && !f.Sensitive {
+			t.Fatalf("%s: field %d (%s) decoded as indexable, want never-indexed", what, j, f.Name)
 		}
 	}
 	return block
