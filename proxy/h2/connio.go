@@ -167,6 +167,38 @@ func (b *rbuf) keep(err error) {
 // buffered is how many bytes can be read without reading the source.
 func (b *rbuf) buffered() int { return b.w - b.r }
 
+// frameHeaderLen is the length of an HTTP/2 frame header (RFC 9113 §4.1).
+const frameHeaderLen = 9
+
+// dataRun looks past the payload of a DATA frame of stream id, n bytes
+// at the start of the buffer, for DATA frames of the same stream that
+// follow it whole, unpadded and not empty, while the payloads add up to
+// at most limit bytes. It returns how many there are, the payloads' total
+// with the first frame's, and whether the last of them ends the stream
+// (the run stops there). Frames whose length passes the Framer's limit
+// never join: their payload is limited by limit.
+func (b *rbuf) dataRun(id uint32, n, limit int) (frames, total int, end bool) {
+	total = n
+	if b.w-b.r < n {
+		return 0, total, false
+	}
+	for p := b.buf[b.r+n : b.w]; len(p) >= frameHeaderLen; {
+		size := int(p[0])<<16 | int(p[1])<<8 | int(p[2])
+		flags := http2.Flags(p[4])
+		if http2.FrameType(p[3]) != http2.FrameData || binary.BigEndian.Uint32(p[5:9])&(1<<31-1) != id ||
+			flags.Has(http2.FlagDataPadded) || size == 0 || total+size > limit || len(p) < frameHeaderLen+size {
+			break
+		}
+		frames++
+		total += size
+		if flags.Has(http2.FlagDataEndStream) {
+			return frames, total, true
+		}
+		p = p[frameHeaderLen+size:]
+	}
+	return frames, total, false
+}
+
 // next consumes and returns the next n buffered bytes, valid until the
 // next read; nil, consuming nothing, when fewer are buffered.
 func (b *rbuf) next(n int) []byte {

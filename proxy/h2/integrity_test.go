@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -335,5 +338,99 @@ func TestInterimResponsesForwarded(t *testing.T) {
 	}
 	if strings.Join(statuses, ",") != "103,200" {
 		t.Errorf("HEADERS with statuses %v, want 103 then 200", statuses)
+	}
+}
+
+// TestUpstreamSmallDataFrames: a backend that writes many small DATA
+// frames in one go, for two streams at once, with empty and padded frames
+// and a PING among them, has every byte of each stream delivered in
+// order, each response ended once.
+func TestUpstreamSmallDataFrames(t *testing.T) {
+	const msgs = 1000
+	body := func(id uint32) []byte {
+		var b []byte
+		for j := range msgs {
+			b = fmt.Appendf(b, "%d:%04d|", id, j)
+		}
+		return b
+	}
+	var mu sync.Mutex
+	var ids []uint32
+	p := fakeProxy(t, &fakeUpstream{onRequest: func(fc *fakeConn, id uint32) {
+		mu.Lock()
+		ids = append(ids, id)
+		both := len(ids) == 2
+		mu.Unlock()
+		if !both {
+			return
+		}
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		var wire bytes.Buffer
+		fr := http2.NewFramer(&wire, nil)
+		for _, id := range ids {
+			fc.encBuf.Reset()
+			fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+		}
+		rng := rand.New(rand.NewPCG(3, 4))
+		next := map[uint32]int{}
+		for next[ids[0]] < msgs || next[ids[1]] < msgs {
+			id := ids[rng.IntN(2)]
+			for range 1 + rng.IntN(40) {
+				j := next[id]
+				if j == msgs {
+					break
+				}
+				next[id]++
+				msg := fmt.Appendf(nil, "%d:%04d|", id, j)
+				switch {
+				case j == 300:
+					fr.WriteData(id, false, nil)
+					fr.WriteData(id, false, msg)
+				case j == 500:
+					fr.WriteDataPadded(id, false, msg, []byte{0, 0, 0})
+				case j == 700:
+					fr.WritePing(false, [8]byte{7})
+					fr.WriteData(id, false, msg)
+				default:
+					fr.WriteData(id, j == msgs-1, msg)
+				}
+			}
+		}
+		fc.c.Write(wire.Bytes())
+	}})
+	c := dialRaw(t, p.addr, true)
+	c.request(1, true)
+	c.request(3, true)
+	got := map[uint32][]byte{}
+	ended := map[uint32]int{}
+	for ended[1] == 0 || ended[3] == 0 {
+		switch f := c.next().(type) {
+		case nil:
+			t.Fatalf("connection ended; got %d and %d bytes", len(got[1]), len(got[3]))
+		case *http2.DataFrame:
+			got[f.StreamID] = append(got[f.StreamID], f.Data()...)
+			if n := uint32(len(f.Data())); n > 0 {
+				c.fr.WriteWindowUpdate(0, n)
+				c.fr.WriteWindowUpdate(f.StreamID, n)
+			}
+			if f.StreamEnded() {
+				ended[f.StreamID]++
+			}
+		case *http2.MetaHeadersFrame:
+			if f.StreamEnded() {
+				ended[f.StreamID]++
+			}
+		case *http2.RSTStreamFrame:
+			t.Fatalf("stream %d reset: %v", f.StreamID, f.ErrCode)
+		}
+	}
+	a, b := body(ids[0]), body(ids[1])
+	if !(bytes.Equal(got[1], a) && bytes.Equal(got[3], b) || bytes.Equal(got[1], b) && bytes.Equal(got[3], a)) {
+		t.Fatalf("bodies of %d and %d bytes, want %d and %d, each one upstream stream's in order:\n%.80q\n%.80q", len(got[1]), len(got[3]), len(a), len(b), got[1], got[3])
+	}
+	if ended[1] != 1 || ended[3] != 1 {
+		t.Errorf("END_STREAM seen %d and %d times, want once each", ended[1], ended[3])
 	}
 }

@@ -37,6 +37,7 @@ func (c *conn) readLoop() error {
 
 // readFrames is the read loop proper.
 func (c *conn) readFrames() error {
+	yielded := c.frames
 	for {
 		if c.br.buffered() == 0 {
 			if !c.started && c.server {
@@ -84,9 +85,7 @@ func (c *conn) readFrames() error {
 			c.started = true
 			_ = c.nc.SetReadDeadline(time.Time{}) // the handshake deadline
 		}
-		if c.frames++; c.frames%glitchDecay == 0 {
-			c.glitches /= 2
-		}
+		c.countFrames(1)
 		switch fh.Type {
 		case http2.FrameData:
 			err = c.readData(fh)
@@ -110,10 +109,11 @@ func (c *conn) readFrames() error {
 		if code := c.abort.Load(); code != 0 {
 			return connError(http2.ErrCode(code-1), c.abortReason)
 		}
-		if c.frames%fairFrames == 0 && c.br.buffered() > 0 {
+		if c.frames-yielded >= fairFrames && c.br.buffered() > 0 {
 			// A burst of frames from one peer: let the other
 			// connections' goroutines run, so that a flood on one
 			// connection costs the others a moment, not its length.
+			yielded = c.frames
 			runtime.Gosched()
 		}
 	}
@@ -122,6 +122,16 @@ func (c *conn) readFrames() error {
 // fairFrames is how many frames a reader handles in a burst before it
 // yields.
 const fairFrames = 64
+
+// countFrames counts k frames read; the glitch count halves every
+// glitchDecay frames.
+func (c *conn) countFrames(k uint32) {
+	before := c.frames
+	c.frames += k
+	if c.frames/glitchDecay != before/glitchDecay {
+		c.glitches /= 2
+	}
+}
 
 // frameError resets the stream for a stream error and returns nil;
 // anything else ends the connection and is returned.
@@ -154,12 +164,34 @@ func (c *conn) readPayload(n uint32) (p []byte, buf *[]byte, err error) {
 
 // readData reads a DATA frame (RFC 9113 §6.1) into a pooled buffer,
 // accounts for the connection window and hands it to the handler.
+//
+// On an upstream connection, the DATA frames of the same stream that
+// follow it whole in the read buffer join it (dataRun): a backend that
+// writes many small messages (gRPC's empty ones are 5 bytes) would
+// otherwise cost a buffer, the stream's locks and a hand-off each. Frames
+// from clients are taken one by one, as the glitch count of small frames
+// needs them (serverConn.handleData).
 func (c *conn) readData(fh http2.FrameHeader) error {
 	n := int(fh.Length)
-	d := getBuf(n)
+	frames, total := 0, n
+	if !c.server && fh.Flags&(http2.FlagDataPadded|http2.FlagDataEndStream) == 0 && n > 0 {
+		var end bool
+		if frames, total, end = c.br.dataRun(fh.StreamID, n, maxFrameSize); end {
+			fh.Flags |= http2.FlagDataEndStream
+		}
+	}
+	d := getBuf(total)
 	if _, err := io.ReadFull(&c.br, d.b[:n]); err != nil {
 		putBuf(d)
 		return err
+	}
+	for range frames {
+		h := c.br.next(frameHeaderLen)
+		n += copy(d.b[n:], c.br.next(int(h[0])<<16|int(h[1])<<8|int(h[2])))
+	}
+	if frames > 0 {
+		c.countFrames(uint32(frames))
+		fh.Length = uint32(n)
 	}
 	d.end = n
 	if fh.StreamID == 0 {
