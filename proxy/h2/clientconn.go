@@ -147,7 +147,11 @@ func (cc *clientConn) activateLocked(h *half) {
 	cc.nActive++
 	cc.addStreamLocked(h)
 	h.sendWin = cc.peerInitWin
-	h.inWin.Store(upstreamStreamWindow)
+	h.inWin.Store(0)
+	if dc := h.peer.cn.Load(); dc != nil && dc != &transit {
+		h.promisedTo = dc
+	}
+	h.addInWin(upstreamStreamWindow)
 	h.win.Store(upstreamStreamWindow)
 	cc.scheduleLocked(h)
 	cc.started++
@@ -756,7 +760,7 @@ func (cc *clientConn) handleData(fh http2.FrameHeader, d *dbuf) error {
 		return nil
 	}
 	flow := int32(fh.Length)
-	if h.inWin.Add(-flow) < 0 {
+	if h.addInWin(-flow) < 0 {
 		// A connection error, not a stream error (RFC 9113 §6.9.1
 		// allows either): an upstream that ignores the windows it was
 		// given would otherwise cost a reset per frame and keep going.

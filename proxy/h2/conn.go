@@ -22,8 +22,9 @@ import (
 // client and 16 KiB from an upstream (upstreamStreamWindow), which is what
 // a peer can make the proxy hold for a stream that is not read on the far
 // side, and grows at each WINDOW_UPDATE by what the far side can take at
-// once (doubling; an upstream stream's first growth goes to 65,535 bytes,
-// see half.credit) to maxStreamWindow for a stream whose bytes the far
+// once beyond what is queued for it and, for a client, what its other
+// streams' upstreams may still send (doubling; an upstream stream's first
+// growth goes to 65,535 bytes, see half.credit) to maxStreamWindow for a stream whose bytes the far
 // side keeps taking (1 MiB covers 80 Mbit/s at 100 ms RTT), while the
 // process's buffers are under a quarter of their budget. The connection
 // window is a few stream windows so that a handful of busy streams do not
@@ -175,7 +176,10 @@ type writeItem struct {
 	fields []hpack.HeaderField
 	data   *dbuf
 	credit int32 // flow-controlled bytes to return to the source half
-	room   int64 // the send window left after this write (half.credit)
+	// room is what the peer can take after this write beyond the bytes
+	// queued for it (half.credit): the stream's window less its queue,
+	// and the connection's less every stream's.
+	room int64
 }
 
 // list kinds a half can be on; a half is on at most one.
@@ -333,6 +337,13 @@ type conn struct {
 	// runs where streams close); the reader checks it after each frame.
 	abort       atomic.Uint32
 	abortReason string
+
+	// promised is, on a client's connection, what the upstreams of its
+	// calls may still send: the sum of their streams' receive windows
+	// (half.promisedTo). A stream's window grows only into the client's
+	// room less what is queued for it and what the others were promised
+	// (half.credit).
+	promised atomic.Int64
 
 	// Writer-owned. enc is made with the first header block sent, or the
 	// peer's first change to its table's size (encoder); an idle
@@ -752,6 +763,10 @@ func (c *conn) maybeCloseLocked(h *half) {
 	}
 	h.attached = false
 	h.donePending()
+	if p := h.promisedTo; p != nil {
+		p.promised.Add(-int64(h.inWin.Load()))
+		h.promisedTo = nil
+	}
 	if h.id != 0 && c.streams[h.id] == h {
 		delete(c.streams, h.id)
 		c.rememberClosedLocked(h.id)
@@ -1065,9 +1080,9 @@ func (c *conn) pickLocked(items []writeItem) []writeItem {
 			h.call.touch()
 			h.sendWin -= int64(n)
 			c.sendConn -= int64(n)
-			it.room = min(h.sendWin, c.sendConn)
 			h.queued -= n
 			c.queued -= int64(n)
+			it.room = min(h.sendWin-int64(h.queued), c.sendConn-c.queued)
 			h.wroteData = true
 			if h.head == nil && h.endPending && !h.trailersPending {
 				it.end = true

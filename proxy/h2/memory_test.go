@@ -84,6 +84,82 @@ func TestZeroWindowReaderBounded(t *testing.T) {
 	}
 }
 
+// TestUpstreamWindowsShareClientRoom: a client with HTTP/2's default
+// windows that opens 8 server streams and reads none of them lets their
+// upstreams send what the proxy holds for it (each stream's first 16 KiB)
+// and what its connection window takes (64 KiB), and no more: a stream's
+// window grows only into the client's room less what is queued for it and
+// what its other streams' upstreams were promised (before: a stream's
+// first credit grew it to 64 KiB, judged against the whole connection
+// window).
+func TestUpstreamWindowsShareClientRoom(t *testing.T) {
+	const streams = 8
+	chunk := bytes.Repeat([]byte("s"), 1<<10)
+	var allowed atomic.Int64
+	send := func(fc *fakeConn, id uint32, n int) {
+		fc.write(func(fr *http2.Framer) {
+			for ; n > 0; n -= len(chunk) {
+				fr.WriteData(id, false, chunk[:min(n, len(chunk))])
+			}
+		})
+	}
+	var mu sync.Mutex
+	var ids []uint32
+	p := fakeProxy(t, &fakeUpstream{
+		onRequest: func(fc *fakeConn, id uint32) {
+			// The responses start once every stream is open, so that the
+			// bound does not depend on how requests and responses
+			// interleave.
+			mu.Lock()
+			ids = append(ids, id)
+			all := len(ids) == streams
+			mu.Unlock()
+			if !all {
+				return
+			}
+			window := int(fc.window.Load())
+			for _, id := range ids {
+				allowed.Add(int64(window))
+				fc.write(func(fr *http2.Framer) {
+					fc.encBuf.Reset()
+					fc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+					fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fc.encBuf.Bytes(), EndHeaders: true})
+				})
+			}
+			for _, id := range ids {
+				send(fc, id, window)
+			}
+		},
+		onWindowUpdate: func(fc *fakeConn, id, inc uint32) {
+			if id != 0 {
+				allowed.Add(int64(inc))
+				send(fc, id, int(inc))
+			}
+		},
+	})
+	c := slowReader(t, p.addr, defaultWindow)
+	for i := range streams {
+		c.request(uint32(2*i+1), true)
+	}
+	// Wait for the grants to stop.
+	last, since := int64(-1), time.Now()
+	for deadline := time.Now().Add(10 * time.Second); time.Since(since) < 300*time.Millisecond; {
+		if got := allowed.Load(); got != last {
+			last, since = got, time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the upstream is still given window after 10 s: %d bytes", last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if low := int64(streams * upstreamStreamWindow); last < low {
+		t.Fatalf("the upstream was allowed %d bytes for %d streams, less than their first windows (%d)", last, streams, low)
+	}
+	if limit := int64(streams*upstreamStreamWindow + defaultWindow); last > limit {
+		t.Errorf("the upstream was allowed %d bytes for a client that reads nothing with a %d-byte connection window, want at most %d", last, defaultWindow, limit)
+	}
+}
+
 // TestUpstreamWindowGrowsForReader: an upstream stream starts with 16 KiB
 // of window. Once a client that reads has taken them, the window grows at
 // once to HTTP/2's default window (65,535 bytes) if the client can take

@@ -75,6 +75,11 @@ type half struct {
 	// win is the size the receive window has grown to (see
 	// initialStreamWindow): set as the stream opens, grown by credit.
 	win atomic.Int32
+	// promisedTo is, for an upstream half with a stream open, its
+	// client's connection, whose promised holds this stream's inWin:
+	// what the upstream may still send for that client. Guarded by the
+	// mutex of the half's connection, as every change of inWin is.
+	promisedTo *conn
 
 	// Owned by the reader of the half's connection.
 	recvLen    int64
@@ -85,6 +90,16 @@ type half struct {
 	// and holds a max_pending_requests slot. Set by dispatch before the
 	// half is bound, cleared under the connection's lock.
 	pending bool
+}
+
+// addInWin adds n to the half's receive window, and to what its client's
+// connection has been promised (promisedTo). The half's connection's mutex
+// is held.
+func (h *half) addInWin(n int32) int32 {
+	if p := h.promisedTo; p != nil {
+		p.promised.Add(int64(n))
+	}
+	return h.inWin.Add(n)
 }
 
 // donePending gives back the max_pending_requests slot the half holds.
@@ -101,10 +116,11 @@ func (h *half) donePending() {
 // proxy never buffers more than the window per stream (RFC 9113 §5.2).
 // Credit is batched to a quarter of the window. room is what the far side
 // can still take at once (the send window left there after the write that
-// freed these bytes): the window grows only by as much as room, so that a
-// far side that stopped taking bytes (an upstream that does not read, a
-// client whose connection window is spent) does not make the proxy hold
-// more for it.
+// freed these bytes, less what is queued for it; for an upstream stream,
+// less what the client's other streams' upstreams may still send too):
+// the window grows only by as much as room, so that a far side that
+// stopped taking bytes (an upstream that does not read, a client whose
+// connection window is spent) does not make the proxy hold more for it.
 func (h *half) credit(n int32, room int64) {
 	if b := h.call.br; b != nil && h == &h.call.up {
 		b.credited(n)
@@ -137,6 +153,12 @@ func (h *half) credit(n int32, room int64) {
 		// for clients that read nothing, not a ramp for those that
 		// read. Otherwise the window doubles.
 		if win < maxStreamWindow && bufMem.Load() < growLimit.Load() {
+			if p := h.promisedTo; p != nil {
+				// The client's room is shared by its other
+				// streams: what their upstreams may still send
+				// will take it too.
+				room -= p.promised.Load() - int64(h.inWin.Load())
+			}
 			grow := min(max(win, defaultWindow-win), maxStreamWindow-win)
 			if room < int64(grow) {
 				grow = min(win, maxStreamWindow-win)
@@ -146,7 +168,7 @@ func (h *half) credit(n int32, room int64) {
 				v += grow
 			}
 		}
-		h.inWin.Add(v)
+		h.addInWin(v)
 		c.queueCtrlLocked(ctrlFrame{kind: ctrlWindowUpdate, id: h.id, val: uint32(v)})
 	}
 	c.unlock()
