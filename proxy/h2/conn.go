@@ -24,11 +24,11 @@ import (
 // side, and grows at each WINDOW_UPDATE by what the far side can take at
 // once beyond what is queued for it and, for a client, what its other
 // streams' upstreams may still send (doubling; an upstream stream's first
-// growth goes to 65,535 bytes, see half.credit) to maxStreamWindow for a stream whose bytes the far
-// side keeps taking (1 MiB covers 80 Mbit/s at 100 ms RTT), while the
-// process's buffers are under a quarter of their budget. The connection
-// window is a few stream windows so that a handful of busy streams do not
-// starve the others.
+// growth goes to 65,535 bytes, see half.credit) to maxStreamWindow for a
+// stream whose bytes the far side keeps taking (1 MiB covers 80 Mbit/s at
+// 100 ms RTT), while the process's buffers are under a quarter of their
+// budget. The connection window is a few stream windows so that a handful
+// of busy streams do not starve the others.
 const (
 	maxFrameSize        = 16 << 10 // advertised and enforced on read (RFC 9113 §4.2)
 	defaultWindow       = 65535    // RFC 9113 §6.9.2

@@ -170,6 +170,10 @@ func (b *rbuf) buffered() int { return b.w - b.r }
 // frameHeaderLen is the length of an HTTP/2 frame header (RFC 9113 §4.1).
 const frameHeaderLen = 9
 
+// frameLength is the payload length in the frame header at the start of
+// p (RFC 9113 §4.1).
+func frameLength(p []byte) int { return int(p[0])<<16 | int(p[1])<<8 | int(p[2]) }
+
 // dataRun looks past the payload of a DATA frame of stream id, n bytes
 // at the start of the buffer, for DATA frames of the same stream that
 // follow it whole, unpadded and not empty, while the payloads add up to
@@ -183,7 +187,7 @@ func (b *rbuf) dataRun(id uint32, n, limit int) (frames, total int, end bool) {
 		return 0, total, false
 	}
 	for p := b.buf[b.r+n : b.w]; len(p) >= frameHeaderLen; {
-		size := int(p[0])<<16 | int(p[1])<<8 | int(p[2])
+		size := frameLength(p)
 		flags := http2.Flags(p[4])
 		if http2.FrameType(p[3]) != http2.FrameData || binary.BigEndian.Uint32(p[5:9])&(1<<31-1) != id ||
 			flags.Has(http2.FlagDataPadded) || size == 0 || total+size > limit || len(p) < frameHeaderLen+size {

@@ -272,15 +272,12 @@ func intLen(p []byte, n uint) int {
 // appendString appends s as an HPACK string literal (RFC 7541 §5.2),
 // Huffman-coded when that is shorter, as x/net's encoder writes it.
 func appendString(dst []byte, s string) []byte {
-	n, huffman := uint64(len(s)), hpack.HuffmanEncodeLength(s) < uint64(len(s))
-	if huffman {
-		n = hpack.HuffmanEncodeLength(s)
+	n := hpack.HuffmanEncodeLength(s)
+	if n >= uint64(len(s)) {
+		return append(appendInt(dst, 7, uint64(len(s))), s...)
 	}
 	first := len(dst)
 	dst = appendInt(dst, 7, n)
-	if !huffman {
-		return append(dst, s...)
-	}
 	dst[first] |= 0x80
 	return hpack.AppendHuffmanString(dst, s)
 }

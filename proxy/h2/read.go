@@ -186,8 +186,7 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 		return err
 	}
 	for range frames {
-		h := c.br.next(frameHeaderLen)
-		n += copy(d.b[n:], c.br.next(int(h[0])<<16|int(h[1])<<8|int(h[2])))
+		n += copy(d.b[n:], c.br.next(frameLength(c.br.next(frameHeaderLen))))
 	}
 	if frames > 0 {
 		c.countFrames(uint32(frames))
