@@ -396,12 +396,15 @@ type conn struct {
 	writerIdle   bool  // the writer waits for wake
 	writerUp     bool  // the connection is up: a writer may be started
 	writerOn     bool  // a writer goroutine is running
-	stopWriter   bool  // write what is queued, then exit
-	closeWrite   bool  // with stopWriter: half-close the socket afterwards
-	ctrlOnly     bool  // a connection error's GOAWAY is queued: no stream frame after it (RFC 9113 §5.4.1)
-	failed       bool  // the connection is gone: drop all output
-	failErr      error // why it failed
-	detached     *half // halves that left the connection, handled by unlock
+	// dropLater: the reader parked while a writer held the role, which
+	// lets the encoder and the poller go as it gives the role back.
+	dropLater  bool
+	stopWriter bool  // write what is queued, then exit
+	closeWrite bool  // with stopWriter: half-close the socket afterwards
+	ctrlOnly   bool  // a connection error's GOAWAY is queued: no stream frame after it (RFC 9113 §5.4.1)
+	failed     bool  // the connection is gone: drop all output
+	failErr    error // why it failed
+	detached   *half // halves that left the connection, handled by unlock
 	// closedIDs are the streams that closed last (a ring): a peer's
 	// RST_STREAM on one of them crossed our end of the stream on the
 	// wire, which is normal once per stream (a client resets a request
@@ -488,9 +491,15 @@ func (c *conn) setEncoderTable(size uint32) {
 // its copy of the table until the next block empties it (encoder); that
 // block carries literals where it would have had indexes, once per time
 // the connection parks. Only while no goroutine holds the writer role,
-// which owns the encoder. Under c.mu.
+// which owns the encoder: else the role's holder drops it as it gives the
+// role back, if the connection is still parked then (dropDeferredLocked).
+// Under c.mu.
 func (c *conn) dropEncoderLocked() {
-	if c.enc == nil || c.writerOn {
+	if c.enc == nil {
+		return
+	}
+	if c.writerOn {
+		c.dropLater = true
 		return
 	}
 	c.enc, c.encBuf, c.freshSeen, c.encDropped = nil, bytes.Buffer{}, 0, true
@@ -908,7 +917,8 @@ func (c *conn) waitWork() bool {
 	if c.writerIdle {
 		// Nobody kicked: the next kick starts a new writer, with a
 		// timer of its own (an idle connection keeps none).
-		c.writerIdle, c.writerOn = false, false
+		c.writerIdle = false
+		c.writerGoneLocked()
 		c.wtimer = nil
 		c.mu.Unlock()
 		return false

@@ -144,7 +144,7 @@ func (c *conn) flushInline() {
 		if len(c.ctrl) == 0 && (c.ready.head == nil || c.ctrlOnly) {
 			if c.bw == nil || c.bw.Buffered() == 0 {
 				c.releaseWriter()
-				c.writerOn = false
+				c.writerGoneLocked()
 				c.mu.Unlock()
 				return
 			}

@@ -183,13 +183,14 @@ func (c *conn) waitReadable() error {
 			c.leavePollerLocked()
 			c.mu.Unlock()
 			p.mu.Lock()
-			defer p.mu.Unlock()
 			if !p.closing && drained(c.nc) && parker.add(c) == nil {
 				c.br.release()
 				p.parked = true
-				return errParked
+				p.mu.Unlock()
+				return c.parked()
 			}
 			c.resumeReadingLocal()
+			p.mu.Unlock()
 			return nil
 		}
 	}
@@ -207,7 +208,6 @@ func (c *conn) waitReadable() error {
 		c.forgetClosed()
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if n > 0 || !isTimeout(err) || p.closing {
 		// Bytes came first, or the socket failed, or a closer has set a
 		// deadline of its own: carry on reading.
@@ -219,15 +219,29 @@ func (c *conn) waitReadable() error {
 		} else {
 			c.resumeReadingLocal()
 		}
+		p.mu.Unlock()
 		return nil
 	}
 	if err := parker.add(c); err != nil {
 		_ = c.nc.SetReadDeadline(time.Time{})
 		c.resumeReadingLocal()
+		p.mu.Unlock()
 		return nil
 	}
 	c.br.release()
 	p.parked = true
+	p.mu.Unlock()
+	return c.parked()
+}
+
+// parked ends a reader that has just parked: it returns errParked, after
+// what a writer still running as it parked left it to drop
+// (dropDeferredLocked). The connection may have been woken meanwhile,
+// with a new reader.
+func (c *conn) parked() error {
+	c.mu.Lock()
+	c.dropDeferredLocked()
+	c.mu.Unlock()
 	return errParked
 }
 
@@ -300,9 +314,13 @@ type pollerLeaver interface {
 // again. Only while no writer runs (a writer holds the socket's raw
 // connection). Downstream connections keep theirs (newRawSock gives them
 // no leaver): the sweep reads their park.fd without the locks. Under
-// c.mu, by the reader.
+// c.mu, by the reader as it parks or by the writer that was running then.
 func (c *conn) leavePollerLocked() {
-	if c.sock == nil || c.sock.leaver == nil || c.writerOn {
+	if c.sock == nil || c.sock.leaver == nil {
+		return
+	}
+	if c.writerOn {
+		c.dropLater = true
 		return
 	}
 	p := &c.park
@@ -317,6 +335,45 @@ func (c *conn) leavePollerLocked() {
 	}
 	if fd, err := c.sock.leaver.LeavePoller(); err == nil {
 		p.fd = fd
+	}
+	if !p.parked {
+		return
+	}
+	// A writer held the socket as the reader parked (writerGoneLocked):
+	// the poller watches the new descriptor instead, or, failing that,
+	// the connection gets its reader back, which finds what went wrong.
+	if parker.os.add(p.fd, p.id, false) == nil {
+		p.registered = true
+	} else if c.unparkLocked() {
+		c.br.reacquire()
+		go c.h.resumeReading()
+	}
+}
+
+// writerGoneLocked gives the writer role back.
+func (c *conn) writerGoneLocked() {
+	c.writerOn = false
+	c.dropDeferredLocked()
+}
+
+// dropDeferredLocked lets the HPACK encoder and the socket's place on Go's
+// poller go, when the reader parked while a writer held the role
+// (dropEncoderLocked, leavePollerLocked need it free) and the role is
+// free now. Both the writer giving the role back and the reader once
+// parked call it, so that the later of the two does it: without it, a
+// connection whose last frames a writer goroutine was still writing as
+// it parked kept both for as long as it stayed parked. Under c.mu.
+func (c *conn) dropDeferredLocked() {
+	if !c.dropLater || c.writerOn {
+		return
+	}
+	c.park.mu.Lock()
+	parked := c.park.parked && !c.park.closing
+	c.park.mu.Unlock()
+	if parked {
+		c.dropLater = false
+		c.dropEncoderLocked()
+		c.leavePollerLocked()
 	}
 }
 

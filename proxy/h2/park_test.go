@@ -597,6 +597,90 @@ func TestUpstreamConnectionsPark(t *testing.T) {
 	})
 }
 
+// TestParkedWhileWriting: an upstream connection whose reader parks while
+// a writer holds the writer role keeps its HPACK encoder and its place on
+// Go's poller only until the writer gives the role back. Then it lets both
+// go, the poller watches it under its new descriptor, and its next call
+// wakes it.
+func TestParkedWhileWriting(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux-only")
+	}
+	fu := startFakeUpstream(t, &fakeUpstream{})
+	p := startCountingProxy(t, []string{fu.addr}, config.CircuitBreakers{}, PoolOptions{})
+	c := h2cClient()
+	// Two calls: a connection that carried a second stream parks by the
+	// sweep, not at once.
+	for range 2 {
+		if code, _ := get(t, c, p.addr, "/"); code != 200 {
+			t.Fatalf("call: %d", code)
+		}
+	}
+	pool := p.pool(fu.addr)
+	var cc *clientConn
+	pool.mu.Lock()
+	for x := range pool.all {
+		cc = x
+	}
+	pool.mu.Unlock()
+	// Take the writer role, as a writer does, once it is free.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cc.mu.Lock()
+		free := !cc.writerOn
+		cc.writerOn = true
+		cc.mu.Unlock()
+		if free {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer role stays taken")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	waitPool(t, pool, "the connection to park", func(s PoolStats) bool { return s.Parked == 1 })
+	cc.mu.Lock()
+	kept, fd := cc.enc != nil, cc.park.fd
+	cc.mu.Unlock()
+	if !kept {
+		t.Fatal("the encoder went while a writer held the role")
+	}
+	cc.mu.Lock()
+	cc.writerGoneLocked()
+	gone, newFD := cc.enc == nil, cc.park.fd
+	cc.mu.Unlock()
+	if !gone {
+		t.Error("the parked connection keeps its HPACK encoder after the writer is gone")
+	}
+	if newFD == fd {
+		t.Errorf("the parked connection keeps descriptor %d, on Go's poller", fd)
+	}
+	if s := pool.Stats(); s.Parked != 1 {
+		t.Fatalf("pool %+v, want the connection still parked", s)
+	}
+	if code, _ := get(t, c, p.addr, "/"); code != 200 {
+		t.Fatalf("call after: %d", code)
+	}
+	if n := fu.conns.Load(); n != 1 {
+		t.Errorf("upstream saw %d connections, want the parked one woken", n)
+	}
+}
+
+// encoders counts the pool's connections that hold an HPACK encoder.
+func encoders(p *Pool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for cc := range p.all {
+		cc.mu.Lock()
+		if cc.enc != nil {
+			n++
+		}
+		cc.mu.Unlock()
+	}
+	return n
+}
+
 // emptiesTable is the start of the first header block after an encoder
 // was dropped: table size updates to 0 and to 4096 (RFC 7541 §6.3).
 var emptiesTable = []byte{0x20, 0x3f, 0xe1, 0x1f}
@@ -644,14 +728,13 @@ func TestParkedConnectionsEmptyThePeersTable(t *testing.T) {
 		}
 		first := call("/first")
 		pool := p.pool(fu.addr)
-		waitPool(t, pool, "the connection to park after its one call", func(s PoolStats) bool { return s.Parked == 1 })
+		// A writer still running as the reader parks lets the encoder
+		// go when it ends.
+		waitPool(t, pool, "the connection to park after its one call and let its HPACK encoder go", func(s PoolStats) bool {
+			return s.Parked == 1 && encoders(pool) == 0
+		})
 		pool.mu.Lock()
 		for cc := range pool.all {
-			cc.mu.Lock()
-			if cc.enc != nil {
-				t.Error("the parked connection keeps its HPACK encoder")
-			}
-			cc.mu.Unlock()
 			// Out of the sweep's sight, so that it stays awake after
 			// its second call.
 			parker.removeClient(cc)
