@@ -179,8 +179,7 @@ func (c *conn) waitReadable() error {
 			// connection can be woken with a new reader.
 			c.endReading()
 			c.mu.Lock()
-			c.dropEncoderLocked()
-			c.leavePollerLocked()
+			c.shedLocked()
 			c.mu.Unlock()
 			p.mu.Lock()
 			if !p.closing && drained(c.nc) && parker.add(c) == nil {
@@ -291,8 +290,7 @@ func (c *conn) forgetClosed() {
 	if len(c.streams) == 0 {
 		c.streams = nil
 	}
-	c.dropEncoderLocked()
-	c.leavePollerLocked()
+	c.shedLocked()
 	c.mu.Unlock()
 }
 
@@ -371,10 +369,17 @@ func (c *conn) dropDeferredLocked() {
 	parked := c.park.parked && !c.park.closing
 	c.park.mu.Unlock()
 	if parked {
-		c.dropLater = false
-		c.dropEncoderLocked()
-		c.leavePollerLocked()
+		c.shedLocked()
 	}
+}
+
+// shedLocked lets the HPACK encoder and the socket's place on Go's poller
+// go, as the connection parks or once it has (dropDeferredLocked); what a
+// writer holding the role keeps, it leaves to dropLater. Under c.mu.
+func (c *conn) shedLocked() {
+	c.dropLater = false
+	c.dropEncoderLocked()
+	c.leavePollerLocked()
 }
 
 // unpark takes a parked connection off the poller and clears the sweep's

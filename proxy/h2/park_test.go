@@ -623,21 +623,51 @@ func TestParkedWhileWriting(t *testing.T) {
 		cc = x
 	}
 	pool.mu.Unlock()
-	// Take the writer role, as a writer does, once it is free.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	// Take the writer role, as a writer does, once it is free, while the
+	// connection is awake and holds an encoder: the sweep may park it
+	// between a call and the taking, and a call wakes it again.
+	take := func() (taken, asleep bool) {
 		cc.mu.Lock()
-		free := !cc.writerOn
+		defer cc.mu.Unlock()
+		if cc.writerOn {
+			return false, false
+		}
+		cc.park.mu.Lock()
+		parked := cc.park.parked
+		cc.park.mu.Unlock()
+		if parked || cc.enc == nil {
+			return false, true
+		}
 		cc.writerOn = true
-		cc.mu.Unlock()
-		if free {
+		return true, false
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		taken, asleep := take()
+		if taken {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the writer role stays taken")
+			t.Fatal("the writer role stays taken, or the connection asleep")
+		}
+		if asleep {
+			if code, _ := get(t, c, p.addr, "/"); code != 200 {
+				t.Fatalf("call: %d", code)
+			}
+			continue
 		}
 		time.Sleep(time.Millisecond)
 	}
+	held := true
+	t.Cleanup(func() {
+		// A failed check must not leave the connection without a
+		// writer: it could not close.
+		if held {
+			cc.mu.Lock()
+			cc.writerGoneLocked()
+			cc.mu.Unlock()
+		}
+	})
 	waitPool(t, pool, "the connection to park", func(s PoolStats) bool { return s.Parked == 1 })
 	cc.mu.Lock()
 	kept, fd := cc.enc != nil, cc.park.fd
@@ -647,6 +677,7 @@ func TestParkedWhileWriting(t *testing.T) {
 	}
 	cc.mu.Lock()
 	cc.writerGoneLocked()
+	held = false
 	gone, newFD := cc.enc == nil, cc.park.fd
 	cc.mu.Unlock()
 	if !gone {
