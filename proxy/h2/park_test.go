@@ -39,6 +39,22 @@ func serverReaders() int {
 	return strings.Count(string(buf), "(*serverConn).read(")
 }
 
+// serverEncoders counts the server's connections that hold an HPACK
+// encoder.
+func serverEncoders(p *testProxy) int {
+	p.srv.mu.Lock()
+	defer p.srv.mu.Unlock()
+	n := 0
+	for sc := range p.srv.conns {
+		sc.mu.Lock()
+		if sc.enc != nil {
+			n++
+		}
+		sc.mu.Unlock()
+	}
+	return n
+}
+
 // dialHandshake is dialRaw with the handshake, over TLS (ALPN h2) or
 // not.
 func dialHandshake(t testing.TB, addr string, useTLS bool) *rawPeer {
@@ -94,7 +110,12 @@ func testIdleConnectionsPark(t *testing.T, useTLS bool) {
 	}
 	// A parked connection keeps no ring of closed streams, no stream map
 	// and no HPACK encoder, those that served a request included; one
-	// that never carried a request has no HPACK decoder either.
+	// that never carried a request has no HPACK decoder either. A writer
+	// still running as a connection parked lets its encoder go as it
+	// ends.
+	for deadline := time.Now().Add(5 * time.Second); serverEncoders(p) > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	p.srv.mu.Lock()
 	served := 0
 	for sc := range p.srv.conns {
