@@ -179,7 +179,7 @@ func (c *conn) waitReadable() error {
 			// connection can be woken with a new reader.
 			c.endReading()
 			c.mu.Lock()
-			c.shedLocked()
+			c.shedLocked(false)
 			c.mu.Unlock()
 			p.mu.Lock()
 			if !p.closing && drained(c.nc) && parker.add(c) == nil {
@@ -290,7 +290,7 @@ func (c *conn) forgetClosed() {
 	if len(c.streams) == 0 {
 		c.streams = nil
 	}
-	c.shedLocked()
+	c.shedLocked(false)
 	c.mu.Unlock()
 }
 
@@ -312,8 +312,11 @@ type pollerLeaver interface {
 // again. Only while no writer runs (a writer holds the socket's raw
 // connection). Downstream connections keep theirs (newRawSock gives them
 // no leaver): the sweep reads their park.fd without the locks. Under
-// c.mu, by the reader as it parks or by the writer that was running then.
-func (c *conn) leavePollerLocked() {
+// c.mu, by the reader as it parks (parked false), or once it has parked
+// (parked true) by the writer that was running then: only if the
+// connection is still parked, since a reader woken meanwhile may be
+// waiting on the socket.
+func (c *conn) leavePollerLocked(parked bool) {
 	if c.sock == nil || c.sock.leaver == nil {
 		return
 	}
@@ -324,7 +327,7 @@ func (c *conn) leavePollerLocked() {
 	p := &c.park
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closing || p.fd < 0 {
+	if p.closing || p.fd < 0 || p.parked != parked {
 		return
 	}
 	if p.registered {
@@ -334,7 +337,7 @@ func (c *conn) leavePollerLocked() {
 	if fd, err := c.sock.leaver.LeavePoller(); err == nil {
 		p.fd = fd
 	}
-	if !p.parked {
+	if !parked {
 		return
 	}
 	// A writer held the socket as the reader parked (writerGoneLocked):
@@ -369,17 +372,18 @@ func (c *conn) dropDeferredLocked() {
 	parked := c.park.parked && !c.park.closing
 	c.park.mu.Unlock()
 	if parked {
-		c.shedLocked()
+		c.shedLocked(true)
 	}
 }
 
 // shedLocked lets the HPACK encoder and the socket's place on Go's poller
-// go, as the connection parks or once it has (dropDeferredLocked); what a
-// writer holding the role keeps, it leaves to dropLater. Under c.mu.
-func (c *conn) shedLocked() {
+// go, as the connection parks or once it has (parked; dropDeferredLocked);
+// what a writer holding the role keeps, it leaves to dropLater. Under
+// c.mu.
+func (c *conn) shedLocked(parked bool) {
 	c.dropLater = false
 	c.dropEncoderLocked()
-	c.leavePollerLocked()
+	c.leavePollerLocked(parked)
 }
 
 // unpark takes a parked connection off the poller and clears the sweep's
