@@ -301,16 +301,16 @@ var prefaceBytes = []byte(http2.ClientPreface)
 func (lc *lobbyConn) frames(b []byte, first, ackOK bool) (settings, acks int, ok bool) {
 	window := int64(lc.window)
 	for len(b) > 0 {
-		if len(b) < 9 {
+		if len(b) < frameHeaderLen {
 			return 0, 0, false
 		}
-		n := int(b[0])<<16 | int(b[1])<<8 | int(b[2])
+		n := frameLength(b)
 		typ, flags := http2.FrameType(b[3]), http2.Flags(b[4])
 		stream := binary.BigEndian.Uint32(b[5:9]) & (1<<31 - 1)
-		if n > maxFrameSize || len(b) < 9+n || stream != 0 {
+		if n > maxFrameSize || len(b) < frameHeaderLen+n || stream != 0 {
 			return 0, 0, false
 		}
-		p := b[9 : 9+n]
+		p := b[frameHeaderLen : frameHeaderLen+n]
 		switch {
 		case typ == http2.FrameSettings && flags.Has(http2.FlagSettingsAck):
 			if first || !ackOK || acks > 0 || n != 0 {
@@ -340,7 +340,7 @@ func (lc *lobbyConn) frames(b []byte, first, ackOK bool) (settings, acks int, ok
 			return 0, 0, false
 		}
 		first = false
-		b = b[9+n:]
+		b = b[frameHeaderLen+n:]
 	}
 	lc.window = uint32(window)
 	return settings, acks, true
@@ -350,7 +350,7 @@ func (lc *lobbyConn) frames(b []byte, first, ackOK bool) (settings, acks int, ok
 // bytes hold none, the lobby having taken the one the client sent.
 func appendUnacked(head, b []byte) []byte {
 	for len(b) > 0 {
-		n := 9 + (int(b[0])<<16 | int(b[1])<<8 | int(b[2]))
+		n := frameHeaderLen + frameLength(b)
 		if http2.FrameType(b[3]) != http2.FrameSettings || !http2.Flags(b[4]).Has(http2.FlagSettingsAck) {
 			head = append(head, b[:n]...)
 		}
