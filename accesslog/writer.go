@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/sightline-proxy/sightline/internal/tick"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
@@ -193,7 +194,7 @@ func (w *batchWriter) kickFlush() {
 // write, which only a slow disk makes noticeable).
 func (w *batchWriter) run() {
 	defer close(w.done)
-	t := time.NewTicker(w.interval)
+	t := tick.NewTicker(w.interval)
 	defer t.Stop()
 	for {
 		select {

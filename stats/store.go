@@ -12,6 +12,7 @@ import (
 
 	"github.com/uber-go/tally/v4"
 
+	"github.com/sightline-proxy/sightline/internal/tick"
 	"github.com/sightline-proxy/sightline/proxy/config"
 )
 
@@ -215,7 +216,7 @@ func (s *Store) Start(ctx context.Context) {
 	s.running = true
 	go func() {
 		defer close(s.done)
-		t := time.NewTicker(s.interval)
+		t := tick.NewTicker(s.interval)
 		defer t.Stop()
 		for {
 			select {

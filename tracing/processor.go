@@ -9,6 +9,8 @@ import (
 	"github.com/rs/zerolog"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/sightline-proxy/sightline/internal/tick"
 )
 
 // queueProcessor is a batching span processor with a bounded queue that
@@ -86,8 +88,8 @@ func (p *queueProcessor) drop() {
 func (p *queueProcessor) run() {
 	defer close(p.done)
 	batch := make([]sdktrace.ReadOnlySpan, 0, p.batchSize)
-	tick := time.NewTicker(p.interval)
-	defer tick.Stop()
+	t := tick.NewTicker(p.interval)
+	defer t.Stop()
 	for {
 		select {
 		case s := <-p.queue:
@@ -95,7 +97,7 @@ func (p *queueProcessor) run() {
 			if len(batch) >= p.batchSize {
 				batch = p.export(batch)
 			}
-		case <-tick.C:
+		case <-t.C:
 			batch = p.export(batch)
 		case ch := <-p.flushReq:
 			batch = p.export(p.drain(batch))

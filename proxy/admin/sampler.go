@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sightline-proxy/sightline/internal/shrink"
+	"github.com/sightline-proxy/sightline/internal/tick"
 
 	"github.com/sightline-proxy/sightline/proxy/host"
 	"github.com/sightline-proxy/sightline/stats"
@@ -251,7 +252,7 @@ func (s *sampler) start() {
 	s.sample(time.Now())
 	go func() {
 		defer close(s.done)
-		t := time.NewTicker(sampleEvery)
+		t := tick.NewTicker(sampleEvery)
 		defer t.Stop()
 		for {
 			select {

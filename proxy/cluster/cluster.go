@@ -24,6 +24,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/accesslog"
 	"github.com/sightline-proxy/sightline/internal/logfield"
+	"github.com/sightline-proxy/sightline/internal/tick"
 	"github.com/sightline-proxy/sightline/proxy/balancer"
 	"github.com/sightline-proxy/sightline/proxy/balancer/policies"
 	"github.com/sightline-proxy/sightline/proxy/balancer/zoneaware"
@@ -317,7 +318,7 @@ func (c *Cluster) Start(ctx context.Context) {
 		if every <= 0 {
 			every = 5 * time.Second
 		}
-		t := time.NewTicker(every)
+		t := tick.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {

@@ -38,6 +38,29 @@ var bufMem atomic.Int64
 // BufferedBytes returns the memory the engine's DATA buffers hold now.
 func BufferedBytes() int64 { return bufMem.Load() }
 
+// bufAlarm is the overload manager's one-shot alarm (overload.Engine's
+// Alarm): getBuf takes it and sends on its channel once bufMem reaches
+// its mark. A nil alarm costs getBuf one atomic load.
+var bufAlarm atomic.Pointer[alarm]
+
+type alarm struct {
+	at int64
+	c  chan<- struct{}
+}
+
+// setAlarm arms bufAlarm, replacing an alarm still armed.
+func setAlarm(at int64, c chan<- struct{}) { bufAlarm.Store(&alarm{at: at, c: c}) }
+
+// ring sends a's signal, once, when bufMem is at n.
+func (a *alarm) ring(n int64) {
+	if n >= a.at && bufAlarm.CompareAndSwap(a, nil) {
+		select {
+		case a.c <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func init() {
 	for i, size := range bufClasses {
 		bufPools[i].New = func() any { return &dbuf{b: make([]byte, size)} }
@@ -51,7 +74,10 @@ func getBuf(n int) *dbuf {
 		if n <= size {
 			d := bufPools[i].Get().(*dbuf)
 			d.off, d.end, d.next, d.local = 0, 0, nil, false
-			bufMem.Add(int64(size))
+			n := bufMem.Add(int64(size))
+			if a := bufAlarm.Load(); a != nil {
+				a.ring(n)
+			}
 			return d
 		}
 	}

@@ -363,6 +363,36 @@ func TestOverloadResetsLargestStreams(t *testing.T) {
 	}
 }
 
+// TestBufferAlarm: the overload manager's alarm rings once, when the
+// engine's buffers reach its mark, and not below it.
+func TestBufferAlarm(t *testing.T) {
+	c := make(chan struct{}, 1)
+	setAlarm(BufferedBytes()+1<<40, c)
+	putBuf(getBuf(maxFrameSize))
+	select {
+	case <-c:
+		t.Fatal("the alarm rang below its mark")
+	default:
+	}
+	setAlarm(BufferedBytes()+1, c)
+	d := getBuf(maxFrameSize)
+	defer putBuf(d)
+	select {
+	case <-c:
+	default:
+		t.Fatal("the alarm did not ring at its mark")
+	}
+	if bufAlarm.Load() != nil {
+		t.Error("the alarm is still armed once it rang")
+	}
+	putBuf(getBuf(maxFrameSize))
+	select {
+	case <-c:
+		t.Error("the alarm rang twice")
+	default:
+	}
+}
+
 // TestOverloadStopsRequests: while stop_accepting_requests is on, a new
 // request gets 503 (UNAVAILABLE for gRPC) with flag OM, counted in
 // downstream_rq_overload_close, and nothing goes upstream.

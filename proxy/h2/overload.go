@@ -18,6 +18,7 @@ func Engine() overload.Engine {
 		Buffered: BufferedBytes,
 		Reset:    resetLargest,
 		Budget:   func(b int64) { growLimit.Store(b / 4) },
+		Alarm:    setAlarm,
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/internal/roster"
 	"github.com/sightline-proxy/sightline/internal/shrink"
+	"github.com/sightline-proxy/sightline/internal/tick"
 	"github.com/sightline-proxy/sightline/internal/yield"
 )
 
@@ -635,7 +636,7 @@ func (p *poller) sweep() {
 		ups   []*clientConn
 	)
 	pace := newPacer()
-	for t := range time.Tick(parkAfter) {
+	for t := range tick.NewTicker(parkAfter).C {
 		now := t.UnixNano()
 		pace.start = time.Now()
 		downs = walk(&live.mu, &live.conns, downs, pace, func(sc *serverConn) {

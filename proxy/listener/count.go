@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sightline-proxy/sightline/internal/shrink"
+	"github.com/sightline-proxy/sightline/internal/tick"
 	"github.com/sightline-proxy/sightline/stats"
 )
 
@@ -167,7 +168,7 @@ func (m *byteMeter) queue(c *countConn) {
 // start runs the sweeper until stopSweeping.
 func (m *byteMeter) start() {
 	m.stop, m.done = make(chan struct{}), make(chan struct{})
-	t := time.NewTicker(sweepInterval)
+	t := tick.NewTicker(sweepInterval)
 	go func() {
 		defer close(m.done)
 		defer t.Stop()

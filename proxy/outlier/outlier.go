@@ -21,6 +21,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/accesslog"
 	"github.com/sightline-proxy/sightline/internal/logfield"
+	"github.com/sightline-proxy/sightline/internal/tick"
 
 	"github.com/rs/zerolog"
 
@@ -301,7 +302,7 @@ func (d *Detector) Start(ctx context.Context) {
 
 func (d *Detector) run(ctx context.Context) {
 	defer close(d.done)
-	t := time.NewTicker(d.interval)
+	t := tick.NewTicker(d.interval)
 	defer t.Stop()
 	for {
 		select {

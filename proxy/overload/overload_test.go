@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"testing"
 	"time"
 
@@ -292,5 +293,135 @@ func TestShrinkHeapLetGo(t *testing.T) {
 	}
 	if n := st.ShrinkHeap.Value() - before; n != 1 {
 		t.Errorf("overload.shrink_heap.shrink_count grew by %d, want 1: collections that gave nothing back were counted", n)
+	}
+}
+
+// quietEngine is an Engine with an alarm the test rings itself, as the
+// engine's buffers would.
+type quietEngine struct {
+	mu       sync.Mutex
+	buffered int64
+	reads    int
+	armedAt  int64 // 0: no alarm
+	c        chan<- struct{}
+	onArm    func(q *quietEngine) // under mu
+}
+
+func (q *quietEngine) engine() Engine {
+	return Engine{
+		Buffered: func() int64 {
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			q.reads++
+			return q.buffered
+		},
+		Reset: func(int64) int { return 0 },
+		Alarm: func(at int64, c chan<- struct{}) {
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			q.armedAt, q.c = at, c
+			if q.onArm != nil {
+				q.onArm(q)
+			}
+		},
+	}
+}
+
+func (q *quietEngine) set(n int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.buffered = n
+}
+
+// ring sends the armed alarm's signal, as getBuf does at its mark.
+func (q *quietEngine) ring(t *testing.T) {
+	t.Helper()
+	q.mu.Lock()
+	c := q.c
+	q.armedAt, q.c = 0, nil
+	q.mu.Unlock()
+	if c == nil {
+		t.Fatal("no alarm armed")
+	}
+	c <- struct{}{}
+}
+
+func waitActive(t *testing.T, m *Manager, a Actions, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for m.Active(a) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("action %b active = %v after 10 s, want %v", a, !want, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestQuietManager: with little buffered, no action on and the buffers as
+// the only monitor, the manager stops looking every refresh interval and
+// arms the engine's alarm at a sixteenth of the budget; the alarm wakes it
+// at once, and it looks every refresh interval again while anything is on.
+// The quiet wait is an hour here, so that only the alarm can wake it.
+func TestQuietManager(t *testing.T) {
+	q := &quietEngine{}
+	m := New(Config{MaxBufferedBytes: 1600, RefreshInterval: time.Millisecond}, q.engine(), nil)
+	m.quiet = time.Hour
+	m.Start()
+	defer m.Stop()
+	time.Sleep(50 * time.Millisecond)
+	q.mu.Lock()
+	reads, at := q.reads, q.armedAt
+	q.mu.Unlock()
+	if at != 100 {
+		t.Fatalf("alarm armed at %d, want 100 (a sixteenth of the budget)", at)
+	}
+	if reads > 4 {
+		t.Errorf("%d readings of the buffers in 50 ms while quiet, want at most 4 (the start's, and two around arming the alarm)", reads)
+	}
+
+	q.set(1500)
+	q.ring(t)
+	waitActive(t, m, ResetStreams, true)
+	q.set(0) // no alarm: an action on keeps the manager looking
+	waitActive(t, m, ResetStreams, false)
+}
+
+// TestQuietManagerRace: bytes buffered while the alarm is armed, which
+// rang no alarm, are seen by the reading after arming it.
+func TestQuietManagerRace(t *testing.T) {
+	q := &quietEngine{}
+	q.onArm = func(q *quietEngine) {
+		if q.buffered == 0 {
+			q.buffered = 1500 // arrived past the mark before the alarm was set
+		}
+	}
+	m := New(Config{MaxBufferedBytes: 1600, RefreshInterval: time.Millisecond}, q.engine(), nil)
+	m.quiet = time.Hour
+	m.Start()
+	defer m.Stop()
+	waitActive(t, m, ResetStreams, true)
+}
+
+// TestNeverQuiet: a heap monitor or a concurrency budget keeps the
+// manager looking every refresh interval; no alarm is armed.
+func TestNeverQuiet(t *testing.T) {
+	for _, cfg := range []Config{
+		{MaxBufferedBytes: 1600, MaxHeapBytes: 1 << 40, RefreshInterval: time.Millisecond},
+		{MaxBufferedBytes: 1600, MaxActiveRequests: 10, RefreshInterval: time.Millisecond},
+	} {
+		t.Run(fmt.Sprintf("heap %d requests %d", cfg.MaxHeapBytes, cfg.MaxActiveRequests), func(t *testing.T) {
+			q := &quietEngine{}
+			m := New(cfg, q.engine(), nil)
+			m.quiet = time.Hour
+			m.Start()
+			defer m.Stop()
+			q.set(1500)
+			waitActive(t, m, ResetStreams, true)
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			if q.armedAt != 0 {
+				t.Errorf("alarm armed at %d", q.armedAt)
+			}
+		})
 	}
 }

@@ -21,6 +21,14 @@
 // that arrives while the proxy runs on one thread waits at most one
 // Interval for the others.
 //
+// An idle process is looked at less often: once a second while it runs
+// on one thread and used less than IdleBelow of a core, or while one is
+// the most it may use (there is nothing to decide then but whether the
+// runtime raised the most). Each look wakes the process, and on a virtual
+// machine each wake-up of an idle process costs about 0.2 ms of CPU: ten
+// a second were most of what an idle proxy spent. A load that arrives at
+// an idle proxy therefore waits at most IdleInterval for the others.
+//
 // Envoy runs a fixed number of worker threads (--concurrency); HAProxy
 // and nginx a fixed number of threads or processes. Their idle threads
 // sleep in the kernel and cost nothing; Go's idle processors are what
@@ -33,11 +41,15 @@ import (
 	"runtime/metrics"
 	"sync"
 	"time"
+
+	"github.com/sightline-proxy/sightline/internal/tick"
 )
 
 // Tuning: see the package comment.
 const (
 	Interval       = 100 * time.Millisecond
+	IdleInterval   = time.Second
+	IdleBelow      = 0.01
 	GrowAt         = 0.7
 	WaitAt         = 50 * time.Microsecond
 	ShrinkTo       = 0.5
@@ -56,6 +68,17 @@ type Load struct {
 	// Queued says goroutines ready to run waited for a thread: the
 	// median wait was over WaitAt.
 	Queued bool
+	// Intervals is how many Intervals the look covered (0 counts as
+	// one): more after an idle wait, so that the policy's clock (a
+	// shrink's wait, a load that comes back soon after one) keeps to
+	// wall time.
+	Intervals int
+}
+
+// idle says the process looked at with load l, on cur of max processors,
+// may next be looked at after IdleInterval.
+func (l Load) idle(cur, max int) bool {
+	return max == 1 || cur == 1 && !l.Queued && l.Used < IdleBelow
 }
 
 // Policy decides the processor count from the process's load, one
@@ -84,7 +107,7 @@ func (p *Policy) SetMax(max int) { p.max, p.cur, p.low = max, max, 0 }
 // Next takes the load of the last Interval and returns the processor
 // count for the next one.
 func (p *Policy) Next(l Load) int {
-	p.since++
+	p.since += max(l.Intervals, 1)
 	if p.cur < p.max && (l.Queued || l.Used > GrowAt*float64(p.cur)) {
 		if p.since < 2*p.need {
 			// Back soon after a shrink: hold the next one off longer.
@@ -100,7 +123,7 @@ func (p *Policy) Next(l Load) int {
 		p.low = 0
 		return p.cur
 	}
-	if p.low++; p.low >= p.need {
+	if p.low += max(l.Intervals, 1); p.low >= p.need {
 		p.cur, p.low, p.since = want, 0, 0
 	}
 	return p.cur
@@ -174,7 +197,7 @@ func (c *Controller) run(stop, done chan struct{}) {
 	defer close(done)
 	cur := c.set(0)
 	p := NewPolicy(cur)
-	t := time.NewTicker(Interval)
+	t := time.NewTimer(tick.Until(Interval))
 	defer t.Stop()
 	lastCPU, _ := c.cpu()
 	last := time.Now()
@@ -187,7 +210,9 @@ func (c *Controller) run(stop, done chan struct{}) {
 		}
 		cpu, _ := c.cpu()
 		now := time.Now()
-		l := Load{Used: float64(cpu-lastCPU) / float64(now.Sub(last)), Queued: c.queued()}
+		took := now.Sub(last)
+		l := Load{Used: float64(cpu-lastCPU) / float64(took), Queued: c.queued(),
+			Intervals: int((took + Interval/2) / Interval)}
 		lastCPU, last = cpu, now
 		if n := c.set(0); n != cur {
 			// Someone else set it (the runtime, for a new CPU limit):
@@ -204,6 +229,11 @@ func (c *Controller) run(stop, done chan struct{}) {
 		default:
 			c.set(n)
 			cur = n
+		}
+		if l.idle(cur, p.max) {
+			t.Reset(tick.Until(IdleInterval))
+		} else {
+			t.Reset(tick.Until(Interval))
 		}
 	}
 }

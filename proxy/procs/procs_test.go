@@ -48,6 +48,9 @@ func TestPolicy(t *testing.T) {
 		{"and then shrinks", 2,
 			cat(repeat(0.1, need), repeatLoad(queued, 1), repeat(0.1, 2*need)), 1},
 		{"one processor: nothing to adapt", 1, cat(repeat(0.1, need), repeat(3, 1), repeatLoad(queued, 1)), 1},
+		{"a look after a long wait counts its Intervals", 2, []Load{{Used: 0.1, Intervals: need}}, 1},
+		{"a load back long after a shrink, by the clock, waits the usual time", 2,
+			cat(repeat(0.1, need), []Load{{Used: 0.001, Intervals: 2 * need}}, repeatLoad(queued, 1), repeat(0.1, need)), 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,6 +162,7 @@ func TestController(t *testing.T) {
 	f.procs = 3 // as the runtime does when the limit changes
 	f.mu.Unlock()
 	f.setBusy(2.9)
+	waitProcs(t, f, 3, 3*IdleInterval) // the idle process looks once per IdleInterval
 	time.Sleep(5 * Interval)
 	if got := f.current(); got != 3 {
 		t.Errorf("GOMAXPROCS %d under load after the runtime set 3, want 3", got)
@@ -179,6 +183,57 @@ func TestControllerOneProcessor(t *testing.T) {
 	c.SetEnabled(false)
 	if want := []int{1}; !slices.Equal(one.sets, want) {
 		t.Errorf("GOMAXPROCS set to %v, want %v (the reset when stopping)", one.sets, want)
+	}
+}
+
+func TestLoadIdle(t *testing.T) {
+	tests := []struct {
+		name     string
+		l        Load
+		cur, max int
+		want     bool
+	}{
+		{"one thread of two, nothing used", Load{}, 1, 2, true},
+		{"one thread of two, under IdleBelow", Load{Used: IdleBelow / 2}, 1, 2, true},
+		{"one thread of two, at IdleBelow", Load{Used: IdleBelow}, 1, 2, false},
+		{"one thread of two, goroutines queued", Load{Queued: true}, 1, 2, false},
+		{"two threads, nothing used", Load{}, 2, 2, false},
+		{"one thread at most, busy", Load{Used: 1, Queued: true}, 1, 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.l.idle(tt.cur, tt.max); got != tt.want {
+				t.Errorf("idle(%+v, %d of %d) = %v, want %v", tt.l, tt.cur, tt.max, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestControllerIdleLooks: a process that may use one processor is
+// looked at once per IdleInterval, not once per Interval: every look
+// wakes the process. A busy machine makes fewer looks, never more.
+func TestControllerIdleLooks(t *testing.T) {
+	one := &fakeProcess{at: time.Now(), procs: 1, max: 1}
+	var mu sync.Mutex
+	looks := 0
+	c := one.controller()
+	c.cpu = func() (time.Duration, bool) {
+		mu.Lock()
+		looks++
+		mu.Unlock()
+		return one.cpuTime()
+	}
+	c.SetEnabled(true)
+	wait := 2*IdleInterval + IdleInterval/2
+	time.Sleep(wait)
+	c.SetEnabled(false)
+	mu.Lock()
+	defer mu.Unlock()
+	// SetEnabled's reading and the start's, a look within an Interval,
+	// then one at each multiple of IdleInterval on the process's clock:
+	// up to three in two and a half.
+	if most := 4 + int(wait/IdleInterval); looks > most {
+		t.Errorf("%d looks in %v at one processor, want at most %d", looks, wait, most)
 	}
 }
 

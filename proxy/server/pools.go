@@ -3,6 +3,7 @@ package server
 import (
 	"time"
 
+	"github.com/sightline-proxy/sightline/internal/tick"
 	"github.com/sightline-proxy/sightline/proxy/h2"
 	"github.com/sightline-proxy/sightline/proxy/host"
 )
@@ -25,7 +26,7 @@ func upstreamIdle(u host.Upstream) bool {
 // overload manager's shrink_heap.)
 func (s *Server) sweepPools() {
 	defer s.bg.Done()
-	t := time.NewTicker(poolSweepEvery)
+	t := tick.NewTicker(poolSweepEvery)
 	defer t.Stop()
 	for {
 		select {

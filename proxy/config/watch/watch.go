@@ -29,6 +29,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
+
+	"github.com/sightline-proxy/sightline/internal/tick"
 )
 
 // DefaultDebounce is how long the files must stay quiet before they are
@@ -251,8 +253,8 @@ func (w *Watcher) loop() {
 		timer   = time.NewTimer(time.Hour)
 		pending bool      // timer armed
 		first   time.Time // first event since the last comparison
-		ticker  *time.Ticker
-		tick    <-chan time.Time
+		ticker  *tick.Ticker
+		polls   <-chan time.Time
 	)
 	timer.Stop()
 	defer timer.Stop()
@@ -298,10 +300,10 @@ func (w *Watcher) loop() {
 			arm()
 		case d := <-w.poll:
 			if ticker == nil {
-				ticker = time.NewTicker(d)
-				tick = ticker.C
+				ticker = tick.NewTicker(d)
+				polls = ticker.C
 			}
-		case <-tick:
+		case <-polls:
 			arm()
 		case <-w.look:
 			arm()
