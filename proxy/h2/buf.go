@@ -51,9 +51,9 @@ type alarm struct {
 // setAlarm arms bufAlarm, replacing an alarm still armed.
 func setAlarm(at int64, c chan<- struct{}) { bufAlarm.Store(&alarm{at: at, c: c}) }
 
-// ring sends a's signal, once, when bufMem is at n.
-func (a *alarm) ring(n int64) {
-	if n >= a.at && bufAlarm.CompareAndSwap(a, nil) {
+// ring sends a's signal, once, when the buffers hold at least its mark.
+func (a *alarm) ring(held int64) {
+	if held >= a.at && bufAlarm.CompareAndSwap(a, nil) {
 		select {
 		case a.c <- struct{}{}:
 		default:
@@ -74,9 +74,9 @@ func getBuf(n int) *dbuf {
 		if n <= size {
 			d := bufPools[i].Get().(*dbuf)
 			d.off, d.end, d.next, d.local = 0, 0, nil, false
-			n := bufMem.Add(int64(size))
+			held := bufMem.Add(int64(size))
 			if a := bufAlarm.Load(); a != nil {
-				a.ring(n)
+				a.ring(held)
 			}
 			return d
 		}
