@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sightline-proxy/sightline/internal/backend"
+	"github.com/sightline-proxy/sightline/internal/testnet"
 	"github.com/sightline-proxy/sightline/internal/testtool"
 	"github.com/sightline-proxy/sightline/stats"
 )
@@ -788,7 +789,7 @@ type observedEnv struct {
 func startObservedEnv(t *testing.T, prometheus string) *observedEnv {
 	t.Helper()
 	dir := t.TempDir()
-	e := &observedEnv{dead: closedAddr(t), accessLog: filepath.Join(dir, "access.log")}
+	e := &observedEnv{dead: testnet.ClosedPort(t), accessLog: filepath.Join(dir, "access.log")}
 	for i, z := range []string{"zone-a", "zone-a", "zone-b", "zone-b"} {
 		b, err := backend.Start("127.0.0.1:0", fmt.Sprintf("primary-%d", i+1), z)
 		if err != nil {

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // rateLimitServer is a conforming rate limit service
@@ -159,7 +161,7 @@ func TestGlobalRateLimit(t *testing.T) {
 	b := startBackends(t, 1)[0]
 	web := startEchoBackend(t)
 	rls, rlsAddr := startRateLimitServer(t, 3)
-	down := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens there
+	down := testnet.ClosedPort(t)
 	p := startProxy(t, globalRateLimitConfig(b.Addr, web, rlsAddr, down))
 	addr := p.listener("ingress")
 

@@ -17,6 +17,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 const (
@@ -513,8 +515,8 @@ clusters:
 func TestUpstreamDown(t *testing.T) {
 	a := startBackend(t, "127.0.0.1:0", "a")
 	b := startBackend(t, "127.0.0.1:0", "b")
-	dead := closedAddr(t)
-	later := closedAddr(t) // a backend is started there during the test
+	dead := testnet.ClosedPort(t)
+	later := freeAddr(t) // a backend is started there during the test
 	p := startProxy(t, fmt.Sprintf(`node: {id: e2e, zone: zone-a}
 listeners:
   - name: ingress

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // TestLogLinesHaveUniqueKeys: every line of the proxy's own JSON log has
@@ -14,7 +16,7 @@ import (
 // shippers and jq each read differently. The scenario makes the health
 // checker, the statsd sink and the config watcher log.
 func TestLogLinesHaveUniqueKeys(t *testing.T) {
-	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dead := testnet.ClosedPort(t)
 	cfg := fmt.Sprintf(`
 stats:
   flush_interval: 100ms

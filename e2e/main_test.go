@@ -408,8 +408,10 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// closedAddr returns a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
+// freeAddr returns a loopback address that was free a moment ago, for a
+// listener the test starts there later. An address that must stay dead
+// is testnet.ClosedPort, which keeps the port taken.
+func freeAddr(t *testing.T) string {
 	t.Helper()
 	return fmt.Sprintf("127.0.0.1:%d", freePort(t))
 }

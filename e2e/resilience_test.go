@@ -23,6 +23,7 @@ import (
 
 	"github.com/sightline-proxy/sightline/internal/backend"
 	"github.com/sightline-proxy/sightline/internal/jsonlines"
+	"github.com/sightline-proxy/sightline/internal/testnet"
 )
 
 // backendProcess is a backend in a process of its own (this test binary,
@@ -444,7 +445,7 @@ health_check: {grpc: {}, interval: 200ms, interval_jitter: 0s, timeout: 150ms, h
 // TestNoHealthyHost: with every host failing its checks and no panic
 // mode, calls fail at once with UNAVAILABLE and UH.
 func TestNoHealthyHost(t *testing.T) {
-	cfg := routedConfig{cluster: "panic_threshold: 0\nendpoints: " + endpoints(closedAddr(t)) +
+	cfg := routedConfig{cluster: "panic_threshold: 0\nendpoints: " + endpoints(testnet.ClosedPort(t)) +
 		"\nhealth_check: {tcp: {}, interval: 200ms, timeout: 100ms, healthy_threshold: 1, unhealthy_threshold: 1}"}.String()
 	p := startProxy(t, cfg)
 	client := testClient(t, p.listener("ingress"))

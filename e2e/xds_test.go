@@ -86,7 +86,7 @@ type controlPlane struct {
 
 func startControlPlane(t *testing.T) *controlPlane {
 	t.Helper()
-	c := &controlPlane{t: t, dir: t.TempDir(), addr: closedAddr(t), nacks: make(chan controlplane.Nack, 100)}
+	c := &controlPlane{t: t, dir: t.TempDir(), addr: freeAddr(t), nacks: make(chan controlplane.Nack, 100)}
 	c.write("listeners.yaml", xdsListener)
 	t.Cleanup(c.stop)
 	return c

@@ -14,19 +14,6 @@ import (
 	"time"
 )
 
-// ClosedPort is a loopback address nothing listens on: a dial gets
-// "connection refused" at once.
-func ClosedPort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // MuteListener accepts connections and never writes to them: an h2c
 // upstream that never sends its SETTINGS, a TLS one that never answers
 // the handshake. accepted receives each connection (up to 16 waiting);
